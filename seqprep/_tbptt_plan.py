@@ -1,0 +1,282 @@
+"""Chunk planner for truncated backpropagation through time (numpy only, no TensorFlow).
+
+The planner decides where every step of every sequence goes when variable-length sequences are
+trained window by window with a stateful RNN of a fixed batch size:
+
+* each sequence gets one batch **row**; a row holds several sequences one after another;
+* rows are cut into **windows** of ``window`` steps; one window of all rows is one model call;
+* every sequence starts at a window boundary. The tail of a sequence's last window is padding,
+  so a row's state only ever has to be reset *before* a window, never in the middle of one, and
+  the padding inside a window is always at the end of a row (post-padding, the layout the cuDNN
+  kernel accepts). The price is at most ``window - 1`` padded steps per sequence; the plan reports
+  it as :attr:`TBPTTPlan.padding_fraction`.
+
+Cells are stored compactly, one entry per (window, row): which sequence the cell holds, the step
+of that sequence at the cell's first position and how many of its steps are real. Per-step views
+(:attr:`TBPTTPlan.mask`, :attr:`TBPTTPlan.source_step`, ...) are computed from those on demand.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from seqprep._checks import check_choice, check_int, check_lengths
+
+Order = Literal["longest_first", "shuffle", "input"]
+ORDERS: tuple[str, ...] = ("longest_first", "shuffle", "input")
+
+
+@dataclass(frozen=True, eq=False)
+class TBPTTPlan:
+    """Where every step of every sequence goes, window by window.
+
+    Made by :func:`plan_tbptt`; read-only. Window ``w`` of the plan is one model call on a batch
+    of shape ``(batch_size, window, ...)``. Sequence ``i`` lives in row ``row[i]`` and covers the
+    windows ``first_window[i]`` to ``last_window[i]`` (inclusive) of that row, starting at offset 0
+    of its first window.
+
+    Attributes:
+        window: Steps per window.
+        batch_size: Rows per window (the model's fixed batch size).
+        lengths: int64 ``(n,)``, the length of every sequence.
+        row: int64 ``(n,)``, the row of every sequence (``-1`` for an empty sequence).
+        first_window: int64 ``(n,)``, the window where each sequence starts (``-1`` if empty).
+        sequence: int64 ``(n_windows, batch_size)``, the sequence held by each cell, ``-1`` for a
+            cell that is all padding.
+        start: int64 ``(n_windows, batch_size)``, the step of that sequence at the cell's first
+            position (0 for padding cells).
+        count: int64 ``(n_windows, batch_size)``, the number of real steps in each cell; they are
+            always the cell's first ``count`` positions.
+    """
+
+    window: int
+    batch_size: int
+    lengths: np.ndarray
+    row: np.ndarray
+    first_window: np.ndarray
+    sequence: np.ndarray
+    start: np.ndarray
+    count: np.ndarray
+
+    @property
+    def n_windows(self) -> int:
+        """Number of windows (model calls) in one pass over the data."""
+        return int(self.sequence.shape[0])
+
+    @property
+    def num_sequences(self) -> int:
+        """Number of sequences planned."""
+        return int(self.lengths.shape[0])
+
+    @property
+    def resets(self) -> np.ndarray:
+        """bool ``(n_windows, batch_size)``: rows whose state must be zeroed before window ``w``.
+
+        True exactly where a new sequence starts, so a row that holds several sequences is reset
+        once per sequence and a row that has run out is never reset again.
+        """
+        return (self.sequence >= 0) & (self.start == 0)
+
+    @property
+    def ends(self) -> np.ndarray:
+        """bool ``(n_windows, batch_size)``: cells holding the last real step of their sequence."""
+        held = np.maximum(self.sequence, 0)
+        return (self.sequence >= 0) & (self.start + self.count == self.lengths[held])
+
+    @property
+    def idle(self) -> np.ndarray:
+        """bool ``(n_windows, batch_size)``: cells that are all padding (the row has run out)."""
+        return self.count == 0
+
+    @property
+    def mask(self) -> np.ndarray:
+        """bool ``(n_windows, batch_size, window)``: True on real steps, False on padding."""
+        return np.arange(self.window) < self.count[..., None]
+
+    @property
+    def source_sequence(self) -> np.ndarray:
+        """int64 ``(n_windows, batch_size, window)``: sequence of each step, ``-1`` on padding."""
+        return np.where(self.mask, self.sequence[..., None], -1)
+
+    @property
+    def source_step(self) -> np.ndarray:
+        """int64 ``(n_windows, batch_size, window)``: step (time index) within its sequence of
+        each position, ``-1`` on padding."""
+        return np.where(self.mask, self.start[..., None] + np.arange(self.window), -1)
+
+    @property
+    def n_windows_of(self) -> np.ndarray:
+        """int64 ``(n,)``: windows each sequence spans, ``ceil(length / window)``."""
+        return -(-self.lengths // self.window)
+
+    @property
+    def last_window(self) -> np.ndarray:
+        """int64 ``(n,)``: window holding each sequence's last real step (``-1`` if empty)."""
+        return np.where(self.lengths > 0, self.first_window + self.n_windows_of - 1, -1)
+
+    @property
+    def last_row(self) -> np.ndarray:
+        """int64 ``(n,)``: row holding each sequence's last real step (``-1`` if empty)."""
+        return self.row.copy()
+
+    @property
+    def last_offset(self) -> np.ndarray:
+        """int64 ``(n,)``: position of each sequence's last real step inside its last window
+        (``-1`` if empty)."""
+        return np.where(self.lengths > 0, (self.lengths - 1) % self.window, -1)
+
+    @property
+    def real_steps(self) -> int:
+        """Total real steps, ``lengths.sum()``."""
+        return int(self.lengths.sum())
+
+    @property
+    def total_steps(self) -> int:
+        """Total positions in the plan, ``n_windows * batch_size * window``."""
+        return self.n_windows * self.batch_size * self.window
+
+    @property
+    def padding_fraction(self) -> float:
+        """Share of the plan's positions that are padding (0.0 for an empty plan)."""
+        total = self.total_steps
+        return 0.0 if total == 0 else 1.0 - self.real_steps / total
+
+    def flat_index(self, offsets: np.ndarray, window: int | None = None) -> np.ndarray:
+        """Indices into flat (concatenated) sequence values, ``-1`` on padding.
+
+        Args:
+            offsets: int ``(n + 1,)``, where each sequence starts in the flat values
+                (``offsets[i + 1] - offsets[i] == lengths[i]``).
+            window: Only this window (shape ``(batch_size, window)``); default all windows
+                (shape ``(n_windows, batch_size, window)``).
+
+        Returns:
+            int64 array of indices; gather ``values[index]`` and overwrite where ``index < 0``.
+        """
+        offsets = np.asarray(offsets, dtype=np.int64)
+        if offsets.shape != (self.num_sequences + 1,) or np.any(
+            np.diff(offsets) != self.lengths
+        ):
+            raise ValueError(
+                "Argument `offsets` does not match the plan's lengths: expected "
+                f"{self.num_sequences + 1} offsets whose differences are the lengths."
+            )
+        cells = slice(None) if window is None else window
+        sequence, start, count = self.sequence[cells], self.start[cells], self.count[cells]
+        base = offsets[np.maximum(sequence, 0)] + start
+        positions = np.arange(self.window)
+        return np.where(
+            positions < count[..., None], base[..., None] + positions, np.int64(-1)
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"TBPTTPlan(num_sequences={self.num_sequences}, batch_size={self.batch_size}, "
+            f"window={self.window}, n_windows={self.n_windows}, "
+            f"padding_fraction={self.padding_fraction:.3f})"
+        )
+
+
+def plan_tbptt(
+    lengths: np.ndarray | list[int],
+    *,
+    window: int,
+    batch_size: int,
+    order: Order = "longest_first",
+    seed: int = 0,
+    epoch: int = 0,
+) -> TBPTTPlan:
+    """Lay variable-length sequences into batch rows and cut the rows into windows.
+
+    Each sequence is placed, whole, at the end of the row that is currently the shortest (ties go
+    to the lowest row), so a row holds several sequences one after another. Sequences take whole
+    windows: a sequence of length ``L`` spans ``ceil(L / window)`` windows and the next sequence
+    of its row starts at the following window boundary. State resets therefore happen only before
+    a window, and padding sits only at the end of a sequence's last window or after a row has run
+    out. Empty sequences take no space.
+
+    Args:
+        lengths: Length of each sequence (non-negative integers).
+        window: Steps per window (the truncation length of backpropagation), at least 1.
+        batch_size: Number of rows, the batch size of the stateful model, at least 1.
+        order: Order in which sequences are placed: ``"longest_first"`` (greedy
+            longest-processing-time packing, the fewest windows), ``"shuffle"`` (a seeded random
+            order; different for every ``epoch``) or ``"input"`` (as given).
+        seed: Seed for ``order="shuffle"``.
+        epoch: Epoch number, mixed into the seed for ``order="shuffle"``.
+
+    Returns:
+        A :class:`TBPTTPlan`.
+
+    Raises:
+        ValueError: If ``window`` or ``batch_size`` is below 1, ``order`` is unknown or
+            ``lengths`` is empty or negative.
+        TypeError: If an argument has the wrong type.
+
+    Example:
+        >>> plan = plan_tbptt([5, 2, 3], window=2, batch_size=2)
+        >>> plan.sequence.tolist()  # window x row: row 1 holds sequence 2, then sequence 1
+        [[0, 2], [0, 2], [0, 1]]
+        >>> plan.resets.tolist()  # row 1 is reset again when sequence 1 starts
+        [[True, True], [False, False], [False, True]]
+        >>> plan.count.tolist()  # real steps per cell, always at the start of the cell
+        [[2, 2], [2, 1], [1, 2]]
+        >>> plan.last_window.tolist(), plan.last_row.tolist(), plan.last_offset.tolist()
+        ([2, 2, 1], [0, 1, 1], [0, 1, 0])
+    """
+    lengths = check_lengths(lengths)
+    window = check_int("window", window, minimum=1, fix="If you want no truncation, set "
+                       "`window` to the longest length.")
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    check_choice("order", order, ORDERS)
+    seed = check_int("seed", seed)
+    epoch = check_int("epoch", epoch, minimum=0)
+
+    n = lengths.shape[0]
+    spans = -(-lengths // window)  # windows per sequence
+    if order == "longest_first":
+        placing = np.argsort(-lengths, kind="stable")
+    elif order == "shuffle":
+        placing = np.random.default_rng([seed & 0xFFFFFFFF, epoch]).permutation(n)
+    else:
+        placing = np.arange(n)
+
+    row = np.full(n, -1, dtype=np.int64)
+    first_window = np.full(n, -1, dtype=np.int64)
+    loads = [(0, r) for r in range(batch_size)]  # (windows used, row): a heap
+    for i in placing[spans[placing] > 0].tolist():
+        used, r = loads[0]
+        row[i] = r
+        first_window[i] = used
+        heapq.heapreplace(loads, (used + int(spans[i]), r))
+    n_windows = max(used for used, _ in loads)
+
+    sequence = np.full((n_windows, batch_size), -1, dtype=np.int64)
+    start = np.zeros((n_windows, batch_size), dtype=np.int64)
+    count = np.zeros((n_windows, batch_size), dtype=np.int64)
+    placed = np.flatnonzero(spans > 0)
+    cell_seq = np.repeat(placed, spans[placed])
+    first_cell = np.cumsum(spans[placed]) - spans[placed]
+    within = np.arange(cell_seq.shape[0]) - np.repeat(first_cell, spans[placed])
+    cell_window = first_window[cell_seq] + within
+    cell_row = row[cell_seq]
+    sequence[cell_window, cell_row] = cell_seq
+    start[cell_window, cell_row] = within * window
+    count[cell_window, cell_row] = np.minimum(window, lengths[cell_seq] - within * window)
+
+    for array in (lengths, row, first_window, sequence, start, count):
+        array.setflags(write=False)
+    return TBPTTPlan(
+        window=window,
+        batch_size=batch_size,
+        lengths=lengths,
+        row=row,
+        first_window=first_window,
+        sequence=sequence,
+        start=start,
+        count=count,
+    )
