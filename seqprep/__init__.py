@@ -1,0 +1,73 @@
+"""seqprep: cheap and correct training on variable-length sequences with Keras 3 and tf.data.
+
+Plan in numpy, execute in tf.data. Every public name is importable from here; the modules that
+need TensorFlow are imported only when one of their names is first used, so ``import seqprep``
+stays fast.
+
+Example:
+    >>> import seqprep as sp
+    >>> sp.pad_sequences([[1, 2, 3], [4]], padding="post").tolist()
+    [[1, 2, 3], [4, 0, 0]]
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# Public name -> submodule that defines it. Submodules are imported on first use.
+_EXPORTS: dict[str, str] = {
+    # padding and masks (numpy only)
+    "pad_sequences": "seqprep.padding",
+    "sequence_lengths": "seqprep.padding",
+    "unpad": "seqprep.padding",
+    "length_mask": "seqprep.masking",
+    "sequence_weights": "seqprep.masking",
+    "check_cudnn_mask": "seqprep.masking",
+    # bucketing (numpy only)
+    "Bucketer": "seqprep.bucketing",
+    "BucketSampler": "seqprep.bucketing",
+    "padding_report": "seqprep.bucketing",
+    # tf.data adapters
+    "bucketed_dataset": "seqprep.data",
+    "bucket_by_length": "seqprep.data",
+    # fitting
+    "fit_per_length": "seqprep.fitting",
+    "fit_separate_models": "seqprep.fitting",
+    "LengthEnsemble": "seqprep.fitting",
+    # long sequences
+    "plan_tbptt": "seqprep.tbptt",
+    "TBPTTPlan": "seqprep.tbptt",
+    "fit_tbptt": "seqprep.tbptt",
+    "predict_tbptt": "seqprep.tbptt",
+    "evaluate_tbptt": "seqprep.tbptt",
+    # ingestion
+    "from_dataframe": "seqprep.ingest",
+    "to_dataframe": "seqprep.ingest",
+    "read_sequences": "seqprep.ingest",
+    "read_lengths": "seqprep.ingest",
+    # scaling out
+    "distributed_bucketed_dataset": "seqprep.distributed",
+}
+
+_SUBMODULES = ("data", "datasets", "models", "distributed", "ingest", "plots", "tbptt", "fitting")
+
+__all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        module = importlib.import_module(f"seqprep.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'seqprep' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

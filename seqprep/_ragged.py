@@ -1,0 +1,281 @@
+"""The one normalisation of a sequence collection: flat values plus row offsets.
+
+Every public function that takes sequences calls :func:`as_ragged` (or :func:`lengths_of` when
+only the lengths are needed), so the rules for what counts as a sequence collection live here
+and nowhere else:
+
+* a list or tuple of 1-D / N-D numpy arrays, Python lists, or a mix of them;
+* a ``tf.RaggedTensor`` with one ragged dimension (the time axis);
+* a rectangular numpy array or ``tf.Tensor`` of shape ``(n, T, ...)`` (every row has length T);
+* a pandas ``Series`` whose cells are sequences;
+* any other iterable of sequences (a generator is consumed once).
+
+TensorFlow is never imported here: tensors are recognised by duck typing.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+# float64 holds every integer up to 2**53 exactly; past that the list fast path would round.
+_EXACT_FLOAT_INT = 2**53
+
+
+@dataclass(frozen=True)
+class Ragged:
+    """A sequence collection as ``values`` (all steps, stacked) and ``offsets`` (row starts).
+
+    Sequence ``i`` is ``values[offsets[i]:offsets[i + 1]]``.
+
+    Attributes:
+        values: array of shape ``(total_steps, *step_shape)``.
+        offsets: int64 array of shape ``(n + 1,)``, starting at 0, non-decreasing.
+    """
+
+    values: np.ndarray
+    offsets: np.ndarray
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """int64 array of the ``n`` sequence lengths."""
+        return np.diff(self.offsets)
+
+    @property
+    def step_shape(self) -> tuple[int, ...]:
+        """Shape of one time step (``()`` for scalar steps)."""
+        return tuple(self.values.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def row(self, i: int) -> np.ndarray:
+        """Sequence ``i`` (a view into ``values``)."""
+        return self.values[self.offsets[i] : self.offsets[i + 1]]
+
+
+def _is_tf_ragged(x: Any) -> bool:
+    return hasattr(x, "row_splits") and hasattr(x, "flat_values") and hasattr(x, "ragged_rank")
+
+
+def _is_tf_tensor(x: Any) -> bool:
+    return type(x).__module__.startswith("tensorflow") and hasattr(x, "numpy")
+
+
+def _is_pandas(x: Any) -> bool:
+    return type(x).__module__.startswith("pandas")
+
+
+def _to_list(sequences: Any, name: str) -> list[Any] | np.ndarray | Ragged:
+    """Return a list of per-sequence objects, or a rectangular ndarray, or a Ragged."""
+    if isinstance(sequences, Ragged):
+        return sequences
+    if isinstance(sequences, (str, bytes)):
+        raise TypeError(
+            f"Argument `{name}` must be a collection of sequences. Received a single "
+            f"{type(sequences).__name__}: {sequences[:40]!r}\n"
+            f"- If this is one sequence, wrap it in a list: `[{name}]`."
+        )
+    if _is_tf_ragged(sequences):
+        if sequences.ragged_rank != 1:
+            raise ValueError(
+                f"Argument `{name}` must be ragged only along the time axis (ragged_rank=1). "
+                f"Received a RaggedTensor with ragged_rank={sequences.ragged_rank}\n"
+                "- If the steps are ragged too, pad or merge them into a fixed step shape first."
+            )
+        values = np.asarray(sequences.values.numpy())
+        offsets = np.asarray(sequences.row_splits.numpy(), dtype=np.int64)
+        return Ragged(values, offsets)
+    if _is_tf_tensor(sequences):
+        sequences = sequences.numpy()
+    if _is_pandas(sequences):
+        if hasattr(sequences, "columns"):
+            raise TypeError(
+                f"Argument `{name}` must be a collection of sequences. Received a pandas "
+                "DataFrame\n"
+                "- If it holds one row per time step, convert it with "
+                "`seqprep.from_dataframe(df, id=..., features=...)`."
+            )
+        return list(sequences.to_numpy(dtype=object))
+    if isinstance(sequences, np.ndarray):
+        if sequences.dtype == object:
+            if sequences.ndim != 1:
+                raise ValueError(
+                    f"Argument `{name}` as an object array must be 1-D (one cell per "
+                    f"sequence). Received shape {sequences.shape}"
+                )
+            return list(sequences)
+        if sequences.ndim < 2:
+            raise ValueError(
+                f"Argument `{name}` must be a collection of sequences: a list of arrays or an "
+                f"array of shape (n, T, ...). Received a numpy array of shape {sequences.shape}\n"
+                f"- If this is one sequence, wrap it in a list: `[{name}]`."
+            )
+        return sequences
+    if isinstance(sequences, (list, tuple)):
+        return sequences if isinstance(sequences, list) else list(sequences)
+    if isinstance(sequences, Iterable) and not isinstance(sequences, dict):
+        return list(sequences)
+    raise TypeError(
+        f"Argument `{name}` must be a collection of sequences (a list of arrays or lists, a "
+        f"tf.RaggedTensor, an array of shape (n, T, ...) or a pandas Series). "
+        f"Received: {type(sequences).__name__}"
+    )
+
+
+def _row_length(seq: Any, i: int, name: str) -> int:
+    try:
+        return len(seq)
+    except TypeError:
+        raise ValueError(
+            f"Argument `{name}` must hold sequences, but element {i} is not a sequence. "
+            f"Received: {name}[{i}]={seq!r} of type {type(seq).__name__}\n"
+            "- If you passed one sequence, wrap it in a list: `[sequence]`."
+        ) from None
+
+
+def _lengths_of_list(seqs: list[Any], name: str) -> np.ndarray:
+    try:
+        return np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
+    except TypeError:
+        for i, s in enumerate(seqs):
+            _row_length(s, i, name)
+        raise  # pragma: no cover - the loop above always finds the culprit
+
+
+def lengths_of(sequences: Any, name: str = "sequences") -> np.ndarray:
+    """Return the int64 lengths of a sequence collection without copying its values."""
+    seqs = _to_list(sequences, name)
+    if isinstance(seqs, Ragged):
+        return seqs.lengths
+    if isinstance(seqs, np.ndarray):
+        return np.full(seqs.shape[0], seqs.shape[1], dtype=np.int64)
+    lengths = _lengths_of_list(seqs, name)
+    for i, s in enumerate(seqs):
+        if isinstance(s, (str, bytes)):
+            raise ValueError(
+                f"Argument `{name}` must hold sequences of steps, but element {i} is a string: "
+                f"{s[:40]!r}\n- If these are texts, tokenize them into integer ids first."
+            )
+    return lengths
+
+
+def _check_step_dtype(values: np.ndarray, name: str) -> None:
+    if values.dtype.kind in "USO" and values.size:
+        raise ValueError(
+            f"Argument `{name}` holds {values.dtype} values (strings or objects), which need "
+            "`dtype=object`.\n- If these are tokens, map them to integer ids first; to pad "
+            "strings as they are, pass `dtype=object`."
+        )
+
+
+def _raise_mixed_steps(seqs: list[Any], name: str) -> None:
+    """Find the element that stops the steps stacking into one array and say which it is."""
+    first_shape = None
+    for i, s in enumerate(seqs):
+        if isinstance(s, (str, bytes)):
+            raise ValueError(
+                f"Argument `{name}` must hold sequences of steps, but element {i} is a string: "
+                f"{s[:40]!r}\n- If these are texts, tokenize them into integer ids first."
+            )
+        if not len(s):
+            continue
+        try:
+            arr = np.asarray(s)
+        except ValueError:
+            arr = np.asarray(s, dtype=object)
+        if arr.dtype == object and any(np.ndim(step) != np.ndim(s[0]) or
+                                       np.shape(step) != np.shape(s[0]) for step in s):
+            raise ValueError(
+                f"Argument `{name}` element {i} has steps of different shapes: every step "
+                "of every sequence must have the same shape.\n- If each step is a feature "
+                "vector, make every vector the same size."
+            )
+        if first_shape is None:
+            first_shape, first = arr.shape[1:], i
+        elif arr.shape[1:] != first_shape:
+            raise ValueError(
+                f"Argument `{name}` must have the same step shape in every sequence. "
+                f"Sequence {first} has steps of shape {first_shape}, but sequence {i} has "
+                f"steps of shape {arr.shape[1:]}\n- If some sequences are nested lists of "
+                "different depths, make every step the same shape."
+            )
+        if arr.dtype == object:
+            raise ValueError(
+                f"Argument `{name}` element {i} holds values numpy cannot stack into a "
+                f"numeric array (received {type(s[0]).__name__} steps).\n- Convert the steps "
+                "to numbers (or pass `dtype=object` to pad them as they are)."
+            )
+
+
+def _list_values_fast(seqs: list[Any], total: int) -> np.ndarray | None:
+    """Values of a list of flat Python lists via one ``fromiter`` pass, or None if not exact."""
+    if not seqs or not all(type(s) is list for s in itertools.islice(seqs, 64)):
+        return None
+    try:
+        flat = np.fromiter(itertools.chain.from_iterable(seqs), dtype=np.float64, count=total)
+    except (TypeError, ValueError):
+        return None
+    finite = np.isfinite(flat)
+    if not finite.all():
+        return flat  # NaN/inf are floats in the source too: the dtype checks report them
+    if flat.size and np.abs(flat).max() >= _EXACT_FLOAT_INT:
+        return None
+    if np.array_equal(flat, np.trunc(flat)):
+        # All whole numbers: they were ints (or floats equal to ints) and fit int64 exactly.
+        return flat.astype(np.int64)
+    return flat
+
+
+def as_ragged(
+    sequences: Any, name: str = "sequences", *, keep_object: bool = False
+) -> Ragged:
+    """Normalise any sequence collection to a :class:`Ragged` (flat values + offsets).
+
+    Args:
+        sequences: the collection (see the module docstring for what is accepted).
+        name: argument name used in error messages.
+        keep_object: allow string/object steps (for ``dtype=object`` padding).
+
+    Returns:
+        A ``Ragged`` whose values never alias the caller's arrays in a writable way: callers
+        may read them freely but must copy before writing.
+
+    Raises:
+        ValueError: an element is not a sequence, or steps have different shapes.
+        TypeError: the collection itself is of an unsupported type.
+    """
+    seqs = _to_list(sequences, name)
+    if isinstance(seqs, Ragged):
+        return seqs
+    if isinstance(seqs, np.ndarray):
+        n, t = seqs.shape[:2]
+        values = seqs.reshape((n * t, *seqs.shape[2:]))
+        if not keep_object:
+            _check_step_dtype(values, name)
+        return Ragged(values, np.arange(n + 1, dtype=np.int64) * t)
+
+    lengths = _lengths_of_list(seqs, name)
+    offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    total = int(offsets[-1])
+
+    values = None if keep_object else _list_values_fast(seqs, total)
+    if values is None:
+        nonempty = seqs if lengths.all() else [seqs[i] for i in np.flatnonzero(lengths)]
+        if not nonempty:
+            return Ragged(np.zeros((0,), dtype=np.float64), offsets)
+        try:
+            values = np.concatenate(nonempty) if len(nonempty) > 1 else np.asarray(nonempty[0])
+        except (ValueError, TypeError):
+            _raise_mixed_steps(seqs, name)
+            raise
+        if values.ndim == 0 or (values.dtype == object and not keep_object):
+            _raise_mixed_steps(seqs, name)
+    if not keep_object:
+        _check_step_dtype(values, name)
+    return Ragged(values, offsets)

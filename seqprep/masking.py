@@ -1,0 +1,158 @@
+"""Masks and per-timestep weights from lengths, and the cuDNN right-padding rule.
+
+Everything here is numpy; TensorFlow is not imported.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+
+from seqprep._checks import check_choice, check_int, check_lengths
+
+__all__ = ["check_cudnn_mask", "length_mask", "sequence_weights"]
+
+
+def length_mask(
+    lengths: Any, maxlen: int | None = None, padding: Literal["pre", "post"] = "post"
+) -> np.ndarray:
+    """Boolean mask of the real (non-padded) steps of a padded batch.
+
+    Row ``i`` has ``min(lengths[i], maxlen)`` True entries, at the end of the row for
+    ``padding="pre"`` and at the start for ``padding="post"``: exactly where
+    :func:`seqprep.pad_sequences` puts the data. A length above ``maxlen`` means the
+    sequence was truncated to ``maxlen``, so its row is all True.
+
+    Args:
+        lengths: non-negative integer lengths, shape ``(n,)``.
+        maxlen: width of the mask; ``None`` uses the longest length (0 when empty).
+        padding: side the padding is on, ``"pre"`` or ``"post"``.
+
+    Returns:
+        bool array of shape ``(n, maxlen)``.
+
+    Raises:
+        ValueError: negative lengths, ``maxlen < 0`` or an unknown ``padding``.
+
+    Example:
+        >>> length_mask([3, 1], padding="post").astype(int).tolist()
+        [[1, 1, 1], [1, 0, 0]]
+        >>> length_mask([3, 1], maxlen=4, padding="pre").astype(int).tolist()
+        [[0, 1, 1, 1], [0, 0, 0, 1]]
+    """
+    check_choice("padding", padding, ("pre", "post"))
+    lengths = check_lengths(lengths, allow_empty=True)
+    width = check_int("maxlen", maxlen, minimum=0, allow_none=True)
+    if width is None:
+        width = int(lengths.max()) if lengths.size else 0
+    steps = np.arange(width)
+    if padding == "post":
+        return steps < lengths[:, None]
+    return steps >= (width - np.minimum(lengths, width))[:, None]
+
+
+def sequence_weights(
+    lengths: Any,
+    maxlen: int | None = None,
+    padding: Literal["pre", "post"] = "post",
+    *,
+    normalize: bool = False,
+) -> np.ndarray:
+    """Per-timestep sample weights: 1 on real steps, 0 on padding.
+
+    Pass them as ``sample_weight`` (shape ``(n, T)``) with a sequence-output model so padded
+    steps add nothing to the loss. Keras's default loss reduction
+    (``"sum_over_batch_size"``) then divides the weighted sum by ``n * T``, *including* the
+    padded steps. To get the mean over real steps either compile the loss with
+    ``reduction="mean_with_sample_weight"``, or pass ``normalize=True``: weights are scaled
+    by ``n * T / real_steps`` so that the default reduction returns the mean over real
+    steps of this batch. Compute normalised weights per batch, never for a whole data set
+    that is later cut into batches.
+
+    Args:
+        lengths: non-negative integer lengths, shape ``(n,)``.
+        maxlen: width; ``None`` uses the longest length.
+        padding: side the padding is on, ``"pre"`` or ``"post"``.
+        normalize: scale so that the array's mean is 1 (see above).
+
+    Returns:
+        float32 array of shape ``(n, maxlen)``.
+
+    Example:
+        >>> sequence_weights([2, 1]).tolist()
+        [[1.0, 1.0], [1.0, 0.0]]
+        >>> sequence_weights([2, 1], normalize=True).tolist()
+        [[1.3333333730697632, 1.3333333730697632], [1.3333333730697632, 0.0]]
+    """
+    weights = length_mask(lengths, maxlen, padding).astype(np.float32)
+    if normalize:
+        real = weights.sum()
+        if real > 0:
+            weights *= np.float32(weights.size / real)
+    return weights
+
+
+def _rows(rows: np.ndarray, limit: int = 10) -> str:
+    shown = ", ".join(str(r) for r in rows[:limit].tolist())
+    return shown + (f", ... ({len(rows)} rows in all)" if len(rows) > limit else "")
+
+
+def check_cudnn_mask(mask: Any) -> None:
+    """Check the cuDNN RNN kernel's rule for masks: strictly right-padded, no empty row.
+
+    Keras runs LSTM/GRU layers with the fast cuDNN kernel only when every row of the mask is
+    a run of True followed by a run of False (post-padding). A left-padded mask silently
+    falls back to the slow kernel on a GPU (or fails, depending on the version), and a row
+    with no True at all crashes the kernel. This check runs anywhere, without a GPU.
+
+    Args:
+        mask: boolean array-like of shape ``(n, T)`` (numpy array or eager tensor).
+
+    Raises:
+        ValueError: listing the rows that are not right-padded and the rows that are all
+            padding, with what to do about each.
+
+    Example:
+        >>> check_cudnn_mask([[True, True, False], [True, False, False]])
+        >>> check_cudnn_mask([[False, True, True]])
+        Traceback (most recent call last):
+        ...
+        ValueError: Argument `mask` breaks the cuDNN RNN rule (strictly right-padded, no all-False row): rows [0] are not right-padded (a False step comes before a True step).
+        - If you padded with `padding='pre'`, use padding='post' (the Keras default is 'pre').
+    """  # noqa: E501
+    arr = np.asarray(mask)
+    if arr.ndim != 2:
+        raise ValueError(f"Argument `mask` must have shape (n, T). Received shape {arr.shape}")
+    if arr.dtype != bool:
+        if not np.isin(arr, (0, 1)).all():
+            raise ValueError(
+                f"Argument `mask` must be boolean (or 0/1). Received dtype {arr.dtype} with "
+                "other values"
+            )
+        arr = arr.astype(bool)
+    real = arr.sum(axis=1)
+    right_padded = np.arange(arr.shape[1]) < real[:, None]
+    not_right = np.flatnonzero((arr != right_padded).any(axis=1))
+    empty = np.flatnonzero(real == 0)
+    problems, fixes = [], []
+    if len(not_right):
+        problems.append(
+            f"rows [{_rows(not_right)}] are not right-padded (a False step comes before a "
+            "True step)"
+        )
+        fixes.append(
+            "- If you padded with `padding='pre'`, use padding='post' (the Keras default is "
+            "'pre')."
+        )
+    if len(empty):
+        problems.append(f"rows [{_rows(empty)}] are all padding (length 0)")
+        fixes.append(
+            "- Drop empty sequences before batching (`[s for s in seqs if len(s)]`), or give "
+            "each at least one step."
+        )
+    if problems:
+        raise ValueError(
+            "Argument `mask` breaks the cuDNN RNN rule (strictly right-padded, no all-False "
+            "row): " + "; ".join(problems) + ".\n" + "\n".join(fixes)
+        )
