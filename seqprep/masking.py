@@ -63,12 +63,17 @@ def sequence_weights(
 
     Pass them as ``sample_weight`` (shape ``(n, T)``) with a sequence-output model so padded
     steps add nothing to the loss. Keras's default loss reduction
-    (``"sum_over_batch_size"``) then divides the weighted sum by ``n * T``, *including* the
-    padded steps. To get the mean over real steps either compile the loss with
-    ``reduction="mean_with_sample_weight"``, or pass ``normalize=True``: weights are scaled
-    by ``n * T / real_steps`` so that the default reduction returns the mean over real
-    steps of this batch. Compute normalised weights per batch, never for a whole data set
-    that is later cut into batches.
+    (``"sum_over_batch_size"``) divides the weighted sum by ``n * T``, *including* the
+    padded steps, so 0/1 weights alone undercount the loss. The recipe that gives the mean
+    over real steps in every case is 0/1 weights with a loss built with
+    ``reduction="mean_with_sample_weight"``: it holds whether or not a Keras mask also
+    reaches the loss (RNN layers may stop propagating masks, keras#23235).
+
+    ``normalize=True`` scales the weights by ``n * T / real_steps`` so that the *default*
+    reduction returns the mean over real steps of this batch. Use it only where no Keras
+    mask reaches the loss (custom training loops, models without mask-producing layers):
+    Keras rescales a propagated mask the same way, and the two scalings compound. Compute
+    normalised weights per batch, never for a whole data set later cut into batches.
 
     Args:
         lengths: non-negative integer lengths, shape ``(n,)``.
