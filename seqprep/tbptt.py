@@ -1,0 +1,805 @@
+"""Truncated backpropagation through time (TBPTT) over long variable-length sequences.
+
+Long sequences are cut into windows of ``window`` steps and fed, window after window, to a
+*stateful* Keras RNN whose state carries over from one window to the next; gradients flow back at
+most ``window`` steps. :func:`plan_tbptt` (numpy only) decides the layout: sequences are packed one
+after another into ``batch_size`` rows, every sequence starts at a window boundary. The executors
+here run that plan:
+
+* before each window, the state of exactly the rows that start a new sequence is zeroed
+  (``tf.where`` on the RNN layers' state variables; ``layer.reset_state()`` would zero all rows);
+* a row that is all padding in a window (it has run out of sequences) keeps its state unchanged;
+* the model is called as ``model(x, mask=mask)`` with the padding mask, so recurrent layers hold
+  their state over padded steps: after each window, every row's state is the state at its last
+  real step. Padding only ever follows a sequence's last real step, and the row is reset before
+  its next sequence, so even a layer that drops the mask cannot leak padding into a real output
+  of a causal model. Losses and metrics are weighted so that padding counts for nothing.
+
+How the model must be built:
+    One input of batch shape ``(batch_size, window, *step_shape)`` (or ``None`` for the time
+    axis), one output **per time step** (the last recurrent layer has
+    ``return_sequences=True``), every recurrent layer ``stateful=True`` and running forward in
+    time (no ``Bidirectional``, no ``go_backwards``). The model must be causal: the output at
+    step ``t`` may depend on steps up to ``t`` only (recurrent, dense and ``TimeDistributed``
+    layers are; attention over the window or a centred ``Conv1D`` are not). Compile it with an
+    optimizer and a loss as usual; for example::
+
+        inputs = keras.Input(batch_shape=(batch_size, window, d))
+        h = keras.layers.LSTM(32, stateful=True, return_sequences=True)(inputs)
+        model = keras.Model(inputs, keras.layers.Dense(1)(h))
+        model.compile(optimizer="adam", loss="mse")
+
+Targets:
+    Many-to-one: ``y`` of shape ``(n, ...)``; the loss of sequence ``i`` uses the output at its
+    last real step and is computed in the window where that step falls (so with ``window`` smaller
+    than a sequence, the gradient reaches only its last ``window`` steps; earlier steps still act
+    through the carried state). Many-to-many: ``y`` a list of ``(T_i, ...)`` arrays, one target
+    per step; the loss averages over real steps.
+
+Loss:
+    ``model.compute_loss`` (the loss given to ``compile``, plus regularisation losses) with
+    sample weights scaled so that each window's loss is the mean over the targets it holds
+    (sequences ending in it, or real steps), whatever the batch size and padding. The optimizer
+    is ``model.optimizer``. One optimizer step per window that holds a target.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from seqprep._checks import check_choice, check_int
+from seqprep._ragged import Ragged, as_ragged
+from seqprep._tbptt_plan import ORDERS, Order, TBPTTPlan, plan_tbptt
+
+__all__ = ["TBPTTPlan", "plan_tbptt", "fit_tbptt", "predict_tbptt", "evaluate_tbptt"]
+
+
+def _how_to_build(batch_size: int, window: int) -> str:
+    return (
+        "- Build the model with a fixed batch size, stateful recurrent layers and per-step "
+        f"outputs, e.g. `seqprep.models.reference_rnn(..., stateful=True, "
+        f"return_sequences=True, batch_size={batch_size})`, or "
+        f"`inputs = keras.Input(batch_shape=({batch_size}, {window}, d))` followed by "
+        "`keras.layers.LSTM(units, stateful=True, return_sequences=True)(inputs)`."
+    )
+
+
+def _walk_layers(layer: Any) -> list[Any]:
+    """Every layer nested in ``layer`` (models, wrappers), depth first, without duplicates."""
+    found: list[Any] = []
+    seen: set[int] = set()
+    stack = list(reversed(getattr(layer, "layers", [])))
+    while stack:
+        item = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        found.append(item)
+        children = list(getattr(item, "layers", []) or [])
+        if isinstance(item, keras.layers.Bidirectional):
+            children = [item.forward_layer, item.backward_layer]
+        elif isinstance(item, keras.layers.Wrapper):
+            children = [item.layer]
+        stack.extend(reversed(children))
+    return found
+
+
+class _Runner:
+    """Runs a plan on one model: per-row state resets and compiled per-window steps."""
+
+    def __init__(self, model: Any, *, window: int, batch_size: int, data: Ragged) -> None:
+        if not isinstance(model, keras.Model):
+            raise TypeError(
+                "Argument `model` must be a `keras.Model`. Received: "
+                f"model of type {type(model).__name__}\n" + _how_to_build(batch_size, window)
+            )
+        self.model = model
+        self.window = window
+        self.batch_size = batch_size
+        self.dtype = data.values.dtype
+        self.step_shape = data.step_shape
+        if getattr(model, "inputs", None) and len(model.inputs) != 1:
+            raise ValueError(
+                "Argument `model` must take exactly one input for TBPTT. Received a model with "
+                f"{len(model.inputs)} inputs"
+            )
+        layers = _walk_layers(model)
+        backwards = [
+            layer.name
+            for layer in layers
+            if isinstance(layer, keras.layers.Bidirectional)
+            or (isinstance(layer, keras.layers.RNN) and layer.go_backwards)
+        ]
+        if backwards:
+            raise ValueError(
+                f"Argument `model` has layers that run backwards in time: {backwards}. TBPTT "
+                "carries state forward from one window to the next, so a backward RNN would "
+                "only ever see one window.\n- If you need a bidirectional model, train it on "
+                "whole (bucketed) sequences with `seqprep.fit_per_length` instead."
+            )
+        rnns = [layer for layer in layers if isinstance(layer, keras.layers.RNN)]
+        if not rnns:
+            raise ValueError(
+                "Argument `model` has no recurrent layer, so nothing carries over from one "
+                "window to the next.\n" + _how_to_build(batch_size, window)
+            )
+        stateless = [layer.name for layer in rnns if not layer.stateful]
+        if stateless:
+            raise ValueError(
+                f"Argument `model` must be stateful: its recurrent layers {stateless} have "
+                "`stateful=False`, so they would forget everything between windows.\n"
+                + _how_to_build(batch_size, window)
+            )
+        self._check_input_shape()
+        if not model.built or any(layer.states is None for layer in rnns):
+            model(self.zeros_batch(), training=False)
+        self.state_variables = [v for layer in rnns for v in tf.nest.flatten(layer.states)]
+        built_for = {int(v.shape[0]) for v in self.state_variables}
+        if built_for != {batch_size}:
+            raise ValueError(
+                f"Argument `batch_size` must be the batch size the model was built for. "
+                f"Received: batch_size={batch_size}, but the model's stateful layers hold "
+                f"states for batch size {sorted(built_for)}\n- If you meant that batch size, "
+                f"pass `batch_size={min(built_for)}`; otherwise rebuild the model.\n"
+                + _how_to_build(batch_size, window)
+            )
+        self._train = None
+        self._test = None
+        self._forward = None
+
+    def _check_input_shape(self) -> None:
+        inputs = getattr(self.model, "inputs", None)
+        if not inputs:
+            return
+        shape = tuple(inputs[0].shape)
+        if shape[0] is not None and shape[0] != self.batch_size:
+            raise ValueError(
+                f"Argument `batch_size` must be the batch size the model was built for. "
+                f"Received: batch_size={self.batch_size}, but the model's input has batch "
+                f"shape {shape}\n" + _how_to_build(self.batch_size, self.window)
+            )
+        if len(shape) < 2 or (shape[1] is not None and shape[1] != self.window):
+            raise ValueError(
+                f"Argument `window` must match the time axis of the model's input. Received: "
+                f"window={self.window}, but the model's input has batch shape {shape}\n"
+                "- If the model should accept any window, give its input a time axis of "
+                "`None`: `keras.Input(batch_shape=(batch_size, None, d))`.\n"
+                + _how_to_build(self.batch_size, self.window)
+            )
+        if tuple(shape[2:]) != tuple(self.step_shape) and None not in shape[2:]:
+            raise ValueError(
+                f"Argument `x` has steps of shape {tuple(self.step_shape)}, but the model "
+                f"expects steps of shape {tuple(shape[2:])} (input batch shape {shape})."
+            )
+
+    def zeros_batch(self) -> np.ndarray:
+        return np.zeros((self.batch_size, self.window, *self.step_shape), dtype=self.dtype)
+
+    def check_output(self, y_pred: Any) -> None:
+        shape = tuple(y_pred.shape)
+        if len(shape) < 3 or shape[:2] != (self.batch_size, self.window):
+            raise ValueError(
+                "Argument `model` must return one output per time step, of shape "
+                f"(batch_size, window, ...) = ({self.batch_size}, {self.window}, ...). "
+                f"Received outputs of shape {shape}\n- If the last recurrent layer has "
+                "`return_sequences=False`, set it to True: seqprep picks each sequence's last "
+                "step itself.\n" + _how_to_build(self.batch_size, self.window)
+            )
+
+    # -- state handling, used inside the compiled steps ------------------------------------
+    def _reset_rows(self, reset: tf.Tensor) -> list[tf.Tensor]:
+        """Zero the state of rows where ``reset``; return the states after the reset."""
+        kept = []
+        for v in self.state_variables:
+            rows = tf.reshape(reset, [-1] + [1] * (len(v.shape) - 1))
+            value = tf.where(rows, tf.zeros_like(v.value), v.value)
+            v.assign(value)
+            kept.append(value)
+        return kept
+
+    def _restore_rows(self, idle: tf.Tensor, before: list[tf.Tensor]) -> None:
+        """Put back the state of rows that were all padding in this window."""
+        for v, old in zip(self.state_variables, before, strict=True):
+            rows = tf.reshape(idle, [-1] + [1] * (len(v.shape) - 1))
+            v.assign(tf.where(rows, old, v.value))
+
+    def reset_all(self) -> None:
+        for v in self.state_variables:
+            v.assign(tf.zeros_like(v.value))
+
+    @staticmethod
+    def _pick(y_pred: tf.Tensor, pick: tf.Tensor, many_to_one: bool) -> tf.Tensor:
+        """The outputs the targets refer to, without the Keras mask attached to ``y_pred``.
+
+        Keras losses would fold that mask into the weights a second time (and it marks idle
+        rows as real); the weights passed with the targets already say which outputs count.
+        """
+        if many_to_one:
+            return tf.gather(y_pred, pick, axis=1, batch_dims=1)
+        return tf.identity(y_pred)
+
+    # -- compiled steps -------------------------------------------------------------------
+    def _call(self, x: tf.Tensor, mask: tf.Tensor, training: bool) -> tf.Tensor:
+        with warnings.catch_warnings():
+            # Functional/Sequential wrappers warn that they "do not support masking" although
+            # they pass the mask on to their layers; the recurrent layers do use it.
+            warnings.filterwarnings("ignore", message=".*was passed an input with a mask")
+            return self.model(x, training=training, mask=mask)
+
+    def forward(self, feed: tuple[np.ndarray, ...]) -> tf.Tensor:
+        """Run one window without gradients; returns the per-step outputs."""
+        if self._forward is None:
+
+            def step(x, mask, reset, idle):
+                before = self._reset_rows(reset)
+                y_pred = self._call(x, mask, training=False)
+                self._restore_rows(idle, before)
+                return y_pred
+
+            self._forward = tf.function(step)
+        return self._forward(*feed)
+
+    def train(self, feed, y, weight, pick, *, many_to_one: bool) -> tuple[Any, dict[str, Any]]:
+        """One optimizer step on one window; returns the window's loss and metric results."""
+        if self._train is None:
+            model = self.model
+
+            def step(x, mask, reset, idle, y, weight, pick):
+                before = self._reset_rows(reset)
+                with tf.GradientTape() as tape:
+                    y_pred = self._call(x, mask, training=True)
+                    picked = self._pick(y_pred, pick, many_to_one)
+                    loss = model.compute_loss(x, y, picked, _mean_weights(weight))
+                    scaled = model.optimizer.scale_loss(loss)
+                variables = model.trainable_variables
+                gradients = tape.gradient(scaled, variables)
+                model.optimizer.apply_gradients(zip(gradients, variables, strict=True))
+                self._restore_rows(idle, before)
+                logs = model.compute_metrics(x, y, picked, weight)
+                return loss, logs
+
+            self._train = tf.function(step)
+        return self._train(*feed, y, weight, pick)
+
+    def test(self, feed, y, weight, pick, *, many_to_one: bool) -> tuple[Any, dict[str, Any]]:
+        """Loss and metrics of one window, without updating weights."""
+        if self._test is None:
+            model = self.model
+
+            def step(x, mask, reset, idle, y, weight, pick):
+                before = self._reset_rows(reset)
+                y_pred = self._call(x, mask, training=False)
+                picked = self._pick(y_pred, pick, many_to_one)
+                loss = model.compute_loss(x, y, picked, _mean_weights(weight), training=False)
+                self._restore_rows(idle, before)
+                logs = model.compute_metrics(x, y, picked, weight)
+                return loss, logs
+
+            self._test = tf.function(step)
+        return self._test(*feed, y, weight, pick)
+
+
+def _mean_weights(weight: tf.Tensor) -> tf.Tensor:
+    """Scale 0/1 weights so Keras's ``sum_over_batch_size`` gives the mean over real targets."""
+    total = tf.reduce_sum(weight)
+    size = tf.cast(tf.size(weight), weight.dtype)
+    return weight * tf.math.divide_no_nan(size, total)
+
+
+class _Windows:
+    """Per-window numpy arrays (inputs, targets, weights) for one plan, built on demand."""
+
+    def __init__(
+        self,
+        plan: TBPTTPlan,
+        data: Ragged,
+        targets: np.ndarray | Ragged | None,
+        many_to_one: bool,
+    ) -> None:
+        self.plan = plan
+        self.data = data
+        self.targets = targets
+        self.many_to_one = many_to_one
+        self.resets = plan.resets
+        self.idle = plan.idle
+        self.ends = plan.ends
+        self.last_offset = plan.last_offset
+
+    def inputs(self, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(x, mask, reset, idle)`` of window ``w``.
+
+        The mask is True on real steps. A row that is all padding gets an all-True mask instead
+        (its state is restored after the window anyway): an all-False row is what the cuDNN
+        kernel cannot take.
+        """
+        index = self.plan.flat_index(self.data.offsets, w)
+        x = self.data.values[np.maximum(index, 0)]
+        real = index >= 0
+        x[~real] = 0
+        idle = self.idle[w]
+        return x, real | idle[:, None], self.resets[w], idle
+
+    def pick(self, w: int) -> np.ndarray:
+        held = np.maximum(self.plan.sequence[w], 0)
+        return np.where(self.ends[w], self.last_offset[held], 0).astype(np.int32)
+
+    def targets_of(self, w: int) -> tuple[np.ndarray, np.ndarray]:
+        """Targets and 0/1 float32 weights of window ``w``."""
+        if self.many_to_one:
+            held = np.maximum(self.plan.sequence[w], 0)
+            return self.targets[held], self.ends[w].astype(np.float32)
+        index = self.plan.flat_index(self.targets.offsets, w)
+        y = self.targets.values[np.maximum(index, 0)]
+        return y, (index >= 0).astype(np.float32)
+
+    def n_targets(self, w: int) -> int:
+        if self.many_to_one:
+            return int(self.ends[w].sum())
+        return int(self.plan.count[w].sum())
+
+
+def _prepare_data(
+    x: Any,
+    y: Any,
+    *,
+    return_sequences: bool | None,
+    need_y: bool,
+    names: tuple[str, str] = ("x", "y"),
+) -> tuple[Ragged, np.ndarray | Ragged | None, bool]:
+    """Normalise inputs and targets; returns ``(data, targets, many_to_one)``."""
+    xn, yn = names
+    data = as_ragged(x, xn)
+    lengths = data.lengths
+    if len(lengths) == 0:
+        raise ValueError(f"Argument `{xn}` must hold at least one sequence. Received 0 sequences")
+    empty = np.flatnonzero(lengths == 0)
+    if empty.size:
+        raise ValueError(
+            f"Argument `{xn}` must not hold empty sequences; sequences {empty[:5].tolist()} have "
+            "length 0.\n- If they carry no information, drop them (and their targets) first."
+        )
+    if data.values.dtype == np.float64:
+        data = Ragged(data.values.astype(keras.backend.floatx()), data.offsets)
+    targets: np.ndarray | Ragged | None = None
+    if need_y:
+        if return_sequences is None:
+            return_sequences = _looks_per_step(y, lengths)
+        if return_sequences:
+            targets = as_ragged(y, yn)
+            if len(targets) != len(lengths) or np.any(targets.lengths != lengths):
+                bad = _first_mismatch(targets.lengths, lengths)
+                raise ValueError(
+                    f"Argument `{yn}` must hold one target per step of every sequence of `{xn}` "
+                    f"(many-to-many). {bad}\n- If each sequence has a single target, pass "
+                    f"`{yn}` as an array of shape (n, ...) and `return_sequences=False`."
+                )
+            if targets.values.dtype == np.float64:
+                targets = Ragged(targets.values.astype(keras.backend.floatx()), targets.offsets)
+        else:
+            targets = np.asarray(y)
+            if targets.ndim == 0 or targets.shape[0] != len(lengths) or targets.dtype == object:
+                raise ValueError(
+                    f"Argument `{yn}` must hold one target per sequence of `{xn}` "
+                    f"(many-to-one), as an array of shape (n, ...) with n={len(lengths)}. "
+                    f"Received {_describe(targets)}\n- If you have one target per step, pass "
+                    "a list of (T_i, ...) arrays and `return_sequences=True`."
+                )
+            if targets.dtype == np.float64:
+                targets = targets.astype(keras.backend.floatx())
+    return data, targets, not bool(return_sequences)
+
+
+def _check_sizes(window: int, batch_size: int) -> tuple[int, int]:
+    window = check_int(
+        "window",
+        window,
+        minimum=1,
+        fix="If you want no truncation, set `window` to the longest sequence length.",
+    )
+    return window, check_int("batch_size", batch_size, minimum=1)
+
+
+def _describe(array: np.ndarray) -> str:
+    if array.dtype == object:
+        return f"ragged or mixed values (an object array of shape {array.shape})"
+    return f"an array of shape {array.shape}"
+
+
+def _first_mismatch(got: np.ndarray, want: np.ndarray) -> str:
+    if len(got) != len(want):
+        return f"Received {len(got)} target sequences for {len(want)} input sequences."
+    i = int(np.flatnonzero(got != want)[0])
+    return f"Sequence {i} has {want[i]} steps but {got[i]} targets."
+
+
+def _looks_per_step(y: Any, lengths: np.ndarray) -> bool:
+    """True if ``y`` is a collection of per-step targets matching ``lengths``."""
+    if isinstance(y, np.ndarray) and y.dtype != object:
+        return False
+    try:
+        got = as_ragged(y, "y").lengths
+    except (TypeError, ValueError):
+        return False
+    return len(got) == len(lengths) and bool(np.all(got == lengths)) and not _is_flat(y)
+
+
+def _is_flat(y: Any) -> bool:
+    """A list of scalars (one per sequence) is many-to-one even if ``as_ragged`` accepts it."""
+    try:
+        return np.asarray(y).dtype != object and np.asarray(y).ndim == 1
+    except ValueError:
+        return False
+
+
+def _verbosity(verbose: int | str) -> int:
+    if verbose == "auto":
+        return 1
+    if isinstance(verbose, str) or not isinstance(verbose, int):
+        raise ValueError(
+            f"Argument `verbose` must be 'auto', 0, 1 or 2. Received: verbose={verbose!r}"
+        )
+    return check_choice("verbose", int(verbose), (0, 1, 2))
+
+
+def _numpy_logs(logs: dict[str, Any]) -> dict[str, float]:
+    return {k: float(np.asarray(v)) for k, v in logs.items()}
+
+
+def _run_epoch(
+    runner: _Runner,
+    windows: _Windows,
+    *,
+    training: bool,
+    loss_mean: keras.metrics.Mean,
+    callbacks: keras.callbacks.CallbackList | None = None,
+    progbar: keras.utils.Progbar | None = None,
+) -> dict[str, float]:
+    """One pass over a plan; returns the epoch logs (loss = mean over all targets)."""
+    model = runner.model
+    model.reset_metrics()
+    loss_mean.reset_state()
+    runner.reset_all()
+    logs: dict[str, float] = {}
+    for w in range(windows.plan.n_windows):
+        if callbacks is not None:
+            callbacks.on_train_batch_begin(w) if training else callbacks.on_test_batch_begin(w)
+        feed = windows.inputs(w)
+        n_targets = windows.n_targets(w)
+        if n_targets == 0:
+            runner.forward(feed)  # advance the state; nothing to learn in this window
+        else:
+            y, weight = windows.targets_of(w)
+            step = runner.train if training else runner.test
+            loss, step_logs = step(
+                feed, y, weight, windows.pick(w), many_to_one=windows.many_to_one
+            )
+            loss_mean.update_state(loss, sample_weight=n_targets)
+            logs = _numpy_logs(step_logs)
+        logs["loss"] = float(loss_mean.result())
+        if callbacks is not None:
+            if training:
+                callbacks.on_train_batch_end(w, logs)
+            else:
+                callbacks.on_test_batch_end(w, logs)
+        if progbar is not None:
+            progbar.update(w + 1, list(logs.items()))
+    return dict(logs)
+
+
+def _first_call(runner: _Runner, windows: _Windows) -> None:
+    """Build loss, metrics and optimizer eagerly (no variable may be created in a tf.function)."""
+    x, mask, _, _ = windows.inputs(0)
+    y_pred = runner._call(x, mask, training=False)
+    runner.check_output(y_pred)
+    y, weight = windows.targets_of(0)
+    picked = _Runner._pick(
+        tf.convert_to_tensor(y_pred), tf.constant(windows.pick(0)), windows.many_to_one
+    )
+    runner.model.compute_loss(x, y, picked, tf.zeros_like(weight), training=False)
+    runner.model.compute_metrics(x, y, picked, tf.zeros_like(weight))
+    runner.model.reset_metrics()
+    runner.reset_all()
+
+
+def fit_tbptt(
+    model: keras.Model,
+    x: Any,
+    y: Any,
+    *,
+    window: int,
+    batch_size: int,
+    epochs: int = 1,
+    order: Order = "longest_first",
+    seed: int = 0,
+    return_sequences: bool | None = None,
+    validation_data: tuple[Any, Any] | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] | None = None,
+    verbose: int | str = "auto",
+) -> keras.callbacks.History:
+    """Train a stateful RNN with truncated backpropagation through time.
+
+    Sequences are laid out by :func:`plan_tbptt` (packed into ``batch_size`` rows, cut into
+    windows of ``window`` steps, every sequence starting at a window boundary). Each window is one
+    compiled step: the state of the rows that start a new sequence is zeroed (the other rows carry
+    their state over), the model runs on the window, the loss of the targets that fall in the
+    window is minimised with ``model.optimizer``, and rows that were all padding keep their state.
+    See the module docstring for how the model must be built.
+
+    Callbacks see one batch per window (``on_train_batch_begin/end(w)``, ``w`` counting windows in
+    the epoch) and one epoch per pass; ``logs["loss"]`` is the running mean over targets
+    (sequences for many-to-one, real steps for many-to-many), plus the compiled metrics.
+
+    Args:
+        model: A compiled stateful Keras model with per-step outputs, built for ``batch_size``.
+        x: Sequence collection of ``n`` sequences of shape ``(T_i, *step_shape)``, ``T_i >= 1``.
+        y: Many-to-one: array of shape ``(n, ...)``. Many-to-many: collection of ``(T_i, ...)``
+            arrays.
+        window: Steps per window, the truncation length of backpropagation, at least 1.
+        batch_size: Rows per window; must be the batch size the model was built for.
+        epochs: Passes over the data.
+        order: Packing order, see :func:`plan_tbptt`; ``"shuffle"`` draws a new order each
+            epoch.
+        seed: Seed for ``order="shuffle"``.
+        return_sequences: True for many-to-many targets, False for many-to-one. ``None`` infers
+            it: a list of arrays whose lengths equal the lengths of ``x`` is many-to-many,
+            anything else (e.g. a numpy array) is many-to-one.
+        validation_data: Optional ``(x_val, y_val)``, evaluated with :func:`evaluate_tbptt` after
+            every epoch; logged as ``val_loss`` and ``val_<metric>``.
+        callbacks: Keras callbacks.
+        verbose: ``"auto"`` (= 1) or 1 for a progress bar, 2 for one line per epoch, 0 for
+            silence.
+
+    Returns:
+        The Keras ``History`` of the run.
+
+    Raises:
+        ValueError: If ``window`` or ``batch_size`` is below 1, the model is not stateful, is
+            bidirectional, was built for another batch size or window, does not return per-step
+            outputs or is not compiled, or ``y`` does not match ``x``.
+        TypeError: If ``model`` is not a Keras model or an argument has the wrong type.
+
+    Example:
+        >>> import keras, numpy as np
+        >>> inputs = keras.Input(batch_shape=(2, 4, 1))
+        >>> h = keras.layers.SimpleRNN(3, stateful=True, return_sequences=True)(inputs)
+        >>> model = keras.Model(inputs, keras.layers.Dense(1)(h))
+        >>> model.compile(optimizer="sgd", loss="mse")
+        >>> x = [np.ones((n, 1), "float32") for n in (9, 3, 5)]
+        >>> history = fit_tbptt(model, x, np.array([1.0, 0.0, 1.0]), window=4, batch_size=2,
+        ...                     epochs=2, verbose=0)
+        >>> len(history.history["loss"])
+        2
+    """
+    window, batch_size = _check_sizes(window, batch_size)
+    epochs = check_int("epochs", epochs, minimum=1)
+    check_choice("order", order, ORDERS)
+    seed = check_int("seed", seed)
+    verbose = _verbosity(verbose)
+    data, targets, many_to_one = _prepare_data(
+        x, y, return_sequences=return_sequences, need_y=True
+    )
+    runner = _Runner(model, window=window, batch_size=batch_size, data=data)
+    validation = None
+    if validation_data is not None:
+        validation = _validation_windows(validation_data, runner, many_to_one)
+    if getattr(model, "optimizer", None) is None or not getattr(model, "compiled", True):
+        raise ValueError(
+            "Argument `model` must be compiled before training: "
+            "`model.compile(optimizer=..., loss=...)`."
+        )
+    plans = [
+        plan_tbptt(
+            data.lengths, window=runner.window, batch_size=runner.batch_size, order=order,
+            seed=seed, epoch=epoch if order == "shuffle" else 0,
+        )
+        for epoch in range(epochs if order == "shuffle" else 1)
+    ]
+    steps = {plan.n_windows for plan in plans}
+    _first_call(runner, _Windows(plans[0], data, targets, many_to_one))
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+
+    callback_list = keras.callbacks.CallbackList(
+        callbacks,
+        add_history=True,
+        add_progbar=verbose != 0,
+        model=model,
+        verbose=verbose,
+        epochs=epochs,
+        steps=steps.pop() if len(steps) == 1 else None,
+    )
+    loss_mean = keras.metrics.Mean(name="loss")
+    model.stop_training = False
+    callback_list.on_train_begin()
+    logs: dict[str, float] = {}
+    for epoch in range(epochs):
+        windows = _Windows(plans[epoch % len(plans)], data, targets, many_to_one)
+        callback_list.on_epoch_begin(epoch)
+        logs = _run_epoch(
+            runner, windows, training=True, loss_mean=loss_mean, callbacks=callback_list
+        )
+        if validation is not None:
+            val = _run_epoch(runner, validation, training=False, loss_mean=loss_mean)
+            logs.update({f"val_{k}": v for k, v in val.items()})
+        callback_list.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            break
+    callback_list.on_train_end(logs)
+    runner.reset_all()
+    history = model.history
+    return history
+
+
+def _validation_windows(validation_data: Any, runner: _Runner, many_to_one: bool) -> _Windows:
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+        raise ValueError(
+            "Argument `validation_data` must be a pair `(x_val, y_val)`. Received: "
+            f"validation_data of type {type(validation_data).__name__}"
+        )
+    data, targets, _ = _prepare_data(
+        *validation_data, return_sequences=not many_to_one, need_y=True,
+        names=("validation_data[0]", "validation_data[1]"),
+    )
+    if data.step_shape != runner.step_shape:
+        raise ValueError(
+            f"Argument `validation_data` has steps of shape {data.step_shape}, but `x` has "
+            f"steps of shape {runner.step_shape}."
+        )
+    data = Ragged(data.values.astype(runner.dtype, copy=False), data.offsets)
+    plan = plan_tbptt(data.lengths, window=runner.window, batch_size=runner.batch_size)
+    return _Windows(plan, data, targets, many_to_one)
+
+
+def evaluate_tbptt(
+    model: keras.Model,
+    x: Any,
+    y: Any,
+    *,
+    window: int,
+    batch_size: int,
+    return_sequences: bool | None = None,
+    return_dict: bool = False,
+    verbose: int | str = 0,
+) -> float | dict[str, float]:
+    """Loss (and compiled metrics) of a stateful RNN over long sequences, window by window.
+
+    Runs the same plan and state handling as :func:`fit_tbptt` without updating weights. The loss
+    is the mean over all targets (sequences for many-to-one, real steps for many-to-many).
+
+    Args:
+        model: A compiled stateful Keras model with per-step outputs, built for ``batch_size``.
+        x: Sequence collection of ``n`` sequences, each at least one step long.
+        y: Targets, as for :func:`fit_tbptt`.
+        window: Steps per window, at least 1.
+        batch_size: Rows per window; must be the batch size the model was built for.
+        return_sequences: Many-to-many (True) or many-to-one (False); ``None`` infers it from
+            ``y`` as in :func:`fit_tbptt`.
+        return_dict: Return ``{"loss": ..., <metric>: ...}`` instead of the loss alone.
+        verbose: 1 (or ``"auto"``) for a progress bar, 0 for silence.
+
+    Returns:
+        The loss as a float, or a dict of the loss and metrics.
+
+    Raises:
+        ValueError: As for :func:`fit_tbptt`.
+
+    Example:
+        >>> import keras, numpy as np
+        >>> inputs = keras.Input(batch_shape=(2, 4, 1))
+        >>> h = keras.layers.GRU(2, stateful=True, return_sequences=True)(inputs)
+        >>> model = keras.Model(inputs, keras.layers.Dense(1)(h))
+        >>> model.compile(optimizer="sgd", loss="mse")
+        >>> x = [np.ones((n, 1), "float32") for n in (6, 3, 2)]
+        >>> loss = evaluate_tbptt(model, x, np.zeros(3), window=4, batch_size=2)
+        >>> loss >= 0.0
+        True
+    """
+    window, batch_size = _check_sizes(window, batch_size)
+    verbose = _verbosity(verbose)
+    data, targets, many_to_one = _prepare_data(
+        x, y, return_sequences=return_sequences, need_y=True
+    )
+    runner = _Runner(model, window=window, batch_size=batch_size, data=data)
+    if getattr(model, "loss", None) is None and not model.losses:
+        raise ValueError(
+            "Argument `model` must be compiled with a loss: `model.compile(loss=...)`."
+        )
+    plan = plan_tbptt(data.lengths, window=runner.window, batch_size=runner.batch_size)
+    windows = _Windows(plan, data, targets, many_to_one)
+    _first_call(runner, windows)
+    progbar = keras.utils.Progbar(plan.n_windows, verbose=verbose) if verbose else None
+    logs = _run_epoch(
+        runner, windows, training=False, loss_mean=keras.metrics.Mean(name="loss"),
+        progbar=progbar,
+    )
+    runner.reset_all()
+    return logs if return_dict else logs["loss"]
+
+
+def predict_tbptt(
+    model: keras.Model,
+    x: Any,
+    *,
+    window: int,
+    batch_size: int,
+    return_sequences: bool = False,
+    verbose: int | str = 0,
+) -> np.ndarray | list[np.ndarray]:
+    """Outputs of a stateful RNN over long sequences, carrying state across windows.
+
+    For a many-to-one model (``return_sequences=False``) the result is the output at each
+    sequence's last real step, one row per input sequence in input order: within float tolerance
+    the same as a non-stateful twin of the model (same weights) run on each whole sequence. With
+    ``return_sequences=True`` it is the list of per-step outputs, one ``(T_i, ...)`` array per
+    sequence.
+
+    Args:
+        model: A stateful Keras model with per-step outputs, built for ``batch_size`` (it need
+            not be compiled).
+        x: Sequence collection of ``n`` sequences, each at least one step long.
+        window: Steps per window, at least 1. Any window gives the same outputs; larger windows
+            make fewer, bigger model calls.
+        batch_size: Rows per window; must be the batch size the model was built for.
+        return_sequences: Return every step's output instead of the last step's.
+        verbose: 1 (or ``"auto"``) for a progress bar, 0 for silence.
+
+    Returns:
+        ndarray of shape ``(n, ...)``, or a list of ``n`` arrays of shape ``(T_i, ...)``.
+
+    Raises:
+        ValueError: As for :func:`fit_tbptt`.
+
+    Example:
+        >>> import keras, numpy as np
+        >>> inputs = keras.Input(batch_shape=(2, 3, 1))
+        >>> h = keras.layers.LSTM(2, stateful=True, return_sequences=True)(inputs)
+        >>> model = keras.Model(inputs, h)
+        >>> x = [np.ones((n, 1), "float32") for n in (7, 2, 4)]
+        >>> predict_tbptt(model, x, window=3, batch_size=2).shape
+        (3, 2)
+        >>> [a.shape for a in predict_tbptt(model, x, window=3, batch_size=2,
+        ...                                 return_sequences=True)]
+        [(7, 2), (2, 2), (4, 2)]
+    """
+    verbose = _verbosity(verbose)
+    if not isinstance(return_sequences, (bool, np.bool_)):
+        raise TypeError(
+            "Argument `return_sequences` must be True or False. Received: "
+            f"return_sequences={return_sequences!r}"
+        )
+    window, batch_size = _check_sizes(window, batch_size)
+    data, _, _ = _prepare_data(x, None, return_sequences=return_sequences, need_y=False)
+    runner = _Runner(model, window=window, batch_size=batch_size, data=data)
+    plan = plan_tbptt(data.lengths, window=runner.window, batch_size=runner.batch_size)
+    windows = _Windows(plan, data, None, not return_sequences)
+    runner.reset_all()
+    progbar = keras.utils.Progbar(plan.n_windows, verbose=verbose) if verbose else None
+    outputs: np.ndarray | None = None
+    sequence, ends = plan.sequence, plan.ends
+    last_offset = plan.last_offset
+    for w in range(plan.n_windows):
+        y_pred = np.asarray(runner.forward(windows.inputs(w)))
+        if w == 0:
+            runner.check_output(y_pred)
+            size = plan.num_sequences if not return_sequences else plan.real_steps
+            outputs = np.empty((size, *y_pred.shape[2:]), dtype=y_pred.dtype)
+        if return_sequences:
+            index = plan.flat_index(data.offsets, w)
+            real = index >= 0
+            outputs[index[real]] = y_pred[real]
+        else:
+            rows = np.flatnonzero(ends[w])
+            held = sequence[w, rows]
+            outputs[held] = y_pred[rows, last_offset[held]]
+        if progbar is not None:
+            progbar.update(w + 1)
+    runner.reset_all()
+    if return_sequences:
+        return [outputs[a:b] for a, b in zip(data.offsets[:-1], data.offsets[1:], strict=True)]
+    return outputs
