@@ -1,0 +1,346 @@
+"""A small, documented reference RNN for post-padded variable-length batches, and its compile step.
+
+:func:`reference_rnn` builds (but does not compile) a Keras 3 model; :func:`compile_reference`
+compiles it with the loss, metrics and loss reduction that suit its head, so that a
+per-timestep loss is the mean over *real* time steps whether or not Keras propagates the mask
+to the loss and whether or not you also pass 0/1 per-timestep sample weights.
+
+Why "uncompiled but ready": the model is built to the last layer and takes post-padded batches
+straight from :func:`seqprep.pad_sequences` / :func:`seqprep.bucketed_dataset`; you choose the
+optimizer (or call :func:`compile_reference` for the defaults used in the docs and the demo).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import keras
+import numpy as np
+
+from seqprep._checks import check_choice, check_int
+
+__all__ = ["compile_reference", "feature_stats", "reference_rnn"]
+
+Cell = Literal["lstm", "gru", "simple"]
+
+_CELLS = {"lstm": "LSTM", "gru": "GRU", "simple": "SimpleRNN"}
+
+
+def _check_float(name: str, value: Any, low: float, high: float, *, high_open: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"Argument `{name}` must be a number. Received: {name}={value!r}")
+    value = float(value)
+    if not (low <= value and (value < high if high_open else value <= high)):
+        bracket = ")" if high_open else "]"
+        raise ValueError(
+            f"Argument `{name}` must be in [{low}, {high}{bracket}. Received: {name}={value!r}"
+        )
+    return value
+
+
+def _standardize_stats(standardize: Any, input_dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean, variance)`` float arrays of shape ``(input_dim,)`` from a ``(mean, std)`` pair."""
+    if not isinstance(standardize, (tuple, list)) or len(standardize) != 2:
+        raise TypeError(
+            "Argument `standardize` must be a pair (mean, std) of per-feature arrays. "
+            f"Received: standardize of type {type(standardize).__name__}\n"
+            "- If you have training sequences `x`, pass "
+            "`seqprep.models.feature_stats(x)`."
+        )
+    mean, std = (np.asarray(part, dtype=np.float64).reshape(-1) for part in standardize)
+    for label, part in (("mean", mean), ("std", std)):
+        if part.shape != (input_dim,):
+            raise ValueError(
+                f"Argument `standardize` must hold a {label} of shape ({input_dim},) to match "
+                f"`input_dim`={input_dim}. Received shape {part.shape}"
+            )
+        if not np.isfinite(part).all():
+            raise ValueError(f"Argument `standardize` has a non-finite {label}.")
+    if (std <= 0).any():
+        bad = np.flatnonzero(std <= 0)[:5].tolist()
+        raise ValueError(
+            f"Argument `standardize` has a non-positive std for features {bad}.\n"
+            "- If a feature is constant in the training data, drop it or use std 1 for it."
+        )
+    return mean, std**2
+
+
+def feature_stats(sequences: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and standard deviation over every real step of some sequences.
+
+    Use on the *training* sequences only and pass the result as ``standardize=`` to
+    :func:`reference_rnn`; padding never enters the statistics. A constant feature gets
+    std 1 (so standardising leaves it centred rather than dividing by zero).
+
+    Args:
+        sequences: a list of ``(T_i, d)`` arrays (any sequence collection of 2-D steps).
+
+    Returns:
+        ``(mean, std)``, two float32 arrays of shape ``(d,)``.
+
+    Raises:
+        ValueError: the sequences are not 2-D or hold no step at all.
+
+    Example:
+        >>> mean, std = feature_stats([np.array([[1.0, 5.0], [3.0, 5.0]]), np.array([[2.0, 5.0]])])
+        >>> mean.tolist(), [round(float(s), 3) for s in std]
+        ([2.0, 5.0], [0.816, 1.0])
+    """
+    from seqprep._ragged import as_ragged
+
+    values = np.asarray(as_ragged(sequences).values, dtype=np.float64)
+    if values.ndim != 2:
+        raise ValueError(
+            "Argument `sequences` must hold 2-D sequences of shape (T_i, d). Received steps "
+            f"of shape {values.shape[1:]}"
+        )
+    if len(values) == 0:
+        raise ValueError("Argument `sequences` holds no time step, so there is nothing to average.")
+    std = values.std(axis=0)
+    std[std == 0] = 1.0
+    return values.mean(axis=0).astype(np.float32), std.astype(np.float32)
+
+
+def reference_rnn(
+    *,
+    input_dim: int | None = None,
+    vocab_size: int | None = None,
+    num_classes: int | None = None,
+    cell: Cell = "lstm",
+    units: int = 64,
+    mask: bool = True,
+    bidirectional: bool = False,
+    return_sequences: bool = False,
+    stateful: bool = False,
+    batch_size: int | None = None,
+    output_dim: int = 1,
+    embedding_dim: int = 32,
+    mask_value: float = 0.0,
+    standardize: tuple[Any, Any] | None = None,
+    dropout: float = 0.0,
+    num_layers: int = 1,
+    seed: int | None = None,
+    name: str = "reference_rnn",
+) -> keras.Model:
+    """Build a small recurrent model for post-padded variable-length batches.
+
+    Input is either integer tokens (pass ``vocab_size``: ``Embedding(mask_zero=True)``, so
+    token id 0 is padding and real tokens are ``1..vocab_size-1``) or real-valued frames
+    (pass ``input_dim``: ``Masking(mask_value)``, so a step whose every feature equals
+    ``mask_value`` is padding). Then one or more recurrent layers (``cell`` ``"lstm"``,
+    ``"gru"`` or ``"simple"``, optionally bidirectional) and a ``Dense`` head:
+
+    - many-to-one (``return_sequences=False``): the output after each sequence's last *real*
+      step feeds ``Dense(num_classes, softmax)``, or ``Dense(output_dim)`` for regression when
+      ``num_classes`` is None;
+    - many-to-many (``return_sequences=True``): the same head at every step, shape
+      ``(batch, T, num_classes or output_dim)``. The mask travels with the output, and
+      :func:`compile_reference` compiles the loss with ``reduction="mean_with_sample_weight"``
+      so the loss is the mean over real steps only; pass ``seqprep.sequence_weights(lengths)``
+      (0/1) as ``sample_weight`` too if your Keras version stops propagating RNN masks
+      (keras-team/keras#23235): the result is the same mean either way.
+
+    **cuDNN.** By default the model stays on the configuration for which Keras runs LSTM/GRU
+    with the fused cuDNN kernel on a GPU: default activations (``tanh``/``sigmoid``),
+    ``recurrent_dropout=0``, ``unroll=False``, ``use_bias=True`` (and ``reset_after=True`` for
+    GRU), with a mask that must be *right-padded*: feed it ``padding="post"`` batches (check
+    with :func:`seqprep.check_cudnn_mask`). Pre-padded input or an all-padding row silently
+    loses the fast kernel or fails. ``dropout`` (on the inputs) keeps eligibility;
+    ``"simple"`` cells have no cuDNN kernel. On a CPU nothing changes but speed.
+
+    **Padding collisions.** A real frame equal to ``mask_value`` in *every* feature would be
+    masked as padding. With ``standardize=(mean, std)`` the data are standardised inside the
+    model *after* the mask is computed from the raw input, so zero padding of the raw frames
+    never collides with standardised values near 0; if your raw data can hold all-zero frames
+    (silence, missing sensors), pad with a value outside the data's range and pass it as
+    ``mask_value``.
+
+    Args:
+        input_dim: number of features per step for real-valued input. Exactly one of
+            ``input_dim`` and ``vocab_size``.
+        vocab_size: vocabulary size (including id 0 for padding) for integer-token input.
+        num_classes: classes for a softmax head; None gives a linear regression head.
+        cell: ``"lstm"``, ``"gru"`` or ``"simple"``.
+        units: units of each recurrent layer.
+        mask: compute and propagate a padding mask (needed for correct results on padded
+            batches; ``False`` only when every batch is unpadded, as in per-length fitting).
+        bidirectional: wrap each recurrent layer in ``Bidirectional`` (not with ``stateful``).
+        return_sequences: per-timestep outputs (many-to-many) instead of one per sequence.
+        stateful: keep states across batches (for truncated BPTT, see
+            :func:`seqprep.fit_tbptt`); needs ``batch_size`` and a fixed batch shape.
+        batch_size: fixed batch size; required with ``stateful=True``.
+        output_dim: outputs of the regression head (``num_classes=None``); e.g. ``input_dim``
+            to predict the next frame.
+        embedding_dim: embedding width for token input.
+        mask_value: the padding value of real-valued frames.
+        standardize: ``(mean, std)`` per feature (see :func:`feature_stats`), applied inside
+            the model after masking; real-valued input only.
+        dropout: input dropout rate of each recurrent layer, in ``[0, 1)``.
+        num_layers: number of stacked recurrent layers.
+        seed: seed for weight initialisation and dropout (None: Keras's global seed).
+        name: model name.
+
+    Returns:
+        An uncompiled ``keras.Model``; compile it yourself or with :func:`compile_reference`.
+
+    Raises:
+        ValueError: both or neither of ``input_dim``/``vocab_size``, an unknown ``cell``,
+            ``stateful`` without ``batch_size`` or with ``bidirectional``, or out-of-range
+            sizes and rates.
+        TypeError: sizes that are not integers.
+
+    Example:
+        >>> model = reference_rnn(input_dim=12, num_classes=9, cell="gru", units=8)
+        >>> model.output_shape
+        (None, 9)
+        >>> reference_rnn(vocab_size=100, units=4, return_sequences=True).output_shape
+        (None, None, 1)
+    """
+    if (input_dim is None) == (vocab_size is None):
+        raise ValueError(
+            "Pass exactly one of `input_dim` (real-valued frames) or `vocab_size` (integer "
+            f"tokens). Received: input_dim={input_dim!r}, vocab_size={vocab_size!r}"
+        )
+    check_choice("cell", cell, tuple(_CELLS))
+    input_dim = check_int("input_dim", input_dim, minimum=1, allow_none=True)
+    vocab_size = check_int(
+        "vocab_size", vocab_size, minimum=2, allow_none=True,
+        fix="Token id 0 is reserved for padding, so the vocabulary needs at least 2 ids.",
+    )
+    num_classes = check_int(
+        "num_classes", num_classes, minimum=2, allow_none=True,
+        fix="For one output (binary or regression), pass `num_classes=None`.",
+    )
+    units = check_int("units", units, minimum=1)
+    output_dim = check_int("output_dim", output_dim, minimum=1)
+    embedding_dim = check_int("embedding_dim", embedding_dim, minimum=1)
+    num_layers = check_int("num_layers", num_layers, minimum=1)
+    dropout = _check_float("dropout", dropout, 0.0, 1.0, high_open=True)
+    mask_value = _check_float("mask_value", mask_value, -np.inf, np.inf, high_open=False)
+    batch_size = check_int("batch_size", batch_size, minimum=1, allow_none=True)
+    if stateful and batch_size is None:
+        raise ValueError(
+            "Argument `stateful=True` needs a fixed batch size. Received: batch_size=None\n"
+            "- If you train with truncated BPTT, pass the same `batch_size` as to "
+            "`seqprep.fit_tbptt`."
+        )
+    if stateful and bidirectional:
+        raise ValueError(
+            "Arguments `stateful=True` and `bidirectional=True` cannot be combined: the "
+            "backward direction of a window cannot carry state to the next window.\n"
+            "- If you need both directions, train on whole sequences (`stateful=False`)."
+        )
+    if standardize is not None and input_dim is None:
+        raise ValueError(
+            "Argument `standardize` applies to real-valued frames (`input_dim`), not to "
+            "integer tokens (`vocab_size`)."
+        )
+
+    if input_dim is not None:
+        inputs = keras.Input(shape=(None, input_dim), batch_size=batch_size, name="frames")
+        x = keras.layers.Masking(mask_value=mask_value, name="mask")(inputs) if mask else inputs
+        if standardize is not None:
+            mean, variance = _standardize_stats(standardize, input_dim)
+            x = keras.layers.Normalization(
+                mean=mean.tolist(), variance=variance.tolist(), name="standardize"
+            )(x)
+    else:
+        inputs = keras.Input(shape=(None,), batch_size=batch_size, dtype="int32", name="tokens")
+        x = keras.layers.Embedding(
+            vocab_size, embedding_dim, mask_zero=mask, name="embedding",
+            embeddings_initializer=keras.initializers.RandomUniform(-0.05, 0.05, seed=seed),
+        )(inputs)
+
+    layer_cls = getattr(keras.layers, _CELLS[cell])
+    for i in range(num_layers):
+        last = i == num_layers - 1
+        layer_seed = None if seed is None else seed + 1 + i
+        rnn = layer_cls(
+            units,
+            return_sequences=return_sequences or not last,
+            stateful=stateful,
+            dropout=dropout,
+            seed=layer_seed,
+            kernel_initializer=keras.initializers.GlorotUniform(seed=layer_seed),
+            recurrent_initializer=keras.initializers.Orthogonal(seed=layer_seed),
+            name=f"{cell}_{i}",
+        )
+        if bidirectional:
+            rnn = keras.layers.Bidirectional(rnn, name=f"bidirectional_{i}")
+        x = rnn(x)
+
+    head_seed = None if seed is None else seed + 1000
+    if num_classes is not None:
+        head = keras.layers.Dense(
+            num_classes, activation="softmax", name="head",
+            kernel_initializer=keras.initializers.GlorotUniform(seed=head_seed),
+        )
+    else:
+        head = keras.layers.Dense(
+            output_dim, name="head",
+            kernel_initializer=keras.initializers.GlorotUniform(seed=head_seed),
+        )
+    outputs = head(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def compile_reference(
+    model: keras.Model,
+    *,
+    learning_rate: float = 1e-3,
+    optimizer: Any = None,
+    jit_compile: bool | Literal["auto"] = False,
+    **compile_kwargs: Any,
+) -> keras.Model:
+    """Compile a :func:`reference_rnn` model with the loss and metrics that suit its head.
+
+    A softmax head gets ``SparseCategoricalCrossentropy`` and accuracy; a linear head gets
+    mean squared error and mean absolute error. Every loss uses
+    ``reduction="mean_with_sample_weight"``: the loss sum is divided by the sum of the
+    weights, so a per-timestep loss is the mean over real steps whether the weights come from
+    the propagated mask, from 0/1 ``sample_weight`` (``seqprep.sequence_weights(lengths)``),
+    or both. (Keras's default ``"sum_over_batch_size"`` also averages over real steps when the
+    mask alone reaches the loss, but combined with *normalised* weights it divides twice.)
+
+    Args:
+        model: a model from :func:`reference_rnn` (its last layer is named ``"head"``).
+        learning_rate: Adam's learning rate (ignored when ``optimizer`` is given).
+        optimizer: any Keras optimizer or name; default ``Adam(learning_rate)``.
+        jit_compile: passed to ``Model.compile``; False by default because XLA recompiles for
+            every new padded shape (and cuDNN kernels are not XLA-compatible).
+        **compile_kwargs: anything else for ``Model.compile`` (overrides ``loss``/``metrics``).
+
+    Returns:
+        The same model, compiled.
+
+    Raises:
+        ValueError: the model has no layer named ``"head"``.
+
+    Example:
+        >>> model = compile_reference(reference_rnn(input_dim=3, num_classes=2, units=4))
+        >>> model.loss.reduction
+        'mean_with_sample_weight'
+    """
+    try:
+        head = model.get_layer("head")
+    except ValueError:
+        raise ValueError(
+            f"Argument `model` has no layer named 'head'. Received: model named {model.name!r}\n"
+            "- If you built the model yourself, compile it with `model.compile(...)` instead."
+        ) from None
+    if keras.activations.serialize(head.activation) == "softmax":
+        loss = keras.losses.SparseCategoricalCrossentropy(reduction="mean_with_sample_weight")
+        metrics = ["accuracy"]
+    else:
+        loss = keras.losses.MeanSquaredError(reduction="mean_with_sample_weight")
+        metrics = ["mae"]
+    settings: dict[str, Any] = {
+        "optimizer": optimizer or keras.optimizers.Adam(learning_rate),
+        "loss": loss,
+        "metrics": metrics,
+        "jit_compile": jit_compile,
+    }
+    settings.update(compile_kwargs)
+    model.compile(**settings)
+    return model
