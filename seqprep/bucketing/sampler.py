@@ -1,0 +1,654 @@
+"""BucketSampler: a deterministic, shardable, resumable plan of length-bucketed batches.
+
+How an epoch is planned (all vectorised; the only Python loops run over buckets or batches):
+
+1. Sequences are put in buckets once, at construction (``boundaries`` are half-open:
+   bucket ``i`` holds ``[boundaries[i-1], boundaries[i])``), and their indices stored sorted by
+   bucket.
+2. Each epoch shuffles every bucket's indices with ``np.random.default_rng([seed, epoch])`` and
+   cuts each bucket into full batches of its capacity (``batch_size`` rows, or
+   ``max_tokens // longest length in the bucket`` rows).
+3. The partial leftovers of all buckets are packed together in bucket order, so a leftover is
+   merged with its neighbours' leftovers instead of costing a batch of its own. With
+   ``batch_size`` this gives exactly ``ceil(n / batch_size)`` batches, the fewest possible.
+4. Batches are grouped ``num_shards`` at a time, each group from one bucket (leftover groups take
+   the largest bucket among them, which covers every member), and the groups are shuffled. Shard
+   ``k`` takes the ``k``-th batch of every group: every shard has the same number of batches and
+   at each step all shards pad to the same bucket.
+
+The *structure* of a plan (how many batches of which sizes and buckets) depends only on the
+bucket counts, so it is computed once; an epoch only draws the random order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from seqprep._checks import check_choice, check_int, check_lengths
+from seqprep.bucketing.boundaries import (
+    Bucketer,
+    as_boundaries,
+    batch_capacity,
+    length_histogram,
+)
+from seqprep.bucketing.report import padding_report
+
+Overlong = Literal["error", "truncate", "drop"]
+_STATE_VERSION = 1
+# The Bucketer's cost model does not see that leftover batches straddle buckets; aiming at half
+# the Bucketer's default keeps the realised padding within about 0.02 of fully sorted batching.
+DEFAULT_TARGET_PADDING = 0.01
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """One epoch's batches for one shard.
+
+    Attributes:
+        epoch: the epoch planned.
+        batches: int64 index arrays (read-only views), in training order.
+        buckets: int64 bucket of each batch; the same on every shard at a given step. Every
+            member's length is at most ``pad_lengths`` of its batch.
+        pad_lengths: int64 padded length of each batch under ``pad_to="bucket"``
+            (``BucketSampler.bucket_pad_lengths[buckets]``).
+        num_dropped: examples of this epoch in no shard's batches (overlong sequences dropped
+            with ``overlong="drop"`` plus those left out by ``drop_remainder=True``).
+    """
+
+    epoch: int
+    batches: list[np.ndarray]
+    buckets: np.ndarray
+    pad_lengths: np.ndarray
+    num_dropped: int
+
+
+def _check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"Argument `{name}` must be True or False. Received: {name}={value!r}")
+    return bool(value)
+
+
+class BucketSampler:
+    """Plan epochs of length-bucketed batches of indices: seeded, shardable, resumable.
+
+    Args:
+        lengths: length of every sequence (not modified).
+        boundaries: bucket boundaries (ascending ints), or a fitted :class:`Bucketer`. Default:
+            an ``"optimal"`` Bucketer fitted on ``lengths`` with ``target_padding=0.01`` under
+            this sampler's ``batch_size`` / ``max_tokens``.
+        batch_size: rows per batch. Exactly one of this and ``max_tokens``.
+        max_tokens: budget per batch: rows x longest length <= ``max_tokens``.
+        shuffle: shuffle inside buckets and the batch order, from ``(seed, epoch)`` alone. When
+            False, batches follow index order inside buckets and run from short to long.
+        seed: non-negative seed.
+        drop_remainder: leave out the last partial batch and the batches that do not fill a
+            group of ``num_shards``; counted in ``num_dropped_``. When False nothing is dropped:
+            a final incomplete group is re-split into ``num_shards`` smaller batches.
+        num_shards: number of data-parallel replicas.
+        shard_index: this replica, in ``[0, num_shards)``.
+        overlong: what to do with sequences longer than ``max_length`` or ``max_tokens``:
+            ``"error"``, ``"truncate"`` (plan them at the limit; the pipeline must cut them, see
+            ``length_limit``) or ``"drop"`` (never batched; counted in ``num_dropped_``).
+        max_length: longest sequence allowed, or None.
+
+    Attributes:
+        lengths: read-only int64 lengths as planned (after truncation).
+        boundaries: read-only int64 boundaries.
+        bucket_pad_lengths: int64 padded length of each bucket for ``pad_to="bucket"``: the
+            longest length in that bucket (never more than ``boundaries[i] - 1``).
+        num_buckets: ``len(boundaries) + 1``.
+        length_limit: the length overlong sequences are truncated to, or None.
+        num_truncated_: sequences truncated.
+        num_dropped_: examples in no batch of an epoch (on any shard); the same every epoch.
+
+    Raises:
+        ValueError: bad lengths, both or neither of ``batch_size`` / ``max_tokens``,
+            ``shard_index >= num_shards``, an overlong sequence with ``overlong="error"``, or too
+            few examples to give every shard a batch with ``drop_remainder=False``.
+
+    Example:
+        >>> s = BucketSampler([5, 1, 2, 6, 2, 7, 1], boundaries=[4], batch_size=2, seed=0)
+        >>> len(s)
+        4
+        >>> sorted(int(i) for b in s.batches(0) for i in b)
+        [0, 1, 2, 3, 4, 5, 6]
+        >>> s.batches(0)[0].tolist() == s.batches(0)[0].tolist()
+        True
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int] | np.ndarray,
+        *,
+        boundaries: Sequence[int] | np.ndarray | Bucketer | None = None,
+        batch_size: int | None = None,
+        max_tokens: int | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_remainder: bool = False,
+        num_shards: int = 1,
+        shard_index: int = 0,
+        overlong: Overlong = "error",
+        max_length: int | None = None,
+    ) -> None:
+        raw = check_lengths(lengths)
+        if (batch_size is None) == (max_tokens is None):
+            raise ValueError(
+                "Pass exactly one of `batch_size` and `max_tokens`. "
+                f"Received: batch_size={batch_size!r}, max_tokens={max_tokens!r}\n"
+                "- Use `batch_size` for a fixed number of rows per batch, `max_tokens` for a "
+                "budget of padded tokens (rows x longest length) per batch."
+            )
+        self.batch_size = check_int("batch_size", batch_size, minimum=1, allow_none=True)
+        self.max_tokens = check_int("max_tokens", max_tokens, minimum=1, allow_none=True)
+        self.shuffle = _check_bool("shuffle", shuffle)
+        self.drop_remainder = _check_bool("drop_remainder", drop_remainder)
+        self.seed = check_int("seed", seed, minimum=0)
+        self.num_shards = check_int("num_shards", num_shards, minimum=1)
+        self.shard_index = check_int("shard_index", shard_index, minimum=0)
+        if self.shard_index >= self.num_shards:
+            raise ValueError(
+                f"Argument `shard_index` must be less than `num_shards`={self.num_shards}. "
+                f"Received: shard_index={self.shard_index}\n"
+                "- Shards are numbered 0 to num_shards - 1."
+            )
+        self.overlong = check_choice("overlong", overlong, ("error", "truncate", "drop"))
+        self.max_length = check_int("max_length", max_length, minimum=1, allow_none=True)
+        self._setup(raw, boundaries)
+        self._epoch = 0
+        self._position = 0
+
+    # ------------------------------------------------------------------ construction
+
+    def _setup(self, raw: np.ndarray, boundaries: Any) -> None:
+        self._raw = raw
+        limit, limit_name = self.max_length, "max_length"
+        if self.max_tokens is not None and (limit is None or self.max_tokens < limit):
+            limit, limit_name = self.max_tokens, "max_tokens"
+        lengths, kept = raw, None
+        self.num_truncated_ = 0
+        num_overlong = 0
+        self.length_limit: int | None = None
+        if limit is not None and int(raw.max()) > limit:
+            over = raw > limit
+            count = int(over.sum())
+            if self.overlong == "error":
+                pos = int(np.argmax(raw))
+                raise ValueError(
+                    f"{count} sequence(s) are longer than `{limit_name}`={limit}: the longest "
+                    f"has length {int(raw[pos])} (position {pos}). Received: overlong='error'\n"
+                    f"- If they may be cut, pass overlong='truncate'; to leave them out, "
+                    f"overlong='drop'; or raise `{limit_name}`."
+                )
+            if self.overlong == "truncate":
+                lengths = np.minimum(raw, limit)
+                self.num_truncated_ = count
+                self.length_limit = int(limit)
+            else:
+                kept = np.flatnonzero(~over)
+                num_overlong = count
+        lengths.flags.writeable = False
+        self.lengths = lengths
+        kept_lengths = lengths if kept is None else lengths[kept]
+
+        if boundaries is None:
+            bounds = np.zeros(0, np.int64)
+            if kept_lengths.size:
+                bucketer = Bucketer(
+                    target_padding=DEFAULT_TARGET_PADDING,
+                    batch_size=self.batch_size,
+                    max_tokens=self.max_tokens,
+                )
+                bounds = bucketer.fit(kept_lengths).boundaries_
+        else:
+            bounds = as_boundaries(boundaries)
+        bounds.flags.writeable = False
+        self.boundaries = bounds
+        nb = bounds.size + 1
+        self.num_buckets = nb
+
+        values, counts = length_histogram(kept_lengths)
+        value_bucket = np.searchsorted(bounds, values, side="right")
+        self._counts = np.bincount(value_bucket, weights=counts, minlength=nb).astype(np.int64)
+        longest = np.zeros(nb, np.int64)
+        np.maximum.at(longest, value_bucket, values)
+        longest.flags.writeable = False
+        self.bucket_pad_lengths = longest
+        self._capacity = batch_capacity(longest, self.batch_size, self.max_tokens)
+
+        dtype = np.uint8 if nb <= 255 else np.uint16 if nb <= 65535 else np.int64
+        if values.size and values[-1] <= max(1 << 22, 4 * kept_lengths.size):
+            table = np.searchsorted(bounds, np.arange(values[-1] + 1), side="right")
+            ids = table.astype(dtype)[kept_lengths]
+        else:
+            ids = np.searchsorted(bounds, kept_lengths, side="right").astype(dtype)
+        order = np.argsort(ids, kind="stable")
+        del ids
+        items = order if kept is None else kept[order]
+        items.flags.writeable = False
+        self._items = items
+        self._starts = np.concatenate([[0], np.cumsum(self._counts)]).astype(np.int64)
+        self._fingerprint: str | None = None
+        self._cache: BatchPlan | None = None
+        self._build_structure(num_overlong)
+
+    def _build_structure(self, num_overlong: int) -> None:
+        """Sizes, buckets and grouping of every batch: fixed by the bucket counts alone."""
+        counts, starts, cap = self._counts, self._starts, self._capacity
+        src: list[np.ndarray] = []
+        begin: list[np.ndarray] = []
+        size: list[np.ndarray] = []
+        label: list[np.ndarray] = []
+        tail_pos: list[np.ndarray] = []
+        for b in np.flatnonzero(counts):
+            full = counts[b] // cap[b]
+            begin.append(starts[b] + np.arange(full, dtype=np.int64) * cap[b])
+            size.append(np.full(full, cap[b], np.int64))
+        n_full = int(sum(s.size for s in size))
+        src.append(np.zeros(n_full, np.int8))
+        label.append(np.repeat(np.flatnonzero(counts), (counts // np.maximum(cap, 1))[counts > 0]))
+
+        # Pack the leftovers of neighbouring buckets together, in bucket order. Capacities never
+        # grow with the bucket, so a batch's capacity is that of its last (longest) bucket.
+        t_begin, t_size, t_label = [], [], []
+        cur, filled = 0, 0
+        for b in np.flatnonzero(counts % cap):
+            c = int(cap[b])
+            r = int(counts[b] % c)
+            tail_pos.append(np.arange(starts[b + 1] - r, starts[b + 1], dtype=np.int64))
+            if cur and c - cur > 0:
+                take = min(c - cur, r)
+                cur += take
+                t_size[-1], t_label[-1] = cur, b
+                r -= take
+                filled += take
+                if cur == c:
+                    cur = 0
+            if r:
+                t_begin.append(filled)
+                t_size.append(r)
+                t_label.append(b)
+                cur = r
+                filled += r
+        n_tail = len(t_size)
+        dropped = num_overlong
+        if self.drop_remainder and n_tail and t_size[-1] < cap[t_label[-1]]:
+            dropped += t_size.pop()
+            t_begin.pop()
+            t_label.pop()
+            n_tail -= 1
+        src.append(np.ones(n_tail, np.int8))
+        begin.append(np.array(t_begin, np.int64))
+        size.append(np.array(t_size, np.int64))
+        label.append(np.array(t_label, np.int64))
+        self._tail_pos = np.concatenate(tail_pos) if tail_pos else np.zeros(0, np.int64)
+        self._tail_sections = [0, self._tail_pos.size]
+        self._b_src = np.concatenate(src)
+        self._b_begin = np.concatenate(begin)
+        self._b_size = np.concatenate(size)
+        self._b_label = np.concatenate(label).astype(np.int64)
+        dropped += self._group_shards()
+        self.num_dropped_ = int(dropped)
+
+    def _positions(self, ids: np.ndarray) -> np.ndarray:
+        """Positions (into the bucket-sorted items) of the members of batches ``ids``."""
+        parts = [
+            np.arange(a, a + z, dtype=np.int64) if s == 0 else self._tail_pos[a : a + z]
+            for s, a, z in zip(self._b_src[ids], self._b_begin[ids], self._b_size[ids])
+        ]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+    def _add_batches(self, positions: np.ndarray, sizes: np.ndarray, bucket: int) -> np.ndarray:
+        """Append batches cut from ``positions`` (consecutive runs of ``sizes``); return ids."""
+        first = self._tail_pos.size
+        self._tail_pos = np.concatenate([self._tail_pos, positions])
+        self._tail_sections.append(self._tail_pos.size)
+        new = np.arange(self._b_size.size, self._b_size.size + sizes.size)
+        self._b_src = np.concatenate([self._b_src, np.ones(sizes.size, np.int8)])
+        offsets = first + np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        self._b_begin = np.concatenate([self._b_begin, offsets.astype(np.int64)])
+        self._b_size = np.concatenate([self._b_size, sizes.astype(np.int64)])
+        self._b_label = np.concatenate([self._b_label, np.full(sizes.size, bucket, np.int64)])
+        return new
+
+    def _resplit(self, ids: np.ndarray) -> tuple[np.ndarray, int] | None:
+        """Re-cut batches ``ids`` into ``g * num_shards`` even batches that fit one bucket."""
+        shards = self.num_shards
+        bucket = int(self._b_label[ids].max())
+        cap = int(self._capacity[bucket])
+        total = int(self._b_size[ids].sum())
+        groups = -(-total // (shards * cap))
+        if groups * shards > total:
+            return None
+        n = groups * shards
+        sizes = np.full(n, total // n, np.int64)
+        sizes[: total % n] += 1
+        new = self._add_batches(self._positions(ids), sizes, bucket)
+        return new.reshape(groups, shards), bucket
+
+    def _group_shards(self) -> int:
+        """Group batches ``num_shards`` at a time, one bucket per group; return examples dropped."""
+        shards = self.num_shards
+        label = self._b_label
+        n = label.size
+        if shards == 1:
+            self._groups = np.arange(n, dtype=np.int64)[:, None]
+            self._group_label = label.copy()
+            return 0
+        order = np.argsort(label, kind="stable")
+        lab = label[order]
+        per = np.bincount(label, minlength=self.num_buckets)
+        first = np.concatenate([[0], np.cumsum(per)[:-1]])
+        in_full = (np.arange(n) - first[lab]) < (per // shards * shards)[lab]
+        groups = [order[in_full].reshape(-1, shards)]
+        glabels = [lab[in_full][::shards]]
+        rest = order[~in_full]
+        whole = rest.size - rest.size % shards
+        for row in rest[:whole].reshape(-1, shards):
+            top = int(label[row].max())
+            if np.all(self._b_size[row] <= self._capacity[top]):
+                groups.append(row[None, :])
+                glabels.append(np.array([top]))
+            else:  # a mixed group whose small-bucket batches are too big for the large bucket
+                made = self._resplit(row)
+                assert made is not None  # each batch is non-empty, so there are enough rows
+                groups.append(made[0])
+                glabels.append(np.full(made[0].shape[0], made[1]))
+        remainder = rest[whole:]
+        dropped = 0
+        if remainder.size:
+            if self.drop_remainder:
+                dropped = int(self._b_size[remainder].sum())
+            else:
+                made = self._resplit(remainder)
+                if made is None and sum(g.shape[0] for g in groups):
+                    # Too few examples left for one batch per shard: re-cut the last group too.
+                    k = max(i for i, g in enumerate(groups) if g.shape[0])
+                    last = groups[k][-1]
+                    groups[k], glabels[k] = groups[k][:-1], glabels[k][:-1]
+                    made = self._resplit(np.concatenate([last, remainder]))
+                if made is None:
+                    total = int(self._b_size[remainder].sum())
+                    raise ValueError(
+                        f"Cannot give each of the {shards} shards the same number of batches "
+                        f"without dropping data: the last {total} example(s) cannot be split "
+                        f"into {shards} non-empty batches within the batch limit. Received: "
+                        f"num_shards={shards}, drop_remainder=False\n"
+                        "- Pass drop_remainder=True to leave them out of each epoch (counted "
+                        "in `num_dropped_`), or use fewer shards."
+                    )
+                groups.append(made[0])
+                glabels.append(np.full(made[0].shape[0], made[1]))
+        self._groups = np.concatenate(groups).astype(np.int64).reshape(-1, shards)
+        self._group_label = np.concatenate(glabels).astype(np.int64)
+        return dropped
+
+    # ------------------------------------------------------------------ planning
+
+    def _check_epoch(self, epoch: Any) -> int:
+        return int(check_int("epoch", epoch, minimum=0))
+
+    def plan(self, epoch: int | None = None) -> BatchPlan:
+        """Plan one epoch for this shard (the current epoch when ``epoch`` is None).
+
+        Args:
+            epoch: non-negative epoch number.
+
+        Returns:
+            A :class:`BatchPlan`: this shard's batches with their buckets and bucket pad lengths.
+
+        Example:
+            >>> s = BucketSampler([1, 9, 2, 8], boundaries=[5], batch_size=2, shuffle=False)
+            >>> p = s.plan(0)
+            >>> [b.tolist() for b in p.batches], p.buckets.tolist(), p.pad_lengths.tolist()
+            ([[0, 2], [1, 3]], [0, 1], [2, 9])
+        """
+        epoch = self._epoch if epoch is None else self._check_epoch(epoch)
+        cached = self._cache
+        if cached is not None and cached.epoch == epoch:
+            return cached
+        if self.shuffle:
+            rng = np.random.default_rng([self.seed, epoch])
+            shuffled = self._items.copy()
+            for b in np.flatnonzero(self._counts > 1):
+                rng.shuffle(shuffled[self._starts[b] : self._starts[b + 1]])
+            shuffled.flags.writeable = False
+            group_order = rng.permutation(self._group_label.size)
+        else:
+            shuffled = self._items
+            group_order = np.argsort(self._group_label, kind="stable")
+        tail = shuffled[self._tail_pos]
+        # Leftovers are batched like a sorted sampler of the (random) leftover pool: sorting by
+        # length keeps every bucket in the same positions, so batch sizes stay within budget.
+        cuts = self._tail_sections
+        for a, z in zip(cuts[:-1], cuts[1:]):
+            tail[a:z] = tail[a:z][np.argsort(self.lengths[tail[a:z]], kind="stable")]
+        tail.flags.writeable = False
+        ids = self._groups[group_order, self.shard_index]
+        sources = (shuffled, tail)
+        batches = [
+            sources[s][a : a + z]
+            for s, a, z in zip(
+                self._b_src[ids].tolist(), self._b_begin[ids].tolist(), self._b_size[ids].tolist()
+            )
+        ]
+        buckets = self._group_label[group_order]
+        plan = BatchPlan(
+            epoch=epoch,
+            batches=batches,
+            buckets=buckets,
+            pad_lengths=self.bucket_pad_lengths[buckets],
+            num_dropped=self.num_dropped_,
+        )
+        self._cache = plan
+        return plan
+
+    def batches(self, epoch: int | None = None) -> list[np.ndarray]:
+        """This shard's batches of ``epoch`` (default: the current epoch), as int64 index arrays.
+
+        Args:
+            epoch: non-negative epoch number.
+
+        Returns:
+            A new list of read-only int64 arrays, in training order.
+
+        Example:
+            >>> s = BucketSampler([3, 1, 2, 8, 9, 7], boundaries=[5], batch_size=3, seed=1)
+            >>> sorted(sorted(b.tolist()) for b in s.batches(0))
+            [[0, 1, 2], [3, 4, 5]]
+        """
+        return list(self.plan(epoch).batches)
+
+    def batch_buckets(self, epoch: int | None = None) -> np.ndarray:
+        """Bucket of each of this shard's batches of ``epoch`` (same on every shard per step).
+
+        Example:
+            >>> s = BucketSampler([3, 1, 2, 8, 9, 7], boundaries=[5], batch_size=3, shuffle=False)
+            >>> s.batch_buckets(0).tolist()
+            [0, 1]
+        """
+        return self.plan(epoch).buckets.copy()
+
+    def __len__(self) -> int:
+        return int(self._group_label.size)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        """Yield the current epoch's remaining batches, then move on to the next epoch."""
+        epoch = self._epoch
+        batches = self.plan(epoch).batches
+        for i in range(self._position, len(batches)):
+            self._position = i + 1
+            yield batches[i]
+        if self._epoch == epoch:
+            self._epoch, self._position = epoch + 1, 0
+
+    @property
+    def epoch(self) -> int:
+        """The current epoch (what iteration yields)."""
+        return self._epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make ``epoch`` current and start it from its first batch.
+
+        Example:
+            >>> s = BucketSampler([1, 2, 3], batch_size=1)
+            >>> s.set_epoch(3)
+            >>> s.epoch, s.state_dict()["position"]
+            (3, 0)
+        """
+        self._epoch = self._check_epoch(epoch)
+        self._position = 0
+
+    # ------------------------------------------------------------------ resuming
+
+    def _config_fingerprint(self) -> str:
+        if self._fingerprint is None:
+            h = hashlib.blake2b(digest_size=16)
+            h.update(np.ascontiguousarray(self._raw).tobytes())
+            h.update(np.ascontiguousarray(self.boundaries).tobytes())
+            config = (
+                self.batch_size,
+                self.max_tokens,
+                self.shuffle,
+                self.drop_remainder,
+                self.overlong,
+                self.max_length,
+            )
+            h.update(repr(config).encode())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where iteration stands, to resume mid-epoch with :meth:`load_state_dict`.
+
+        Returns:
+            A dict of plain Python values: ``seed``, ``epoch``, ``position`` (batches of this
+            shard already yielded this epoch), ``num_shards``, ``shard_index``, ``fingerprint``
+            (of the lengths, boundaries and batching options) and ``version``.
+
+        Example:
+            >>> s = BucketSampler([1, 2, 3, 4], batch_size=1, seed=7)
+            >>> it = iter(s); _ = next(it); _ = next(it)
+            >>> t = BucketSampler([1, 2, 3, 4], batch_size=1, seed=7)
+            >>> t.load_state_dict(s.state_dict())
+            >>> [b.tolist() for b in t] == [b.tolist() for b in it]
+            True
+        """
+        return {
+            "version": _STATE_VERSION,
+            "seed": self.seed,
+            "epoch": self._epoch,
+            "position": self._position,
+            "num_shards": self.num_shards,
+            "shard_index": self.shard_index,
+            "fingerprint": self._config_fingerprint(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from :meth:`state_dict`: the next iteration yields exactly the remaining batches.
+
+        Args:
+            state: a dict from :meth:`state_dict` of a sampler with the same seed, shards,
+                lengths and options.
+
+        Raises:
+            ValueError: if the state is malformed or comes from a sampler with another seed,
+                shard count, shard index or configuration.
+        """
+        keys = ("version", "seed", "epoch", "position", "num_shards", "shard_index", "fingerprint")
+        if not isinstance(state, dict) or any(k not in state for k in keys):
+            raise ValueError(
+                f"Argument `state` must be a dict from `BucketSampler.state_dict()` with keys "
+                f"{list(keys)}. Received: state={state!r}"
+            )
+        for key in ("seed", "num_shards", "shard_index"):
+            if state[key] != getattr(self, key):
+                raise ValueError(
+                    f"Argument `state` was saved by a sampler with {key}={state[key]!r}, but "
+                    f"this sampler has {key}={getattr(self, key)!r}.\n"
+                    f"- Build the sampler with {key}={state[key]!r} to resume, or start afresh "
+                    "with `set_epoch`."
+                )
+        if state["fingerprint"] != self._config_fingerprint():
+            raise ValueError(
+                "Argument `state` was saved by a sampler with other lengths, boundaries or "
+                "batching options (its `fingerprint` differs).\n"
+                "- Resume with the same lengths, boundaries, batch_size/max_tokens, shuffle, "
+                "drop_remainder, overlong and max_length."
+            )
+        epoch = self._check_epoch(state["epoch"])
+        position = check_int("position", state["position"], minimum=0)
+        if position > len(self):
+            raise ValueError(
+                f"Argument `state` has position={position}, beyond the {len(self)} batches of an "
+                "epoch."
+            )
+        self._epoch, self._position = epoch, position
+
+    # ------------------------------------------------------------------ pickling and reports
+
+    def __getstate__(self) -> dict[str, Any]:
+        names = (
+            "batch_size",
+            "max_tokens",
+            "shuffle",
+            "drop_remainder",
+            "seed",
+            "num_shards",
+            "shard_index",
+            "overlong",
+            "max_length",
+            "_epoch",
+            "_position",
+        )
+        state = {k: getattr(self, k) for k in names}
+        state["_raw"] = self._raw
+        state["boundaries"] = self.boundaries
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        raw, bounds = state.pop("_raw"), state.pop("boundaries")
+        self.__dict__.update(state)
+        self._setup(raw, bounds)
+
+    def report(self, epoch: int | None = None, pad_to: Literal["batch", "bucket"] = "batch"):
+        """Padding report of this shard's plan for ``epoch`` (see :func:`padding_report`).
+
+        Adds ``num_dropped``, ``num_truncated`` and ``num_buckets``.
+
+        Example:
+            >>> s = BucketSampler([1, 2, 3, 4], boundaries=[3], batch_size=2, shuffle=False)
+            >>> s.report()["padded_tokens"], s.report(pad_to="bucket")["padded_tokens"]
+            (12, 12)
+        """
+        check_choice("pad_to", pad_to, ("batch", "bucket"))
+        plan = self.plan(epoch)
+        pads = plan.pad_lengths if pad_to == "bucket" else None
+        out = padding_report(self.lengths, plan.batches, pad_lengths=pads)
+        out.update(
+            num_dropped=self.num_dropped_,
+            num_truncated=self.num_truncated_,
+            num_buckets=self.num_buckets,
+        )
+        return out
+
+    def __repr__(self) -> str:
+        size = (
+            f"batch_size={self.batch_size}"
+            if self.batch_size is not None
+            else f"max_tokens={self.max_tokens}"
+        )
+        shards = "" if self.num_shards == 1 else f", shard {self.shard_index}/{self.num_shards}"
+        r = self.report()
+        return (
+            f"BucketSampler(n={self.lengths.size}, {self.num_buckets} buckets, {size}, "
+            f"shuffle={self.shuffle}, seed={self.seed}{shards}): {len(self)} batches per epoch, "
+            f"padding {r['padding_fraction']:.1%}, {r['n_shapes']} batch shapes, largest batch "
+            f"{r['max_batch_tokens']} padded tokens, {r['steps_cost']} RNN steps, "
+            f"{self.num_dropped_} dropped, {self.num_truncated_} truncated"
+        )
