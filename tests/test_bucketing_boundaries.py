@@ -91,7 +91,7 @@ def _exact_expected_max(values, counts, k):
     if n <= k:
         return float(max(values))
     total, below = 0.0, 0
-    for v, c in zip(values, counts):
+    for v, c in zip(values, counts, strict=True):
         p_le = math.comb(below + c, k) / math.comb(n, k)
         p_lt = math.comb(below, k) / math.comb(n, k)
         total += v * (p_le - p_lt)

@@ -69,9 +69,7 @@ def _log_factorial(x: np.ndarray) -> np.ndarray:
     small = x < 257
     out[small] = _LOG_FACTORIAL_TABLE[x[small].astype(np.int64)]
     y = x[~small]
-    out[~small] = (
-        y * np.log(y) - y + 0.5 * np.log(2 * np.pi * y) + 1 / (12 * y) - 1 / (360 * y**3)
-    )
+    out[~small] = y * np.log(y) - y + 0.5 * np.log(2 * np.pi * y) + 1 / (12 * y) - 1 / (360 * y**3)
     return out
 
 
@@ -94,9 +92,7 @@ def batch_capacity(longest: np.ndarray | int, batch_size: int | None, max_tokens
     return None
 
 
-def expected_bucket_tokens(
-    values: np.ndarray, counts: np.ndarray, capacity: int | None
-) -> float:
+def expected_bucket_tokens(values: np.ndarray, counts: np.ndarray, capacity: int | None) -> float:
     """Expected padded tokens of one bucket (distinct ``values`` ascending, their ``counts``).
 
     Each batch is a uniformly random ``capacity``-subset of the bucket, padded to its longest.
@@ -120,13 +116,13 @@ def expected_tokens(
     batch_size: int | None = None,
     max_tokens: int | None = None,
 ) -> float:
-    """Expected padded tokens of a histogram split at ``boundaries`` (the model in the docstring)."""
+    """Expected padded tokens of a histogram split at ``boundaries`` (the module's model)."""
     if values.size == 0:
         return 0.0
     bucket = np.searchsorted(boundaries, values, side="right")
     cuts = np.flatnonzero(np.diff(bucket)) + 1
     total = 0.0
-    for seg_values, seg_counts in zip(np.split(values, cuts), np.split(counts, cuts)):
+    for seg_values, seg_counts in zip(np.split(values, cuts), np.split(counts, cuts), strict=True):
         cap = batch_capacity(int(seg_values[-1]), batch_size, max_tokens)
         total += expected_bucket_tokens(seg_values, seg_counts, None if cap is None else int(cap))
     return total
@@ -155,7 +151,7 @@ def _atoms(values: np.ndarray, counts: np.ndarray, cap: int) -> np.ndarray:
 def _cost_matrix(
     values: np.ndarray, counts: np.ndarray, batch_size: int | None, max_tokens: int | None
 ) -> np.ndarray:
-    """``W[i, j]``: expected tokens of one bucket holding atoms ``i..j`` (``inf`` below diagonal)."""
+    """``W[i, j]``: expected tokens of one bucket of atoms ``i..j`` (``inf`` below diagonal)."""
     m = values.size
     v = values.astype(np.float64)
     cum = np.concatenate([[0], np.cumsum(counts)])
@@ -276,9 +272,7 @@ def as_boundaries(boundaries: Any, name: str = "boundaries") -> np.ndarray:
     if arr.size == 0:
         return np.zeros(0, np.int64)
     if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
-        raise TypeError(
-            f"Argument `{name}` must hold integers. Received: {name}={boundaries!r}"
-        )
+        raise TypeError(f"Argument `{name}` must hold integers. Received: {name}={boundaries!r}")
     arr = arr.astype(np.int64)
     if arr[0] < 1 or np.any(np.diff(arr) <= 0):
         raise ValueError(
@@ -459,9 +453,7 @@ class Bucketer:
             "max_tokens": None,
         }
         parts = [] if self.num_buckets is None else [repr(self.num_buckets)]
-        parts += [
-            f"{k}={getattr(self, k)!r}" for k, d in defaults.items() if getattr(self, k) != d
-        ]
+        parts += [f"{k}={getattr(self, k)!r}" for k, d in defaults.items() if getattr(self, k) != d]
         text = f"Bucketer({', '.join(parts)})"
         if hasattr(self, "boundaries_"):
             b = self.boundaries_.tolist()

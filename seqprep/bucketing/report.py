@@ -76,7 +76,7 @@ def padding_report(
     batch_tokens = sizes * padded_to
     padded = int(batch_tokens.sum())
     real = int(arr[flat].sum()) if flat.size else 0
-    shapes = {(int(s), int(t)) for s, t in zip(sizes.tolist(), padded_to.tolist())}
+    shapes = {(int(s), int(t)) for s, t in zip(sizes.tolist(), padded_to.tolist(), strict=True)}
     return {
         "padding_fraction": 0.0 if padded == 0 else 1.0 - real / padded,
         "n_batches": int(sizes.size),

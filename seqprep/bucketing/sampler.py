@@ -299,7 +299,7 @@ class BucketSampler:
         """Positions (into the bucket-sorted items) of the members of batches ``ids``."""
         parts = [
             np.arange(a, a + z, dtype=np.int64) if s == 0 else self._tail_pos[a : a + z]
-            for s, a, z in zip(self._b_src[ids], self._b_begin[ids], self._b_size[ids])
+            for s, a, z in zip(self._b_src[ids], self._b_begin[ids], self._b_size[ids], strict=True)
         ]
         return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
@@ -426,7 +426,7 @@ class BucketSampler:
         # Leftovers are batched like a sorted sampler of the (random) leftover pool: sorting by
         # length keeps every bucket in the same positions, so batch sizes stay within budget.
         cuts = self._tail_sections
-        for a, z in zip(cuts[:-1], cuts[1:]):
+        for a, z in zip(cuts[:-1], cuts[1:], strict=True):
             tail[a:z] = tail[a:z][np.argsort(self.lengths[tail[a:z]], kind="stable")]
         tail.flags.writeable = False
         ids = self._groups[group_order, self.shard_index]
@@ -434,7 +434,10 @@ class BucketSampler:
         batches = [
             sources[s][a : a + z]
             for s, a, z in zip(
-                self._b_src[ids].tolist(), self._b_begin[ids].tolist(), self._b_size[ids].tolist()
+                self._b_src[ids].tolist(),
+                self._b_begin[ids].tolist(),
+                self._b_size[ids].tolist(),
+                strict=True,
             )
         ]
         buckets = self._group_label[group_order]
