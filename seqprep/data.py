@@ -1,0 +1,721 @@
+"""tf.data adapters: padded batches that follow a :class:`~seqprep.BucketSampler`'s plan, and a
+streaming bucketing transformation.
+
+:func:`bucketed_dataset` turns in-memory sequences into a ``tf.data.Dataset`` of padded batches in
+exactly the order a sampler planned. The data live once in TensorFlow in ragged form (flat values
+plus row offsets, from :func:`seqprep._ragged.as_ragged`); the dataset itself only streams the
+plan's index arrays, and each batch is gathered and padded in one vectorised ``tf.gather`` (no
+Python per element or per batch while training).
+
+:func:`bucket_by_length` is the streaming counterpart for ``dataset.apply(...)``, for data that
+do not fit in memory: a bounded, seeded shuffle buffer, then per-bucket batching with a fixed
+batch size or a token budget.
+
+Dtypes (both adapters): integer and boolean steps keep their dtype; floating steps wider than
+32 bits become ``float32`` (Keras's float type) after a check that no value overflows; pass
+``dtype=`` to choose. Nothing is cast silently where values would change: the checks are
+:func:`seqprep.pad_sequences`'s.
+"""
+
+from __future__ import annotations
+
+import numbers
+import threading
+from collections.abc import Callable
+from typing import Any, Literal
+
+import numpy as np
+import tensorflow as tf
+from numpy.typing import DTypeLike
+
+from seqprep._checks import check_choice, check_int
+from seqprep._ragged import Ragged, as_ragged, lengths_of
+from seqprep.bucketing import BucketSampler, as_boundaries
+from seqprep.padding import pad_sequences
+
+__all__ = ["bucket_by_length", "bucketed_dataset"]
+
+Side = Literal["pre", "post"]
+PadTo = Literal["batch", "bucket"]
+WeightMode = Literal["timestep", "timestep_mean"]
+
+_AUTOTUNE = tf.data.AUTOTUNE
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+def _default_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype a batch gets when the caller does not choose: floats become float32."""
+    if dtype.kind == "f" and dtype.itemsize > 4:
+        return np.dtype(np.float32)
+    return dtype
+
+
+def _resolve_dtype(dtype: DTypeLike | None, source: np.dtype) -> np.dtype:
+    if dtype is None:
+        return _default_dtype(source)
+    try:
+        return np.dtype(dtype)
+    except TypeError:
+        raise TypeError(
+            f"Argument `dtype` is not a numpy dtype. Received: dtype={dtype!r}"
+        ) from None
+
+
+def _values_with_pad_row(rag: Ragged, dtype: np.dtype, value: Any) -> np.ndarray:
+    """``rag.values`` cast to ``dtype`` with one extra step holding ``value`` at the end.
+
+    Padding the whole collection as one long row through :func:`pad_sequences` reuses its
+    refusal to lose data (float to int, overflow, NaN) and its check of the padding value, and
+    the extra step is where every padded position of a batch gathers from.
+    """
+    total = int(rag.values.shape[0])
+    one_row = Ragged(rag.values, np.array([0, total], dtype=np.int64))
+    return pad_sequences(one_row, maxlen=total + 1, dtype=dtype, padding="post", value=value)[0]
+
+
+# --------------------------------------------------------------------------- bucketed_dataset
+
+
+def _check_sampler(sampler: Any, lengths: np.ndarray) -> np.ndarray:
+    """Check that ``sampler`` planned these sequences; return the lengths it planned."""
+    if not isinstance(sampler, BucketSampler):
+        raise TypeError(
+            "Argument `sampler` must be a seqprep.BucketSampler. "
+            f"Received: sampler of type {type(sampler).__name__}\n"
+            "- Build one from the lengths: `BucketSampler(sequence_lengths(x), batch_size=...)`."
+        )
+    planned = np.asarray(sampler.lengths)
+    if planned.size != lengths.size:
+        raise ValueError(
+            f"Argument `sampler` was built on {planned.size} lengths, but `x` has "
+            f"{lengths.size} sequences.\n"
+            "- Build the sampler from this data: `BucketSampler(sequence_lengths(x), ...)`."
+        )
+    limit = sampler.length_limit
+    expected = lengths if limit is None else np.minimum(lengths, limit)
+    differ = np.flatnonzero(planned != expected)
+    if differ.size:
+        i = int(differ[0])
+        raise ValueError(
+            f"Argument `sampler` was built on other lengths than `x`'s: {differ.size} differ, "
+            f"the first at position {i} (sampler: {int(planned[i])}, x: {int(lengths[i])}).\n"
+            "- Build the sampler from this data: `BucketSampler(sequence_lengths(x), ...)`."
+        )
+    return planned
+
+
+def _is_dense_array(y: Any) -> bool:
+    if isinstance(y, np.ndarray):
+        return y.dtype != object
+    return (
+        type(y).__module__.startswith("tensorflow")
+        and hasattr(y, "numpy")
+        and not hasattr(y, "row_splits")
+    )
+
+
+def _per_timestep(y: Any, lengths: np.ndarray) -> bool:
+    """Whether ``y`` holds one target per time step (a sequence collection matching ``x``)."""
+    if _is_dense_array(y):
+        return False
+    if isinstance(y, Ragged) or hasattr(y, "row_splits"):
+        return True
+    try:
+        y_lengths = lengths_of(y, "y")
+    except (TypeError, ValueError):
+        return False  # scalars: one label per sequence
+    if y_lengths.size == lengths.size and np.array_equal(y_lengths, lengths):
+        return True
+    try:
+        labels = np.asarray(y)
+    except ValueError:
+        labels = None
+    if labels is None or labels.dtype == object:
+        if y_lengths.size == lengths.size:
+            i = int(np.flatnonzero(y_lengths != lengths)[0])
+            raise ValueError(
+                "Argument `y` holds sequences of targets, but their lengths differ from `x`'s: "
+                f"y[{i}] has {int(y_lengths[i])} steps, x[{i}] has {int(lengths[i])}.\n"
+                "- Per-timestep targets need one target per step of each input sequence."
+            )
+        return True  # the length mismatch is reported by the caller
+    return False
+
+
+def _label_array(y: Any, name: str, n: int) -> np.ndarray:
+    arr = np.asarray(y.numpy() if hasattr(y, "numpy") else y)
+    if arr.ndim == 0:
+        raise ValueError(
+            f"Argument `{name}` must have one entry per sequence (shape (n, ...)). "
+            f"Received a scalar: {name}={arr!r}"
+        )
+    if arr.shape[0] != n:
+        raise ValueError(
+            f"Argument `{name}` must have one entry per sequence of `x` ({n}). "
+            f"Received {arr.shape[0]} entries\n- Pass one {name} per sequence, in the same order."
+        )
+    if arr.dtype.kind in "OUS":
+        raise ValueError(
+            f"Argument `{name}` must be numeric. Received dtype {arr.dtype}\n"
+            "- If these are class names, map them to integer ids first."
+        )
+    return arr
+
+
+def _cast_labels(arr: np.ndarray, name: str) -> np.ndarray:
+    target = _default_dtype(arr.dtype)
+    if target == arr.dtype:
+        return arr
+    flat = Ragged(arr.reshape((arr.shape[0], -1)) if arr.ndim > 1 else arr,
+                  np.array([0, arr.shape[0]], dtype=np.int64))
+    try:
+        out = pad_sequences(flat, dtype=target, padding="post", value=0)[0]
+    except ValueError as err:
+        raise ValueError(f"Argument `{name}`: {err}") from None
+    return out.reshape(arr.shape)
+
+
+def _parse_weights(
+    sample_weight: Any, n: int, has_y: bool
+) -> tuple[str | None, np.ndarray | None]:
+    """Return ``(mode, per_sequence_weights)``; mode is None, "sequence" or a timestep mode."""
+    if sample_weight is None or sample_weight is False:
+        return None, None
+    if not has_y:
+        raise ValueError(
+            "Argument `sample_weight` needs `y`: Keras weights the loss against targets.\n"
+            "- Pass `y`, or drop `sample_weight`."
+        )
+    if sample_weight is True:
+        return "timestep", None
+    if isinstance(sample_weight, str):
+        check_choice("sample_weight", sample_weight, ("timestep", "timestep_mean"))
+        return sample_weight, None
+    arr = _label_array(sample_weight, "sample_weight", n)
+    if arr.ndim != 1 or arr.dtype.kind not in "biuf":
+        raise ValueError(
+            "Argument `sample_weight` must be one number per sequence (shape (n,)), "
+            "'timestep' or 'timestep_mean'. "
+            f"Received an array of shape {arr.shape} and dtype {arr.dtype}\n"
+            "- For per-timestep weights that zero the padding, pass sample_weight='timestep'."
+        )
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("Argument `sample_weight` holds NaN or infinite values.")
+    return "sequence", arr.astype(np.float32)
+
+
+def _plan_arrays(
+    sampler: BucketSampler, epoch: int, lengths: np.ndarray, pad_to: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One epoch's plan as flat indices, rows per batch and the padded width of each batch."""
+    plan = sampler.plan(epoch)
+    sizes = np.fromiter((b.size for b in plan.batches), dtype=np.int64, count=len(plan.batches))
+    flat = np.concatenate(plan.batches) if plan.batches else np.zeros(0, np.int64)
+    flat = flat.astype(np.int64, copy=False)
+    if pad_to == "bucket":
+        widths = np.asarray(plan.pad_lengths, dtype=np.int64)
+    elif pad_to == "batch":
+        widths = np.zeros(sizes.size, np.int64)
+        nonempty = sizes > 0
+        if flat.size:
+            starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])[nonempty]
+            widths[nonempty] = np.maximum.reduceat(lengths[flat], starts)
+    else:
+        widths = np.full(sizes.size, pad_to, np.int64)
+    return flat, sizes, widths
+
+
+def _index_dataset(
+    sampler: BucketSampler,
+    lengths: np.ndarray,
+    pad_to: Any,
+    epoch: int,
+    epochs: int,
+    reshuffle_each_iteration: bool,
+) -> tf.data.Dataset:
+    """A dataset of ``(indices, width)``, one element per batch of the planned epochs."""
+
+    def slices(flat: Any, sizes: Any, widths: Any) -> tf.data.Dataset:
+        rows = tf.RaggedTensor.from_row_lengths(flat, sizes, validate=False)
+        return tf.data.Dataset.from_tensor_slices((rows, widths))
+
+    if epochs == 1 and not reshuffle_each_iteration:
+        # One fixed plan: constants only, no Python at iteration time (serialisable).
+        return slices(*_plan_arrays(sampler, epoch, lengths, pad_to))
+
+    def plan_of(e: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return _plan_arrays(sampler, int(e), lengths, pad_to)
+
+    def epoch_batches(e: tf.Tensor) -> tf.data.Dataset:
+        flat, sizes, widths = tf.numpy_function(
+            plan_of, [e], (tf.int64, tf.int64, tf.int64), stateful=True
+        )
+        flat.set_shape([None])
+        sizes.set_shape([None])
+        widths.set_shape([None])
+        return slices(flat, sizes, widths)
+
+    if reshuffle_each_iteration:
+        counter = _IterationCounter(epoch, epochs)
+        first = tf.data.Dataset.range(1).map(
+            lambda _: tf.numpy_function(counter.next, [], tf.int64, stateful=True)
+        )
+        epoch_ids = first.flat_map(
+            lambda base: tf.data.Dataset.range(epochs).map(lambda j: base + j)
+        )
+    else:
+        epoch_ids = tf.data.Dataset.range(epoch, epoch + epochs)
+    return epoch_ids.flat_map(epoch_batches)
+
+
+class _IterationCounter:
+    """First epoch of each new pass over a reshuffling dataset: ``epoch``, ``epoch + epochs``..."""
+
+    def __init__(self, epoch: int, epochs: int) -> None:
+        self._next = epoch
+        self._step = epochs
+        self._lock = threading.Lock()
+
+    def next(self) -> np.int64:
+        with self._lock:
+            value, self._next = self._next, self._next + self._step
+        return np.int64(value)
+
+
+def bucketed_dataset(
+    x: Any,
+    y: Any = None,
+    *,
+    sampler: BucketSampler,
+    padding: Side = "post",
+    value: Any = 0,
+    sample_weight: Any = None,
+    pad_to: PadTo | int = "batch",
+    epoch: int = 0,
+    epochs: int = 1,
+    reshuffle_each_iteration: bool = False,
+    truncating: Side = "post",
+    dtype: DTypeLike | None = None,
+) -> tf.data.Dataset:
+    """Padded batches of in-memory sequences, in the order a :class:`BucketSampler` planned.
+
+    The sequences are stored once in TensorFlow as flat values plus row offsets; the dataset
+    streams the plan's index arrays and gathers and pads each batch with one ``tf.gather``,
+    in parallel and prefetched. Its cardinality is known: ``len(sampler) * epochs``.
+
+    Elements are ``x``, ``(x, y)`` or ``(x, y, sample_weight)``, ready for ``model.fit``:
+
+    * ``x``: ``(batch, T, *step_shape)``. Integer and boolean steps keep their dtype; floats
+      wider than 32 bits become ``float32`` after a check that none overflows (``dtype=``
+      overrides; a cast that would change values raises ``ValueError``).
+    * ``y``: per-sequence labels, ``(batch, ...)``, when ``y`` is an array of shape ``(n, ...)``
+      (or a list of scalars); per-timestep targets, ``(batch, T, ...)``, padded exactly like
+      ``x`` (with 0), when ``y`` is a sequence collection whose lengths equal ``x``'s.
+    * ``sample_weight``: an array ``(n,)`` gives per-sequence weights ``(batch,)``;
+      ``"timestep"`` (or ``True``) gives float32 ``(batch, T)`` weights, 1 on real steps and
+      0 on padding; ``"timestep_mean"`` scales those by ``batch * T / real steps`` so that
+      Keras's default ``"sum_over_batch_size"`` reduction returns the mean over real steps.
+      Use ``"timestep_mean"`` only when no Keras mask reaches the loss (Keras rescales a
+      mask the same way and the scalings compound); ``"timestep"`` with a loss built with
+      ``reduction="mean_with_sample_weight"`` gives the mean over real steps in every case.
+
+    ``T`` is set by ``pad_to``: ``"batch"`` pads to the batch's longest sequence (fewest
+    padded steps: best on CPU); ``"bucket"`` pads every batch to its bucket's pad length,
+    ``sampler.bucket_pad_lengths`` (the longest length in the bucket, so at most
+    ``sampler.num_buckets`` shapes: Keras traces its train step once per shape); an int pads
+    every batch to that width (one shape; a longer sequence raises ``ValueError``).
+
+    Epochs: ``epoch`` picks the sampler's epoch, so every pass over the dataset replays that
+    epoch's plan. For a fresh order each epoch of ``model.fit(ds, epochs=N)``, either build
+    ``bucketed_dataset(..., epochs=N)`` (epochs ``epoch .. epoch + N - 1`` back to back,
+    deterministic and resumable) and call ``model.fit(ds, epochs=N,
+    steps_per_epoch=len(sampler))``; or pass ``reshuffle_each_iteration=True``: pass ``k``
+    over the dataset then plays epoch ``epoch + k`` (like ``Dataset.shuffle``'s flag; the
+    count lives in this Python process).
+
+    Args:
+        x: a sequence collection (list of arrays or lists, ``tf.RaggedTensor``, array
+            ``(n, T, ...)``, pandas Series of arrays).
+        y: optional per-sequence labels or per-timestep targets (see above).
+        sampler: a :class:`BucketSampler` built on ``sequence_lengths(x)``.
+        padding: ``"post"`` (default; what the cuDNN RNN kernel needs) or ``"pre"``.
+        value: padding value of ``x``; must be representable in its dtype.
+        sample_weight: ``None``, an array ``(n,)``, ``"timestep"``/``True`` or
+            ``"timestep_mean"``.
+        pad_to: ``"batch"``, ``"bucket"`` or a fixed int width.
+        epoch: the sampler epoch to play (the first one when ``epochs > 1``).
+        epochs: how many consecutive sampler epochs the dataset holds.
+        reshuffle_each_iteration: play the next epochs on every new pass over the dataset.
+        truncating: which steps a sampler built with ``overlong="truncate"`` cuts from
+            overlong sequences: ``"post"`` keeps the first ``sampler.length_limit`` steps,
+            ``"pre"`` the last ones.
+        dtype: dtype of the ``x`` batches (default: see above).
+
+    Returns:
+        A ``tf.data.Dataset`` with ``cardinality() == len(sampler) * epochs``.
+
+    Raises:
+        ValueError: ``x``, ``y`` or ``sample_weight`` of different lengths, a sampler built
+            on other lengths, unknown ``padding``/``pad_to``/``truncating``/``sample_weight``
+            mode, a sequence longer than an int ``pad_to``, or a lossy ``dtype``.
+        TypeError: ``sampler`` is not a BucketSampler, or ``x`` is not a sequence collection.
+
+    Example:
+        >>> from seqprep import BucketSampler, sequence_lengths
+        >>> x = [[1, 2, 3], [4], [5, 6], [7, 8, 9, 10]]
+        >>> sampler = BucketSampler(sequence_lengths(x), boundaries=[3], batch_size=2,
+        ...                         shuffle=False)
+        >>> ds = bucketed_dataset(x, [0, 1, 0, 1], sampler=sampler)
+        >>> int(ds.cardinality())
+        2
+        >>> [(xb.numpy().tolist(), yb.numpy().tolist()) for xb, yb in ds]
+        [([[4, 0], [5, 6]], [1, 0]), ([[1, 2, 3, 0], [7, 8, 9, 10]], [0, 1])]
+    """
+    check_choice("padding", padding, ("pre", "post"))
+    check_choice("truncating", truncating, ("pre", "post"))
+    if isinstance(pad_to, str) or pad_to is None:
+        check_choice("pad_to", pad_to, ("batch", "bucket"))
+    else:
+        pad_to = check_int(
+            "pad_to", pad_to, minimum=1,
+            fix='Pass pad_to="batch", pad_to="bucket" or a positive width.',
+        )
+    epoch = check_int("epoch", epoch, minimum=0)
+    epochs = check_int("epochs", epochs, minimum=1)
+    if not isinstance(reshuffle_each_iteration, (bool, np.bool_)):
+        raise TypeError(
+            "Argument `reshuffle_each_iteration` must be True or False. "
+            f"Received: reshuffle_each_iteration={reshuffle_each_iteration!r}"
+        )
+
+    rag = as_ragged(x, "x")
+    raw_lengths = rag.lengths
+    n = raw_lengths.size
+    lengths = _check_sampler(sampler, raw_lengths)
+    if isinstance(pad_to, int) and n and int(lengths.max()) > pad_to:
+        i = int(np.argmax(lengths))
+        raise ValueError(
+            f"Argument `pad_to`={pad_to} is shorter than sequence {i} of `x` "
+            f"(length {int(lengths[i])}).\n"
+            f"- Pass pad_to>={int(lengths.max())}, or build the sampler with "
+            f"max_length={pad_to}, overlong='truncate'."
+        )
+
+    # Targets and weights, checked before any TensorFlow work.
+    y_mode: str | None = None
+    y_rag: Ragged | None = None
+    y_arr: np.ndarray | None = None
+    if y is not None:
+        if _per_timestep(y, raw_lengths):
+            y_rag = as_ragged(y, "y")
+            if len(y_rag) != n or not np.array_equal(y_rag.lengths, raw_lengths):
+                if len(y_rag) != n:
+                    raise ValueError(
+                        f"Arguments `x` and `y` must have the same number of sequences. "
+                        f"Received {n} and {len(y_rag)}"
+                    )
+                i = int(np.flatnonzero(y_rag.lengths != raw_lengths)[0])
+                raise ValueError(
+                    "Argument `y` holds sequences of targets whose lengths differ from `x`'s: "
+                    f"y[{i}] has {int(y_rag.lengths[i])} steps, x[{i}] has "
+                    f"{int(raw_lengths[i])}.\n- Per-timestep targets need one target per step "
+                    "of each input sequence."
+                )
+            y_mode = "timestep"
+        else:
+            y_arr = _cast_labels(_label_array(y, "y", n), "y")
+            y_mode = "sequence"
+    w_mode, w_arr = _parse_weights(sample_weight, n, y is not None)
+
+    x_dtype = _resolve_dtype(dtype, rag.values.dtype)
+    x_values = _values_with_pad_row(rag, x_dtype, value)
+    pad_index = int(rag.values.shape[0])
+    starts = rag.offsets[:-1]
+    if sampler.length_limit is not None and truncating == "pre":
+        starts = starts + (raw_lengths - lengths)
+    y_values = None
+    if y_rag is not None:
+        y_values = _values_with_pad_row(y_rag, _default_dtype(y_rag.values.dtype), 0)
+
+    index_ds = _index_dataset(sampler, lengths, pad_to, epoch, epochs, reshuffle_each_iteration)
+
+    # Captured once as tensors; each batch then costs a few gathers of size batch x width.
+    t_x = tf.constant(x_values)
+    t_len = tf.constant(lengths)
+    t_start = tf.constant(starts.astype(np.int64))
+    t_y = None if y_values is None and y_arr is None else tf.constant(
+        y_values if y_values is not None else y_arr
+    )
+    t_w = None if w_arr is None else tf.constant(w_arr)
+    post = padding == "post"
+    fixed_width = pad_to if isinstance(pad_to, int) else None
+
+    def make_batch(idx: tf.Tensor, width: tf.Tensor) -> Any:
+        lens = tf.gather(t_len, idx)[:, None]
+        steps = tf.range(width, dtype=tf.int64)[None, :]
+        if post:
+            real = steps < lens
+            src = tf.gather(t_start, idx)[:, None] + steps
+        else:
+            shift = width - lens
+            real = steps >= shift
+            src = tf.gather(t_start, idx)[:, None] + steps - shift
+        src = tf.where(real, src, pad_index)
+        xb = tf.gather(t_x, src)
+        if fixed_width is not None:
+            xb = tf.ensure_shape(xb, [None, fixed_width, *x_values.shape[1:]])
+        if y_mode is None:
+            return xb
+        yb = tf.gather(t_y, src) if y_mode == "timestep" else tf.gather(t_y, idx)
+        if w_mode is None:
+            return xb, yb
+        if w_mode == "sequence":
+            wb = tf.gather(t_w, idx)
+        else:
+            wb = tf.cast(real, tf.float32)
+            if w_mode == "timestep_mean":
+                wb = wb * tf.math.divide_no_nan(
+                    tf.cast(tf.size(wb), tf.float32), tf.reduce_sum(wb)
+                )
+        return xb, yb, wb
+
+    ds = index_ds.map(make_batch, num_parallel_calls=_AUTOTUNE, deterministic=True)
+    expected = len(sampler) * epochs
+    if int(ds.cardinality()) != expected:
+        ds = ds.apply(tf.data.experimental.assert_cardinality(expected))
+    return ds.prefetch(_AUTOTUNE)
+
+
+# --------------------------------------------------------------------------- bucket_by_length
+
+
+def _check_value(value: Any, dtype: tf.DType, name: str) -> tf.Tensor:
+    if dtype == tf.string:
+        return tf.constant(value if isinstance(value, (str, bytes)) else "", tf.string)
+    np_dtype = np.dtype(dtype.as_numpy_dtype)
+    if isinstance(value, (str, bytes)) or not isinstance(value, (numbers.Number, np.generic)):
+        raise TypeError(
+            f"Argument `value` must be a number (or a structure of numbers like the elements). "
+            f"Received: value={value!r} for component {name}"
+        )
+    cast = np.asarray(value).astype(np_dtype)
+    if cast != value:
+        raise ValueError(
+            f"Argument `value`={value!r} cannot be represented in the {np_dtype} component "
+            f"{name}.\n- Pick a padding value that dtype holds (0 for integer tokens)."
+        )
+    return tf.constant(cast, dtype)
+
+
+def bucket_by_length(
+    boundaries: Any,
+    *,
+    batch_size: int | None = None,
+    max_tokens: int | None = None,
+    length_fn: Callable[[Any], tf.Tensor] | None = None,
+    padding: Side = "post",
+    value: Any = 0,
+    buffer_size: int | None = 4096,
+    seed: int | None = None,
+    drop_remainder: bool = False,
+    max_length: int | None = None,
+) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
+    """Bucket a stream of unbatched sequences by length: a transformation for ``Dataset.apply``.
+
+    Elements go through a bounded, seeded shuffle buffer (``buffer_size`` elements), are
+    grouped by bucket (``tf.data.Dataset.group_by_window``) and each bucket is cut into padded
+    batches of ``batch_size`` rows, or of ``max_tokens // bucket bound`` rows under a token
+    budget, so that rows x longest length <= ``max_tokens`` always. Memory is bounded by the
+    shuffle buffer plus one partial batch per bucket.
+
+    An element is a sequence tensor ``(T, ...)``, or a tuple whose first component is the
+    sequence, or any structure with ``length_fn(element)`` giving its length. Every component
+    with a variable leading dimension (the sequence, per-timestep targets) is padded with
+    ``value`` (a scalar, or a structure like the elements) on the ``padding`` side; fixed-shape
+    components (labels) are batched as they are. Batches are padded to their longest sequence.
+
+    Args:
+        boundaries: bucket boundaries (ascending ints) or a fitted :class:`Bucketer`; bucket
+            ``i`` holds lengths in ``[boundaries[i-1], boundaries[i])``.
+        batch_size: rows per batch. Exactly one of this and ``max_tokens``.
+        max_tokens: budget of padded tokens per batch (rows x longest length). Needs
+            ``max_length``, the bound of the last, open-ended bucket.
+        length_fn: ``element -> scalar length``; default: the first dimension of the element,
+            or of its first component.
+        padding: ``"post"`` (default) or ``"pre"``.
+        value: padding value.
+        buffer_size: elements in the shuffle buffer; ``None`` or 0 keeps the input order.
+        seed: shuffle seed (the same seed gives the same order).
+        drop_remainder: leave out each bucket's last partial batch.
+        max_length: longest length allowed; a longer element stops iteration with
+            ``InvalidArgumentError``.
+
+    Returns:
+        A function ``Dataset -> Dataset`` of padded batches, for ``dataset.apply(...)``.
+
+    Raises:
+        ValueError: both or neither of ``batch_size``/``max_tokens``, ``max_tokens`` without
+            ``max_length`` or below it, bad boundaries, an unknown ``padding``, or a dict
+            element without ``length_fn``.
+
+    Example:
+        >>> import tensorflow as tf
+        >>> seqs = [[1], [2, 2, 2], [3], [4, 4, 4, 4]]
+        >>> ds = tf.data.Dataset.from_tensor_slices(tf.ragged.constant(seqs))
+        >>> out = ds.apply(bucket_by_length([2], batch_size=2, buffer_size=None))
+        >>> [b.numpy().tolist() for b in out]
+        [[[1], [3]], [[2, 2, 2, 0], [4, 4, 4, 4]]]
+    """
+    bounds = as_boundaries(boundaries)
+    check_choice("padding", padding, ("pre", "post"))
+    if (batch_size is None) == (max_tokens is None):
+        raise ValueError(
+            "Pass exactly one of `batch_size` and `max_tokens`. "
+            f"Received: batch_size={batch_size!r}, max_tokens={max_tokens!r}"
+        )
+    batch_size = check_int("batch_size", batch_size, minimum=1, allow_none=True)
+    max_tokens = check_int("max_tokens", max_tokens, minimum=1, allow_none=True)
+    max_length = check_int("max_length", max_length, minimum=1, allow_none=True)
+    buffer_size = check_int("buffer_size", buffer_size, minimum=0, allow_none=True)
+    seed = check_int("seed", seed, minimum=0, allow_none=True)
+    if not isinstance(drop_remainder, (bool, np.bool_)):
+        raise TypeError(
+            f"Argument `drop_remainder` must be True or False. Received: {drop_remainder!r}"
+        )
+    if length_fn is not None and not callable(length_fn):
+        raise TypeError(f"Argument `length_fn` must be callable. Received: {length_fn!r}")
+    if max_length is not None and bounds.size and max_length < bounds[-1]:
+        raise ValueError(
+            f"Argument `max_length`={max_length} is below the last boundary "
+            f"{int(bounds[-1])}: the buckets above it could never fill.\n"
+            "- Raise `max_length` or drop the boundaries above it."
+        )
+    if max_tokens is not None:
+        if max_length is None:
+            raise ValueError(
+                "Argument `max_tokens` needs `max_length`: the last bucket is open-ended, so "
+                "its batch size cannot be set without a longest length.\n"
+                "- Pass max_length=<longest sequence length>."
+            )
+        if max_length > max_tokens:
+            raise ValueError(
+                f"Argument `max_tokens`={max_tokens} is below `max_length`={max_length}: a "
+                "sequence that long would not fit in any batch.\n"
+                "- Raise `max_tokens` or lower `max_length`."
+            )
+        upper = np.append(bounds - 1, max_length).clip(min=1)
+        sizes = np.maximum(max_tokens // upper, 1)
+    else:
+        sizes = np.full(bounds.size + 1, batch_size)
+    t_bounds = tf.constant(bounds, tf.int64)
+    t_sizes = tf.constant(sizes.astype(np.int64))
+    pre = padding == "pre"
+
+    def transform(dataset: tf.data.Dataset) -> tf.data.Dataset:
+        spec = dataset.element_spec
+        # Slicing a tf.RaggedTensor gives elements typed as ragged with ragged_rank 0: dense
+        # in fact, and padded_batch wants them typed dense. An identity map retypes them.
+        specs = tf.nest.flatten(spec)
+        retype = False
+        for i, s in enumerate(specs):
+            if isinstance(s, tf.RaggedTensorSpec) and s.ragged_rank == 0:
+                retype = True
+            elif not isinstance(s, tf.TensorSpec):
+                raise TypeError(
+                    "bucket_by_length needs elements made of dense tensors (one ragged "
+                    f"dimension at most, the time axis). Component {i} is {s!r}\n"
+                    "- Convert it first, e.g. `dataset.map(lambda e: e.to_tensor())`."
+                )
+        if retype:
+            dataset = dataset.map(lambda *e: e[0] if len(e) == 1 else e)
+            spec = dataset.element_spec
+        get_length = length_fn
+        if get_length is None:
+            if isinstance(spec, dict):
+                raise ValueError(
+                    "Elements are dicts: pass `length_fn` to say which component is the "
+                    "sequence, e.g. length_fn=lambda e: tf.shape(e['tokens'])[0]."
+                )
+            first = spec[0] if isinstance(spec, tuple) else spec
+            if not isinstance(first, tf.TensorSpec) or first.shape.rank in (None, 0):
+                raise ValueError(
+                    "The sequence (the element, or its first component) must be a tensor of "
+                    f"rank >= 1. Received element_spec={spec!r}\n"
+                    "- Pass `length_fn` to say how long an element is."
+                )
+            if isinstance(spec, tuple):
+                def get_length(e):
+                    return tf.shape(e[0], out_type=tf.int64)[0]
+            else:
+                def get_length(e):
+                    return tf.shape(e, out_type=tf.int64)[0]
+
+        flat_specs = tf.nest.flatten(spec)
+        varying = [
+            isinstance(s, tf.TensorSpec) and s.shape.rank and s.shape[0] is None
+            for s in flat_specs
+        ]
+        if isinstance(value, (numbers.Number, np.generic)) and not isinstance(value, bool):
+            values = [value] * len(flat_specs)
+        else:
+            values = tf.nest.flatten(value)
+            if len(values) != len(flat_specs):
+                raise ValueError(
+                    "Argument `value` must be a number or a structure like the elements. "
+                    f"Received: value={value!r} for element_spec={spec!r}"
+                )
+        pad_values = tf.nest.pack_sequence_as(
+            spec,
+            [
+                _check_value(v if vary else 0, s.dtype, f"{i} ({s})")
+                for i, (v, vary, s) in enumerate(zip(values, varying, flat_specs, strict=True))
+            ],
+        )
+
+        def flip(element: Any, axis: int) -> Any:
+            flat = tf.nest.flatten(element)
+            flat = [
+                tf.reverse(t, [axis]) if vary else t
+                for t, vary in zip(flat, varying, strict=True)
+            ]
+            return tf.nest.pack_sequence_as(element, flat)
+
+        def key(*element: Any) -> tf.Tensor:
+            e = element[0] if len(element) == 1 else element
+            length = tf.cast(get_length(e), tf.int64)
+            if max_length is not None:
+                with tf.control_dependencies([
+                    tf.debugging.assert_less_equal(
+                        length, tf.constant(max_length, tf.int64),
+                        message=f"bucket_by_length: an element is longer than "
+                        f"max_length={max_length}",
+                    )
+                ]):
+                    length = tf.identity(length)
+            return tf.reduce_sum(tf.cast(length >= t_bounds, tf.int64))
+
+        def reduce(bucket: tf.Tensor, window: tf.data.Dataset) -> tf.data.Dataset:
+            batched = window.padded_batch(
+                tf.gather(t_sizes, bucket),
+                padding_values=pad_values,
+                drop_remainder=bool(drop_remainder),
+            )
+            if pre:
+                batched = batched.map(lambda *b: flip(b[0] if len(b) == 1 else b, 1))
+            return batched
+
+        ds = dataset
+        if buffer_size:
+            ds = ds.shuffle(buffer_size, seed=seed)
+        if pre:
+            ds = ds.map(lambda *e: flip(e[0] if len(e) == 1 else e, 0),
+                        num_parallel_calls=_AUTOTUNE)
+        return ds.group_by_window(
+            key_func=key,
+            reduce_func=reduce,
+            window_size_func=lambda bucket: tf.gather(t_sizes, bucket),
+        )
+
+    return transform

@@ -1,0 +1,405 @@
+"""Tests for the tf.data adapters: bucketed_dataset and bucket_by_length."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from seqprep import (
+    BucketSampler,
+    bucket_by_length,
+    bucketed_dataset,
+    pad_sequences,
+    sequence_lengths,
+    sequence_weights,
+)
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def _int_data(n=40, seed=0, low=1, high=30):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(low, high, n)
+    x = [rng.integers(1, 100, size=k).astype(np.int32) for k in lengths]
+    return x, lengths
+
+
+def _float_data(n=40, seed=1, dim=3):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 25, n)
+    x = [rng.normal(size=(k, dim)) for k in lengths]  # float64: batches come out float32
+    return x, lengths
+
+
+def _as_numpy(ds):
+    return [tf.nest.map_structure(lambda t: t.numpy(), el) for el in ds]
+
+
+# --------------------------------------------------------------------------- bucketed_dataset
+
+
+@pytest.mark.parametrize("padding", ["post", "pre"])
+@pytest.mark.parametrize("kind", ["int", "float"])
+def test_same_batches_as_indexing_and_pad_sequences(padding, kind):
+    x, lengths = _int_data() if kind == "int" else _float_data()
+    n = len(x)
+    labels = np.arange(n) % 3
+    weights = np.linspace(0.5, 2.0, n)
+    sampler = BucketSampler(lengths, boundaries=[6, 12], batch_size=7, seed=3)
+    ds = bucketed_dataset(
+        x, labels, sampler=sampler, padding=padding, sample_weight=weights, epoch=2
+    )
+    got = _as_numpy(ds)
+    batches = sampler.batches(2)
+    assert len(got) == len(batches) == len(sampler)
+    dtype = "int32" if kind == "int" else "float32"
+    for (xb, yb, wb), idx in zip(got, batches, strict=True):
+        expected = pad_sequences([x[i] for i in idx], dtype=dtype, padding=padding)
+        assert xb.dtype == expected.dtype
+        np.testing.assert_array_equal(xb, expected)
+        np.testing.assert_array_equal(yb, labels[idx])
+        np.testing.assert_allclose(wb, weights[idx].astype(np.float32))
+
+
+@pytest.mark.parametrize("padding", ["post", "pre"])
+def test_per_timestep_targets_and_weights_padded_like_x(padding):
+    x, lengths = _float_data(n=30, dim=2)
+    y = [np.arange(k) % 4 for k in lengths]  # one class per step
+    sampler = BucketSampler(lengths, boundaries=[10], batch_size=8, seed=0)
+    ds = bucketed_dataset(x, y, sampler=sampler, padding=padding, sample_weight="timestep")
+    for (xb, yb, wb), idx in zip(_as_numpy(ds), sampler.batches(0), strict=True):
+        np.testing.assert_array_equal(
+            xb, pad_sequences([x[i] for i in idx], dtype="float32", padding=padding)
+        )
+        np.testing.assert_array_equal(
+            yb, pad_sequences([y[i] for i in idx], dtype="int64", padding=padding)
+        )
+        np.testing.assert_array_equal(wb, sequence_weights(lengths[idx], padding=padding))
+        assert wb.dtype == np.float32
+
+
+@settings(max_examples=12)
+@given(data=st.data())
+def test_matches_pad_sequences_randomized(data):
+    n = data.draw(st.integers(1, 30), label="n")
+    lengths = np.array(data.draw(st.lists(st.integers(0, 12), min_size=n, max_size=n)))
+    batch_size = data.draw(st.integers(1, 6), label="batch_size")
+    padding = data.draw(st.sampled_from(["pre", "post"]), label="padding")
+    value = data.draw(st.sampled_from([0, -1, 7]), label="value")
+    x = [list(range(1, k + 1)) for k in lengths]
+    sampler = BucketSampler(lengths, boundaries=[4, 8], batch_size=batch_size, seed=1)
+    got = _as_numpy(bucketed_dataset(x, sampler=sampler, padding=padding, value=value))
+    assert len(got) == len(sampler)
+    for xb, idx in zip(got, sampler.batches(0), strict=True):
+        expected = pad_sequences(
+            [x[i] for i in idx], dtype="int64", padding=padding, value=value
+        )
+        if expected.shape[1] == 0:  # a batch of empty sequences
+            assert xb.shape == (len(idx), 0)
+        else:
+            np.testing.assert_array_equal(xb, expected)
+
+
+def test_cardinality_is_known_and_equals_len_sampler():
+    x, lengths = _int_data(n=50)
+    for kwargs in ({"batch_size": 8}, {"max_tokens": 64}):
+        sampler = BucketSampler(lengths, **kwargs)
+        ds = bucketed_dataset(x, sampler=sampler)
+        assert int(ds.cardinality()) == len(sampler)
+        assert int(bucketed_dataset(x, sampler=sampler, epochs=3).cardinality()) == 3 * len(
+            sampler
+        )
+        r = bucketed_dataset(x, sampler=sampler, reshuffle_each_iteration=True)
+        assert int(r.cardinality()) == len(sampler)
+
+
+def test_shards_follow_their_own_plan():
+    x, lengths = _int_data(n=45)
+    seen = []
+    for shard in range(3):
+        sampler = BucketSampler(lengths, batch_size=4, num_shards=3, shard_index=shard)
+        got = _as_numpy(bucketed_dataset(x, sampler=sampler))
+        assert len(got) == len(sampler)
+        for xb, idx in zip(got, sampler.batches(0), strict=True):
+            np.testing.assert_array_equal(
+                xb, pad_sequences([x[i] for i in idx], dtype="int32", padding="post")
+            )
+        seen.extend(i for b in sampler.batches(0) for i in b.tolist())
+    assert sorted(seen) == list(range(45))
+
+
+def test_pad_to_bucket_bounds_shapes_to_bucket_pad_lengths():
+    x, lengths = _int_data(n=120, high=60)
+    sampler = BucketSampler(lengths, boundaries=[10, 20, 40], batch_size=16, seed=5)
+    ds = bucketed_dataset(x, sampler=sampler, pad_to="bucket")
+    plan = sampler.plan(0)
+    widths = []
+    for xb, idx, bucket in zip(_as_numpy(ds), plan.batches, plan.buckets, strict=True):
+        width = xb.shape[1]
+        assert width == sampler.bucket_pad_lengths[bucket]
+        assert width >= lengths[idx].max()
+        np.testing.assert_array_equal(
+            xb, pad_sequences([x[i] for i in idx], maxlen=width, dtype="int32", padding="post")
+        )
+        widths.append(width)
+    assert len(set(widths)) <= sampler.num_buckets
+
+
+def test_pad_to_int_gives_one_static_shape():
+    x, lengths = _int_data(n=20)
+    sampler = BucketSampler(lengths, batch_size=6)
+    ds = bucketed_dataset(x, sampler=sampler, pad_to=32, padding="pre")
+    assert ds.element_spec.shape.as_list() == [None, 32]
+    for xb, idx in zip(_as_numpy(ds), sampler.batches(0), strict=True):
+        np.testing.assert_array_equal(
+            xb, pad_sequences([x[i] for i in idx], maxlen=32, dtype="int32", padding="pre")
+        )
+
+
+def test_epochs_concatenate_consecutive_plans_and_reshuffle_each_iteration():
+    x, lengths = _int_data(n=30)
+    sampler = BucketSampler(lengths, batch_size=5, seed=9)
+
+    def firsts(ds):
+        return [int(xb[0, 0]) for xb in _as_numpy(ds)]
+
+    def expected(epoch):
+        return [int(x[b[0]][0]) for b in sampler.batches(epoch)]
+
+    assert firsts(bucketed_dataset(x, sampler=sampler, epoch=1, epochs=2)) == (
+        expected(1) + expected(2)
+    )
+    assert expected(1) != expected(2)
+    ds = bucketed_dataset(x, sampler=sampler, reshuffle_each_iteration=True, epoch=4)
+    assert [firsts(ds) for _ in range(3)] == [expected(4), expected(5), expected(6)]
+    fixed = bucketed_dataset(x, sampler=sampler, epoch=4)
+    assert firsts(fixed) == firsts(fixed) == expected(4)
+
+
+@pytest.mark.parametrize("truncating", ["post", "pre"])
+def test_truncating_sampler_cuts_sequences(truncating):
+    x, lengths = _int_data(n=25, high=40)
+    sampler = BucketSampler(lengths, batch_size=5, max_length=16, overlong="truncate")
+    assert sampler.num_truncated_ > 0
+    ds = bucketed_dataset(x, sampler=sampler, truncating=truncating)
+    for xb, idx in zip(_as_numpy(ds), sampler.batches(0), strict=True):
+        expected = pad_sequences(
+            [x[i] for i in idx], maxlen=16, dtype="int32", padding="post",
+            truncating=truncating,
+        )
+        np.testing.assert_array_equal(xb, expected[:, : xb.shape[1]])
+        assert xb.shape[1] == min(16, lengths[idx].max())
+
+
+def test_accepts_ragged_tensor_and_series_and_does_not_mutate():
+    import pandas as pd
+
+    x, lengths = _int_data(n=12)
+    copies = [a.copy() for a in x]
+    sampler = BucketSampler(lengths, batch_size=4, seed=2)
+    want = _as_numpy(bucketed_dataset(x, sampler=sampler))
+    for other in (tf.ragged.constant([a.tolist() for a in x]), pd.Series(x)):
+        got = _as_numpy(bucketed_dataset(other, sampler=sampler))
+        for a, b in zip(want, got, strict=True):
+            np.testing.assert_array_equal(a, b)
+    for a, b in zip(x, copies, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_timestep_weights_zero_on_padding_and_loss_is_mean_over_real_steps():
+    x, lengths = _int_data(n=24, high=15)
+    y = [np.arange(k) % 3 for k in lengths]
+    sampler = BucketSampler(lengths, boundaries=[7], batch_size=8, seed=0)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    by_weight = keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True, reduction="mean_with_sample_weight"
+    )
+    rng = np.random.default_rng(0)
+    plain = bucketed_dataset(x, y, sampler=sampler, sample_weight="timestep")
+    mean = bucketed_dataset(x, y, sampler=sampler, sample_weight="timestep_mean")
+    for (_, yb, wb), (_, _, wm), idx in zip(_as_numpy(plain), _as_numpy(mean),
+                                             sampler.batches(0), strict=True):
+        real = sequence_weights(lengths[idx]).astype(bool)
+        assert np.all(wb[~real] == 0) and np.all(wb[real] == 1) and np.all(wm[~real] == 0)
+        logits = rng.normal(size=(*yb.shape, 3)).astype(np.float32)
+        shifted = logits - logits.max(-1, keepdims=True)
+        logp = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+        nll = -np.take_along_axis(logp, yb[..., None], -1)[..., 0]
+        by_hand = nll[real].mean()
+        np.testing.assert_allclose(float(loss(yb, logits, sample_weight=wm)), by_hand,
+                                   rtol=1e-5)
+        np.testing.assert_allclose(float(by_weight(yb, logits, sample_weight=wb)), by_hand,
+                                   rtol=1e-5)
+
+
+def _tiny_sequence_model(mask_zero):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((None,), dtype="int32"),
+        keras.layers.Embedding(100, 4, mask_zero=mask_zero),
+        keras.layers.Dense(3),
+    ])
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def test_keras_evaluate_with_timestep_weights_gives_mean_over_real_steps():
+    x, lengths = _int_data(n=10, high=12)
+    y = [np.arange(k) % 3 for k in lengths]
+    sampler = BucketSampler(lengths, batch_size=10, shuffle=False)
+    # A mask reaching the loss: 0/1 weights. No mask: "timestep_mean" weights.
+    for mask_zero, mode in ((True, "timestep"), (False, "timestep_mean")):
+        model = _tiny_sequence_model(mask_zero)
+        ds = bucketed_dataset(x, y, sampler=sampler, sample_weight=mode)
+        (xb, yb, _), = _as_numpy(ds)
+        logits = model.predict(xb, verbose=0)
+        real = sequence_weights(lengths[sampler.batches(0)[0]]).astype(bool)
+        nll = keras.losses.sparse_categorical_crossentropy(yb, logits, from_logits=True)
+        by_hand = np.asarray(nll)[real].mean()
+        got = model.evaluate(ds, verbose=0)
+        np.testing.assert_allclose(got, by_hand, rtol=1e-5)
+
+
+def test_keras_model_fits_on_bucketed_dataset():
+    x, lengths = _int_data(n=48, high=20)
+    labels = (lengths > 10).astype(np.float32)
+    sampler = BucketSampler(lengths, boundaries=[10], batch_size=16, seed=0)
+    ds = bucketed_dataset(x, labels, sampler=sampler, pad_to="bucket")  # two shapes
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((None,), dtype="int32"),
+        keras.layers.Embedding(100, 8, mask_zero=True),
+        keras.layers.GRU(8),
+        keras.layers.Dense(1),
+    ])
+    model.compile(optimizer="adam", loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    history = model.fit(ds, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+def test_bad_input_raises_clear_errors():
+    x, lengths = _int_data(n=10)
+    sampler = BucketSampler(lengths, batch_size=4)
+    with pytest.raises(ValueError, match="`y` must have one entry per sequence"):
+        bucketed_dataset(x, np.zeros(9), sampler=sampler)
+    with pytest.raises(ValueError, match="lengths differ"):
+        bucketed_dataset(x, [np.zeros(k + 1) for k in lengths], sampler=sampler)
+    with pytest.raises(ValueError, match="`pad_to` must be"):
+        bucketed_dataset(x, sampler=sampler, pad_to="longest")
+    with pytest.raises(ValueError, match="`padding` must be"):
+        bucketed_dataset(x, sampler=sampler, padding="mid")
+    with pytest.raises(ValueError, match="built on 9 lengths"):
+        bucketed_dataset(x, sampler=BucketSampler(lengths[:9], batch_size=4))
+    with pytest.raises(ValueError, match="other lengths"):
+        bucketed_dataset(x, sampler=BucketSampler(lengths[::-1].copy(), batch_size=4))
+    with pytest.raises(TypeError, match="BucketSampler"):
+        bucketed_dataset(x, sampler=[np.arange(10)])
+    with pytest.raises(ValueError, match="`sample_weight` must be"):
+        bucketed_dataset(x, np.zeros(10), sampler=sampler, sample_weight="steps")
+    with pytest.raises(ValueError, match="`sample_weight` must have one entry"):
+        bucketed_dataset(x, np.zeros(10), sampler=sampler, sample_weight=np.ones(3))
+    with pytest.raises(ValueError, match="needs `y`"):
+        bucketed_dataset(x, sampler=sampler, sample_weight="timestep")
+    with pytest.raises(ValueError, match="`pad_to`=5 is shorter"):
+        bucketed_dataset(x, sampler=sampler, pad_to=5)
+    with pytest.raises(ValueError, match="cannot hold the data"):
+        floats, flengths = _float_data(n=6)
+        bucketed_dataset(floats, sampler=BucketSampler(flengths, batch_size=2), dtype="int32")
+    with pytest.raises(ValueError, match="`value`"):
+        bucketed_dataset(x, sampler=sampler, value=0.5)
+
+
+# --------------------------------------------------------------------------- bucket_by_length
+
+
+def _stream(lengths, seed=0):
+    """A dataset of (sequence, id): each sequence is its id repeated `length` times."""
+    ids = np.arange(len(lengths))
+    ragged = tf.RaggedTensor.from_row_lengths(np.repeat(ids, lengths), lengths)
+    return tf.data.Dataset.from_tensor_slices((ragged, ids))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"batch_size": 8},
+        {"batch_size": 8, "padding": "pre", "buffer_size": 50, "seed": 3},
+        {"max_tokens": 120, "max_length": 60, "seed": 1},
+    ],
+)
+def test_bucket_by_length_emits_every_element_once_within_budget(kwargs):
+    lengths = np.random.default_rng(0).integers(1, 61, 300)
+    out = _stream(lengths).apply(bucket_by_length([8, 16, 32], **kwargs))
+    seen = []
+    padding = kwargs.get("padding", "post")
+    for xb, ids in _as_numpy(out):
+        ids = ids.tolist()
+        seen.extend(ids)
+        width = xb.shape[1]
+        assert width == lengths[ids].max()
+        np.testing.assert_array_equal(
+            xb, pad_sequences([[i] * lengths[i] for i in ids], dtype="int64", padding=padding)
+        )
+        if "batch_size" in kwargs:
+            assert len(ids) <= kwargs["batch_size"]
+        else:
+            assert len(ids) * width <= kwargs["max_tokens"]
+        buckets = np.searchsorted([8, 16, 32], lengths[ids], side="right")
+        assert len(set(buckets.tolist())) == 1
+    assert sorted(seen) == list(range(300))
+
+
+def test_bucket_by_length_same_seed_same_order():
+    lengths = np.random.default_rng(1).integers(1, 40, 200)
+
+    def order(seed):
+        out = _stream(lengths).apply(bucket_by_length([10, 20], batch_size=4, seed=seed,
+                                                      buffer_size=64))
+        return [ids.tolist() for _, ids in _as_numpy(out)]
+
+    assert order(5) == order(5)
+    assert order(5) != order(6)
+
+
+def test_bucket_by_length_drop_remainder_and_fitted_bucketer_and_dict():
+    from seqprep import Bucketer
+
+    lengths = np.random.default_rng(2).integers(1, 30, 100)
+    bucketer = Bucketer(3, strategy="quantile").fit(lengths)
+    ds = _stream(lengths).map(lambda s, i: {"tokens": s, "id": i})
+    out = ds.apply(
+        bucket_by_length(bucketer, batch_size=6, drop_remainder=True, buffer_size=None,
+                         length_fn=lambda e: tf.shape(e["tokens"])[0])
+    )
+    batches = _as_numpy(out)
+    assert all(b["tokens"].shape[0] == 6 for b in batches)
+    counts = np.bincount(bucketer.bucket_of(lengths), minlength=3)
+    assert len(batches) == int((counts // 6).sum())
+
+
+def test_bucket_by_length_bad_input():
+    with pytest.raises(ValueError, match="exactly one of"):
+        bucket_by_length([5], batch_size=2, max_tokens=10)
+    with pytest.raises(ValueError, match="needs `max_length`"):
+        bucket_by_length([5], max_tokens=10)
+    with pytest.raises(ValueError, match="below `max_length`"):
+        bucket_by_length([5], max_tokens=10, max_length=20)
+    with pytest.raises(ValueError, match="`padding` must be"):
+        bucket_by_length([5], batch_size=2, padding="mid")
+    with pytest.raises(ValueError, match="strictly increasing"):
+        bucket_by_length([5, 3], batch_size=2)
+    ds = _stream(np.array([1, 2])).map(lambda s, i: {"tokens": s, "id": i})
+    with pytest.raises(ValueError, match="length_fn"):
+        ds.apply(bucket_by_length([5], batch_size=2))
+    long = _stream(np.array([3, 50])).apply(bucket_by_length([5], batch_size=2, max_length=10))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="max_length=10"):
+        _as_numpy(long)
+
+
+def test_lengths_helper_agrees():
+    x, lengths = _int_data(n=5)
+    np.testing.assert_array_equal(sequence_lengths(x), lengths)
