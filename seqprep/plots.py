@@ -89,7 +89,7 @@ def length_histogram(
         ax.axvline(b - 0.5, color="#c44e52", linestyle="--", linewidth=1.2,
                    label="bucket boundaries" if i == 0 else None)
     if boundaries:
-        ax.legend(loc="upper right", frameon=False)
+        ax.legend(loc="best", framealpha=0.8)
     ax.set_xlabel("length (time steps)")
     ax.set_ylabel("sequences")
     ax.set_title(title)

@@ -1,0 +1,198 @@
+"""What would batching cost on *these* lengths? The engine behind ``seqprep analyze``.
+
+:func:`analyze_lengths` compares four ways to batch the same sequences under the same batch
+size or token budget, all planned in numpy (no TensorFlow):
+
+- **pad to max**: every batch padded to the longest sequence of the data set (what
+  ``keras.utils.pad_sequences`` followed by ``model.fit(batch_size=...)`` does);
+- **random batches**: shuffled batches, each padded to its own longest sequence (what
+  ``dataset.shuffle(...).padded_batch(...)`` does);
+- **quantile buckets**: bucketing with equal-count buckets, as one usually feeds
+  ``tf.data``'s ``bucket_by_sequence_length``, with as many buckets as the next strategy;
+- **seqprep buckets**: :class:`seqprep.BucketSampler` with its default boundaries (an
+  ``"optimal"`` :class:`seqprep.Bucketer` under this batch size or token budget).
+
+:func:`format_analysis` renders the result as the text the command prints.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from seqprep._checks import check_int, check_lengths
+
+__all__ = ["analyze_lengths", "format_analysis"]
+
+
+def _length_summary(lengths: np.ndarray) -> dict[str, Any]:
+    q = np.percentile(lengths, [10, 50, 90, 99]) if lengths.size else np.zeros(4)
+    return {
+        "n": int(lengths.size),
+        "min": int(lengths.min()),
+        "max": int(lengths.max()),
+        "mean": float(lengths.mean()),
+        "p10": float(q[0]),
+        "median": float(q[1]),
+        "p90": float(q[2]),
+        "p99": float(q[3]),
+        "real_tokens": int(lengths.sum()),
+    }
+
+
+def _chunks(order: np.ndarray, size: int) -> list[np.ndarray]:
+    return [order[i : i + size] for i in range(0, len(order), size)]
+
+
+def _pack_tokens(order: np.ndarray, lengths: np.ndarray, max_tokens: int) -> list[np.ndarray]:
+    """Greedy batches in ``order``: add sequences while rows x longest stays within budget."""
+    batches, start, longest = [], 0, 0
+    for i, length in enumerate(lengths[order].tolist()):
+        new_longest = max(longest, length, 1)
+        if i > start and (i - start + 1) * new_longest > max_tokens:
+            batches.append(order[start:i])
+            start, new_longest = i, max(length, 1)
+        longest = new_longest
+    batches.append(order[start:])
+    return batches
+
+
+def analyze_lengths(
+    lengths: Any,
+    *,
+    batch_size: int | None = None,
+    max_tokens: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Compare the padding cost of four batching strategies on the given lengths.
+
+    Args:
+        lengths: non-negative integer lengths, one per sequence.
+        batch_size: rows per batch. At most one of this and ``max_tokens``; with neither,
+            ``batch_size=32``.
+        max_tokens: padded tokens per batch (rows x padded length); must be at least the
+            longest length.
+        seed: seed of the random orders.
+
+    Returns:
+        A dict with ``summary`` (``n``, ``min``, ``max``, ``mean``, ``median``, ``p10``,
+        ``p90``, ``p99``, ``real_tokens``), ``batching`` (``{"batch_size": B}`` or
+        ``{"max_tokens": K}``), ``strategies`` (name -> :func:`seqprep.padding_report` dict
+        plus ``boundaries``, a list or None) and ``recommended_boundaries`` (seqprep's).
+
+    Raises:
+        ValueError: empty or negative lengths, both ``batch_size`` and ``max_tokens``, or a
+            token budget smaller than the longest sequence.
+        TypeError: lengths that are not integers.
+
+    Example:
+        >>> result = analyze_lengths([5, 6, 7, 50, 52, 55, 5, 51], batch_size=2)
+        >>> result["strategies"]["pad to max"]["padding_fraction"] == 1 - 231 / (8 * 55)
+        True
+        >>> 8 in result["recommended_boundaries"]  # the gap between short and long
+        True
+        >>> result["strategies"]["seqprep buckets"]["padding_fraction"] < 0.05
+        True
+    """
+    from seqprep.bucketing import Bucketer, BucketSampler, padding_report
+
+    lengths = check_lengths(lengths)
+    if batch_size is not None and max_tokens is not None:
+        raise ValueError(
+            "Pass at most one of `batch_size` and `max_tokens`. Received: "
+            f"batch_size={batch_size!r}, max_tokens={max_tokens!r}"
+        )
+    if max_tokens is None:
+        batch_size = check_int("batch_size", 32 if batch_size is None else batch_size, minimum=1)
+        batching: dict[str, int] = {"batch_size": batch_size}
+    else:
+        max_tokens = check_int("max_tokens", max_tokens, minimum=1)
+        batching = {"max_tokens": max_tokens}
+    seed = check_int("seed", seed, minimum=0)
+    longest = int(lengths.max())
+    if max_tokens is not None and max_tokens < longest:
+        raise ValueError(
+            f"Argument `max_tokens`={max_tokens} is smaller than the longest sequence "
+            f"({longest} steps), which could never be batched.\n- If so, raise the budget to at "
+            f"least {longest}, or truncate long sequences first."
+        )
+
+    n = lengths.size
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    strategies: dict[str, dict[str, Any]] = {}
+
+    rows = batch_size if batch_size is not None else max(1, max_tokens // max(longest, 1))
+    chunks = _chunks(np.arange(n), rows)
+    strategies["pad to max"] = padding_report(
+        lengths, chunks, pad_lengths=np.full(len(chunks), longest)
+    ) | {"boundaries": None}
+
+    if batch_size is not None:
+        random_batches = _chunks(order, batch_size)
+    else:
+        random_batches = _pack_tokens(order, lengths, max_tokens)
+    strategies["random batches"] = padding_report(lengths, random_batches) | {"boundaries": None}
+
+    seqprep_sampler = BucketSampler(lengths, seed=seed, **batching)
+    boundaries = [int(b) for b in seqprep_sampler.boundaries]
+    quantile = Bucketer(len(boundaries) + 1, strategy="quantile").fit(lengths)
+    quantile_sampler = BucketSampler(lengths, boundaries=quantile, seed=seed, **batching)
+    strategies["quantile buckets"] = padding_report(lengths, quantile_sampler.batches(0)) | {
+        "boundaries": [int(b) for b in quantile.boundaries_]
+    }
+    strategies["seqprep buckets"] = padding_report(lengths, seqprep_sampler.batches(0)) | {
+        "boundaries": boundaries
+    }
+    return {
+        "summary": _length_summary(lengths),
+        "batching": batching,
+        "strategies": strategies,
+        "recommended_boundaries": boundaries,
+    }
+
+
+def format_analysis(result: dict[str, Any]) -> str:
+    """Render :func:`analyze_lengths`'s result as a plain-text report.
+
+    Args:
+        result: the dict returned by :func:`analyze_lengths`.
+
+    Returns:
+        Several lines of text: the length summary, a table with one row per strategy
+        (padding, batches, distinct shapes, largest batch, RNN time steps per epoch) and the
+        recommended boundaries.
+
+    Example:
+        >>> text = format_analysis(analyze_lengths([3, 4, 30, 31], batch_size=2))
+        >>> print(text.splitlines()[0])
+        4 sequences, lengths 3..31 (mean 17.0, median 17.0, p90 30.7, p99 31.0)
+    """
+    s = result["summary"]
+    (key, value), = result["batching"].items()
+    lines = [
+        f"{s['n']} sequences, lengths {s['min']}..{s['max']} (mean {s['mean']:.1f}, "
+        f"median {s['median']:.1f}, p90 {s['p90']:.1f}, p99 {s['p99']:.1f})",
+        f"{s['real_tokens']} real time steps; batching with {key}={value}",
+        "",
+        f"{'strategy':<18} {'padding':>8} {'batches':>8} {'shapes':>7} {'buckets':>8} "
+        f"{'max batch':>10} {'RNN steps':>10}",
+    ]
+    for name, r in result["strategies"].items():
+        buckets = "-" if r["boundaries"] is None else str(len(r["boundaries"]) + 1)
+        lines.append(
+            f"{name:<18} {100 * r['padding_fraction']:>7.1f}% {r['n_batches']:>8} "
+            f"{r['n_shapes']:>7} {buckets:>8} {r['max_batch_tokens']:>10} {r['steps_cost']:>10}"
+        )
+    lines.append("")
+    for name, r in result["strategies"].items():
+        if r["boundaries"] is not None:
+            lines.append(f"{name} boundaries: {r['boundaries']}")
+    lines += [
+        "padding: share of the padded tensor that is padding; RNN steps: padded time steps "
+        "summed over one epoch's batches.",
+        f"Recommended: seqprep.BucketSampler(lengths, boundaries="
+        f"{result['recommended_boundaries']}, {key}={value})",
+    ]
+    return "\n".join(lines)

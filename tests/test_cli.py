@@ -1,0 +1,138 @@
+"""Tests for the ``seqprep`` command line: ``analyze`` on small files, errors, and the demo."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from seqprep.analyze import analyze_lengths, format_analysis
+from seqprep.cli import main
+
+LENGTHS = np.array([3, 5, 5, 8, 12, 13, 2, 30, 31, 29, 7, 6])
+
+
+@pytest.fixture()
+def files(tmp_path):
+    paths = {}
+    paths["npy"] = tmp_path / "lengths.npy"
+    np.save(paths["npy"], LENGTHS)
+    paths["csv"] = tmp_path / "lengths.csv"
+    pd.DataFrame({"length": LENGTHS, "score": LENGTHS * 0.5}).to_csv(paths["csv"], index=False)
+    ids = np.repeat(np.arange(len(LENGTHS)), LENGTHS)
+    steps = pd.DataFrame({"sid": ids, "x": np.arange(len(ids), dtype=float)})
+    paths["parquet"] = tmp_path / "steps.parquet"
+    steps.to_parquet(paths["parquet"])
+    paths["long_csv"] = tmp_path / "steps.csv"
+    steps.to_csv(paths["long_csv"], index=False)
+    paths["negative"] = tmp_path / "negative.csv"
+    pd.DataFrame({"length": [3, -2, 4]}).to_csv(paths["negative"], index=False)
+    paths["fraction"] = tmp_path / "fraction.csv"
+    pd.DataFrame({"length": [3, 2.5, 4]}).to_csv(paths["fraction"], index=False)
+    paths["text"] = tmp_path / "text.csv"
+    pd.DataFrame({"length": ["3", "abc", "4"]}).to_csv(paths["text"], index=False)
+    paths["negative_npy"] = tmp_path / "negative.npy"
+    np.save(paths["negative_npy"], np.array([1, -1]))
+    paths["float_npy"] = tmp_path / "float.npy"
+    np.save(paths["float_npy"], np.array([1.5, 2.0]))
+    return paths
+
+
+def _pad_to_max_fraction(lengths):
+    return 1 - lengths.sum() / (len(lengths) * lengths.max())
+
+
+@pytest.mark.parametrize(
+    ("key", "extra"),
+    [("npy", []), ("csv", ["--column", "length"]), ("parquet", ["--id", "sid"]),
+     ("long_csv", ["--id", "sid"])],
+)
+def test_analyze_reads_each_layout(files, key, extra, tmp_path, capsys):
+    out = tmp_path / "plots"
+    status = main(["analyze", str(files[key]), *extra, "--batch-size", "4", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert status == 0
+    assert "12 sequences, lengths 2..31" in printed
+    expected = 100 * _pad_to_max_fraction(LENGTHS)
+    assert re.search(rf"^pad to max +{expected:.1f}% ", printed, re.MULTILINE)
+    assert "Recommended: seqprep.BucketSampler(lengths, boundaries=[" in printed
+    stem = files[key].stem
+    for suffix in ("lengths", "padding"):
+        png = out / f"{stem}_{suffix}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_analyze_with_token_budget(files, tmp_path, capsys):
+    status = main(["analyze", str(files["npy"]), "--max-tokens", "64", "--out", str(tmp_path)])
+    assert status == 0
+    assert "batching with max_tokens=64" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("key", "extra", "message"),
+    [
+        ("missing", [], "No such file"),
+        ("csv", ["--column", "lenght"], "'lenght'"),
+        ("parquet", ["--id", "session"], "'session'"),
+        ("csv", [], "Pass exactly one of `id`"),
+        ("negative", ["--column", "length"], "negative"),
+        ("fraction", ["--column", "length"], "integer lengths"),
+        ("text", ["--column", "length"], "length"),
+        ("negative_npy", [], "negative"),
+        ("float_npy", [], "integer lengths"),
+        ("csv", ["--column", "score"], "integer lengths"),
+        ("npy", ["--max-tokens", "10"], "smaller than the longest sequence"),
+    ],
+)
+def test_analyze_bad_input_exits_2_naming_the_problem(files, tmp_path, capsys, key, extra,
+                                                      message):
+    path = files.get(key, tmp_path / "missing.csv")
+    status = main(["analyze", str(path), *extra, "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.startswith("seqprep analyze: error:")
+    assert message in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["analyze"], ["analyze", "x.npy", "--batch-size", "0"],
+     ["analyze", "x.npy", "--batch-size", "4", "--max-tokens", "9"], ["frobnicate"], []],
+)
+def test_usage_errors_exit_2(argv, capsys):
+    assert main(argv) == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_analyze_lengths_numbers():
+    result = analyze_lengths(LENGTHS, batch_size=4, seed=1)
+    strategies = result["strategies"]
+    assert strategies["pad to max"]["padding_fraction"] == pytest.approx(
+        _pad_to_max_fraction(LENGTHS))
+    assert strategies["pad to max"]["n_shapes"] == 1
+    for r in strategies.values():
+        assert r["real_tokens"] == LENGTHS.sum()
+        assert r["n_batches"] == 3  # ceil(12 / 4), whatever the strategy
+    assert strategies["seqprep buckets"]["padding_fraction"] <= \
+        strategies["random batches"]["padding_fraction"]
+    assert result["recommended_boundaries"] == strategies["seqprep buckets"]["boundaries"]
+    assert "seqprep buckets" in format_analysis(result)
+
+
+def test_analyze_lengths_token_budget_is_respected():
+    result = analyze_lengths(LENGTHS, max_tokens=40)
+    for r in result["strategies"].values():
+        assert r["max_batch_tokens"] <= 40
+        assert r["real_tokens"] == LENGTHS.sum()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [({"batch_size": 4, "max_tokens": 40}, ValueError), ({"batch_size": 0}, ValueError),
+     ({"batch_size": 2.0}, TypeError)],
+)
+def test_analyze_lengths_bad_arguments(kwargs, error):
+    with pytest.raises(error):
+        analyze_lengths(LENGTHS, **kwargs)
