@@ -46,6 +46,7 @@ Loss:
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -149,9 +150,9 @@ class _Runner:
                 f"pass `batch_size={min(built_for)}`; otherwise rebuild the model.\n"
                 + _how_to_build(batch_size, window)
             )
-        self._train = None
-        self._test = None
-        self._forward = None
+        self._forward: Any = None
+        self._train: dict[bool, Any] = {}
+        self._test: dict[bool, Any] = {}
 
     def _check_input_shape(self) -> None:
         inputs = getattr(self.model, "inputs", None)
@@ -247,7 +248,7 @@ class _Runner:
 
     def train(self, feed, y, weight, pick, *, many_to_one: bool) -> tuple[Any, dict[str, Any]]:
         """One optimizer step on one window; returns the window's loss and metric results."""
-        if self._train is None:
+        if many_to_one not in self._train:
             model = self.model
 
             def step(x, mask, reset, idle, y, weight, pick):
@@ -264,12 +265,12 @@ class _Runner:
                 logs = model.compute_metrics(x, y, picked, weight)
                 return loss, logs
 
-            self._train = tf.function(step)
-        return self._train(*feed, y, weight, pick)
+            self._train[many_to_one] = tf.function(step)
+        return self._train[many_to_one](*feed, y, weight, pick)
 
     def test(self, feed, y, weight, pick, *, many_to_one: bool) -> tuple[Any, dict[str, Any]]:
         """Loss and metrics of one window, without updating weights."""
-        if self._test is None:
+        if many_to_one not in self._test:
             model = self.model
 
             def step(x, mask, reset, idle, y, weight, pick):
@@ -281,8 +282,35 @@ class _Runner:
                 logs = model.compute_metrics(x, y, picked, weight)
                 return loss, logs
 
-            self._test = tf.function(step)
-        return self._test(*feed, y, weight, pick)
+            self._test[many_to_one] = tf.function(step)
+        return self._test[many_to_one](*feed, y, weight, pick)
+
+
+# Compiled per-window steps are traced once per model and layout and reused by later calls
+# (fit, then evaluate, then predict); a new optimizer, loss or metrics (a new `compile`) or a
+# different window, batch size or input dtype makes a new runner.
+_RUNNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _runner_for(model: Any, *, window: int, batch_size: int, data: Ragged) -> _Runner:
+    try:
+        cache = _RUNNERS.setdefault(model, {})
+    except TypeError:  # not weak-referenceable: no caching
+        return _Runner(model, window=window, batch_size=batch_size, data=data)
+    key = (
+        window,
+        batch_size,
+        str(data.values.dtype),
+        data.step_shape,
+        id(getattr(model, "optimizer", None)),
+        # Keras rebuilds these on every compile(); only their identity is read.
+        id(getattr(model, "_compile_loss", None)),
+        id(getattr(model, "_compile_metrics", None)),
+    )
+    if key not in cache:
+        cache.clear()
+        cache[key] = _Runner(model, window=window, batch_size=batch_size, data=data)
+    return cache[key]
 
 
 def _mean_weights(weight: tf.Tensor) -> tf.Tensor:
@@ -584,7 +612,7 @@ def fit_tbptt(
     data, targets, many_to_one = _prepare_data(
         x, y, return_sequences=return_sequences, need_y=True
     )
-    runner = _Runner(model, window=window, batch_size=batch_size, data=data)
+    runner = _runner_for(model, window=window, batch_size=batch_size, data=data)
     validation = None
     if validation_data is not None:
         validation = _validation_windows(validation_data, runner, many_to_one)
@@ -705,7 +733,7 @@ def evaluate_tbptt(
     data, targets, many_to_one = _prepare_data(
         x, y, return_sequences=return_sequences, need_y=True
     )
-    runner = _Runner(model, window=window, batch_size=batch_size, data=data)
+    runner = _runner_for(model, window=window, batch_size=batch_size, data=data)
     if getattr(model, "loss", None) is None and not model.losses:
         raise ValueError(
             "Argument `model` must be compiled with a loss: `model.compile(loss=...)`."
@@ -775,7 +803,7 @@ def predict_tbptt(
         )
     window, batch_size = _check_sizes(window, batch_size)
     data, _, _ = _prepare_data(x, None, return_sequences=return_sequences, need_y=False)
-    runner = _Runner(model, window=window, batch_size=batch_size, data=data)
+    runner = _runner_for(model, window=window, batch_size=batch_size, data=data)
     plan = plan_tbptt(data.lengths, window=runner.window, batch_size=runner.batch_size)
     windows = _Windows(plan, data, None, not return_sequences)
     runner.reset_all()
