@@ -293,6 +293,7 @@ class BucketSampler:
         self._b_size = np.concatenate(size)
         self._b_label = np.concatenate(label).astype(np.int64)
         dropped += self._group_shards()
+        self._index_tail_batches()
         self.num_dropped_ = int(dropped)
 
     def _positions(self, ids: np.ndarray) -> np.ndarray:
@@ -349,17 +350,21 @@ class BucketSampler:
         glabels = [lab[in_full][::shards]]
         rest = order[~in_full]
         whole = rest.size - rest.size % shards
+        unplaced = [rest[whole:]]
         for row in rest[:whole].reshape(-1, shards):
             top = int(label[row].max())
             if np.all(self._b_size[row] <= self._capacity[top]):
                 groups.append(row[None, :])
                 glabels.append(np.array([top]))
-            else:  # a mixed group whose small-bucket batches are too big for the large bucket
-                made = self._resplit(row)
-                assert made is not None  # each batch is non-empty, so there are enough rows
+                continue
+            # A mixed group whose small-bucket batches are too big for the large bucket.
+            made = self._resplit(row)
+            if made is None:
+                unplaced.insert(0, row)
+            else:
                 groups.append(made[0])
                 glabels.append(np.full(made[0].shape[0], made[1]))
-        remainder = rest[whole:]
+        remainder = np.concatenate(unplaced)
         dropped = 0
         if remainder.size:
             if self.drop_remainder:
@@ -387,6 +392,14 @@ class BucketSampler:
         self._groups = np.concatenate(groups).astype(np.int64).reshape(-1, shards)
         self._group_label = np.concatenate(glabels).astype(np.int64)
         return dropped
+
+    def _index_tail_batches(self) -> None:
+        """Key each tail position by the batch it belongs to (for in-batch shuffles)."""
+        # Key: where the owning batch begins (a position of its own when none); non-decreasing.
+        key = np.arange(self._tail_pos.size, dtype=np.int64)
+        for i in np.flatnonzero(self._b_src == 1):
+            key[self._b_begin[i] : self._b_begin[i] + self._b_size[i]] = self._b_begin[i]
+        self._tail_batch = key
 
     # ------------------------------------------------------------------ planning
 
@@ -420,6 +433,7 @@ class BucketSampler:
             shuffled.flags.writeable = False
             group_order = rng.permutation(self._group_label.size)
         else:
+            rng = None
             shuffled = self._items
             group_order = np.argsort(self._group_label, kind="stable")
         tail = shuffled[self._tail_pos]
@@ -428,6 +442,8 @@ class BucketSampler:
         cuts = self._tail_sections
         for a, z in zip(cuts[:-1], cuts[1:], strict=True):
             tail[a:z] = tail[a:z][np.argsort(self.lengths[tail[a:z]], kind="stable")]
+        if self.shuffle and tail.size:  # rows of a leftover batch in random order
+            tail = tail[np.lexsort((rng.random(tail.size), self._tail_batch))]
         tail.flags.writeable = False
         ids = self._groups[group_order, self.shard_index]
         sources = (shuffled, tail)
