@@ -514,14 +514,17 @@ class _ResetStates(keras.callbacks.Callback):
         super().__init__()
         self.layers = layers
 
-    def _reset(self, *args):
+    def _reset(self) -> None:
         for layer in self.layers:
             reset = getattr(layer, "reset_state", None) or getattr(layer, "reset_states", None)
             if reset is not None:
                 reset()
 
-    on_train_batch_begin = _reset
-    on_test_batch_begin = _reset
+    def on_train_batch_begin(self, batch, logs=None):
+        self._reset()
+
+    def on_test_batch_begin(self, batch, logs=None):
+        self._reset()
 
 
 # --------------------------------------------------------------------------- fit_per_length
