@@ -136,3 +136,56 @@ def test_analyze_lengths_token_budget_is_respected():
 def test_analyze_lengths_bad_arguments(kwargs, error):
     with pytest.raises(error):
         analyze_lengths(LENGTHS, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    status = main(["demo", "--quick", "--epochs", "1", "--out", str(out), "--verbose", "0"])
+    return status, out
+
+
+def test_demo_quick_writes_a_consistent_report(demo_run):
+    import json
+
+    import seqprep as sp
+    from seqprep.datasets import load_japanese_vowels
+
+    status, out = demo_run
+    assert status == 0
+    result = json.loads((out / "results.json").read_text())
+    report = (out / "report.md").read_text()
+    for name in result["files"].values():
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+        assert f"]({name})" in report
+
+    # The quick run trains on the first 10 sequences of each speaker.
+    x, y = load_japanese_vowels("train")
+    keep = np.concatenate([np.flatnonzero(y == c)[:10] for c in range(9)])
+    lengths = sp.sequence_lengths([x[i] for i in keep])
+    rows = {r["strategy"]: r for r in result["strategies"]}
+    assert list(rows) == ["pad to max", "tf.data bucketing", "seqprep buckets", "fit_per_length"]
+
+    # Padding measured from the batches fed to the model agrees with the lengths.
+    expected = 1 - lengths.sum() / (len(lengths) * lengths.max())
+    assert rows["pad to max"]["padding_fraction"] == pytest.approx(expected, abs=1e-12)
+    assert re.search(rf"\| pad to max \| [0-9.]+ \| \+0\.0 pt \| {100 * expected:.1f}% \|", report)
+    assert rows["pad to max"]["steps_per_epoch"] == -(-len(lengths) // 32)
+    sampler = sp.BucketSampler(lengths, batch_size=32, seed=0)
+    planned = sp.padding_report(lengths, sampler.batches(0))
+    assert rows["seqprep buckets"]["padding_fraction"] == pytest.approx(
+        planned["padding_fraction"])
+    assert rows["seqprep buckets"]["steps_per_epoch"] == len(sampler)
+    assert rows["fit_per_length"]["padding_fraction"] == 0.0
+    counts = np.bincount(np.searchsorted(result["boundaries"]["quantile"], lengths,
+                                         side="right"))
+    assert rows["tf.data bucketing"]["steps_per_epoch"] == sum(-(-c // 32) for c in counts)
+    for r in rows.values():
+        assert 0.0 <= r["accuracy"] <= 1.0
+        assert r["traces"] >= 1
+        assert f"| {r['strategy']} | {r['accuracy']:.4f} |" in report
+
+    # The many-to-many loss is the mean over real steps, not over the padded tensor.
+    nf = result["next_frame"]
+    assert nf["test_mse_keras"] == pytest.approx(nf["test_mse_real_steps"], rel=1e-4)
+    assert nf["test_mse_all_steps"] != pytest.approx(nf["test_mse_real_steps"], rel=1e-2)
