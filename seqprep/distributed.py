@@ -1,0 +1,1120 @@
+"""Scaling out: replica-aligned bucketed input for ``tf.distribute``, the ``tf.data`` service,
+and streaming sequences from Parquet files larger than memory.
+
+Three engines, all TensorFlow's own (no home-made cluster):
+
+* **tf.distribute** (``MirroredStrategy``, ``MultiWorkerMirroredStrategy``):
+  :func:`replica_dataset_fn` is a ``dataset_fn`` for
+  ``strategy.distribute_datasets_from_function`` and :func:`distributed_bucketed_dataset` calls
+  it for you. Every replica plays its own shard of one :class:`~seqprep.BucketSampler` plan:
+  the same number of steps on every replica, the same bucket at every step, and (with the
+  default ``pad_to="step"``) the same padded length on every replica at every step, so no
+  replica waits for a longer one and none runs out of batches early. The global ``batch_size``
+  is split per replica with ``InputContext.get_per_replica_batch_size``, as Keras users expect.
+  Keras 3's ``model.fit`` accepts the result under ``MirroredStrategy``; under
+  ``MultiWorkerMirroredStrategy`` Keras 3's ``fit`` fails before the first step (keras-team/keras
+  issue 20585), so :func:`fit_distributed` runs the same ``model.train_step`` in a plain
+  distributed loop.
+* **tf.data service**: :func:`service_bucketed_dataset` runs a bucketed pipeline on
+  ``tf.data`` service workers; ``processing_mode="distributed_epoch"`` delivers every batch of
+  the epoch exactly once across all workers. :func:`local_data_service` starts a dispatcher
+  and workers in this process, on loopback ports, for tests and single-machine use.
+* **Streaming Parquet**: :func:`iter_parquet_sequences` reads sequences from Parquet row
+  batches (long format, rows grouped by id, or one list-valued row per sequence) with memory
+  bounded by one read batch; :func:`parquet_sequence_dataset` wraps it as an unbatched
+  ``tf.data.Dataset`` for ``.apply(seqprep.bucket_by_length(...))``.
+
+See ``docs/distributed.md`` for which route to use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import tensorflow as tf
+from numpy.typing import DTypeLike
+
+from seqprep._checks import check_choice, check_int
+from seqprep._ragged import lengths_of
+from seqprep.bucketing import BatchPlan, Bucketer, BucketSampler, as_boundaries
+from seqprep.data import bucketed_dataset
+
+__all__ = [
+    "ParquetChunk",
+    "distributed_bucketed_dataset",
+    "fit_distributed",
+    "iter_parquet_sequences",
+    "local_data_service",
+    "parquet_sequence_dataset",
+    "replica_dataset_fn",
+    "replica_plans",
+    "service_bucketed_dataset",
+]
+
+Side = Literal["pre", "post"]
+ReplicaPadTo = Literal["step", "bucket"]
+Overlong = Literal["error", "truncate", "drop"]
+
+
+# --------------------------------------------------------------------------- replica plans
+
+
+def _per_replica_budget(
+    batch_size: int | None, max_tokens: int | None, num_replicas: int
+) -> tuple[int | None, int | None]:
+    """Split a global ``batch_size`` or ``max_tokens`` evenly over ``num_replicas``."""
+    if (batch_size is None) == (max_tokens is None):
+        raise ValueError(
+            "Pass exactly one of `batch_size` and `max_tokens` (global, over all replicas). "
+            f"Received: batch_size={batch_size!r}, max_tokens={max_tokens!r}"
+        )
+    if batch_size is not None:
+        batch_size = check_int("batch_size", batch_size, minimum=1)
+        if batch_size % num_replicas:
+            raise ValueError(
+                f"Argument `batch_size`={batch_size} is the global batch size and must be "
+                f"divisible by the number of replicas ({num_replicas}).\n"
+                f"- Pass a multiple of {num_replicas}, e.g. "
+                f"batch_size={max(num_replicas, batch_size // num_replicas * num_replicas)}."
+            )
+        return batch_size // num_replicas, None
+    max_tokens = check_int("max_tokens", max_tokens, minimum=1)
+    if max_tokens < num_replicas:
+        raise ValueError(
+            f"Argument `max_tokens`={max_tokens} is the global token budget and must be at "
+            f"least the number of replicas ({num_replicas})."
+        )
+    return None, max_tokens // num_replicas
+
+
+@dataclass(frozen=True)
+class _SamplerArgs:
+    lengths: np.ndarray
+    boundaries: Any
+    batch_size: int | None
+    max_tokens: int | None
+    shuffle: bool
+    seed: int
+    drop_remainder: bool
+    overlong: str
+    max_length: int | None
+
+    def shard(self, num_shards: int, shard_index: int) -> BucketSampler:
+        return BucketSampler(
+            self.lengths,
+            boundaries=self.boundaries,
+            batch_size=self.batch_size,
+            max_tokens=self.max_tokens,
+            shuffle=self.shuffle,
+            seed=self.seed,
+            drop_remainder=self.drop_remainder,
+            num_shards=num_shards,
+            shard_index=shard_index,
+            overlong=self.overlong,
+            max_length=self.max_length,
+        )
+
+
+def _step_order(sizes: np.ndarray) -> np.ndarray:
+    """Step order that starts with a step where every replica has the same number of rows.
+
+    Keras's ``fit`` builds the model from the first step's batches averaged over replicas,
+    which needs equal shapes; the rest of the plan keeps the sampler's order.
+    """
+    order = np.arange(sizes.shape[1])
+    if sizes.shape[1]:
+        equal = np.flatnonzero((sizes == sizes[:1]).all(axis=0))
+        if equal.size and equal[0]:
+            order[[0, equal[0]]] = order[[equal[0], 0]]
+    return order
+
+
+def replica_plans(
+    sampler_shards: Sequence[BucketSampler], epoch: int = 0, *, pad_to: ReplicaPadTo = "step"
+) -> list[BatchPlan]:
+    """One epoch of every replica's batches, aligned step by step.
+
+    Each replica plays its sampler shard's batches; the shards of one :class:`BucketSampler`
+    configuration already have equal batch counts and the same bucket at every step. This adds
+    the padded width of each step: with ``pad_to="step"``, the longest sequence in any
+    replica's batch at that step (so every replica pads to the same length, the least padding
+    that keeps the replicas in step); with ``"bucket"``, the bucket's pad length. The steps
+    are then reordered identically for all replicas so that the first one has equal batch
+    sizes everywhere (what Keras's ``fit`` needs to build the model).
+
+    Args:
+        sampler_shards: the ``num_shards`` samplers of one configuration, shard 0 first.
+        epoch: the epoch to plan.
+        pad_to: ``"step"`` or ``"bucket"``.
+
+    Returns:
+        One :class:`~seqprep.bucketing.BatchPlan` per replica; ``pad_lengths`` is the padded
+        width of each step (the same in every plan).
+
+    Raises:
+        ValueError: the samplers are not the shards ``0..n-1`` of one configuration.
+
+    Example:
+        >>> from seqprep import BucketSampler
+        >>> lengths = [1, 2, 3, 4, 7, 8, 9, 9]
+        >>> shards = [BucketSampler(lengths, boundaries=[5], batch_size=2, num_shards=2,
+        ...                         shard_index=k, shuffle=False) for k in range(2)]
+        >>> a, b = replica_plans(shards)
+        >>> [x.tolist() for x in a.batches], [x.tolist() for x in b.batches]
+        ([[0, 1], [4, 5]], [[2, 3], [6, 7]])
+        >>> a.pad_lengths.tolist(), b.pad_lengths.tolist()
+        ([4, 9], [4, 9])
+    """
+    check_choice("pad_to", pad_to, ("step", "bucket"))
+    shards = list(sampler_shards)
+    if not shards or any(not isinstance(s, BucketSampler) for s in shards):
+        raise TypeError("Argument `sampler_shards` must be a non-empty list of BucketSampler.")
+    n = len(shards)
+    if [s.shard_index for s in shards] != list(range(n)) or any(s.num_shards != n for s in shards):
+        raise ValueError(
+            "Argument `sampler_shards` must hold shards 0..n-1 of one sampler configuration, "
+            f"in order, each built with num_shards=n. Received shard indices "
+            f"{[s.shard_index for s in shards]} with num_shards "
+            f"{sorted({s.num_shards for s in shards})}"
+        )
+    plans = [s.plan(epoch) for s in shards]
+    steps = len(plans[0].batches)
+    sizes = np.array([[b.size for b in p.batches] for p in plans], np.int64).reshape(n, steps)
+    if pad_to == "bucket":
+        widths = np.asarray(plans[0].pad_lengths, np.int64)
+    else:
+        widths = np.zeros(steps, np.int64)
+        for s, p in zip(shards, plans, strict=True):
+            for i, b in enumerate(p.batches):
+                if b.size:
+                    widths[i] = max(widths[i], int(s.lengths[b].max()))
+    order = _step_order(sizes)
+    widths = widths[order]
+    widths.flags.writeable = False
+    return [
+        BatchPlan(
+            epoch=p.epoch,
+            batches=[p.batches[i] for i in order],
+            buckets=np.asarray(p.buckets)[order],
+            pad_lengths=widths,
+            num_dropped=p.num_dropped,
+        )
+        for p in plans
+    ]
+
+
+class _LocalReplicasSampler(BucketSampler):
+    """The batches of this input pipeline's replicas, interleaved step by step.
+
+    ``MultiDeviceIterator`` hands a pipeline's elements to its local replicas round-robin, so
+    element ``step * r + j`` goes to local replica ``j``: interleaving the shards' plans gives
+    each replica exactly its shard. ``pad_lengths`` carries the aligned step widths and is
+    read by ``bucketed_dataset(pad_to="bucket")``.
+    """
+
+    def __init__(
+        self, args: _SamplerArgs, num_replicas: int, first: int, count: int, pad_to: str
+    ) -> None:
+        super().__init__(
+            args.lengths,
+            boundaries=args.boundaries,
+            batch_size=args.batch_size,
+            max_tokens=args.max_tokens,
+            shuffle=args.shuffle,
+            seed=args.seed,
+            drop_remainder=args.drop_remainder,
+            num_shards=num_replicas,
+            shard_index=first,
+            overlong=args.overlong,
+            max_length=args.max_length,
+        )
+        self._shards = [args.shard(num_replicas, k) for k in range(num_replicas)]
+        self._local = range(first, first + count)
+        self._pad_to = pad_to
+        self._merged: BatchPlan | None = None
+
+    def plan(self, epoch: int | None = None) -> BatchPlan:
+        epoch = self.epoch if epoch is None else int(epoch)
+        if self._merged is not None and self._merged.epoch == epoch:
+            return self._merged
+        plans = replica_plans(self._shards, epoch, pad_to=self._pad_to)
+        local = [plans[k] for k in self._local]
+        steps = len(local[0].batches)
+        merged = BatchPlan(
+            epoch=epoch,
+            batches=[p.batches[i] for i in range(steps) for p in local],
+            buckets=np.repeat(np.asarray(local[0].buckets), len(local)),
+            pad_lengths=np.repeat(local[0].pad_lengths, len(local)),
+            num_dropped=local[0].num_dropped,
+        )
+        self._merged = merged
+        return merged
+
+    def __len__(self) -> int:
+        return super().__len__() * len(self._local)
+
+
+def replica_dataset_fn(
+    x: Any,
+    y: Any = None,
+    *,
+    batch_size: int | None = None,
+    max_tokens: int | None = None,
+    boundaries: Sequence[int] | np.ndarray | Bucketer | None = None,
+    shuffle: bool = True,
+    seed: int = 0,
+    drop_remainder: bool = False,
+    overlong: Overlong = "error",
+    max_length: int | None = None,
+    padding: Side = "post",
+    value: Any = 0,
+    sample_weight: Any = None,
+    pad_to: ReplicaPadTo = "step",
+    epoch: int = 0,
+    epochs: int = 1,
+    reshuffle_each_iteration: bool = False,
+    truncating: Side = "post",
+    dtype: DTypeLike | None = None,
+) -> Callable[[tf.distribute.InputContext], tf.data.Dataset]:
+    """A ``dataset_fn`` for ``strategy.distribute_datasets_from_function``: aligned replicas.
+
+    The returned function takes a ``tf.distribute.InputContext`` and returns this input
+    pipeline's ``tf.data.Dataset`` of per-replica padded batches. Every replica ``k`` of the
+    ``num_replicas_in_sync`` plays shard ``k`` of one :class:`~seqprep.BucketSampler`
+    configuration (``num_shards=num_replicas_in_sync``), so all replicas run the same number of
+    steps with the same bucket at each step. A pipeline that feeds several local replicas
+    (``MirroredStrategy`` on one machine) interleaves its replicas' shards, because TensorFlow
+    hands a pipeline's elements to its replicas in turn. When there is one replica per input
+    pipeline (``MultiWorkerMirroredStrategy`` with one device per worker), this is exactly
+    ``num_shards=input_context.num_input_pipelines``,
+    ``shard_index=input_context.input_pipeline_id``.
+
+    ``batch_size`` and ``max_tokens`` are global, as in ``model.fit``: each replica gets
+    ``input_context.get_per_replica_batch_size(batch_size)`` rows, or ``max_tokens //
+    num_replicas_in_sync`` padded tokens. Boundaries default to an optimal
+    :class:`~seqprep.Bucketer` fitted on all lengths (the same on every worker).
+
+    ``pad_to="step"`` (default) pads every replica's batch at a step to the longest sequence
+    in any replica's batch at that step: every replica sees the same time length at every
+    step. ``"bucket"`` pads to the bucket's pad length (at most ``num_buckets`` shapes). Batch
+    sizes can differ by a few rows between replicas at the steps that take a bucket's
+    leftovers; the first step always has equal sizes (Keras builds the model from it).
+
+    Args:
+        x: a sequence collection (as :func:`~seqprep.bucketed_dataset`).
+        y: optional per-sequence labels or per-timestep targets.
+        batch_size: global rows per step, divisible by the number of replicas. Exactly one of
+            this and ``max_tokens``.
+        max_tokens: global padded-token budget per step.
+        boundaries: bucket boundaries or a fitted Bucketer; default: fitted on the lengths.
+        shuffle: shuffle within buckets and the step order, from ``(seed, epoch)``.
+        seed: non-negative seed, the same on every worker.
+        drop_remainder: see :class:`~seqprep.BucketSampler`.
+        overlong: see :class:`~seqprep.BucketSampler`.
+        max_length: see :class:`~seqprep.BucketSampler`.
+        padding: ``"post"`` or ``"pre"``.
+        value: padding value.
+        sample_weight: as :func:`~seqprep.bucketed_dataset`.
+        pad_to: ``"step"`` or ``"bucket"``.
+        epoch: the sampler epoch to play first.
+        epochs: consecutive epochs in the dataset (use ``steps_per_epoch`` in ``fit``).
+        reshuffle_each_iteration: every new pass over the dataset plays the next epochs.
+        truncating: as :func:`~seqprep.bucketed_dataset`.
+        dtype: dtype of the ``x`` batches.
+
+    Returns:
+        ``dataset_fn(input_context) -> tf.data.Dataset``.
+
+    Raises:
+        ValueError: both or neither of ``batch_size``/``max_tokens`` (raised at once), a
+            global ``batch_size`` not divisible by the number of replicas (raised by the
+            function), or any error of :class:`~seqprep.BucketSampler` /
+            :func:`~seqprep.bucketed_dataset`.
+
+    Example:
+        >>> import tensorflow as tf
+        >>> x = [[1], [2, 2], [3], [4, 4], [5, 5, 5], [6, 6, 6]]
+        >>> fn = replica_dataset_fn(x, batch_size=2, boundaries=[2], shuffle=False)
+        >>> ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1,
+        ...                                  num_replicas_in_sync=2)
+        >>> [b.numpy().tolist() for b in fn(ctx)]
+        [[[3]], [[4, 4]], [[6, 6, 6]]]
+    """
+    if (batch_size is None) == (max_tokens is None):
+        raise ValueError(
+            "Pass exactly one of `batch_size` and `max_tokens` (global, over all replicas). "
+            f"Received: batch_size={batch_size!r}, max_tokens={max_tokens!r}"
+        )
+    check_choice("pad_to", pad_to, ("step", "bucket"))
+    lengths = lengths_of(x, "x").copy()
+    fixed = None if boundaries is None else as_boundaries(boundaries)
+
+    def dataset_fn(input_context: tf.distribute.InputContext) -> tf.data.Dataset:
+        replicas = int(input_context.num_replicas_in_sync)
+        pipelines = int(input_context.num_input_pipelines)
+        if replicas % pipelines:
+            raise ValueError(
+                f"{replicas} replicas cannot be spread evenly over {pipelines} input pipelines."
+            )
+        per_size, per_tokens = _per_replica_budget(batch_size, max_tokens, replicas)
+        if per_size is not None:
+            per_size = int(input_context.get_per_replica_batch_size(batch_size))
+        bounds = fixed
+        if bounds is None:
+            bounds = Bucketer(batch_size=per_size, max_tokens=per_tokens).fit(lengths).boundaries_
+        args = _SamplerArgs(
+            lengths, bounds, per_size, per_tokens, shuffle, seed, drop_remainder, overlong,
+            max_length,
+        )
+        local = replicas // pipelines
+        sampler = _LocalReplicasSampler(
+            args, replicas, int(input_context.input_pipeline_id) * local, local, pad_to
+        )
+        return bucketed_dataset(
+            x,
+            y,
+            sampler=sampler,
+            padding=padding,
+            value=value,
+            sample_weight=sample_weight,
+            pad_to="bucket",
+            epoch=epoch,
+            epochs=epochs,
+            reshuffle_each_iteration=reshuffle_each_iteration,
+            truncating=truncating,
+            dtype=dtype,
+        )
+
+    return dataset_fn
+
+
+def distributed_bucketed_dataset(
+    strategy: tf.distribute.Strategy,
+    x: Any,
+    y: Any = None,
+    *,
+    batch_size: int | None = None,
+    max_tokens: int | None = None,
+    boundaries: Sequence[int] | np.ndarray | Bucketer | None = None,
+    seed: int = 0,
+    epoch: int = 0,
+    padding: Side = "post",
+    pad_to: ReplicaPadTo = "step",
+    **kwargs: Any,
+) -> tf.distribute.DistributedDataset:
+    """Bucketed batches for ``strategy``, every replica in step: the distributed ``fit`` input.
+
+    ``strategy.distribute_datasets_from_function(replica_dataset_fn(...))``: see
+    :func:`replica_dataset_fn` for the guarantees (equal step counts, the same bucket and padded
+    length on every replica at every step) and the arguments. Under ``MirroredStrategy`` pass
+    the result to ``model.fit`` (built and compiled under ``strategy.scope()``); under
+    ``MultiWorkerMirroredStrategy``, to :func:`fit_distributed`. Its ``cardinality`` is the
+    number of steps per pass.
+
+    Args:
+        strategy: a ``tf.distribute`` strategy.
+        x: a sequence collection.
+        y: optional labels or per-timestep targets.
+        batch_size: global rows per step (divisible by the number of replicas).
+        max_tokens: global padded-token budget per step.
+        boundaries: bucket boundaries or a fitted Bucketer; default: fitted on the lengths.
+        seed: sampler seed (the same on every worker).
+        epoch: the sampler epoch to play.
+        padding: ``"post"`` or ``"pre"``.
+        pad_to: ``"step"`` or ``"bucket"``.
+        **kwargs: the other keyword arguments of :func:`replica_dataset_fn`.
+
+    Returns:
+        A ``tf.distribute.DistributedDataset``.
+
+    Raises:
+        ValueError: as :func:`replica_dataset_fn`.
+
+    Example:
+        >>> import tensorflow as tf
+        >>> strategy = tf.distribute.get_strategy()  # the default: one replica
+        >>> x = [[1], [2, 2], [3], [4, 4], [5, 5, 5], [6, 6, 6]]
+        >>> dd = distributed_bucketed_dataset(strategy, x, batch_size=2, boundaries=[2])
+        >>> [int(b.shape[0]) for b in dd]
+        [2, 2, 2]
+    """
+    fn = replica_dataset_fn(
+        x,
+        y,
+        batch_size=batch_size,
+        max_tokens=max_tokens,
+        boundaries=boundaries,
+        seed=seed,
+        epoch=epoch,
+        padding=padding,
+        pad_to=pad_to,
+        **kwargs,
+    )
+    return strategy.distribute_datasets_from_function(fn)
+
+
+def _cardinality(dataset: Any) -> int:
+    card = dataset.cardinality
+    return int(card() if callable(card) else card)
+
+
+def fit_distributed(
+    model: Any,
+    dataset: Any,
+    *,
+    epochs: int = 1,
+    steps_per_epoch: int | None = None,
+    strategy: tf.distribute.Strategy | None = None,
+    on_step: Callable[[int, int, dict[str, float]], None] | None = None,
+) -> Any:
+    """Train a compiled Keras model on a distributed dataset with a plain distributed loop.
+
+    Each step runs the model's own ``train_step`` on every replica with ``strategy.run``
+    inside one ``tf.function`` (traced once: the input signature comes from the distributed
+    iterator, so every worker traces the same graph), which is what ``model.fit`` does
+    inside. Use it where Keras 3's ``fit`` cannot take the strategy: under
+    ``MultiWorkerMirroredStrategy`` ``fit`` fails before the first step (keras-team/keras issue
+    20585). Loss scaling, gradient all-reduce and metrics are Keras's.
+
+    Args:
+        model: a Keras model built and compiled under ``strategy.scope()``.
+        dataset: a ``tf.distribute.DistributedDataset`` (e.g. from
+            :func:`distributed_bucketed_dataset`).
+        epochs: passes over ``dataset``; each pass creates a fresh iterator.
+        steps_per_epoch: steps per pass; default: the dataset's cardinality.
+        strategy: default: ``model.distribute_strategy``.
+        on_step: called as ``on_step(epoch, step, logs)`` after every step (logs of the first
+            local replica, as floats).
+
+    Returns:
+        A ``keras.callbacks.History`` whose ``history`` maps each metric to one value per
+        epoch, plus ``"steps"``: the steps run in each epoch.
+
+    Raises:
+        ValueError: no ``steps_per_epoch`` and the dataset's cardinality is unknown.
+
+    Example:
+        >>> import keras, numpy as np, tensorflow as tf
+        >>> strategy = tf.distribute.get_strategy()
+        >>> x = [np.ones((n, 1), "float32") for n in (1, 2, 3, 4)]
+        >>> with strategy.scope():
+        ...     model = keras.Sequential([keras.Input((None, 1)), keras.layers.LSTM(2),
+        ...                               keras.layers.Dense(1)])
+        ...     model.compile("sgd", "mse")
+        >>> dd = distributed_bucketed_dataset(strategy, x, np.zeros(4), batch_size=2)
+        >>> fit_distributed(model, dd, epochs=2).history["steps"]
+        [2, 2]
+    """
+    import keras
+
+    epochs = check_int("epochs", epochs, minimum=1)
+    strategy = strategy or model.distribute_strategy
+    if steps_per_epoch is None:
+        steps_per_epoch = _cardinality(dataset)
+        if steps_per_epoch < 0:
+            raise ValueError(
+                "The cardinality of `dataset` is unknown, so the number of steps is too.\n"
+                "- Pass steps_per_epoch=<steps>."
+            )
+    steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch, minimum=1)
+    with strategy.scope():
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+
+    @tf.function
+    def train_one(iterator: Any) -> Any:
+        return strategy.run(model.train_step, args=(next(iterator),))
+
+    history = keras.callbacks.History()
+    history.set_model(model)
+    history.on_train_begin()
+    for e in range(epochs):
+        model.reset_metrics()
+        iterator = iter(dataset)
+        logs: dict[str, float] = {}
+        for step in range(steps_per_epoch):
+            out = train_one(iterator)
+            logs = {
+                k: float(np.asarray(strategy.experimental_local_results(v)[0]))
+                for k, v in out.items()
+            }
+            if on_step is not None:
+                on_step(e, step, logs)
+        history.on_epoch_end(e, {**logs, "steps": steps_per_epoch})
+    return history
+
+
+# --------------------------------------------------------------------------- tf.data service
+
+
+@dataclass
+class LocalDataService:
+    """A ``tf.data`` service dispatcher and workers running in this process.
+
+    Attributes:
+        target: the dispatcher address for ``tf.data.experimental.service.distribute``.
+        dispatcher: the ``DispatchServer``.
+        workers: the ``WorkerServer`` objects.
+    """
+
+    target: str
+    dispatcher: Any
+    workers: list[Any]
+
+
+def _free_loopback_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def local_data_service(
+    num_workers: int = 2, *, static_sharding: bool = False, work_dir: str | None = None
+) -> Iterator[LocalDataService]:
+    """Start a ``tf.data`` service dispatcher and ``num_workers`` workers in this process.
+
+    Everyone is addressed on ``localhost``; ports are picked by the operating system.
+    Servers are stopped when the block exits, even on error. For tests, examples and one
+    machine with spare cores; in production, run ``DispatchServer``/``WorkerServer`` on their
+    own hosts and pass the dispatcher address to :func:`service_bucketed_dataset`.
+
+    Args:
+        num_workers: workers to start (at least 1).
+        static_sharding: list the workers in the dispatcher config (fixed ports, picked free
+            on loopback first), which static sharding policies (``ShardingPolicy.DATA`` ...)
+            need.
+        work_dir: dispatcher journal directory (fault tolerance); default: none.
+
+    Yields:
+        A :class:`LocalDataService`; ``.target`` is the dispatcher address.
+
+    Example:
+        >>> import tensorflow as tf
+        >>> with local_data_service(num_workers=1) as service:
+        ...     ds = tf.data.Dataset.range(3).apply(tf.data.experimental.service.distribute(
+        ...         "parallel_epochs", service.target))
+        ...     sorted(int(v) for v in ds)
+        [0, 1, 2]
+    """
+    num_workers = check_int("num_workers", num_workers, minimum=1)
+    svc = tf.data.experimental.service
+    ports = [_free_loopback_port() for _ in range(num_workers)] if static_sharding else None
+    config = svc.DispatcherConfig(
+        port=0,
+        work_dir=work_dir,
+        fault_tolerant_mode=work_dir is not None,
+        worker_addresses=[f"localhost:{p}" for p in ports] if ports else None,
+    )
+    dispatcher = svc.DispatchServer(config)
+    workers: list[Any] = []
+    try:
+        address = dispatcher.target.split("://")[1]
+        for i in range(num_workers):
+            workers.append(
+                svc.WorkerServer(
+                    svc.WorkerConfig(
+                        dispatcher_address=address,
+                        worker_address=f"localhost:{ports[i]}" if ports else "localhost:%port%",
+                        port=ports[i] if ports else 0,
+                    )
+                )
+            )
+        yield LocalDataService(target=dispatcher.target, dispatcher=dispatcher, workers=workers)
+    finally:
+        for w in workers:
+            w._stop()
+        dispatcher._stop()
+
+
+def service_bucketed_dataset(
+    service: str | LocalDataService,
+    x: Any,
+    y: Any = None,
+    *,
+    sampler: BucketSampler,
+    processing_mode: str | Any = "distributed_epoch",
+    job_name: str | None = None,
+    **kwargs: Any,
+) -> tf.data.Dataset:
+    """A bucketed pipeline whose batches are produced by ``tf.data`` service workers.
+
+    The pipeline is :func:`~seqprep.bucketed_dataset` (one fixed epoch of the sampler's plan,
+    pure TensorFlow ops, so it serialises to the dispatcher), read through
+    ``tf.data.experimental.service.distribute``. What an epoch delivers depends on
+    ``processing_mode``:
+
+    * ``"distributed_epoch"`` (``ShardingPolicy.DYNAMIC``, the default): the dispatcher hands
+      out the plan's batches to the workers one split at a time: **every batch exactly once**
+      across all workers (while no worker fails; a batch being produced by a worker that dies
+      is lost: at most once). Batches arrive in completion order, not the plan's order.
+    * ``ShardingPolicy.DATA`` / ``FILE_OR_DATA`` (needs a fixed worker list:
+      ``local_data_service(static_sharding=True)``): worker ``i`` keeps batches ``i, i + n,
+      ...``: every batch exactly once, but each worker builds all batches and discards the
+      others'.
+    * ``"parallel_epochs"`` (``ShardingPolicy.OFF``): every worker plays the whole epoch:
+      with ``n`` workers **every batch arrives n times**. Exactly once only with one worker.
+
+    Several consumers reading one job (``job_name``) share its batches: each gets a subset,
+    not necessarily of equal size, so do not feed synchronous replicas from one job; use
+    :func:`distributed_bucketed_dataset` for replicas.
+
+    Args:
+        service: the dispatcher address (``"grpc://host:port"``) or a
+            :class:`LocalDataService`.
+        x: a sequence collection.
+        y: optional labels or per-timestep targets.
+        sampler: a :class:`~seqprep.BucketSampler` built on ``sequence_lengths(x)``.
+        processing_mode: ``"distributed_epoch"``, ``"parallel_epochs"`` or a
+            ``tf.data.experimental.service.ShardingPolicy``.
+        job_name: share one job between consumers.
+        **kwargs: keyword arguments of :func:`~seqprep.bucketed_dataset` (``padding``,
+            ``pad_to``, ``epoch`` ...); ``epochs > 1`` and ``reshuffle_each_iteration``
+            are refused (they need Python state the service cannot run).
+
+    Returns:
+        A ``tf.data.Dataset`` of padded batches served by the workers.
+
+    Raises:
+        ValueError: ``epochs``/``reshuffle_each_iteration`` passed, or as
+            :func:`~seqprep.bucketed_dataset`.
+
+    Example:
+        >>> from seqprep import BucketSampler, sequence_lengths
+        >>> x = [[1], [2, 2], [3], [4, 4]]
+        >>> s = BucketSampler(sequence_lengths(x), boundaries=[2], batch_size=2)
+        >>> with local_data_service(num_workers=2) as service:
+        ...     ds = service_bucketed_dataset(service, x, sampler=s)
+        ...     sorted(b.numpy().tolist() for b in ds)
+        [[[1], [3]], [[2, 2], [4, 4]]]
+    """
+    for bad in ("epochs", "reshuffle_each_iteration"):
+        if bad in kwargs and kwargs[bad] not in (1, False):
+            raise ValueError(
+                f"Argument `{bad}` is not supported with the tf.data service: the plan of "
+                "later epochs is made in Python, which service workers cannot run. "
+                f"Received: {bad}={kwargs[bad]!r}\n- Build one dataset per epoch with "
+                "`epoch=e`."
+            )
+    target = service.target if isinstance(service, LocalDataService) else service
+    dataset = bucketed_dataset(x, y, sampler=sampler, **kwargs)
+    return dataset.apply(
+        tf.data.experimental.service.distribute(
+            processing_mode=processing_mode, service=target, job_name=job_name
+        )
+    )
+
+
+# --------------------------------------------------------------------------- streaming Parquet
+
+
+@dataclass(frozen=True)
+class ParquetChunk:
+    """Whole sequences read from a run of Parquet rows.
+
+    Attributes:
+        values: ``(total_steps, num_features)`` array (``(total_steps,)`` for one feature
+            named as a string), all steps of these sequences stacked.
+        lengths: int64 ``(n,)`` length of each sequence.
+        ids: ``(n,)`` id of each sequence, or None (list layout without ``id``).
+        targets: ``(n,)`` target of each sequence, or None.
+    """
+
+    values: np.ndarray
+    lengths: np.ndarray
+    ids: np.ndarray | None
+    targets: np.ndarray | None
+
+
+class _SeenIds:
+    """Ids of finished sequences, as sorted 64-bit hash runs (8 bytes per sequence)."""
+
+    def __init__(self) -> None:
+        self._runs: list[np.ndarray] = []
+
+    def overlap(self, hashes: np.ndarray) -> np.ndarray:
+        hit = np.zeros(hashes.size, bool)
+        for run in self._runs:
+            pos = np.searchsorted(run, hashes).clip(max=run.size - 1)
+            hit |= run[pos] == hashes
+        return hit
+
+    def add(self, hashes: np.ndarray) -> None:
+        if not hashes.size:
+            return
+        self._runs.append(np.sort(hashes))
+        if len(self._runs) > 16:
+            self._runs = [np.sort(np.concatenate(self._runs))]
+
+
+def _hash_ids(ids: np.ndarray) -> np.ndarray:
+    import pandas as pd
+
+    return pd.util.hash_array(np.asarray(ids, dtype=object) if ids.dtype.kind == "O" else ids)
+
+
+def _parquet_paths(path: Any) -> list[str]:
+    if isinstance(path, (str, os.PathLike)):
+        p = os.fspath(path)
+        if os.path.isdir(p):
+            return sorted(
+                os.path.join(p, f) for f in os.listdir(p) if f.endswith((".parquet", ".pq"))
+            )
+        if not os.path.exists(p):
+            raise FileNotFoundError(
+                f"Argument `path` names a file that does not exist. Received: path={p!r}"
+            )
+        return [p]
+    if isinstance(path, Sequence):
+        return [q for item in path for q in _parquet_paths(item)]
+    raise TypeError(
+        f"Argument `path` must be a path or a list of paths. Received: {type(path).__name__}"
+    )
+
+
+def _feature_columns(features: Hashable | Sequence[Hashable]) -> tuple[list[str], bool]:
+    if isinstance(features, str):
+        return [features], True
+    cols = list(features)  # type: ignore[arg-type]
+    if not cols:
+        raise ValueError("Argument `features` must name at least one column.")
+    return cols, False
+
+
+def iter_parquet_sequences(
+    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    features: str | Sequence[str],
+    id: str | None = None,
+    time: str | None = None,
+    target: str | None = None,
+    rows_per_read: int = 65_536,
+    check_grouping: bool = True,
+    dtype: DTypeLike = np.float32,
+) -> Iterator[ParquetChunk]:
+    """Stream whole sequences from Parquet files, one read batch of rows at a time.
+
+    Two layouts:
+
+    * **long** (``id`` given): one row per time step. The rows of one id must be
+      **contiguous** (sorted or grouped by id; a sequence may span read batches and files);
+      ``time``, if given, orders the steps within each sequence (otherwise file order is
+      time order). ``target`` is read from each sequence's first row.
+    * **list** (no ``id``, or ``id`` naming a per-row id column with list-valued features):
+      one row per sequence, each feature column a list (``list<number>``); several feature
+      columns are stacked as the steps' features and must have equal lengths in a row.
+
+    Memory is bounded by one read batch (``rows_per_read`` rows) plus the sequence that spans
+    its end. With ``check_grouping`` (long layout), ids that reappear after their sequence
+    ended raise ``ValueError``: this keeps one 64-bit hash per finished sequence (8 bytes per
+    sequence); pass ``check_grouping=False`` for strictly bounded memory on trusted input.
+
+    Args:
+        path: a ``.parquet`` file, a directory of them (read in name order) or a list.
+        features: a column name (1-D steps) or a list of names (steps of that many features).
+        id: the id column (long layout), or a per-row id column (list layout).
+        time: a column ordering steps within a sequence (long layout).
+        target: a column with one target per sequence.
+        rows_per_read: rows per ``ParquetFile.iter_batches`` read.
+        check_grouping: detect ids whose rows are not contiguous (long layout).
+        dtype: dtype of the values (checked: a cast that changes values raises).
+
+    Yields:
+        :class:`ParquetChunk` objects holding only whole sequences, in file order.
+
+    Raises:
+        ValueError: a missing column, an id whose rows are not contiguous, list columns of
+            different lengths in a row, missing values, or a lossy ``dtype``.
+        FileNotFoundError: ``path`` does not exist.
+
+    Example:
+        >>> import os, tempfile
+        >>> import pandas as pd
+        >>> path = os.path.join(tempfile.mkdtemp(), "steps.parquet")
+        >>> pd.DataFrame({"id": [7, 7, 7, 3, 3], "x": [1.0, 2, 3, 4, 5]}).to_parquet(path)
+        >>> chunks = list(iter_parquet_sequences(path, id="id", features="x", rows_per_read=2))
+        >>> [(c.ids.tolist(), c.lengths.tolist()) for c in chunks]
+        [([7], [3]), ([3], [2])]
+        >>> chunks[0].values.tolist()
+        [1.0, 2.0, 3.0]
+    """
+    import pyarrow.parquet as pq
+
+    rows_per_read = check_int("rows_per_read", rows_per_read, minimum=1)
+    cols, one = _feature_columns(features)
+    out_dtype = np.dtype(dtype)
+    wanted = list(dict.fromkeys([c for c in (id, time, target) if c is not None] + cols))
+    paths = _parquet_paths(path)
+    if not paths:
+        raise ValueError(f"Argument `path` holds no .parquet files. Received: path={path!r}")
+    seen = _SeenIds() if check_grouping and id is not None else None
+    carry: dict[str, np.ndarray] | None = None
+    list_layout: bool | None = None
+    row0 = 0
+
+    def cast(values: np.ndarray, where: str) -> np.ndarray:
+        if values.dtype.kind not in "biuf":
+            raise ValueError(
+                f"Feature columns must be numeric; {where} holds {values.dtype} values."
+            )
+        out = values.astype(out_dtype)
+        if values.size and values.dtype.kind == "f" and out_dtype.kind == "f":
+            finite = np.isfinite(values)
+            if not np.all(np.isfinite(out) == finite):
+                raise ValueError(f"{where}: values overflow dtype {out_dtype}.")
+        elif values.size and not np.array_equal(out, values):
+            raise ValueError(
+                f"{where}: casting to dtype {out_dtype} would change values.\n"
+                "- Pass dtype='float32' (default) or a dtype that holds them."
+            )
+        return out
+
+    for file in paths:
+        pf = pq.ParquetFile(file)
+        names = pf.schema_arrow.names
+        missing = [c for c in wanted if c not in names]
+        if missing:
+            raise ValueError(
+                f"Columns {missing} are not in {file!r}. Columns present: {names}"
+            )
+        types = [pf.schema_arrow.field(c).type for c in cols]
+        import pyarrow as pa
+
+        is_list = [pa.types.is_list(t) or pa.types.is_large_list(t) for t in types]
+        file_list = all(is_list)
+        if any(is_list) and not file_list:
+            raise ValueError(
+                f"Feature columns {cols} mix list and scalar columns in {file!r}."
+            )
+        if file_list and time is not None:
+            raise ValueError(
+                "Argument `time` applies to the long layout only; list columns are ordered."
+            )
+        if list_layout is None:
+            list_layout = file_list
+        elif list_layout != file_list:
+            raise ValueError(f"{file!r} has a different layout from the files before it.")
+        if not file_list and id is None:
+            raise ValueError(
+                "Scalar feature columns mean the long layout (one row per step), which needs "
+                "`id`. Received: id=None\n- Pass id=<the column naming each row's sequence>."
+            )
+        for batch in pf.iter_batches(batch_size=rows_per_read, columns=wanted):
+            if file_list:
+                yield _list_chunk(batch, cols, one, id, target, cast, row0)
+                row0 += batch.num_rows
+                continue
+            block = {}
+            for c in wanted:
+                column = batch.column(c)
+                if column.null_count:
+                    bad = row0 + int(np.flatnonzero(column.is_null().to_numpy(
+                        zero_copy_only=False))[0])
+                    raise ValueError(
+                        f"Column {c!r} of {file!r} has missing values (first at row {bad}, "
+                        "0-based over all files)."
+                    )
+                block[c] = column.to_numpy(zero_copy_only=False)
+            row0 += batch.num_rows
+            if carry is not None:
+                block = {c: np.concatenate([carry[c], block[c]]) for c in wanted}
+            ids = block[id]
+            starts = np.flatnonzero(np.concatenate([[True], ids[1:] != ids[:-1]]))
+            if seen is not None:
+                hashes = _hash_ids(ids[starts])
+                again = seen.overlap(hashes)
+                uniq, first_pos, counts = np.unique(hashes, return_index=True,
+                                                    return_counts=True)
+                if again.any() or (counts > 1).any():
+                    k = int(np.flatnonzero(again)[0]) if again.any() else int(
+                        np.flatnonzero(hashes == uniq[counts > 1][0])[1])
+                    raise ValueError(
+                        f"The rows of id {ids[starts[k]]!r} are not contiguous: they start "
+                        f"again near row {row0 - len(ids) + int(starts[k])} (0-based over all "
+                        "files) after other ids. Streaming needs each id's rows together.\n"
+                        "- Sort the file by id (and time) before streaming it, or read it "
+                        "whole with `seqprep.read_sequences`."
+                    )
+                seen.add(hashes[:-1])
+            cut = int(starts[-1])
+            carry = {c: v[cut:] for c, v in block.items()}
+            if cut:
+                yield _long_chunk({c: v[:cut] for c, v in block.items()}, starts[:-1], cols,
+                                  one, id, time, target, cast, file)
+    if carry is not None and len(carry[id]):
+        starts = np.zeros(1, np.int64)
+        yield _long_chunk(carry, starts, cols, one, id, time, target, cast, paths[-1])
+
+
+def _long_chunk(
+    block: dict[str, np.ndarray],
+    starts: np.ndarray,
+    cols: list[str],
+    one: bool,
+    id: str,
+    time: str | None,
+    target: str | None,
+    cast: Callable[[np.ndarray, str], np.ndarray],
+    file: str,
+) -> ParquetChunk:
+    n_rows = len(block[id])
+    lengths = np.diff(np.append(starts, n_rows)).astype(np.int64)
+    order = None
+    if time is not None:
+        seq = np.repeat(np.arange(starts.size), lengths)
+        order = np.lexsort((block[time], seq))
+        t = block[time][order]
+        dup = np.flatnonzero((t[1:] == t[:-1]) & (seq[1:] == seq[:-1]))
+        if dup.size:
+            raise ValueError(
+                f"Id {block[id][order][dup[0]]!r} has two rows at time {t[dup[0]]!r} in "
+                f"{file!r}.\n- Drop the duplicate rows or aggregate them first."
+            )
+    parts = []
+    for c in cols:
+        v = block[c] if order is None else block[c][order]
+        parts.append(cast(v, f"column {c!r} of {file!r}"))
+    values = parts[0] if one else np.stack(parts, axis=1)
+    targets = None if target is None else block[target][starts]
+    return ParquetChunk(values, lengths, block[id][starts], targets)
+
+
+def _list_chunk(
+    batch: Any,
+    cols: list[str],
+    one: bool,
+    id: str | None,
+    target: str | None,
+    cast: Callable[[np.ndarray, str], np.ndarray],
+    row0: int,
+) -> ParquetChunk:
+    lengths = None
+    parts = []
+    for c in cols:
+        column = batch.column(c)
+        if column.null_count:
+            raise ValueError(f"List column {c!r} has missing rows (first batch row {row0}).")
+        lens = column.value_lengths().to_numpy(zero_copy_only=False).astype(np.int64)
+        if lengths is None:
+            lengths = lens
+        elif not np.array_equal(lens, lengths):
+            i = int(np.flatnonzero(lens != lengths)[0])
+            raise ValueError(
+                f"List columns {cols} must have equal lengths in each row; row {row0 + i} "
+                f"has {int(lengths[i])} and {int(lens[i])}."
+            )
+        flat = column.flatten()
+        if flat.null_count:
+            raise ValueError(f"List column {c!r} holds missing values (rows from {row0}).")
+        parts.append(cast(flat.to_numpy(zero_copy_only=False), f"list column {c!r}"))
+    values = parts[0] if one else np.stack(parts, axis=1)
+    ids = None if id is None else batch.column(id).to_numpy(zero_copy_only=False)
+    targets = None if target is None else batch.column(target).to_numpy(zero_copy_only=False)
+    assert lengths is not None
+    return ParquetChunk(values, lengths, ids, targets)
+
+
+def _tf_dtype_of(values: np.ndarray) -> tf.DType:
+    return tf.string if values.dtype.kind in "OUS" else tf.as_dtype(values.dtype)
+
+
+def parquet_sequence_dataset(
+    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    features: str | Sequence[str],
+    id: str | None = None,
+    time: str | None = None,
+    target: str | None = None,
+    include_id: bool = False,
+    rows_per_read: int = 65_536,
+    check_grouping: bool = True,
+    dtype: DTypeLike = np.float32,
+) -> tf.data.Dataset:
+    """An unbatched ``tf.data.Dataset`` of sequences streamed from Parquet, for bucketing.
+
+    Reads with :func:`iter_parquet_sequences` (see it for the layouts, the grouping
+    requirement and the memory bound), one read batch at a time, and unbatches each chunk in
+    TensorFlow (Python runs once per read batch, not per sequence). Elements are ``x``
+    (``(T,)`` or ``(T, num_features)``), ``(x, target)``, and with ``include_id`` the id last:
+    ``(x, id)`` or ``(x, target, id)``: ready for ``.apply(seqprep.bucket_by_length(...))``.
+
+    Args:
+        path: a ``.parquet`` file, a directory of them or a list.
+        features: a column name or a list of names.
+        id: the id column (long layout) or a per-row id column (list layout).
+        time: a column ordering steps within a sequence (long layout).
+        target: a column with one target per sequence.
+        include_id: add each sequence's id to its element.
+        rows_per_read: rows per Parquet read.
+        check_grouping: detect ids whose rows are not contiguous (long layout).
+        dtype: dtype of the sequence values.
+
+    Returns:
+        A ``tf.data.Dataset`` of unbatched sequences in file order (cardinality unknown).
+        Errors found while reading (e.g. non-contiguous ids) surface during iteration as
+        ``tf.errors.InvalidArgumentError`` carrying the ``ValueError`` message.
+
+    Raises:
+        ValueError: a missing column or an unusable layout (found from the first file's
+            schema and first rows before the dataset is returned), ``include_id`` without
+            ``id``.
+
+    Example:
+        >>> import os, tempfile
+        >>> import pandas as pd
+        >>> import seqprep as sp
+        >>> path = os.path.join(tempfile.mkdtemp(), "steps.parquet")
+        >>> pd.DataFrame({"id": [1, 1, 2, 3, 3, 3], "x": [1, 2, 3, 4, 5, 6]}).to_parquet(path)
+        >>> ds = parquet_sequence_dataset(path, id="id", features="x", dtype="int32")
+        >>> batches = ds.apply(sp.bucket_by_length([3], batch_size=2, buffer_size=None))
+        >>> [b.numpy().tolist() for b in batches]
+        [[[1, 2], [3, 0]], [[4, 5, 6]]]
+    """
+    if include_id and id is None:
+        raise ValueError("Argument `include_id=True` needs `id`, the column of ids.")
+    cols, one = _feature_columns(features)
+    options = dict(
+        features=features, id=id, time=time, target=target, rows_per_read=rows_per_read,
+        check_grouping=check_grouping, dtype=dtype,
+    )
+    # Read the first chunk now: it fixes the element types and reports setup errors here.
+    probe = next(iter_parquet_sequences(path, **options), None)
+    if probe is None:
+        raise ValueError(f"{path!r} holds no rows.")
+    step_shape: list[int | None] = [] if one else [len(cols)]
+    signature: list[tf.TensorSpec] = [
+        tf.TensorSpec([None, *step_shape], tf.as_dtype(np.dtype(dtype))),
+        tf.TensorSpec([None], tf.int64),
+    ]
+    if target is not None:
+        assert probe.targets is not None
+        signature.append(tf.TensorSpec([None], _tf_dtype_of(probe.targets)))
+    if include_id:
+        assert probe.ids is not None
+        signature.append(tf.TensorSpec([None], _tf_dtype_of(probe.ids)))
+
+    def chunks() -> Iterator[tuple[np.ndarray, ...]]:
+        for c in iter_parquet_sequences(path, **options):
+            out: list[np.ndarray] = [c.values, c.lengths]
+            if target is not None:
+                out.append(c.targets)  # type: ignore[arg-type]
+            if include_id:
+                out.append(c.ids)  # type: ignore[arg-type]
+            yield tuple(out)
+
+    ds = tf.data.Dataset.from_generator(chunks, output_signature=tuple(signature))
+
+    def split(values: tf.Tensor, lengths: tf.Tensor, *rest: tf.Tensor) -> Any:
+        seqs = tf.RaggedTensor.from_row_lengths(values, lengths, validate=False)
+        return (seqs, *rest) if rest else seqs
+
+    ds = ds.map(split).unbatch()
+    # Unbatched ragged rows are typed ragged with ragged_rank 0; retype them as dense.
+    return ds.map(lambda *e: e[0] if len(e) == 1 else e)
