@@ -61,7 +61,7 @@ def _build_all(lengths, kwargs):
 
 
 @pytest.mark.parametrize(("mode", "shuffle", "shards", "drop"), CONFIGS)
-@settings(max_examples=12)
+@settings(max_examples=8)
 @given(data=st.data())
 def test_sampler_contract(mode, shuffle, shards, drop, data):
     lengths, kwargs = _draw_setup(data, mode, shuffle, shards, drop)
