@@ -375,3 +375,30 @@ def test_state_variables_are_found_in_nested_models():
     runner = _Runner(outer, window=4, batch_size=3, data=as_ragged(sequences()))
     assert len(runner.state_variables) == 1
     assert tuple(runner.state_variables[0].shape) == (3, 3)
+
+
+def test_progress_bar_and_evaluate_progress(capsys):
+    model = stateful_model("simple")
+    model.compile(optimizer="sgd", loss="mse")
+    x = sequences()
+    y = np.zeros((len(x), 1), "float32")
+    fit_tbptt(model, x, y, window=4, batch_size=3, verbose=1)
+    evaluate_tbptt(model, x, y, window=4, batch_size=3, verbose=1)
+    out = capsys.readouterr().out
+    n_windows = sp.plan_tbptt(LENGTHS, window=4, batch_size=3).n_windows
+    assert f"{n_windows}/{n_windows}" in out and "loss" in out
+    with pytest.raises(ValueError, match="`verbose` must be"):
+        fit_tbptt(model, x, y, window=4, batch_size=3, verbose="loud")
+
+
+def test_shuffle_order_trains_on_a_new_plan_each_epoch():
+    model = stateful_model("gru")
+    model.compile(optimizer="sgd", loss="mse")
+    x = sequences(list(range(1, 20)))
+    y = np.zeros((len(x), 1), "float32")
+    history = fit_tbptt(model, x, y, window=3, batch_size=3, epochs=3, order="shuffle",
+                        verbose=0)
+    assert len(history.history["loss"]) == 3
+    plans = [sp.plan_tbptt([len(s) for s in x], window=3, batch_size=3, order="shuffle",
+                           epoch=e) for e in range(3)]
+    assert not np.array_equal(plans[0].row, plans[1].row)
