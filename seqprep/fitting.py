@@ -633,7 +633,9 @@ def fit_per_length(
     * ``traces``: ``{"train": n, "test": m, "train_by_epoch": [...]}``, how many times Keras
       traced its train and test steps during this call (``None`` with ``run_eagerly``). With
       the relaxed ``(None, None, ...)`` input spec it is 1 for training, whatever the number
-      of lengths; ``train_by_epoch`` (cumulative) shows that later epochs add none.
+      of lengths (2 if the model was not built before the call and its optimizer creates
+      variables in the first step); ``train_by_epoch`` (cumulative) shows that later epochs
+      add none.
 
     Args:
         model: a compiled Keras model taking batches of shape ``(batch, time, ...)``.
@@ -754,6 +756,11 @@ def fit_per_length(
     if state_batch is not None:
         extra.append(_ResetStates([la for la in _walk_layers(model)
                                    if getattr(la, "stateful", False)]))
+    optimizer = model.optimizer
+    if model.built and not getattr(optimizer, "built", True):
+        # Keras would otherwise create the slots (Adam's moments) inside the first traced
+        # step, and tf.function traces twice when a trace creates variables.
+        optimizer.build(model.trainable_variables)
     counting = not getattr(model, "run_eagerly", False)
     if counting:
         _count_traces(model, counter)
