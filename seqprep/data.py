@@ -253,9 +253,13 @@ def _index_dataset(
             plan_of, [e], (tf.int64, tf.int64, tf.int64), stateful=True
         )
         flat.set_shape([None])
-        sizes.set_shape([None])
         widths.set_shape([None])
-        return slices(flat, sizes, widths)
+        splits = tf.concat([[0], tf.cumsum(sizes)], 0)
+        # Slicing by position rather than from a RaggedTensor: inside flat_map, ragged slices
+        # trip a (harmless but loud) TensorFlow type-inference warning.
+        return tf.data.Dataset.range(tf.size(widths, out_type=tf.int64)).map(
+            lambda i: (flat[splits[i] : splits[i + 1]], widths[i])
+        )
 
     if reshuffle_each_iteration:
         counter = _IterationCounter(epoch, epochs)
@@ -611,6 +615,11 @@ def bucket_by_length(
         sizes = np.full(bounds.size + 1, batch_size)
     t_bounds = tf.constant(bounds, tf.int64)
     t_sizes = tf.constant(sizes.astype(np.int64))
+    # One batch size for every bucket: a constant window is cheaper than a per-bucket lookup.
+    uniform = int(sizes[0]) if np.all(sizes == sizes[0]) else None
+
+    def batch_of(bucket: tf.Tensor) -> Any:
+        return uniform if uniform else tf.gather(t_sizes, bucket)
     pre = padding == "pre"
 
     def transform(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -698,7 +707,7 @@ def bucket_by_length(
 
         def reduce(bucket: tf.Tensor, window: tf.data.Dataset) -> tf.data.Dataset:
             batched = window.padded_batch(
-                tf.gather(t_sizes, bucket),
+                batch_of(bucket),
                 padding_values=pad_values,
                 drop_remainder=bool(drop_remainder),
             )
@@ -712,10 +721,8 @@ def bucket_by_length(
         if pre:
             ds = ds.map(lambda *e: flip(e[0] if len(e) == 1 else e, 0),
                         num_parallel_calls=_AUTOTUNE)
-        return ds.group_by_window(
-            key_func=key,
-            reduce_func=reduce,
-            window_size_func=lambda bucket: tf.gather(t_sizes, bucket),
-        )
+        if uniform:
+            return ds.group_by_window(key_func=key, reduce_func=reduce, window_size=uniform)
+        return ds.group_by_window(key_func=key, reduce_func=reduce, window_size_func=batch_of)
 
     return transform

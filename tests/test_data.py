@@ -403,3 +403,21 @@ def test_bucket_by_length_bad_input():
 def test_lengths_helper_agrees():
     x, lengths = _int_data(n=5)
     np.testing.assert_array_equal(sequence_lengths(x), lengths)
+
+
+def test_reshuffle_each_iteration_advances_one_epoch_per_keras_epoch():
+    x, lengths = _int_data(n=40, high=12)
+    labels = (lengths > 6).astype(np.float32)
+    sampler = BucketSampler(lengths, batch_size=10, seed=4)
+    ds = bucketed_dataset(x, labels, sampler=sampler, reshuffle_each_iteration=True)
+    model = keras.Sequential([
+        keras.Input((None,), dtype="int32"),
+        keras.layers.Embedding(100, 2),
+        keras.layers.GlobalAveragePooling1D(),
+        keras.layers.Dense(1),
+    ])
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(ds, epochs=2, verbose=0)
+    # Keras made one pass per epoch (epochs 0 and 1): the next pass plays epoch 2.
+    firsts = [int(xb[0, 0]) for xb, _ in _as_numpy(ds)]
+    assert firsts == [int(x[b[0]][0]) for b in sampler.batches(2)]
