@@ -515,8 +515,12 @@ def fit_distributed(
     epochs = check_int("epochs", epochs, minimum=1)
     strategy = strategy or model.distribute_strategy
     if steps_per_epoch is None:
+        # A pipeline's dataset holds one batch per local replica per step.
+        local = max(1, len(strategy.extended.worker_devices))
         steps_per_epoch = _cardinality(dataset)
-        if steps_per_epoch < 0:
+        if steps_per_epoch >= 0:
+            steps_per_epoch //= local
+        else:
             raise ValueError(
                 "The cardinality of `dataset` is unknown, so the number of steps is too.\n"
                 "- Pass steps_per_epoch=<steps>."

@@ -1,0 +1,299 @@
+"""tf.distribute and tf.data service: replicas in step, every example exactly once.
+
+The strategy runs (MirroredStrategy over 2 logical CPUs, MultiWorkerMirroredStrategy over 2
+worker processes) happen in subprocesses (``tests/_mwms_worker.py``): logical devices and
+``TF_CONFIG`` must be set before TensorFlow initialises, which the pytest process shares with
+other tests. The three subprocesses start together once per module, on loopback ports picked
+free, and are killed on timeout or failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import seqprep as sp
+from seqprep.distributed import (
+    local_data_service,
+    replica_dataset_fn,
+    replica_plans,
+    service_bucketed_dataset,
+)
+
+WORKER = Path(__file__).with_name("_mwms_worker.py")
+TIMEOUT = 240  # seconds for each subprocess; generous for a loaded 2-core machine
+N = 61  # as in _mwms_worker.make_data
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="-1", KERAS_BACKEND="tensorflow")
+    env.pop("TF_CONFIG", None)
+    env.update(extra)
+    return env
+
+
+def _collect(procs: dict[str, subprocess.Popen]) -> dict[str, dict]:
+    results: dict[str, dict] = {}
+    try:
+        for name, proc in procs.items():
+            try:
+                out, _ = proc.communicate(timeout=TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, _ = proc.communicate()
+                results[name] = {"error": f"timed out after {TIMEOUT}s\n{out[-3000:]}"}
+                continue
+            lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
+            if proc.returncode != 0 or not lines:
+                results[name] = {"error": f"exit code {proc.returncode}\n{out[-3000:]}"}
+            else:
+                results[name] = json.loads(lines[-1][len("RESULT "):])
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    return results
+
+
+@pytest.fixture(scope="module")
+def strategy_runs() -> dict[str, dict]:
+    """Start the MirroredStrategy run and both MultiWorkerMirroredStrategy workers at once."""
+    ports = [_free_port(), _free_port()]
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    procs: dict[str, subprocess.Popen] = {}
+    try:
+        procs["mirrored"] = subprocess.Popen(
+            [sys.executable, str(WORKER), "mirrored"], env=_env(),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for i in range(2):
+            config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
+            procs[f"worker{i}"] = subprocess.Popen(
+                [sys.executable, str(WORKER), "worker"], env=_env(TF_CONFIG=config),
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            )
+    except BaseException:
+        for proc in procs.values():
+            proc.kill()
+            proc.communicate()
+        raise
+    return _collect(procs)
+
+
+def _check_ok(result: dict) -> None:
+    if "error" in result:
+        pytest.fail(result["error"])
+
+
+def _ids(steps: list[dict]) -> list[int]:
+    return [i for step in steps for i in step["ids"]]
+
+
+# --------------------------------------------------------------------------- plans (numpy)
+
+
+@pytest.mark.parametrize("num_shards", [2, 3, 4])
+@pytest.mark.parametrize("budget", [{"batch_size": 3}, {"max_tokens": 120}])
+@pytest.mark.parametrize("pad_to", ["step", "bucket"])
+def test_replica_plans_are_aligned_and_cover_every_example_once(num_shards, budget, pad_to):
+    rng = np.random.default_rng(num_shards)
+    lengths = rng.integers(1, 30, size=97)
+    shards = [
+        sp.BucketSampler(lengths, boundaries=[5, 10, 20], num_shards=num_shards, shard_index=k,
+                         seed=3, **budget)
+        for k in range(num_shards)
+    ]
+    plans = replica_plans(shards, epoch=2, pad_to=pad_to)
+    steps = {len(p.batches) for p in plans}
+    assert len(steps) == 1
+    for p in plans[1:]:
+        np.testing.assert_array_equal(p.buckets, plans[0].buckets)
+        np.testing.assert_array_equal(p.pad_lengths, plans[0].pad_lengths)
+    seen = np.concatenate([b for p in plans for b in p.batches])
+    assert sorted(seen.tolist()) == list(range(lengths.size))
+    widths = plans[0].pad_lengths
+    longest = np.array([[lengths[b].max() for b in p.batches] for p in plans])
+    assert (longest <= widths).all()
+    if pad_to == "step":
+        np.testing.assert_array_equal(longest.max(axis=0), widths)
+    sizes = np.array([[b.size for b in p.batches] for p in plans])
+    assert (sizes[:, 0] == sizes[0, 0]).all(), "the first step must have equal batch sizes"
+    if "max_tokens" in budget:
+        assert (sizes * widths <= budget["max_tokens"]).all()
+
+
+def test_replica_plans_refuses_mismatched_shards():
+    lengths = [1, 2, 3, 4]
+    a = sp.BucketSampler(lengths, batch_size=1, num_shards=2, shard_index=0)
+    with pytest.raises(ValueError, match="shards 0..n-1"):
+        replica_plans([a, a])
+    with pytest.raises(ValueError, match="pad_to"):
+        replica_plans([a], pad_to="batch")
+
+
+# --------------------------------------------------------------------------- dataset_fn
+
+
+def _pipelines(fn, num_pipelines: int, num_replicas: int) -> list[list]:
+    out = []
+    for p in range(num_pipelines):
+        ctx = tf.distribute.InputContext(
+            num_input_pipelines=num_pipelines, input_pipeline_id=p,
+            num_replicas_in_sync=num_replicas,
+        )
+        out.append([(x.numpy(), y.numpy()) for x, y in fn(ctx)])
+    return out
+
+
+def test_dataset_fn_splits_global_batch_and_interleaves_local_replicas():
+    rng = np.random.default_rng(0)
+    n = 83
+    lengths = rng.integers(1, 20, size=n)
+    x = [np.full(t, i + 1, np.int32) for i, t in enumerate(lengths)]
+    ids = np.arange(n)
+    fn = replica_dataset_fn(x, ids, batch_size=8, boundaries=[4, 8, 14], seed=5)
+    # 2 workers with 2 local replicas each: 4 replicas, 2 batches per step per pipeline.
+    pipelines = _pipelines(fn, num_pipelines=2, num_replicas=4)
+    assert len({len(p) for p in pipelines}) == 1 and len(pipelines[0]) % 2 == 0
+    replicas = [p[j::2] for p in pipelines for j in range(2)]
+    steps = len(replicas[0])
+    for s in range(steps):
+        widths = {r[s][0].shape[1] for r in replicas}
+        assert len(widths) == 1, f"step {s}: replicas padded to different lengths {widths}"
+        for xb, yb in (r[s] for r in replicas):
+            assert 1 <= xb.shape[0] <= 2  # global 8 over 4 replicas
+            np.testing.assert_array_equal(xb[:, 0], yb + 1)  # rows are the labelled sequences
+    seen = Counter(int(i) for r in replicas for _, yb in r for i in yb)
+    assert seen == Counter(range(n))
+
+
+def test_dataset_fn_with_one_replica_per_pipeline_is_the_plain_shard():
+    lengths = [3, 1, 2, 8, 9, 7, 4, 4]
+    x = [np.arange(t) for t in lengths]
+    fn = replica_dataset_fn(x, np.arange(8), batch_size=4, boundaries=[5], pad_to="bucket",
+                            seed=1)
+    (got,) = _pipelines(fn, num_pipelines=1, num_replicas=1)
+    sampler = sp.BucketSampler(lengths, boundaries=[5], batch_size=4, seed=1)
+    expected = [b.tolist() for b in sampler.batches(0)]
+    assert [yb.tolist() for _, yb in got] == expected
+
+
+def test_dataset_fn_errors_name_the_argument():
+    x = [[1], [2, 2], [3]]
+    with pytest.raises(ValueError, match="exactly one of `batch_size` and `max_tokens`"):
+        replica_dataset_fn(x)
+    fn = replica_dataset_fn(x, batch_size=3)
+    ctx = tf.distribute.InputContext(num_input_pipelines=1, input_pipeline_id=0,
+                                     num_replicas_in_sync=2)
+    with pytest.raises(ValueError, match="divisible by the number of replicas"):
+        fn(ctx)
+    with pytest.raises(ValueError, match="pad_to"):
+        replica_dataset_fn(x, batch_size=2, pad_to="batch")
+
+
+# --------------------------------------------------------------------------- strategies
+
+
+def test_mirrored_strategy_two_devices_trains_one_epoch_exactly_once(strategy_runs):
+    result = strategy_runs["mirrored"]
+    _check_ok(result)
+    assert result["num_replicas"] == 2
+
+    route1 = result["route1"]
+    a, b = route1["replicas"]
+    assert len(a) == len(b) > 0, "both replicas must run the same number of steps"
+    assert [s["width"] for s in a] == [s["width"] for s in b], "same padded length per step"
+    assert Counter(_ids(a) + _ids(b)) == Counter(range(N))
+    assert route1["cardinality"] == 2 * len(a)  # a pipeline's batches: steps x local replicas
+    assert np.isfinite(route1["loss"]).all()
+
+    # Plain bucketed_dataset: Keras splits each global batch between the replicas.
+    route2 = result["route2"]
+    a, b = route2["replicas"]
+    assert len(a) == len(b) == route2["num_batches"]
+    assert [s["width"] for s in a] == [s["width"] for s in b]
+    assert Counter(_ids(a) + _ids(b)) == Counter(range(route2["n"]))
+    assert np.isfinite(route2["loss"]).all()
+
+
+def test_multi_worker_mirrored_two_processes_equal_steps(strategy_runs):
+    runs = [strategy_runs["worker0"], strategy_runs["worker1"]]
+    for run in runs:
+        _check_ok(run)
+        assert run["num_replicas"] == 2
+    steps = [run["steps"][0] for run in runs]
+    recorded = [run["replicas"][0] for run in runs]
+    assert steps[0] == steps[1] == len(recorded[0]) == len(recorded[1]) > 0
+    assert [s["width"] for s in recorded[0]] == [s["width"] for s in recorded[1]]
+    assert Counter(_ids(recorded[0]) + _ids(recorded[1])) == Counter(range(N))
+    # Gradients are all-reduced, so both workers end with the same weights.
+    assert runs[0]["weights"] == pytest.approx(runs[1]["weights"], rel=1e-5, abs=1e-6)
+    assert np.isfinite(runs[0]["loss"]).all()
+
+
+# --------------------------------------------------------------------------- tf.data service
+
+
+def _service_data(n: int = 57):
+    rng = np.random.default_rng(7)
+    lengths = rng.integers(1, 16, size=n)
+    x = [np.full(t, i, np.int64) for i, t in enumerate(lengths)]
+    sampler = sp.BucketSampler(lengths, boundaries=[4, 8], batch_size=5, seed=2)
+    return x, np.arange(n), sampler
+
+
+def _served_ids(ds) -> Counter:
+    return Counter(int(i) for _, yb in ds for i in yb.numpy())
+
+
+def test_data_service_distributed_epoch_two_workers_exactly_once():
+    x, ids, sampler = _service_data()
+    with local_data_service(num_workers=2) as service:
+        assert service.target.startswith("grpc://localhost:")
+        ds = service_bucketed_dataset(service, x, ids, sampler=sampler)
+        batches = [(xb.numpy(), yb.numpy()) for xb, yb in ds]
+    assert len(batches) == len(sampler)
+    assert Counter(int(i) for _, yb in batches for i in yb) == Counter(range(len(x)))
+    for xb, yb in batches:  # each batch arrives whole, padded to its own longest
+        assert (xb[:, 0] == yb).all()
+
+
+def test_data_service_static_data_sharding_exactly_once():
+    x, ids, sampler = _service_data()
+    policy = tf.data.experimental.service.ShardingPolicy.DATA
+    with local_data_service(num_workers=2, static_sharding=True) as service:
+        ds = service_bucketed_dataset(service, x, ids, sampler=sampler, processing_mode=policy)
+        assert _served_ids(ds) == Counter(range(len(x)))
+
+
+def test_data_service_parallel_epochs_duplicates_per_worker():
+    """Documented: with ShardingPolicy.OFF each worker plays the whole epoch."""
+    x, ids, sampler = _service_data()
+    with local_data_service(num_workers=2) as service:
+        ds = service_bucketed_dataset(service, x, ids, sampler=sampler,
+                                      processing_mode="parallel_epochs")
+        seen = _served_ids(ds)
+    assert seen == Counter({i: 2 for i in range(len(x))})
+
+
+def test_data_service_refuses_python_epoch_state():
+    x, ids, sampler = _service_data()
+    with pytest.raises(ValueError, match="`epochs` is not supported"):
+        service_bucketed_dataset("grpc://localhost:1", x, ids, sampler=sampler, epochs=2)
