@@ -176,7 +176,9 @@ class _Runner:
         if tuple(shape[2:]) != tuple(self.step_shape) and None not in shape[2:]:
             raise ValueError(
                 f"Argument `x` has steps of shape {tuple(self.step_shape)}, but the model "
-                f"expects steps of shape {tuple(shape[2:])} (input batch shape {shape})."
+                f"expects steps of shape {tuple(shape[2:])} (input batch shape {shape}).\n"
+                "- If every step is one number, give the sequences a feature axis: "
+                "`[np.asarray(s).reshape(-1, 1) for s in x]`."
             )
 
     def zeros_batch(self) -> np.ndarray:

@@ -402,3 +402,9 @@ def test_shuffle_order_trains_on_a_new_plan_each_epoch():
     plans = [sp.plan_tbptt([len(s) for s in x], window=3, batch_size=3, order="shuffle",
                            epoch=e) for e in range(3)]
     assert not np.array_equal(plans[0].row, plans[1].row)
+
+
+def test_step_shape_mismatch_says_how_to_fix():
+    x = [np.ones(n, "float32") for n in LENGTHS]  # scalar steps; the model wants (2,)
+    with pytest.raises(ValueError, match="feature axis"):
+        predict_tbptt(stateful_model(), x, window=4, batch_size=3)
