@@ -37,7 +37,7 @@ __all__ = ["SETTINGS", "run_demo"]
 SETTINGS: dict[str, Any] = {
     "cell": "gru",
     "units": 64,
-    "bidirectional": False,
+    "bidirectional": True,
     "dropout": 0.0,
     "standardize": True,
     "epochs": 40,
