@@ -505,7 +505,8 @@ def _check_value(value: Any, dtype: tf.DType, name: str) -> tf.Tensor:
             f"Received: value={value!r} for component {name}"
         )
     cast = np.asarray(value).astype(np_dtype)
-    if cast != value:
+    both_nan = np_dtype.kind == "f" and np.isnan(cast) and np.isnan(value)
+    if cast != value and not both_nan:
         raise ValueError(
             f"Argument `value`={value!r} cannot be represented in the {np_dtype} component "
             f"{name}.\n- Pick a padding value that dtype holds (0 for integer tokens)."

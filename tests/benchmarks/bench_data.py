@@ -8,8 +8,8 @@ Data: 8192 integer sequences, lengths lognormal(3.5, 0.8) clipped to 2..400, bat
 (a) one training epoch of Embedding(1000, 32, mask_zero=True) -> GRU(64) -> Dense(1) on CPU:
     seqprep ``bucketed_dataset`` with the sampler's default settings vs
     ``tf.data.Dataset.bucket_by_sequence_length`` with 8 quantile boundaries vs fixed
-    length-sorted batches (the floor). Same initial weights each time; the 2nd epoch is timed
-    (the 1st pays for tracing).
+    length-sorted batches (the floor). Same initial weights each time; epochs interleaved
+    across contenders, the 1st (tracing) untimed, best of the 2nd to 4th kept.
 (b) pipeline throughput alone (batches/s, no model): bucketed_dataset (TensorFlow gather),
     the same plan padded in vectorised numpy through ``from_generator``, and
     bucket_by_sequence_length.
@@ -110,13 +110,6 @@ class _EpochTimer(keras.callbacks.Callback):
         self.times.append(time.perf_counter() - self._t0)
 
 
-def _second_epoch(ds, weights, steps=None) -> float:
-    model = _model(weights)
-    timer = _EpochTimer()
-    model.fit(ds, epochs=2, steps_per_epoch=steps, verbose=0, callbacks=[timer])
-    return timer.times[1]
-
-
 def _padding(lengths, widths_and_sizes) -> tuple[float, int]:
     padded = sum(w * s for w, s in widths_and_sizes)
     return 1 - lengths.sum() / padded, sum(w for w, _ in widths_and_sizes)
@@ -128,33 +121,43 @@ def test_training_epoch_time():
     bounds = _quantile_boundaries(lengths)
 
     sampler = BucketSampler(lengths, batch_size=BATCH, seed=0)
-    ours = bucketed_dataset(x, labels, sampler=sampler, epochs=2)
-    t_ours = _second_epoch(ours, weights, steps=len(sampler))
+    ours = bucketed_dataset(x, labels, sampler=sampler, reshuffle_each_iteration=True)
     plan = [(int(lengths[b].max()), b.size) for b in sampler.batches(1)]
 
     base = _bbsl(_element_dataset(values, offsets, labels).shuffle(N, seed=0), bounds)
-    t_bbsl = _second_epoch(base, weights)
-    bucket = np.searchsorted(bounds, lengths, side="right")
-    # Expected cost of bucket_by_sequence_length from one pass of its plan.
-    seen = []
-    for xb, _ in base:
-        seen.append((int(xb.shape[1]), int(xb.shape[0])))
+    seen = [(int(xb.shape[1]), int(xb.shape[0])) for xb, _ in base]  # one pass of its plan
+    buckets = len(bounds) + 1
 
     floor, floor_widths = _sorted_batches(x, lengths, labels)
-    t_floor = _second_epoch(floor, weights)
     floor_plan = [(w, min(BATCH, N - i * BATCH)) for i, w in enumerate(floor_widths)]
 
-    rows = [
-        ("seqprep bucketed_dataset (default sampler)", t_ours, plan),
-        (f"bucket_by_sequence_length ({len(set(bucket.tolist()))} buckets, quantile)",
-         t_bbsl, seen),
-        ("length-sorted batches (floor)", t_floor, floor_plan),
-    ]
-    print(f"\n(a) one training epoch, GRU(64), {N} seqs, batch {BATCH}, 2nd epoch timed")
+    contenders = {
+        "seqprep bucketed_dataset (default sampler)": (ours, plan),
+        f"bucket_by_sequence_length ({buckets} buckets, quantile)": (base, seen),
+        "length-sorted batches (floor)": (floor, floor_plan),
+    }
+    # Same initial weights for all. Epochs are interleaved across contenders (round 1 traces,
+    # rounds 2-4 are timed, best kept) so that load from other processes hits all alike.
+    models = {name: _model(weights) for name in contenders}
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(4):
+        for name, (ds, _) in contenders.items():
+            timer = _EpochTimer()
+            models[name].fit(ds, epochs=1, verbose=0, callbacks=[timer])
+            times[name].append(timer.times[0])
+    best = {name: min(t[1:]) for name, t in times.items()}
+
+    print(f"\n(a) one training epoch, GRU(64), {N} seqs, batch {BATCH}, best of epochs 2-4")
     print(f"{'pipeline':<50} {'epoch s':>8} {'padding':>8} {'GRU steps':>9} {'batches':>7}")
-    for name, t, p in rows:
-        frac, steps = _padding(lengths, p)
-        print(f"{name:<50} {t:8.2f} {frac:8.1%} {steps:9d} {len(p):7d}")
+    steps = []
+    for name, (_, p) in contenders.items():
+        frac, cost = _padding(lengths, p)
+        steps.append(cost)
+        print(f"{name:<50} {best[name]:8.2f} {frac:8.1%} {cost:9d} {len(p):7d}")
+    t_ours, t_bbsl, t_floor = best.values()
+    # GRU steps (sum of batch widths) are what an epoch costs on CPU, free of timing noise.
+    print(f"GRU-steps ratio seqprep / bucket_by_sequence_length = {steps[0] / steps[1]:.2f}, "
+          f"seqprep / floor = {steps[0] / steps[2]:.3f}")
     print(f"ratio seqprep / bucket_by_sequence_length = {t_ours / t_bbsl:.2f} (target <= 0.45)")
     print(f"ratio seqprep / sorted floor              = {t_ours / t_floor:.2f} (target <= 1.2)")
     assert t_ours > 0 and t_bbsl > 0 and t_floor > 0
@@ -241,7 +244,7 @@ def test_streaming_throughput():
             bucket_by_length(bounds, batch_size=BATCH, buffer_size=None, padding="pre")),
         "bucket_by_length, max_tokens=4096": source.apply(
             bucket_by_length(bounds, max_tokens=4096, max_length=400, buffer_size=None)),
-    })
+    }, passes=6)
     print("\n(c) streaming: bucket_by_length vs bucket_by_sequence_length, same cached input")
     for name, (rate, count) in rates.items():
         print(f"{name:<45} {rate:9.0f} batches/s ({count} batches)")
