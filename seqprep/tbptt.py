@@ -153,6 +153,7 @@ class _Runner:
         self._forward: Any = None
         self._train: dict[bool, Any] = {}
         self._test: dict[bool, Any] = {}
+        self.prepared: set[bool] = set()  # kinds of target whose loss/metrics are built
 
     def _check_input_shape(self) -> None:
         inputs = getattr(self.model, "inputs", None)
@@ -523,7 +524,12 @@ def _run_epoch(
 
 
 def _first_call(runner: _Runner, windows: _Windows) -> None:
-    """Build loss, metrics and optimizer eagerly (no variable may be created in a tf.function)."""
+    """Build loss and metrics eagerly (no variable may be created in a tf.function).
+
+    Once per runner and kind of target: later calls reuse what the first one built.
+    """
+    if windows.many_to_one in runner.prepared:
+        return
     x, mask, _, _ = windows.inputs(0)
     y_pred = runner._call(x, mask, training=False)
     runner.check_output(y_pred)
@@ -535,6 +541,7 @@ def _first_call(runner: _Runner, windows: _Windows) -> None:
     runner.model.compute_metrics(x, y, picked, tf.zeros_like(weight))
     runner.model.reset_metrics()
     runner.reset_all()
+    runner.prepared.add(windows.many_to_one)
 
 
 def fit_tbptt(

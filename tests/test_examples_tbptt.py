@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import math
+import sys
 from pathlib import Path
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "forgetting_study.py"
@@ -13,6 +14,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "forgetting_study.p
 def load_study():
     spec = importlib.util.spec_from_file_location("forgetting_study", EXAMPLE)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
