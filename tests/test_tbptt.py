@@ -408,3 +408,16 @@ def test_step_shape_mismatch_says_how_to_fix():
     x = [np.ones(n, "float32") for n in LENGTHS]  # scalar steps; the model wants (2,)
     with pytest.raises(ValueError, match="feature axis"):
         predict_tbptt(stateful_model(), x, window=4, batch_size=3)
+
+
+def test_reference_rnn_built_stateful_matches_its_whole_sequence_twin():
+    models = pytest.importorskip("seqprep.models")
+    kwargs = {"input_dim": DIM, "cell": "gru", "units": 4, "return_sequences": True}
+    keras.utils.set_random_seed(0)
+    model = models.reference_rnn(**kwargs, stateful=True, batch_size=3)
+    twin = models.reference_rnn(**kwargs)
+    twin.set_weights(model.get_weights())
+    x = sequences()
+    last = predict_tbptt(model, x, window=4, batch_size=3)
+    for i, seq in enumerate(x):
+        np.testing.assert_allclose(last[i], whole(twin, seq)[-1], rtol=1e-5, atol=1e-5)
