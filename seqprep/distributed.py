@@ -940,9 +940,9 @@ def iter_parquet_sequences(
                     k = int(np.flatnonzero(again)[0]) if again.any() else int(
                         np.flatnonzero(hashes == uniq[counts > 1][0])[1])
                     raise ValueError(
-                        f"The rows of id {ids[starts[k]]!r} are not contiguous: they start "
-                        f"again near row {row0 - len(ids) + int(starts[k])} (0-based over all "
-                        "files) after other ids. Streaming needs each id's rows together.\n"
+                        f"The rows of id {ids[starts[k]].tolist()!r} are not contiguous: they "
+                        f"start again near row {row0 - len(ids) + int(starts[k])} (0-based over "
+                        "all files) after other ids. Streaming needs each id's rows together.\n"
                         "- Sort the file by id (and time) before streaming it, or read it "
                         "whole with `seqprep.read_sequences`."
                     )
@@ -978,7 +978,8 @@ def _long_chunk(
         dup = np.flatnonzero((t[1:] == t[:-1]) & (seq[1:] == seq[:-1]))
         if dup.size:
             raise ValueError(
-                f"Id {block[id][order][dup[0]]!r} has two rows at time {t[dup[0]]!r} in "
+                f"Id {block[id][order][dup[0]].tolist()!r} has two rows at time "
+                f"{t[dup[0]].tolist()!r} in "
                 f"{file!r}.\n- Drop the duplicate rows or aggregate them first."
             )
     parts = []
