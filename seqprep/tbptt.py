@@ -150,7 +150,7 @@ class _Runner:
                 f"pass `batch_size={min(built_for)}`; otherwise rebuild the model.\n"
                 + _how_to_build(batch_size, window)
             )
-        self._forward: Any = None
+        self._forward: dict[bool, Any] = {}
         self._train: dict[bool, Any] = {}
         self._test: dict[bool, Any] = {}
         self.prepared: set[bool] = set()  # kinds of target whose loss/metrics are built
@@ -236,18 +236,22 @@ class _Runner:
             warnings.filterwarnings("ignore", message=".*was passed an input with a mask")
             return self.model(x, training=training, mask=mask)
 
-    def forward(self, feed: tuple[np.ndarray, ...]) -> tf.Tensor:
-        """Run one window without gradients; returns the per-step outputs."""
-        if self._forward is None:
+    def forward(self, feed: tuple[np.ndarray, ...], *, training: bool = False) -> tf.Tensor:
+        """Run one window without gradients; returns the per-step outputs.
+
+        ``training=True`` (windows of ``fit_tbptt`` that hold no target) runs the layers in
+        training mode, so dropout acts on the carried state as in the windows that learn.
+        """
+        if training not in self._forward:
 
             def step(x, mask, reset, idle):
                 before = self._reset_rows(reset)
-                y_pred = self._call(x, mask, training=False)
+                y_pred = self._call(x, mask, training=training)
                 self._restore_rows(idle, before)
                 return y_pred
 
-            self._forward = tf.function(step)
-        return self._forward(*feed)
+            self._forward[training] = tf.function(step)
+        return self._forward[training](*feed)
 
     def train(self, feed, y, weight, pick, *, many_to_one: bool) -> tuple[Any, dict[str, Any]]:
         """One optimizer step on one window; returns the window's loss and metric results."""
@@ -503,7 +507,7 @@ def _run_epoch(
         feed = windows.inputs(w)
         n_targets = windows.n_targets(w)
         if n_targets == 0:
-            runner.forward(feed)  # advance the state; nothing to learn in this window
+            runner.forward(feed, training=training)  # advance the state only
         else:
             y, weight = windows.targets_of(w)
             step = runner.train if training else runner.test
