@@ -57,6 +57,23 @@ def test_max_tokens_batches_respect_budget_exactly():
     assert s.report()["max_batch_tokens"] == 50
 
 
+def test_unmerged_leftovers_keep_one_bucket_per_batch():
+    lengths = [2] * 4 + [30] * 4
+    merged = BucketSampler(lengths, boundaries=[10], batch_size=3, shuffle=False)
+    assert _lists(merged.batches(0)) == [[0, 1, 2], [4, 5, 6], [3, 7]]
+    assert merged.plan(0).pad_lengths.tolist() == [2, 30, 30]
+    alone = BucketSampler(lengths, boundaries=[10], batch_size=3, shuffle=False,
+                          merge_leftovers=False)
+    assert _lists(alone.batches(0)) == [[0, 1, 2], [3], [4, 5, 6], [7]]
+    assert alone.plan(0).pad_lengths.tolist() == [2, 2, 30, 30]
+    assert alone.report(pad_to="bucket")["padded_tokens"] == 4 * 2 + 4 * 30
+    with pytest.raises(TypeError, match="merge_leftovers"):
+        BucketSampler(lengths, batch_size=3, merge_leftovers="no")
+    state = merged.state_dict()
+    with pytest.raises(ValueError, match="fingerprint"):
+        alone.load_state_dict(state)
+
+
 def test_batch_size_gives_ceil_n_over_b_batches():
     lengths = _lognormal(1000)
     s = BucketSampler(lengths, batch_size=64)

@@ -46,6 +46,7 @@ def _draw_setup(data, mode, shuffle, shards, drop):
         num_shards=shards,
         overlong=data.draw(st.sampled_from(["error", "truncate", "drop"]), label="overlong"),
         max_length=data.draw(st.none() | st.integers(1, 70), label="max_length"),
+        merge_leftovers=data.draw(st.booleans(), label="merge_leftovers"),
         **size,
     )
     return lengths, kwargs
@@ -112,6 +113,8 @@ def test_sampler_contract(mode, shuffle, shards, drop, data):
                 assert longest <= pad  # pad_to="bucket" covers every member
                 members = np.searchsorted(first.boundaries, eff[batch], side="right")
                 assert members.max() <= bucket
+                if not kwargs["merge_leftovers"] and shards == 1:
+                    assert members.min() == bucket  # one bucket per batch
                 if mode == "batch_size":
                     assert batch.size <= kwargs["batch_size"]
                     if drop:

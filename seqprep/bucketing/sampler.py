@@ -95,6 +95,10 @@ class BucketSampler:
             ``"error"``, ``"truncate"`` (plan them at the limit; the pipeline must cut them, see
             ``length_limit``) or ``"drop"`` (never batched; counted in ``num_dropped_``).
         max_length: longest sequence allowed, or None.
+        merge_leftovers: pack the partial last batches of neighbouring buckets together (the
+            default: fewest batches). Pass False with ``pad_to="bucket"`` so that every batch
+            holds one bucket only and pads to that bucket's length, at the cost of up to one
+            partial batch per bucket.
 
     Attributes:
         lengths: read-only int64 lengths as planned (after truncation).
@@ -135,6 +139,7 @@ class BucketSampler:
         shard_index: int = 0,
         overlong: Overlong = "error",
         max_length: int | None = None,
+        merge_leftovers: bool = True,
     ) -> None:
         raw = check_lengths(lengths)
         if (batch_size is None) == (max_tokens is None):
@@ -159,6 +164,7 @@ class BucketSampler:
             )
         self.overlong = check_choice("overlong", overlong, ("error", "truncate", "drop"))
         self.max_length = check_int("max_length", max_length, minimum=1, allow_none=True)
+        self.merge_leftovers = _check_bool("merge_leftovers", merge_leftovers)
         self._setup(raw, boundaries)
         self._epoch = 0
         self._position = 0
@@ -261,7 +267,7 @@ class BucketSampler:
             c = int(cap[b])
             r = int(counts[b] % c)
             tail_pos.append(np.arange(starts[b + 1] - r, starts[b + 1], dtype=np.int64))
-            if cur and c - cur > 0:
+            if self.merge_leftovers and cur and c - cur > 0:
                 take = min(c - cur, r)
                 cur += take
                 t_size[-1], t_label[-1] = cur, b
@@ -277,11 +283,14 @@ class BucketSampler:
                 filled += r
         n_tail = len(t_size)
         dropped = num_overlong
-        if self.drop_remainder and n_tail and t_size[-1] < cap[t_label[-1]]:
-            dropped += t_size.pop()
-            t_begin.pop()
-            t_label.pop()
-            n_tail -= 1
+        if self.drop_remainder and n_tail:
+            # Merged leftovers leave at most the last batch partial; unmerged ones, one per bucket.
+            full = [z == cap[b] for z, b in zip(t_size, t_label, strict=True)]
+            dropped += sum(z for z, f in zip(t_size, full, strict=True) if not f)
+            t_begin = [a for a, f in zip(t_begin, full, strict=True) if f]
+            t_size = [z for z, f in zip(t_size, full, strict=True) if f]
+            t_label = [b for b, f in zip(t_label, full, strict=True) if f]
+            n_tail = len(t_size)
         src.append(np.ones(n_tail, np.int8))
         begin.append(np.array(t_begin, np.int64))
         size.append(np.array(t_size, np.int64))
@@ -298,8 +307,11 @@ class BucketSampler:
 
     def _positions(self, ids: np.ndarray) -> np.ndarray:
         """Positions (into the bucket-sorted items) of the members of batches ``ids``."""
+        # A leftover batch is the run of *tail slots* [a, a + z) after its section is sorted by
+        # length at planning time, not the positions stored there before sorting: refer to the
+        # slots themselves, encoded as negatives, and resolve them in `plan`.
         parts = [
-            np.arange(a, a + z, dtype=np.int64) if s == 0 else self._tail_pos[a : a + z]
+            np.arange(a, a + z, dtype=np.int64) if s == 0 else -1 - np.arange(a, a + z)
             for s, a, z in zip(self._b_src[ids], self._b_begin[ids], self._b_size[ids], strict=True)
         ]
         return np.concatenate(parts) if parts else np.zeros(0, np.int64)
@@ -436,12 +448,18 @@ class BucketSampler:
             rng = None
             shuffled = self._items
             group_order = np.argsort(self._group_label, kind="stable")
-        tail = shuffled[self._tail_pos]
         # Leftovers are batched like a sorted sampler of the (random) leftover pool: sorting by
         # length keeps every bucket in the same positions, so batch sizes stay within budget.
+        # Sections added by re-splitting refer to slots of earlier sections (negative codes),
+        # which are filled first.
+        tail = np.empty(self._tail_pos.size, dtype=np.int64)
         cuts = self._tail_sections
         for a, z in zip(cuts[:-1], cuts[1:], strict=True):
-            tail[a:z] = tail[a:z][np.argsort(self.lengths[tail[a:z]], kind="stable")]
+            refs = self._tail_pos[a:z]
+            own = refs >= 0
+            from_items = shuffled[np.where(own, refs, 0)]
+            members = np.where(own, from_items, tail[np.where(own, 0, -1 - refs)])
+            tail[a:z] = members[np.argsort(self.lengths[members], kind="stable")]
         if self.shuffle and tail.size:  # rows of a leftover batch in random order
             tail = tail[np.lexsort((rng.random(tail.size), self._tail_batch))]
         tail.flags.writeable = False
@@ -537,6 +555,7 @@ class BucketSampler:
                 self.drop_remainder,
                 self.overlong,
                 self.max_length,
+                self.merge_leftovers,
             )
             h.update(repr(config).encode())
             self._fingerprint = h.hexdigest()
@@ -622,6 +641,7 @@ class BucketSampler:
             "shard_index",
             "overlong",
             "max_length",
+            "merge_leftovers",
             "_epoch",
             "_position",
         )
