@@ -143,10 +143,21 @@ def test_pad_to_bucket_with_at_most_16_shapes():
         "16 quantile",
     )
     _line("padding, sampler plan, pad_to='batch'", batch["padding_fraction"])
-    assert bucket["n_lengths"] <= 16
-    # Merged leftover batches pad to the larger bucket, so the realised plan pads a little more
-    # than the per-row figure; the acceptance figure is the per-row one (from the boundaries).
+    unmerged_sampler = BucketSampler(lengths, boundaries=b, batch_size=BATCH,
+                                     merge_leftovers=False)
+    unmerged = unmerged_sampler.report(pad_to="bucket")
+    _line(
+        "padding, sampler plan, pad_to='bucket', merge_leftovers=False",
+        unmerged["padding_fraction"],
+        bucket["padding_fraction"],
+        "merged leftovers",
+    )
+    print(f"  batches per epoch: {len(unmerged_sampler)} unmerged vs {len(sampler)} merged")
+    assert bucket["n_lengths"] <= 16 and unmerged["n_lengths"] <= 16
+    # Merged leftover batches pad to the larger bucket, so the default plan pads a little more
+    # than the per-row figure; keeping leftovers in their bucket realises it.
     assert b.padding_fraction_ <= 0.10
+    assert unmerged["padding_fraction"] <= 0.10
 
 
 def test_planning_ten_million_lengths():
