@@ -881,7 +881,9 @@ def iter_parquet_sequences(
         return out
 
     for file in paths:
-        pf = pq.ParquetFile(file)
+        # A buffered stream reads a column chunk piece by piece; unbuffered reads (and
+        # pre-buffering) keep whole chunks around, and RSS then grows with the file.
+        pf = pq.ParquetFile(file, buffer_size=1 << 22, pre_buffer=False)
         names = pf.schema_arrow.names
         missing = [c for c in wanted if c not in names]
         if missing:
