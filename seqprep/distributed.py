@@ -516,7 +516,10 @@ def fit_distributed(
     strategy = strategy or model.distribute_strategy
     if steps_per_epoch is None:
         # A pipeline's dataset holds one batch per local replica per step.
-        local = max(1, len(strategy.extended.worker_devices))
+        try:
+            local = max(1, len(strategy.extended.worker_devices))
+        except RuntimeError:  # the default strategy: one replica
+            local = 1
         steps_per_epoch = _cardinality(dataset)
         if steps_per_epoch >= 0:
             steps_per_epoch //= local
