@@ -30,6 +30,9 @@ _EXPORTS: dict[str, str] = {
     "Bucketer": "seqprep.bucketing",
     "BucketSampler": "seqprep.bucketing",
     "padding_report": "seqprep.bucketing",
+    "BatchPlan": "seqprep.bucketing",
+    "NotFittedError": "seqprep.bucketing",
+    "as_boundaries": "seqprep.bucketing",
     # tf.data adapters
     "bucketed_dataset": "seqprep.data",
     "bucket_by_length": "seqprep.data",
@@ -37,6 +40,7 @@ _EXPORTS: dict[str, str] = {
     "fit_per_length": "seqprep.fitting",
     "fit_separate_models": "seqprep.fitting",
     "LengthEnsemble": "seqprep.fitting",
+    "plan_per_length": "seqprep.fitting",
     # long sequences
     "plan_tbptt": "seqprep.tbptt",
     "TBPTTPlan": "seqprep.tbptt",
@@ -50,9 +54,19 @@ _EXPORTS: dict[str, str] = {
     "read_lengths": "seqprep.ingest",
     # scaling out
     "distributed_bucketed_dataset": "seqprep.distributed",
+    "replica_dataset_fn": "seqprep.distributed",
+    "replica_plans": "seqprep.distributed",
+    "fit_distributed": "seqprep.distributed",
+    "local_data_service": "seqprep.distributed",
+    "service_bucketed_dataset": "seqprep.distributed",
+    "iter_parquet_sequences": "seqprep.distributed",
+    "parquet_sequence_dataset": "seqprep.distributed",
 }
 
-_SUBMODULES = ("data", "datasets", "models", "distributed", "ingest", "plots", "tbptt", "fitting")
+_SUBMODULES = (
+    "analyze", "bucketing", "data", "datasets", "distributed", "fitting", "ingest", "masking",
+    "models", "padding", "plots", "tbptt",
+)
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 
