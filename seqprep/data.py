@@ -328,8 +328,10 @@ def bucketed_dataset(
     ``T`` is set by ``pad_to``: ``"batch"`` pads to the batch's longest sequence (fewest
     padded steps: best on CPU); ``"bucket"`` pads every batch to its bucket's pad length,
     ``sampler.bucket_pad_lengths`` (the longest length in the bucket, so at most
-    ``sampler.num_buckets`` shapes: Keras traces its train step once per shape); an int pads
-    every batch to that width (one shape; a longer sequence raises ``ValueError``).
+    ``sampler.num_buckets`` widths, for ``jit_compile=True``, which compiles once per shape);
+    an int pads every batch to that width (one shape; a longer sequence raises
+    ``ValueError``). Keras's TensorFlow backend traces its train step once per dataset,
+    whatever the widths.
 
     Epochs: ``epoch`` picks the sampler's epoch, so every pass over the dataset replays that
     epoch's plan. For a fresh order each epoch of ``model.fit(ds, epochs=N)``, either build
