@@ -104,9 +104,9 @@ class _SamplerArgs:
     overlong: str
     max_length: int | None
 
-    def shard(self, num_shards: int, shard_index: int) -> BucketSampler:
-        return BucketSampler(
-            self.lengths,
+    def sampler_kwargs(self, num_shards: int, shard_index: int) -> dict[str, Any]:
+        """Keyword arguments of the ``BucketSampler`` for one shard of this plan."""
+        return dict(
             boundaries=self.boundaries,
             batch_size=self.batch_size,
             max_tokens=self.max_tokens,
@@ -118,6 +118,9 @@ class _SamplerArgs:
             overlong=self.overlong,
             max_length=self.max_length,
         )
+
+    def shard(self, num_shards: int, shard_index: int) -> BucketSampler:
+        return BucketSampler(self.lengths, **self.sampler_kwargs(num_shards, shard_index))
 
 
 def _step_order(sizes: np.ndarray) -> np.ndarray:
@@ -220,19 +223,7 @@ class _LocalReplicasSampler(BucketSampler):
     def __init__(
         self, args: _SamplerArgs, num_replicas: int, first: int, count: int, pad_to: str
     ) -> None:
-        super().__init__(
-            args.lengths,
-            boundaries=args.boundaries,
-            batch_size=args.batch_size,
-            max_tokens=args.max_tokens,
-            shuffle=args.shuffle,
-            seed=args.seed,
-            drop_remainder=args.drop_remainder,
-            num_shards=num_replicas,
-            shard_index=first,
-            overlong=args.overlong,
-            max_length=args.max_length,
-        )
+        super().__init__(args.lengths, **args.sampler_kwargs(num_replicas, first))
         self._shards = [args.shard(num_replicas, k) for k in range(num_replicas)]
         self._local = range(first, first + count)
         self._pad_to = pad_to
