@@ -22,9 +22,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m seqprep demo --out seqprep-demo
 
-# pytest exits 5 when it collects no test: treat that as a failure of the suite, loudly.
+# pytest exits 5 when it collects no test: a suite that runs nothing is broken, so say so and fail.
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	@$(PY) -m pytest -q -n 2 --dist loadfile; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; the suite is missing." >&2; exit 1; fi; \
+	exit $$rc
 
 bench: $(STAMP)
 	$(PY) -m pytest -q -s tests/benchmarks -p no:xdist -o addopts="" -o python_files="bench_*.py"
