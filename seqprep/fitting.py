@@ -437,6 +437,14 @@ class _BatchSource:
 # --------------------------------------------------------------------------- callbacks
 
 
+
+def _latest_batch_loss(
+    seen: float, mean: float, new_mean: float, size: float, first: bool
+) -> float:
+    """The loss of the latest batch, recovered from Keras's running mean over examples."""
+    return new_mean if first else ((seen + size) * new_mean - seen * mean) / size
+
+
 class _GroupStats(keras.callbacks.Callback):
     """Per-group training (and validation) loss, recovered from Keras's running mean.
 
@@ -468,9 +476,7 @@ class _GroupStats(keras.callbacks.Callback):
             return
         m = float(logs["loss"])
         b = float(self._sizes[batch])
-        self._losses[batch] = (
-            ((self._seen + b) * m - self._seen * self._mean) / b if batch else m
-        )
+        self._losses[batch] = _latest_batch_loss(self._seen, self._mean, m, b, batch == 0)
         self._seen += b
         self._mean = m
 
@@ -483,9 +489,7 @@ class _GroupStats(keras.callbacks.Callback):
             return
         m = float(logs["loss"])
         b = float(self.val_sizes[batch])
-        self._v_losses[batch] = (
-            ((self._v_seen + b) * m - self._v_seen * self._v_mean) / b if batch else m
-        )
+        self._v_losses[batch] = _latest_batch_loss(self._v_seen, self._v_mean, m, b, batch == 0)
         self._v_seen += b
         self._v_mean = m
 
