@@ -444,7 +444,9 @@ def test_read_sequences_csv_matches_from_dataframe(frame, tmp_path):
     assert ids.tolist() == ["b", "a"]
 
 
-def test_read_sequences_parquet_reads_only_needed_columns(frame, tmp_path, monkeypatch):
+@pytest.fixture
+def parquet_spy(frame, tmp_path, monkeypatch):
+    """`frame` written to Parquet, and the `columns=` of every `pd.read_parquet` call after."""
     pytest.importorskip("pyarrow")
     path = tmp_path / "steps.parquet"
     frame.to_parquet(path)
@@ -456,6 +458,11 @@ def test_read_sequences_parquet_reads_only_needed_columns(frame, tmp_path, monke
         return original(*args, **kwargs)
 
     monkeypatch.setattr(pd, "read_parquet", spy)
+    return path, calls
+
+
+def test_read_sequences_parquet_reads_only_needed_columns(parquet_spy):
+    path, calls = parquet_spy
     got, labels = read_sequences(path, id="id", time="t", features="x", target="label")
     assert calls == [["id", "t", "x", "label"]]
     assert _lists(got) == [[0.0, 0.1, 0.2], [1.0, 1.1]]
@@ -536,18 +543,8 @@ def test_read_lengths_by_id_matches_read_sequences(frame, tmp_path):
     assert lengths.tolist() == [len(s) for s in seqs] == [3, 2]
 
 
-def test_read_lengths_parquet_reads_only_the_id_column(frame, tmp_path, monkeypatch):
-    pytest.importorskip("pyarrow")
-    path = tmp_path / "steps.parquet"
-    frame.to_parquet(path)
-    calls = []
-    original = pd.read_parquet
-
-    def spy(*args, **kwargs):
-        calls.append(kwargs.get("columns"))
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(pd, "read_parquet", spy)
+def test_read_lengths_parquet_reads_only_the_id_column(parquet_spy):
+    path, calls = parquet_spy
     assert read_lengths(path, id="id").tolist() == [3, 2]
     assert read_lengths(path, column="label").tolist() == [1, 1, 0, 1, 0]
     assert calls == [["id"], ["label"]]

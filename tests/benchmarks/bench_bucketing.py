@@ -75,13 +75,13 @@ def _line(name, value, baseline=None, baseline_name=""):
     print(text)
 
 
-def test_default_sampler_vs_sorted_and_tf_bucketing():
-    lengths = _lognormal()
+def _compare_default_sampler(lengths, title):
+    """Print padding and RNN steps of sorted batches, the default sampler and tf.data."""
     floor = padding_report(lengths, _sorted_batches(lengths))
     sampler = BucketSampler(lengths, batch_size=BATCH)
     ours = sampler.report()
     tf_rep = _tf_bucket_by_sequence_length(lengths, _quantile_boundaries(lengths))
-    print(f"\nlognormal(3.5, 0.8) clipped 2..400, n={lengths.size}, batch {BATCH}")
+    print(f"\n{title}, n={lengths.size}, batch {BATCH}")
     print(f"  default sampler: {sampler.num_buckets} buckets, {len(sampler)} batches")
     _line("padding, fully length-sorted batches (floor)", floor["padding_fraction"])
     _line(
@@ -101,8 +101,13 @@ def test_default_sampler_vs_sorted_and_tf_bucketing():
     _line("RNN steps/epoch, tf.data", tf_rep["steps_cost"], ours["steps_cost"], "seqprep")
     print(
         f"  batches: sorted {floor['n_batches']}, seqprep {ours['n_batches']}, "
-        f"tf.data {tf_rep['n_batches']}"
+        f"tf.data {tf_rep['n_batches']} (partial batches pad less but cost steps)"
     )
+    return floor, ours
+
+
+def test_default_sampler_vs_sorted_and_tf_bucketing():
+    floor, ours = _compare_default_sampler(_lognormal(), "lognormal(3.5, 0.8) clipped 2..400")
     assert ours["padding_fraction"] <= floor["padding_fraction"] + 0.02
 
 
@@ -206,27 +211,5 @@ def test_japanese_vowels_lengths():
     except Exception as err:  # the data set is bundled by another module
         pytest.skip(f"Japanese Vowels not available ({err!r}); skipping that part")
     lengths = np.array([len(s) for s in x], dtype=np.int64)
-    floor = padding_report(lengths, _sorted_batches(lengths))
-    ours = BucketSampler(lengths, batch_size=BATCH).report()
-    tf_rep = _tf_bucket_by_sequence_length(lengths, _quantile_boundaries(lengths))
-    print(f"\nJapanese Vowels train lengths, n={lengths.size}, batch {BATCH}")
-    _line("padding, fully length-sorted batches (floor)", floor["padding_fraction"])
-    _line(
-        "padding, seqprep default sampler",
-        ours["padding_fraction"],
-        floor["padding_fraction"],
-        "sorted",
-    )
-    _line(
-        "padding, tf bucket_by_sequence_length, 8 quantile bounds",
-        tf_rep["padding_fraction"],
-        ours["padding_fraction"],
-        "seqprep",
-    )
-    print(
-        f"  batches: sorted {floor['n_batches']}, seqprep {ours['n_batches']}, "
-        f"tf.data {tf_rep['n_batches']} (its partial batches pad less but cost steps)"
-    )
-    _line("RNN steps/epoch, seqprep", ours["steps_cost"], floor["steps_cost"], "sorted")
-    _line("RNN steps/epoch, tf.data", tf_rep["steps_cost"], ours["steps_cost"], "seqprep")
+    floor, ours = _compare_default_sampler(lengths, "Japanese Vowels train lengths")
     assert ours["padding_fraction"] <= floor["padding_fraction"] + 0.02
