@@ -42,6 +42,7 @@ from numpy.typing import DTypeLike
 from seqprep._checks import check_choice, check_int
 from seqprep._ragged import lengths_of
 from seqprep.bucketing import BatchPlan, Bucketer, BucketSampler, as_boundaries
+from seqprep.bucketing.boundaries import check_quadratic_length
 from seqprep.data import bucketed_dataset
 
 __all__ = [
@@ -103,6 +104,8 @@ class _SamplerArgs:
     drop_remainder: bool
     overlong: str
     max_length: int | None
+    merge_leftovers: bool = True
+    quadratic_length: int | None = None
 
     def sampler_kwargs(self, num_shards: int, shard_index: int) -> dict[str, Any]:
         """Keyword arguments of the ``BucketSampler`` for one shard of this plan."""
@@ -117,6 +120,8 @@ class _SamplerArgs:
             shard_index=shard_index,
             overlong=self.overlong,
             max_length=self.max_length,
+            merge_leftovers=self.merge_leftovers,
+            quadratic_length=self.quadratic_length,
         )
 
     def shard(self, num_shards: int, shard_index: int) -> BucketSampler:
@@ -271,6 +276,8 @@ def replica_dataset_fn(
     reshuffle_each_iteration: bool = False,
     truncating: Side = "post",
     dtype: DTypeLike | None = None,
+    merge_leftovers: bool = True,
+    quadratic_length: int | None = None,
 ) -> Callable[[tf.distribute.InputContext], tf.data.Dataset]:
     """A ``dataset_fn`` for ``strategy.distribute_datasets_from_function``: aligned replicas.
 
@@ -317,6 +324,11 @@ def replica_dataset_fn(
         reshuffle_each_iteration: every new pass over the dataset plays the next epochs.
         truncating: as :func:`~seqprep.bucketed_dataset`.
         dtype: dtype of the ``x`` batches.
+        merge_leftovers: see :class:`~seqprep.BucketSampler`; pass False with
+            ``pad_to="bucket"`` so that every step holds one bucket's sequences only.
+        quadratic_length: see :class:`~seqprep.BucketSampler` (with ``max_tokens`` only; the
+            per-replica budget ``max_tokens // num_replicas`` is what each row's
+            ``L + L**2 / quadratic_length`` cost is held to).
 
     Returns:
         ``dataset_fn(input_context) -> tf.data.Dataset``.
@@ -342,6 +354,7 @@ def replica_dataset_fn(
             f"Received: batch_size={batch_size!r}, max_tokens={max_tokens!r}"
         )
     check_choice("pad_to", pad_to, ("step", "bucket"))
+    check_quadratic_length(quadratic_length, max_tokens)
     lengths = lengths_of(x, "x").copy()
     fixed = None if boundaries is None else as_boundaries(boundaries)
 
@@ -357,10 +370,12 @@ def replica_dataset_fn(
             per_size = int(input_context.get_per_replica_batch_size(batch_size))
         bounds = fixed
         if bounds is None:
-            bounds = Bucketer(batch_size=per_size, max_tokens=per_tokens).fit(lengths).boundaries_
+            bounds = Bucketer(
+                batch_size=per_size, max_tokens=per_tokens, quadratic_length=quadratic_length
+            ).fit(lengths).boundaries_
         args = _SamplerArgs(
             lengths, bounds, per_size, per_tokens, shuffle, seed, drop_remainder, overlong,
-            max_length,
+            max_length, merge_leftovers, quadratic_length,
         )
         local = replicas // pipelines
         sampler = _LocalReplicasSampler(

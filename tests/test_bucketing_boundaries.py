@@ -16,6 +16,7 @@ from seqprep.bucketing.boundaries import (
     expected_bucket_tokens,
     expected_tokens,
     length_histogram,
+    token_length_limit,
 )
 
 
@@ -114,13 +115,14 @@ def test_expected_bucket_tokens_large_counts_use_stirling_accurately():
     assert expected_bucket_tokens(values, counts, 64) == pytest.approx(want, rel=1e-9)
 
 
-def _brute_force_min(values, counts, max_buckets, batch_size, max_tokens):
+def _brute_force_min(values, counts, max_buckets, batch_size, max_tokens, quadratic=None):
     gaps = range(1, len(values))
     best = math.inf
     for k in range(0, min(max_buckets, len(values)) - 0):
         for cut in itertools.combinations(gaps, k):
             bounds = np.array([values[i - 1] + 1 for i in cut], dtype=np.int64)
-            best = min(best, expected_tokens(values, counts, bounds, batch_size, max_tokens))
+            best = min(best, expected_tokens(values, counts, bounds, batch_size, max_tokens,
+                                             quadratic))
     return best
 
 
@@ -132,25 +134,33 @@ def test_optimal_matches_brute_force_on_small_histograms(data):
         st.lists(st.integers(1, 30), min_size=len(values), max_size=len(values)), label="counts"
     )
     num_buckets = data.draw(st.integers(1, 4), label="num_buckets")
-    mode = data.draw(st.sampled_from(["none", "batch", "tokens"]), label="mode")
+    mode = data.draw(st.sampled_from(["none", "batch", "tokens", "quadratic"]), label="mode")
     batch_size = data.draw(st.integers(1, 12), label="batch_size") if mode == "batch" else None
-    max_tokens = data.draw(st.integers(40, 200), label="max_tokens") if mode == "tokens" else None
+    max_tokens = (data.draw(st.integers(40, 200), label="max_tokens")
+                  if mode in ("tokens", "quadratic") else None)
+    q = data.draw(st.integers(1, 60), label="quadratic_length") if mode == "quadratic" else None
     lengths = np.repeat(values, counts)
     v, c = length_histogram(lengths)
-    b = Bucketer(num_buckets, batch_size=batch_size, max_tokens=max_tokens).fit(lengths)
-    got = expected_tokens(v, c, b.boundaries_, batch_size, max_tokens)
-    want = _brute_force_min(v, c, num_buckets, batch_size, max_tokens)
+    b = Bucketer(num_buckets, batch_size=batch_size, max_tokens=max_tokens,
+                 quadratic_length=q).fit(lengths)
+    got = expected_tokens(v, c, b.boundaries_, batch_size, max_tokens, q)
+    want = _brute_force_min(v, c, num_buckets, batch_size, max_tokens, q)
     assert got == pytest.approx(want, rel=1e-9, abs=1e-9)
     assert b.num_buckets_ <= num_buckets
 
 
 @pytest.mark.parametrize("name", list(_distributions()))
 @pytest.mark.parametrize("num_buckets", [2, 4, 8, 16])
-@pytest.mark.parametrize("batching", [{}, {"batch_size": 64}, {"max_tokens": 4096}])
+@pytest.mark.parametrize(
+    "batching",
+    [{}, {"batch_size": 64}, {"max_tokens": 4096},
+     {"max_tokens": 4096, "quadratic_length": 128}],
+)
 def test_optimal_never_worse_than_quantile_or_geometric(name, num_buckets, batching):
     lengths = _distributions()[name]
     if "max_tokens" in batching:
-        lengths = np.minimum(lengths, batching["max_tokens"])
+        lengths = np.minimum(lengths, token_length_limit(
+            batching["max_tokens"], batching.get("quadratic_length")))
     fracs = {
         s: Bucketer(num_buckets, strategy=s, **batching).fit(lengths).padding_fraction_
         for s in ("optimal", "quantile", "geometric")
@@ -198,6 +208,7 @@ def test_init_only_stores_and_fit_returns_self():
         "target_padding": 0.5,
         "batch_size": 4,
         "max_tokens": None,
+        "quadratic_length": None,
     }
     assert b.fit([1, 2, 3]) is b
 

@@ -195,6 +195,46 @@ def test_dataset_fn_with_one_replica_per_pipeline_is_the_plain_shard():
     assert [yb.tolist() for _, yb in got] == expected
 
 
+def test_dataset_fn_passes_merge_leftovers_and_quadratic_length_to_every_shard():
+    rng = np.random.default_rng(1)
+    n = 90
+    lengths = rng.integers(1, 30, size=n)
+    x = [np.full(t, i + 1, np.int32) for i, t in enumerate(lengths)]
+    bounds = [6, 12, 20]
+
+    def shard_batches(k, **kwargs):
+        s = sp.BucketSampler(lengths, boundaries=bounds, num_shards=2, shard_index=k, seed=3,
+                             **kwargs)
+        return sorted(sorted(b.tolist()) for b in s.batches(0))
+
+    def got_batches(fn):
+        # One replica per input pipeline: pipeline k plays shard k of the sampler.
+        return [sorted(sorted(yb.tolist()) for _, yb in p)
+                for p in _pipelines(fn, num_pipelines=2, num_replicas=2)]
+
+    for merge in (True, False):
+        fn = replica_dataset_fn(x, np.arange(n), batch_size=8, boundaries=bounds,
+                                pad_to="bucket", merge_leftovers=merge, seed=3)
+        assert got_batches(fn) == [shard_batches(k, batch_size=4, merge_leftovers=merge)
+                                   for k in range(2)]
+    # The option reaches the shards: on these lengths it changes the plan.
+    assert shard_batches(0, batch_size=4) != shard_batches(0, batch_size=4,
+                                                           merge_leftovers=False)
+    # quadratic_length holds each replica's batch to its share of the budget, exactly.
+    fn = replica_dataset_fn(x, np.arange(n), max_tokens=400, quadratic_length=10,
+                            boundaries=bounds, pad_to="bucket", seed=3)
+    replicas = _pipelines(fn, num_pipelines=2, num_replicas=2)
+    for r in replicas:
+        for xb, _ in r:
+            rows, width = xb.shape
+            assert rows * width * (10 + width) <= 200 * 10  # 400 tokens over 2 replicas
+    assert [sorted(sorted(yb.tolist()) for _, yb in r) for r in replicas] == [
+        shard_batches(k, max_tokens=200, quadratic_length=10) for k in range(2)]
+    assert Counter(int(i) for r in replicas for _, yb in r for i in yb) == Counter(range(n))
+    with pytest.raises(ValueError, match="`quadratic_length` only changes"):
+        replica_dataset_fn(x, batch_size=4, quadratic_length=10)
+
+
 def test_dataset_fn_errors_name_the_argument():
     x = [[1], [2, 2], [3]]
     with pytest.raises(ValueError, match="exactly one of `batch_size` and `max_tokens`"):

@@ -57,6 +57,75 @@ def test_max_tokens_batches_respect_budget_exactly():
     assert s.report()["max_batch_tokens"] == 50
 
 
+def test_quadratic_cost_term_exact_capacities():
+    # max_tokens=1000, quadratic_length=100: a row of length L costs L + L**2 / 100 tokens.
+    # L=10 -> 11 tokens -> 90 rows; L=50 -> 75 -> 13 rows; L=100 -> 200 -> 5 rows.
+    lengths = [10] * 91 + [50] * 14 + [100] * 6
+    s = BucketSampler(lengths, boundaries=[20, 60], max_tokens=1000, quadratic_length=100,
+                      shuffle=False, merge_leftovers=False)
+    sizes = [len(b) for b in s.batches(0)]
+    assert sizes == [90, 1, 13, 1, 5, 1]
+    assert s.batch_buckets(0).tolist() == [0, 0, 1, 1, 2, 2]
+    # Without the quadratic term the same budget takes 100, 20 and 10 rows.
+    linear = BucketSampler(lengths, boundaries=[20, 60], max_tokens=1000, shuffle=False,
+                           merge_leftovers=False)
+    assert [len(b) for b in linear.batches(0)] == [91, 14, 6]
+
+
+@pytest.mark.parametrize("q", [1, 2, 7, 64, 1000])
+@pytest.mark.parametrize("budget", [1, 5, 99, 100, 4096])
+def test_token_length_limit_and_capacity_match_brute_force(q, budget):
+    from seqprep.bucketing.boundaries import batch_capacity, token_length_limit
+
+    assert token_length_limit(budget, q) == max(
+        t for t in range(budget + 1) if t * (q + t) <= budget * q
+    )
+    assert token_length_limit(budget) == budget
+    longest = np.arange(1, token_length_limit(budget, q) + 1)
+    cap = batch_capacity(longest, None, budget, q)
+    for length, rows in zip(longest.tolist(), cap.tolist(), strict=True):
+        assert rows * length * (q + length) <= budget * q  # fits
+        assert (rows + 1) * length * (q + length) > budget * q  # and one more row would not
+
+
+def test_quadratic_cost_term_overlong_policies_and_errors():
+    lengths = [5, 10, 300]  # max_tokens=1000, q=100 fits one row of at most 270 steps
+    with pytest.raises(ValueError, match=r"longer than 270, .*`max_tokens`=1000.*quadratic"):
+        BucketSampler(lengths, max_tokens=1000, quadratic_length=100)
+    cut = BucketSampler(lengths, max_tokens=1000, quadratic_length=100, overlong="truncate")
+    assert cut.length_limit == 270 and cut.num_truncated_ == 1
+    dropped = BucketSampler(lengths, max_tokens=1000, quadratic_length=100, overlong="drop")
+    assert dropped.num_dropped_ == 1
+    with pytest.raises(ValueError, match="`quadratic_length` only changes a `max_tokens`"):
+        BucketSampler(lengths, batch_size=2, quadratic_length=100)
+    with pytest.raises(ValueError, match="`quadratic_length` must be at least 1"):
+        BucketSampler(lengths, max_tokens=1000, quadratic_length=0)
+    with pytest.raises(ValueError, match="too large"):
+        BucketSampler(lengths, max_tokens=2**40, quadratic_length=2**30)
+    with pytest.raises(ValueError, match="`quadratic_length` only changes"):
+        Bucketer(quadratic_length=10).fit(lengths)
+
+
+def test_quadratic_cost_term_shapes_the_plan_and_the_state():
+    lengths = _lognormal(3000)
+    s = BucketSampler(lengths, max_tokens=4096, quadratic_length=64, seed=3)
+    assert "quadratic_length=64" in repr(s)
+    # Long batches get fewer rows than under the linear budget, and every batch fits.
+    for b in s.batches(0):
+        longest = int(s.lengths[b].max())
+        assert len(b) * longest * (64 + longest) <= 4096 * 64
+    linear = BucketSampler(lengths, max_tokens=4096, seed=3)
+    assert len(s) > len(linear)
+    # A state saved under one cost model does not load into another.
+    with pytest.raises(ValueError, match="fingerprint"):
+        linear.load_state_dict(s.state_dict())
+    again = pickle.loads(pickle.dumps(s))
+    assert _lists(again.batches(2)) == _lists(s.batches(2))
+    # The default Bucketer was fitted under the same cost model.
+    fitted = Bucketer(target_padding=0.01, max_tokens=4096, quadratic_length=64).fit(lengths)
+    np.testing.assert_array_equal(s.boundaries, fitted.boundaries_)
+
+
 def test_unmerged_leftovers_keep_one_bucket_per_batch():
     lengths = [2] * 4 + [30] * 4
     merged = BucketSampler(lengths, boundaries=[10], batch_size=3, shuffle=False)

@@ -37,7 +37,12 @@ def _draw_setup(data, mode, shuffle, shards, drop):
     if mode == "batch_size":
         size = {"batch_size": data.draw(st.integers(1, 9), label="batch_size")}
     else:
-        size = {"max_tokens": data.draw(st.integers(1, 250), label="max_tokens")}
+        size = {
+            "max_tokens": data.draw(st.integers(1, 250), label="max_tokens"),
+            # The optional quadratic (attention) cost term of the token budget.
+            "quadratic_length": data.draw(st.none() | st.integers(1, 80),
+                                          label="quadratic_length"),
+        }
     kwargs = dict(
         boundaries=boundaries,
         shuffle=shuffle,
@@ -52,8 +57,26 @@ def _draw_setup(data, mode, shuffle, shards, drop):
     return lengths, kwargs
 
 
+def _fits(kwargs):
+    """The longest length one row may have under the token budget, by brute force."""
+    if kwargs.get("max_tokens") is None:
+        return None
+    q, budget = kwargs["quadratic_length"], kwargs["max_tokens"]
+    if q is None:
+        return budget
+    return max(t for t in range(budget + 1) if t * (q + t) <= budget * q)
+
+
+def _within_budget(rows, pad, kwargs):
+    """rows x (L + L**2 / q) <= max_tokens, checked in exact integers."""
+    q, pad = kwargs["quadratic_length"], max(pad, 1)
+    if q is None:
+        return rows * pad <= kwargs["max_tokens"]
+    return rows * pad * (q + pad) <= kwargs["max_tokens"] * q
+
+
 def _limit(kwargs):
-    limits = [x for x in (kwargs["max_length"], kwargs.get("max_tokens")) if x is not None]
+    limits = [x for x in (kwargs["max_length"], _fits(kwargs)) if x is not None]
     return min(limits) if limits else None
 
 
@@ -120,7 +143,7 @@ def test_sampler_contract(mode, shuffle, shards, drop, data):
                     if drop:
                         assert batch.size == kwargs["batch_size"]
                 else:
-                    assert batch.size * max(pad, 1) <= kwargs["max_tokens"]
+                    assert _within_budget(batch.size, pad, kwargs)
         # Same (seed, epoch) -> same plan, from a fresh sampler too.
         again = BucketSampler(lengths, shard_index=0, **kwargs).plan(epoch)
         assert [b.tolist() for b in again.batches] == [b.tolist() for b in plans[0].batches]

@@ -20,6 +20,7 @@ neither, every sequence is padded to its bucket's longest length (``pad_to="buck
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -83,13 +84,69 @@ def _log_falling(x: np.ndarray, k: np.ndarray | int) -> np.ndarray:
     return out
 
 
-def batch_capacity(longest: np.ndarray | int, batch_size: int | None, max_tokens: int | None):
-    """Rows per batch for buckets whose longest length is ``longest`` (``None``: unbounded)."""
+def batch_capacity(
+    longest: np.ndarray | int,
+    batch_size: int | None,
+    max_tokens: int | None,
+    quadratic_length: int | None = None,
+):
+    """Rows per batch for buckets whose longest length is ``longest`` (``None``: unbounded).
+
+    Under ``max_tokens`` a row padded to length ``L`` costs ``L`` tokens, or
+    ``L + L**2 / quadratic_length`` when ``quadratic_length`` is set (attention-like models);
+    the capacity is the most rows whose total cost fits the budget (at least 1), computed in
+    exact integer arithmetic: ``rows * L * (q + L) <= max_tokens * q``.
+    """
     if batch_size is not None:
         return np.full(np.shape(longest), batch_size, dtype=np.int64)
     if max_tokens is not None:
-        return np.maximum(max_tokens // np.maximum(np.asarray(longest, np.int64), 1), 1)
+        length = np.maximum(np.asarray(longest, np.int64), 1)
+        if quadratic_length is None:
+            return np.maximum(max_tokens // length, 1)
+        q = np.int64(quadratic_length)
+        return np.maximum(np.int64(max_tokens) * q // (length * (q + length)), 1)
     return None
+
+
+def check_quadratic_length(
+    quadratic_length: Any, max_tokens: int | None, owner: str = "max_tokens"
+) -> int | None:
+    """Validate ``quadratic_length``: a positive int, only together with ``max_tokens``."""
+    q = check_int("quadratic_length", quadratic_length, minimum=1, allow_none=True)
+    if q is None:
+        return None
+    if max_tokens is None:
+        raise ValueError(
+            "Argument `quadratic_length` only changes a `max_tokens` budget (a row of length L "
+            f"costs L + L**2 / quadratic_length tokens). Received: quadratic_length={q}, "
+            f"{owner}=None\n- Pass max_tokens=<budget>, or drop `quadratic_length`."
+        )
+    if max_tokens * q >= 2**62:
+        raise ValueError(
+            f"Arguments `max_tokens`={max_tokens} and `quadratic_length`={q} are too large: "
+            "their product must stay below 2**62 for exact integer budgets.\n"
+            "- Express the budget in coarser units, or lower `quadratic_length`."
+        )
+    return q
+
+
+def token_length_limit(max_tokens: int, quadratic_length: int | None = None) -> int:
+    """The longest length ``L`` whose single row fits ``max_tokens`` (see :func:`batch_capacity`).
+
+    Example:
+        >>> token_length_limit(100), token_length_limit(100, quadratic_length=100)
+        (100, 61)
+    """
+    if quadratic_length is None:
+        return int(max_tokens)
+    q, budget = int(quadratic_length), int(max_tokens) * int(quadratic_length)
+    # Largest L with L * (q + L) <= budget: the positive root, then an exact integer fix-up.
+    length = (math.isqrt(q * q + 4 * budget) - q) // 2
+    while length * (q + length) > budget:
+        length -= 1
+    while (length + 1) * (q + length + 1) <= budget:
+        length += 1
+    return int(length)
 
 
 def expected_bucket_tokens(values: np.ndarray, counts: np.ndarray, capacity: int | None) -> float:
@@ -115,6 +172,7 @@ def expected_tokens(
     boundaries: np.ndarray,
     batch_size: int | None = None,
     max_tokens: int | None = None,
+    quadratic_length: int | None = None,
 ) -> float:
     """Expected padded tokens of a histogram split at ``boundaries`` (the module's model)."""
     if values.size == 0:
@@ -123,7 +181,7 @@ def expected_tokens(
     cuts = np.flatnonzero(np.diff(bucket)) + 1
     total = 0.0
     for seg_values, seg_counts in zip(np.split(values, cuts), np.split(counts, cuts), strict=True):
-        cap = batch_capacity(int(seg_values[-1]), batch_size, max_tokens)
+        cap = batch_capacity(int(seg_values[-1]), batch_size, max_tokens, quadratic_length)
         total += expected_bucket_tokens(seg_values, seg_counts, None if cap is None else int(cap))
     return total
 
@@ -149,7 +207,11 @@ def _atoms(values: np.ndarray, counts: np.ndarray, cap: int) -> np.ndarray:
 
 
 def _cost_matrix(
-    values: np.ndarray, counts: np.ndarray, batch_size: int | None, max_tokens: int | None
+    values: np.ndarray,
+    counts: np.ndarray,
+    batch_size: int | None,
+    max_tokens: int | None,
+    quadratic_length: int | None = None,
 ) -> np.ndarray:
     """``W[i, j]``: expected tokens of one bucket of atoms ``i..j`` (``inf`` below diagonal)."""
     m = values.size
@@ -171,7 +233,7 @@ def _cost_matrix(
             ok = np.isfinite(g[1:]) & np.isfinite(acc)
             shave[1:][ok] = np.exp(acc[ok] - g[1:][ok])
         else:
-            cap = batch_capacity(values[i:], None, max_tokens)
+            cap = batch_capacity(values[i:], None, max_tokens, quadratic_length)
             lf = _log_factorial(inside)
             rest = inside[:-1, None] - cap[None, :]  # rows k < last, columns j
             gk = lf[:-1, None] - _log_factorial(np.maximum(rest, 0))
@@ -304,6 +366,9 @@ class Bucketer:
         target_padding: padding fraction to reach when ``num_buckets`` is ``None``.
         batch_size: rows per batch, for the cost model (at most one of this and ``max_tokens``).
         max_tokens: padded tokens per batch, for the cost model.
+        quadratic_length: with ``max_tokens``, a row of length ``L`` costs
+            ``L + L**2 / quadratic_length`` tokens (an attention-like model: the quadratic term
+            equals the linear one at ``L = quadratic_length``); as in :class:`BucketSampler`.
 
     Attributes:
         boundaries_: ascending int64 array, one fewer than the number of buckets.
@@ -328,12 +393,14 @@ class Bucketer:
         target_padding: float = 0.02,
         batch_size: int | None = None,
         max_tokens: int | None = None,
+        quadratic_length: int | None = None,
     ) -> None:
         self.num_buckets = num_buckets
         self.strategy = strategy
         self.target_padding = target_padding
         self.batch_size = batch_size
         self.max_tokens = max_tokens
+        self.quadratic_length = quadratic_length
 
     def _validate(self) -> None:
         check_int("num_buckets", self.num_buckets, minimum=1, allow_none=True)
@@ -351,6 +418,7 @@ class Bucketer:
                 "Pass at most one of `batch_size` and `max_tokens`. "
                 f"Received: batch_size={self.batch_size}, max_tokens={self.max_tokens}"
             )
+        check_quadratic_length(self.quadratic_length, self.max_tokens)
 
     def fit(self, lengths: Sequence[int] | np.ndarray) -> Bucketer:
         """Learn boundaries from ``lengths``.
@@ -372,10 +440,10 @@ class Bucketer:
         self._validate()
         values, counts = length_histogram(check_lengths(lengths))
         real = float(np.dot(values.astype(np.float64), counts))
-        bs, mt = self.batch_size, self.max_tokens
+        bs, mt, q = self.batch_size, self.max_tokens, self.quadratic_length
 
         def cost(bounds: np.ndarray) -> float:
-            return expected_tokens(values, counts, bounds, bs, mt)
+            return expected_tokens(values, counts, bounds, bs, mt, q)
 
         if self.strategy == "optimal":
             bounds = self._fit_optimal(values, counts, real, cost)
@@ -401,7 +469,9 @@ class Bucketer:
         cum = np.cumsum(counts)
         atom_values = values[ends]
         atom_counts = np.diff(np.concatenate([[0], cum[ends]]))
-        W = _cost_matrix(atom_values, atom_counts, self.batch_size, self.max_tokens)
+        W = _cost_matrix(
+            atom_values, atom_counts, self.batch_size, self.max_tokens, self.quadratic_length
+        )
         target = None if self.num_buckets is not None else self.target_padding
         limit = self.num_buckets if self.num_buckets is not None else ends.size
         costs, back = _optimal_tables(W, limit, real, target)
@@ -451,9 +521,11 @@ class Bucketer:
             "target_padding": 0.02,
             "batch_size": None,
             "max_tokens": None,
+            "quadratic_length": None,
         }
         parts = [] if self.num_buckets is None else [repr(self.num_buckets)]
-        parts += [f"{k}={getattr(self, k)!r}" for k, d in defaults.items() if getattr(self, k) != d]
+        shown_args = {k: getattr(self, k, d) for k, d in defaults.items()}
+        parts += [f"{k}={v!r}" for k, v in shown_args.items() if v != defaults[k]]
         text = f"Bucketer({', '.join(parts)})"
         if hasattr(self, "boundaries_"):
             b = self.boundaries_.tolist()

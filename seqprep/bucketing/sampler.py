@@ -7,7 +7,8 @@ How an epoch is planned (all vectorised; the only Python loops run over buckets 
    bucket.
 2. Each epoch shuffles every bucket's indices with ``np.random.default_rng([seed, epoch])`` and
    cuts each bucket into full batches of its capacity (``batch_size`` rows, or
-   ``max_tokens // longest length in the bucket`` rows).
+   ``max_tokens // longest length in the bucket`` rows; with ``quadratic_length`` a row of
+   length ``L`` costs ``L + L**2 / quadratic_length`` tokens).
 3. The partial leftovers of all buckets are packed together in bucket order, so a leftover is
    merged with its neighbours' leftovers instead of costing a batch of its own. With
    ``batch_size`` this gives exactly ``ceil(n / batch_size)`` batches, the fewest possible.
@@ -34,7 +35,9 @@ from seqprep.bucketing.boundaries import (
     Bucketer,
     as_boundaries,
     batch_capacity,
+    check_quadratic_length,
     length_histogram,
+    token_length_limit,
 )
 from seqprep.bucketing.report import padding_report
 
@@ -83,6 +86,12 @@ class BucketSampler:
             this sampler's ``batch_size`` / ``max_tokens``.
         batch_size: rows per batch. Exactly one of this and ``max_tokens``.
         max_tokens: budget per batch: rows x longest length <= ``max_tokens``.
+        quadratic_length: optional, with ``max_tokens`` only: a quadratic cost term for
+            attention-like models, whose cost grows with the square of the length. A row
+            padded to length ``L`` then costs ``L + L**2 / quadratic_length`` tokens (the
+            quadratic term equals the linear one at ``L = quadratic_length``), so batches of
+            long sequences get fewer rows; the budget holds exactly:
+            ``rows * L * (quadratic_length + L) <= max_tokens * quadratic_length``.
         shuffle: shuffle inside buckets and the batch order, from ``(seed, epoch)`` alone. When
             False, batches follow index order inside buckets and run from short to long.
         seed: non-negative seed.
@@ -98,7 +107,10 @@ class BucketSampler:
         merge_leftovers: pack the partial last batches of neighbouring buckets together (the
             default: fewest batches). Pass False with ``pad_to="bucket"`` so that every batch
             holds one bucket only and pads to that bucket's length, at the cost of up to one
-            partial batch per bucket.
+            partial batch per bucket. With ``num_shards > 1`` the batches that cannot fill a
+            group of ``num_shards`` from one bucket are still re-split together (unless
+            ``drop_remainder``); such a batch is labelled, and padded to, the longest bucket
+            among its members.
 
     Attributes:
         lengths: read-only int64 lengths as planned (after truncation).
@@ -140,6 +152,7 @@ class BucketSampler:
         overlong: Overlong = "error",
         max_length: int | None = None,
         merge_leftovers: bool = True,
+        quadratic_length: int | None = None,
     ) -> None:
         raw = check_lengths(lengths)
         if (batch_size is None) == (max_tokens is None):
@@ -151,6 +164,7 @@ class BucketSampler:
             )
         self.batch_size = check_int("batch_size", batch_size, minimum=1, allow_none=True)
         self.max_tokens = check_int("max_tokens", max_tokens, minimum=1, allow_none=True)
+        self.quadratic_length = check_quadratic_length(quadratic_length, self.max_tokens)
         self.shuffle = _check_bool("shuffle", shuffle)
         self.drop_remainder = _check_bool("drop_remainder", drop_remainder)
         self.seed = check_int("seed", seed, minimum=0)
@@ -174,8 +188,10 @@ class BucketSampler:
     def _setup(self, raw: np.ndarray, boundaries: Any) -> None:
         self._raw = raw
         limit, limit_name = self.max_length, "max_length"
-        if self.max_tokens is not None and (limit is None or self.max_tokens < limit):
-            limit, limit_name = self.max_tokens, "max_tokens"
+        if self.max_tokens is not None:
+            fits = token_length_limit(self.max_tokens, self.quadratic_length)
+            if limit is None or fits < limit:
+                limit, limit_name = fits, "max_tokens"
         lengths, kept = raw, None
         self.num_truncated_ = 0
         num_overlong = 0
@@ -185,8 +201,14 @@ class BucketSampler:
             count = int(over.sum())
             if self.overlong == "error":
                 pos = int(np.argmax(raw))
+                what = f"`{limit_name}`={limit}"
+                if limit_name == "max_tokens" and self.quadratic_length is not None:
+                    what = (
+                        f"{limit}, the longest length a `max_tokens`={self.max_tokens} budget "
+                        f"fits with quadratic_length={self.quadratic_length}"
+                    )
                 raise ValueError(
-                    f"{count} sequence(s) are longer than `{limit_name}`={limit}: the longest "
+                    f"{count} sequence(s) are longer than {what}: the longest "
                     f"has length {int(raw[pos])} (position {pos}). Received: overlong='error'\n"
                     f"- If they may be cut, pass overlong='truncate'; to leave them out, "
                     f"overlong='drop'; or raise `{limit_name}`."
@@ -209,6 +231,7 @@ class BucketSampler:
                     target_padding=DEFAULT_TARGET_PADDING,
                     batch_size=self.batch_size,
                     max_tokens=self.max_tokens,
+                    quadratic_length=self.quadratic_length,
                 )
                 bounds = bucketer.fit(kept_lengths).boundaries_
         else:
@@ -225,7 +248,9 @@ class BucketSampler:
         np.maximum.at(longest, value_bucket, values)
         longest.flags.writeable = False
         self.bucket_pad_lengths = longest
-        self._capacity = batch_capacity(longest, self.batch_size, self.max_tokens)
+        self._capacity = batch_capacity(
+            longest, self.batch_size, self.max_tokens, self.quadratic_length
+        )
 
         dtype = np.uint8 if nb <= 255 else np.uint16 if nb <= 65535 else np.int64
         if values.size and values[-1] <= max(1 << 22, 4 * kept_lengths.size):
@@ -557,6 +582,8 @@ class BucketSampler:
                 self.max_length,
                 self.merge_leftovers,
             )
+            if self.quadratic_length is not None:  # states saved without it stay loadable
+                config = (*config, self.quadratic_length)
             h.update(repr(config).encode())
             self._fingerprint = h.hexdigest()
         return self._fingerprint
@@ -616,8 +643,9 @@ class BucketSampler:
             raise ValueError(
                 "Argument `state` was saved by a sampler with other lengths, boundaries or "
                 "batching options (its `fingerprint` differs).\n"
-                "- Resume with the same lengths, boundaries, batch_size/max_tokens, shuffle, "
-                "drop_remainder, overlong and max_length."
+                "- Resume with the same lengths, boundaries, batch_size/max_tokens, "
+                "quadratic_length, shuffle, drop_remainder, overlong, max_length and "
+                "merge_leftovers."
             )
         epoch = self._check_epoch(state["epoch"])
         position = check_int("position", state["position"], minimum=0)
@@ -642,6 +670,7 @@ class BucketSampler:
             "overlong",
             "max_length",
             "merge_leftovers",
+            "quadratic_length",
             "_epoch",
             "_position",
         )
@@ -652,6 +681,7 @@ class BucketSampler:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         raw, bounds = state.pop("_raw"), state.pop("boundaries")
+        state.setdefault("quadratic_length", None)  # pickled before the option existed
         self.__dict__.update(state)
         self._setup(raw, bounds)
 
@@ -682,6 +712,8 @@ class BucketSampler:
             if self.batch_size is not None
             else f"max_tokens={self.max_tokens}"
         )
+        if self.quadratic_length is not None:
+            size += f", quadratic_length={self.quadratic_length}"
         shards = "" if self.num_shards == 1 else f", shard {self.shard_index}/{self.num_shards}"
         r = self.report()
         return (
