@@ -437,21 +437,31 @@ class _BatchSource:
 # --------------------------------------------------------------------------- callbacks
 
 
+def _batch_losses(means: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Each batch's loss, recovered from Keras's running means over examples after each batch.
 
-def _latest_batch_loss(
-    seen: float, mean: float, new_mean: float, size: float, first: bool
-) -> float:
-    """The loss of the latest batch, recovered from Keras's running mean over examples."""
-    return new_mean if first else ((seen + size) * new_mean - seen * mean) / size
+    Keras reports, after batch ``k``, the mean loss over the epoch so far weighted by batch
+    size: ``m_k = sum(b_i * l_i) / sum(b_i)``, so ``l_k = (S_k m_k - S_{k-1} m_{k-1}) / b_k``
+    with ``S_k = b_0 + ... + b_k``. A missing mean (NaN) makes its own and the next loss NaN.
+    """
+    sizes = sizes.astype(np.float64)
+    seen = np.cumsum(sizes)
+    before = seen - sizes
+    prev = np.concatenate([[0.0], means[:-1]])
+    return (seen * means - before * prev) / sizes
 
 
 class _GroupStats(keras.callbacks.Callback):
     """Per-group training (and validation) loss, recovered from Keras's running mean.
 
-    Keras reports, after batch ``k``, the mean loss over the epoch so far weighted by batch
-    size: ``m_k = sum(b_i * l_i) / sum(b_i)``. So ``l_k = (S_k m_k - S_{k-1} m_{k-1}) / b_k``.
-    The logs are float32, so figures are accurate to about 1e-3 relative on tiny batches.
+    The batch hooks only record the running mean at their batch index; the per-batch losses
+    (:func:`_batch_losses`) are computed at the end of the epoch, so the hooks may run out of
+    order and the callback declares ``async_safe`` (Keras dispatches batch callbacks on a thread
+    pool on backends that are thread-safe; the TensorFlow backend calls them in line). The
+    logs are float32, so figures are accurate to about 1e-3 relative on tiny batches.
     """
+
+    async_safe = True
 
     def __init__(self, train_groups, train_sizes, steps, initial_epoch, val_groups, val_sizes,
                  counter):
@@ -468,32 +478,21 @@ class _GroupStats(keras.callbacks.Callback):
         base = (epoch - self.initial_epoch) * self.steps
         self._groups = self.train_groups[base : base + self.steps]
         self._sizes = self.train_sizes[base : base + self.steps]
-        self._losses = np.full(self.steps, np.nan)
-        self._seen, self._mean = 0.0, 0.0
+        self._means = np.full(self.steps, np.nan)
 
     def on_train_batch_end(self, batch, logs=None):
-        if not logs or "loss" not in logs or batch >= self.steps:
-            return
-        m = float(logs["loss"])
-        b = float(self._sizes[batch])
-        self._losses[batch] = _latest_batch_loss(self._seen, self._mean, m, b, batch == 0)
-        self._seen += b
-        self._mean = m
+        if logs and "loss" in logs and batch < self.steps:
+            self._means[batch] = float(logs["loss"])
 
     def on_test_begin(self, logs=None):
-        self._v_losses = np.full(len(self.val_groups), np.nan)
-        self._v_seen, self._v_mean = 0.0, 0.0
+        self._v_means = np.full(len(self.val_groups), np.nan)
 
     def on_test_batch_end(self, batch, logs=None):
-        if not logs or "loss" not in logs or batch >= len(self.val_groups):
-            return
-        m = float(logs["loss"])
-        b = float(self.val_sizes[batch])
-        self._v_losses[batch] = _latest_batch_loss(self._v_seen, self._v_mean, m, b, batch == 0)
-        self._v_seen += b
-        self._v_mean = m
+        if logs and "loss" in logs and batch < len(self.val_groups):
+            self._v_means[batch] = float(logs["loss"])
 
-    def _summarise(self, split, groups, sizes, losses):
+    def _summarise(self, split, groups, sizes, means):
+        losses = _batch_losses(means, sizes)
         for g in np.unique(groups):
             sel = groups == g
             w = sizes[sel].astype(np.float64)
@@ -505,9 +504,9 @@ class _GroupStats(keras.callbacks.Callback):
             })
 
     def on_epoch_end(self, epoch, logs=None):
-        self._summarise("train", self._groups, self._sizes, self._losses)
-        if logs and any(k.startswith("val_") for k in logs) and hasattr(self, "_v_losses"):
-            self._summarise("val", self.val_groups, self.val_sizes, self._v_losses)
+        self._summarise("train", self._groups, self._sizes, self._means)
+        if logs and any(k.startswith("val_") for k in logs) and hasattr(self, "_v_means"):
+            self._summarise("val", self.val_groups, self.val_sizes, self._v_means)
         self.traces_by_epoch.append(self.counter["train"])
 
 

@@ -263,6 +263,19 @@ def test_group_stats_loss_matches_evaluate_when_weights_do_not_move():
         np.testing.assert_allclose(row["loss"], expected, rtol=2e-3, atol=1e-5)
 
 
+def test_batch_losses_from_running_means_exact():
+    from seqprep.fitting import _batch_losses
+
+    sizes = np.array([2, 3, 1, 4])
+    losses = np.array([1.0, 2.0, 4.0, 0.5])
+    means = np.cumsum(sizes * losses) / np.cumsum(sizes)  # what Keras reports after each batch
+    np.testing.assert_allclose(_batch_losses(means, sizes), losses, rtol=1e-12)
+    means[1] = np.nan  # a missing report spoils only its own batch and the next
+    got = _batch_losses(means, sizes)
+    assert np.isnan(got[1]) and np.isnan(got[2])
+    np.testing.assert_allclose(got[[0, 3]], losses[[0, 3]], rtol=1e-12)
+
+
 def test_bucketed_batches_are_post_padded_within_one_bucket():
     log: list[np.ndarray] = []
     x, y = token_data(LENGTHS)
