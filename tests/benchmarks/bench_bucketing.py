@@ -165,6 +165,36 @@ def test_pad_to_bucket_with_at_most_16_shapes():
     assert unmerged["padding_fraction"] <= 0.10
 
 
+def test_quadratic_cost_term_bounds_attention_cost_per_batch():
+    """max_tokens with and without quadratic_length: what an attention layer would pay.
+
+    The baseline is the linear budget (rows x longest <= max_tokens) on the same lengths; the
+    figure of merit is the largest per-batch attention cost, rows x longest**2 (the score
+    matrices), and its spread across batches: the quadratic term is meant to even it out.
+    """
+    lengths = _lognormal()
+    budget, q = 8192, 64
+    print(f"\nmax_tokens={budget}, lognormal lengths n={lengths.size}: linear budget vs "
+          f"quadratic_length={q}")
+    stats = {}
+    for name, kwargs in [("linear", {}), ("quadratic", {"quadratic_length": q})]:
+        sampler = BucketSampler(lengths, max_tokens=budget, seed=0, **kwargs)
+        batches = sampler.batches(0)
+        width = np.array([int(lengths[b].max()) for b in batches])
+        rows = np.array([b.size for b in batches])
+        attention = rows * width.astype(np.int64) ** 2
+        r = sampler.report()
+        stats[name] = attention.max()
+        print(f"  {name:<10} {len(sampler):4d} batches, padding {r['padding_fraction']:.3f}, "
+              f"attention cost per batch: max {attention.max():,}, "
+              f"max/median {attention.max() / np.median(attention):.1f}")
+        if kwargs:
+            assert np.all(rows * width * (q + width) <= budget * q)
+    print(f"  largest batch attention cost, quadratic / linear: "
+          f"{stats['quadratic'] / stats['linear']:.2f}x")
+    assert stats["quadratic"] < stats["linear"]
+
+
 def test_planning_ten_million_lengths():
     lengths = _lognormal(10_000_000, seed=1)
     gc.collect()
