@@ -233,6 +233,7 @@ def test_streaming_throughput():
     source = _element_dataset(values, offsets, labels).cache()
     for _ in source.ragged_batch(1024):  # fill the cache: every contender reads the same elements
         pass
+    epochs4 = source.repeat(4)  # 4 x 8192 elements per pass: the per-pass setup weighs less
     rates = _rates({
         "bucket_by_length": source.apply(
             bucket_by_length(bounds, batch_size=BATCH, buffer_size=None)),
@@ -240,15 +241,20 @@ def test_streaming_throughput():
         "bucket_by_length, shuffle 4096": source.apply(
             bucket_by_length(bounds, batch_size=BATCH, buffer_size=4096, seed=0)),
         "bucket_by_sequence_length, shuffle 4096": _bbsl(source.shuffle(4096, seed=0), bounds),
+        "bucket_by_length, 4 epochs per pass": epochs4.apply(
+            bucket_by_length(bounds, batch_size=BATCH, buffer_size=None)),
+        "bucket_by_sequence_length, 4 epochs per pass": _bbsl(epochs4, bounds),
         "bucket_by_length, padding='pre'": source.apply(
             bucket_by_length(bounds, batch_size=BATCH, buffer_size=None, padding="pre")),
         "bucket_by_length, max_tokens=4096": source.apply(
             bucket_by_length(bounds, max_tokens=4096, max_length=400, buffer_size=None)),
-    }, passes=6)
-    print("\n(c) streaming: bucket_by_length vs bucket_by_sequence_length, same cached input")
+    }, passes=8)
+    print("\n(c) streaming: bucket_by_length vs bucket_by_sequence_length, same cached input, "
+          "best of 8 interleaved passes")
     for name, (rate, count) in rates.items():
         print(f"{name:<45} {rate:9.0f} batches/s ({count} batches)")
     r = [rate for rate, _ in rates.values()]
     print(f"ratio bucket_by_length / bucket_by_sequence_length = {r[0] / r[1]:.2f} "
-          f"(shuffled: {r[2] / r[3]:.2f}) (target >= 1)")
+          f"(shuffled: {r[2] / r[3]:.2f}, 4 epochs per pass: {r[4] / r[5]:.2f}) "
+          "(acceptance >= 1, aim >= 1.5)")
     assert all(rate > 0 for rate in r)
