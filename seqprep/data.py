@@ -526,6 +526,35 @@ _POOL = 2048
 _ANY_SIZE = 1 << 62
 
 
+class _Consts:
+    """Constants shared by the ops of one traced function.
+
+    TensorFlow instantiates and optimises a ``tf.data`` function's graph again for each new
+    iterator, at a cost per node, constants included: ``tf.gather``, ``tf.concat``, slicing
+    and ``tf.range`` each add their own, so the per-pool function passes these instead.
+    """
+
+    def __init__(self) -> None:
+        self.axis0 = tf.constant(0)
+        self.axis1 = tf.constant(1)
+        self.zero = tf.constant(0, tf.int64)
+        self.one = tf.constant(1, tf.int64)
+        self.minus1 = tf.constant(-1, tf.int64)
+        self.one_vec = tf.constant([1], tf.int64)
+        self.flat = tf.constant([-1], tf.int64)
+        self.zero_vec = tf.constant([0], tf.int64)
+
+    def gather(self, params: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
+        return tf.gather(params, indices, axis=self.axis0)
+
+    def concat(self, tensors: list[tf.Tensor]) -> tf.Tensor:
+        return tf.concat(tensors, self.axis0)
+
+    def positions(self, like: tf.Tensor) -> tf.Tensor:
+        """``tf.range(tf.size(like))`` as int64."""
+        return tf.cumsum(tf.ones_like(like, tf.int64), axis=self.axis0, exclusive=True)
+
+
 def _pool_kind(spec: Any) -> str:
     """How a component is batched into a pool without a per-element function.
 
@@ -561,8 +590,11 @@ def _pool_leaf(window: tf.data.Dataset, kind: str, spec: Any, size: int) -> tf.d
     return window.batch(size)
 
 
-def _sparse_to_ragged(sp: tf.SparseTensor, spec: Any) -> tf.RaggedTensor:
-    """The ``sparse_batch`` of dense sequences ``(T, *inner)`` as a ragged ``(n, None, *inner)``.
+def _sparse_to_ragged(
+    sp: tf.SparseTensor, spec: Any, k: _Consts
+) -> tuple[tf.RaggedTensor, tf.Tensor]:
+    """The ``sparse_batch`` of dense sequences ``(T, *inner)`` as a ragged ``(n, None, *inner)``,
+    and its lengths.
 
     Every step of every sequence is stored, in row-major order, so each ``prod(inner)``-th index
     starts a step and its first coordinate is the sequence's row: counting them per row gives
@@ -570,10 +602,13 @@ def _sparse_to_ragged(sp: tf.SparseTensor, spec: Any) -> tf.RaggedTensor:
     """
     inner = spec.shape[1:].as_list()
     step = int(np.prod(inner, dtype=np.int64))
-    rows = sp.indices[::step, 0]
-    lengths = tf.math.unsorted_segment_sum(tf.ones_like(rows), rows, sp.dense_shape[0])
+    rows = sp.indices[::step, 0] if step > 1 else tf.gather(sp.indices, k.zero, axis=k.axis1)
+    lengths = tf.math.unsorted_segment_sum(
+        tf.ones_like(rows), rows, k.gather(sp.dense_shape, k.zero)
+    )
     values = tf.reshape(sp.values, [-1, *inner]) if inner else sp.values
-    return tf.RaggedTensor.from_row_lengths(values, lengths, validate=False)
+    splits = k.concat([k.zero_vec, tf.cumsum(lengths, axis=k.axis0)])
+    return tf.RaggedTensor.from_row_splits(values, splits, validate=False), lengths
 
 
 def _empty_pool(spec: Any) -> Any:
@@ -618,17 +653,18 @@ def _slice_args(begin: tf.Tensor, size: tf.Tensor, of: Any) -> list[tf.Tensor]:
     return [tf.concat([begin, *zeros], 1), tf.concat([size, *(z - 1 for z in zeros)], 1)]
 
 
-def _concat_rows(a: Any, b: Any) -> Any:
+def _concat_rows(a: Any, b: Any, k: _Consts) -> Any:
     """``tf.concat([a, b], 0)``, with fewer ops for ragged tensors of ragged rank 1."""
     if isinstance(a, tf.RaggedTensor) and a.ragged_rank == 1:
-        splits = tf.concat([a.row_splits, b.row_splits[1:] + a.row_splits[-1]], 0)
-        return tf.RaggedTensor.from_row_splits(
-            tf.concat([a.values, b.values], 0), splits, validate=False
-        )
-    return tf.concat([a, b], 0)
+        a_splits, b_splits = a.row_splits, b.row_splits
+        offset = k.gather(a_splits, tf.size(a_splits, out_type=tf.int64) - k.one)
+        splits = k.concat([a_splits, tf.slice(b_splits, k.one_vec, k.flat) + offset])
+        values = k.concat([a.values, b.values])
+        return tf.RaggedTensor.from_row_splits(values, splits, validate=False)
+    return k.concat([a, b])
 
 
-def _gather_rows(x: Any, rows: tf.Tensor) -> Any:
+def _gather_rows(x: Any, rows: tf.Tensor, k: _Consts) -> Any:
     """``tf.gather(x, rows)``, with fewer ops for ragged tensors of ragged rank 1."""
     if isinstance(x, tf.RaggedTensor) and x.ragged_rank == 1:
         splits, values = tf.raw_ops.RaggedGather(
@@ -636,7 +672,9 @@ def _gather_rows(x: Any, rows: tf.Tensor) -> Any:
             OUTPUT_RAGGED_RANK=1,
         )
         return tf.RaggedTensor.from_row_splits(values, splits[0], validate=False)
-    return tf.gather(x, rows)
+    if isinstance(x, tf.RaggedTensor):
+        return tf.gather(x, rows)
+    return k.gather(x, rows)
 
 
 def _argsort_distinct(keys: tf.Tensor) -> tf.Tensor:
@@ -645,7 +683,7 @@ def _argsort_distinct(keys: tf.Tensor) -> tf.Tensor:
 
 
 def _cut_pool(
-    bucket: tf.Tensor, last: tf.Tensor, sizes: tf.Tensor, drop_remainder: bool
+    bucket: tf.Tensor, last: tf.Tensor, sizes: tf.Tensor, drop_remainder: bool, k: _Consts
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
     """Plan the batches of one pool (the carried elements first, then the new ones).
 
@@ -662,31 +700,31 @@ def _cut_pool(
     """
     n = tf.size(bucket, out_type=tf.int64)
     bucket = tf.cast(bucket, tf.int64)
-    position = tf.range(n)
+    position = k.positions(bucket)
     # Sorted by bucket, in arrival order within a bucket (the keys are distinct).
     order = _argsort_distinct(bucket * n + position)
-    in_bucket = tf.gather(bucket, order)
-    counts = tf.math.unsorted_segment_sum(tf.ones_like(bucket), bucket, sizes.shape[0])
-    first = tf.gather(tf.cumsum(counts, exclusive=True), in_bucket)
-    count = tf.gather(counts, in_bucket)
-    size = tf.gather(sizes, in_bucket)
+    in_bucket = k.gather(bucket, order)
+    counts = tf.math.unsorted_segment_sum(tf.ones_like(bucket), bucket, tf.size(sizes))
+    first = k.gather(tf.cumsum(counts, axis=k.axis0, exclusive=True), in_bucket)
+    count = k.gather(counts, in_bucket)
+    size = k.gather(sizes, in_bucket)
     rank = position - first  # rank in its bucket
     complete = rank < count // size * size
     emit = complete if drop_remainder else tf.logical_or(complete, last)
     # Arrival position of the last element of each element's batch: batches are emitted in
     # that order, the carried elements after them.
-    end = tf.gather(order, first + tf.minimum(rank // size * size + size, count) - 1)
+    end = k.gather(order, first + tf.minimum(rank // size * size + size, count) - k.one)
     ranked = _argsort_distinct(tf.where(emit, end, n) * n + order)
-    final = tf.gather(order, ranked)
-    num = tf.reduce_sum(tf.cast(emit, tf.int64))
-    take, keep = tf.split(final, tf.stack([num, n - num]))
+    final = k.gather(order, ranked)
+    num = tf.reduce_sum(tf.cast(emit, tf.int64), axis=k.axis0)
+    take, keep = tf.split(final, tf.stack([num, n - num]), axis=k.axis0)
     # Where batches start and end in `take`.
-    starts = tf.gather(tf.logical_and(emit, tf.equal(rank % size, 0)), ranked)
-    ends = tf.equal(final, tf.gather(tf.where(emit, end, -1), ranked))
-    starts = tf.reshape(tf.where(starts), [-1])
-    ends = tf.reshape(tf.where(ends), [-1]) + 1
+    starts = k.gather(tf.logical_and(emit, tf.equal(rank % size, k.zero)), ranked)
+    ends = tf.equal(final, k.gather(tf.where(emit, end, k.minus1), ranked))
+    starts = tf.reshape(tf.where(starts), k.flat)
+    ends = tf.reshape(tf.where(ends), k.flat) + k.one
     if drop_remainder:  # at the end, what is left is dropped
-        keep = keep[: tf.where(last, tf.constant(0, tf.int64), n - num)]
+        keep = keep[: tf.where(last, k.zero, n - num)]
     return take, starts, ends, keep
 
 
@@ -903,15 +941,20 @@ def bucket_by_length(
         # bucket's partial batch is carried to the next pool). The pool leaves reordered batch
         # after batch, with per batch the arguments of the tf.slice that cuts it out.
         # Everything is kept as plain tensors (ragged components split into values and splits).
-        def prepare(leaves: Any, draw: tf.Tensor | None) -> Any:
-            leaves = [
-                _sparse_to_ragged(leaf, s) if kind == "sparse" else leaf
-                for leaf, kind, s in zip(leaves, kinds, leaf_specs, strict=True)
-            ]
+        def prepare(leaves: Any, draw: tf.Tensor | None, k: _Consts) -> Any:
+            unpacked, lengths = [], None
+            for i, (leaf, kind, s) in enumerate(zip(leaves, kinds, leaf_specs, strict=True)):
+                if kind == "sparse":
+                    leaf, leaf_lengths = _sparse_to_ragged(leaf, s, k)
+                    if i == 0:
+                        lengths = leaf_lengths
+                unpacked.append(leaf)
             if length_fn is not None:
-                comps, lengths = leaves[:-1], leaves[-1]
+                comps, lengths = unpacked[:-1], unpacked[-1]
             else:
-                comps, lengths = leaves, _pool_lengths(leaves[0])
+                comps = unpacked
+                if lengths is None:
+                    lengths = _pool_lengths(comps[0])
             if max_length is not None:
                 check = tf.debugging.Assert(
                     tf.reduce_all(lengths <= max_length),
@@ -927,10 +970,9 @@ def bucket_by_length(
             if draw is None:
                 return comps, bucket, None
             perm = tf.random.experimental.stateless_shuffle(
-                tf.range(tf.size(bucket, out_type=tf.int64)),
-                seed=tf.stack([draw, tf.constant(seed or 0, tf.int64)]),
+                k.positions(bucket), seed=tf.stack([draw, tf.constant(seed or 0, tf.int64)])
             )
-            return comps, tf.gather(bucket, perm), perm
+            return comps, k.gather(bucket, perm), perm
 
         def cut(state: Any, pool: Any) -> Any:
             parts, carry_bucket = state
@@ -939,26 +981,27 @@ def bucket_by_length(
                 leaves, draw, last = pool
             else:
                 (leaves, last), draw = pool, None
-            comps, bucket, perm = prepare(leaves, draw)
-            bucket = tf.concat([carry_bucket, bucket], 0)
-            take, start, stop, keep = _cut_pool(bucket, last, t_sizes, drop_remainder)
-            new_bucket = tf.gather(bucket, keep)
+            k = _Consts()
+            comps, bucket, perm = prepare(leaves, draw, k)
+            bucket = k.concat([carry_bucket, bucket])
+            take, start, stop, keep = _cut_pool(bucket, last, t_sizes, drop_remainder, k)
+            new_bucket = k.gather(bucket, keep)
             if perm is not None:  # positions in the shuffled order -> rows of the data
                 carried = tf.size(carry_bucket, out_type=tf.int64)
-                rows = tf.concat([tf.range(carried), perm + carried], 0)
-                take, keep = tf.gather(rows, take), tf.gather(rows, keep)
-            comps = [_concat_rows(c, p) for c, p in zip(carry, comps, strict=True)]
-            kept = [_gather_rows(c, keep) for c in comps]
-            out = [_gather_rows(c, take) for c in comps]
-            first, rows = tf.expand_dims(start, 1), tf.expand_dims(stop - start, 1)
+                rows = k.concat([k.positions(carry_bucket), perm + carried])
+                take, keep = k.gather(rows, take), k.gather(rows, keep)
+            comps = [_concat_rows(c, p, k) for c, p in zip(carry, comps, strict=True)]
+            kept = [_gather_rows(c, keep, k) for c in comps]
+            out = [_gather_rows(c, take, k) for c in comps]
+            first, rows = tf.expand_dims(start, k.axis1), tf.expand_dims(stop - start, k.axis1)
             cuts = []
             for c, mode in zip(out, modes, strict=True):
                 if mode == "padded":
-                    begin = tf.gather(c.row_splits, start)
-                    size = tf.gather(c.row_splits, stop) - begin
-                    cuts += _slice_args(tf.expand_dims(begin, 1), tf.expand_dims(size, 1),
-                                        c.values)
-                    cuts += [first, rows + 1, begin]
+                    begin = k.gather(c.row_splits, start)
+                    size = k.gather(c.row_splits, stop) - begin
+                    cuts += _slice_args(tf.expand_dims(begin, k.axis1),
+                                        tf.expand_dims(size, k.axis1), c.values)
+                    cuts += [first, rows + k.one, begin]
                 elif mode == "dense":
                     cuts += _slice_args(first, rows, c)
             new_state = (tuple(tf.nest.flatten(kept, expand_composites=True)), new_bucket)
