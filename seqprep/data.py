@@ -759,7 +759,7 @@ def bucket_by_length(
     Memory is bounded: the pool being read, the pool being batched, and at most one partial
     batch per bucket (fewer than ``batch_size`` elements each, or ``max_tokens // bound``).
     Each pass over the data (each new iterator, e.g. each Keras epoch) pays a fixed setup while
-    TensorFlow instantiates and optimises the transformation's functions: about 75 ms on the
+    TensorFlow instantiates and optimises the transformation's functions: about 70 ms on the
     2-core CPU of the benchmarks, against about 30 ms for ``bucket_by_sequence_length``.
 
     An element is a sequence tensor ``(T, ...)``, or a tuple whose first component is the
