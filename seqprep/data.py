@@ -661,6 +661,8 @@ def _concat_rows(a: Any, b: Any, k: _Consts) -> Any:
         splits = k.concat([a_splits, tf.slice(b_splits, k.one_vec, k.flat) + offset])
         values = k.concat([a.values, b.values])
         return tf.RaggedTensor.from_row_splits(values, splits, validate=False)
+    if isinstance(a, tf.RaggedTensor):
+        return tf.concat([a, b], 0)
     return k.concat([a, b])
 
 

@@ -587,6 +587,27 @@ def test_bucket_by_length_dense_elements_dict_strings_and_empty_stream():
     assert _as_numpy(empty) == []
 
 
+
+def test_bucket_by_length_components_with_several_variable_dimensions():
+    # (T, F) with F varying too, and (3, W) with W varying: padded like padded_batch would,
+    # the time axis on the `padding` side, the other axes after.
+    lengths = [3, 1, 4, 5]
+
+    def gen():
+        for i, k in enumerate(lengths):
+            yield np.full((k, i % 3 + 1), i + 1, np.int32), np.full((3, i % 2 + 1), i, np.int32)
+
+    ds = tf.data.Dataset.from_generator(gen, output_signature=(
+        tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([3, None], tf.int32)))
+    out = _as_numpy(ds.apply(bucket_by_length(
+        [3], batch_size=2, buffer_size=None, padding="pre", value=-1)))
+    (x0, w0), (x1, w1), (x2, w2) = out
+    np.testing.assert_array_equal(x0[0], [[-1, -1, -1]] + [[1, -1, -1]] * 3)
+    np.testing.assert_array_equal(x0[1], [[3, 3, 3]] * 4)
+    assert x1.shape == (1, 1, 2) and x2.shape == (1, 5, 1)  # the flushed remainders
+    assert w0.shape == (2, 3, 1) and w1.shape == (1, 3, 2)
+
+
 def test_lengths_helper_agrees():
     x, lengths = _int_data(n=5)
     np.testing.assert_array_equal(sequence_lengths(x), lengths)
