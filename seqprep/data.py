@@ -777,8 +777,8 @@ def bucket_by_length(
         max_tokens: budget of padded tokens per batch (rows x longest length). Needs
             ``max_length``, the bound of the last, open-ended bucket.
         length_fn: ``element -> scalar length``; default: the first dimension of the element,
-            or of its first component. A ``length_fn`` costs one ``map`` over the elements
-            (a function call per element: several times slower than the default).
+            or of its first component. A ``length_fn`` costs one ``map`` over the elements,
+            a function call per element: about half the default's throughput.
         padding: ``"post"`` (default) or ``"pre"``.
         value: padding value.
         buffer_size: elements per pool; each pool is shuffled whole (a uniform permutation,
