@@ -31,6 +31,11 @@ from numpy.typing import DTypeLike
 from seqprep._checks import check_choice, check_int
 from seqprep._ragged import Ragged, as_ragged, lengths_of
 from seqprep.bucketing import BucketSampler, as_boundaries
+from seqprep.bucketing.boundaries import (
+    batch_capacity,
+    check_quadratic_length,
+    token_length_limit,
+)
 from seqprep.padding import pad_sequences
 
 __all__ = ["bucket_by_length", "bucketed_dataset"]
@@ -742,6 +747,7 @@ def bucket_by_length(
     seed: int | None = None,
     drop_remainder: bool = False,
     max_length: int | None = None,
+    quadratic_length: int | None = None,
 ) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
     """Bucket a stream of unbatched sequences by length: a transformation for ``Dataset.apply``.
 
@@ -788,6 +794,10 @@ def bucket_by_length(
         drop_remainder: leave out each bucket's last partial batch.
         max_length: longest length allowed; a longer element stops iteration with
             ``InvalidArgumentError``.
+        quadratic_length: with ``max_tokens`` only: a row padded to length ``L`` costs
+            ``L + L**2 / quadratic_length`` tokens (attention-like models), so each bucket's
+            rows per batch are the most whose cost fits ``max_tokens`` at the bucket's bound,
+            as in :class:`~seqprep.BucketSampler`.
 
     Returns:
         A function ``Dataset -> Dataset`` of padded batches, for ``dataset.apply(...)``.
@@ -841,15 +851,22 @@ def bucket_by_length(
                 "its batch size cannot be set without a longest length.\n"
                 "- Pass max_length=<longest sequence length>."
             )
-        if max_length > max_tokens:
+        quadratic_length = check_quadratic_length(quadratic_length, max_tokens)
+        fits = token_length_limit(max_tokens, quadratic_length)
+        if max_length > fits:
+            what = f"is below `max_length`={max_length}"
+            if quadratic_length is not None:
+                what = (f"with quadratic_length={quadratic_length} fits one row of at most "
+                        f"{fits} steps, below `max_length`={max_length}")
             raise ValueError(
-                f"Argument `max_tokens`={max_tokens} is below `max_length`={max_length}: a "
+                f"Argument `max_tokens`={max_tokens} {what}: a "
                 "sequence that long would not fit in any batch.\n"
                 "- Raise `max_tokens` or lower `max_length`."
             )
         upper = np.append(bounds - 1, max_length).clip(min=1)
-        sizes = np.maximum(max_tokens // upper, 1)
+        sizes = batch_capacity(upper, None, max_tokens, quadratic_length)
     else:
+        check_quadratic_length(quadratic_length, max_tokens)
         sizes = np.full(bounds.size + 1, batch_size)
     t_bounds = tf.constant(bounds, tf.int64)
     t_sizes = tf.constant(sizes.astype(np.int64))

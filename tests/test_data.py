@@ -515,6 +515,29 @@ def test_bucket_by_length_token_budget_never_exceeded():
         assert rows.count(size) == count // size and len(rows) == -(-count // size)
 
 
+def test_bucket_by_length_quadratic_cost_term_budget_exact():
+    lengths = np.random.default_rng(6).integers(1, 101, 300)
+    out = _stream(lengths).apply(bucket_by_length(
+        [5, 17, 40], max_tokens=1000, max_length=100, quadratic_length=50, buffer_size=64,
+        seed=0))
+    batches = _bucket_batches(out)
+    for _, xb in batches:
+        rows, width = xb.shape
+        assert rows * width * (50 + width) <= 1000 * 50
+    assert sorted(i for ids, _ in batches for i in ids) == list(range(300))
+    # Bounds 4, 16, 39 and 100: a row costs 4.32, 21.12, 69.42 and 300 tokens, so 231, 47,
+    # 14 and 3 rows per batch; every batch full but each bucket's last.
+    bucket_of = np.searchsorted([5, 17, 40], lengths, side="right")
+    for b, size in enumerate([231, 47, 14, 3]):
+        rows = [len(ids) for ids, _ in batches if bucket_of[ids[0]] == b]
+        count = int((bucket_of == b).sum())
+        assert rows.count(size) == count // size and len(rows) == -(-count // size)
+    with pytest.raises(ValueError, match="fits one row of at most 61 steps"):
+        bucket_by_length([5], max_tokens=100, max_length=100, quadratic_length=100)
+    with pytest.raises(ValueError, match="`quadratic_length` only changes"):
+        bucket_by_length([5], batch_size=4, quadratic_length=100)
+
+
 def test_bucket_by_length_seeds_deterministic_and_distinct_and_reshuffled_per_pass():
     lengths = np.random.default_rng(5).integers(1, 40, 120)
 
