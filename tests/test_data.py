@@ -499,6 +499,15 @@ def test_bucket_by_length_drop_remainder_leaves_out_each_buckets_last_partial_ba
     assert seen == sorted(expected)
 
 
+def _assert_full_batches_but_last(batches, lengths, bounds, sizes):
+    """Bucket ``b``'s batches hold ``sizes[b]`` rows each, but one smaller last batch."""
+    bucket_of = np.searchsorted(bounds, lengths, side="right")
+    for b, size in enumerate(sizes):
+        rows = [len(ids) for ids, _ in batches if bucket_of[ids[0]] == b]
+        count = int((bucket_of == b).sum())
+        assert rows.count(size) == count // size and len(rows) == -(-count // size)
+
+
 def test_bucket_by_length_token_budget_never_exceeded():
     lengths = np.random.default_rng(4).integers(1, 101, 400)
     out = _stream(lengths).apply(bucket_by_length(
@@ -508,11 +517,7 @@ def test_bucket_by_length_token_budget_never_exceeded():
     assert sorted(i for ids, _ in batches for i in ids) == list(range(400))
     # Bucket bounds 4, 16, 39 and max_length 100: 25, 6, 2 and 1 rows per batch, every batch
     # full but each bucket's last.
-    bucket_of = np.searchsorted([5, 17, 40], lengths, side="right")
-    for b, size in enumerate([25, 6, 2, 1]):
-        rows = [len(ids) for ids, _ in batches if bucket_of[ids[0]] == b]
-        count = int((bucket_of == b).sum())
-        assert rows.count(size) == count // size and len(rows) == -(-count // size)
+    _assert_full_batches_but_last(batches, lengths, [5, 17, 40], [25, 6, 2, 1])
 
 
 def test_bucket_by_length_quadratic_cost_term_budget_exact():
@@ -527,11 +532,7 @@ def test_bucket_by_length_quadratic_cost_term_budget_exact():
     assert sorted(i for ids, _ in batches for i in ids) == list(range(300))
     # Bounds 4, 16, 39 and 100: a row costs 4.32, 21.12, 69.42 and 300 tokens, so 231, 47,
     # 14 and 3 rows per batch; every batch full but each bucket's last.
-    bucket_of = np.searchsorted([5, 17, 40], lengths, side="right")
-    for b, size in enumerate([231, 47, 14, 3]):
-        rows = [len(ids) for ids, _ in batches if bucket_of[ids[0]] == b]
-        count = int((bucket_of == b).sum())
-        assert rows.count(size) == count // size and len(rows) == -(-count // size)
+    _assert_full_batches_but_last(batches, lengths, [5, 17, 40], [231, 47, 14, 3])
     with pytest.raises(ValueError, match="fits one row of at most 61 steps"):
         bucket_by_length([5], max_tokens=100, max_length=100, quadratic_length=100)
     with pytest.raises(ValueError, match="`quadratic_length` only changes"):
