@@ -28,7 +28,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from seqprep import BucketSampler, bucket_by_length, bucketed_dataset  # noqa: E402
+from seqprep import Bucketer, BucketSampler, bucket_by_length, bucketed_dataset  # noqa: E402
 
 N, BATCH, VOCAB = 8192, 64, 1000
 
@@ -161,6 +161,54 @@ def test_training_epoch_time():
     print(f"ratio seqprep / bucket_by_sequence_length = {t_ours / t_bbsl:.2f} (target <= 0.45)")
     print(f"ratio seqprep / sorted floor              = {t_ours / t_floor:.2f} (target <= 1.2)")
     assert t_ours > 0 and t_bbsl > 0 and t_floor > 0
+
+
+def test_training_epoch_time_with_xla():
+    """jit_compile=True: XLA compiles one program per concrete batch shape.
+
+    ``bucket_by_sequence_length`` pads each batch to its own longest sequence, so the shapes
+    change from batch to batch and from epoch to epoch, and XLA keeps compiling. seqprep's
+    recipe for XLA is ``pad_to="bucket"`` with ``merge_leftovers=False``: at most two shapes per
+    bucket (full batches and the bucket's leftover), the same every epoch, all compiled in the
+    first epoch. Smaller data (``SEQPREP_BENCH_XLA_N``, default 2048) keeps the compiling
+    bounded; epochs are interleaved across the two contenders, same initial weights.
+    """
+    n = int(os.environ.get("SEQPREP_BENCH_XLA_N", "2048"))
+    x, lengths, labels, values, offsets = _data()
+    x, lengths, labels = x[:n], lengths[:n], labels[:n]
+    values, offsets = values[: offsets[n]], offsets[: n + 1]
+    bounds = _quantile_boundaries(lengths)
+    sampler = BucketSampler(lengths, boundaries=Bucketer(8, batch_size=BATCH).fit(lengths),
+                            batch_size=BATCH, seed=0, merge_leftovers=False)
+    ours = bucketed_dataset(x, labels, sampler=sampler, pad_to="bucket",
+                            reshuffle_each_iteration=True)
+    base = _bbsl(_element_dataset(values, offsets, labels).shuffle(n, seed=0), bounds)
+    weights = _model().get_weights()
+    contenders = {"seqprep pad_to='bucket' (8 optimal buckets)": ours,
+                  "bucket_by_sequence_length (9 buckets, quantile)": base}
+    models = {}
+    for name in contenders:
+        models[name] = _model(weights)
+        models[name].compile(optimizer="adam", jit_compile=True,
+                             loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    shapes: dict[str, set] = {name: set() for name in contenders}
+    epochs = 3
+    for _ in range(epochs):
+        for name, ds in contenders.items():
+            shapes[name] |= {tuple(xb.shape) for xb, _ in ds}
+            timer = _EpochTimer()
+            models[name].fit(ds, epochs=1, verbose=0, callbacks=[timer])
+            times[name].append(timer.times[0])
+    print(f"\n(a') jit_compile=True, GRU(64), {n} seqs, batch {BATCH}: epoch times (s)")
+    for name in contenders:
+        runs = ", ".join(f"{t:.1f}" for t in times[name])
+        print(f"{name:<50} epochs: {runs}; distinct batch shapes over {epochs} epochs: "
+              f"{len(shapes[name])}")
+    (ours_t, base_t) = times.values()
+    print(f"ratio seqprep / bucket_by_sequence_length: first epoch "
+          f"{ours_t[0] / base_t[0]:.2f}, later epochs {sum(ours_t[1:]) / sum(base_t[1:]):.2f}")
+    assert len(shapes[next(iter(contenders))]) <= 2 * sampler.num_buckets
 
 
 def _rates(datasets: dict, passes: int = 4) -> dict:
