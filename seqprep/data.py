@@ -844,6 +844,7 @@ def bucket_by_length(
             f"{int(bounds[-1])}: the buckets above it could never fill.\n"
             "- Raise `max_length` or drop the boundaries above it."
         )
+    quadratic_length = check_quadratic_length(quadratic_length, max_tokens)
     if max_tokens is not None:
         if max_length is None:
             raise ValueError(
@@ -851,7 +852,6 @@ def bucket_by_length(
                 "its batch size cannot be set without a longest length.\n"
                 "- Pass max_length=<longest sequence length>."
             )
-        quadratic_length = check_quadratic_length(quadratic_length, max_tokens)
         fits = token_length_limit(max_tokens, quadratic_length)
         if max_length > fits:
             what = f"is below `max_length`={max_length}"
@@ -866,7 +866,6 @@ def bucket_by_length(
         upper = np.append(bounds - 1, max_length).clip(min=1)
         sizes = batch_capacity(upper, None, max_tokens, quadratic_length)
     else:
-        check_quadratic_length(quadratic_length, max_tokens)
         sizes = np.full(bounds.size + 1, batch_size)
     t_bounds = tf.constant(bounds, tf.int64)
     t_sizes = tf.constant(sizes.astype(np.int64))
