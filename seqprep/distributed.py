@@ -325,7 +325,9 @@ def replica_dataset_fn(
         truncating: as :func:`~seqprep.bucketed_dataset`.
         dtype: dtype of the ``x`` batches.
         merge_leftovers: see :class:`~seqprep.BucketSampler`; pass False with
-            ``pad_to="bucket"`` so that every step holds one bucket's sequences only.
+            ``pad_to="bucket"`` to keep each bucket's leftover batch in its bucket (only the
+            final batches re-split so that every replica gets one may still mix buckets;
+            they pad to the largest).
         quadratic_length: see :class:`~seqprep.BucketSampler` (with ``max_tokens`` only; the
             per-replica budget ``max_tokens // num_replicas`` is what each row's
             ``L + L**2 / quadratic_length`` cost is held to).
