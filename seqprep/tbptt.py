@@ -137,6 +137,7 @@ class _Runner:
                 + _how_to_build(batch_size, window)
             )
         self.steps = _steps_for(keras.backend.backend(), self)
+        self._masker = _MaskOutputs()
         self.prepared: set[bool] = set()  # kinds of target whose loss/metrics are built
 
     def _check_layers(self, layers: list[Any]) -> list[Any]:
@@ -293,6 +294,16 @@ class _Runner:
         scaled = self.model.optimizer.scale_loss(loss) if training else loss
         return loss, scaled, picked
 
+    def window_metrics(self, x: Any, y: Any, picked: Any, weight: Any) -> dict[str, Any]:
+        """Update the compiled metrics with the window's real targets only.
+
+        Keras applies ``sample_weight`` to ``weighted_metrics`` only; plain ``metrics`` would
+        count padding and rows without a target. A Keras mask on the outputs reaches both.
+        """
+        weight = ops.convert_to_tensor(weight)
+        picked = self._masker(picked, mask=ops.greater(weight, 0))
+        return self.model.compute_metrics(x, y, picked, weight)
+
     # -- compiled steps (one per backend) ---------------------------------------------------
     def forward(self, feed: tuple[np.ndarray, ...], *, training: bool = False) -> Any:
         """Run one window without gradients; returns the per-step outputs.
@@ -311,6 +322,20 @@ class _Runner:
         return self.steps.test(feed, y, weight, pick, many_to_one)
 
 
+class _MaskOutputs(keras.layers.Layer):
+    """Returns a copy of its input carrying the ``mask`` it is called with (as a Keras mask)."""
+
+    def __init__(self) -> None:
+        super().__init__(name="tbptt_mask_outputs", trainable=False)
+        self.supports_masking = True
+
+    def call(self, inputs: Any, mask: Any = None) -> Any:
+        return ops.copy(inputs)
+
+    def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
+        return mask
+
+
 class _TFSteps:
     """``tf.function`` steps; gradients with ``tf.GradientTape``."""
 
@@ -321,13 +346,17 @@ class _TFSteps:
         self.runner = runner
         self._compiled: dict[tuple[str, bool], Any] = {}
 
+    def _tensors(self, *arrays: Any) -> list[Any]:
+        # numpy arguments would make tf.function retrace for every new value
+        return self.tf.nest.map_structure(self.tf.convert_to_tensor, list(arrays))
+
     def forward(self, feed, training):
         key = ("forward", training)
         if key not in self._compiled:
             self._compiled[key] = self.tf.function(
                 lambda x, mask, reset, idle: self.runner.run_window(x, mask, reset, idle, training)
             )
-        return self._compiled[key](*feed)
+        return self._compiled[key](*self._tensors(*feed))
 
     def train(self, feed, y, weight, pick, many_to_one):
         key = ("train", many_to_one)
@@ -342,10 +371,10 @@ class _TFSteps:
                 variables = model.trainable_variables
                 gradients = tape.gradient(scaled, variables)
                 model.optimizer.apply_gradients(zip(gradients, variables, strict=True))
-                return loss, model.compute_metrics(feed[0], y, picked, weight)
+                return loss, runner.window_metrics(feed[0], y, picked, weight)
 
             self._compiled[key] = self.tf.function(step)
-        return self._compiled[key](tuple(feed), y, weight, pick)
+        return self._compiled[key](*self._tensors(feed, y, weight, pick))
 
     def test(self, feed, y, weight, pick, many_to_one):
         key = ("test", many_to_one)
@@ -356,10 +385,10 @@ class _TFSteps:
                 loss, _, picked = runner.window_loss(
                     feed, y, weight, pick, training=False, many_to_one=many_to_one
                 )
-                return loss, model.compute_metrics(feed[0], y, picked, weight)
+                return loss, runner.window_metrics(feed[0], y, picked, weight)
 
             self._compiled[key] = self.tf.function(step)
-        return self._compiled[key](tuple(feed), y, weight, pick)
+        return self._compiled[key](*self._tensors(feed, y, weight, pick))
 
 
 class _JAXSteps:
@@ -450,7 +479,7 @@ class _JAXSteps:
                     values[2], grads, values[0]
                 )
                 with self._scoped(groups, [trainable, non_trainable, optimizer, values[3]]) as s:
-                    logs = model.compute_metrics(feed[0], y, picked, weight)
+                    logs = runner.window_metrics(feed[0], y, picked, weight)
                 metrics = self._after(s, groups[3], values[3])
                 return (loss, logs), [trainable, non_trainable, optimizer, metrics]
 
@@ -470,7 +499,7 @@ class _JAXSteps:
                     loss, _, picked = runner.window_loss(
                         feed, y, weight, pick, training=False, many_to_one=many_to_one
                     )
-                    logs = model.compute_metrics(feed[0], y, picked, weight)
+                    logs = runner.window_metrics(feed[0], y, picked, weight)
                 new = [self._after(scope, g, v) for g, v in zip(groups, values, strict=True)]
                 return (loss, logs), new
 
@@ -514,7 +543,7 @@ class _TorchSteps:
         ]
         with self.torch.no_grad():
             model.optimizer.apply(gradients, variables)
-            logs = model.compute_metrics(feed[0], y, picked.detach(), weight)
+            logs = self.runner.window_metrics(feed[0], y, picked.detach(), weight)
         return loss.detach(), logs
 
     def test(self, feed, y, weight, pick, many_to_one):
@@ -524,7 +553,7 @@ class _TorchSteps:
             loss, _, picked = self.runner.window_loss(
                 feed, y, weight, pick, training=False, many_to_one=many_to_one
             )
-            return loss, self.runner.model.compute_metrics(feed[0], y, picked, weight)
+            return loss, self.runner.window_metrics(feed[0], y, picked, weight)
 
 
 def _steps_for(backend: str, runner: _Runner) -> Any:
@@ -540,6 +569,7 @@ def _steps_for(backend: str, runner: _Runner) -> Any:
 # (fit, then evaluate, then predict); a new optimizer, loss or metrics (a new `compile`) or a
 # different window, batch size or input dtype makes a new runner.
 _RUNNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_RUNNERS_PER_MODEL = 4  # e.g. fit at one window, predict at another, without recompiling
 
 
 def _runner_for(model: Any, *, window: int, batch_size: int, data: Ragged) -> _Runner:
@@ -558,7 +588,10 @@ def _runner_for(model: Any, *, window: int, batch_size: int, data: Ragged) -> _R
         id(getattr(model, "_compile_metrics", None)),
     )
     if key not in cache:
-        cache.clear()
+        for stale in [k for k in cache if k[4:] != key[4:]]:  # a new compile()
+            del cache[stale]
+        while len(cache) >= _RUNNERS_PER_MODEL:
+            del cache[next(iter(cache))]
         cache[key] = _Runner(model, window=window, batch_size=batch_size, data=data)
     return cache[key]
 
@@ -783,7 +816,7 @@ def _first_call(runner: _Runner, windows: _Windows) -> None:
     y, weight = (ops.convert_to_tensor(a) for a in windows.targets_of(0))
     picked = runner.select(y_pred, ops.convert_to_tensor(windows.pick(0)), windows.many_to_one)
     runner.model.compute_loss(x, y, picked, ops.zeros_like(weight), training=False)
-    runner.model.compute_metrics(x, y, picked, ops.zeros_like(weight))
+    runner.window_metrics(x, y, picked, ops.zeros_like(weight))
     runner.model.reset_metrics()
     runner.reset_all()
     runner.prepared.add(windows.many_to_one)

@@ -265,13 +265,25 @@ def test_fit_learns_last_step_target_and_evaluate_agrees():
 
 def test_many_to_many_inferred_from_per_step_targets():
     model = stateful_model("simple")
-    model.compile(optimizer="sgd", loss="mse")
+    model.compile(optimizer="sgd", loss="mse", metrics=["mae"])
     x = sequences()
     y = [np.zeros((len(s), 1), "float32") for s in x]
-    loss = evaluate_tbptt(model, x, y, window=4, batch_size=3)
-    every = predict_tbptt(model, x, window=4, batch_size=3, return_sequences=True)
-    expected = np.mean(np.concatenate(every) ** 2)
-    np.testing.assert_allclose(loss, expected, rtol=1e-4)
+    logs = evaluate_tbptt(model, x, y, window=4, batch_size=3, return_dict=True)
+    every = np.concatenate(predict_tbptt(model, x, window=4, batch_size=3, return_sequences=True))
+    np.testing.assert_allclose(logs["loss"], np.mean(every**2), rtol=1e-4)
+    # plain (unweighted) compiled metrics count real steps only, as the loss does
+    np.testing.assert_allclose(logs["mae"], np.mean(np.abs(every)), rtol=1e-4)
+
+
+def test_many_to_one_metrics_count_each_sequence_once():
+    model = stateful_model("gru")
+    model.compile(optimizer="sgd", loss="mse", metrics=["mae"])
+    x = sequences()
+    y = np.ones((len(x), 1), "float32")
+    logs = evaluate_tbptt(model, x, y, window=3, batch_size=3, return_dict=True)
+    pred = predict_tbptt(model, x, window=3, batch_size=3)
+    np.testing.assert_allclose(logs["mae"], np.mean(np.abs(pred - 1)), rtol=1e-4)
+    np.testing.assert_allclose(logs["loss"], np.mean((pred - 1) ** 2), rtol=1e-4)
 
 
 def test_fit_does_not_mutate_inputs_and_leaves_state_zeroed():
