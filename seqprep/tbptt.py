@@ -7,7 +7,8 @@ after another into ``batch_size`` rows, every sequence starts at a window bounda
 here run that plan:
 
 * before each window, the state of exactly the rows that start a new sequence is zeroed
-  (``tf.where`` on the RNN layers' state variables; ``layer.reset_state()`` would zero all rows);
+  (``keras.ops.where`` on the RNN layers' state variables; ``layer.reset_state()`` would zero
+  all rows);
 * a row that is all padding in a window (it has run out of sequences) keeps its state unchanged;
 * the model is called as ``model(x, mask=mask)`` with the padding mask, so recurrent layers hold
   their state over padded steps: after each window, every row's state is the state at its last
@@ -15,10 +16,17 @@ here run that plan:
   its next sequence, so even a layer that drops the mask cannot leak padding into a real output
   of a causal model. Losses and metrics are weighted so that padding counts for nothing.
 
+The window math is ``keras.ops`` and variable assignments, so it runs on TensorFlow, JAX and
+PyTorch; only compiling a window step and taking its gradient is done per backend
+(``tf.function`` + ``GradientTape``; ``jax.jit`` + ``keras.StatelessScope`` +
+``jax.value_and_grad``; eager PyTorch + ``torch.autograd.grad``).
+
 How the model must be built:
     One input of batch shape ``(batch_size, window, *step_shape)`` (or ``None`` for the time
     axis), one output **per time step** (the last recurrent layer has
-    ``return_sequences=True``), every recurrent layer ``stateful=True`` and running forward in
+    ``return_sequences=True``) or, for many-to-one targets, a plain classifier whose last
+    recurrent layer has ``return_sequences=False`` (its output for a window is the one at the
+    row's last real step), every recurrent layer ``stateful=True`` and running forward in
     time (no ``Bidirectional``, no ``go_backwards``). The model must be causal: the output at
     step ``t`` may depend on steps up to ``t`` only (recurrent, dense and ``TimeDistributed``
     layers are; attention over the window or a centred ``Conv1D`` are not). Compile it with an
@@ -851,7 +859,8 @@ def fit_tbptt(
     (sequences for many-to-one, real steps for many-to-many), plus the compiled metrics.
 
     Args:
-        model: A compiled stateful Keras model with per-step outputs, built for ``batch_size``.
+        model: A compiled stateful Keras model built for ``batch_size``, with per-step outputs
+            or (many-to-one only) a last recurrent layer with ``return_sequences=False``.
         x: Sequence collection of ``n`` sequences of shape ``(T_i, *step_shape)``, ``T_i >= 1``.
         y: Many-to-one: array of shape ``(n, ...)``. Many-to-many: collection of ``(T_i, ...)``
             arrays.
@@ -876,7 +885,8 @@ def fit_tbptt(
     Raises:
         ValueError: If ``window`` or ``batch_size`` is below 1, the model is not stateful, is
             bidirectional, was built for another batch size or window, does not return per-step
-            outputs or is not compiled, or ``y`` does not match ``x``.
+            outputs (or one output per row, for a plain classifier) or is not compiled, or
+            ``y`` does not match ``x`` (per-step targets need per-step outputs).
         TypeError: If ``model`` is not a Keras model or an argument has the wrong type.
 
     Example:
@@ -988,7 +998,8 @@ def evaluate_tbptt(
     is the mean over all targets (sequences for many-to-one, real steps for many-to-many).
 
     Args:
-        model: A compiled stateful Keras model with per-step outputs, built for ``batch_size``.
+        model: A compiled stateful Keras model built for ``batch_size`` (per-step outputs, or a
+            plain classifier for many-to-one targets).
         x: Sequence collection of ``n`` sequences, each at least one step long.
         y: Targets, as for :func:`fit_tbptt`.
         window: Steps per window, at least 1.
@@ -1055,8 +1066,9 @@ def predict_tbptt(
     sequence.
 
     Args:
-        model: A stateful Keras model with per-step outputs, built for ``batch_size`` (it need
-            not be compiled).
+        model: A stateful Keras model built for ``batch_size`` (it need not be compiled), with
+            per-step outputs or a last recurrent layer with ``return_sequences=False`` (then
+            only ``return_sequences=False`` here).
         x: Sequence collection of ``n`` sequences, each at least one step long.
         window: Steps per window, at least 1. Any window gives the same outputs; larger windows
             make fewer, bigger model calls.
@@ -1081,6 +1093,10 @@ def predict_tbptt(
         >>> [a.shape for a in predict_tbptt(model, x, window=3, batch_size=2,
         ...                                 return_sequences=True)]
         [(7, 2), (2, 2), (4, 2)]
+        >>> from seqprep.models import reference_rnn  # a plain classifier works too
+        >>> clf = reference_rnn(input_dim=1, num_classes=4, units=2, stateful=True, batch_size=2)
+        >>> predict_tbptt(clf, x, window=3, batch_size=2).shape
+        (3, 4)
     """
     verbose = _verbosity(verbose)
     if not isinstance(return_sequences, (bool, np.bool_)):

@@ -40,8 +40,15 @@ def sequences(lengths, seed=0):
     return [rng.normal(size=(n, DIM)).astype("float32") for n in lengths]
 
 
-def whole(twin, x):
-    return np.stack([to_numpy(twin(s[None]))[0] for s in x])
+def whole(twin, x, rows=6, pad_to=12):
+    """The twin's output for every whole sequence, from one post-padded batch (one shape).
+
+    The twin's Masking layer makes the zero tail padding, as in plain Keras training.
+    """
+    padded = np.zeros((rows, pad_to, DIM), "float32")
+    for i, seq in enumerate(x):
+        padded[i, : len(seq)] = seq
+    return to_numpy(twin(padded))[: len(x)]
 
 
 # Models are cached per (cell, batch size, depth) so Hypothesis examples reuse compiled steps.
@@ -56,15 +63,16 @@ def cached(cell, batch_size, num_layers):
     return _MODELS[key]
 
 
-# Cells are covered by the parametrized test below; here the layout varies.
+# Cells are covered by the parametrized test below; here the layout varies. Few distinct
+# (batch size, window) pairs keep the compiled steps few on JAX.
 @settings(max_examples=15)
 @given(
-    lengths=st.lists(st.integers(1, 11), min_size=1, max_size=6),
-    window=st.integers(1, 5),
+    lengths=st.lists(st.integers(1, 12), min_size=1, max_size=6),
+    window=st.sampled_from([1, 3, 5]),
     batch_size=st.integers(1, 3),
-    num_layers=st.integers(1, 2),
 )
-def test_predict_equals_whole_sequence_twin(lengths, window, batch_size, num_layers):
+def test_predict_equals_whole_sequence_twin(lengths, window, batch_size):
+    num_layers = 2 if batch_size == 2 else 1  # a stack: only the top layer is per-window
     model, twin = cached("gru", batch_size, num_layers)
     x = sequences(lengths, seed=sum(lengths))
     got = predict_tbptt(model, x, window=window, batch_size=batch_size)
@@ -76,11 +84,11 @@ def test_predict_equals_whole_sequence_twin(lengths, window, batch_size, num_lay
 def test_predict_is_in_input_order_with_packed_rows_and_idle_rows(cell, num_layers):
     # 7 sequences in 3 rows: rows hold several sequences; the longest keeps one row busy
     # after the others have run out.
-    lengths = [13, 2, 7, 5, 1, 9, 4]
+    lengths = [12, 2, 7, 5, 1, 9, 4]
     model = classifier(cell, num_layers=num_layers)
     x = sequences(lengths)
-    expected = whole(twin_of(model, cell, num_layers=num_layers), x)
-    for window in (1, 3, 13):
+    expected = whole(twin_of(model, cell, num_layers=num_layers), x, rows=7)
+    for window in (1, 3, 12):
         got = predict_tbptt(model, x, window=window, batch_size=3)
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
