@@ -7,7 +7,8 @@ after another into ``batch_size`` rows, every sequence starts at a window bounda
 here run that plan:
 
 * before each window, the state of exactly the rows that start a new sequence is zeroed
-  (``tf.where`` on the RNN layers' state variables; ``layer.reset_state()`` would zero all rows);
+  (``keras.ops.where`` on the RNN layers' state variables; ``layer.reset_state()`` would zero
+  all rows);
 * a row that is all padding in a window (it has run out of sequences) keeps its state unchanged;
 * the model is called as ``model(x, mask=mask)`` with the padding mask, so recurrent layers hold
   their state over padded steps: after each window, every row's state is the state at its last
@@ -15,10 +16,17 @@ here run that plan:
   its next sequence, so even a layer that drops the mask cannot leak padding into a real output
   of a causal model. Losses and metrics are weighted so that padding counts for nothing.
 
+The window math is ``keras.ops`` and variable assignments, so it runs on TensorFlow, JAX and
+PyTorch; only compiling a window step and taking its gradient is done per backend
+(``tf.function`` + ``GradientTape``; ``jax.jit`` + ``keras.StatelessScope`` +
+``jax.value_and_grad``; eager PyTorch + ``torch.autograd.grad``).
+
 How the model must be built:
     One input of batch shape ``(batch_size, window, *step_shape)`` (or ``None`` for the time
     axis), one output **per time step** (the last recurrent layer has
-    ``return_sequences=True``), every recurrent layer ``stateful=True`` and running forward in
+    ``return_sequences=True``) or, for many-to-one targets, a plain classifier whose last
+    recurrent layer has ``return_sequences=False`` (its output for a window is the one at the
+    row's last real step), every recurrent layer ``stateful=True`` and running forward in
     time (no ``Bidirectional``, no ``go_backwards``). The model must be causal: the output at
     step ``t`` may depend on steps up to ``t`` only (recurrent, dense and ``TimeDistributed``
     layers are; attention over the window or a centred ``Conv1D`` are not). Compile it with an
@@ -50,9 +58,11 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
+import math
+
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from seqprep._checks import check_choice, check_int
 from seqprep._ragged import Ragged, as_ragged
@@ -92,7 +102,13 @@ def _walk_layers(layer: Any) -> list[Any]:
 
 
 class _Runner:
-    """Runs a plan on one model: per-row state resets and compiled per-window steps."""
+    """Runs a plan on one model: per-row state resets and compiled per-window steps.
+
+    The window math (resets, masking, picking the outputs the targets refer to, the loss) is
+    written once with ``keras.ops`` and variable assignments; :class:`_TFSteps`,
+    :class:`_JAXSteps` and :class:`_TorchSteps` only compile it and take its gradient the way
+    each backend does.
+    """
 
     def __init__(self, model: Any, *, window: int, batch_size: int, data: Ragged) -> None:
         if not isinstance(model, keras.Model):
@@ -110,7 +126,31 @@ class _Runner:
                 "Argument `model` must take exactly one input for TBPTT. Received a model with "
                 f"{len(model.inputs)} inputs"
             )
-        layers = _walk_layers(model)
+        rnns = self._check_layers(_walk_layers(model))
+        # A plain classifier: the last recurrent layer returns one output per window (the
+        # output at the row's last real step, as the padding mask holds the state over the
+        # padded tail), so the window where a sequence ends yields that sequence's output.
+        self.per_window = not rnns[-1].return_sequences
+        self._check_input_shape()
+        if not model.built or any(layer.states is None for layer in rnns):
+            model(self.zeros_batch(), training=False)
+        self.state_variables = [v for layer in rnns for v in keras.tree.flatten(layer.states)]
+        built_for = {int(v.shape[0]) for v in self.state_variables}
+        if built_for != {batch_size}:
+            raise ValueError(
+                f"Argument `batch_size` must be the batch size the model was built for. "
+                f"Received: batch_size={batch_size}, but the model's stateful layers hold "
+                f"states for batch size {sorted(built_for)}\n- If you meant that batch size, "
+                f"pass `batch_size={min(built_for)}`; otherwise rebuild the model.\n"
+                + _how_to_build(batch_size, window)
+            )
+        self.steps = _steps_for(keras.backend.backend(), self)
+        self._masker = _MaskOutputs()
+        self.prepared: set[bool] = set()  # kinds of target whose loss/metrics are built
+
+    def _check_layers(self, layers: list[Any]) -> list[Any]:
+        """The model's recurrent layers, after checking they can carry state across windows."""
+        batch_size, window = self.batch_size, self.window
         backwards = [
             layer.name
             for layer in layers
@@ -137,23 +177,7 @@ class _Runner:
                 "`stateful=False`, so they would forget everything between windows.\n"
                 + _how_to_build(batch_size, window)
             )
-        self._check_input_shape()
-        if not model.built or any(layer.states is None for layer in rnns):
-            model(self.zeros_batch(), training=False)
-        self.state_variables = [v for layer in rnns for v in tf.nest.flatten(layer.states)]
-        built_for = {int(v.shape[0]) for v in self.state_variables}
-        if built_for != {batch_size}:
-            raise ValueError(
-                f"Argument `batch_size` must be the batch size the model was built for. "
-                f"Received: batch_size={batch_size}, but the model's stateful layers hold "
-                f"states for batch size {sorted(built_for)}\n- If you meant that batch size, "
-                f"pass `batch_size={min(built_for)}`; otherwise rebuild the model.\n"
-                + _how_to_build(batch_size, window)
-            )
-        self._forward: dict[bool, Any] = {}
-        self._train: dict[bool, Any] = {}
-        self._test: dict[bool, Any] = {}
-        self.prepared: set[bool] = set()  # kinds of target whose loss/metrics are built
+        return rnns
 
     def _check_input_shape(self) -> None:
         inputs = getattr(self.model, "inputs", None)
@@ -187,116 +211,373 @@ class _Runner:
 
     def check_output(self, y_pred: Any) -> None:
         shape = tuple(y_pred.shape)
+        if self.per_window:
+            if len(shape) < 1 or shape[0] != self.batch_size:
+                raise ValueError(
+                    "Argument `model` must return one output per row, of shape (batch_size, "
+                    f"...) = ({self.batch_size}, ...). Received outputs of shape {shape}\n"
+                    + _how_to_build(self.batch_size, self.window)
+                )
+            return
         if len(shape) < 3 or shape[:2] != (self.batch_size, self.window):
             raise ValueError(
                 "Argument `model` must return one output per time step, of shape "
                 f"(batch_size, window, ...) = ({self.batch_size}, {self.window}, ...). "
                 f"Received outputs of shape {shape}\n- If the last recurrent layer has "
-                "`return_sequences=False`, set it to True: seqprep picks each sequence's last "
-                "step itself.\n" + _how_to_build(self.batch_size, self.window)
+                "`return_sequences=True`, every layer after it must keep the time axis.\n"
+                + _how_to_build(self.batch_size, self.window)
             )
 
-    # -- state handling, used inside the compiled steps ------------------------------------
-    def _reset_rows(self, reset: tf.Tensor) -> list[tf.Tensor]:
+    def check_targets(self, many_to_one: bool, name: str = "y") -> None:
+        if self.per_window and not many_to_one:
+            raise ValueError(
+                f"Argument `{name}` holds one target per step (many-to-many), but the model "
+                "returns one output per sequence: its last recurrent layer has "
+                "`return_sequences=False`.\n- If you have one target per sequence, pass "
+                f"`{name}` as an array of shape (n, ...); for per-step targets, build the "
+                "model with `return_sequences=True`."
+            )
+
+    # -- the window math, backend-neutral; run inside each backend's compiled step ----------
+    def _reset_rows(self, reset: Any) -> list[Any]:
         """Zero the state of rows where ``reset``; return the states after the reset."""
         kept = []
         for v in self.state_variables:
-            rows = tf.reshape(reset, [-1] + [1] * (len(v.shape) - 1))
-            value = tf.where(rows, tf.zeros_like(v.value), v.value)
+            rows = ops.reshape(reset, (-1,) + (1,) * (len(v.shape) - 1))
+            value = ops.where(rows, ops.zeros_like(v.value), v.value)
             v.assign(value)
             kept.append(value)
         return kept
 
-    def _restore_rows(self, idle: tf.Tensor, before: list[tf.Tensor]) -> None:
+    def _restore_rows(self, idle: Any, before: list[Any]) -> None:
         """Put back the state of rows that were all padding in this window."""
         for v, old in zip(self.state_variables, before, strict=True):
-            rows = tf.reshape(idle, [-1] + [1] * (len(v.shape) - 1))
-            v.assign(tf.where(rows, old, v.value))
+            rows = ops.reshape(idle, (-1,) + (1,) * (len(v.shape) - 1))
+            v.assign(ops.where(rows, old, v.value))
 
     def reset_all(self) -> None:
         for v in self.state_variables:
-            v.assign(tf.zeros_like(v.value))
+            v.assign(ops.zeros(v.shape, dtype=v.dtype))
 
-    @staticmethod
-    def _pick(y_pred: tf.Tensor, pick: tf.Tensor, many_to_one: bool) -> tf.Tensor:
-        """The outputs the targets refer to, without the Keras mask attached to ``y_pred``.
+    def select(self, y_pred: Any, pick: Any, many_to_one: bool) -> Any:
+        """The outputs the targets refer to, as a new tensor without a Keras mask.
 
-        Keras losses would fold that mask into the weights a second time (and it marks idle
-        rows as real); the weights passed with the targets already say which outputs count.
+        Keras losses would fold the mask attached to ``y_pred`` into the weights a second time
+        (and it marks idle rows as real); the weights passed with the targets already say
+        which outputs count.
         """
-        if many_to_one:
-            return tf.gather(y_pred, pick, axis=1, batch_dims=1)
-        return tf.identity(y_pred)
+        if many_to_one and not self.per_window:
+            hit = ops.arange(self.window, dtype="int32")[None, :] == ops.cast(
+                pick, "int32"
+            )[:, None]
+            hit = ops.reshape(hit, tuple(hit.shape) + (1,) * (len(y_pred.shape) - 2))
+            return ops.sum(ops.where(hit, y_pred, ops.zeros_like(y_pred)), axis=1)
+        return ops.copy(y_pred)
 
-    # -- compiled steps -------------------------------------------------------------------
-    def _call(self, x: tf.Tensor, mask: tf.Tensor, training: bool) -> tf.Tensor:
+    def _call(self, x: Any, mask: Any, training: bool) -> Any:
         with warnings.catch_warnings():
             # Functional/Sequential wrappers warn that they "do not support masking" although
             # they pass the mask on to their layers; the recurrent layers do use it.
             warnings.filterwarnings("ignore", message=".*was passed an input with a mask")
             return self.model(x, training=training, mask=mask)
 
-    def forward(self, feed: tuple[np.ndarray, ...], *, training: bool = False) -> tf.Tensor:
+    def run_window(self, x: Any, mask: Any, reset: Any, idle: Any, training: bool) -> Any:
+        """One window: reset rows, run the model, keep idle rows' state; per-step outputs."""
+        before = self._reset_rows(reset)
+        y_pred = self._call(x, mask, training=training)
+        self._restore_rows(idle, before)
+        return y_pred
+
+    def window_loss(
+        self, feed: tuple[Any, ...], y: Any, weight: Any, pick: Any, *, training: bool,
+        many_to_one: bool,
+    ) -> tuple[Any, Any, Any]:
+        """``(loss, scaled loss, picked outputs)`` of one window; updates the carried state."""
+        x, mask, reset, idle = feed
+        y_pred = self.run_window(x, mask, reset, idle, training)
+        picked = self.select(y_pred, pick, many_to_one)
+        loss = self.model.compute_loss(
+            x, y, picked, _mean_weights(ops.convert_to_tensor(weight)), training=training
+        )
+        scaled = self.model.optimizer.scale_loss(loss) if training else loss
+        return loss, scaled, picked
+
+    def window_metrics(self, x: Any, y: Any, picked: Any, weight: Any) -> dict[str, Any]:
+        """Update the compiled metrics with the window's real targets only.
+
+        Keras applies ``sample_weight`` to ``weighted_metrics`` only; plain ``metrics`` would
+        count padding and rows without a target. A Keras mask on the outputs reaches both.
+        """
+        weight = ops.convert_to_tensor(weight)
+        picked = self._masker(picked, mask=ops.greater(weight, 0))
+        return self.model.compute_metrics(x, y, picked, weight)
+
+    # -- compiled steps (one per backend) ---------------------------------------------------
+    def forward(self, feed: tuple[np.ndarray, ...], *, training: bool = False) -> Any:
         """Run one window without gradients; returns the per-step outputs.
 
         ``training=True`` (windows of ``fit_tbptt`` that hold no target) runs the layers in
         training mode, so dropout acts on the carried state as in the windows that learn.
         """
-        if training not in self._forward:
-
-            def step(x, mask, reset, idle):
-                before = self._reset_rows(reset)
-                y_pred = self._call(x, mask, training=training)
-                self._restore_rows(idle, before)
-                return y_pred
-
-            self._forward[training] = tf.function(step)
-        return self._forward[training](*feed)
+        return self.steps.forward(feed, training)
 
     def train(self, feed, y, weight, pick, *, many_to_one: bool) -> tuple[Any, dict[str, Any]]:
         """One optimizer step on one window; returns the window's loss and metric results."""
-        if many_to_one not in self._train:
-            model = self.model
-
-            def step(x, mask, reset, idle, y, weight, pick):
-                before = self._reset_rows(reset)
-                with tf.GradientTape() as tape:
-                    y_pred = self._call(x, mask, training=True)
-                    picked = self._pick(y_pred, pick, many_to_one)
-                    loss = model.compute_loss(x, y, picked, _mean_weights(weight))
-                    scaled = model.optimizer.scale_loss(loss)
-                variables = model.trainable_variables
-                gradients = tape.gradient(scaled, variables)
-                model.optimizer.apply_gradients(zip(gradients, variables, strict=True))
-                self._restore_rows(idle, before)
-                logs = model.compute_metrics(x, y, picked, weight)
-                return loss, logs
-
-            self._train[many_to_one] = tf.function(step)
-        return self._train[many_to_one](*feed, y, weight, pick)
+        return self.steps.train(feed, y, weight, pick, many_to_one)
 
     def test(self, feed, y, weight, pick, *, many_to_one: bool) -> tuple[Any, dict[str, Any]]:
         """Loss and metrics of one window, without updating weights."""
-        if many_to_one not in self._test:
-            model = self.model
+        return self.steps.test(feed, y, weight, pick, many_to_one)
 
-            def step(x, mask, reset, idle, y, weight, pick):
-                before = self._reset_rows(reset)
-                y_pred = self._call(x, mask, training=False)
-                picked = self._pick(y_pred, pick, many_to_one)
-                loss = model.compute_loss(x, y, picked, _mean_weights(weight), training=False)
-                self._restore_rows(idle, before)
-                logs = model.compute_metrics(x, y, picked, weight)
-                return loss, logs
 
-            self._test[many_to_one] = tf.function(step)
-        return self._test[many_to_one](*feed, y, weight, pick)
+class _MaskOutputs(keras.layers.Layer):
+    """Returns a copy of its input carrying the ``mask`` it is called with (as a Keras mask)."""
 
+    def __init__(self) -> None:
+        super().__init__(name="tbptt_mask_outputs", trainable=False)
+        self.supports_masking = True
+
+    def call(self, inputs: Any, mask: Any = None) -> Any:
+        return ops.copy(inputs)
+
+    def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
+        return mask
+
+
+class _TFSteps:
+    """``tf.function`` steps; gradients with ``tf.GradientTape``."""
+
+    def __init__(self, runner: _Runner) -> None:
+        import tensorflow as tf
+
+        self.tf = tf
+        self.runner = runner
+        self._compiled: dict[tuple[str, bool], Any] = {}
+
+    def _tensors(self, *arrays: Any) -> list[Any]:
+        # numpy arguments would make tf.function retrace for every new value
+        return self.tf.nest.map_structure(self.tf.convert_to_tensor, list(arrays))
+
+    def forward(self, feed, training):
+        key = ("forward", training)
+        if key not in self._compiled:
+            self._compiled[key] = self.tf.function(
+                lambda x, mask, reset, idle: self.runner.run_window(x, mask, reset, idle, training)
+            )
+        return self._compiled[key](*self._tensors(*feed))
+
+    def train(self, feed, y, weight, pick, many_to_one):
+        key = ("train", many_to_one)
+        if key not in self._compiled:
+            runner, model = self.runner, self.runner.model
+
+            def step(feed, y, weight, pick):
+                with self.tf.GradientTape() as tape:
+                    loss, scaled, picked = runner.window_loss(
+                        feed, y, weight, pick, training=True, many_to_one=many_to_one
+                    )
+                variables = model.trainable_variables
+                gradients = tape.gradient(scaled, variables)
+                model.optimizer.apply_gradients(zip(gradients, variables, strict=True))
+                return loss, runner.window_metrics(feed[0], y, picked, weight)
+
+            self._compiled[key] = self.tf.function(step)
+        return self._compiled[key](*self._tensors(feed, y, weight, pick))
+
+    def test(self, feed, y, weight, pick, many_to_one):
+        key = ("test", many_to_one)
+        if key not in self._compiled:
+            runner, model = self.runner, self.runner.model
+
+            def step(feed, y, weight, pick):
+                loss, _, picked = runner.window_loss(
+                    feed, y, weight, pick, training=False, many_to_one=many_to_one
+                )
+                return loss, runner.window_metrics(feed[0], y, picked, weight)
+
+            self._compiled[key] = self.tf.function(step)
+        return self._compiled[key](*self._tensors(feed, y, weight, pick))
+
+
+class _JAXSteps:
+    """``jax.jit`` steps over the model's variables as values (``keras.StatelessScope``)."""
+
+    def __init__(self, runner: _Runner) -> None:
+        import jax
+
+        self.jax = jax
+        self.runner = runner
+        self._compiled: dict[tuple[str, bool], Any] = {}
+
+    def _groups(self, *names: str) -> list[list[Any]]:
+        model = self.runner.model
+        found = {
+            "trainable": lambda: model.trainable_variables,
+            "non_trainable": self._non_trainable,
+            "optimizer": lambda: model.optimizer.variables,
+            "metrics": lambda: model.metrics_variables,
+        }
+        return [list(found[name]()) for name in names]
+
+    def _non_trainable(self) -> list[Any]:
+        """Non-trainable variables, including the RNN states (Keras does not track those)."""
+        found = list(self.runner.model.non_trainable_variables)
+        seen = {id(v) for v in found}
+        return found + [v for v in self.runner.state_variables if id(v) not in seen]
+
+    @staticmethod
+    def _scoped(groups: list[list[Any]], values: list[list[Any]]) -> keras.StatelessScope:
+        mapping = [
+            (v, value)
+            for group, vals in zip(groups, values, strict=True)
+            for v, value in zip(group, vals, strict=True)
+        ]
+        return keras.StatelessScope(state_mapping=mapping, collect_losses=True)
+
+    @staticmethod
+    def _after(scope: keras.StatelessScope, group: list[Any], values: list[Any]) -> list[Any]:
+        out = []
+        for v, old in zip(group, values, strict=True):
+            new = scope.get_current_value(v)
+            out.append(old if new is None else new)
+        return out
+
+    def _run(self, key, names, build, *args):
+        groups = self._groups(*names)
+        if key not in self._compiled:
+            self._compiled[key] = self.jax.jit(build(groups))
+        values = [[v.value for v in group] for group in groups]
+        result, new_values = self._compiled[key](values, *args)
+        for group, vals in zip(groups, new_values, strict=True):
+            for v, value in zip(group, vals, strict=True):
+                v.assign(value)
+        return result
+
+    def forward(self, feed, training):
+        runner = self.runner
+
+        def build(groups):
+            def step(values, feed):
+                with self._scoped(groups, values) as scope:
+                    y_pred = runner.run_window(*feed, training)
+                return y_pred, [values[0], self._after(scope, groups[1], values[1])]
+
+            return step
+
+        names = ("trainable", "non_trainable")
+        return self._run(("forward", training), names, build, tuple(feed))
+
+    def train(self, feed, y, weight, pick, many_to_one):
+        runner, model = self.runner, self.runner.model
+
+        def build(groups):
+            def loss_fn(trainable, values, feed, y, weight, pick):
+                with self._scoped(groups, [trainable, *values[1:]]) as scope:
+                    loss, scaled, picked = runner.window_loss(
+                        feed, y, weight, pick, training=True, many_to_one=many_to_one
+                    )
+                return scaled, (loss, picked, self._after(scope, groups[1], values[1]))
+
+            def step(values, feed, y, weight, pick):
+                grad_fn = self.jax.value_and_grad(loss_fn, has_aux=True)
+                (_, (loss, picked, non_trainable)), grads = grad_fn(
+                    values[0], values, feed, y, weight, pick
+                )
+                trainable, optimizer = model.optimizer.stateless_apply(
+                    values[2], grads, values[0]
+                )
+                with self._scoped(groups, [trainable, non_trainable, optimizer, values[3]]) as s:
+                    logs = runner.window_metrics(feed[0], y, picked, weight)
+                metrics = self._after(s, groups[3], values[3])
+                return (loss, logs), [trainable, non_trainable, optimizer, metrics]
+
+            return step
+
+        names = ("trainable", "non_trainable", "optimizer", "metrics")
+        return self._run(
+            ("train", many_to_one), names, build, tuple(feed), y, weight, pick
+        )
+
+    def test(self, feed, y, weight, pick, many_to_one):
+        runner, model = self.runner, self.runner.model
+
+        def build(groups):
+            def step(values, feed, y, weight, pick):
+                with self._scoped(groups, values) as scope:
+                    loss, _, picked = runner.window_loss(
+                        feed, y, weight, pick, training=False, many_to_one=many_to_one
+                    )
+                    logs = runner.window_metrics(feed[0], y, picked, weight)
+                new = [self._after(scope, g, v) for g, v in zip(groups, values, strict=True)]
+                return (loss, logs), new
+
+            return step
+
+        names = ("trainable", "non_trainable", "metrics")
+        return self._run(("test", many_to_one), names, build, tuple(feed), y, weight, pick)
+
+
+class _TorchSteps:
+    """Eager steps; gradients with ``torch.autograd.grad``."""
+
+    def __init__(self, runner: _Runner) -> None:
+        import torch
+
+        self.torch = torch
+        self.runner = runner
+
+    @staticmethod
+    def _tensors(*arrays: Any) -> list[Any]:
+        return [ops.convert_to_tensor(a) for a in arrays]
+
+    def forward(self, feed, training):
+        with self.torch.no_grad():
+            return self.runner.run_window(*self._tensors(*feed), training)
+
+    def train(self, feed, y, weight, pick, many_to_one):
+        model = self.runner.model
+        feed = tuple(self._tensors(*feed))
+        y, weight, pick = self._tensors(y, weight, pick)
+        loss, scaled, picked = self.runner.window_loss(
+            feed, y, weight, pick, training=True, many_to_one=many_to_one
+        )
+        variables = model.trainable_variables
+        gradients = self.torch.autograd.grad(
+            scaled, [v.value for v in variables], allow_unused=True
+        )
+        gradients = [
+            self.torch.zeros_like(v.value) if g is None else g
+            for g, v in zip(gradients, variables, strict=True)
+        ]
+        with self.torch.no_grad():
+            model.optimizer.apply(gradients, variables)
+            logs = self.runner.window_metrics(feed[0], y, picked.detach(), weight)
+        return loss.detach(), logs
+
+    def test(self, feed, y, weight, pick, many_to_one):
+        feed = tuple(self._tensors(*feed))
+        y, weight, pick = self._tensors(y, weight, pick)
+        with self.torch.no_grad():
+            loss, _, picked = self.runner.window_loss(
+                feed, y, weight, pick, training=False, many_to_one=many_to_one
+            )
+            return loss, self.runner.window_metrics(feed[0], y, picked, weight)
+
+
+def _steps_for(backend: str, runner: _Runner) -> Any:
+    steps = {"tensorflow": _TFSteps, "jax": _JAXSteps, "torch": _TorchSteps}
+    if backend not in steps:
+        raise ValueError(
+            f"TBPTT runs on the TensorFlow, JAX and PyTorch backends. Received: Keras backend "
+            f"{backend!r}\n- If you can, set `KERAS_BACKEND` to 'tensorflow', 'jax' or 'torch'."
+        )
+    return steps[backend](runner)
 
 # Compiled per-window steps are traced once per model and layout and reused by later calls
 # (fit, then evaluate, then predict); a new optimizer, loss or metrics (a new `compile`) or a
 # different window, batch size or input dtype makes a new runner.
 _RUNNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_RUNNERS_PER_MODEL = 4  # e.g. fit at one window, predict at another, without recompiling
 
 
 def _runner_for(model: Any, *, window: int, batch_size: int, data: Ragged) -> _Runner:
@@ -315,16 +596,18 @@ def _runner_for(model: Any, *, window: int, batch_size: int, data: Ragged) -> _R
         id(getattr(model, "_compile_metrics", None)),
     )
     if key not in cache:
-        cache.clear()
+        for stale in [k for k in cache if k[4:] != key[4:]]:  # a new compile()
+            del cache[stale]
+        while len(cache) >= _RUNNERS_PER_MODEL:
+            del cache[next(iter(cache))]
         cache[key] = _Runner(model, window=window, batch_size=batch_size, data=data)
     return cache[key]
 
 
-def _mean_weights(weight: tf.Tensor) -> tf.Tensor:
+def _mean_weights(weight: Any) -> Any:
     """Scale 0/1 weights so Keras's ``sum_over_batch_size`` gives the mean over real targets."""
-    total = tf.reduce_sum(weight)
-    size = tf.cast(tf.size(weight), weight.dtype)
-    return weight * tf.math.divide_no_nan(size, total)
+    size = ops.cast(math.prod(weight.shape), weight.dtype)
+    return weight * ops.divide_no_nan(size, ops.sum(weight))
 
 
 class _Windows:
@@ -483,7 +766,7 @@ def _verbosity(verbose: int | str) -> int:
 
 
 def _numpy_logs(logs: dict[str, Any]) -> dict[str, float]:
-    return {k: float(np.asarray(v)) for k, v in logs.items()}
+    return {k: float(ops.convert_to_numpy(v)) for k, v in logs.items()}
 
 
 def _run_epoch(
@@ -528,21 +811,20 @@ def _run_epoch(
 
 
 def _first_call(runner: _Runner, windows: _Windows) -> None:
-    """Build loss and metrics eagerly (no variable may be created in a tf.function).
+    """Build loss and metrics eagerly (no variable may be created in a compiled step).
 
     Once per runner and kind of target: later calls reuse what the first one built.
     """
+    runner.check_targets(windows.many_to_one)
     if windows.many_to_one in runner.prepared:
         return
-    x, mask, _, _ = windows.inputs(0)
+    x, mask, _, _ = (ops.convert_to_tensor(a) for a in windows.inputs(0))
     y_pred = runner._call(x, mask, training=False)
     runner.check_output(y_pred)
-    y, weight = windows.targets_of(0)
-    picked = _Runner._pick(
-        tf.convert_to_tensor(y_pred), tf.constant(windows.pick(0)), windows.many_to_one
-    )
-    runner.model.compute_loss(x, y, picked, tf.zeros_like(weight), training=False)
-    runner.model.compute_metrics(x, y, picked, tf.zeros_like(weight))
+    y, weight = (ops.convert_to_tensor(a) for a in windows.targets_of(0))
+    picked = runner.select(y_pred, ops.convert_to_tensor(windows.pick(0)), windows.many_to_one)
+    runner.model.compute_loss(x, y, picked, ops.zeros_like(weight), training=False)
+    runner.window_metrics(x, y, picked, ops.zeros_like(weight))
     runner.model.reset_metrics()
     runner.reset_all()
     runner.prepared.add(windows.many_to_one)
@@ -577,7 +859,8 @@ def fit_tbptt(
     (sequences for many-to-one, real steps for many-to-many), plus the compiled metrics.
 
     Args:
-        model: A compiled stateful Keras model with per-step outputs, built for ``batch_size``.
+        model: A compiled stateful Keras model built for ``batch_size``, with per-step outputs
+            or (many-to-one only) a last recurrent layer with ``return_sequences=False``.
         x: Sequence collection of ``n`` sequences of shape ``(T_i, *step_shape)``, ``T_i >= 1``.
         y: Many-to-one: array of shape ``(n, ...)``. Many-to-many: collection of ``(T_i, ...)``
             arrays.
@@ -602,7 +885,8 @@ def fit_tbptt(
     Raises:
         ValueError: If ``window`` or ``batch_size`` is below 1, the model is not stateful, is
             bidirectional, was built for another batch size or window, does not return per-step
-            outputs or is not compiled, or ``y`` does not match ``x``.
+            outputs (or one output per row, for a plain classifier) or is not compiled, or
+            ``y`` does not match ``x`` (per-step targets need per-step outputs).
         TypeError: If ``model`` is not a Keras model or an argument has the wrong type.
 
     Example:
@@ -714,7 +998,8 @@ def evaluate_tbptt(
     is the mean over all targets (sequences for many-to-one, real steps for many-to-many).
 
     Args:
-        model: A compiled stateful Keras model with per-step outputs, built for ``batch_size``.
+        model: A compiled stateful Keras model built for ``batch_size`` (per-step outputs, or a
+            plain classifier for many-to-one targets).
         x: Sequence collection of ``n`` sequences, each at least one step long.
         y: Targets, as for :func:`fit_tbptt`.
         window: Steps per window, at least 1.
@@ -781,8 +1066,9 @@ def predict_tbptt(
     sequence.
 
     Args:
-        model: A stateful Keras model with per-step outputs, built for ``batch_size`` (it need
-            not be compiled).
+        model: A stateful Keras model built for ``batch_size`` (it need not be compiled), with
+            per-step outputs or a last recurrent layer with ``return_sequences=False`` (then
+            only ``return_sequences=False`` here).
         x: Sequence collection of ``n`` sequences, each at least one step long.
         window: Steps per window, at least 1. Any window gives the same outputs; larger windows
             make fewer, bigger model calls.
@@ -807,6 +1093,10 @@ def predict_tbptt(
         >>> [a.shape for a in predict_tbptt(model, x, window=3, batch_size=2,
         ...                                 return_sequences=True)]
         [(7, 2), (2, 2), (4, 2)]
+        >>> from seqprep.models import reference_rnn  # a plain classifier works too
+        >>> clf = reference_rnn(input_dim=1, num_classes=4, units=2, stateful=True, batch_size=2)
+        >>> predict_tbptt(clf, x, window=3, batch_size=2).shape
+        (3, 4)
     """
     verbose = _verbosity(verbose)
     if not isinstance(return_sequences, (bool, np.bool_)):
@@ -817,6 +1107,12 @@ def predict_tbptt(
     window, batch_size = _check_sizes(window, batch_size)
     data, _, _ = _prepare_data(x, None, return_sequences=return_sequences, need_y=False)
     runner = _runner_for(model, window=window, batch_size=batch_size, data=data)
+    if return_sequences and runner.per_window:
+        raise ValueError(
+            "Argument `return_sequences=True` needs a model with per-step outputs, but the "
+            "model's last recurrent layer has `return_sequences=False`.\n- If you want each "
+            "sequence's last output, pass `return_sequences=False`."
+        )
     plan = plan_tbptt(data.lengths, window=runner.window, batch_size=runner.batch_size)
     windows = _Windows(plan, data, None, not return_sequences)
     runner.reset_all()
@@ -825,11 +1121,12 @@ def predict_tbptt(
     sequence, ends = plan.sequence, plan.ends
     last_offset = plan.last_offset
     for w in range(plan.n_windows):
-        y_pred = np.asarray(runner.forward(windows.inputs(w)))
+        y_pred = ops.convert_to_numpy(runner.forward(windows.inputs(w)))
         if w == 0:
             runner.check_output(y_pred)
             size = plan.num_sequences if not return_sequences else plan.real_steps
-            outputs = np.empty((size, *y_pred.shape[2:]), dtype=y_pred.dtype)
+            step_shape = y_pred.shape[1:] if runner.per_window else y_pred.shape[2:]
+            outputs = np.empty((size, *step_shape), dtype=y_pred.dtype)
         if return_sequences:
             index = plan.flat_index(data.offsets, w)
             real = index >= 0
@@ -837,7 +1134,7 @@ def predict_tbptt(
         else:
             rows = np.flatnonzero(ends[w])
             held = sequence[w, rows]
-            outputs[held] = y_pred[rows, last_offset[held]]
+            outputs[held] = y_pred[rows] if runner.per_window else y_pred[rows, last_offset[held]]
         if progbar is not None:
             progbar.update(w + 1)
     runner.reset_all()

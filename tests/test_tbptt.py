@@ -10,6 +10,10 @@ import seqprep as sp
 from seqprep._ragged import as_ragged
 from seqprep.tbptt import _Runner, _Windows, evaluate_tbptt, fit_tbptt, predict_tbptt
 
+# Run under every Keras backend by the Makefile's backend step (KERAS_BACKEND=jax|torch).
+pytestmark = pytest.mark.backend
+to_numpy = keras.ops.convert_to_numpy
+
 CELLS = {"simple": keras.layers.SimpleRNN, "gru": keras.layers.GRU, "lstm": keras.layers.LSTM}
 # Rows that hold several sequences (batch_size 3, 7 sequences) and rows that run out early
 # (the 13-step sequence keeps row 0 busy long after the others).
@@ -53,7 +57,19 @@ def sequences(lengths=LENGTHS, seed=0):
 
 
 def whole(twin, seq):
-    return np.asarray(twin(seq[None]))[0]
+    return to_numpy(twin(seq[None]))[0]
+
+
+def whole_all(twin, x, pad_to=16):
+    """Per-step twin outputs of every sequence from one padded call (one shape to compile).
+
+    The twin is causal, so the zeros after a sequence cannot reach its real steps' outputs.
+    """
+    padded = np.zeros((len(x), pad_to, DIM), "float32")
+    for i, seq in enumerate(x):
+        padded[i, : len(seq)] = seq
+    out = to_numpy(twin(padded))
+    return [out[i, : len(seq)] for i, seq in enumerate(x)]
 
 
 # -- (a) forward pass window by window == whole sequence at once ----------------------------
@@ -66,8 +82,7 @@ def test_predict_matches_whole_sequence_twin(cell, window):
     last = predict_tbptt(model, x, window=window, batch_size=3)
     every = predict_tbptt(model, x, window=window, batch_size=3, return_sequences=True)
     assert last.shape == (len(x), 1)
-    for i, seq in enumerate(x):
-        expected = whole(twin, seq)
+    for i, expected in enumerate(whole_all(twin, x)):
         np.testing.assert_allclose(every[i], expected, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(last[i], expected[-1], rtol=1e-5, atol=1e-5)
 
@@ -87,12 +102,12 @@ def test_final_state_matches_whole_sequence_in_every_row():
     checked = set()
     for w in range(plan.n_windows):
         runner.forward(windows.inputs(w))
-        states = [v.numpy() for v in runner.state_variables]
+        states = [to_numpy(v) for v in runner.state_variables]
         for row in np.flatnonzero(plan.ends[w]):
             i = int(plan.sequence[w, row])
             _, *expected = twin(x[i][None])
             for got, want in zip(states, expected, strict=True):
-                np.testing.assert_allclose(got[row], np.asarray(want)[0], rtol=1e-5, atol=1e-5)
+                np.testing.assert_allclose(got[row], to_numpy(want)[0], rtol=1e-5, atol=1e-5)
             checked.add(i)
     assert checked == set(range(len(x)))
 
@@ -109,12 +124,12 @@ def test_state_reset_per_row_and_idle_rows_frozen():
     previous = None
     for w in range(plan.n_windows):
         x_w, mask, reset, idle = windows.inputs(w)
-        before = np.concatenate([v.numpy() for v in runner.state_variables], axis=-1)
+        before = np.concatenate([to_numpy(v) for v in runner.state_variables], axis=-1)
         # poison the state of rows about to be reset: a correct reset must erase it
         for v in runner.state_variables:
-            v.assign(np.where(reset[:, None], 123.0, v.numpy()).astype("float32"))
-        y = np.asarray(runner.forward((x_w, mask, reset, idle)))
-        after = np.concatenate([v.numpy() for v in runner.state_variables], axis=-1)
+            v.assign(np.where(reset[:, None], 123.0, to_numpy(v)).astype("float32"))
+        y = to_numpy(runner.forward((x_w, mask, reset, idle)))
+        after = np.concatenate([to_numpy(v) for v in runner.state_variables], axis=-1)
         assert np.isfinite(y).all()
         np.testing.assert_array_equal(after[idle], before[idle])
         if previous is not None:
@@ -125,7 +140,7 @@ def test_state_reset_per_row_and_idle_rows_frozen():
             fresh = stateful_model("gru", batch_size=1, seed=1)
             fresh.set_weights(model.get_weights())
             np.testing.assert_allclose(
-                y[row, : len(seq)], np.asarray(fresh(seq[None]))[0], rtol=1e-5, atol=1e-5
+                y[row, : len(seq)], to_numpy(fresh(seq[None]))[0], rtol=1e-5, atol=1e-5
             )
         previous = after
     assert plan.idle.any() and plan.resets[1:].any()
@@ -142,7 +157,7 @@ def test_resets_only_rows_that_start_a_sequence():
     windows = _Windows(plan, data, None, True)
     runner.reset_all()
     for w in range(plan.n_windows):
-        y = np.asarray(runner.forward(windows.inputs(w)))
+        y = to_numpy(runner.forward(windows.inputs(w)))
     twin = twin_of(model, "simple")
     np.testing.assert_allclose(y[0], whole(twin, x[0])[4:6], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(y[1], whole(twin, x[1]), rtol=1e-5, atol=1e-5)
@@ -261,13 +276,25 @@ def test_fit_learns_last_step_target_and_evaluate_agrees():
 
 def test_many_to_many_inferred_from_per_step_targets():
     model = stateful_model("simple")
-    model.compile(optimizer="sgd", loss="mse")
+    model.compile(optimizer="sgd", loss="mse", metrics=["mae"])
     x = sequences()
     y = [np.zeros((len(s), 1), "float32") for s in x]
-    loss = evaluate_tbptt(model, x, y, window=4, batch_size=3)
-    every = predict_tbptt(model, x, window=4, batch_size=3, return_sequences=True)
-    expected = np.mean(np.concatenate(every) ** 2)
-    np.testing.assert_allclose(loss, expected, rtol=1e-4)
+    logs = evaluate_tbptt(model, x, y, window=4, batch_size=3, return_dict=True)
+    every = np.concatenate(predict_tbptt(model, x, window=4, batch_size=3, return_sequences=True))
+    np.testing.assert_allclose(logs["loss"], np.mean(every**2), rtol=1e-4)
+    # plain (unweighted) compiled metrics count real steps only, as the loss does
+    np.testing.assert_allclose(logs["mae"], np.mean(np.abs(every)), rtol=1e-4)
+
+
+def test_many_to_one_metrics_count_each_sequence_once():
+    model = stateful_model("gru")
+    model.compile(optimizer="sgd", loss="mse", metrics=["mae"])
+    x = sequences()
+    y = np.ones((len(x), 1), "float32")
+    logs = evaluate_tbptt(model, x, y, window=3, batch_size=3, return_dict=True)
+    pred = predict_tbptt(model, x, window=3, batch_size=3)
+    np.testing.assert_allclose(logs["mae"], np.mean(np.abs(pred - 1)), rtol=1e-4)
+    np.testing.assert_allclose(logs["loss"], np.mean((pred - 1) ** 2), rtol=1e-4)
 
 
 def test_fit_does_not_mutate_inputs_and_leaves_state_zeroed():
@@ -281,7 +308,7 @@ def test_fit_does_not_mutate_inputs_and_leaves_state_zeroed():
         np.testing.assert_array_equal(a, b)
     for layer in model.layers:
         for v in getattr(layer, "states", None) or []:
-            assert not np.any(v.numpy())
+            assert not np.any(to_numpy(v))
 
 
 def test_sequential_model_without_input_is_built_on_first_use():
@@ -306,9 +333,10 @@ def _bidirectional():
     return keras.Model(inputs, layer(inputs))
 
 
-def _last_step_only():
+def _time_axis_dropped():
     inputs = keras.Input(batch_shape=(3, None, DIM))
-    return keras.Model(inputs, keras.layers.GRU(2, stateful=True)(inputs))
+    h = keras.layers.GRU(2, stateful=True, return_sequences=True)(inputs)
+    return keras.Model(inputs, keras.layers.GlobalAveragePooling1D()(h))
 
 
 def _fixed_window(window):
@@ -322,7 +350,7 @@ BAD = [
     ("not stateful", _non_stateful, {}, ValueError, "stateful=True, return_sequences=True"),
     ("wrong batch", lambda: stateful_model(batch_size=4), {}, ValueError, "batch size"),
     ("bidirectional", _bidirectional, {}, ValueError, "backwards in time"),
-    ("last step only", _last_step_only, {}, ValueError, "one output per time step"),
+    ("time axis dropped", _time_axis_dropped, {}, ValueError, "one output per time step"),
     ("fixed window", lambda: _fixed_window(5), {}, ValueError, "`window` must match"),
     ("not a model", lambda: "lstm", {}, TypeError, "`model` must be a `keras.Model`"),
     ("no rnn", lambda: keras.Sequential([keras.Input(batch_shape=(3, None, DIM)),
@@ -419,5 +447,5 @@ def test_reference_rnn_built_stateful_matches_its_whole_sequence_twin():
     twin.set_weights(model.get_weights())
     x = sequences()
     last = predict_tbptt(model, x, window=4, batch_size=3)
-    for i, seq in enumerate(x):
-        np.testing.assert_allclose(last[i], whole(twin, seq)[-1], rtol=1e-5, atol=1e-5)
+    for i, expected in enumerate(whole_all(twin, x)):
+        np.testing.assert_allclose(last[i], expected[-1], rtol=1e-5, atol=1e-5)

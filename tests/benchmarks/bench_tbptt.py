@@ -17,6 +17,10 @@ sequence. Model: LSTM(64) + Dense(1), batch size 8, SGD.
   Only the ``FULL_BATCHES`` batches holding the longest sequences are run (that is where the
   peak is); their speed is counted in real (unpadded) steps.
 
+``test_tbptt_on_each_backend`` runs the two TBPTT configurations at L = 2,000 under
+``KERAS_BACKEND=tensorflow``, ``jax`` and ``torch`` (those installed), one thread each, and
+prints steps/s with the ratio to TensorFlow in the same run.
+
 Each configuration runs in a fresh subprocess, so the peak resident memory (``ru_maxrss``) is
 that configuration's own; the table reports it above the process's memory just before training
 (TensorFlow, data and model already loaded). Scaled down from the issue's 200 sequences to
@@ -119,8 +123,11 @@ def worker(method: str, max_length: int) -> dict:
     }
 
 
-def run_in_subprocess(method: str, max_length: int) -> dict:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "-1"}
+def run_in_subprocess(method: str, max_length: int, **env_extra: str) -> dict:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "-1", **env_extra}
+    # the checkout this file belongs to, not whichever seqprep the environment has installed
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     out = subprocess.run(
         [sys.executable, __file__, method, str(max_length)],
         capture_output=True, text=True, env=env, check=True,
@@ -182,6 +189,41 @@ def test_alignment_padding_cost():
             ideal = 1 - lengths.sum() / (BATCH_SIZE * window * np.ceil(per_row / window))
             print(f"| {n:,} | {window} | {plan.padding_fraction:.2%} | {max(ideal, 0):.2%} |")
             assert plan.padding_fraction >= ideal - 1e-12
+
+
+BACKEND_LENGTH = 2_000
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def test_tbptt_on_each_backend():
+    """The same fit_tbptt runs (L = 2,000) on TensorFlow, JAX and PyTorch, one thread each.
+
+    One thread per process for every backend (``OMP_NUM_THREADS=1``) so the ratios compare
+    the backends, not how each copes with a CPU shared with other jobs.
+    """
+    backends = ["tensorflow"] + [b for b in ("jax", "torch") if _installed(b)]
+    methods = ("tbptt", "tbptt-m2m")
+    results = {
+        (b, m): run_in_subprocess(m, BACKEND_LENGTH, KERAS_BACKEND=b, OMP_NUM_THREADS="1")
+        for b in backends
+        for m in methods
+    }
+    print()
+    print(f"fit_tbptt(window={WINDOW}) per Keras backend, L = {BACKEND_LENGTH:,}, "
+          f"{N_SEQUENCES} sequences, LSTM({UNITS}), batch size {BATCH_SIZE}, 1 thread, "
+          "tracing/compilation warmed up; ratio vs TensorFlow in this run:")
+    print("| backend | TBPTT steps/s | vs TF | TBPTT m2m steps/s | vs TF |")
+    print("|---|---:|---:|---:|---:|")
+    for b in backends:
+        t, m = (results[(b, k)]["real_steps_per_s"] for k in methods)
+        t0, m0 = (results[("tensorflow", k)]["real_steps_per_s"] for k in methods)
+        print(f"| {b} | {t:,.0f} | {t / t0:.2f}x | {m:,.0f} | {m / m0:.2f}x |")
+    assert all(r["real_steps_per_s"] > 0 for r in results.values())
 
 
 if __name__ == "__main__":
