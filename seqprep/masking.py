@@ -128,7 +128,10 @@ def check_cudnn_mask(mask: Any) -> None:
     """  # noqa: E501
     arr = np.asarray(mask)
     if arr.ndim != 2:
-        raise ValueError(f"Argument `mask` must have shape (n, T). Received shape {arr.shape}")
+        raise ValueError(
+            f"Argument `mask` must have shape (n, T). Received shape {arr.shape}\n"
+            "- Pass a 2-D mask, one row per sequence (e.g. `seqprep.length_mask(lengths)`)."
+        )
     if arr.dtype != bool:
         if not np.isin(arr, (0, 1)).all():
             raise ValueError(

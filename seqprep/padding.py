@@ -215,7 +215,8 @@ def pad_sequences(
         dtype = np.dtype(dtype)
     except TypeError:
         raise TypeError(
-            f"Argument `dtype` is not a numpy dtype. Received: dtype={dtype!r}"
+            f"Argument `dtype` is not a numpy dtype. Received: dtype={dtype!r}\n"
+            "- Pass a numpy dtype or its name, e.g. dtype='int32' or dtype='float32'."
         ) from None
     _check_pad_value(value, dtype)
 
@@ -289,7 +290,8 @@ def unpad(padded: Any, lengths: Any, padding: Side = "post") -> list[np.ndarray]
     if len(lengths) != n:
         raise ValueError(
             f"Argument `lengths` must have one entry per row of `padded` ({n}). "
-            f"Received {len(lengths)} lengths"
+            f"Received {len(lengths)} lengths\n"
+            "- Pass the lengths of the sequences that were padded into `padded`, in order."
         )
     if n and lengths.max() > width:
         row = int(np.argmax(lengths))

@@ -54,7 +54,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from seqprep._checks import check_choice, check_int
+from seqprep._checks import (
+    check_choice,
+    check_finite_features,
+    check_finite_labels,
+    check_int,
+)
 from seqprep._ragged import Ragged, as_ragged
 from seqprep._tbptt_plan import ORDERS, Order, TBPTTPlan, plan_tbptt
 
@@ -430,6 +435,14 @@ def _prepare_data(
     return data, targets, not bool(return_sequences)
 
 
+def _check_finite(data: Ragged, targets: Any, allow_nonfinite: bool) -> None:
+    check_finite_features(data.values, "x", offsets=data.offsets, allow_nonfinite=allow_nonfinite)
+    if isinstance(targets, Ragged):
+        check_finite_labels(targets.values, "y", offsets=targets.offsets)
+    else:
+        check_finite_labels(targets, "y")
+
+
 def _check_sizes(window: int, batch_size: int) -> tuple[int, int]:
     window = check_int(
         "window",
@@ -562,6 +575,7 @@ def fit_tbptt(
     validation_data: tuple[Any, Any] | None = None,
     callbacks: Sequence[keras.callbacks.Callback] | None = None,
     verbose: int | str = "auto",
+    allow_nonfinite: bool = False,
 ) -> keras.callbacks.History:
     """Train a stateful RNN with truncated backpropagation through time.
 
@@ -595,6 +609,8 @@ def fit_tbptt(
         callbacks: Keras callbacks.
         verbose: ``"auto"`` (= 1) or 1 for a progress bar, 2 for one line per epoch, 0 for
             silence.
+        allow_nonfinite: accept NaN/inf in ``x`` (refused by default; NaN/inf in ``y`` are
+            always refused).
 
     Returns:
         The Keras ``History`` of the run.
@@ -625,6 +641,7 @@ def fit_tbptt(
     data, targets, many_to_one = _prepare_data(
         x, y, return_sequences=return_sequences, need_y=True
     )
+    _check_finite(data, targets, allow_nonfinite)
     runner = _runner_for(model, window=window, batch_size=batch_size, data=data)
     validation = None
     if validation_data is not None:
@@ -746,6 +763,7 @@ def evaluate_tbptt(
     data, targets, many_to_one = _prepare_data(
         x, y, return_sequences=return_sequences, need_y=True
     )
+    _check_finite(data, targets, allow_nonfinite)
     runner = _runner_for(model, window=window, batch_size=batch_size, data=data)
     if getattr(model, "loss", None) is None and not model.losses:
         raise ValueError(

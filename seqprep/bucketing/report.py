@@ -50,7 +50,8 @@ def padding_report(
     if flat.size and (flat.min() < 0 or flat.max() >= arr.size):
         bad = flat[(flat < 0) | (flat >= arr.size)][:5].tolist()
         raise ValueError(
-            f"Argument `batches` holds indices outside [0, {arr.size}). Received indices {bad}"
+            f"Argument `batches` holds indices outside [0, {arr.size}). Received indices {bad}\n"
+            "- Pass batches of indices into `lengths` (as a sampler built on them returns)."
         )
     longest = np.zeros(sizes.size, dtype=np.int64)
     nonempty = sizes > 0

@@ -661,7 +661,8 @@ class BucketSampler:
         if not isinstance(state, dict) or any(k not in state for k in keys):
             raise ValueError(
                 f"Argument `state` must be a dict from `BucketSampler.state_dict()` with keys "
-                f"{list(keys)}. Received: state={state!r}"
+                f"{list(keys)}. Received: state={state!r}\n"
+                "- Pass the dict that `state_dict()` returned, unchanged."
             )
         for key in ("seed", "num_shards", "shard_index"):
             if state[key] != getattr(self, key):
