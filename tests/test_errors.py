@@ -429,3 +429,135 @@ def test_cli_errors_name_the_flag_value_and_fix(npy, argv, flag, received):
     _check_message(message, flag, received)
     # The Python argument names must not leak into the command line's messages.
     assert "`max_tokens`" not in message and "`batch_size`" not in message, message
+
+
+# --------------------------------------------------------------------------- nothing dropped
+# or poisoned without a word
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_COUNT = re.compile(r"(\d+) of (\d+) sequence\(s\)")
+
+
+def _planned(sampler) -> int:
+    return sum(b.size for b in sampler.batches(0))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 40), min_size=1, max_size=60),
+    batch_size=st.integers(1, 9),
+    shards=st.integers(1, 3),
+    max_length=st.none() | st.integers(1, 40),
+)
+def test_sampler_says_how_many_sequences_it_leaves_out(lengths, batch_size, shards, max_length):
+    kwargs = dict(batch_size=batch_size, drop_remainder=True, num_shards=shards,
+                  max_length=max_length, overlong="drop", shuffle=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            samplers = [sp.BucketSampler(lengths, shard_index=k, **kwargs)
+                        for k in range(shards)]
+        except ValueError as err:
+            assert "would leave out all" in str(err)
+            assert "`drop_remainder`" in str(err) or "`overlong`" in str(err)
+            return
+    planned = sum(_planned(s) for s in samplers)
+    dropped = len(lengths) - planned
+    assert planned > 0
+    messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    if dropped == 0:
+        assert not messages
+        return
+    assert len(messages) == shards  # one per sampler built
+    got = _COUNT.search(messages[0])
+    assert (int(got.group(1)), int(got.group(2))) == (dropped, len(lengths))
+    over = sum(n > max_length for n in lengths) if max_length is not None else 0
+    assert ("(overlong='drop')" in messages[0]) == (over > 0)
+    assert "To keep them" in messages[0]
+
+
+def test_replica_planners_warn_with_counts():
+    import tensorflow as tf
+
+    x = [[1] * n for n in (1, 2, 3, 4, 5, 6, 7)]
+    fn = sp.replica_dataset_fn(x, batch_size=4, boundaries=[], drop_remainder=True,
+                               shuffle=False)
+    ctx = tf.distribute.InputContext(num_input_pipelines=1, input_pipeline_id=0,
+                                     num_replicas_in_sync=2)
+    with pytest.warns(UserWarning, match=r"3 of 7 sequence\(s\)"):
+        ds = fn(ctx)
+    assert sum(int(tf.shape(b)[0]) for b in ds) == 4
+
+
+def test_plan_per_length_counts_what_drop_remainder_leaves_out():
+    rng = np.random.default_rng(0)
+    lengths = np.clip(rng.lognormal(3.0, 0.6, 400).astype(int), 1, 200)
+    with pytest.warns(UserWarning) as caught:
+        batches = sp.plan_per_length(lengths, batch_size=8, drop_remainder=True)
+    kept = sum(b.size for b in batches)
+    got = _COUNT.search(str(caught[0].message))
+    assert (int(got.group(1)), int(got.group(2))) == (400 - kept, 400)
+    assert kept < 400 and "drop_remainder=False" in str(caught[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sp.plan_per_length(lengths, batch_size=8)  # nothing dropped, nothing said
+
+
+def test_fit_per_length_warns_when_drop_remainder_leaves_data_out():
+    x = [np.ones((n, 2), "float32") for n in (2, 2, 2, 3, 3, 4)]
+    with pytest.warns(UserWarning, match=r"2 of 6 sequence\(s\).*drop_remainder=True"):
+        history = sp.fit_per_length(_model(), x, np.zeros(6, "float32"), batch_size=2,
+                                    drop_remainder=True, verbose=0)
+    assert history.steps_per_epoch == 2 and len(history.history["loss"]) == 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    lengths=st.lists(st.integers(0, 5), min_size=1, max_size=8),
+    data=st.data(),
+)
+def test_first_nonfinite_feature_is_named_by_sequence_and_step(lengths, data):
+    if sum(lengths) == 0:
+        return
+    x = [np.arange(n * 2, dtype="float64").reshape(n, 2) for n in lengths]
+    rows = [i for i, n in enumerate(lengths) if n]
+    bad = sorted(data.draw(st.sets(st.sampled_from(
+        [(i, t, c) for i in rows for t in range(lengths[i]) for c in (0, 1)]),
+        min_size=1, max_size=4)))
+    for i, t, c in bad:
+        x[i][t, c] = data.draw(st.sampled_from([np.nan, np.inf, -np.inf]))
+    before = [a.copy() for a in x]
+    with pytest.raises(ValueError) as err:
+        sp.bucketed_dataset(x, sampler=sp.BucketSampler(lengths, batch_size=2))
+    first_row, first_step = bad[0][0], bad[0][1]
+    assert f"x[{first_row}] at step {first_step}" in str(err.value)
+    assert f"holds {len(bad)} NaN or infinite" in str(err.value)
+    for a, b in zip(x, before, strict=True):  # the caller's arrays are untouched
+        np.testing.assert_array_equal(a, b)
+
+
+def test_allow_nonfinite_keeps_the_values():
+    x = _nan_x()
+    ds = sp.bucketed_dataset(x, sampler=_sampler(), allow_nonfinite=True, dtype="float32")
+    got = np.concatenate([b.numpy().reshape(-1, 2) for b in ds])
+    assert np.isnan(got).sum() == 1
+
+
+def test_nan_in_per_step_targets_names_the_sequence():
+    y = [np.zeros(n, "float32") for n in LENS]
+    y[3][2] = np.nan
+    with pytest.raises(ValueError, match=r"`y` holds 1 NaN .* y\[3\]"):
+        sp.bucketed_dataset(X, y, sampler=_sampler())
+    with pytest.raises(ValueError, match=r"`y` holds 1 NaN .* y\[3\]"):
+        sp.fit_per_length(_model(), XF, y, verbose=0)
+
+
+def test_a_fresh_generator_is_read_and_a_consumed_one_refused():
+    gen = (np.ones(n) for n in (1, 2))
+    assert sp.pad_sequences(gen).shape == (2, 2)
+    with pytest.raises(ValueError, match="already been consumed"):
+        sp.pad_sequences(gen)
+    with pytest.raises(ValueError, match="already been consumed"):
+        sp.sequence_lengths(gen)
