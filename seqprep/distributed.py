@@ -181,14 +181,19 @@ def replica_plans(
     check_choice("pad_to", pad_to, ("step", "bucket"))
     shards = list(sampler_shards)
     if not shards or any(not isinstance(s, BucketSampler) for s in shards):
-        raise TypeError("Argument `sampler_shards` must be a non-empty list of BucketSampler.")
+        raise TypeError(
+            "Argument `sampler_shards` must be a non-empty list of BucketSampler. Received: "
+            f"{[type(s).__name__ for s in shards][:4]}\n- Pass "
+            "[BucketSampler(lengths, ..., num_shards=n, shard_index=k) for k in range(n)]."
+        )
     n = len(shards)
     if [s.shard_index for s in shards] != list(range(n)) or any(s.num_shards != n for s in shards):
         raise ValueError(
             "Argument `sampler_shards` must hold shards 0..n-1 of one sampler configuration, "
             f"in order, each built with num_shards=n. Received shard indices "
             f"{[s.shard_index for s in shards]} with num_shards "
-            f"{sorted({s.num_shards for s in shards})}"
+            f"{sorted({s.num_shards for s in shards})}\n- Pass "
+            "[BucketSampler(lengths, ..., num_shards=n, shard_index=k) for k in range(n)]."
         )
     plans = [s.plan(epoch) for s in shards]
     steps = len(plans[0].batches)

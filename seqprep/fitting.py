@@ -85,13 +85,16 @@ def _resolve_group_by(group_by: GroupBy, lengths: np.ndarray | None) -> np.ndarr
     if arr.ndim != 1:
         raise ValueError(
             'Argument `group_by` must be "length", a list of bucket boundaries or a Bucketer. '
-            f"Received: group_by={group_by!r}"
+            f"Received: group_by={group_by!r}\n"
+            '- Pass group_by="length", ascending ints such as group_by=[8, 16, 32], or '
+            "`seqprep.Bucketer()`."
         )
     if arr.size == 0:
         return np.zeros(0, np.int64)
     if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
         raise TypeError(
             f"Argument `group_by` as boundaries must hold integers. Received: group_by={raw!r}"
+            "\n- Pass ascending ints such as group_by=[8, 16, 32]."
         )
     arr = arr.astype(np.int64)
     if arr[0] < 1 or np.any(np.diff(arr) <= 0):

@@ -283,7 +283,8 @@ def unpad(padded: Any, lengths: Any, padding: Side = "post") -> list[np.ndarray]
     arr = np.asarray(padded)
     if arr.ndim < 2:
         raise ValueError(
-            f"Argument `padded` must have shape (n, T, ...). Received shape {arr.shape}"
+            f"Argument `padded` must have shape (n, T, ...). Received shape {arr.shape}\n"
+            "- Pass the 2-D (or more) array that `pad_sequences` returned."
         )
     lengths = check_lengths(lengths, allow_empty=True)
     n, width = arr.shape[:2]

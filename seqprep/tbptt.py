@@ -55,6 +55,7 @@ import numpy as np
 import tensorflow as tf
 
 from seqprep._checks import (
+    check_bool,
     check_choice,
     check_finite_features,
     check_finite_labels,
@@ -394,6 +395,8 @@ def _prepare_data(
 ) -> tuple[Ragged, np.ndarray | Ragged | None, bool]:
     """Normalise inputs and targets; returns ``(data, targets, many_to_one)``."""
     xn, yn = names
+    if return_sequences is not None:
+        check_bool("return_sequences", return_sequences)
     data = as_ragged(x, xn)
     lengths = data.lengths
     if len(lengths) == 0:
@@ -763,7 +766,6 @@ def evaluate_tbptt(
     data, targets, many_to_one = _prepare_data(
         x, y, return_sequences=return_sequences, need_y=True
     )
-    _check_finite(data, targets, allow_nonfinite)
     runner = _runner_for(model, window=window, batch_size=batch_size, data=data)
     if getattr(model, "loss", None) is None and not model.losses:
         raise ValueError(
@@ -827,11 +829,7 @@ def predict_tbptt(
         [(7, 2), (2, 2), (4, 2)]
     """
     verbose = _verbosity(verbose)
-    if not isinstance(return_sequences, (bool, np.bool_)):
-        raise TypeError(
-            "Argument `return_sequences` must be True or False. Received: "
-            f"return_sequences={return_sequences!r}"
-        )
+    check_bool("return_sequences", return_sequences)
     window, batch_size = _check_sizes(window, batch_size)
     data, _, _ = _prepare_data(x, None, return_sequences=return_sequences, need_y=False)
     runner = _runner_for(model, window=window, batch_size=batch_size, data=data)

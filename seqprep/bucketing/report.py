@@ -44,7 +44,14 @@ def padding_report(
         (12, 10, 6, 0.167)
     """
     arr = check_lengths(lengths, allow_empty=True)
-    parts = [np.asarray(b, dtype=np.int64).reshape(-1) for b in batches]
+    try:
+        parts = [np.asarray(b, dtype=np.int64).reshape(-1) for b in batches]
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"Argument `batches` must be a list of index arrays (one per batch). Received: "
+            f"batches={batches!r:.80}\n- Pass e.g. `sampler.batches(epoch)` or "
+            "[[0, 1], [2, 3]]."
+        ) from None
     sizes = np.array([p.size for p in parts], dtype=np.int64)
     flat = np.concatenate(parts) if parts else np.zeros(0, np.int64)
     if flat.size and (flat.min() < 0 or flat.max() >= arr.size):
