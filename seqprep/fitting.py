@@ -802,6 +802,7 @@ def fit_per_length(
         if state_batch is not None:
             _check_stateful(vkeys, val_batch, state_batch, drop_remainder, exact)
         val_plan = _plan_epoch(vkeys, val_batch, "ascending", seed, 0, drop_remainder)
+        _report_group_drops(val_plan, vkeys, val_batch)
         val_ds = _BatchSource(vdata, exact=exact, pad_value=pad_value,
                               step_weights=step_weights).dataset(val_plan.rows, val_plan.splits)
         for k, rng in _group_ranges(vkeys, vdata.x.lengths).items():
