@@ -14,12 +14,15 @@ import functools
 import io
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import seqprep as sp
 from seqprep.cli import main as cli_main
@@ -475,9 +478,6 @@ def test_cli_errors_name_the_flag_value_and_fix(npy, argv, flag, received):
 
 # --------------------------------------------------------------------------- nothing dropped
 # or poisoned without a word
-
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 _COUNT = re.compile(r"(\d+) of (\d+) sequence\(s\)")
 

@@ -103,6 +103,8 @@ class BucketSampler:
         drop_remainder: leave out the last partial batch and the batches that do not fill a
             group of ``num_shards``; counted in ``num_dropped_``. When False nothing is dropped:
             a final incomplete group is re-split into ``num_shards`` smaller batches.
+            Whatever ``drop_remainder`` or ``overlong="drop"`` leaves out is reported in a
+            ``UserWarning`` with the counts; leaving out every sequence is an error.
         num_shards: number of data-parallel replicas.
         shard_index: this replica, in ``[0, num_shards)``.
         overlong: what to do with sequences longer than ``max_length`` or ``max_tokens``:
@@ -130,7 +132,8 @@ class BucketSampler:
     Raises:
         ValueError: bad lengths, both or neither of ``batch_size`` / ``max_tokens``,
             ``shard_index >= num_shards``, an overlong sequence with ``overlong="error"``, or too
-            few examples to give every shard a batch with ``drop_remainder=False``.
+            few examples to give every shard a batch with ``drop_remainder=False``, or
+            ``drop_remainder`` / ``overlong="drop"`` leaving no sequence in any batch.
 
     Example:
         >>> s = BucketSampler([5, 1, 2, 6, 2, 7, 1], boundaries=[4], batch_size=2, seed=0)
