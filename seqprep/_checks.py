@@ -61,6 +61,8 @@ def check_int(
 
 
 def _describe(arr: np.ndarray) -> str:
+    if arr.ndim == 0:
+        return f"a single {type(arr.item()).__name__}: {arr.item()!r:.60}"
     if arr.dtype == object and arr.ndim == 1 and arr.size and np.ndim(arr[0]):
         return f"a collection of {arr.size} sequences (element 0 has length {len(arr[0])})"
     return f"an array of shape {arr.shape}"

@@ -842,7 +842,11 @@ def bucket_by_length(
     check_bool("drop_remainder", drop_remainder)
     drop_remainder = bool(drop_remainder)
     if length_fn is not None and not callable(length_fn):
-        raise TypeError(f"Argument `length_fn` must be callable. Received: {length_fn!r}")
+        raise TypeError(
+            f"Argument `length_fn` must be callable. Received: {length_fn!r}\n"
+            "- Pass a function of one element that returns its length as a scalar tensor, "
+            "or None for the length of the first axis."
+        )
     if max_length is not None and bounds.size and max_length < bounds[-1]:
         raise ValueError(
             f"Argument `max_length`={max_length} is below the last boundary "

@@ -136,7 +136,8 @@ def check_cudnn_mask(mask: Any) -> None:
         if not np.isin(arr, (0, 1)).all():
             raise ValueError(
                 f"Argument `mask` must be boolean (or 0/1). Received dtype {arr.dtype} with "
-                "other values"
+                f"other values, e.g. {arr[~np.isin(arr, (0, 1))].reshape(-1)[0]!r}\n"
+                "- Pass the boolean mask itself (e.g. `mask != 0`), not weights or ids."
             )
         arr = arr.astype(bool)
     real = arr.sum(axis=1)

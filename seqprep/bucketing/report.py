@@ -79,7 +79,9 @@ def padding_report(
             i = int(short[0])
             raise ValueError(
                 f"Argument `pad_lengths` is shorter than the longest sequence of batch {i}: "
-                f"pad_lengths[{i}]={int(padded_to[i])} < {int(longest[i])}"
+                f"pad_lengths[{i}]={int(padded_to[i])} < {int(longest[i])}\n"
+                "- Pass each batch's padded length (at least its longest member), e.g. "
+                "`sampler.plan(epoch).pad_lengths` with that plan's batches."
             )
     batch_tokens = sizes * padded_to
     padded = int(batch_tokens.sum())
