@@ -144,7 +144,7 @@ def check_one_of(fix: str, **values: Any) -> str:
         if len(values) > 2:
             what = f"{len(given)} of them"
         raise ValueError(
-            f"Pass exactly one of {names}; received {what}. Received: {shown}\n- {fix}"
+            f"Pass exactly one of {names} (got {what}). Received: {shown}\n- {fix}"
         )
     return given[0]
 
