@@ -7,6 +7,7 @@ says the fix on a line of its own ("- If ..., do ...").
 from __future__ import annotations
 
 import numbers
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,8 +19,15 @@ def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
     choices = tuple(choices)
     if value not in choices:
         shown = " or ".join(repr(c) for c in choices)
-        raise ValueError(f"Argument `{name}` must be {shown}. Received: {name}={value!r}")
+        raise ValueError(
+            f"Argument `{name}` must be {shown}. Received: {name}={value!r}\n"
+            f"- Pass one of: {', '.join(f'{name}={c!r}' for c in choices)}."
+        )
     return value
+
+
+def _at_least(minimum: int | None) -> str:
+    return "" if minimum is None else f" >= {minimum}"
 
 
 def check_int(
@@ -34,19 +42,30 @@ def check_int(
     if value is None:
         if allow_none:
             return None
-        raise TypeError(f"Argument `{name}` must be an integer. Received: {name}=None")
+        raise TypeError(
+            f"Argument `{name}` must be an integer. Received: {name}=None\n"
+            f"- Pass an integer{_at_least(minimum)}."
+        )
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(
             f"Argument `{name}` must be an integer. Received: {name}={value!r} "
-            f"of type {type(value).__name__}"
+            f"of type {type(value).__name__}\n"
+            f"- Pass a Python or numpy integer{_at_least(minimum)} (not a bool, float or string)."
         )
     value = int(value)
     if minimum is not None and value < minimum:
         message = f"Argument `{name}` must be at least {minimum}. Received: {name}={value}"
-        if fix:
-            message += f"\n- {fix}"
+        message += f"\n- {fix}" if fix else f"\n- Pass {name}>={minimum}."
         raise ValueError(message)
     return value
+
+
+def _describe(arr: np.ndarray) -> str:
+    if arr.ndim == 0:
+        return f"a single {type(arr.item()).__name__}: {arr.item()!r:.60}"
+    if arr.dtype == object and arr.ndim == 1 and arr.size and np.ndim(arr[0]):
+        return f"a collection of {arr.size} sequences (element 0 has length {len(arr[0])})"
+    return f"an array of shape {arr.shape}"
 
 
 def check_lengths(lengths: Any, name: str = "lengths", *, allow_empty: bool = False) -> np.ndarray:
@@ -55,11 +74,16 @@ def check_lengths(lengths: Any, name: str = "lengths", *, allow_empty: bool = Fa
     Accepts any array-like of integers (floats that are whole numbers are refused too: a
     length of ``3.0`` usually means the caller passed the wrong column).
     """
-    arr = np.asarray(lengths)
-    if arr.ndim != 1:
+    try:
+        arr = np.asarray(lengths)
+    except (ValueError, TypeError):  # ragged nested lists: numpy's "inhomogeneous shape"
+        arr = np.asarray(lengths, dtype=object)
+    if arr.ndim != 1 or (arr.dtype == object and any(np.ndim(v) for v in arr)):
         raise ValueError(
-            f"Argument `{name}` must be a 1-D sequence of integers. "
-            f"Received an array of shape {arr.shape}"
+            f"Argument `{name}` must be a 1-D sequence of integers (one length per sequence). "
+            f"Received {_describe(arr)}\n"
+            f"- If you passed the sequences themselves, pass `seqprep.sequence_lengths(...)` "
+            f"of them instead."
         )
     if arr.size == 0:
         if allow_empty:
@@ -75,12 +99,174 @@ def check_lengths(lengths: Any, name: str = "lengths", *, allow_empty: bool = Fa
             f"`np.asarray({name}).astype('int64')` after checking they are whole numbers."
         )
     if arr.dtype == np.uint64 and arr.max() > np.iinfo(np.int64).max:
-        raise ValueError(f"Argument `{name}` has values too large for int64.")
+        raise ValueError(
+            f"Argument `{name}` has values too large for int64. Received: max={arr.max()}\n"
+            "- Pass lengths that fit int64 (a length this large is usually a wrong column)."
+        )
     out = arr.astype(np.int64, copy=True)
     if out.min() < 0:
         bad = np.flatnonzero(out < 0)[:5].tolist()
         raise ValueError(
             f"Argument `{name}` must hold non-negative integers. "
-            f"Received negative values at positions {bad}"
+            f"Received negative values at positions {bad}: "
+            f"{arr[bad].tolist()}\n- Pass the length (number of steps) of each sequence, "
+            "which is never negative."
         )
     return out
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """Return ``value`` as a Python bool; refuse anything but ``True``/``False``.
+
+    ``0``/``1``, ``None`` and strings such as ``"false"`` are refused: a truthy string would
+    silently mean True.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(
+            f"Argument `{name}` must be True or False. Received: {name}={value!r} "
+            f"of type {type(value).__name__}\n- Pass {name}=True or {name}=False."
+        )
+    return bool(value)
+
+
+def check_one_of(fix: str, **values: Any) -> str:
+    """Check that exactly one of the keyword ``values`` is not None; return its name.
+
+    Args:
+        fix: the "what to pass" line shown after the error (without the leading "- ").
+        **values: the mutually exclusive arguments, by name.
+    """
+    given = [k for k, v in values.items() if v is not None]
+    if len(given) != 1:
+        names = " and ".join(f"`{k}`" for k in values)
+        shown = ", ".join(f"{k}={v!r}" for k, v in values.items())
+        what = "both" if len(given) > 1 else "neither"
+        if len(values) > 2:
+            what = f"{len(given)} of them"
+        raise ValueError(
+            f"Pass exactly one of {names} (got {what}). Received: {shown}\n- {fix}"
+        )
+    return given[0]
+
+
+# ----------------------------------------------------------------- non-finite values
+#
+# The one rule for NaN and infinity, shared by every entry point that trains on data
+# (`bucketed_dataset`, `fit_per_length`, `fit_tbptt`, `fit_separate_models`):
+#
+# * labels (`y`) must be finite, always: a NaN target turns the loss, then every weight, into
+#   NaN, and there is no model that learns from it. To leave a target out, give it weight 0.
+# * features (`x`) must be finite unless the caller passes `allow_nonfinite=True` (for
+#   models that handle NaN themselves, e.g. a first layer that imputes them).
+#
+# Each check is one vectorised pass over the flat values; integer and bool arrays cannot hold
+# NaN and are not scanned.
+
+
+def _first_nonfinite(values: np.ndarray) -> int | None:
+    """Flat position of the first NaN/inf in ``values``, or None (one pass when all finite)."""
+    if values.dtype.kind not in "fc" or values.size == 0:
+        return None
+    finite = np.isfinite(values)
+    if finite.all():
+        return None
+    return int(np.argmin(finite.reshape(-1)))
+
+
+def check_finite_labels(values: np.ndarray, name: str = "y", *, offsets: Any = None) -> None:
+    """Refuse NaN/inf labels, naming the first bad sequence.
+
+    Args:
+        values: the label array (one row per sequence), or the flat steps of per-step targets.
+        name: the argument's name.
+        offsets: for per-step targets, the row offsets into ``values`` (``Ragged.offsets``).
+    """
+    values = np.asarray(values)
+    pos = _first_nonfinite(values)
+    if pos is None:
+        return
+    per_row = int(np.prod(values.shape[1:], dtype=np.int64)) if values.ndim > 1 else 1
+    row = pos // per_row
+    if offsets is not None:
+        row = int(np.searchsorted(np.asarray(offsets), row, side="right")) - 1
+    bad = values.reshape(-1)[pos]
+    count = int(values.size - np.count_nonzero(np.isfinite(values)))
+    raise ValueError(
+        f"Argument `{name}` holds {count} NaN or infinite value(s); the first is in "
+        f"{name}[{row}]. Received: {name}[{row}] contains {bad!r}\n"
+        f"- If these targets are missing, drop those sequences or give them sample weight 0 "
+        f"and replace the NaN with any finite value (e.g. `np.nan_to_num({name})`)."
+    )
+
+
+def check_finite_features(
+    values: np.ndarray, name: str = "x", *, offsets: Any = None, allow_nonfinite: bool = False
+) -> None:
+    """Refuse NaN/inf features unless ``allow_nonfinite`` (see the rule above).
+
+    Args:
+        values: the flat steps of the sequences (``Ragged.values``).
+        name: the argument's name.
+        offsets: row offsets into ``values``, to name the sequence holding the first bad value.
+        allow_nonfinite: the caller's opt-out.
+    """
+    if check_bool("allow_nonfinite", allow_nonfinite):
+        return
+    values = np.asarray(values)
+    pos = _first_nonfinite(values)
+    if pos is None:
+        return
+    per_step = int(np.prod(values.shape[1:], dtype=np.int64)) if values.ndim > 1 else 1
+    step = pos // per_step
+    row = step if offsets is None else int(np.searchsorted(offsets, step, side="right")) - 1
+    where = f"{name}[{row}]" if offsets is None else (
+        f"{name}[{row}] at step {step - int(offsets[row])}"
+    )
+    count = int(values.size - np.count_nonzero(np.isfinite(values)))
+    raise ValueError(
+        f"Argument `{name}` holds {count} NaN or infinite value(s); the first is in {where}. "
+        f"Received: {values.reshape(-1)[pos]!r}\n"
+        "- If the model handles NaN/inf itself, pass `allow_nonfinite=True`; otherwise "
+        f"impute or drop them first (e.g. `np.nan_to_num`)."
+    )
+
+
+# ----------------------------------------------------------------- data left out
+
+
+def report_dropped(
+    dropped: int,
+    total: int,
+    *,
+    why: str,
+    keep: str,
+    argument: str,
+    received: str,
+    unit: str = "sequence",
+    stacklevel: int = 3,
+) -> None:
+    """Warn with counts when data is left out; refuse when all of it would be.
+
+    Args:
+        dropped: how many ``unit`` are left out.
+        total: how many there are.
+        why: what leaves them out (e.g. ``"drop_remainder=True leaves out partial batches"``).
+        keep: how to keep them (the fix line, without the leading ``"- "``).
+        argument: the argument to name when everything would be dropped.
+        received: what was received, shown as ``Received: ...``.
+        unit: what is counted (singular).
+        stacklevel: passed to :func:`warnings.warn` (the caller's caller by default).
+    """
+    if dropped <= 0:
+        return
+    if dropped >= total:
+        raise ValueError(
+            f"Argument `{argument}` would leave out all {total} {unit}(s): {why}. "
+            f"Received: {received}\n- {keep}"
+        )
+    warnings.warn(
+        f"{dropped} of {total} {unit}(s) ({dropped / total:.1%}) are left out of every epoch: "
+        f"{why}. Received: {received}\n- {keep}",
+        UserWarning,
+        stacklevel=stacklevel,
+    )

@@ -15,8 +15,9 @@ TensorFlow is never imported here: tensors are recognised by duck typing.
 
 from __future__ import annotations
 
+import inspect
 import itertools
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,12 +120,38 @@ def _to_list(sequences: Any, name: str) -> list[Any] | np.ndarray | Ragged:
     if isinstance(sequences, (list, tuple)):
         return sequences if isinstance(sequences, list) else list(sequences)
     if isinstance(sequences, Iterable) and not isinstance(sequences, dict):
-        return list(sequences)
+        return _read_iterable(sequences, name)
     raise TypeError(
         f"Argument `{name}` must be a collection of sequences (a list of arrays or lists, a "
         f"tf.RaggedTensor, an array of shape (n, T, ...) or a pandas Series). "
-        f"Received: {type(sequences).__name__}"
+        f"Received: {name}={sequences!r:.60} of type {type(sequences).__name__}\n"
+        f"- Pass a list of sequences, e.g. `{name}=[[1, 2, 3], [4, 5]]`."
     )
+
+
+def _read_iterable(sequences: Iterable[Any], name: str) -> list[Any]:
+    """Read a one-shot iterable, refusing one that is already used up (it reads as empty)."""
+    if type(sequences).__module__.startswith("tensorflow") and hasattr(sequences, "element_spec"):
+        raise TypeError(
+            f"Argument `{name}` must be a collection of sequences held in memory. Received a "
+            f"{type(sequences).__name__}\n- If the data is a tf.data pipeline of unbatched "
+            "elements, batch it with `dataset.apply(seqprep.bucket_by_length(...))`; to use "
+            f"this function, collect it first: `{name} = [e.numpy() for e in dataset]`."
+        )
+    if isinstance(sequences, Generator) and inspect.getgeneratorstate(sequences) == "GEN_CLOSED":
+        raise ValueError(
+            f"Argument `{name}` is a generator that has already been consumed, so it would read "
+            f"as empty. Received: {sequences!r}\n- Pass a list (`{name} = list(generator)` "
+            "once, then reuse the list), or create a new generator for each call."
+        )
+    out = list(sequences)
+    if not out and isinstance(sequences, Iterator):
+        raise ValueError(
+            f"Argument `{name}` is an iterator that yielded nothing: it was probably already "
+            f"consumed. Received: {sequences!r}\n- Pass a list (`{name} = list(iterator)` "
+            "once, then reuse the list), or create a new iterator for each call."
+        )
+    return out
 
 
 def _row_length(seq: Any, i: int, name: str) -> int:

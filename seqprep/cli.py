@@ -9,11 +9,35 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = ["main"]
+
+
+# Python argument names as the command line spells them, so errors raised by the library name
+# the flag the user typed.
+_FLAGS = {
+    "max_tokens": "--max-tokens", "batch_size": "--batch-size", "column": "--column",
+    "id": "--id", "seed": "--seed", "epochs": "--epochs", "path": "PATH",
+}
+
+
+def _as_flags(message: str) -> str:
+    names = "|".join(_FLAGS)
+    message = re.sub(rf"`({names})`", lambda m: f"`{_FLAGS[m.group(1)]}`", message)
+    return re.sub(rf"(?<![\w.`-])({names})=", lambda m: f"{_FLAGS[m.group(1)]} ", message)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors end with what to do."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n- Run `{self.prog} --help` for the "
+                     "accepted arguments and values.\n")
 
 
 def _positive_int(text: str) -> int:
@@ -27,7 +51,7 @@ def _positive_int(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="seqprep",
         description="Cheap and correct training on variable-length sequences.",
     )
@@ -84,10 +108,13 @@ def _analyze(args: argparse.Namespace) -> int:
     from seqprep.ingest import read_lengths
 
     path = Path(args.path)
+    fix = "\n- Pass the path of a .csv, .parquet or .npy file."
     if not path.exists():
-        raise FileNotFoundError(f"No such file: {str(path)!r}")
+        raise FileNotFoundError(f"Argument PATH: no such file. Received: {str(path)!r}{fix}")
     if path.is_dir():
-        raise FileNotFoundError(f"{str(path)!r} is a folder, not a file")
+        raise FileNotFoundError(
+            f"Argument PATH is a folder, not a file. Received: {str(path)!r}{fix}"
+        )
     lengths = read_lengths(path, id=args.id_column, column=args.column)
     result = analyze_lengths(
         lengths, batch_size=args.batch_size, max_tokens=args.max_tokens, seed=args.seed
@@ -137,8 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         >>> import contextlib, io
         >>> with contextlib.redirect_stderr(io.StringIO()) as err:
         ...     status = main(["analyze", "no-such-file.csv"])
-        >>> status, err.getvalue().strip()
-        (2, "seqprep analyze: error: No such file: 'no-such-file.csv'")
+        >>> status, err.getvalue().splitlines()[0]
+        (2, "seqprep analyze: error: Argument PATH: no such file. Received: 'no-such-file.csv'")
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     parser = _parser()
@@ -150,5 +177,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except (FileNotFoundError, ValueError, TypeError, ImportError) as error:
-        print(f"seqprep {args.command}: error: {error}", file=sys.stderr)
+        print(f"seqprep {args.command}: error: {_as_flags(str(error))}", file=sys.stderr)
         return 2

@@ -28,9 +28,17 @@ import numpy as np
 import tensorflow as tf
 from numpy.typing import DTypeLike
 
-from seqprep._checks import check_choice, check_int
+from seqprep._checks import (
+    check_bool,
+    check_choice,
+    check_finite_features,
+    check_finite_labels,
+    check_int,
+    check_one_of,
+)
 from seqprep._ragged import Ragged, as_ragged, lengths_of
 from seqprep.bucketing import BucketSampler, as_boundaries
+from seqprep.bucketing.sampler import BATCH_FIX
 from seqprep.bucketing.boundaries import (
     batch_capacity,
     check_quadratic_length,
@@ -307,6 +315,7 @@ def bucketed_dataset(
     reshuffle_each_iteration: bool = False,
     truncating: Side = "post",
     dtype: DTypeLike | None = None,
+    allow_nonfinite: bool = False,
 ) -> tf.data.Dataset:
     """Padded batches of in-memory sequences, in the order a :class:`BucketSampler` planned.
 
@@ -363,6 +372,8 @@ def bucketed_dataset(
             overlong sequences: ``"post"`` keeps the first ``sampler.length_limit`` steps,
             ``"pre"`` the last ones.
         dtype: dtype of the ``x`` batches (default: see above).
+        allow_nonfinite: accept NaN/inf in ``x`` (refused by default; NaN/inf in ``y`` are
+            always refused). See "What seqprep refuses" in the padding and masking guide.
 
     Returns:
         A ``tf.data.Dataset`` with ``cardinality() == len(sampler) * epochs``.
@@ -395,13 +406,10 @@ def bucketed_dataset(
         )
     epoch = check_int("epoch", epoch, minimum=0)
     epochs = check_int("epochs", epochs, minimum=1)
-    if not isinstance(reshuffle_each_iteration, (bool, np.bool_)):
-        raise TypeError(
-            "Argument `reshuffle_each_iteration` must be True or False. "
-            f"Received: reshuffle_each_iteration={reshuffle_each_iteration!r}"
-        )
+    check_bool("reshuffle_each_iteration", reshuffle_each_iteration)
 
     rag = as_ragged(x, "x")
+    check_finite_features(rag.values, "x", offsets=rag.offsets, allow_nonfinite=allow_nonfinite)
     raw_lengths = rag.lengths
     n = raw_lengths.size
     lengths = _check_sampler(sampler, raw_lengths)
@@ -438,6 +446,10 @@ def bucketed_dataset(
         else:
             y_arr = _cast_labels(_label_array(y, "y", n), "y")
             y_mode = "sequence"
+        if y_rag is not None:
+            check_finite_labels(y_rag.values, "y", offsets=y_rag.offsets)
+        else:
+            check_finite_labels(y_arr, "y")
     w_mode, w_arr = _parse_weights(sample_weight, n, y is not None)
 
     x_dtype = _resolve_dtype(dtype, rag.values.dtype)
@@ -821,23 +833,20 @@ def bucket_by_length(
     """
     bounds = as_boundaries(boundaries)
     check_choice("padding", padding, ("pre", "post"))
-    if (batch_size is None) == (max_tokens is None):
-        raise ValueError(
-            "Pass exactly one of `batch_size` and `max_tokens`. "
-            f"Received: batch_size={batch_size!r}, max_tokens={max_tokens!r}"
-        )
+    check_one_of(BATCH_FIX, batch_size=batch_size, max_tokens=max_tokens)
     batch_size = check_int("batch_size", batch_size, minimum=1, allow_none=True)
     max_tokens = check_int("max_tokens", max_tokens, minimum=1, allow_none=True)
     max_length = check_int("max_length", max_length, minimum=1, allow_none=True)
     buffer_size = check_int("buffer_size", buffer_size, minimum=0, allow_none=True)
     seed = check_int("seed", seed, minimum=0, allow_none=True)
-    if not isinstance(drop_remainder, (bool, np.bool_)):
-        raise TypeError(
-            f"Argument `drop_remainder` must be True or False. Received: {drop_remainder!r}"
-        )
+    check_bool("drop_remainder", drop_remainder)
     drop_remainder = bool(drop_remainder)
     if length_fn is not None and not callable(length_fn):
-        raise TypeError(f"Argument `length_fn` must be callable. Received: {length_fn!r}")
+        raise TypeError(
+            f"Argument `length_fn` must be callable. Received: {length_fn!r}\n"
+            "- Pass a function of one element that returns its length as a scalar tensor, "
+            "or None for the length of the first axis."
+        )
     if max_length is not None and bounds.size and max_length < bounds[-1]:
         raise ValueError(
             f"Argument `max_length`={max_length} is below the last boundary "

@@ -39,7 +39,7 @@ import numpy as np
 import tensorflow as tf
 from numpy.typing import DTypeLike
 
-from seqprep._checks import check_choice, check_int
+from seqprep._checks import check_choice, check_int, check_one_of
 from seqprep._ragged import lengths_of
 from seqprep.bucketing import BatchPlan, Bucketer, BucketSampler, as_boundaries
 from seqprep.bucketing.boundaries import check_quadratic_length
@@ -60,6 +60,10 @@ __all__ = [
 Side = Literal["pre", "post"]
 ReplicaPadTo = Literal["step", "bucket"]
 Overlong = Literal["error", "truncate", "drop"]
+_GLOBAL_FIX = (
+    "Both are global, over all replicas: `batch_size` rows per step, or `max_tokens` padded "
+    "tokens per step."
+)
 
 
 # --------------------------------------------------------------------------- replica plans
@@ -69,11 +73,7 @@ def _per_replica_budget(
     batch_size: int | None, max_tokens: int | None, num_replicas: int
 ) -> tuple[int | None, int | None]:
     """Split a global ``batch_size`` or ``max_tokens`` evenly over ``num_replicas``."""
-    if (batch_size is None) == (max_tokens is None):
-        raise ValueError(
-            "Pass exactly one of `batch_size` and `max_tokens` (global, over all replicas). "
-            f"Received: batch_size={batch_size!r}, max_tokens={max_tokens!r}"
-        )
+    check_one_of(_GLOBAL_FIX, batch_size=batch_size, max_tokens=max_tokens)
     if batch_size is not None:
         batch_size = check_int("batch_size", batch_size, minimum=1)
         if batch_size % num_replicas:
@@ -181,14 +181,19 @@ def replica_plans(
     check_choice("pad_to", pad_to, ("step", "bucket"))
     shards = list(sampler_shards)
     if not shards or any(not isinstance(s, BucketSampler) for s in shards):
-        raise TypeError("Argument `sampler_shards` must be a non-empty list of BucketSampler.")
+        raise TypeError(
+            "Argument `sampler_shards` must be a non-empty list of BucketSampler. Received: "
+            f"{[type(s).__name__ for s in shards][:4]}\n- Pass "
+            "[BucketSampler(lengths, ..., num_shards=n, shard_index=k) for k in range(n)]."
+        )
     n = len(shards)
     if [s.shard_index for s in shards] != list(range(n)) or any(s.num_shards != n for s in shards):
         raise ValueError(
             "Argument `sampler_shards` must hold shards 0..n-1 of one sampler configuration, "
             f"in order, each built with num_shards=n. Received shard indices "
             f"{[s.shard_index for s in shards]} with num_shards "
-            f"{sorted({s.num_shards for s in shards})}"
+            f"{sorted({s.num_shards for s in shards})}\n- Pass "
+            "[BucketSampler(lengths, ..., num_shards=n, shard_index=k) for k in range(n)]."
         )
     plans = [s.plan(epoch) for s in shards]
     steps = len(plans[0].batches)
@@ -350,11 +355,7 @@ def replica_dataset_fn(
         >>> [b.numpy().tolist() for b in fn(ctx)]
         [[[3]], [[4, 4]], [[6, 6, 6]]]
     """
-    if (batch_size is None) == (max_tokens is None):
-        raise ValueError(
-            "Pass exactly one of `batch_size` and `max_tokens` (global, over all replicas). "
-            f"Received: batch_size={batch_size!r}, max_tokens={max_tokens!r}"
-        )
+    check_one_of(_GLOBAL_FIX, batch_size=batch_size, max_tokens=max_tokens)
     check_choice("pad_to", pad_to, ("step", "bucket"))
     check_quadratic_length(quadratic_length, max_tokens)
     lengths = lengths_of(x, "x").copy()

@@ -30,7 +30,15 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from seqprep._checks import check_choice, check_int, check_lengths
+from seqprep._checks import (
+    check_bool,
+    check_choice,
+    check_finite_features,
+    check_finite_labels,
+    check_int,
+    check_lengths,
+    report_dropped,
+)
 from seqprep._ragged import Ragged, as_ragged
 from seqprep.padding import pad_sequences
 
@@ -77,13 +85,16 @@ def _resolve_group_by(group_by: GroupBy, lengths: np.ndarray | None) -> np.ndarr
     if arr.ndim != 1:
         raise ValueError(
             'Argument `group_by` must be "length", a list of bucket boundaries or a Bucketer. '
-            f"Received: group_by={group_by!r}"
+            f"Received: group_by={group_by!r}\n"
+            '- Pass group_by="length", ascending ints such as group_by=[8, 16, 32], or '
+            "`seqprep.Bucketer()`."
         )
     if arr.size == 0:
         return np.zeros(0, np.int64)
     if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
         raise TypeError(
             f"Argument `group_by` as boundaries must hold integers. Received: group_by={raw!r}"
+            "\n- Pass ascending ints such as group_by=[8, 16, 32]."
         )
     arr = arr.astype(np.int64)
     if arr[0] < 1 or np.any(np.diff(arr) <= 0):
@@ -213,7 +224,28 @@ def plan_per_length(
     )
     sorted_epochs = check_int("sorted_epochs", sorted_epochs, minimum=0, allow_none=True)
     eff = _epoch_order(order, epoch, sorted_epochs)
-    return _plan_epoch(keys, batch_size, eff, seed, epoch, drop_remainder).batches()
+    plan = _plan_epoch(keys, batch_size, eff, seed, epoch, check_bool("drop_remainder",
+                                                                       drop_remainder))
+    _report_group_drops(plan, keys, batch_size)
+    return plan.batches()
+
+
+def _report_group_drops(plan: _EpochPlan, keys: np.ndarray, batch_size: int) -> None:
+    """Warn (or refuse, when nothing is left) about the partial batches ``drop_remainder`` cut."""
+    n = len(keys)
+    if plan.rows.size == n:
+        return
+    counts = np.unique(keys, return_counts=True)[1]
+    partial = int(np.count_nonzero(counts % batch_size))
+    report_dropped(
+        n - int(plan.rows.size), n,
+        why=f"drop_remainder=True leaves out the partial last batch of {partial} of the "
+        f"{counts.size} length group(s), and each batch holds one group",
+        keep="To keep them, pass drop_remainder=False (each group then ends with one smaller "
+        "batch), a smaller `batch_size`, or `group_by=Bucketer()` for larger groups.",
+        argument="drop_remainder", received=f"drop_remainder=True, batch_size={batch_size}",
+        stacklevel=4,
+    )
 
 
 def _check_plan_args(lengths, batch_size, group_by, order, seed, epoch):
@@ -257,9 +289,11 @@ def _is_rectangular(y: Any) -> np.ndarray | None:
 
 
 def _prepare(
-    x: Any, y: Any, sample_weight: Any = None, *, xname: str = "x", yname: str = "y"
+    x: Any, y: Any, sample_weight: Any = None, *, xname: str = "x", yname: str = "y",
+    allow_nonfinite: bool = False,
 ) -> _Data:
     rag = as_ragged(x, xname)
+    check_finite_features(rag.values, xname, offsets=rag.offsets, allow_nonfinite=allow_nonfinite)
     n = len(rag)
     lengths = rag.lengths
     if n == 0:
@@ -277,7 +311,8 @@ def _prepare(
         if arr.shape[0] != n:
             raise ValueError(
                 f"Arguments `{xname}` and `{yname}` must have the same number of sequences. "
-                f"Received: len({xname})={n}, len({yname})={arr.shape[0]}"
+                f"Received: len({xname})={n}, len({yname})={arr.shape[0]}\n"
+                f"- Pass one target per sequence of `{xname}`, in the same order."
             )
         targets: np.ndarray | Ragged = arr
         y_steps = False
@@ -286,7 +321,8 @@ def _prepare(
         if len(targets) != n:
             raise ValueError(
                 f"Arguments `{xname}` and `{yname}` must have the same number of sequences. "
-                f"Received: len({xname})={n}, len({yname})={len(targets)}"
+                f"Received: len({xname})={n}, len({yname})={len(targets)}\n"
+                f"- Pass one target sequence per sequence of `{xname}`, in the same order."
             )
         diff = np.flatnonzero(targets.lengths != lengths)
         if diff.size:
@@ -298,13 +334,18 @@ def _prepare(
                 "them as a numeric array of shape (n, ...)."
             )
         y_steps = True
+    if y_steps:
+        check_finite_labels(targets.values, yname, offsets=targets.offsets)
+    else:
+        check_finite_labels(targets, yname)
     weights = None
     if sample_weight is not None:
         weights = np.asarray(sample_weight, dtype=np.float32)
         if weights.shape != (n,):
             raise ValueError(
                 f"Argument `sample_weight` must hold one weight per sequence, shape ({n},). "
-                f"Received shape {weights.shape}"
+                f"Received shape {weights.shape}\n"
+                "- Pass one weight per sequence of `x`; for per-step weights, scale the loss."
             )
     return _Data(rag, targets, y_steps, weights)
 
@@ -312,7 +353,8 @@ def _prepare(
 def _check_model(model: Any) -> None:
     if not (hasattr(model, "fit") and hasattr(model, "train_step")):
         raise TypeError(
-            f"Argument `model` must be a Keras model. Received: {type(model).__name__}"
+            f"Argument `model` must be a Keras model. Received: {type(model).__name__}\n"
+            "- Pass a compiled `keras.Model` (e.g. `seqprep.models.reference_rnn(...)`)."
         )
     if not getattr(model, "compiled", False) or getattr(model, "optimizer", None) is None:
         raise ValueError(
@@ -600,6 +642,7 @@ def fit_per_length(
     pad_value: Any = 0,
     drop_remainder: bool = False,
     initial_epoch: int = 0,
+    allow_nonfinite: bool = False,
     **fit_kwargs: Any,
 ) -> keras.callbacks.History:
     """Train a compiled Keras model on batches of equal length (or of one bucket), in one fit.
@@ -663,9 +706,12 @@ def fit_per_length(
         sample_weight: optional weights, one per sequence.
         validation_batch_size: batch size for validation (default ``batch_size``).
         pad_value: the value padded steps get (bucketed groups only).
-        drop_remainder: drop each group's partial last batch.
+        drop_remainder: drop each group's partial last batch (a ``UserWarning`` says how
+            many sequences that leaves out; leaving out all of them is an error).
         initial_epoch: epoch to resume at (plans depend only on ``(seed, epoch)``, so a resumed
             run sees the same batches the uninterrupted one would have).
+        allow_nonfinite: accept NaN/inf in ``x`` (refused by default; NaN/inf in ``y`` are
+            always refused). See "What seqprep refuses" in the padding and masking guide.
         **fit_kwargs: passed on to ``model.fit`` (e.g. ``validation_freq``, ``class_weight``).
 
     Returns:
@@ -701,17 +747,24 @@ def fit_per_length(
     if initial_epoch >= epochs:
         raise ValueError(
             f"Argument `initial_epoch` must be less than `epochs`. Received: "
-            f"initial_epoch={initial_epoch}, epochs={epochs}"
+            f"initial_epoch={initial_epoch}, epochs={epochs}\n"
+            "- `epochs` is the epoch to stop at, as in `model.fit`: pass "
+            f"epochs>{initial_epoch}."
         )
     owned = sorted(set(fit_kwargs) & set(_OWNED_FIT_ARGS))
     if owned:
+        shown = ", ".join(f"`{k}`" for k in owned)
         raise TypeError(
-            f"fit_per_length sets {owned} itself; they cannot be passed through `fit_kwargs`."
+            f"Argument(s) {shown} cannot be passed to fit_per_length: it sets them itself. "
+            f"Received: {', '.join(f'{k}={fit_kwargs[k]!r}' for k in owned)}\n"
+            "- Remove them; the plan fixes batches, steps and order (see `batch_size`, "
+            "`order`, `seed`)."
         )
     val_batch = check_int("validation_batch_size", validation_batch_size, minimum=1,
                           allow_none=True) or batch_size
 
-    data = _prepare(x, y, sample_weight)
+    drop_remainder = check_bool("drop_remainder", drop_remainder)
+    data = _prepare(x, y, sample_weight, allow_nonfinite=allow_nonfinite)
     lengths = data.x.lengths
     boundaries = _resolve_group_by(group_by, lengths)
     exact = boundaries is None
@@ -725,6 +778,7 @@ def fit_per_length(
                     drop_remainder)
         for e in range(initial_epoch, epochs)
     ]
+    _report_group_drops(plans[0], keys, batch_size)
     steps = len(plans[0].groups)
     rows, splits, batch_groups = _concat_plans(plans)
     step_weights = data.y_steps and not exact and not _output_is_masked(model, data, pad_value)
@@ -738,14 +792,17 @@ def fit_per_length(
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
             raise ValueError(
                 "Argument `validation_data` must be a tuple (x_val, y_val) or (x_val, y_val, "
-                f"sample_weight_val). Received: {type(validation_data).__name__}"
+                f"sample_weight_val). Received: {type(validation_data).__name__} of "
+                f"{len(validation_data) if hasattr(validation_data, '__len__') else '?'} "
+                "item(s)\n- Pass validation_data=(x_val, y_val)."
             )
         vdata = _prepare(*validation_data, xname="validation_data[0]",
-                         yname="validation_data[1]")
+                         yname="validation_data[1]", allow_nonfinite=allow_nonfinite)
         vkeys = _group_keys(vdata.x.lengths, boundaries)
         if state_batch is not None:
             _check_stateful(vkeys, val_batch, state_batch, drop_remainder, exact)
         val_plan = _plan_epoch(vkeys, val_batch, "ascending", seed, 0, drop_remainder)
+        _report_group_drops(val_plan, vkeys, val_batch)
         val_ds = _BatchSource(vdata, exact=exact, pad_value=pad_value,
                               step_weights=step_weights).dataset(val_plan.rows, val_plan.splits)
         for k, rng in _group_ranges(vkeys, vdata.x.lengths).items():
@@ -1135,6 +1192,7 @@ def fit_separate_models(
     unseen: Unseen = "error",
     pad_value: Any = 0,
     sample_weight: Any = None,
+    allow_nonfinite: bool = False,
     **fit_kwargs: Any,
 ) -> LengthEnsemble:
     """Train one independent model per length group: the other reading of "one fit per length".
@@ -1157,6 +1215,8 @@ def fit_separate_models(
             ``"error"`` (raise) or ``"nearest"`` (route to the nearest trained group).
         pad_value: value of padded steps (bucketed groups only).
         sample_weight: optional weights, one per sequence.
+        allow_nonfinite: accept NaN/inf in ``x`` (refused by default; NaN/inf in ``y`` are
+            always refused).
         **fit_kwargs: passed to every ``model.fit`` call.
 
     Returns:
@@ -1183,13 +1243,20 @@ def fit_separate_models(
     if not callable(build_model):
         raise TypeError(
             f"Argument `build_model` must be a callable group -> compiled model. "
-            f"Received: {type(build_model).__name__}"
+            f"Received: {type(build_model).__name__}\n"
+            "- Pass a function, e.g. `lambda group: make_model()`, that returns a compiled "
+            "model."
         )
     check_choice("unseen", unseen, ("error", "nearest"))
     for name in ("x", "y", "sample_weight", "validation_split"):
         if name in fit_kwargs:
-            raise TypeError(f"Argument `{name}` cannot be passed through `fit_kwargs`.")
-    data = _prepare(x, y, sample_weight)
+            raise TypeError(
+                f"Argument `{name}` cannot be passed through `fit_kwargs`: "
+                "fit_separate_models splits the data itself. "
+                f"Received: {name}={fit_kwargs[name]!r:.60}\n"
+                "- Pass `x`, `y` and `sample_weight` positionally/by keyword, for all groups."
+            )
+    data = _prepare(x, y, sample_weight, allow_nonfinite=allow_nonfinite)
     lengths = data.x.lengths
     boundaries = _resolve_group_by(group_by, lengths)
     keys = _group_keys(lengths, boundaries)

@@ -67,7 +67,8 @@ def _as_feature_list(features: Any) -> tuple[list[Hashable], bool]:
         columns = list(features)
         if not columns:
             raise ValueError(
-                "Argument `features` must name at least one column. Received: features=[]"
+                "Argument `features` must name at least one column. Received: features=[]\n"
+                "- Pass the feature column names, e.g. features=['x1', 'x2']."
             )
         dupes = sorted({str(c) for c in columns if columns.count(c) > 1})
         if dupes:
@@ -554,7 +555,8 @@ def _target_rows(targets: Any, lengths: np.ndarray) -> np.ndarray:
         per_sequence = all(np.ndim(t) == 0 for t in items)
     if len(items) != n:
         raise ValueError(
-            f"Argument `targets` must hold one entry per sequence ({n}). Received {len(items)}"
+            f"Argument `targets` must hold one entry per sequence ({n}). Received {len(items)}\n"
+            "- Pass one target (or one target sequence) per sequence, in the same order."
         )
     if per_sequence:
         return np.repeat(np.asarray(items), lengths)

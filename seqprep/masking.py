@@ -128,12 +128,16 @@ def check_cudnn_mask(mask: Any) -> None:
     """  # noqa: E501
     arr = np.asarray(mask)
     if arr.ndim != 2:
-        raise ValueError(f"Argument `mask` must have shape (n, T). Received shape {arr.shape}")
+        raise ValueError(
+            f"Argument `mask` must have shape (n, T). Received shape {arr.shape}\n"
+            "- Pass a 2-D mask, one row per sequence (e.g. `seqprep.length_mask(lengths)`)."
+        )
     if arr.dtype != bool:
         if not np.isin(arr, (0, 1)).all():
             raise ValueError(
                 f"Argument `mask` must be boolean (or 0/1). Received dtype {arr.dtype} with "
-                "other values"
+                f"other values, e.g. {arr[~np.isin(arr, (0, 1))].reshape(-1)[0]!r}\n"
+                "- Pass the boolean mask itself (e.g. `mask != 0`), not weights or ids."
             )
         arr = arr.astype(bool)
     real = arr.sum(axis=1)

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import keras
 import numpy as np
 
-from seqprep._checks import check_choice, check_int
+from seqprep._checks import check_bool, check_choice, check_int, check_one_of
 
 __all__ = ["compile_reference", "feature_stats", "reference_rnn"]
 
@@ -29,12 +29,16 @@ _CELLS = {"lstm": "LSTM", "gru": "GRU", "simple": "SimpleRNN"}
 
 def _check_float(name: str, value: Any, low: float, high: float, *, high_open: bool) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"Argument `{name}` must be a number. Received: {name}={value!r}")
+        raise TypeError(
+            f"Argument `{name}` must be a number. Received: {name}={value!r}\n"
+            f"- Pass a float, e.g. {name}={low if np.isfinite(low) else 0.0}."
+        )
     value = float(value)
     if not (low <= value and (value < high if high_open else value <= high)):
         bracket = ")" if high_open else "]"
         raise ValueError(
-            f"Argument `{name}` must be in [{low}, {high}{bracket}. Received: {name}={value!r}"
+            f"Argument `{name}` must be in [{low}, {high}{bracket}. Received: {name}={value!r}\n"
+            f"- Pass a value in that range."
         )
     return value
 
@@ -197,11 +201,13 @@ def reference_rnn(
         >>> reference_rnn(vocab_size=100, units=4, return_sequences=True).output_shape
         (None, None, 1)
     """
-    if (input_dim is None) == (vocab_size is None):
-        raise ValueError(
-            "Pass exactly one of `input_dim` (real-valued frames) or `vocab_size` (integer "
-            f"tokens). Received: input_dim={input_dim!r}, vocab_size={vocab_size!r}"
-        )
+    check_one_of(
+        "Pass `input_dim` for real-valued frames (features per step) or `vocab_size` for "
+        "integer tokens.", input_dim=input_dim, vocab_size=vocab_size,
+    )
+    for name, flag in (("mask", mask), ("bidirectional", bidirectional),
+                       ("return_sequences", return_sequences), ("stateful", stateful)):
+        check_bool(name, flag)
     check_choice("cell", cell, tuple(_CELLS))
     input_dim = check_int("input_dim", input_dim, minimum=1, allow_none=True)
     vocab_size = check_int(

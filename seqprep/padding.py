@@ -215,7 +215,8 @@ def pad_sequences(
         dtype = np.dtype(dtype)
     except TypeError:
         raise TypeError(
-            f"Argument `dtype` is not a numpy dtype. Received: dtype={dtype!r}"
+            f"Argument `dtype` is not a numpy dtype. Received: dtype={dtype!r}\n"
+            "- Pass a numpy dtype or its name, e.g. dtype='int32' or dtype='float32'."
         ) from None
     _check_pad_value(value, dtype)
 
@@ -282,14 +283,16 @@ def unpad(padded: Any, lengths: Any, padding: Side = "post") -> list[np.ndarray]
     arr = np.asarray(padded)
     if arr.ndim < 2:
         raise ValueError(
-            f"Argument `padded` must have shape (n, T, ...). Received shape {arr.shape}"
+            f"Argument `padded` must have shape (n, T, ...). Received shape {arr.shape}\n"
+            "- Pass the 2-D (or more) array that `pad_sequences` returned."
         )
     lengths = check_lengths(lengths, allow_empty=True)
     n, width = arr.shape[:2]
     if len(lengths) != n:
         raise ValueError(
             f"Argument `lengths` must have one entry per row of `padded` ({n}). "
-            f"Received {len(lengths)} lengths"
+            f"Received {len(lengths)} lengths\n"
+            "- Pass the lengths of the sequences that were padded into `padded`, in order."
         )
     if n and lengths.max() > width:
         row = int(np.argmax(lengths))

@@ -64,7 +64,13 @@ import keras
 import numpy as np
 from keras import ops
 
-from seqprep._checks import check_choice, check_int
+from seqprep._checks import (
+    check_bool,
+    check_choice,
+    check_finite_features,
+    check_finite_labels,
+    check_int,
+)
 from seqprep._ragged import Ragged, as_ragged
 from seqprep._tbptt_plan import ORDERS, Order, TBPTTPlan, plan_tbptt
 
@@ -672,6 +678,8 @@ def _prepare_data(
 ) -> tuple[Ragged, np.ndarray | Ragged | None, bool]:
     """Normalise inputs and targets; returns ``(data, targets, many_to_one)``."""
     xn, yn = names
+    if return_sequences is not None:
+        check_bool("return_sequences", return_sequences)
     data = as_ragged(x, xn)
     lengths = data.lengths
     if len(lengths) == 0:
@@ -711,6 +719,14 @@ def _prepare_data(
             if targets.dtype == np.float64:
                 targets = targets.astype(keras.backend.floatx())
     return data, targets, not bool(return_sequences)
+
+
+def _check_finite(data: Ragged, targets: Any, allow_nonfinite: bool) -> None:
+    check_finite_features(data.values, "x", offsets=data.offsets, allow_nonfinite=allow_nonfinite)
+    if isinstance(targets, Ragged):
+        check_finite_labels(targets.values, "y", offsets=targets.offsets)
+    else:
+        check_finite_labels(targets, "y")
 
 
 def _check_sizes(window: int, batch_size: int) -> tuple[int, int]:
@@ -844,6 +860,7 @@ def fit_tbptt(
     validation_data: tuple[Any, Any] | None = None,
     callbacks: Sequence[keras.callbacks.Callback] | None = None,
     verbose: int | str = "auto",
+    allow_nonfinite: bool = False,
 ) -> keras.callbacks.History:
     """Train a stateful RNN with truncated backpropagation through time.
 
@@ -878,6 +895,8 @@ def fit_tbptt(
         callbacks: Keras callbacks.
         verbose: ``"auto"`` (= 1) or 1 for a progress bar, 2 for one line per epoch, 0 for
             silence.
+        allow_nonfinite: accept NaN/inf in ``x`` (refused by default; NaN/inf in ``y`` are
+            always refused).
 
     Returns:
         The Keras ``History`` of the run.
@@ -909,6 +928,7 @@ def fit_tbptt(
     data, targets, many_to_one = _prepare_data(
         x, y, return_sequences=return_sequences, need_y=True
     )
+    _check_finite(data, targets, allow_nonfinite)
     runner = _runner_for(model, window=window, batch_size=batch_size, data=data)
     validation = None
     if validation_data is not None:
@@ -1099,11 +1119,7 @@ def predict_tbptt(
         (3, 4)
     """
     verbose = _verbosity(verbose)
-    if not isinstance(return_sequences, (bool, np.bool_)):
-        raise TypeError(
-            "Argument `return_sequences` must be True or False. Received: "
-            f"return_sequences={return_sequences!r}"
-        )
+    check_bool("return_sequences", return_sequences)
     window, batch_size = _check_sizes(window, batch_size)
     data, _, _ = _prepare_data(x, None, return_sequences=return_sequences, need_y=False)
     runner = _runner_for(model, window=window, batch_size=batch_size, data=data)

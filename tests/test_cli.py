@@ -73,10 +73,10 @@ def test_analyze_with_token_budget(files, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("key", "extra", "message"),
     [
-        ("missing", [], "No such file"),
+        ("missing", [], "no such file"),
         ("csv", ["--column", "lenght"], "'lenght'"),
         ("parquet", ["--id", "session"], "'session'"),
-        ("csv", [], "Pass exactly one of `id`"),
+        ("csv", [], "Pass exactly one of `--id`"),
         ("negative", ["--column", "length"], "negative"),
         ("fraction", ["--column", "length"], "integer lengths"),
         ("text", ["--column", "length"], "length"),

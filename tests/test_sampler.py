@@ -169,8 +169,9 @@ def test_too_few_examples_for_every_shard_is_a_clear_error():
     with pytest.raises(ValueError, match="Cannot give each of the 4 shards") as err:
         BucketSampler([3, 4], batch_size=2, num_shards=4)
     assert "drop_remainder=True" in str(err.value)
-    s = BucketSampler([3, 4], batch_size=2, num_shards=4, drop_remainder=True)
-    assert len(s) == 0 and s.num_dropped_ == 2
+    # Dropping everything is refused too: an empty epoch would train on nothing.
+    with pytest.raises(ValueError, match="`drop_remainder` would leave out all 2 sequence"):
+        BucketSampler([3, 4], batch_size=2, num_shards=4, drop_remainder=True)
 
 
 def test_seeded_shuffle_depends_on_seed_and_epoch_only():

@@ -99,6 +99,10 @@ def test_sampler_contract(mode, shuffle, shards, drop, data):
     try:
         samplers = _build_all(lengths, kwargs)
     except ValueError as err:
+        if "would leave out all" in str(err):
+            # Planning an empty epoch is refused; only dropping can empty it.
+            assert drop or kwargs["overlong"] == "drop"
+            return
         # Only a data set too small to give every shard a batch may refuse, and only when
         # asked not to drop anything.
         assert "Cannot give each of the" in str(err)

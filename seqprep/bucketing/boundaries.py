@@ -323,18 +323,25 @@ def as_boundaries(boundaries: Any, name: str = "boundaries") -> np.ndarray:
         [3]
     """
     if isinstance(boundaries, Bucketer):
-        boundaries._check_fitted()
+        boundaries._check_fitted(name)
         return boundaries.boundaries_.copy()
-    arr = np.asarray(boundaries)
+    try:
+        arr = np.asarray(boundaries)
+    except (ValueError, TypeError):
+        arr = np.asarray(boundaries, dtype=object)
     if arr.ndim != 1:
         raise ValueError(
             f"Argument `{name}` must be a 1-D list of integers or a fitted Bucketer. "
-            f"Received: {name}={boundaries!r}"
+            f"Received: {name}={boundaries!r} (shape {arr.shape})\n"
+            f"- Pass ascending ints, e.g. {name}=[8, 16, 32], or a fitted `Bucketer`."
         )
     if arr.size == 0:
         return np.zeros(0, np.int64)
     if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
-        raise TypeError(f"Argument `{name}` must hold integers. Received: {name}={boundaries!r}")
+        raise TypeError(
+            f"Argument `{name}` must hold integers. Received: {name}={boundaries!r}\n"
+            f"- Pass ascending ints, e.g. {name}=[8, 16, 32] (a boundary is a length)."
+        )
     arr = arr.astype(np.int64)
     if arr[0] < 1 or np.any(np.diff(arr) <= 0):
         raise ValueError(
@@ -401,6 +408,7 @@ class Bucketer:
         self.batch_size = batch_size
         self.max_tokens = max_tokens
         self.quadratic_length = quadratic_length
+        self._validate()  # fail at the line that holds the mistake, not at fit
 
     def _validate(self) -> None:
         check_int("num_buckets", self.num_buckets, minimum=1, allow_none=True)
@@ -409,14 +417,16 @@ class Bucketer:
         if isinstance(t, bool) or not isinstance(t, numbers.Real) or not 0 <= t < 1:
             raise ValueError(
                 f"Argument `target_padding` must be a number in [0, 1). "
-                f"Received: target_padding={t!r}"
+                f"Received: target_padding={t!r}\n"
+                "- Pass a fraction of padded tokens, e.g. target_padding=0.02."
             )
         check_int("batch_size", self.batch_size, minimum=1, allow_none=True)
         check_int("max_tokens", self.max_tokens, minimum=1, allow_none=True)
         if self.batch_size is not None and self.max_tokens is not None:
             raise ValueError(
                 "Pass at most one of `batch_size` and `max_tokens`. "
-                f"Received: batch_size={self.batch_size}, max_tokens={self.max_tokens}"
+                f"Received: batch_size={self.batch_size}, max_tokens={self.max_tokens}\n"
+                "- Give the cost model the budget your sampler will use, and only that one."
             )
         check_quadratic_length(self.quadratic_length, self.max_tokens)
 
@@ -488,10 +498,11 @@ class Bucketer:
             bounds = min([bounds, *alternatives], key=cost)
         return bounds
 
-    def _check_fitted(self) -> None:
+    def _check_fitted(self, name: str | None = None) -> None:
         if not hasattr(self, "boundaries_"):
+            what = f"Argument `{name}` is a Bucketer that" if name else "This Bucketer"
             raise NotFittedError(
-                "This Bucketer is not fitted yet.\n"
+                f"{what} is not fitted yet (it has no `boundaries_`). Received: {self!r}\n"
                 "- Call `.fit(lengths)` first, or pass explicit boundaries instead."
             )
 

@@ -44,13 +44,21 @@ def padding_report(
         (12, 10, 6, 0.167)
     """
     arr = check_lengths(lengths, allow_empty=True)
-    parts = [np.asarray(b, dtype=np.int64).reshape(-1) for b in batches]
+    try:
+        parts = [np.asarray(b, dtype=np.int64).reshape(-1) for b in batches]
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"Argument `batches` must be a list of index arrays (one per batch). Received: "
+            f"batches={batches!r:.80}\n- Pass e.g. `sampler.batches(epoch)` or "
+            "[[0, 1], [2, 3]]."
+        ) from None
     sizes = np.array([p.size for p in parts], dtype=np.int64)
     flat = np.concatenate(parts) if parts else np.zeros(0, np.int64)
     if flat.size and (flat.min() < 0 or flat.max() >= arr.size):
         bad = flat[(flat < 0) | (flat >= arr.size)][:5].tolist()
         raise ValueError(
-            f"Argument `batches` holds indices outside [0, {arr.size}). Received indices {bad}"
+            f"Argument `batches` holds indices outside [0, {arr.size}). Received indices {bad}\n"
+            "- Pass batches of indices into `lengths` (as a sampler built on them returns)."
         )
     longest = np.zeros(sizes.size, dtype=np.int64)
     nonempty = sizes > 0
@@ -71,7 +79,9 @@ def padding_report(
             i = int(short[0])
             raise ValueError(
                 f"Argument `pad_lengths` is shorter than the longest sequence of batch {i}: "
-                f"pad_lengths[{i}]={int(padded_to[i])} < {int(longest[i])}"
+                f"pad_lengths[{i}]={int(padded_to[i])} < {int(longest[i])}\n"
+                "- Pass each batch's padded length (at least its longest member), e.g. "
+                "`sampler.plan(epoch).pad_lengths` with that plan's batches."
             )
     batch_tokens = sizes * padded_to
     padded = int(batch_tokens.sum())

@@ -30,7 +30,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from seqprep._checks import check_choice, check_int, check_lengths
+from seqprep._checks import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_lengths,
+    check_one_of,
+    report_dropped,
+)
 from seqprep.bucketing.boundaries import (
     Bucketer,
     as_boundaries,
@@ -42,6 +49,10 @@ from seqprep.bucketing.boundaries import (
 from seqprep.bucketing.report import padding_report
 
 Overlong = Literal["error", "truncate", "drop"]
+BATCH_FIX = (
+    "Use `batch_size` for a fixed number of rows per batch, `max_tokens` for a budget of "
+    "padded tokens (rows x longest length) per batch."
+)
 _STATE_VERSION = 1
 # The Bucketer's cost model does not see that leftover batches straddle buckets; aiming at half
 # the Bucketer's default keeps the realised padding within about 0.02 of fully sorted batching.
@@ -70,12 +81,6 @@ class BatchPlan:
     num_dropped: int
 
 
-def _check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"Argument `{name}` must be True or False. Received: {name}={value!r}")
-    return bool(value)
-
-
 class BucketSampler:
     """Plan epochs of length-bucketed batches of indices: seeded, shardable, resumable.
 
@@ -98,6 +103,8 @@ class BucketSampler:
         drop_remainder: leave out the last partial batch and the batches that do not fill a
             group of ``num_shards``; counted in ``num_dropped_``. When False nothing is dropped:
             a final incomplete group is re-split into ``num_shards`` smaller batches.
+            Whatever ``drop_remainder`` or ``overlong="drop"`` leaves out is reported in a
+            ``UserWarning`` with the counts; leaving out every sequence is an error.
         num_shards: number of data-parallel replicas.
         shard_index: this replica, in ``[0, num_shards)``.
         overlong: what to do with sequences longer than ``max_length`` or ``max_tokens``:
@@ -125,7 +132,8 @@ class BucketSampler:
     Raises:
         ValueError: bad lengths, both or neither of ``batch_size`` / ``max_tokens``,
             ``shard_index >= num_shards``, an overlong sequence with ``overlong="error"``, or too
-            few examples to give every shard a batch with ``drop_remainder=False``.
+            few examples to give every shard a batch with ``drop_remainder=False``, or
+            ``drop_remainder`` / ``overlong="drop"`` leaving no sequence in any batch.
 
     Example:
         >>> s = BucketSampler([5, 1, 2, 6, 2, 7, 1], boundaries=[4], batch_size=2, seed=0)
@@ -155,18 +163,12 @@ class BucketSampler:
         quadratic_length: int | None = None,
     ) -> None:
         raw = check_lengths(lengths)
-        if (batch_size is None) == (max_tokens is None):
-            raise ValueError(
-                "Pass exactly one of `batch_size` and `max_tokens`. "
-                f"Received: batch_size={batch_size!r}, max_tokens={max_tokens!r}\n"
-                "- Use `batch_size` for a fixed number of rows per batch, `max_tokens` for a "
-                "budget of padded tokens (rows x longest length) per batch."
-            )
+        check_one_of(BATCH_FIX, batch_size=batch_size, max_tokens=max_tokens)
         self.batch_size = check_int("batch_size", batch_size, minimum=1, allow_none=True)
         self.max_tokens = check_int("max_tokens", max_tokens, minimum=1, allow_none=True)
         self.quadratic_length = check_quadratic_length(quadratic_length, self.max_tokens)
-        self.shuffle = _check_bool("shuffle", shuffle)
-        self.drop_remainder = _check_bool("drop_remainder", drop_remainder)
+        self.shuffle = check_bool("shuffle", shuffle)
+        self.drop_remainder = check_bool("drop_remainder", drop_remainder)
         self.seed = check_int("seed", seed, minimum=0)
         self.num_shards = check_int("num_shards", num_shards, minimum=1)
         self.shard_index = check_int("shard_index", shard_index, minimum=0)
@@ -178,10 +180,34 @@ class BucketSampler:
             )
         self.overlong = check_choice("overlong", overlong, ("error", "truncate", "drop"))
         self.max_length = check_int("max_length", max_length, minimum=1, allow_none=True)
-        self.merge_leftovers = _check_bool("merge_leftovers", merge_leftovers)
+        self.merge_leftovers = check_bool("merge_leftovers", merge_leftovers)
         self._setup(raw, boundaries)
         self._epoch = 0
         self._position = 0
+        self._report_dropped()
+
+    def _report_dropped(self) -> None:
+        """Say how much of every epoch is left out, and why; refuse to plan an empty epoch."""
+        n, over = int(self._raw.size), int(self._num_overlong)
+        if not self.num_dropped_:
+            return
+        why, keep = [], []
+        if over:
+            why.append(f"{over} longer than the limit {self._limit_text} (overlong='drop')")
+            keep.append("pass overlong='truncate' or raise the limit")
+        if self.num_dropped_ > over:
+            why.append(
+                f"{self.num_dropped_ - over} in {self._dropped_batches} partial batch(es) "
+                "(drop_remainder=True)"
+            )
+            keep.append("pass drop_remainder=False (the default: nothing is dropped)")
+        report_dropped(
+            self.num_dropped_, n, why=" and ".join(why),
+            keep="To keep them, " + "; ".join(keep) + ".",
+            argument="overlong" if over >= n else "drop_remainder",
+            received=f"overlong={self.overlong!r}, drop_remainder={self.drop_remainder}, "
+            f"{self._size_text}", stacklevel=4,
+        )
 
     # ------------------------------------------------------------------ construction
 
@@ -220,6 +246,12 @@ class BucketSampler:
             else:
                 kept = np.flatnonzero(~over)
                 num_overlong = count
+        self._num_overlong = num_overlong
+        self._limit_text = f"`{limit_name}`={limit}" if limit is not None else ""
+        self._size_text = (
+            f"batch_size={self.batch_size}" if self.batch_size is not None
+            else f"max_tokens={self.max_tokens}"
+        )
         lengths.flags.writeable = False
         self.lengths = lengths
         kept_lengths = lengths if kept is None else lengths[kept]
@@ -308,10 +340,12 @@ class BucketSampler:
                 filled += r
         n_tail = len(t_size)
         dropped = num_overlong
+        self._dropped_batches = 0
         if self.drop_remainder and n_tail:
             # Merged leftovers leave at most the last batch partial; unmerged ones, one per bucket.
             full = [z == cap[b] for z, b in zip(t_size, t_label, strict=True)]
             dropped += sum(z for z, f in zip(t_size, full, strict=True) if not f)
+            self._dropped_batches += sum(not f for f in full)
             t_begin = [a for a, f in zip(t_begin, full, strict=True) if f]
             t_size = [z for z, f in zip(t_size, full, strict=True) if f]
             t_label = [b for b, f in zip(t_label, full, strict=True) if f]
@@ -406,6 +440,7 @@ class BucketSampler:
         if remainder.size:
             if self.drop_remainder:
                 dropped = int(self._b_size[remainder].sum())
+                self._dropped_batches += int(remainder.size)
             else:
                 made = self._resplit(remainder)
                 if made is None and sum(g.shape[0] for g in groups):
@@ -629,7 +664,8 @@ class BucketSampler:
         if not isinstance(state, dict) or any(k not in state for k in keys):
             raise ValueError(
                 f"Argument `state` must be a dict from `BucketSampler.state_dict()` with keys "
-                f"{list(keys)}. Received: state={state!r}"
+                f"{list(keys)}. Received: state={state!r}\n"
+                "- Pass the dict that `state_dict()` returned, unchanged."
             )
         for key in ("seed", "num_shards", "shard_index"):
             if state[key] != getattr(self, key):
