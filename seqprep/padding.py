@@ -5,11 +5,14 @@ Everything here is numpy; TensorFlow is not imported.
 
 from __future__ import annotations
 
+import numbers
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import DTypeLike
 
+from seqprep._casts import check_cast, find_loss
 from seqprep._checks import check_choice, check_int, check_lengths
 from seqprep._ragged import Ragged, as_ragged, lengths_of
 
@@ -38,102 +41,120 @@ def sequence_lengths(sequences: Any) -> np.ndarray:
     return lengths_of(sequences)
 
 
-def _first(mask: np.ndarray, values: np.ndarray) -> Any:
-    return values.reshape(-1)[np.flatnonzero(mask)[0]].item() if mask.any() else None
+def _locator(
+    rag: Ragged, cut_steps: Callable[[int], int]
+) -> Callable[[int], str]:
+    """Map a flat index of the kept values to ``sequences[i][j]`` in the caller's input;
+    ``cut_steps(i)`` is how many steps truncation removed before row ``i``'s kept ones."""
+    step_shape = rag.values.shape[1:]
+    step_size = max(int(np.prod(step_shape, dtype=np.int64)), 1)
 
+    def locate(flat_index: int) -> str:
+        step = flat_index // step_size
+        row = int(np.searchsorted(rag.offsets, step, side="right")) - 1
+        where = f"sequences[{row}][{step - int(rag.offsets[row]) + cut_steps(row)}]"
+        if step_shape:
+            inner = np.unravel_index(flat_index % step_size, step_shape)
+            where += "".join(f"[{int(k)}]" for k in inner)
+        return where
 
-def _lossy(detail: str, dtype: np.dtype, fix: str) -> ValueError:
-    return ValueError(
-        f"Argument `dtype`={dtype.name!r} cannot hold the data without losing it: {detail}. "
-        f"keras.utils.pad_sequences would convert silently; seqprep refuses.\n- {fix}"
-    )
-
-
-def _check_lossless(values: np.ndarray, dtype: np.dtype) -> None:
-    """Raise ``ValueError`` if casting ``values`` to ``dtype`` would change any value."""
-    src = values.dtype
-    if values.size == 0 or dtype.kind == "O" or np.can_cast(src, dtype, casting="safe"):
-        return
-    if src.kind in "OUS":
-        raise ValueError(
-            f"Argument `dtype`={dtype.name!r} cannot hold {src} values (strings or objects).\n"
-            "- If these are tokens, map them to integer ids first; to pad them as they are, "
-            "pass `dtype=object`."
-        )
-    if src.kind == "c" and dtype.kind != "c":
-        raise _lossy("the values are complex", dtype, "Pass `dtype='complex64'` or drop the "
-                     "imaginary part yourself.")
-    if dtype.kind in "iub":
-        if src.kind == "f":
-            nan = np.isnan(values)
-            if nan.any():
-                raise _lossy(
-                    f"{int(nan.sum())} value(s) are NaN", dtype,
-                    "If NaN marks missing steps, fill or drop them first, or pass "
-                    "`dtype='float32'`.",
-                )
-            inf = np.isinf(values)
-            if inf.any():
-                raise _lossy(f"value {_first(inf, values)} is infinite", dtype,
-                             "Pass `dtype='float32'`.")
-            frac = values != np.trunc(values)
-            if frac.any():
-                raise _lossy(
-                    f"value {_first(frac, values)!r} is not a whole number", dtype,
-                    "If the data are real-valued features, pass `dtype='float32'`.",
-                )
-        if dtype.kind == "b":
-            bad = (values != 0) & (values != 1)
-            if bad.any():
-                raise _lossy(f"value {_first(bad, values)!r} is not 0 or 1", dtype,
-                             "Pass an integer or float `dtype`.")
-            return
-        info = np.iinfo(dtype)
-        low, high = values.min(), values.max()
-        if low < info.min or high > info.max:
-            wider = "int64" if dtype.kind == "i" or low < 0 else "uint64"
-            raise _lossy(
-                f"values range over [{low}, {high}] but {dtype.name} holds "
-                f"[{info.min}, {info.max}]", dtype, f"Pass `dtype='{wider}'`.",
-            )
-    elif dtype.kind == "f":
-        if src.kind in "iu":
-            mantissa = np.finfo(dtype).nmant + 1
-            big = np.abs(values.astype(np.float64)) > 2.0**mantissa
-            if big.any():
-                raise _lossy(
-                    f"integer {_first(big, values)} has more digits than {dtype.name} keeps",
-                    dtype, "Pass `dtype='int64'` or `dtype='float64'`.",
-                )
-        elif src.kind == "f":
-            finite = np.isfinite(values)
-            big = finite & (np.abs(values) > np.finfo(dtype).max)
-            if big.any():
-                raise _lossy(f"value {_first(big, values)!r} overflows {dtype.name}", dtype,
-                             "Pass `dtype='float64'`.")
+    return locate
 
 
 def _check_pad_value(value: Any, dtype: np.dtype) -> None:
-    if dtype.kind in "OUS":
+    if dtype.kind == "O":
         return
-    if isinstance(value, (str, bytes)):
+    if isinstance(value, (str, bytes)) and dtype.kind not in "US":
         raise ValueError(
             f"Argument `value`={value!r} is a string but `dtype`={dtype.name!r} is not.\n"
             "- Pass `dtype=object` to pad with strings."
         )
-    try:
+    if isinstance(value, (numbers.Number, str, bytes)):
+        # An object array keeps a Python int of any size exactly for the check.
+        check = np.array([value], dtype=object)
+    else:
         check = np.asarray(value)
-    except Exception:  # pragma: no cover - np.asarray accepts nearly anything
-        check = None
-    if check is None or check.ndim != 0 or check.dtype.kind not in "biufc":
-        raise TypeError(f"Argument `value` must be a scalar number. Received: value={value!r}")
-    try:
-        _check_lossless(check.reshape(1), dtype)
-    except ValueError:
+        if check.ndim != 0 or check.dtype.kind not in "biufc":
+            raise TypeError(
+                f"Argument `value` must be a scalar number. Received: value={value!r}"
+            )
+        check = check.reshape(1)
+    loss = find_loss(check, dtype)
+    if loss is not None:
         raise ValueError(
-            f"Argument `value`={value!r} cannot be represented in `dtype`={dtype.name!r}.\n"
-            "- Pick a padding value the dtype holds (0 for integer tokens) or a wider dtype."
-        ) from None
+            f"Argument `value`={value!r} cannot be represented in `dtype`={dtype.name!r}: "
+            f"it {loss.reason}.\n- Pick a padding value the dtype holds (0 for integer tokens) "
+            "or a wider dtype."
+        )
+
+
+def _new_output(shape: tuple[int, ...], dtype: np.dtype, value: Any) -> np.ndarray:
+    plain_zero = (
+        dtype.kind != "O" and isinstance(value, numbers.Number) and value == 0
+        and not np.signbit(np.real(value))
+    )
+    # np.zeros gets pre-zeroed pages from the OS: much cheaper than filling with 0.
+    return np.zeros(shape, dtype=dtype) if plain_zero else np.full(shape, value, dtype=dtype)
+
+
+def _pad_same_dtype_arrays(
+    seqs: list[Any], dtype: np.dtype, maxlen: int | None, multiple: int | None,
+    padding: str, truncating: str, value: Any,
+) -> np.ndarray | None:
+    """Pad a list of numpy arrays already of ``dtype`` row by row; None if any is not.
+
+    Nothing can be lost (each array is copied bit for bit), so no value needs checking, and
+    one slice copy per row touches only the kept steps: cheaper than gathering every step
+    into one flat array first. Any other element (a list, another dtype, another step shape)
+    returns None, and the general path handles (and checks) it.
+    """
+    first = seqs[0]
+    if type(first) is not np.ndarray or first.dtype != dtype or first.ndim < 1:
+        return None
+    dt, ndim, step_shape = first.dtype, first.ndim, first.shape[1:]
+    try:
+        width = maxlen if maxlen is not None else max(map(len, seqs))
+    except TypeError:
+        return None
+    if multiple:
+        width = -(-width // multiple) * multiple
+    cut = maxlen if maxlen is not None else width
+    out = _new_output((len(seqs), width, *step_shape), dtype, value)
+    pre_pad, pre_cut = padding == "pre", truncating == "pre"
+    for row, s in zip(out, seqs):  # noqa: B905 - same length by construction
+        if type(s) is not np.ndarray or s.dtype is not dt or s.ndim != ndim or (
+            ndim > 1 and s.shape[1:] != step_shape
+        ):
+            return None
+        k = len(s)
+        if k > cut:
+            s = s[k - cut:] if pre_cut else s[:cut]
+            k = cut
+        if pre_pad:
+            row[width - k:] = s
+        else:
+            row[:k] = s
+    return out
+
+
+def _kept_slices(seqs: list[Any], maxlen: int, truncating: str) -> list[Any]:
+    """The list with every sequence longer than ``maxlen`` cut to its kept steps (views for
+    arrays), so only kept steps are ever gathered."""
+    try:
+        lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
+    except TypeError:
+        return seqs  # a non-sequence element: as_ragged reports it
+    long = np.flatnonzero(lengths > maxlen)
+    if long.size == 0:
+        return seqs
+    out = list(seqs)
+    try:
+        for i in long.tolist():
+            s = out[i]
+            out[i] = s[len(s) - maxlen:] if truncating == "pre" else s[:maxlen]
+    except TypeError:
+        return seqs  # an element that cannot be sliced: gather it whole
+    return out
 
 
 def _gather_kept(
@@ -201,7 +222,7 @@ def pad_sequences(
         >>> pad_sequences([[0.5, 1.7]])
         Traceback (most recent call last):
         ...
-        ValueError: Argument `dtype`='int32' cannot hold the data without losing it: value 0.5 is not a whole number. keras.utils.pad_sequences would convert silently; seqprep refuses.
+        ValueError: Argument `dtype`='int32' cannot hold the data without losing it: value 0.5 at sequences[0][0] is not a whole number. keras.utils.pad_sequences would convert silently; seqprep refuses.
         - If the data are real-valued features, pass `dtype='float32'`.
     """  # noqa: E501
     check_choice("padding", padding, ("pre", "post"))
@@ -218,8 +239,24 @@ def pad_sequences(
             f"Argument `dtype` is not a numpy dtype. Received: dtype={dtype!r}"
         ) from None
     _check_pad_value(value, dtype)
+    if isinstance(sequences, (list, tuple)) and sequences and dtype.kind not in "OUS":
+        out = _pad_same_dtype_arrays(
+            sequences, dtype, maxlen, multiple, padding, truncating, value
+        )
+        if out is not None:
+            return out
+    return _pad_general(sequences, dtype, maxlen, multiple, padding, truncating, value)
 
-    rag = as_ragged(sequences, keep_object=dtype.kind in "OUS")
+
+def _pad_general(
+    sequences: Any, dtype: np.dtype, maxlen: int | None, multiple: int | None,
+    padding: str, truncating: str, value: Any,
+) -> np.ndarray:
+    """Gather the kept steps into flat values, check the cast, scatter them into the output."""
+    source = sequences
+    if maxlen is not None and isinstance(sequences, (list, tuple)):
+        source = _kept_slices(sequences, maxlen, truncating)
+    rag = as_ragged(source, keep_object=dtype.kind in "OUS")
     lengths = rag.lengths
     n = len(lengths)
     kept = np.minimum(lengths, maxlen) if maxlen is not None else lengths
@@ -229,12 +266,17 @@ def pad_sequences(
 
     values, offsets = _gather_kept(rag, lengths, kept, truncating)
     step_shape = values.shape[1:] if values.size or values.ndim > 1 else ()
-    _check_lossless(values, dtype)
 
-    shape = (n, width, *step_shape)
-    # np.zeros gets pre-zeroed pages from the OS: much cheaper than filling with 0.
-    is_zero = dtype.kind != "O" and not isinstance(value, (str, bytes)) and value == 0
-    out = np.zeros(shape, dtype=dtype) if is_zero else np.full(shape, value, dtype=dtype)
+    def cut_steps(row: int) -> int:
+        if truncating != "pre" or maxlen is None:
+            return 0
+        return len(sequences[row]) - int(kept[row]) if source is not sequences else int(
+            lengths[row] - kept[row])
+
+    check_cast(values, dtype, locate=_locator(Ragged(values, offsets), cut_steps),
+               suffix=" keras.utils.pad_sequences would convert silently; seqprep refuses.")
+
+    out = _new_output((n, width, *step_shape), dtype, value)
     total = int(offsets[-1])
     if total == 0:
         return out
