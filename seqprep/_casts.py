@@ -128,32 +128,35 @@ def _int_to_float(flat: np.ndarray, dst: np.dtype) -> Loss | None:
 
 def _float_to_int(flat: np.ndarray, dst: np.dtype) -> Loss | None:
     nan = np.isnan(flat)
-    i = _first(nan)
-    if i is not None:
-        return Loss(i, float("nan"), f"is NaN ({int(nan.sum())} value(s) are NaN)",
-                    "If NaN marks missing steps, fill or drop them first, or pass "
-                    "`dtype='float32'`.")
-    i = _first(np.isinf(flat))
-    if i is not None:
-        return Loss(i, _item(flat, i), "is infinite", "Pass `dtype='float32'`.")
-    i = _first(flat != np.trunc(flat))
-    if i is not None:
-        return Loss(i, _item(flat, i), "is not a whole number",
-                    "If the data are real-valued features, pass `dtype='float32'`.")
+    inf = np.isinf(flat)
+    with np.errstate(invalid="ignore"):
+        frac = flat != np.trunc(flat)
     if dst.kind == "b":
-        i = _first((flat != 0) & (flat != 1))
-        return None if i is None else Loss(i, _item(flat, i), "is not 0 or 1",
-                                           "Pass an integer or float `dtype`.")
-    info = np.iinfo(dst)
-    # Powers of two are exact in every float dtype (or overflow to inf, which still bounds
-    # correctly), so these comparisons never round.
-    with np.errstate(over="ignore"):
-        low = np.asarray(-float(2 ** (info.bits - 1)) if dst.kind == "i" else 0.0, flat.dtype)
-        high = np.asarray(float(2 ** (info.bits - (dst.kind == "i"))), flat.dtype)
-    i = _first((flat < low) | (flat >= high))
+        out_of_range = (flat != 0) & (flat != 1)
+    else:
+        bits = np.iinfo(dst).bits
+        # Powers of two are exact in every float dtype (or overflow to inf, which still
+        # bounds correctly), so these comparisons never round.
+        with np.errstate(over="ignore"):
+            low = np.asarray(-float(2 ** (bits - 1)) if dst.kind == "i" else 0.0, flat.dtype)
+            high = np.asarray(float(2 ** (bits - (dst.kind == "i"))), flat.dtype)
+        out_of_range = (flat < low) | (flat >= high)
+    i = _first(nan | inf | frac | out_of_range)
     if i is None:
         return None
     v = _item(flat, i)
+    if nan[i]:
+        return Loss(i, v, f"is NaN ({int(nan.sum())} value(s) are NaN)",
+                    "If NaN marks missing steps, fill or drop them first, or pass "
+                    "`dtype='float32'`.")
+    if inf[i]:
+        return Loss(i, v, "is infinite", "Pass `dtype='float32'`.")
+    if frac[i]:
+        return Loss(i, v, "is not a whole number",
+                    "If the data are real-valued features, pass `dtype='float32'`.")
+    if dst.kind == "b":
+        return Loss(i, v, "is not 0 or 1", "Pass an integer or float `dtype`.")
+    info = np.iinfo(dst)
     return Loss(i, v, f"is out of the range {dst.name} holds, [{info.min}, {info.max}]",
                 "Pass `dtype='float64'` (or an integer dtype wide enough).")
 
@@ -349,6 +352,7 @@ def check_cast(
     name: str = "dtype",
     locate: Callable[[int], str] | None = None,
     suffix: str = "",
+    header: str | None = None,
 ) -> None:
     """Raise ``ValueError`` if ``values.astype(dtype)`` would change any value.
 
@@ -359,6 +363,8 @@ def check_cast(
         locate: maps a flat index of ``values`` to where the value sits in the caller's
             input (e.g. ``"sequences[3][5]"``); default ``"position i"``.
         suffix: extra text for the message's first line.
+        header: replaces the opening ``Argument `name`='dtype' cannot hold the data without
+            losing it`` where the dtype was not the caller's choice.
 
     Raises:
         ValueError: names ``name``, the value and its position, and says the fix.
@@ -375,7 +381,8 @@ def check_cast(
     if loss is None:
         return
     where = locate(loss.index) if locate is not None else f"position {loss.index}"
+    if header is None:
+        header = f"Argument `{name}`={_dname(dst)!r} cannot hold the data without losing it"
     raise ValueError(
-        f"Argument `{name}`={_dname(dst)!r} cannot hold the data without losing it: value "
-        f"{loss.value!r} at {where} {loss.reason}.{suffix}\n- {loss.fix}"
+        f"{header}: value {loss.value!r} at {where} {loss.reason}.{suffix}\n- {loss.fix}"
     )

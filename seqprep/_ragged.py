@@ -260,9 +260,13 @@ def _has_nested_steps(values: np.ndarray) -> bool:
 def _exact_numbers(values: np.ndarray, seqs: list[Any]) -> np.ndarray:
     """``values`` unless numpy rounded integers on the way (ints past 2**53 turned to float64,
     or ints past 64 bits left as objects); then an exact int64, uint64 or object array."""
-    if values.dtype.kind == "f" and values.size:
+    if values.dtype.kind == "f":
+        # Only float64 (or wider) comes from promoting 64-bit ints; narrower floats hold
+        # every int that numpy would promote into them.
+        if values.dtype.itemsize < 8 or not values.size:
+            return values
         finite = values[np.isfinite(values)]
-        if not finite.size or np.abs(finite).max() < _EXACT_FLOAT_INT:
+        if not finite.size or np.abs(finite).max() < float(_EXACT_FLOAT_INT):
             return values
     elif values.dtype.kind != "O":
         return values

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import DTypeLike
 
-from seqprep._casts import check_cast, find_loss
+from seqprep._casts import _dname, check_cast, find_loss
 from seqprep._checks import check_choice, check_int, check_lengths
 from seqprep._ragged import Ragged, as_ragged, lengths_of
 
@@ -82,7 +82,7 @@ def _check_pad_value(value: Any, dtype: np.dtype) -> None:
     loss = find_loss(check, dtype)
     if loss is not None:
         raise ValueError(
-            f"Argument `value`={value!r} cannot be represented in `dtype`={dtype.name!r}: "
+            f"Argument `value`={value!r} cannot be represented in `dtype`={_dname(dtype)!r}: "
             f"it {loss.reason}.\n- Pick a padding value the dtype holds (0 for integer tokens) "
             "or a wider dtype."
         )
