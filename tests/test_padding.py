@@ -308,3 +308,40 @@ def test_unpad_bad_input(padded, lengths, needle):
 
 def test_unpad_empty_batch():
     assert sp.unpad(np.zeros((0, 4)), []) == []
+
+
+# --------------------------------------------------------------------------- as_ragged aliasing
+@given(data=st.data())
+def test_as_ragged_never_aliases_the_callers_arrays_writably(data):
+    from seqprep._ragged import as_ragged
+
+    seqs, _ = data.draw(ragged(), label="seqs")
+    rectangular = data.draw(st.booleans(), label="rectangular")
+    if rectangular:
+        seqs = np.arange(12, dtype=np.int64).reshape(data.draw(st.sampled_from(
+            [(3, 4), (2, 3, 2), (1, 12)]), label="shape"))
+        arrays = [seqs]
+    else:
+        seqs = seqs[:1] if data.draw(st.booleans(), label="one") else seqs
+        arrays = [s for s in seqs if isinstance(s, np.ndarray)]
+    before = [a.copy() for a in arrays]
+    values = as_ragged(seqs).values
+    if any(np.shares_memory(values, a) for a in arrays):
+        assert not values.flags.writeable
+        with pytest.raises(ValueError, match="read-only"):
+            values[...] = 0
+    for a, b in zip(arrays, before, strict=True):
+        np.testing.assert_array_equal(a, b)
+        assert a.flags.writeable  # the caller's own array stays as it was
+
+
+def test_as_ragged_views_of_rectangular_and_single_arrays_are_read_only():
+    from seqprep._ragged import as_ragged
+
+    x = np.arange(6).reshape(2, 3)
+    for given_ in (x, [x[0]], (x[1],)):
+        values = as_ragged(given_).values
+        assert not values.flags.writeable
+        with pytest.raises(ValueError, match="read-only"):
+            values[0] = 99
+    assert x.tolist() == [[0, 1, 2], [3, 4, 5]] and x.flags.writeable
