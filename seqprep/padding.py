@@ -98,52 +98,95 @@ def _new_output(shape: tuple[int, ...], dtype: np.dtype, value: Any) -> np.ndarr
 
 
 def _pad_same_dtype_arrays(
-    seqs: list[Any], dtype: np.dtype, maxlen: int | None, multiple: int | None,
-    padding: str, truncating: str, value: Any,
+    seqs: list[Any] | tuple[Any, ...], dtype: np.dtype, maxlen: int | None,
+    multiple: int | None, padding: str, truncating: str, value: Any,
 ) -> np.ndarray | None:
-    """Pad a list of numpy arrays already of ``dtype`` row by row; None if any is not.
+    """Pad numpy arrays that already have ``dtype`` by one slice copy per row; else None.
 
     Nothing can be lost (each array is copied bit for bit), so no value needs checking, and
-    one slice copy per row touches only the kept steps: cheaper than gathering every step
-    into one flat array first. Any other element (a list, another dtype, another step shape)
-    returns None, and the general path handles (and checks) it.
+    each row's copy touches only its kept steps: cheaper than gathering every step into one
+    flat array first and scattering it again. Any other input (a list, another dtype, mixed
+    step shapes) returns None, and the general path handles (and checks) it.
     """
-    first = seqs[0]
-    if type(first) is not np.ndarray or first.dtype != dtype or first.ndim < 1:
+    if set(map(type, seqs)) != {np.ndarray} or seqs[0].dtype != dtype:
         return None
-    dt, ndim, step_shape = first.dtype, first.ndim, first.shape[1:]
-    try:
-        width = maxlen if maxlen is not None else max(map(len, seqs))
-    except TypeError:
+    if seqs[0].ndim == 1:
+        try:
+            return _copy_flat_rows(seqs, dtype, maxlen, multiple, padding, truncating, value)
+        except (TypeError, ValueError, NotImplementedError):
+            return None  # another dtype or step shape among the arrays
+    # One C-level pass per property rather than several checks per row in the copy loop.
+    if set(map(_dtype_of, seqs)) != {dtype}:
         return None
+    ndims = set(map(np.ndim, seqs))
+    if len(ndims) != 1 or 0 in ndims:
+        return None
+    step_shapes = {s.shape[1:] for s in seqs} if ndims != {1} else {()}
+    if len(step_shapes) != 1:
+        return None
+    step_shape = step_shapes.pop()
+    lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
+    width = maxlen if maxlen is not None else int(lengths.max())
+    kept = lengths if maxlen is None else np.minimum(lengths, maxlen)
     if multiple:
         width = -(-width // multiple) * multiple
-    cut = maxlen if maxlen is not None else width
-    out = _new_output((len(seqs), width, *step_shape), dtype, value)
-    pre_pad, pre_cut = padding == "pre", truncating == "pre"
-    for row, s in zip(out, seqs):  # noqa: B905 - same length by construction
-        if type(s) is not np.ndarray or s.dtype is not dt or s.ndim != ndim or (
-            ndim > 1 and s.shape[1:] != step_shape
-        ):
-            return None
-        k = len(s)
-        if k > cut:
-            s = s[k - cut:] if pre_cut else s[:cut]
-            k = cut
-        if pre_pad:
-            row[width - k:] = s
-        else:
-            row[:k] = s
+    if maxlen is not None:
+        seqs = _kept_slices(seqs, maxlen, truncating, lengths)
+    n = len(seqs)
+    out = _new_output((n, width, *step_shape), dtype, value)
+    flat = out.reshape((n * width, *step_shape))
+    row_start = np.arange(n, dtype=np.int64) * width
+    starts = row_start + (width - kept) if padding == "pre" else row_start
+    for s, start, stop in zip(seqs, starts.tolist(), (starts + kept).tolist()):  # noqa: B905
+        flat[start:stop] = s
     return out
 
 
-def _kept_slices(seqs: list[Any], maxlen: int, truncating: str) -> list[Any]:
-    """The list with every sequence longer than ``maxlen`` cut to its kept steps (views for
+def _copy_flat_rows(
+    seqs: list[Any] | tuple[Any, ...], dtype: np.dtype, maxlen: int | None,
+    multiple: int | None, padding: str, truncating: str, value: Any,
+) -> np.ndarray:
+    """The 1-D case: one memoryview slice assignment per row, a plain memcpy.
+
+    A memoryview assignment refuses a source of another format (dtype) or shape with
+    ValueError/TypeError, so it doubles as the per-row check at no extra cost.
+    """
+    width = maxlen if maxlen is not None else max(map(len, seqs))
+    cut = width
+    if multiple:
+        width = -(-width // multiple) * multiple
+    out = _new_output((len(seqs), width), dtype, value)
+    pre_pad, pre_cut = padding == "pre", truncating == "pre"
+    with memoryview(out.reshape(-1)) as flat:
+        row = 0
+        for s in seqs:
+            k = len(s)
+            if k > cut:
+                s = s[k - cut:] if pre_cut else s[:cut]
+                k = cut
+            if pre_pad:
+                flat[row + width - k:row + width] = s
+            else:
+                flat[row:row + k] = s
+            row += width
+    return out
+
+
+def _dtype_of(a: np.ndarray) -> np.dtype:
+    return a.dtype
+
+
+def _kept_slices(
+    seqs: list[Any] | tuple[Any, ...], maxlen: int, truncating: str,
+    lengths: np.ndarray | None = None,
+) -> list[Any] | tuple[Any, ...]:
+    """The sequences with every one longer than ``maxlen`` cut to its kept steps (views for
     arrays), so only kept steps are ever gathered."""
-    try:
-        lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
-    except TypeError:
-        return seqs  # a non-sequence element: as_ragged reports it
+    if lengths is None:
+        try:
+            lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
+        except TypeError:
+            return seqs  # a non-sequence element: as_ragged reports it
     long = np.flatnonzero(lengths > maxlen)
     if long.size == 0:
         return seqs

@@ -345,3 +345,27 @@ def test_as_ragged_views_of_rectangular_and_single_arrays_are_read_only():
         with pytest.raises(ValueError, match="read-only"):
             values[0] = 99
     assert x.tolist() == [[0, 1, 2], [3, 4, 5]] and x.flags.writeable
+
+
+# --------------------------------------------------------------------------- same-dtype fast path
+@pytest.mark.parametrize("padding", SIDES)
+@pytest.mark.parametrize("maxlen", [None, 2])
+def test_row_copy_path_leaves_anything_else_to_the_checked_path(padding, maxlen):
+    from keras.utils import pad_sequences as keras_pad
+
+    base = np.arange(12, dtype=np.int32)
+    same = [base[:3], base[::3], base[5:6], base[:0], base[2:9:2].copy()]  # strided views too
+    got = sp.pad_sequences(same, maxlen=maxlen, padding=padding, truncating=padding)
+    np.testing.assert_array_equal(
+        got, keras_pad(same, maxlen=maxlen, padding=padding, truncating=padding))
+    # A later array of another dtype or byte order goes through the checked path.
+    with pytest.raises(ValueError, match=r"3000000000 at sequences\[1\]\[0\]"):
+        sp.pad_sequences([base[:2], np.array([3_000_000_000, 1])], maxlen=maxlen,
+                         padding=padding)
+    swapped = [base[:2], np.array([7, 8], dtype=">i4")]
+    assert sp.pad_sequences(swapped, maxlen=maxlen, padding=padding).tolist() == (
+        [[0, 1], [7, 8]])
+    with pytest.raises(ValueError, match="same step shape"):
+        sp.pad_sequences([base[:2], np.zeros((2, 2), np.int32)], padding=padding)
+    with pytest.raises(ValueError, match="not a sequence"):
+        sp.pad_sequences([base[:2], 5], padding=padding)
