@@ -151,7 +151,9 @@ def _copy_flat_rows(
     A memoryview assignment refuses a source of another format (dtype) or shape with
     ValueError/TypeError, so it doubles as the per-row check at no extra cost.
     """
-    width = maxlen if maxlen is not None else max(map(len, seqs))
+    # Lengths once, reused by the loops below (len() on an array is not free).
+    lengths = list(map(len, seqs)) if maxlen is None else None
+    width = maxlen if lengths is None else max(lengths)
     cut = width
     if multiple:
         width = -(-width // multiple) * multiple
@@ -159,6 +161,16 @@ def _copy_flat_rows(
     pre_pad, pre_cut = padding == "pre", truncating == "pre"
     with memoryview(out.reshape(-1)) as flat:
         row = 0
+        if lengths is not None and pre_pad:  # nothing to cut: the leanest loops
+            for s, k in zip(seqs, lengths):  # noqa: B905 - same length by construction
+                row += width
+                flat[row - k:row] = s
+            return out
+        if lengths is not None:
+            for s, k in zip(seqs, lengths):  # noqa: B905
+                flat[row:row + k] = s
+                row += width
+            return out
         for s in seqs:
             k = len(s)
             if k > cut:
