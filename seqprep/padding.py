@@ -1,4 +1,4 @@
-"""Padding: a vectorised, loss-refusing drop-in for ``keras.utils.pad_sequences``, and its inverse.
+"""Padding: a fast, loss-refusing drop-in for ``keras.utils.pad_sequences``, and its inverse.
 
 Everything here is numpy; TensorFlow is not imported.
 """
@@ -238,10 +238,14 @@ def pad_sequences(
     """Pad (and optionally truncate) sequences to one length: a drop-in for Keras's function.
 
     Same arguments, defaults and output as ``keras.utils.pad_sequences`` for every input Keras
-    handles without losing data, but vectorised (no Python loop per sequence on the hot path)
+    handles without losing data, but faster (only kept steps are copied: arrays already of
+    ``dtype`` one memcpy per row, anything else gathered and scattered in a few numpy calls)
     and strict: where Keras would silently truncate floats into an integer ``dtype``, wrap
     values that overflow it, or turn NaN into garbage, this raises ``ValueError`` naming
-    ``dtype`` and the fix. Steps may be scalars or arrays (``(T, d, ...)`` sequences).
+    ``dtype``, the value, its position and the fix. Integers of any size are compared exactly,
+    a float narrowed to a smaller float is rounded to nearest but never overflows to inf, and
+    ``dtype=object`` keeps strings byte-exact. Steps may be scalars or arrays (``(T, d, ...)``
+    sequences); an all-empty collection keeps its step shape.
 
     Note the Keras default ``padding="pre"``: the cuDNN RNN kernel needs right-padded masks,
     so pass ``padding="post"`` when the result feeds a masked RNN.
