@@ -265,6 +265,10 @@ def _exact_numbers(values: np.ndarray, seqs: list[Any]) -> np.ndarray:
         # every int that numpy would promote into them.
         if values.dtype.itemsize < 8 or not values.size:
             return values
+        if np.abs(values).max() < float(_EXACT_FLOAT_INT):  # False for NaN/inf: look closer
+            return values
+        if all(isinstance(s, np.ndarray) and s.dtype.kind not in "iuO" for s in seqs):
+            return values  # float arrays only: no integer was promoted
         finite = values[np.isfinite(values)]
         if not finite.size or np.abs(finite).max() < float(_EXACT_FLOAT_INT):
             return values

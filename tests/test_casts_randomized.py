@@ -292,3 +292,14 @@ def test_dataset_refuses_to_guess_a_dtype_for_huge_ints():
 
     with pytest.raises(ValueError, match=r"`dtype` is None.*\n- If rounding is fine"):
         _resolve_dtype(None, np.dtype(object))
+
+
+def test_mixed_int64_and_uint64_arrays_are_not_rounded_by_numpy_promotion():
+    # np.concatenate would promote int64 + uint64 to float64 and round 2**60 + 1.
+    seqs = [np.array([2**60 + 1], dtype=np.int64), np.array([1, 2], dtype=np.uint64)]
+    assert sp.pad_sequences(seqs, dtype="int64").tolist() == [[0, 2**60 + 1], [1, 2]]
+    with pytest.raises(ValueError, match=r"1152921504606846977 at sequences\[0\]\[0\]"):
+        sp.pad_sequences(seqs, dtype="float64")
+    big_floats = [np.array([1e300, -1e20]), np.array([np.inf])]
+    values = as_ragged(big_floats).values
+    assert values.dtype == np.float64 and values.tolist() == [1e300, -1e20, np.inf]
