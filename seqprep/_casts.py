@@ -73,6 +73,8 @@ def _item(flat: np.ndarray, i: int) -> Any:
 
 def _int_to_int(flat: np.ndarray, dst: np.dtype) -> Loss | None:
     src_info, info = np.iinfo(flat.dtype), np.iinfo(dst)
+    if info.min <= int(flat.min()) and int(flat.max()) <= info.max:
+        return None  # the usual case, decided without a mask
     bad = np.zeros(flat.shape, dtype=bool)
     # Each bound is compared only where the source dtype holds it, so the comparison is exact.
     if info.min > src_info.min:
@@ -105,6 +107,8 @@ def _int_to_float(flat: np.ndarray, dst: np.dtype) -> Loss | None:
     src_bits = flat.dtype.itemsize * 8 - (flat.dtype.kind == "i")
     if src_bits <= digits and 2**src_bits <= int(finfo.max):
         return None  # every value of the source dtype is held exactly
+    if max(-int(flat.min()), int(flat.max())) <= 2**digits:
+        return None  # every value is within the mantissa: the usual case
     mag = _magnitudes(flat)
     cand = np.flatnonzero(mag > np.uint64(2**digits))
     if cand.size == 0:
