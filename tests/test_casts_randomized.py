@@ -303,3 +303,22 @@ def test_mixed_int64_and_uint64_arrays_are_not_rounded_by_numpy_promotion():
     big_floats = [np.array([1e300, -1e20]), np.array([np.inf])]
     values = as_ragged(big_floats).values
     assert values.dtype == np.float64 and values.tolist() == [1e300, -1e20, np.inf]
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_strings_and_bytes_survive_object_padding_byte_exact(data):
+    text = st.text(alphabet=st.sampled_from(["a", "\x00", "é", " ", "\U0001f600"]), max_size=4)
+    element = data.draw(st.sampled_from([text, st.binary(max_size=4)]), label="kind")
+    seqs = data.draw(st.lists(st.lists(element, max_size=4), min_size=1, max_size=4),
+                     label="seqs")
+    maxlen = data.draw(st.one_of(st.none(), st.integers(1, 5)), label="maxlen")
+    padding = data.draw(st.sampled_from(["pre", "post"]), label="padding")
+    got = sp.pad_sequences(seqs, dtype=object, maxlen=maxlen, padding=padding,
+                           truncating=padding, value=None)
+    width = got.shape[1]
+    for row, seq in zip(got.tolist(), seqs, strict=True):
+        kept = seq[-width:] if padding == "pre" else seq[:width]
+        real = row[width - len(kept):] if padding == "pre" else row[:len(kept)]
+        assert real == kept  # == on str/bytes: every character, trailing NULs included
+        assert all(type(a) is type(b) for a, b in zip(real, kept, strict=True))
