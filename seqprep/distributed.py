@@ -883,7 +883,7 @@ def iter_parquet_sequences(
             )
         check_cast(values, out_dtype, locate=lambda i: f"position {i} of {where} (this read)",
                    suffix=" The cast would change values; the reader refuses.")
-        return values.astype(out_dtype, copy=False)
+        return values.astype(out_dtype)
 
     for file in paths:
         # A buffered stream reads a column chunk piece by piece; unbuffered reads (and
