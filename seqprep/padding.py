@@ -188,6 +188,14 @@ def _dtype_of(a: np.ndarray) -> np.dtype:
     return a.dtype
 
 
+def _sized_string_dtype(values: np.ndarray, value: Any, dtype: np.dtype) -> np.dtype:
+    """``dtype=str``/``bytes`` as wide as the longest string (numpy would make it 1 wide)."""
+    try:
+        return np.array([*values.reshape(-1).tolist(), value], dtype=dtype.kind).dtype
+    except (UnicodeError, ValueError, TypeError):
+        return np.dtype(f"{dtype.kind}1")  # the cast check then names the value at fault
+
+
 def _kept_slices(
     seqs: list[Any] | tuple[Any, ...], maxlen: int, truncating: str,
     lengths: np.ndarray | None = None,
@@ -325,6 +333,8 @@ def _pad_general(
 
     values, offsets = _gather_kept(rag, lengths, kept, truncating)
     step_shape = values.shape[1:] if values.size or values.ndim > 1 else ()
+    if dtype.kind in "US" and dtype.itemsize == 0:
+        dtype = _sized_string_dtype(values, value, dtype)
 
     def cut_steps(row: int) -> int:
         if truncating != "pre" or maxlen is None:

@@ -234,6 +234,19 @@ def test_numpy_string_dtypes_refuse_what_they_would_strip_or_cut():
         ["", "a", "bc"]]
 
 
+@pytest.mark.parametrize("dtype, value, seqs", [
+    (str, "", [["abc", "d"], ["xyzw"]]),
+    ("U", "-", [["abc", "d"]]),
+    (bytes, b"", [[b"abc", b"d"]]),
+])
+def test_unsized_string_dtype_is_as_wide_as_the_longest_string(dtype, value, seqs):
+    got = sp.pad_sequences(seqs, dtype=dtype, value=value, maxlen=3, padding="post")
+    for row, seq in zip(got.tolist(), seqs, strict=True):
+        assert row[:len(seq)] == seq[:3]
+    with pytest.raises(ValueError, match=r"sequences\[0\]\[0\].*\n- Pass `dtype=object`"):
+        sp.pad_sequences([["a\x00"]], dtype=dtype if dtype is not bytes else str, value="")
+
+
 def test_truncated_positions_point_into_the_callers_sequence():
     with pytest.raises(ValueError, match=r"sequences\[1\]\[3\]"):
         sp.pad_sequences([[1], [9, 9, 9, 0.5]], maxlen=2, truncating="pre")
