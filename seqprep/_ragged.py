@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import numbers
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -88,7 +89,8 @@ def _to_list(sequences: Any, name: str) -> list[Any] | np.ndarray | Ragged:
                 f"Received a RaggedTensor with ragged_rank={sequences.ragged_rank}\n"
                 "- If the steps are ragged too, pad or merge them into a fixed step shape first."
             )
-        values = np.asarray(sequences.values.numpy())
+        # A tensor's numpy() may share the tensor's buffer: never hand it out writable.
+        values = _read_only(np.asarray(sequences.values.numpy()))
         offsets = np.asarray(sequences.row_splits.numpy(), dtype=np.int64)
         return Ragged(values, offsets)
     if _is_tf_tensor(sequences):
@@ -192,6 +194,10 @@ def lengths_of(sequences: Any, name: str = "sequences") -> np.ndarray:
 
 
 def _check_step_dtype(values: np.ndarray, name: str) -> None:
+    if values.dtype.kind == "O" and all(
+        isinstance(x, numbers.Number) for x in values.reshape(-1).tolist()
+    ):
+        return  # integers past 64 bits, held exactly; the cast to the output dtype checks them
     if values.dtype.kind in "USO" and values.size:
         raise ValueError(
             f"Argument `{name}` holds {values.dtype} values (strings or objects), which need "
@@ -245,17 +251,70 @@ def _list_values_fast(seqs: list[Any], total: int) -> np.ndarray | None:
         return None
     try:
         flat = np.fromiter(itertools.chain.from_iterable(seqs), dtype=np.float64, count=total)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     finite = np.isfinite(flat)
+    magnitude = np.abs(flat if finite.all() else flat[finite])
+    if magnitude.size and magnitude.max() >= _EXACT_FLOAT_INT:
+        return None  # an int past 2**53 may have been rounded: take the exact path
     if not finite.all():
         return flat  # NaN/inf are floats in the source too: the dtype checks report them
-    if flat.size and np.abs(flat).max() >= _EXACT_FLOAT_INT:
-        return None
-    if np.array_equal(flat, np.trunc(flat)):
-        # All whole numbers: they were ints (or floats equal to ints) and fit int64 exactly.
-        return flat.astype(np.int64)
+    ints = flat.astype(np.int64)
+    # Whole numbers become int64, but only if the bits round-trip: -0.0 stays a float.
+    if np.array_equal(ints.astype(np.float64).view(np.int64), flat.view(np.int64)):
+        return ints
     return flat
+
+
+def _read_only(values: np.ndarray) -> np.ndarray:
+    """A view the caller's array cannot be written through."""
+    view = values.view()
+    view.flags.writeable = False
+    return view
+
+
+def _object_values(seqs: list[Any]) -> np.ndarray:
+    """Values as an object array that holds every element exactly (strings, Python ints)."""
+    parts = [s.astype(object) if isinstance(s, np.ndarray) else np.asarray(s, dtype=object)
+             for s in seqs]
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+def _has_nested_steps(values: np.ndarray) -> bool:
+    return any(isinstance(x, (list, tuple, np.ndarray)) for x in values.reshape(-1).tolist())
+
+
+def _exact_numbers(values: np.ndarray, seqs: list[Any]) -> np.ndarray:
+    """``values`` unless numpy rounded integers on the way (ints past 2**53 turned to float64,
+    or ints past 64 bits left as objects); then an exact int64, uint64 or object array."""
+    if values.dtype.kind == "f":
+        # Only float64 (or wider) comes from promoting 64-bit ints; narrower floats hold
+        # every int that numpy would promote into them.
+        if values.dtype.itemsize < 8 or not values.size:
+            return values
+        if np.abs(values).max() < float(_EXACT_FLOAT_INT):  # False for NaN/inf: look closer
+            return values
+        if all(isinstance(s, np.ndarray) and s.dtype.kind not in "iuO" for s in seqs):
+            return values  # float arrays only: no integer was promoted
+        finite = values[np.isfinite(values)]
+        if not finite.size or np.abs(finite).max() < float(_EXACT_FLOAT_INT):
+            return values
+    elif values.dtype.kind != "O":
+        return values
+    exact = _object_values(seqs)
+    items = exact.reshape(-1).tolist()
+    if not all(isinstance(x, numbers.Number) and not isinstance(x, complex) for x in items):
+        return values  # not a numeric collection: the step checks report it
+    ints = [x for x in items if isinstance(x, numbers.Integral)]
+    if not ints:
+        return values.astype(np.float64) if values.dtype.kind == "O" else values
+    if len(ints) == len(items):
+        low, high = min(ints), max(ints)
+        for dtype in (np.int64, np.uint64):
+            info = np.iinfo(dtype)
+            if info.min <= low and high <= info.max:
+                return np.array(items, dtype=dtype).reshape(exact.shape)
+    return exact
 
 
 def as_ragged(
@@ -281,7 +340,7 @@ def as_ragged(
         return seqs
     if isinstance(seqs, np.ndarray):
         n, t = seqs.shape[:2]
-        values = seqs.reshape((n * t, *seqs.shape[2:]))
+        values = _read_only(seqs.reshape((n * t, *seqs.shape[2:])))
         if not keep_object:
             _check_step_dtype(values, name)
         return Ragged(values, np.arange(n + 1, dtype=np.int64) * t)
@@ -295,14 +354,37 @@ def as_ragged(
     if values is None:
         nonempty = seqs if lengths.all() else [seqs[i] for i in np.flatnonzero(lengths)]
         if not nonempty:
-            return Ragged(np.zeros((0,), dtype=np.float64), offsets)
+            return Ragged(_empty_values(seqs), offsets)
+        if keep_object and not all(isinstance(s, np.ndarray) for s in nonempty):
+            values = _object_values(nonempty)
+            if values.ndim == 0 or _has_nested_steps(values):
+                _raise_mixed_steps(seqs, name)
+            return Ragged(values, offsets)
         try:
-            values = np.concatenate(nonempty) if len(nonempty) > 1 else np.asarray(nonempty[0])
+            if len(nonempty) > 1:
+                values = np.concatenate(nonempty)
+            else:
+                values = nonempty[0]
+                values = _read_only(values) if isinstance(values, np.ndarray) else np.asarray(
+                    values)
         except (ValueError, TypeError):
             _raise_mixed_steps(seqs, name)
             raise
-        if values.ndim == 0 or (values.dtype == object and not keep_object):
+        if values.ndim == 0:
+            _raise_mixed_steps(seqs, name)
+        if not keep_object:
+            values = _exact_numbers(values, nonempty)
+        if values.dtype == object and not keep_object and _has_nested_steps(values):
             _raise_mixed_steps(seqs, name)
     if not keep_object:
         _check_step_dtype(values, name)
     return Ragged(values, offsets)
+
+
+def _empty_values(seqs: list[Any]) -> np.ndarray:
+    """Zero steps, keeping the step shape and dtype when the empty arrays agree on them."""
+    arrays = [s for s in seqs if isinstance(s, np.ndarray) and s.ndim >= 1]
+    shapes = {a.shape[1:] for a in arrays}
+    if len(shapes) != 1:
+        return np.zeros((0,), dtype=np.float64)
+    return np.zeros((0, *shapes.pop()), dtype=np.result_type(*arrays))

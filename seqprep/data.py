@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 from numpy.typing import DTypeLike
 
+from seqprep._casts import check_cast
 from seqprep._checks import (
     check_bool,
     check_choice,
@@ -67,6 +68,15 @@ def _default_dtype(dtype: np.dtype) -> np.dtype:
 
 def _resolve_dtype(dtype: DTypeLike | None, source: np.dtype) -> np.dtype:
     if dtype is None:
+        if source.kind == "O":
+            # as_ragged keeps integers no 64-bit dtype holds (or such integers mixed with
+            # floats) as Python objects, so that nothing is rounded behind the caller's back.
+            raise ValueError(
+                "Argument `dtype` is None, but `x` holds integers that no 64-bit dtype holds "
+                "exactly (past 64 bits, or past 2**53 mixed with floats). Received: dtype=None\n"
+                "- If rounding is fine, pass `dtype='float64'`; if they are ids, map them to "
+                "small integers first."
+            )
         return _default_dtype(source)
     try:
         return np.dtype(dtype)
@@ -181,13 +191,13 @@ def _cast_labels(arr: np.ndarray, name: str) -> np.ndarray:
     target = _default_dtype(arr.dtype)
     if target == arr.dtype:
         return arr
-    flat = Ragged(arr.reshape((arr.shape[0], -1)) if arr.ndim > 1 else arr,
-                  np.array([0, arr.shape[0]], dtype=np.int64))
-    try:
-        out = pad_sequences(flat, dtype=target, padding="post", value=0)[0]
-    except ValueError as err:
-        raise ValueError(f"Argument `{name}`: {err}") from None
-    return out.reshape(arr.shape)
+    check_cast(
+        arr, target, name=name,
+        header=f"Argument `{name}` cannot become {target.name} (the dataset's label dtype) "
+               "without losing data",
+        locate=lambda i: f"{name}[{', '.join(map(str, np.unravel_index(i, arr.shape)))}]",
+    )
+    return arr.astype(target)
 
 
 def _parse_weights(

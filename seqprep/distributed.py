@@ -39,6 +39,7 @@ import numpy as np
 import tensorflow as tf
 from numpy.typing import DTypeLike
 
+from seqprep._casts import check_cast
 from seqprep._checks import check_choice, check_int, check_one_of
 from seqprep._ragged import lengths_of
 from seqprep.bucketing import BatchPlan, Bucketer, BucketSampler, as_boundaries
@@ -878,19 +879,12 @@ def iter_parquet_sequences(
     def cast(values: np.ndarray, where: str) -> np.ndarray:
         if values.dtype.kind not in "biuf":
             raise ValueError(
-                f"Feature columns must be numeric; {where} holds {values.dtype} values."
+                f"Feature columns must be numeric; {where} holds {values.dtype} values.\n"
+                "- Pass only numeric columns as `features` (map categories to ids first)."
             )
-        out = values.astype(out_dtype)
-        if values.size and values.dtype.kind == "f" and out_dtype.kind == "f":
-            finite = np.isfinite(values)
-            if not np.all(np.isfinite(out) == finite):
-                raise ValueError(f"{where}: values overflow dtype {out_dtype}.")
-        elif values.size and not np.array_equal(out, values):
-            raise ValueError(
-                f"{where}: casting to dtype {out_dtype} would change values.\n"
-                "- Pass dtype='float32' (default) or a dtype that holds them."
-            )
-        return out
+        check_cast(values, out_dtype, locate=lambda i: f"position {i} of {where} (this read)",
+                   suffix=" The cast would change values; the reader refuses.")
+        return values.astype(out_dtype)
 
     for file in paths:
         # A buffered stream reads a column chunk piece by piece; unbuffered reads (and

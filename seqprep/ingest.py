@@ -29,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from seqprep._casts import check_cast
 from seqprep._ragged import as_ragged
 
 __all__ = ["from_dataframe", "to_dataframe", "read_sequences", "read_lengths"]
@@ -365,7 +366,15 @@ def _gather_features(
             )
     out = np.empty((len(order), len(columns)), dtype=out_dtype)
     for j, column in enumerate(columns):
-        out[:, j] = df[column].to_numpy(dtype=natural)[order]
+        # Each column is cast from its own dtype (never via the common one, where an int64
+        # past 2**53 next to a float column would round) and checked value by value.
+        values = df[column].to_numpy(dtype=_numpy_dtype(df[column].dtype))[order]
+        check_cast(
+            values, out_dtype,
+            locate=lambda i, c=column: f"column {c!r}, row {int(order[i])} of {source}",
+            suffix=" (`dtype=None` picks the columns' common dtype)" if dtype is None else "",
+        )
+        out[:, j] = values
     return out
 
 

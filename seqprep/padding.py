@@ -1,15 +1,18 @@
-"""Padding: a vectorised, loss-refusing drop-in for ``keras.utils.pad_sequences``, and its inverse.
+"""Padding: a fast, loss-refusing drop-in for ``keras.utils.pad_sequences``, and its inverse.
 
 Everything here is numpy; TensorFlow is not imported.
 """
 
 from __future__ import annotations
 
+import numbers
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import DTypeLike
 
+from seqprep._casts import _dname, check_cast, find_loss
 from seqprep._checks import check_choice, check_int, check_lengths
 from seqprep._ragged import Ragged, as_ragged, lengths_of
 
@@ -38,102 +41,183 @@ def sequence_lengths(sequences: Any) -> np.ndarray:
     return lengths_of(sequences)
 
 
-def _first(mask: np.ndarray, values: np.ndarray) -> Any:
-    return values.reshape(-1)[np.flatnonzero(mask)[0]].item() if mask.any() else None
+def _locator(
+    rag: Ragged, cut_steps: Callable[[int], int]
+) -> Callable[[int], str]:
+    """Map a flat index of the kept values to ``sequences[i][j]`` in the caller's input;
+    ``cut_steps(i)`` is how many steps truncation removed before row ``i``'s kept ones."""
+    step_shape = rag.values.shape[1:]
+    step_size = max(int(np.prod(step_shape, dtype=np.int64)), 1)
 
+    def locate(flat_index: int) -> str:
+        step = flat_index // step_size
+        row = int(np.searchsorted(rag.offsets, step, side="right")) - 1
+        where = f"sequences[{row}][{step - int(rag.offsets[row]) + cut_steps(row)}]"
+        if step_shape:
+            inner = np.unravel_index(flat_index % step_size, step_shape)
+            where += "".join(f"[{int(k)}]" for k in inner)
+        return where
 
-def _lossy(detail: str, dtype: np.dtype, fix: str) -> ValueError:
-    return ValueError(
-        f"Argument `dtype`={dtype.name!r} cannot hold the data without losing it: {detail}. "
-        f"keras.utils.pad_sequences would convert silently; seqprep refuses.\n- {fix}"
-    )
-
-
-def _check_lossless(values: np.ndarray, dtype: np.dtype) -> None:
-    """Raise ``ValueError`` if casting ``values`` to ``dtype`` would change any value."""
-    src = values.dtype
-    if values.size == 0 or dtype.kind == "O" or np.can_cast(src, dtype, casting="safe"):
-        return
-    if src.kind in "OUS":
-        raise ValueError(
-            f"Argument `dtype`={dtype.name!r} cannot hold {src} values (strings or objects).\n"
-            "- If these are tokens, map them to integer ids first; to pad them as they are, "
-            "pass `dtype=object`."
-        )
-    if src.kind == "c" and dtype.kind != "c":
-        raise _lossy("the values are complex", dtype, "Pass `dtype='complex64'` or drop the "
-                     "imaginary part yourself.")
-    if dtype.kind in "iub":
-        if src.kind == "f":
-            nan = np.isnan(values)
-            if nan.any():
-                raise _lossy(
-                    f"{int(nan.sum())} value(s) are NaN", dtype,
-                    "If NaN marks missing steps, fill or drop them first, or pass "
-                    "`dtype='float32'`.",
-                )
-            inf = np.isinf(values)
-            if inf.any():
-                raise _lossy(f"value {_first(inf, values)} is infinite", dtype,
-                             "Pass `dtype='float32'`.")
-            frac = values != np.trunc(values)
-            if frac.any():
-                raise _lossy(
-                    f"value {_first(frac, values)!r} is not a whole number", dtype,
-                    "If the data are real-valued features, pass `dtype='float32'`.",
-                )
-        if dtype.kind == "b":
-            bad = (values != 0) & (values != 1)
-            if bad.any():
-                raise _lossy(f"value {_first(bad, values)!r} is not 0 or 1", dtype,
-                             "Pass an integer or float `dtype`.")
-            return
-        info = np.iinfo(dtype)
-        low, high = values.min(), values.max()
-        if low < info.min or high > info.max:
-            wider = "int64" if dtype.kind == "i" or low < 0 else "uint64"
-            raise _lossy(
-                f"values range over [{low}, {high}] but {dtype.name} holds "
-                f"[{info.min}, {info.max}]", dtype, f"Pass `dtype='{wider}'`.",
-            )
-    elif dtype.kind == "f":
-        if src.kind in "iu":
-            mantissa = np.finfo(dtype).nmant + 1
-            big = np.abs(values.astype(np.float64)) > 2.0**mantissa
-            if big.any():
-                raise _lossy(
-                    f"integer {_first(big, values)} has more digits than {dtype.name} keeps",
-                    dtype, "Pass `dtype='int64'` or `dtype='float64'`.",
-                )
-        elif src.kind == "f":
-            finite = np.isfinite(values)
-            big = finite & (np.abs(values) > np.finfo(dtype).max)
-            if big.any():
-                raise _lossy(f"value {_first(big, values)!r} overflows {dtype.name}", dtype,
-                             "Pass `dtype='float64'`.")
+    return locate
 
 
 def _check_pad_value(value: Any, dtype: np.dtype) -> None:
-    if dtype.kind in "OUS":
+    if dtype.kind == "O":
         return
-    if isinstance(value, (str, bytes)):
+    if isinstance(value, (str, bytes)) and dtype.kind not in "US":
         raise ValueError(
             f"Argument `value`={value!r} is a string but `dtype`={dtype.name!r} is not.\n"
             "- Pass `dtype=object` to pad with strings."
         )
-    try:
+    if isinstance(value, (numbers.Number, str, bytes)):
+        # An object array keeps a Python int of any size exactly for the check.
+        check = np.array([value], dtype=object)
+    else:
         check = np.asarray(value)
-    except Exception:  # pragma: no cover - np.asarray accepts nearly anything
-        check = None
-    if check is None or check.ndim != 0 or check.dtype.kind not in "biufc":
-        raise TypeError(f"Argument `value` must be a scalar number. Received: value={value!r}")
-    try:
-        _check_lossless(check.reshape(1), dtype)
-    except ValueError:
+        if check.ndim != 0 or check.dtype.kind not in "biufc":
+            raise TypeError(
+                f"Argument `value` must be a scalar number. Received: value={value!r}"
+            )
+        check = check.reshape(1)
+    loss = find_loss(check, dtype)
+    if loss is not None:
         raise ValueError(
-            f"Argument `value`={value!r} cannot be represented in `dtype`={dtype.name!r}.\n"
-            "- Pick a padding value the dtype holds (0 for integer tokens) or a wider dtype."
-        ) from None
+            f"Argument `value`={value!r} cannot be represented in `dtype`={_dname(dtype)!r}: "
+            f"it {loss.reason}.\n- Pick a padding value the dtype holds (0 for integer tokens) "
+            "or a wider dtype."
+        )
+
+
+def _new_output(shape: tuple[int, ...], dtype: np.dtype, value: Any) -> np.ndarray:
+    plain_zero = (
+        dtype.kind != "O" and isinstance(value, numbers.Number) and value == 0
+        and not np.signbit(np.real(value))
+    )
+    # np.zeros gets pre-zeroed pages from the OS: much cheaper than filling with 0.
+    return np.zeros(shape, dtype=dtype) if plain_zero else np.full(shape, value, dtype=dtype)
+
+
+def _pad_same_dtype_arrays(
+    seqs: list[Any] | tuple[Any, ...], dtype: np.dtype, maxlen: int | None,
+    multiple: int | None, padding: str, truncating: str, value: Any,
+) -> np.ndarray | None:
+    """Pad numpy arrays that already have ``dtype`` by one slice copy per row; else None.
+
+    Nothing can be lost (each array is copied bit for bit), so no value needs checking, and
+    each row's copy touches only its kept steps: cheaper than gathering every step into one
+    flat array first and scattering it again. Any other input (a list, another dtype, mixed
+    step shapes) returns None, and the general path handles (and checks) it.
+    """
+    if set(map(type, seqs)) != {np.ndarray} or seqs[0].dtype != dtype:
+        return None
+    if seqs[0].ndim == 1:
+        try:
+            return _copy_flat_rows(seqs, dtype, maxlen, multiple, padding, truncating, value)
+        except (TypeError, ValueError, NotImplementedError):
+            return None  # another dtype or step shape among the arrays
+    # One C-level pass per property rather than several checks per row in the copy loop.
+    if set(map(_dtype_of, seqs)) != {dtype}:
+        return None
+    ndims = set(map(np.ndim, seqs))
+    if len(ndims) != 1 or 0 in ndims:
+        return None
+    step_shapes = {s.shape[1:] for s in seqs} if ndims != {1} else {()}
+    if len(step_shapes) != 1:
+        return None
+    step_shape = step_shapes.pop()
+    lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
+    width = maxlen if maxlen is not None else int(lengths.max())
+    kept = lengths if maxlen is None else np.minimum(lengths, maxlen)
+    if multiple:
+        width = -(-width // multiple) * multiple
+    if maxlen is not None:
+        seqs = _kept_slices(seqs, maxlen, truncating, lengths)
+    n = len(seqs)
+    out = _new_output((n, width, *step_shape), dtype, value)
+    flat = out.reshape((n * width, *step_shape))
+    row_start = np.arange(n, dtype=np.int64) * width
+    starts = row_start + (width - kept) if padding == "pre" else row_start
+    for s, start, stop in zip(seqs, starts.tolist(), (starts + kept).tolist()):  # noqa: B905
+        flat[start:stop] = s
+    return out
+
+
+def _copy_flat_rows(
+    seqs: list[Any] | tuple[Any, ...], dtype: np.dtype, maxlen: int | None,
+    multiple: int | None, padding: str, truncating: str, value: Any,
+) -> np.ndarray:
+    """The 1-D case: one memoryview slice assignment per row, a plain memcpy.
+
+    A memoryview assignment refuses a source of another format (dtype) or shape with
+    ValueError/TypeError, so it doubles as the per-row check at no extra cost.
+    """
+    # Lengths once, reused by the loops below (len() on an array is not free).
+    lengths = list(map(len, seqs)) if maxlen is None else None
+    width = maxlen if lengths is None else max(lengths)
+    cut = width
+    if multiple:
+        width = -(-width // multiple) * multiple
+    out = _new_output((len(seqs), width), dtype, value)
+    pre_pad, pre_cut = padding == "pre", truncating == "pre"
+    with memoryview(out.reshape(-1)) as flat:
+        row = 0
+        if lengths is not None and pre_pad:  # nothing to cut: the leanest loops
+            for s, k in zip(seqs, lengths):  # noqa: B905 - same length by construction
+                row += width
+                flat[row - k:row] = s
+            return out
+        if lengths is not None:
+            for s, k in zip(seqs, lengths):  # noqa: B905
+                flat[row:row + k] = s
+                row += width
+            return out
+        for s in seqs:
+            k = len(s)
+            if k > cut:
+                s = s[k - cut:] if pre_cut else s[:cut]
+                k = cut
+            if pre_pad:
+                flat[row + width - k:row + width] = s
+            else:
+                flat[row:row + k] = s
+            row += width
+    return out
+
+
+def _dtype_of(a: np.ndarray) -> np.dtype:
+    return a.dtype
+
+
+def _sized_string_dtype(values: np.ndarray, value: Any, dtype: np.dtype) -> np.dtype:
+    """``dtype=str``/``bytes`` as wide as the longest string (numpy would make it 1 wide)."""
+    try:
+        return np.array([*values.reshape(-1).tolist(), value], dtype=dtype.kind).dtype
+    except (UnicodeError, ValueError, TypeError):
+        return np.dtype(f"{dtype.kind}1")  # the cast check then names the value at fault
+
+
+def _kept_slices(
+    seqs: list[Any] | tuple[Any, ...], maxlen: int, truncating: str,
+    lengths: np.ndarray | None = None,
+) -> list[Any] | tuple[Any, ...]:
+    """The sequences with every one longer than ``maxlen`` cut to its kept steps (views for
+    arrays), so only kept steps are ever gathered."""
+    if lengths is None:
+        try:
+            lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
+        except TypeError:
+            return seqs  # a non-sequence element: as_ragged reports it
+    long = np.flatnonzero(lengths > maxlen)
+    if long.size == 0:
+        return seqs
+    out = list(seqs)
+    try:
+        for i in long.tolist():
+            s = out[i]
+            out[i] = s[len(s) - maxlen:] if truncating == "pre" else s[:maxlen]
+    except TypeError:
+        return seqs  # an element that cannot be sliced: gather it whole
+    return out
 
 
 def _gather_kept(
@@ -162,10 +246,14 @@ def pad_sequences(
     """Pad (and optionally truncate) sequences to one length: a drop-in for Keras's function.
 
     Same arguments, defaults and output as ``keras.utils.pad_sequences`` for every input Keras
-    handles without losing data, but vectorised (no Python loop per sequence on the hot path)
+    handles without losing data, but faster (only kept steps are copied: arrays already of
+    ``dtype`` one memcpy per row, anything else gathered and scattered in a few numpy calls)
     and strict: where Keras would silently truncate floats into an integer ``dtype``, wrap
     values that overflow it, or turn NaN into garbage, this raises ``ValueError`` naming
-    ``dtype`` and the fix. Steps may be scalars or arrays (``(T, d, ...)`` sequences).
+    ``dtype``, the value, its position and the fix. Integers of any size are compared exactly,
+    a float narrowed to a smaller float is rounded to nearest but never overflows to inf, and
+    ``dtype=object`` keeps strings byte-exact. Steps may be scalars or arrays (``(T, d, ...)``
+    sequences); an all-empty collection keeps its step shape.
 
     Note the Keras default ``padding="pre"``: the cuDNN RNN kernel needs right-padded masks,
     so pass ``padding="post"`` when the result feeds a masked RNN.
@@ -201,7 +289,7 @@ def pad_sequences(
         >>> pad_sequences([[0.5, 1.7]])
         Traceback (most recent call last):
         ...
-        ValueError: Argument `dtype`='int32' cannot hold the data without losing it: value 0.5 is not a whole number. keras.utils.pad_sequences would convert silently; seqprep refuses.
+        ValueError: Argument `dtype`='int32' cannot hold the data without losing it: value 0.5 at sequences[0][0] is not a whole number. keras.utils.pad_sequences would convert silently; seqprep refuses.
         - If the data are real-valued features, pass `dtype='float32'`.
     """  # noqa: E501
     check_choice("padding", padding, ("pre", "post"))
@@ -219,8 +307,24 @@ def pad_sequences(
             "- Pass a numpy dtype or its name, e.g. dtype='int32' or dtype='float32'."
         ) from None
     _check_pad_value(value, dtype)
+    if isinstance(sequences, (list, tuple)) and sequences and dtype.kind not in "OUS":
+        out = _pad_same_dtype_arrays(
+            sequences, dtype, maxlen, multiple, padding, truncating, value
+        )
+        if out is not None:
+            return out
+    return _pad_general(sequences, dtype, maxlen, multiple, padding, truncating, value)
 
-    rag = as_ragged(sequences, keep_object=dtype.kind in "OUS")
+
+def _pad_general(
+    sequences: Any, dtype: np.dtype, maxlen: int | None, multiple: int | None,
+    padding: str, truncating: str, value: Any,
+) -> np.ndarray:
+    """Gather the kept steps into flat values, check the cast, scatter them into the output."""
+    source = sequences
+    if maxlen is not None and isinstance(sequences, (list, tuple)):
+        source = _kept_slices(sequences, maxlen, truncating)
+    rag = as_ragged(source, keep_object=dtype.kind in "OUS")
     lengths = rag.lengths
     n = len(lengths)
     kept = np.minimum(lengths, maxlen) if maxlen is not None else lengths
@@ -230,12 +334,19 @@ def pad_sequences(
 
     values, offsets = _gather_kept(rag, lengths, kept, truncating)
     step_shape = values.shape[1:] if values.size or values.ndim > 1 else ()
-    _check_lossless(values, dtype)
+    if dtype.kind in "US" and dtype.itemsize == 0:
+        dtype = _sized_string_dtype(values, value, dtype)
 
-    shape = (n, width, *step_shape)
-    # np.zeros gets pre-zeroed pages from the OS: much cheaper than filling with 0.
-    is_zero = dtype.kind != "O" and not isinstance(value, (str, bytes)) and value == 0
-    out = np.zeros(shape, dtype=dtype) if is_zero else np.full(shape, value, dtype=dtype)
+    def cut_steps(row: int) -> int:
+        if truncating != "pre" or maxlen is None:
+            return 0
+        return len(sequences[row]) - int(kept[row]) if source is not sequences else int(
+            lengths[row] - kept[row])
+
+    check_cast(values, dtype, locate=_locator(Ragged(values, offsets), cut_steps),
+               suffix=" keras.utils.pad_sequences would convert silently; seqprep refuses.")
+
+    out = _new_output((n, width, *step_shape), dtype, value)
     total = int(offsets[-1])
     if total == 0:
         return out

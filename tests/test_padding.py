@@ -54,6 +54,10 @@ def test_matches_keras_wherever_keras_loses_nothing(data):
                          truncating=truncating, value=value)
     got = sp.pad_sequences(seqs, maxlen=maxlen, dtype=dtype, padding=padding,
                            truncating=truncating, value=value)
+    step_shape = np.shape(seqs[0])[1:] if isinstance(seqs[0], np.ndarray) else ()
+    if not any(len(s) for s in seqs) and step_shape:
+        # Keras loses the step shape of all-empty input; seqprep keeps it (all padding).
+        expected = np.full((*expected.shape, *step_shape), value, dtype=expected.dtype)
     assert got.dtype == expected.dtype
     assert got.shape == expected.shape
     np.testing.assert_array_equal(got, expected)
@@ -304,3 +308,64 @@ def test_unpad_bad_input(padded, lengths, needle):
 
 def test_unpad_empty_batch():
     assert sp.unpad(np.zeros((0, 4)), []) == []
+
+
+# --------------------------------------------------------------------------- as_ragged aliasing
+@given(data=st.data())
+def test_as_ragged_never_aliases_the_callers_arrays_writably(data):
+    from seqprep._ragged import as_ragged
+
+    seqs, _ = data.draw(ragged(), label="seqs")
+    rectangular = data.draw(st.booleans(), label="rectangular")
+    if rectangular:
+        seqs = np.arange(12, dtype=np.int64).reshape(data.draw(st.sampled_from(
+            [(3, 4), (2, 3, 2), (1, 12)]), label="shape"))
+        arrays = [seqs]
+    else:
+        seqs = seqs[:1] if data.draw(st.booleans(), label="one") else seqs
+        arrays = [s for s in seqs if isinstance(s, np.ndarray)]
+    before = [a.copy() for a in arrays]
+    values = as_ragged(seqs).values
+    if any(np.shares_memory(values, a) for a in arrays):
+        assert not values.flags.writeable
+        with pytest.raises(ValueError, match="read-only"):
+            values[...] = 0
+    for a, b in zip(arrays, before, strict=True):
+        np.testing.assert_array_equal(a, b)
+        assert a.flags.writeable  # the caller's own array stays as it was
+
+
+def test_as_ragged_views_of_rectangular_and_single_arrays_are_read_only():
+    from seqprep._ragged import as_ragged
+
+    x = np.arange(6).reshape(2, 3)
+    for given_ in (x, [x[0]], (x[1],)):
+        values = as_ragged(given_).values
+        assert not values.flags.writeable
+        with pytest.raises(ValueError, match="read-only"):
+            values[0] = 99
+    assert x.tolist() == [[0, 1, 2], [3, 4, 5]] and x.flags.writeable
+
+
+# --------------------------------------------------------------------------- same-dtype fast path
+@pytest.mark.parametrize("padding", SIDES)
+@pytest.mark.parametrize("maxlen", [None, 2])
+def test_row_copy_path_leaves_anything_else_to_the_checked_path(padding, maxlen):
+    from keras.utils import pad_sequences as keras_pad
+
+    base = np.arange(12, dtype=np.int32)
+    same = [base[:3], base[::3], base[5:6], base[:0], base[2:9:2].copy()]  # strided views too
+    got = sp.pad_sequences(same, maxlen=maxlen, padding=padding, truncating=padding)
+    np.testing.assert_array_equal(
+        got, keras_pad(same, maxlen=maxlen, padding=padding, truncating=padding))
+    # A later array of another dtype or byte order goes through the checked path.
+    with pytest.raises(ValueError, match=r"3000000000 at sequences\[1\]\[0\]"):
+        sp.pad_sequences([base[:2], np.array([3_000_000_000, 1])], maxlen=maxlen,
+                         padding=padding)
+    swapped = [base[:2], np.array([7, 8], dtype=">i4")]
+    assert sp.pad_sequences(swapped, maxlen=maxlen, padding=padding).tolist() == (
+        [[0, 1], [7, 8]])
+    with pytest.raises(ValueError, match="same step shape"):
+        sp.pad_sequences([base[:2], np.zeros((2, 2), np.int32)], padding=padding)
+    with pytest.raises(ValueError, match="not a sequence"):
+        sp.pad_sequences([base[:2], 5], padding=padding)
