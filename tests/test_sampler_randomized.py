@@ -91,6 +91,11 @@ def test_sampler_contract(mode, shuffle, shards, drop, data):
     lengths, kwargs = _draw_setup(data, mode, shuffle, shards, drop)
     original = list(lengths)
     limit = _limit(kwargs)
+    if kwargs.get("quadratic_length") is not None and _fits(kwargs) == 0:
+        # A budget that holds no step at all is refused, not planned over budget.
+        with pytest.raises(ValueError, match="`max_tokens` cannot hold a single step"):
+            BucketSampler(lengths, **kwargs)
+        return
     if kwargs["overlong"] == "error" and limit is not None and max(lengths) > limit:
         name = "max_length" if limit == kwargs["max_length"] else "max_tokens"
         with pytest.raises(ValueError, match=f"`{name}`"):

@@ -127,6 +127,14 @@ def check_quadratic_length(
             "their product must stay below 2**62 for exact integer budgets.\n"
             "- Express the budget in coarser units, or lower `quadratic_length`."
         )
+    if max_tokens * q < q + 1:
+        # Not even a row of one step fits (it costs 1 + 1/q tokens): every batch would break
+        # the budget, so refuse the pair instead of planning batches that exceed it.
+        raise ValueError(
+            f"Argument `max_tokens` cannot hold a single step when `quadratic_length` is set: "
+            f"a row of length 1 costs 1 + 1/{q} tokens. Received: max_tokens={max_tokens}, "
+            f"quadratic_length={q}\n- Pass max_tokens >= 2, or drop `quadratic_length`."
+        )
     return q
 
 
