@@ -312,3 +312,45 @@ def test_default_padding_close_to_sorted_batching():
     got = BucketSampler(lengths, batch_size=64).report()
     assert got["padding_fraction"] <= floor["padding_fraction"] + 0.02
     assert got["n_batches"] == 128
+
+
+# --------------------------------------------------------------------------- independent iterators
+
+
+def test_each_iterator_keeps_its_own_position():
+    s = BucketSampler(_lognormal(200), batch_size=8, seed=4)
+    epoch0 = _lists(s.batches(0))
+    a, b = iter(s), iter(s)
+    first_a = [next(a).tolist() for _ in range(3)]
+    first_b = [next(b).tolist() for _ in range(5)]
+    assert first_a == epoch0[:3] and first_b == epoch0[:5]
+    assert _lists(a) == epoch0[3:]
+    # `a` finished the epoch: the sampler moved on, and `b` still holds the rest of epoch 0.
+    assert s.epoch == 1
+    assert _lists(b) == epoch0[5:]
+
+
+def test_peek_costs_a_later_iterator_nothing():
+    s = BucketSampler(_lognormal(100), batch_size=8, seed=6)
+    peek = next(iter(s))
+    assert peek.tolist() == s.batches(0)[0].tolist()
+    assert _lists(s) == _lists(s.batches(0))
+    assert _lists(s) == _lists(s.batches(1))
+
+
+def test_state_dict_records_the_iterator_that_yielded_last():
+    s = BucketSampler(_lognormal(100), batch_size=8, seed=6)
+    a = iter(s)
+    next(a)
+    next(a)
+    assert (s.state_dict()["epoch"], s.state_dict()["position"]) == (0, 2)
+    b = iter(s)
+    next(b)
+    assert s.state_dict()["position"] == 1
+    t = BucketSampler(_lognormal(100), batch_size=8, seed=6)
+    t.load_state_dict(s.state_dict())
+    assert _lists(t) == _lists(b)
+    s.set_epoch(5)  # moved under `a`: `a` keeps its epoch but no longer moves the state
+    rest_a = _lists(a)
+    assert rest_a == _lists(s.batches(0))[2:]
+    assert (s.state_dict()["epoch"], s.state_dict()["position"]) == (5, 0)
