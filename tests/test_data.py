@@ -170,14 +170,16 @@ def test_epochs_concatenate_consecutive_plans_and_reshuffle_each_iteration():
     def expected(epoch):
         return [int(x[b[0]][0]) for b in sampler.batches(epoch)]
 
-    assert firsts(bucketed_dataset(x, sampler=sampler, epoch=1, epochs=2)) == (
-        expected(1) + expected(2)
-    )
+    two = bucketed_dataset(x, sampler=sampler, epoch=1, epochs=2)
+    assert firsts(two) == expected(1) + expected(2)
+    assert firsts(two) == expected(3) + expected(4)  # the default: next epochs on every pass
     assert expected(1) != expected(2)
-    ds = bucketed_dataset(x, sampler=sampler, reshuffle_each_iteration=True, epoch=4)
+    ds = bucketed_dataset(x, sampler=sampler, epoch=4)
     assert [firsts(ds) for _ in range(3)] == [expected(4), expected(5), expected(6)]
-    fixed = bucketed_dataset(x, sampler=sampler, epoch=4)
+    fixed = bucketed_dataset(x, sampler=sampler, epoch=4, reshuffle_each_iteration=False)
     assert firsts(fixed) == firsts(fixed) == expected(4)
+    fixed_two = bucketed_dataset(x, sampler=sampler, epochs=2, reshuffle_each_iteration=False)
+    assert firsts(fixed_two) == firsts(fixed_two) == expected(0) + expected(1)
 
 
 @pytest.mark.parametrize("truncating", ["post", "pre"])
