@@ -149,3 +149,21 @@ def test_killed_runs_end_with_the_uninterrupted_weights(tmp_path, mode, per_epoc
     diff = max(float(np.abs(a - b).max()) for a, b in zip(got, reference, strict=True))
     assert diff <= 1e-6, diff
     assert not backup.exists()  # deleted when training completed
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"save_freq": 0}, r"Argument `save_freq` must be .*Received: save_freq=0"),
+        ({"save_freq": "batch"}, r"Received: save_freq='batch'\n- Pass"),
+        ({"save_freq": True}, r"Received: save_freq=True"),
+        ({"dataset": [1, 2]}, r"Argument `dataset` must be a seqprep dataset.*list\n- Pass"),
+    ],
+)
+def test_bad_arguments_name_the_argument(tmp_path, kwargs, match):
+    import seqprep as sp
+
+    with pytest.raises(ValueError, match=match):
+        sp.BackupAndRestore(tmp_path / "b", **kwargs)
+    with pytest.raises(ValueError, match=r"Argument `backup_dir` .*Received: backup_dir=''"):
+        sp.BackupAndRestore("")
