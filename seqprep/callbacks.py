@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import warnings
 from typing import Any
 
@@ -33,6 +34,16 @@ def _live_passes() -> list[Any]:
     from seqprep.data import _LIVE_PASSES
 
     return list(_LIVE_PASSES)
+
+
+def _write_json(path: str, value: dict[str, Any]) -> None:
+    """Replace ``path`` atomically: a kill leaves the old file or the new one, never half."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def _identity_diff(saved: dict[str, Any], live: dict[str, Any]) -> str:
@@ -175,7 +186,8 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     def _save_model(self) -> None:
         os.makedirs(self.backup_dir, exist_ok=True)
         old = self._read_meta(self._meta_path)
-        name = f"ckpt-e{self._current_epoch}-b{self._step}.weights.h5"
+        # A new name every time: the file the current metadata points at is never rewritten.
+        name = f"ckpt-e{self._current_epoch}-b{self._step}-{time.time_ns()}.weights.h5"
         self.model.save_weights(os.path.join(self.backup_dir, name), overwrite=True)
         meta = {
             "epoch": self._current_epoch,
@@ -183,14 +195,9 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
             "weights": name,
             "dataset": None if self._training is None else self._training.identity,
         }
-        tmp = self._meta_path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(meta, f)
-            f.flush()
-            os.fsync(f.fileno())
         if self.double_checkpoint and old is not None:
-            os.replace(self._meta_path, self._meta_path + ".bkp")
-        os.replace(tmp, self._meta_path)
+            _write_json(self._meta_path + ".bkp", old)
+        _write_json(self._meta_path, meta)
         self._saved_at = (self._current_epoch, self._step)
         # Keep the weights the metadata files point at; drop the rest.
         keep = {name}
