@@ -110,6 +110,7 @@ def _saved_step(backup: Path, per_epoch: int) -> int:
 # checkpoint; 11 the middle of epoch 1; 14 its last batch (the kill comes before the epoch-end
 # checkpoint). fit_per_length (three buckets): 8 batches per epoch, checkpoints at 3, 6, 8, 11,
 # 14, 16, ...
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("mode", "per_epoch", "kills"),
     [("bucketed", 7, {1: 0, 11: 10, 14: 13}), ("per_length", 8, {12: 11})],
