@@ -49,7 +49,6 @@ WeightMode = Literal["timestep", "timestep_mean"]
 _AUTOTUNE = tf.data.AUTOTUNE
 
 
-
 def _quiet_keras_shuffle_warning() -> None:
     """Silence Keras's "`shuffle=True` was passed, but will be ignored" for tf.data input.
 
@@ -307,11 +306,11 @@ class _Passes:
     """
 
     def __init__(
-        self, base: int, step: int, epochs: int, epoch_batches: int, identity: dict[str, Any]
+        self, base: int, step: int, epochs: int, batches_per_epoch: int, identity: dict[str, Any]
     ) -> None:
         self.base, self.step, self.epochs = base, step, epochs
-        self.epoch_batches = epoch_batches
-        self.batches_per_pass = epoch_batches * epochs
+        self.batches_per_epoch = batches_per_epoch
+        self.batches_per_pass = batches_per_epoch * epochs
         # What a checkpoint must find again for its step to mean the same batches.
         self.identity = {**identity, "first_epoch": base, "epochs_per_pass": epochs,
                          "reshuffle_each_iteration": step != 0}
@@ -356,9 +355,11 @@ class _Passes:
         pending = self._pending
         return pending[1] if pending is not None and pending[0] == index else 0
 
-    def dataset(self, epoch_batches: Callable[[tf.Tensor, tf.Tensor], tf.data.Dataset]):
+    def dataset(
+        self, epoch_batches: Callable[[tf.Tensor, tf.Tensor], tf.data.Dataset]
+    ) -> tf.data.Dataset:
         """Passes of ``epochs`` consecutive epochs; ``epoch_batches(e, start)`` plays one."""
-        per_epoch = self.epoch_batches
+        per_epoch = self.batches_per_epoch
         epochs = self.epochs
 
         def begin(_: tf.Tensor) -> tf.Tensor:
