@@ -271,7 +271,9 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         done = offset + batch + 1
         self._since_save += done - self._step
         self._step = done
-        if batch == 0 or self._training is None:
+        if batch == 0 and self._training is None:
+            # Looked for in the first epoch only: later, a validation dataset's next pass may
+            # start at the same time (Keras makes an iterator ahead at the end of evaluate).
             self._find_training()
         steps = self.params.get("steps")
         if offset and steps and done >= steps and not self.model.stop_training:
