@@ -168,3 +168,28 @@ def test_bad_arguments_name_the_argument(tmp_path, kwargs, match):
         sp.BackupAndRestore(tmp_path / "b", **kwargs)
     with pytest.raises(ValueError, match=r"Argument `backup_dir` .*Received: backup_dir=''"):
         sp.BackupAndRestore("")
+
+
+def test_checkpoint_names_the_training_dataset_not_the_validation_one(tmp_path):
+    import keras
+
+    import seqprep as sp
+
+    rng = np.random.default_rng(4)
+    x = [rng.integers(1, 20, n) for n in rng.integers(1, 12, 64)]
+    v = [rng.integers(1, 20, n) for n in rng.integers(1, 12, 64)]  # as many batches
+    train_s = sp.BucketSampler(sp.sequence_lengths(x), batch_size=16, seed=1)
+    val_s = sp.BucketSampler(sp.sequence_lengths(v), batch_size=16, seed=1)
+    assert len(train_s) == len(val_s)
+    ds = sp.bucketed_dataset(x, np.zeros(64), sampler=train_s)
+    val = sp.bucketed_dataset(v, np.zeros(64), sampler=val_s)
+    model = keras.Sequential([keras.Input((None,), dtype="int32"), keras.layers.Embedding(20, 2),
+                              keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    backup = sp.BackupAndRestore(tmp_path / "b", save_freq=3, delete_checkpoint=False)
+    model.fit(ds, validation_data=val, epochs=3, callbacks=[backup], verbose=0)
+    meta = json.loads((tmp_path / "b" / "seqprep_training_metadata.json").read_text())
+    assert (meta["epoch"], meta["step"]) == (3, 0)
+    assert meta["dataset"]["fingerprint"] == train_s.state_dict()["fingerprint"]
+    assert meta["dataset"]["fingerprint"] != val_s.state_dict()["fingerprint"]
+    assert len(list((tmp_path / "b").glob("*.weights.h5"))) == 1  # older checkpoints removed
