@@ -107,13 +107,13 @@ def _saved_step(backup: Path, per_epoch: int) -> int:
 # One run killed again and again at these global steps (batches trained since the start), then
 # run to the end. bucketed_dataset: 7 batches per epoch; a checkpoint every 3 batches and at
 # every epoch end, so at 3, 6, 7, 10, 13, 14, ...: 1 is the first batch, before any
-# checkpoint; 11 the middle of epoch 1; 14 its last batch (the kill comes before the epoch-end
-# checkpoint). fit_per_length (three buckets): 8 batches per epoch, checkpoints at 3, 6, 8, 11,
+# checkpoint; 8 the first batch of epoch 1 (resumed at its start); 11 its middle; 14 its last
+# batch (the kill comes before the epoch-end checkpoint). fit_per_length (three buckets): 8 batches per epoch, checkpoints at 3, 6, 8, 11,
 # 14, 16, ...
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("mode", "per_epoch", "kills"),
-    [("bucketed", 7, {1: 0, 11: 10, 14: 13}), ("per_length", 8, {12: 11})],
+    [("bucketed", 7, {1: 0, 8: 7, 11: 10, 14: 13}), ("per_length", 8, {12: 11})],
 )
 def test_killed_runs_end_with_the_uninterrupted_weights(tmp_path, mode, per_epoch, kills):
     done = _run(tmp_path, "ref_backup", -1, "ref.npz", mode)
