@@ -41,6 +41,7 @@ _EXPORTS: dict[str, str] = {
     "fit_separate_models": "seqprep.fitting",
     "LengthEnsemble": "seqprep.fitting",
     "plan_per_length": "seqprep.fitting",
+    "BackupAndRestore": "seqprep.callbacks",
     # long sequences
     "plan_tbptt": "seqprep.tbptt",
     "TBPTTPlan": "seqprep.tbptt",

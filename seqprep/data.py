@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import numbers
 import threading
+import warnings
+import weakref
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -54,6 +56,21 @@ PadTo = Literal["batch", "bucket"]
 WeightMode = Literal["timestep", "timestep_mean"]
 
 _AUTOTUNE = tf.data.AUTOTUNE
+
+
+def _quiet_keras_shuffle_warning() -> None:
+    """Silence Keras's "`shuffle=True` was passed, but will be ignored" for tf.data input.
+
+    Keras warns on every ``fit`` over a ``tf.data.Dataset`` that the data should already be
+    shuffled; seqprep's datasets are (a new sampler epoch on every pass), and the warning
+    cannot tell them from others. Installed again by each dataset builder, since a
+    ``warnings.catch_warnings`` block around an import would drop a filter set only once.
+    """
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`shuffle=True` was passed, but will be ignored since the data `x` was "
+        r"provided as a tf\.data\.Dataset",
+    )
 
 
 # --------------------------------------------------------------------------- shared helpers
@@ -257,8 +274,9 @@ def _index_dataset(
     epoch: int,
     epochs: int,
     reshuffle_each_iteration: bool,
-) -> tf.data.Dataset:
-    """A dataset of ``(indices, width)``, one element per batch of the planned epochs."""
+) -> tuple[tf.data.Dataset, _Passes | None]:
+    """A dataset of ``(indices, width)``, one element per batch of the planned epochs, and
+    what chooses each pass's epochs (None for one fixed epoch)."""
 
     def slices(flat: Any, sizes: Any, widths: Any) -> tf.data.Dataset:
         rows = tf.RaggedTensor.from_row_lengths(flat, sizes, validate=False)
@@ -266,12 +284,12 @@ def _index_dataset(
 
     if epochs == 1 and not reshuffle_each_iteration:
         # One fixed plan: constants only, no Python at iteration time (serialisable).
-        return slices(*_plan_arrays(sampler, epoch, lengths, pad_to))
+        return slices(*_plan_arrays(sampler, epoch, lengths, pad_to)), None
 
     def plan_of(e: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return _plan_arrays(sampler, int(e), lengths, pad_to)
 
-    def epoch_batches(e: tf.Tensor) -> tf.data.Dataset:
+    def epoch_batches(e: tf.Tensor, start: tf.Tensor) -> tf.data.Dataset:
         flat, sizes, widths = tf.numpy_function(
             plan_of, [e], (tf.int64, tf.int64, tf.int64), stateful=True
         )
@@ -280,35 +298,104 @@ def _index_dataset(
         splits = tf.concat([[0], tf.cumsum(sizes)], 0)
         # Slicing by position rather than from a RaggedTensor: inside flat_map, ragged slices
         # trip a (harmless but loud) TensorFlow type-inference warning.
-        return tf.data.Dataset.range(tf.size(widths, out_type=tf.int64)).map(
+        return tf.data.Dataset.range(start, tf.size(widths, out_type=tf.int64)).map(
             lambda i: (flat[splits[i] : splits[i + 1]], widths[i])
         )
 
-    if reshuffle_each_iteration:
-        counter = _IterationCounter(epoch, epochs)
-        first = tf.data.Dataset.range(1).map(
-            lambda _: tf.numpy_function(counter.next, [], tf.int64, stateful=True)
-        )
-        epoch_ids = first.flat_map(
-            lambda base: tf.data.Dataset.range(epochs).map(lambda j: base + j)
-        )
-    else:
-        epoch_ids = tf.data.Dataset.range(epoch, epoch + epochs)
-    return epoch_ids.flat_map(epoch_batches)
+    state = sampler.state_dict()
+    identity = {k: state[k] for k in ("fingerprint", "seed", "num_shards", "shard_index")}
+    step = epochs if reshuffle_each_iteration else 0
+    passes = _Passes(epoch, step, epochs, len(sampler), identity)
+    return passes.dataset(epoch_batches), passes
 
 
-class _IterationCounter:
-    """First epoch of each new pass over a reshuffling dataset: ``epoch``, ``epoch + epochs``..."""
+# Every live dataset that plays epochs per pass; seqprep.BackupAndRestore drives them.
+_LIVE_PASSES: weakref.WeakSet[_Passes] = weakref.WeakSet()
 
-    def __init__(self, epoch: int, epochs: int) -> None:
-        self._next = epoch
-        self._step = epochs
+
+class _Passes:
+    """Which sampler epochs each pass over a dataset plays, and from which batch.
+
+    Counting (alone): pass ``k`` plays epochs ``base + k * step ..`` (``step`` is 0 for a
+    dataset that replays the same epochs). Driven (by ``seqprep.BackupAndRestore`` or
+    ``fit_per_length``, at the start of each Keras epoch): every pass that starts plays pass
+    ``index`` from batch ``skip`` of the pass, and reading does not consume it, so iterators
+    that Keras makes and throws away between epochs cannot shift the epochs.
+    """
+
+    def __init__(
+        self, base: int, step: int, epochs: int, batches_per_epoch: int, identity: dict[str, Any]
+    ) -> None:
+        self.base, self.step, self.epochs = base, step, epochs
+        self.batches_per_epoch = batches_per_epoch
+        self.batches_per_pass = batches_per_epoch * epochs
+        # What a checkpoint must find again for its step to mean the same batches.
+        self.identity = {**identity, "first_epoch": base, "epochs_per_pass": epochs,
+                         "reshuffle_each_iteration": step != 0}
+        self._next = 0
+        self._driven: tuple[int, int] | None = None
+        self._pending: tuple[int, int] | None = None
+        self.started = 0
         self._lock = threading.Lock()
+        _LIVE_PASSES.add(self)
 
-    def next(self) -> np.int64:
+    def start(self) -> np.ndarray:
+        """Called by the dataset when a pass begins: ``[first epoch, batches to skip]``."""
         with self._lock:
-            value, self._next = self._next, self._next + self._step
-        return np.int64(value)
+            if self._driven is not None:
+                index, skip = self._driven
+                self._next = index + 1
+            else:
+                index, skip = self._next, 0
+                self._next += 1
+            self.started += 1
+        return np.array([self.base + index * self.step, skip], np.int64)
+
+    def resume_at(self, index: int, skip: int) -> None:
+        """Make the pass that plays Keras epoch ``index`` start at its batch ``skip``."""
+        with self._lock:
+            self._pending = (int(index), int(skip))
+
+    def drive(self, index: int) -> None:
+        """Every pass from now on plays pass ``index`` (until the next call or ``release``)."""
+        with self._lock:
+            pending = self._pending
+            skip = pending[1] if pending is not None and pending[0] == index else 0
+            self._driven = (int(index), skip)
+
+    def release(self) -> None:
+        with self._lock:
+            self._driven = None
+            self._pending = None
+
+    def skip_of(self, index: int) -> int:
+        """Batches the pass of Keras epoch ``index`` leaves out (resumed mid-epoch)."""
+        pending = self._pending
+        return pending[1] if pending is not None and pending[0] == index else 0
+
+    def dataset(
+        self, epoch_batches: Callable[[tf.Tensor, tf.Tensor], tf.data.Dataset]
+    ) -> tf.data.Dataset:
+        """Passes of ``epochs`` consecutive epochs; ``epoch_batches(e, start)`` plays one."""
+        per_epoch = self.batches_per_epoch
+        epochs = self.epochs
+
+        def begin(_: tf.Tensor) -> tf.Tensor:
+            first = tf.numpy_function(self.start, [], tf.int64, stateful=True)
+            first.set_shape([2])
+            return first
+
+        def one_pass(first: tf.Tensor) -> tf.data.Dataset:
+            if epochs == 1:  # one flat_map level fewer: about a quarter less CPU per batch
+                return epoch_batches(first[0], first[1])
+
+            def epoch_of(j: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+                start = tf.clip_by_value(first[1] - j * per_epoch, 0, per_epoch)
+                return first[0] + j, start
+
+            return tf.data.Dataset.range(epochs).map(epoch_of).flat_map(epoch_batches)
+
+        return tf.data.Dataset.range(1).map(begin).flat_map(one_pass)
 
 
 def bucketed_dataset(
@@ -322,7 +409,7 @@ def bucketed_dataset(
     pad_to: PadTo | int = "batch",
     epoch: int = 0,
     epochs: int = 1,
-    reshuffle_each_iteration: bool = False,
+    reshuffle_each_iteration: bool = True,
     truncating: Side = "post",
     dtype: DTypeLike | None = None,
     allow_nonfinite: bool = False,
@@ -357,13 +444,17 @@ def bucketed_dataset(
     ``ValueError``). Keras's TensorFlow backend traces its train step once per dataset,
     whatever the widths.
 
-    Epochs: ``epoch`` picks the sampler's epoch, so every pass over the dataset replays that
-    epoch's plan. For a fresh order each epoch of ``model.fit(ds, epochs=N)``, either build
-    ``bucketed_dataset(..., epochs=N)`` (epochs ``epoch .. epoch + N - 1`` back to back,
-    deterministic and resumable) and call ``model.fit(ds, epochs=N,
-    steps_per_epoch=len(sampler))``; or pass ``reshuffle_each_iteration=True``: pass ``k``
-    over the dataset then plays epoch ``epoch + k`` (like ``Dataset.shuffle``'s flag; the
-    count lives in this Python process).
+    Epochs: every new pass over the dataset plays the sampler's next epoch (pass ``k`` plays
+    epoch ``epoch + k``; with ``epochs=N``, epochs ``epoch + k * N ..``), so
+    ``model.fit(ds, epochs=N)`` trains ``N`` different orders, each with every example once.
+    The new plan costs no Python per batch and the cardinality stays
+    ``len(sampler) * epochs``. Under ``model.fit`` with :class:`seqprep.BackupAndRestore`
+    (or in :func:`seqprep.fit_per_length`), Keras epoch ``e`` plays sampler epoch
+    ``epoch + e`` exactly, which is what makes a run resumable mid-epoch. Pass
+    ``reshuffle_each_iteration=False`` to replay the same epoch(s) on every pass (the dataset
+    is then made of constants only, as the tf.data service needs). Keras's warning that
+    ``shuffle=True`` is ignored for a ``tf.data.Dataset`` is silenced when a dataset is
+    built: these datasets are shuffled by their sampler.
 
     Args:
         x: a sequence collection (list of arrays or lists, ``tf.RaggedTensor``, array
@@ -377,7 +468,8 @@ def bucketed_dataset(
         pad_to: ``"batch"``, ``"bucket"`` or a fixed int width.
         epoch: the sampler epoch to play (the first one when ``epochs > 1``).
         epochs: how many consecutive sampler epochs the dataset holds.
-        reshuffle_each_iteration: play the next epochs on every new pass over the dataset.
+        reshuffle_each_iteration: play the next epochs on every new pass over the dataset
+            (the default); False replays the same epochs on every pass.
         truncating: which steps a sampler built with ``overlong="truncate"`` cuts from
             overlong sequences: ``"post"`` keeps the first ``sampler.length_limit`` steps,
             ``"pre"`` the last ones.
@@ -407,6 +499,7 @@ def bucketed_dataset(
     """
     check_choice("padding", padding, ("pre", "post"))
     check_choice("truncating", truncating, ("pre", "post"))
+    _quiet_keras_shuffle_warning()
     if isinstance(pad_to, str) or pad_to is None:
         check_choice("pad_to", pad_to, ("batch", "bucket"))
     else:
@@ -472,7 +565,9 @@ def bucketed_dataset(
     if y_rag is not None:
         y_values = _values_with_pad_row(y_rag, _default_dtype(y_rag.values.dtype), 0)
 
-    index_ds = _index_dataset(sampler, lengths, pad_to, epoch, epochs, reshuffle_each_iteration)
+    index_ds, passes = _index_dataset(
+        sampler, lengths, pad_to, epoch, epochs, reshuffle_each_iteration
+    )
 
     # Captured once as tensors; each batch then costs a few gathers of size batch x width.
     t_x = tf.constant(x_values)
@@ -518,7 +613,9 @@ def bucketed_dataset(
     expected = len(sampler) * epochs
     if int(ds.cardinality()) != expected:
         ds = ds.apply(tf.data.experimental.assert_cardinality(expected))
-    return ds.prefetch(_AUTOTUNE)
+    ds = ds.prefetch(_AUTOTUNE)
+    ds._seqprep_passes = passes  # how seqprep.BackupAndRestore finds this dataset's passes
+    return ds
 
 
 # --------------------------------------------------------------------------- bucket_by_length

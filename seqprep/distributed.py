@@ -279,7 +279,7 @@ def replica_dataset_fn(
     pad_to: ReplicaPadTo = "step",
     epoch: int = 0,
     epochs: int = 1,
-    reshuffle_each_iteration: bool = False,
+    reshuffle_each_iteration: bool = True,
     truncating: Side = "post",
     dtype: DTypeLike | None = None,
     merge_leftovers: bool = True,
@@ -327,7 +327,9 @@ def replica_dataset_fn(
         pad_to: ``"step"`` or ``"bucket"``.
         epoch: the sampler epoch to play first.
         epochs: consecutive epochs in the dataset (use ``steps_per_epoch`` in ``fit``).
-        reshuffle_each_iteration: every new pass over the dataset plays the next epochs.
+        reshuffle_each_iteration: every new pass over the dataset plays the next epochs (the
+            default: ``model.fit(..., epochs=N)`` trains N different orders, the replicas
+            still aligned step by step); False replays the same epochs on every pass.
         truncating: as :func:`~seqprep.bucketed_dataset`.
         dtype: dtype of the ``x`` batches.
         merge_leftovers: see :class:`~seqprep.BucketSampler`; pass False with
@@ -693,8 +695,10 @@ def service_bucketed_dataset(
             ``tf.data.experimental.service.ShardingPolicy``.
         job_name: share one job between consumers.
         **kwargs: keyword arguments of :func:`~seqprep.bucketed_dataset` (``padding``,
-            ``pad_to``, ``epoch`` ...); ``epochs > 1`` and ``reshuffle_each_iteration``
-            are refused (they need Python state the service cannot run).
+            ``pad_to``, ``epoch`` ...); ``epochs > 1`` and ``reshuffle_each_iteration=True``
+            are refused (they need Python state the service cannot run): unlike
+            :func:`~seqprep.bucketed_dataset`, every pass replays epoch ``epoch``; for a new
+            order each epoch, build one dataset per epoch with ``epoch=e``.
 
     Returns:
         A ``tf.data.Dataset`` of padded batches served by the workers.
@@ -721,6 +725,8 @@ def service_bucketed_dataset(
                 "`epoch=e`."
             )
     target = service.target if isinstance(service, LocalDataService) else service
+    # Service workers cannot run the Python planner: one fixed epoch, made of constants.
+    kwargs["reshuffle_each_iteration"] = False
     dataset = bucketed_dataset(x, y, sampler=sampler, **kwargs)
     return dataset.apply(
         tf.data.experimental.service.distribute(

@@ -18,6 +18,7 @@ per group, returned as a :class:`LengthEnsemble` that routes each sequence to it
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -447,33 +448,56 @@ class _BatchSource:
     def dataset(self, rows: np.ndarray, splits: np.ndarray) -> tf.data.Dataset:
         rows_t = tf.constant(rows, tf.int64)
         splits_t = tf.constant(splits, tf.int64)
-        x_step = self.x_step
-
-        def make(b):
-            idx = rows_t[splits_t[b] : splits_t[b + 1]]
-            lens = tf.gather(self.x_lengths, idx)
-            starts = tf.gather(self.x_offsets, idx)
-            xb = self._steps(self.x_values, starts, lens, x_step, self.pad)
-            xb.set_shape([None, None, *x_step])
-            if self.y_steps:
-                zero = tf.zeros([], self.y_values.dtype)
-                yb = self._steps(self.y_values, starts, lens, self.y_step, zero)
-                yb.set_shape([None, None, *self.y_step])
-            else:
-                yb = tf.gather(self.y_rows, idx)
-            w = None if self.w is None else tf.gather(self.w, idx)
-            if self.step_weights:
-                mask = tf.sequence_mask(lens, tf.shape(xb, out_type=tf.int64)[1], tf.float32)
-                if w is not None:
-                    mask = mask * w[:, None]
-                # Mean over real steps of this batch under the default loss reduction.
-                total = tf.cast(tf.size(mask), tf.float32)
-                w = mask * total / tf.maximum(tf.reduce_sum(mask), 1e-12)
-            return (xb, yb) if w is None else (xb, yb, w)
-
         ds = tf.data.Dataset.range(len(splits) - 1)
-        ds = ds.map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.map(lambda b: rows_t[splits_t[b] : splits_t[b + 1]])
+        ds = ds.map(self._make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return ds.prefetch(tf.data.AUTOTUNE)
+
+    def epoch_dataset(self, plans: dict[int, _EpochPlan], passes: Any) -> tf.data.Dataset:
+        """One pass per Keras epoch ``e``, playing ``plans[e]`` (a new iterator each epoch,
+        so that ``seqprep.BackupAndRestore`` can start a resumed epoch mid-way)."""
+        known = sorted(plans)
+
+        def plan_of(e: Any) -> tuple[np.ndarray, np.ndarray]:
+            # Keras draws one batch before training starts (to build the model), before any
+            # epoch is chosen: that pass may ask for an epoch outside the plans.
+            plan = plans[min(max(int(e), known[0]), known[-1])]
+            return plan.rows, plan.splits
+
+        def epoch_batches(e: tf.Tensor, start: tf.Tensor) -> tf.data.Dataset:
+            rows, splits = tf.numpy_function(plan_of, [e], (tf.int64, tf.int64), stateful=True)
+            rows.set_shape([None])
+            splits.set_shape([None])
+            return tf.data.Dataset.range(start, tf.size(splits, out_type=tf.int64) - 1).map(
+                lambda b: rows[splits[b] : splits[b + 1]]
+            )
+
+        ds = passes.dataset(epoch_batches)
+        ds = ds.map(self._make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(passes.batches_per_pass))
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    def _make(self, idx: tf.Tensor) -> Any:
+        x_step = self.x_step
+        lens = tf.gather(self.x_lengths, idx)
+        starts = tf.gather(self.x_offsets, idx)
+        xb = self._steps(self.x_values, starts, lens, x_step, self.pad)
+        xb.set_shape([None, None, *x_step])
+        if self.y_steps:
+            zero = tf.zeros([], self.y_values.dtype)
+            yb = self._steps(self.y_values, starts, lens, self.y_step, zero)
+            yb.set_shape([None, None, *self.y_step])
+        else:
+            yb = tf.gather(self.y_rows, idx)
+        w = None if self.w is None else tf.gather(self.w, idx)
+        if self.step_weights:
+            mask = tf.sequence_mask(lens, tf.shape(xb, out_type=tf.int64)[1], tf.float32)
+            if w is not None:
+                mask = mask * w[:, None]
+            # Mean over real steps of this batch under the default loss reduction.
+            total = tf.cast(tf.size(mask), tf.float32)
+            w = mask * total / tf.maximum(tf.reduce_sum(mask), 1e-12)
+        return (xb, yb) if w is None else (xb, yb, w)
 
 
 # --------------------------------------------------------------------------- callbacks
@@ -506,8 +530,9 @@ class _GroupStats(keras.callbacks.Callback):
     async_safe = True
 
     def __init__(self, train_groups, train_sizes, steps, initial_epoch, val_groups, val_sizes,
-                 counter):
+                 counter, passes=None):
         super().__init__()
+        self.passes = passes
         self.train_groups, self.train_sizes = train_groups, train_sizes
         self.val_groups, self.val_sizes = val_groups, val_sizes
         self.steps, self.initial_epoch = steps, initial_epoch
@@ -518,12 +543,14 @@ class _GroupStats(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
         base = (epoch - self.initial_epoch) * self.steps
-        self._groups = self.train_groups[base : base + self.steps]
-        self._sizes = self.train_sizes[base : base + self.steps]
-        self._means = np.full(self.steps, np.nan)
+        # A run resumed mid-epoch by seqprep.BackupAndRestore plays this epoch from `skip`.
+        skip = 0 if self.passes is None else self.passes.skip_of(epoch)
+        self._groups = self.train_groups[base + skip : base + self.steps]
+        self._sizes = self.train_sizes[base + skip : base + self.steps]
+        self._means = np.full(self.steps - skip, np.nan)
 
     def on_train_batch_end(self, batch, logs=None):
-        if logs and "loss" in logs and batch < self.steps:
+        if logs and "loss" in logs and batch < self._means.size:
             self._means[batch] = float(logs["loss"])
 
     def on_test_begin(self, logs=None):
@@ -550,6 +577,31 @@ class _GroupStats(keras.callbacks.Callback):
         if logs and any(k.startswith("val_") for k in logs) and hasattr(self, "_v_means"):
             self._summarise("val", self.val_groups, self.val_sizes, self._v_means)
         self.traces_by_epoch.append(self.counter["train"])
+
+
+class _DrivePasses(keras.callbacks.Callback):
+    """Keras epoch ``e`` plays plan epoch ``e``, whatever iterators Keras makes in between."""
+
+    def __init__(self, passes):
+        super().__init__()
+        self.passes = passes
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.passes.drive(epoch)
+
+    def on_train_end(self, logs=None):
+        self.passes.release()
+
+
+def _plan_passes(keys, batch_size, order, sorted_epochs, seed, drop_remainder, steps):
+    """The per-pass driver of fit_per_length's training data, with a fingerprint of its plan."""
+    from seqprep.data import _Passes
+
+    h = hashlib.blake2b(digest_size=16)
+    h.update(np.ascontiguousarray(keys, dtype=np.int64).tobytes())
+    h.update(repr((batch_size, order, sorted_epochs, drop_remainder)).encode())
+    identity = {"fingerprint": h.hexdigest(), "seed": seed, "num_shards": 1, "shard_index": 0}
+    return _Passes(0, 1, 1, steps, identity)
 
 
 class _ResetStates(keras.callbacks.Callback):
@@ -782,8 +834,10 @@ def fit_per_length(
     steps = len(plans[0].groups)
     rows, splits, batch_groups = _concat_plans(plans)
     step_weights = data.y_steps and not exact and not _output_is_masked(model, data, pad_value)
+    passes = _plan_passes(keys, batch_size, order, sorted_epochs, seed, drop_remainder, steps)
     train_ds = _BatchSource(data, exact=exact, pad_value=pad_value,
-                            step_weights=step_weights).dataset(rows, splits)
+                            step_weights=step_weights).epoch_dataset(
+        dict(enumerate(plans, start=initial_epoch)), passes)
     ranges = _group_ranges(keys, lengths)
 
     val_ds, val_plan = None, _EpochPlan(np.zeros(0, np.int64), np.zeros(1, np.int64),
@@ -811,8 +865,8 @@ def fit_per_length(
 
     counter = {"train": 0, "test": 0}
     stats = _GroupStats(batch_groups, np.diff(splits), steps, initial_epoch,
-                        val_plan.groups, val_plan.sizes, counter)
-    extra: list[keras.callbacks.Callback] = [stats]
+                        val_plan.groups, val_plan.sizes, counter, passes)
+    extra: list[keras.callbacks.Callback] = [stats, _DrivePasses(passes)]
     if state_batch is not None:
         extra.append(_ResetStates([la for la in _walk_layers(model)
                                    if getattr(la, "stateful", False)]))
@@ -829,7 +883,7 @@ def fit_per_length(
             train_ds,
             epochs=epochs,
             initial_epoch=initial_epoch,
-            steps_per_epoch=steps,
+            steps_per_epoch=None,  # one pass per epoch (see _BatchSource.epoch_dataset)
             validation_data=val_ds,
             callbacks=[*(callbacks or []), *extra],
             verbose=verbose,

@@ -170,14 +170,16 @@ def test_epochs_concatenate_consecutive_plans_and_reshuffle_each_iteration():
     def expected(epoch):
         return [int(x[b[0]][0]) for b in sampler.batches(epoch)]
 
-    assert firsts(bucketed_dataset(x, sampler=sampler, epoch=1, epochs=2)) == (
-        expected(1) + expected(2)
-    )
+    two = bucketed_dataset(x, sampler=sampler, epoch=1, epochs=2)
+    assert firsts(two) == expected(1) + expected(2)
+    assert firsts(two) == expected(3) + expected(4)  # the default: next epochs on every pass
     assert expected(1) != expected(2)
-    ds = bucketed_dataset(x, sampler=sampler, reshuffle_each_iteration=True, epoch=4)
+    ds = bucketed_dataset(x, sampler=sampler, epoch=4)
     assert [firsts(ds) for _ in range(3)] == [expected(4), expected(5), expected(6)]
-    fixed = bucketed_dataset(x, sampler=sampler, epoch=4)
+    fixed = bucketed_dataset(x, sampler=sampler, epoch=4, reshuffle_each_iteration=False)
     assert firsts(fixed) == firsts(fixed) == expected(4)
+    fixed_two = bucketed_dataset(x, sampler=sampler, epochs=2, reshuffle_each_iteration=False)
+    assert firsts(fixed_two) == firsts(fixed_two) == expected(0) + expected(1)
 
 
 @pytest.mark.parametrize("truncating", ["post", "pre"])
@@ -653,3 +655,68 @@ def test_reshuffle_each_iteration_advances_one_epoch_per_keras_epoch():
     # Keras made one pass per epoch (epochs 0 and 1): the next pass plays epoch 2.
     firsts = [int(xb[0, 0]) for xb, _ in _as_numpy(ds)]
     assert firsts == [int(x[b[0]][0]) for b in sampler.batches(2)]
+
+
+# --------------------------------------------------------------------------- fresh epochs
+
+
+def _readme_like(n=150, seed=0):
+    rng = np.random.default_rng(seed)
+    x = [rng.random((int(k), 3)).astype("float32") for k in rng.integers(5, 60, n)]
+    for i, seq in enumerate(x):
+        seq[0, 0] = i  # the example's id, exact in float32
+    return x, np.arange(n, dtype=np.float32)
+
+
+def test_readme_dataset_plays_a_new_order_on_every_pass():
+    x, _ = _readme_like()
+    y = np.random.default_rng(1).integers(0, 2, len(x))
+    sampler = BucketSampler(sequence_lengths(x), batch_size=64, seed=0)
+    ds = bucketed_dataset(x, y, sampler=sampler)  # as in the README: no extra argument
+    orders = [[int(i) for xb, _ in _as_numpy(ds) for i in xb[:, 0, 0]] for _ in range(3)]
+    assert all(sorted(o) == list(range(len(x))) for o in orders)
+    assert orders[0] != orders[1] and orders[1] != orders[2] and orders[0] != orders[2]
+    assert orders == [[int(i) for b in sampler.batches(e) for i in b] for e in range(3)]
+    assert int(ds.cardinality()) == len(sampler)
+
+
+class _Recorder(keras.Sequential):
+    """Records the targets (the example ids) of every batch it trains on."""
+
+    def train_step(self, data):
+        self.seen.append(data[1].numpy().astype(int).tolist())
+        return super().train_step(data)
+
+
+def _recorder():
+    model = _Recorder([
+        keras.Input((None, 3)),
+        keras.layers.GlobalAveragePooling1D(),
+        keras.layers.Dense(1),
+    ])
+    model.seen = []
+    model.compile(optimizer="sgd", loss="mse", run_eagerly=True)
+    return model
+
+
+def test_fit_epochs_trains_a_new_order_each_epoch_without_keras_shuffle_warning(tmp_path):
+    import warnings
+
+    import seqprep as sp
+
+    x, ids = _readme_like(n=90)
+    sampler = BucketSampler(sequence_lengths(x), batch_size=16, seed=3)
+    steps = len(sampler)
+    for backup in (None, sp.BackupAndRestore(tmp_path / "backup")):
+        ds = bucketed_dataset(x, ids, sampler=sampler)
+        model = _recorder()
+        with warnings.catch_warnings(record=True) as caught:
+            model.fit(ds, epochs=3, verbose=0, callbacks=[] if backup is None else [backup])
+        assert not [w for w in caught if "shuffle" in str(w.message)]
+        epochs = [model.seen[e * steps : (e + 1) * steps] for e in range(3)]
+        assert len(model.seen) == 3 * steps
+        assert all(sorted(sum(e, [])) == list(range(len(x))) for e in epochs)
+        assert epochs[0] != epochs[1] and epochs[1] != epochs[2] and epochs[0] != epochs[2]
+        if backup is not None:
+            # Driven by the callback, Keras epoch e plays exactly sampler epoch e.
+            assert epochs == [[b.tolist() for b in sampler.batches(e)] for e in range(3)]

@@ -195,6 +195,33 @@ def test_dataset_fn_with_one_replica_per_pipeline_is_the_plain_shard():
     assert [yb.tolist() for _, yb in got] == expected
 
 
+def test_dataset_fn_plays_a_new_aligned_epoch_on_every_pass():
+    rng = np.random.default_rng(2)
+    n = 61
+    lengths = rng.integers(1, 20, size=n)
+    x = [np.full(t, i + 1, np.int32) for i, t in enumerate(lengths)]
+    fn = replica_dataset_fn(x, np.arange(n), batch_size=8, boundaries=[5, 10], seed=3)
+    ctx = tf.distribute.InputContext(num_input_pipelines=1, input_pipeline_id=0,
+                                     num_replicas_in_sync=2)
+    ds = fn(ctx)  # the default: no reshuffle argument
+    passes = [[yb.numpy().tolist() for _, yb in ds] for _ in range(3)]
+    for p in passes:
+        assert Counter(i for b in p for i in b) == Counter(range(n))
+        assert len(p) == int(ds.cardinality())
+    assert passes[0] != passes[1] and passes[1] != passes[2] and passes[0] != passes[2]
+    # Each pass is the next epoch of the shards: replica k's batches are shard k's plan.
+    for e, p in enumerate(passes):
+        shards = [sp.BucketSampler(lengths, boundaries=[5, 10], batch_size=4, seed=3,
+                                   num_shards=2, shard_index=k) for k in range(2)]
+        for k in range(2):
+            assert [sorted(b) for b in p[k::2]] == [sorted(b.tolist())
+                                                   for b in shards[k].batches(e)]
+    fixed = replica_dataset_fn(
+        x, np.arange(n), batch_size=8, boundaries=[5, 10], seed=3,
+        reshuffle_each_iteration=False)(ctx)
+    assert [yb.numpy().tolist() for _, yb in fixed] == [yb.numpy().tolist() for _, yb in fixed]
+
+
 def test_dataset_fn_passes_merge_leftovers_and_quadratic_length_to_every_shard():
     rng = np.random.default_rng(1)
     n = 90

@@ -6,6 +6,8 @@ import pickle
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from seqprep.bucketing import BatchPlan, Bucketer, BucketSampler
 
@@ -313,3 +315,80 @@ def test_default_padding_close_to_sorted_batching():
     got = BucketSampler(lengths, batch_size=64).report()
     assert got["padding_fraction"] <= floor["padding_fraction"] + 0.02
     assert got["n_batches"] == 128
+
+
+# --------------------------------------------------------------------------- independent iterators
+
+
+def test_each_iterator_keeps_its_own_position():
+    s = BucketSampler(_lognormal(200), batch_size=8, seed=4)
+    epoch0 = _lists(s.batches(0))
+    a, b = iter(s), iter(s)
+    first_a = [next(a).tolist() for _ in range(3)]
+    first_b = [next(b).tolist() for _ in range(5)]
+    assert first_a == epoch0[:3] and first_b == epoch0[:5]
+    assert _lists(a) == epoch0[3:]
+    # `a` finished the epoch: the sampler moved on, and `b` still holds the rest of epoch 0.
+    assert s.epoch == 1
+    assert _lists(b) == epoch0[5:]
+
+
+def test_peek_costs_a_later_iterator_nothing():
+    s = BucketSampler(_lognormal(100), batch_size=8, seed=6)
+    peek = next(iter(s))
+    assert peek.tolist() == s.batches(0)[0].tolist()
+    assert _lists(s) == _lists(s.batches(0))
+    assert _lists(s) == _lists(s.batches(1))
+
+
+def test_state_dict_records_the_iterator_that_yielded_last():
+    s = BucketSampler(_lognormal(100), batch_size=8, seed=6)
+    a = iter(s)
+    next(a)
+    next(a)
+    assert (s.state_dict()["epoch"], s.state_dict()["position"]) == (0, 2)
+    b = iter(s)
+    next(b)
+    assert s.state_dict()["position"] == 1
+    t = BucketSampler(_lognormal(100), batch_size=8, seed=6)
+    t.load_state_dict(s.state_dict())
+    assert _lists(t) == _lists(b)
+    s.set_epoch(5)  # moved under `a`: `a` keeps its epoch but no longer moves the state
+    rest_a = _lists(a)
+    assert rest_a == _lists(s.batches(0))[2:]
+    assert (s.state_dict()["epoch"], s.state_dict()["position"]) == (5, 0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 60),
+    batch_size=st.integers(1, 9),
+    steps=st.lists(st.integers(0, 3), max_size=40),
+)
+def test_interleaved_iterators_each_play_the_whole_rest_of_their_epoch(n, batch_size, steps):
+    # A random interleaving of next() over up to four iterators, made at random moments.
+    s = BucketSampler(_lognormal(n, seed=n), batch_size=batch_size, seed=2)
+    its, got, starts, born = [], [], [], []
+    moves = 0  # times an iterator finished its epoch and moved the sampler on
+    for k in steps:
+        if k >= len(its):
+            starts.append((s._epoch, s._position))  # where a new iterator starts
+            born.append(moves)
+            its.append(iter(s))
+            got.append([])
+            continue
+        b = next(its[k], None)
+        if b is not None:
+            got[k].append(b.tolist())
+            if born[k] == moves:  # state_dict follows the iterator that yielded last
+                assert s.state_dict()["position"] == starts[k][1] + len(got[k])
+        elif born[k] == moves:
+            moves += 1
+            born[k] = -1
+    for k, it in enumerate(its):
+        got[k].extend(b.tolist() for b in it)
+        epoch, position = starts[k]
+        assert got[k] == _lists(s.batches(epoch))[position:]
+    # Iterators made one after another with nothing in between start at the same point; an
+    # iterator that finished its epoch moved later ones to the next epoch.
+    assert all(e2 >= e1 for (e1, _), (e2, _) in zip(starts, starts[1:]))

@@ -182,8 +182,8 @@ class BucketSampler:
         self.max_length = check_int("max_length", max_length, minimum=1, allow_none=True)
         self.merge_leftovers = check_bool("merge_leftovers", merge_leftovers)
         self._setup(raw, boundaries)
-        self._epoch = 0
-        self._position = 0
+        self._generation = 0
+        self._set_start(0, 0)
         self._report_dropped()
 
     def _report_dropped(self) -> None:
@@ -493,7 +493,7 @@ class BucketSampler:
             >>> [b.tolist() for b in p.batches], p.buckets.tolist(), p.pad_lengths.tolist()
             ([[0, 2], [1, 3]], [0, 1], [2, 9])
         """
-        epoch = self._epoch if epoch is None else self._check_epoch(epoch)
+        epoch = self.epoch if epoch is None else self._check_epoch(epoch)
         cached = self._cache
         if cached is not None and cached.epoch == epoch:
             return cached
@@ -575,19 +575,46 @@ class BucketSampler:
         return int(self._group_label.size)
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        """Yield the current epoch's remaining batches, then move on to the next epoch."""
-        epoch = self._epoch
+        """Yield the remaining batches of the current epoch, from an iterator of its own.
+
+        Each iterator starts where the sampler stands when ``iter()`` is called and keeps its
+        own position, so two iterators never take batches from each other and a peek with
+        ``next(iter(sampler))`` costs a later iterator nothing. An iterator that plays its epoch
+        to the end moves the sampler on to the next epoch (unless ``set_epoch`` or
+        ``load_state_dict`` moved it meanwhile), so consecutive ``for`` loops play consecutive
+        epochs.
+
+        Example:
+            >>> s = BucketSampler([1, 2, 3, 4], batch_size=1, seed=3)
+            >>> peek = next(iter(s))
+            >>> len(list(s)), s.epoch
+            (4, 1)
+        """
+        epoch, start, generation = self._epoch, self._position, self._generation
+        return self._play(epoch, start, generation)
+
+    def _play(self, epoch: int, start: int, generation: int) -> Iterator[np.ndarray]:
         batches = self.plan(epoch).batches
-        for i in range(self._position, len(batches)):
-            self._position = i + 1
+        for i in range(start, len(batches)):
+            if self._generation == generation:
+                self._progress = (epoch, i + 1)
             yield batches[i]
-        if self._epoch == epoch:
-            self._epoch, self._position = epoch + 1, 0
+        if self._generation == generation:
+            self._set_start(epoch + 1, 0)
+
+    def _set_start(self, epoch: int, position: int) -> None:
+        # A new generation tells live iterators that the sampler was moved under them.
+        self._epoch, self._position = epoch, position
+        self._progress: tuple[int, int] | None = None
+        self._generation += 1
 
     @property
     def epoch(self) -> int:
-        """The current epoch (what iteration yields)."""
-        return self._epoch
+        """The epoch :meth:`state_dict` records (the one iteration is playing or will play)."""
+        return self._state()[0]
+
+    def _state(self) -> tuple[int, int]:
+        return self._progress if self._progress is not None else (self._epoch, self._position)
 
     def set_epoch(self, epoch: int) -> None:
         """Make ``epoch`` current and start it from its first batch.
@@ -598,8 +625,7 @@ class BucketSampler:
             >>> s.epoch, s.state_dict()["position"]
             (3, 0)
         """
-        self._epoch = self._check_epoch(epoch)
-        self._position = 0
+        self._set_start(self._check_epoch(epoch), 0)
 
     # ------------------------------------------------------------------ resuming
 
@@ -626,10 +652,16 @@ class BucketSampler:
     def state_dict(self) -> dict[str, Any]:
         """Where iteration stands, to resume mid-epoch with :meth:`load_state_dict`.
 
+        What it records: the epoch and position of the iterator that most recently yielded a
+        batch (``position`` = batches of this shard that iterator has yielded this epoch);
+        when no iterator has yielded since the sampler was built, moved with ``set_epoch`` /
+        ``load_state_dict`` or finished an epoch, the point the next iterator starts from.
+        Nothing about the data itself is stored beyond the fingerprint.
+
         Returns:
-            A dict of plain Python values: ``seed``, ``epoch``, ``position`` (batches of this
-            shard already yielded this epoch), ``num_shards``, ``shard_index``, ``fingerprint``
-            (of the lengths, boundaries and batching options) and ``version``.
+            A dict of plain Python values: ``seed``, ``epoch``, ``position``, ``num_shards``,
+            ``shard_index``, ``fingerprint`` (of the lengths, boundaries and batching options)
+            and ``version``.
 
         Example:
             >>> s = BucketSampler([1, 2, 3, 4], batch_size=1, seed=7)
@@ -639,11 +671,12 @@ class BucketSampler:
             >>> [b.tolist() for b in t] == [b.tolist() for b in it]
             True
         """
+        epoch, position = self._state()
         return {
             "version": _STATE_VERSION,
             "seed": self.seed,
-            "epoch": self._epoch,
-            "position": self._position,
+            "epoch": epoch,
+            "position": position,
             "num_shards": self.num_shards,
             "shard_index": self.shard_index,
             "fingerprint": self._config_fingerprint(),
@@ -690,7 +723,7 @@ class BucketSampler:
                 f"Argument `state` has position={position}, beyond the {len(self)} batches of an "
                 "epoch."
             )
-        self._epoch, self._position = epoch, position
+        self._set_start(epoch, position)
 
     # ------------------------------------------------------------------ pickling and reports
 
@@ -707,10 +740,9 @@ class BucketSampler:
             "max_length",
             "merge_leftovers",
             "quadratic_length",
-            "_epoch",
-            "_position",
         )
         state = {k: getattr(self, k) for k in names}
+        state["_epoch"], state["_position"] = self._state()
         state["_raw"] = self._raw
         state["boundaries"] = self.boundaries
         return state
@@ -718,8 +750,11 @@ class BucketSampler:
     def __setstate__(self, state: dict[str, Any]) -> None:
         raw, bounds = state.pop("_raw"), state.pop("boundaries")
         state.setdefault("quadratic_length", None)  # pickled before the option existed
+        epoch, position = state.pop("_epoch"), state.pop("_position")
         self.__dict__.update(state)
         self._setup(raw, bounds)
+        self._generation = 0
+        self._set_start(epoch, position)
 
     def report(self, epoch: int | None = None, pad_to: Literal["batch", "bucket"] = "batch"):
         """Padding report of this shard's plan for ``epoch`` (see :func:`padding_report`).
