@@ -241,8 +241,18 @@ def _parse_weights(
             f"Received an array of shape {arr.shape} and dtype {arr.dtype}\n"
             "- For per-timestep weights that zero the padding, pass sample_weight='timestep'."
         )
-    if not np.all(np.isfinite(arr)):
-        raise ValueError("Argument `sample_weight` holds NaN or infinite values.")
+    finite = np.isfinite(arr)
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite)[0])
+        raise ValueError(
+            "Argument `sample_weight` must hold finite numbers. "
+            f"Received: sample_weight[{bad}]={arr[bad]!r}\n"
+            "- Give that sequence a finite weight (0 leaves it out of the loss)."
+        )
+    check_cast(
+        arr, np.float32, name="sample_weight", locate=lambda i: f"sample_weight[{i}]",
+        header="Argument `sample_weight` does not fit float32, the type Keras weighs the loss in",
+    )
     return "sequence", arr.astype(np.float32)
 
 

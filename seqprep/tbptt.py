@@ -64,6 +64,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from seqprep._casts import check_cast
 from seqprep._checks import (
     check_bool,
     check_choice,
@@ -691,7 +692,7 @@ def _prepare_data(
             "length 0.\n- If they carry no information, drop them (and their targets) first."
         )
     if data.values.dtype == np.float64:
-        data = Ragged(data.values.astype(keras.backend.floatx()), data.offsets)
+        data = Ragged(_to_floatx(data.values, xn), data.offsets)
     targets: np.ndarray | Ragged | None = None
     if need_y:
         if return_sequences is None:
@@ -706,7 +707,7 @@ def _prepare_data(
                     f"`{yn}` as an array of shape (n, ...) and `return_sequences=False`."
                 )
             if targets.values.dtype == np.float64:
-                targets = Ragged(targets.values.astype(keras.backend.floatx()), targets.offsets)
+                targets = Ragged(_to_floatx(targets.values, yn), targets.offsets)
         else:
             targets = np.asarray(y)
             if targets.ndim == 0 or targets.shape[0] != len(lengths) or targets.dtype == object:
@@ -717,8 +718,18 @@ def _prepare_data(
                     "a list of (T_i, ...) arrays and `return_sequences=True`."
                 )
             if targets.dtype == np.float64:
-                targets = targets.astype(keras.backend.floatx())
+                targets = _to_floatx(targets, yn)
     return data, targets, not bool(return_sequences)
+
+
+def _to_floatx(values: np.ndarray, name: str) -> np.ndarray:
+    """float64 values as Keras's floatx, refusing a value that would overflow to inf."""
+    floatx = keras.backend.floatx()
+    check_cast(
+        values, floatx, name=name,
+        header=f"Argument `{name}` does not fit Keras's float type ({floatx})",
+    )
+    return values.astype(floatx)
 
 
 def _check_finite(data: Ragged, targets: Any, allow_nonfinite: bool) -> None:

@@ -610,3 +610,20 @@ def test_a_fresh_generator_is_read_and_a_consumed_one_refused():
         sp.pad_sequences(gen)
     with pytest.raises(ValueError, match="already been consumed"):
         sp.sequence_lengths(gen)
+
+
+def test_float64_values_that_overflow_float32_are_refused_not_turned_into_inf():
+    """sample_weight and TBPTT inputs are cast to float32; 1e39 must raise, not become inf."""
+    x = [np.ones((3, 2), np.float32), np.ones((4, 2), np.float32)]
+    y = np.array([0, 1])
+    sampler = sp.BucketSampler([3, 4], batch_size=2)
+    with pytest.raises(ValueError, match=r"`sample_weight`.*1e\+39.*sample_weight\[1\]"):
+        sp.bucketed_dataset(x, y, sampler=sampler, sample_weight=np.array([1.0, 1e39]))
+    with pytest.raises(ValueError, match=r"`sample_weight` must hold finite.*sample_weight\[0\]"):
+        sp.bucketed_dataset(x, y, sampler=sampler, sample_weight=np.array([np.nan, 1.0]))
+
+    from seqprep import tbptt
+
+    big = [np.array([[1.0], [1e39]]), np.array([[2.0]])]
+    with pytest.raises(ValueError, match=r"`x` does not fit Keras's float type.*1e\+39"):
+        tbptt._to_floatx(np.concatenate(big), "x")
