@@ -9,8 +9,11 @@ executed by **one** ``model.fit`` over a ``tf.data.Dataset`` holding every epoch
 exactly as in a plain ``fit``.
 
 Exact-length groups produce many batch shapes. The dataset's element spec leaves the batch and
-time dimensions unknown (``None``), so Keras traces its train step once, for the relaxed shape,
-instead of once per length; :func:`fit_per_length` reports the number of traces.
+time dimensions unknown (``None``), so on TensorFlow Keras traces its train step once, for the
+relaxed shape, instead of once per length; JAX compiles once per distinct batch shape (bucketed
+groups keep the shapes few); PyTorch runs the step eagerly. :func:`fit_per_length` reports the
+number of traces where the backend can tell. The same code runs on all three Keras backends:
+tf.data only feeds ``model.fit``.
 
 :func:`fit_separate_models` is the other reading of "one fit per length": an independent model
 per group, returned as a :class:`LengthEnsemble` that routes each sequence to its group's model.
@@ -31,6 +34,7 @@ import pandas as pd
 import tensorflow as tf
 
 from seqprep._checks import check_choice, check_int, check_lengths
+from seqprep._keras_private import StepTraces, keras_mask
 from seqprep._ragged import Ragged, as_ragged
 from seqprep.padding import pad_sequences
 
@@ -361,7 +365,7 @@ def _output_is_masked(model: Any, data: _Data, pad_value: Any) -> bool:
     except Exception:  # a fixed-length model cannot take the probe: treat as unmasked
         return False
     out = out[0] if isinstance(out, (list, tuple)) else out
-    return getattr(out, "_keras_mask", None) is not None
+    return keras_mask(out) is not None
 
 
 # --------------------------------------------------------------------------- tf.data execution
@@ -371,7 +375,8 @@ class _BatchSource:
     """Turns batch plans (flat rows + splits) into a ``tf.data.Dataset`` of padded batches.
 
     The data is held once as tensors; each batch is gathered in the graph. The element spec
-    has ``None`` batch and time dimensions, so Keras traces one train step for all shapes.
+    has ``None`` batch and time dimensions, so Keras's TensorFlow backend traces one train step
+    for all shapes (JAX and PyTorch receive the batches as numpy-backed arrays).
     """
 
     def __init__(
@@ -464,14 +469,14 @@ class _GroupStats(keras.callbacks.Callback):
     async_safe = True
 
     def __init__(self, train_groups, train_sizes, steps, initial_epoch, val_groups, val_sizes,
-                 counter):
+                 traces):
         super().__init__()
         self.train_groups, self.train_sizes = train_groups, train_sizes
         self.val_groups, self.val_sizes = val_groups, val_sizes
         self.steps, self.initial_epoch = steps, initial_epoch
-        self.counter = counter
+        self.traces = traces
         self.records: list[dict[str, Any]] = []
-        self.traces_by_epoch: list[int] = []
+        self.traces_by_epoch: list[int | None] = []
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
@@ -507,7 +512,8 @@ class _GroupStats(keras.callbacks.Callback):
         self._summarise("train", self._groups, self._sizes, self._means)
         if logs and any(k.startswith("val_") for k in logs) and hasattr(self, "_v_means"):
             self._summarise("val", self.val_groups, self.val_sizes, self._v_means)
-        self.traces_by_epoch.append(self.counter["train"])
+        counts = self.traces.counts()
+        self.traces_by_epoch.append(None if counts is None else counts["train"])
 
 
 class _ResetStates(keras.callbacks.Callback):
@@ -634,11 +640,13 @@ def fit_per_length(
       group's batches during the epoch, recovered from Keras's float32 running mean: accurate
       to about 1e-3 relative).
     * ``traces``: ``{"train": n, "test": m, "train_by_epoch": [...]}``, how many times Keras
-      traced its train and test steps during this call (``None`` with ``run_eagerly``). With
-      the relaxed ``(None, None, ...)`` input spec it is 1 for training, whatever the number
-      of lengths (2 if the model was not built before the call and its optimizer creates
-      variables in the first step); ``train_by_epoch`` (cumulative) shows that later epochs
-      add none.
+      traced its train and test steps during this call; ``train_by_epoch`` is cumulative, so
+      later epochs that add none repeat the first figure. On TensorFlow the relaxed
+      ``(None, None, ...)`` input spec makes it 1 for training, whatever the number of
+      lengths (2 if the model was not built before the call and its optimizer creates
+      variables in the first step). On JAX it is the number of distinct batch shapes (one
+      compiled program each). ``None`` on PyTorch and with ``run_eagerly``: the step runs
+      eagerly, nothing is traced.
 
     Args:
         model: a compiled Keras model taking batches of shape ``(batch, time, ...)``.
@@ -752,9 +760,9 @@ def fit_per_length(
             lo, hi = ranges.get(k, rng)
             ranges[k] = (min(lo, rng[0]), max(hi, rng[1]))
 
-    counter = {"train": 0, "test": 0}
+    traces = StepTraces(model)
     stats = _GroupStats(batch_groups, np.diff(splits), steps, initial_epoch,
-                        val_plan.groups, val_plan.sizes, counter)
+                        val_plan.groups, val_plan.sizes, traces)
     extra: list[keras.callbacks.Callback] = [stats]
     if state_batch is not None:
         extra.append(_ResetStates([la for la in _walk_layers(model)
@@ -764,9 +772,7 @@ def fit_per_length(
         # Keras would otherwise create the slots (Adam's moments) inside the first traced
         # step, and tf.function traces twice when a trace creates variables.
         optimizer.build(model.trainable_variables)
-    counting = not getattr(model, "run_eagerly", False)
-    if counting:
-        _count_traces(model, counter)
+    traces.start()
     try:
         history = model.fit(
             train_ds,
@@ -780,8 +786,7 @@ def fit_per_length(
             **fit_kwargs,
         )
     finally:
-        if counting:
-            _restore_steps(model)
+        traces.stop()
 
     frame = pd.DataFrame(
         stats.records,
@@ -790,42 +795,12 @@ def fit_per_length(
     frame.insert(3, "min_length", [ranges[g][0] for g in frame["group"]])
     frame.insert(4, "max_length", [ranges[g][1] for g in frame["group"]])
     history.group_stats = frame
+    counts = traces.counts()
     history.traces = (
-        {"train": counter["train"], "test": counter["test"],
-         "train_by_epoch": list(stats.traces_by_epoch)}
-        if counting else None
+        None if counts is None else {**counts, "train_by_epoch": list(stats.traces_by_epoch)}
     )
     history.steps_per_epoch = steps
     return history
-
-
-def _count_traces(model: Any, counter: dict[str, int]) -> None:
-    """Rebuild the model's train/test functions around steps that count their own traces.
-
-    In graph mode Keras runs the Python body of ``train_step`` only while tracing, so a call
-    counter on it counts traces. The functions are rebuilt (one trace) so the count is this
-    call's.
-    """
-    train_step, test_step = model.train_step, model.test_step
-
-    def counted_train_step(data):
-        counter["train"] += 1
-        return train_step(data)
-
-    def counted_test_step(data):
-        counter["test"] += 1
-        return test_step(data)
-
-    model.train_step = counted_train_step
-    model.test_step = counted_test_step
-    model.make_train_function(force=True)
-    model.make_test_function(force=True)
-
-
-def _restore_steps(model: Any) -> None:
-    for name in ("train_step", "test_step"):
-        if name in vars(model):
-            delattr(model, name)
 
 
 # --------------------------------------------------------------------------- separate models
