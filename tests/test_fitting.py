@@ -15,12 +15,8 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from seqprep.bucketing import Bucketer  # noqa: E402
-from seqprep.fitting import (  # noqa: E402
-    LengthEnsemble,
-    fit_per_length,
-    fit_separate_models,
-    plan_per_length,
-)
+from seqprep.ensemble import LengthEnsemble, fit_separate_models  # noqa: E402
+from seqprep.fitting import fit_per_length, plan_per_length  # noqa: E402
 from seqprep.masking import sequence_weights  # noqa: E402
 
 # --------------------------------------------------------------------------- helpers
@@ -401,6 +397,7 @@ def pooled_model(group):
     return model
 
 
+@pytest.mark.backend
 def test_length_ensemble_routes_round_trips_and_evaluates(tmp_path):
     rng = np.random.default_rng(0)
     lengths = [2, 2, 3, 3, 5]
@@ -434,6 +431,7 @@ def test_length_ensemble_routes_round_trips_and_evaluates(tmp_path):
     np.testing.assert_allclose(near[1], ens.models[5].predict(np.ones((1, 9, 1)), verbose=0)[0])
 
 
+@pytest.mark.backend
 def test_bucketed_ensemble_pads_to_bucket_width_and_round_trips(tmp_path):
     x = [np.full((n, 1), float(n), np.float32) for n in [1, 2, 2, 4, 6]]
     y = np.arange(5, dtype=np.float32)[:, None]
@@ -472,3 +470,13 @@ def test_fit_separate_models_bad_input():
         fit_separate_models(pooled_model, x, np.zeros(2), unseen="skip")
     with pytest.raises(ValueError, match="ensemble.json"):
         LengthEnsemble.load(os.devnull + "-missing")
+
+
+def test_ensemble_names_are_still_importable_from_fitting():
+    import seqprep
+    import seqprep.fitting as fitting
+
+    assert fitting.LengthEnsemble is LengthEnsemble is seqprep.LengthEnsemble
+    assert fitting.fit_separate_models is fit_separate_models is seqprep.fit_separate_models
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        fitting.nope  # noqa: B018
