@@ -160,3 +160,38 @@ def test_streaming_bucket_by_length_fit_trains_on_exactly_its_batches():
             twin.train_on_batch(xb.numpy(), yb.numpy())
     assert_same_weights(model, twin)
     assert history.history["loss"][-1] < history.history["loss"][0]
+
+
+# --------------------------------------------------------------------------- the demo's --backend
+
+
+def test_demo_backend_flag_sets_keras_backend_before_keras_is_imported():
+    import subprocess
+    import sys
+
+    code = ("from seqprep.cli import _use_backend; assert _use_backend('torch'); "
+            "import keras; print(keras.backend.backend())")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "KERAS_BACKEND"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip().splitlines()[-1] == "torch"
+
+
+def test_demo_backend_flag_reexecs_when_keras_runs_on_another(monkeypatch):
+    import subprocess
+
+    from seqprep import cli
+
+    other = next(b for b in ("jax", "tensorflow") if b != BACKEND)
+    calls = []
+
+    def fake_run(cmd, env):
+        calls.append((cmd, env["KERAS_BACKEND"]))
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(cli.subprocess, "run", fake_run)
+    argv = ["demo", "--backend", other, "--quick", "--out", "nowhere"]
+    assert cli.main(argv) == 0
+    assert calls == [([cli.sys.executable, "-m", "seqprep", *argv], other)]
+    assert cli._use_backend(BACKEND)  # the running backend needs no re-exec
+    assert cli.main(["demo", "--backend", "mxnet"]) == 2
