@@ -162,6 +162,29 @@ def test_streaming_bucket_by_length_fit_trains_on_exactly_its_batches():
     assert history.history["loss"][-1] < history.history["loss"][0]
 
 
+def test_fit_per_length_exact_lengths_equals_train_on_batch_over_its_plan():
+    # Two lengths, full batches: two batch shapes, so two compiles on JAX.
+    rng = np.random.default_rng(1)
+    lengths = [3, 5, 3, 5, 5, 3, 3, 5]
+    x = [rng.normal(size=(n, 2)).astype(np.float32) for n in lengths]
+    y = rng.normal(size=(8, 1)).astype(np.float32)
+
+    def build():
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((None, 2)), keras.layers.GRU(3),
+                                  keras.layers.Dense(1)])
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+        return model
+
+    model, twin = build(), build()
+    history = sp.fit_per_length(model, x, y, epochs=2, batch_size=4, seed=5, verbose=0)
+    for epoch in range(2):
+        for idx in sp.plan_per_length(lengths, batch_size=4, seed=5, epoch=epoch):
+            twin.train_on_batch(np.stack([x[i] for i in idx]), y[idx])
+    assert_same_weights(model, twin)
+    assert history.group_stats["sequences"].sum() == 2 * len(lengths)
+
+
 # --------------------------------------------------------------------------- the demo's --backend
 
 

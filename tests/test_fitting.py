@@ -318,6 +318,7 @@ def test_bucketed_batches_are_post_padded_within_one_bucket():
     assert sorted(seen) == list(range(len(LENGTHS)))
 
 
+@pytest.mark.backend
 def test_bucketed_per_step_targets_weight_the_mean_over_real_steps():
     rng = np.random.default_rng(0)
     x = [rng.normal(size=(n, 2)).astype(np.float32) for n in LENGTHS]
@@ -341,6 +342,7 @@ def test_bucketed_per_step_targets_weight_the_mean_over_real_steps():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.backend
 def test_stateful_model_trains_on_full_batches_and_rejects_small_groups():
     def build():
         model = keras.Sequential([
