@@ -437,7 +437,8 @@ def run_demo(
         f"report {nf['test_mse_all_steps']:.4f}; copy-last-frame baseline "
         f"{nf['persistence_mse']:.4f})"
     )
-    print(f"\nKeras backend: {result['backend']}. Total {elapsed:.0f} s. Report: {out / 'report.md'}; plots: "
+    print(f"\nKeras backend: {result['backend']}. Total {elapsed:.0f} s. "
+          f"Report: {out / 'report.md'}; plots: "
           + ", ".join(str(out / f) for f in files.values()))
     return result
 
