@@ -3,6 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+BACKENDS_STAMP := $(VENV)/.backends-installed
+# The other Keras backends, for `make test`. torch==2.13.0 exactly: that pin resolves to the CPU
+# wheel here; an unpinned torch pulls gigabytes of CUDA libraries.
+BACKEND_PKGS := jax torch==2.13.0
+# Tests marked `backend` run again under each of these (TensorFlow runs the whole suite).
+OTHER_BACKENDS := jax torch
 export TF_CPP_MIN_LOG_LEVEL := 3
 export CUDA_VISIBLE_DEVICES := -1
 export PYTHONHASHSEED := 0
@@ -14,19 +20,40 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(PY)
+	@echo "make: installing seqprep with TensorFlow and its test dependencies into $(VENV) (a few minutes on a fresh machine) ..."
 	$(PY) -m pip install --quiet -e ".[test,plots,parquet]"
+	@echo "make: seqprep installed"
 	touch $(STAMP)
+
+$(BACKENDS_STAMP): $(STAMP)
+	@echo "make: installing the JAX and PyTorch (CPU) backends: $(BACKEND_PKGS) ..."
+	$(PY) -m pip install --quiet $(BACKEND_PKGS)
+	@echo "make: backends installed"
+	touch $(BACKENDS_STAMP)
 
 install: $(STAMP)
 
 demo: $(STAMP)
+	@echo "make: running the demo (downloads nothing; a few minutes on 2 cores) ..."
 	$(PY) -m seqprep demo --out seqprep-demo
 
-# pytest exits 5 when it collects no test: a suite that runs nothing is broken, so say so and fail.
-test: $(STAMP)
-	@$(PY) -m pytest -q -n 2 --dist loadfile; rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; the suite is missing." >&2; exit 1; fi; \
-	exit $$rc
+# The whole suite on TensorFlow, then the tests marked `backend` under each other backend, each
+# in its own pytest process (Keras picks its backend once per process). Every run is reported;
+# the target fails if any failed. pytest exits 5 when it collects no test: a run that tests
+# nothing is broken, so say so and fail.
+test: $(STAMP) $(BACKENDS_STAMP)
+	@status=0; \
+	echo "make test: the whole suite on KERAS_BACKEND=tensorflow"; \
+	KERAS_BACKEND=tensorflow $(PY) -m pytest -q -n 2 --dist loadfile; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; the suite is missing." >&2; rc=1; fi; \
+	[ $$rc -eq 0 ] || status=$$rc; \
+	for backend in $(OTHER_BACKENDS); do \
+		echo "make test: backend-sensitive tests (-m backend) on KERAS_BACKEND=$$backend"; \
+		KERAS_BACKEND=$$backend $(PY) -m pytest -q -n 2 --dist loadfile -m backend tests; rc=$$?; \
+		if [ $$rc -eq 5 ]; then echo "make test: no test is marked backend; the $$backend run tested nothing." >&2; rc=1; fi; \
+		[ $$rc -eq 0 ] || { echo "make test: FAILED on $$backend" >&2; status=$$rc; }; \
+	done; \
+	exit $$status
 
 bench: $(STAMP)
 	$(PY) -m pytest -q -s tests/benchmarks -p no:xdist -o addopts="" -o python_files="bench_*.py"

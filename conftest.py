@@ -4,6 +4,8 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
+# TensorFlow unless the caller chose a backend: `make test` reruns the tests marked `backend`
+# with KERAS_BACKEND=jax and =torch, so this must never override a value already set.
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from hypothesis import HealthCheck, settings  # noqa: E402

@@ -38,8 +38,8 @@ _EXPORTS: dict[str, str] = {
     "bucket_by_length": "seqprep.data",
     # fitting
     "fit_per_length": "seqprep.fitting",
-    "fit_separate_models": "seqprep.fitting",
-    "LengthEnsemble": "seqprep.fitting",
+    "fit_separate_models": "seqprep.ensemble",
+    "LengthEnsemble": "seqprep.ensemble",
     "plan_per_length": "seqprep.fitting",
     "BackupAndRestore": "seqprep.callbacks",
     # long sequences
@@ -65,8 +65,8 @@ _EXPORTS: dict[str, str] = {
 }
 
 _SUBMODULES = (
-    "analyze", "bucketing", "data", "datasets", "distributed", "fitting", "ingest", "masking",
-    "models", "padding", "plots", "tbptt",
+    "analyze", "bucketing", "data", "datasets", "distributed", "ensemble", "fitting", "ingest",
+    "masking", "models", "padding", "plots", "tbptt",
 )
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,6 +51,22 @@ def _positive_int(text: str) -> int:
     return value
 
 
+_BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def _use_backend(backend: str) -> bool:
+    """Select the Keras backend for this process; False if Keras already runs on another.
+
+    Keras reads ``KERAS_BACKEND`` once, when it is first imported, so the variable is set
+    before anything imports Keras.
+    """
+    keras = sys.modules.get("keras")
+    if keras is not None:
+        return keras.backend.backend() == backend
+    os.environ["KERAS_BACKEND"] = backend
+    return True
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="seqprep",
@@ -76,6 +93,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="a smoke run: small model and a subset of the data (for tests)")
     demo.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
                       help="Keras verbosity while training (default: progress bars)")
+    demo.add_argument("--backend", choices=_BACKENDS, default=None,
+                      help="Keras backend to train on (default: $KERAS_BACKEND, else Keras's "
+                           "own default, tensorflow)")
 
     analyze = sub.add_parser(
         "analyze",
@@ -144,6 +164,11 @@ def _analyze(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.backend is not None and not _use_backend(args.backend):
+        # Keras is already imported on another backend (main() called in-process): run the
+        # demo in a fresh interpreter, where the backend can still be chosen.
+        env = {**os.environ, "KERAS_BACKEND": args.backend}
+        return subprocess.run([sys.executable, "-m", "seqprep", *args.argv], env=env).returncode
     from seqprep.demo import run_demo
 
     run_demo(out=args.out, epochs=args.epochs, seed=args.seed, quick=args.quick,
@@ -173,6 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse has printed the usage error
         return int(exit_.code or 0)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     handler = {"demo": _demo, "analyze": _analyze}[args.command]
     try:
         return handler(args)

@@ -101,19 +101,6 @@ class _EpochTimer:
         return Timer()
 
 
-def _count_traces(model: Any) -> dict[str, int]:
-    """Count traces of the train step: in graph mode its Python body runs only when traced."""
-    counter = {"train": 0}
-    step = model.train_step
-
-    def counted(data: Any) -> Any:
-        counter["train"] += 1
-        return step(data)
-
-    model.train_step = counted
-    return counter
-
-
 def _batch_cost(dataset: Any, epochs: int) -> dict[str, float]:
     """Padded and real steps of the batches a dataset yields over ``epochs`` passes."""
     padded = real = batches = 0
@@ -181,11 +168,11 @@ def _train_strategy(name, *, train, test, settings, seed, epochs, verbose, bound
     import keras
 
     import seqprep as sp
+    from seqprep._keras_private import StepTraces
 
     x, y = train
     keras.utils.set_random_seed(seed)
     model = build_classifier(x, seed=seed, settings=settings)
-    traces = _count_traces(model)
     timer = _EpochTimer()
     batch_size = settings["batch_size"]
     lengths = sp.sequence_lengths(x)
@@ -193,6 +180,7 @@ def _train_strategy(name, *, train, test, settings, seed, epochs, verbose, bound
     if name == "fit_per_length":
         history = sp.fit_per_length(model, x, y, epochs=epochs, batch_size=batch_size,
                                     seed=seed, callbacks=[timer], verbose=verbose)
+        traces = history.traces
         plan = sp.fitting.plan_per_length(lengths, batch_size=batch_size, seed=seed)
         cost = {"padding_fraction": 0.0, "steps_per_epoch": float(history.steps_per_epoch),
                 "shapes": len({(len(b), int(lengths[b].max())) for b in plan})}
@@ -209,15 +197,20 @@ def _train_strategy(name, *, train, test, settings, seed, epochs, verbose, bound
 
             def make():
                 return sp.bucketed_dataset(x, y, sampler=sampler, epochs=epochs)
-        if name == "seqprep buckets":
-            history = model.fit(make(), epochs=epochs, steps_per_epoch=len(sampler),
-                                callbacks=[timer], verbose=verbose, shuffle=False)
-            cost = _batch_cost(make(), 1)
-            cost["steps_per_epoch"] = float(len(sampler))
-        else:
-            history = model.fit(make(), epochs=epochs, callbacks=[timer], verbose=verbose,
-                                shuffle=False)
-            cost = _batch_cost(make(), epochs)
+        counter = StepTraces(model).start()
+        try:
+            if name == "seqprep buckets":
+                history = model.fit(make(), epochs=epochs, steps_per_epoch=len(sampler),
+                                    callbacks=[timer], verbose=verbose, shuffle=False)
+                cost = _batch_cost(make(), 1)
+                cost["steps_per_epoch"] = float(len(sampler))
+            else:
+                history = model.fit(make(), epochs=epochs, callbacks=[timer], verbose=verbose,
+                                    shuffle=False)
+                cost = _batch_cost(make(), epochs)
+        finally:
+            counter.stop()
+        traces = counter.counts()
     total = time.perf_counter() - start
     later = timer.times[1:] or timer.times
     return {
@@ -229,7 +222,7 @@ def _train_strategy(name, *, train, test, settings, seed, epochs, verbose, bound
         "epoch_time": float(np.median(later)),
         "first_epoch_time": timer.times[0],
         "total_time": total,
-        "traces": traces["train"],
+        "traces": None if traces is None else traces["train"],
         "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
     }
 
@@ -288,6 +281,10 @@ def _next_frame(*, train, test, settings, seed, epochs, verbose):
     }
 
 
+def _traces(row: dict[str, Any]) -> str:
+    return "-" if row["traces"] is None else str(row["traces"])  # None: eager (PyTorch)
+
+
 def _table(rows: list[dict[str, Any]]) -> list[str]:
     base = rows[0]["accuracy"]
     lines = [
@@ -299,7 +296,7 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
         lines.append(
             f"| {r['strategy']} | {r['accuracy']:.4f} | {100 * (r['accuracy'] - base):+.1f} pt | "
             f"{100 * r['padding_fraction']:.1f}% | {r['steps_per_epoch']:.1f} | {r['shapes']} | "
-            f"{r['epoch_time']:.3f} | {r['first_epoch_time']:.2f} | {r['traces']} |"
+            f"{r['epoch_time']:.3f} | {r['first_epoch_time']:.2f} | {_traces(r)} |"
         )
     return lines
 
@@ -312,7 +309,7 @@ def _console_table(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"{r['strategy']:<18} {r['accuracy']:>9.4f} {100 * r['padding_fraction']:>7.1f}% "
             f"{r['steps_per_epoch']:>9.1f} {r['shapes']:>7} {r['epoch_time']:>8.3f} "
-            f"{r['traces']:>7}"
+            f"{_traces(r):>7}"
         )
     return "\n".join(lines)
 
@@ -347,6 +344,7 @@ def run_demo(
         >>> list(inspect.signature(run_demo).parameters)
         ['out', 'epochs', 'seed', 'quick', 'verbose']
     """
+    import keras
     import tensorflow as tf
 
     import seqprep as sp
@@ -382,6 +380,7 @@ def run_demo(
     boundaries = {"seqprep": seqprep_bounds,
                   "quantile": [int(b) for b in quantile.boundaries_]}
 
+    print(f"seqprep demo on the Keras {keras.backend.backend()} backend", flush=True)
     started = time.perf_counter()
     rows = []
     for name in STRATEGIES:
@@ -424,6 +423,8 @@ def run_demo(
         "next_frame": next_frame,
         "total_time": elapsed,
         "files": files,
+        "backend": keras.backend.backend(),
+        "keras_version": keras.__version__,
     }
     (out / "results.json").write_text(json.dumps(result, indent=1))
     (out / "report.md").write_text(_report(result))
@@ -436,7 +437,8 @@ def run_demo(
         f"report {nf['test_mse_all_steps']:.4f}; copy-last-frame baseline "
         f"{nf['persistence_mse']:.4f})"
     )
-    print(f"\nTotal {elapsed:.0f} s. Report: {out / 'report.md'}; plots: "
+    print(f"\nKeras backend: {result['backend']}. Total {elapsed:.0f} s. "
+          f"Report: {out / 'report.md'}; plots: "
           + ", ".join(str(out / f) for f in files.values()))
     return result
 
@@ -448,6 +450,9 @@ def _report(result: dict[str, Any]) -> str:
     worst = min(r["accuracy"] - rows[0]["accuracy"] for r in rows)
     lines = [
         "# seqprep demo report",
+        "",
+        f"Keras backend: **{result['backend']}** (Keras {result['keras_version']}; choose it "
+        "with `seqprep demo --backend jax|torch|tensorflow`).",
         "",
         "Data: UCI Japanese Vowels bundled with seqprep (CC BY 4.0): "
         f"{lengths['n']} training sequences of {lengths['min']}..{lengths['max']} frames "
@@ -472,7 +477,8 @@ def _report(result: dict[str, Any]) -> str:
         f"{100 * lengths['pad_to_max_fraction']:.1f}%).",
         "- *steps/epoch*: optimizer steps per epoch; *shapes*: distinct (rows, length) batch "
         "shapes; *epoch time*: median wall time of epochs 2..N (the first includes tracing); "
-        "*traces*: how often Keras traced its train step.",
+        "*traces*: how often Keras traced its train step (on JAX: one compiled program per "
+        "batch shape; `-` on PyTorch, which runs the step eagerly).",
         f"- Largest accuracy drop against pad to max: {100 * worst:+.1f} points.",
         f"- seqprep boundaries: {result['boundaries']['seqprep']}; quantile boundaries "
         f"(tf.data): {result['boundaries']['quantile']}.",

@@ -296,7 +296,7 @@ def compile_reference(
     *,
     learning_rate: float = 1e-3,
     optimizer: Any = None,
-    jit_compile: bool | Literal["auto"] = False,
+    jit_compile: bool | Literal["auto"] | None = None,
     **compile_kwargs: Any,
 ) -> keras.Model:
     """Compile a :func:`reference_rnn` model with the loss and metrics that suit its head.
@@ -313,8 +313,11 @@ def compile_reference(
         model: a model from :func:`reference_rnn` (its last layer is named ``"head"``).
         learning_rate: Adam's learning rate (ignored when ``optimizer`` is given).
         optimizer: any Keras optimizer or name; default ``Adam(learning_rate)``.
-        jit_compile: passed to ``Model.compile``; False by default because XLA recompiles for
-            every new padded shape (and cuDNN kernels are not XLA-compatible).
+        jit_compile: passed to ``Model.compile``. ``None`` (the default) picks per backend:
+            False on TensorFlow (XLA recompiles for every new padded shape, and cuDNN kernels
+            are not XLA-compatible) and PyTorch (Keras's own default there: eager), True on
+            JAX (without ``jax.jit`` the step runs op by op: 3x slower than compiling every
+            shape on a tiny bucketed problem, see ``docs/backends.md``).
         **compile_kwargs: anything else for ``Model.compile`` (overrides ``loss``/``metrics``).
 
     Returns:
@@ -345,7 +348,7 @@ def compile_reference(
         "optimizer": optimizer or keras.optimizers.Adam(learning_rate),
         "loss": loss,
         "metrics": metrics,
-        "jit_compile": jit_compile,
+        "jit_compile": (keras.backend.backend() == "jax") if jit_compile is None else jit_compile,
     }
     settings.update(compile_kwargs)
     model.compile(**settings)
