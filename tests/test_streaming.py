@@ -1,0 +1,334 @@
+"""Tests for seqprep.streaming: bucket_by_length and bucket_by_sequence_length, the drop-in for
+tf.data's (differential tests against ``tf.data.Dataset.bucket_by_sequence_length``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from seqprep import bucket_by_length, pad_sequences
+
+
+def _as_numpy(ds):
+    return [tf.nest.map_structure(lambda t: t.numpy(), el) for el in ds]
+
+
+# --------------------------------------------------------------------------- bucket_by_length
+
+
+def _stream(lengths, seed=0):
+    """A dataset of (sequence, id): each sequence is its id repeated `length` times."""
+    ids = np.arange(len(lengths))
+    ragged = tf.RaggedTensor.from_row_lengths(np.repeat(ids, lengths), lengths)
+    return tf.data.Dataset.from_tensor_slices((ragged, ids))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"batch_size": 8},
+        {"batch_size": 8, "padding": "pre", "buffer_size": 50, "seed": 3},
+        {"max_tokens": 120, "max_length": 60, "seed": 1},
+    ],
+)
+def test_bucket_by_length_emits_every_element_once_within_budget(kwargs):
+    lengths = np.random.default_rng(0).integers(1, 61, 300)
+    out = _stream(lengths).apply(bucket_by_length([8, 16, 32], **kwargs))
+    seen = []
+    padding = kwargs.get("padding", "post")
+    for xb, ids in _as_numpy(out):
+        ids = ids.tolist()
+        seen.extend(ids)
+        width = xb.shape[1]
+        assert width == lengths[ids].max()
+        np.testing.assert_array_equal(
+            xb, pad_sequences([[i] * lengths[i] for i in ids], dtype="int64", padding=padding)
+        )
+        if "batch_size" in kwargs:
+            assert len(ids) <= kwargs["batch_size"]
+        else:
+            assert len(ids) * width <= kwargs["max_tokens"]
+        buckets = np.searchsorted([8, 16, 32], lengths[ids], side="right")
+        assert len(set(buckets.tolist())) == 1
+    assert sorted(seen) == list(range(300))
+
+
+def test_bucket_by_length_same_seed_same_order():
+    lengths = np.random.default_rng(1).integers(1, 40, 96)
+
+    def order(seed):
+        out = _stream(lengths).apply(bucket_by_length([10, 20], batch_size=8, seed=seed,
+                                                      buffer_size=32))
+        return [ids.tolist() for _, ids in _as_numpy(out)]
+
+    assert order(5) == order(5)
+    assert order(5) != order(6)
+
+
+def test_bucket_by_length_drop_remainder_and_fitted_bucketer_and_dict():
+    from seqprep import Bucketer
+
+    lengths = np.random.default_rng(2).integers(1, 30, 100)
+    bucketer = Bucketer(3, strategy="quantile").fit(lengths)
+    ds = _stream(lengths).map(lambda s, i: {"tokens": s, "id": i})
+    out = ds.apply(
+        bucket_by_length(bucketer, batch_size=6, drop_remainder=True, buffer_size=None,
+                         length_fn=lambda e: tf.shape(e["tokens"])[0])
+    )
+    batches = _as_numpy(out)
+    assert all(b["tokens"].shape[0] == 6 for b in batches)
+    counts = np.bincount(bucketer.bucket_of(lengths), minlength=3)
+    assert len(batches) == int((counts // 6).sum())
+
+
+def test_bucket_by_length_bad_input():
+    with pytest.raises(ValueError, match="exactly one of"):
+        bucket_by_length([5], batch_size=2, max_tokens=10)
+    with pytest.raises(ValueError, match="needs `max_length`"):
+        bucket_by_length([5], max_tokens=10)
+    with pytest.raises(ValueError, match="below `max_length`"):
+        bucket_by_length([5], max_tokens=10, max_length=20)
+    with pytest.raises(ValueError, match="`padding` must be"):
+        bucket_by_length([5], batch_size=2, padding="mid")
+    with pytest.raises(ValueError, match="strictly increasing"):
+        bucket_by_length([5, 3], batch_size=2)
+    ds = _stream(np.array([1, 2])).map(lambda s, i: {"tokens": s, "id": i})
+    with pytest.raises(ValueError, match="length_fn"):
+        ds.apply(bucket_by_length([5], batch_size=2))
+    long = _stream(np.array([3, 50])).apply(bucket_by_length([5], batch_size=2, max_length=10))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="max_length=10"):
+        _as_numpy(long)
+
+
+def _bucket_batches(out):
+    """(ids, x) per batch of a `_stream` dataset bucketed by bucket_by_length."""
+    return [(ids.tolist(), xb) for xb, ids in _as_numpy(out)]
+
+
+@settings(max_examples=8, deadline=None)
+@given(data=st.data())
+def test_bucket_by_length_randomized_every_element_once_one_partial_per_bucket(data):
+    n = data.draw(st.integers(0, 60), label="n")
+    lengths = np.array(data.draw(st.lists(st.integers(0, 20), min_size=n, max_size=n)),
+                       dtype=np.int64)
+    bounds = sorted(data.draw(st.sets(st.integers(1, 21), max_size=3), label="bounds"))
+    buffer_size = data.draw(st.sampled_from([None, 1, 4, 9, 64]), label="buffer_size")
+    drop = data.draw(st.booleans(), label="drop_remainder")
+    if data.draw(st.booleans(), label="budget"):
+        budget = data.draw(st.integers(21, 80), label="max_tokens")
+        kwargs = {"max_tokens": budget, "max_length": 21}
+        upper = np.append(np.array(bounds, np.int64) - 1, 21).clip(min=1)
+        sizes = np.maximum(budget // upper, 1)
+    else:
+        size = data.draw(st.integers(1, 7), label="batch_size")
+        kwargs = {"batch_size": size}
+        sizes = np.full(len(bounds) + 1, size)
+    out = _stream(lengths).apply(bucket_by_length(
+        bounds, buffer_size=buffer_size, seed=2, drop_remainder=drop, **kwargs))
+    bucket_of = np.searchsorted(bounds, lengths, side="right")
+    seen, partial = [], np.zeros(len(bounds) + 1, np.int64)
+    for ids, xb in _bucket_batches(out):
+        buckets = set(bucket_of[ids].tolist())
+        assert len(buckets) == 1  # one bucket per batch
+        b = buckets.pop()
+        assert 1 <= len(ids) <= sizes[b]
+        assert xb.shape == (len(ids), lengths[ids].max())  # padded to its longest
+        if "max_tokens" in kwargs:
+            assert xb.size <= kwargs["max_tokens"]
+        if xb.shape[1]:
+            np.testing.assert_array_equal(xb, pad_sequences(
+                [[i] * lengths[i] for i in ids], dtype="int64", maxlen=xb.shape[1],
+                padding="post"))
+        partial[b] += len(ids) < sizes[b]
+        seen.extend(ids)
+    counts = np.bincount(bucket_of, minlength=len(bounds) + 1)
+    assert len(seen) == len(set(seen))  # nothing twice
+    if drop:
+        assert not partial.any()
+        assert len(seen) == int((counts // sizes * sizes).sum())
+    else:
+        assert sorted(seen) == list(range(n))
+        # Partial batches only where a bucket's count is not a multiple of its size: batches
+        # fill across pools instead of leaving one partial batch per pool.
+        np.testing.assert_array_equal(partial, (counts % sizes) > 0)
+
+
+def test_bucket_by_length_batches_fill_across_pools(monkeypatch):
+    # 1 long sequence every 4: with pools of 3 (shuffled) or 5 (in order) elements, no pool
+    # holds a full batch of long ones, yet every long batch is full but the last.
+    lengths = np.where(np.arange(200) % 4 == 0, 30, 2)
+    monkeypatch.setattr("seqprep.streaming._POOL", 5)
+    for kwargs in ({"buffer_size": 3, "seed": 0}, {"buffer_size": None}):
+        batches = _bucket_batches(_stream(lengths).apply(
+            bucket_by_length([10], batch_size=8, **kwargs)))
+        long = [ids for ids, _ in batches if lengths[ids[0]] == 30]
+        short = [ids for ids, _ in batches if lengths[ids[0]] == 2]
+        assert [len(ids) for ids in long] == [8] * 6 + [2]
+        assert [len(ids) for ids in short] == [8] * 18 + [6]
+        if kwargs["buffer_size"] is None:  # input order kept within each bucket
+            assert sum(long, []) == list(range(0, 200, 4))
+
+
+def test_bucket_by_length_order_without_shuffle_is_completion_order(monkeypatch):
+    # In input order a batch is emitted when its last element arrives (as group_by_window
+    # does), whatever the pool boundaries; the partial batches come out at the end.
+    lengths = np.array([1, 5, 1, 5, 5, 1, 1, 5, 1, 1, 5])
+    expected = [[0, 2], [1, 3], [5, 6], [4, 7], [8, 9], [10], ]
+    for pool in (1, 3, 1024):
+        monkeypatch.setattr("seqprep.streaming._POOL", pool)
+        out = _stream(lengths).apply(bucket_by_length([3], batch_size=2, buffer_size=None))
+        assert [ids for ids, _ in _bucket_batches(out)] == expected
+
+
+def test_bucket_by_length_drop_remainder_leaves_out_each_buckets_last_partial_batch(
+    monkeypatch,
+):
+    monkeypatch.setattr("seqprep.streaming._POOL", 7)
+    lengths = np.random.default_rng(3).integers(1, 30, 101)
+    bucket_of = np.searchsorted([10, 20], lengths, side="right")
+    kept = _bucket_batches(_stream(lengths).apply(
+        bucket_by_length([10, 20], batch_size=4, buffer_size=None, drop_remainder=True)))
+    assert all(len(ids) == 4 for ids, _ in kept)
+    seen = sorted(i for ids, _ in kept for i in ids)
+    # In input order, the dropped elements are each bucket's last count % 4.
+    expected = []
+    for b in range(3):
+        members = np.flatnonzero(bucket_of == b)
+        expected.extend(members[: members.size // 4 * 4].tolist())
+    assert seen == sorted(expected)
+
+
+def _assert_full_batches_but_last(batches, lengths, bounds, sizes):
+    """Bucket ``b``'s batches hold ``sizes[b]`` rows each, but one smaller last batch."""
+    bucket_of = np.searchsorted(bounds, lengths, side="right")
+    for b, size in enumerate(sizes):
+        rows = [len(ids) for ids, _ in batches if bucket_of[ids[0]] == b]
+        count = int((bucket_of == b).sum())
+        assert rows.count(size) == count // size and len(rows) == -(-count // size)
+
+
+def test_bucket_by_length_token_budget_never_exceeded():
+    lengths = np.random.default_rng(4).integers(1, 101, 400)
+    out = _stream(lengths).apply(bucket_by_length(
+        [5, 17, 40], max_tokens=100, max_length=100, buffer_size=64, seed=0))
+    batches = _bucket_batches(out)
+    assert all(xb.size <= 100 for _, xb in batches)
+    assert sorted(i for ids, _ in batches for i in ids) == list(range(400))
+    # Bucket bounds 4, 16, 39 and max_length 100: 25, 6, 2 and 1 rows per batch, every batch
+    # full but each bucket's last.
+    _assert_full_batches_but_last(batches, lengths, [5, 17, 40], [25, 6, 2, 1])
+
+
+def test_bucket_by_length_quadratic_cost_term_budget_exact():
+    lengths = np.random.default_rng(6).integers(1, 101, 300)
+    out = _stream(lengths).apply(bucket_by_length(
+        [5, 17, 40], max_tokens=1000, max_length=100, quadratic_length=50, buffer_size=64,
+        seed=0))
+    batches = _bucket_batches(out)
+    for _, xb in batches:
+        rows, width = xb.shape
+        assert rows * width * (50 + width) <= 1000 * 50
+    assert sorted(i for ids, _ in batches for i in ids) == list(range(300))
+    # Bounds 4, 16, 39 and 100: a row costs 4.32, 21.12, 69.42 and 300 tokens, so 231, 47,
+    # 14 and 3 rows per batch; every batch full but each bucket's last.
+    _assert_full_batches_but_last(batches, lengths, [5, 17, 40], [231, 47, 14, 3])
+    with pytest.raises(ValueError, match="fits one row of at most 61 steps"):
+        bucket_by_length([5], max_tokens=100, max_length=100, quadratic_length=100)
+    with pytest.raises(ValueError, match="`quadratic_length` only changes"):
+        bucket_by_length([5], batch_size=4, quadratic_length=100)
+
+
+def test_bucket_by_length_seeds_deterministic_and_distinct_and_reshuffled_per_pass():
+    lengths = np.random.default_rng(5).integers(1, 40, 120)
+
+    def build(seed):
+        return _stream(lengths).apply(
+            bucket_by_length([10, 20], batch_size=4, buffer_size=16, seed=seed))
+
+    def order(ds):
+        return [ids for ids, _ in _bucket_batches(ds)]
+
+    assert order(build(7)) == order(build(7))
+    assert order(build(7)) != order(build(8))
+    ds = build(7)
+    first, second = order(ds), order(ds)
+    assert first != second  # a new permutation on each pass, every element once in each
+    assert sorted(sum(first, [])) == sorted(sum(second, [])) == list(range(120))
+
+
+def test_bucket_by_length_pre_padding_is_flipped_post_padding():
+    lengths = np.random.default_rng(6).integers(0, 25, 90)
+    ids = np.arange(90)
+    steps = np.concatenate([np.arange(1, k + 1) for k in lengths]).astype(np.int32)
+    seqs = tf.RaggedTensor.from_row_lengths(steps, lengths)
+    targets = tf.RaggedTensor.from_row_lengths(
+        np.stack([steps, -steps], axis=1).astype(np.float32), lengths)
+    ds = tf.data.Dataset.from_tensor_slices((seqs, targets, ids))
+
+    def run(padding, source):
+        return _as_numpy(source.apply(bucket_by_length(
+            [8, 16], batch_size=5, padding=padding, value=(-9, -1.0, 0), buffer_size=32,
+            seed=3)))
+
+    pre = run("pre", ds)
+    # Reversing every sequence, post-padding and flipping back gives the pre-padded batch.
+    flipped = run("post", ds.map(lambda s, t, i: (tf.reverse(s, [0]), tf.reverse(t, [0]), i)))
+    assert len(pre) == len(flipped)
+    for (xp, tp, ip), (xf, tf_, i_f) in zip(pre, flipped, strict=True):
+        np.testing.assert_array_equal(ip, i_f)
+        np.testing.assert_array_equal(xp, xf[:, ::-1])
+        np.testing.assert_array_equal(tp, tf_[:, ::-1])
+        assert tp.shape == (len(ip), xp.shape[1], 2)
+        for row, i in zip(xp, ip, strict=True):
+            k = lengths[i]
+            assert (row[: row.size - k] == -9).all()
+            np.testing.assert_array_equal(row[row.size - k :], np.arange(1, k + 1))
+
+
+def test_bucket_by_length_dense_elements_dict_strings_and_empty_stream():
+    # Dense (not ragged-slice) elements, a dict with length_fn, a string label, a fixed-shape
+    # component, an empty input, and a second pass over the same dataset.
+    lengths = [3, 1, 4, 1, 5, 9, 2, 6]
+
+    def gen():
+        for i, k in enumerate(lengths):
+            yield {"tokens": np.full(k, i + 1, np.int64), "name": str(i),
+                   "pair": np.array([i, -i], np.int32)}
+
+    ds = tf.data.Dataset.from_generator(gen, output_signature={
+        "tokens": tf.TensorSpec([None], tf.int64), "name": tf.TensorSpec([], tf.string),
+        "pair": tf.TensorSpec([2], tf.int32)})
+    out = ds.apply(bucket_by_length([4], batch_size=3, buffer_size=None,
+                                    length_fn=lambda e: tf.shape(e["tokens"])[0]))
+    for _ in range(2):
+        batches = _as_numpy(out)
+        assert [b["name"].tolist() for b in batches] == [
+            [b"0", b"1", b"3"], [b"2", b"4", b"5"], [b"6"], [b"7"]]
+        assert batches[0]["tokens"].tolist() == [[1, 1, 1], [2, 0, 0], [4, 0, 0]]
+        assert batches[1]["pair"].tolist() == [[2, -2], [4, -4], [5, -5]]
+    empty = ds.take(0).apply(bucket_by_length([4], batch_size=3, length_fn=lambda e: 1))
+    assert _as_numpy(empty) == []
+
+
+
+def test_bucket_by_length_components_with_several_variable_dimensions():
+    # (T, F) with F varying too, and (3, W) with W varying: padded like padded_batch would,
+    # the time axis on the `padding` side, the other axes after.
+    lengths = [3, 1, 4, 5]
+
+    def gen():
+        for i, k in enumerate(lengths):
+            yield np.full((k, i % 3 + 1), i + 1, np.int32), np.full((3, i % 2 + 1), i, np.int32)
+
+    ds = tf.data.Dataset.from_generator(gen, output_signature=(
+        tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([3, None], tf.int32)))
+    out = _as_numpy(ds.apply(bucket_by_length(
+        [3], batch_size=2, buffer_size=None, padding="pre", value=-1)))
+    (x0, w0), (x1, w1), (x2, w2) = out
+    np.testing.assert_array_equal(x0[0], [[-1, -1, -1]] + [[1, -1, -1]] * 3)
+    np.testing.assert_array_equal(x0[1], [[3, 3, 3]] * 4)
+    assert x1.shape == (1, 1, 2) and x2.shape == (1, 5, 1)  # the flushed remainders
+    assert w0.shape == (2, 3, 1) and w1.shape == (1, 3, 2)
