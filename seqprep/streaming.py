@@ -425,11 +425,6 @@ def _check_leaves(leaves: list[Any], options: _Options) -> None:
         if isinstance(s, tf.RaggedTensorSpec) and s.ragged_rank == 0:
             continue  # a slice of a tf.RaggedTensor: dense in fact
         if isinstance(s, tf.SparseTensorSpec) and options.no_padding:
-            if s.shape.rank is None:
-                raise TypeError(
-                    f"{options.caller}: component {i} is a SparseTensor of unknown rank "
-                    f"({s!r}).\n- Give it a known rank, e.g. with tf.sparse.reshape."
-                )
             continue
         if not isinstance(s, tf.TensorSpec):
             hint = ("- Convert it first, e.g. `dataset.map(lambda e: e.to_tensor())`"
@@ -469,7 +464,7 @@ def _part_specs(leaves: list[Any]) -> list[Any]:
     parts = []
     for s in leaves:
         if isinstance(s, tf.SparseTensorSpec):
-            rank = s.shape.rank
+            rank = s.shape.rank  # None when unknown: the parts are then pooled as ragged
             parts += [tf.TensorSpec([None, rank], tf.int64), tf.TensorSpec([None], s.dtype),
                       tf.TensorSpec([rank], tf.int64)]
         else:
@@ -604,7 +599,7 @@ class _Stream:
                    tf.zeros([0], tf.int32))
         out = pools.scan(initial, self.cut).flat_map(_per_batch).map(self.batch)
         # group_by_window keeps an infinite input's cardinality; so do we (Keras relies on it).
-        if tf.executing_eagerly() and int(dataset.cardinality()) == tf.data.INFINITE_CARDINALITY:
+        if _cardinality(dataset) == tf.data.INFINITE_CARDINALITY:
             out = out.apply(tf.data.experimental.assert_cardinality(
                 tf.data.INFINITE_CARDINALITY))
         return out
@@ -775,6 +770,8 @@ class _Stream:
         else:  # ragged rank > 1: the generic (slower) way
             r = c[start:stop]
             row_splits = r.row_splits
+            if self.raw[i]:  # a SparseTensor's indices, of unknown rank
+                return r.values.to_tensor(), row_splits
             x = r.to_tensor(default_value=pad_value)
             real = tf.size(r.flat_values, out_type=tf.int64)
         if self.o.no_padding:
@@ -788,7 +785,7 @@ class _Stream:
     def _assemble(self, out: list[Any], rows: tf.Tensor) -> list[Any]:
         """The batch's components from its parts: a SparseTensor from its three."""
         leaves, at = [], 0
-        for is_sparse in self.sparse:
+        for is_sparse, spec in zip(self.sparse, self.leaves, strict=True):
             if not is_sparse:
                 leaves.append(out[at])
                 at += 1
@@ -796,10 +793,28 @@ class _Stream:
             (indices, splits), (values, _), dense_shapes = out[at : at + 3]
             at += 3
             row = tf.ragged.row_splits_to_segment_ids(splits, out_type=tf.int64)
-            leaves.append(tf.SparseTensor(
+            batch = tf.SparseTensor(
                 tf.concat([row[:, None], indices], 1), values,
-                tf.concat([tf.reshape(rows, [1]), tf.reduce_max(dense_shapes, 0)], 0)))
+                tf.concat([tf.reshape(rows, [1]), tf.reduce_max(dense_shapes, 0)], 0))
+            if spec.shape.rank is not None:
+                batch.set_shape([None] * (spec.shape.rank + 1))
+            leaves.append(batch)
         return leaves
+
+
+def _cardinality(dataset: tf.data.Dataset) -> int:
+    """The dataset's cardinality, or UNKNOWN where it cannot be read while building."""
+    card = dataset.cardinality()
+    if tf.executing_eagerly():
+        return int(card)
+    static = tf.get_static_value(card)
+    if static is not None:
+        return int(static)
+    try:  # TF1-style graph: the op only reads the dataset's structure, so run it once
+        with tf.compat.v1.Session(graph=card.graph) as session:
+            return int(session.run(card))
+    except Exception:  # e.g. inside a traced function  # noqa: BLE001
+        return tf.data.UNKNOWN_CARDINALITY
 
 
 def _per_batch(parts: Any, cuts: Any) -> tf.data.Dataset:
