@@ -491,8 +491,8 @@ def _pad_value(value: Any, spec: Any, name: str) -> tf.Tensor:
     if isinstance(value, tf.Tensor):
         value = tf.get_static_value(value)
         value = value.item() if isinstance(value, np.ndarray) else value
-    if value is None:  # tf.data's default
-        return tf.constant("" if spec.dtype == tf.string else 0, spec.dtype)
+    if value is None:  # tf.data's default: 0, False or ""
+        return tf.zeros([], spec.dtype)
     if isinstance(value, bytes | str) and spec.dtype != tf.string:
         raise TypeError(
             f"Argument `value`={value!r} is a string but component {name} holds "
@@ -766,6 +766,7 @@ class _Stream:
                 default_value=pad_value, row_partition_tensors=[row_splits],
                 row_partition_types=["ROW_SPLITS"],
             )
+            x.set_shape([None, None, *c.values.shape[1:]])
             real = tf.size(values, out_type=tf.int64)
         else:  # ragged rank > 1: the generic (slower) way
             r = c[start:stop]

@@ -9,7 +9,7 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seqprep import bucket_by_length, pad_sequences
+from seqprep import bucket_by_length, bucket_by_sequence_length, pad_sequences
 
 
 def _as_numpy(ds):
@@ -332,3 +332,246 @@ def test_bucket_by_length_components_with_several_variable_dimensions():
     np.testing.assert_array_equal(x0[1], [[3, 3, 3]] * 4)
     assert x1.shape == (1, 1, 2) and x2.shape == (1, 5, 1)  # the flushed remainders
     assert w0.shape == (2, 3, 1) and w1.shape == (1, 3, 2)
+
+
+# --------------------------------------------------------------------------- bucket_by_sequence_length
+# Differential tests: the same input through tf.data's Dataset.bucket_by_sequence_length and
+# through ours must give the same multiset of batches (element ids and padded arrays); only the
+# order in which batches come out may differ.
+
+FORMS = ("tensor", "tuple", "triple", "dict")
+
+
+def _elements(lengths, form):
+    """A dataset whose element ``i`` has a sequence of ``lengths[i]`` steps valued
+    ``100 * i + step + 1`` (so every row names its element), in one of four structures."""
+    lengths = [int(k) for k in lengths]
+
+    def gen():
+        for i, k in enumerate(lengths):
+            seq = (100 * i + np.arange(1, k + 1)).astype(np.int32)
+            steps = np.stack([seq, -seq], axis=1).astype(np.float32)
+            yield {"tensor": seq, "tuple": (seq, np.int64(i)), "triple": (seq, steps, np.int64(i)),
+                   "dict": {"tokens": seq, "id": np.int64(i)}}[form]
+
+    seq_spec = tf.TensorSpec([None], tf.int32)
+    signature = {
+        "tensor": seq_spec,
+        "tuple": (seq_spec, tf.TensorSpec([], tf.int64)),
+        "triple": (seq_spec, tf.TensorSpec([None, 2], tf.float32), tf.TensorSpec([], tf.int64)),
+        "dict": {"tokens": seq_spec, "id": tf.TensorSpec([], tf.int64)},
+    }[form]
+    return tf.data.Dataset.from_generator(gen, output_signature=signature)
+
+
+def _length_func(form):
+    # tf.data passes a tuple's components as separate arguments, a dict as one.
+    return {
+        "tensor": lambda s: tf.shape(s)[0],
+        "tuple": lambda s, i: tf.shape(s)[0],
+        "triple": lambda s, t, i: tf.shape(s)[0],
+        "dict": lambda e: tf.shape(e["tokens"])[0],
+    }[form]
+
+
+def _option_kwargs(option, form, lengths, bounds):
+    """tf.data's keyword arguments for one of the options under test (and the boundaries,
+    which `pad_to_bucket_boundary` and `no_padding` constrain)."""
+    top = max([int(k) for k in lengths] + [0])
+    if option == "pad_to_bucket_boundary":  # lengths must stay below the last boundary
+        return {"pad_to_bucket_boundary": True}, sorted(set(bounds) | {top + 1})
+    if option == "no_padding":  # one length per bucket, so batches need no padding
+        return {"no_padding": True}, sorted({int(k) + 1 for k in lengths})
+    if option == "padded_shapes":
+        width = top + 3
+        shapes = {"tensor": [width], "tuple": ([width], []), "triple": ([width], [None, 4], []),
+                  "dict": {"tokens": [width], "id": []}}[form]
+        return {"padded_shapes": shapes}, bounds
+    if option == "padding_values":
+        values = {"tensor": np.int32(-7), "tuple": (np.int32(-7), np.int64(0)),
+                  "triple": (np.int32(-7), np.float32(0.5), np.int64(0)),
+                  "dict": {"tokens": np.int32(-7), "id": np.int64(0)}}[form]
+        return {"padding_values": values}, bounds
+    return {}, bounds
+
+
+def _canonical(batches):
+    """The batches as a sorted list of hashable values: each component's shape, dtype and
+    bytes (a SparseTensor by its indices, values and dense shape)."""
+    def leaf(t):
+        if isinstance(t, tf.SparseTensor):
+            return tuple(leaf(p) for p in (t.indices, t.values, t.dense_shape))
+        a = t.numpy()
+        data = tuple(a.ravel().tolist()) if a.dtype == object else a.tobytes()  # strings
+        return a.shape, a.dtype.str, data
+
+    return sorted(tuple(leaf(t) for t in tf.nest.flatten(b, expand_composites=False))
+                  for b in batches)
+
+
+def _both(dataset, **kwargs):
+    """(tf.data's batches, ours), after checking both have the same element spec."""
+    theirs = dataset.bucket_by_sequence_length(**kwargs)
+    ours = dataset.apply(bucket_by_sequence_length(**kwargs))
+    assert ours.element_spec == theirs.element_spec
+    return list(theirs), list(ours)
+
+
+def _assert_same_batches(dataset, **kwargs):
+    theirs, ours = _both(dataset, **kwargs)
+    assert len(ours) == len(theirs)
+    assert _canonical(ours) == _canonical(theirs)
+    return ours
+
+
+GRID_LENGTHS = [3, 0, 7, 7, 12, 1, 5, 9, 7, 14, 2, 2, 11, 6, 8, 7, 13, 4, 10, 7, 3]
+
+
+@pytest.mark.parametrize("option", ["plain", "pad_to_bucket_boundary", "padded_shapes",
+                                    "padding_values", "no_padding"])
+@pytest.mark.parametrize("form", FORMS)
+def test_bucket_by_sequence_length_same_batches_as_tf_data_grid(option, form):
+    drop = (FORMS.index(form) + len(option)) % 2 == 0  # both values over the grid
+    extra, bounds = _option_kwargs(option, form, GRID_LENGTHS, [4, 8, 12])
+    sizes = [2, 3, 1, 4, 2, 3, 2, 2, 3, 2, 2, 2, 2, 2, 2, 2][: len(bounds) + 1]
+    ours = _assert_same_batches(
+        _elements(GRID_LENGTHS, form), element_length_func=_length_func(form),
+        bucket_boundaries=bounds, bucket_batch_sizes=sizes, drop_remainder=drop, **extra)
+    assert ours  # the grid's data fill batches in every case
+
+
+@settings(max_examples=10, deadline=None)
+@given(data=st.data())
+def test_bucket_by_sequence_length_same_batches_as_tf_data_randomized(data):
+    n = data.draw(st.integers(0, 40), label="n")
+    lengths = data.draw(st.lists(st.integers(0, 20), min_size=n, max_size=n), label="lengths")
+    form = data.draw(st.sampled_from(FORMS), label="form")
+    option = data.draw(st.sampled_from(["plain", "pad_to_bucket_boundary", "padded_shapes",
+                                        "padding_values", "no_padding"]), label="option")
+    bounds = sorted(data.draw(st.sets(st.integers(1, 21), max_size=4), label="bounds"))
+    extra, bounds = _option_kwargs(option, form, lengths, bounds)
+    sizes = data.draw(st.lists(st.integers(1, 6), min_size=len(bounds) + 1,
+                               max_size=len(bounds) + 1), label="sizes")
+    _assert_same_batches(
+        _elements(lengths, form), element_length_func=_length_func(form),
+        bucket_boundaries=bounds, bucket_batch_sizes=sizes,
+        drop_remainder=data.draw(st.booleans(), label="drop_remainder"), **extra)
+
+
+def test_bucket_by_sequence_length_fills_batches_across_pools(monkeypatch):
+    # Pools of 4 elements: no pool holds a whole batch, and the batches are still tf.data's.
+    monkeypatch.setattr("seqprep.streaming._POOL", 4)
+    lengths = np.random.default_rng(0).integers(0, 30, 90)
+    _assert_same_batches(_elements(lengths, "triple"), element_length_func=_length_func("triple"),
+                         bucket_boundaries=[5, 10, 20], bucket_batch_sizes=[7, 5, 6, 3])
+
+
+@pytest.mark.parametrize("drop_remainder", [False, True])
+def test_bucket_by_sequence_length_sparse_no_padding_same_as_tf_data(drop_remainder):
+    # SparseTensor components (of known and unknown rank) come out as tf.data's `batch`
+    # makes them: indices per row, and the largest dense shape.
+    lengths = np.random.default_rng(1).integers(1, 15, 40)
+
+    def gen():
+        for i, k in enumerate(lengths):
+            yield {"indices": np.arange(0, 2 * k, 2)[:, None], "values": np.arange(k) + 10 * i,
+                   "dense_shape": [2 * k + i % 3]}, i
+
+    for shape in ([None, 1], None):
+        ds = tf.data.Dataset.from_generator(gen, output_signature=(
+            {"indices": tf.TensorSpec(shape, tf.int64), "values": tf.TensorSpec([None], tf.int64),
+             "dense_shape": tf.TensorSpec([1] if shape else None, tf.int64)},
+            tf.TensorSpec([], tf.int64)))
+        ds = ds.map(lambda r, i: (tf.SparseTensor(**r), i))
+        _assert_same_batches(ds, element_length_func=lambda s, i: tf.cast(s.dense_shape[0], tf.int32),
+                             bucket_boundaries=[8, 16], bucket_batch_sizes=[3, 4, 2],
+                             no_padding=True, drop_remainder=drop_remainder)
+
+
+def test_bucket_by_sequence_length_several_variable_dimensions_and_bool_strings():
+    # (T, F) with F varying (padded on both axes), booleans and strings, padded as tf.data does.
+    def gen():
+        for i, k in enumerate([3, 1, 4, 1, 5, 9, 2, 6, 5, 3]):
+            yield (np.full((k, i % 3 + 1), i + 1, np.float32), np.arange(k) % 2 == 0,
+                   np.array([str(i)] * k))
+
+    ds = tf.data.Dataset.from_generator(gen, output_signature=(
+        tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None], tf.bool),
+        tf.TensorSpec([None], tf.string)))
+    for kwargs in ({}, {"pad_to_bucket_boundary": True},
+                   {"padding_values": (np.float32(-1), True, b"pad")}):
+        _assert_same_batches(ds, element_length_func=lambda x, b, s: tf.shape(x)[0],
+                             bucket_boundaries=[3, 10], bucket_batch_sizes=[2, 3, 1], **kwargs)
+
+
+def test_bucket_by_sequence_length_keeps_infinite_cardinality():
+    ds = _elements([1, 2, 3, 4, 5], "tuple")
+    kwargs = {"element_length_func": _length_func("tuple"), "bucket_boundaries": [3],
+              "bucket_batch_sizes": [2, 2]}
+    ours = ds.repeat().apply(bucket_by_sequence_length(**kwargs))
+    assert int(ours.cardinality()) == tf.data.INFINITE_CARDINALITY
+    assert int(ds.repeat().bucket_by_sequence_length(**kwargs).cardinality()) == \
+        tf.data.INFINITE_CARDINALITY
+    first = [ids.numpy().tolist() for _, ids in ours.take(6)]
+    # Each epoch's elements 0..4: bucket 0 holds lengths 1, 2; bucket 1 the rest.
+    assert first[:2] == [[0, 1], [2, 3]]
+    finite = ds.apply(bucket_by_sequence_length(**kwargs))
+    assert int(finite.cardinality()) == tf.data.UNKNOWN_CARDINALITY
+
+
+def test_bucket_by_sequence_length_runtime_errors_like_tf_data():
+    ds = _elements([2, 3, 9, 1], "tuple")
+    length = _length_func("tuple")
+    # An element in the open-ended bucket cannot be padded to a boundary: the batches before
+    # it come out, then the error names `bucket_boundaries`.
+    out = iter(ds.apply(bucket_by_sequence_length(length, [5], [2, 1],
+                                                  pad_to_bucket_boundary=True)))
+    assert next(out)[0].shape == (2, 4)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="bucket_boundaries"):
+        next(out)
+    # Padding never truncates: a fixed padded size below an element's length is an error.
+    with pytest.raises(tf.errors.InvalidArgumentError, match="never truncates"):
+        list(ds.apply(bucket_by_sequence_length(length, [5], [2, 2],
+                                                padded_shapes=([4], []))))
+    # Without padding, dense rows of different lengths cannot be batched.
+    with pytest.raises(tf.errors.InvalidArgumentError, match="different shapes"):
+        list(ds.apply(bucket_by_sequence_length(length, [5], [2, 2], no_padding=True)))
+
+
+def test_bucket_by_sequence_length_bad_arguments():
+    length = _length_func("tensor")
+    with pytest.raises(ValueError, match=r"`bucket_batch_sizes` must have one size per bucket"):
+        bucket_by_sequence_length(length, [3, 5], [2, 2])
+    with pytest.raises(ValueError, match="increasing order"):
+        bucket_by_sequence_length(length, [5, 3], [2, 2, 2])
+    with pytest.raises(ValueError, match="`bucket_batch_sizes` must be at least 1"):
+        bucket_by_sequence_length(length, [3], [2, 0])
+    with pytest.raises(TypeError, match="`element_length_func` must be callable"):
+        bucket_by_sequence_length(3, [3], [2, 2])
+    with pytest.raises(TypeError, match="`no_padding` must be True or False"):
+        bucket_by_sequence_length(length, [3], [2, 2], no_padding="yes")
+    ds = _elements([1, 2], "tuple")
+    with pytest.raises(ValueError, match="`padded_shapes` gives"):
+        ds.apply(bucket_by_sequence_length(_length_func("tuple"), [3], [2, 2],
+                                           padded_shapes=([4, 4], [])))
+    with pytest.raises(ValueError, match="structure"):
+        ds.apply(bucket_by_sequence_length(_length_func("tuple"), [3], [2, 2],
+                                           padded_shapes=[4]))
+    sparse = ds.map(lambda s, i: tf.sparse.from_dense(s))
+    with pytest.raises(TypeError, match="no_padding=True"):
+        sparse.apply(bucket_by_sequence_length(length, [3], [2, 2]))
+
+
+def test_bucket_by_sequence_length_trains_a_keras_model_on_infinite_input():
+    import keras
+
+    ds = _elements([k + 1 for k in GRID_LENGTHS], "tuple").map(
+        lambda s, i: (s % 50, tf.cast(i % 2, tf.float32)))
+    train = ds.repeat().apply(bucket_by_sequence_length(
+        lambda s, y: tf.shape(s)[0], [4, 8], [4, 4, 4]))
+    model = keras.Sequential([keras.Input((None,), dtype="int32"),
+                              keras.layers.Embedding(50, 2, mask_zero=True),
+                              keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    history = model.fit(train, epochs=2, steps_per_epoch=3, verbose=0)
+    assert len(history.history["loss"]) == 2 and np.isfinite(history.history["loss"]).all()
