@@ -63,6 +63,12 @@ def _check_value(value: Any, dtype: tf.DType, name: str) -> tf.Tensor:
 _POOL = 2048
 
 
+# The drop-in reads pools of at least this many times the elements its buckets can carry from
+# one pool to the next (the sum of the batch sizes): each pool re-gathers the carried elements,
+# so with large batches small pools would spend most of their work on the carry.
+_POOL_PER_CARRY = 2
+
+
 # Bound on the elements of a `sparse_batch` (it needs a row shape, whose product must fit in
 # int64; only the indices of real steps are stored).
 _ANY_SIZE = 1 << 62
@@ -520,8 +526,7 @@ def _flat_padded_shapes(padded_shapes: Any, spec: Any, caller: str) -> list[tf.T
         return [s for p, sub in zip(padded_shapes, spec, strict=True)
                 for s in _flat_padded_shapes(p, sub, caller)]
     shape = tf.TensorShape(padded_shapes)
-    if not shape.is_compatible_with([None] * len(spec.shape)) if spec.shape.rank is not None \
-            else shape.rank is None:
+    if shape.rank is None or shape.rank != spec.shape.rank:
         raise ValueError(
             f"Argument `padded_shapes` gives {shape} for a component of rank "
             f"{spec.shape.rank} ({spec!r}).\n- Give one size (or None) per dimension."
@@ -555,6 +560,53 @@ def _pad_targets(options: _Options, spec: Any, leaves: list[Any]) -> list[Any]:
     return targets
 
 
+def _traced_leading_dim(fn: Callable[..., Any], spec: Any, spread_args: bool) -> int | None:
+    """The component whose leading dimension ``fn`` returns, when that is all it does
+    (``tf.shape(x)[0]``, ``tf.size(x)`` of a vector, maybe cast to int32/int64), else None.
+
+    Then the lengths are read off the pooled component (its row lengths) instead of calling
+    ``fn`` once per element in a ``map``, which costs more than the rest of the bucketing.
+    The traced graph is matched exactly; anything else keeps the ``map``.
+    """
+    leaves = tf.nest.flatten(spec)
+    if not all(isinstance(s, (tf.TensorSpec, tf.RaggedTensorSpec)) for s in leaves) or any(
+        isinstance(s, tf.RaggedTensorSpec) and s.ragged_rank for s in leaves
+    ):
+        return None
+    dense = tf.nest.pack_sequence_as(
+        spec, [tf.TensorSpec(s.shape, s.dtype) for s in leaves])
+    args = tuple(dense) if spread_args and isinstance(dense, tuple) else (dense,)
+    try:
+        graph = tf.function(fn, autograph=False).get_concrete_function(*args).graph
+    except Exception:  # any tracing trouble: keep the per-element map  # noqa: BLE001
+        return None
+    if len(graph.outputs) != 1:
+        return None
+    op = graph.outputs[0].op
+    while op.type in ("Identity", "Cast") and (
+        op.type == "Identity" or op.outputs[0].dtype in (tf.int32, tf.int64)
+    ):
+        op = op.inputs[0].op
+    if op.type == "StridedSlice":
+        begin, end, strides = (tf.get_static_value(t) for t in op.inputs[1:4])
+        if not (op.inputs[0].op.type == "Shape" and op.get_attr("shrink_axis_mask") == 1
+                and list(np.atleast_1d(begin)) == [0] and list(np.atleast_1d(end)) == [1]
+                and list(np.atleast_1d(strides)) == [1]):
+            return None
+        source = op.inputs[0].op.inputs[0]
+    elif op.type == "Size" and op.inputs[0].shape.rank == 1:
+        source = op.inputs[0]
+    else:
+        return None
+    while source.op.type == "Identity":
+        source = source.op.inputs[0]
+    inputs = list(graph.inputs[: len(leaves)])
+    match = [j for j, t in enumerate(inputs) if t is source]
+    if len(match) != 1 or not leaves[match[0]].shape.rank:
+        return None
+    return match[0]
+
+
 class _Stream:
     """One bucketing transformation applied to one dataset: what its element spec decides.
 
@@ -568,12 +620,18 @@ class _Stream:
     """
 
     def __init__(self, options: _Options, spec: Any) -> None:
-        self.o = options
         self.spec = spec
         self.leaves = tf.nest.flatten(spec)
         _check_leaves(self.leaves, options)
+        self.length_leaf = 0  # the part whose leading dimension is the length, without a map
         if options.length_fn is None:
             _check_default_length(spec)
+        else:
+            found = _traced_leading_dim(options.length_fn, spec, options.spread_args)
+            if found is not None:
+                options = dataclasses.replace(options, length_fn=None)
+                self.length_leaf = found
+        self.o = options
         self.sparse = [isinstance(s, tf.SparseTensorSpec) for s in self.leaves]
         parts = _part_specs(self.leaves)
         self.raw = [s for is_sparse in self.sparse for s in ([True, True, False] if is_sparse
@@ -664,7 +722,7 @@ class _Stream:
                                                 strict=True)):
             if kind == "sparse":
                 leaf, leaf_lengths = _sparse_to_ragged(leaf, s, k)
-                if i == 0:
+                if i == self.length_leaf:
                     lengths = leaf_lengths
             unpacked.append(leaf)
         if self.o.length_fn is not None:
@@ -672,7 +730,7 @@ class _Stream:
         else:
             comps = unpacked
             if lengths is None:
-                lengths = _pool_lengths(comps[0])
+                lengths = _pool_lengths(comps[self.length_leaf])
         if self.o.max_length is not None:
             check = tf.debugging.Assert(
                 tf.reduce_all(lengths <= self.o.max_length),
@@ -928,8 +986,10 @@ def bucket_by_length(
         max_tokens: budget of padded tokens per batch (rows x longest length). Needs
             ``max_length``, the bound of the last, open-ended bucket.
         length_fn: ``element -> scalar length``; default: the first dimension of the element,
-            or of its first component. A ``length_fn`` costs one ``map`` over the elements,
-            a function call per element: about half the default's throughput.
+            or of its first component. A ``length_fn`` that returns a component's leading
+            dimension (``tf.shape(e["tokens"])[0]``) is recognised when traced and costs
+            nothing; any other costs one ``map`` over the elements, a function call per
+            element: about half the default's throughput.
         padding: ``"post"`` (default) or ``"pre"``.
         value: padding value.
         buffer_size: elements per pool; each pool is shuffled whole (a uniform permutation,
@@ -1052,7 +1112,8 @@ def bucket_by_sequence_length(
     bounds = _check_tf_boundaries(bucket_boundaries)
     sizes = _check_tf_batch_sizes(bucket_batch_sizes, bounds)
     options = _Options(
-        bounds, sizes, pool_size=_POOL, value=padding_values, length_fn=element_length_func,
+        bounds, sizes, pool_size=max(_POOL, _POOL_PER_CARRY * int(sizes.sum())),
+        value=padding_values, length_fn=element_length_func,
         spread_args=True, padded_shapes=padded_shapes,
         pad_to_bucket=_check_flag("pad_to_bucket_boundary", pad_to_bucket_boundary),
         no_padding=_check_flag("no_padding", no_padding),

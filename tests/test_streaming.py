@@ -3,6 +3,8 @@ tf.data's (differential tests against ``tf.data.Dataset.bucket_by_sequence_lengt
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -461,6 +463,7 @@ def test_bucket_by_sequence_length_same_batches_as_tf_data_randomized(data):
 def test_bucket_by_sequence_length_fills_batches_across_pools(monkeypatch):
     # Pools of 4 elements: no pool holds a whole batch, and the batches are still tf.data's.
     monkeypatch.setattr("seqprep.streaming._POOL", 4)
+    monkeypatch.setattr("seqprep.streaming._POOL_PER_CARRY", 0)
     lengths = np.random.default_rng(0).integers(0, 30, 90)
     _assert_same_batches(_elements(lengths, "triple"), element_length_func=_length_func("triple"),
                          bucket_boundaries=[5, 10, 20], bucket_batch_sizes=[7, 5, 6, 3])
@@ -573,5 +576,19 @@ def test_bucket_by_sequence_length_trains_a_keras_model_on_infinite_input():
                               keras.layers.Embedding(50, 2, mask_zero=True),
                               keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")
-    history = model.fit(train, epochs=2, steps_per_epoch=3, verbose=0)
-    assert len(history.history["loss"]) == 2 and np.isfinite(history.history["loss"]).all()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = model.fit(train, epochs=2, steps_per_epoch=3, verbose=0)
+        assert len(history.history["loss"]) == 2
+        assert np.isfinite(history.history["loss"]).all()
+        # A finite stream: unknown cardinality, so Keras warns that the input ran out...
+        finite = ds.apply(bucket_by_sequence_length(lambda s, y: tf.shape(s)[0], [4, 8],
+                                                    [4, 4, 4]))
+        model.fit(finite, epochs=2, verbose=0)
+        assert sum("ran out of data" in str(w.message) for w in caught) == 2
+        # ...unless told the number of batches, counted once (the documented recipe).
+        steps = int(finite.reduce(0, lambda n, _: n + 1))
+        counted = finite.apply(tf.data.experimental.assert_cardinality(steps))
+        history = model.fit(counted, epochs=2, verbose=0)
+    assert sum("ran out of data" in str(w.message) for w in caught) == 2
+    assert len(history.history["loss"]) == 2
