@@ -656,11 +656,22 @@ class _Stream:
         initial = (tuple(tf.nest.flatten(empty, expand_composites=True)),
                    tf.zeros([0], tf.int32))
         out = pools.scan(initial, self.cut).flat_map(_per_batch).map(self.batch)
-        # group_by_window keeps an infinite input's cardinality; so do we (Keras relies on it).
-        if _cardinality(dataset) == tf.data.INFINITE_CARDINALITY:
-            out = out.apply(tf.data.experimental.assert_cardinality(
-                tf.data.INFINITE_CARDINALITY))
+        count = self._batch_count(_cardinality(dataset))
+        if count != tf.data.UNKNOWN_CARDINALITY:
+            out = out.apply(tf.data.experimental.assert_cardinality(count))
         return out
+
+    def _batch_count(self, elements: int) -> int:
+        """How many batches come out of ``elements`` elements, where that does not depend on
+        their lengths (so Keras knows its steps): an infinite input (group_by_window keeps
+        that too), or one bucket, or one row per batch."""
+        sizes = self.o.sizes
+        if elements == tf.data.INFINITE_CARDINALITY:
+            return elements
+        if elements < 0 or (sizes.size > 1 and np.any(sizes != 1)):
+            return tf.data.UNKNOWN_CARDINALITY
+        size = int(sizes[0])
+        return elements // size if self.o.drop_remainder else -(-elements // size)
 
     # -------------------------------------------------------------- 1. pools
 
@@ -1058,9 +1069,10 @@ def bucket_by_sequence_length(
     :func:`bucket_by_length`'s pools: no per-element dataset per bucket, one ``map`` over the
     elements (the length function) and one padding op per component and batch.
 
-    An infinite input (e.g. ``.repeat()``) keeps its infinite cardinality, as tf.data's does;
-    a finite one has an unknown cardinality (how many batches depends on the lengths), so
-    Keras warns once per epoch that the input "ran out of data": see ``docs/tf_data.md``.
+    An infinite input (e.g. ``.repeat()``) keeps its infinite cardinality, as tf.data's does.
+    A finite one gives an unknown cardinality (how many batches depends on the lengths; known
+    only with one bucket or one row per batch), so Keras warns once per epoch that the input
+    "ran out of data": see ``docs/tf_data.md`` for what to do.
 
     Args:
         element_length_func: ``(*components) -> scalar length`` (a tuple element's

@@ -1,4 +1,4 @@
-"""Tests for the tf.data adapter bucketed_dataset (bucket_by_length: tests/test_streaming.py)."""
+"""Tests for the tf.data adapters: bucketed_dataset and bucket_by_length."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from seqprep import (
     BucketSampler,
+    bucket_by_length,
     bucketed_dataset,
     pad_sequences,
     sequence_lengths,

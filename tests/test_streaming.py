@@ -507,7 +507,7 @@ def test_bucket_by_sequence_length_several_variable_dimensions_and_bool_strings(
                              bucket_boundaries=[3, 10], bucket_batch_sizes=[2, 3, 1], **kwargs)
 
 
-def test_bucket_by_sequence_length_keeps_infinite_cardinality():
+def test_bucket_by_sequence_length_cardinality_infinite_kept_known_when_lengths_do_not_matter():
     ds = _elements([1, 2, 3, 4, 5], "tuple")
     kwargs = {"element_length_func": _length_func("tuple"), "bucket_boundaries": [3],
               "bucket_batch_sizes": [2, 2]}
@@ -519,7 +519,17 @@ def test_bucket_by_sequence_length_keeps_infinite_cardinality():
     # Each epoch's elements 0..4: bucket 0 holds lengths 1, 2; bucket 1 the rest.
     assert first[:2] == [[0, 1], [2, 3]]
     finite = ds.apply(bucket_by_sequence_length(**kwargs))
-    assert int(finite.cardinality()) == tf.data.UNKNOWN_CARDINALITY
+    assert int(finite.cardinality()) == tf.data.UNKNOWN_CARDINALITY  # depends on the lengths
+    # Where the count does not depend on the lengths (one bucket, or one row per batch), it
+    # is known, and exact.
+    for bounds, sizes, drop, count in (([], [2], False, 3), ([], [2], True, 2),
+                                       ([3], [1, 1], True, 5)):
+        sized = ds.apply(tf.data.experimental.assert_cardinality(5))
+        known = sized.apply(bucket_by_sequence_length(_length_func("tuple"), bounds, sizes,
+                                                   drop_remainder=drop))
+        assert int(known.cardinality()) == count == len(list(known))
+    known = _stream(np.array([1, 2, 3, 4, 5])).apply(bucket_by_length([], batch_size=2))
+    assert int(known.cardinality()) == 3 == len(list(known))
 
 
 def test_bucket_by_sequence_length_runtime_errors_like_tf_data():
