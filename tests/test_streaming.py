@@ -602,3 +602,33 @@ def test_bucket_by_sequence_length_trains_a_keras_model_on_infinite_input():
         history = model.fit(counted, epochs=2, verbose=0)
     assert sum("ran out of data" in str(w.message) for w in caught) == 2
     assert len(history.history["loss"]) == 2
+
+
+def test_length_functions_recognised_only_when_they_return_a_leading_dimension():
+    from seqprep.streaming import _traced_leading_dim
+
+    pair = (tf.TensorSpec([None], tf.int32), tf.TensorSpec([None, 2], tf.float32))
+    recognised = {
+        lambda s, t: tf.shape(s)[0]: 0,
+        lambda s, t: tf.shape(t)[0]: 1,
+        lambda s, t: tf.size(s): 0,
+        lambda s, t: tf.cast(tf.shape(t, out_type=tf.int64)[0], tf.int32): 1,
+    }
+    for fn, component in recognised.items():
+        assert _traced_leading_dim(fn, pair, True) == component
+    for fn in (lambda s, t: tf.shape(s)[0] + 1, lambda s, t: tf.size(t),
+               lambda s, t: tf.shape(t)[1], lambda s, t: tf.reduce_sum(s),
+               lambda s, t: tf.cast(tf.shape(s)[0], tf.int8)):
+        assert _traced_leading_dim(fn, pair, True) is None
+    tokens = {"id": tf.TensorSpec([], tf.int64), "tokens": tf.TensorSpec([None], tf.int32)}
+    assert _traced_leading_dim(lambda e: tf.shape(e["tokens"])[0], tokens, True) == 1
+
+
+@pytest.mark.parametrize("length", [
+    lambda s, t, i: tf.shape(t)[0],  # recognised: another component's leading dimension
+    lambda s, t, i: tf.shape(s)[0] // 2 + tf.cast(i % 3, tf.int32),  # not: one map per element
+])
+def test_bucket_by_sequence_length_any_length_function_same_as_tf_data(length):
+    lengths = np.random.default_rng(2).integers(0, 20, 50)
+    _assert_same_batches(_elements(lengths, "triple"), element_length_func=length,
+                         bucket_boundaries=[3, 6, 9], bucket_batch_sizes=[4, 3, 2, 5])
