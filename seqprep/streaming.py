@@ -430,11 +430,11 @@ def _check_leaves(leaves: list[Any], options: _Options) -> None:
     for i, s in enumerate(leaves):
         if isinstance(s, tf.RaggedTensorSpec) and s.ragged_rank == 0:
             continue  # a slice of a tf.RaggedTensor: dense in fact
-        if isinstance(s, tf.SparseTensorSpec) and options.no_padding:
+        if isinstance(s, (tf.SparseTensorSpec, tf.RaggedTensorSpec)) and options.no_padding:
             continue
         if not isinstance(s, tf.TensorSpec):
             hint = ("- Convert it first, e.g. `dataset.map(lambda e: e.to_tensor())`"
-                    + (", or pass no_padding=True for SparseTensors." if
+                    + (", or pass no_padding=True to batch sparse or ragged ones." if
                        options.caller == "bucket_by_sequence_length" else "."))
             raise TypeError(
                 f"{options.caller} needs elements made of dense tensors (one ragged "
@@ -466,16 +466,38 @@ def _check_default_length(spec: Any) -> None:
 
 def _part_specs(leaves: list[Any]) -> list[Any]:
     """Dense parts of the components: a SparseTensor travels as its indices, values and
-    dense shape (each batched as a dense sequence), and is put back together per batch."""
+    dense shape, a RaggedTensor as its flat values and nested row lengths (each batched as a
+    dense sequence), and is put back together per batch (``no_padding`` only)."""
     parts = []
     for s in leaves:
         if isinstance(s, tf.SparseTensorSpec):
             rank = s.shape.rank  # None when unknown: the parts are then pooled as ragged
             parts += [tf.TensorSpec([None, rank], tf.int64), tf.TensorSpec([None], s.dtype),
                       tf.TensorSpec([rank], tf.int64)]
+        elif isinstance(s, tf.RaggedTensorSpec) and s.ragged_rank:
+            inner = s.shape[s.ragged_rank + 1 :] if s.shape.rank is not None else []
+            parts += [tf.TensorSpec([None, *inner], s.dtype)]
+            parts += [tf.TensorSpec([None], s.row_splits_dtype)] * s.ragged_rank
         else:
             parts.append(s)
     return parts
+
+
+def _split_leaf(leaf: Any) -> list[Any]:
+    """A component as its dense parts (see :func:`_part_specs`)."""
+    if isinstance(leaf, tf.SparseTensor):
+        return [leaf.indices, leaf.values, leaf.dense_shape]
+    if isinstance(leaf, tf.RaggedTensor):
+        return [leaf.flat_values, *leaf.nested_row_lengths()]
+    return [leaf]
+
+
+def _part_count(spec: Any) -> int:
+    if isinstance(spec, tf.SparseTensorSpec):
+        return 3
+    if isinstance(spec, tf.RaggedTensorSpec) and spec.ragged_rank:
+        return 1 + spec.ragged_rank
+    return 1
 
 
 def _value_leaves(value: Any, spec: Any, leaves: list[Any]) -> list[Any]:
@@ -632,15 +654,16 @@ class _Stream:
                 options = dataclasses.replace(options, length_fn=None)
                 self.length_leaf = found
         self.o = options
-        self.sparse = [isinstance(s, tf.SparseTensorSpec) for s in self.leaves]
+        self.counts = [_part_count(s) for s in self.leaves]  # parts per component
         parts = _part_specs(self.leaves)
-        self.raw = [s for is_sparse in self.sparse for s in ([True, True, False] if is_sparse
-                                                               else [False])]
+        self.raw = [raw for s, n in zip(self.leaves, self.counts, strict=True) for raw in (
+            [False] if n == 1 else [True, True, False] if isinstance(s, tf.SparseTensorSpec)
+            else [True] * n)]
         self.varying = [bool(s.shape.rank) and s.shape[0] is None for s in parts]
         self.targets = _pad_targets(options, spec, self.leaves)
-        values = [v for v, is_sparse in zip(_value_leaves(options.value, spec, self.leaves),
-                                            self.sparse, strict=True)
-                  for v in ([0, 0, 0] if is_sparse else [v])]
+        values = [v for v, n in zip(_value_leaves(options.value, spec, self.leaves),
+                                    self.counts, strict=True)
+                  for v in ([v] if n == 1 else [0] * n)]
         self.pad_values = [
             _pad_value(v if vary or target is not None else 0, s, f"{i} ({s})")
             for i, (v, vary, target, s) in enumerate(
@@ -680,9 +703,7 @@ class _Stream:
         element = tf.nest.pack_sequence_as(self.spec, leaves)
         fn = self.o.length_fn
         length = fn(*args) if self.o.spread_args else fn(element)
-        parts = []
-        for leaf, is_sparse in zip(leaves, self.sparse, strict=True):
-            parts += [leaf.indices, leaf.values, leaf.dense_shape] if is_sparse else [leaf]
+        parts = [part for leaf in leaves for part in _split_leaf(leaf)]
         return tuple(parts), tf.cast(length, tf.int64)
 
     def pools(self, dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -853,23 +874,40 @@ class _Stream:
         return x
 
     def _assemble(self, out: list[Any], rows: tf.Tensor) -> list[Any]:
-        """The batch's components from its parts: a SparseTensor from its three."""
+        """The batch's components from their parts (see :func:`_part_specs`)."""
         leaves, at = [], 0
-        for is_sparse, spec in zip(self.sparse, self.leaves, strict=True):
-            if not is_sparse:
-                leaves.append(out[at])
-                at += 1
-                continue
-            (indices, splits), (values, _), dense_shapes = out[at : at + 3]
-            at += 3
-            row = tf.ragged.row_splits_to_segment_ids(splits, out_type=tf.int64)
-            batch = tf.SparseTensor(
-                tf.concat([row[:, None], indices], 1), values,
-                tf.concat([tf.reshape(rows, [1]), tf.reduce_max(dense_shapes, 0)], 0))
-            if spec.shape.rank is not None:
-                batch.set_shape([None] * (spec.shape.rank + 1))
-            leaves.append(batch)
+        for spec, n in zip(self.leaves, self.counts, strict=True):
+            parts, at = out[at : at + n], at + n
+            if n == 1:
+                leaves.append(parts[0])
+            elif isinstance(spec, tf.SparseTensorSpec):
+                leaves.append(_sparse_batch(parts, rows, spec))
+            else:
+                leaves.append(_ragged_batch(parts, spec))
         return leaves
+
+
+def _sparse_batch(parts: list[Any], rows: tf.Tensor, spec: Any) -> tf.SparseTensor:
+    """A batch of SparseTensors, as ``Dataset.batch`` makes it: each element's indices behind
+    its row number, and the largest dense shape."""
+    (indices, splits), (values, _), dense_shapes = parts
+    row = tf.ragged.row_splits_to_segment_ids(splits, out_type=tf.int64)
+    batch = tf.SparseTensor(
+        tf.concat([row[:, None], indices], 1), values,
+        tf.concat([tf.reshape(rows, [1]), tf.reduce_max(dense_shapes, 0)], 0))
+    if spec.shape.rank is not None:
+        batch.set_shape([None] * (spec.shape.rank + 1))
+    return batch
+
+
+def _ragged_batch(parts: list[Any], spec: Any) -> tf.RaggedTensor:
+    """A batch of RaggedTensors, as ``Dataset.batch`` makes it (one more ragged dimension):
+    the rows of each element, then the elements' own row lengths, level by level."""
+    (flat_values, _), *levels = parts
+    outer = levels[0][1]  # per element, where its first-level lengths start and end
+    nested = [outer[1:] - outer[:-1], *(lengths for lengths, _ in levels)]
+    return tf.RaggedTensor.from_nested_row_lengths(
+        flat_values, [tf.cast(n, spec.row_splits_dtype) for n in nested], validate=False)
 
 
 def _cardinality(dataset: tf.data.Dataset) -> int:
@@ -1089,8 +1127,9 @@ def bucket_by_sequence_length(
             an element in the last, open-ended bucket is then an error
             (``InvalidArgumentError`` naming ``bucket_boundaries``).
         no_padding: batch without padding, as ``Dataset.batch`` does: SparseTensor
-            components become batched SparseTensors; dense ones must share their shape
-            within a batch (else ``InvalidArgumentError``).
+            components become batched SparseTensors, RaggedTensor ones RaggedTensors with one
+            more ragged dimension; dense ones must share their shape within a batch (else
+            ``InvalidArgumentError``).
         drop_remainder: leave out each bucket's last, partial batch.
 
     Returns:
@@ -1100,8 +1139,8 @@ def bucket_by_sequence_length(
         ValueError: ``bucket_batch_sizes`` not one per bucket, decreasing boundaries, or
             ``padded_shapes`` that do not fit the elements.
         TypeError: a non-callable ``element_length_func``, non-integer sizes, non-boolean
-            flags, or components that cannot be batched (ragged ones; sparse ones without
-            ``no_padding``).
+            flags, or components that cannot be padded (sparse or ragged ones without
+            ``no_padding``, as ``padded_batch`` refuses them).
 
     Example:
         >>> import tensorflow as tf

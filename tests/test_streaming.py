@@ -401,6 +401,8 @@ def _canonical(batches):
     """The batches as a sorted list of hashable values: each component's shape, dtype and
     bytes (a SparseTensor by its indices, values and dense shape)."""
     def leaf(t):
+        if isinstance(t, tf.RaggedTensor):
+            return tuple(leaf(p) for p in (t.flat_values, *t.nested_row_splits))
         if isinstance(t, tf.SparseTensor):
             return tuple(leaf(p) for p in (t.indices, t.values, t.dense_shape))
         a = t.numpy()
@@ -632,3 +634,18 @@ def test_bucket_by_sequence_length_any_length_function_same_as_tf_data(length):
     lengths = np.random.default_rng(2).integers(0, 20, 50)
     _assert_same_batches(_elements(lengths, "triple"), element_length_func=length,
                          bucket_boundaries=[3, 6, 9], bucket_batch_sizes=[4, 3, 2, 5])
+
+
+@pytest.mark.parametrize("drop_remainder", [False, True])
+def test_bucket_by_sequence_length_ragged_no_padding_same_as_tf_data(drop_remainder):
+    # RaggedTensor components (ragged rank 1 and 2) are batched as tf.data's `batch` does:
+    # one more ragged dimension, the same element spec.
+    rng = np.random.default_rng(3)
+    rows = [[list(range(int(k))) for k in rng.integers(0, 4, n)] for n in rng.integers(0, 6, 30)]
+    nested = tf.ragged.constant(rows, dtype=tf.int64)
+    deeper = tf.ragged.constant([[[[i]] * (i % 3)] for i in range(30)], dtype=tf.float32)
+    ds = tf.data.Dataset.from_tensor_slices((nested, deeper, tf.range(30))).map(
+        lambda r, d, i: (r, d, i))
+    _assert_same_batches(ds, element_length_func=lambda r, d, i: tf.cast(r.nrows(), tf.int32),
+                         bucket_boundaries=[2, 4], bucket_batch_sizes=[3, 2, 4],
+                         no_padding=True, drop_remainder=drop_remainder)
