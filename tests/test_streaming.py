@@ -336,7 +336,7 @@ def test_bucket_by_length_components_with_several_variable_dimensions():
     assert w0.shape == (2, 3, 1) and w1.shape == (1, 3, 2)
 
 
-# --------------------------------------------------------------------------- bucket_by_sequence_length
+# ------------------------------------------------------------------- bucket_by_sequence_length
 # Differential tests: the same input through tf.data's Dataset.bucket_by_sequence_length and
 # through ours must give the same multiset of batches (element ids and padded arrays); only the
 # order in which batches come out may differ.
@@ -488,7 +488,8 @@ def test_bucket_by_sequence_length_sparse_no_padding_same_as_tf_data(drop_remain
              "dense_shape": tf.TensorSpec([1] if shape else None, tf.int64)},
             tf.TensorSpec([], tf.int64)))
         ds = ds.map(lambda r, i: (tf.SparseTensor(**r), i))
-        _assert_same_batches(ds, element_length_func=lambda s, i: tf.cast(s.dense_shape[0], tf.int32),
+        _assert_same_batches(ds,
+                             element_length_func=lambda s, i: tf.cast(s.dense_shape[0], tf.int32),
                              bucket_boundaries=[8, 16], bucket_batch_sizes=[3, 4, 2],
                              no_padding=True, drop_remainder=drop_remainder)
 
