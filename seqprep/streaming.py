@@ -430,7 +430,11 @@ def _check_leaves(leaves: list[Any], options: _Options) -> None:
     for i, s in enumerate(leaves):
         if isinstance(s, tf.RaggedTensorSpec) and s.ragged_rank == 0:
             continue  # a slice of a tf.RaggedTensor: dense in fact
-        if isinstance(s, (tf.SparseTensorSpec, tf.RaggedTensorSpec)) and options.no_padding:
+        if isinstance(s, tf.SparseTensorSpec) and options.no_padding:
+            continue
+        if isinstance(s, tf.RaggedTensorSpec) and options.no_padding and (
+            s.shape.rank is not None and s.shape[s.ragged_rank + 1 :].is_fully_defined()
+        ):
             continue
         if not isinstance(s, tf.TensorSpec):
             hint = ("- Convert it first, e.g. `dataset.map(lambda e: e.to_tensor())`"
@@ -861,8 +865,10 @@ class _Stream:
         else:  # ragged rank > 1: the generic (slower) way
             r = c[start:stop]
             row_splits = r.row_splits
-            if self.raw[i]:  # a SparseTensor's indices, of unknown rank
-                return r.values.to_tensor(), row_splits
+            if self.raw[i]:  # a SparseTensor's indices of unknown rank: one rank per batch
+                values = r.values.to_tensor()
+                real = tf.size(r.flat_values, out_type=tf.int64)
+                return _assert_unpadded(values, real, i, self.o.caller), row_splits
             x = r.to_tensor(default_value=pad_value)
             real = tf.size(r.flat_values, out_type=tf.int64)
         if self.o.no_padding:
