@@ -35,7 +35,8 @@ _EXPORTS: dict[str, str] = {
     "as_boundaries": "seqprep.bucketing",
     # tf.data adapters
     "bucketed_dataset": "seqprep.data",
-    "bucket_by_length": "seqprep.data",
+    "bucket_by_length": "seqprep.streaming",
+    "bucket_by_sequence_length": "seqprep.streaming",
     # fitting
     "fit_per_length": "seqprep.fitting",
     "fit_separate_models": "seqprep.ensemble",
@@ -66,7 +67,7 @@ _EXPORTS: dict[str, str] = {
 
 _SUBMODULES = (
     "analyze", "bucketing", "data", "datasets", "distributed", "ensemble", "fitting", "ingest",
-    "masking", "models", "padding", "plots", "tbptt",
+    "masking", "models", "padding", "plots", "streaming", "tbptt",
 )
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
