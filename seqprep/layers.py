@@ -219,7 +219,7 @@ class PackedRNN(keras.layers.Wrapper):
             outs = [o * real[:, :, None] for o in outs]
             return outs[0] if len(outs) == 1 else self._merge(*outs)
         # One output per slot: a 0/1 selection summed over time (exact: one term is nonzero).
-        num_slots = segment_lengths.shape[1]
+        num_slots = ops.shape(segment_lengths)[1]  # may be dynamic on TensorFlow
         slot = ops.equal(seg[:, :, None], ops.arange(1, num_slots + 1, dtype="int32"))
         picks = [ops.logical_and(slot, ends[:, :, None]), ops.logical_and(slot, starts[:, :, None])]
         outs = [

@@ -141,3 +141,38 @@ def test_bad_arguments():
         packed_dataset(x, sampler=PackSampler([2, 3], batch_size=1), sample_weight=[1, 1])
     with pytest.raises(ValueError, match="`y`"):
         packed_dataset(x, [1, 2, 3], sampler=PackSampler([2, 3], batch_size=1))
+
+
+def test_packed_reference_rnn_serves_unpacked():
+    import keras
+
+    from seqprep.layers import PackedRNN
+    from seqprep.models import reference_rnn
+
+    rng = np.random.default_rng(1)
+    lengths = [5, 3, 2, 6, 1, 4]
+    x = [rng.normal(size=(n, 3)).astype("float32") for n in lengths]
+    packed = reference_rnn(input_dim=3, num_classes=4, cell="lstm", units=5,
+                           bidirectional=True, num_layers=2, seed=0, packed=True)
+    assert packed.output_shape == (None, None, 4)
+    plain = reference_rnn(input_dim=3, num_classes=4, cell="lstm", units=5,
+                          bidirectional=True, num_layers=2, seed=1)
+    inner = {}
+    for layer in packed.layers:
+        inner[(layer.layer if isinstance(layer, PackedRNN) else layer).name] = (
+            layer.layer if isinstance(layer, PackedRNN) else layer
+        )
+    for layer in plain.layers:
+        if layer.weights:
+            layer.set_weights(inner[layer.name].get_weights())
+    sampler = PackSampler(lengths, batch_size=3, seed=2)
+    for inputs, labels, weights in packed_dataset(x, [0, 1, 2, 3, 0, 1], sampler=sampler,
+                                                  reshuffle_each_iteration=False):
+        out = keras.ops.convert_to_numpy(packed(inputs))
+        for b, row in enumerate(sampler.batches(0)[0]):
+            for s, i in enumerate(row.tolist()):
+                alone = keras.ops.convert_to_numpy(plain(x[i][None]))[0]
+                np.testing.assert_allclose(out[b, s], alone, atol=1e-5)
+        break
+    with pytest.raises(ValueError, match="packed=True"):
+        reference_rnn(input_dim=3, num_classes=4, dropout=0.1, packed=True)
