@@ -171,27 +171,41 @@ class PackedRNN(keras.layers.Wrapper):
 
     # ------------------------------------------------------------------ compute
 
-    def _run(self, direction: Any, values: Any, keep: Any, reverse: bool, training: Any) -> Any:
-        """Scan ``direction``'s cell over time; ``keep`` (B, P) zeroes the state where 0."""
-        cell = direction.cell
+    def _run(self, values: Any, keeps: list[Any], training: Any) -> list[Any]:
+        """Scan every direction's cell over time, all in one loop (fewer loop iterations).
+
+        ``keeps[d]`` (B, P) is 0 where direction ``d`` must start from a zero state; the
+        second direction, if any, runs on the time-reversed row.
+        """
+        cells = [d.cell for d in self._directions]
         batch = ops.shape(values)[0]
-        sizes = cell.state_size if isinstance(cell.state_size, (list, tuple)) else [
-            cell.state_size
-        ]
-        init = [ops.zeros((batch, int(size)), dtype=self.compute_dtype) for size in sizes]
-        xs = (ops.moveaxis(values, 1, 0), ops.moveaxis(keep[:, :, None], 1, 0))
+        time_major = ops.moveaxis(values, 1, 0)
+        xs, init, counts = [], [], []
+        for d, (cell, keep) in enumerate(zip(cells, keeps, strict=True)):
+            sizes = cell.state_size if isinstance(cell.state_size, (list, tuple)) else [
+                cell.state_size
+            ]
+            init += [ops.zeros((batch, int(size)), dtype=self.compute_dtype) for size in sizes]
+            counts.append(len(sizes))
+            pair = (time_major, ops.moveaxis(keep[:, :, None], 1, 0))
+            xs.append(pair if d == 0 else tuple(ops.flip(a, axis=0) for a in pair))
 
         def step(carry: Any, x: Any) -> Any:
-            x_t, keep_t = x
-            states = [s * keep_t for s in carry]
-            _, new = cell(x_t, states, training=training)
-            new = list(new) if isinstance(new, (list, tuple)) else [new]
+            new_carry, at = [], 0
+            for cell, (x_t, keep_t), count in zip(cells, x, counts, strict=True):
+                states = [s * keep_t for s in carry[at : at + count]]
+                _, new = cell(x_t, states, training=training)
+                new_carry += list(new) if isinstance(new, (list, tuple)) else [new]
+                at += count
             # SimpleRNN, GRU and LSTM all output their first state; emitting the carry
             # itself keeps TensorFlow's scan happy (its outputs must match the carry).
-            return new, new
+            return new_carry, new_carry
 
-        _, ys = ops.scan(step, init, xs, reverse=reverse)
-        return ops.moveaxis(ys[0], 0, 1)
+        _, ys = ops.scan(step, init, tuple(xs))
+        outs = [ops.moveaxis(ys[0], 0, 1)]
+        if len(cells) == 2:
+            outs.append(ops.moveaxis(ops.flip(ys[counts[0]], axis=0), 0, 1))
+        return outs
 
     def _merge(self, forward: Any, backward: Any) -> Any:
         if self.merge_mode == "concat":
@@ -210,11 +224,8 @@ class PackedRNN(keras.layers.Wrapper):
         ends = ops.not_equal(seg, ops.concatenate([seg[:, 1:], edge], axis=1))
         real = ops.cast(ops.greater(seg, 0), self.compute_dtype)
         dtype = self.compute_dtype
-        outs = [self._run(self._directions[0], values, 1 - ops.cast(starts, dtype), False,
-                          training)]
-        if len(self._directions) == 2:
-            outs.append(self._run(self._directions[1], values, 1 - ops.cast(ends, dtype), True,
-                                  training))
+        keeps = [1 - ops.cast(starts, dtype), 1 - ops.cast(ends, dtype)]
+        outs = self._run(values, keeps[: len(self._directions)], training)
         if self.return_sequences:
             outs = [o * real[:, :, None] for o in outs]
             return outs[0] if len(outs) == 1 else self._merge(*outs)

@@ -4,7 +4,7 @@ Run: .venv/bin/python -m pytest -q -s tests/benchmarks/bench_packing.py -o addop
          -o python_files="bench_*.py"
 
 Model: the demo's reference classifier (standardise -> Bidirectional GRU -> Dense(9)), units
-and epochs from ``BENCH_UNITS`` / ``BENCH_EPOCHS`` (default 32 units, 30 epochs), same
+and epochs from ``BENCH_UNITS`` / ``BENCH_EPOCHS`` (default 32 units, 25 epochs), same
 initial weights and seed for every run, CPU, TensorFlow backend. Runs:
 
 * pad to max: ``pad_sequences`` to the longest training sequence, shuffled batches of 32;
@@ -35,7 +35,7 @@ from seqprep import demo  # noqa: E402
 from seqprep.datasets import load_japanese_vowels  # noqa: E402
 from seqprep.models import compile_reference, feature_stats, reference_rnn  # noqa: E402
 
-EPOCHS = int(os.environ.get("BENCH_EPOCHS", "30"))
+EPOCHS = int(os.environ.get("BENCH_EPOCHS", "25"))
 UNITS = int(os.environ.get("BENCH_UNITS", "32"))
 BATCH = 32
 SEED = 0
