@@ -151,3 +151,36 @@ def test_pack_sampler_planning_speed():
           f"{pack.max_segments_} sequences per row; BucketSampler padding "
           f"{bucket.report()['padding_fraction']:.4f}")
     assert pack.fill_ >= 0.97
+
+
+def test_planned_steps_on_a_long_tailed_corpus():
+    """Plans only (no model): sequential steps per epoch and shapes, 8192 lognormal lengths."""
+    rng = np.random.default_rng(0)
+    lengths = np.clip(rng.lognormal(3.5, 0.8, 8192).astype(np.int64), 2, 400)
+    rows = 64
+    n = lengths.size
+    pad_batches = -(-n // rows)
+    bucket = sp.BucketSampler(lengths, batch_size=rows, seed=0)
+    b_plan = bucket.batches(0)
+    b_steps = int(sum(lengths[b].max() for b in b_plan))
+    pack = sp.PackSampler(lengths, batch_size=rows, seed=0)
+    same_updates = sp.PackSampler(lengths, batch_size=-(-pack.num_rows_ // pad_batches), seed=0)
+    print(f"\n{n} lengths lognormal(3.5, 0.8) clipped to 2..400 (mean {lengths.mean():.1f}), "
+          f"{rows} rows per batch")
+    print(f"{'plan':<36} {'batches':>7} {'RNN steps':>9} {'x pad':>6} {'seqs/upd':>8} "
+          f"{'padding':>8} {'shapes':>6}")
+    table = [
+        ("pad to max", pad_batches, pad_batches * int(lengths.max()),
+         1 - lengths.sum() / (n * lengths.max()), 1 if n % rows == 0 else 2),
+        ("bucketing", len(bucket), b_steps, bucket.report()["padding_fraction"],
+         bucket.report()["n_shapes"]),
+        (f"packing, {rows} rows/batch", len(pack), len(pack) * pack.row_length,
+         1 - pack.fill_, len({len(b) for b in pack.batches(0)})),
+        (f"packing, {same_updates.batch_size} rows/batch", len(same_updates),
+         len(same_updates) * same_updates.row_length, 1 - same_updates.fill_,
+         len({len(b) for b in same_updates.batches(0)})),
+    ]
+    for name, batches, steps, padding, shapes in table:
+        print(f"{name:<36} {batches:>7d} {steps:>9d} {steps / table[0][2]:>6.2f} "
+              f"{n / batches:>8.1f} {100 * padding:>7.1f}% {shapes:>6d}")
+    assert pack.fill_ >= 0.97
