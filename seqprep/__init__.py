@@ -33,9 +33,11 @@ _EXPORTS: dict[str, str] = {
     "BatchPlan": "seqprep.bucketing",
     "NotFittedError": "seqprep.bucketing",
     "as_boundaries": "seqprep.bucketing",
+    "PackSampler": "seqprep.bucketing",
     # tf.data adapters
     "bucketed_dataset": "seqprep.data",
     "bucket_by_length": "seqprep.data",
+    "packed_dataset": "seqprep.packed",
     # fitting
     "fit_per_length": "seqprep.fitting",
     "fit_separate_models": "seqprep.fitting",
@@ -64,8 +66,8 @@ _EXPORTS: dict[str, str] = {
 }
 
 _SUBMODULES = (
-    "analyze", "bucketing", "data", "datasets", "distributed", "fitting", "ingest", "masking",
-    "models", "padding", "plots", "tbptt",
+    "analyze", "bucketing", "data", "datasets", "distributed", "fitting", "ingest", "layers",
+    "masking", "models", "padding", "plots", "tbptt",
 )
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
