@@ -42,10 +42,10 @@ _EXPORTS: dict[str, str] = {
     "fit_per_length": "seqprep.fitting",
     "fit_separate_models": "seqprep.fitting",
     "LengthEnsemble": "seqprep.fitting",
-    "plan_per_length": "seqprep.fitting",
+    "plan_per_length": "seqprep.bucketing.per_length",
     # long sequences
-    "plan_tbptt": "seqprep.tbptt",
-    "TBPTTPlan": "seqprep.tbptt",
+    "plan_tbptt": "seqprep._tbptt_plan",
+    "TBPTTPlan": "seqprep._tbptt_plan",
     "fit_tbptt": "seqprep.tbptt",
     "predict_tbptt": "seqprep.tbptt",
     "evaluate_tbptt": "seqprep.tbptt",
@@ -57,17 +57,17 @@ _EXPORTS: dict[str, str] = {
     # scaling out
     "distributed_bucketed_dataset": "seqprep.distributed",
     "replica_dataset_fn": "seqprep.distributed",
-    "replica_plans": "seqprep.distributed",
+    "replica_plans": "seqprep.bucketing.replicas",
     "fit_distributed": "seqprep.distributed",
     "local_data_service": "seqprep.distributed",
     "service_bucketed_dataset": "seqprep.distributed",
-    "iter_parquet_sequences": "seqprep.distributed",
+    "iter_parquet_sequences": "seqprep.parquet",
     "parquet_sequence_dataset": "seqprep.distributed",
 }
 
 _SUBMODULES = (
     "analyze", "bucketing", "data", "datasets", "distributed", "fitting", "ingest", "layers",
-    "masking", "models", "padding", "plots", "tbptt",
+    "masking", "models", "padding", "parquet", "plots", "tbptt",
 )
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
