@@ -36,13 +36,11 @@ from seqprep.bucketing.boundaries import (
     check_quadratic_length,
     token_length_limit,
 )
-from seqprep.padding import pad_sequences
+from seqprep.padding import Side, pad_sequences
 
 __all__ = ["bucket_by_length", "bucketed_dataset"]
 
-Side = Literal["pre", "post"]
 PadTo = Literal["batch", "bucket"]
-WeightMode = Literal["timestep", "timestep_mean"]
 
 _AUTOTUNE = tf.data.AUTOTUNE
 

@@ -52,6 +52,7 @@ from seqprep.bucketing.replicas import (  # noqa: F401  (moved there; old import
     replica_plans,
 )
 from seqprep.data import bucketed_dataset
+from seqprep.padding import Side
 from seqprep.parquet import (  # noqa: F401  (moved there; old imports work)
     ParquetChunk,
     _feature_columns,
@@ -75,7 +76,6 @@ __all__ = [
     "service_bucketed_dataset",
 ]
 
-Side = Literal["pre", "post"]
 Overlong = Literal["error", "truncate", "drop"]
 
 

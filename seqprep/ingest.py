@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from seqprep._ragged import as_ragged
-from seqprep.parquet import PARQUET_SUFFIXES as _PARQUET_SUFFIXES
+from seqprep.parquet import _PARQUET_SUFFIXES
 
 __all__ = ["from_dataframe", "to_dataframe", "read_sequences", "read_lengths"]
 

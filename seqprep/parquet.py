@@ -29,7 +29,7 @@ from seqprep._checks import check_int
 __all__ = ["ParquetChunk", "iter_parquet_sequences"]
 
 # The one list of Parquet file suffixes (seqprep.ingest reads it from here too).
-PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
+_PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def _parquet_paths(path: Any) -> list[str]:
         p = os.fspath(path)
         if os.path.isdir(p):
             return sorted(
-                os.path.join(p, f) for f in os.listdir(p) if f.endswith(PARQUET_SUFFIXES)
+                os.path.join(p, f) for f in os.listdir(p) if f.endswith(_PARQUET_SUFFIXES)
             )
         if not os.path.exists(p):
             raise FileNotFoundError(
