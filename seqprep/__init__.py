@@ -33,19 +33,21 @@ _EXPORTS: dict[str, str] = {
     "BatchPlan": "seqprep.bucketing",
     "NotFittedError": "seqprep.bucketing",
     "as_boundaries": "seqprep.bucketing",
+    "PackSampler": "seqprep.bucketing",
     # tf.data adapters
     "bucketed_dataset": "seqprep.data",
     "bucket_by_length": "seqprep.streaming",
     "bucket_by_sequence_length": "seqprep.streaming",
+    "packed_dataset": "seqprep.packed",
     # fitting
     "fit_per_length": "seqprep.fitting",
     "fit_separate_models": "seqprep.ensemble",
     "LengthEnsemble": "seqprep.ensemble",
-    "plan_per_length": "seqprep.fitting",
+    "plan_per_length": "seqprep.bucketing.per_length",
     "BackupAndRestore": "seqprep.callbacks",
     # long sequences
-    "plan_tbptt": "seqprep.tbptt",
-    "TBPTTPlan": "seqprep.tbptt",
+    "plan_tbptt": "seqprep._tbptt_plan",
+    "TBPTTPlan": "seqprep._tbptt_plan",
     "fit_tbptt": "seqprep.tbptt",
     "predict_tbptt": "seqprep.tbptt",
     "evaluate_tbptt": "seqprep.tbptt",
@@ -57,17 +59,17 @@ _EXPORTS: dict[str, str] = {
     # scaling out
     "distributed_bucketed_dataset": "seqprep.distributed",
     "replica_dataset_fn": "seqprep.distributed",
-    "replica_plans": "seqprep.distributed",
+    "replica_plans": "seqprep.bucketing.replicas",
     "fit_distributed": "seqprep.distributed",
     "local_data_service": "seqprep.distributed",
     "service_bucketed_dataset": "seqprep.distributed",
-    "iter_parquet_sequences": "seqprep.distributed",
+    "iter_parquet_sequences": "seqprep.parquet",
     "parquet_sequence_dataset": "seqprep.distributed",
 }
 
 _SUBMODULES = (
     "analyze", "bucketing", "data", "datasets", "distributed", "ensemble", "fitting", "ingest",
-    "masking", "models", "padding", "plots", "streaming", "tbptt",
+    "layers", "masking", "models", "padding", "parquet", "plots", "streaming", "tbptt",
 )
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])

@@ -37,13 +37,11 @@ from seqprep._checks import (
 )
 from seqprep._ragged import Ragged, as_ragged, lengths_of
 from seqprep.bucketing import BucketSampler
-from seqprep.padding import pad_sequences
+from seqprep.padding import Side, pad_sequences
 
 __all__ = ["bucket_by_length", "bucketed_dataset"]
 
-Side = Literal["pre", "post"]
 PadTo = Literal["batch", "bucket"]
-WeightMode = Literal["timestep", "timestep_mean"]
 
 _AUTOTUNE = tf.data.AUTOTUNE
 

@@ -2,7 +2,7 @@
 
 The bundled UCI Japanese Vowels data (270 training, 370 test sequences of 7 to 29 frames of
 12 features, 9 speakers) is learnt by the same model, from the same initial weights and seed,
-for the same number of epochs, fed four ways:
+for the same number of epochs, fed five ways:
 
 1. **pad to max**: ``pad_sequences(padding="post")`` to the longest training sequence, then
    shuffled batches (what ``model.fit(x_padded, y, batch_size=B)`` does);
@@ -11,7 +11,10 @@ for the same number of epochs, fed four ways:
 3. **seqprep buckets**: :func:`seqprep.bucketed_dataset` over a :class:`seqprep.BucketSampler`
    with its default (optimal) boundaries;
 4. **fit_per_length**: :func:`seqprep.fit_per_length`, batches of exactly equal length (no
-   padding at all).
+   padding at all);
+5. **packed rows**: :func:`seqprep.packed_dataset` over a :class:`seqprep.PackSampler` (rows of
+   the longest length, as many updates per epoch as pad to max), the recurrent layer wrapped
+   in :class:`seqprep.layers.PackedRNN`; tested with the trained weights in the plain model.
 
 For each it measures test accuracy, the padding fraction of the batches actually fed to the
 model (counted from the batches themselves, over every epoch), steps per epoch, the median
@@ -46,7 +49,8 @@ SETTINGS: dict[str, Any] = {
 }
 
 _QUICK = {"units": 16, "train_per_class": 10, "epochs": 2, "next_frame_epochs": 1}
-STRATEGIES = ("pad to max", "tf.data bucketing", "seqprep buckets", "fit_per_length")
+STRATEGIES = ("pad to max", "tf.data bucketing", "seqprep buckets", "fit_per_length",
+              "packed rows")
 
 
 def build_classifier(train_x: list[np.ndarray], *, seed: int, settings: dict[str, Any]) -> Any:
@@ -164,12 +168,79 @@ def _test_accuracy(model: Any, x: list[np.ndarray], y: np.ndarray) -> float:
     return float(np.mean(pred.argmax(-1) == y))
 
 
+def _unpacked_twin(packed: Any, train_x: list[np.ndarray], *, seed: int,
+                   settings: dict[str, Any]) -> Any:
+    """The plain (padded-input) classifier with a packed model's trained weights."""
+    from seqprep.layers import PackedRNN
+
+    model = build_classifier(train_x, seed=seed, settings=settings)
+    trained = {}
+    for layer in packed.layers:
+        inner = layer.layer if isinstance(layer, PackedRNN) else layer
+        trained[inner.name] = inner
+    for layer in model.layers:
+        if layer.weights:
+            layer.set_weights(trained[layer.name].get_weights())
+    return model
+
+
+def _train_packed(*, train, test, settings, seed, epochs, verbose):
+    """Packed rows of the longest length, as many sequences per update as the others see;
+    trained packed, then served unpacked (the same weights in the plain model)."""
+    import keras
+
+    import seqprep as sp
+    from seqprep._keras_private import StepTraces
+    from seqprep.models import compile_reference, feature_stats, reference_rnn
+
+    x, y = train
+    keras.utils.set_random_seed(seed)
+    lengths = sp.sequence_lengths(x)
+    # As many updates per epoch as ceil(n / batch_size) padded batches: rows per batch follow.
+    updates = -(-lengths.size // settings["batch_size"])
+    rows = -(-sp.PackSampler(lengths, batch_size=1).num_rows_ // updates)
+    sampler = sp.PackSampler(lengths, batch_size=rows, seed=seed)
+    model = compile_reference(reference_rnn(
+        input_dim=x[0].shape[-1], num_classes=9, cell=settings["cell"], units=settings["units"],
+        bidirectional=settings["bidirectional"],
+        standardize=feature_stats(x) if settings["standardize"] else None, seed=seed,
+        packed=True,
+    ), learning_rate=settings["learning_rate"], metrics=[], weighted_metrics=["accuracy"])
+    timer = _EpochTimer()
+    counter = StepTraces(model).start()
+    start = time.perf_counter()
+    try:
+        history = model.fit(sp.packed_dataset(x, y, sampler=sampler), epochs=epochs,
+                            callbacks=[timer], verbose=verbose, shuffle=False)
+    finally:
+        counter.stop()
+    total = time.perf_counter() - start
+    traces = counter.counts()
+    later = timer.times[1:] or timer.times
+    serve = _unpacked_twin(model, x, seed=seed, settings=settings)
+    return {
+        "strategy": "packed rows",
+        "accuracy": _test_accuracy(serve, *test),
+        "padding_fraction": 1 - sampler.fill_,
+        "steps_per_epoch": float(len(sampler)),
+        "shapes": len({len(b) for b in sampler.batches(0)}),
+        "epoch_time": float(np.median(later)),
+        "first_epoch_time": timer.times[0],
+        "total_time": total,
+        "traces": None if traces is None else traces["train"],
+        "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
+    }
+
+
 def _train_strategy(name, *, train, test, settings, seed, epochs, verbose, boundaries):
     import keras
 
     import seqprep as sp
     from seqprep._keras_private import StepTraces
 
+    if name == "packed rows":
+        return _train_packed(train=train, test=test, settings=settings, seed=seed,
+                             epochs=epochs, verbose=verbose)
     x, y = train
     keras.utils.set_random_seed(seed)
     model = build_classifier(x, seed=seed, settings=settings)

@@ -31,11 +31,11 @@ import pandas as pd
 
 from seqprep._casts import check_cast
 from seqprep._ragged import as_ragged
+from seqprep.parquet import _PARQUET_SUFFIXES
 
 __all__ = ["from_dataframe", "to_dataframe", "read_sequences", "read_lengths"]
 
 _SHOW = 5  # how many offending ids / rows an error message lists
-_PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 _CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zip", ".xz", ".zst")
 

@@ -126,6 +126,7 @@ def reference_rnn(
     num_layers: int = 1,
     seed: int | None = None,
     name: str = "reference_rnn",
+    packed: bool = False,
 ) -> keras.Model:
     """Build a small recurrent model for post-padded variable-length batches.
 
@@ -184,6 +185,13 @@ def reference_rnn(
         num_layers: number of stacked recurrent layers.
         seed: seed for weight initialisation and dropout (None: Keras's global seed).
         name: model name.
+        packed: take packed rows (see :class:`seqprep.PackSampler`,
+            :func:`seqprep.packed_dataset`): the inputs are the dict
+            ``{"values", "segment_ids", "segment_lengths"}`` and every recurrent layer is
+            wrapped in :class:`seqprep.layers.PackedRNN` (named ``packed_{i}``; the wrapped
+            layers keep their names, so the weights load into the unpacked model layer by
+            layer). Many-to-one outputs are ``(batch, S, ...)``, one per packed slot. Needs
+            ``dropout=0`` and ``stateful=False``; ``mask`` is not used (segment ids replace it).
 
     Returns:
         An uncompiled ``keras.Model``; compile it yourself or with :func:`compile_reference`.
@@ -237,14 +245,27 @@ def reference_rnn(
             "backward direction of a window cannot carry state to the next window.\n"
             "- If you need both directions, train on whole sequences (`stateful=False`)."
         )
+    if packed and (stateful or dropout):
+        raise ValueError(
+            "Argument `packed=True` needs stateful=False and dropout=0 (packed rows reset the "
+            f"state per sequence). Received: stateful={stateful!r}, dropout={dropout!r}\n"
+            "- For regularisation, add keras.layers.Dropout to a model of your own."
+        )
     if standardize is not None and input_dim is None:
         raise ValueError(
             "Argument `standardize` applies to real-valued frames (`input_dim`), not to "
             "integer tokens (`vocab_size`)."
         )
 
+    if packed:
+        packed_inputs = {
+            "segment_ids": keras.Input((None,), dtype="int32", name="segment_ids"),
+            "segment_lengths": keras.Input((None,), dtype="int32", name="segment_lengths"),
+        }
+        mask = False  # segment ids mark the padding
     if input_dim is not None:
-        inputs = keras.Input(shape=(None, input_dim), batch_size=batch_size, name="frames")
+        inputs = keras.Input(shape=(None, input_dim), batch_size=batch_size,
+                             name="values" if packed else "frames")
         x = keras.layers.Masking(mask_value=mask_value, name="mask")(inputs) if mask else inputs
         if standardize is not None:
             mean, variance = _standardize_stats(standardize, input_dim)
@@ -252,7 +273,8 @@ def reference_rnn(
                 mean=mean.tolist(), variance=variance.tolist(), name="standardize"
             )(x)
     else:
-        inputs = keras.Input(shape=(None,), batch_size=batch_size, dtype="int32", name="tokens")
+        inputs = keras.Input(shape=(None,), batch_size=batch_size, dtype="int32",
+                             name="values" if packed else "tokens")
         x = keras.layers.Embedding(
             vocab_size, embedding_dim, mask_zero=mask, name="embedding",
             embeddings_initializer=keras.initializers.RandomUniform(-0.05, 0.05, seed=seed),
@@ -274,7 +296,12 @@ def reference_rnn(
         )
         if bidirectional:
             rnn = keras.layers.Bidirectional(rnn, name=f"bidirectional_{i}")
-        x = rnn(x)
+        if packed:
+            from seqprep.layers import PackedRNN
+
+            x = PackedRNN(rnn, name=f"packed_{i}")({"values": x, **packed_inputs})
+        else:
+            x = rnn(x)
 
     head_seed = None if seed is None else seed + 1000
     if num_classes is not None:
@@ -288,6 +315,8 @@ def reference_rnn(
             kernel_initializer=keras.initializers.GlorotUniform(seed=head_seed),
         )
     outputs = head(x)
+    if packed:
+        inputs = {"values": inputs, **packed_inputs}
     return keras.Model(inputs, outputs, name=name)
 
 

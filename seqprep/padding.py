@@ -16,6 +16,7 @@ from seqprep._casts import _dname, check_cast, find_loss
 from seqprep._checks import check_choice, check_int, check_lengths
 from seqprep._ragged import Ragged, as_ragged, lengths_of
 
+# The one definition of a padding/truncating side (data.py and distributed.py import it).
 Side = Literal["pre", "post"]
 
 __all__ = ["pad_sequences", "sequence_lengths", "unpad"]

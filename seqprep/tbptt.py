@@ -53,12 +53,11 @@ Loss:
 
 from __future__ import annotations
 
+import math
 import warnings
 import weakref
 from collections.abc import Sequence
 from typing import Any
-
-import math
 
 import keras
 import numpy as np

@@ -164,7 +164,11 @@ def test_demo_quick_writes_a_consistent_report(demo_run):
     keep = np.concatenate([np.flatnonzero(y == c)[:10] for c in range(9)])
     lengths = sp.sequence_lengths([x[i] for i in keep])
     rows = {r["strategy"]: r for r in result["strategies"]}
-    assert list(rows) == ["pad to max", "tf.data bucketing", "seqprep buckets", "fit_per_length"]
+    assert list(rows) == ["pad to max", "tf.data bucketing", "seqprep buckets", "fit_per_length",
+                          "packed rows"]
+    packed = sp.PackSampler(lengths, batch_size=1)
+    assert rows["packed rows"]["padding_fraction"] == pytest.approx(1 - packed.fill_)
+    assert rows["packed rows"]["steps_per_epoch"] <= -(-len(lengths) // 32)
 
     # Padding measured from the batches fed to the model agrees with the lengths.
     expected = 1 - lengths.sum() / (len(lengths) * lengths.max())

@@ -76,9 +76,18 @@ def test_mask_bad_input(call, needle):
 
 
 # --------------------------------------------------------------------------- cuDNN rule
-def test_cudnn_rule_accepts_post_padding():
-    sp.check_cudnn_mask(sp.length_mask([3, 1, 2], padding="post"))
-    sp.check_cudnn_mask(np.array([[1, 1, 0]]))  # 0/1 ints are fine
+@given(st.lists(st.lists(st.booleans(), min_size=3, max_size=3), min_size=1, max_size=6))
+def test_cudnn_rule_accepts_exactly_the_right_padded_masks(rows):
+    mask = np.array(rows, dtype=bool)
+    ok = all(r.any() and not (~r[:-1] & r[1:]).any() for r in mask)  # 1..1 0..0, some 1
+    before = mask.copy()
+    for candidate in (mask, mask.astype(np.int8)):  # 0/1 ints follow the same rule
+        if ok:
+            assert sp.check_cudnn_mask(candidate) is None
+        else:
+            with pytest.raises(ValueError, match="cuDNN RNN rule"):
+                sp.check_cudnn_mask(candidate)
+    np.testing.assert_array_equal(mask, before)
 
 
 def test_cudnn_rule_names_left_padded_rows():

@@ -63,6 +63,15 @@ def test_sequences_span_files_in_a_directory(tmp_path):
                                df["a"].to_numpy(np.float32))
 
 
+def test_directory_reading_knows_the_same_suffixes_as_read_sequences(tmp_path):
+    df = _long_frame([2, 3, 4])
+    for i, suffix in enumerate((".parquet", ".pq", ".parq")):
+        df.iloc[[0, 2, 5, 9][i]:[0, 2, 5, 9][i + 1]].to_parquet(tmp_path / f"part-{i}{suffix}")
+    chunks = list(iter_parquet_sequences(tmp_path, id="id", features="a"))
+    assert np.concatenate([c.lengths for c in chunks]).tolist() == [2, 3, 4]
+    assert sp.read_lengths(tmp_path / "part-2.parq", id="id").tolist() == [4]
+
+
 def test_non_contiguous_ids_are_detected_across_reads(tmp_path):
     df = pd.DataFrame({"id": [1, 1, 2, 2, 3, 1, 4], "x": np.arange(7.0)})
     path = tmp_path / "bad.parquet"

@@ -8,6 +8,7 @@ Example:
 """
 
 from seqprep.bucketing.boundaries import Bucketer, NotFittedError, as_boundaries
+from seqprep.bucketing.packing import PackSampler
 from seqprep.bucketing.report import padding_report
 from seqprep.bucketing.sampler import BatchPlan, BucketSampler
 
@@ -16,6 +17,7 @@ __all__ = [
     "BucketSampler",
     "Bucketer",
     "NotFittedError",
+    "PackSampler",
     "as_boundaries",
     "padding_report",
 ]

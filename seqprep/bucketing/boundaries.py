@@ -109,7 +109,7 @@ def batch_capacity(
 
 
 def check_quadratic_length(
-    quadratic_length: Any, max_tokens: int | None, owner: str = "max_tokens"
+    quadratic_length: Any, max_tokens: int | None
 ) -> int | None:
     """Validate ``quadratic_length``: a positive int, only together with ``max_tokens``."""
     q = check_int("quadratic_length", quadratic_length, minimum=1, allow_none=True)
@@ -119,7 +119,7 @@ def check_quadratic_length(
         raise ValueError(
             "Argument `quadratic_length` only changes a `max_tokens` budget (a row of length L "
             f"costs L + L**2 / quadratic_length tokens). Received: quadratic_length={q}, "
-            f"{owner}=None\n- Pass max_tokens=<budget>, or drop `quadratic_length`."
+            "max_tokens=None\n- Pass max_tokens=<budget>, or drop `quadratic_length`."
         )
     if max_tokens * q >= 2**62:
         raise ValueError(

@@ -1,0 +1,304 @@
+"""tf.data executor for packed rows: several sequences back to back per row.
+
+:func:`packed_dataset` follows a :class:`~seqprep.PackSampler`'s plan. The data live once in
+TensorFlow in ragged form (flat values plus row offsets); the dataset streams each batch's slot
+matrix (which sequence sits in which slot of which row) and builds the packed values, segment
+ids and targets with a few vectorised gathers. Every batch has the same row length, so a model
+compiles one shape.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import tensorflow as tf
+from numpy.typing import DTypeLike
+
+from seqprep._checks import check_choice, check_int
+from seqprep._ragged import as_ragged
+from seqprep.bucketing import PackSampler
+
+# The dtype, label and padding rules are bucketed_dataset's: one rule for both executors.
+from seqprep.data import (
+    _cast_labels,
+    _default_dtype,
+    _IterationCounter,
+    _label_array,
+    _per_timestep,
+    _resolve_dtype,
+    _values_with_pad_row,
+)
+
+__all__ = ["packed_dataset"]
+
+_AUTOTUNE = tf.data.AUTOTUNE
+
+
+def _check_pack_sampler(sampler: Any, lengths: np.ndarray) -> np.ndarray:
+    """Check that ``sampler`` planned these sequences; return the lengths it planned."""
+    if not isinstance(sampler, PackSampler):
+        raise TypeError(
+            "Argument `sampler` must be a seqprep.PackSampler. "
+            f"Received: sampler of type {type(sampler).__name__}\n"
+            "- Build one from the lengths: `PackSampler(sequence_lengths(x), batch_size=...)`."
+        )
+    planned = np.asarray(sampler.lengths)
+    limit = sampler.length_limit
+    expected = lengths if limit is None else np.minimum(lengths, limit)
+    if planned.size != lengths.size or not np.array_equal(planned, expected):
+        differ = (
+            np.flatnonzero(planned != expected) if planned.size == lengths.size else [None]
+        )
+        where = "" if differ[0] is None else f" (first difference at position {int(differ[0])})"
+        raise ValueError(
+            f"Argument `sampler` was built on other lengths than `x`'s: {planned.size} "
+            f"planned lengths, {lengths.size} sequences{where}.\n"
+            "- Build the sampler from this data: `PackSampler(sequence_lengths(x), ...)`."
+        )
+    return planned
+
+
+def _slot_matrix(sampler: PackSampler, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    """One epoch as a ``(rows, S)`` int64 matrix of sequence indices (-1: empty slot) and the
+    number of rows of every batch."""
+    batches = sampler.batches(epoch)
+    rows = [row for batch in batches for row in batch]
+    sizes = np.fromiter((len(b) for b in batches), np.int64, count=len(batches))
+    slots = np.full((len(rows), max(1, sampler.max_segments_)), -1, np.int64)
+    if rows:
+        counts = np.fromiter((r.size for r in rows), np.int64, count=len(rows))
+        flat = np.concatenate(rows)
+        row_of = np.repeat(np.arange(len(rows)), counts)
+        first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        slots[row_of, np.arange(flat.size) - first[row_of]] = flat
+    return slots, sizes
+
+
+def _slot_dataset(
+    sampler: PackSampler, epoch: int, epochs: int, reshuffle: bool
+) -> tf.data.Dataset:
+    """A dataset of ``(B, S)`` slot matrices, one per batch of the planned epochs."""
+    if epochs == 1 and not reshuffle:
+        slots, sizes = _slot_matrix(sampler, epoch)
+        return tf.data.Dataset.from_tensor_slices(
+            tf.RaggedTensor.from_row_lengths(slots, sizes, validate=False)
+        ).map(lambda r: r.to_tensor() if isinstance(r, tf.RaggedTensor) else r)
+
+    def plan_of(e: Any) -> tuple[np.ndarray, np.ndarray]:
+        return _slot_matrix(sampler, int(e))
+
+    width = max(1, sampler.max_segments_)
+
+    def epoch_batches(e: tf.Tensor) -> tf.data.Dataset:
+        slots, sizes = tf.numpy_function(plan_of, [e], (tf.int64, tf.int64), stateful=True)
+        slots = tf.reshape(slots, [-1, width])
+        splits = tf.concat([[0], tf.cumsum(sizes)], 0)
+        return tf.data.Dataset.range(tf.size(sizes, out_type=tf.int64)).map(
+            lambda i: slots[splits[i] : splits[i + 1]]
+        )
+
+    if reshuffle:
+        counter = _IterationCounter(epoch, epochs)
+        epoch_ids = tf.data.Dataset.range(1).map(
+            lambda _: tf.numpy_function(counter.next, [], tf.int64, stateful=True)
+        ).flat_map(lambda base: tf.data.Dataset.range(epochs).map(lambda j: base + j))
+    else:
+        epoch_ids = tf.data.Dataset.range(epoch, epoch + epochs)
+    return epoch_ids.flat_map(epoch_batches)
+
+
+def _parse_targets(
+    y: Any, sample_weight: Any, lengths: np.ndarray
+) -> tuple[str | None, Any, np.ndarray | None]:
+    """``(mode, targets, weights)``: mode None, "sequence" (one per sequence) or "step"."""
+    n = lengths.size
+    if y is None:
+        if sample_weight is not None:
+            raise ValueError(
+                "Argument `sample_weight` needs `y`: Keras weights the loss against targets.\n"
+                "- Pass `y`, or drop `sample_weight`."
+            )
+        return None, None, None
+    weights = None
+    if sample_weight is not None:
+        weights = _label_array(sample_weight, "sample_weight", n)
+        if weights.ndim != 1 or weights.dtype.kind not in "biuf":
+            raise ValueError(
+                "Argument `sample_weight` must be one number per sequence (shape (n,)). "
+                f"Received an array of shape {weights.shape} and dtype {weights.dtype}"
+            )
+        if not np.all(np.isfinite(weights)):
+            raise ValueError("Argument `sample_weight` holds NaN or infinite values.")
+        weights = weights.astype(np.float32)
+    if _per_timestep(y, lengths):
+        rag = as_ragged(y, "y")
+        if len(rag) != n or not np.array_equal(rag.lengths, lengths):
+            raise ValueError(
+                "Argument `y` holds sequences of targets whose number or lengths differ from "
+                f"`x`'s ({len(rag)} sequences of targets, {n} inputs).\n"
+                "- Per-timestep targets need one target per step of each input sequence."
+            )
+        return "step", rag, weights
+    return "sequence", _cast_labels(_label_array(y, "y", n), "y"), weights
+
+
+def packed_dataset(
+    x: Any,
+    y: Any = None,
+    *,
+    sampler: PackSampler,
+    epoch: int = 0,
+    epochs: int = 1,
+    reshuffle_each_iteration: bool = True,
+    sample_weight: Any = None,
+    truncating: Literal["pre", "post"] = "post",
+    dtype: DTypeLike | None = None,
+) -> tf.data.Dataset:
+    """Packed batches of in-memory sequences, in the order a :class:`PackSampler` planned.
+
+    Each row holds several whole sequences back to back, padded at the end to
+    ``P = sampler.row_length``; every batch has this one width. With ``S =
+    sampler.max_segments_`` (most sequences in a row), the inputs of an element are the dict
+    :class:`seqprep.layers.PackedRNN` takes:
+
+    * ``"values"``: ``(B, P, *step_shape)`` (dtype rules of :func:`bucketed_dataset`: floats
+      wider than 32 bits become ``float32`` after an overflow check; ``dtype=`` overrides);
+    * ``"segment_ids"``: ``(B, P)`` int32, ``0`` on padding, ``1..S`` for the slot of the
+      sequence a step belongs to;
+    * ``"segment_lengths"``: ``(B, S)`` int32, the length of each slot's sequence (0: empty).
+
+    Without ``y`` an element is that dict. With ``y`` it is ``(inputs, targets, weights)``:
+
+    * per-sequence labels (an array ``(n, ...)``) are laid out per slot, ``(B, S, ...)``, with
+      float32 weights ``(B, S)``: 1 on filled slots, 0 on empty ones (their label is 0);
+    * per-timestep targets (a sequence collection with ``x``'s lengths) are packed like the
+      inputs, ``(B, P, ...)``, with weights ``(B, P)``: 1 on real steps, 0 on padding.
+
+    ``sample_weight`` (one number per sequence) multiplies those weights.
+
+    Epochs: with ``reshuffle_each_iteration=True`` (the default) pass ``k`` over the dataset
+    plays sampler epoch ``epoch + k * epochs``, so each epoch of ``model.fit(ds, epochs=N)``
+    sees a fresh packing order (the count lives in this Python process). With False every pass
+    replays epochs ``epoch .. epoch + epochs - 1``.
+
+    Args:
+        x: a sequence collection (list of arrays, ``tf.RaggedTensor``, array ``(n, T, ...)``,
+            pandas Series of arrays).
+        y: optional per-sequence labels or per-timestep targets.
+        sampler: a :class:`PackSampler` built on ``sequence_lengths(x)``.
+        epoch: the first sampler epoch to play.
+        epochs: how many consecutive sampler epochs one pass holds.
+        reshuffle_each_iteration: play the next epochs on every new pass.
+        sample_weight: optional array ``(n,)`` of per-sequence weights.
+        truncating: which steps a sampler built with ``overlong="truncate"`` cuts:
+            ``"post"`` keeps the first ``sampler.row_length`` steps, ``"pre"`` the last.
+        dtype: dtype of the values (default: see above).
+
+    Returns:
+        A ``tf.data.Dataset`` with ``cardinality() == len(sampler) * epochs``.
+
+    Raises:
+        TypeError: ``sampler`` is not a PackSampler, or ``x`` is not a sequence collection.
+        ValueError: a sampler built on other lengths, ``y``/``sample_weight`` that do not
+            match ``x``, or a lossy ``dtype``.
+
+    Example:
+        >>> from seqprep import PackSampler, sequence_lengths
+        >>> x = [[1, 2, 3], [4], [5, 6], [7, 8]]
+        >>> sampler = PackSampler(sequence_lengths(x), batch_size=2, shuffle=False)
+        >>> inputs, labels, weights = next(iter(packed_dataset(x, [10, 11, 12, 13],
+        ...                                                    sampler=sampler)))
+        >>> inputs["values"].numpy().tolist(), inputs["segment_ids"].numpy().tolist()
+        ([[1, 2, 3], [5, 6, 4]], [[1, 1, 1], [1, 1, 2]])
+        >>> labels.numpy().tolist(), weights.numpy().tolist()
+        ([[10, 0], [12, 11]], [[1.0, 0.0], [1.0, 1.0]])
+    """
+    check_choice("truncating", truncating, ("pre", "post"))
+    epoch = check_int("epoch", epoch, minimum=0)
+    epochs = check_int("epochs", epochs, minimum=1)
+    if not isinstance(reshuffle_each_iteration, (bool, np.bool_)):
+        raise TypeError(
+            "Argument `reshuffle_each_iteration` must be True or False. "
+            f"Received: reshuffle_each_iteration={reshuffle_each_iteration!r}"
+        )
+    rag = as_ragged(x, "x")
+    raw_lengths = rag.lengths
+    lengths = _check_pack_sampler(sampler, raw_lengths)
+    y_mode, targets, weights = _parse_targets(y, sample_weight, raw_lengths)
+    starts = rag.offsets[:-1]
+    if sampler.length_limit is not None and truncating == "pre":
+        starts = starts + (raw_lengths - lengths)
+    x_values = _values_with_pad_row(rag, _resolve_dtype(dtype, rag.values.dtype), 0)
+    y_values = None
+    if y_mode == "step":
+        y_values = _values_with_pad_row(targets, _default_dtype(targets.values.dtype), 0)
+    elif y_mode == "sequence":
+        y_values = targets
+    consts = _Consts(x_values, lengths, starts, y_values, weights, sampler)
+    slots = _slot_dataset(sampler, epoch, epochs, bool(reshuffle_each_iteration))
+
+    def make_batch(slot: tf.Tensor) -> Any:
+        return _build_batch(slot, consts, y_mode)
+
+    ds = slots.map(make_batch, num_parallel_calls=_AUTOTUNE, deterministic=True)
+    expected = len(sampler) * epochs
+    if int(ds.cardinality()) != expected:
+        ds = ds.apply(tf.data.experimental.assert_cardinality(expected))
+    return ds.prefetch(_AUTOTUNE)
+
+
+class _Consts:
+    """The data as TensorFlow constants, captured once by the batch function."""
+
+    def __init__(self, x_values, lengths, starts, y_values, weights, sampler) -> None:
+        self.x = tf.constant(x_values)
+        self.pad_index = int(x_values.shape[0]) - 1
+        self.lengths = tf.constant(lengths.astype(np.int64))
+        self.starts = tf.constant(np.asarray(starts, np.int64))
+        self.y = None if y_values is None else tf.constant(y_values)
+        self.w = None if weights is None else tf.constant(weights)
+        self.width = int(sampler.row_length)
+        self.num_slots = max(1, sampler.max_segments_)
+        self.step_shape = tuple(x_values.shape[1:])
+
+
+def _build_batch(slot: tf.Tensor, k: _Consts, y_mode: str | None) -> Any:
+    """Packed inputs (and targets, weights) of one ``(B, S)`` slot matrix."""
+    slot = tf.ensure_shape(slot, [None, k.num_slots])
+    filled = slot >= 0
+    item = tf.where(filled, slot, 0)
+    lens = tf.where(filled, tf.gather(k.lengths, item), 0)  # (B, S)
+    ends = tf.cumsum(lens, axis=1)  # (B, S)
+    steps = tf.range(k.width, dtype=tf.int64)[None, :, None]  # (1, P, 1)
+    # A step's slot is one more than the number of slots that end at or before it.
+    before = tf.reduce_sum(tf.cast(ends[:, None, :] <= steps, tf.int64), axis=2)  # (B, P)
+    real = steps[:, :, 0] < ends[:, -1:]
+    seg = tf.where(real, before + 1, 0)
+    at = tf.maximum(seg - 1, 0)
+    step_item = tf.gather(item, at, batch_dims=1)
+    step_begin = tf.gather(ends - lens, at, batch_dims=1)
+    src = tf.gather(k.starts, step_item) + steps[:, :, 0] - step_begin
+    src = tf.where(real, src, k.pad_index)
+    values = tf.ensure_shape(tf.gather(k.x, src), [None, k.width, *k.step_shape])
+    inputs = {
+        "values": values,
+        "segment_ids": tf.ensure_shape(tf.cast(seg, tf.int32), [None, k.width]),
+        "segment_lengths": tf.ensure_shape(tf.cast(lens, tf.int32), [None, k.num_slots]),
+    }
+    if y_mode is None:
+        return inputs
+    if y_mode == "step":
+        targets = tf.gather(k.y, src)
+        weights = tf.cast(real, tf.float32)
+        if k.w is not None:
+            weights = weights * tf.gather(k.w, step_item)
+    else:
+        targets = tf.gather(k.y, item)
+        keep = tf.reshape(filled, tf.concat([tf.shape(filled), tf.ones(
+            tf.rank(targets) - 2, tf.int32)], 0))
+        targets = tf.where(keep, targets, tf.zeros_like(targets))
+        weights = tf.cast(filled, tf.float32)
+        if k.w is not None:
+            weights = weights * tf.gather(k.w, item)
+    return inputs, targets, weights

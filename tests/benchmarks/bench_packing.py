@@ -1,0 +1,186 @@
+"""Padding, bucketing or packing: one model on Japanese Vowels, fed three ways, in one process.
+
+Run: .venv/bin/python -m pytest -q -s tests/benchmarks/bench_packing.py -o addopts="" \
+         -o python_files="bench_*.py"
+
+Model: the demo's reference classifier (standardise -> Bidirectional GRU -> Dense(9)), units
+and epochs from ``BENCH_UNITS`` / ``BENCH_EPOCHS`` (default 32 units, 25 epochs), same
+initial weights and seed for every run, CPU, TensorFlow backend. Runs:
+
+* pad to max: ``pad_sequences`` to the longest training sequence, shuffled batches of 32;
+* bucketing: ``bucketed_dataset`` over a ``BucketSampler(batch_size=32)``;
+* packing, equal rows per batch: ``PackSampler(batch_size=32)``, rows of the longest length;
+* packing, equal sequences per update: as many rows per batch as give pad to max's number
+  of updates per epoch.
+
+For each: median epoch time (epochs 2..N), sequential RNN steps per epoch (sum over batches of
+the padded width: what an RNN's wall time scales with), sequences per update, padding, distinct
+batch shapes, and test accuracy (packed models are tested unpacked, with their trained weights
+in the plain model). Ratios are against pad to max in the same run.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import seqprep as sp  # noqa: E402
+from seqprep import demo  # noqa: E402
+from seqprep.datasets import load_japanese_vowels  # noqa: E402
+from seqprep.models import compile_reference, feature_stats, reference_rnn  # noqa: E402
+
+EPOCHS = int(os.environ.get("BENCH_EPOCHS", "25"))
+UNITS = int(os.environ.get("BENCH_UNITS", "32"))
+BATCH = 32
+SEED = 0
+
+
+def _settings():
+    return dict(demo.SETTINGS, units=UNITS, epochs=EPOCHS, batch_size=BATCH)
+
+
+def _fit(model, ds, steps=None):
+    timer = demo._EpochTimer()
+    model.fit(ds, epochs=EPOCHS, steps_per_epoch=steps, callbacks=[timer], verbose=0,
+              shuffle=False)
+    return float(np.median(timer.times[1:] or timer.times)), timer.times[0]
+
+
+def _padded_run(name, x, y, test):
+    keras.utils.set_random_seed(SEED)
+    settings = _settings()
+    model = demo.build_classifier(x, seed=SEED, settings=settings)
+    lengths = sp.sequence_lengths(x)
+    if name == "pad to max":
+        ds = demo._pad_to_max_dataset(x, y, batch_size=BATCH, seed=SEED)
+        nb = -(-len(x) // BATCH)
+        widths = np.full(nb, lengths.max())
+        shapes = len({min(BATCH, len(x) - i * BATCH) for i in range(nb)})
+        epoch_time, first = _fit(model, ds)
+    else:
+        sampler = sp.BucketSampler(lengths, batch_size=BATCH, seed=SEED)
+        ds = sp.bucketed_dataset(x, y, sampler=sampler, epochs=EPOCHS)
+        plan = sampler.batches(0)
+        widths = np.array([lengths[b].max() for b in plan])
+        shapes = len({(b.size, int(lengths[b].max())) for b in plan})
+        epoch_time, first = _fit(model, ds, steps=len(sampler))
+    nb = widths.size
+    return {
+        "run": name, "epoch_s": epoch_time, "first_s": first,
+        "steps": int(widths.sum()), "updates": nb, "seqs_per_update": len(x) / nb,
+        "padding": 1 - lengths.sum() / (sum(min(BATCH, len(x) - i * BATCH) * w
+                                            for i, w in enumerate(widths))
+                                        if name == "pad to max" else
+                                        sum(b.size * lengths[b].max() for b in plan)),
+        "shapes": shapes, "accuracy": demo._test_accuracy(model, *test),
+    }
+
+
+def _packed_run(name, x, y, test, rows):
+    keras.utils.set_random_seed(SEED)
+    settings = _settings()
+    lengths = sp.sequence_lengths(x)
+    sampler = sp.PackSampler(lengths, batch_size=rows, seed=SEED)
+    model = compile_reference(reference_rnn(
+        input_dim=12, num_classes=9, cell=settings["cell"], units=UNITS,
+        bidirectional=settings["bidirectional"], standardize=feature_stats(x), seed=SEED,
+        packed=True,
+    ), learning_rate=settings["learning_rate"], metrics=[], weighted_metrics=["accuracy"])
+    epoch_time, first = _fit(model, sp.packed_dataset(x, y, sampler=sampler))
+    serve = demo._unpacked_twin(model, x, seed=SEED, settings=settings)
+    return {
+        "run": name, "epoch_s": epoch_time, "first_s": first,
+        "steps": len(sampler) * sampler.row_length, "updates": len(sampler),
+        "seqs_per_update": len(x) / len(sampler), "padding": 1 - sampler.fill_,
+        "shapes": len({len(b) for b in sampler.batches(0)}),
+        "accuracy": demo._test_accuracy(serve, *test),
+    }
+
+
+def test_padding_bucketing_packing():
+    x, y = load_japanese_vowels("train")
+    test = load_japanese_vowels("test")
+    started = time.perf_counter()
+    updates = -(-len(x) // BATCH)
+    equal_updates_rows = -(-sp.PackSampler(sp.sequence_lengths(x), batch_size=1).num_rows_
+                           // updates)
+    runs = [
+        _padded_run("pad to max", x, y, test),
+        _padded_run("bucketing", x, y, test),
+        _packed_run(f"packing, {BATCH} rows/batch", x, y, test, BATCH),
+        _packed_run(f"packing, {equal_updates_rows} rows/batch", x, y, test,
+                    equal_updates_rows),
+    ]
+    base = runs[0]
+    print(f"\nJapanese Vowels, {len(x)} train / {len(test[0])} test sequences, Bidirectional "
+          f"GRU({UNITS}), {EPOCHS} epochs, total {time.perf_counter() - started:.0f} s")
+    print(f"{'run':<24} {'epoch s':>8} {'x base':>7} {'1st s':>6} {'RNN steps':>9} "
+          f"{'x base':>7} {'updates':>7} {'seqs/upd':>8} {'padding':>8} {'shapes':>6} "
+          f"{'accuracy':>8}")
+    for r in runs:
+        print(f"{r['run']:<24} {r['epoch_s']:>8.2f} {r['epoch_s'] / base['epoch_s']:>7.2f} "
+              f"{r['first_s']:>6.1f} {r['steps']:>9d} {r['steps'] / base['steps']:>7.2f} "
+              f"{r['updates']:>7d} {r['seqs_per_update']:>8.1f} {100 * r['padding']:>7.1f}% "
+              f"{r['shapes']:>6d} {r['accuracy']:>8.4f}")
+    for r in runs:
+        assert 0 <= r["padding"] < 1 and r["accuracy"] > 0
+
+
+def test_pack_sampler_planning_speed():
+    """PackSampler on 2M lognormal lengths vs BucketSampler on the same lengths."""
+    rng = np.random.default_rng(0)
+    lengths = np.maximum(1, rng.lognormal(4.0, 0.8, 2_000_000)).astype(np.int64)
+    t = time.perf_counter()
+    bucket = sp.BucketSampler(lengths, batch_size=64)
+    bucket.batches(0)
+    t_bucket = time.perf_counter() - t
+    t = time.perf_counter()
+    pack = sp.PackSampler(lengths, batch_size=64)
+    t_build = time.perf_counter() - t
+    pack.batches(0)
+    t_pack = time.perf_counter() - t
+    print(f"\n2,000,000 lengths (max {lengths.max()}): PackSampler build {t_build:.2f} s, "
+          f"build + epoch {t_pack:.2f} s ({t_pack / t_bucket:.2f}x BucketSampler's "
+          f"{t_bucket:.2f} s); fill {pack.fill_:.4f}, {pack.num_rows_} rows, up to "
+          f"{pack.max_segments_} sequences per row; BucketSampler padding "
+          f"{bucket.report()['padding_fraction']:.4f}")
+    assert pack.fill_ >= 0.97
+
+
+def test_planned_steps_on_a_long_tailed_corpus():
+    """Plans only (no model): sequential steps per epoch and shapes, 8192 lognormal lengths."""
+    rng = np.random.default_rng(0)
+    lengths = np.clip(rng.lognormal(3.5, 0.8, 8192).astype(np.int64), 2, 400)
+    rows = 64
+    n = lengths.size
+    pad_batches = -(-n // rows)
+    bucket = sp.BucketSampler(lengths, batch_size=rows, seed=0)
+    b_plan = bucket.batches(0)
+    b_steps = int(sum(lengths[b].max() for b in b_plan))
+    pack = sp.PackSampler(lengths, batch_size=rows, seed=0)
+    same_updates = sp.PackSampler(lengths, batch_size=-(-pack.num_rows_ // pad_batches), seed=0)
+    print(f"\n{n} lengths lognormal(3.5, 0.8) clipped to 2..400 (mean {lengths.mean():.1f}), "
+          f"{rows} rows per batch")
+    print(f"{'plan':<36} {'batches':>7} {'RNN steps':>9} {'x pad':>6} {'seqs/upd':>8} "
+          f"{'padding':>8} {'shapes':>6}")
+    table = [
+        ("pad to max", pad_batches, pad_batches * int(lengths.max()),
+         1 - lengths.sum() / (n * lengths.max()), 1 if n % rows == 0 else 2),
+        ("bucketing", len(bucket), b_steps, bucket.report()["padding_fraction"],
+         bucket.report()["n_shapes"]),
+        (f"packing, {rows} rows/batch", len(pack), len(pack) * pack.row_length,
+         1 - pack.fill_, len({len(b) for b in pack.batches(0)})),
+        (f"packing, {same_updates.batch_size} rows/batch", len(same_updates),
+         len(same_updates) * same_updates.row_length, 1 - same_updates.fill_,
+         len({len(b) for b in same_updates.batches(0)})),
+    ]
+    for name, batches, steps, padding, shapes in table:
+        print(f"{name:<36} {batches:>7d} {steps:>9d} {steps / table[0][2]:>6.2f} "
+              f"{n / batches:>8.1f} {100 * padding:>7.1f}% {shapes:>6d}")
+    assert pack.fill_ >= 0.97

@@ -1,0 +1,127 @@
+"""Every planner works with TensorFlow and Keras absent (issue 12 acceptance).
+
+The planners are pure numpy; this runs each of them in a fresh interpreter in which importing
+``tensorflow`` or ``keras`` raises ``ImportError`` (as on a machine without them), checks that
+each result covers its sequences, and checks that neither package was ever imported.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Runs in the child. A meta-path finder ahead of all others refuses the blocked packages, so a
+# stray `import tensorflow` anywhere under seqprep fails loudly instead of importing it.
+_BLOCK = """
+import sys
+
+BLOCKED = ("tensorflow", "keras", "tf_keras")
+
+
+class _Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"{name} is blocked in this test")
+        return None
+
+
+sys.meta_path.insert(0, _Blocker())
+"""
+
+_PLANNERS = """
+import os
+import tempfile
+
+import numpy as np
+
+import seqprep as sp
+
+
+def covered(batches):
+    return sorted(int(i) for b in batches for i in np.asarray(b).ravel())
+
+
+lengths = np.random.default_rng(0).integers(1, 40, size=97)
+n = len(lengths)
+everyone = list(range(n))
+
+bucketer = sp.Bucketer(4, batch_size=8).fit(lengths)
+assert len(bucketer.boundaries_) >= 1
+
+s = sp.BucketSampler(lengths, boundaries=bucketer, batch_size=8, seed=1)
+assert covered(s.batches(0)) == everyone
+t = sp.BucketSampler(lengths, max_tokens=160, seed=1)
+assert covered(t.batches(3)) == everyone
+
+assert covered(sp.plan_per_length(lengths, batch_size=5, seed=2)) == everyone
+by_bucket = sp.plan_per_length(lengths, batch_size=5, group_by=sp.Bucketer(3, batch_size=5))
+assert covered(by_bucket) == everyone
+
+plan = sp.plan_tbptt(lengths, window=8, batch_size=4)
+assert sorted(set(plan.sequence[plan.sequence >= 0].tolist())) == everyone
+assert int(plan.count.sum()) == int(lengths.sum())
+
+shards = [sp.BucketSampler(lengths, boundaries=[10, 20], batch_size=8, num_shards=2,
+                           shard_index=k, seed=3) for k in range(2)]
+plans = sp.replica_plans(shards, epoch=1)
+assert covered([b for p in plans for b in p.batches]) == everyone
+assert len(plans[0].batches) == len(plans[1].batches)
+
+packer = sp.PackSampler(lengths, row_length=64, batch_size=3, seed=4)
+assert covered([row for batch in packer.batches(0) for row in batch]) == everyone
+
+report = sp.padding_report(lengths, s.batches(0))
+assert report["n_examples"] == n and 0 <= report["padding_fraction"] < 1
+
+seqs = [np.arange(k) + 1 for k in lengths[:5]]
+padded = sp.pad_sequences(seqs, padding="post")
+mask = sp.length_mask(sp.sequence_lengths(seqs), padding="post")
+assert padded.shape == mask.shape and int(mask.sum()) == int(lengths[:5].sum())
+assert sp.sequence_weights(lengths[:5]).shape == mask.shape
+assert [u.tolist() for u in sp.unpad(padded, lengths[:5])] == [q.tolist() for q in seqs]
+
+import pandas as pd
+
+path = os.path.join(tempfile.mkdtemp(), "seqs.parquet")
+pd.DataFrame({"id": [5, 5, 2, 2, 2], "x": [1.0, 2.0, 3.0, 4.0, 5.0]}).to_parquet(path)
+chunks = list(sp.iter_parquet_sequences(path, id="id", features="x", rows_per_read=2))
+assert [c.lengths.tolist() for c in chunks] == [[2], [3]]
+
+try:
+    import tensorflow  # noqa: F401
+except ImportError:
+    pass
+else:
+    raise SystemExit("the blocker let tensorflow through")
+
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+assert not loaded, loaded
+print("PLANNERS-OK")
+"""
+
+
+def _run(code: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=300,
+    )
+
+
+def test_every_planner_runs_with_tensorflow_and_keras_blocked():
+    done = _run(textwrap.dedent(_BLOCK) + textwrap.dedent(_PLANNERS))
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert done.stdout.strip().endswith("PLANNERS-OK"), done.stdout
+
+
+def test_the_blocker_catches_a_module_that_imports_tensorflow():
+    # Control: the same blocker makes a TF module fail, so the test above can fail.
+    done = _run(textwrap.dedent(_BLOCK) + "import seqprep as sp\nsp.bucketed_dataset\n")
+    assert done.returncode != 0
+    assert "is blocked in this test" in done.stderr
