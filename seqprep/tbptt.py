@@ -393,7 +393,7 @@ class _TFSteps:
     def test(self, feed, y, weight, pick, many_to_one):
         key = ("test", many_to_one)
         if key not in self._compiled:
-            runner, model = self.runner, self.runner.model
+            runner = self.runner
 
             def step(feed, y, weight, pick):
                 loss, _, picked = runner.window_loss(
@@ -505,7 +505,7 @@ class _JAXSteps:
         )
 
     def test(self, feed, y, weight, pick, many_to_one):
-        runner, model = self.runner, self.runner.model
+        runner = self.runner
 
         def build(groups):
             def step(values, feed, y, weight, pick):

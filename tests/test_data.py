@@ -1,4 +1,4 @@
-"""Tests for the tf.data adapters: bucketed_dataset and bucket_by_length."""
+"""Tests for the in-memory tf.data adapter, bucketed_dataset (streaming: test_streaming.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from seqprep import (
     BucketSampler,
-    bucket_by_length,
     bucketed_dataset,
     pad_sequences,
     sequence_lengths,

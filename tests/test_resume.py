@@ -108,8 +108,8 @@ def _saved_step(backup: Path, per_epoch: int) -> int:
 # run to the end. bucketed_dataset: 7 batches per epoch; a checkpoint every 3 batches and at
 # every epoch end, so at 3, 6, 7, 10, 13, 14, ...: 1 is the first batch, before any
 # checkpoint; 8 the first batch of epoch 1 (resumed at its start); 11 its middle; 14 its last
-# batch (the kill comes before the epoch-end checkpoint). fit_per_length (three buckets): 8 batches per epoch, checkpoints at 3, 6, 8, 11,
-# 14, 16, ...
+# batch (the kill comes before the epoch-end checkpoint). fit_per_length (three buckets): 8
+# batches per epoch, checkpoints at 3, 6, 8, 11, 14, 16, ...
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("mode", "per_epoch", "kills"),

@@ -391,4 +391,4 @@ def test_interleaved_iterators_each_play_the_whole_rest_of_their_epoch(n, batch_
         assert got[k] == _lists(s.batches(epoch))[position:]
     # Iterators made one after another with nothing in between start at the same point; an
     # iterator that finished its epoch moved later ones to the next epoch.
-    assert all(e2 >= e1 for (e1, _), (e2, _) in zip(starts, starts[1:]))
+    assert all(e2 >= e1 for (e1, _), (e2, _) in zip(starts, starts[1:], strict=False))

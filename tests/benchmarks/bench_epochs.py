@@ -4,8 +4,8 @@ Run: .venv/bin/python -m pytest -q -s tests/benchmarks/bench_epochs.py -o addopt
          -o python_files="bench_*.py"
 
 (a) Pipeline passes (no model; wall and process CPU time, as the machine may be shared):
-    8192 integer sequences, lengths lognormal(3.5, 0.8) clipped to 2..400, batches of 64. ``bucketed_dataset`` with its default (a new epoch planned when each
-    pass begins) vs ``reshuffle_each_iteration=False`` (one fixed plan, constants only), passes
+    8192 integer sequences, lengths lognormal(3.5, 0.8) clipped to 2..400, batches of 64.
+    ``bucketed_dataset`` with its default (a new epoch planned when each pass begins) vs ``reshuffle_each_iteration=False`` (one fixed plan, constants only), passes
     interleaved, the first of each untimed, best of 4 kept.
 (b) One checkpoint of a small GRU model with Adam: ``sp.BackupAndRestore._save_model`` vs
     ``keras.callbacks.BackupAndRestore._save_model`` on the same model, best of 5.
@@ -49,7 +49,7 @@ def test_new_epoch_per_pass_costs_about_nothing():
     fresh = sp.bucketed_dataset(x, y, sampler=sampler)
     fixed = sp.bucketed_dataset(x, y, sampler=sampler, reshuffle_each_iteration=False)
     times = {"fresh": [], "fixed": []}
-    for name, ds in (("fresh", fresh), ("fixed", fixed)):
+    for ds in (fresh, fixed):
         _pass_time(ds)  # warm-up
     for _ in range(4):
         for name, ds in (("fresh", fresh), ("fixed", fixed)):
