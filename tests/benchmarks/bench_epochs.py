@@ -5,8 +5,9 @@ Run: .venv/bin/python -m pytest -q -s tests/benchmarks/bench_epochs.py -o addopt
 
 (a) Pipeline passes (no model; wall and process CPU time, as the machine may be shared):
     8192 integer sequences, lengths lognormal(3.5, 0.8) clipped to 2..400, batches of 64.
-    ``bucketed_dataset`` with its default (a new epoch planned when each pass begins) vs ``reshuffle_each_iteration=False`` (one fixed plan, constants only), passes
-    interleaved, the first of each untimed, best of 4 kept.
+    ``bucketed_dataset`` with its default (a new epoch planned when each pass begins) vs
+    ``reshuffle_each_iteration=False`` (one fixed plan, constants only), passes interleaved,
+    the first of each untimed, best of 4 kept.
 (b) One checkpoint of a small GRU model with Adam: ``sp.BackupAndRestore._save_model`` vs
     ``keras.callbacks.BackupAndRestore._save_model`` on the same model, best of 5.
 """
