@@ -33,6 +33,8 @@ _EXPORTS: dict[str, str] = {
     "BatchPlan": "seqprep.bucketing",
     "NotFittedError": "seqprep.bucketing",
     "as_boundaries": "seqprep.bucketing",
+    "width_grid": "seqprep.bucketing",
+    "count_shapes": "seqprep.bucketing",
     # tf.data adapters
     "bucketed_dataset": "seqprep.data",
     "bucket_by_length": "seqprep.data",

@@ -10,6 +10,7 @@ Example:
 from seqprep.bucketing.boundaries import Bucketer, NotFittedError, as_boundaries
 from seqprep.bucketing.report import padding_report
 from seqprep.bucketing.sampler import BatchPlan, BucketSampler
+from seqprep.bucketing.shapes import count_shapes, width_grid
 
 __all__ = [
     "BatchPlan",
@@ -17,5 +18,7 @@ __all__ = [
     "Bucketer",
     "NotFittedError",
     "as_boundaries",
+    "count_shapes",
     "padding_report",
+    "width_grid",
 ]
