@@ -30,6 +30,7 @@ _EXPORTS: dict[str, str] = {
     "Bucketer": "seqprep.bucketing",
     "BucketSampler": "seqprep.bucketing",
     "padding_report": "seqprep.bucketing",
+    "PaddingReport": "seqprep.bucketing",
     "BatchPlan": "seqprep.bucketing",
     "NotFittedError": "seqprep.bucketing",
     "as_boundaries": "seqprep.bucketing",

@@ -8,7 +8,7 @@ Example:
 """
 
 from seqprep.bucketing.boundaries import Bucketer, NotFittedError, as_boundaries
-from seqprep.bucketing.report import padding_report
+from seqprep.bucketing.report import PaddingReport, padding_report
 from seqprep.bucketing.sampler import BatchPlan, BucketSampler
 from seqprep.bucketing.shapes import count_shapes, width_grid
 
@@ -17,6 +17,7 @@ __all__ = [
     "BucketSampler",
     "Bucketer",
     "NotFittedError",
+    "PaddingReport",
     "as_boundaries",
     "count_shapes",
     "padding_report",

@@ -188,6 +188,63 @@ def test_backends_table():
     print(table(run(n, epochs, backend), n))
 
 
+def bucket_counts(n: int, epochs: int = 3, caps=(None, 32, 16)) -> str:
+    """TensorFlow epoch time, padding and shapes of the default sampler vs capped bucket counts.
+
+    Each contender trains the same model from the same weights for ``epochs`` epochs (fresh
+    order each, ``pad_to="batch"``), interleaved epoch by epoch; the first (tracing) epoch is
+    untimed and the median of the rest is kept. Ratios are against the uncapped default.
+    """
+    import keras
+    import numpy as np
+
+    import seqprep as sp
+
+    lengths, values, offsets, labels = _data(n)
+    x = [values[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((None,), dtype="int32"),
+        keras.layers.Embedding(VOCAB, 32, mask_zero=True),
+        keras.layers.GRU(64),
+        keras.layers.Dense(1, activation="sigmoid"),
+    ])
+    weights = model.get_weights()
+    contenders = {}
+    for cap in caps:
+        bounds = None if cap is None else sp.Bucketer(cap, batch_size=BATCH).fit(lengths)
+        sampler = sp.BucketSampler(lengths, boundaries=bounds, batch_size=BATCH, seed=0)
+        ds = sp.bucketed_dataset(x, labels, sampler=sampler, pad_to="batch",
+                                 reshuffle_each_iteration=True)
+        m = keras.models.clone_model(model)
+        m.set_weights(weights)
+        m.compile("adam", "binary_crossentropy")
+        contenders[cap] = (sampler, ds, m, [])
+    for _ in range(epochs):
+        for sampler, ds, m, times in contenders.values():
+            t0 = time.perf_counter()
+            m.fit(ds, epochs=1, verbose=0)
+            times.append(time.perf_counter() - t0)
+    base = float(np.median(contenders[caps[0]][3][1:]))
+    lines = [f"tensorflow: {n} sequences, batch {BATCH}, GRU(64); bucket count of the default "
+             f"sampler vs capped (optimal Bucketer(k)); median epoch 2..{epochs}"]
+    for cap, (sampler, _, _, times) in contenders.items():
+        r = sampler.report()
+        t = float(np.median(times[1:]))
+        name = "default" if cap is None else f"cap {cap}"
+        lines.append(
+            f"  {name:<8} buckets {sampler.num_buckets:>3}  padding {r['padding_fraction']:.3f}  "
+            f"shapes/epoch {r['n_shapes']:>3}  shapes/10 epochs "
+            f"{sp.count_shapes(sampler, epochs=10):>3}  epoch {t:.2f}s  x{t / base:.2f}"
+        )
+    return "\n".join(lines)
+
+
+def test_bucket_count_on_tensorflow():
+    print()
+    print(bucket_counts(int(os.environ.get("SEQPREP_BENCH_N", "4000"))))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", default=None)
@@ -195,7 +252,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--backend", default="jax")
     parser.add_argument("--pipelines", default=",".join(PIPELINES))
+    parser.add_argument("--bucket-counts", action="store_true",
+                        help="measure the default bucket count against caps, on TensorFlow")
     args = parser.parse_args()
+    if args.bucket_counts:
+        print(bucket_counts(args.n, max(args.epochs, 2)))
+        return
     if args.worker:
         print(json.dumps(_worker(args.worker, args.n, args.epochs)), flush=True)
         return
