@@ -146,7 +146,7 @@ def run(n: int, epochs: int, backend: str = "jax", pipelines=PIPELINES) -> list[
         if out.returncode or not lines:
             raise RuntimeError(f"{name} failed:\n{out.stderr[-3000:]}")
         results.append(json.loads(lines[-1]))
-        print(f"  ran {name}", flush=True)
+        print(f"  ran {name}: {lines[-1]}", flush=True)
     return results
 
 
