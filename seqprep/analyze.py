@@ -227,8 +227,13 @@ def format_analysis(result: dict[str, Any]) -> str:
     """
     s = result["summary"]
     (key, value), = result["batching"].items()
-    k = result.get("num_buckets")
-    bucketer = "" if k is None else f"boundaries=seqprep.Bucketer({k}, {key}={value}), "
+    k, recommended = result.get("num_buckets"), result["recommended_boundaries"]
+    if len(recommended) <= 12:  # short enough to copy; longer ones the sampler finds itself
+        bucketer = f"boundaries={recommended}, "
+    elif k is None:
+        bucketer = ""
+    else:
+        bucketer = f"boundaries=seqprep.Bucketer({k}, {key}={value}), "
     lines = [
         f"{s['n']} sequences, lengths {s['min']}..{s['max']} (mean {s['mean']:.1f}, "
         f"median {s['median']:.1f}, p90 {s['p90']:.1f}, p99 {s['p99']:.1f})",

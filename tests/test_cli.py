@@ -76,7 +76,7 @@ def test_analyze_with_token_budget(files, tmp_path, capsys):
         ("missing", [], "No such file"),
         ("csv", ["--column", "lenght"], "'lenght'"),
         ("parquet", ["--id", "session"], "'session'"),
-        ("csv", [], "Pass exactly one of `id`"),
+        ("csv", [], "Pass exactly one of `--id`"),
         ("negative", ["--column", "length"], "negative"),
         ("fraction", ["--column", "length"], "integer lengths"),
         ("text", ["--column", "length"], "length"),
@@ -243,7 +243,18 @@ def test_num_buckets_flag_sets_both_bucketings(files, tmp_path, capsys):
     assert seqprep_row.split()[-3] in ("1", "2")  # at most 2 optimal buckets
     quantile_row = next(line for line in out.splitlines() if line.startswith("quantile"))
     assert quantile_row.split()[-3] == seqprep_row.split()[-3]
-    assert "Bucketer(2, batch_size=4)" in out
+    assert re.search(r"Recommended: seqprep.BucketSampler\(lengths, boundaries=\[\d*\], "
+                     r"batch_size=4\)", out)
+
+
+def test_recommendation_with_many_buckets_names_the_bucketer_not_a_long_list(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "long_tail.npy"
+    np.save(path, np.clip(rng.lognormal(3.5, 0.8, 3000).astype(np.int64), 2, 400))
+    assert main(["analyze", str(path), "--num-buckets", "20", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "Recommended: seqprep.BucketSampler(lengths, boundaries=seqprep.Bucketer(20, " \
+           "batch_size=32), batch_size=32)" in out
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ The shapes of a :class:`~seqprep.BucketSampler` plan depend on how batches are p
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -262,8 +263,6 @@ def resolve_pad_to(
         if isinstance(pad_to, str) and pad_to == "batch":
             later = count_shapes(sampler, pad_to=pad_to, epoch=epoch, epochs=2) - first
         if first > MANY_SHAPES or later:
-            import warnings
-
             warnings.warn(
                 _many_shapes_message(first, later, pad_to, backend), UserWarning, stacklevel=3
             )
