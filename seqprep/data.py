@@ -31,12 +31,12 @@ from numpy.typing import DTypeLike
 from seqprep._checks import check_choice, check_int
 from seqprep._ragged import Ragged, as_ragged, lengths_of
 from seqprep.bucketing import BucketSampler, as_boundaries
-from seqprep.bucketing.shapes import resolve_pad_to
 from seqprep.bucketing.boundaries import (
     batch_capacity,
     check_quadratic_length,
     token_length_limit,
 )
+from seqprep.bucketing.shapes import resolve_pad_to
 from seqprep.padding import pad_sequences
 
 __all__ = ["bucket_by_length", "bucketed_dataset"]
