@@ -89,8 +89,10 @@ def padding_report(
             longest length.
 
     Returns:
-        A :class:`PaddingReport` (a ``dict`` that prints as a table) with ``padding_fraction`` (padding / padded tokens), ``n_batches``,
-        ``n_examples``, ``n_shapes`` (distinct ``(rows, padded_length)`` shapes), ``n_lengths``
+        A :class:`PaddingReport` (a ``dict`` that prints as a table) with
+        ``padding_fraction`` (padding / padded tokens), ``n_batches``, ``n_examples``,
+        ``n_shapes`` (distinct ``(rows, padded_length)`` shapes: a partial batch is a shape of
+        its own, as for a backend that compiles per shape), ``n_lengths``
         (distinct padded lengths), ``max_batch_tokens`` (largest batch, rows x padded length),
         ``real_tokens``, ``padded_tokens`` and ``steps_cost`` (sum over batches of the padded
         length: what one epoch of an RNN costs in timesteps).
