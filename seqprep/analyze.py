@@ -33,6 +33,9 @@ __all__ = ["analyze_lengths", "format_analysis"]
 # Epochs over which shapes are counted: with a fresh order each epoch, what a backend that
 # compiles per shape (JAX) compiles in a short run.
 SHAPE_EPOCHS = 10
+# Boundary lists up to this long are printed in full; longer ones (60-120 on long-tailed data)
+# are shortened, and the recommendation then names the sampler's default instead.
+_SHORT = 20
 
 
 def _length_summary(lengths: np.ndarray) -> dict[str, Any]:
@@ -228,7 +231,7 @@ def format_analysis(result: dict[str, Any]) -> str:
     s = result["summary"]
     (key, value), = result["batching"].items()
     k, recommended = result.get("num_buckets"), result["recommended_boundaries"]
-    if len(recommended) <= 12:  # short enough to copy; longer ones the sampler finds itself
+    if len(recommended) <= _SHORT:  # short enough to copy; longer ones the sampler finds itself
         bucketer = f"boundaries={recommended}, "
     elif k is None:
         bucketer = ""
@@ -269,7 +272,7 @@ def format_analysis(result: dict[str, Any]) -> str:
 
 def _short_list(values: list[int], head: int = 8, tail: int = 3) -> str:
     """``values`` in full when short, else its first and last few (the count in between)."""
-    if len(values) <= head + tail + 1:
+    if len(values) <= _SHORT:
         return str(values)
     inner = ", ".join(map(str, values[:head]))
     end = ", ".join(map(str, values[-tail:]))

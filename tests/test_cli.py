@@ -251,9 +251,9 @@ def test_recommendation_with_many_buckets_names_the_bucketer_not_a_long_list(tmp
     rng = np.random.default_rng(0)
     path = tmp_path / "long_tail.npy"
     np.save(path, np.clip(rng.lognormal(3.5, 0.8, 3000).astype(np.int64), 2, 400))
-    assert main(["analyze", str(path), "--num-buckets", "20", "--out", str(tmp_path)]) == 0
+    assert main(["analyze", str(path), "--num-buckets", "30", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "Recommended: seqprep.BucketSampler(lengths, boundaries=seqprep.Bucketer(20, " \
+    assert "Recommended: seqprep.BucketSampler(lengths, boundaries=seqprep.Bucketer(30, " \
            "batch_size=32), batch_size=32)" in out
 
 
@@ -290,3 +290,26 @@ def test_analyze_shortens_long_boundary_lists():
     text = format_analysis(analyze_lengths(lengths, batch_size=64))
     line = next(x for x in text.splitlines() if x.startswith("seqprep buckets boundaries"))
     assert "more" in line and len(line) < 120
+
+
+@pytest.mark.parametrize("num_boundaries", [3, 12, 13, 80])
+def test_length_plot_stays_readable_whatever_the_bucket_count(num_boundaries):
+    from matplotlib.patches import Rectangle
+
+    from seqprep import plots
+
+    rng = np.random.default_rng(0)
+    lengths = np.clip(rng.lognormal(3.5, 0.8, 2000).astype(np.int64), 2, 400)
+    bounds = np.unique(np.quantile(lengths, np.linspace(0, 1, num_boundaries + 2)[1:-1])
+                       .astype(np.int64) + 1)[:num_boundaries]
+    ax = plots.length_histogram(lengths, bounds.tolist()).axes[0]
+    dashed = [line for line in ax.lines if line.get_linestyle() == "--"]
+    bands = [p for p in ax.patches if isinstance(p, Rectangle) and p.get_alpha() is not None]
+    if bounds.size <= 12:
+        assert len(dashed) == bounds.size and not bands
+    else:
+        # Alternate buckets shaded behind the histogram; one row of ticks marks every boundary.
+        assert not dashed and len(bands) == (bounds.size + 2) // 2
+        (ticks,) = ax.lines
+        assert np.allclose(ticks.get_xdata(), bounds - 0.5)
+    assert ax.get_legend() is not None
