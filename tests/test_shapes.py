@@ -132,6 +132,12 @@ def test_many_shapes_warn_on_a_compiling_backend_only():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         resolve_pad_to("bucket", sampler, backend=None)
+    tokens = BucketSampler(_lognormal(4000), max_tokens=4096)  # 88 buckets: 47 shapes
+    with pytest.warns(UserWarning, match=r"pad_to='auto \(per bucket.*\n- .*Bucketer\(8"):
+        assert resolve_pad_to("auto", tokens, backend="jax") == "bucket"
+    grid = np.arange(1, 401)  # a grid as an array, too fine to be useful
+    with pytest.warns(UserWarning, match="pad_to='a width grid'"):
+        resolve_pad_to(grid, sampler, backend="jax")
 
 
 @pytest.mark.parametrize(

@@ -223,6 +223,8 @@ def width_grid(sampler: BucketSampler, max_widths: int = DEFAULT_MAX_WIDTHS) -> 
 
 def _many_shapes_message(n: int, later: int, pad_to: Any, backend: str) -> str:
     shown = pad_to if isinstance(pad_to, str) else "a width grid"
+    if isinstance(pad_to, str) and pad_to == "auto":  # only a token budget warns: per bucket
+        shown = "auto (per bucket under a token budget)"
     what = f"{n} distinct batch shapes in its first epoch"
     if later:
         what += f" and {later} new ones in the next (each fresh order meets new widths)"
@@ -247,6 +249,7 @@ def resolve_pad_to(
     ``"batch"`` (fewest padded steps). A width grid comes back as the padded width of each
     bucket (an int64 array indexed by bucket).
     """
+    asked = pad_to
     if isinstance(pad_to, str):
         if pad_to == "auto":
             if backend is None:
@@ -264,6 +267,6 @@ def resolve_pad_to(
             later = count_shapes(sampler, pad_to=pad_to, epoch=epoch, epochs=2) - first
         if first > MANY_SHAPES or later:
             warnings.warn(
-                _many_shapes_message(first, later, pad_to, backend), UserWarning, stacklevel=3
+                _many_shapes_message(first, later, asked, backend), UserWarning, stacklevel=3
             )
     return table
