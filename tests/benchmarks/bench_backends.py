@@ -30,6 +30,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,6 +38,7 @@ BATCH, VOCAB = 64, 1000
 PIPELINES = ("padded_batch", "bbsl q8", "seqprep pad_to=batch", "seqprep default", "seqprep grid 8")
 BASELINE = "bbsl q8"
 ROOT = Path(__file__).resolve().parents[2]
+PROGRESS = Path(tempfile.gettempdir()) / "seqprep_bench_backends_progress.jsonl"
 
 
 def _data(n: int, seed: int = 0):
@@ -122,6 +124,9 @@ def _worker(name: str, n: int, epochs: int) -> dict:
                 "compiles": compiles["count"] - self.c0,
                 "compile_secs": compiles["secs"] - self.s0,
             })
+            # A full run takes long on a busy machine: keep each epoch, should it be stopped.
+            with open(PROGRESS, "a") as f:
+                f.write(json.dumps({"name": name, "n": n, "epoch": epoch, **rows[-1]}) + "\n")
 
     model.fit(ds, epochs=epochs, verbose=0, callbacks=[Timer()])
     return {
