@@ -11,7 +11,7 @@ size or token budget, all planned in numpy (no TensorFlow):
   ``tf.data``'s ``bucket_by_sequence_length``, with as many buckets as the next strategy;
 - **seqprep buckets**: :class:`seqprep.BucketSampler` with its default boundaries (an
   ``"optimal"`` :class:`seqprep.Bucketer` under this batch size or token budget);
-- **seqprep, few shapes**: the same plan padded to a width grid (:func:`seqprep.width_grid`;
+- **seqprep for JAX**: the same plan padded to a width grid (:func:`seqprep.width_grid`;
   per bucket under a token budget), what ``bucketed_dataset(pad_to="auto")`` plays on JAX.
 
 Each strategy also reports its distinct ``(rows, width)`` shapes over 10 epochs with a fresh
@@ -202,7 +202,7 @@ def analyze_lengths(
             "boundaries": [int(b) for b in sampler.boundaries],
             "shapes_over_epochs": count_shapes(sampler, epochs=SHAPE_EPOCHS),
         }
-    strategies["seqprep, few shapes"] = _few_shapes(seqprep_sampler) | {"boundaries": boundaries}
+    strategies["seqprep for JAX"] = _few_shapes(seqprep_sampler) | {"boundaries": boundaries}
     return {
         "summary": _length_summary(lengths),
         "batching": batching,
@@ -265,7 +265,7 @@ def format_analysis(result: dict[str, Any]) -> str:
         "compiles); RNN steps: padded time steps summed over one epoch's batches.",
         f"Recommended: seqprep.BucketSampler(lengths, {bucketer}{key}={value}) "
         f"({len(result['recommended_boundaries']) + 1} buckets); on JAX, bucketed_dataset's "
-        'default pad_to="auto" plays the "few shapes" row.',
+        'default pad_to="auto" plays the "seqprep for JAX" row.',
     ]
     return "\n".join(lines)
 

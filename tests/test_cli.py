@@ -278,7 +278,7 @@ def test_analyze_reports_shapes_over_epochs():
         assert r["shapes_over_epochs"] >= r["n_shapes"]
     # Random batches meet new widths every epoch; the width grid never does.
     assert s["random batches"]["shapes_over_epochs"] > s["random batches"]["n_shapes"]
-    few = s["seqprep, few shapes"]
+    few = s["seqprep for JAX"]
     assert few["shapes_over_epochs"] == few["n_shapes"] <= 17
     assert few["padding_fraction"] < s["random batches"]["padding_fraction"]
     assert "shapes/10ep" in format_analysis(result)
