@@ -36,6 +36,7 @@ SHAPE_EPOCHS = 10
 # Boundary lists up to this long are printed in full; longer ones (60-120 on long-tailed data)
 # are shortened, and the recommendation then names the sampler's default instead.
 _SHORT = 20
+_MAX_PACKED = 200_000
 
 
 def _length_summary(lengths: np.ndarray) -> dict[str, Any]:
@@ -72,16 +73,27 @@ def _pack_tokens(order: np.ndarray, lengths: np.ndarray, max_tokens: int) -> lis
 
 def _random_shapes(
     lengths: np.ndarray, batching: dict[str, int], rng: np.random.Generator, first: list
-) -> int:
-    """Distinct shapes of ``SHAPE_EPOCHS`` epochs of random batches, ``first`` the first."""
-    shapes = set()
-    for e in range(SHAPE_EPOCHS):
-        if e == 0:
-            batches = first
-        elif "batch_size" in batching:
-            batches = _chunks(rng.permutation(lengths.size), batching["batch_size"])
-        else:
-            batches = _pack_tokens(rng.permutation(lengths.size), lengths, batching["max_tokens"])
+) -> int | None:
+    """Distinct shapes of ``SHAPE_EPOCHS`` epochs of random batches, ``first`` the first.
+
+    None under a token budget on more than ``_MAX_PACKED`` lengths (the greedy packing is a
+    Python loop; ten of them would dominate the command's time).
+    """
+    shapes = {(b.size, int(lengths[b].max())) for b in first if b.size}
+    if "batch_size" in batching:
+        size, n = batching["batch_size"], lengths.size
+        full = n // size * size
+        for _ in range(SHAPE_EPOCHS - 1):
+            drawn = lengths[rng.permutation(n)]
+            widths = drawn[:full].reshape(-1, size).max(axis=1)
+            shapes.update((size, int(w)) for w in np.unique(widths))
+            if full < n:
+                shapes.add((n - full, int(drawn[full:].max())))
+        return len(shapes)
+    if lengths.size > _MAX_PACKED:
+        return None
+    for _ in range(SHAPE_EPOCHS - 1):
+        batches = _pack_tokens(rng.permutation(lengths.size), lengths, batching["max_tokens"])
         shapes.update((b.size, int(lengths[b].max())) for b in batches if b.size)
     return len(shapes)
 
@@ -250,7 +262,7 @@ def format_analysis(result: dict[str, Any]) -> str:
         buckets = "-" if r["boundaries"] is None else str(len(r["boundaries"]) + 1)
         lines.append(
             f"{name:<20} {100 * r['padding_fraction']:>7.1f}% {r['n_batches']:>8} "
-            f"{r['n_shapes']:>7} {r.get('shapes_over_epochs', '-'):>10} {buckets:>8} "
+            f"{r['n_shapes']:>7} {r.get('shapes_over_epochs') or '-':>10} {buckets:>8} "
             f"{r['max_batch_tokens']:>10} {r['steps_cost']:>10}"
         )
     lines.append("")

@@ -313,3 +313,17 @@ def test_length_plot_stays_readable_whatever_the_bucket_count(num_boundaries):
         (ticks,) = ax.lines
         assert np.allclose(ticks.get_xdata(), bounds - 0.5)
     assert ax.get_legend() is not None
+
+
+@pytest.mark.parametrize("n", [64, 70, 3])
+def test_random_batch_shapes_over_epochs_match_a_count_by_hand(n):
+    rng = np.random.default_rng(5)
+    lengths = rng.integers(1, 50, n)
+    result = analyze_lengths(lengths, batch_size=8, seed=3)
+    by_hand = np.random.default_rng(3)
+    shapes = set()
+    for _ in range(10):
+        order = by_hand.permutation(n)
+        shapes.update((len(c), int(lengths[c].max())) for c in np.array_split(
+            order, range(8, n, 8)))
+    assert result["strategies"]["random batches"]["shapes_over_epochs"] == len(shapes)
