@@ -30,10 +30,13 @@ _EXPORTS: dict[str, str] = {
     "Bucketer": "seqprep.bucketing",
     "BucketSampler": "seqprep.bucketing",
     "padding_report": "seqprep.bucketing",
+    "PaddingReport": "seqprep.bucketing",
     "BatchPlan": "seqprep.bucketing",
     "NotFittedError": "seqprep.bucketing",
     "as_boundaries": "seqprep.bucketing",
     "PackSampler": "seqprep.bucketing",
+    "width_grid": "seqprep.bucketing",
+    "count_shapes": "seqprep.bucketing",
     # tf.data adapters
     "bucketed_dataset": "seqprep.data",
     "bucket_by_length": "seqprep.streaming",

@@ -1,6 +1,6 @@
 """What would batching cost on *these* lengths? The engine behind ``seqprep analyze``.
 
-:func:`analyze_lengths` compares four ways to batch the same sequences under the same batch
+:func:`analyze_lengths` compares five ways to batch the same sequences under the same batch
 size or token budget, all planned in numpy (no TensorFlow):
 
 - **pad to max**: every batch padded to the longest sequence of the data set (what
@@ -10,7 +10,12 @@ size or token budget, all planned in numpy (no TensorFlow):
 - **quantile buckets**: bucketing with equal-count buckets, as one usually feeds
   ``tf.data``'s ``bucket_by_sequence_length``, with as many buckets as the next strategy;
 - **seqprep buckets**: :class:`seqprep.BucketSampler` with its default boundaries (an
-  ``"optimal"`` :class:`seqprep.Bucketer` under this batch size or token budget).
+  ``"optimal"`` :class:`seqprep.Bucketer` under this batch size or token budget);
+- **seqprep for JAX**: the same plan padded to a width grid (:func:`seqprep.width_grid`;
+  per bucket under a token budget), what ``bucketed_dataset(pad_to="auto")`` plays on JAX.
+
+Each strategy also reports its distinct ``(rows, width)`` shapes over 10 epochs with a fresh
+order each: what a backend that compiles per shape compiles.
 
 :func:`format_analysis` renders the result as the text the command prints.
 """
@@ -24,6 +29,14 @@ import numpy as np
 from seqprep._checks import check_int, check_lengths
 
 __all__ = ["analyze_lengths", "format_analysis"]
+
+# Epochs over which shapes are counted: with a fresh order each epoch, what a backend that
+# compiles per shape (JAX) compiles in a short run.
+SHAPE_EPOCHS = 10
+# Boundary lists up to this long are printed in full; longer ones (60-120 on long-tailed data)
+# are shortened, and the recommendation then names the sampler's default instead.
+_SHORT = 20
+_MAX_PACKED = 200_000
 
 
 def _length_summary(lengths: np.ndarray) -> dict[str, Any]:
@@ -58,11 +71,56 @@ def _pack_tokens(order: np.ndarray, lengths: np.ndarray, max_tokens: int) -> lis
     return batches
 
 
+def _random_shapes(
+    lengths: np.ndarray, batching: dict[str, int], rng: np.random.Generator, first: list
+) -> int | None:
+    """Distinct shapes of ``SHAPE_EPOCHS`` epochs of random batches, ``first`` the first.
+
+    None under a token budget on more than ``_MAX_PACKED`` lengths (the greedy packing is a
+    Python loop; ten of them would dominate the command's time).
+    """
+    shapes = {(b.size, int(lengths[b].max())) for b in first if b.size}
+    if "batch_size" in batching:
+        size, n = batching["batch_size"], lengths.size
+        full = n // size * size
+        for _ in range(SHAPE_EPOCHS - 1):
+            drawn = lengths[rng.permutation(n)]
+            widths = drawn[:full].reshape(-1, size).max(axis=1)
+            shapes.update((size, int(w)) for w in np.unique(widths))
+            if full < n:
+                shapes.add((n - full, int(drawn[full:].max())))
+        return len(shapes)
+    if lengths.size > _MAX_PACKED:
+        return None
+    for _ in range(SHAPE_EPOCHS - 1):
+        batches = _pack_tokens(rng.permutation(lengths.size), lengths, batching["max_tokens"])
+        shapes.update((b.size, int(lengths[b].max())) for b in batches if b.size)
+    return len(shapes)
+
+
+def _few_shapes(sampler: Any) -> dict[str, Any]:
+    """What ``pad_to="auto"`` plays on JAX: a width grid (``"bucket"`` under a token budget)."""
+    from seqprep.bucketing import count_shapes, padding_report
+    from seqprep.bucketing.shapes import bucket_widths, width_grid
+
+    plan = sampler.plan(0)
+    if sampler.max_tokens is None:
+        grid = width_grid(sampler)
+        widths = bucket_widths(sampler, grid)
+        pad_to: Any = grid
+    else:
+        widths, pad_to = np.asarray(sampler.bucket_pad_lengths), "bucket"
+    report = padding_report(sampler.lengths, plan.batches, pad_lengths=widths[plan.buckets])
+    return report | {"shapes_over_epochs": count_shapes(sampler, pad_to=pad_to,
+                                                        epochs=SHAPE_EPOCHS)}
+
+
 def analyze_lengths(
     lengths: Any,
     *,
     batch_size: int | None = None,
     max_tokens: int | None = None,
+    num_buckets: int | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Compare the padding cost of four batching strategies on the given lengths.
@@ -73,13 +131,17 @@ def analyze_lengths(
             ``batch_size=32``.
         max_tokens: padded tokens per batch (rows x padded length); must be at least the
             longest length.
+        num_buckets: bucket count of both bucketing strategies (at most this many for
+            seqprep's optimal buckets); default: the :class:`seqprep.BucketSampler` default.
         seed: seed of the random orders.
 
     Returns:
         A dict with ``summary`` (``n``, ``min``, ``max``, ``mean``, ``median``, ``p10``,
         ``p90``, ``p99``, ``real_tokens``), ``batching`` (``{"batch_size": B}`` or
         ``{"max_tokens": K}``), ``strategies`` (name -> :func:`seqprep.padding_report` dict
-        plus ``boundaries``, a list or None) and ``recommended_boundaries`` (seqprep's).
+        plus ``boundaries``, a list or None, and ``shapes_over_epochs``, the distinct shapes
+        of 10 epochs in fresh orders), ``recommended_boundaries`` (seqprep's) and
+        ``num_buckets`` (as passed).
 
     Raises:
         ValueError: empty or negative lengths, both ``batch_size`` and ``max_tokens``, or a
@@ -95,7 +157,7 @@ def analyze_lengths(
         >>> result["strategies"]["seqprep buckets"]["padding_fraction"] < 0.05
         True
     """
-    from seqprep.bucketing import Bucketer, BucketSampler, padding_report
+    from seqprep.bucketing import Bucketer, BucketSampler, count_shapes, padding_report
 
     lengths = check_lengths(lengths)
     if batch_size is not None and max_tokens is not None:
@@ -110,6 +172,7 @@ def analyze_lengths(
         max_tokens = check_int("max_tokens", max_tokens, minimum=1)
         batching = {"max_tokens": max_tokens}
     seed = check_int("seed", seed, minimum=0)
+    num_buckets = check_int("num_buckets", num_buckets, minimum=1, allow_none=True)
     longest = int(lengths.max())
     if max_tokens is not None and max_tokens < longest:
         raise ValueError(
@@ -135,21 +198,29 @@ def analyze_lengths(
         random_batches = _pack_tokens(order, lengths, max_tokens)
     strategies["random batches"] = padding_report(lengths, random_batches) | {"boundaries": None}
 
-    seqprep_sampler = BucketSampler(lengths, seed=seed, **batching)
+    strategies["pad to max"]["shapes_over_epochs"] = strategies["pad to max"]["n_shapes"]
+    strategies["random batches"]["shapes_over_epochs"] = _random_shapes(
+        lengths, batching, rng, first=random_batches
+    )
+
+    bucketer = None if num_buckets is None else Bucketer(num_buckets, **batching).fit(lengths)
+    seqprep_sampler = BucketSampler(lengths, boundaries=bucketer, seed=seed, **batching)
     boundaries = [int(b) for b in seqprep_sampler.boundaries]
     quantile = Bucketer(len(boundaries) + 1, strategy="quantile").fit(lengths)
     quantile_sampler = BucketSampler(lengths, boundaries=quantile, seed=seed, **batching)
-    strategies["quantile buckets"] = padding_report(lengths, quantile_sampler.batches(0)) | {
-        "boundaries": [int(b) for b in quantile.boundaries_]
-    }
-    strategies["seqprep buckets"] = padding_report(lengths, seqprep_sampler.batches(0)) | {
-        "boundaries": boundaries
-    }
+    for name, sampler in (("quantile buckets", quantile_sampler),
+                          ("seqprep buckets", seqprep_sampler)):
+        strategies[name] = padding_report(lengths, sampler.batches(0)) | {
+            "boundaries": [int(b) for b in sampler.boundaries],
+            "shapes_over_epochs": count_shapes(sampler, epochs=SHAPE_EPOCHS),
+        }
+    strategies["seqprep for JAX"] = _few_shapes(seqprep_sampler) | {"boundaries": boundaries}
     return {
         "summary": _length_summary(lengths),
         "batching": batching,
         "strategies": strategies,
         "recommended_boundaries": boundaries,
+        "num_buckets": num_buckets,
     }
 
 
@@ -171,28 +242,50 @@ def format_analysis(result: dict[str, Any]) -> str:
     """
     s = result["summary"]
     (key, value), = result["batching"].items()
+    k, recommended = result.get("num_buckets"), result["recommended_boundaries"]
+    if len(recommended) <= _SHORT:  # short enough to copy; longer ones the sampler finds itself
+        bucketer = f"boundaries={recommended}, "
+    elif k is None:
+        bucketer = ""
+    else:
+        bucketer = f"boundaries=seqprep.Bucketer({k}, {key}={value}), "
     lines = [
         f"{s['n']} sequences, lengths {s['min']}..{s['max']} (mean {s['mean']:.1f}, "
         f"median {s['median']:.1f}, p90 {s['p90']:.1f}, p99 {s['p99']:.1f})",
         f"{s['real_tokens']} real time steps; batching with {key}={value}",
         "",
-        f"{'strategy':<18} {'padding':>8} {'batches':>8} {'shapes':>7} {'buckets':>8} "
-        f"{'max batch':>10} {'RNN steps':>10}",
+        f"{'strategy':<20} {'padding':>8} {'batches':>8} {'shapes':>7} "
+        f"{'shapes/' + str(SHAPE_EPOCHS) + 'ep':>10} {'buckets':>8} {'max batch':>10} "
+        f"{'RNN steps':>10}",
     ]
     for name, r in result["strategies"].items():
         buckets = "-" if r["boundaries"] is None else str(len(r["boundaries"]) + 1)
         lines.append(
-            f"{name:<18} {100 * r['padding_fraction']:>7.1f}% {r['n_batches']:>8} "
-            f"{r['n_shapes']:>7} {buckets:>8} {r['max_batch_tokens']:>10} {r['steps_cost']:>10}"
+            f"{name:<20} {100 * r['padding_fraction']:>7.1f}% {r['n_batches']:>8} "
+            f"{r['n_shapes']:>7} {r.get('shapes_over_epochs') or '-':>10} {buckets:>8} "
+            f"{r['max_batch_tokens']:>10} {r['steps_cost']:>10}"
         )
     lines.append("")
+    shown = set()
     for name, r in result["strategies"].items():
-        if r["boundaries"] is not None:
-            lines.append(f"{name} boundaries: {r['boundaries']}")
+        if r["boundaries"] is not None and tuple(r["boundaries"]) not in shown:
+            shown.add(tuple(r["boundaries"]))
+            lines.append(f"{name} boundaries: {_short_list(r['boundaries'])}")
     lines += [
-        "padding: share of the padded tensor that is padding; RNN steps: padded time steps "
-        "summed over one epoch's batches.",
-        f"Recommended: seqprep.BucketSampler(lengths, boundaries="
-        f"{result['recommended_boundaries']}, {key}={value})",
+        "padding: share of the padded tensor that is padding; shapes: distinct (rows, length) "
+        f"batch shapes in one epoch and over {SHAPE_EPOCHS} epochs in fresh orders (what JAX "
+        "compiles); RNN steps: padded time steps summed over one epoch's batches.",
+        f"Recommended: seqprep.BucketSampler(lengths, {bucketer}{key}={value}) "
+        f"({len(result['recommended_boundaries']) + 1} buckets); on JAX, bucketed_dataset's "
+        'default pad_to="auto" plays the "seqprep for JAX" row.',
     ]
     return "\n".join(lines)
+
+
+def _short_list(values: list[int], head: int = 8, tail: int = 3) -> str:
+    """``values`` in full when short, else its first and last few (the count in between)."""
+    if len(values) <= _SHORT:
+        return str(values)
+    inner = ", ".join(map(str, values[:head]))
+    end = ", ".join(map(str, values[-tail:]))
+    return f"[{inner}, ... {len(values) - head - tail} more ..., {end}] ({len(values)} in all)"

@@ -2,7 +2,8 @@
 
 ``main(argv)`` returns the exit status: 0 on success, 2 for a usage or input error (a
 missing file or column, lengths that are not non-negative integers), with a message on
-standard error that names the problem.
+standard error that names the problem (by its command-line flag). Output piped into a reader
+that stops early (``seqprep analyze x.npy | head -3``) ends quietly with status 0.
 """
 
 from __future__ import annotations
@@ -20,18 +21,6 @@ __all__ = ["main"]
 
 # Python argument names as the command line spells them, so errors raised by the library name
 # the flag the user typed.
-_FLAGS = {
-    "max_tokens": "--max-tokens", "batch_size": "--batch-size", "column": "--column",
-    "id": "--id", "seed": "--seed", "epochs": "--epochs", "path": "PATH",
-}
-
-
-def _as_flags(message: str) -> str:
-    names = "|".join(_FLAGS)
-    message = re.sub(rf"`({names})`", lambda m: f"`{_FLAGS[m.group(1)]}`", message)
-    return re.sub(rf"(?<![\w.`-])({names})=", lambda m: f"{_FLAGS[m.group(1)]} ", message)
-
-
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose usage errors end with what to do."""
 
@@ -68,10 +57,13 @@ def _use_backend(backend: str) -> bool:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from seqprep import __version__
+
     parser = _Parser(
         prog="seqprep",
         description="Cheap and correct training on variable-length sequences.",
     )
+    parser.add_argument("--version", action="version", version=f"seqprep {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -117,6 +109,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="rows per batch (default 32)")
     budget.add_argument("--max-tokens", type=_positive_int, default=None,
                         help="padded steps per batch (rows x padded length)")
+    analyze.add_argument("--num-buckets", type=_positive_int, default=None,
+                         help="bucket count for the bucketing strategies (default: seqprep's "
+                              "choice for these lengths)")
     analyze.add_argument("--seed", type=int, default=0, help="seed of the random orders")
     analyze.add_argument("--out", default=None,
                          help="folder for the plots (default: the current folder)")
@@ -137,7 +132,8 @@ def _analyze(args: argparse.Namespace) -> int:
         )
     lengths = read_lengths(path, id=args.id_column, column=args.column)
     result = analyze_lengths(
-        lengths, batch_size=args.batch_size, max_tokens=args.max_tokens, seed=args.seed
+        lengths, batch_size=args.batch_size, max_tokens=args.max_tokens,
+        num_buckets=args.num_buckets, seed=args.seed,
     )
     print(f"{path}:")
     print(format_analysis(result))
@@ -176,6 +172,38 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# Python argument names that a subcommand exposes as flags, so that errors name the flag.
+_FLAGS = {
+    "analyze": {
+        "batch_size": "--batch-size", "max_tokens": "--max-tokens", "num_buckets": "--num-buckets",
+        "seed": "--seed", "column": "--column", "id": "--id", "path": "PATH",
+    },
+    "demo": {
+        "epochs": "--epochs", "seed": "--seed", "out": "--out", "verbose": "--verbose",
+        "backend": "--backend",
+    },
+}
+
+
+def _with_flags(message: str, command: str) -> str:
+    """``message`` with the Python argument names of ``command`` replaced by its flags."""
+    for name, flag in _FLAGS.get(command, {}).items():
+        message = re.sub(rf"`{name}`", f"`{flag}`", message)
+        message = re.sub(rf"(?<![\w.`-]){name}=", f"{flag}=", message)
+    return message
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader of our output has gone (``| head``): stop without a traceback."""
+    # Later flushes of sys.stdout (at exit too) would fail again; send them nowhere.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (tests): nothing to redirect
+        pass
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``seqprep`` command line and return its exit status.
 
@@ -201,7 +229,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     handler = {"demo": _demo, "analyze": _analyze}[args.command]
     try:
-        return handler(args)
+        status = handler(args)
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except (FileNotFoundError, ValueError, TypeError, ImportError) as error:
-        print(f"seqprep {args.command}: error: {_as_flags(str(error))}", file=sys.stderr)
+        message = _with_flags(str(error), args.command)
+        print(f"seqprep {args.command}: error: {message}", file=sys.stderr)
         return 2

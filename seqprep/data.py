@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -37,11 +37,12 @@ from seqprep._checks import (
 )
 from seqprep._ragged import Ragged, as_ragged, lengths_of
 from seqprep.bucketing import BucketSampler
+from seqprep.bucketing.shapes import resolve_pad_to
 from seqprep.padding import Side, pad_sequences
 
 __all__ = ["bucket_by_length", "bucketed_dataset"]
 
-PadTo = Literal["batch", "bucket"]
+PadTo = Literal["auto", "batch", "bucket"]
 
 _AUTOTUNE = tf.data.AUTOTUNE
 
@@ -244,6 +245,14 @@ def _parse_weights(
     return "sequence", arr.astype(np.float32)
 
 
+def _compiling_backend() -> str | None:
+    """The Keras backend's name if it compiles one program per input shape, else None."""
+    import keras
+
+    backend = keras.config.backend()
+    return backend if backend == "jax" else None
+
+
 def _plan_arrays(
     sampler: BucketSampler, epoch: int, lengths: np.ndarray, pad_to: Any
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -252,7 +261,9 @@ def _plan_arrays(
     sizes = np.fromiter((b.size for b in plan.batches), dtype=np.int64, count=len(plan.batches))
     flat = np.concatenate(plan.batches) if plan.batches else np.zeros(0, np.int64)
     flat = flat.astype(np.int64, copy=False)
-    if pad_to == "bucket":
+    if isinstance(pad_to, np.ndarray):  # a width grid, as the padded width of each bucket
+        widths = pad_to[plan.buckets]
+    elif pad_to == "bucket":
         widths = np.asarray(plan.pad_lengths, dtype=np.int64)
     elif pad_to == "batch":
         widths = np.zeros(sizes.size, np.int64)
@@ -404,7 +415,7 @@ def bucketed_dataset(
     padding: Side = "post",
     value: Any = 0,
     sample_weight: Any = None,
-    pad_to: PadTo | int = "batch",
+    pad_to: PadTo | int | Sequence[int] = "auto",
     epoch: int = 0,
     epochs: int = 1,
     reshuffle_each_iteration: bool = True,
@@ -434,13 +445,18 @@ def bucketed_dataset(
       mask the same way and the scalings compound); ``"timestep"`` with a loss built with
       ``reduction="mean_with_sample_weight"`` gives the mean over real steps in every case.
 
-    ``T`` is set by ``pad_to``: ``"batch"`` pads to the batch's longest sequence (fewest
+    ``T`` is set by ``pad_to``: ``"auto"`` (the default) is ``"batch"`` on TensorFlow and
+    PyTorch and, on JAX (which compiles one program per shape), a width grid of at most 16
+    widths (:func:`seqprep.width_grid`; ``"bucket"`` for a ``max_tokens`` sampler), so that only
+    the first epoch compiles; ``"batch"`` pads to the batch's longest sequence (fewest
     padded steps: best on CPU); ``"bucket"`` pads every batch to its bucket's pad length,
     ``sampler.bucket_pad_lengths`` (the longest length in the bucket, so at most
     ``sampler.num_buckets`` widths, for ``jit_compile=True``, which compiles once per shape);
     an int pads every batch to that width (one shape; a longer sequence raises
-    ``ValueError``). Keras's TensorFlow backend traces its train step once per dataset,
-    whatever the widths.
+    ``ValueError``); a width grid (ascending ints) pads each batch to the smallest width that
+    covers its bucket. Keras's TensorFlow backend traces its train step once per dataset,
+    whatever the widths; with ``jit_compile=True`` pass ``pad_to=seqprep.width_grid(sampler)``.
+    On JAX, a plan with more than 24 shapes, or new shapes in its second epoch, warns.
 
     Epochs: every new pass over the dataset plays the sampler's next epoch (pass ``k`` plays
     epoch ``epoch + k``; with ``epochs=N``, epochs ``epoch + k * N ..``), so
@@ -463,7 +479,7 @@ def bucketed_dataset(
         value: padding value of ``x``; must be representable in its dtype.
         sample_weight: ``None``, an array ``(n,)``, ``"timestep"``/``True`` or
             ``"timestep_mean"``.
-        pad_to: ``"batch"``, ``"bucket"`` or a fixed int width.
+        pad_to: ``"auto"``, ``"batch"``, ``"bucket"``, a fixed int width or a width grid.
         epoch: the sampler epoch to play (the first one when ``epochs > 1``).
         epochs: how many consecutive sampler epochs the dataset holds.
         reshuffle_each_iteration: play the next epochs on every new pass over the dataset
@@ -499,7 +515,9 @@ def bucketed_dataset(
     check_choice("truncating", truncating, ("pre", "post"))
     _quiet_keras_shuffle_warning()
     if isinstance(pad_to, str) or pad_to is None:
-        check_choice("pad_to", pad_to, ("batch", "bucket"))
+        check_choice("pad_to", pad_to, ("auto", "batch", "bucket"))
+    elif not np.isscalar(pad_to):
+        pass  # a width grid: checked against the sampler by resolve_pad_to
     else:
         pad_to = check_int(
             "pad_to", pad_to, minimum=1,
@@ -514,6 +532,7 @@ def bucketed_dataset(
     raw_lengths = rag.lengths
     n = raw_lengths.size
     lengths = _check_sampler(sampler, raw_lengths)
+    pad_to = resolve_pad_to(pad_to, sampler, backend=_compiling_backend(), epoch=epoch)
     if isinstance(pad_to, int) and n and int(lengths.max()) > pad_to:
         i = int(np.argmax(lengths))
         raise ValueError(

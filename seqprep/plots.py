@@ -57,10 +57,12 @@ def length_histogram(
     title: str = "Sequence lengths",
     path: str | os.PathLike | None = None,
 ) -> Any:
-    """Histogram of sequence lengths, with bucket boundaries drawn as vertical lines.
+    """Histogram of sequence lengths, with bucket boundaries marked.
 
-    Bucket ``i`` holds lengths in ``[boundaries[i-1], boundaries[i])``, so each line sits at
-    the left edge of the first length of the next bucket.
+    Bucket ``i`` holds lengths in ``[boundaries[i-1], boundaries[i])``, so each boundary sits at
+    the left edge of the first length of the next bucket. Up to 12 boundaries are drawn as
+    dashed lines; more (60-120 is common on long-tailed data) would hide the histogram, so
+    buckets are then shaded in alternating bands behind it, with short ticks on the top edge.
 
     Args:
         lengths: non-negative integer lengths.
@@ -78,6 +80,9 @@ def length_histogram(
         >>> fig = length_histogram([3, 4, 4, 9, 12], boundaries=[5, 10])
         >>> len(fig.axes[0].lines)
         2
+        >>> fig = length_histogram(list(range(1, 200)), boundaries=list(range(5, 200, 5)))
+        >>> len(fig.axes[0].lines)  # 39 boundaries: one row of ticks over shaded bands
+        1
     """
     lengths = check_lengths(lengths)
     fig = _figure(figsize=(6.4, 3.6))
@@ -85,15 +90,34 @@ def length_histogram(
     low, high = int(lengths.min()), int(lengths.max())
     bins = np.arange(low, high + 2) - 0.5 if high - low <= 80 else 60
     ax.hist(lengths, bins=bins, color="#4c72b0", edgecolor="white", linewidth=0.5)
-    for i, b in enumerate(boundaries or ()):
-        ax.axvline(b - 0.5, color="#c44e52", linestyle="--", linewidth=1.2,
-                   label="bucket boundaries" if i == 0 else None)
-    if boundaries:
+    bounds = [int(b) for b in (boundaries if boundaries is not None else ())]
+    if len(bounds) <= _MAX_LINES:
+        for i, b in enumerate(bounds):
+            ax.axvline(b - 0.5, color="#c44e52", linestyle="--", linewidth=1.2,
+                       label="bucket boundaries" if i == 0 else None)
+    else:
+        _bucket_bands(ax, bounds, low, high)
+    if bounds:
         ax.legend(loc="best", framealpha=0.8)
     ax.set_xlabel("length (time steps)")
     ax.set_ylabel("sequences")
     ax.set_title(title)
     return _finish(fig, path)
+
+
+# More boundaries than this are shown as bands: dozens of lines read as one red wall.
+_MAX_LINES = 12
+
+
+def _bucket_bands(ax: Any, bounds: list[int], low: int, high: int) -> None:
+    """Shade every other bucket and tick each boundary on the top edge."""
+    edges = [min(low, bounds[0]) - 0.5, *(b - 0.5 for b in bounds), max(high, bounds[-1]) + 0.5]
+    for i in range(0, len(edges) - 1, 2):
+        ax.axvspan(edges[i], edges[i + 1], color="#c44e52", alpha=0.12, linewidth=0,
+                   zorder=0, label=f"{len(bounds) + 1} buckets (alternate shading)" if i == 0
+                   else None)
+    ax.plot([b - 0.5 for b in bounds], [1.0] * len(bounds), linestyle="none", marker="|",
+            markersize=6, color="#c44e52", transform=ax.get_xaxis_transform(), clip_on=False)
 
 
 def padding_by_strategy(

@@ -282,3 +282,37 @@ def test_as_boundaries_accepts_list_array_and_fitted_bucketer():
     out = as_boundaries(fitted)
     out[0] = 99  # a copy: the estimator is not changed
     assert fitted.boundaries_.tolist() == [3]
+
+
+# ------------------------------------------------------------------ the default bucket count
+# The default sampler fits 60-120 buckets on long-tailed data. It is kept uncapped because a
+# cap costs padded steps on TensorFlow (docs/benchmarks.md, "Default bucket count"), while the
+# shapes that a compiling backend meets are bounded by the width grid (pad_to="auto" on JAX),
+# whatever the bucket count. These tests pin both halves of that choice.
+
+
+@pytest.mark.parametrize(
+    ("n", "batch_size", "mu", "sigma"),
+    [(4000, 64, 3.5, 0.8), (8192, 64, 3.5, 0.8), (2000, 32, 4.0, 1.0)],
+)
+def test_default_bucket_count_pads_near_sorted_batching_and_below_any_cap(n, batch_size, mu,
+                                                                           sigma):
+    from seqprep import BucketSampler, count_shapes, width_grid
+
+    rng = np.random.default_rng(0)
+    lengths = np.clip(np.round(rng.lognormal(mu, sigma, n)), 2, 1000).astype(np.int64)
+    sampler = BucketSampler(lengths, batch_size=batch_size)
+    padding = sampler.report()["padding_fraction"]
+    ordered = np.sort(lengths)
+    chunks = [ordered[i : i + batch_size] for i in range(0, n, batch_size)]
+    floor = 1 - lengths.sum() / sum(c.size * c.max() for c in chunks)
+    assert padding <= floor + 0.01
+    for cap in (16, 32):
+        capped = BucketSampler(
+            lengths, batch_size=batch_size,
+            boundaries=Bucketer(cap, batch_size=batch_size).fit(lengths),
+        )
+        assert capped.report()["padding_fraction"] > padding
+    # Many buckets, few shapes: the grid bounds what JAX compiles, over every epoch.
+    grid = width_grid(sampler)
+    assert count_shapes(sampler, pad_to=grid, epochs=5) <= len(grid) + 1 <= 17

@@ -193,3 +193,141 @@ def test_demo_quick_writes_a_consistent_report(demo_run):
     nf = result["next_frame"]
     assert nf["test_mse_keras"] == pytest.approx(nf["test_mse_real_steps"], rel=1e-4)
     assert nf["test_mse_all_steps"] != pytest.approx(nf["test_mse_real_steps"], rel=1e-2)
+
+
+# ------------------------------------------------------------------ a newcomer's path
+
+
+def _run_cli(*args, **kwargs):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root), TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.Popen([sys.executable, "-m", "seqprep", *args], env=env, cwd=root,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_version_flag_and_attribute(capsys):
+    import seqprep as sp
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"seqprep {sp.__version__}"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", sp.__version__)
+
+
+def test_version_matches_pyproject():
+    import tomllib
+    from pathlib import Path
+
+    import seqprep as sp
+
+    meta = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert sp.__version__ == meta["project"]["version"]
+
+
+def test_analyze_into_a_closed_pipe_exits_quietly(files, tmp_path):
+    import subprocess
+
+    proc = _run_cli("analyze", str(files["npy"]), "--out", str(tmp_path),
+                    stdout=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first line, as `| head -0` would be
+    _, err = proc.communicate(timeout=120)
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    assert proc.returncode == 0
+
+
+def test_num_buckets_flag_sets_both_bucketings(files, tmp_path, capsys):
+    assert main(["analyze", str(files["npy"]), "--num-buckets", "2", "--batch-size", "4",
+                 "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    seqprep_row = next(line for line in out.splitlines() if line.startswith("seqprep buckets"))
+    assert seqprep_row.split()[-3] in ("1", "2")  # at most 2 optimal buckets
+    quantile_row = next(line for line in out.splitlines() if line.startswith("quantile"))
+    assert quantile_row.split()[-3] == seqprep_row.split()[-3]
+    assert re.search(r"Recommended: seqprep.BucketSampler\(lengths, boundaries=\[\d*\], "
+                     r"batch_size=4\)", out)
+
+
+def test_recommendation_with_many_buckets_names_the_bucketer_not_a_long_list(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "long_tail.npy"
+    np.save(path, np.clip(rng.lognormal(3.5, 0.8, 3000).astype(np.int64), 2, 400))
+    assert main(["analyze", str(path), "--num-buckets", "30", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "Recommended: seqprep.BucketSampler(lengths, boundaries=seqprep.Bucketer(30, " \
+           "batch_size=32), batch_size=32)" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag", "python_name"),
+    [(["--max-tokens", "10"], "`--max-tokens`", "`max_tokens`"),
+     (["--num-buckets", "0"], "--num-buckets", "num_buckets")],
+)
+def test_errors_name_flags_not_python_arguments(files, tmp_path, capsys, argv, flag,
+                                                python_name):
+    status = main(["analyze", str(files["npy"]), *argv, "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert status == 2 and flag in err and python_name not in err
+
+
+def test_analyze_reports_shapes_over_epochs():
+    rng = np.random.default_rng(0)
+    lengths = np.clip(rng.lognormal(3.5, 0.8, 2000).astype(np.int64), 2, 400)
+    result = analyze_lengths(lengths, batch_size=64)
+    s = result["strategies"]
+    for r in s.values():
+        assert r["shapes_over_epochs"] >= r["n_shapes"]
+    # Random batches meet new widths every epoch; the width grid never does.
+    assert s["random batches"]["shapes_over_epochs"] > s["random batches"]["n_shapes"]
+    few = s["seqprep for JAX"]
+    assert few["shapes_over_epochs"] == few["n_shapes"] <= 17
+    assert few["padding_fraction"] < s["random batches"]["padding_fraction"]
+    assert "shapes/10ep" in format_analysis(result)
+
+
+def test_analyze_shortens_long_boundary_lists():
+    rng = np.random.default_rng(1)
+    lengths = np.clip(rng.lognormal(3.5, 0.8, 4000).astype(np.int64), 2, 400)
+    text = format_analysis(analyze_lengths(lengths, batch_size=64))
+    line = next(x for x in text.splitlines() if x.startswith("seqprep buckets boundaries"))
+    assert "more" in line and len(line) < 120
+
+
+@pytest.mark.parametrize("num_boundaries", [3, 12, 13, 80])
+def test_length_plot_stays_readable_whatever_the_bucket_count(num_boundaries):
+    from matplotlib.patches import Rectangle
+
+    from seqprep import plots
+
+    rng = np.random.default_rng(0)
+    lengths = np.clip(rng.lognormal(3.5, 0.8, 2000).astype(np.int64), 2, 400)
+    bounds = np.unique(np.quantile(lengths, np.linspace(0, 1, num_boundaries + 2)[1:-1])
+                       .astype(np.int64) + 1)[:num_boundaries]
+    ax = plots.length_histogram(lengths, bounds.tolist()).axes[0]
+    dashed = [line for line in ax.lines if line.get_linestyle() == "--"]
+    bands = [p for p in ax.patches if isinstance(p, Rectangle) and p.get_alpha() is not None]
+    if bounds.size <= 12:
+        assert len(dashed) == bounds.size and not bands
+    else:
+        # Alternate buckets shaded behind the histogram; one row of ticks marks every boundary.
+        assert not dashed and len(bands) == (bounds.size + 2) // 2
+        (ticks,) = ax.lines
+        assert np.allclose(ticks.get_xdata(), bounds - 0.5)
+    assert ax.get_legend() is not None
+
+
+@pytest.mark.parametrize("n", [64, 70, 3])
+def test_random_batch_shapes_over_epochs_match_a_count_by_hand(n):
+    rng = np.random.default_rng(5)
+    lengths = rng.integers(1, 50, n)
+    result = analyze_lengths(lengths, batch_size=8, seed=3)
+    by_hand = np.random.default_rng(3)
+    shapes = set()
+    for _ in range(10):
+        order = by_hand.permutation(n)
+        shapes.update((len(c), int(lengths[c].max())) for c in np.array_split(
+            order, range(8, n, 8)))
+    assert result["strategies"]["random batches"]["shapes_over_epochs"] == len(shapes)

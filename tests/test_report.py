@@ -55,3 +55,45 @@ def test_inputs_not_mutated():
 def test_bad_input(lengths, batches, kwargs, match):
     with pytest.raises(ValueError, match=match):
         padding_report(lengths, batches, **kwargs)
+
+
+def test_printed_report_is_a_labelled_table_and_dict_access_still_works():
+    import json
+
+    from seqprep import PaddingReport
+
+    r = padding_report([1, 2, 3, 4, 10], [[0, 1], [2, 3, 4]])
+    assert isinstance(r, dict) and isinstance(r, PaddingReport)
+    assert r["n_batches"] == 2 and json.loads(json.dumps(r)) == dict(r)
+    lines = str(r).splitlines()
+    assert lines[0] == "padding report"
+    assert len(lines) == 1 + len(r)  # one line per entry, nothing dropped
+    rows = dict(line.strip().split("  ", 1) for line in lines[1:])
+    assert rows["padding"].strip() == "41.2% (14 of 34 padded tokens)"
+    assert rows["shapes (rows, width)"].strip() == "2"
+    assert rows["RNN steps per epoch"].strip() == "12"
+    assert "{" not in str(r)  # not the raw dict
+    assert repr(r).startswith("{")  # repr stays the dict's, for debugging and doctests
+
+
+def test_printed_report_shows_keys_added_by_callers():
+    from seqprep import BucketSampler
+
+    r = BucketSampler([1, 2, 3, 4], boundaries=[3], batch_size=2).report()
+    text = str(r)
+    for key in ("num_dropped", "num_truncated", "num_buckets"):
+        assert key in text
+
+
+def test_printed_report_in_ipython_uses_the_table():
+    class Printer:
+        def __init__(self):
+            self.parts = []
+
+        def text(self, s):
+            self.parts.append(s)
+
+    r = padding_report([1, 2], [[0, 1]])
+    p = Printer()
+    r._repr_pretty_(p, cycle=False)
+    assert p.parts == [str(r)]

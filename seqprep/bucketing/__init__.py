@@ -9,8 +9,9 @@ Example:
 
 from seqprep.bucketing.boundaries import Bucketer, NotFittedError, as_boundaries
 from seqprep.bucketing.packing import PackSampler
-from seqprep.bucketing.report import padding_report
+from seqprep.bucketing.report import PaddingReport, padding_report
 from seqprep.bucketing.sampler import BatchPlan, BucketSampler
+from seqprep.bucketing.shapes import count_shapes, width_grid
 
 __all__ = [
     "BatchPlan",
@@ -18,6 +19,9 @@ __all__ = [
     "Bucketer",
     "NotFittedError",
     "PackSampler",
+    "PaddingReport",
     "as_boundaries",
+    "count_shapes",
     "padding_report",
+    "width_grid",
 ]

@@ -9,13 +9,74 @@ import numpy as np
 
 from seqprep._checks import check_lengths
 
+__all__ = ["PaddingReport", "padding_report"]
+
+# Display order and labels of the printed report; other keys (added by callers) follow.
+_LABELS = {
+    "padding_fraction": "padding",
+    "n_batches": "batches",
+    "n_examples": "examples",
+    "n_shapes": "shapes (rows, width)",
+    "n_lengths": "padded widths",
+    "max_batch_tokens": "largest batch (tokens)",
+    "real_tokens": "real tokens",
+    "padded_tokens": "padded tokens",
+    "steps_cost": "RNN steps per epoch",
+}
+
+
+class PaddingReport(dict):
+    """A :func:`padding_report` result: a plain ``dict`` that prints as an aligned table.
+
+    Every dict operation works as on a ``dict`` (``r["padding_fraction"]``, ``==``, ``json``);
+    only ``str()``/``print()`` differ, showing one labelled line per entry.
+
+    Example:
+        >>> r = padding_report([1, 2, 3, 4], [[0, 1], [2, 3]])
+        >>> r["n_batches"], isinstance(r, dict)
+        (2, True)
+        >>> print(r)  # doctest: +NORMALIZE_WHITESPACE
+        padding report
+          padding                 16.7% (2 of 12 padded tokens)
+          batches                 2
+          examples                4
+          shapes (rows, width)    2
+          padded widths           2
+          largest batch (tokens)  8
+          real tokens             10
+          padded tokens           12
+          RNN steps per epoch     6
+    """
+
+    def _lines(self) -> list[str]:
+        keys = [k for k in _LABELS if k in self] + [k for k in self if k not in _LABELS]
+        width = max((len(_LABELS.get(k, k)) for k in keys), default=0)
+        lines = ["padding report"]
+        for key in keys:
+            value = self[key]
+            if key == "padding_fraction" and {"real_tokens", "padded_tokens"} <= self.keys():
+                pads = self["padded_tokens"] - self["real_tokens"]
+                shown = f"{value:.1%} ({pads} of {self['padded_tokens']} padded tokens)"
+            elif isinstance(value, float):
+                shown = f"{value:.4g}"
+            else:
+                shown = str(value)
+            lines.append(f"  {_LABELS.get(key, key):<{width}}  {shown}")
+        return lines
+
+    def __str__(self) -> str:
+        return "\n".join(self._lines())
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # IPython / Jupyter display
+        printer.text("PaddingReport(...)" if cycle else str(self))
+
 
 def padding_report(
     lengths: Sequence[int] | np.ndarray,
     batches: Sequence[Sequence[int] | np.ndarray],
     *,
     pad_lengths: Sequence[int] | np.ndarray | None = None,
-) -> dict[str, Any]:
+) -> PaddingReport:
     """Summarise the padding cost of ``batches`` of indices into ``lengths``.
 
     Each batch is padded to its longest sequence, or to ``pad_lengths[i]`` when given (for
@@ -28,8 +89,10 @@ def padding_report(
             longest length.
 
     Returns:
-        A dict with ``padding_fraction`` (padding / padded tokens), ``n_batches``,
-        ``n_examples``, ``n_shapes`` (distinct ``(rows, padded_length)`` shapes), ``n_lengths``
+        A :class:`PaddingReport` (a ``dict`` that prints as a table) with
+        ``padding_fraction`` (padding / padded tokens), ``n_batches``, ``n_examples``,
+        ``n_shapes`` (distinct ``(rows, padded_length)`` shapes: a partial batch is a shape of
+        its own, as for a backend that compiles per shape), ``n_lengths``
         (distinct padded lengths), ``max_batch_tokens`` (largest batch, rows x padded length),
         ``real_tokens``, ``padded_tokens`` and ``steps_cost`` (sum over batches of the padded
         length: what one epoch of an RNN costs in timesteps).
@@ -87,7 +150,7 @@ def padding_report(
     padded = int(batch_tokens.sum())
     real = int(arr[flat].sum()) if flat.size else 0
     shapes = {(int(s), int(t)) for s, t in zip(sizes.tolist(), padded_to.tolist(), strict=True)}
-    return {
+    return PaddingReport({
         "padding_fraction": 0.0 if padded == 0 else 1.0 - real / padded,
         "n_batches": int(sizes.size),
         "n_examples": int(flat.size),
@@ -97,4 +160,4 @@ def padding_report(
         "real_tokens": real,
         "padded_tokens": padded,
         "steps_cost": int(padded_to.sum()),
-    }
+    })

@@ -1,0 +1,272 @@
+"""Batch shapes of a plan, and a width grid that keeps them few (planned in numpy).
+
+JAX, TensorFlow with ``jit_compile=True`` and compiled PyTorch build one program per distinct
+input shape; on these lengths compiling costs seconds per shape while a batch costs
+milliseconds. A shape is ``(rows, width)``: a batch's rows count as much as its width, so the
+partial last batch of an epoch is a shape of its own.
+
+The shapes of a :class:`~seqprep.BucketSampler` plan depend on how batches are padded:
+
+- ``pad_to="batch"`` (each batch to its longest member) gives the fewest padded steps, but the
+  widths follow the random batch contents, so every epoch meets new shapes;
+- ``pad_to="bucket"`` pads each batch to its bucket's longest length: the plan's structure
+  (rows and bucket of each batch) is the same every epoch, so the shapes are too, but there are
+  as many widths as buckets;
+- a *width grid* (:func:`width_grid`) pads each batch to the smallest grid width that covers its
+  bucket: at most ``max_widths`` widths, chosen to minimise the padded steps of the plan, and,
+  like ``"bucket"``, the same shapes every epoch.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from seqprep._checks import check_int
+
+if TYPE_CHECKING:
+    from seqprep.bucketing.sampler import BucketSampler
+
+__all__ = ["DEFAULT_MAX_WIDTHS", "MANY_SHAPES", "count_shapes", "width_grid"]
+
+# Measured on lognormal(3.5, 0.8) lengths, batch 64 (docs/benchmarks.md): 16 widths pad 0.118
+# with 16 shapes (12: 0.146, 24: 0.090); each extra width costs a compile and saves little.
+DEFAULT_MAX_WIDTHS = 16
+# More distinct shapes than this and compiling dominates a short run on a compiling backend.
+MANY_SHAPES = 24
+
+
+def _rows_and_buckets(sampler: BucketSampler, epoch: int) -> tuple[np.ndarray, np.ndarray, Any]:
+    plan = sampler.plan(epoch)
+    rows = np.fromiter((b.size for b in plan.batches), np.int64, count=len(plan.batches))
+    return rows, np.asarray(plan.buckets, np.int64), plan
+
+
+def _check_widths(widths: Any, longest: int) -> np.ndarray:
+    arr = np.asarray(widths)
+    if arr.ndim != 1 or arr.size == 0 or arr.dtype == bool or arr.dtype.kind not in "iu":
+        raise ValueError(
+            "Argument `pad_to` as a width grid must be a non-empty 1-D sequence of integers. "
+            f"Received: pad_to={widths!r}\n"
+            '- Pass pad_to="batch", "bucket", "auto", an int, or seqprep.width_grid(sampler).'
+        )
+    arr = arr.astype(np.int64)
+    if arr[0] < 1 or np.any(np.diff(arr) <= 0):
+        raise ValueError(
+            "Argument `pad_to` as a width grid must be strictly increasing positive integers. "
+            f"Received: pad_to={arr.tolist()}\n- Sort and deduplicate the widths."
+        )
+    if int(arr[-1]) < longest:
+        raise ValueError(
+            f"Argument `pad_to` as a width grid must reach the longest planned length "
+            f"({longest}). Received: pad_to={arr.tolist()}\n"
+            f"- Append {longest} to the grid, or build it with seqprep.width_grid(sampler)."
+        )
+    return arr
+
+
+def bucket_widths(sampler: BucketSampler, widths: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Padded width of each of ``sampler``'s buckets under the width grid ``widths``.
+
+    A bucket pads to the smallest grid width that covers its longest length, so a batch's width
+    depends on its bucket alone and every epoch has the same shapes.
+
+    Example:
+        >>> from seqprep import BucketSampler
+        >>> s = BucketSampler([2, 3, 5, 9, 12], boundaries=[4, 8, 10], batch_size=2)
+        >>> bucket_widths(s, [6, 12]).tolist()
+        [6, 6, 12, 12]
+    """
+    pads = np.asarray(sampler.bucket_pad_lengths, np.int64)
+    grid = _check_widths(widths, int(pads.max()) if pads.size else 0)
+    return grid[np.searchsorted(grid, pads, side="left")]
+
+
+def count_shapes(
+    sampler: BucketSampler,
+    *,
+    pad_to: str | int | Sequence[int] | np.ndarray = "batch",
+    epoch: int = 0,
+    epochs: int = 1,
+) -> int:
+    """Distinct ``(rows, width)`` batch shapes of ``sampler``'s epochs ``epoch .. epoch+epochs-1``.
+
+    What a backend that compiles per shape compiles over those epochs (with
+    :func:`seqprep.bucketed_dataset` and the same ``pad_to``).
+
+    Args:
+        sampler: the :class:`~seqprep.BucketSampler` whose plans are counted.
+        pad_to: ``"batch"``, ``"bucket"``, an int width or a width grid (see
+            :func:`width_grid`), as in :func:`seqprep.bucketed_dataset`.
+        epoch: first epoch counted.
+        epochs: how many consecutive epochs to count over.
+
+    Returns:
+        The number of distinct ``(rows, width)`` pairs.
+
+    Raises:
+        ValueError: on an unknown ``pad_to`` or a bad ``epoch``/``epochs``.
+
+    Example:
+        >>> from seqprep import BucketSampler
+        >>> s = BucketSampler([2, 3, 5, 9, 12], boundaries=[4, 8, 10], batch_size=2,
+        ...                   shuffle=False)
+        >>> count_shapes(s, pad_to="bucket"), count_shapes(s, pad_to=[12])
+        (3, 2)
+    """
+    epoch = check_int("epoch", epoch, minimum=0)
+    epochs = check_int("epochs", epochs, minimum=1)
+    table = None
+    if isinstance(pad_to, str):
+        if pad_to not in ("batch", "bucket"):
+            raise ValueError(
+                f'Argument `pad_to` must be "batch", "bucket", an int or a width grid. '
+                f"Received: pad_to={pad_to!r}"
+            )
+        if pad_to == "bucket":
+            table = np.asarray(sampler.bucket_pad_lengths, np.int64)
+    elif isinstance(pad_to, (int, np.integer)) and not isinstance(pad_to, bool):
+        table = np.full(sampler.num_buckets, check_int("pad_to", pad_to, minimum=1), np.int64)
+    else:
+        table = bucket_widths(sampler, pad_to)
+    shapes: set[tuple[int, int]] = set()
+    for e in range(epoch, epoch + epochs):
+        rows, buckets, plan = _rows_and_buckets(sampler, e)
+        if table is not None:
+            widths = table[buckets]
+        else:
+            widths = np.array(
+                [int(sampler.lengths[b].max()) if b.size else 0 for b in plan.batches], np.int64
+            )
+        shapes.update(zip(rows.tolist(), widths.tolist(), strict=True))
+    return len(shapes)
+
+
+def _grid_cuts(values: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """Indices into ``values`` of the ``<= k`` widths minimising ``sum(rows * width)``."""
+    m = values.size
+    cum = np.concatenate([[0], np.cumsum(rows)]).astype(np.float64)
+    # cost[i, j]: rows of values[i..j] all padded to values[j] (upper triangle).
+    i, j = np.triu_indices(m)
+    cost = np.full((m, m), np.inf)
+    cost[i, j] = values[j] * (cum[j + 1] - cum[i])
+    best = cost[0].copy()  # best[j]: one group covering values[0..j]
+    backs = []
+    for _ in range(1, min(k, m)):
+        # new[j] = min over i <= j of best[i-1] + cost[i, j]
+        prev = np.concatenate([[0.0], best[:-1]])
+        total = prev[:, None] + cost
+        arg = np.argmin(total, axis=0)
+        new = total[arg, np.arange(m)]
+        improved = new < best
+        backs.append(np.where(improved, arg, -1))
+        best = np.minimum(best, new)
+    cuts, j = [m - 1], m - 1
+    for back in reversed(backs):  # -1: this layer did not improve on the one below
+        if back[j] == 0:
+            break
+        if back[j] > 0:
+            j = int(back[j]) - 1
+            cuts.append(j)
+    return np.array(sorted(set(cuts)), np.int64)
+
+
+def width_grid(sampler: BucketSampler, max_widths: int = DEFAULT_MAX_WIDTHS) -> np.ndarray:
+    """At most ``max_widths`` padded widths for ``sampler``'s batches, fewest padded steps.
+
+    Pass the result as ``pad_to`` to :func:`seqprep.bucketed_dataset` (what ``pad_to="auto"``
+    does on JAX): each batch is padded to the smallest grid width covering its bucket, so a run
+    compiles about ``max_widths`` shapes plus one per partial batch, in the first epoch only.
+    The grid is optimal (an exact dynamic programme over the buckets' longest lengths, weighted
+    by the rows the plan puts in each bucket).
+
+    Args:
+        sampler: a :class:`~seqprep.BucketSampler` built with ``batch_size`` (a token budget
+            would be broken by padding a batch wider than its bucket).
+        max_widths: the most widths to use.
+
+    Returns:
+        Ascending int64 widths; the last is the longest planned length.
+
+    Raises:
+        ValueError: ``max_widths < 1`` or a sampler built with ``max_tokens``.
+
+    Example:
+        >>> from seqprep import BucketSampler
+        >>> s = BucketSampler([2, 2, 3, 9, 10, 10, 30], boundaries=[3, 4, 10, 11], batch_size=1)
+        >>> width_grid(s, 2).tolist()
+        [10, 30]
+    """
+    max_widths = check_int("max_widths", max_widths, minimum=1)
+    if sampler.max_tokens is not None:
+        raise ValueError(
+            f"A width grid needs a sampler built with `batch_size`; this one has "
+            f"max_tokens={sampler.max_tokens}, whose batches could not be padded wider than "
+            "their bucket within the budget.\n- Bound the shapes with few buckets instead: "
+            "BucketSampler(lengths, max_tokens=..., boundaries=Bucketer(8, max_tokens=...)) "
+            'and pad_to="bucket".'
+        )
+    rows, buckets, _ = _rows_and_buckets(sampler, sampler.epoch)
+    # A bucket of empty sequences still pads to one step: widths stay positive, as pad_to ints.
+    pads = np.maximum(np.asarray(sampler.bucket_pad_lengths, np.int64), 1)
+    per_bucket = np.bincount(buckets, weights=rows, minlength=pads.size)
+    values, inverse = np.unique(pads, return_inverse=True)
+    weight = np.bincount(inverse, weights=per_bucket, minlength=values.size)
+    # Widths nobody is padded to are free to skip, except the longest, which must stay.
+    used = (weight > 0) | (values == values[-1])
+    values, weight = values[used], weight[used]
+    return values[_grid_cuts(values, weight, max_widths)].astype(np.int64)
+
+
+def _many_shapes_message(n: int, later: int, pad_to: Any, backend: str) -> str:
+    shown = pad_to if isinstance(pad_to, str) else "a width grid"
+    if isinstance(pad_to, str) and pad_to == "auto":  # only a token budget warns: per bucket
+        shown = "auto (per bucket under a token budget)"
+    what = f"{n} distinct batch shapes in its first epoch"
+    if later:
+        what += f" and {later} new ones in the next (each fresh order meets new widths)"
+    return (
+        f"This pipeline has {what} with pad_to={shown!r}; the {backend} backend compiles a "
+        "program for each new shape, which can take longer than the training itself.\n"
+        '- Pass pad_to="auto" (or pad_to=seqprep.width_grid(sampler)) to pad to a few widths '
+        "chosen for this plan; with a token budget, build the sampler with few buckets "
+        '(boundaries=Bucketer(8, max_tokens=...)) and pass pad_to="bucket".'
+    )
+
+
+def resolve_pad_to(
+    pad_to: Any, sampler: BucketSampler, *, backend: str | None, epoch: int = 0
+) -> str | int | np.ndarray:
+    """``bucketed_dataset``'s ``pad_to`` as ``"batch"``, ``"bucket"``, an int or a bucket table.
+
+    ``backend`` is the name of a backend that compiles one program per input shape (for
+    example ``"jax"``), or None. There ``"auto"`` becomes the width grid of :func:`width_grid`
+    (``"bucket"`` for a token-budget sampler) and a plan with more than :data:`MANY_SHAPES`
+    shapes, or with new shapes in its second epoch, warns; elsewhere ``"auto"`` is
+    ``"batch"`` (fewest padded steps). A width grid comes back as the padded width of each
+    bucket (an int64 array indexed by bucket).
+    """
+    asked = pad_to
+    if isinstance(pad_to, str):
+        if pad_to == "auto":
+            if backend is None:
+                return "batch"
+            pad_to = "bucket" if sampler.max_tokens is not None else width_grid(sampler)
+        elif backend is None:
+            return pad_to
+    elif isinstance(pad_to, (int, np.integer)):
+        return int(pad_to)
+    table = pad_to if isinstance(pad_to, str) else bucket_widths(sampler, pad_to)
+    if backend is not None:
+        first = count_shapes(sampler, pad_to=pad_to, epoch=epoch)
+        later = 0
+        if isinstance(pad_to, str) and pad_to == "batch":
+            later = count_shapes(sampler, pad_to=pad_to, epoch=epoch, epochs=2) - first
+        if first > MANY_SHAPES or later:
+            warnings.warn(
+                _many_shapes_message(first, later, asked, backend), UserWarning, stacklevel=3
+            )
+    return table
