@@ -17,6 +17,9 @@ For each: median epoch time (epochs 2..N), sequential RNN steps per epoch (sum o
 the padded width: what an RNN's wall time scales with), sequences per update, padding, distinct
 batch shapes, and test accuracy (packed models are tested unpacked, with their trained weights
 in the plain model). Ratios are against pad to max in the same run.
+
+On JAX (where every new batch shape is compiled): ``KERAS_BACKEND=jax BENCH_EPOCHS=3
+BENCH_UNITS=16`` and compare the "1st s" (epoch 1, with compiling) and "epoch s" columns.
 """
 
 from __future__ import annotations
