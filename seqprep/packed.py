@@ -23,8 +23,8 @@ from seqprep.bucketing import PackSampler
 from seqprep.data import (
     _cast_labels,
     _default_dtype,
-    _IterationCounter,
     _label_array,
+    _Passes,
     _per_timestep,
     _resolve_dtype,
     _values_with_pad_row,
@@ -90,22 +90,19 @@ def _slot_dataset(
 
     width = max(1, sampler.max_segments_)
 
-    def epoch_batches(e: tf.Tensor) -> tf.data.Dataset:
+    def epoch_batches(e: tf.Tensor, start: tf.Tensor) -> tf.data.Dataset:
         slots, sizes = tf.numpy_function(plan_of, [e], (tf.int64, tf.int64), stateful=True)
         slots = tf.reshape(slots, [-1, width])
         splits = tf.concat([[0], tf.cumsum(sizes)], 0)
-        return tf.data.Dataset.range(tf.size(sizes, out_type=tf.int64)).map(
+        return tf.data.Dataset.range(start, tf.size(sizes, out_type=tf.int64)).map(
             lambda i: slots[splits[i] : splits[i + 1]]
         )
 
-    if reshuffle:
-        counter = _IterationCounter(epoch, epochs)
-        epoch_ids = tf.data.Dataset.range(1).map(
-            lambda _: tf.numpy_function(counter.next, [], tf.int64, stateful=True)
-        ).flat_map(lambda base: tf.data.Dataset.range(epochs).map(lambda j: base + j))
-    else:
-        epoch_ids = tf.data.Dataset.range(epoch, epoch + epochs)
-    return epoch_ids.flat_map(epoch_batches)
+    # The same pass counter as bucketed_dataset's: pass k plays epochs epoch + k * epochs ..
+    state = sampler.state_dict()
+    identity = {k: state[k] for k in ("fingerprint", "seed", "num_shards", "shard_index")}
+    passes = _Passes(epoch, epochs if reshuffle else 0, epochs, len(sampler), identity)
+    return passes.dataset(epoch_batches)
 
 
 def _parse_targets(

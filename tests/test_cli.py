@@ -219,8 +219,9 @@ def test_version_flag_and_attribute(capsys):
 
 
 def test_version_matches_pyproject():
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     import seqprep as sp
 

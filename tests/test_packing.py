@@ -166,7 +166,7 @@ def test_packed_reference_rnn_serves_unpacked():
         if layer.weights:
             layer.set_weights(inner[layer.name].get_weights())
     sampler = PackSampler(lengths, batch_size=3, seed=2)
-    for inputs, labels, weights in packed_dataset(x, [0, 1, 2, 3, 0, 1], sampler=sampler,
+    for inputs, _labels, _weights in packed_dataset(x, [0, 1, 2, 3, 0, 1], sampler=sampler,
                                                   reshuffle_each_iteration=False):
         out = keras.ops.convert_to_numpy(packed(inputs))
         for b, row in enumerate(sampler.batches(0)[0]):

@@ -226,7 +226,7 @@ def bucket_counts(n: int, epochs: int = 3, caps=(None, 32, 16)) -> str:
         m.compile("adam", "binary_crossentropy")
         contenders[cap] = (sampler, ds, m, [])
     for _ in range(epochs):
-        for sampler, ds, m, times in contenders.values():
+        for _sampler, ds, m, times in contenders.values():
             t0 = time.perf_counter()
             m.fit(ds, epochs=1, verbose=0)
             times.append(time.perf_counter() - t0)
