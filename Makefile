@@ -55,7 +55,7 @@ test: $(STAMP) $(BACKENDS_STAMP)
 	done; \
 	exit $$status
 
-bench: $(STAMP)
+bench: $(STAMP) $(BACKENDS_STAMP)
 	$(PY) -m pytest -q -s tests/benchmarks -p no:xdist -o addopts="" -o python_files="bench_*.py"
 
 docs: $(STAMP)
