@@ -187,3 +187,16 @@ def test_state_from_other_sampler_is_refused():
         PackSampler([1, 2, 3], batch_size=1, seed=2).load_state_dict(s.state_dict())
     with pytest.raises(ValueError, match="fingerprint"):
         PackSampler([1, 2, 4], batch_size=1, seed=1).load_state_dict(s.state_dict())
+
+
+def test_iterators_are_independent_and_a_peek_costs_nothing():
+    """PackSampler shares BucketSampler's iteration: each iter() keeps its own position."""
+    s = PackSampler([3, 1, 2, 4, 2, 1, 3, 2], row_length=4, batch_size=1, seed=5)
+    full = [[r.tolist() for r in b] for b in s.batches(0)]
+    peek = next(iter(s))
+    assert [r.tolist() for r in peek] == full[0]
+    a, b = iter(s), iter(s)
+    first_a = [[r.tolist() for r in next(a)]]
+    assert [[r.tolist() for r in x] for x in b] == full  # b is not robbed by a or the peek
+    assert first_a == full[:1]
+    assert s.epoch == 1  # b played epoch 0 to its end

@@ -20,23 +20,17 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
 
-from seqprep._checks import check_choice, check_int, check_lengths
+from seqprep._checks import check_bool, check_choice, check_int, check_lengths
+from seqprep.bucketing._resumable import ResumableSampler
 
 __all__ = ["PackSampler"]
 
 Overlong = Literal["error", "truncate", "drop"]
-_STATE_VERSION = 1
-
-
-def _check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"Argument `{name}` must be True or False. Received: {name}={value!r}")
-    return bool(value)
 
 
 def _best_fit_decreasing(
@@ -86,7 +80,7 @@ def _best_fit_decreasing(
     return [g for room in keys for g in at[room]]
 
 
-class PackSampler:
+class PackSampler(ResumableSampler):
     """Plan epochs of packed rows: several sequences back to back per row, seeded and shardable.
 
     Every row holds whole sequences, one after the other, in at most ``row_length`` steps; a
@@ -140,6 +134,10 @@ class PackSampler:
         True
     """
 
+    _RESUME_OPTIONS = (
+        "the same lengths, row_length, batch_size, shuffle, drop_remainder and overlong"
+    )
+
     def __init__(
         self,
         lengths: Sequence[int] | np.ndarray,
@@ -156,7 +154,7 @@ class PackSampler:
         raw = check_lengths(lengths)
         self._row_length_arg = check_int("row_length", row_length, minimum=1, allow_none=True)
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
-        self.shuffle = _check_bool("shuffle", shuffle)
+        self.shuffle = check_bool("shuffle", shuffle)
         self.seed = check_int("seed", seed, minimum=0)
         self.num_shards = check_int("num_shards", num_shards, minimum=1)
         self.shard_index = check_int("shard_index", shard_index, minimum=0)
@@ -166,11 +164,10 @@ class PackSampler:
                 f"Received: shard_index={self.shard_index}\n"
                 "- Shards are numbered 0 to num_shards - 1."
             )
-        self.drop_remainder = _check_bool("drop_remainder", drop_remainder)
+        self.drop_remainder = check_bool("drop_remainder", drop_remainder)
         self.overlong = check_choice("overlong", overlong, ("error", "truncate", "drop"))
         self._setup(raw)
-        self._epoch = 0
-        self._position = 0
+        self._start_at(0, 0)
 
     # ------------------------------------------------------------------ construction
 
@@ -280,9 +277,6 @@ class PackSampler:
 
     # ------------------------------------------------------------------ planning
 
-    def _check_epoch(self, epoch: Any) -> int:
-        return check_int("epoch", epoch, minimum=0)
-
     def _deal(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         """This epoch's sequence in every slot, and the row order."""
         slots = np.empty(self._slot_by_length.size, np.int64)
@@ -316,7 +310,7 @@ class PackSampler:
             >>> [[row.tolist() for row in batch] for batch in s.batches(0)]
             [[[3], [2, 4]], [[0, 1]]]
         """
-        epoch = self._epoch if epoch is None else self._check_epoch(epoch)
+        epoch = self.epoch if epoch is None else self._check_epoch(epoch)
         if self._cache is None or self._cache[0] != epoch:
             slots, row_order = self._deal(epoch)
             slots.flags.writeable = False
@@ -337,26 +331,6 @@ class PackSampler:
     def __len__(self) -> int:
         return int(self._b_begin.size)
 
-    def __iter__(self) -> Iterator[list[np.ndarray]]:
-        """Yield the current epoch's remaining batches, then move on to the next epoch."""
-        epoch = self._epoch
-        batches = self.batches(epoch)
-        for i in range(self._position, len(batches)):
-            self._position = i + 1
-            yield batches[i]
-        if self._epoch == epoch:
-            self._epoch, self._position = epoch + 1, 0
-
-    @property
-    def epoch(self) -> int:
-        """The current epoch (what iteration yields)."""
-        return self._epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        """Make ``epoch`` current and start it from its first batch."""
-        self._epoch = self._check_epoch(epoch)
-        self._position = 0
-
     # ------------------------------------------------------------------ resuming
 
     def _config_fingerprint(self) -> str:
@@ -371,88 +345,24 @@ class PackSampler:
             self._fingerprint = h.hexdigest()
         return self._fingerprint
 
-    def state_dict(self) -> dict[str, Any]:
-        """Where iteration stands, to resume mid-epoch with :meth:`load_state_dict`.
-
-        Returns:
-            A dict of plain Python values: ``seed``, ``epoch``, ``position`` (batches of this
-            shard already yielded this epoch), ``num_shards``, ``shard_index``, ``fingerprint``
-            (of the lengths and packing options) and ``version``.
-
-        Example:
-            >>> s = PackSampler([1, 2, 3, 4], row_length=4, batch_size=1, seed=7)
-            >>> it = iter(s); _ = next(it)
-            >>> t = PackSampler([1, 2, 3, 4], row_length=4, batch_size=1, seed=7)
-            >>> t.load_state_dict(s.state_dict())
-            >>> [[r.tolist() for r in b] for b in t] == [[r.tolist() for r in b] for b in it]
-            True
-        """
-        return {
-            "version": _STATE_VERSION,
-            "seed": self.seed,
-            "epoch": self._epoch,
-            "position": self._position,
-            "num_shards": self.num_shards,
-            "shard_index": self.shard_index,
-            "fingerprint": self._config_fingerprint(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resume from :meth:`state_dict`: the next iteration yields exactly the remaining batches.
-
-        Args:
-            state: a dict from :meth:`state_dict` of a sampler with the same seed, shards,
-                lengths and options.
-
-        Raises:
-            ValueError: if the state is malformed or comes from a sampler with another seed,
-                shard count, shard index or configuration.
-        """
-        keys = ("version", "seed", "epoch", "position", "num_shards", "shard_index", "fingerprint")
-        if not isinstance(state, dict) or any(k not in state for k in keys):
-            raise ValueError(
-                f"Argument `state` must be a dict from `PackSampler.state_dict()` with keys "
-                f"{list(keys)}. Received: state={state!r}"
-            )
-        for key in ("seed", "num_shards", "shard_index"):
-            if state[key] != getattr(self, key):
-                raise ValueError(
-                    f"Argument `state` was saved by a sampler with {key}={state[key]!r}, but "
-                    f"this sampler has {key}={getattr(self, key)!r}.\n"
-                    f"- Build the sampler with {key}={state[key]!r} to resume, or start afresh "
-                    "with `set_epoch`."
-                )
-        if state["fingerprint"] != self._config_fingerprint():
-            raise ValueError(
-                "Argument `state` was saved by a sampler with other lengths or packing options "
-                "(its `fingerprint` differs).\n"
-                "- Resume with the same lengths, row_length, batch_size, shuffle, "
-                "drop_remainder and overlong."
-            )
-        epoch = self._check_epoch(state["epoch"])
-        position = check_int("position", state["position"], minimum=0)
-        if position > len(self):
-            raise ValueError(
-                f"Argument `state` has position={position}, beyond the {len(self)} batches of an "
-                "epoch."
-            )
-        self._epoch, self._position = epoch, position
-
     # ------------------------------------------------------------------ pickling
 
     def __getstate__(self) -> dict[str, Any]:
         names = (
             "_row_length_arg", "batch_size", "shuffle", "seed", "num_shards", "shard_index",
-            "drop_remainder", "overlong", "_epoch", "_position",
+            "drop_remainder", "overlong",
         )
         state = {k: getattr(self, k) for k in names}
+        state.update(self._position_state())
         state["_raw"] = self._raw
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         raw = state.pop("_raw")
+        position = {k: state.pop(k) for k in ("_epoch", "_position")}
         self.__dict__.update(state)
         self._setup(raw)
+        self._restore_position(position)
 
     def __repr__(self) -> str:
         shards = "" if self.num_shards == 1 else f", shard {self.shard_index}/{self.num_shards}"

@@ -24,7 +24,7 @@ bucket counts, so it is computed once; an epoch only draws the random order.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -38,6 +38,7 @@ from seqprep._checks import (
     check_one_of,
     report_dropped,
 )
+from seqprep.bucketing._resumable import ResumableSampler
 from seqprep.bucketing.boundaries import (
     Bucketer,
     as_boundaries,
@@ -53,7 +54,6 @@ BATCH_FIX = (
     "Use `batch_size` for a fixed number of rows per batch, `max_tokens` for a budget of "
     "padded tokens (rows x longest length) per batch."
 )
-_STATE_VERSION = 1
 # The Bucketer's cost model does not see that leftover batches straddle buckets; aiming at half
 # the Bucketer's default keeps the realised padding within about 0.02 of fully sorted batching.
 DEFAULT_TARGET_PADDING = 0.01
@@ -81,7 +81,7 @@ class BatchPlan:
     num_dropped: int
 
 
-class BucketSampler:
+class BucketSampler(ResumableSampler):
     """Plan epochs of length-bucketed batches of indices: seeded, shardable, resumable.
 
     Args:
@@ -145,6 +145,11 @@ class BucketSampler:
         True
     """
 
+    _RESUME_OPTIONS = (
+        "the same lengths, boundaries, batch_size/max_tokens, quadratic_length, shuffle, "
+        "drop_remainder, overlong, max_length and merge_leftovers"
+    )
+
     def __init__(
         self,
         lengths: Sequence[int] | np.ndarray,
@@ -182,8 +187,7 @@ class BucketSampler:
         self.max_length = check_int("max_length", max_length, minimum=1, allow_none=True)
         self.merge_leftovers = check_bool("merge_leftovers", merge_leftovers)
         self._setup(raw, boundaries)
-        self._generation = 0
-        self._set_start(0, 0)
+        self._start_at(0, 0)
         self._report_dropped()
 
     def _report_dropped(self) -> None:
@@ -475,9 +479,6 @@ class BucketSampler:
 
     # ------------------------------------------------------------------ planning
 
-    def _check_epoch(self, epoch: Any) -> int:
-        return int(check_int("epoch", epoch, minimum=0))
-
     def plan(self, epoch: int | None = None) -> BatchPlan:
         """Plan one epoch for this shard (the current epoch when ``epoch`` is None).
 
@@ -574,59 +575,6 @@ class BucketSampler:
     def __len__(self) -> int:
         return int(self._group_label.size)
 
-    def __iter__(self) -> Iterator[np.ndarray]:
-        """Yield the remaining batches of the current epoch, from an iterator of its own.
-
-        Each iterator starts where the sampler stands when ``iter()`` is called and keeps its
-        own position, so two iterators never take batches from each other and a peek with
-        ``next(iter(sampler))`` costs a later iterator nothing. An iterator that plays its epoch
-        to the end moves the sampler on to the next epoch (unless ``set_epoch`` or
-        ``load_state_dict`` moved it meanwhile), so consecutive ``for`` loops play consecutive
-        epochs.
-
-        Example:
-            >>> s = BucketSampler([1, 2, 3, 4], batch_size=1, seed=3)
-            >>> peek = next(iter(s))
-            >>> len(list(s)), s.epoch
-            (4, 1)
-        """
-        epoch, start, generation = self._epoch, self._position, self._generation
-        return self._play(epoch, start, generation)
-
-    def _play(self, epoch: int, start: int, generation: int) -> Iterator[np.ndarray]:
-        batches = self.plan(epoch).batches
-        for i in range(start, len(batches)):
-            if self._generation == generation:
-                self._progress = (epoch, i + 1)
-            yield batches[i]
-        if self._generation == generation:
-            self._set_start(epoch + 1, 0)
-
-    def _set_start(self, epoch: int, position: int) -> None:
-        # A new generation tells live iterators that the sampler was moved under them.
-        self._epoch, self._position = epoch, position
-        self._progress: tuple[int, int] | None = None
-        self._generation += 1
-
-    @property
-    def epoch(self) -> int:
-        """The epoch :meth:`state_dict` records (the one iteration is playing or will play)."""
-        return self._state()[0]
-
-    def _state(self) -> tuple[int, int]:
-        return self._progress if self._progress is not None else (self._epoch, self._position)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Make ``epoch`` current and start it from its first batch.
-
-        Example:
-            >>> s = BucketSampler([1, 2, 3], batch_size=1)
-            >>> s.set_epoch(3)
-            >>> s.epoch, s.state_dict()["position"]
-            (3, 0)
-        """
-        self._set_start(self._check_epoch(epoch), 0)
-
     # ------------------------------------------------------------------ resuming
 
     def _config_fingerprint(self) -> str:
@@ -649,82 +597,6 @@ class BucketSampler:
             self._fingerprint = h.hexdigest()
         return self._fingerprint
 
-    def state_dict(self) -> dict[str, Any]:
-        """Where iteration stands, to resume mid-epoch with :meth:`load_state_dict`.
-
-        What it records: the epoch and position of the iterator that most recently yielded a
-        batch (``position`` = batches of this shard that iterator has yielded this epoch);
-        when no iterator has yielded since the sampler was built, moved with ``set_epoch`` /
-        ``load_state_dict`` or finished an epoch, the point the next iterator starts from.
-        Nothing about the data itself is stored beyond the fingerprint.
-
-        Returns:
-            A dict of plain Python values: ``seed``, ``epoch``, ``position``, ``num_shards``,
-            ``shard_index``, ``fingerprint`` (of the lengths, boundaries and batching options)
-            and ``version``.
-
-        Example:
-            >>> s = BucketSampler([1, 2, 3, 4], batch_size=1, seed=7)
-            >>> it = iter(s); _ = next(it); _ = next(it)
-            >>> t = BucketSampler([1, 2, 3, 4], batch_size=1, seed=7)
-            >>> t.load_state_dict(s.state_dict())
-            >>> [b.tolist() for b in t] == [b.tolist() for b in it]
-            True
-        """
-        epoch, position = self._state()
-        return {
-            "version": _STATE_VERSION,
-            "seed": self.seed,
-            "epoch": epoch,
-            "position": position,
-            "num_shards": self.num_shards,
-            "shard_index": self.shard_index,
-            "fingerprint": self._config_fingerprint(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resume from :meth:`state_dict`: the next iteration yields exactly the remaining batches.
-
-        Args:
-            state: a dict from :meth:`state_dict` of a sampler with the same seed, shards,
-                lengths and options.
-
-        Raises:
-            ValueError: if the state is malformed or comes from a sampler with another seed,
-                shard count, shard index or configuration.
-        """
-        keys = ("version", "seed", "epoch", "position", "num_shards", "shard_index", "fingerprint")
-        if not isinstance(state, dict) or any(k not in state for k in keys):
-            raise ValueError(
-                f"Argument `state` must be a dict from `BucketSampler.state_dict()` with keys "
-                f"{list(keys)}. Received: state={state!r}\n"
-                "- Pass the dict that `state_dict()` returned, unchanged."
-            )
-        for key in ("seed", "num_shards", "shard_index"):
-            if state[key] != getattr(self, key):
-                raise ValueError(
-                    f"Argument `state` was saved by a sampler with {key}={state[key]!r}, but "
-                    f"this sampler has {key}={getattr(self, key)!r}.\n"
-                    f"- Build the sampler with {key}={state[key]!r} to resume, or start afresh "
-                    "with `set_epoch`."
-                )
-        if state["fingerprint"] != self._config_fingerprint():
-            raise ValueError(
-                "Argument `state` was saved by a sampler with other lengths, boundaries or "
-                "batching options (its `fingerprint` differs).\n"
-                "- Resume with the same lengths, boundaries, batch_size/max_tokens, "
-                "quadratic_length, shuffle, drop_remainder, overlong, max_length and "
-                "merge_leftovers."
-            )
-        epoch = self._check_epoch(state["epoch"])
-        position = check_int("position", state["position"], minimum=0)
-        if position > len(self):
-            raise ValueError(
-                f"Argument `state` has position={position}, beyond the {len(self)} batches of an "
-                "epoch."
-            )
-        self._set_start(epoch, position)
-
     # ------------------------------------------------------------------ pickling and reports
 
     def __getstate__(self) -> dict[str, Any]:
@@ -742,7 +614,7 @@ class BucketSampler:
             "quadratic_length",
         )
         state = {k: getattr(self, k) for k in names}
-        state["_epoch"], state["_position"] = self._state()
+        state.update(self._position_state())
         state["_raw"] = self._raw
         state["boundaries"] = self.boundaries
         return state
@@ -750,11 +622,10 @@ class BucketSampler:
     def __setstate__(self, state: dict[str, Any]) -> None:
         raw, bounds = state.pop("_raw"), state.pop("boundaries")
         state.setdefault("quadratic_length", None)  # pickled before the option existed
-        epoch, position = state.pop("_epoch"), state.pop("_position")
+        position = {k: state.pop(k) for k in ("_epoch", "_position")}
         self.__dict__.update(state)
         self._setup(raw, bounds)
-        self._generation = 0
-        self._set_start(epoch, position)
+        self._restore_position(position)
 
     def report(self, epoch: int | None = None, pad_to: Literal["batch", "bucket"] = "batch"):
         """Padding report of this shard's plan for ``epoch`` (see :func:`padding_report`).
