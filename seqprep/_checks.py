@@ -270,3 +270,21 @@ def report_dropped(
         UserWarning,
         stacklevel=stacklevel,
     )
+
+
+def check_shard(num_shards: Any, shard_index: Any) -> tuple[int, int]:
+    """``(num_shards, shard_index)`` as ints, with ``0 <= shard_index < num_shards``.
+
+    Example:
+        >>> check_shard(4, 3)
+        (4, 3)
+    """
+    num_shards = check_int("num_shards", num_shards, minimum=1)
+    shard_index = check_int("shard_index", shard_index, minimum=0)
+    if shard_index >= num_shards:
+        raise ValueError(
+            f"Argument `shard_index` must be less than `num_shards`={num_shards}. "
+            f"Received: shard_index={shard_index}\n"
+            "- Shards are numbered 0 to num_shards - 1."
+        )
+    return num_shards, shard_index

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from seqprep._checks import check_bool, check_choice, check_int, check_lengths
+from seqprep._checks import check_bool, check_choice, check_int, check_lengths, check_shard
 from seqprep.bucketing._resumable import ResumableSampler
 
 __all__ = ["PackSampler"]
@@ -156,14 +156,7 @@ class PackSampler(ResumableSampler):
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
         self.shuffle = check_bool("shuffle", shuffle)
         self.seed = check_int("seed", seed, minimum=0)
-        self.num_shards = check_int("num_shards", num_shards, minimum=1)
-        self.shard_index = check_int("shard_index", shard_index, minimum=0)
-        if self.shard_index >= self.num_shards:
-            raise ValueError(
-                f"Argument `shard_index` must be less than `num_shards`={self.num_shards}. "
-                f"Received: shard_index={self.shard_index}\n"
-                "- Shards are numbered 0 to num_shards - 1."
-            )
+        self.num_shards, self.shard_index = check_shard(num_shards, shard_index)
         self.drop_remainder = check_bool("drop_remainder", drop_remainder)
         self.overlong = check_choice("overlong", overlong, ("error", "truncate", "drop"))
         self._setup(raw)

@@ -36,6 +36,7 @@ from seqprep._checks import (
     check_int,
     check_lengths,
     check_one_of,
+    check_shard,
     report_dropped,
 )
 from seqprep.bucketing._resumable import ResumableSampler
@@ -175,14 +176,7 @@ class BucketSampler(ResumableSampler):
         self.shuffle = check_bool("shuffle", shuffle)
         self.drop_remainder = check_bool("drop_remainder", drop_remainder)
         self.seed = check_int("seed", seed, minimum=0)
-        self.num_shards = check_int("num_shards", num_shards, minimum=1)
-        self.shard_index = check_int("shard_index", shard_index, minimum=0)
-        if self.shard_index >= self.num_shards:
-            raise ValueError(
-                f"Argument `shard_index` must be less than `num_shards`={self.num_shards}. "
-                f"Received: shard_index={self.shard_index}\n"
-                "- Shards are numbered 0 to num_shards - 1."
-            )
+        self.num_shards, self.shard_index = check_shard(num_shards, shard_index)
         self.overlong = check_choice("overlong", overlong, ("error", "truncate", "drop"))
         self.max_length = check_int("max_length", max_length, minimum=1, allow_none=True)
         self.merge_leftovers = check_bool("merge_leftovers", merge_leftovers)
