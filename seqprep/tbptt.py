@@ -72,9 +72,11 @@ from seqprep._checks import (
     check_int,
 )
 from seqprep._ragged import Ragged, as_ragged
-from seqprep._tbptt_plan import ORDERS, Order, TBPTTPlan, plan_tbptt
+from seqprep._tbptt_plan import ORDERS, DenseTBPTTPlan, Order, TBPTTPlan, plan_tbptt
 
-__all__ = ["TBPTTPlan", "plan_tbptt", "fit_tbptt", "predict_tbptt", "evaluate_tbptt"]
+__all__ = [
+    "TBPTTPlan", "DenseTBPTTPlan", "plan_tbptt", "fit_tbptt", "predict_tbptt", "evaluate_tbptt"
+]
 
 
 def _how_to_build(batch_size: int, window: int) -> str:
