@@ -435,6 +435,58 @@ class DenseTBPTTPlan:
             sequence, step = sequence[window], step[window]
         return np.where(sequence >= 0, offsets[np.maximum(sequence, 0)] + step, np.int64(-1))
 
+    def as_calls(self) -> TBPTTPlan:
+        """The model calls that run this plan on a model that resets state only between calls.
+
+        Each window is split at every step where some row starts a new sequence, so every
+        piece holds, per row, the steps of at most one sequence (or padding) at its start; the
+        pieces are returned, in order, as the cells of a :class:`TBPTTPlan` (one "window" per
+        piece, each piece left-aligned and padded to ``window`` steps). Running them one after
+        another with the windowed executor gives exactly the outputs of the dense plan. Only
+        the cell arrays (``sequence``, ``start``, ``count``, ``row`` and the per-step and
+        per-cell views) are meaningful on the result; its per-sequence window properties
+        (``first_window``, ``last_window``, ``last_offset``) do not describe the pieces.
+
+        Returns:
+            A :class:`TBPTTPlan` with one window per piece.
+
+        Example:
+            >>> dense = plan_tbptt([3, 1, 2], window=4, batch_size=1, order="input", dense=True)
+            >>> calls = dense.as_calls()
+            >>> calls.sequence.tolist(), calls.start.tolist(), calls.count.tolist()
+            ([[0], [1], [2]], [[0], [0], [0]], [[3], [1], [2]])
+        """
+        sequence, step = self.source_sequence, self.source_step
+        pieces = []  # (window, first position, end position) of every piece
+        for w in range(self.n_windows):
+            cuts = np.flatnonzero(self.resets[w].any(axis=0)).tolist()
+            bounds = sorted({0, *cuts, self.window})
+            pieces += [(w, a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        shape = (len(pieces), self.batch_size)
+        cell_sequence = np.full(shape, -1, dtype=np.int64)
+        cell_start = np.zeros(shape, dtype=np.int64)
+        cell_count = np.zeros(shape, dtype=np.int64)
+        for k, (w, a, b) in enumerate(pieces):
+            cell_count[k] = (sequence[w, :, a:b] >= 0).sum(axis=1)
+            real = cell_count[k] > 0
+            cell_sequence[k, real] = sequence[w, real, a]
+            cell_start[k, real] = step[w, real, a]
+        first_call = np.full(self.num_sequences, -1, dtype=np.int64)
+        starts = (cell_sequence >= 0) & (cell_start == 0)
+        first_call[cell_sequence[starts]] = np.nonzero(starts)[0]
+        for array in (cell_sequence, cell_start, cell_count, first_call):
+            array.setflags(write=False)
+        return TBPTTPlan(
+            window=self.window,
+            batch_size=self.batch_size,
+            lengths=self.lengths,
+            row=self.row,
+            first_window=first_call,
+            sequence=cell_sequence,
+            start=cell_start,
+            count=cell_count,
+        )
+
     def __repr__(self) -> str:
         return (
             f"DenseTBPTTPlan(num_sequences={self.num_sequences}, "

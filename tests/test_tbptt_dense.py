@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seqprep._tbptt_plan import DenseTBPTTPlan, plan_tbptt
+from seqprep.models import reference_rnn
+from seqprep.tbptt import evaluate_tbptt, fit_tbptt, predict_tbptt
 
 ORDERS = ["longest_first", "shuffle", "input"]
 
@@ -174,3 +177,152 @@ def test_fallback_to_windowed_rows_is_a_valid_dense_layout(monkeypatch):
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     index = plan.flat_index(offsets)
     np.testing.assert_array_equal(np.sort(index[index >= 0]), np.arange(lengths.sum()))
+
+
+# -- the calls that run a dense plan ---------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(dense_plans())
+def test_calls_replay_each_row_stream_with_resets_only_between_calls(case):
+    lengths, plan = case
+    calls = plan.as_calls()
+    assert calls.window == plan.window and calls.batch_size == plan.batch_size
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    index = calls.flat_index(offsets)
+    # the calls cover the same steps, row by row, in the same order as the dense windows
+    dense_index = plan.flat_index(offsets)
+    for r in range(plan.batch_size):
+        a, b = index[:, r].reshape(-1), dense_index[:, r].reshape(-1)
+        np.testing.assert_array_equal(a[a >= 0], b[b >= 0])
+    # one sequence per cell, starting at the cell's first position: the windowed executor's
+    # contract (state reset before a call, never inside one)
+    np.testing.assert_array_equal(calls.resets.sum(), (lengths > 0).sum())
+    assert (calls.count <= plan.window).all()
+    # every sequence's last step is the last real step of exactly one cell
+    assert calls.ends.sum() == (lengths > 0).sum()
+    # no more calls than the windows' positions: at most one call per position of a window
+    assert calls.n_windows <= plan.n_windows * plan.window
+
+
+# -- the executors: equality with the whole-sequence (non-stateful) twin ----------------------
+
+to_numpy = keras.ops.convert_to_numpy
+DIM = 2
+CELLS = {"simple": keras.layers.SimpleRNN, "gru": keras.layers.GRU, "lstm": keras.layers.LSTM}
+
+
+def per_step_model(cell, batch_size, seed=0):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(batch_shape=(batch_size, None, DIM))
+    h = CELLS[cell](4, stateful=True, return_sequences=True)(inputs)
+    return keras.Model(inputs, keras.layers.Dense(2)(h))
+
+
+def per_step_twin(model, cell):
+    inputs = keras.Input(shape=(None, DIM))
+    h = CELLS[cell](4, return_sequences=True)(inputs)
+    twin = keras.Model(inputs, keras.layers.Dense(2)(h))
+    twin.set_weights(model.get_weights())
+    return twin
+
+
+def sequences(lengths, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.normal(size=(n, DIM)).astype("float32") for n in lengths]
+
+
+def padded(x, pad_to=16):
+    out = np.zeros((len(x), pad_to, DIM), "float32")
+    for i, seq in enumerate(x):
+        out[i, : len(seq)] = seq
+    return out
+
+
+_MODELS: dict = {}
+
+
+def cached(kind, cell, batch_size):
+    """Models cached per (kind, cell, batch size) so Hypothesis examples reuse compiled steps."""
+    key = (kind, cell, batch_size)
+    if key not in _MODELS:
+        if kind == "per_step":
+            model = per_step_model(cell, batch_size, seed=len(_MODELS))
+            _MODELS[key] = (model, per_step_twin(model, cell))
+        else:
+            model = reference_rnn(input_dim=DIM, num_classes=3, cell=cell, units=4,
+                                  stateful=True, batch_size=batch_size, seed=len(_MODELS))
+            twin = reference_rnn(input_dim=DIM, num_classes=3, cell=cell, units=4)
+            twin.set_weights(model.get_weights())
+            _MODELS[key] = (model, twin)
+    return _MODELS[key]
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    cell=st.sampled_from(sorted(CELLS)),
+    kind=st.sampled_from(["per_step", "plain"]),
+    lengths=st.lists(st.integers(1, 16), min_size=1, max_size=7),
+    window=st.sampled_from([1, 3, 5]),
+    batch_size=st.integers(1, 3),
+)
+def test_dense_predict_equals_whole_sequence_twin(cell, kind, lengths, window, batch_size):
+    model, twin = cached(kind, cell, batch_size)
+    x = sequences(lengths, seed=sum(lengths))
+    expected = to_numpy(twin(padded(x)))
+    got = predict_tbptt(model, x, window=window, batch_size=batch_size, dense=True)
+    if kind == "plain":  # the twin's Masking layer makes the zero tail padding
+        np.testing.assert_allclose(got, expected[: len(x)], rtol=0, atol=1e-4)
+        return
+    # many-to-one: each sequence's output at its last step
+    last = np.stack([expected[i, n - 1] for i, n in enumerate(lengths)])
+    np.testing.assert_allclose(got, last, rtol=0, atol=1e-4)
+    # many-to-many: every step, mapped back to its sequence (the twin is causal)
+    steps = predict_tbptt(model, x, window=window, batch_size=batch_size, dense=True,
+                          return_sequences=True)
+    assert [a.shape for a in steps] == [(n, 2) for n in lengths]
+    for i, n in enumerate(lengths):
+        np.testing.assert_allclose(steps[i], expected[i, :n], rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_dense_predict_with_several_sequences_ending_in_one_window_and_row(cell):
+    # one row, window 8: sequences of 2, 3 and 1 steps all end in the first window
+    model, twin = cached("per_step", cell, 1)
+    lengths = [2, 3, 1, 6]
+    x = sequences(lengths, seed=1)
+    plan = plan_tbptt(lengths, window=8, batch_size=1, order="input", dense=True)
+    assert plan.last_window.tolist() == [0, 0, 0, 1]
+    expected = to_numpy(twin(padded(x)))
+    got = predict_tbptt(model, x, window=8, batch_size=1, dense=True)
+    last = np.stack([expected[i, n - 1] for i, n in enumerate(lengths)])
+    np.testing.assert_allclose(got, last, rtol=0, atol=1e-4)
+    # the windowed executor agrees
+    np.testing.assert_allclose(
+        got, predict_tbptt(model, x, window=8, batch_size=1), rtol=0, atol=1e-5
+    )
+
+
+def test_dense_fit_trains_and_evaluate_matches_windowed():
+    model = reference_rnn(input_dim=DIM, num_classes=2, cell="gru", units=8,
+                          stateful=True, batch_size=2, seed=3)
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(2, 12, size=16)
+    # the class is the sign of the sequence's first feature summed over time
+    x = [rng.normal(size=(n, DIM)).astype("float32") for n in lengths]
+    y = np.array([int(s[:, 0].sum() > 0) for s in x])
+    before = evaluate_tbptt(model, x, y, window=4, batch_size=2, dense=True)
+    np.testing.assert_allclose(
+        before, evaluate_tbptt(model, x, y, window=4, batch_size=2), rtol=1e-5
+    )
+    history = fit_tbptt(model, x, y, window=4, batch_size=2, epochs=8, dense=True, verbose=0)
+    losses = history.history["loss"]
+    after = evaluate_tbptt(model, x, y, window=4, batch_size=2, dense=True)
+    assert losses[-1] < losses[0] and after < 0.8 * before
+
+
+def test_dense_flag_is_checked():
+    model, _ = cached("per_step", "simple", 1)
+    with pytest.raises(TypeError, match="`dense`"):
+        predict_tbptt(model, sequences([3]), window=2, batch_size=1, dense=1)
