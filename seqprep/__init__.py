@@ -51,6 +51,7 @@ _EXPORTS: dict[str, str] = {
     # long sequences
     "plan_tbptt": "seqprep._tbptt_plan",
     "TBPTTPlan": "seqprep._tbptt_plan",
+    "DenseTBPTTPlan": "seqprep._tbptt_plan",
     "fit_tbptt": "seqprep.tbptt",
     "predict_tbptt": "seqprep.tbptt",
     "evaluate_tbptt": "seqprep.tbptt",

@@ -24,7 +24,7 @@ from typing import Literal
 
 import numpy as np
 
-from seqprep._checks import check_choice, check_int, check_lengths
+from seqprep._checks import check_bool, check_choice, check_int, check_lengths
 
 Order = Literal["longest_first", "shuffle", "input"]
 ORDERS: tuple[str, ...] = ("longest_first", "shuffle", "input")
@@ -189,7 +189,8 @@ def plan_tbptt(
     order: Order = "longest_first",
     seed: int = 0,
     epoch: int = 0,
-) -> TBPTTPlan:
+    dense: bool = False,
+) -> TBPTTPlan | DenseTBPTTPlan:
     """Lay variable-length sequences into batch rows and cut the rows into windows.
 
     Each sequence is placed, whole, at the end of the row that is currently the shortest (ties go
@@ -208,9 +209,15 @@ def plan_tbptt(
             order; different for every ``epoch``) or ``"input"`` (as given).
         seed: Seed for ``order="shuffle"``.
         epoch: Epoch number, mixed into the seed for ``order="shuffle"``.
+        dense: Lay each row's sequences back to back instead (the next sequence starts right
+            after the previous one ends, inside the same window) and return a
+            :class:`DenseTBPTTPlan` with per-step reset flags; rows are then padded only after
+            their last sequence. Placement goes by steps onto the row with the fewest steps so
+            far (or keeps the windowed rows where those come out shorter), so a dense plan never
+            has more windows than the windowed one.
 
     Returns:
-        A :class:`TBPTTPlan`.
+        A :class:`TBPTTPlan`, or a :class:`DenseTBPTTPlan` if ``dense=True``.
 
     Raises:
         ValueError: If ``window`` or ``batch_size`` is below 1, ``order`` is unknown or
@@ -227,6 +234,15 @@ def plan_tbptt(
         [[2, 2], [2, 1], [1, 2]]
         >>> plan.last_window.tolist(), plan.last_row.tolist(), plan.last_offset.tolist()
         ([2, 2, 1], [0, 1, 1], [0, 1, 0])
+        >>> dense = plan_tbptt([5, 2, 3], window=2, batch_size=2, dense=True)
+        >>> dense.source_sequence[:, 1].tolist()  # row 1: sequence 2, then 1 mid-window
+        [[2, 2], [2, 1], [1, -1]]
+        >>> dense.resets[:, 1].astype(int).tolist()
+        [[1, 0], [0, 1], [0, 0]]
+        >>> lengths = [3, 3, 3, 3, 2]  # padded steps: windowed vs dense
+        >>> [plan_tbptt(lengths, window=4, batch_size=2, dense=d).total_steps - sum(lengths)
+        ...  for d in (False, True)]
+        [10, 2]
     """
     lengths = check_lengths(lengths)
     window = check_int("window", window, minimum=1, fix="If you want no truncation, set "
@@ -235,6 +251,7 @@ def plan_tbptt(
     check_choice("order", order, ORDERS)
     seed = check_int("seed", seed)
     epoch = check_int("epoch", epoch, minimum=0)
+    check_bool("dense", dense)
 
     n = lengths.shape[0]
     spans = -(-lengths // window)  # windows per sequence
@@ -244,6 +261,8 @@ def plan_tbptt(
         placing = np.random.default_rng([seed & 0xFFFFFFFF, epoch]).permutation(n)
     else:
         placing = np.arange(n)
+    if dense:
+        return _plan_dense(lengths, placing, window, batch_size)
 
     row = np.full(n, -1, dtype=np.int64)
     first_window = np.full(n, -1, dtype=np.int64)
@@ -279,4 +298,248 @@ def plan_tbptt(
         sequence=sequence,
         start=start,
         count=count,
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class DenseTBPTTPlan:
+    """A TBPTT plan whose rows hold sequences back to back, with resets inside windows.
+
+    Made by ``plan_tbptt(..., dense=True)``; read-only. Each row is one stream of steps: the next
+    sequence of a row starts right after the previous one ends, even in the middle of a window,
+    so padding only follows the end of a row's stream. The recurrent state of a row must then be
+    reset at every step flagged in :attr:`resets`, inside the window.
+
+    Attributes:
+        window: Steps per window.
+        batch_size: Rows per window.
+        lengths: int64 ``(n,)``, the length of every sequence.
+        row: int64 ``(n,)``, the row of every sequence (``-1`` for an empty sequence).
+        offset: int64 ``(n,)``, the position of each sequence's first step in its row's stream
+            (``-1`` for an empty sequence).
+        n_windows: Number of windows (model calls) in one pass over the data.
+    """
+
+    window: int
+    batch_size: int
+    lengths: np.ndarray
+    row: np.ndarray
+    offset: np.ndarray
+    n_windows: int
+
+    @property
+    def num_sequences(self) -> int:
+        """Number of sequences planned."""
+        return int(self.lengths.shape[0])
+
+    def _stream(self) -> tuple[np.ndarray, np.ndarray]:
+        """(sequence, step) of every row position, shape ``(batch_size, n_windows * window)``."""
+        width = self.n_windows * self.window
+        sequence = np.full((self.batch_size, width), -1, dtype=np.int64)
+        step = np.full((self.batch_size, width), -1, dtype=np.int64)
+        placed = np.flatnonzero(self.lengths > 0)
+        held = np.repeat(placed, self.lengths[placed])
+        first = np.cumsum(self.lengths[placed]) - self.lengths[placed]
+        within = np.arange(held.shape[0]) - np.repeat(first, self.lengths[placed])
+        sequence[self.row[held], self.offset[held] + within] = held
+        step[self.row[held], self.offset[held] + within] = within
+        return sequence, step
+
+    def _by_window(self, stream: np.ndarray) -> np.ndarray:
+        shaped = stream.reshape(self.batch_size, self.n_windows, self.window)
+        return np.ascontiguousarray(shaped.transpose(1, 0, 2))
+
+    @property
+    def source_sequence(self) -> np.ndarray:
+        """int64 ``(n_windows, batch_size, window)``: sequence of each step, ``-1`` on padding."""
+        return self._by_window(self._stream()[0])
+
+    @property
+    def source_step(self) -> np.ndarray:
+        """int64 ``(n_windows, batch_size, window)``: step within its sequence of each position,
+        ``-1`` on padding."""
+        return self._by_window(self._stream()[1])
+
+    @property
+    def mask(self) -> np.ndarray:
+        """bool ``(n_windows, batch_size, window)``: True on real steps, False on padding."""
+        return self.source_sequence >= 0
+
+    @property
+    def resets(self) -> np.ndarray:
+        """bool ``(n_windows, batch_size, window)``: True at each sequence's first step, where
+        the row's state must be zeroed before the step is run."""
+        return self.source_step == 0
+
+    @property
+    def ends(self) -> np.ndarray:
+        """bool ``(n_windows, batch_size, window)``: True at each sequence's last step."""
+        sequence, step = self._stream()
+        last = (sequence >= 0) & (step == self.lengths[np.maximum(sequence, 0)] - 1)
+        return self._by_window(last)
+
+    @property
+    def last_window(self) -> np.ndarray:
+        """int64 ``(n,)``: window holding each sequence's last step (``-1`` if empty)."""
+        end = self.offset + self.lengths - 1
+        return np.where(self.lengths > 0, end // self.window, -1)
+
+    @property
+    def last_row(self) -> np.ndarray:
+        """int64 ``(n,)``: row holding each sequence's last step (``-1`` if empty)."""
+        return self.row.copy()
+
+    @property
+    def last_offset(self) -> np.ndarray:
+        """int64 ``(n,)``: position of each sequence's last step inside its last window
+        (``-1`` if empty)."""
+        end = self.offset + self.lengths - 1
+        return np.where(self.lengths > 0, end % self.window, -1)
+
+    @property
+    def real_steps(self) -> int:
+        """Total real steps, ``lengths.sum()``."""
+        return int(self.lengths.sum())
+
+    @property
+    def total_steps(self) -> int:
+        """Total positions in the plan, ``n_windows * batch_size * window``."""
+        return self.n_windows * self.batch_size * self.window
+
+    @property
+    def padding_fraction(self) -> float:
+        """Share of the plan's positions that are padding (0.0 for an empty plan)."""
+        total = self.total_steps
+        return 0.0 if total == 0 else 1.0 - self.real_steps / total
+
+    def flat_index(self, offsets: np.ndarray, window: int | None = None) -> np.ndarray:
+        """Indices into flat (concatenated) sequence values, ``-1`` on padding.
+
+        Args:
+            offsets: int ``(n + 1,)``, where each sequence starts in the flat values.
+            window: Only this window (shape ``(batch_size, window)``); default all windows.
+
+        Returns:
+            int64 array of indices; gather ``values[index]`` and overwrite where ``index < 0``.
+        """
+        offsets = np.asarray(offsets, dtype=np.int64)
+        if offsets.shape != (self.num_sequences + 1,) or np.any(
+            np.diff(offsets) != self.lengths
+        ):
+            raise ValueError(
+                "Argument `offsets` does not match the plan's lengths: expected "
+                f"{self.num_sequences + 1} offsets whose differences are the lengths."
+            )
+        sequence, step = self.source_sequence, self.source_step
+        if window is not None:
+            sequence, step = sequence[window], step[window]
+        return np.where(sequence >= 0, offsets[np.maximum(sequence, 0)] + step, np.int64(-1))
+
+    def as_calls(self) -> TBPTTPlan:
+        """The model calls that run this plan on a model that resets state only between calls.
+
+        Each window is split at every step where some row starts a new sequence, so every
+        piece holds, per row, the steps of at most one sequence (or padding) at its start; the
+        pieces are returned, in order, as the cells of a :class:`TBPTTPlan` (one "window" per
+        piece, each piece left-aligned and padded to ``window`` steps). Running them one after
+        another with the windowed executor gives exactly the outputs of the dense plan. Only
+        the cell arrays (``sequence``, ``start``, ``count``, ``row`` and the per-step and
+        per-cell views) are meaningful on the result; its per-sequence window properties
+        (``first_window``, ``last_window``, ``last_offset``) do not describe the pieces.
+
+        Returns:
+            A :class:`TBPTTPlan` with one window per piece.
+
+        Example:
+            >>> dense = plan_tbptt([3, 1, 2], window=4, batch_size=1, order="input", dense=True)
+            >>> calls = dense.as_calls()
+            >>> calls.sequence.tolist(), calls.start.tolist(), calls.count.tolist()
+            ([[0], [1], [2]], [[0], [0], [0]], [[3], [1], [2]])
+        """
+        sequence, step = self.source_sequence, self.source_step
+        pieces = []  # (window, first position, end position) of every piece
+        for w in range(self.n_windows):
+            cuts = np.flatnonzero(self.resets[w].any(axis=0)).tolist()
+            bounds = sorted({0, *cuts, self.window})
+            pieces += [(w, a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        shape = (len(pieces), self.batch_size)
+        cell_sequence = np.full(shape, -1, dtype=np.int64)
+        cell_start = np.zeros(shape, dtype=np.int64)
+        cell_count = np.zeros(shape, dtype=np.int64)
+        for k, (w, a, b) in enumerate(pieces):
+            cell_count[k] = (sequence[w, :, a:b] >= 0).sum(axis=1)
+            real = cell_count[k] > 0
+            cell_sequence[k, real] = sequence[w, real, a]
+            cell_start[k, real] = step[w, real, a]
+        first_call = np.full(self.num_sequences, -1, dtype=np.int64)
+        starts = (cell_sequence >= 0) & (cell_start == 0)
+        first_call[cell_sequence[starts]] = np.nonzero(starts)[0]
+        for array in (cell_sequence, cell_start, cell_count, first_call):
+            array.setflags(write=False)
+        return TBPTTPlan(
+            window=self.window,
+            batch_size=self.batch_size,
+            lengths=self.lengths,
+            row=self.row,
+            first_window=first_call,
+            sequence=cell_sequence,
+            start=cell_start,
+            count=cell_count,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"DenseTBPTTPlan(num_sequences={self.num_sequences}, "
+            f"batch_size={self.batch_size}, window={self.window}, n_windows={self.n_windows}, "
+            f"padding_fraction={self.padding_fraction:.3f})"
+        )
+
+
+def _greedy_rows(
+    sizes: np.ndarray, placing: np.ndarray, batch_size: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Each item goes after the end of the row with the least so far (ties: lowest row).
+
+    Returns each item's row and start (``-1`` for items of size 0) and the largest row load.
+    """
+    row = np.full(sizes.shape[0], -1, dtype=np.int64)
+    start = np.full(sizes.shape[0], -1, dtype=np.int64)
+    loads = [(0, r) for r in range(batch_size)]  # (used, row): a heap
+    for i in placing[sizes[placing] > 0].tolist():
+        used, r = loads[0]
+        row[i] = r
+        start[i] = used
+        heapq.heapreplace(loads, (used + int(sizes[i]), r))
+    return row, start, max(used for used, _ in loads)
+
+
+def _plan_dense(
+    lengths: np.ndarray, placing: np.ndarray, window: int, batch_size: int
+) -> DenseTBPTTPlan:
+    """Greedy placement by steps; falls back to the windowed rows if those are shorter.
+
+    Greedy list scheduling is not monotone in the item sizes, so placing by steps can, rarely,
+    end with a longer row than placing by whole windows. The windowed rows with their gaps
+    closed are a valid dense layout, so taking the better of the two guarantees the dense plan
+    never has more windows (nor padded steps) than the windowed plan of the same order.
+    """
+    row, offset, longest = _greedy_rows(lengths, placing, batch_size)
+    spans = -(-lengths // window)
+    windowed_row, _, windowed_longest = _greedy_rows(spans, placing, batch_size)
+    if -(-longest // window) > windowed_longest:
+        row = windowed_row
+        offset = np.full(lengths.shape[0], -1, dtype=np.int64)
+        for r in range(batch_size):
+            here = placing[row[placing] == r]
+            offset[here] = np.cumsum(lengths[here]) - lengths[here]
+        longest = int(np.bincount(row[row >= 0], weights=lengths[row >= 0]).max())
+    for array in (lengths, row, offset):
+        array.setflags(write=False)
+    return DenseTBPTTPlan(
+        window=window,
+        batch_size=batch_size,
+        lengths=lengths,
+        row=row,
+        offset=offset,
+        n_windows=-(-longest // window),
     )

@@ -72,9 +72,11 @@ from seqprep._checks import (
     check_int,
 )
 from seqprep._ragged import Ragged, as_ragged
-from seqprep._tbptt_plan import ORDERS, Order, TBPTTPlan, plan_tbptt
+from seqprep._tbptt_plan import ORDERS, DenseTBPTTPlan, Order, TBPTTPlan, plan_tbptt
 
-__all__ = ["TBPTTPlan", "plan_tbptt", "fit_tbptt", "predict_tbptt", "evaluate_tbptt"]
+__all__ = [
+    "TBPTTPlan", "DenseTBPTTPlan", "plan_tbptt", "fit_tbptt", "predict_tbptt", "evaluate_tbptt"
+]
 
 
 def _how_to_build(batch_size: int, window: int) -> str:
@@ -633,7 +635,6 @@ class _Windows:
         self.resets = plan.resets
         self.idle = plan.idle
         self.ends = plan.ends
-        self.last_offset = plan.last_offset
 
     def inputs(self, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(x, mask, reset, idle)`` of window ``w``.
@@ -650,8 +651,8 @@ class _Windows:
         return x, real | idle[:, None], self.resets[w], idle
 
     def pick(self, w: int) -> np.ndarray:
-        held = np.maximum(self.plan.sequence[w], 0)
-        return np.where(self.ends[w], self.last_offset[held], 0).astype(np.int32)
+        # a cell's real steps are its first `count`, so a sequence's last one is at count - 1
+        return np.where(self.ends[w], self.plan.count[w] - 1, 0).astype(np.int32)
 
     def targets_of(self, w: int) -> tuple[np.ndarray, np.ndarray]:
         """Targets and 0/1 float32 weights of window ``w``."""
@@ -871,6 +872,7 @@ def fit_tbptt(
     callbacks: Sequence[keras.callbacks.Callback] | None = None,
     verbose: int | str = "auto",
     allow_nonfinite: bool = False,
+    dense: bool = False,
 ) -> keras.callbacks.History:
     """Train a stateful RNN with truncated backpropagation through time.
 
@@ -907,6 +909,13 @@ def fit_tbptt(
             silence.
         allow_nonfinite: accept NaN/inf in ``x`` (refused by default; NaN/inf in ``y`` are
             always refused).
+        dense: Lay each row's sequences back to back (``plan_tbptt(..., dense=True)``): a
+            sequence starts right after the previous one of its row, inside a window. The
+            state must then be reset inside a window; this runs each window as several model
+            calls, split where any row starts a sequence (see
+            :meth:`DenseTBPTTPlan.as_calls`), so each call is one optimizer step and
+            backpropagation is also truncated at those splits. Outputs are exact; the calls
+            are not cheaper than the windowed plan's (see docs/long_sequences.md).
 
     Returns:
         The Keras ``History`` of the run.
@@ -948,10 +957,11 @@ def fit_tbptt(
             "Argument `model` must be compiled before training: "
             "`model.compile(optimizer=..., loss=...)`."
         )
+    dense = check_bool("dense", dense)
     plans = [
-        plan_tbptt(
-            data.lengths, window=runner.window, batch_size=runner.batch_size, order=order,
-            seed=seed, epoch=epoch if order == "shuffle" else 0,
+        _plan(
+            data.lengths, runner, dense, order=order, seed=seed,
+            epoch=epoch if order == "shuffle" else 0,
         )
         for epoch in range(epochs if order == "shuffle" else 1)
     ]
@@ -991,6 +1001,14 @@ def fit_tbptt(
     return history
 
 
+def _plan(lengths: np.ndarray, runner: _Runner, dense: bool, **kwargs: Any) -> TBPTTPlan:
+    """The windowed plan, or the dense plan as the model calls that run it exactly."""
+    plan = plan_tbptt(
+        lengths, window=runner.window, batch_size=runner.batch_size, dense=dense, **kwargs
+    )
+    return plan.as_calls() if dense else plan
+
+
 def _validation_windows(validation_data: Any, runner: _Runner, many_to_one: bool) -> _Windows:
     if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
         raise ValueError(
@@ -1021,6 +1039,7 @@ def evaluate_tbptt(
     return_sequences: bool | None = None,
     return_dict: bool = False,
     verbose: int | str = 0,
+    dense: bool = False,
 ) -> float | dict[str, float]:
     """Loss (and compiled metrics) of a stateful RNN over long sequences, window by window.
 
@@ -1038,6 +1057,7 @@ def evaluate_tbptt(
             ``y`` as in :func:`fit_tbptt`.
         return_dict: Return ``{"loss": ..., <metric>: ...}`` instead of the loss alone.
         verbose: 1 (or ``"auto"``) for a progress bar, 0 for silence.
+        dense: Run the dense plan, as in :func:`fit_tbptt` (same result).
 
     Returns:
         The loss as a float, or a dict of the loss and metrics.
@@ -1066,7 +1086,7 @@ def evaluate_tbptt(
         raise ValueError(
             "Argument `model` must be compiled with a loss: `model.compile(loss=...)`."
         )
-    plan = plan_tbptt(data.lengths, window=runner.window, batch_size=runner.batch_size)
+    plan = _plan(data.lengths, runner, check_bool("dense", dense))
     windows = _Windows(plan, data, targets, many_to_one)
     _first_call(runner, windows)
     progbar = keras.utils.Progbar(plan.n_windows, verbose=verbose) if verbose else None
@@ -1086,6 +1106,7 @@ def predict_tbptt(
     batch_size: int,
     return_sequences: bool = False,
     verbose: int | str = 0,
+    dense: bool = False,
 ) -> np.ndarray | list[np.ndarray]:
     """Outputs of a stateful RNN over long sequences, carrying state across windows.
 
@@ -1105,6 +1126,7 @@ def predict_tbptt(
         batch_size: Rows per window; must be the batch size the model was built for.
         return_sequences: Return every step's output instead of the last step's.
         verbose: 1 (or ``"auto"``) for a progress bar, 0 for silence.
+        dense: Run the dense plan, as in :func:`fit_tbptt` (same outputs).
 
     Returns:
         ndarray of shape ``(n, ...)``, or a list of ``n`` arrays of shape ``(T_i, ...)``.
@@ -1139,13 +1161,12 @@ def predict_tbptt(
             "model's last recurrent layer has `return_sequences=False`.\n- If you want each "
             "sequence's last output, pass `return_sequences=False`."
         )
-    plan = plan_tbptt(data.lengths, window=runner.window, batch_size=runner.batch_size)
+    plan = _plan(data.lengths, runner, check_bool("dense", dense))
     windows = _Windows(plan, data, None, not return_sequences)
     runner.reset_all()
     progbar = keras.utils.Progbar(plan.n_windows, verbose=verbose) if verbose else None
     outputs: np.ndarray | None = None
     sequence, ends = plan.sequence, plan.ends
-    last_offset = plan.last_offset
     for w in range(plan.n_windows):
         y_pred = ops.convert_to_numpy(runner.forward(windows.inputs(w)))
         if w == 0:
@@ -1160,7 +1181,8 @@ def predict_tbptt(
         else:
             rows = np.flatnonzero(ends[w])
             held = sequence[w, rows]
-            outputs[held] = y_pred[rows] if runner.per_window else y_pred[rows, last_offset[held]]
+            last = plan.count[w, rows] - 1
+            outputs[held] = y_pred[rows] if runner.per_window else y_pred[rows, last]
         if progbar is not None:
             progbar.update(w + 1)
     runner.reset_all()
