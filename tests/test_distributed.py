@@ -429,3 +429,21 @@ def test_data_service_exactly_once_modes_know_their_length():
                                        processing_mode="parallel_epochs")
         assert int(ds.cardinality()) == int(fixed.cardinality()) == len(sampler)
         assert int(dup.cardinality()) == tf.data.UNKNOWN_CARDINALITY
+
+
+def test_data_service_fit_epochs_play_consecutive_passes():
+    """model.fit(ds, epochs=3) plays passes 0, 1, 2: the next pass plays epoch 3."""
+    import keras
+
+    x, ids, sampler = _service_data()
+    model = keras.Sequential([
+        keras.Input((None,), dtype="int64"), keras.layers.Embedding(len(x), 2),
+        keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(len(x)),
+    ])
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with local_data_service(num_workers=2) as service:
+        ds = service_bucketed_dataset(service, x, ids, sampler=sampler, distinct_epochs=4)
+        history = model.fit(ds, epochs=3, verbose=0)
+        after = set(_served_batches(ds))
+    assert len(history.history["loss"]) == 3
+    assert after == _planned_batches(sampler, 3)
