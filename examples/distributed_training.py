@@ -140,11 +140,12 @@ def data_service(x, y, xt, yt, epochs: int, units: int) -> None:
     print("\n3. tf.data service: dispatcher + 2 workers in-process, distributed_epoch")
     model = build_model(units)
     lengths = sp.sequence_lengths(x)
+    sampler = sp.BucketSampler(lengths, boundaries=BOUNDARIES, batch_size=32, seed=0)
     with local_data_service(num_workers=2) as service:
-        for epoch in range(epochs):
-            sampler = sp.BucketSampler(lengths, boundaries=BOUNDARIES, batch_size=32, seed=0)
-            ds = service_bucketed_dataset(service, x, y, sampler=sampler, epoch=epoch)
-            model.fit(ds, epochs=1, verbose=0)
+        # Each pass (Keras epoch) plays the next of `distinct_epochs` registered epochs.
+        ds = service_bucketed_dataset(service, x, y, sampler=sampler,
+                                      distinct_epochs=min(epochs, 4))
+        model.fit(ds, epochs=epochs, verbose=0)
     print(f"    test accuracy {accuracy(model, xt, yt):.3f}")
 
 

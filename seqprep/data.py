@@ -92,13 +92,31 @@ def _resolve_dtype(dtype: DTypeLike | None, source: np.dtype) -> np.dtype:
         ) from None
 
 
-def _values_with_pad_row(rag: Ragged, dtype: np.dtype, value: Any) -> np.ndarray:
+def _values_with_pad_row(
+    rag: Ragged, dtype: np.dtype, value: Any, name: str = "sequences"
+) -> np.ndarray:
     """``rag.values`` cast to ``dtype`` with one extra step holding ``value`` at the end.
 
     Padding the whole collection as one long row through :func:`pad_sequences` reuses its
     refusal to lose data (float to int, overflow, NaN) and its check of the padding value, and
-    the extra step is where every padded position of a batch gathers from.
+    the extra step is where every padded position of a batch gathers from. The cast is
+    checked here first so that a refusal names the caller's position, ``name[i][t]``, not a
+    step of the long row.
     """
+    step_shape = rag.values.shape[1:]
+    step_size = max(int(np.prod(step_shape, dtype=np.int64)), 1)
+
+    def locate(flat_index: int) -> str:
+        step = flat_index // step_size
+        # side="right" skips empty sequences, which share their offset with the next one.
+        i = int(np.searchsorted(rag.offsets, step, side="right")) - 1
+        where = f"{name}[{i}][{step - int(rag.offsets[i])}]"
+        if step_shape:
+            inner = np.unravel_index(flat_index % step_size, step_shape)
+            where += "".join(f"[{int(k)}]" for k in inner)
+        return where
+
+    check_cast(rag.values, dtype, locate=locate)
     total = int(rag.values.shape[0])
     one_row = Ragged(rag.values, np.array([0, total], dtype=np.int64))
     return pad_sequences(one_row, maxlen=total + 1, dtype=dtype, padding="post", value=value)[0]
@@ -573,14 +591,14 @@ def bucketed_dataset(
     w_mode, w_arr = _parse_weights(sample_weight, n, y is not None)
 
     x_dtype = _resolve_dtype(dtype, rag.values.dtype)
-    x_values = _values_with_pad_row(rag, x_dtype, value)
+    x_values = _values_with_pad_row(rag, x_dtype, value, "x")
     pad_index = int(rag.values.shape[0])
     starts = rag.offsets[:-1]
     if sampler.length_limit is not None and truncating == "pre":
         starts = starts + (raw_lengths - lengths)
     y_values = None
     if y_rag is not None:
-        y_values = _values_with_pad_row(y_rag, _default_dtype(y_rag.values.dtype), 0)
+        y_values = _values_with_pad_row(y_rag, _default_dtype(y_rag.values.dtype), 0, "y")
 
     index_ds, passes = _index_dataset(
         sampler, lengths, pad_to, epoch, epochs, reshuffle_each_iteration

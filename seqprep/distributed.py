@@ -30,7 +30,9 @@ See ``docs/distributed.md`` for which route to use.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -39,7 +41,7 @@ import numpy as np
 import tensorflow as tf
 from numpy.typing import DTypeLike
 
-from seqprep._checks import check_choice, check_int, check_one_of
+from seqprep._checks import check_bool, check_choice, check_int, check_one_of
 from seqprep._ragged import lengths_of
 from seqprep.bucketing import Bucketer, BucketSampler, as_boundaries
 from seqprep.bucketing.boundaries import check_quadratic_length
@@ -483,14 +485,22 @@ def service_bucketed_dataset(
     sampler: BucketSampler,
     processing_mode: str | Any = "distributed_epoch",
     job_name: str | None = None,
+    distinct_epochs: int = 4,
     **kwargs: Any,
 ) -> tf.data.Dataset:
     """A bucketed pipeline whose batches are produced by ``tf.data`` service workers.
 
-    The pipeline is :func:`~seqprep.bucketed_dataset` (one fixed epoch of the sampler's plan,
-    pure TensorFlow ops, so it serialises to the dispatcher), read through
-    ``tf.data.experimental.service.distribute``. What an epoch delivers depends on
-    ``processing_mode``:
+    Service workers run only TensorFlow ops, so the sampler's plans are made here, in
+    Python, before anything is served: the plans of ``distinct_epochs`` consecutive sampler
+    epochs (``epoch``, ``epoch + 1`` ...) are each built as :func:`~seqprep.bucketed_dataset`
+    with ``reshuffle_each_iteration=False`` (constants only) and registered with the
+    dispatcher. Pass ``p`` over the returned dataset (counted in this process, from 0) reads
+    the registered epoch ``epoch + p % distinct_epochs`` as a new job: a different order on
+    each of ``distinct_epochs`` consecutive passes, every sequence exactly once per pass (as
+    the mode below allows), then the cycle repeats. ``reshuffle_each_iteration=False`` opts
+    out: one registered dataset, every pass replays epoch ``epoch``.
+
+    What a pass delivers depends on ``processing_mode``:
 
     * ``"distributed_epoch"`` (``ShardingPolicy.DYNAMIC``, the default): the dispatcher hands
       out the plan's batches to the workers one split at a time: **every batch exactly once**
@@ -503,9 +513,16 @@ def service_bucketed_dataset(
     * ``"parallel_epochs"`` (``ShardingPolicy.OFF``): every worker plays the whole epoch:
       with ``n`` workers **every batch arrives n times**. Exactly once only with one worker.
 
+    In the exactly-once modes (without ``job_name``) the dataset's cardinality is
+    ``len(sampler)``, and a pass that delivers fewer batches (a worker failed) raises
+    ``tf.errors.FailedPreconditionError`` rather than ending short.
+
     Several consumers reading one job (``job_name``) share its batches: each gets a subset,
     not necessarily of equal size, so do not feed synchronous replicas from one job; use
-    :func:`distributed_bucketed_dataset` for replicas.
+    :func:`distributed_bucketed_dataset` for replicas. A named job is one job on one
+    registered dataset (TensorFlow takes job names as Python strings, fixed when the dataset
+    is built), so with ``job_name`` every pass replays epoch ``epoch``, as with
+    ``reshuffle_each_iteration=False``.
 
     Args:
         service: the dispatcher address (``"grpc://host:port"``) or a
@@ -515,18 +532,21 @@ def service_bucketed_dataset(
         sampler: a :class:`~seqprep.BucketSampler` built on ``sequence_lengths(x)``.
         processing_mode: ``"distributed_epoch"``, ``"parallel_epochs"`` or a
             ``tf.data.experimental.service.ShardingPolicy``.
-        job_name: share one job between consumers.
+        job_name: share one job between consumers (then every pass replays epoch
+            ``epoch``).
+        distinct_epochs: sampler epochs registered, one played per pass in turn. Each is a
+            whole copy of the data in the dispatcher (registration time and dispatcher memory
+            grow with it): 4 gives four different orders in a row at four times the memory
+            of a fixed epoch.
         **kwargs: keyword arguments of :func:`~seqprep.bucketed_dataset` (``padding``,
-            ``pad_to``, ``epoch`` ...); ``epochs > 1`` and ``reshuffle_each_iteration=True``
-            are refused (they need Python state the service cannot run): unlike
-            :func:`~seqprep.bucketed_dataset`, every pass replays epoch ``epoch``; for a new
-            order each epoch, build one dataset per epoch with ``epoch=e``.
+            ``pad_to``, ``epoch`` ...); ``reshuffle_each_iteration=False`` replays epoch
+            ``epoch`` on every pass; ``epochs > 1`` is refused (a pass is one epoch).
 
     Returns:
         A ``tf.data.Dataset`` of padded batches served by the workers.
 
     Raises:
-        ValueError: ``epochs``/``reshuffle_each_iteration`` passed, or as
+        ValueError: ``epochs > 1``, a bad ``distinct_epochs``, or as
             :func:`~seqprep.bucketed_dataset`.
 
     Example:
@@ -538,23 +558,85 @@ def service_bucketed_dataset(
         ...     sorted(b.numpy().tolist() for b in ds)
         [[[1], [3]], [[2, 2], [4, 4]]]
     """
-    for bad in ("epochs", "reshuffle_each_iteration"):
-        if bad in kwargs and kwargs[bad] not in (1, False):
-            raise ValueError(
-                f"Argument `{bad}` is not supported with the tf.data service: the plan of "
-                "later epochs is made in Python, which service workers cannot run. "
-                f"Received: {bad}={kwargs[bad]!r}\n- Build one dataset per epoch with "
-                "`epoch=e`."
-            )
-    target = service.target if isinstance(service, LocalDataService) else service
-    # Service workers cannot run the Python planner: one fixed epoch, made of constants.
-    kwargs["reshuffle_each_iteration"] = False
-    dataset = bucketed_dataset(x, y, sampler=sampler, **kwargs)
-    return dataset.apply(
-        tf.data.experimental.service.distribute(
-            processing_mode=processing_mode, service=target, job_name=job_name
+    if kwargs.get("epochs", 1) != 1:
+        raise ValueError(
+            "Argument `epochs` is not supported with the tf.data service: each pass plays "
+            f"one sampler epoch. Received: epochs={kwargs['epochs']!r}\n- Drop `epochs`; "
+            "passes already cycle through `distinct_epochs` different epochs."
         )
-    )
+    distinct_epochs = check_int("distinct_epochs", distinct_epochs, minimum=1)
+    reshuffle = kwargs.pop("reshuffle_each_iteration", True)
+    check_bool("reshuffle_each_iteration", reshuffle)
+    target = service.target if isinstance(service, LocalDataService) else service
+    first = kwargs.pop("epoch", 0)
+    if not reshuffle or distinct_epochs == 1 or job_name is not None:
+        # Service workers cannot run the Python planner: one fixed epoch, made of constants.
+        dataset = bucketed_dataset(
+            x, y, sampler=sampler, epoch=first, reshuffle_each_iteration=False, **kwargs
+        )
+        served = dataset.apply(
+            tf.data.experimental.service.distribute(
+                processing_mode=processing_mode, service=target, job_name=job_name
+            )
+        )
+    else:
+        served = _service_cycle(
+            target, x, y, sampler, processing_mode, first, distinct_epochs, kwargs
+        )
+    if job_name is None and _exactly_once(processing_mode):
+        # A known length lets Keras count steps from the first epoch (no "ran out of data"
+        # warning), and a batch lost with a failed worker raises instead of going unnoticed.
+        served = served.apply(tf.data.experimental.assert_cardinality(len(sampler)))
+    return served
+
+
+def _exactly_once(processing_mode: Any) -> bool:
+    policy = tf.data.experimental.service.ShardingPolicy
+    if isinstance(processing_mode, str):
+        return processing_mode == "distributed_epoch"
+    return processing_mode in (policy.DYNAMIC, policy.DATA, policy.FILE_OR_DATA)
+
+
+def _service_cycle(
+    target: str,
+    x: Any,
+    y: Any,
+    sampler: BucketSampler,
+    processing_mode: str | Any,
+    first: Any,
+    distinct_epochs: int,
+    kwargs: dict[str, Any],
+) -> tf.data.Dataset:
+    """Register ``distinct_epochs`` fixed epochs; pass ``p`` reads registered epoch
+    ``p % distinct_epochs`` (a new job each pass, chosen here in the consumer)."""
+    svc = tf.data.experimental.service
+    first = check_int("epoch", first, minimum=0)
+    ids, spec = [], None
+    for e in range(first, first + distinct_epochs):
+        one = bucketed_dataset(
+            x, y, sampler=sampler, epoch=e, reshuffle_each_iteration=False, **kwargs
+        )
+        spec = one.element_spec
+        ids.append(svc.register_dataset(target, one))
+    t_ids = tf.stack(ids)
+    passes = itertools.count()
+    lock = threading.Lock()
+
+    def next_pass() -> np.int64:
+        # Counted in the consumer: workers only ever see fixed, registered epochs.
+        with lock:
+            return np.int64(next(passes))
+
+    def begin(_: tf.Tensor) -> tf.Tensor:
+        p = tf.numpy_function(next_pass, [], tf.int64, stateful=True)
+        return tf.reshape(p, [])
+
+    def one_pass(p: tf.Tensor) -> tf.data.Dataset:
+        return svc.from_dataset_id(
+            processing_mode, target, t_ids[p % distinct_epochs], element_spec=spec
+        )
+
+    return tf.data.Dataset.range(1).map(begin).flat_map(one_pass)
 
 
 # --------------------------------------------------------------------------- streaming Parquet

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 import tensorflow as tf
 
+from seqprep._casts import find_loss
 from seqprep._checks import check_bool, check_choice, check_int, check_one_of
 from seqprep.bucketing import as_boundaries
 from seqprep.bucketing.boundaries import (
@@ -49,14 +50,28 @@ def _check_value(value: Any, dtype: tf.DType, name: str) -> tf.Tensor:
             f"Argument `value` must be a number (or a structure of numbers like the elements). "
             f"Received: value={value!r} for component {name}"
         )
-    cast = np.asarray(value).astype(np_dtype)
-    both_nan = np_dtype.kind == "f" and np.isnan(cast) and np.isnan(value)
-    if cast != value and not both_nan:
-        raise ValueError(
-            f"Argument `value`={value!r} cannot be represented in the {np_dtype} component "
-            f"{name}.\n- Pick a padding value that dtype holds (0 for integer tokens)."
-        )
-    return tf.constant(cast, dtype)
+    if np_dtype.kind not in "biufc":  # e.g. bfloat16, which the exact check does not know
+        cast = np.asarray(value).astype(np_dtype)
+        both_nan = np.isnan(np.float64(cast)) and np.isnan(value)
+        if cast != value and not both_nan:
+            _refuse_value(value, np_dtype, name, "changes in the cast")
+        return tf.constant(cast, dtype)
+    # A Python int of any size stays exact in an object array (numpy 2 would turn 2**63 into
+    # float64); numpy scalars keep their dtype, so the check sees what the caller passed.
+    probe = np.asarray(value).reshape(1) if isinstance(value, np.generic) else np.array(
+        [value], dtype=object
+    )
+    loss = find_loss(probe, np_dtype)
+    if loss is not None:
+        _refuse_value(value, np_dtype, name, loss.reason)
+    return tf.constant(probe.astype(np_dtype)[0], dtype)
+
+
+def _refuse_value(value: Any, np_dtype: np.dtype, name: str, reason: str) -> None:
+    raise ValueError(
+        f"Argument `value`={value!r} cannot be represented in the {np_dtype} component "
+        f"{name}: it {reason}.\n- Pick a padding value that dtype holds (0 for integer tokens)."
+    )
 
 
 # Elements per pool when nothing is shuffled (``buffer_size`` None or 0). A pool is the unit of

@@ -401,3 +401,27 @@ def test_fit_epochs_trains_a_new_order_each_epoch_without_keras_shuffle_warning(
         if backup is not None:
             # Driven by the callback, Keras epoch e plays exactly sampler epoch e.
             assert epochs == [[b.tolist() for b in sampler.batches(e)] for e in range(3)]
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(0, 4), min_size=1, max_size=8), st.data())
+def test_lossy_cast_names_sequence_and_step(lengths, data):
+    """A refused cast names x[i][t] (and the feature), not a step of one flattened row."""
+    if sum(lengths) == 0:
+        lengths[0] = 1
+    x = [np.arange(t * 2, dtype=np.float64).reshape(t, 2) for t in lengths]
+    i = data.draw(st.sampled_from([k for k, t in enumerate(lengths) if t]))
+    t = data.draw(st.integers(0, lengths[i] - 1))
+    k = data.draw(st.integers(0, 1))
+    x[i][t, k] = 0.5  # every other value is a whole number
+    sampler = BucketSampler(sequence_lengths(x), batch_size=2)
+    with pytest.raises(ValueError, match=rf"value 0\.5 at x\[{i}\]\[{t}\]\[{k}\] is not a whole"):
+        bucketed_dataset(x, sampler=sampler, dtype="int32")
+
+
+def test_lossy_target_cast_names_y_position():
+    x = [np.zeros(2), np.zeros(0), np.zeros(3)]
+    y = [np.zeros(2), np.zeros(0), np.array([0.0, 1e40, 0.0])]
+    sampler = BucketSampler(sequence_lengths(x), batch_size=2)
+    with pytest.raises(ValueError, match=r"value 1e\+40 at y\[2\]\[1\] overflows float32"):
+        bucketed_dataset(x, y, sampler=sampler)

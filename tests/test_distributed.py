@@ -364,3 +364,86 @@ def test_data_service_refuses_python_epoch_state():
     x, ids, sampler = _service_data()
     with pytest.raises(ValueError, match="`epochs` is not supported"):
         service_bucketed_dataset("grpc://localhost:1", x, ids, sampler=sampler, epochs=2)
+
+
+def _served_batches(ds) -> list[frozenset]:
+    return [frozenset(int(i) for i in yb.numpy()) for _, yb in ds]
+
+
+def _planned_batches(sampler, epoch: int) -> set[frozenset]:
+    return {frozenset(int(i) for i in b) for b in sampler.plan(epoch).batches}
+
+
+@pytest.mark.parametrize("mode", ["distributed_epoch", "static_data"])
+def test_data_service_new_epoch_each_pass_exactly_once(mode):
+    """Issue 11: pass p plays sampler epoch epoch + p % distinct_epochs, each id once."""
+    x, ids, sampler = _service_data()
+    static = mode == "static_data"
+    policy = tf.data.experimental.service.ShardingPolicy.DATA if static else mode
+    with local_data_service(num_workers=2, static_sharding=static) as service:
+        ds = service_bucketed_dataset(service, x, ids, sampler=sampler, processing_mode=policy,
+                                      epoch=1, distinct_epochs=2)
+        passes = [_served_batches(ds) for _ in range(3)]
+    for p, batches in enumerate(passes):
+        assert Counter(i for b in batches for i in b) == Counter(range(len(x)))
+        assert len(batches) == len(sampler)
+        assert set(batches) == _planned_batches(sampler, 1 + p % 2)
+    assert set(passes[0]) != set(passes[1])  # two different orders (seed-fixed plans)
+    assert set(passes[0]) == set(passes[2])  # the cycle of distinct_epochs=2 repeats
+
+
+def test_data_service_opt_out_replays_one_epoch():
+    x, ids, sampler = _service_data()
+    with local_data_service(num_workers=2) as service:
+        ds = service_bucketed_dataset(service, x, ids, sampler=sampler, epoch=3,
+                                      reshuffle_each_iteration=False)
+        passes = [set(_served_batches(ds)) for _ in range(2)]
+    assert passes[0] == passes[1] == _planned_batches(sampler, 3)
+
+
+def test_data_service_named_job_replays_one_epoch():
+    """Documented: a named job is fixed when built, so every pass replays `epoch`."""
+    x, ids, sampler = _service_data()
+    with local_data_service(num_workers=2) as service:
+        ds = service_bucketed_dataset(service, x, ids, sampler=sampler, job_name="shared",
+                                      epoch=2)
+        first = _served_batches(ds)
+    assert Counter(i for b in first for i in b) == Counter(range(len(x)))
+    assert set(first) == _planned_batches(sampler, 2)
+
+
+def test_data_service_checks_distinct_epochs():
+    x, ids, sampler = _service_data()
+    with pytest.raises(ValueError, match="`distinct_epochs`"):
+        service_bucketed_dataset("grpc://localhost:1", x, ids, sampler=sampler,
+                                 distinct_epochs=0)
+
+
+def test_data_service_exactly_once_modes_know_their_length():
+    x, ids, sampler = _service_data()
+    with local_data_service(num_workers=2) as service:
+        ds = service_bucketed_dataset(service, x, ids, sampler=sampler, distinct_epochs=2)
+        fixed = service_bucketed_dataset(service, x, ids, sampler=sampler,
+                                         reshuffle_each_iteration=False)
+        dup = service_bucketed_dataset(service, x, ids, sampler=sampler,
+                                       processing_mode="parallel_epochs")
+        assert int(ds.cardinality()) == int(fixed.cardinality()) == len(sampler)
+        assert int(dup.cardinality()) == tf.data.UNKNOWN_CARDINALITY
+
+
+def test_data_service_fit_epochs_play_consecutive_passes():
+    """model.fit(ds, epochs=3) plays passes 0, 1, 2: the next pass plays epoch 3."""
+    import keras
+
+    x, ids, sampler = _service_data()
+    model = keras.Sequential([
+        keras.Input((None,), dtype="int64"), keras.layers.Embedding(len(x), 2),
+        keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(len(x)),
+    ])
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with local_data_service(num_workers=2) as service:
+        ds = service_bucketed_dataset(service, x, ids, sampler=sampler, distinct_epochs=4)
+        history = model.fit(ds, epochs=3, verbose=0)
+        after = set(_served_batches(ds))
+    assert len(history.history["loss"]) == 3
+    assert after == _planned_batches(sampler, 3)

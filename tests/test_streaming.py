@@ -650,3 +650,68 @@ def test_bucket_by_sequence_length_ragged_no_padding_same_as_tf_data(drop_remain
     _assert_same_batches(ds, element_length_func=lambda r, d, i: tf.cast(r.nrows(), tf.int32),
                          bucket_boundaries=[2, 4], bucket_batch_sizes=[3, 2, 4],
                          no_padding=True, drop_remainder=drop_remainder)
+
+
+# --------------------------------------------------------------------------- exact pad values
+
+
+def _padded_with(value, dtype):
+    """Pad [[1], [1, 1]] to width 2 with `value`; the one padded step."""
+    rows = tf.cast(tf.ragged.constant([[1], [1, 1]], dtype=tf.int64), dtype)
+    ds = tf.data.Dataset.from_tensor_slices(rows)
+    ds = ds.map(lambda r: r)  # unbatched (T,) elements
+    batch = next(iter(ds.apply(bucket_by_length([3], batch_size=2, value=value,
+                                                 buffer_size=None))))
+    return batch.numpy()[0, 1]
+
+
+@pytest.mark.parametrize(
+    ("value", "dtype"),
+    [
+        (2**63, tf.int64), (2**64, tf.uint64), (-1, tf.uint64), (2**64 - 1, tf.int64),
+        (2**24 + 1, tf.float32), (2**53 + 1, tf.float64), (1.5, tf.int32), (-0.5, tf.uint8),
+        (float("nan"), tf.int64), (float("inf"), tf.int32), (1e39, tf.float32),
+        (np.float64(1e39), tf.float32), (np.int64(2**62 + 1), tf.float64), (2, tf.bool),
+    ],
+)
+def test_bucket_by_length_refuses_pad_value_that_changes(value, dtype):
+    with pytest.raises(ValueError, match=r"Argument `value`=.*cannot be represented.*\n- Pick"):
+        _padded_with(value, dtype)
+
+
+@pytest.mark.parametrize(
+    ("value", "dtype", "expected"),
+    [
+        (2**63 - 1, tf.int64, 2**63 - 1), (-(2**63), tf.int64, -(2**63)),
+        (2**64 - 1, tf.uint64, 2**64 - 1), (2**63, tf.uint64, 2**63), (3.0, tf.int32, 3),
+        (2**24, tf.float32, 2.0**24), (np.uint64(2**64 - 1), tf.uint64, 2**64 - 1),
+        (True, tf.int32, 1), (1, tf.bool, True),
+    ],
+)
+def test_bucket_by_length_keeps_exact_pad_value(value, dtype, expected):
+    got = _padded_with(value, dtype)
+    assert got.dtype == dtype.as_numpy_dtype and int(got) == int(expected)
+
+
+def test_bucket_by_length_keeps_negative_zero_pad():
+    got = _padded_with(-0.0, tf.float32)
+    assert got == 0 and np.signbit(got)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(min_value=-(2**65), max_value=2**65),
+       st.sampled_from([tf.int8, tf.int32, tf.int64, tf.uint8, tf.uint64, tf.float32]))
+def test_pad_value_check_is_exact_for_python_ints(value, dtype):
+    from seqprep.streaming import _check_value
+
+    np_dtype = np.dtype(dtype.as_numpy_dtype)
+    if np_dtype.kind == "f":
+        fits = abs(value) <= 2**24 or int(np.float32(value)) == value
+    else:
+        info = np.iinfo(np_dtype)
+        fits = info.min <= value <= info.max
+    if fits:
+        assert int(_check_value(value, dtype, "0").numpy()) == value
+    else:
+        with pytest.raises(ValueError, match="cannot be represented"):
+            _check_value(value, dtype, "0")
