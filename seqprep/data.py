@@ -490,6 +490,7 @@ def bucketed_dataset(
     """
     check_choice("padding", padding, ("pre", "post"))
     check_choice("truncating", truncating, ("pre", "post"))
+    check_choice("targets", targets, ("auto", "sequence", "step"))
     _quiet_keras_shuffle_warning()
     if isinstance(pad_to, str) or pad_to is None:
         check_choice("pad_to", pad_to, ("auto", "batch", "bucket"))

@@ -209,6 +209,7 @@ def packed_dataset(
         ([[10, 0], [12, 11]], [[1.0, 0.0], [1.0, 1.0]])
     """
     check_choice("truncating", truncating, ("pre", "post"))
+    check_choice("targets", targets, ("auto", "sequence", "step"))
     epoch = check_int("epoch", epoch, minimum=0)
     epochs = check_int("epochs", epochs, minimum=1)
     if not isinstance(reshuffle_each_iteration, (bool, np.bool_)):

@@ -216,6 +216,17 @@ def test_explicit_targets_settle_the_ambiguous_case():
     assert len(history.history["loss"]) == 1
 
 
+@pytest.mark.parametrize("entry", ["bucketed_dataset", "packed_dataset"])
+def test_unknown_targets_is_refused_even_without_y(entry):
+    x = _x([2, 1])
+    build = {"bucketed_dataset": lambda: bucketed_dataset(
+                 x, sampler=BucketSampler([2, 1], batch_size=2), targets="mid"),
+             "packed_dataset": lambda: packed_dataset(
+                 x, sampler=PackSampler([2, 1], batch_size=1), targets="mid")}[entry]
+    with pytest.raises(ValueError, match="Argument `targets` must be"):
+        build()
+
+
 def test_return_sequences_maps_onto_targets():
     x = [np.ones((3, 1), np.float32), np.ones((3, 1), np.float32)]
     y = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
