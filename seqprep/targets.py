@@ -84,7 +84,8 @@ def _as_sequence(y: Any, n: int, name: str, xname: str) -> np.ndarray:
         )
     if arr.shape[0] != n:
         raise ValueError(
-            f"Argument `{name}` must have one entry per sequence of `{xname}` (one target per "
+            f"Arguments `{xname}` and `{name}` must have the same number of sequences: "
+            f"`{name}` must have one entry per sequence of `{xname}` (one target per "
             f"sequence). Received len({xname})={n}, len({name})={arr.shape[0]}\n"
             f"- Pass one target per sequence of `{xname}`, in the same order."
         )
