@@ -26,6 +26,7 @@ _EXPORTS: dict[str, str] = {
     "length_mask": "seqprep.masking",
     "sequence_weights": "seqprep.masking",
     "check_cudnn_mask": "seqprep.masking",
+    "resolve_targets": "seqprep.targets",
     # bucketing (numpy only)
     "Bucketer": "seqprep.bucketing",
     "BucketSampler": "seqprep.bucketing",

@@ -35,10 +35,12 @@ from seqprep._checks import (
     check_finite_labels,
     check_int,
 )
-from seqprep._ragged import Ragged, as_ragged, lengths_of
+from seqprep._ragged import Ragged, as_ragged
 from seqprep.bucketing import BucketSampler
 from seqprep.bucketing.shapes import resolve_pad_to
+from seqprep.masking import _step_weights, _WeightOps
 from seqprep.padding import Side, pad_sequences
+from seqprep.targets import Targets, resolve_targets
 
 __all__ = ["bucket_by_length", "bucketed_dataset"]
 
@@ -63,6 +65,14 @@ def _quiet_keras_shuffle_warning() -> None:
 
 
 # --------------------------------------------------------------------------- shared helpers
+
+# The per-step weight formula (seqprep.masking._step_weights) spelled in TensorFlow ops.
+_TF_WEIGHT_OPS = _WeightOps(
+    as_float32=lambda a: tf.cast(a, tf.float32),
+    count=lambda a: tf.cast(tf.size(a), tf.float32),
+    total=tf.reduce_sum,
+    divide_no_nan=tf.math.divide_no_nan,
+)
 
 
 def _default_dtype(dtype: np.dtype) -> np.dtype:
@@ -151,44 +161,6 @@ def _check_sampler(sampler: Any, lengths: np.ndarray) -> np.ndarray:
             "- Build the sampler from this data: `BucketSampler(sequence_lengths(x), ...)`."
         )
     return planned
-
-
-def _is_dense_array(y: Any) -> bool:
-    if isinstance(y, np.ndarray):
-        return y.dtype != object
-    return (
-        type(y).__module__.startswith("tensorflow")
-        and hasattr(y, "numpy")
-        and not hasattr(y, "row_splits")
-    )
-
-
-def _per_timestep(y: Any, lengths: np.ndarray) -> bool:
-    """Whether ``y`` holds one target per time step (a sequence collection matching ``x``)."""
-    if _is_dense_array(y):
-        return False
-    if isinstance(y, Ragged) or hasattr(y, "row_splits"):
-        return True
-    try:
-        y_lengths = lengths_of(y, "y")
-    except (TypeError, ValueError):
-        return False  # scalars: one label per sequence
-    if y_lengths.size == lengths.size and np.array_equal(y_lengths, lengths):
-        return True
-    try:
-        labels = np.asarray(y)
-    except ValueError:
-        labels = None
-    if labels is None or labels.dtype == object:
-        if y_lengths.size == lengths.size:
-            i = int(np.flatnonzero(y_lengths != lengths)[0])
-            raise ValueError(
-                "Argument `y` holds sequences of targets, but their lengths differ from `x`'s: "
-                f"y[{i}] has {int(y_lengths[i])} steps, x[{i}] has {int(lengths[i])}.\n"
-                "- Per-timestep targets need one target per step of each input sequence."
-            )
-        return True  # the length mismatch is reported by the caller
-    return False
 
 
 def _label_array(y: Any, name: str, n: int) -> np.ndarray:
@@ -440,6 +412,7 @@ def bucketed_dataset(
     truncating: Side = "post",
     dtype: DTypeLike | None = None,
     allow_nonfinite: bool = False,
+    targets: Targets = "auto",
 ) -> tf.data.Dataset:
     """Padded batches of in-memory sequences, in the order a :class:`BucketSampler` planned.
 
@@ -454,7 +427,9 @@ def bucketed_dataset(
       overrides; a cast that would change values raises ``ValueError``).
     * ``y``: per-sequence labels, ``(batch, ...)``, when ``y`` is an array of shape ``(n, ...)``
       (or a list of scalars); per-timestep targets, ``(batch, T, ...)``, padded exactly like
-      ``x`` (with 0), when ``y`` is a sequence collection whose lengths equal ``x``'s.
+      ``x`` (with 0), when ``y`` is a sequence collection whose lengths equal ``x``'s. The
+      rule is :func:`seqprep.resolve_targets`'s; where both readings fit (sequences of one
+      length with target rows of that length) pass ``targets="sequence"`` or ``"step"``.
     * ``sample_weight``: an array ``(n,)`` gives per-sequence weights ``(batch,)``;
       ``"timestep"`` (or ``True``) gives float32 ``(batch, T)`` weights, 1 on real steps and
       0 on padding; ``"timestep_mean"`` scales those by ``batch * T / real steps`` so that
@@ -508,6 +483,8 @@ def bucketed_dataset(
         dtype: dtype of the ``x`` batches (default: see above).
         allow_nonfinite: accept NaN/inf in ``x`` (refused by default; NaN/inf in ``y`` are
             always refused). See "What seqprep refuses" in the padding and masking guide.
+        targets: ``"auto"`` (default), ``"sequence"`` or ``"step"``: whether ``y`` holds one
+            target per sequence or one per step (see :func:`seqprep.resolve_targets`).
 
     Returns:
         A ``tf.data.Dataset`` with ``cardinality() == len(sampler) * epochs``.
@@ -531,6 +508,7 @@ def bucketed_dataset(
     """
     check_choice("padding", padding, ("pre", "post"))
     check_choice("truncating", truncating, ("pre", "post"))
+    check_choice("targets", targets, ("auto", "sequence", "step"))
     _quiet_keras_shuffle_warning()
     if isinstance(pad_to, str) or pad_to is None:
         check_choice("pad_to", pad_to, ("auto", "batch", "bucket"))
@@ -565,25 +543,12 @@ def bucketed_dataset(
     y_rag: Ragged | None = None
     y_arr: np.ndarray | None = None
     if y is not None:
-        if _per_timestep(y, raw_lengths):
-            y_rag = as_ragged(y, "y")
-            if len(y_rag) != n or not np.array_equal(y_rag.lengths, raw_lengths):
-                if len(y_rag) != n:
-                    raise ValueError(
-                        f"Arguments `x` and `y` must have the same number of sequences. "
-                        f"Received {n} and {len(y_rag)}"
-                    )
-                i = int(np.flatnonzero(y_rag.lengths != raw_lengths)[0])
-                raise ValueError(
-                    "Argument `y` holds sequences of targets whose lengths differ from `x`'s: "
-                    f"y[{i}] has {int(y_rag.lengths[i])} steps, x[{i}] has "
-                    f"{int(raw_lengths[i])}.\n- Per-timestep targets need one target per step "
-                    "of each input sequence."
-                )
+        y_mode, y_resolved = resolve_targets(y, raw_lengths, targets=targets)
+        if y_mode == "step":
+            y_rag = y_resolved
             y_mode = "timestep"
         else:
-            y_arr = _cast_labels(_label_array(y, "y", n), "y")
-            y_mode = "sequence"
+            y_arr = _cast_labels(_label_array(y_resolved, "y", n), "y")
         if y_rag is not None:
             check_finite_labels(y_rag.values, "y", offsets=y_rag.offsets)
         else:
@@ -637,11 +602,7 @@ def bucketed_dataset(
         if w_mode == "sequence":
             wb = tf.gather(t_w, idx)
         else:
-            wb = tf.cast(real, tf.float32)
-            if w_mode == "timestep_mean":
-                wb = wb * tf.math.divide_no_nan(
-                    tf.cast(tf.size(wb), tf.float32), tf.reduce_sum(wb)
-                )
+            wb = _step_weights(real, mean=w_mode == "timestep_mean", ops=_TF_WEIGHT_OPS)
         return xb, yb, wb
 
     ds = index_ds.map(make_batch, num_parallel_calls=_AUTOTUNE, deterministic=True)

@@ -327,7 +327,7 @@ def _next_frame(*, train, test, settings, seed, epochs, verbose):
     sampler = sp.BucketSampler(sp.sequence_lengths(x_in), batch_size=settings["batch_size"],
                                seed=seed)
     ds = sp.bucketed_dataset(x_in, y_out, sampler=sampler, sample_weight="timestep",
-                             epochs=epochs)
+                             epochs=epochs, targets="step")
     history = model.fit(ds, epochs=epochs, steps_per_epoch=len(sampler), verbose=verbose,
                         shuffle=False)
 

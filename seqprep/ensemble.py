@@ -23,6 +23,7 @@ from seqprep._checks import check_choice, check_int, check_lengths
 from seqprep._ragged import Ragged, as_ragged
 from seqprep.fitting import GroupBy, _check_model, _group_keys, _prepare, _resolve_group_by
 from seqprep.padding import pad_sequences
+from seqprep.targets import Targets
 
 __all__ = ["LengthEnsemble", "fit_separate_models"]
 
@@ -192,7 +193,8 @@ class LengthEnsemble:
         return rows
 
     def evaluate(
-        self, x: Any, y: Any, *, batch_size: int = 256, unseen: Unseen | None = None
+        self, x: Any, y: Any, *, batch_size: int = 256, unseen: Unseen | None = None,
+        targets: Targets = "auto",
     ) -> dict[str, float]:
         """Evaluate each group's model on its sequences; average the figures over sequences.
 
@@ -201,6 +203,8 @@ class LengthEnsemble:
             y: targets, one row per sequence (per-step targets must have ``x``'s lengths).
             batch_size: rows per evaluation batch.
             unseen: override the ensemble's ``unseen`` policy for this call.
+            targets: ``"auto"``, ``"sequence"`` or ``"step"``: whether ``y`` holds one target
+                per sequence or one per step (the rule of :func:`seqprep.resolve_targets`).
 
         Returns:
             ``{metric name: mean over sequences}`` (each group's figure weighted by its
@@ -219,7 +223,7 @@ class LengthEnsemble:
             {'loss': 0.5}
         """
         batch_size = check_int("batch_size", batch_size, minimum=1)
-        data = _prepare(x, y)
+        data = _prepare(x, y, targets=targets)
         totals: dict[str, float] = {}
         count = 0
         for key, idx, xb in self._batches(data.x, unseen):
@@ -332,6 +336,7 @@ def fit_separate_models(
     pad_value: Any = 0,
     sample_weight: Any = None,
     allow_nonfinite: bool = False,
+    targets: Targets = "auto",
     **fit_kwargs: Any,
 ) -> LengthEnsemble:
     """Train one independent model per length group: the other reading of "one fit per length".
@@ -356,6 +361,8 @@ def fit_separate_models(
         sample_weight: optional weights, one per sequence.
         allow_nonfinite: accept NaN/inf in ``x`` (refused by default; NaN/inf in ``y`` are
             always refused).
+        targets: ``"auto"`` (default), ``"sequence"`` or ``"step"``: whether ``y`` holds one
+            target per sequence or one per step (the rule of :func:`seqprep.resolve_targets`).
         **fit_kwargs: passed to every ``model.fit`` call.
 
     Returns:
@@ -395,7 +402,7 @@ def fit_separate_models(
                 f"Received: {name}={fit_kwargs[name]!r:.60}\n"
                 "- Pass `x`, `y` and `sample_weight` positionally/by keyword, for all groups."
             )
-    data = _prepare(x, y, sample_weight, allow_nonfinite=allow_nonfinite)
+    data = _prepare(x, y, sample_weight, allow_nonfinite=allow_nonfinite, targets=targets)
     lengths = data.x.lengths
     boundaries = _resolve_group_by(group_by, lengths)
     keys = _group_keys(lengths, boundaries)

@@ -54,6 +54,9 @@ from seqprep.bucketing.per_length import (  # noqa: F401  (moved there; old impo
     _resolve_group_by,
     plan_per_length,
 )
+from seqprep.data import _TF_WEIGHT_OPS
+from seqprep.masking import _step_weights
+from seqprep.targets import Targets, resolve_targets
 
 __all__ = ["fit_per_length", "plan_per_length"]
 
@@ -78,26 +81,9 @@ class _Data:
     weights: np.ndarray | None  # per-sequence sample weights
 
 
-def _is_rectangular(y: Any) -> np.ndarray | None:
-    """``y`` as a numeric ndarray if it is one (or converts to one without ragged rows)."""
-    if hasattr(y, "row_splits"):  # tf.RaggedTensor
-        return None
-    if type(y).__module__.startswith("tensorflow") and hasattr(y, "numpy"):
-        y = y.numpy()
-    if type(y).__module__.startswith("pandas"):
-        y = y.to_numpy()
-    try:
-        arr = np.asarray(y)
-    except (ValueError, TypeError):
-        return None
-    if arr.dtype == object or arr.ndim == 0:
-        return None
-    return arr
-
-
 def _prepare(
     x: Any, y: Any, sample_weight: Any = None, *, xname: str = "x", yname: str = "y",
-    allow_nonfinite: bool = False,
+    allow_nonfinite: bool = False, targets: Targets = "auto",
 ) -> _Data:
     rag = as_ragged(x, xname)
     check_finite_features(rag.values, xname, offsets=rag.offsets, allow_nonfinite=allow_nonfinite)
@@ -113,38 +99,12 @@ def _prepare(
         )
     if y is None:
         raise ValueError(f"Argument `{yname}` is required. Received: {yname}=None")
-    arr = _is_rectangular(y)
-    if arr is not None:
-        if arr.shape[0] != n:
-            raise ValueError(
-                f"Arguments `{xname}` and `{yname}` must have the same number of sequences. "
-                f"Received: len({xname})={n}, len({yname})={arr.shape[0]}\n"
-                f"- Pass one target per sequence of `{xname}`, in the same order."
-            )
-        targets: np.ndarray | Ragged = arr
-        y_steps = False
+    kind, resolved = resolve_targets(y, lengths, targets=targets, name=yname, xname=xname)
+    y_steps = kind == "step"
+    if isinstance(resolved, Ragged):
+        check_finite_labels(resolved.values, yname, offsets=resolved.offsets)
     else:
-        targets = as_ragged(y, yname)
-        if len(targets) != n:
-            raise ValueError(
-                f"Arguments `{xname}` and `{yname}` must have the same number of sequences. "
-                f"Received: len({xname})={n}, len({yname})={len(targets)}\n"
-                f"- Pass one target sequence per sequence of `{xname}`, in the same order."
-            )
-        diff = np.flatnonzero(targets.lengths != lengths)
-        if diff.size:
-            i = int(diff[0])
-            raise ValueError(
-                f"Argument `{yname}` holds per-step targets, so each must have the length of "
-                f"its input sequence, but {yname}[{i}] has {targets.lengths[i]} steps and "
-                f"{xname}[{i}] has {lengths[i]}.\n- If the targets are one per sequence, pass "
-                "them as a numeric array of shape (n, ...)."
-            )
-        y_steps = True
-    if y_steps:
-        check_finite_labels(targets.values, yname, offsets=targets.offsets)
-    else:
-        check_finite_labels(targets, yname)
+        check_finite_labels(resolved, yname)
     weights = None
     if sample_weight is not None:
         weights = np.asarray(sample_weight, dtype=np.float32)
@@ -154,7 +114,7 @@ def _prepare(
                 f"Received shape {weights.shape}\n"
                 "- Pass one weight per sequence of `x`; for per-step weights, scale the loss."
             )
-    return _Data(rag, targets, y_steps, weights)
+    return _Data(rag, resolved, y_steps, weights)
 
 
 def _check_model(model: Any) -> None:
@@ -298,12 +258,9 @@ class _BatchSource:
             yb = tf.gather(self.y_rows, idx)
         w = None if self.w is None else tf.gather(self.w, idx)
         if self.step_weights:
-            mask = tf.sequence_mask(lens, tf.shape(xb, out_type=tf.int64)[1], tf.float32)
-            if w is not None:
-                mask = mask * w[:, None]
             # Mean over real steps of this batch under the default loss reduction.
-            total = tf.cast(tf.size(mask), tf.float32)
-            w = mask * total / tf.maximum(tf.reduce_sum(mask), 1e-12)
+            real = tf.sequence_mask(lens, tf.shape(xb, out_type=tf.int64)[1])
+            w = _step_weights(real, mean=True, scale=w, ops=_TF_WEIGHT_OPS)
         return (xb, yb) if w is None else (xb, yb, w)
 
 
@@ -502,6 +459,7 @@ def fit_per_length(
     pad_value: Any = 0,
     drop_remainder: bool = False,
     initial_epoch: int = 0,
+    targets: Targets = "auto",
     allow_nonfinite: bool = False,
     **fit_kwargs: Any,
 ) -> keras.callbacks.History:
@@ -574,6 +532,9 @@ def fit_per_length(
             run sees the same batches the uninterrupted one would have).
         allow_nonfinite: accept NaN/inf in ``x`` (refused by default; NaN/inf in ``y`` are
             always refused). See "What seqprep refuses" in the padding and masking guide.
+        targets: ``"auto"`` (default), ``"sequence"`` or ``"step"``: whether ``y`` holds one
+            target per sequence or one per step (the rule of :func:`seqprep.resolve_targets`;
+            ``validation_data`` targets are read the same way as ``y``'s).
         **fit_kwargs: passed on to ``model.fit`` (e.g. ``validation_freq``, ``class_weight``).
 
     Returns:
@@ -626,7 +587,7 @@ def fit_per_length(
                           allow_none=True) or batch_size
 
     drop_remainder = check_bool("drop_remainder", drop_remainder)
-    data = _prepare(x, y, sample_weight, allow_nonfinite=allow_nonfinite)
+    data = _prepare(x, y, sample_weight, allow_nonfinite=allow_nonfinite, targets=targets)
     lengths = data.x.lengths
     boundaries = _resolve_group_by(group_by, lengths)
     exact = boundaries is None
@@ -661,7 +622,8 @@ def fit_per_length(
                 "item(s)\n- Pass validation_data=(x_val, y_val)."
             )
         vdata = _prepare(*validation_data, xname="validation_data[0]",
-                         yname="validation_data[1]", allow_nonfinite=allow_nonfinite)
+                         yname="validation_data[1]", allow_nonfinite=allow_nonfinite,
+                         targets="step" if data.y_steps else "sequence")
         vkeys = _group_keys(vdata.x.lengths, boundaries)
         if state_batch is not None:
             _check_stateful(vkeys, val_batch, state_batch, drop_remainder, exact)

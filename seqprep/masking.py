@@ -5,6 +5,8 @@ Everything here is numpy; TensorFlow is not imported.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -12,6 +14,51 @@ import numpy as np
 from seqprep._checks import check_choice, check_int, check_lengths
 
 __all__ = ["check_cudnn_mask", "length_mask", "sequence_weights"]
+
+
+@dataclass(frozen=True)
+class _WeightOps:
+    """How one array library spells the four operations of the per-step weight formula.
+
+    The formula is written once (:func:`_step_weights`); numpy, TensorFlow graphs (tf.data)
+    and ``keras.ops`` (TBPTT steps) each pass their spelling, so no module keeps a copy.
+    """
+
+    as_float32: Callable[[Any], Any]
+    count: Callable[[Any], Any]  # number of entries, as a float32 scalar
+    total: Callable[[Any], Any]  # sum of entries
+    divide_no_nan: Callable[[Any, Any], Any]
+
+
+def _np_divide_no_nan(a: Any, b: Any) -> np.float32:
+    return np.float32(0.0) if b == 0 else np.float32(np.float32(a) / np.float32(b))
+
+
+_NUMPY_OPS = _WeightOps(
+    as_float32=lambda a: np.asarray(a, dtype=np.float32),
+    count=lambda a: np.float32(a.size),
+    total=lambda a: a.sum(dtype=np.float32),
+    divide_no_nan=_np_divide_no_nan,
+)
+
+
+def _step_weights(
+    real: Any, *, mean: bool, scale: Any = None, ops: _WeightOps = _NUMPY_OPS
+) -> Any:
+    """Per-step loss weights of one batch: THE formula every seqprep executor uses.
+
+    ``real`` is the ``(batch, T)`` "real step" mask; the weights are 1.0 on real steps and 0.0
+    on padding, times ``scale[i]`` (per-sequence weights, shape ``(batch,)``) when given. With
+    ``mean=True`` they are multiplied by ``batch * T / sum(weights)`` (0 when that sum is 0),
+    so that Keras's default ``"sum_over_batch_size"`` reduction returns the weighted mean over
+    real steps of this batch.
+    """
+    weights = ops.as_float32(real)
+    if scale is not None:
+        weights = weights * scale[:, None]
+    if mean:
+        weights = weights * ops.divide_no_nan(ops.count(weights), ops.total(weights))
+    return weights
 
 
 def length_mask(
@@ -90,12 +137,7 @@ def sequence_weights(
         >>> sequence_weights([2, 1], normalize=True).tolist()
         [[1.3333333730697632, 1.3333333730697632], [1.3333333730697632, 0.0]]
     """
-    weights = length_mask(lengths, maxlen, padding).astype(np.float32)
-    if normalize:
-        real = weights.sum()
-        if real > 0:
-            weights *= np.float32(weights.size / real)
-    return weights
+    return _step_weights(length_mask(lengths, maxlen, padding), mean=bool(normalize))
 
 
 def _rows(rows: np.ndarray, limit: int = 10) -> str:

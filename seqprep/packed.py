@@ -25,10 +25,10 @@ from seqprep.data import (
     _default_dtype,
     _label_array,
     _Passes,
-    _per_timestep,
     _resolve_dtype,
     _values_with_pad_row,
 )
+from seqprep.targets import Targets, resolve_targets
 
 __all__ = ["packed_dataset"]
 
@@ -106,7 +106,7 @@ def _slot_dataset(
 
 
 def _parse_targets(
-    y: Any, sample_weight: Any, lengths: np.ndarray
+    y: Any, sample_weight: Any, lengths: np.ndarray, targets: Targets = "auto"
 ) -> tuple[str | None, Any, np.ndarray | None]:
     """``(mode, targets, weights)``: mode None, "sequence" (one per sequence) or "step"."""
     n = lengths.size
@@ -128,16 +128,10 @@ def _parse_targets(
         if not np.all(np.isfinite(weights)):
             raise ValueError("Argument `sample_weight` holds NaN or infinite values.")
         weights = weights.astype(np.float32)
-    if _per_timestep(y, lengths):
-        rag = as_ragged(y, "y")
-        if len(rag) != n or not np.array_equal(rag.lengths, lengths):
-            raise ValueError(
-                "Argument `y` holds sequences of targets whose number or lengths differ from "
-                f"`x`'s ({len(rag)} sequences of targets, {n} inputs).\n"
-                "- Per-timestep targets need one target per step of each input sequence."
-            )
-        return "step", rag, weights
-    return "sequence", _cast_labels(_label_array(y, "y", n), "y"), weights
+    kind, resolved = resolve_targets(y, lengths, targets=targets)
+    if kind == "step":
+        return "step", resolved, weights
+    return "sequence", _cast_labels(_label_array(resolved, "y", n), "y"), weights
 
 
 def packed_dataset(
@@ -151,6 +145,7 @@ def packed_dataset(
     sample_weight: Any = None,
     truncating: Literal["pre", "post"] = "post",
     dtype: DTypeLike | None = None,
+    targets: Targets = "auto",
 ) -> tf.data.Dataset:
     """Packed batches of in-memory sequences, in the order a :class:`PackSampler` planned.
 
@@ -191,6 +186,8 @@ def packed_dataset(
         truncating: which steps a sampler built with ``overlong="truncate"`` cuts:
             ``"post"`` keeps the first ``sampler.row_length`` steps, ``"pre"`` the last.
         dtype: dtype of the values (default: see above).
+        targets: ``"auto"`` (default), ``"sequence"`` or ``"step"``: whether ``y`` holds one
+            target per sequence or one per step (the rule of :func:`seqprep.resolve_targets`).
 
     Returns:
         A ``tf.data.Dataset`` with ``cardinality() == len(sampler) * epochs``.
@@ -212,6 +209,7 @@ def packed_dataset(
         ([[10, 0], [12, 11]], [[1.0, 0.0], [1.0, 1.0]])
     """
     check_choice("truncating", truncating, ("pre", "post"))
+    check_choice("targets", targets, ("auto", "sequence", "step"))
     epoch = check_int("epoch", epoch, minimum=0)
     epochs = check_int("epochs", epochs, minimum=1)
     if not isinstance(reshuffle_each_iteration, (bool, np.bool_)):
@@ -222,7 +220,7 @@ def packed_dataset(
     rag = as_ragged(x, "x")
     raw_lengths = rag.lengths
     lengths = _check_pack_sampler(sampler, raw_lengths)
-    y_mode, targets, weights = _parse_targets(y, sample_weight, raw_lengths)
+    y_mode, targets, weights = _parse_targets(y, sample_weight, raw_lengths, targets)
     starts = rag.offsets[:-1]
     if sampler.length_limit is not None and truncating == "pre":
         starts = starts + (raw_lengths - lengths)

@@ -73,6 +73,8 @@ from seqprep._checks import (
 )
 from seqprep._ragged import Ragged, as_ragged
 from seqprep._tbptt_plan import ORDERS, DenseTBPTTPlan, Order, TBPTTPlan, plan_tbptt
+from seqprep.masking import _step_weights, _WeightOps
+from seqprep.targets import Targets, resolve_targets
 
 __all__ = [
     "TBPTTPlan", "DenseTBPTTPlan", "plan_tbptt", "fit_tbptt", "predict_tbptt", "evaluate_tbptt"
@@ -614,8 +616,17 @@ def _runner_for(model: Any, *, window: int, batch_size: int, data: Ragged) -> _R
 
 def _mean_weights(weight: Any) -> Any:
     """Scale 0/1 weights so Keras's ``sum_over_batch_size`` gives the mean over real targets."""
-    size = ops.cast(math.prod(weight.shape), weight.dtype)
-    return weight * ops.divide_no_nan(size, ops.sum(weight))
+    return _step_weights(weight, mean=True, ops=_KERAS_WEIGHT_OPS)
+
+
+# The per-step weight formula (seqprep.masking._step_weights) spelled in keras.ops, so that it
+# runs inside the compiled TBPTT step on every backend.
+_KERAS_WEIGHT_OPS = _WeightOps(
+    as_float32=lambda a: ops.cast(a, "float32"),
+    count=lambda a: ops.cast(math.prod(a.shape), "float32"),
+    total=ops.sum,
+    divide_no_nan=ops.divide_no_nan,
+)
 
 
 class _Windows:
@@ -676,11 +687,11 @@ def _prepare_data(
     return_sequences: bool | None,
     need_y: bool,
     names: tuple[str, str] = ("x", "y"),
+    targets: Targets = "auto",
 ) -> tuple[Ragged, np.ndarray | Ragged | None, bool]:
     """Normalise inputs and targets; returns ``(data, targets, many_to_one)``."""
     xn, yn = names
-    if return_sequences is not None:
-        check_bool("return_sequences", return_sequences)
+    kind = _targets_kind(return_sequences, targets)
     data = as_ragged(x, xn)
     lengths = data.lengths
     if len(lengths) == 0:
@@ -693,33 +704,32 @@ def _prepare_data(
         )
     if data.values.dtype == np.float64:
         data = Ragged(_to_floatx(data.values, xn), data.offsets)
-    targets: np.ndarray | Ragged | None = None
-    if need_y:
-        if return_sequences is None:
-            return_sequences = _looks_per_step(y, lengths)
-        if return_sequences:
-            targets = as_ragged(y, yn)
-            if len(targets) != len(lengths) or np.any(targets.lengths != lengths):
-                bad = _first_mismatch(targets.lengths, lengths)
-                raise ValueError(
-                    f"Argument `{yn}` must hold one target per step of every sequence of `{xn}` "
-                    f"(many-to-many). {bad}\n- If each sequence has a single target, pass "
-                    f"`{yn}` as an array of shape (n, ...) and `return_sequences=False`."
-                )
-            if targets.values.dtype == np.float64:
-                targets = Ragged(_to_floatx(targets.values, yn), targets.offsets)
-        else:
-            targets = np.asarray(y)
-            if targets.ndim == 0 or targets.shape[0] != len(lengths) or targets.dtype == object:
-                raise ValueError(
-                    f"Argument `{yn}` must hold one target per sequence of `{xn}` "
-                    f"(many-to-one), as an array of shape (n, ...) with n={len(lengths)}. "
-                    f"Received {_describe(targets)}\n- If you have one target per step, pass "
-                    "a list of (T_i, ...) arrays and `return_sequences=True`."
-                )
-            if targets.dtype == np.float64:
-                targets = _to_floatx(targets, yn)
-    return data, targets, not bool(return_sequences)
+    if not need_y:
+        return data, None, kind != "step"
+    kind, resolved = resolve_targets(y, lengths, targets=kind, name=yn, xname=xn)
+    if isinstance(resolved, Ragged):
+        if resolved.values.dtype == np.float64:
+            resolved = Ragged(_to_floatx(resolved.values, yn), resolved.offsets)
+    elif resolved.dtype == np.float64:
+        resolved = _to_floatx(resolved, yn)
+    return data, resolved, kind == "sequence"
+
+
+def _targets_kind(return_sequences: bool | None, targets: Targets) -> Targets:
+    """``targets=`` and the older ``return_sequences=`` as one ``targets`` value."""
+    check_choice("targets", targets, ("auto", "sequence", "step"))
+    if return_sequences is None:
+        return targets
+    check_bool("return_sequences", return_sequences)
+    implied = "step" if return_sequences else "sequence"
+    if targets not in ("auto", implied):
+        raise ValueError(
+            f"Arguments `return_sequences` and `targets` disagree. Received: "
+            f"return_sequences={return_sequences}, targets={targets!r}\n"
+            f"- Pass only targets=\"sequence\" (many-to-one) or targets=\"step\" "
+            "(many-to-many)."
+        )
+    return implied
 
 
 def _to_floatx(values: np.ndarray, name: str) -> np.ndarray:
@@ -748,38 +758,6 @@ def _check_sizes(window: int, batch_size: int) -> tuple[int, int]:
         fix="If you want no truncation, set `window` to the longest sequence length.",
     )
     return window, check_int("batch_size", batch_size, minimum=1)
-
-
-def _describe(array: np.ndarray) -> str:
-    if array.dtype == object:
-        return f"ragged or mixed values (an object array of shape {array.shape})"
-    return f"an array of shape {array.shape}"
-
-
-def _first_mismatch(got: np.ndarray, want: np.ndarray) -> str:
-    if len(got) != len(want):
-        return f"Received {len(got)} target sequences for {len(want)} input sequences."
-    i = int(np.flatnonzero(got != want)[0])
-    return f"Sequence {i} has {want[i]} steps but {got[i]} targets."
-
-
-def _looks_per_step(y: Any, lengths: np.ndarray) -> bool:
-    """True if ``y`` is a collection of per-step targets matching ``lengths``."""
-    if isinstance(y, np.ndarray) and y.dtype != object:
-        return False
-    try:
-        got = as_ragged(y, "y").lengths
-    except (TypeError, ValueError):
-        return False
-    return len(got) == len(lengths) and bool(np.all(got == lengths)) and not _is_flat(y)
-
-
-def _is_flat(y: Any) -> bool:
-    """A list of scalars (one per sequence) is many-to-one even if ``as_ragged`` accepts it."""
-    try:
-        return np.asarray(y).dtype != object and np.asarray(y).ndim == 1
-    except ValueError:
-        return False
 
 
 def _verbosity(verbose: int | str) -> int:
@@ -873,6 +851,7 @@ def fit_tbptt(
     verbose: int | str = "auto",
     allow_nonfinite: bool = False,
     dense: bool = False,
+    targets: Targets = "auto",
 ) -> keras.callbacks.History:
     """Train a stateful RNN with truncated backpropagation through time.
 
@@ -899,9 +878,12 @@ def fit_tbptt(
         order: Packing order, see :func:`plan_tbptt`; ``"shuffle"`` draws a new order each
             epoch.
         seed: Seed for ``order="shuffle"``.
-        return_sequences: True for many-to-many targets, False for many-to-one. ``None`` infers
-            it: a list of arrays whose lengths equal the lengths of ``x`` is many-to-many,
-            anything else (e.g. a numpy array) is many-to-one.
+        return_sequences: True for many-to-many targets, False for many-to-one (the same as
+            ``targets="step"`` / ``"sequence"``). ``None`` leaves it to ``targets``.
+        targets: ``"auto"`` (default), ``"sequence"`` (many-to-one) or ``"step"``
+            (many-to-many). ``"auto"`` follows :func:`seqprep.resolve_targets`: a numpy array
+            is many-to-one, a list of arrays with the lengths of ``x`` (not all equal) is
+            many-to-many, and a ``y`` that fits both raises ``ValueError``.
         validation_data: Optional ``(x_val, y_val)``, evaluated with :func:`evaluate_tbptt` after
             every epoch; logged as ``val_loss`` and ``val_<metric>``.
         callbacks: Keras callbacks.
@@ -945,7 +927,7 @@ def fit_tbptt(
     seed = check_int("seed", seed)
     verbose = _verbosity(verbose)
     data, targets, many_to_one = _prepare_data(
-        x, y, return_sequences=return_sequences, need_y=True
+        x, y, return_sequences=return_sequences, need_y=True, targets=targets
     )
     _check_finite(data, targets, allow_nonfinite)
     runner = _runner_for(model, window=window, batch_size=batch_size, data=data)
@@ -1040,6 +1022,7 @@ def evaluate_tbptt(
     return_dict: bool = False,
     verbose: int | str = 0,
     dense: bool = False,
+    targets: Targets = "auto",
 ) -> float | dict[str, float]:
     """Loss (and compiled metrics) of a stateful RNN over long sequences, window by window.
 
@@ -1053,11 +1036,12 @@ def evaluate_tbptt(
         y: Targets, as for :func:`fit_tbptt`.
         window: Steps per window, at least 1.
         batch_size: Rows per window; must be the batch size the model was built for.
-        return_sequences: Many-to-many (True) or many-to-one (False); ``None`` infers it from
-            ``y`` as in :func:`fit_tbptt`.
+        return_sequences: Many-to-many (True) or many-to-one (False); ``None`` leaves it to
+            ``targets``.
         return_dict: Return ``{"loss": ..., <metric>: ...}`` instead of the loss alone.
         verbose: 1 (or ``"auto"``) for a progress bar, 0 for silence.
         dense: Run the dense plan, as in :func:`fit_tbptt` (same result).
+        targets: ``"auto"``, ``"sequence"`` or ``"step"``, as in :func:`fit_tbptt`.
 
     Returns:
         The loss as a float, or a dict of the loss and metrics.
@@ -1079,7 +1063,7 @@ def evaluate_tbptt(
     window, batch_size = _check_sizes(window, batch_size)
     verbose = _verbosity(verbose)
     data, targets, many_to_one = _prepare_data(
-        x, y, return_sequences=return_sequences, need_y=True
+        x, y, return_sequences=return_sequences, need_y=True, targets=targets
     )
     runner = _runner_for(model, window=window, batch_size=batch_size, data=data)
     if getattr(model, "loss", None) is None and not model.losses:

@@ -71,7 +71,8 @@ def test_packed_batches_follow_the_plan(data):
         if sampler.length_limit is not None and truncating == "pre":
             truncating = "post"  # per-step targets are checked against their first steps
     ds = packed_dataset(x, y, sampler=sampler, epoch=1, reshuffle_each_iteration=False,
-                        truncating=truncating)
+                        truncating=truncating,
+                        targets="auto" if target_kind == "none" else target_kind)
     assert int(ds.cardinality()) == len(sampler)
     _check_batches(ds, sampler, x, 1, y=y, per_step=target_kind == "step", truncating=truncating)
 
