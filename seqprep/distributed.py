@@ -65,6 +65,7 @@ from seqprep.parquet import (  # noqa: F401  (moved there; old imports work)
     _SeenIds,
     iter_parquet_sequences,
 )
+from seqprep.targets import Targets
 
 __all__ = [
     "ParquetChunk",
@@ -108,6 +109,8 @@ def replica_dataset_fn(
     dtype: DTypeLike | None = None,
     merge_leftovers: bool = True,
     quadratic_length: int | None = None,
+    targets: Targets = "auto",
+    allow_nonfinite: bool = False,
 ) -> Callable[[tf.distribute.InputContext], tf.data.Dataset]:
     """A ``dataset_fn`` for ``strategy.distribute_datasets_from_function``: aligned replicas.
 
@@ -163,6 +166,9 @@ def replica_dataset_fn(
         quadratic_length: see :class:`~seqprep.BucketSampler` (with ``max_tokens`` only; the
             per-replica budget ``max_tokens // num_replicas`` is what each row's
             ``L + L**2 / quadratic_length`` cost is held to).
+        targets: ``"auto"``, ``"sequence"`` or ``"step"``: how to read ``y`` (see
+            :func:`seqprep.resolve_targets`).
+        allow_nonfinite: accept NaN/inf features (see :func:`~seqprep.bucketed_dataset`).
 
     Returns:
         ``dataset_fn(input_context) -> tf.data.Dataset``.
@@ -224,6 +230,8 @@ def replica_dataset_fn(
             reshuffle_each_iteration=reshuffle_each_iteration,
             truncating=truncating,
             dtype=dtype,
+            targets=targets,
+            allow_nonfinite=allow_nonfinite,
         )
 
     return dataset_fn

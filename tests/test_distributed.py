@@ -447,3 +447,19 @@ def test_data_service_fit_epochs_play_consecutive_passes():
         after = set(_served_batches(ds))
     assert len(history.history["loss"]) == 3
     assert after == _planned_batches(sampler, 3)
+
+
+def test_replica_dataset_fn_reads_targets_by_the_one_rule():
+    """Ambiguous targets (every sequence and every label row of one length) need `targets=`."""
+    import tensorflow as tf
+
+    x = [np.ones((3, 2), np.float32) for _ in range(4)]
+    y = [[0, 1, 0], [1, 0, 0], [0, 0, 1], [1, 1, 0]]  # one-hot labels or per-step targets?
+    context = tf.distribute.InputContext()
+    with pytest.raises(ValueError, match="targets="):
+        replica_dataset_fn(x, y, batch_size=2, boundaries=[2])(context)
+    # Either explicit reading is accepted and passed through to every replica's batches.
+    for targets in ("sequence", "step"):
+        ds = replica_dataset_fn(x, y, batch_size=2, boundaries=[2], targets=targets)(context)
+        rows = np.concatenate([yb.numpy() for _, yb in ds])
+        assert sorted(map(tuple, rows.tolist())) == sorted(map(tuple, y))
