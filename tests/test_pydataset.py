@@ -181,3 +181,15 @@ def test_fit_trains_two_epochs_on_this_backend():
     assert np.isfinite(history.history["loss"]).all()
     assert pyds.epoch == 2  # one sampler epoch per Keras epoch
     assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+
+
+def test_a_pickled_copy_plays_the_same_batches():
+    # Keras sends the dataset to worker processes with use_multiprocessing=True.
+    import pickle
+
+    x, y_seq, _ = _data(20)
+    sampler = sp.BucketSampler(sp.sequence_lengths(x), batch_size=3, seed=4)
+    pyds = bucketed_pydataset(x, y_seq, sampler=sampler, epoch=1, sample_weight="timestep")
+    copy = pickle.loads(pickle.dumps(pyds))
+    assert copy.epoch == 1
+    _assert_same(_py_batches(pyds), _py_batches(copy))
