@@ -40,6 +40,7 @@ _EXPORTS: dict[str, str] = {
     "count_shapes": "seqprep.bucketing",
     # tf.data adapters
     "bucketed_dataset": "seqprep.data",
+    "bucketed_pydataset": "seqprep.pydataset",
     "bucket_by_length": "seqprep.streaming",
     "bucket_by_sequence_length": "seqprep.streaming",
     "packed_dataset": "seqprep.packed",

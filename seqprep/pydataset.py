@@ -1,0 +1,282 @@
+"""A ``keras.utils.PyDataset`` that plays a :class:`~seqprep.BucketSampler`'s plan in numpy.
+
+:func:`bucketed_pydataset` is :func:`seqprep.bucketed_dataset` without the tf.data graph: the
+same plan, the same checks and the same batches, but each batch is gathered and padded in
+numpy when Keras asks for it. Keras feeds a ``PyDataset`` to every backend without tf.data
+(JAX and PyTorch get numpy arrays directly), which is what a user who does not want a
+TensorFlow runtime in the input pipeline needs; ``workers=`` gives it Keras's own parallelism.
+
+The data are prepared once exactly as ``bucketed_dataset`` prepares them (the helpers of
+:mod:`seqprep.data` are called, not copied): one flat value array with a padding step at
+its end, the row offsets, and the labels and weights checked and cast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+from numpy.typing import DTypeLike
+
+from seqprep._checks import (
+    check_bool,
+    check_choice,
+    check_finite_features,
+    check_finite_labels,
+    check_int,
+)
+from seqprep._ragged import Ragged, as_ragged
+from seqprep.bucketing import BucketSampler
+from seqprep.bucketing.shapes import resolve_pad_to
+from seqprep.data import (
+    PadTo,
+    _cast_labels,
+    _check_sampler,
+    _compiling_backend,
+    _default_dtype,
+    _label_array,
+    _parse_weights,
+    _per_timestep,
+    _plan_arrays,
+    _resolve_dtype,
+    _values_with_pad_row,
+)
+from seqprep.padding import Side
+
+__all__ = ["bucketed_pydataset"]
+
+
+def _check_pad_to(pad_to: Any) -> Any:
+    if isinstance(pad_to, str) or pad_to is None:
+        return check_choice("pad_to", pad_to, ("auto", "batch", "bucket"))
+    if not np.isscalar(pad_to):
+        return pad_to  # a width grid: checked against the sampler by resolve_pad_to
+    return check_int(
+        "pad_to", pad_to, minimum=1,
+        fix='Pass pad_to="batch", pad_to="bucket" or a positive width.',
+    )
+
+
+def _timestep_targets(y: Any, lengths: np.ndarray) -> Ragged:
+    """``y`` as ragged per-timestep targets with exactly ``x``'s lengths, else ValueError."""
+    y_rag = as_ragged(y, "y")
+    if len(y_rag) != lengths.size:
+        raise ValueError(
+            "Arguments `x` and `y` must have the same number of sequences. "
+            f"Received {lengths.size} and {len(y_rag)}"
+        )
+    differ = np.flatnonzero(y_rag.lengths != lengths)
+    if differ.size:
+        i = int(differ[0])
+        raise ValueError(
+            "Argument `y` holds sequences of targets whose lengths differ from `x`'s: "
+            f"y[{i}] has {int(y_rag.lengths[i])} steps, x[{i}] has {int(lengths[i])}.\n"
+            "- Per-timestep targets need one target per step of each input sequence."
+        )
+    check_finite_labels(y_rag.values, "y", offsets=y_rag.offsets)
+    return y_rag
+
+
+def _targets(y: Any, lengths: np.ndarray) -> tuple[str | None, np.ndarray | None]:
+    """``(mode, table)``: per-timestep values with a pad step, or per-sequence labels."""
+    if y is None:
+        return None, None
+    if _per_timestep(y, lengths):
+        y_rag = _timestep_targets(y, lengths)
+        return "timestep", _values_with_pad_row(y_rag, _default_dtype(y_rag.values.dtype), 0)
+    y_arr = _cast_labels(_label_array(y, "y", lengths.size), "y")
+    check_finite_labels(y_arr, "y")
+    return "sequence", y_arr
+
+
+class BucketedPyDataset(keras.utils.PyDataset):
+    """Batches of a sampler's plan, one sampler epoch per Keras epoch (see
+    :func:`bucketed_pydataset`, which builds and checks it)."""
+
+    def __init__(
+        self,
+        *,
+        sampler: BucketSampler,
+        lengths: np.ndarray,
+        starts: np.ndarray,
+        x_values: np.ndarray,
+        targets: tuple[str | None, np.ndarray | None],
+        weights: tuple[str | None, np.ndarray | None],
+        pad_to: Any,
+        post: bool,
+        epoch: int,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.sampler = sampler
+        self._lengths, self._starts, self._x = lengths, starts, x_values
+        self._pad_index = x_values.shape[0] - 1
+        self._y_mode, self._y = targets
+        self._w_mode, self._w = weights
+        self._pad_to, self._post = pad_to, post
+        self._set_epoch(epoch)
+
+    def _set_epoch(self, epoch: int) -> None:
+        flat, sizes, widths = _plan_arrays(self.sampler, epoch, self._lengths, self._pad_to)
+        # Replace the whole plan at once: a worker thread reads one consistent tuple.
+        self._plan = (flat, np.concatenate([[0], np.cumsum(sizes)]), widths)
+        self.epoch = epoch
+        self._served: set[int] = set()  # batches of this plan read in this process
+        self._begun = False
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __getitem__(self, index: int) -> Any:
+        flat, splits, widths = self._plan
+        if not 0 <= index < widths.size:
+            raise IndexError(f"batch index {index} out of range for {widths.size} batches")
+        self._served.add(index)
+        idx = flat[splits[index] : splits[index + 1]]
+        width = int(widths[index])
+        lens = self._lengths[idx][:, None]
+        steps = np.arange(width, dtype=np.int64)[None, :]
+        shift = 0 if self._post else width - lens
+        real = (steps < lens) if self._post else (steps >= shift)
+        src = np.where(real, self._starts[idx][:, None] + steps - shift, self._pad_index)
+        xb = self._x[src]
+        if self._y_mode is None:
+            return xb
+        yb = self._y[src] if self._y_mode == "timestep" else self._y[idx]
+        if self._w_mode is None:
+            return xb, yb
+        if self._w_mode == "sequence":
+            return xb, yb, self._w[idx]
+        wb = real.astype(np.float32)
+        if self._w_mode == "timestep_mean":
+            total = np.float32(wb.sum(dtype=np.float32))
+            # float32 throughout, as bucketed_dataset's divide_no_nan, so batches are equal.
+            scale = np.float32(wb.size) / total if total else np.float32(0)
+            wb = wb * scale
+        return xb, yb, wb
+
+    def on_epoch_begin(self) -> None:
+        self._begun = True
+
+    def on_epoch_end(self) -> None:
+        """Move to the sampler's next epoch (a fresh order, every example once) if this one
+        was played.
+
+        Played means every batch was read. Keras also calls ``on_epoch_end`` when ``fit`` or
+        ``evaluate`` starts, after reading a batch or two to learn the shapes (and, on
+        PyTorch and JAX, inside an epoch it begins to build the model): those calls keep the
+        plan, so Keras epoch ``k`` plays sampler epoch ``epoch + k``. Worker processes
+        (``use_multiprocessing=True``) read batches where this process cannot count them;
+        there every epoch that Keras began moves the plan on.
+        """
+        if self.use_multiprocessing and self.workers > 1:
+            played = self._begun
+        else:
+            played = len(self._served) == len(self)
+        if played:
+            self._set_epoch(self.epoch + 1)
+        self._begun = False
+
+
+def bucketed_pydataset(
+    x: Any,
+    y: Any = None,
+    *,
+    sampler: BucketSampler,
+    padding: Side = "post",
+    value: Any = 0,
+    sample_weight: Any = None,
+    pad_to: PadTo | int | Sequence[int] = "auto",
+    epoch: int = 0,
+    truncating: Side = "post",
+    dtype: DTypeLike | None = None,
+    allow_nonfinite: bool = False,
+    workers: int = 1,
+    use_multiprocessing: bool = False,
+    max_queue_size: int = 10,
+) -> BucketedPyDataset:
+    """Padded batches of a :class:`BucketSampler`'s plan as a ``keras.utils.PyDataset``.
+
+    The executor without a tf.data graph: every batch equals the one
+    :func:`seqprep.bucketed_dataset` gives for the same arguments and sampler epoch (same
+    elements ``x``, ``(x, y)`` or ``(x, y, sample_weight)``, same dtypes, same checks, same
+    ``pad_to`` choices, including ``"auto"``'s width grid on JAX), but it is gathered and
+    padded in numpy when Keras asks for batch ``i``. ``len(ds) == len(sampler)``; Keras
+    epoch ``k`` of ``model.fit(ds, epochs=N)`` plays sampler epoch ``epoch + k`` (each
+    epoch Keras begins and ends moves the plan on), so every epoch has a fresh order with
+    every example once. Keras's ``workers`` / ``use_multiprocessing`` / ``max_queue_size`` are
+    passed to ``PyDataset``.
+
+    Args:
+        x: a sequence collection (list of arrays or lists, ``tf.RaggedTensor``, array
+            ``(n, T, ...)``, pandas Series of arrays).
+        y: optional per-sequence labels or per-timestep targets (as in ``bucketed_dataset``).
+        sampler: a :class:`BucketSampler` built on ``sequence_lengths(x)``.
+        padding: ``"post"`` (default) or ``"pre"``.
+        value: padding value of ``x``; must be representable in its dtype.
+        sample_weight: ``None``, an array ``(n,)``, ``"timestep"``/``True`` or
+            ``"timestep_mean"``.
+        pad_to: ``"auto"``, ``"batch"``, ``"bucket"``, a fixed int width or a width grid.
+        epoch: the sampler epoch of the first Keras epoch.
+        truncating: which steps a sampler built with ``overlong="truncate"`` cuts.
+        dtype: dtype of the ``x`` batches (default as in ``bucketed_dataset``).
+        allow_nonfinite: accept NaN/inf in ``x`` (NaN/inf in ``y`` are always refused).
+        workers: Keras ``PyDataset`` workers (threads, or processes with
+            ``use_multiprocessing=True``).
+        use_multiprocessing: use processes rather than threads for ``workers > 1``.
+        max_queue_size: batches Keras keeps ready ahead of training.
+
+    Returns:
+        A ``keras.utils.PyDataset`` with ``len(ds) == len(sampler)``.
+
+    Raises:
+        ValueError: the cases of :func:`seqprep.bucketed_dataset`, or a non-positive
+            ``workers`` / ``max_queue_size``.
+        TypeError: ``sampler`` is not a BucketSampler, or ``x`` is not a sequence collection.
+
+    Example:
+        >>> from seqprep import BucketSampler, sequence_lengths
+        >>> x = [[1, 2, 3], [4], [5, 6], [7, 8, 9, 10]]
+        >>> sampler = BucketSampler(sequence_lengths(x), boundaries=[3], batch_size=2,
+        ...                         shuffle=False)
+        >>> ds = bucketed_pydataset(x, [0, 1, 0, 1], sampler=sampler, pad_to="batch")
+        >>> len(ds)
+        2
+        >>> [(xb.tolist(), yb.tolist()) for xb, yb in (ds[0], ds[1])]
+        [([[4, 0], [5, 6]], [1, 0]), ([[1, 2, 3, 0], [7, 8, 9, 10]], [0, 1])]
+    """
+    check_choice("padding", padding, ("pre", "post"))
+    check_choice("truncating", truncating, ("pre", "post"))
+    pad_to = _check_pad_to(pad_to)
+    epoch = check_int("epoch", epoch, minimum=0)
+    workers = check_int("workers", workers, minimum=1)
+    max_queue_size = check_int("max_queue_size", max_queue_size, minimum=1)
+    check_bool("use_multiprocessing", use_multiprocessing)
+
+    rag = as_ragged(x, "x")
+    check_finite_features(rag.values, "x", offsets=rag.offsets, allow_nonfinite=allow_nonfinite)
+    raw_lengths = rag.lengths
+    lengths = _check_sampler(sampler, raw_lengths)
+    pad_to = resolve_pad_to(pad_to, sampler, backend=_compiling_backend(), epoch=epoch)
+    if isinstance(pad_to, int) and lengths.size and int(lengths.max()) > pad_to:
+        i = int(np.argmax(lengths))
+        raise ValueError(
+            f"Argument `pad_to`={pad_to} is shorter than sequence {i} of `x` "
+            f"(length {int(lengths[i])}).\n"
+            f"- Pass pad_to>={int(lengths.max())}, or build the sampler with "
+            f"max_length={pad_to}, overlong='truncate'."
+        )
+    targets = _targets(y, raw_lengths)
+    weights = _parse_weights(sample_weight, raw_lengths.size, y is not None)
+
+    x_values = _values_with_pad_row(rag, _resolve_dtype(dtype, rag.values.dtype), value)
+    starts = rag.offsets[:-1].astype(np.int64)
+    if sampler.length_limit is not None and truncating == "pre":
+        starts = starts + (raw_lengths - lengths)
+    return BucketedPyDataset(
+        sampler=sampler, lengths=lengths, starts=starts, x_values=x_values, targets=targets,
+        weights=weights, pad_to=pad_to, post=padding == "post", epoch=epoch,
+        workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size,
+    )
