@@ -196,6 +196,27 @@ def _cast_labels(arr: np.ndarray, name: str) -> np.ndarray:
     return arr.astype(target)
 
 
+def _target_table(
+    y: Any, lengths: np.ndarray, targets: Targets
+) -> tuple[str | None, np.ndarray | None]:
+    """``(mode, table)`` of ``y`` by the one targets rule, checked and ready to gather.
+
+    ``"timestep"``: the flat per-step values plus one pad step (see ``_values_with_pad_row``);
+    ``"sequence"``: one label row per sequence; ``(None, None)`` without ``y``. Shared by every
+    executor that pads from a plan (``bucketed_dataset``, ``bucketed_pydataset``).
+    """
+    if y is None:
+        return None, None
+    mode, resolved = resolve_targets(y, lengths, targets=targets)
+    if mode == "step":
+        check_finite_labels(resolved.values, "y", offsets=resolved.offsets)
+        table = _values_with_pad_row(resolved, _default_dtype(resolved.values.dtype), 0, "y")
+        return "timestep", table
+    labels = _cast_labels(_label_array(resolved, "y", lengths.size), "y")
+    check_finite_labels(labels, "y")
+    return "sequence", labels
+
+
 def _parse_weights(
     sample_weight: Any, n: int, has_y: bool
 ) -> tuple[str | None, np.ndarray | None]:
@@ -539,20 +560,7 @@ def bucketed_dataset(
         )
 
     # Targets and weights, checked before any TensorFlow work.
-    y_mode: str | None = None
-    y_rag: Ragged | None = None
-    y_arr: np.ndarray | None = None
-    if y is not None:
-        y_mode, y_resolved = resolve_targets(y, raw_lengths, targets=targets)
-        if y_mode == "step":
-            y_rag = y_resolved
-            y_mode = "timestep"
-        else:
-            y_arr = _cast_labels(_label_array(y_resolved, "y", n), "y")
-        if y_rag is not None:
-            check_finite_labels(y_rag.values, "y", offsets=y_rag.offsets)
-        else:
-            check_finite_labels(y_arr, "y")
+    y_mode, y_table = _target_table(y, raw_lengths, targets)
     w_mode, w_arr = _parse_weights(sample_weight, n, y is not None)
 
     x_dtype = _resolve_dtype(dtype, rag.values.dtype)
@@ -561,9 +569,6 @@ def bucketed_dataset(
     starts = rag.offsets[:-1]
     if sampler.length_limit is not None and truncating == "pre":
         starts = starts + (raw_lengths - lengths)
-    y_values = None
-    if y_rag is not None:
-        y_values = _values_with_pad_row(y_rag, _default_dtype(y_rag.values.dtype), 0, "y")
 
     index_ds, passes = _index_dataset(
         sampler, lengths, pad_to, epoch, epochs, reshuffle_each_iteration
@@ -573,9 +578,7 @@ def bucketed_dataset(
     t_x = tf.constant(x_values)
     t_len = tf.constant(lengths)
     t_start = tf.constant(starts.astype(np.int64))
-    t_y = None if y_values is None and y_arr is None else tf.constant(
-        y_values if y_values is not None else y_arr
-    )
+    t_y = None if y_table is None else tf.constant(y_table)
     t_w = None if w_arr is None else tf.constant(w_arr)
     post = padding == "post"
     fixed_width = pad_to if isinstance(pad_to, int) else None

@@ -24,26 +24,23 @@ from seqprep._checks import (
     check_bool,
     check_choice,
     check_finite_features,
-    check_finite_labels,
     check_int,
 )
-from seqprep._ragged import Ragged, as_ragged
+from seqprep._ragged import as_ragged
 from seqprep.bucketing import BucketSampler
 from seqprep.bucketing.shapes import resolve_pad_to
 from seqprep.data import (
     PadTo,
-    _cast_labels,
     _check_sampler,
     _compiling_backend,
-    _default_dtype,
-    _label_array,
     _parse_weights,
-    _per_timestep,
     _plan_arrays,
     _resolve_dtype,
+    _target_table,
     _values_with_pad_row,
 )
 from seqprep.padding import Side
+from seqprep.targets import Targets
 
 __all__ = ["bucketed_pydataset"]
 
@@ -57,38 +54,6 @@ def _check_pad_to(pad_to: Any) -> Any:
         "pad_to", pad_to, minimum=1,
         fix='Pass pad_to="batch", pad_to="bucket" or a positive width.',
     )
-
-
-def _timestep_targets(y: Any, lengths: np.ndarray) -> Ragged:
-    """``y`` as ragged per-timestep targets with exactly ``x``'s lengths, else ValueError."""
-    y_rag = as_ragged(y, "y")
-    if len(y_rag) != lengths.size:
-        raise ValueError(
-            "Arguments `x` and `y` must have the same number of sequences. "
-            f"Received {lengths.size} and {len(y_rag)}"
-        )
-    differ = np.flatnonzero(y_rag.lengths != lengths)
-    if differ.size:
-        i = int(differ[0])
-        raise ValueError(
-            "Argument `y` holds sequences of targets whose lengths differ from `x`'s: "
-            f"y[{i}] has {int(y_rag.lengths[i])} steps, x[{i}] has {int(lengths[i])}.\n"
-            "- Per-timestep targets need one target per step of each input sequence."
-        )
-    check_finite_labels(y_rag.values, "y", offsets=y_rag.offsets)
-    return y_rag
-
-
-def _targets(y: Any, lengths: np.ndarray) -> tuple[str | None, np.ndarray | None]:
-    """``(mode, table)``: per-timestep values with a pad step, or per-sequence labels."""
-    if y is None:
-        return None, None
-    if _per_timestep(y, lengths):
-        y_rag = _timestep_targets(y, lengths)
-        return "timestep", _values_with_pad_row(y_rag, _default_dtype(y_rag.values.dtype), 0)
-    y_arr = _cast_labels(_label_array(y, "y", lengths.size), "y")
-    check_finite_labels(y_arr, "y")
-    return "sequence", y_arr
 
 
 class BucketedPyDataset(keras.utils.PyDataset):
@@ -193,6 +158,7 @@ def bucketed_pydataset(
     truncating: Side = "post",
     dtype: DTypeLike | None = None,
     allow_nonfinite: bool = False,
+    targets: Targets = "auto",
     workers: int = 1,
     use_multiprocessing: bool = False,
     max_queue_size: int = 10,
@@ -223,6 +189,8 @@ def bucketed_pydataset(
         truncating: which steps a sampler built with ``overlong="truncate"`` cuts.
         dtype: dtype of the ``x`` batches (default as in ``bucketed_dataset``).
         allow_nonfinite: accept NaN/inf in ``x`` (NaN/inf in ``y`` are always refused).
+        targets: ``"auto"``, ``"sequence"`` or ``"step"``: how to read ``y`` (see
+            :func:`seqprep.resolve_targets`).
         workers: Keras ``PyDataset`` workers (threads, or processes with
             ``use_multiprocessing=True``).
         use_multiprocessing: use processes rather than threads for ``workers > 1``.
@@ -254,6 +222,7 @@ def bucketed_pydataset(
     workers = check_int("workers", workers, minimum=1)
     max_queue_size = check_int("max_queue_size", max_queue_size, minimum=1)
     check_bool("use_multiprocessing", use_multiprocessing)
+    check_choice("targets", targets, ("auto", "sequence", "step"))
 
     rag = as_ragged(x, "x")
     check_finite_features(rag.values, "x", offsets=rag.offsets, allow_nonfinite=allow_nonfinite)
@@ -268,15 +237,15 @@ def bucketed_pydataset(
             f"- Pass pad_to>={int(lengths.max())}, or build the sampler with "
             f"max_length={pad_to}, overlong='truncate'."
         )
-    targets = _targets(y, raw_lengths)
+    y_table = _target_table(y, raw_lengths, targets)
     weights = _parse_weights(sample_weight, raw_lengths.size, y is not None)
 
-    x_values = _values_with_pad_row(rag, _resolve_dtype(dtype, rag.values.dtype), value)
+    x_values = _values_with_pad_row(rag, _resolve_dtype(dtype, rag.values.dtype), value, "x")
     starts = rag.offsets[:-1].astype(np.int64)
     if sampler.length_limit is not None and truncating == "pre":
         starts = starts + (raw_lengths - lengths)
     return BucketedPyDataset(
-        sampler=sampler, lengths=lengths, starts=starts, x_values=x_values, targets=targets,
+        sampler=sampler, lengths=lengths, starts=starts, x_values=x_values, targets=y_table,
         weights=weights, pad_to=pad_to, post=padding == "post", epoch=epoch,
         workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size,
     )
