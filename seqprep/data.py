@@ -196,6 +196,37 @@ def _cast_labels(arr: np.ndarray, name: str) -> np.ndarray:
     return arr.astype(target)
 
 
+def _checked_inputs(
+    x: Any, sampler: BucketSampler, pad_to: Any, epoch: int, allow_nonfinite: bool
+) -> tuple[Ragged, np.ndarray, Any]:
+    """The validation phase every executor of a sampler's plan shares.
+
+    Returns ``x`` in ragged form, the lengths the sampler planned (after truncation) and
+    ``pad_to`` resolved for this backend (``"batch"``, ``"bucket"``, an int or a width grid).
+    """
+    if isinstance(pad_to, str) or pad_to is None:
+        check_choice("pad_to", pad_to, ("auto", "batch", "bucket"))
+    elif np.isscalar(pad_to):
+        pad_to = check_int(
+            "pad_to", pad_to, minimum=1,
+            fix='Pass pad_to="batch", pad_to="bucket" or a positive width.',
+        )
+    # else: a width grid, checked against the sampler by resolve_pad_to
+    rag = as_ragged(x, "x")
+    check_finite_features(rag.values, "x", offsets=rag.offsets, allow_nonfinite=allow_nonfinite)
+    lengths = _check_sampler(sampler, rag.lengths)
+    pad_to = resolve_pad_to(pad_to, sampler, backend=_compiling_backend(), epoch=epoch)
+    if isinstance(pad_to, int) and lengths.size and int(lengths.max()) > pad_to:
+        i = int(np.argmax(lengths))
+        raise ValueError(
+            f"Argument `pad_to`={pad_to} is shorter than sequence {i} of `x` "
+            f"(length {int(lengths[i])}).\n"
+            f"- Pass pad_to>={int(lengths.max())}, or build the sampler with "
+            f"max_length={pad_to}, overlong='truncate'."
+        )
+    return rag, lengths, pad_to
+
+
 def _target_table(
     y: Any, lengths: np.ndarray, targets: Targets
 ) -> tuple[str | None, np.ndarray | None]:
@@ -531,33 +562,12 @@ def bucketed_dataset(
     check_choice("truncating", truncating, ("pre", "post"))
     check_choice("targets", targets, ("auto", "sequence", "step"))
     _quiet_keras_shuffle_warning()
-    if isinstance(pad_to, str) or pad_to is None:
-        check_choice("pad_to", pad_to, ("auto", "batch", "bucket"))
-    elif not np.isscalar(pad_to):
-        pass  # a width grid: checked against the sampler by resolve_pad_to
-    else:
-        pad_to = check_int(
-            "pad_to", pad_to, minimum=1,
-            fix='Pass pad_to="batch", pad_to="bucket" or a positive width.',
-        )
     epoch = check_int("epoch", epoch, minimum=0)
     epochs = check_int("epochs", epochs, minimum=1)
     check_bool("reshuffle_each_iteration", reshuffle_each_iteration)
-
-    rag = as_ragged(x, "x")
-    check_finite_features(rag.values, "x", offsets=rag.offsets, allow_nonfinite=allow_nonfinite)
+    rag, lengths, pad_to = _checked_inputs(x, sampler, pad_to, epoch, allow_nonfinite)
     raw_lengths = rag.lengths
     n = raw_lengths.size
-    lengths = _check_sampler(sampler, raw_lengths)
-    pad_to = resolve_pad_to(pad_to, sampler, backend=_compiling_backend(), epoch=epoch)
-    if isinstance(pad_to, int) and n and int(lengths.max()) > pad_to:
-        i = int(np.argmax(lengths))
-        raise ValueError(
-            f"Argument `pad_to`={pad_to} is shorter than sequence {i} of `x` "
-            f"(length {int(lengths[i])}).\n"
-            f"- Pass pad_to>={int(lengths.max())}, or build the sampler with "
-            f"max_length={pad_to}, overlong='truncate'."
-        )
 
     # Targets and weights, checked before any TensorFlow work.
     y_mode, y_table = _target_table(y, raw_lengths, targets)

@@ -23,16 +23,12 @@ from numpy.typing import DTypeLike
 from seqprep._checks import (
     check_bool,
     check_choice,
-    check_finite_features,
     check_int,
 )
-from seqprep._ragged import as_ragged
 from seqprep.bucketing import BucketSampler
-from seqprep.bucketing.shapes import resolve_pad_to
 from seqprep.data import (
     PadTo,
-    _check_sampler,
-    _compiling_backend,
+    _checked_inputs,
     _parse_weights,
     _plan_arrays,
     _resolve_dtype,
@@ -43,17 +39,6 @@ from seqprep.padding import Side
 from seqprep.targets import Targets
 
 __all__ = ["bucketed_pydataset"]
-
-
-def _check_pad_to(pad_to: Any) -> Any:
-    if isinstance(pad_to, str) or pad_to is None:
-        return check_choice("pad_to", pad_to, ("auto", "batch", "bucket"))
-    if not np.isscalar(pad_to):
-        return pad_to  # a width grid: checked against the sampler by resolve_pad_to
-    return check_int(
-        "pad_to", pad_to, minimum=1,
-        fix='Pass pad_to="batch", pad_to="bucket" or a positive width.',
-    )
 
 
 class BucketedPyDataset(keras.utils.PyDataset):
@@ -217,26 +202,14 @@ def bucketed_pydataset(
     """
     check_choice("padding", padding, ("pre", "post"))
     check_choice("truncating", truncating, ("pre", "post"))
-    pad_to = _check_pad_to(pad_to)
     epoch = check_int("epoch", epoch, minimum=0)
     workers = check_int("workers", workers, minimum=1)
     max_queue_size = check_int("max_queue_size", max_queue_size, minimum=1)
     check_bool("use_multiprocessing", use_multiprocessing)
     check_choice("targets", targets, ("auto", "sequence", "step"))
 
-    rag = as_ragged(x, "x")
-    check_finite_features(rag.values, "x", offsets=rag.offsets, allow_nonfinite=allow_nonfinite)
+    rag, lengths, pad_to = _checked_inputs(x, sampler, pad_to, epoch, allow_nonfinite)
     raw_lengths = rag.lengths
-    lengths = _check_sampler(sampler, raw_lengths)
-    pad_to = resolve_pad_to(pad_to, sampler, backend=_compiling_backend(), epoch=epoch)
-    if isinstance(pad_to, int) and lengths.size and int(lengths.max()) > pad_to:
-        i = int(np.argmax(lengths))
-        raise ValueError(
-            f"Argument `pad_to`={pad_to} is shorter than sequence {i} of `x` "
-            f"(length {int(lengths[i])}).\n"
-            f"- Pass pad_to>={int(lengths.max())}, or build the sampler with "
-            f"max_length={pad_to}, overlong='truncate'."
-        )
     y_table = _target_table(y, raw_lengths, targets)
     weights = _parse_weights(sample_weight, raw_lengths.size, y is not None)
 
