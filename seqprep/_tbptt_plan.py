@@ -30,8 +30,51 @@ Order = Literal["longest_first", "shuffle", "input"]
 ORDERS: tuple[str, ...] = ("longest_first", "shuffle", "input")
 
 
+class _WindowGrid:
+    """What every TBPTT plan derives the same way from its fields ``lengths``, ``batch_size``
+    and ``window`` and its ``n_windows``."""
+
+    lengths: np.ndarray
+    batch_size: int
+    window: int
+
+    @property
+    def num_sequences(self) -> int:
+        """Number of sequences planned."""
+        return int(self.lengths.shape[0])
+
+    @property
+    def real_steps(self) -> int:
+        """Total real steps, ``lengths.sum()``."""
+        return int(self.lengths.sum())
+
+    @property
+    def total_steps(self) -> int:
+        """Total positions in the plan, ``n_windows * batch_size * window``."""
+        return self.n_windows * self.batch_size * self.window
+
+    @property
+    def padding_fraction(self) -> float:
+        """Share of the plan's positions that are padding (0.0 for an empty plan)."""
+        total = self.total_steps
+        return 0.0 if total == 0 else 1.0 - self.real_steps / total
+
+    def _checked_offsets(self, offsets: np.ndarray) -> np.ndarray:
+        offsets = np.asarray(offsets, dtype=np.int64)
+        if offsets.shape != (self.num_sequences + 1,) or np.any(
+            np.diff(offsets) != self.lengths
+        ):
+            raise ValueError(
+                "Argument `offsets` does not match the plan's lengths: expected "
+                f"{self.num_sequences + 1} offsets whose differences are the lengths. "
+                f"Received offsets of shape {offsets.shape}.\n"
+                "- Pass the offsets of the same sequences the plan was made from."
+            )
+        return offsets
+
+
 @dataclass(frozen=True, eq=False)
-class TBPTTPlan:
+class TBPTTPlan(_WindowGrid):
     """Where every step of every sequence goes, window by window.
 
     Made by :func:`plan_tbptt`; read-only. Window ``w`` of the plan is one model call on a batch
@@ -66,11 +109,6 @@ class TBPTTPlan:
     def n_windows(self) -> int:
         """Number of windows (model calls) in one pass over the data."""
         return int(self.sequence.shape[0])
-
-    @property
-    def num_sequences(self) -> int:
-        """Number of sequences planned."""
-        return int(self.lengths.shape[0])
 
     @property
     def resets(self) -> np.ndarray:
@@ -129,22 +167,6 @@ class TBPTTPlan:
         (``-1`` if empty)."""
         return np.where(self.lengths > 0, (self.lengths - 1) % self.window, -1)
 
-    @property
-    def real_steps(self) -> int:
-        """Total real steps, ``lengths.sum()``."""
-        return int(self.lengths.sum())
-
-    @property
-    def total_steps(self) -> int:
-        """Total positions in the plan, ``n_windows * batch_size * window``."""
-        return self.n_windows * self.batch_size * self.window
-
-    @property
-    def padding_fraction(self) -> float:
-        """Share of the plan's positions that are padding (0.0 for an empty plan)."""
-        total = self.total_steps
-        return 0.0 if total == 0 else 1.0 - self.real_steps / total
-
     def flat_index(self, offsets: np.ndarray, window: int | None = None) -> np.ndarray:
         """Indices into flat (concatenated) sequence values, ``-1`` on padding.
 
@@ -157,14 +179,7 @@ class TBPTTPlan:
         Returns:
             int64 array of indices; gather ``values[index]`` and overwrite where ``index < 0``.
         """
-        offsets = np.asarray(offsets, dtype=np.int64)
-        if offsets.shape != (self.num_sequences + 1,) or np.any(
-            np.diff(offsets) != self.lengths
-        ):
-            raise ValueError(
-                "Argument `offsets` does not match the plan's lengths: expected "
-                f"{self.num_sequences + 1} offsets whose differences are the lengths."
-            )
+        offsets = self._checked_offsets(offsets)
         cells = slice(None) if window is None else window
         sequence, start, count = self.sequence[cells], self.start[cells], self.count[cells]
         base = offsets[np.maximum(sequence, 0)] + start
@@ -302,7 +317,7 @@ def plan_tbptt(
 
 
 @dataclass(frozen=True, eq=False)
-class DenseTBPTTPlan:
+class DenseTBPTTPlan(_WindowGrid):
     """A TBPTT plan whose rows hold sequences back to back, with resets inside windows.
 
     Made by ``plan_tbptt(..., dense=True)``; read-only. Each row is one stream of steps: the next
@@ -326,11 +341,6 @@ class DenseTBPTTPlan:
     row: np.ndarray
     offset: np.ndarray
     n_windows: int
-
-    @property
-    def num_sequences(self) -> int:
-        """Number of sequences planned."""
-        return int(self.lengths.shape[0])
 
     def _stream(self) -> tuple[np.ndarray, np.ndarray]:
         """(sequence, step) of every row position, shape ``(batch_size, n_windows * window)``."""
@@ -396,22 +406,6 @@ class DenseTBPTTPlan:
         end = self.offset + self.lengths - 1
         return np.where(self.lengths > 0, end % self.window, -1)
 
-    @property
-    def real_steps(self) -> int:
-        """Total real steps, ``lengths.sum()``."""
-        return int(self.lengths.sum())
-
-    @property
-    def total_steps(self) -> int:
-        """Total positions in the plan, ``n_windows * batch_size * window``."""
-        return self.n_windows * self.batch_size * self.window
-
-    @property
-    def padding_fraction(self) -> float:
-        """Share of the plan's positions that are padding (0.0 for an empty plan)."""
-        total = self.total_steps
-        return 0.0 if total == 0 else 1.0 - self.real_steps / total
-
     def flat_index(self, offsets: np.ndarray, window: int | None = None) -> np.ndarray:
         """Indices into flat (concatenated) sequence values, ``-1`` on padding.
 
@@ -422,14 +416,7 @@ class DenseTBPTTPlan:
         Returns:
             int64 array of indices; gather ``values[index]`` and overwrite where ``index < 0``.
         """
-        offsets = np.asarray(offsets, dtype=np.int64)
-        if offsets.shape != (self.num_sequences + 1,) or np.any(
-            np.diff(offsets) != self.lengths
-        ):
-            raise ValueError(
-                "Argument `offsets` does not match the plan's lengths: expected "
-                f"{self.num_sequences + 1} offsets whose differences are the lengths."
-            )
+        offsets = self._checked_offsets(offsets)
         sequence, step = self.source_sequence, self.source_step
         if window is not None:
             sequence, step = sequence[window], step[window]
