@@ -39,7 +39,7 @@ from seqprep._ragged import Ragged, as_ragged
 from seqprep.bucketing import BucketSampler
 from seqprep.bucketing.shapes import resolve_pad_to
 from seqprep.masking import _step_weights, _WeightOps
-from seqprep.padding import Side, pad_sequences
+from seqprep.padding import Side, _locator, pad_sequences
 from seqprep.targets import Targets, resolve_targets
 
 __all__ = ["bucket_by_length", "bucketed_dataset"]
@@ -113,20 +113,7 @@ def _values_with_pad_row(
     checked here first so that a refusal names the caller's position, ``name[i][t]``, not a
     step of the long row.
     """
-    step_shape = rag.values.shape[1:]
-    step_size = max(int(np.prod(step_shape, dtype=np.int64)), 1)
-
-    def locate(flat_index: int) -> str:
-        step = flat_index // step_size
-        # side="right" skips empty sequences, which share their offset with the next one.
-        i = int(np.searchsorted(rag.offsets, step, side="right")) - 1
-        where = f"{name}[{i}][{step - int(rag.offsets[i])}]"
-        if step_shape:
-            inner = np.unravel_index(flat_index % step_size, step_shape)
-            where += "".join(f"[{int(k)}]" for k in inner)
-        return where
-
-    check_cast(rag.values, dtype, locate=locate)
+    check_cast(rag.values, dtype, locate=_locator(rag, name=name))
     total = int(rag.values.shape[0])
     one_row = Ragged(rag.values, np.array([0, total], dtype=np.int64))
     return pad_sequences(one_row, maxlen=total + 1, dtype=dtype, padding="post", value=value)[0]

@@ -43,17 +43,19 @@ def sequence_lengths(sequences: Any) -> np.ndarray:
 
 
 def _locator(
-    rag: Ragged, cut_steps: Callable[[int], int]
+    rag: Ragged, cut_steps: Callable[[int], int] | None = None, name: str = "sequences"
 ) -> Callable[[int], str]:
-    """Map a flat index of the kept values to ``sequences[i][j]`` in the caller's input;
-    ``cut_steps(i)`` is how many steps truncation removed before row ``i``'s kept ones."""
+    """Map a flat index of the kept values to ``name[i][j]`` in the caller's input;
+    ``cut_steps(i)`` is how many steps truncation removed before row ``i``'s kept ones
+    (none by default)."""
     step_shape = rag.values.shape[1:]
     step_size = max(int(np.prod(step_shape, dtype=np.int64)), 1)
 
     def locate(flat_index: int) -> str:
         step = flat_index // step_size
         row = int(np.searchsorted(rag.offsets, step, side="right")) - 1
-        where = f"sequences[{row}][{step - int(rag.offsets[row]) + cut_steps(row)}]"
+        cut = 0 if cut_steps is None else cut_steps(row)
+        where = f"{name}[{row}][{step - int(rag.offsets[row]) + cut}]"
         if step_shape:
             inner = np.unravel_index(flat_index % step_size, step_shape)
             where += "".join(f"[{int(k)}]" for k in inner)
