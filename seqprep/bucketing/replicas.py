@@ -22,7 +22,8 @@ from typing import Any, Literal
 import numpy as np
 
 from seqprep._checks import check_choice, check_int, check_one_of
-from seqprep.bucketing.sampler import BatchPlan, BucketSampler
+from seqprep.bucketing.plan import BatchPlan
+from seqprep.bucketing.sampler import BucketSampler
 
 __all__ = ["ReplicaPadTo", "replica_plans"]
 
@@ -163,29 +164,38 @@ def replica_plans(
             "[BucketSampler(lengths, ..., num_shards=n, shard_index=k) for k in range(n)]."
         )
     plans = [s.plan(epoch) for s in shards]
-    steps = len(plans[0].batches)
-    sizes = np.array([[b.size for b in p.batches] for p in plans], np.int64).reshape(n, steps)
+    sizes = np.stack([p.sizes for p in plans])
     if pad_to == "bucket":
-        widths = np.asarray(plans[0].pad_lengths, np.int64)
+        widths = plans[0].widths("bucket")
     else:
-        widths = np.zeros(steps, np.int64)
-        for s, p in zip(shards, plans, strict=True):
-            for i, b in enumerate(p.batches):
-                if b.size:
-                    widths[i] = max(widths[i], int(s.lengths[b].max()))
+        widths = np.max([p.widths("batch", s.lengths) for s, p in zip(shards, plans, strict=True)],
+                        axis=0)
     order = _step_order(sizes)
-    widths = widths[order]
-    widths.flags.writeable = False
     return [
-        BatchPlan(
-            epoch=p.epoch,
-            batches=[p.batches[i] for i in order],
-            buckets=np.asarray(p.buckets)[order],
-            pad_lengths=widths,
-            num_dropped=p.num_dropped,
-        )
+        _pick_batches([p], np.zeros(order.size, np.int64), order, p.buckets[order],
+                      widths[order], p.epoch, p.num_dropped)
         for p in plans
     ]
+
+
+def _pick_batches(
+    plans: Sequence[BatchPlan], plan_ids: np.ndarray, batch_ids: np.ndarray,
+    groups: np.ndarray, pad_lengths: np.ndarray, epoch: int, num_dropped: int,
+) -> BatchPlan:
+    """A plan of batch ``batch_ids[j]`` of ``plans[plan_ids[j]]`` for every ``j``, gathered in
+    flat form (no loop over batches)."""
+    rows = np.concatenate([p.rows for p in plans])
+    row_base = np.cumsum([0] + [p.rows.size for p in plans])[:-1]
+    batch_base = np.cumsum([0] + [len(p) for p in plans])[:-1]
+    starts = np.concatenate([p.splits[:-1] + b for p, b in zip(plans, row_base, strict=True)])
+    sizes = np.concatenate([p.sizes for p in plans])
+    picked = batch_base[plan_ids] + batch_ids
+    sizes, starts = sizes[picked], starts[picked]
+    splits = np.zeros(picked.size + 1, np.int64)
+    np.cumsum(sizes, out=splits[1:])
+    within = np.arange(splits[-1], dtype=np.int64) - np.repeat(splits[:-1], sizes)
+    return BatchPlan.from_flat(rows[np.repeat(starts, sizes) + within], splits, groups=groups,
+                               pad_lengths=pad_lengths, epoch=epoch, num_dropped=num_dropped)
 
 
 class _LocalReplicasSampler(BucketSampler):
@@ -212,13 +222,12 @@ class _LocalReplicasSampler(BucketSampler):
             return self._merged
         plans = replica_plans(self._shards, epoch, pad_to=self._pad_to)
         local = [plans[k] for k in self._local]
-        steps = len(local[0].batches)
-        merged = BatchPlan(
-            epoch=epoch,
-            batches=[p.batches[i] for i in range(steps) for p in local],
-            buckets=np.repeat(np.asarray(local[0].buckets), len(local)),
-            pad_lengths=np.repeat(local[0].pad_lengths, len(local)),
-            num_dropped=local[0].num_dropped,
+        steps, count = len(local[0]), len(local)
+        # Step-major: element step * count + j is local replica j's batch of that step.
+        merged = _pick_batches(
+            local, np.tile(np.arange(count), steps), np.repeat(np.arange(steps), count),
+            np.repeat(local[0].buckets, count), np.repeat(local[0].pad_lengths, count),
+            epoch, local[0].num_dropped,
         )
         self._merged = merged
         return merged
