@@ -47,13 +47,13 @@ from seqprep.bucketing.per_length import (  # noqa: F401  (moved there; old impo
     Order,
     _check_plan_args,
     _epoch_order,
-    _EpochPlan,
     _group_keys,
     _plan_epoch,
     _report_group_drops,
     _resolve_group_by,
     plan_per_length,
 )
+from seqprep.bucketing.plan import BatchPlan
 from seqprep.data import _TF_WEIGHT_OPS
 from seqprep.masking import _step_weights
 from seqprep.targets import Targets, resolve_targets
@@ -220,7 +220,7 @@ class _BatchSource:
         ds = ds.map(self._make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return ds.prefetch(tf.data.AUTOTUNE)
 
-    def epoch_dataset(self, plans: dict[int, _EpochPlan], passes: Any) -> tf.data.Dataset:
+    def epoch_dataset(self, plans: dict[int, BatchPlan], passes: Any) -> tf.data.Dataset:
         """One pass per Keras epoch ``e``, playing ``plans[e]`` (a new iterator each epoch,
         so that ``seqprep.BackupAndRestore`` can start a resumed epoch mid-way)."""
         known = sorted(plans)
@@ -423,7 +423,7 @@ def _check_stateful(
         )
 
 
-def _concat_plans(plans: list[_EpochPlan]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _concat_plans(plans: list[BatchPlan]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rows = np.concatenate([p.rows for p in plans])
     sizes = np.concatenate([p.sizes for p in plans])
     splits = np.zeros(len(sizes) + 1, np.int64)
@@ -598,7 +598,7 @@ def fit_per_length(
 
     plans = [
         _plan_epoch(keys, batch_size, _epoch_order(order, e, sorted_epochs), seed, e,
-                    drop_remainder)
+                    drop_remainder, lengths=lengths)
         for e in range(initial_epoch, epochs)
     ]
     _report_group_drops(plans[0], keys, batch_size)
@@ -611,8 +611,7 @@ def fit_per_length(
         dict(enumerate(plans, start=initial_epoch)), passes)
     ranges = _group_ranges(keys, lengths)
 
-    val_ds, val_plan = None, _EpochPlan(np.zeros(0, np.int64), np.zeros(1, np.int64),
-                                        np.zeros(0, np.int64))
+    val_ds, val_plan = None, BatchPlan(0, [], [], [])
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
             raise ValueError(
@@ -627,7 +626,8 @@ def fit_per_length(
         vkeys = _group_keys(vdata.x.lengths, boundaries)
         if state_batch is not None:
             _check_stateful(vkeys, val_batch, state_batch, drop_remainder, exact)
-        val_plan = _plan_epoch(vkeys, val_batch, "ascending", seed, 0, drop_remainder)
+        val_plan = _plan_epoch(vkeys, val_batch, "ascending", seed, 0, drop_remainder,
+                               lengths=vdata.x.lengths)
         _report_group_drops(val_plan, vkeys, val_batch)
         val_ds = _BatchSource(vdata, exact=exact, pad_value=pad_value,
                               step_weights=step_weights).dataset(val_plan.rows, val_plan.splits)

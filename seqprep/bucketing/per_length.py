@@ -13,12 +13,12 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
 from seqprep._checks import check_bool, check_choice, check_int, check_lengths, report_dropped
+from seqprep.bucketing.plan import BatchPlan
 
 __all__ = ["GroupBy", "Order", "plan_per_length"]
 
@@ -85,22 +85,6 @@ def _group_keys(lengths: np.ndarray, boundaries: np.ndarray | None) -> np.ndarra
     return np.searchsorted(boundaries, lengths, side="right").astype(np.int64)
 
 
-@dataclass(frozen=True)
-class _EpochPlan:
-    """One epoch's batches: example indices (flat), batch splits, and each batch's group."""
-
-    rows: np.ndarray  # int64 (examples in the epoch,)
-    splits: np.ndarray  # int64 (batches + 1,)
-    groups: np.ndarray  # int64 (batches,)
-
-    @property
-    def sizes(self) -> np.ndarray:
-        return np.diff(self.splits)
-
-    def batches(self) -> list[np.ndarray]:
-        return np.split(self.rows, self.splits[1:-1]) if len(self.groups) else []
-
-
 def _plan_epoch(
     keys: np.ndarray,
     batch_size: int,
@@ -108,7 +92,10 @@ def _plan_epoch(
     seed: int,
     epoch: int,
     drop_remainder: bool = False,
-) -> _EpochPlan:
+    *,
+    lengths: np.ndarray,
+) -> BatchPlan:
+    """One epoch of ``keys``'s groups cut into batches; ``lengths`` give the pad lengths."""
     rng = np.random.default_rng([seed, epoch])
     # Shuffle members, then a stable sort by group: groups are contiguous, members random.
     perm = rng.permutation(len(keys))
@@ -136,7 +123,11 @@ def _plan_epoch(
     # Gather each batch's slice of `members` into one flat array without a Python loop.
     within_rows = np.arange(splits[-1]) - np.repeat(splits[:-1], sizes)
     rows = members[np.repeat(b_start, sizes) + within_rows]
-    return _EpochPlan(rows.astype(np.int64), splits, batch_group.astype(np.int64))
+    longest = np.zeros(sizes.size, np.int64)
+    if rows.size:  # every batch holds at least one row
+        longest = np.maximum.reduceat(lengths[rows], splits[:-1]).astype(np.int64)
+    return BatchPlan.from_flat(rows, splits, groups=batch_group, pad_lengths=longest,
+                               epoch=epoch, num_dropped=len(keys) - rows.size)
 
 
 def _epoch_order(order: str, epoch: int, sorted_epochs: int | None) -> str:
@@ -155,8 +146,8 @@ def plan_per_length(
     epoch: int = 0,
     sorted_epochs: int | None = None,
     drop_remainder: bool = False,
-) -> list[np.ndarray]:
-    """The batches :func:`fit_per_length` trains on in one epoch, as index arrays.
+) -> BatchPlan:
+    """The batches :func:`fit_per_length` trains on in one epoch, as a :class:`BatchPlan`.
 
     Sequences are grouped (by exact length, or by bucket when ``group_by`` holds boundaries),
     each group's members are shuffled (seeded by ``(seed, epoch)``) and cut into batches of
@@ -181,7 +172,10 @@ def plan_per_length(
         drop_remainder: drop each group's last batch when it is smaller than ``batch_size``.
 
     Returns:
-        A list of int64 index arrays, one per batch, in training order.
+        A :class:`~seqprep.BatchPlan`: a read-only sequence of int64 index arrays, one per
+        batch, in training order, with each batch's group (``groups``: its length, or its
+        bucket with ``group_by`` boundaries), its longest length (``pad_lengths``) and the
+        count left out by ``drop_remainder`` (``num_dropped``).
 
     Raises:
         ValueError: an invalid argument (named in the message).
@@ -190,19 +184,23 @@ def plan_per_length(
         >>> [b.tolist() for b in plan_per_length([3, 1, 3, 2, 3], batch_size=2,
         ...                                      order="ascending")]
         [[1], [3], [2, 4], [0]]
+        >>> plan = plan_per_length([3, 1, 3, 2, 3], batch_size=2, order="ascending")
+        >>> plan.groups.tolist(), plan.rows.tolist(), plan.splits.tolist()
+        ([1, 2, 3, 3], [1, 3, 2, 4, 0], [0, 1, 2, 4, 5])
     """
+    lengths = check_lengths(lengths, allow_empty=True)
     keys, batch_size, order, seed, epoch = _check_plan_args(
         lengths, batch_size, group_by, order, seed, epoch
     )
     sorted_epochs = check_int("sorted_epochs", sorted_epochs, minimum=0, allow_none=True)
     eff = _epoch_order(order, epoch, sorted_epochs)
-    plan = _plan_epoch(keys, batch_size, eff, seed, epoch, check_bool("drop_remainder",
-                                                                       drop_remainder))
+    plan = _plan_epoch(keys, batch_size, eff, seed, epoch,
+                       check_bool("drop_remainder", drop_remainder), lengths=lengths)
     _report_group_drops(plan, keys, batch_size)
-    return plan.batches()
+    return plan
 
 
-def _report_group_drops(plan: _EpochPlan, keys: np.ndarray, batch_size: int) -> None:
+def _report_group_drops(plan: BatchPlan, keys: np.ndarray, batch_size: int) -> None:
     """Warn (or refuse, when nothing is left) about the partial batches ``drop_remainder`` cut."""
     n = len(keys)
     if plan.rows.size == n:
