@@ -287,22 +287,7 @@ def _plan_arrays(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One epoch's plan as flat indices, rows per batch and the padded width of each batch."""
     plan = sampler.plan(epoch)
-    sizes = np.fromiter((b.size for b in plan.batches), dtype=np.int64, count=len(plan.batches))
-    flat = np.concatenate(plan.batches) if plan.batches else np.zeros(0, np.int64)
-    flat = flat.astype(np.int64, copy=False)
-    if isinstance(pad_to, np.ndarray):  # a width grid, as the padded width of each bucket
-        widths = pad_to[plan.buckets]
-    elif pad_to == "bucket":
-        widths = np.asarray(plan.pad_lengths, dtype=np.int64)
-    elif pad_to == "batch":
-        widths = np.zeros(sizes.size, np.int64)
-        nonempty = sizes > 0
-        if flat.size:
-            starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])[nonempty]
-            widths[nonempty] = np.maximum.reduceat(lengths[flat], starts)
-    else:
-        widths = np.full(sizes.size, pad_to, np.int64)
-    return flat, sizes, widths
+    return plan.rows, plan.sizes, plan.widths(pad_to, lengths)
 
 
 def _index_dataset(

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from seqprep._checks import check_int
+from seqprep.bucketing.plan import check_width_grid
 
 if TYPE_CHECKING:
     from seqprep.bucketing.sampler import BucketSampler
@@ -39,33 +40,9 @@ DEFAULT_MAX_WIDTHS = 16
 MANY_SHAPES = 24
 
 
-def _rows_and_buckets(sampler: BucketSampler, epoch: int) -> tuple[np.ndarray, np.ndarray, Any]:
+def _rows_and_buckets(sampler: BucketSampler, epoch: int) -> tuple[np.ndarray, np.ndarray]:
     plan = sampler.plan(epoch)
-    rows = np.fromiter((b.size for b in plan.batches), np.int64, count=len(plan.batches))
-    return rows, np.asarray(plan.buckets, np.int64), plan
-
-
-def _check_widths(widths: Any, longest: int) -> np.ndarray:
-    arr = np.asarray(widths)
-    if arr.ndim != 1 or arr.size == 0 or arr.dtype == bool or arr.dtype.kind not in "iu":
-        raise ValueError(
-            "Argument `pad_to` as a width grid must be a non-empty 1-D sequence of integers. "
-            f"Received: pad_to={widths!r}\n"
-            '- Pass pad_to="batch", "bucket", "auto", an int, or seqprep.width_grid(sampler).'
-        )
-    arr = arr.astype(np.int64)
-    if arr[0] < 1 or np.any(np.diff(arr) <= 0):
-        raise ValueError(
-            "Argument `pad_to` as a width grid must be strictly increasing positive integers. "
-            f"Received: pad_to={arr.tolist()}\n- Sort and deduplicate the widths."
-        )
-    if int(arr[-1]) < longest:
-        raise ValueError(
-            f"Argument `pad_to` as a width grid must reach the longest planned length "
-            f"({longest}). Received: pad_to={arr.tolist()}\n"
-            f"- Append {longest} to the grid, or build it with seqprep.width_grid(sampler)."
-        )
-    return arr
+    return plan.sizes, plan.buckets
 
 
 def bucket_widths(sampler: BucketSampler, widths: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -81,7 +58,7 @@ def bucket_widths(sampler: BucketSampler, widths: Sequence[int] | np.ndarray) ->
         [6, 6, 12, 12]
     """
     pads = np.asarray(sampler.bucket_pad_lengths, np.int64)
-    grid = _check_widths(widths, int(pads.max()) if pads.size else 0)
+    grid = check_width_grid(widths, int(pads.max()) if pads.size else 0)
     return grid[np.searchsorted(grid, pads, side="left")]
 
 
@@ -119,29 +96,11 @@ def count_shapes(
     """
     epoch = check_int("epoch", epoch, minimum=0)
     epochs = check_int("epochs", epochs, minimum=1)
-    table = None
-    if isinstance(pad_to, str):
-        if pad_to not in ("batch", "bucket"):
-            raise ValueError(
-                f'Argument `pad_to` must be "batch", "bucket", an int or a width grid. '
-                f"Received: pad_to={pad_to!r}"
-            )
-        if pad_to == "bucket":
-            table = np.asarray(sampler.bucket_pad_lengths, np.int64)
-    elif isinstance(pad_to, (int, np.integer)) and not isinstance(pad_to, bool):
-        table = np.full(sampler.num_buckets, check_int("pad_to", pad_to, minimum=1), np.int64)
-    else:
-        table = bucket_widths(sampler, pad_to)
     shapes: set[tuple[int, int]] = set()
     for e in range(epoch, epoch + epochs):
-        rows, buckets, plan = _rows_and_buckets(sampler, e)
-        if table is not None:
-            widths = table[buckets]
-        else:
-            widths = np.array(
-                [int(sampler.lengths[b].max()) if b.size else 0 for b in plan.batches], np.int64
-            )
-        shapes.update(zip(rows.tolist(), widths.tolist(), strict=True))
+        plan = sampler.plan(e)
+        widths = plan.widths(pad_to, sampler.lengths)
+        shapes.update(zip(plan.sizes.tolist(), widths.tolist(), strict=True))
     return len(shapes)
 
 
@@ -209,7 +168,7 @@ def width_grid(sampler: BucketSampler, max_widths: int = DEFAULT_MAX_WIDTHS) -> 
             "BucketSampler(lengths, max_tokens=..., boundaries=Bucketer(8, max_tokens=...)) "
             'and pad_to="bucket".'
         )
-    rows, buckets, _ = _rows_and_buckets(sampler, sampler.epoch)
+    rows, buckets = _rows_and_buckets(sampler, sampler.epoch)
     # A bucket of empty sequences still pads to one step: widths stay positive, as pad_to ints.
     pads = np.maximum(np.asarray(sampler.bucket_pad_lengths, np.int64), 1)
     per_bucket = np.bincount(buckets, weights=rows, minlength=pads.size)
@@ -240,14 +199,14 @@ def _many_shapes_message(n: int, later: int, pad_to: Any, backend: str) -> str:
 def resolve_pad_to(
     pad_to: Any, sampler: BucketSampler, *, backend: str | None, epoch: int = 0
 ) -> str | int | np.ndarray:
-    """``bucketed_dataset``'s ``pad_to`` as ``"batch"``, ``"bucket"``, an int or a bucket table.
+    """``bucketed_dataset``'s ``pad_to`` as ``"batch"``, ``"bucket"``, an int or a width grid.
 
     ``backend`` is the name of a backend that compiles one program per input shape (for
     example ``"jax"``), or None. There ``"auto"`` becomes the width grid of :func:`width_grid`
     (``"bucket"`` for a token-budget sampler) and a plan with more than :data:`MANY_SHAPES`
     shapes, or with new shapes in its second epoch, warns; elsewhere ``"auto"`` is
-    ``"batch"`` (fewest padded steps). A width grid comes back as the padded width of each
-    bucket (an int64 array indexed by bucket).
+    ``"batch"`` (fewest padded steps). A width grid comes back checked, as an int64 array, for
+    :meth:`BatchPlan.widths <seqprep.BatchPlan.widths>`.
     """
     asked = pad_to
     if isinstance(pad_to, str):
@@ -259,7 +218,9 @@ def resolve_pad_to(
             return pad_to
     elif isinstance(pad_to, (int, np.integer)):
         return int(pad_to)
-    table = pad_to if isinstance(pad_to, str) else bucket_widths(sampler, pad_to)
+    if not isinstance(pad_to, str):
+        pads = np.asarray(sampler.bucket_pad_lengths, np.int64)
+        pad_to = check_width_grid(pad_to, int(pads.max()) if pads.size else 0)
     if backend is not None:
         first = count_shapes(sampler, pad_to=pad_to, epoch=epoch)
         later = 0
@@ -269,4 +230,4 @@ def resolve_pad_to(
             warnings.warn(
                 _many_shapes_message(first, later, asked, backend), UserWarning, stacklevel=3
             )
-    return table
+    return pad_to
