@@ -61,18 +61,9 @@ def _check_pack_sampler(sampler: Any, lengths: np.ndarray) -> np.ndarray:
 
 def _slot_matrix(sampler: PackSampler, epoch: int) -> tuple[np.ndarray, np.ndarray]:
     """One epoch as a ``(rows, S)`` int64 matrix of sequence indices (-1: empty slot) and the
-    number of rows of every batch."""
-    batches = sampler.batches(epoch)
-    rows = [row for batch in batches for row in batch]
-    sizes = np.fromiter((len(b) for b in batches), np.int64, count=len(batches))
-    slots = np.full((len(rows), max(1, sampler.max_segments_)), -1, np.int64)
-    if rows:
-        counts = np.fromiter((r.size for r in rows), np.int64, count=len(rows))
-        flat = np.concatenate(rows)
-        row_of = np.repeat(np.arange(len(rows)), counts)
-        first = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        slots[row_of, np.arange(flat.size) - first[row_of]] = flat
-    return slots, sizes
+    number of rows of every batch (the sampler's :class:`~seqprep.PackedPlan`)."""
+    plan = sampler.plan(epoch)
+    return plan.slots, plan.rows_per_batch
 
 
 def _slot_dataset(

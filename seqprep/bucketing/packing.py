@@ -27,6 +27,7 @@ import numpy as np
 
 from seqprep._checks import check_bool, check_choice, check_int, check_lengths, check_shard
 from seqprep.bucketing._resumable import ResumableSampler
+from seqprep.bucketing.plan import PackedPlan
 
 __all__ = ["PackSampler"]
 
@@ -227,7 +228,7 @@ class PackSampler(ResumableSampler):
         self._num_overlong = 0 if kept is None else int(lengths.size - kept.size)
         self._build_batches()
         self._fingerprint: str | None = None
-        self._cache: tuple[int, list[list[np.ndarray]]] | None = None
+        self._cache: PackedPlan | None = None
 
     def _build_batches(self) -> None:
         """Positions in the shuffled row order of every batch of this shard."""
@@ -288,6 +289,47 @@ class PackSampler(ResumableSampler):
         order = np.concatenate([rng.permutation(kept), np.arange(kept, self.num_rows_)])
         return slots, order
 
+    def plan(self, epoch: int | None = None) -> PackedPlan:
+        """Plan one epoch for this shard (the current epoch when ``epoch`` is None).
+
+        Args:
+            epoch: non-negative epoch number.
+
+        Returns:
+            A :class:`~seqprep.PackedPlan`: this shard's batches, as index arrays (every
+            sequence of a batch, row after row) and laid out in rows: ``slots`` is the
+            ``(rows, S)`` matrix of the sequences in each row (``-1``: empty slot,
+            ``S = max(1, max_segments_)``), ``rows_per_batch`` the rows of each batch.
+
+        Example:
+            >>> s = PackSampler([3, 1, 2, 4, 2], batch_size=2, shuffle=False)
+            >>> p = s.plan(0)
+            >>> p.slots.tolist(), p.rows_per_batch.tolist(), [b.tolist() for b in p]
+            ([[3, -1], [2, 4], [0, 1]], [2, 1], [[3, 2, 4], [0, 1]])
+        """
+        epoch = self.epoch if epoch is None else self._check_epoch(epoch)
+        if self._cache is None or self._cache.epoch != epoch:
+            self._cache = self._plan(epoch)
+        return self._cache
+
+    def _plan(self, epoch: int) -> PackedPlan:
+        slots, row_order = self._deal(epoch)
+        sizes = self._b_size
+        splits = np.zeros(sizes.size + 1, np.int64)
+        np.cumsum(sizes, out=splits[1:])
+        # This shard's rows in batch order, then their slots laid left-aligned in a matrix.
+        within = np.arange(splits[-1], dtype=np.int64) - np.repeat(splits[:-1], sizes)
+        rows = row_order[np.repeat(self._b_begin, sizes) + within]
+        off = self._row_offsets
+        counts = off[rows + 1] - off[rows]
+        first = np.cumsum(counts) - counts
+        col = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(first, counts)
+        matrix = np.full((rows.size, max(1, self.max_segments_)), -1, np.int64)
+        matrix[np.repeat(np.arange(rows.size), counts), col] = slots[np.repeat(off[rows], counts)
+                                                                     + col]
+        return PackedPlan.from_slots(matrix, splits, row_length=self._width, epoch=epoch,
+                                     num_dropped=self.num_dropped_)
+
     def batches(self, epoch: int | None = None) -> list[list[np.ndarray]]:
         """This shard's batches of ``epoch`` (default: the current epoch).
 
@@ -296,23 +338,15 @@ class PackSampler(ResumableSampler):
 
         Returns:
             A new list of batches; each batch a list of rows; each row a read-only int64 array
-            of sequence indices in the order they are laid in the row.
+            of sequence indices in the order they are laid in the row (``plan(epoch)``'s
+            ``row_batches``).
 
         Example:
             >>> s = PackSampler([3, 1, 2, 4, 2], batch_size=2, shuffle=False)
             >>> [[row.tolist() for row in batch] for batch in s.batches(0)]
             [[[3], [2, 4]], [[0, 1]]]
         """
-        epoch = self.epoch if epoch is None else self._check_epoch(epoch)
-        if self._cache is None or self._cache[0] != epoch:
-            slots, row_order = self._deal(epoch)
-            slots.flags.writeable = False
-            off = self._row_offsets
-            out = []
-            for a, z in zip(self._b_begin.tolist(), self._b_size.tolist(), strict=True):
-                out.append([slots[off[r] : off[r + 1]] for r in row_order[a : a + z].tolist()])
-            self._cache = (epoch, out)
-        return [list(b) for b in self._cache[1]]
+        return [list(b) for b in self.plan(epoch).row_batches]
 
     @property
     def _dropped_count(self) -> int:
