@@ -32,11 +32,38 @@ ORDERS: tuple[str, ...] = ("longest_first", "shuffle", "input")
 
 class _WindowGrid:
     """What every TBPTT plan derives the same way from its fields ``lengths``, ``batch_size``
-    and ``window`` and its ``n_windows``."""
+    and ``window`` and its ``n_windows``, and the fields it shares with
+    :class:`~seqprep.BatchPlan` (``epoch``, ``num_dropped``, ``batches``)."""
 
     lengths: np.ndarray
     batch_size: int
     window: int
+    row: np.ndarray
+
+    def _first_steps(self) -> np.ndarray:  # pragma: no cover - abstract
+        """Position of each sequence's first step in its row's stream of steps."""
+        raise NotImplementedError
+
+    @property
+    def num_dropped(self) -> int:
+        """Sequences left out of the plan: always 0 (every step of every sequence is planned)."""
+        return 0
+
+    @property
+    def batches(self) -> tuple[np.ndarray, ...]:
+        """The sequences that start in each window, as read-only int64 arrays (by row, then
+        position); one per window, so every non-empty sequence appears exactly once. The
+        view a :class:`~seqprep.BatchPlan` gives of its batches; empty sequences take no
+        window and appear in none."""
+        placed = np.flatnonzero(self.lengths > 0)
+        first = self._first_steps()[placed]
+        windows = first // self.window
+        ordered = placed[np.lexsort((first, self.row[placed], windows))]
+        counts = np.bincount(windows, minlength=self.n_windows)
+        parts = np.split(ordered, np.cumsum(counts)[:-1]) if self.n_windows else []
+        for part in parts:
+            part.flags.writeable = False
+        return tuple(parts)
 
     @property
     def num_sequences(self) -> int:
@@ -94,6 +121,8 @@ class TBPTTPlan(_WindowGrid):
             position (0 for padding cells).
         count: int64 ``(n_windows, batch_size)``, the number of real steps in each cell; they are
             always the cell's first ``count`` positions.
+        epoch: the ``epoch`` it was planned for (it changes the plan only with
+            ``order="shuffle"``).
     """
 
     window: int
@@ -104,6 +133,10 @@ class TBPTTPlan(_WindowGrid):
     sequence: np.ndarray
     start: np.ndarray
     count: np.ndarray
+    epoch: int = 0
+
+    def _first_steps(self) -> np.ndarray:
+        return self.first_window * self.window
 
     @property
     def n_windows(self) -> int:
@@ -249,6 +282,8 @@ def plan_tbptt(
         [[2, 2], [2, 1], [1, 2]]
         >>> plan.last_window.tolist(), plan.last_row.tolist(), plan.last_offset.tolist()
         ([2, 2, 1], [0, 1, 1], [0, 1, 0])
+        >>> [b.tolist() for b in plan.batches]  # the sequences that start in each window
+        [[0, 2], [], [1]]
         >>> dense = plan_tbptt([5, 2, 3], window=2, batch_size=2, dense=True)
         >>> dense.source_sequence[:, 1].tolist()  # row 1: sequence 2, then 1 mid-window
         [[2, 2], [2, 1], [1, -1]]
@@ -277,7 +312,7 @@ def plan_tbptt(
     else:
         placing = np.arange(n)
     if dense:
-        return _plan_dense(lengths, placing, window, batch_size)
+        return _plan_dense(lengths, placing, window, batch_size, epoch)
 
     row = np.full(n, -1, dtype=np.int64)
     first_window = np.full(n, -1, dtype=np.int64)
@@ -313,6 +348,7 @@ def plan_tbptt(
         sequence=sequence,
         start=start,
         count=count,
+        epoch=epoch,
     )
 
 
@@ -333,6 +369,8 @@ class DenseTBPTTPlan(_WindowGrid):
         offset: int64 ``(n,)``, the position of each sequence's first step in its row's stream
             (``-1`` for an empty sequence).
         n_windows: Number of windows (model calls) in one pass over the data.
+        epoch: the ``epoch`` it was planned for (it changes the plan only with
+            ``order="shuffle"``).
     """
 
     window: int
@@ -341,6 +379,10 @@ class DenseTBPTTPlan(_WindowGrid):
     row: np.ndarray
     offset: np.ndarray
     n_windows: int
+    epoch: int = 0
+
+    def _first_steps(self) -> np.ndarray:
+        return self.offset
 
     def _stream(self) -> tuple[np.ndarray, np.ndarray]:
         """(sequence, step) of every row position, shape ``(batch_size, n_windows * window)``."""
@@ -472,6 +514,7 @@ class DenseTBPTTPlan(_WindowGrid):
             sequence=cell_sequence,
             start=cell_start,
             count=cell_count,
+            epoch=self.epoch,
         )
 
     def __repr__(self) -> str:
@@ -501,7 +544,7 @@ def _greedy_rows(
 
 
 def _plan_dense(
-    lengths: np.ndarray, placing: np.ndarray, window: int, batch_size: int
+    lengths: np.ndarray, placing: np.ndarray, window: int, batch_size: int, epoch: int = 0
 ) -> DenseTBPTTPlan:
     """Greedy placement by steps; falls back to the windowed rows if those are shorter.
 
@@ -529,4 +572,5 @@ def _plan_dense(
         row=row,
         offset=offset,
         n_windows=-(-longest // window),
+        epoch=epoch,
     )
