@@ -33,6 +33,7 @@ _EXPORTS: dict[str, str] = {
     "padding_report": "seqprep.bucketing",
     "PaddingReport": "seqprep.bucketing",
     "BatchPlan": "seqprep.bucketing",
+    "PackedPlan": "seqprep.bucketing",
     "NotFittedError": "seqprep.bucketing",
     "as_boundaries": "seqprep.bucketing",
     "PackSampler": "seqprep.bucketing",

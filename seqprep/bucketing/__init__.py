@@ -9,8 +9,9 @@ Example:
 
 from seqprep.bucketing.boundaries import Bucketer, NotFittedError, as_boundaries
 from seqprep.bucketing.packing import PackSampler
+from seqprep.bucketing.plan import BatchPlan, PackedPlan
 from seqprep.bucketing.report import PaddingReport, padding_report
-from seqprep.bucketing.sampler import BatchPlan, BucketSampler
+from seqprep.bucketing.sampler import BucketSampler
 from seqprep.bucketing.shapes import count_shapes, width_grid
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "Bucketer",
     "NotFittedError",
     "PackSampler",
+    "PackedPlan",
     "PaddingReport",
     "as_boundaries",
     "count_shapes",
