@@ -1,15 +1,19 @@
 """One contract, every planner (issue 12).
 
 Each planner is wrapped in a :class:`Case` that builds it for ``(lengths, seed, shards, shard)``
-and reads one epoch of it as a list of flat index arrays (one per batch; for ``plan_tbptt`` the
-sequences that start in each window; for ``PackSampler`` the rows of a batch joined). Then the
-same properties are checked for all of them:
+and returns its plan of one epoch: ``planner.plan(epoch)`` for the samplers, the function's
+result for the others. Every plan is read the same way, through the fields all plans share:
+``batches`` (one flat index array per batch; for ``plan_tbptt`` the sequences that start in each
+window; for ``PackSampler`` the rows of a batch joined), ``epoch`` and ``num_dropped``. All but
+the TBPTT plans (their windowed relatives) are a :class:`~seqprep.BatchPlan`, and for those
+the flat form and the sequence view must say the same as ``batches``. Then the same properties
+are checked for all of them:
 
 * exactly once: every index appears once per epoch over all shards (nothing is dropped here:
   every case runs with ``drop_remainder=False`` and budgets that fit the longest sequence);
 * the plan depends only on ``(seed, epoch)``: two planners built alike agree;
 * a shuffling planner orders different epochs differently;
-* pickling keeps the plan (and, for the samplers, the position mid-epoch);
+* pickling keeps the plan (and, for the samplers, the position mid-epoch), and a plan pickles;
 * resuming from any step through ``state_dict``/``load_state_dict`` yields exactly the
   remaining batches (the planners that have one);
 * sharded planners give every shard the same number of batches.
@@ -30,8 +34,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seqprep import Bucketer, BucketSampler, PackSampler
-from seqprep._tbptt_plan import plan_tbptt
+from seqprep import BatchPlan, Bucketer, BucketSampler, PackedPlan, PackSampler
+from seqprep._tbptt_plan import DenseTBPTTPlan, TBPTTPlan, plan_tbptt
 from seqprep.bucketing.per_length import plan_per_length
 from seqprep.bucketing.replicas import replica_plans
 
@@ -42,7 +46,8 @@ MAX_LENGTH = 60  # lengths drawn here stay within every case's budget
 class Case:
     name: str
     make: Callable[[np.ndarray, int, int, int], Any]  # (lengths, seed, shards, shard) -> planner
-    epoch: Callable[[Any, int], list[np.ndarray]]  # (planner, epoch) -> flat index batches
+    plan: Callable[[Any, int], Any]  # (planner, epoch) -> that epoch's plan
+    plan_type: type = BatchPlan
     max_shards: int = 1
     resumable: bool = False
 
@@ -51,28 +56,21 @@ def _sampler(lengths, seed, shards, shard, **kw):
     return BucketSampler(lengths, seed=seed, num_shards=shards, shard_index=shard, **kw)
 
 
-def _sampler_epoch(sampler, epoch):
-    return list(sampler.batches(epoch))
+def _sampler_plan(sampler, epoch):
+    return sampler.plan(epoch)
 
 
 def _per_length(lengths, seed, shards, shard, **kw):
     return functools.partial(plan_per_length, lengths, batch_size=4, seed=seed, **kw)
 
 
-def _call_epoch(plan, epoch):
+def _call_plan(plan, epoch):
     return plan(epoch=epoch)
 
 
-def _tbptt(lengths, seed, shards, shard):
+def _tbptt(lengths, seed, shards, shard, **kw):
     return functools.partial(plan_tbptt, lengths, window=8, batch_size=3, order="shuffle",
-                             seed=seed)
-
-
-def _tbptt_epoch(plan, epoch):
-    p = plan(epoch=epoch)
-    # A sequence starts (step 0) in exactly one cell: its first window.
-    first = (p.start == 0) & (p.count > 0) & (p.sequence >= 0)
-    return [p.sequence[w][first[w]] for w in range(p.n_windows)]
+                             seed=seed, **kw)
 
 
 def _replicas(lengths, seed, shards, shard):
@@ -81,9 +79,9 @@ def _replicas(lengths, seed, shards, shard):
     return samplers, shard
 
 
-def _replicas_epoch(planner, epoch):
+def _replicas_plan(planner, epoch):
     samplers, shard = planner
-    return list(replica_plans(samplers, epoch)[shard].batches)
+    return replica_plans(samplers, epoch)[shard]
 
 
 def _packer(lengths, seed, shards, shard):
@@ -91,23 +89,22 @@ def _packer(lengths, seed, shards, shard):
                        num_shards=shards, shard_index=shard)
 
 
-def _packer_epoch(sampler, epoch):
-    return [np.concatenate(batch) for batch in sampler.batches(epoch)]
-
-
 CASES = [
     Case("BucketSampler(batch_size)",
-         functools.partial(_sampler, boundaries=[8, 16], batch_size=4), _sampler_epoch,
+         functools.partial(_sampler, boundaries=[8, 16], batch_size=4), _sampler_plan,
          max_shards=3, resumable=True),
     Case("BucketSampler(max_tokens)",
-         functools.partial(_sampler, max_tokens=2 * MAX_LENGTH), _sampler_epoch,
+         functools.partial(_sampler, max_tokens=2 * MAX_LENGTH), _sampler_plan,
          max_shards=3, resumable=True),
-    Case('plan_per_length("length")', _per_length, _call_epoch),
+    Case('plan_per_length("length")', _per_length, _call_plan),
     Case("plan_per_length(Bucketer)",
-         functools.partial(_per_length, group_by=Bucketer(3, batch_size=4)), _call_epoch),
-    Case("plan_tbptt", _tbptt, _tbptt_epoch),
-    Case("replica_plans", _replicas, _replicas_epoch, max_shards=3),
-    Case("PackSampler", _packer, _packer_epoch, max_shards=2, resumable=True),
+         functools.partial(_per_length, group_by=Bucketer(3, batch_size=4)), _call_plan),
+    Case("plan_tbptt", _tbptt, _call_plan, plan_type=TBPTTPlan),
+    Case("plan_tbptt(dense)", functools.partial(_tbptt, dense=True), _call_plan,
+         plan_type=DenseTBPTTPlan),
+    Case("replica_plans", _replicas, _replicas_plan, max_shards=3),
+    Case("PackSampler", _packer, _sampler_plan, plan_type=PackedPlan, max_shards=2,
+         resumable=True),
 ]
 SAMPLERS = [c for c in CASES if c.resumable]
 
@@ -128,6 +125,25 @@ def _flat(batches: list[np.ndarray]) -> list[int]:
     return [int(i) for b in batches for i in b]
 
 
+def _read(case: Case, planner: Any, epoch: int) -> list[np.ndarray]:
+    """The plan's batches, read through the fields every plan shares, after checking that the
+    plan is of the case's type and that its other views say the same."""
+    plan = case.plan(planner, epoch)
+    assert type(plan) is case.plan_type
+    assert plan.epoch == epoch and plan.num_dropped == 0
+    batches = list(plan.batches)
+    assert all(b.dtype == np.int64 and not b.flags.writeable for b in batches)
+    if isinstance(plan, BatchPlan):
+        assert len(plan) == len(batches) and _same(list(plan), batches)
+        cuts = plan.splits.tolist()
+        by_splits = [plan.rows[a:z] for a, z in zip(cuts[:-1], cuts[1:], strict=True)]
+        assert _same(by_splits, batches)
+    if isinstance(plan, PackedPlan):
+        joined = [np.concatenate(rows) for rows in plan.row_batches]
+        assert _same(joined, batches)
+    return batches
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 @contract
 @given(data=st.data())
@@ -138,7 +154,7 @@ def test_every_index_exactly_once_per_epoch(case, data, lognormal_lengths):
     shards = data.draw(st.integers(1, case.max_shards), label="shards")
     seen = []
     for k in range(shards):
-        seen += _flat(case.epoch(case.make(lengths, seed, shards, k), epoch))
+        seen += _flat(_read(case, case.make(lengths, seed, shards, k), epoch))
     assert sorted(seen) == list(range(len(lengths)))
 
 
@@ -151,9 +167,9 @@ def test_same_seed_same_plan_and_epochs_differ(case, data, lognormal_lengths):
     epoch = data.draw(st.integers(0, 50), label="epoch")
     other = data.draw(st.integers(0, 50).filter(lambda e: e != epoch), label="other_epoch")
     a, b = case.make(lengths, seed, 1, 0), case.make(lengths.copy(), seed, 1, 0)
-    assert _same(case.epoch(a, epoch), case.epoch(b, epoch))
+    assert _same(_read(case, a, epoch), _read(case, b, epoch))
     # Every case shuffles; with >= 24 sequences two epochs agreeing would be a seeding bug.
-    assert _flat(case.epoch(a, epoch)) != _flat(case.epoch(a, other))
+    assert _flat(_read(case, a, epoch)) != _flat(_read(case, a, other))
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
@@ -165,7 +181,11 @@ def test_pickling_keeps_the_plan(case, data, lognormal_lengths):
     epoch = data.draw(st.integers(0, 50), label="epoch")
     planner = case.make(lengths, seed, 1, 0)
     copy = pickle.loads(pickle.dumps(planner))
-    assert _same(case.epoch(copy, epoch), case.epoch(planner, epoch))
+    assert _same(_read(case, copy, epoch), _read(case, planner, epoch))
+    plan = case.plan(planner, epoch)
+    again = pickle.loads(pickle.dumps(plan))
+    assert type(again) is type(plan) and _same(list(again.batches), list(plan.batches))
+    assert all(not b.flags.writeable for b in again.batches)
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.max_shards > 1], ids=lambda c: c.name)
@@ -176,7 +196,7 @@ def test_shards_get_equal_batch_counts(case, data, lognormal_lengths):
     seed = data.draw(st.integers(0, 2**20), label="seed")
     epoch = data.draw(st.integers(0, 50), label="epoch")
     shards = data.draw(st.integers(2, case.max_shards), label="shards")
-    counts = {len(case.epoch(case.make(lengths, seed, shards, k), epoch)) for k in range(shards)}
+    counts = {len(_read(case, case.make(lengths, seed, shards, k), epoch)) for k in range(shards)}
     assert len(counts) == 1
 
 
@@ -201,4 +221,4 @@ def test_resume_from_any_step(case, data, lognormal_lengths):
     flat = functools.partial(map, lambda b: np.concatenate(b) if isinstance(b, list) else b)
     assert _same(list(flat(resumed)), list(flat(rest)))
     assert _same(list(flat(pickle.loads(pickled))), list(flat(rest)))
-    assert _same(list(flat(done + rest)), case.epoch(sampler, epoch))
+    assert _same(list(flat(done + rest)), _read(case, sampler, epoch))
