@@ -2,7 +2,9 @@
 
 The planners are pure numpy; this runs each of them in a fresh interpreter in which importing
 ``tensorflow`` or ``keras`` raises ``ImportError`` (as on a machine without them), checks that
-each result covers its sequences, and checks that neither package was ever imported.
+each result (a ``BatchPlan``, ``PackedPlan`` or TBPTT plan, from ``seqprep/bucketing/plan.py``
+and ``seqprep/_tbptt_plan.py``) covers its sequences, and checks that neither package was ever
+imported.
 """
 
 from __future__ import annotations
@@ -58,13 +60,17 @@ assert covered(s.batches(0)) == everyone
 t = sp.BucketSampler(lengths, max_tokens=160, seed=1)
 assert covered(t.batches(3)) == everyone
 
-assert covered(sp.plan_per_length(lengths, batch_size=5, seed=2)) == everyone
+assert isinstance(s.plan(0), sp.BatchPlan) and s.plan(0).widths("batch", s.lengths).size == len(s)
+assert covered(s.plan(0).rows[None]) == everyone
+per_length = sp.plan_per_length(lengths, batch_size=5, seed=2)
+assert isinstance(per_length, sp.BatchPlan) and covered(per_length) == everyone
 by_bucket = sp.plan_per_length(lengths, batch_size=5, group_by=sp.Bucketer(3, batch_size=5))
 assert covered(by_bucket) == everyone
 
 plan = sp.plan_tbptt(lengths, window=8, batch_size=4)
 assert sorted(set(plan.sequence[plan.sequence >= 0].tolist())) == everyone
 assert int(plan.count.sum()) == int(lengths.sum())
+assert covered(plan.batches) == everyone and plan.num_dropped == 0
 
 shards = [sp.BucketSampler(lengths, boundaries=[10, 20], batch_size=8, num_shards=2,
                            shard_index=k, seed=3) for k in range(2)]
@@ -74,6 +80,9 @@ assert len(plans[0].batches) == len(plans[1].batches)
 
 packer = sp.PackSampler(lengths, row_length=64, batch_size=3, seed=4)
 assert covered([row for batch in packer.batches(0) for row in batch]) == everyone
+packed = packer.plan(0)
+assert isinstance(packed, sp.PackedPlan) and covered(packed) == everyone
+assert covered(packed.slots[packed.slots >= 0][None]) == everyone
 
 report = sp.padding_report(lengths, s.batches(0))
 assert report["n_examples"] == n and 0 <= report["padding_fraction"] < 1

@@ -221,6 +221,21 @@ class BatchPlan(Sequence):
     def __iter__(self) -> Iterator[np.ndarray]:
         return iter(self.batches)
 
+    # Sequence's mixins compare with ``==``, which on arrays is elementwise.
+    def __contains__(self, value: object) -> bool:
+        return any(np.array_equal(b, value) for b in self.batches)
+
+    def index(self, value: Any, start: int = 0, stop: int | None = None) -> int:
+        """Position of the first batch equal to ``value`` (``ValueError`` if none)."""
+        for i in range(*slice(start, stop).indices(len(self))):
+            if np.array_equal(self.batches[i], value):
+                return i
+        raise ValueError(f"{value!r} is not a batch of this plan")
+
+    def count(self, value: Any) -> int:
+        """Number of batches equal to ``value``."""
+        return sum(np.array_equal(b, value) for b in self.batches)
+
     # ------------------------------------------------------------------ widths
 
     def widths(self, pad_to: Any = "batch", lengths: Any = None) -> np.ndarray:
