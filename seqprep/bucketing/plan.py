@@ -22,7 +22,7 @@ import numpy as np
 
 from seqprep._checks import check_int
 
-__all__ = ["BatchPlan", "PackedPlan", "check_width_grid"]
+__all__ = ["BatchPlan", "PackedPlan"]
 
 PAD_TO_FIX = '- Pass pad_to="batch", "bucket", a positive int, or a width grid (ascending ints).'
 
