@@ -160,14 +160,28 @@ class BatchPlan(Sequence):
         plan._set_flat(rows, splits, groups, pad_lengths, epoch, num_dropped)
         return plan
 
+    @classmethod
+    def _owning(
+        cls, rows: np.ndarray, splits: np.ndarray, groups: np.ndarray, pad_lengths: np.ndarray,
+        epoch: int, num_dropped: int,
+    ) -> BatchPlan:
+        """A plan that takes over fresh int64 arrays a planner made for it (no copies)."""
+        plan = cls.__new__(cls)
+        plan._set_flat(rows, splits, groups, pad_lengths, epoch, num_dropped, owned=True)
+        return plan
+
     def _set_flat(
         self, rows: Any, splits: Any, groups: Any, pad_lengths: Any, epoch: int,
-        num_dropped: int,
+        num_dropped: int, owned: bool = False,
     ) -> None:
-        rows, splits = _frozen_int64(rows, "rows"), _frozen_int64(splits, "splits")
+        if owned:  # a planner's own fresh int64 arrays: freeze them in place
+            for arr in (rows, splits, groups, pad_lengths):
+                arr.flags.writeable = False
+        else:
+            rows, splits = _frozen_int64(rows, "rows"), _frozen_int64(splits, "splits")
+            groups = _frozen_int64(groups, "buckets")
+            pad_lengths = _frozen_int64(pad_lengths, "pad_lengths")
         _check_splits(splits, rows.size)
-        groups = _frozen_int64(groups, "buckets")
-        pad_lengths = _frozen_int64(pad_lengths, "pad_lengths")
         if groups.size != splits.size - 1 or pad_lengths.size != splits.size - 1:
             raise ValueError(
                 f"A plan of {splits.size - 1} batch(es) needs one bucket and one pad length "

@@ -497,22 +497,22 @@ class BucketSampler(ResumableSampler):
             tail = tail[np.lexsort((rng.random(tail.size), self._tail_batch))]
         tail.flags.writeable = False
         ids = self._groups[group_order, self.shard_index]
-        # Both sources in one array, so every batch is one slice of it: the flat form without
-        # a Python loop over batches.
-        source = np.concatenate([shuffled, tail])
-        begin = np.where(self._b_src[ids] == 0, 0, shuffled.size) + self._b_begin[ids]
         sizes = self._b_size[ids]
         splits = np.zeros(sizes.size + 1, np.int64)
         np.cumsum(sizes, out=splits[1:])
-        within = np.arange(splits[-1], dtype=np.int64) - np.repeat(splits[:-1], sizes)
+        # Every batch is one slice of [shuffled, tail]: gather them all at once (the flat form,
+        # no loop over batches), with positions as small as they fit to bound the memory.
+        source = np.concatenate([shuffled, tail])
+        del shuffled, tail
+        dtype = np.int32 if source.size < 2**31 else np.int64
+        begin = np.where(self._b_src[ids] == 0, 0, source.size - self._tail_pos.size)
+        position = np.repeat((begin + self._b_begin[ids] - splits[:-1]).astype(dtype), sizes)
+        position += np.arange(splits[-1], dtype=dtype)
+        rows = source[position]
+        del source, position
         buckets = self._group_label[group_order]
-        plan = BatchPlan.from_flat(
-            source[np.repeat(begin, sizes) + within],
-            splits,
-            groups=buckets,
-            pad_lengths=self.bucket_pad_lengths[buckets],
-            epoch=epoch,
-            num_dropped=self.num_dropped_,
+        plan = BatchPlan._owning(
+            rows, splits, buckets, self.bucket_pad_lengths[buckets], epoch, self.num_dropped_
         )
         self._cache = plan
         return plan
