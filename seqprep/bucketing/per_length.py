@@ -126,8 +126,9 @@ def _plan_epoch(
     longest = np.zeros(sizes.size, np.int64)
     if rows.size:  # every batch holds at least one row
         longest = np.maximum.reduceat(lengths[rows], splits[:-1]).astype(np.int64)
-    return BatchPlan.from_flat(rows, splits, groups=batch_group, pad_lengths=longest,
-                               epoch=epoch, num_dropped=len(keys) - rows.size)
+    return BatchPlan._owning(rows.astype(np.int64, copy=False), splits,
+                             batch_group.astype(np.int64, copy=False), longest, epoch,
+                             len(keys) - rows.size)
 
 
 def _epoch_order(order: str, epoch: int, sorted_epochs: int | None) -> str:
