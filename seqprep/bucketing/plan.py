@@ -205,7 +205,8 @@ class BatchPlan(Sequence):
     def batches(self) -> tuple[np.ndarray, ...]:
         """The batches as read-only int64 index arrays (views of ``rows``), in order."""
         if self._batches is None:
-            parts = tuple(np.split(self.rows, self.splits[1:-1])) if len(self) else ()
+            rows, cuts = self.rows, self.splits.tolist()
+            parts = tuple(rows[a:z] for a, z in zip(cuts[:-1], cuts[1:], strict=True))
             object.__setattr__(self, "_batches", parts)
         return self._batches
 
