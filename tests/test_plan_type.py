@@ -229,3 +229,17 @@ def test_per_length_plan_groups_and_pad_lengths(data):
         assert set(keys[b].tolist()) == {int(group)}
         assert int(pad) == max(lengths[i] for i in b.tolist())
     assert plan.widths("bucket").tolist() == plan.widths("batch", lengths).tolist()
+
+
+def test_sampler_plan_reads_the_same_before_and_after_its_flat_rows_exist():
+    # A sampler's plan joins its flat rows on first use; every view must agree either way.
+    sampler = BucketSampler([5, 1, 2, 6, 2, 7, 1, 3, 9, 4], boundaries=[4], batch_size=3, seed=2)
+    lazy = sampler.plan(1)
+    first = [lazy[i].tolist() for i in range(len(lazy))]
+    assert first == [b.tolist() for b in lazy.batches]
+    assert lazy.rows.tolist() == [i for b in first for i in b]
+    assert [lazy[i].tolist() for i in range(len(lazy))] == first
+    sampler._cache = None
+    fresh = sampler.plan(1)
+    assert pickle.loads(pickle.dumps(fresh)) == lazy == fresh
+    assert not lazy.rows.flags.writeable and not lazy[0].flags.writeable

@@ -170,6 +170,27 @@ class BatchPlan(Sequence):
         plan._set_flat(rows, splits, groups, pad_lengths, epoch, num_dropped, owned=True)
         return plan
 
+    @classmethod
+    def _of_slices(
+        cls, sources: tuple[np.ndarray, ...], source: np.ndarray, begin: np.ndarray,
+        splits: np.ndarray, groups: np.ndarray, pad_lengths: np.ndarray, epoch: int,
+        num_dropped: int,
+    ) -> BatchPlan:
+        """A plan whose batch ``i`` is ``sources[source[i]][begin[i]:][:size_i]``.
+
+        ``sources`` are read-only int64 arrays a planner keeps; the flat ``rows`` are joined
+        from them on first use, so a caller that only wants the batches pays for views alone.
+        """
+        plan = cls._owning(np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.int64),
+                           np.zeros(0, np.int64), epoch, num_dropped)
+        for arr in (splits, groups, pad_lengths):
+            arr.flags.writeable = False
+        for name, value in (("splits", splits), ("groups", groups),
+                            ("pad_lengths", pad_lengths), ("_rows", None),
+                            ("_slices", (sources, source, begin))):
+            object.__setattr__(plan, name, value)
+        return plan
+
     def _set_flat(
         self, rows: Any, splits: Any, groups: Any, pad_lengths: Any, epoch: int,
         num_dropped: int, owned: bool = False,
@@ -189,9 +210,10 @@ class BatchPlan(Sequence):
                 "length(s)\n- Pass one entry per batch, in the batches' order."
             )
         fields = dict(
-            epoch=check_int("epoch", epoch, minimum=0), rows=rows, splits=splits, groups=groups,
-            pad_lengths=pad_lengths,
+            epoch=check_int("epoch", epoch, minimum=0), _rows=rows, splits=splits,
+            groups=groups, pad_lengths=pad_lengths,
             num_dropped=check_int("num_dropped", num_dropped, minimum=0), _batches=None,
+            _slices=None,
         )
         for name, value in fields.items():
             object.__setattr__(self, name, value)
@@ -202,11 +224,36 @@ class BatchPlan(Sequence):
     # ------------------------------------------------------------------ the sequence view
 
     @property
+    def rows(self) -> np.ndarray:
+        """int64 ``(examples,)``: every planned index, batch after batch (read-only)."""
+        if self._rows is None:
+            object.__setattr__(self, "_rows", self._gather())
+            object.__setattr__(self, "_slices", None)
+        return self._rows
+
+    def _gather(self) -> np.ndarray:
+        """The flat rows of a plan of slices: its batches (views) joined, one copy."""
+        batches = self.batches
+        rows = np.concatenate(batches) if batches else np.zeros(0, np.int64)
+        rows.flags.writeable = False
+        return rows
+
+    @property
     def batches(self) -> tuple[np.ndarray, ...]:
-        """The batches as read-only int64 index arrays (views of ``rows``), in order."""
+        """The batches as read-only int64 index arrays, in order."""
         if self._batches is None:
-            rows, cuts = self.rows, self.splits.tolist()
-            parts = tuple(rows[a:z] for a, z in zip(cuts[:-1], cuts[1:], strict=True))
+            cuts = self.splits.tolist()
+            pairs = zip(cuts[:-1], cuts[1:], strict=True)
+            slices = self._slices
+            if slices is None:
+                rows = self.rows
+                parts = tuple(rows[a:z] for a, z in pairs)
+            else:
+                sources, source, begin = slices
+                parts = tuple(
+                    sources[k][b : b + z - a]
+                    for k, b, (a, z) in zip(source.tolist(), begin.tolist(), pairs, strict=True)
+                )
             object.__setattr__(self, "_batches", parts)
         return self._batches
 
@@ -231,6 +278,8 @@ class BatchPlan(Sequence):
         if not -n <= i < n:
             raise IndexError(f"batch index {index} out of range for a plan of {n} batches")
         i %= n
+        if self._slices is not None:
+            return self.batches[i]
         return self.rows[self.splits[i] : self.splits[i + 1]]
 
     def __iter__(self) -> Iterator[np.ndarray]:
@@ -336,8 +385,9 @@ class BatchPlan(Sequence):
         for name, value in state.items():
             if isinstance(value, np.ndarray):
                 value.flags.writeable = False  # unpickled arrays come back writable
-            object.__setattr__(self, name, value)
+            object.__setattr__(self, "_rows" if name == "rows" else name, value)
         object.__setattr__(self, "_batches", None)
+        object.__setattr__(self, "_slices", None)
 
     def __repr__(self) -> str:
         return (

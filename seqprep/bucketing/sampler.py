@@ -500,19 +500,10 @@ class BucketSampler(ResumableSampler):
         sizes = self._b_size[ids]
         splits = np.zeros(sizes.size + 1, np.int64)
         np.cumsum(sizes, out=splits[1:])
-        # Every batch is one slice of [shuffled, tail]: gather them all at once (the flat form,
-        # no loop over batches), with positions as small as they fit to bound the memory.
-        source = np.concatenate([shuffled, tail])
-        del shuffled, tail
-        dtype = np.int32 if source.size < 2**31 else np.int64
-        begin = np.where(self._b_src[ids] == 0, 0, source.size - self._tail_pos.size)
-        position = np.repeat((begin + self._b_begin[ids] - splits[:-1]).astype(dtype), sizes)
-        position += np.arange(splits[-1], dtype=dtype)
-        rows = source[position]
-        del source, position
         buckets = self._group_label[group_order]
-        plan = BatchPlan._owning(
-            rows, splits, buckets, self.bucket_pad_lengths[buckets], epoch, self.num_dropped_
+        plan = BatchPlan._of_slices(
+            (shuffled, tail), self._b_src[ids].astype(np.int64), self._b_begin[ids], splits,
+            buckets, self.bucket_pad_lengths[buckets], epoch, self.num_dropped_,
         )
         self._cache = plan
         return plan

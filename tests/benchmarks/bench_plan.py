@@ -17,7 +17,7 @@ import numpy as np
 from seqprep import BucketSampler, PackSampler
 
 N = int(os.environ.get("SEQPREP_BENCH_PLAN_N", "2000000"))
-EPOCHS = 3
+EPOCHS = 5
 
 
 def _lengths(n: int) -> np.ndarray:
