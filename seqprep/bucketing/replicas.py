@@ -194,8 +194,9 @@ def _pick_batches(
     splits = np.zeros(picked.size + 1, np.int64)
     np.cumsum(sizes, out=splits[1:])
     within = np.arange(splits[-1], dtype=np.int64) - np.repeat(splits[:-1], sizes)
-    return BatchPlan.from_flat(rows[np.repeat(starts, sizes) + within], splits, groups=groups,
-                               pad_lengths=pad_lengths, epoch=epoch, num_dropped=num_dropped)
+    return BatchPlan._owning(rows[np.repeat(starts, sizes) + within], splits,
+                             groups.astype(np.int64), pad_lengths.astype(np.int64), epoch,
+                             num_dropped)
 
 
 class _LocalReplicasSampler(BucketSampler):
