@@ -430,7 +430,7 @@ class PackedPlan(BatchPlan):
 
     _FIELDS = (*BatchPlan._FIELDS, "slots", "slot_splits", "row_length")
 
-    def __init__(  # noqa: D107
+    def __init__(
         self,
         epoch: int,
         batches: Sequence[Sequence[Sequence[int] | np.ndarray]],
