@@ -281,10 +281,23 @@ def check_shard(num_shards: Any, shard_index: Any) -> tuple[int, int]:
     """
     num_shards = check_int("num_shards", num_shards, minimum=1)
     shard_index = check_int("shard_index", shard_index, minimum=0)
-    if shard_index >= num_shards:
-        raise ValueError(
-            f"Argument `shard_index` must be less than `num_shards`={num_shards}. "
-            f"Received: shard_index={shard_index}\n"
-            "- Shards are numbered 0 to num_shards - 1."
-        )
+    check_less("shard_index", shard_index, "num_shards", num_shards,
+               fix="Shards are numbered 0 to num_shards - 1.")
     return num_shards, shard_index
+
+
+def check_less(name: str, value: int, bound_name: str, bound: int, *, fix: str) -> None:
+    """Refuse ``value >= bound``, where the bound is another argument (``bound_name``).
+
+    Example:
+        >>> check_less("start", 5, "stop", 3, fix="Pass stop>5.")
+        Traceback (most recent call last):
+        ...
+        ValueError: Argument `start` must be less than `stop`=3. Received: start=5
+        - Pass stop>5.
+    """
+    if value >= bound:
+        raise ValueError(
+            f"Argument `{name}` must be less than `{bound_name}`={bound}. "
+            f"Received: {name}={value}\n- {fix}"
+        )

@@ -22,8 +22,9 @@ also importable from here).
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -38,6 +39,7 @@ from seqprep._checks import (
     check_finite_features,
     check_finite_labels,
     check_int,
+    check_less,
 )
 from seqprep._keras_private import StepTraces, keras_mask
 from seqprep._ragged import Ragged, as_ragged
@@ -401,26 +403,30 @@ def _check_stateful(
             f"{state_batch}. Received: batch_size={batch_size}"
         )
     uniq, counts = np.unique(keys, return_counts=True)
-    small = np.flatnonzero(counts < state_batch)
     what = "length" if exact else "bucket"
+    small = np.flatnonzero(counts < state_batch)
     if small.size:
-        shown = ", ".join(f"{what} {uniq[i]}: {counts[i]}" for i in small[:8])
         raise ValueError(
             f"Argument `group_by` makes {small.size} group(s) smaller than the stateful "
-            f"model's batch size {state_batch} ({shown}{', ...' if small.size > 8 else ''} "
+            f"model's batch size {state_batch} ({_shown_groups(what, uniq, counts, small)} "
             "sequences), and a stateful model takes only full batches.\n"
             "- Group by buckets (`group_by=Bucketer()` or a list of boundaries) so groups are "
             "larger, or train a non-stateful twin of the model."
         )
     ragged = np.flatnonzero(counts % state_batch)
     if ragged.size and not drop_remainder:
-        shown = ", ".join(f"{what} {uniq[i]}: {counts[i]}" for i in ragged[:8])
         raise ValueError(
             f"Argument `drop_remainder` is False, but {ragged.size} group(s) do not split into "
-            f"full batches of {state_batch} ({shown} sequences), and a stateful model takes "
-            "only full batches.\n- Pass `drop_remainder=True` to skip each group's last, "
-            "partial batch."
+            f"full batches of {state_batch} ({_shown_groups(what, uniq, counts, ragged)} "
+            "sequences), and a stateful model takes only full batches.\n- Pass "
+            "`drop_remainder=True` to skip each group's last, partial batch."
         )
+
+
+def _shown_groups(what: str, keys: np.ndarray, counts: np.ndarray, picked: np.ndarray) -> str:
+    """``"length 3: 5, length 7: 2"`` for the first eight picked groups (``", ..."`` if more)."""
+    shown = ", ".join(f"{what} {keys[i]}: {counts[i]}" for i in picked[:8])
+    return shown + (", ..." if picked.size > 8 else "")
 
 
 def _concat_plans(plans: list[_EpochPlan]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -561,31 +567,9 @@ def fit_per_length(
         (2, 3, 1)
     """
     _check_model(model)
-    epochs = check_int("epochs", epochs, minimum=1)
-    batch_size = check_int("batch_size", batch_size, minimum=1)
-    check_choice("order", order, _ORDERS)
-    seed = check_int("seed", seed, minimum=0)
-    sorted_epochs = check_int("sorted_epochs", sorted_epochs, minimum=0, allow_none=True)
-    initial_epoch = check_int("initial_epoch", initial_epoch, minimum=0)
-    if initial_epoch >= epochs:
-        raise ValueError(
-            f"Argument `initial_epoch` must be less than `epochs`. Received: "
-            f"initial_epoch={initial_epoch}, epochs={epochs}\n"
-            "- `epochs` is the epoch to stop at, as in `model.fit`: pass "
-            f"epochs>{initial_epoch}."
-        )
-    owned = sorted(set(fit_kwargs) & set(_OWNED_FIT_ARGS))
-    if owned:
-        shown = ", ".join(f"`{k}`" for k in owned)
-        raise TypeError(
-            f"Argument(s) {shown} cannot be passed to fit_per_length: it sets them itself. "
-            f"Received: {', '.join(f'{k}={fit_kwargs[k]!r}' for k in owned)}\n"
-            "- Remove them; the plan fixes batches, steps and order (see `batch_size`, "
-            "`order`, `seed`)."
-        )
-    val_batch = check_int("validation_batch_size", validation_batch_size, minimum=1,
-                          allow_none=True) or batch_size
-
+    epochs, batch_size, seed, sorted_epochs, initial_epoch, val_batch = _check_fit_args(
+        epochs, batch_size, order, seed, sorted_epochs, initial_epoch, validation_batch_size,
+        fit_kwargs)
     drop_remainder = check_bool("drop_remainder", drop_remainder)
     data = _prepare(x, y, sample_weight, allow_nonfinite=allow_nonfinite, targets=targets)
     lengths = data.x.lengths
@@ -614,26 +598,11 @@ def fit_per_length(
     val_ds, val_plan = None, _EpochPlan(np.zeros(0, np.int64), np.zeros(1, np.int64),
                                         np.zeros(0, np.int64))
     if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
-            raise ValueError(
-                "Argument `validation_data` must be a tuple (x_val, y_val) or (x_val, y_val, "
-                f"sample_weight_val). Received: {type(validation_data).__name__} of "
-                f"{len(validation_data) if hasattr(validation_data, '__len__') else '?'} "
-                "item(s)\n- Pass validation_data=(x_val, y_val)."
-            )
-        vdata = _prepare(*validation_data, xname="validation_data[0]",
-                         yname="validation_data[1]", allow_nonfinite=allow_nonfinite,
-                         targets="step" if data.y_steps else "sequence")
-        vkeys = _group_keys(vdata.x.lengths, boundaries)
-        if state_batch is not None:
-            _check_stateful(vkeys, val_batch, state_batch, drop_remainder, exact)
-        val_plan = _plan_epoch(vkeys, val_batch, "ascending", seed, 0, drop_remainder)
-        _report_group_drops(val_plan, vkeys, val_batch)
-        val_ds = _BatchSource(vdata, exact=exact, pad_value=pad_value,
-                              step_weights=step_weights).dataset(val_plan.rows, val_plan.splits)
-        for k, rng in _group_ranges(vkeys, vdata.x.lengths).items():
-            lo, hi = ranges.get(k, rng)
-            ranges[k] = (min(lo, rng[0]), max(hi, rng[1]))
+        val_ds, val_plan = _validation_source(
+            validation_data, data.y_steps, allow_nonfinite, boundaries, val_batch, state_batch,
+            drop_remainder, seed, ranges,
+            functools.partial(_BatchSource, exact=exact, pad_value=pad_value,
+                              step_weights=step_weights))
 
     traces = StepTraces(model)
     stats = _GroupStats(batch_groups, np.diff(splits), steps, initial_epoch,
@@ -642,6 +611,87 @@ def fit_per_length(
     if state_batch is not None:
         extra.append(_ResetStates([la for la in _walk_layers(model)
                                    if getattr(la, "stateful", False)]))
+    history = _run_fit(model, train_ds, val_ds, traces, [*(callbacks or []), *extra],
+                       epochs=epochs, initial_epoch=initial_epoch, verbose=verbose,
+                       fit_kwargs=fit_kwargs)
+    history.group_stats = _group_stats_frame(stats.records, ranges)
+    counts = traces.counts()
+    history.traces = (
+        None if counts is None else {**counts, "train_by_epoch": list(stats.traces_by_epoch)}
+    )
+    history.steps_per_epoch = steps
+    return history
+
+
+def _check_fit_args(
+    epochs: Any, batch_size: Any, order: Any, seed: Any, sorted_epochs: Any, initial_epoch: Any,
+    validation_batch_size: Any, fit_kwargs: dict[str, Any],
+) -> tuple[int, int, int, int | None, int, int]:
+    """Validate fit_per_length's scalar arguments; ``validation_batch_size`` defaults here."""
+    epochs = check_int("epochs", epochs, minimum=1)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    check_choice("order", order, _ORDERS)
+    seed = check_int("seed", seed, minimum=0)
+    sorted_epochs = check_int("sorted_epochs", sorted_epochs, minimum=0, allow_none=True)
+    initial_epoch = check_int("initial_epoch", initial_epoch, minimum=0)
+    check_less("initial_epoch", initial_epoch, "epochs", epochs,
+               fix=f"`epochs` is the epoch to stop at, as in `model.fit`: pass "
+               f"epochs>{initial_epoch}.")
+    owned = sorted(set(fit_kwargs) & set(_OWNED_FIT_ARGS))
+    if owned:
+        shown = ", ".join(f"`{k}`" for k in owned)
+        raise TypeError(
+            f"Argument(s) {shown} cannot be passed to fit_per_length: it sets them itself. "
+            f"Received: {', '.join(f'{k}={fit_kwargs[k]!r}' for k in owned)}\n"
+            "- Remove them; the plan fixes batches, steps and order (see `batch_size`, "
+            "`order`, `seed`)."
+        )
+    val_batch = check_int("validation_batch_size", validation_batch_size, minimum=1,
+                          allow_none=True) or batch_size
+    return epochs, batch_size, seed, sorted_epochs, initial_epoch, val_batch
+
+
+def _validation_source(
+    validation_data: Any, y_steps: bool, allow_nonfinite: bool, boundaries: Any, val_batch: int,
+    state_batch: int | None, drop_remainder: bool, seed: int,
+    ranges: dict[int, tuple[int, int]], source: Callable[[_Data], _BatchSource],
+) -> tuple[tf.data.Dataset, _EpochPlan]:
+    """Validation batches, grouped as the training ones and built by ``source`` (the training
+    batches' settings), in ascending order; widens ``ranges`` (in place) by the validation
+    groups' lengths."""
+    vdata = _prepare_validation(validation_data, y_steps, allow_nonfinite)
+    vkeys = _group_keys(vdata.x.lengths, boundaries)
+    exact = boundaries is None
+    if state_batch is not None:
+        _check_stateful(vkeys, val_batch, state_batch, drop_remainder, exact)
+    val_plan = _plan_epoch(vkeys, val_batch, "ascending", seed, 0, drop_remainder)
+    _report_group_drops(val_plan, vkeys, val_batch)
+    val_ds = source(vdata).dataset(val_plan.rows, val_plan.splits)
+    for k, rng in _group_ranges(vkeys, vdata.x.lengths).items():
+        lo, hi = ranges.get(k, rng)
+        ranges[k] = (min(lo, rng[0]), max(hi, rng[1]))
+    return val_ds, val_plan
+
+
+def _prepare_validation(validation_data: Any, y_steps: bool, allow_nonfinite: bool) -> _Data:
+    """Check the ``validation_data`` tuple and read its targets the way ``y``'s were read."""
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+        raise ValueError(
+            "Argument `validation_data` must be a tuple (x_val, y_val) or (x_val, y_val, "
+            f"sample_weight_val). Received: {type(validation_data).__name__} of "
+            f"{len(validation_data) if hasattr(validation_data, '__len__') else '?'} "
+            "item(s)\n- Pass validation_data=(x_val, y_val)."
+        )
+    return _prepare(*validation_data, xname="validation_data[0]", yname="validation_data[1]",
+                    allow_nonfinite=allow_nonfinite, targets="step" if y_steps else "sequence")
+
+
+def _run_fit(
+    model: keras.Model, train_ds: Any, val_ds: Any, traces: StepTraces,
+    callbacks: list[keras.callbacks.Callback], *, epochs: int, initial_epoch: int,
+    verbose: Any, fit_kwargs: dict[str, Any],
+) -> keras.callbacks.History:
+    """The one ``model.fit`` call, with step traces counted around it."""
     optimizer = model.optimizer
     if model.built and not getattr(optimizer, "built", True):
         # Keras would otherwise create the slots (Adam's moments) inside the first traced
@@ -649,13 +699,13 @@ def fit_per_length(
         optimizer.build(model.trainable_variables)
     traces.start()
     try:
-        history = model.fit(
+        return model.fit(
             train_ds,
             epochs=epochs,
             initial_epoch=initial_epoch,
             steps_per_epoch=None,  # one pass per epoch (see _BatchSource.epoch_dataset)
             validation_data=val_ds,
-            callbacks=[*(callbacks or []), *extra],
+            callbacks=callbacks,
             verbose=verbose,
             shuffle=False,
             **fit_kwargs,
@@ -663,19 +713,18 @@ def fit_per_length(
     finally:
         traces.stop()
 
+
+def _group_stats_frame(
+    records: list[Any], ranges: dict[int, tuple[int, int]]
+) -> pd.DataFrame:
+    """``History.group_stats``: the per-epoch, per-group records with each group's lengths."""
     frame = pd.DataFrame(
-        stats.records,
+        records,
         columns=["epoch", "split", "group", "sequences", "batches", "loss"],
     )
     frame.insert(3, "min_length", [ranges[g][0] for g in frame["group"]])
     frame.insert(4, "max_length", [ranges[g][1] for g in frame["group"]])
-    history.group_stats = frame
-    counts = traces.counts()
-    history.traces = (
-        None if counts is None else {**counts, "train_by_epoch": list(stats.traces_by_epoch)}
-    )
-    history.steps_per_epoch = steps
-    return history
+    return frame
 
 
 # --------------------------------------------------------------------------- re-exports
