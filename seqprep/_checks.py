@@ -286,6 +286,22 @@ def check_shard(num_shards: Any, shard_index: Any) -> tuple[int, int]:
     return num_shards, shard_index
 
 
+def check_increasing(name: str, values: Any, *, fix: str) -> np.ndarray:
+    """``values`` (non-empty, integer) as int64, refused unless strictly increasing and >= 1.
+
+    Example:
+        >>> check_increasing("boundaries", [8, 16], fix="Sort them.").tolist()
+        [8, 16]
+    """
+    arr = np.asarray(values).astype(np.int64)
+    if arr[0] < 1 or np.any(np.diff(arr) <= 0):
+        raise ValueError(
+            f"Argument `{name}` must be strictly increasing positive integers "
+            f"(each at least 1). Received: {name}={arr.tolist()}\n- {fix}"
+        )
+    return arr
+
+
 def check_less(name: str, value: int, bound_name: str, bound: int, *, fix: str) -> None:
     """Refuse ``value >= bound``, where the bound is another argument (``bound_name``).
 
