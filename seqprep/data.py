@@ -122,20 +122,24 @@ def _values_with_pad_row(
 # --------------------------------------------------------------------------- bucketed_dataset
 
 
-def _check_sampler(sampler: Any, lengths: np.ndarray) -> np.ndarray:
-    """Check that ``sampler`` planned these sequences; return the lengths it planned."""
-    if not isinstance(sampler, BucketSampler):
+def _check_sampler(
+    sampler: Any, lengths: np.ndarray, kind: type = BucketSampler
+) -> np.ndarray:
+    """Check that ``sampler`` is a ``kind`` (BucketSampler or PackSampler) that planned these
+    sequences; return the lengths it planned."""
+    name = kind.__name__
+    if not isinstance(sampler, kind):
         raise TypeError(
-            "Argument `sampler` must be a seqprep.BucketSampler. "
+            f"Argument `sampler` must be a seqprep.{name}. "
             f"Received: sampler of type {type(sampler).__name__}\n"
-            "- Build one from the lengths: `BucketSampler(sequence_lengths(x), batch_size=...)`."
+            f"- Build one from the lengths: `{name}(sequence_lengths(x), batch_size=...)`."
         )
     planned = np.asarray(sampler.lengths)
     if planned.size != lengths.size:
         raise ValueError(
             f"Argument `sampler` was built on {planned.size} lengths, but `x` has "
             f"{lengths.size} sequences.\n"
-            "- Build the sampler from this data: `BucketSampler(sequence_lengths(x), ...)`."
+            f"- Build the sampler from this data: `{name}(sequence_lengths(x), ...)`."
         )
     limit = sampler.length_limit
     expected = lengths if limit is None else np.minimum(lengths, limit)
@@ -145,7 +149,7 @@ def _check_sampler(sampler: Any, lengths: np.ndarray) -> np.ndarray:
         raise ValueError(
             f"Argument `sampler` was built on other lengths than `x`'s: {differ.size} differ, "
             f"the first at position {i} (sampler: {int(planned[i])}, x: {int(lengths[i])}).\n"
-            "- Build the sampler from this data: `BucketSampler(sequence_lengths(x), ...)`."
+            f"- Build the sampler from this data: `{name}(sequence_lengths(x), ...)`."
         )
     return planned
 
