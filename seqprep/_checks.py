@@ -173,6 +173,23 @@ def _first_nonfinite(values: np.ndarray) -> int | None:
     return int(np.argmin(finite.reshape(-1)))
 
 
+def _nonfinite_at(values: np.ndarray, offsets: Any) -> tuple[int, int | None, Any, int] | None:
+    """Where the first NaN/inf is: ``(row, step within the row or None, the value, how many)``,
+    or None; rows are ``offsets``' sequences, or ``values``' rows when ``offsets`` is None."""
+    pos = _first_nonfinite(values)
+    if pos is None:
+        return None
+    per_step = int(np.prod(values.shape[1:], dtype=np.int64)) if values.ndim > 1 else 1
+    step = pos // per_step
+    count = int(values.size - np.count_nonzero(np.isfinite(values)))
+    bad = values.reshape(-1)[pos]
+    if offsets is None:
+        return step, None, bad, count
+    offsets = np.asarray(offsets)
+    row = int(np.searchsorted(offsets, step, side="right")) - 1
+    return row, step - int(offsets[row]), bad, count
+
+
 def check_finite_labels(values: np.ndarray, name: str = "y", *, offsets: Any = None) -> None:
     """Refuse NaN/inf labels, naming the first bad sequence.
 
@@ -181,16 +198,10 @@ def check_finite_labels(values: np.ndarray, name: str = "y", *, offsets: Any = N
         name: the argument's name.
         offsets: for per-step targets, the row offsets into ``values`` (``Ragged.offsets``).
     """
-    values = np.asarray(values)
-    pos = _first_nonfinite(values)
-    if pos is None:
+    found = _nonfinite_at(np.asarray(values), offsets)
+    if found is None:
         return
-    per_row = int(np.prod(values.shape[1:], dtype=np.int64)) if values.ndim > 1 else 1
-    row = pos // per_row
-    if offsets is not None:
-        row = int(np.searchsorted(np.asarray(offsets), row, side="right")) - 1
-    bad = values.reshape(-1)[pos]
-    count = int(values.size - np.count_nonzero(np.isfinite(values)))
+    row, _, bad, count = found
     raise ValueError(
         f"Argument `{name}` holds {count} NaN or infinite value(s); the first is in "
         f"{name}[{row}]. Received: {name}[{row}] contains {bad!r}\n"
@@ -212,20 +223,14 @@ def check_finite_features(
     """
     if check_bool("allow_nonfinite", allow_nonfinite):
         return
-    values = np.asarray(values)
-    pos = _first_nonfinite(values)
-    if pos is None:
+    found = _nonfinite_at(np.asarray(values), offsets)
+    if found is None:
         return
-    per_step = int(np.prod(values.shape[1:], dtype=np.int64)) if values.ndim > 1 else 1
-    step = pos // per_step
-    row = step if offsets is None else int(np.searchsorted(offsets, step, side="right")) - 1
-    where = f"{name}[{row}]" if offsets is None else (
-        f"{name}[{row}] at step {step - int(offsets[row])}"
-    )
-    count = int(values.size - np.count_nonzero(np.isfinite(values)))
+    row, step, bad, count = found
+    where = f"{name}[{row}]" if step is None else f"{name}[{row}] at step {step}"
     raise ValueError(
         f"Argument `{name}` holds {count} NaN or infinite value(s); the first is in {where}. "
-        f"Received: {values.reshape(-1)[pos]!r}\n"
+        f"Received: {bad!r}\n"
         "- If the model handles NaN/inf itself, pass `allow_nonfinite=True`; otherwise "
         f"impute or drop them first (e.g. `np.nan_to_num`)."
     )
