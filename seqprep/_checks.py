@@ -7,6 +7,7 @@ says the fix on a line of its own ("- If ..., do ...").
 from __future__ import annotations
 
 import numbers
+import sys
 import warnings
 from collections.abc import Iterable
 from typing import Any
@@ -322,3 +323,18 @@ def check_less(name: str, value: int, bound_name: str, bound: int, *, fix: str) 
             f"Argument `{name}` must be less than `{bound_name}`={bound}. "
             f"Received: {name}={value}\n- {fix}"
         )
+
+
+# ----------------------------------------------------------------- deprecations
+
+
+def warn_deprecated(message: str) -> None:
+    """Emit a ``DeprecationWarning`` attributed to the first caller outside seqprep.
+
+    The deprecated spellings are reachable through several public entry points (some calling
+    others), so a fixed ``stacklevel`` would blame seqprep's own code for some of them.
+    """
+    frame, level = sys._getframe(1), 2  # stacklevel 2 is warn_deprecated's caller
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == "seqprep":
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, DeprecationWarning, stacklevel=level)

@@ -34,6 +34,7 @@ from seqprep._checks import (
     check_finite_features,
     check_finite_labels,
     check_int,
+    warn_deprecated,
 )
 from seqprep._ragged import Ragged, as_ragged
 from seqprep.bucketing import BucketSampler
@@ -243,6 +244,12 @@ def _parse_weights(
     sample_weight: Any, n: int, has_y: bool
 ) -> tuple[str | None, np.ndarray | None]:
     """Return ``(mode, per_sequence_weights)``; mode is None, "sequence" or a timestep mode."""
+    if sample_weight is True or sample_weight is False:
+        instead = '"timestep"' if sample_weight else "None"
+        warn_deprecated(
+            f"`sample_weight={sample_weight}` is deprecated and will be removed; pass "
+            f"`sample_weight={instead}` instead (same result)."
+        )
     if sample_weight is None or sample_weight is False:
         return None, None
     if not has_y:
@@ -474,7 +481,7 @@ def bucketed_dataset(
       rule is :func:`seqprep.resolve_targets`'s; where both readings fit (sequences of one
       length with target rows of that length) pass ``targets="sequence"`` or ``"step"``.
     * ``sample_weight``: an array ``(n,)`` gives per-sequence weights ``(batch,)``;
-      ``"timestep"`` (or ``True``) gives float32 ``(batch, T)`` weights, 1 on real steps and
+      ``"timestep"`` gives float32 ``(batch, T)`` weights, 1 on real steps and
       0 on padding; ``"timestep_mean"`` scales those by ``batch * T / real steps`` so that
       Keras's default ``"sum_over_batch_size"`` reduction returns the mean over real steps.
       Use ``"timestep_mean"`` only when no Keras mask reaches the loss (Keras rescales a
@@ -513,8 +520,8 @@ def bucketed_dataset(
         sampler: a :class:`BucketSampler` built on ``sequence_lengths(x)``.
         padding: ``"post"`` (default; what the cuDNN RNN kernel needs) or ``"pre"``.
         value: padding value of ``x``; must be representable in its dtype.
-        sample_weight: ``None``, an array ``(n,)``, ``"timestep"``/``True`` or
-            ``"timestep_mean"``.
+        sample_weight: ``None``, an array ``(n,)``, ``"timestep"`` or ``"timestep_mean"``
+            (``True``/``False``, deprecated, mean ``"timestep"``/``None`` and warn).
         pad_to: ``"auto"``, ``"batch"``, ``"bucket"``, a fixed int width or a width grid.
         epoch: the sampler epoch to play (the first one when ``epochs > 1``).
         epochs: how many consecutive sampler epochs the dataset holds.
