@@ -45,6 +45,7 @@ from seqprep._keras_private import StepTraces, keras_mask
 from seqprep._ragged import Ragged, as_ragged
 from seqprep.bucketing.per_length import (  # noqa: F401  (moved there; old imports work)
     _ORDERS,
+    BatchOrder,
     GroupBy,
     Order,
     _check_plan_args,
@@ -454,7 +455,7 @@ def fit_per_length(
     epochs: int = 1,
     batch_size: int = 32,
     group_by: GroupBy = "length",
-    order: Order = "shuffle",
+    order: BatchOrder = "shuffle",
     validation_data: tuple[Any, ...] | None = None,
     callbacks: Sequence[keras.callbacks.Callback] | None = None,
     verbose: Literal["auto", 0, 1, 2] | int | str = "auto",

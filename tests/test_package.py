@@ -51,3 +51,18 @@ def test_python_dash_m_runs_the_cli():
                          text=True, timeout=120)
     assert out.returncode == 0
     assert "demo" in out.stdout and "analyze" in out.stdout
+
+
+def test_the_two_order_types_have_distinct_names_and_match_their_checks():
+    from typing import get_args
+
+    from seqprep import _tbptt_plan, fitting, tbptt
+    from seqprep.bucketing import per_length
+
+    # Each Literal lists exactly the values its planner's runtime check accepts.
+    assert get_args(per_length.BatchOrder) == per_length._ORDERS
+    assert get_args(_tbptt_plan.WindowOrder) == _tbptt_plan.ORDERS
+    assert set(per_length._ORDERS).isdisjoint({"longest_first", "input"})
+    # The old name stays importable from every module that offered it.
+    assert per_length.Order is fitting.Order is per_length.BatchOrder
+    assert _tbptt_plan.Order is tbptt.Order is _tbptt_plan.WindowOrder

@@ -21,9 +21,11 @@ import numpy as np
 from seqprep._checks import check_bool, check_choice, check_int, check_lengths, report_dropped
 from seqprep.bucketing.boundaries import as_boundaries
 
-__all__ = ["GroupBy", "Order", "plan_per_length"]
+__all__ = ["BatchOrder", "GroupBy", "Order", "plan_per_length"]
 
-Order = Literal["shuffle", "ascending", "descending"]
+# How batches follow each other in an epoch (_tbptt_plan.WindowOrder places sequences in rows).
+BatchOrder = Literal["shuffle", "ascending", "descending"]
+Order = BatchOrder  # the old name, kept importable
 GroupBy = Any  # "length", a list of boundaries, or a Bucketer (duck typed: `boundaries_`, `fit`)
 
 _ORDERS = ("shuffle", "ascending", "descending")
@@ -137,7 +139,7 @@ def plan_per_length(
     *,
     batch_size: int = 32,
     group_by: GroupBy = "length",
-    order: Order = "shuffle",
+    order: BatchOrder = "shuffle",
     seed: int = 0,
     epoch: int = 0,
     sorted_epochs: int | None = None,
