@@ -20,8 +20,9 @@ import keras
 import numpy as np
 
 from seqprep._checks import check_choice, check_int, check_lengths
+from seqprep._fit_inputs import _check_model, _prepare
 from seqprep._ragged import Ragged, as_ragged
-from seqprep.fitting import GroupBy, _check_model, _group_keys, _prepare, _resolve_group_by
+from seqprep.bucketing.per_length import GroupBy, _group_keys, _resolve_group_by
 from seqprep.padding import pad_sequences
 from seqprep.targets import Targets
 

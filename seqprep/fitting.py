@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import keras
@@ -36,13 +35,11 @@ import tensorflow as tf
 from seqprep._checks import (
     check_bool,
     check_choice,
-    check_finite_features,
-    check_finite_labels,
     check_int,
     check_less,
 )
+from seqprep._fit_inputs import _check_model, _Data, _prepare
 from seqprep._keras_private import StepTraces, keras_mask
-from seqprep._ragged import Ragged, as_ragged
 from seqprep.bucketing.per_length import (  # noqa: F401  (moved there; old imports work)
     _ORDERS,
     BatchOrder,
@@ -58,8 +55,12 @@ from seqprep.bucketing.per_length import (  # noqa: F401  (moved there; old impo
     plan_per_length,
 )
 from seqprep.data import _TF_WEIGHT_OPS
+
+# LengthEnsemble and fit_separate_models live in seqprep.ensemble, which does not import this
+# module (both read their inputs through seqprep._fit_inputs): re-exported, no import cycle.
+from seqprep.ensemble import LengthEnsemble, Unseen, fit_separate_models  # noqa: F401
 from seqprep.masking import _step_weights
-from seqprep.targets import Targets, resolve_targets
+from seqprep.targets import Targets
 
 __all__ = ["fit_per_length", "plan_per_length"]
 
@@ -69,69 +70,6 @@ _OWNED_FIT_ARGS = (
     "validation_split", "validation_steps", "validation_batch_size", "callbacks", "verbose",
     "validation_data",
 )
-
-
-# --------------------------------------------------------------------------- inputs
-
-
-@dataclass(frozen=True)
-class _Data:
-    """Inputs in ragged form, targets as rows (one per sequence) or ragged steps."""
-
-    x: Ragged
-    y: np.ndarray | Ragged
-    y_steps: bool  # targets are per time step (a Ragged with x's lengths)
-    weights: np.ndarray | None  # per-sequence sample weights
-
-
-def _prepare(
-    x: Any, y: Any, sample_weight: Any = None, *, xname: str = "x", yname: str = "y",
-    allow_nonfinite: bool = False, targets: Targets = "auto",
-) -> _Data:
-    rag = as_ragged(x, xname)
-    check_finite_features(rag.values, xname, offsets=rag.offsets, allow_nonfinite=allow_nonfinite)
-    n = len(rag)
-    lengths = rag.lengths
-    if n == 0:
-        raise ValueError(f"Argument `{xname}` must hold at least one sequence. Received 0")
-    if lengths.min() == 0:
-        bad = np.flatnonzero(lengths == 0)[:5].tolist()
-        raise ValueError(
-            f"Argument `{xname}` holds empty sequences (at positions {bad}); a model cannot "
-            "train on zero time steps.\n- If they are placeholders, drop them first."
-        )
-    if y is None:
-        raise ValueError(f"Argument `{yname}` is required. Received: {yname}=None")
-    kind, resolved = resolve_targets(y, lengths, targets=targets, name=yname, xname=xname)
-    y_steps = kind == "step"
-    if isinstance(resolved, Ragged):
-        check_finite_labels(resolved.values, yname, offsets=resolved.offsets)
-    else:
-        check_finite_labels(resolved, yname)
-    weights = None
-    if sample_weight is not None:
-        weights = np.asarray(sample_weight, dtype=np.float32)
-        if weights.shape != (n,):
-            raise ValueError(
-                f"Argument `sample_weight` must hold one weight per sequence, shape ({n},). "
-                f"Received shape {weights.shape}\n"
-                "- Pass one weight per sequence of `x`; for per-step weights, scale the loss."
-            )
-    return _Data(rag, resolved, y_steps, weights)
-
-
-def _check_model(model: Any) -> None:
-    if not (hasattr(model, "fit") and hasattr(model, "train_step")):
-        raise TypeError(
-            f"Argument `model` must be a Keras model. Received: {type(model).__name__}\n"
-            "- Pass a compiled `keras.Model` (e.g. `seqprep.models.reference_rnn(...)`)."
-        )
-    if not getattr(model, "compiled", False) or getattr(model, "optimizer", None) is None:
-        raise ValueError(
-            f"Argument `model` must be compiled before fitting. Received an uncompiled "
-            f"{type(model).__name__} named {getattr(model, 'name', '?')!r}\n"
-            "- Call `model.compile(optimizer=..., loss=...)` first."
-        )
 
 
 def _walk_layers(layer: Any) -> list[Any]:
@@ -726,19 +664,3 @@ def _group_stats_frame(
     frame.insert(3, "min_length", [ranges[g][0] for g in frame["group"]])
     frame.insert(4, "max_length", [ranges[g][1] for g in frame["group"]])
     return frame
-
-
-# --------------------------------------------------------------------------- re-exports
-
-_MOVED = ("LengthEnsemble", "fit_separate_models", "Unseen")
-
-
-def __getattr__(name: str) -> Any:
-    # LengthEnsemble and fit_separate_models live in seqprep.ensemble (which imports this
-    # module's helpers); resolving them lazily keeps `from seqprep.fitting import ...` working
-    # without an import cycle.
-    if name in _MOVED:
-        from seqprep import ensemble
-
-        return getattr(ensemble, name)
-    raise AttributeError(f"module 'seqprep.fitting' has no attribute {name!r}")
