@@ -40,7 +40,7 @@ from seqprep._ragged import Ragged, as_ragged
 from seqprep.bucketing import BucketSampler
 from seqprep.bucketing.shapes import resolve_pad_to
 from seqprep.masking import _step_weights, _WeightOps
-from seqprep.padding import Side, _locator, pad_sequences
+from seqprep.padding import Side, pad_sequences
 from seqprep.targets import Targets, resolve_targets
 
 __all__ = ["bucket_by_length", "bucketed_dataset"]
@@ -114,7 +114,7 @@ def _values_with_pad_row(
     checked here first so that a refusal names the caller's position, ``name[i][t]``, not a
     step of the long row.
     """
-    check_cast(rag.values, dtype, locate=_locator(rag, name=name))
+    check_cast(rag.values, dtype, locate=rag.locator(name))
     total = int(rag.values.shape[0])
     one_row = Ragged(rag.values, np.array([0, total], dtype=np.int64))
     return pad_sequences(one_row, maxlen=total + 1, dtype=dtype, padding="post", value=value)[0]
