@@ -293,19 +293,14 @@ def test_keras_evaluate_with_timestep_weights_gives_mean_over_real_steps():
         np.testing.assert_allclose(got, by_hand, rtol=1e-5)
 
 
-def test_keras_model_fits_on_bucketed_dataset():
+def test_keras_model_fits_on_bucketed_dataset(token_model):
     x, lengths = _int_data(n=48, high=20)
     labels = (lengths > 10).astype(np.float32)
     sampler = BucketSampler(lengths, boundaries=[], batch_size=16, seed=0)
     ds = bucketed_dataset(x, labels, sampler=sampler, pad_to="bucket")  # one shape: one trace
     assert len({xb.shape for xb, _ in _as_numpy(ds)}) == 1
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((None,), dtype="int32"),
-        keras.layers.Embedding(100, 8, mask_zero=True),
-        keras.layers.GRU(8),
-        keras.layers.Dense(1),
-    ])
+    model = token_model(100, 8)
     model.compile(optimizer="adam", loss=keras.losses.BinaryCrossentropy(from_logits=True))
     history = model.fit(ds, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
@@ -348,17 +343,12 @@ def test_lengths_helper_agrees():
     np.testing.assert_array_equal(sequence_lengths(x), lengths)
 
 
-def test_reshuffle_each_iteration_advances_one_epoch_per_keras_epoch():
+def test_reshuffle_each_iteration_advances_one_epoch_per_keras_epoch(token_model):
     x, lengths = _int_data(n=40, high=12)
     labels = (lengths > 6).astype(np.float32)
     sampler = BucketSampler(lengths, batch_size=10, seed=4)
     ds = bucketed_dataset(x, labels, sampler=sampler, reshuffle_each_iteration=True)
-    model = keras.Sequential([
-        keras.Input((None,), dtype="int32"),
-        keras.layers.Embedding(100, 2),
-        keras.layers.GlobalAveragePooling1D(),
-        keras.layers.Dense(1),
-    ])
+    model = token_model(100, 2, body="mean", mask_zero=False)
     model.compile(optimizer="sgd", loss="mse")
     model.fit(ds, epochs=2, verbose=0)
     # Keras made one pass per epoch (epochs 0 and 1): the next pass plays epoch 2.

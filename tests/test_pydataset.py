@@ -173,18 +173,13 @@ def test_the_callers_arrays_are_not_mutated():
 
 
 @pytest.mark.backend
-def test_fit_trains_two_epochs_on_this_backend():
+def test_fit_trains_two_epochs_on_this_backend(token_model):
     x, y_seq, _ = _data(40, seed=2, max_len=12)
     y = (y_seq > 0.5).astype(np.float32)
     sampler = sp.BucketSampler(sp.sequence_lengths(x), batch_size=8, seed=1)
     pyds = bucketed_pydataset(x, y, sampler=sampler)
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((None,), dtype="int32"),
-        keras.layers.Embedding(50, 4, mask_zero=True),
-        keras.layers.GRU(4),
-        keras.layers.Dense(1, activation="sigmoid"),
-    ])
+    model = token_model(50, 4, activation="sigmoid")
     model.compile(optimizer=keras.optimizers.Adam(0.05), loss="binary_crossentropy")
     before = [w.copy() for w in model.get_weights()]
     history = model.fit(pyds, epochs=2, verbose=0)
