@@ -325,6 +325,40 @@ def check_less(name: str, value: int, bound_name: str, bound: int, *, fix: str) 
         )
 
 
+# ----------------------------------------------------------------- samplers
+
+
+def check_sampler(sampler: Any, lengths: np.ndarray, kind: type) -> np.ndarray:
+    """Check that ``sampler`` is a ``kind`` (``BucketSampler``, ``PackSampler``: passed in, so
+    this module imports no planner) that planned these sequences; return the lengths it
+    planned (truncated ones capped at the sampler's ``length_limit``)."""
+    name = kind.__name__
+    if not isinstance(sampler, kind):
+        raise TypeError(
+            f"Argument `sampler` must be a seqprep.{name}. "
+            f"Received: sampler of type {type(sampler).__name__}\n"
+            f"- Build one from the lengths: `{name}(sequence_lengths(x), batch_size=...)`."
+        )
+    planned = np.asarray(sampler.lengths)
+    if planned.size != lengths.size:
+        raise ValueError(
+            f"Argument `sampler` was built on {planned.size} lengths, but `x` has "
+            f"{lengths.size} sequences.\n"
+            f"- Build the sampler from this data: `{name}(sequence_lengths(x), ...)`."
+        )
+    limit = sampler.length_limit
+    expected = lengths if limit is None else np.minimum(lengths, limit)
+    differ = np.flatnonzero(planned != expected)
+    if differ.size:
+        i = int(differ[0])
+        raise ValueError(
+            f"Argument `sampler` was built on other lengths than `x`'s: {differ.size} differ, "
+            f"the first at position {i} (sampler: {int(planned[i])}, x: {int(lengths[i])}).\n"
+            f"- Build the sampler from this data: `{name}(sequence_lengths(x), ...)`."
+        )
+    return planned
+
+
 # ----------------------------------------------------------------- deprecations
 
 

@@ -16,9 +16,11 @@ from seqprep._checks import check_finite_features, check_finite_labels
 from seqprep._ragged import Ragged, as_ragged
 from seqprep.targets import Targets, resolve_targets
 
+__all__ = ["FitData", "check_model", "prepare_fit_data"]
+
 
 @dataclass(frozen=True)
-class _Data:
+class FitData:
     """Inputs in ragged form, targets as rows (one per sequence) or ragged steps."""
 
     x: Ragged
@@ -27,10 +29,12 @@ class _Data:
     weights: np.ndarray | None  # per-sequence sample weights
 
 
-def _prepare(
+def prepare_fit_data(
     x: Any, y: Any, sample_weight: Any = None, *, xname: str = "x", yname: str = "y",
     allow_nonfinite: bool = False, targets: Targets = "auto",
-) -> _Data:
+) -> FitData:
+    """Validate ``x`` (non-empty sequences, finite unless allowed), read ``y`` by the one
+    targets rule (:func:`seqprep.resolve_targets`) and check per-sequence weights."""
     rag = as_ragged(x, xname)
     check_finite_features(rag.values, xname, offsets=rag.offsets, allow_nonfinite=allow_nonfinite)
     n = len(rag)
@@ -60,10 +64,11 @@ def _prepare(
                 f"Received shape {weights.shape}\n"
                 "- Pass one weight per sequence of `x`; for per-step weights, scale the loss."
             )
-    return _Data(rag, resolved, y_steps, weights)
+    return FitData(rag, resolved, y_steps, weights)
 
 
-def _check_model(model: Any) -> None:
+def check_model(model: Any) -> None:
+    """Refuse anything but a compiled Keras model (duck-typed: no Keras import here)."""
     if not (hasattr(model, "fit") and hasattr(model, "train_step")):
         raise TypeError(
             f"Argument `model` must be a Keras model. Received: {type(model).__name__}\n"

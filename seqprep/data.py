@@ -34,6 +34,7 @@ from seqprep._checks import (
     check_finite_features,
     check_finite_labels,
     check_int,
+    check_sampler,
     warn_deprecated,
 )
 from seqprep._ragged import Ragged, as_ragged
@@ -123,38 +124,6 @@ def _values_with_pad_row(
 # --------------------------------------------------------------------------- bucketed_dataset
 
 
-def _check_sampler(
-    sampler: Any, lengths: np.ndarray, kind: type = BucketSampler
-) -> np.ndarray:
-    """Check that ``sampler`` is a ``kind`` (BucketSampler or PackSampler) that planned these
-    sequences; return the lengths it planned."""
-    name = kind.__name__
-    if not isinstance(sampler, kind):
-        raise TypeError(
-            f"Argument `sampler` must be a seqprep.{name}. "
-            f"Received: sampler of type {type(sampler).__name__}\n"
-            f"- Build one from the lengths: `{name}(sequence_lengths(x), batch_size=...)`."
-        )
-    planned = np.asarray(sampler.lengths)
-    if planned.size != lengths.size:
-        raise ValueError(
-            f"Argument `sampler` was built on {planned.size} lengths, but `x` has "
-            f"{lengths.size} sequences.\n"
-            f"- Build the sampler from this data: `{name}(sequence_lengths(x), ...)`."
-        )
-    limit = sampler.length_limit
-    expected = lengths if limit is None else np.minimum(lengths, limit)
-    differ = np.flatnonzero(planned != expected)
-    if differ.size:
-        i = int(differ[0])
-        raise ValueError(
-            f"Argument `sampler` was built on other lengths than `x`'s: {differ.size} differ, "
-            f"the first at position {i} (sampler: {int(planned[i])}, x: {int(lengths[i])}).\n"
-            f"- Build the sampler from this data: `{name}(sequence_lengths(x), ...)`."
-        )
-    return planned
-
-
 def _label_array(y: Any, name: str, n: int) -> np.ndarray:
     arr = np.asarray(y.numpy() if hasattr(y, "numpy") else y)
     if arr.ndim == 0:
@@ -206,7 +175,7 @@ def _checked_inputs(
     # else: a width grid, checked against the sampler by resolve_pad_to
     rag = as_ragged(x, "x")
     check_finite_features(rag.values, "x", offsets=rag.offsets, allow_nonfinite=allow_nonfinite)
-    lengths = _check_sampler(sampler, rag.lengths)
+    lengths = check_sampler(sampler, rag.lengths, BucketSampler)
     pad_to = resolve_pad_to(pad_to, sampler, backend=_compiling_backend(), epoch=epoch)
     if isinstance(pad_to, int) and lengths.size and int(lengths.max()) > pad_to:
         i = int(np.argmax(lengths))

@@ -38,7 +38,9 @@ from seqprep._checks import (
     check_int,
     check_less,
 )
-from seqprep._fit_inputs import _check_model, _Data, _prepare
+from seqprep._fit_inputs import FitData as _Data
+from seqprep._fit_inputs import check_model as _check_model
+from seqprep._fit_inputs import prepare_fit_data as _prepare
 from seqprep._keras_private import StepTraces, keras_mask
 from seqprep.bucketing.per_length import (  # noqa: F401  (moved there; old imports work)
     _ORDERS,

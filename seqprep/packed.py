@@ -15,14 +15,13 @@ import numpy as np
 import tensorflow as tf
 from numpy.typing import DTypeLike
 
-from seqprep._checks import check_choice, check_int
+from seqprep._checks import check_choice, check_int, check_sampler
 from seqprep._ragged import as_ragged
 from seqprep.bucketing import PackSampler
 
 # The dtype, label and padding rules are bucketed_dataset's: one rule for both executors.
 from seqprep.data import (
     _cast_labels,
-    _check_sampler,
     _default_dtype,
     _label_array,
     _Passes,
@@ -196,7 +195,7 @@ def packed_dataset(
         )
     rag = as_ragged(x, "x")
     raw_lengths = rag.lengths
-    lengths = _check_sampler(sampler, raw_lengths, PackSampler)
+    lengths = check_sampler(sampler, raw_lengths, PackSampler)
     y_mode, targets, weights = _parse_targets(y, sample_weight, raw_lengths, targets)
     starts = rag.offsets[:-1]
     if sampler.length_limit is not None and truncating == "pre":
