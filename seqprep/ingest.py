@@ -109,6 +109,19 @@ def _check_columns(df: pd.DataFrame, wanted: Mapping[str, list[Hashable]], sourc
         )
 
 
+def _wanted_columns(
+    id: Hashable, time: Hashable | None, features: list[Hashable], target: Hashable | None
+) -> dict[str, list[Hashable]]:
+    """The columns a long table must have, by role (``time`` and ``target`` when given)."""
+    wanted: dict[str, list[Hashable]] = {"id": [id]}
+    if time is not None:
+        wanted["time"] = [time]
+    wanted["features"] = features
+    if target is not None:
+        wanted["target"] = [target]
+    return wanted
+
+
 def _numpy_dtype(dtype: Any) -> np.dtype:
     """The numpy dtype of a numeric column (``Int64`` and friends map to ``int64`` ...)."""
     return np.dtype(getattr(dtype, "numpy_dtype", dtype))
@@ -224,12 +237,7 @@ def _from_frame(
             "- If you hold a list of arrays already, you do not need `from_dataframe`."
         )
     feature_columns, single = _as_feature_list(features)
-    wanted: dict[str, list[Hashable]] = {"id": [id]}
-    if time is not None:
-        wanted["time"] = [time]
-    wanted["features"] = feature_columns
-    if target is not None:
-        wanted["target"] = [target]
+    wanted = _wanted_columns(id, time, feature_columns, target)
     _check_columns(df, wanted, source)
     if len(df) == 0:
         raise ValueError(
@@ -738,12 +746,7 @@ def read_sequences(
     """
     resolved, format = _resolve(path, format, ("csv", "parquet"))
     feature_columns, _ = _as_feature_list(features)
-    wanted: dict[str, list[Hashable]] = {"id": [id]}
-    if time is not None:
-        wanted["time"] = [time]
-    wanted["features"] = feature_columns
-    if target is not None:
-        wanted["target"] = [target]
+    wanted = _wanted_columns(id, time, feature_columns, target)
     df = _read_columns(resolved, format, wanted, read_options)
     return _from_frame(
         df,
