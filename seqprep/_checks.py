@@ -7,6 +7,7 @@ says the fix on a line of its own ("- If ..., do ...").
 from __future__ import annotations
 
 import numbers
+import sys
 import warnings
 from collections.abc import Iterable
 from typing import Any
@@ -173,6 +174,23 @@ def _first_nonfinite(values: np.ndarray) -> int | None:
     return int(np.argmin(finite.reshape(-1)))
 
 
+def _nonfinite_at(values: np.ndarray, offsets: Any) -> tuple[int, int | None, Any, int] | None:
+    """Where the first NaN/inf is: ``(row, step within the row or None, the value, how many)``,
+    or None; rows are ``offsets``' sequences, or ``values``' rows when ``offsets`` is None."""
+    pos = _first_nonfinite(values)
+    if pos is None:
+        return None
+    per_step = int(np.prod(values.shape[1:], dtype=np.int64)) if values.ndim > 1 else 1
+    step = pos // per_step
+    count = int(values.size - np.count_nonzero(np.isfinite(values)))
+    bad = values.reshape(-1)[pos]
+    if offsets is None:
+        return step, None, bad, count
+    offsets = np.asarray(offsets)
+    row = int(np.searchsorted(offsets, step, side="right")) - 1
+    return row, step - int(offsets[row]), bad, count
+
+
 def check_finite_labels(values: np.ndarray, name: str = "y", *, offsets: Any = None) -> None:
     """Refuse NaN/inf labels, naming the first bad sequence.
 
@@ -181,16 +199,10 @@ def check_finite_labels(values: np.ndarray, name: str = "y", *, offsets: Any = N
         name: the argument's name.
         offsets: for per-step targets, the row offsets into ``values`` (``Ragged.offsets``).
     """
-    values = np.asarray(values)
-    pos = _first_nonfinite(values)
-    if pos is None:
+    found = _nonfinite_at(np.asarray(values), offsets)
+    if found is None:
         return
-    per_row = int(np.prod(values.shape[1:], dtype=np.int64)) if values.ndim > 1 else 1
-    row = pos // per_row
-    if offsets is not None:
-        row = int(np.searchsorted(np.asarray(offsets), row, side="right")) - 1
-    bad = values.reshape(-1)[pos]
-    count = int(values.size - np.count_nonzero(np.isfinite(values)))
+    row, _, bad, count = found
     raise ValueError(
         f"Argument `{name}` holds {count} NaN or infinite value(s); the first is in "
         f"{name}[{row}]. Received: {name}[{row}] contains {bad!r}\n"
@@ -212,20 +224,14 @@ def check_finite_features(
     """
     if check_bool("allow_nonfinite", allow_nonfinite):
         return
-    values = np.asarray(values)
-    pos = _first_nonfinite(values)
-    if pos is None:
+    found = _nonfinite_at(np.asarray(values), offsets)
+    if found is None:
         return
-    per_step = int(np.prod(values.shape[1:], dtype=np.int64)) if values.ndim > 1 else 1
-    step = pos // per_step
-    row = step if offsets is None else int(np.searchsorted(offsets, step, side="right")) - 1
-    where = f"{name}[{row}]" if offsets is None else (
-        f"{name}[{row}] at step {step - int(offsets[row])}"
-    )
-    count = int(values.size - np.count_nonzero(np.isfinite(values)))
+    row, step, bad, count = found
+    where = f"{name}[{row}]" if step is None else f"{name}[{row}] at step {step}"
     raise ValueError(
         f"Argument `{name}` holds {count} NaN or infinite value(s); the first is in {where}. "
-        f"Received: {values.reshape(-1)[pos]!r}\n"
+        f"Received: {bad!r}\n"
         "- If the model handles NaN/inf itself, pass `allow_nonfinite=True`; otherwise "
         f"impute or drop them first (e.g. `np.nan_to_num`)."
     )
@@ -281,10 +287,88 @@ def check_shard(num_shards: Any, shard_index: Any) -> tuple[int, int]:
     """
     num_shards = check_int("num_shards", num_shards, minimum=1)
     shard_index = check_int("shard_index", shard_index, minimum=0)
-    if shard_index >= num_shards:
-        raise ValueError(
-            f"Argument `shard_index` must be less than `num_shards`={num_shards}. "
-            f"Received: shard_index={shard_index}\n"
-            "- Shards are numbered 0 to num_shards - 1."
-        )
+    check_less("shard_index", shard_index, "num_shards", num_shards,
+               fix="Shards are numbered 0 to num_shards - 1.")
     return num_shards, shard_index
+
+
+def check_increasing(name: str, values: Any, *, fix: str) -> np.ndarray:
+    """``values`` (non-empty, integer) as int64, refused unless strictly increasing and >= 1.
+
+    Example:
+        >>> check_increasing("boundaries", [8, 16], fix="Sort them.").tolist()
+        [8, 16]
+    """
+    arr = np.asarray(values).astype(np.int64)
+    if arr[0] < 1 or np.any(np.diff(arr) <= 0):
+        raise ValueError(
+            f"Argument `{name}` must be strictly increasing positive integers "
+            f"(each at least 1). Received: {name}={arr.tolist()}\n- {fix}"
+        )
+    return arr
+
+
+def check_less(name: str, value: int, bound_name: str, bound: int, *, fix: str) -> None:
+    """Refuse ``value >= bound``, where the bound is another argument (``bound_name``).
+
+    Example:
+        >>> check_less("start", 5, "stop", 3, fix="Pass stop>5.")
+        Traceback (most recent call last):
+        ...
+        ValueError: Argument `start` must be less than `stop`=3. Received: start=5
+        - Pass stop>5.
+    """
+    if value >= bound:
+        raise ValueError(
+            f"Argument `{name}` must be less than `{bound_name}`={bound}. "
+            f"Received: {name}={value}\n- {fix}"
+        )
+
+
+# ----------------------------------------------------------------- samplers
+
+
+def check_sampler(sampler: Any, lengths: np.ndarray, kind: type) -> np.ndarray:
+    """Check that ``sampler`` is a ``kind`` (``BucketSampler``, ``PackSampler``: passed in, so
+    this module imports no planner) that planned these sequences; return the lengths it
+    planned (truncated ones capped at the sampler's ``length_limit``)."""
+    name = kind.__name__
+    if not isinstance(sampler, kind):
+        raise TypeError(
+            f"Argument `sampler` must be a seqprep.{name}. "
+            f"Received: sampler of type {type(sampler).__name__}\n"
+            f"- Build one from the lengths: `{name}(sequence_lengths(x), batch_size=...)`."
+        )
+    planned = np.asarray(sampler.lengths)
+    if planned.size != lengths.size:
+        raise ValueError(
+            f"Argument `sampler` was built on {planned.size} lengths, but `x` has "
+            f"{lengths.size} sequences.\n"
+            f"- Build the sampler from this data: `{name}(sequence_lengths(x), ...)`."
+        )
+    limit = sampler.length_limit
+    expected = lengths if limit is None else np.minimum(lengths, limit)
+    differ = np.flatnonzero(planned != expected)
+    if differ.size:
+        i = int(differ[0])
+        raise ValueError(
+            f"Argument `sampler` was built on other lengths than `x`'s: {differ.size} differ, "
+            f"the first at position {i} (sampler: {int(planned[i])}, x: {int(lengths[i])}).\n"
+            f"- Build the sampler from this data: `{name}(sequence_lengths(x), ...)`."
+        )
+    return planned
+
+
+# ----------------------------------------------------------------- deprecations
+
+
+def warn_deprecated(message: str) -> None:
+    """Emit a ``DeprecationWarning`` attributed to the first caller outside seqprep.
+
+    The deprecated spellings are reachable through several public entry points (some calling
+    others), so a fixed ``stacklevel`` would blame seqprep's own code for some of them.
+    """
+    frame, level = sys._getframe(1), 2  # stacklevel 2 is warn_deprecated's caller
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == "seqprep":
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, DeprecationWarning, stacklevel=level)

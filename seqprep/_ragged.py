@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import numbers
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +58,32 @@ class Ragged:
     def row(self, i: int) -> np.ndarray:
         """Sequence ``i`` (a view into ``values``)."""
         return self.values[self.offsets[i] : self.offsets[i + 1]]
+
+    def locator(
+        self, name: str = "sequences", cut_steps: Callable[[int], int] | None = None
+    ) -> Callable[[int], str]:
+        """Map a flat index into ``values`` to ``name[i][t]`` (plus the index inside a step)
+        in the caller's input, for error messages; ``cut_steps(i)`` is how many steps
+        truncation removed before row ``i``'s kept ones (none by default).
+
+        Example:
+            >>> Ragged(np.arange(6.0).reshape(3, 2), np.array([0, 1, 3])).locator("x")(5)
+            'x[1][1][1]'
+        """
+        step_shape = self.values.shape[1:]
+        step_size = max(int(np.prod(step_shape, dtype=np.int64)), 1)
+
+        def locate(flat_index: int) -> str:
+            step = flat_index // step_size
+            row = int(np.searchsorted(self.offsets, step, side="right")) - 1
+            cut = 0 if cut_steps is None else cut_steps(row)
+            where = f"{name}[{row}][{step - int(self.offsets[row]) + cut}]"
+            if step_shape:
+                inner = np.unravel_index(flat_index % step_size, step_shape)
+                where += "".join(f"[{int(k)}]" for k in inner)
+            return where
+
+        return locate
 
 
 def _is_tf_ragged(x: Any) -> bool:

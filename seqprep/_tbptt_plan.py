@@ -26,7 +26,9 @@ import numpy as np
 
 from seqprep._checks import check_bool, check_choice, check_int, check_lengths
 
-Order = Literal["longest_first", "shuffle", "input"]
+# How sequences are placed in window rows (bucketing.per_length.BatchOrder orders batches).
+WindowOrder = Literal["longest_first", "shuffle", "input"]
+Order = WindowOrder  # the old name, kept importable
 ORDERS: tuple[str, ...] = ("longest_first", "shuffle", "input")
 
 

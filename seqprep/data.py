@@ -34,12 +34,14 @@ from seqprep._checks import (
     check_finite_features,
     check_finite_labels,
     check_int,
+    check_sampler,
+    warn_deprecated,
 )
 from seqprep._ragged import Ragged, as_ragged
 from seqprep.bucketing import BucketSampler
 from seqprep.bucketing.shapes import resolve_pad_to
 from seqprep.masking import _step_weights, _WeightOps
-from seqprep.padding import Side, _locator, pad_sequences
+from seqprep.padding import Side, pad_sequences
 from seqprep.targets import Targets, resolve_targets
 
 __all__ = ["bucket_by_length", "bucketed_dataset"]
@@ -113,41 +115,13 @@ def _values_with_pad_row(
     checked here first so that a refusal names the caller's position, ``name[i][t]``, not a
     step of the long row.
     """
-    check_cast(rag.values, dtype, locate=_locator(rag, name=name))
+    check_cast(rag.values, dtype, locate=rag.locator(name))
     total = int(rag.values.shape[0])
     one_row = Ragged(rag.values, np.array([0, total], dtype=np.int64))
     return pad_sequences(one_row, maxlen=total + 1, dtype=dtype, padding="post", value=value)[0]
 
 
 # --------------------------------------------------------------------------- bucketed_dataset
-
-
-def _check_sampler(sampler: Any, lengths: np.ndarray) -> np.ndarray:
-    """Check that ``sampler`` planned these sequences; return the lengths it planned."""
-    if not isinstance(sampler, BucketSampler):
-        raise TypeError(
-            "Argument `sampler` must be a seqprep.BucketSampler. "
-            f"Received: sampler of type {type(sampler).__name__}\n"
-            "- Build one from the lengths: `BucketSampler(sequence_lengths(x), batch_size=...)`."
-        )
-    planned = np.asarray(sampler.lengths)
-    if planned.size != lengths.size:
-        raise ValueError(
-            f"Argument `sampler` was built on {planned.size} lengths, but `x` has "
-            f"{lengths.size} sequences.\n"
-            "- Build the sampler from this data: `BucketSampler(sequence_lengths(x), ...)`."
-        )
-    limit = sampler.length_limit
-    expected = lengths if limit is None else np.minimum(lengths, limit)
-    differ = np.flatnonzero(planned != expected)
-    if differ.size:
-        i = int(differ[0])
-        raise ValueError(
-            f"Argument `sampler` was built on other lengths than `x`'s: {differ.size} differ, "
-            f"the first at position {i} (sampler: {int(planned[i])}, x: {int(lengths[i])}).\n"
-            "- Build the sampler from this data: `BucketSampler(sequence_lengths(x), ...)`."
-        )
-    return planned
 
 
 def _label_array(y: Any, name: str, n: int) -> np.ndarray:
@@ -201,7 +175,7 @@ def _checked_inputs(
     # else: a width grid, checked against the sampler by resolve_pad_to
     rag = as_ragged(x, "x")
     check_finite_features(rag.values, "x", offsets=rag.offsets, allow_nonfinite=allow_nonfinite)
-    lengths = _check_sampler(sampler, rag.lengths)
+    lengths = check_sampler(sampler, rag.lengths, BucketSampler)
     pad_to = resolve_pad_to(pad_to, sampler, backend=_compiling_backend(), epoch=epoch)
     if isinstance(pad_to, int) and lengths.size and int(lengths.max()) > pad_to:
         i = int(np.argmax(lengths))
@@ -239,6 +213,12 @@ def _parse_weights(
     sample_weight: Any, n: int, has_y: bool
 ) -> tuple[str | None, np.ndarray | None]:
     """Return ``(mode, per_sequence_weights)``; mode is None, "sequence" or a timestep mode."""
+    if sample_weight is True or sample_weight is False:
+        instead = '"timestep"' if sample_weight else "None"
+        warn_deprecated(
+            f"`sample_weight={sample_weight}` is deprecated and will be removed; pass "
+            f"`sample_weight={instead}` instead (same result)."
+        )
     if sample_weight is None or sample_weight is False:
         return None, None
     if not has_y:
@@ -455,7 +435,7 @@ def bucketed_dataset(
       rule is :func:`seqprep.resolve_targets`'s; where both readings fit (sequences of one
       length with target rows of that length) pass ``targets="sequence"`` or ``"step"``.
     * ``sample_weight``: an array ``(n,)`` gives per-sequence weights ``(batch,)``;
-      ``"timestep"`` (or ``True``) gives float32 ``(batch, T)`` weights, 1 on real steps and
+      ``"timestep"`` gives float32 ``(batch, T)`` weights, 1 on real steps and
       0 on padding; ``"timestep_mean"`` scales those by ``batch * T / real steps`` so that
       Keras's default ``"sum_over_batch_size"`` reduction returns the mean over real steps.
       Use ``"timestep_mean"`` only when no Keras mask reaches the loss (Keras rescales a
@@ -494,8 +474,8 @@ def bucketed_dataset(
         sampler: a :class:`BucketSampler` built on ``sequence_lengths(x)``.
         padding: ``"post"`` (default; what the cuDNN RNN kernel needs) or ``"pre"``.
         value: padding value of ``x``; must be representable in its dtype.
-        sample_weight: ``None``, an array ``(n,)``, ``"timestep"``/``True`` or
-            ``"timestep_mean"``.
+        sample_weight: ``None``, an array ``(n,)``, ``"timestep"`` or ``"timestep_mean"``
+            (``True``/``False``, deprecated, mean ``"timestep"``/``None`` and warn).
         pad_to: ``"auto"``, ``"batch"``, ``"bucket"``, a fixed int width or a width grid.
         epoch: the sampler epoch to play (the first one when ``epochs > 1``).
         epochs: how many consecutive sampler epochs the dataset holds.

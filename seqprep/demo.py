@@ -419,31 +419,14 @@ def run_demo(
     import tensorflow as tf
 
     import seqprep as sp
-    from seqprep import plots
-    from seqprep._checks import check_int
-    from seqprep.datasets import load_japanese_vowels
 
     # Five fresh models each trace predict once: TensorFlow's retracing warning is noise here.
     tf.get_logger().setLevel("ERROR")
 
-    settings = dict(SETTINGS)
-    next_epochs = max(1, settings["epochs"] // 2)
-    if quick:
-        settings["units"] = _QUICK["units"]
-        settings["epochs"] = _QUICK["epochs"]
-        next_epochs = _QUICK["next_frame_epochs"]
-    if epochs is not None:
-        settings["epochs"] = check_int("epochs", epochs, minimum=1)
-        next_epochs = max(1, settings["epochs"] // 2)
+    settings, next_epochs = _demo_settings(epochs, quick)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-
-    train_x, train_y = load_japanese_vowels("train")
-    test = load_japanese_vowels("test")
-    if quick:
-        keep = np.concatenate([np.flatnonzero(train_y == c)[: _QUICK["train_per_class"]]
-                               for c in range(9)])
-        train_x, train_y = [train_x[i] for i in keep], train_y[keep]
+    train_x, train_y, test = _demo_data(quick)
     lengths = sp.sequence_lengths(train_x)
     sampler = sp.BucketSampler(lengths, batch_size=settings["batch_size"], seed=seed)
     seqprep_bounds = [int(b) for b in sampler.boundaries]
@@ -465,22 +448,7 @@ def run_demo(
                              seed=seed, epochs=next_epochs, verbose=verbose)
     elapsed = time.perf_counter() - started
 
-    files = {
-        "lengths": "lengths.png",
-        "padding": "padding.png",
-        "accuracy_time": "accuracy_time.png",
-        "learning_curves": "learning_curves.png",
-    }
-    plots.length_histogram(lengths, seqprep_bounds, path=out / files["lengths"],
-                           title="Japanese Vowels (train): lengths and seqprep boundaries")
-    plots.padding_by_strategy({r["strategy"]: r["padding_fraction"] for r in rows},
-                              path=out / files["padding"])
-    plots.accuracy_and_time({r["strategy"]: r["accuracy"] for r in rows},
-                            {r["strategy"]: r["epoch_time"] for r in rows},
-                            path=out / files["accuracy_time"])
-    plots.learning_curves({r["strategy"]: r["history"] for r in rows},
-                          path=out / files["learning_curves"])
-
+    files = _write_plots(out, lengths, seqprep_bounds, rows)
     summary = {
         "n": int(lengths.size), "min": int(lengths.min()), "max": int(lengths.max()),
         "mean": float(lengths.mean()), "real_steps": int(lengths.sum()),
@@ -499,19 +467,75 @@ def run_demo(
     }
     (out / "results.json").write_text(json.dumps(result, indent=1))
     (out / "report.md").write_text(_report(result))
+    _print_summary(result, out)
+    return result
 
-    print("\n" + _console_table(rows))
-    nf = next_frame
+
+def _demo_settings(epochs: int | None, quick: bool) -> tuple[dict[str, Any], int]:
+    """The run's settings and the next-frame model's epochs (``quick`` and ``epochs`` applied)."""
+    from seqprep._checks import check_int
+
+    settings = dict(SETTINGS)
+    next_epochs = max(1, settings["epochs"] // 2)
+    if quick:
+        settings["units"] = _QUICK["units"]
+        settings["epochs"] = _QUICK["epochs"]
+        next_epochs = _QUICK["next_frame_epochs"]
+    if epochs is not None:
+        settings["epochs"] = check_int("epochs", epochs, minimum=1)
+        next_epochs = max(1, settings["epochs"] // 2)
+    return settings, next_epochs
+
+
+def _demo_data(quick: bool) -> tuple[list[np.ndarray], np.ndarray, Any]:
+    """Japanese Vowels: the training sequences and labels (fewer with ``quick``), the test set."""
+    from seqprep.datasets import load_japanese_vowels
+
+    train_x, train_y = load_japanese_vowels("train")
+    test = load_japanese_vowels("test")
+    if quick:
+        keep = np.concatenate([np.flatnonzero(train_y == c)[: _QUICK["train_per_class"]]
+                               for c in range(9)])
+        train_x, train_y = [train_x[i] for i in keep], train_y[keep]
+    return train_x, train_y, test
+
+
+def _write_plots(
+    out: Path, lengths: np.ndarray, bounds: list[int], rows: list[dict[str, Any]]
+) -> dict[str, str]:
+    """Draw the four plots into ``out``; return their file names by kind."""
+    from seqprep import plots
+
+    files = {
+        "lengths": "lengths.png",
+        "padding": "padding.png",
+        "accuracy_time": "accuracy_time.png",
+        "learning_curves": "learning_curves.png",
+    }
+    plots.length_histogram(lengths, bounds, path=out / files["lengths"],
+                           title="Japanese Vowels (train): lengths and seqprep boundaries")
+    plots.padding_by_strategy({r["strategy"]: r["padding_fraction"] for r in rows},
+                              path=out / files["padding"])
+    plots.accuracy_and_time({r["strategy"]: r["accuracy"] for r in rows},
+                            {r["strategy"]: r["epoch_time"] for r in rows},
+                            path=out / files["accuracy_time"])
+    plots.learning_curves({r["strategy"]: r["history"] for r in rows},
+                          path=out / files["learning_curves"])
+    return files
+
+
+def _print_summary(result: dict[str, Any], out: Path) -> None:
+    print("\n" + _console_table(result["strategies"]))
+    nf = result["next_frame"]
     print(
         f"\nnext-frame (many-to-many) test MSE over real steps: {nf['test_mse_real_steps']:.4f}"
         f" (Keras masked loss {nf['test_mse_keras']:.4f}; averaging over padding too would "
         f"report {nf['test_mse_all_steps']:.4f}; copy-last-frame baseline "
         f"{nf['persistence_mse']:.4f})"
     )
-    print(f"\nKeras backend: {result['backend']}. Total {elapsed:.0f} s. "
+    print(f"\nKeras backend: {result['backend']}. Total {result['total_time']:.0f} s. "
           f"Report: {out / 'report.md'}; plots: "
-          + ", ".join(str(out / f) for f in files.values()))
-    return result
+          + ", ".join(str(out / f) for f in result["files"].values()))
 
 
 def _report(result: dict[str, Any]) -> str:

@@ -20,8 +20,9 @@ import keras
 import numpy as np
 
 from seqprep._checks import check_choice, check_int, check_lengths
+from seqprep._fit_inputs import check_model, prepare_fit_data
 from seqprep._ragged import Ragged, as_ragged
-from seqprep.fitting import GroupBy, _check_model, _group_keys, _prepare, _resolve_group_by
+from seqprep.bucketing.per_length import GroupBy, _group_keys, _resolve_group_by
 from seqprep.padding import pad_sequences
 from seqprep.targets import Targets
 
@@ -223,7 +224,7 @@ class LengthEnsemble:
             {'loss': 0.5}
         """
         batch_size = check_int("batch_size", batch_size, minimum=1)
-        data = _prepare(x, y, targets=targets)
+        data = prepare_fit_data(x, y, targets=targets)
         totals: dict[str, float] = {}
         count = 0
         for key, idx, xb in self._batches(data.x, unseen):
@@ -402,7 +403,7 @@ def fit_separate_models(
                 f"Received: {name}={fit_kwargs[name]!r:.60}\n"
                 "- Pass `x`, `y` and `sample_weight` positionally/by keyword, for all groups."
             )
-    data = _prepare(x, y, sample_weight, allow_nonfinite=allow_nonfinite, targets=targets)
+    data = prepare_fit_data(x, y, sample_weight, allow_nonfinite=allow_nonfinite, targets=targets)
     lengths = data.x.lengths
     boundaries = _resolve_group_by(group_by, lengths)
     keys = _group_keys(lengths, boundaries)
@@ -423,7 +424,7 @@ def fit_separate_models(
                 f"Argument `build_model` must return a Keras model. For group {group!r} it "
                 f"returned {type(model).__name__}"
             )
-        _check_model(model)
+        check_model(model)
         widths[key] = int(lengths[idx].max())
         models[key] = model
         xb = _pad_rows(data.x, idx, widths[key], pad_value)

@@ -22,9 +22,9 @@ also importable from here).
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import keras
@@ -35,14 +35,16 @@ import tensorflow as tf
 from seqprep._checks import (
     check_bool,
     check_choice,
-    check_finite_features,
-    check_finite_labels,
     check_int,
+    check_less,
 )
+from seqprep._fit_inputs import FitData as _Data
+from seqprep._fit_inputs import check_model as _check_model
+from seqprep._fit_inputs import prepare_fit_data as _prepare
 from seqprep._keras_private import StepTraces, keras_mask
-from seqprep._ragged import Ragged, as_ragged
 from seqprep.bucketing.per_length import (  # noqa: F401  (moved there; old imports work)
     _ORDERS,
+    BatchOrder,
     GroupBy,
     Order,
     _check_plan_args,
@@ -55,8 +57,12 @@ from seqprep.bucketing.per_length import (  # noqa: F401  (moved there; old impo
 )
 from seqprep.bucketing.plan import BatchPlan
 from seqprep.data import _TF_WEIGHT_OPS
+
+# LengthEnsemble and fit_separate_models live in seqprep.ensemble, which does not import this
+# module (both read their inputs through seqprep._fit_inputs): re-exported, no import cycle.
+from seqprep.ensemble import LengthEnsemble, Unseen, fit_separate_models  # noqa: F401
 from seqprep.masking import _step_weights
-from seqprep.targets import Targets, resolve_targets
+from seqprep.targets import Targets
 
 __all__ = ["fit_per_length", "plan_per_length"]
 
@@ -66,69 +72,6 @@ _OWNED_FIT_ARGS = (
     "validation_split", "validation_steps", "validation_batch_size", "callbacks", "verbose",
     "validation_data",
 )
-
-
-# --------------------------------------------------------------------------- inputs
-
-
-@dataclass(frozen=True)
-class _Data:
-    """Inputs in ragged form, targets as rows (one per sequence) or ragged steps."""
-
-    x: Ragged
-    y: np.ndarray | Ragged
-    y_steps: bool  # targets are per time step (a Ragged with x's lengths)
-    weights: np.ndarray | None  # per-sequence sample weights
-
-
-def _prepare(
-    x: Any, y: Any, sample_weight: Any = None, *, xname: str = "x", yname: str = "y",
-    allow_nonfinite: bool = False, targets: Targets = "auto",
-) -> _Data:
-    rag = as_ragged(x, xname)
-    check_finite_features(rag.values, xname, offsets=rag.offsets, allow_nonfinite=allow_nonfinite)
-    n = len(rag)
-    lengths = rag.lengths
-    if n == 0:
-        raise ValueError(f"Argument `{xname}` must hold at least one sequence. Received 0")
-    if lengths.min() == 0:
-        bad = np.flatnonzero(lengths == 0)[:5].tolist()
-        raise ValueError(
-            f"Argument `{xname}` holds empty sequences (at positions {bad}); a model cannot "
-            "train on zero time steps.\n- If they are placeholders, drop them first."
-        )
-    if y is None:
-        raise ValueError(f"Argument `{yname}` is required. Received: {yname}=None")
-    kind, resolved = resolve_targets(y, lengths, targets=targets, name=yname, xname=xname)
-    y_steps = kind == "step"
-    if isinstance(resolved, Ragged):
-        check_finite_labels(resolved.values, yname, offsets=resolved.offsets)
-    else:
-        check_finite_labels(resolved, yname)
-    weights = None
-    if sample_weight is not None:
-        weights = np.asarray(sample_weight, dtype=np.float32)
-        if weights.shape != (n,):
-            raise ValueError(
-                f"Argument `sample_weight` must hold one weight per sequence, shape ({n},). "
-                f"Received shape {weights.shape}\n"
-                "- Pass one weight per sequence of `x`; for per-step weights, scale the loss."
-            )
-    return _Data(rag, resolved, y_steps, weights)
-
-
-def _check_model(model: Any) -> None:
-    if not (hasattr(model, "fit") and hasattr(model, "train_step")):
-        raise TypeError(
-            f"Argument `model` must be a Keras model. Received: {type(model).__name__}\n"
-            "- Pass a compiled `keras.Model` (e.g. `seqprep.models.reference_rnn(...)`)."
-        )
-    if not getattr(model, "compiled", False) or getattr(model, "optimizer", None) is None:
-        raise ValueError(
-            f"Argument `model` must be compiled before fitting. Received an uncompiled "
-            f"{type(model).__name__} named {getattr(model, 'name', '?')!r}\n"
-            "- Call `model.compile(optimizer=..., loss=...)` first."
-        )
 
 
 def _walk_layers(layer: Any) -> list[Any]:
@@ -401,26 +344,30 @@ def _check_stateful(
             f"{state_batch}. Received: batch_size={batch_size}"
         )
     uniq, counts = np.unique(keys, return_counts=True)
-    small = np.flatnonzero(counts < state_batch)
     what = "length" if exact else "bucket"
+    small = np.flatnonzero(counts < state_batch)
     if small.size:
-        shown = ", ".join(f"{what} {uniq[i]}: {counts[i]}" for i in small[:8])
         raise ValueError(
             f"Argument `group_by` makes {small.size} group(s) smaller than the stateful "
-            f"model's batch size {state_batch} ({shown}{', ...' if small.size > 8 else ''} "
+            f"model's batch size {state_batch} ({_shown_groups(what, uniq, counts, small)} "
             "sequences), and a stateful model takes only full batches.\n"
             "- Group by buckets (`group_by=Bucketer()` or a list of boundaries) so groups are "
             "larger, or train a non-stateful twin of the model."
         )
     ragged = np.flatnonzero(counts % state_batch)
     if ragged.size and not drop_remainder:
-        shown = ", ".join(f"{what} {uniq[i]}: {counts[i]}" for i in ragged[:8])
         raise ValueError(
             f"Argument `drop_remainder` is False, but {ragged.size} group(s) do not split into "
-            f"full batches of {state_batch} ({shown} sequences), and a stateful model takes "
-            "only full batches.\n- Pass `drop_remainder=True` to skip each group's last, "
-            "partial batch."
+            f"full batches of {state_batch} ({_shown_groups(what, uniq, counts, ragged)} "
+            "sequences), and a stateful model takes only full batches.\n- Pass "
+            "`drop_remainder=True` to skip each group's last, partial batch."
         )
+
+
+def _shown_groups(what: str, keys: np.ndarray, counts: np.ndarray, picked: np.ndarray) -> str:
+    """``"length 3: 5, length 7: 2"`` for the first eight picked groups (``", ..."`` if more)."""
+    shown = ", ".join(f"{what} {keys[i]}: {counts[i]}" for i in picked[:8])
+    return shown + (", ..." if picked.size > 8 else "")
 
 
 def _concat_plans(plans: list[BatchPlan]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -448,7 +395,7 @@ def fit_per_length(
     epochs: int = 1,
     batch_size: int = 32,
     group_by: GroupBy = "length",
-    order: Order = "shuffle",
+    order: BatchOrder = "shuffle",
     validation_data: tuple[Any, ...] | None = None,
     callbacks: Sequence[keras.callbacks.Callback] | None = None,
     verbose: Literal["auto", 0, 1, 2] | int | str = "auto",
@@ -561,31 +508,9 @@ def fit_per_length(
         (2, 3, 1)
     """
     _check_model(model)
-    epochs = check_int("epochs", epochs, minimum=1)
-    batch_size = check_int("batch_size", batch_size, minimum=1)
-    check_choice("order", order, _ORDERS)
-    seed = check_int("seed", seed, minimum=0)
-    sorted_epochs = check_int("sorted_epochs", sorted_epochs, minimum=0, allow_none=True)
-    initial_epoch = check_int("initial_epoch", initial_epoch, minimum=0)
-    if initial_epoch >= epochs:
-        raise ValueError(
-            f"Argument `initial_epoch` must be less than `epochs`. Received: "
-            f"initial_epoch={initial_epoch}, epochs={epochs}\n"
-            "- `epochs` is the epoch to stop at, as in `model.fit`: pass "
-            f"epochs>{initial_epoch}."
-        )
-    owned = sorted(set(fit_kwargs) & set(_OWNED_FIT_ARGS))
-    if owned:
-        shown = ", ".join(f"`{k}`" for k in owned)
-        raise TypeError(
-            f"Argument(s) {shown} cannot be passed to fit_per_length: it sets them itself. "
-            f"Received: {', '.join(f'{k}={fit_kwargs[k]!r}' for k in owned)}\n"
-            "- Remove them; the plan fixes batches, steps and order (see `batch_size`, "
-            "`order`, `seed`)."
-        )
-    val_batch = check_int("validation_batch_size", validation_batch_size, minimum=1,
-                          allow_none=True) or batch_size
-
+    epochs, batch_size, seed, sorted_epochs, initial_epoch, val_batch = _check_fit_args(
+        epochs, batch_size, order, seed, sorted_epochs, initial_epoch, validation_batch_size,
+        fit_kwargs)
     drop_remainder = check_bool("drop_remainder", drop_remainder)
     data = _prepare(x, y, sample_weight, allow_nonfinite=allow_nonfinite, targets=targets)
     lengths = data.x.lengths
@@ -613,27 +538,11 @@ def fit_per_length(
 
     val_ds, val_plan = None, BatchPlan(0, [], [], [])
     if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
-            raise ValueError(
-                "Argument `validation_data` must be a tuple (x_val, y_val) or (x_val, y_val, "
-                f"sample_weight_val). Received: {type(validation_data).__name__} of "
-                f"{len(validation_data) if hasattr(validation_data, '__len__') else '?'} "
-                "item(s)\n- Pass validation_data=(x_val, y_val)."
-            )
-        vdata = _prepare(*validation_data, xname="validation_data[0]",
-                         yname="validation_data[1]", allow_nonfinite=allow_nonfinite,
-                         targets="step" if data.y_steps else "sequence")
-        vkeys = _group_keys(vdata.x.lengths, boundaries)
-        if state_batch is not None:
-            _check_stateful(vkeys, val_batch, state_batch, drop_remainder, exact)
-        val_plan = _plan_epoch(vkeys, val_batch, "ascending", seed, 0, drop_remainder,
-                               lengths=vdata.x.lengths)
-        _report_group_drops(val_plan, vkeys, val_batch)
-        val_ds = _BatchSource(vdata, exact=exact, pad_value=pad_value,
-                              step_weights=step_weights).dataset(val_plan.rows, val_plan.splits)
-        for k, rng in _group_ranges(vkeys, vdata.x.lengths).items():
-            lo, hi = ranges.get(k, rng)
-            ranges[k] = (min(lo, rng[0]), max(hi, rng[1]))
+        val_ds, val_plan = _validation_source(
+            validation_data, data.y_steps, allow_nonfinite, boundaries, val_batch, state_batch,
+            drop_remainder, seed, ranges,
+            functools.partial(_BatchSource, exact=exact, pad_value=pad_value,
+                              step_weights=step_weights))
 
     traces = StepTraces(model)
     stats = _GroupStats(batch_groups, np.diff(splits), steps, initial_epoch,
@@ -642,34 +551,10 @@ def fit_per_length(
     if state_batch is not None:
         extra.append(_ResetStates([la for la in _walk_layers(model)
                                    if getattr(la, "stateful", False)]))
-    optimizer = model.optimizer
-    if model.built and not getattr(optimizer, "built", True):
-        # Keras would otherwise create the slots (Adam's moments) inside the first traced
-        # step, and tf.function traces twice when a trace creates variables.
-        optimizer.build(model.trainable_variables)
-    traces.start()
-    try:
-        history = model.fit(
-            train_ds,
-            epochs=epochs,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=None,  # one pass per epoch (see _BatchSource.epoch_dataset)
-            validation_data=val_ds,
-            callbacks=[*(callbacks or []), *extra],
-            verbose=verbose,
-            shuffle=False,
-            **fit_kwargs,
-        )
-    finally:
-        traces.stop()
-
-    frame = pd.DataFrame(
-        stats.records,
-        columns=["epoch", "split", "group", "sequences", "batches", "loss"],
-    )
-    frame.insert(3, "min_length", [ranges[g][0] for g in frame["group"]])
-    frame.insert(4, "max_length", [ranges[g][1] for g in frame["group"]])
-    history.group_stats = frame
+    history = _run_fit(model, train_ds, val_ds, traces, [*(callbacks or []), *extra],
+                       epochs=epochs, initial_epoch=initial_epoch, verbose=verbose,
+                       fit_kwargs=fit_kwargs)
+    history.group_stats = _group_stats_frame(stats.records, ranges)
     counts = traces.counts()
     history.traces = (
         None if counts is None else {**counts, "train_by_epoch": list(stats.traces_by_epoch)}
@@ -678,17 +563,106 @@ def fit_per_length(
     return history
 
 
-# --------------------------------------------------------------------------- re-exports
+def _check_fit_args(
+    epochs: Any, batch_size: Any, order: Any, seed: Any, sorted_epochs: Any, initial_epoch: Any,
+    validation_batch_size: Any, fit_kwargs: dict[str, Any],
+) -> tuple[int, int, int, int | None, int, int]:
+    """Validate fit_per_length's scalar arguments; ``validation_batch_size`` defaults here."""
+    epochs = check_int("epochs", epochs, minimum=1)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    check_choice("order", order, _ORDERS)
+    seed = check_int("seed", seed, minimum=0)
+    sorted_epochs = check_int("sorted_epochs", sorted_epochs, minimum=0, allow_none=True)
+    initial_epoch = check_int("initial_epoch", initial_epoch, minimum=0)
+    check_less("initial_epoch", initial_epoch, "epochs", epochs,
+               fix=f"`epochs` is the epoch to stop at, as in `model.fit`: pass "
+               f"epochs>{initial_epoch}.")
+    owned = sorted(set(fit_kwargs) & set(_OWNED_FIT_ARGS))
+    if owned:
+        shown = ", ".join(f"`{k}`" for k in owned)
+        raise TypeError(
+            f"Argument(s) {shown} cannot be passed to fit_per_length: it sets them itself. "
+            f"Received: {', '.join(f'{k}={fit_kwargs[k]!r}' for k in owned)}\n"
+            "- Remove them; the plan fixes batches, steps and order (see `batch_size`, "
+            "`order`, `seed`)."
+        )
+    val_batch = check_int("validation_batch_size", validation_batch_size, minimum=1,
+                          allow_none=True) or batch_size
+    return epochs, batch_size, seed, sorted_epochs, initial_epoch, val_batch
 
-_MOVED = ("LengthEnsemble", "fit_separate_models", "Unseen")
+
+def _validation_source(
+    validation_data: Any, y_steps: bool, allow_nonfinite: bool, boundaries: Any, val_batch: int,
+    state_batch: int | None, drop_remainder: bool, seed: int,
+    ranges: dict[int, tuple[int, int]], source: Callable[[_Data], _BatchSource],
+) -> tuple[tf.data.Dataset, BatchPlan]:
+    """Validation batches, grouped as the training ones and built by ``source`` (the training
+    batches' settings), in ascending order; widens ``ranges`` (in place) by the validation
+    groups' lengths."""
+    vdata = _prepare_validation(validation_data, y_steps, allow_nonfinite)
+    vkeys = _group_keys(vdata.x.lengths, boundaries)
+    exact = boundaries is None
+    if state_batch is not None:
+        _check_stateful(vkeys, val_batch, state_batch, drop_remainder, exact)
+    val_plan = _plan_epoch(vkeys, val_batch, "ascending", seed, 0, drop_remainder,
+                           lengths=vdata.x.lengths)
+    _report_group_drops(val_plan, vkeys, val_batch)
+    val_ds = source(vdata).dataset(val_plan.rows, val_plan.splits)
+    for k, rng in _group_ranges(vkeys, vdata.x.lengths).items():
+        lo, hi = ranges.get(k, rng)
+        ranges[k] = (min(lo, rng[0]), max(hi, rng[1]))
+    return val_ds, val_plan
 
 
-def __getattr__(name: str) -> Any:
-    # LengthEnsemble and fit_separate_models live in seqprep.ensemble (which imports this
-    # module's helpers); resolving them lazily keeps `from seqprep.fitting import ...` working
-    # without an import cycle.
-    if name in _MOVED:
-        from seqprep import ensemble
+def _prepare_validation(validation_data: Any, y_steps: bool, allow_nonfinite: bool) -> _Data:
+    """Check the ``validation_data`` tuple and read its targets the way ``y``'s were read."""
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+        raise ValueError(
+            "Argument `validation_data` must be a tuple (x_val, y_val) or (x_val, y_val, "
+            f"sample_weight_val). Received: {type(validation_data).__name__} of "
+            f"{len(validation_data) if hasattr(validation_data, '__len__') else '?'} "
+            "item(s)\n- Pass validation_data=(x_val, y_val)."
+        )
+    return _prepare(*validation_data, xname="validation_data[0]", yname="validation_data[1]",
+                    allow_nonfinite=allow_nonfinite, targets="step" if y_steps else "sequence")
 
-        return getattr(ensemble, name)
-    raise AttributeError(f"module 'seqprep.fitting' has no attribute {name!r}")
+
+def _run_fit(
+    model: keras.Model, train_ds: Any, val_ds: Any, traces: StepTraces,
+    callbacks: list[keras.callbacks.Callback], *, epochs: int, initial_epoch: int,
+    verbose: Any, fit_kwargs: dict[str, Any],
+) -> keras.callbacks.History:
+    """The one ``model.fit`` call, with step traces counted around it."""
+    optimizer = model.optimizer
+    if model.built and not getattr(optimizer, "built", True):
+        # Keras would otherwise create the slots (Adam's moments) inside the first traced
+        # step, and tf.function traces twice when a trace creates variables.
+        optimizer.build(model.trainable_variables)
+    traces.start()
+    try:
+        return model.fit(
+            train_ds,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=None,  # one pass per epoch (see _BatchSource.epoch_dataset)
+            validation_data=val_ds,
+            callbacks=callbacks,
+            verbose=verbose,
+            shuffle=False,
+            **fit_kwargs,
+        )
+    finally:
+        traces.stop()
+
+
+def _group_stats_frame(
+    records: list[Any], ranges: dict[int, tuple[int, int]]
+) -> pd.DataFrame:
+    """``History.group_stats``: the per-epoch, per-group records with each group's lengths."""
+    frame = pd.DataFrame(
+        records,
+        columns=["epoch", "split", "group", "sequences", "batches", "loss"],
+    )
+    frame.insert(3, "min_length", [ranges[g][0] for g in frame["group"]])
+    frame.insert(4, "max_length", [ranges[g][1] for g in frame["group"]])
+    return frame

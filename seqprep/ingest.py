@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from seqprep._casts import check_cast
-from seqprep._ragged import as_ragged
+from seqprep._ragged import Ragged, as_ragged
 from seqprep.parquet import _PARQUET_SUFFIXES
 
 __all__ = ["from_dataframe", "to_dataframe", "read_sequences", "read_lengths"]
@@ -107,6 +107,19 @@ def _check_columns(df: pd.DataFrame, wanted: Mapping[str, list[Hashable]], sourc
             f"{source} has more than one column named {duplicated[0]!r}, so the column is "
             "ambiguous.\n- If the table was concatenated, rename or drop the duplicate columns."
         )
+
+
+def _wanted_columns(
+    id: Hashable, time: Hashable | None, features: list[Hashable], target: Hashable | None
+) -> dict[str, list[Hashable]]:
+    """The columns a long table must have, by role (``time`` and ``target`` when given)."""
+    wanted: dict[str, list[Hashable]] = {"id": [id]}
+    if time is not None:
+        wanted["time"] = [time]
+    wanted["features"] = features
+    if target is not None:
+        wanted["target"] = [target]
+    return wanted
 
 
 def _numpy_dtype(dtype: Any) -> np.dtype:
@@ -224,12 +237,7 @@ def _from_frame(
             "- If you hold a list of arrays already, you do not need `from_dataframe`."
         )
     feature_columns, single = _as_feature_list(features)
-    wanted: dict[str, list[Hashable]] = {"id": [id]}
-    if time is not None:
-        wanted["time"] = [time]
-    wanted["features"] = feature_columns
-    if target is not None:
-        wanted["target"] = [target]
+    wanted = _wanted_columns(id, time, feature_columns, target)
     _check_columns(df, wanted, source)
     if len(df) == 0:
         raise ValueError(
@@ -478,59 +486,9 @@ def to_dataframe(
     """
     ragged = as_ragged(sequences)
     lengths = ragged.lengths
-    n = len(lengths)
-    empty = np.flatnonzero(lengths == 0)
-    if len(empty):
-        raise ValueError(
-            f"Argument `sequences` has empty sequences at positions {_shown(empty)}, which a "
-            "long-format table cannot hold (it has no row for them).\n"
-            "- If they carry no data, drop them first; `from_dataframe` would not give them "
-            "back."
-        )
-    values = ragged.values
-    if values.ndim > 2:
-        raise ValueError(
-            f"Argument `sequences` must have scalar or 1-D steps to become table columns. "
-            f"Received steps of shape {values.shape[1:]}\n"
-            "- If each step is a matrix, reshape it to a vector first: "
-            "`[s.reshape(len(s), -1) for s in sequences]`."
-        )
-
-    if values.ndim == 1:
-        if features is None:
-            feature_columns: list[Hashable] = ["value"]
-        else:
-            feature_columns, _ = _as_feature_list(features)
-        values = values[:, None]
-    else:
-        width = values.shape[1]
-        if features is None:
-            feature_columns = [f"f{j}" for j in range(width)]
-        else:
-            feature_columns, _ = _as_feature_list(features)
-    if len(feature_columns) != values.shape[1]:
-        raise ValueError(
-            f"Argument `features` must name one column per step feature "
-            f"({values.shape[1]}). Received {len(feature_columns)} names: features={features!r}"
-        )
-
-    if ids is None:
-        id_values = np.arange(n, dtype=np.int64)
-    else:
-        id_values = np.asarray(ids)
-        if id_values.ndim != 1 or len(id_values) != n:
-            raise ValueError(
-                f"Argument `ids` must hold one id per sequence ({n}). Received "
-                f"{np.shape(ids)[0] if np.ndim(ids) else 'a scalar'} "
-                f"(shape {np.shape(ids)})"
-            )
-        repeated = pd.Index(id_values)[pd.Index(id_values).duplicated()]
-        if len(repeated):
-            raise ValueError(
-                f"Argument `ids` must be distinct; repeated ids would merge sequences. "
-                f"Repeated: {_shown(repeated.unique(), len(repeated.unique()))}"
-            )
-
+    values = _table_values(ragged)
+    feature_columns = _feature_names(features, ragged.values.ndim == 1, values.shape[1])
+    id_values = _id_values(ids, len(lengths))
     names: list[Hashable] = [id, *([time] if time is not None else []), *feature_columns]
     if targets is not None:
         names.append(target)
@@ -551,6 +509,61 @@ def to_dataframe(
     if targets is not None:
         columns[target] = _target_rows(targets, lengths)
     return pd.DataFrame(columns)
+
+
+def _table_values(ragged: Ragged) -> np.ndarray:
+    """The steps as a ``(rows, features)`` view; refuses empty sequences and steps of more
+    than one axis."""
+    empty = np.flatnonzero(ragged.lengths == 0)
+    if len(empty):
+        raise ValueError(
+            f"Argument `sequences` has empty sequences at positions {_shown(empty)}, which a "
+            "long-format table cannot hold (it has no row for them).\n"
+            "- If they carry no data, drop them first; `from_dataframe` would not give them "
+            "back."
+        )
+    values = ragged.values
+    if values.ndim > 2:
+        raise ValueError(
+            f"Argument `sequences` must have scalar or 1-D steps to become table columns. "
+            f"Received steps of shape {values.shape[1:]}\n"
+            "- If each step is a matrix, reshape it to a vector first: "
+            "`[s.reshape(len(s), -1) for s in sequences]`."
+        )
+    return values[:, None] if values.ndim == 1 else values
+
+
+def _feature_names(features: Any, scalar: bool, width: int) -> list[Hashable]:
+    """One column name per step feature (``"value"`` or ``"f0", "f1", ...`` by default)."""
+    if features is None:
+        return ["value"] if scalar else [f"f{j}" for j in range(width)]
+    feature_columns, _ = _as_feature_list(features)
+    if len(feature_columns) != width:
+        raise ValueError(
+            f"Argument `features` must name one column per step feature "
+            f"({width}). Received {len(feature_columns)} names: features={features!r}"
+        )
+    return feature_columns
+
+
+def _id_values(ids: Any, n: int) -> np.ndarray:
+    """``ids`` checked (one per sequence, all distinct), or ``0 .. n-1``."""
+    if ids is None:
+        return np.arange(n, dtype=np.int64)
+    id_values = np.asarray(ids)
+    if id_values.ndim != 1 or len(id_values) != n:
+        raise ValueError(
+            f"Argument `ids` must hold one id per sequence ({n}). Received "
+            f"{np.shape(ids)[0] if np.ndim(ids) else 'a scalar'} "
+            f"(shape {np.shape(ids)})"
+        )
+    repeated = pd.Index(id_values)[pd.Index(id_values).duplicated()]
+    if len(repeated):
+        raise ValueError(
+            f"Argument `ids` must be distinct; repeated ids would merge sequences. "
+            f"Repeated: {_shown(repeated.unique(), len(repeated.unique()))}"
+        )
+    return id_values
 
 
 def _target_rows(targets: Any, lengths: np.ndarray) -> np.ndarray:
@@ -733,12 +746,7 @@ def read_sequences(
     """
     resolved, format = _resolve(path, format, ("csv", "parquet"))
     feature_columns, _ = _as_feature_list(features)
-    wanted: dict[str, list[Hashable]] = {"id": [id]}
-    if time is not None:
-        wanted["time"] = [time]
-    wanted["features"] = feature_columns
-    if target is not None:
-        wanted["target"] = [target]
+    wanted = _wanted_columns(id, time, feature_columns, target)
     df = _read_columns(resolved, format, wanted, read_options)
     return _from_frame(
         df,

@@ -233,6 +233,40 @@ def reference_rnn(
     dropout = _check_float("dropout", dropout, 0.0, 1.0, high_open=True)
     mask_value = _check_float("mask_value", mask_value, -np.inf, np.inf, high_open=False)
     batch_size = check_int("batch_size", batch_size, minimum=1, allow_none=True)
+    _check_rnn_combinations(stateful=stateful, batch_size=batch_size,
+                            bidirectional=bidirectional, packed=packed, dropout=dropout,
+                            standardize=standardize, input_dim=input_dim)
+
+    packed_inputs = {
+        "segment_ids": keras.Input((None,), dtype="int32", name="segment_ids"),
+        "segment_lengths": keras.Input((None,), dtype="int32", name="segment_lengths"),
+    } if packed else None
+    inputs, x = _rnn_input(
+        input_dim=input_dim, vocab_size=vocab_size, batch_size=batch_size,
+        mask=mask and not packed,  # segment ids mark the padding of packed rows
+        mask_value=mask_value, standardize=standardize, embedding_dim=embedding_dim,
+        seed=seed, packed=packed,
+    )
+    x = _rnn_stack(x, cell=cell, units=units, num_layers=num_layers,
+                   return_sequences=return_sequences, stateful=stateful, dropout=dropout,
+                   bidirectional=bidirectional, seed=seed, packed_inputs=packed_inputs)
+    head_seed = None if seed is None else seed + 1000
+    head = keras.layers.Dense(
+        output_dim if num_classes is None else num_classes,
+        activation=None if num_classes is None else "softmax", name="head",
+        kernel_initializer=keras.initializers.GlorotUniform(seed=head_seed),
+    )
+    outputs = head(x)
+    if packed_inputs is not None:
+        inputs = {"values": inputs, **packed_inputs}
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _check_rnn_combinations(
+    *, stateful: bool, batch_size: int | None, bidirectional: bool, packed: bool,
+    dropout: float, standardize: Any, input_dim: int | None,
+) -> None:
+    """Refuse the argument combinations reference_rnn cannot build."""
     if stateful and batch_size is None:
         raise ValueError(
             "Argument `stateful=True` needs a fixed batch size. Received: batch_size=None\n"
@@ -257,12 +291,13 @@ def reference_rnn(
             "integer tokens (`vocab_size`)."
         )
 
-    if packed:
-        packed_inputs = {
-            "segment_ids": keras.Input((None,), dtype="int32", name="segment_ids"),
-            "segment_lengths": keras.Input((None,), dtype="int32", name="segment_lengths"),
-        }
-        mask = False  # segment ids mark the padding
+
+def _rnn_input(
+    *, input_dim: int | None, vocab_size: int | None, batch_size: int | None, mask: bool,
+    mask_value: float, standardize: Any, embedding_dim: int, seed: int | None, packed: bool,
+) -> tuple[Any, Any]:
+    """The model's input and what the first recurrent layer reads: masked (and standardised)
+    frames, or embedded tokens."""
     if input_dim is not None:
         inputs = keras.Input(shape=(None, input_dim), batch_size=batch_size,
                              name="values" if packed else "frames")
@@ -272,14 +307,21 @@ def reference_rnn(
             x = keras.layers.Normalization(
                 mean=mean.tolist(), variance=variance.tolist(), name="standardize"
             )(x)
-    else:
-        inputs = keras.Input(shape=(None,), batch_size=batch_size, dtype="int32",
-                             name="values" if packed else "tokens")
-        x = keras.layers.Embedding(
-            vocab_size, embedding_dim, mask_zero=mask, name="embedding",
-            embeddings_initializer=keras.initializers.RandomUniform(-0.05, 0.05, seed=seed),
-        )(inputs)
+        return inputs, x
+    inputs = keras.Input(shape=(None,), batch_size=batch_size, dtype="int32",
+                         name="values" if packed else "tokens")
+    x = keras.layers.Embedding(
+        vocab_size, embedding_dim, mask_zero=mask, name="embedding",
+        embeddings_initializer=keras.initializers.RandomUniform(-0.05, 0.05, seed=seed),
+    )(inputs)
+    return inputs, x
 
+
+def _rnn_stack(
+    x: Any, *, cell: str, units: int, num_layers: int, return_sequences: bool, stateful: bool,
+    dropout: float, bidirectional: bool, seed: int | None, packed_inputs: dict[str, Any] | None,
+) -> Any:
+    """``num_layers`` recurrent layers on ``x`` (each wrapped for packed rows if asked)."""
     layer_cls = getattr(keras.layers, _CELLS[cell])
     for i in range(num_layers):
         last = i == num_layers - 1
@@ -296,28 +338,13 @@ def reference_rnn(
         )
         if bidirectional:
             rnn = keras.layers.Bidirectional(rnn, name=f"bidirectional_{i}")
-        if packed:
+        if packed_inputs is not None:
             from seqprep.layers import PackedRNN
 
             x = PackedRNN(rnn, name=f"packed_{i}")({"values": x, **packed_inputs})
         else:
             x = rnn(x)
-
-    head_seed = None if seed is None else seed + 1000
-    if num_classes is not None:
-        head = keras.layers.Dense(
-            num_classes, activation="softmax", name="head",
-            kernel_initializer=keras.initializers.GlorotUniform(seed=head_seed),
-        )
-    else:
-        head = keras.layers.Dense(
-            output_dim, name="head",
-            kernel_initializer=keras.initializers.GlorotUniform(seed=head_seed),
-        )
-    outputs = head(x)
-    if packed:
-        inputs = {"values": inputs, **packed_inputs}
-    return keras.Model(inputs, outputs, name=name)
+    return x
 
 
 def compile_reference(

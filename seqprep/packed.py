@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 from numpy.typing import DTypeLike
 
-from seqprep._checks import check_choice, check_int
+from seqprep._checks import check_choice, check_int, check_sampler
 from seqprep._ragged import as_ragged
 from seqprep.bucketing import PackSampler
 
@@ -33,30 +33,6 @@ from seqprep.targets import Targets, resolve_targets
 __all__ = ["packed_dataset"]
 
 _AUTOTUNE = tf.data.AUTOTUNE
-
-
-def _check_pack_sampler(sampler: Any, lengths: np.ndarray) -> np.ndarray:
-    """Check that ``sampler`` planned these sequences; return the lengths it planned."""
-    if not isinstance(sampler, PackSampler):
-        raise TypeError(
-            "Argument `sampler` must be a seqprep.PackSampler. "
-            f"Received: sampler of type {type(sampler).__name__}\n"
-            "- Build one from the lengths: `PackSampler(sequence_lengths(x), batch_size=...)`."
-        )
-    planned = np.asarray(sampler.lengths)
-    limit = sampler.length_limit
-    expected = lengths if limit is None else np.minimum(lengths, limit)
-    if planned.size != lengths.size or not np.array_equal(planned, expected):
-        differ = (
-            np.flatnonzero(planned != expected) if planned.size == lengths.size else [None]
-        )
-        where = "" if differ[0] is None else f" (first difference at position {int(differ[0])})"
-        raise ValueError(
-            f"Argument `sampler` was built on other lengths than `x`'s: {planned.size} "
-            f"planned lengths, {lengths.size} sequences{where}.\n"
-            "- Build the sampler from this data: `PackSampler(sequence_lengths(x), ...)`."
-        )
-    return planned
 
 
 def _slot_matrix(sampler: PackSampler, epoch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -210,7 +186,7 @@ def packed_dataset(
         )
     rag = as_ragged(x, "x")
     raw_lengths = rag.lengths
-    lengths = _check_pack_sampler(sampler, raw_lengths)
+    lengths = check_sampler(sampler, raw_lengths, PackSampler)
     y_mode, targets, weights = _parse_targets(y, sample_weight, raw_lengths, targets)
     starts = rag.offsets[:-1]
     if sampler.length_limit is not None and truncating == "pre":

@@ -6,7 +6,6 @@ Everything here is numpy; TensorFlow is not imported.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -40,28 +39,6 @@ def sequence_lengths(sequences: Any) -> np.ndarray:
         [3, 0, 1]
     """
     return lengths_of(sequences)
-
-
-def _locator(
-    rag: Ragged, cut_steps: Callable[[int], int] | None = None, name: str = "sequences"
-) -> Callable[[int], str]:
-    """Map a flat index of the kept values to ``name[i][j]`` in the caller's input;
-    ``cut_steps(i)`` is how many steps truncation removed before row ``i``'s kept ones
-    (none by default)."""
-    step_shape = rag.values.shape[1:]
-    step_size = max(int(np.prod(step_shape, dtype=np.int64)), 1)
-
-    def locate(flat_index: int) -> str:
-        step = flat_index // step_size
-        row = int(np.searchsorted(rag.offsets, step, side="right")) - 1
-        cut = 0 if cut_steps is None else cut_steps(row)
-        where = f"{name}[{row}][{step - int(rag.offsets[row]) + cut}]"
-        if step_shape:
-            inner = np.unravel_index(flat_index % step_size, step_shape)
-            where += "".join(f"[{int(k)}]" for k in inner)
-        return where
-
-    return locate
 
 
 def _check_pad_value(value: Any, dtype: np.dtype) -> None:
@@ -346,7 +323,7 @@ def _pad_general(
         return len(sequences[row]) - int(kept[row]) if source is not sequences else int(
             lengths[row] - kept[row])
 
-    check_cast(values, dtype, locate=_locator(Ragged(values, offsets), cut_steps),
+    check_cast(values, dtype, locate=Ragged(values, offsets).locator(cut_steps=cut_steps),
                suffix=" keras.utils.pad_sequences would convert silently; seqprep refuses.")
 
     out = _new_output((n, width, *step_shape), dtype, value)

@@ -173,9 +173,44 @@ def iter_parquet_sequences(
     if not paths:
         raise ValueError(f"Argument `path` holds no .parquet files. Received: path={path!r}")
     seen = _SeenIds() if check_grouping and id is not None else None
+    cast = _caster(out_dtype)
     carry: dict[str, np.ndarray] | None = None
     list_layout: bool | None = None
     row0 = 0
+    for file in paths:
+        # A buffered stream reads a column chunk piece by piece; unbuffered reads (and
+        # pre-buffering) keep whole chunks around, and RSS then grows with the file.
+        pf = pq.ParquetFile(file, buffer_size=1 << 22, pre_buffer=False)
+        file_list = _file_layout(pf.schema_arrow, file, wanted, cols, id=id, time=time)
+        if list_layout is None:
+            list_layout = file_list
+        elif list_layout != file_list:
+            raise ValueError(f"{file!r} has a different layout from the files before it.")
+        for batch in pf.iter_batches(batch_size=rows_per_read, columns=wanted):
+            if file_list:
+                yield _list_chunk(batch, cols, one, id, target, cast, row0)
+                row0 += batch.num_rows
+                continue
+            block = _long_block(batch, wanted, file, row0)
+            row0 += batch.num_rows
+            if carry is not None:
+                block = {c: np.concatenate([carry[c], block[c]]) for c in wanted}
+            ids = block[id]
+            starts = np.flatnonzero(np.concatenate([[True], ids[1:] != ids[:-1]]))
+            if seen is not None:
+                _check_contiguous(seen, ids, starts, row0 - len(ids))
+            cut = int(starts[-1])
+            carry = {c: v[cut:] for c, v in block.items()}
+            if cut:
+                yield _long_chunk({c: v[:cut] for c, v in block.items()}, starts[:-1], cols,
+                                  one, id, time, target, cast, file)
+    if carry is not None and len(carry[id]):
+        starts = np.zeros(1, np.int64)
+        yield _long_chunk(carry, starts, cols, one, id, time, target, cast, paths[-1])
+
+
+def _caster(out_dtype: np.dtype) -> Callable[[np.ndarray, str], np.ndarray]:
+    """The cast every feature column goes through: numeric only, and never lossy."""
 
     def cast(values: np.ndarray, where: str) -> np.ndarray:
         if values.dtype.kind not in "biuf":
@@ -187,83 +222,74 @@ def iter_parquet_sequences(
                    suffix=" The cast would change values; the reader refuses.")
         return values.astype(out_dtype)
 
-    for file in paths:
-        # A buffered stream reads a column chunk piece by piece; unbuffered reads (and
-        # pre-buffering) keep whole chunks around, and RSS then grows with the file.
-        pf = pq.ParquetFile(file, buffer_size=1 << 22, pre_buffer=False)
-        names = pf.schema_arrow.names
-        missing = [c for c in wanted if c not in names]
-        if missing:
-            raise ValueError(
-                f"Columns {missing} are not in {file!r}. Columns present: {names}"
-            )
-        types = [pf.schema_arrow.field(c).type for c in cols]
-        import pyarrow as pa
+    return cast
 
-        is_list = [pa.types.is_list(t) or pa.types.is_large_list(t) for t in types]
-        file_list = all(is_list)
-        if any(is_list) and not file_list:
+
+def _file_layout(
+    schema: Any, file: str, wanted: list[str], cols: list[str], *, id: str | None,
+    time: str | None,
+) -> bool:
+    """Check one file's columns; True for the list layout, False for the long one."""
+    import pyarrow as pa
+
+    names = schema.names
+    missing = [c for c in wanted if c not in names]
+    if missing:
+        raise ValueError(
+            f"Columns {missing} are not in {file!r}. Columns present: {names}"
+        )
+    types = [schema.field(c).type for c in cols]
+    is_list = [pa.types.is_list(t) or pa.types.is_large_list(t) for t in types]
+    file_list = all(is_list)
+    if any(is_list) and not file_list:
+        raise ValueError(
+            f"Feature columns {cols} mix list and scalar columns in {file!r}."
+        )
+    if file_list and time is not None:
+        raise ValueError(
+            "Argument `time` applies to the long layout only; list columns are ordered."
+        )
+    if not file_list and id is None:
+        raise ValueError(
+            "Scalar feature columns mean the long layout (one row per step), which needs "
+            "`id`. Received: id=None\n- Pass id=<the column naming each row's sequence>."
+        )
+    return file_list
+
+
+def _long_block(batch: Any, wanted: list[str], file: str, row0: int) -> dict[str, np.ndarray]:
+    """One read batch of the long layout as numpy columns; missing values are refused."""
+    block = {}
+    for c in wanted:
+        column = batch.column(c)
+        if column.null_count:
+            bad = row0 + int(np.flatnonzero(column.is_null().to_numpy(
+                zero_copy_only=False))[0])
             raise ValueError(
-                f"Feature columns {cols} mix list and scalar columns in {file!r}."
+                f"Column {c!r} of {file!r} has missing values (first at row {bad}, "
+                "0-based over all files)."
             )
-        if file_list and time is not None:
-            raise ValueError(
-                "Argument `time` applies to the long layout only; list columns are ordered."
-            )
-        if list_layout is None:
-            list_layout = file_list
-        elif list_layout != file_list:
-            raise ValueError(f"{file!r} has a different layout from the files before it.")
-        if not file_list and id is None:
-            raise ValueError(
-                "Scalar feature columns mean the long layout (one row per step), which needs "
-                "`id`. Received: id=None\n- Pass id=<the column naming each row's sequence>."
-            )
-        for batch in pf.iter_batches(batch_size=rows_per_read, columns=wanted):
-            if file_list:
-                yield _list_chunk(batch, cols, one, id, target, cast, row0)
-                row0 += batch.num_rows
-                continue
-            block = {}
-            for c in wanted:
-                column = batch.column(c)
-                if column.null_count:
-                    bad = row0 + int(np.flatnonzero(column.is_null().to_numpy(
-                        zero_copy_only=False))[0])
-                    raise ValueError(
-                        f"Column {c!r} of {file!r} has missing values (first at row {bad}, "
-                        "0-based over all files)."
-                    )
-                block[c] = column.to_numpy(zero_copy_only=False)
-            row0 += batch.num_rows
-            if carry is not None:
-                block = {c: np.concatenate([carry[c], block[c]]) for c in wanted}
-            ids = block[id]
-            starts = np.flatnonzero(np.concatenate([[True], ids[1:] != ids[:-1]]))
-            if seen is not None:
-                hashes = _hash_ids(ids[starts])
-                again = seen.overlap(hashes)
-                uniq, first_pos, counts = np.unique(hashes, return_index=True,
-                                                    return_counts=True)
-                if again.any() or (counts > 1).any():
-                    k = int(np.flatnonzero(again)[0]) if again.any() else int(
-                        np.flatnonzero(hashes == uniq[counts > 1][0])[1])
-                    raise ValueError(
-                        f"The rows of id {ids[starts[k]].tolist()!r} are not contiguous: they "
-                        f"start again near row {row0 - len(ids) + int(starts[k])} (0-based over "
-                        "all files) after other ids. Streaming needs each id's rows together.\n"
-                        "- Sort the file by id (and time) before streaming it, or read it "
-                        "whole with `seqprep.read_sequences`."
-                    )
-                seen.add(hashes[:-1])
-            cut = int(starts[-1])
-            carry = {c: v[cut:] for c, v in block.items()}
-            if cut:
-                yield _long_chunk({c: v[:cut] for c, v in block.items()}, starts[:-1], cols,
-                                  one, id, time, target, cast, file)
-    if carry is not None and len(carry[id]):
-        starts = np.zeros(1, np.int64)
-        yield _long_chunk(carry, starts, cols, one, id, time, target, cast, paths[-1])
+        block[c] = column.to_numpy(zero_copy_only=False)
+    return block
+
+
+def _check_contiguous(seen: _SeenIds, ids: np.ndarray, starts: np.ndarray, row0: int) -> None:
+    """Refuse an id that starts again after other ids (``row0``: the row ``ids[0]`` is at);
+    then remember the finished sequences (all but the last, which may go on)."""
+    hashes = _hash_ids(ids[starts])
+    again = seen.overlap(hashes)
+    uniq, first_pos, counts = np.unique(hashes, return_index=True, return_counts=True)
+    if again.any() or (counts > 1).any():
+        k = int(np.flatnonzero(again)[0]) if again.any() else int(
+            np.flatnonzero(hashes == uniq[counts > 1][0])[1])
+        raise ValueError(
+            f"The rows of id {ids[starts[k]].tolist()!r} are not contiguous: they "
+            f"start again near row {row0 + int(starts[k])} (0-based over "
+            "all files) after other ids. Streaming needs each id's rows together.\n"
+            "- Sort the file by id (and time) before streaming it, or read it "
+            "whole with `seqprep.read_sequences`."
+        )
+    seen.add(hashes[:-1])
 
 
 def _long_chunk(

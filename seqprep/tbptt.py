@@ -72,7 +72,14 @@ from seqprep._checks import (
     check_int,
 )
 from seqprep._ragged import Ragged, as_ragged
-from seqprep._tbptt_plan import ORDERS, DenseTBPTTPlan, Order, TBPTTPlan, plan_tbptt
+from seqprep._tbptt_plan import (  # noqa: F401  (Order: the old name of WindowOrder)
+    ORDERS,
+    DenseTBPTTPlan,
+    Order,
+    TBPTTPlan,
+    WindowOrder,
+    plan_tbptt,
+)
 from seqprep.masking import _step_weights, _WeightOps
 from seqprep.targets import Targets, resolve_targets
 
@@ -843,7 +850,7 @@ def fit_tbptt(
     window: int,
     batch_size: int,
     epochs: int = 1,
-    order: Order = "longest_first",
+    order: WindowOrder = "longest_first",
     seed: int = 0,
     return_sequences: bool | None = None,
     validation_data: tuple[Any, Any] | None = None,

@@ -2,7 +2,8 @@
 
 The environment (CPU only, quiet TensorFlow, the Hypothesis profile) is set once, in the
 repository's root ``conftest.py``, which also covers doctests; this file only adds builders.
-They are pure numpy and never import TensorFlow, so the planner tests stay TF-free.
+The data builders are pure numpy; the model builder imports Keras only when called, so the
+planner tests stay TF-free.
 
 The fixtures are session-scoped and return plain functions, so Hypothesis tests can call them
 with drawn arguments (function-scoped fixtures are not reset between Hypothesis examples).
@@ -37,6 +38,25 @@ def ragged_sequences(
     ]
 
 
+def token_model(
+    vocab: int, width: int, *, body: str = "gru", mask_zero: bool = True,
+    activation: str | None = None,
+):
+    """A tiny uncompiled Keras model on int32 token batches ``(batch, T)``:
+    ``Embedding(vocab, width)``, then ``GRU(width)`` (``body="gru"``) or a mean over steps
+    (``body="mean"``), then ``Dense(1, activation)``."""
+    import keras
+
+    layers = {"gru": lambda: keras.layers.GRU(width),
+              "mean": keras.layers.GlobalAveragePooling1D}
+    return keras.Sequential([
+        keras.Input((None,), dtype="int32"),
+        keras.layers.Embedding(vocab, width, mask_zero=mask_zero),
+        layers[body](),
+        keras.layers.Dense(1, activation=activation),
+    ])
+
+
 @pytest.fixture(scope="session", name="lognormal_lengths")
 def _lognormal_lengths_fixture():
     return lognormal_lengths
@@ -45,3 +65,8 @@ def _lognormal_lengths_fixture():
 @pytest.fixture(scope="session", name="ragged_sequences")
 def _ragged_sequences_fixture():
     return ragged_sequences
+
+
+@pytest.fixture(scope="session", name="token_model")
+def _token_model_fixture():
+    return token_model

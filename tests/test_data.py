@@ -64,6 +64,34 @@ def test_same_batches_as_indexing_and_pad_sequences(padding, kind):
         np.testing.assert_allclose(wb, weights[idx].astype(np.float32))
 
 
+@pytest.mark.parametrize(("alias", "replacement"), [(True, "timestep"), (False, None)])
+def test_boolean_sample_weight_is_deprecated_but_means_its_replacement(alias, replacement):
+    x, lengths = _float_data(n=20, dim=2)
+    y = [np.arange(k) % 3 for k in lengths]
+    sampler = BucketSampler(lengths, boundaries=[10], batch_size=8, seed=0)
+    with pytest.warns(DeprecationWarning, match=f"sample_weight={replacement!r}".replace(
+            "'", '"')) as caught:
+        old = _as_numpy(bucketed_dataset(x, y, sampler=sampler, sample_weight=alias))
+    # Attributed to the caller, not to seqprep's own modules.
+    assert {w.filename for w in caught if w.category is DeprecationWarning} == {__file__}
+    new = _as_numpy(bucketed_dataset(x, y, sampler=sampler, sample_weight=replacement))
+    assert len(old) == len(new) and len(old[0]) == len(new[0]) == (3 if alias else 2)
+    for got, want in zip(old, new, strict=True):
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_string_and_none_sample_weight_do_not_warn():
+    import warnings
+
+    x, lengths = _float_data(n=10, dim=2)
+    sampler = BucketSampler(lengths, batch_size=4, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        bucketed_dataset(x, np.zeros(10), sampler=sampler, sample_weight="timestep")
+        bucketed_dataset(x, np.zeros(10), sampler=sampler, sample_weight=None)
+
+
 @pytest.mark.parametrize("padding", ["post", "pre"])
 def test_per_timestep_targets_and_weights_padded_like_x(padding):
     x, lengths = _float_data(n=30, dim=2)
@@ -265,19 +293,14 @@ def test_keras_evaluate_with_timestep_weights_gives_mean_over_real_steps():
         np.testing.assert_allclose(got, by_hand, rtol=1e-5)
 
 
-def test_keras_model_fits_on_bucketed_dataset():
+def test_keras_model_fits_on_bucketed_dataset(token_model):
     x, lengths = _int_data(n=48, high=20)
     labels = (lengths > 10).astype(np.float32)
     sampler = BucketSampler(lengths, boundaries=[], batch_size=16, seed=0)
     ds = bucketed_dataset(x, labels, sampler=sampler, pad_to="bucket")  # one shape: one trace
     assert len({xb.shape for xb, _ in _as_numpy(ds)}) == 1
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((None,), dtype="int32"),
-        keras.layers.Embedding(100, 8, mask_zero=True),
-        keras.layers.GRU(8),
-        keras.layers.Dense(1),
-    ])
+    model = token_model(100, 8)
     model.compile(optimizer="adam", loss=keras.losses.BinaryCrossentropy(from_logits=True))
     history = model.fit(ds, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
@@ -320,17 +343,12 @@ def test_lengths_helper_agrees():
     np.testing.assert_array_equal(sequence_lengths(x), lengths)
 
 
-def test_reshuffle_each_iteration_advances_one_epoch_per_keras_epoch():
+def test_reshuffle_each_iteration_advances_one_epoch_per_keras_epoch(token_model):
     x, lengths = _int_data(n=40, high=12)
     labels = (lengths > 6).astype(np.float32)
     sampler = BucketSampler(lengths, batch_size=10, seed=4)
     ds = bucketed_dataset(x, labels, sampler=sampler, reshuffle_each_iteration=True)
-    model = keras.Sequential([
-        keras.Input((None,), dtype="int32"),
-        keras.layers.Embedding(100, 2),
-        keras.layers.GlobalAveragePooling1D(),
-        keras.layers.Dense(1),
-    ])
+    model = token_model(100, 2, body="mean", mask_zero=False)
     model.compile(optimizer="sgd", loss="mse")
     model.fit(ds, epochs=2, verbose=0)
     # Keras made one pass per epoch (epochs 0 and 1): the next pass plays epoch 2.

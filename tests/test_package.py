@@ -51,3 +51,70 @@ def test_python_dash_m_runs_the_cli():
                          text=True, timeout=120)
     assert out.returncode == 0
     assert "demo" in out.stdout and "analyze" in out.stdout
+
+
+def test_the_two_order_types_have_distinct_names_and_match_their_checks():
+    from typing import get_args
+
+    from seqprep import _tbptt_plan, fitting, tbptt
+    from seqprep.bucketing import per_length
+
+    # Each Literal lists exactly the values its planner's runtime check accepts.
+    assert get_args(per_length.BatchOrder) == per_length._ORDERS
+    assert get_args(_tbptt_plan.WindowOrder) == _tbptt_plan.ORDERS
+    assert set(per_length._ORDERS).isdisjoint({"longest_first", "input"})
+    # The old name stays importable from every module that offered it.
+    assert per_length.Order is fitting.Order is per_length.BatchOrder
+    assert _tbptt_plan.Order is tbptt.Order is _tbptt_plan.WindowOrder
+
+
+def _seqprep_imports(path, package_root):
+    """The seqprep modules a file imports anywhere: at the top and inside functions (a lazy
+    import still ties the two modules together)."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("seqprep")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if not node.module.startswith("seqprep"):
+                continue
+            found.add(node.module)
+            for a in node.names:  # `from seqprep import fitting` imports a module
+                sub = f"{node.module}.{a.name}"
+                if (package_root.parent / (sub.replace(".", "/") + ".py")).exists():
+                    found.add(sub)
+    return found
+
+
+def test_seqprep_modules_import_each_other_without_cycles():
+    from pathlib import Path
+
+    root = Path(sp.__file__).parent
+    graph = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        graph[name] = _seqprep_imports(path, root) - {name}
+    assert "seqprep._fit_inputs" in graph["seqprep.ensemble"]  # the graph was read
+
+    def related(a, b):  # a package and its own submodules import each other by design
+        return a.startswith(b + ".") or b.startswith(a + ".")
+
+    def cycle_from(start):
+        stack, seen = [(start, [start])], {start}
+        while stack:
+            node, path = stack.pop()
+            for nxt in graph.get(node, ()):
+                if related(node, nxt):
+                    continue
+                if nxt == start:
+                    return path + [nxt]
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, path + [nxt]))
+        return None
+
+    cycles = [c for c in map(cycle_from, sorted(graph)) if c is not None]
+    assert not cycles, cycles

@@ -148,6 +148,17 @@ def test_bad_arguments_name_the_argument():
         bucketed_pydataset(x, sample_weight="timestep", sampler=sampler)
 
 
+@pytest.mark.parametrize(("alias", "replacement"), [(True, "timestep"), (False, None)])
+def test_boolean_sample_weight_warns_and_means_its_replacement(alias, replacement):
+    x, _, y_step = _data(12)
+    sampler = sp.BucketSampler(sp.sequence_lengths(x), batch_size=4)
+    with pytest.warns(DeprecationWarning, match="sample_weight=") as caught:
+        old = _py_batches(bucketed_pydataset(x, y_step, sampler=sampler, sample_weight=alias))
+    assert {w.filename for w in caught if w.category is DeprecationWarning} == {__file__}
+    new = bucketed_pydataset(x, y_step, sampler=sampler, sample_weight=replacement)
+    _assert_same(old, _py_batches(new))
+
+
 def test_the_callers_arrays_are_not_mutated():
     x, y_seq, _ = _data(9)
     before = [a.copy() for a in x], y_seq.copy()
@@ -162,18 +173,13 @@ def test_the_callers_arrays_are_not_mutated():
 
 
 @pytest.mark.backend
-def test_fit_trains_two_epochs_on_this_backend():
+def test_fit_trains_two_epochs_on_this_backend(token_model):
     x, y_seq, _ = _data(40, seed=2, max_len=12)
     y = (y_seq > 0.5).astype(np.float32)
     sampler = sp.BucketSampler(sp.sequence_lengths(x), batch_size=8, seed=1)
     pyds = bucketed_pydataset(x, y, sampler=sampler)
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((None,), dtype="int32"),
-        keras.layers.Embedding(50, 4, mask_zero=True),
-        keras.layers.GRU(4),
-        keras.layers.Dense(1, activation="sigmoid"),
-    ])
+    model = token_model(50, 4, activation="sigmoid")
     model.compile(optimizer=keras.optimizers.Adam(0.05), loss="binary_crossentropy")
     before = [w.copy() for w in model.get_weights()]
     history = model.fit(pyds, epochs=2, verbose=0)

@@ -170,8 +170,7 @@ def test_bad_arguments_name_the_argument(tmp_path, kwargs, match):
         sp.BackupAndRestore("")
 
 
-def test_checkpoint_names_the_training_dataset_not_the_validation_one(tmp_path):
-    import keras
+def test_checkpoint_names_the_training_dataset_not_the_validation_one(tmp_path, token_model):
 
     import seqprep as sp
 
@@ -183,8 +182,7 @@ def test_checkpoint_names_the_training_dataset_not_the_validation_one(tmp_path):
     assert len(train_s) == len(val_s)
     ds = sp.bucketed_dataset(x, np.zeros(64), sampler=train_s)
     val = sp.bucketed_dataset(v, np.zeros(64), sampler=val_s)
-    model = keras.Sequential([keras.Input((None,), dtype="int32"), keras.layers.Embedding(20, 2),
-                              keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(1)])
+    model = token_model(20, 2, body="mean", mask_zero=False)
     model.compile(optimizer="adam", loss="mse")
     backup = sp.BackupAndRestore(tmp_path / "b", save_freq=3, delete_checkpoint=False)
     model.fit(ds, validation_data=val, epochs=3, callbacks=[backup], verbose=0)

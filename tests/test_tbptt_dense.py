@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from _strategies import tbptt_plans
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,26 +16,13 @@ from seqprep.tbptt import evaluate_tbptt, fit_tbptt, predict_tbptt
 ORDERS = ["longest_first", "shuffle", "input"]
 
 
-@st.composite
-def dense_plans(draw):
-    lengths = draw(st.lists(st.integers(0, 40), min_size=1, max_size=30), label="lengths")
-    window = draw(st.integers(1, 12), label="window")
-    batch_size = draw(st.integers(1, 6), label="batch_size")
-    order = draw(st.sampled_from(ORDERS), label="order")
-    seed = draw(st.integers(0, 2**31), label="seed")
-    plan = plan_tbptt(
-        lengths, window=window, batch_size=batch_size, order=order, seed=seed, dense=True
-    )
-    return np.asarray(lengths), plan
-
-
 def row_stream(plan: DenseTBPTTPlan, r: int) -> tuple[np.ndarray, np.ndarray]:
     """(sequence, step) of every position of row ``r`` in time order, padding included."""
     return plan.source_sequence[:, r].reshape(-1), plan.source_step[:, r].reshape(-1)
 
 
 @settings(max_examples=200, deadline=None)
-@given(dense_plans())
+@given(tbptt_plans(dense=True))
 def test_rows_are_back_to_back_streams_padded_only_at_the_end(case):
     lengths, plan = case
     assert isinstance(plan, DenseTBPTTPlan)
@@ -59,7 +47,7 @@ def test_rows_are_back_to_back_streams_padded_only_at_the_end(case):
 
 
 @settings(max_examples=200, deadline=None)
-@given(dense_plans())
+@given(tbptt_plans(dense=True))
 def test_resets_ends_and_last_positions(case):
     lengths, plan = case
     sequence, step = plan.source_sequence, plan.source_step
@@ -79,7 +67,7 @@ def test_resets_ends_and_last_positions(case):
 
 
 @settings(max_examples=200, deadline=None)
-@given(dense_plans())
+@given(tbptt_plans(dense=True))
 def test_padding_is_only_the_tail_of_each_row(case):
     lengths, plan = case
     loads = np.bincount(plan.row[plan.row >= 0], weights=lengths[plan.row >= 0],
@@ -183,7 +171,7 @@ def test_fallback_to_windowed_rows_is_a_valid_dense_layout(monkeypatch):
 
 
 @settings(max_examples=200, deadline=None)
-@given(dense_plans())
+@given(tbptt_plans(dense=True))
 def test_calls_replay_each_row_stream_with_resets_only_between_calls(case):
     lengths, plan = case
     calls = plan.as_calls()

@@ -6,23 +6,11 @@ import math
 
 import numpy as np
 import pytest
+from _strategies import tbptt_plans
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seqprep._tbptt_plan import TBPTTPlan, plan_tbptt
-
-ORDERS = ["longest_first", "shuffle", "input"]
-
-
-@st.composite
-def plans(draw):
-    lengths = draw(st.lists(st.integers(0, 40), min_size=1, max_size=30), label="lengths")
-    window = draw(st.integers(1, 12), label="window")
-    batch_size = draw(st.integers(1, 6), label="batch_size")
-    order = draw(st.sampled_from(ORDERS), label="order")
-    seed = draw(st.integers(0, 2**31), label="seed")
-    plan = plan_tbptt(lengths, window=window, batch_size=batch_size, order=order, seed=seed)
-    return np.asarray(lengths), plan
 
 
 def row_stream(plan: TBPTTPlan, r: int) -> list[tuple[int, int]]:
@@ -34,7 +22,7 @@ def row_stream(plan: TBPTTPlan, r: int) -> list[tuple[int, int]]:
 
 
 @settings(max_examples=200, deadline=None)
-@given(plans())
+@given(tbptt_plans())
 def test_every_step_exactly_once_in_order(case):
     lengths, plan = case
     offsets = np.concatenate([[0], np.cumsum(lengths)])
@@ -49,7 +37,7 @@ def test_every_step_exactly_once_in_order(case):
 
 
 @settings(max_examples=200, deadline=None)
-@given(plans())
+@given(tbptt_plans())
 def test_resets_exactly_where_a_sequence_starts(case):
     lengths, plan = case
     previous = np.vstack([np.full((1, plan.batch_size), -1), plan.sequence[:-1]])
@@ -63,7 +51,7 @@ def test_resets_exactly_where_a_sequence_starts(case):
 
 
 @settings(max_examples=200, deadline=None)
-@given(plans())
+@given(tbptt_plans())
 def test_last_step_positions(case):
     lengths, plan = case
     placed = np.flatnonzero(lengths > 0)
@@ -80,7 +68,7 @@ def test_last_step_positions(case):
 
 
 @settings(max_examples=200, deadline=None)
-@given(plans())
+@given(tbptt_plans())
 def test_padding_is_post_and_rows_are_contiguous(case):
     lengths, plan = case
     mask = plan.mask
@@ -100,7 +88,7 @@ def test_padding_is_post_and_rows_are_contiguous(case):
 
 
 @settings(max_examples=100, deadline=None)
-@given(plans(), st.integers(0, 5))
+@given(tbptt_plans(), st.integers(0, 5))
 def test_deterministic_and_seeded(case, epoch):
     lengths, plan = case
     again = plan_tbptt(lengths, window=plan.window, batch_size=plan.batch_size, order="shuffle",

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from seqprep._checks import check_choice, check_int, check_lengths
+from seqprep._checks import check_choice, check_increasing, check_int, check_lengths
 
 Strategy = Literal["optimal", "quantile", "geometric"]
 
@@ -350,14 +350,9 @@ def as_boundaries(boundaries: Any, name: str = "boundaries") -> np.ndarray:
             f"Argument `{name}` must hold integers. Received: {name}={boundaries!r}\n"
             f"- Pass ascending ints, e.g. {name}=[8, 16, 32] (a boundary is a length)."
         )
-    arr = arr.astype(np.int64)
-    if arr[0] < 1 or np.any(np.diff(arr) <= 0):
-        raise ValueError(
-            f"Argument `{name}` must be strictly increasing integers of at least 1. "
-            f"Received: {name}={arr.tolist()}\n"
-            f"- Bucket i holds lengths in [{name}[i-1], {name}[i]); sort and deduplicate them."
-        )
-    return arr
+    return check_increasing(
+        name, arr,
+        fix=f"Bucket i holds lengths in [{name}[i-1], {name}[i]); sort and deduplicate them.")
 
 
 # --------------------------------------------------------------------------- the estimator

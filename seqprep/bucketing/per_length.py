@@ -18,11 +18,14 @@ from typing import Any, Literal
 import numpy as np
 
 from seqprep._checks import check_bool, check_choice, check_int, check_lengths, report_dropped
+from seqprep.bucketing.boundaries import as_boundaries
 from seqprep.bucketing.plan import BatchPlan
 
-__all__ = ["GroupBy", "Order", "plan_per_length"]
+__all__ = ["BatchOrder", "GroupBy", "Order", "plan_per_length"]
 
-Order = Literal["shuffle", "ascending", "descending"]
+# How batches follow each other in an epoch (_tbptt_plan.WindowOrder places sequences in rows).
+BatchOrder = Literal["shuffle", "ascending", "descending"]
+Order = BatchOrder  # the old name, kept importable
 GroupBy = Any  # "length", a list of boundaries, or a Bucketer (duck typed: `boundaries_`, `fit`)
 
 _ORDERS = ("shuffle", "ascending", "descending")
@@ -61,21 +64,7 @@ def _resolve_group_by(group_by: GroupBy, lengths: np.ndarray | None) -> np.ndarr
             '- Pass group_by="length", ascending ints such as group_by=[8, 16, 32], or '
             "`seqprep.Bucketer()`."
         )
-    if arr.size == 0:
-        return np.zeros(0, np.int64)
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
-        raise TypeError(
-            f"Argument `group_by` as boundaries must hold integers. Received: group_by={raw!r}"
-            "\n- Pass ascending ints such as group_by=[8, 16, 32]."
-        )
-    arr = arr.astype(np.int64)
-    if arr[0] < 1 or np.any(np.diff(arr) <= 0):
-        raise ValueError(
-            "Argument `group_by` as boundaries must be strictly increasing integers of at "
-            f"least 1. Received: group_by={arr.tolist()}\n"
-            "- Bucket i holds lengths in [b[i-1], b[i]); sort and deduplicate the boundaries."
-        )
-    return arr
+    return as_boundaries(raw, name="group_by")
 
 
 def _group_keys(lengths: np.ndarray, boundaries: np.ndarray | None) -> np.ndarray:
@@ -142,7 +131,7 @@ def plan_per_length(
     *,
     batch_size: int = 32,
     group_by: GroupBy = "length",
-    order: Order = "shuffle",
+    order: BatchOrder = "shuffle",
     seed: int = 0,
     epoch: int = 0,
     sorted_epochs: int | None = None,

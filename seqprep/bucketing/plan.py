@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from seqprep._checks import check_int
+from seqprep._checks import check_increasing, check_int
 
 __all__ = ["BatchPlan", "PackedPlan"]
 
@@ -60,12 +60,7 @@ def check_width_grid(widths: Any, longest: int) -> np.ndarray:
             f"Received: pad_to={widths!r}\n"
             '- Pass pad_to="batch", "bucket", "auto", an int, or seqprep.width_grid(sampler).'
         )
-    arr = arr.astype(np.int64)
-    if arr[0] < 1 or np.any(np.diff(arr) <= 0):
-        raise ValueError(
-            "Argument `pad_to` as a width grid must be strictly increasing positive integers. "
-            f"Received: pad_to={arr.tolist()}\n- Sort and deduplicate the widths."
-        )
+    arr = check_increasing("pad_to", arr, fix="Sort and deduplicate the widths of the grid.")
     if int(arr[-1]) < longest:
         raise ValueError(
             f"Argument `pad_to` as a width grid must reach the longest planned length "

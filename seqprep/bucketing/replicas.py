@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 import numpy as np
@@ -76,21 +76,10 @@ class _SamplerArgs:
     quadratic_length: int | None = None
 
     def sampler_kwargs(self, num_shards: int, shard_index: int) -> dict[str, Any]:
-        """Keyword arguments of the ``BucketSampler`` for one shard of this plan."""
-        return dict(
-            boundaries=self.boundaries,
-            batch_size=self.batch_size,
-            max_tokens=self.max_tokens,
-            shuffle=self.shuffle,
-            seed=self.seed,
-            drop_remainder=self.drop_remainder,
-            num_shards=num_shards,
-            shard_index=shard_index,
-            overlong=self.overlong,
-            max_length=self.max_length,
-            merge_leftovers=self.merge_leftovers,
-            quadratic_length=self.quadratic_length,
-        )
+        """Keyword arguments of the ``BucketSampler`` for one shard of this plan: every field
+        but ``lengths`` (the fields are the one list of the sampler options it keeps)."""
+        kwargs = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "lengths"}
+        return kwargs | {"num_shards": num_shards, "shard_index": shard_index}
 
     def shard(self, num_shards: int, shard_index: int) -> BucketSampler:
         return BucketSampler(self.lengths, **self.sampler_kwargs(num_shards, shard_index))

@@ -189,41 +189,8 @@ class BucketSampler(ResumableSampler):
 
     def _setup(self, raw: np.ndarray, boundaries: Any) -> None:
         self._raw = raw
-        limit, limit_name = self.max_length, "max_length"
-        if self.max_tokens is not None:
-            fits = token_length_limit(self.max_tokens, self.quadratic_length)
-            if limit is None or fits < limit:
-                limit, limit_name = fits, "max_tokens"
-        lengths, kept = raw, None
-        self.num_truncated_ = 0
-        num_overlong = 0
-        self.length_limit: int | None = None
-        if limit is not None and int(raw.max()) > limit:
-            over = raw > limit
-            count = int(over.sum())
-            if self.overlong == "error":
-                pos = int(np.argmax(raw))
-                what = f"`{limit_name}`={limit}"
-                if limit_name == "max_tokens" and self.quadratic_length is not None:
-                    what = (
-                        f"{limit}, the longest length a `max_tokens`={self.max_tokens} budget "
-                        f"fits with quadratic_length={self.quadratic_length}"
-                    )
-                raise ValueError(
-                    f"{count} sequence(s) are longer than {what}: the longest "
-                    f"has length {int(raw[pos])} (position {pos}). Received: overlong='error'\n"
-                    f"- If they may be cut, pass overlong='truncate'; to leave them out, "
-                    f"overlong='drop'; or raise `{limit_name}`."
-                )
-            if self.overlong == "truncate":
-                lengths = np.minimum(raw, limit)
-                self.num_truncated_ = count
-                self.length_limit = int(limit)
-            else:
-                kept = np.flatnonzero(~over)
-                num_overlong = count
+        lengths, kept, num_overlong = self._limit_lengths(raw)
         self._num_overlong = num_overlong
-        self._limit_text = f"`{limit_name}`={limit}" if limit is not None else ""
         self._size_text = (
             f"batch_size={self.batch_size}" if self.batch_size is not None
             else f"max_tokens={self.max_tokens}"
@@ -232,18 +199,7 @@ class BucketSampler(ResumableSampler):
         self.lengths = lengths
         kept_lengths = lengths if kept is None else lengths[kept]
 
-        if boundaries is None:
-            bounds = np.zeros(0, np.int64)
-            if kept_lengths.size:
-                bucketer = Bucketer(
-                    target_padding=DEFAULT_TARGET_PADDING,
-                    batch_size=self.batch_size,
-                    max_tokens=self.max_tokens,
-                    quadratic_length=self.quadratic_length,
-                )
-                bounds = bucketer.fit(kept_lengths).boundaries_
-        else:
-            bounds = as_boundaries(boundaries)
+        bounds = self._fit_boundaries(kept_lengths, boundaries)
         bounds.flags.writeable = False
         self.boundaries = bounds
         nb = bounds.size + 1
@@ -275,6 +231,55 @@ class BucketSampler(ResumableSampler):
         self._fingerprint: str | None = None
         self._cache: BatchPlan | None = None
         self._build_structure(num_overlong)
+
+    def _limit_lengths(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, int]:
+        """Apply ``max_length``/``max_tokens`` and ``overlong``: the planned lengths, the kept
+        positions (None: all) and how many sequences were dropped."""
+        limit, limit_name = self.max_length, "max_length"
+        if self.max_tokens is not None:
+            fits = token_length_limit(self.max_tokens, self.quadratic_length)
+            if limit is None or fits < limit:
+                limit, limit_name = fits, "max_tokens"
+        self.num_truncated_ = 0
+        self.length_limit: int | None = None
+        self._limit_text = f"`{limit_name}`={limit}" if limit is not None else ""
+        if limit is None or int(raw.max()) <= limit:
+            return raw, None, 0
+        over = raw > limit
+        count = int(over.sum())
+        if self.overlong == "error":
+            pos = int(np.argmax(raw))
+            what = f"`{limit_name}`={limit}"
+            if limit_name == "max_tokens" and self.quadratic_length is not None:
+                what = (
+                    f"{limit}, the longest length a `max_tokens`={self.max_tokens} budget "
+                    f"fits with quadratic_length={self.quadratic_length}"
+                )
+            raise ValueError(
+                f"{count} sequence(s) are longer than {what}: the longest "
+                f"has length {int(raw[pos])} (position {pos}). Received: overlong='error'\n"
+                f"- If they may be cut, pass overlong='truncate'; to leave them out, "
+                f"overlong='drop'; or raise `{limit_name}`."
+            )
+        if self.overlong == "truncate":
+            self.num_truncated_ = count
+            self.length_limit = int(limit)
+            return np.minimum(raw, limit), None, 0
+        return raw, np.flatnonzero(~over), count
+
+    def _fit_boundaries(self, kept_lengths: np.ndarray, boundaries: Any) -> np.ndarray:
+        """The given boundaries, or ones a default Bucketer fits to the planned lengths."""
+        if boundaries is not None:
+            return as_boundaries(boundaries)
+        if not kept_lengths.size:
+            return np.zeros(0, np.int64)
+        bucketer = Bucketer(
+            target_padding=DEFAULT_TARGET_PADDING,
+            batch_size=self.batch_size,
+            max_tokens=self.max_tokens,
+            quadratic_length=self.quadratic_length,
+        )
+        return bucketer.fit(kept_lengths).boundaries_
 
     def _build_structure(self, num_overlong: int) -> None:
         """Sizes, buckets and grouping of every batch: fixed by the bucket counts alone."""

@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import token_gru
+
 BATCH, VOCAB = 64, 1000
 PIPELINES = ("padded_batch", "bbsl q8", "seqprep pad_to=batch", "seqprep default", "seqprep grid 8")
 BASELINE = "bbsl q8"
@@ -104,13 +106,7 @@ def _worker(name: str, n: int, epochs: int) -> dict:
         padded += int(np.prod(xb.shape))
     real = int(lengths.sum())
 
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((None,), dtype="int32"),
-        keras.layers.Embedding(VOCAB, 32, mask_zero=True),
-        keras.layers.GRU(64),
-        keras.layers.Dense(1, activation="sigmoid"),
-    ])
+    model = token_gru(VOCAB, 32, 64, activation="sigmoid")
     model.compile("adam", "binary_crossentropy")
     rows = []
 
@@ -207,13 +203,7 @@ def bucket_counts(n: int, epochs: int = 3, caps=(None, 32, 16)) -> str:
 
     lengths, values, offsets, labels = _data(n)
     x = [values[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((None,), dtype="int32"),
-        keras.layers.Embedding(VOCAB, 32, mask_zero=True),
-        keras.layers.GRU(64),
-        keras.layers.Dense(1, activation="sigmoid"),
-    ])
+    model = token_gru(VOCAB, 32, 64, activation="sigmoid")
     weights = model.get_weights()
     contenders = {}
     for cap in caps:

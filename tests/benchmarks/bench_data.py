@@ -21,14 +21,13 @@ from __future__ import annotations
 import os
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
+import _common  # noqa: F401  (sets a quiet CPU-only environment before TensorFlow loads)
+import keras
+import numpy as np
+import tensorflow as tf
+from _common import token_gru
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from seqprep import Bucketer, BucketSampler, bucket_by_length, bucketed_dataset  # noqa: E402
+from seqprep import Bucketer, BucketSampler, bucket_by_length, bucketed_dataset
 
 N, BATCH, VOCAB = 8192, 64, 1000
 
@@ -85,13 +84,7 @@ def _sorted_batches(x, lengths, labels):
 
 
 def _model(weights=None):
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((None,), dtype="int32"),
-        keras.layers.Embedding(VOCAB, 32, mask_zero=True),
-        keras.layers.GRU(64),
-        keras.layers.Dense(1),
-    ])
+    model = token_gru(VOCAB, 32, 64)
     if weights is not None:
         model.set_weights(weights)
     model.compile(optimizer="adam", loss=keras.losses.BinaryCrossentropy(from_logits=True))

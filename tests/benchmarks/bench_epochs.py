@@ -14,17 +14,14 @@ Run: .venv/bin/python -m pytest -q -s tests/benchmarks/bench_epochs.py -o addopt
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
+import _common  # noqa: F401  (sets a quiet CPU-only environment before TensorFlow loads)
+import keras
+import numpy as np
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
-import seqprep as sp  # noqa: E402
+import seqprep as sp
 
 N, BATCH = 8192, 64
 

@@ -23,16 +23,14 @@ from __future__ import annotations
 import os
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
+import _common  # noqa: F401  (sets a quiet CPU-only environment before TensorFlow loads)
+import keras
+import numpy as np
+import tensorflow as tf
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from seqprep.bucketing import Bucketer, BucketSampler  # noqa: E402
-from seqprep.data import bucketed_dataset  # noqa: E402
-from seqprep.fitting import fit_per_length, plan_per_length  # noqa: E402
+from seqprep.bucketing import Bucketer, BucketSampler
+from seqprep.data import bucketed_dataset
+from seqprep.fitting import fit_per_length, plan_per_length
 
 N = int(os.environ.get("SEQPREP_BENCH_N", "8192"))
 REPEATS = int(os.environ.get("SEQPREP_BENCH_REPEATS", "2"))

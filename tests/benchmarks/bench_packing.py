@@ -27,16 +27,14 @@ from __future__ import annotations
 import os
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
+import _common  # noqa: F401  (sets a quiet CPU-only environment before TensorFlow loads)
+import keras
+import numpy as np
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
-import seqprep as sp  # noqa: E402
-from seqprep import demo  # noqa: E402
-from seqprep.datasets import load_japanese_vowels  # noqa: E402
-from seqprep.models import compile_reference, feature_stats, reference_rnn  # noqa: E402
+import seqprep as sp
+from seqprep import demo
+from seqprep.datasets import load_japanese_vowels
+from seqprep.models import compile_reference, feature_stats, reference_rnn
 
 EPOCHS = int(os.environ.get("BENCH_EPOCHS", "25"))
 UNITS = int(os.environ.get("BENCH_UNITS", "32"))

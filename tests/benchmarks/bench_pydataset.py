@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from _common import token_gru
+
 BATCH, VOCAB = 64, 1000
 ROOT = Path(__file__).resolve().parents[2]
 EXECUTORS = ("tf.data", "PyDataset")
@@ -50,13 +52,7 @@ def _epoch_times(executor: str, n: int, epochs: int) -> list[float]:
         data = sp.bucketed_dataset(x, y, sampler=sampler)
     else:
         data = sp.bucketed_pydataset(x, y, sampler=sampler)
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((None,), dtype="int32"),
-        keras.layers.Embedding(VOCAB, 16, mask_zero=True),
-        keras.layers.GRU(32),
-        keras.layers.Dense(1),
-    ])
+    model = token_gru(VOCAB, 16, 32)
     model.compile(optimizer="adam", loss=keras.losses.BinaryCrossentropy(from_logits=True))
     times: list[float] = []
 

@@ -14,16 +14,13 @@ printed; the batch counts are checked equal.
 
 from __future__ import annotations
 
-import os
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
+import _common  # noqa: F401  (sets a quiet CPU-only environment before TensorFlow loads)
+import numpy as np
+import tensorflow as tf
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-import seqprep as sp  # noqa: E402
+import seqprep as sp
 
 N, BATCH, PASSES = 8192, 64, 5
 
