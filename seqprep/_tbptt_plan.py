@@ -68,6 +68,24 @@ class _WindowGrid:
         return tuple(parts)
 
     @property
+    def last_window(self) -> np.ndarray:
+        """int64 ``(n,)``: window holding each sequence's last step (``-1`` if empty)."""
+        end = self._first_steps() + self.lengths - 1
+        return np.where(self.lengths > 0, end // self.window, -1)
+
+    @property
+    def last_row(self) -> np.ndarray:
+        """int64 ``(n,)``: row holding each sequence's last step (``-1`` if empty)."""
+        return self.row.copy()
+
+    @property
+    def last_offset(self) -> np.ndarray:
+        """int64 ``(n,)``: position of each sequence's last step inside its last window
+        (``-1`` if empty)."""
+        end = self._first_steps() + self.lengths - 1
+        return np.where(self.lengths > 0, end % self.window, -1)
+
+    @property
     def num_sequences(self) -> int:
         """Number of sequences planned."""
         return int(self.lengths.shape[0])
@@ -185,22 +203,6 @@ class TBPTTPlan(_WindowGrid):
     def n_windows_of(self) -> np.ndarray:
         """int64 ``(n,)``: windows each sequence spans, ``ceil(length / window)``."""
         return -(-self.lengths // self.window)
-
-    @property
-    def last_window(self) -> np.ndarray:
-        """int64 ``(n,)``: window holding each sequence's last real step (``-1`` if empty)."""
-        return np.where(self.lengths > 0, self.first_window + self.n_windows_of - 1, -1)
-
-    @property
-    def last_row(self) -> np.ndarray:
-        """int64 ``(n,)``: row holding each sequence's last real step (``-1`` if empty)."""
-        return self.row.copy()
-
-    @property
-    def last_offset(self) -> np.ndarray:
-        """int64 ``(n,)``: position of each sequence's last real step inside its last window
-        (``-1`` if empty)."""
-        return np.where(self.lengths > 0, (self.lengths - 1) % self.window, -1)
 
     def flat_index(self, offsets: np.ndarray, window: int | None = None) -> np.ndarray:
         """Indices into flat (concatenated) sequence values, ``-1`` on padding.
@@ -431,24 +433,6 @@ class DenseTBPTTPlan(_WindowGrid):
         sequence, step = self._stream()
         last = (sequence >= 0) & (step == self.lengths[np.maximum(sequence, 0)] - 1)
         return self._by_window(last)
-
-    @property
-    def last_window(self) -> np.ndarray:
-        """int64 ``(n,)``: window holding each sequence's last step (``-1`` if empty)."""
-        end = self.offset + self.lengths - 1
-        return np.where(self.lengths > 0, end // self.window, -1)
-
-    @property
-    def last_row(self) -> np.ndarray:
-        """int64 ``(n,)``: row holding each sequence's last step (``-1`` if empty)."""
-        return self.row.copy()
-
-    @property
-    def last_offset(self) -> np.ndarray:
-        """int64 ``(n,)``: position of each sequence's last step inside its last window
-        (``-1`` if empty)."""
-        end = self.offset + self.lengths - 1
-        return np.where(self.lengths > 0, end % self.window, -1)
 
     def flat_index(self, offsets: np.ndarray, window: int | None = None) -> np.ndarray:
         """Indices into flat (concatenated) sequence values, ``-1`` on padding.
