@@ -117,6 +117,15 @@ def _lengths(data, lognormal_lengths, minimum=24):
     return lognormal_lengths(n, seed, max_length=MAX_LENGTH)
 
 
+def _draw(data, lognormal_lengths, min_shards=1, max_shards=1):
+    """Lengths, a seed, an epoch and a shard count for one example."""
+    lengths = _lengths(data, lognormal_lengths)
+    seed = data.draw(st.integers(0, 2**20), label="seed")
+    epoch = data.draw(st.integers(0, 50), label="epoch")
+    shards = data.draw(st.integers(min_shards, max(min_shards, max_shards)), label="shards")
+    return lengths, seed, epoch, shards
+
+
 def _same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
     return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
@@ -148,10 +157,7 @@ def _read(case: Case, planner: Any, epoch: int) -> list[np.ndarray]:
 @contract
 @given(data=st.data())
 def test_every_index_exactly_once_per_epoch(case, data, lognormal_lengths):
-    lengths = _lengths(data, lognormal_lengths)
-    seed = data.draw(st.integers(0, 2**20), label="seed")
-    epoch = data.draw(st.integers(0, 50), label="epoch")
-    shards = data.draw(st.integers(1, case.max_shards), label="shards")
+    lengths, seed, epoch, shards = _draw(data, lognormal_lengths, 1, case.max_shards)
     seen = []
     for k in range(shards):
         seen += _flat(_read(case, case.make(lengths, seed, shards, k), epoch))
@@ -162,9 +168,7 @@ def test_every_index_exactly_once_per_epoch(case, data, lognormal_lengths):
 @contract
 @given(data=st.data())
 def test_same_seed_same_plan_and_epochs_differ(case, data, lognormal_lengths):
-    lengths = _lengths(data, lognormal_lengths)
-    seed = data.draw(st.integers(0, 2**20), label="seed")
-    epoch = data.draw(st.integers(0, 50), label="epoch")
+    lengths, seed, epoch, _ = _draw(data, lognormal_lengths)
     other = data.draw(st.integers(0, 50).filter(lambda e: e != epoch), label="other_epoch")
     a, b = case.make(lengths, seed, 1, 0), case.make(lengths.copy(), seed, 1, 0)
     assert _same(_read(case, a, epoch), _read(case, b, epoch))
@@ -176,9 +180,7 @@ def test_same_seed_same_plan_and_epochs_differ(case, data, lognormal_lengths):
 @contract
 @given(data=st.data())
 def test_pickling_keeps_the_plan(case, data, lognormal_lengths):
-    lengths = _lengths(data, lognormal_lengths)
-    seed = data.draw(st.integers(0, 2**20), label="seed")
-    epoch = data.draw(st.integers(0, 50), label="epoch")
+    lengths, seed, epoch, _ = _draw(data, lognormal_lengths)
     planner = case.make(lengths, seed, 1, 0)
     copy = pickle.loads(pickle.dumps(planner))
     assert _same(_read(case, copy, epoch), _read(case, planner, epoch))
@@ -192,10 +194,7 @@ def test_pickling_keeps_the_plan(case, data, lognormal_lengths):
 @contract
 @given(data=st.data())
 def test_shards_get_equal_batch_counts(case, data, lognormal_lengths):
-    lengths = _lengths(data, lognormal_lengths)
-    seed = data.draw(st.integers(0, 2**20), label="seed")
-    epoch = data.draw(st.integers(0, 50), label="epoch")
-    shards = data.draw(st.integers(2, case.max_shards), label="shards")
+    lengths, seed, epoch, shards = _draw(data, lognormal_lengths, 2, case.max_shards)
     counts = {len(_read(case, case.make(lengths, seed, shards, k), epoch)) for k in range(shards)}
     assert len(counts) == 1
 
@@ -204,10 +203,7 @@ def test_shards_get_equal_batch_counts(case, data, lognormal_lengths):
 @contract
 @given(data=st.data())
 def test_resume_from_any_step(case, data, lognormal_lengths):
-    lengths = _lengths(data, lognormal_lengths)
-    seed = data.draw(st.integers(0, 2**20), label="seed")
-    epoch = data.draw(st.integers(0, 50), label="epoch")
-    shards = data.draw(st.integers(1, case.max_shards), label="shards")
+    lengths, seed, epoch, shards = _draw(data, lognormal_lengths, 1, case.max_shards)
     shard = data.draw(st.integers(0, shards - 1), label="shard")
     sampler = case.make(lengths, seed, shards, shard)
     sampler.set_epoch(epoch)
