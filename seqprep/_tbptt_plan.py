@@ -32,14 +32,15 @@ Order = WindowOrder  # the old name, kept importable
 ORDERS: tuple[str, ...] = ("longest_first", "shuffle", "input")
 
 
+@dataclass(frozen=True, eq=False)
 class _WindowGrid:
     """What every TBPTT plan derives the same way from its fields ``lengths``, ``batch_size``
     and ``window`` and its ``n_windows``, and the fields it shares with
     :class:`~seqprep.BatchPlan` (``epoch``, ``num_dropped``, ``batches``)."""
 
-    lengths: np.ndarray
-    batch_size: int
     window: int
+    batch_size: int
+    lengths: np.ndarray
     row: np.ndarray
 
     def _first_steps(self) -> np.ndarray:  # pragma: no cover - abstract
@@ -145,10 +146,6 @@ class TBPTTPlan(_WindowGrid):
             ``order="shuffle"``).
     """
 
-    window: int
-    batch_size: int
-    lengths: np.ndarray
-    row: np.ndarray
     first_window: np.ndarray
     sequence: np.ndarray
     start: np.ndarray
@@ -377,10 +374,6 @@ class DenseTBPTTPlan(_WindowGrid):
             ``order="shuffle"``).
     """
 
-    window: int
-    batch_size: int
-    lengths: np.ndarray
-    row: np.ndarray
     offset: np.ndarray
     n_windows: int
     epoch: int = 0
