@@ -12,8 +12,11 @@ only, like every planner.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from typing import Any
+
+import numpy as np
 
 from seqprep._checks import check_int
 
@@ -37,8 +40,20 @@ class ResumableSampler:
     def __len__(self) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _config_fingerprint(self) -> str:  # pragma: no cover - abstract
+    def _fingerprint_parts(self) -> tuple[tuple[Any, ...], tuple[Any, ...]]:  # pragma: no cover
+        """The arrays and the options a saved state must find again (abstract)."""
         raise NotImplementedError
+
+    def _config_fingerprint(self) -> str:
+        """A digest of :meth:`_fingerprint_parts`, computed once (``self._fingerprint``)."""
+        if getattr(self, "_fingerprint", None) is None:
+            arrays, config = self._fingerprint_parts()
+            h = hashlib.blake2b(digest_size=16)
+            for array in arrays:
+                h.update(np.ascontiguousarray(array).tobytes())
+            h.update(repr(config).encode())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
 
     def _check_epoch(self, epoch: Any) -> int:
         return int(check_int("epoch", epoch, minimum=0))

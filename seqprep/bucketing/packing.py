@@ -19,7 +19,6 @@ How an epoch is planned:
 from __future__ import annotations
 
 import bisect
-import hashlib
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -360,17 +359,12 @@ class PackSampler(ResumableSampler):
 
     # ------------------------------------------------------------------ resuming
 
-    def _config_fingerprint(self) -> str:
-        if self._fingerprint is None:
-            h = hashlib.blake2b(digest_size=16)
-            h.update(np.ascontiguousarray(self._raw).tobytes())
-            config = (
-                self._row_length_arg, self.batch_size, self.shuffle, self.drop_remainder,
-                self.overlong,
-            )
-            h.update(repr(config).encode())
-            self._fingerprint = h.hexdigest()
-        return self._fingerprint
+    def _fingerprint_parts(self) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        config = (
+            self._row_length_arg, self.batch_size, self.shuffle, self.drop_remainder,
+            self.overlong,
+        )
+        return (self._raw,), config
 
     # ------------------------------------------------------------------ pickling
 

@@ -23,7 +23,6 @@ bucket counts, so it is computed once; an epoch only draws the random order.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -544,25 +543,19 @@ class BucketSampler(ResumableSampler):
 
     # ------------------------------------------------------------------ resuming
 
-    def _config_fingerprint(self) -> str:
-        if self._fingerprint is None:
-            h = hashlib.blake2b(digest_size=16)
-            h.update(np.ascontiguousarray(self._raw).tobytes())
-            h.update(np.ascontiguousarray(self.boundaries).tobytes())
-            config = (
-                self.batch_size,
-                self.max_tokens,
-                self.shuffle,
-                self.drop_remainder,
-                self.overlong,
-                self.max_length,
-                self.merge_leftovers,
-            )
-            if self.quadratic_length is not None:  # states saved without it stay loadable
-                config = (*config, self.quadratic_length)
-            h.update(repr(config).encode())
-            self._fingerprint = h.hexdigest()
-        return self._fingerprint
+    def _fingerprint_parts(self) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        config = (
+            self.batch_size,
+            self.max_tokens,
+            self.shuffle,
+            self.drop_remainder,
+            self.overlong,
+            self.max_length,
+            self.merge_leftovers,
+        )
+        if self.quadratic_length is not None:  # states saved without it stay loadable
+            config = (*config, self.quadratic_length)
+        return (self._raw, self.boundaries), config
 
     # ------------------------------------------------------------------ pickling and reports
 
