@@ -19,7 +19,7 @@ of that sequence at the cell's first position and how many of its steps are real
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal
 
 import numpy as np
@@ -42,6 +42,13 @@ class _WindowGrid:
     batch_size: int
     lengths: np.ndarray
     row: np.ndarray
+
+    def __post_init__(self) -> None:
+        # Plans are read-only, as BatchPlan's arrays are: every array field, whoever built it.
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, np.ndarray):
+                value.setflags(write=False)
 
     def _first_steps(self) -> np.ndarray:  # pragma: no cover - abstract
         """Position of each sequence's first step in its row's stream of steps."""
@@ -338,8 +345,6 @@ def plan_tbptt(
     start[cell_window, cell_row] = within * window
     count[cell_window, cell_row] = np.minimum(window, lengths[cell_seq] - within * window)
 
-    for array in (lengths, row, first_window, sequence, start, count):
-        array.setflags(write=False)
     return TBPTTPlan(
         window=window,
         batch_size=batch_size,
@@ -482,8 +487,6 @@ class DenseTBPTTPlan(_WindowGrid):
         first_call = np.full(self.num_sequences, -1, dtype=np.int64)
         starts = (cell_sequence >= 0) & (cell_start == 0)
         first_call[cell_sequence[starts]] = np.nonzero(starts)[0]
-        for array in (cell_sequence, cell_start, cell_count, first_call):
-            array.setflags(write=False)
         return TBPTTPlan(
             window=self.window,
             batch_size=self.batch_size,
@@ -542,8 +545,6 @@ def _plan_dense(
             here = placing[row[placing] == r]
             offset[here] = np.cumsum(lengths[here]) - lengths[here]
         longest = int(np.bincount(row[row >= 0], weights=lengths[row >= 0]).max())
-    for array in (lengths, row, offset):
-        array.setflags(write=False)
     return DenseTBPTTPlan(
         window=window,
         batch_size=batch_size,

@@ -152,6 +152,19 @@ def test_inputs_not_mutated_and_arrays_read_only():
     assert "n_windows=3" in repr(plan)
 
 
+@pytest.mark.parametrize("dense", [False, True])
+def test_every_array_of_every_tbptt_plan_is_read_only(dense):
+    from dataclasses import fields
+
+    plan = plan_tbptt([5, 2, 7, 1, 4], window=3, batch_size=2, dense=dense)
+    plans = [plan, plan.as_calls()] if dense else [plan]
+    for p in plans:
+        arrays = [getattr(p, f.name) for f in fields(p)]
+        arrays = [a for a in arrays if isinstance(a, np.ndarray)]
+        assert len(arrays) >= 4
+        assert all(not a.flags.writeable for a in arrays), type(p).__name__
+
+
 def test_all_empty_sequences_make_an_empty_plan():
     plan = plan_tbptt([0, 0], window=3, batch_size=2)
     assert plan.n_windows == 0 and plan.padding_fraction == 0.0
