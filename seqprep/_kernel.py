@@ -162,6 +162,12 @@ def positions(
 
     Returns:
         ``(src, real)``: int64 ``(B, T)`` flat positions and bool ``(B, T)``.
+
+    Example:
+        >>> t = table(with_pad_row(np.array([1, 2, 3, 4])), [0, 3], [3, 1])
+        >>> src, real = positions(t.starts, t.lengths, np.array([1, 0]), 3, "pre", t.pad_index)
+        >>> src.tolist(), t.x[src].tolist()
+        ([[4, 4, 3], [0, 1, 2]], [[0, 0, 4], [1, 2, 3]])
     """
     lens = ops.gather(lengths, idx)[:, None]
     steps = ops.arange(width)[None, :]
@@ -242,6 +248,15 @@ def gather_batch(
         owner: the sequence whose weight scales each position of ``real`` when that is not
             ``idx``'s row (a packed batch's ``step_owner``); default ``idx``.
         ops: the array library.
+
+    Example:
+        >>> t = table(with_pad_row(np.array([1, 2, 3, 4])), [0, 3], [3, 1],
+        ...           y=np.array([7, 8]), y_mode="sequence", w_mode="timestep_mean")
+        >>> idx = np.array([0, 1])
+        >>> src, real = positions(t.starts, t.lengths, idx, 3, "post", t.pad_index)
+        >>> xb, yb, wb = gather_batch(t, src, real, idx)
+        >>> xb.tolist(), yb.tolist(), wb.tolist()
+        ([[1, 2, 3], [4, 0, 0]], [7, 8], [[1.5, 1.5, 1.5], [1.5, 0.0, 0.0]])
     """
     xb = ops.gather(table.x, src)
     if table.y_mode is None:
