@@ -243,9 +243,10 @@ class _BatchSource:
         return ds.prefetch(tf.data.AUTOTUNE)
 
     def _make(self, idx: tf.Tensor) -> Any:
-        lens = tf.gather(self.table.lengths, idx)
-        width = lens[0] if self.exact else tf.reduce_max(lens)
-        src, real = _kernel.positions(self.table.starts, self.table.lengths, idx, width,
+        lengths = self.table.lengths
+        # An exact-length group is as wide as any of its sequences: no padding.
+        width = lengths[idx[0]] if self.exact else tf.reduce_max(tf.gather(lengths, idx))
+        src, real = _kernel.positions(self.table.starts, lengths, idx, width,
                                       "post", self.pad_index, _TF_KERNEL_OPS)
         batch = _kernel.gather_batch(self.table, src, real, idx, ops=_TF_KERNEL_OPS)
         batch[0].set_shape([None, None, *self.x_step])
