@@ -147,7 +147,7 @@ def table(
 
 
 def positions(
-    starts: Any, lengths: Any, idx: Any, width: Any, padding: str, pad_index: int,
+    starts: Any, lengths: Any, idx: Any, width: Any, padding: str, pad_index: int | None,
     ops: KernelOps = NUMPY_OPS,
 ) -> tuple[Any, Any]:
     """Layout of one batch of whole sequences, one per row, padded to ``width``.
@@ -157,11 +157,13 @@ def positions(
         idx: int64 ``(B,)``, the batch's sequence indices.
         width: the padded width ``T`` (at least the longest length in the batch).
         padding: ``"post"`` (steps first, then padding) or ``"pre"``.
-        pad_index: where padded positions gather from.
+        pad_index: where padded positions gather from; None when every sequence of the
+            batch is exactly ``width`` long (an exact-length group), which skips the mask.
         ops: the array library.
 
     Returns:
-        ``(src, real)``: int64 ``(B, T)`` flat positions and bool ``(B, T)``.
+        ``(src, real)``: int64 ``(B, T)`` flat positions and bool ``(B, T)`` (None when
+        ``pad_index`` is None: every position is real, and timestep weights cannot be asked).
 
     Example:
         >>> t = table(with_pad_row(np.array([1, 2, 3, 4])), [0, 3], [3, 1])
@@ -169,8 +171,10 @@ def positions(
         >>> src.tolist(), t.x[src].tolist()
         ([[4, 4, 3], [0, 1, 2]], [[0, 0, 4], [1, 2, 3]])
     """
-    lens = ops.gather(lengths, idx)[:, None]
     steps = ops.arange(width)[None, :]
+    if pad_index is None:  # every row is exactly `width` long: no mask, no pad row
+        return ops.gather(starts, idx)[:, None] + steps, None
+    lens = ops.gather(lengths, idx)[:, None]
     if padding == "post":
         real = steps < lens
         src = ops.gather(starts, idx)[:, None] + steps

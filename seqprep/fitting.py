@@ -246,8 +246,9 @@ class _BatchSource:
         lengths = self.table.lengths
         # An exact-length group is as wide as any of its sequences: no padding.
         width = lengths[idx[0]] if self.exact else tf.reduce_max(tf.gather(lengths, idx))
-        src, real = _kernel.positions(self.table.starts, lengths, idx, width,
-                                      "post", self.pad_index, _TF_KERNEL_OPS)
+        pad_index = None if self.exact else self.pad_index
+        src, real = _kernel.positions(self.table.starts, lengths, idx, width, "post",
+                                      pad_index, _TF_KERNEL_OPS)
         batch = _kernel.gather_batch(self.table, src, real, idx, ops=_TF_KERNEL_OPS)
         batch[0].set_shape([None, None, *self.x_step])
         if self.y_steps:

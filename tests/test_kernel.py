@@ -410,3 +410,25 @@ def test_bucketed_executors_match_the_reference():
                 _same(got[0], x_ref)
                 _same(got[1], y_ref)
                 _same(got[2], w_ref)
+
+
+@settings(max_examples=30)
+@given(data=st.data())
+def test_exact_width_layout_equals_the_padded_one(data):
+    """``pad_index=None`` (an exact-length group) skips the mask but places the same steps."""
+    k = data.draw(st.integers(1, 5), label="length")
+    n = data.draw(st.integers(1, 6), label="n")
+    rows = [np.arange(10 * i + 1, 10 * i + 1 + k, dtype=np.int32) for i in range(n)]
+    table = _table(rows, np.full(n, k), np.full(n, k), False, 0)
+    idx = np.asarray(data.draw(st.permutations(range(n)), label="idx"), np.int64)
+    src, real = _kernel.positions(table.starts, table.lengths, idx, k, "post", table.pad_index)
+    assert real.all()
+    exact, none = _kernel.positions(table.starts, table.lengths, idx, k, "post", None)
+    assert none is None
+    _same(exact, src)
+    t_table = _tf(table)
+    t_exact, t_none = _kernel.positions(t_table.starts, t_table.lengths, tf.constant(idx),
+                                        tf.constant(k, tf.int64), "post", None, _TF_KERNEL_OPS)
+    assert t_none is None
+    _same(t_exact.numpy(), src)
+    _same(_kernel.gather_batch(table, exact, None, idx)[0], np.stack([rows[i] for i in idx]))
