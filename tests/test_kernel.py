@@ -432,3 +432,39 @@ def test_exact_width_layout_equals_the_padded_one(data):
     assert t_none is None
     _same(t_exact.numpy(), src)
     _same(_kernel.gather_batch(table, exact, None, idx)[0], np.stack([rows[i] for i in idx]))
+
+
+def test_the_kernel_runs_without_tensorflow_or_keras():
+    """The numpy kernel imports neither TensorFlow nor Keras (a fresh interpreter refuses
+    them), so ``bucketed_pydataset``-style executors need no TensorFlow runtime."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    code = textwrap.dedent("""
+        import sys
+
+        class _Blocker:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("tensorflow", "keras", "tf_keras"):
+                    raise ImportError(f"{name} is blocked in this test")
+
+        sys.meta_path.insert(0, _Blocker())
+        import numpy as np
+        from seqprep import _kernel
+
+        t = _kernel.table(_kernel.with_pad_row(np.arange(1, 6)), [0, 3], [3, 2],
+                          y=np.array([1.0, 2.0]), y_mode="sequence", w_mode="timestep")
+        idx = np.array([1, 0])
+        src, real = _kernel.positions(t.starts, t.lengths, idx, 3, "pre", t.pad_index)
+        xb, yb, wb = _kernel.gather_batch(t, src, real, idx)
+        assert xb.tolist() == [[0, 4, 5], [1, 2, 3]], xb
+        assert not any(m.split(".")[0] in ("tensorflow", "keras") for m in sys.modules)
+        print("ok")
+    """)
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
