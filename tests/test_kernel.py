@@ -303,15 +303,20 @@ def _ref_window(plan, rows, w, dense):
     return out, real
 
 
-@settings(max_examples=40)
-@given(data=st.data())
-def test_window_positions_match_the_reference(data):
+def _draw_windows(data):
+    """Sequences, their flat offsets and a TBPTT plan of them (windowed or dense)."""
     rows, lengths = _sequences(data, len_min=1, len_max=9)
     dense = data.draw(st.booleans(), label="dense")
     plan = plan_tbptt(lengths, window=data.draw(st.integers(1, 4), label="window"),
                       batch_size=data.draw(st.integers(1, 3), label="batch"), dense=dense)
+    return rows, lengths, np.concatenate([[0], np.cumsum(lengths)]), plan, dense
+
+
+@settings(max_examples=40)
+@given(data=st.data())
+def test_window_positions_match_the_reference(data):
+    rows, lengths, offsets, plan, dense = _draw_windows(data)
     table = _table(rows, lengths, lengths, False, 0)
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
     for w in range(plan.n_windows):
         src, real = _kernel.window_positions(plan, offsets, w, table.pad_index)
         x_ref, real_ref = _ref_window(plan, rows, w, dense)
@@ -324,13 +329,9 @@ def test_window_positions_match_the_reference(data):
 def test_tbptt_windows_match_the_reference(data):
     from seqprep.tbptt import _Windows
 
-    rows, lengths = _sequences(data, len_min=1, len_max=9)
-    dense = data.draw(st.booleans(), label="dense")
-    plan = plan_tbptt(lengths, window=data.draw(st.integers(1, 4), label="window"),
-                      batch_size=data.draw(st.integers(1, 3), label="batch"), dense=dense)
+    rows, lengths, offsets, plan, dense = _draw_windows(data)
     plan = plan.as_calls() if dense else plan
     many_to_one = data.draw(st.booleans(), label="many to one")
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
     rag = Ragged(np.concatenate(rows), offsets)
     y = _targets(data, lengths, "sequence" if many_to_one else "step")
     targets = y if many_to_one else Ragged(np.concatenate(y), offsets)
