@@ -262,13 +262,21 @@ def gather_batch(
         >>> xb.tolist(), yb.tolist(), wb.tolist()
         ([[1, 2, 3], [4, 0, 0]], [7, 8], [[1.5, 1.5, 1.5], [1.5, 0.0, 0.0]])
     """
-    xb = ops.gather(table.x, src)
+    return (ops.gather(table.x, src), *gather_targets(table, src, real, idx, owner=owner,
+                                                     ops=ops))
+
+
+def gather_targets(
+    table: Table, src: Any, real: Any, idx: Any, *, owner: Any = None,
+    ops: KernelOps = NUMPY_OPS,
+) -> tuple[Any, ...]:
+    """``()``, ``(y,)`` or ``(y, weights)``: :func:`gather_batch` without the inputs."""
     if table.y_mode is None:
-        return (xb,)
+        return ()
     yb = ops.gather(table.y, src if table.y_mode == "step" else idx)
     if table.w_mode is None:
-        return xb, yb
-    return xb, yb, _weights(table, real, idx, owner, ops)
+        return (yb,)
+    return yb, _weights(table, real, idx, owner, ops)
 
 
 def _weights(table: Table, real: Any, idx: Any, owner: Any, ops: KernelOps) -> Any:

@@ -662,9 +662,16 @@ class _Windows:
             y=y, y_mode=y_mode, w_mode="timestep",
         )
         self._inputs_table = replace(self.table, y=None, y_mode=None)
+        self._last: tuple[int, np.ndarray, np.ndarray] | None = None
 
     def _layout(self, w: int) -> tuple[np.ndarray, np.ndarray]:
-        return _kernel.window_positions(self.plan, self.data.offsets, w, self.table.pad_index)
+        # inputs(w) and targets_of(w) are asked in turn: lay each window out once.
+        last = self._last
+        if last is None or last[0] != w:
+            last = (w, *_kernel.window_positions(self.plan, self.data.offsets, w,
+                                                 self.table.pad_index))
+            self._last = last
+        return last[1], last[2]
 
     def inputs(self, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(x, mask, reset, idle)`` of window ``w``.
@@ -685,11 +692,11 @@ class _Windows:
     def targets_of(self, w: int) -> tuple[np.ndarray, np.ndarray]:
         """Targets and 0/1 float32 weights of window ``w`` (per sequence: 1 where a
         sequence ends in this window; per step: 1 on real steps)."""
-        src, real = self._layout(w)
         if self.many_to_one:
             held = np.maximum(self.plan.sequence[w], 0)
-            return _kernel.gather_batch(self.table, src, self.ends[w], held)[1:]
-        return _kernel.gather_batch(self.table, src, real, None)[1:]
+            return _kernel.gather_targets(self.table, None, self.ends[w], held)
+        src, real = self._layout(w)
+        return _kernel.gather_targets(self.table, src, real, None)
 
     def n_targets(self, w: int) -> int:
         if self.many_to_one:
