@@ -10,7 +10,8 @@ Every executor builds its batches here, in two steps:
    :func:`window_positions` a TBPTT window (``plan.flat_index``);
 2. :func:`gather_batch` gathers inputs, per-step targets (by the same ``src``), per-sequence
    targets (by sequence index) and weights (by :func:`seqprep.masking._step_weights`, the
-   one weight formula) from a :class:`Table`.
+   one weight formula) from a :class:`Table`; :func:`gather_targets` is the same without
+   the inputs.
 
 The code is written once against an ops namespace (:class:`KernelOps`): numpy here
 (:data:`NUMPY_OPS`), TensorFlow in the executors that run it inside a ``tf.data`` map, so
@@ -37,8 +38,8 @@ WeightMode = Literal["sequence", "timestep", "timestep_mean"]
 class KernelOps:
     """How one array library spells the operations of the kernel (see the module docstring).
 
-    Arithmetic, comparisons, ``a[:, None]`` slicing and ``&`` / ``|`` are shared by numpy
-    arrays and TensorFlow tensors and are written directly.
+    Arithmetic, comparisons and ``a[:, None]`` slicing are shared by numpy arrays and
+    TensorFlow tensors and are written directly.
     """
 
     gather: Callable[[Any, Any], Any]  # params[indices] along the first axis
@@ -223,9 +224,9 @@ def packed_positions(
     )
 
 
-def window_positions(plan: Any, offsets: np.ndarray, window: int, pad_index: int) -> tuple[
-    np.ndarray, np.ndarray
-]:
+def window_positions(
+    plan: Any, offsets: np.ndarray, window: int, pad_index: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Layout of TBPTT window ``window`` of ``plan`` (numpy; ``plan.flat_index`` places the
     steps, -1 on padding)."""
     index = plan.flat_index(offsets, window)
