@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 from numpy.typing import DTypeLike
 
+from seqprep import _kernel
 from seqprep._casts import check_cast
 from seqprep._checks import (
     check_bool,
@@ -40,7 +41,7 @@ from seqprep._checks import (
 from seqprep._ragged import Ragged, as_ragged
 from seqprep.bucketing import BucketSampler
 from seqprep.bucketing.shapes import resolve_pad_to
-from seqprep.masking import _step_weights, _WeightOps
+from seqprep.masking import _WeightOps
 from seqprep.padding import Side, pad_sequences
 from seqprep.targets import Targets, resolve_targets
 
@@ -74,6 +75,19 @@ _TF_WEIGHT_OPS = _WeightOps(
     count=lambda a: tf.cast(tf.size(a), tf.float32),
     total=tf.reduce_sum,
     divide_no_nan=tf.math.divide_no_nan,
+)
+
+
+# The kernel (seqprep._kernel) spelled in TensorFlow ops, for tf.data maps.
+_TF_KERNEL_OPS = _kernel.KernelOps(
+    gather=tf.gather,
+    gather_rows=lambda params, indices: tf.gather(params, indices, batch_dims=1),
+    where=tf.where,
+    arange=lambda n: tf.range(n, dtype=tf.int64),
+    cumsum_rows=lambda a: tf.cumsum(a, axis=1),
+    count_true=lambda a: tf.reduce_sum(tf.cast(a, tf.int64), axis=-1),
+    maximum=tf.maximum,
+    weights=_TF_WEIGHT_OPS,
 )
 
 
@@ -193,7 +207,7 @@ def _target_table(
 ) -> tuple[str | None, np.ndarray | None]:
     """``(mode, table)`` of ``y`` by the one targets rule, checked and ready to gather.
 
-    ``"timestep"``: the flat per-step values plus one pad step (see ``_values_with_pad_row``);
+    ``"step"``: the flat per-step values plus one pad step (see ``_values_with_pad_row``);
     ``"sequence"``: one label row per sequence; ``(None, None)`` without ``y``. Shared by every
     executor that pads from a plan (``bucketed_dataset``, ``bucketed_pydataset``).
     """
@@ -203,7 +217,7 @@ def _target_table(
     if mode == "step":
         check_finite_labels(resolved.values, "y", offsets=resolved.offsets)
         table = _values_with_pad_row(resolved, _default_dtype(resolved.values.dtype), 0, "y")
-        return "timestep", table
+        return "step", table
     labels = _cast_labels(_label_array(resolved, "y", lengths.size), "y")
     check_finite_labels(labels, "y")
     return "sequence", labels
@@ -401,6 +415,25 @@ class _Passes:
         return tf.data.Dataset.range(1).map(begin).flat_map(one_pass)
 
 
+def _batch_table(
+    rag: Ragged, lengths: np.ndarray, sampler: Any, y: Any, targets: Targets,
+    sample_weight: Any, truncating: str, dtype: DTypeLike | None, value: Any,
+) -> _kernel.Table:
+    """The kernel's table of a sampler's executor (``bucketed_dataset``,
+    ``bucketed_pydataset``): inputs cast and padded, targets and weights checked."""
+    raw_lengths = rag.lengths
+    y_mode, y_table = _target_table(y, raw_lengths, targets)
+    w_mode, w_arr = _parse_weights(sample_weight, raw_lengths.size, y is not None)
+    x_values = _values_with_pad_row(rag, _resolve_dtype(dtype, rag.values.dtype), value, "x")
+    starts = rag.offsets[:-1].astype(np.int64)
+    if sampler.length_limit is not None and truncating == "pre":
+        starts = starts + (raw_lengths - lengths)
+    return _kernel.table(
+        x_values, starts, lengths,
+        y=y_table, y_mode=y_mode, w=w_arr, w_mode=w_mode,
+    )
+
+
 def bucketed_dataset(
     x: Any,
     y: Any = None,
@@ -518,57 +551,26 @@ def bucketed_dataset(
     epochs = check_int("epochs", epochs, minimum=1)
     check_bool("reshuffle_each_iteration", reshuffle_each_iteration)
     rag, lengths, pad_to = _checked_inputs(x, sampler, pad_to, epoch, allow_nonfinite)
-    raw_lengths = rag.lengths
-    n = raw_lengths.size
-
     # Targets and weights, checked before any TensorFlow work.
-    y_mode, y_table = _target_table(y, raw_lengths, targets)
-    w_mode, w_arr = _parse_weights(sample_weight, n, y is not None)
-
-    x_dtype = _resolve_dtype(dtype, rag.values.dtype)
-    x_values = _values_with_pad_row(rag, x_dtype, value, "x")
-    pad_index = int(rag.values.shape[0])
-    starts = rag.offsets[:-1]
-    if sampler.length_limit is not None and truncating == "pre":
-        starts = starts + (raw_lengths - lengths)
-
+    table = _batch_table(rag, lengths, sampler, y, targets, sample_weight, truncating,
+                         dtype, value)
     index_ds, passes = _index_dataset(
         sampler, lengths, pad_to, epoch, epochs, reshuffle_each_iteration
     )
 
     # Captured once as tensors; each batch then costs a few gathers of size batch x width.
-    t_x = tf.constant(x_values)
-    t_len = tf.constant(lengths)
-    t_start = tf.constant(starts.astype(np.int64))
-    t_y = None if y_table is None else tf.constant(y_table)
-    t_w = None if w_arr is None else tf.constant(w_arr)
-    post = padding == "post"
-    fixed_width = pad_to if isinstance(pad_to, int) else None
+    consts = table.convert(tf.constant)
+    fixed_shape = None
+    if isinstance(pad_to, int):
+        fixed_shape = [None, pad_to, *table.x.shape[1:]]
 
     def make_batch(idx: tf.Tensor, width: tf.Tensor) -> Any:
-        lens = tf.gather(t_len, idx)[:, None]
-        steps = tf.range(width, dtype=tf.int64)[None, :]
-        if post:
-            real = steps < lens
-            src = tf.gather(t_start, idx)[:, None] + steps
-        else:
-            shift = width - lens
-            real = steps >= shift
-            src = tf.gather(t_start, idx)[:, None] + steps - shift
-        src = tf.where(real, src, pad_index)
-        xb = tf.gather(t_x, src)
-        if fixed_width is not None:
-            xb = tf.ensure_shape(xb, [None, fixed_width, *x_values.shape[1:]])
-        if y_mode is None:
-            return xb
-        yb = tf.gather(t_y, src) if y_mode == "timestep" else tf.gather(t_y, idx)
-        if w_mode is None:
-            return xb, yb
-        if w_mode == "sequence":
-            wb = tf.gather(t_w, idx)
-        else:
-            wb = _step_weights(real, mean=w_mode == "timestep_mean", ops=_TF_WEIGHT_OPS)
-        return xb, yb, wb
+        src, real = _kernel.positions(consts.starts, consts.lengths, idx, width, padding,
+                                      table.pad_index, _TF_KERNEL_OPS)
+        batch = _kernel.gather_batch(consts, src, real, idx, ops=_TF_KERNEL_OPS)
+        if fixed_shape is not None:
+            batch = (tf.ensure_shape(batch[0], fixed_shape), *batch[1:])
+        return batch[0] if len(batch) == 1 else batch
 
     ds = index_ds.map(make_batch, num_parallel_calls=_AUTOTUNE, deterministic=True)
     expected = len(sampler) * epochs

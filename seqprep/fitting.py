@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from seqprep import _kernel
 from seqprep._checks import (
     check_bool,
     check_choice,
@@ -56,12 +57,11 @@ from seqprep.bucketing.per_length import (  # noqa: F401  (moved there; old impo
     plan_per_length,
 )
 from seqprep.bucketing.plan import BatchPlan
-from seqprep.data import _TF_WEIGHT_OPS
+from seqprep.data import _TF_KERNEL_OPS
 
 # LengthEnsemble and fit_separate_models live in seqprep.ensemble, which does not import this
 # module (both read their inputs through seqprep._fit_inputs): re-exported, no import cycle.
 from seqprep.ensemble import LengthEnsemble, Unseen, fit_separate_models  # noqa: F401
-from seqprep.masking import _step_weights
 from seqprep.targets import Targets
 
 __all__ = ["fit_per_length", "plan_per_length"]
@@ -122,38 +122,36 @@ def _output_is_masked(model: Any, data: _Data, pad_value: Any) -> bool:
 class _BatchSource:
     """Turns batch plans (flat rows + splits) into a ``tf.data.Dataset`` of padded batches.
 
-    The data is held once as tensors; each batch is gathered in the graph. The element spec
-    has ``None`` batch and time dimensions, so Keras's TensorFlow backend traces one train step
-    for all shapes (JAX and PyTorch receive the batches as numpy-backed arrays).
+    The data is held once as tensors (a :class:`seqprep._kernel.Table`); each batch is
+    gathered by the kernel in the graph, post-padded to its longest sequence (an exact-length
+    group has no padding). The element spec has ``None`` batch and time dimensions, so Keras's
+    TensorFlow backend traces one train step for all shapes (JAX and PyTorch receive the
+    batches as numpy-backed arrays).
     """
 
     def __init__(
         self, data: _Data, *, exact: bool, pad_value: Any, step_weights: bool
     ) -> None:
         self.exact = exact
-        self.step_weights = step_weights and data.y_steps and not exact
-        self.x_values = tf.constant(data.x.values)
-        self.x_offsets = tf.constant(data.x.offsets[:-1])
-        self.x_lengths = tf.constant(data.x.lengths)
-        self.x_step = data.x.step_shape
-        self.pad = tf.constant(pad_value, dtype=self.x_values.dtype)
-        self.y_steps = data.y_steps
+        x = data.x
+        # tf.constant's conversion of pad_value (it refuses a float for integer steps).
+        pad = tf.constant(pad_value, dtype=tf.as_dtype(x.values.dtype)).numpy()
+        y, y_mode = data.y, "sequence"
         if data.y_steps:
-            self.y_values = tf.constant(data.y.values)
+            y, y_mode = _kernel.with_pad_row(data.y.values, 0), "step"
             self.y_step = data.y.step_shape
+        if step_weights and data.y_steps and not exact:
+            w_mode = "timestep_mean"  # mean over real steps under the default reduction
         else:
-            self.y_rows = tf.constant(data.y)
-        self.w = None if data.weights is None else tf.constant(data.weights)
-
-    def _steps(self, values, starts, lens, step_shape, pad):
-        idx = tf.ragged.range(starts, starts + lens).flat_values
-        flat = tf.gather(values, idx)
-        if self.exact:
-            n = tf.shape(lens, out_type=tf.int64)[0]
-            step = tf.constant(step_shape, tf.int64, shape=[len(step_shape)])
-            return tf.reshape(flat, tf.concat([tf.stack([n, lens[0]]), step], 0))
-        rag = tf.RaggedTensor.from_row_lengths(flat, lens)
-        return rag.to_tensor(default_value=pad)
+            w_mode = None if data.weights is None else "sequence"
+        table = _kernel.table(
+            _kernel.with_pad_row(x.values, pad), x.offsets[:-1], x.lengths,
+            y=y, y_mode=y_mode, w=data.weights, w_mode=w_mode,
+        )
+        self.pad_index = table.pad_index
+        self.table = table.convert(tf.constant)
+        self.x_step = x.step_shape
+        self.y_steps = data.y_steps
 
     def dataset(self, rows: np.ndarray, splits: np.ndarray) -> tf.data.Dataset:
         rows_t = tf.constant(rows, tf.int64)
@@ -188,23 +186,17 @@ class _BatchSource:
         return ds.prefetch(tf.data.AUTOTUNE)
 
     def _make(self, idx: tf.Tensor) -> Any:
-        x_step = self.x_step
-        lens = tf.gather(self.x_lengths, idx)
-        starts = tf.gather(self.x_offsets, idx)
-        xb = self._steps(self.x_values, starts, lens, x_step, self.pad)
-        xb.set_shape([None, None, *x_step])
+        lengths = self.table.lengths
+        # An exact-length group is as wide as any of its sequences: no padding.
+        width = lengths[idx[0]] if self.exact else tf.reduce_max(tf.gather(lengths, idx))
+        pad_index = None if self.exact else self.pad_index
+        src, real = _kernel.positions(self.table.starts, lengths, idx, width, "post",
+                                      pad_index, _TF_KERNEL_OPS)
+        batch = _kernel.gather_batch(self.table, src, real, idx, ops=_TF_KERNEL_OPS)
+        batch[0].set_shape([None, None, *self.x_step])
         if self.y_steps:
-            zero = tf.zeros([], self.y_values.dtype)
-            yb = self._steps(self.y_values, starts, lens, self.y_step, zero)
-            yb.set_shape([None, None, *self.y_step])
-        else:
-            yb = tf.gather(self.y_rows, idx)
-        w = None if self.w is None else tf.gather(self.w, idx)
-        if self.step_weights:
-            # Mean over real steps of this batch under the default loss reduction.
-            real = tf.sequence_mask(lens, tf.shape(xb, out_type=tf.int64)[1])
-            w = _step_weights(real, mean=True, scale=w, ops=_TF_WEIGHT_OPS)
-        return (xb, yb) if w is None else (xb, yb, w)
+            batch[1].set_shape([None, None, *self.y_step])
+        return batch
 
 
 # --------------------------------------------------------------------------- callbacks

@@ -15,12 +15,14 @@ import numpy as np
 import tensorflow as tf
 from numpy.typing import DTypeLike
 
+from seqprep import _kernel
 from seqprep._checks import check_choice, check_int, check_sampler
 from seqprep._ragged import as_ragged
 from seqprep.bucketing import PackSampler
 
 # The dtype, label and padding rules are bucketed_dataset's: one rule for both executors.
 from seqprep.data import (
+    _TF_KERNEL_OPS,
     _cast_labels,
     _default_dtype,
     _label_array,
@@ -197,11 +199,11 @@ def packed_dataset(
         y_values = _values_with_pad_row(targets, _default_dtype(targets.values.dtype), 0)
     elif y_mode == "sequence":
         y_values = targets
-    consts = _Consts(x_values, lengths, starts, y_values, weights, sampler)
+    consts = _Consts(x_values, lengths, starts, y_values, y_mode, weights, sampler)
     slots = _slot_dataset(sampler, epoch, epochs, bool(reshuffle_each_iteration))
 
     def make_batch(slot: tf.Tensor) -> Any:
-        return _build_batch(slot, consts, y_mode)
+        return _build_batch(slot, consts)
 
     ds = slots.map(make_batch, num_parallel_calls=_AUTOTUNE, deterministic=True)
     expected = len(sampler) * epochs
@@ -211,56 +213,37 @@ def packed_dataset(
 
 
 class _Consts:
-    """The data as TensorFlow constants, captured once by the batch function."""
+    """The kernel's table as TensorFlow constants, captured once by the batch function."""
 
-    def __init__(self, x_values, lengths, starts, y_values, weights, sampler) -> None:
-        self.x = tf.constant(x_values)
-        self.pad_index = int(x_values.shape[0]) - 1
-        self.lengths = tf.constant(lengths.astype(np.int64))
-        self.starts = tf.constant(np.asarray(starts, np.int64))
-        self.y = None if y_values is None else tf.constant(y_values)
-        self.w = None if weights is None else tf.constant(weights)
+    def __init__(self, x_values, lengths, starts, y_values, y_mode, weights, sampler) -> None:
+        # Packed weights are always per position: 1 on real steps (or filled slots), times
+        # the sequence's weight when given.
+        table = _kernel.table(x_values, starts, lengths, y=y_values, y_mode=y_mode,
+                              w=weights, w_mode="timestep")
+        self.pad_index = table.pad_index
+        self.pad_sequence = table.pad_sequence
+        self.table = table.convert(tf.constant)
         self.width = int(sampler.row_length)
         self.num_slots = max(1, sampler.max_segments_)
         self.step_shape = tuple(x_values.shape[1:])
 
 
-def _build_batch(slot: tf.Tensor, k: _Consts, y_mode: str | None) -> Any:
+def _build_batch(slot: tf.Tensor, k: _Consts) -> Any:
     """Packed inputs (and targets, weights) of one ``(B, S)`` slot matrix."""
     slot = tf.ensure_shape(slot, [None, k.num_slots])
-    filled = slot >= 0
-    item = tf.where(filled, slot, 0)
-    lens = tf.where(filled, tf.gather(k.lengths, item), 0)  # (B, S)
-    ends = tf.cumsum(lens, axis=1)  # (B, S)
-    steps = tf.range(k.width, dtype=tf.int64)[None, :, None]  # (1, P, 1)
-    # A step's slot is one more than the number of slots that end at or before it.
-    before = tf.reduce_sum(tf.cast(ends[:, None, :] <= steps, tf.int64), axis=2)  # (B, P)
-    real = steps[:, :, 0] < ends[:, -1:]
-    seg = tf.where(real, before + 1, 0)
-    at = tf.maximum(seg - 1, 0)
-    step_item = tf.gather(item, at, batch_dims=1)
-    step_begin = tf.gather(ends - lens, at, batch_dims=1)
-    src = tf.gather(k.starts, step_item) + steps[:, :, 0] - step_begin
-    src = tf.where(real, src, k.pad_index)
-    values = tf.ensure_shape(tf.gather(k.x, src), [None, k.width, *k.step_shape])
-    inputs = {
-        "values": values,
-        "segment_ids": tf.ensure_shape(tf.cast(seg, tf.int32), [None, k.width]),
-        "segment_lengths": tf.ensure_shape(tf.cast(lens, tf.int32), [None, k.num_slots]),
-    }
-    if y_mode is None:
-        return inputs
-    if y_mode == "step":
-        targets = tf.gather(k.y, src)
-        weights = tf.cast(real, tf.float32)
-        if k.w is not None:
-            weights = weights * tf.gather(k.w, step_item)
+    t = k.table
+    lay = _kernel.packed_positions(slot, t.starts, t.lengths, k.width, k.pad_index,
+                                   k.pad_sequence, _TF_KERNEL_OPS)
+    if t.y_mode == "sequence":  # targets and weights per slot
+        batch = _kernel.gather_batch(t, lay.src, lay.filled, lay.slot_owner,
+                                     owner=lay.slot_owner, ops=_TF_KERNEL_OPS)
     else:
-        targets = tf.gather(k.y, item)
-        keep = tf.reshape(filled, tf.concat([tf.shape(filled), tf.ones(
-            tf.rank(targets) - 2, tf.int32)], 0))
-        targets = tf.where(keep, targets, tf.zeros_like(targets))
-        weights = tf.cast(filled, tf.float32)
-        if k.w is not None:
-            weights = weights * tf.gather(k.w, item)
-    return inputs, targets, weights
+        batch = _kernel.gather_batch(t, lay.src, lay.real, lay.slot_owner,
+                                     owner=lay.step_owner, ops=_TF_KERNEL_OPS)
+    inputs = {
+        "values": tf.ensure_shape(batch[0], [None, k.width, *k.step_shape]),
+        "segment_ids": tf.ensure_shape(tf.cast(lay.segment_ids, tf.int32), [None, k.width]),
+        "segment_lengths": tf.ensure_shape(tf.cast(lay.slot_lengths, tf.int32),
+                                           [None, k.num_slots]),
+    }
+    return inputs if t.y_mode is None else (inputs, *batch[1:])

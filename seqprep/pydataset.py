@@ -20,21 +20,14 @@ import keras
 import numpy as np
 from numpy.typing import DTypeLike
 
+from seqprep import _kernel
 from seqprep._checks import (
     check_bool,
     check_choice,
     check_int,
 )
 from seqprep.bucketing import BucketSampler
-from seqprep.data import (
-    PadTo,
-    _checked_inputs,
-    _parse_weights,
-    _plan_arrays,
-    _resolve_dtype,
-    _target_table,
-    _values_with_pad_row,
-)
+from seqprep.data import PadTo, _batch_table, _checked_inputs, _plan_arrays
 from seqprep.padding import Side
 from seqprep.targets import Targets
 
@@ -49,27 +42,21 @@ class BucketedPyDataset(keras.utils.PyDataset):
         self,
         *,
         sampler: BucketSampler,
-        lengths: np.ndarray,
-        starts: np.ndarray,
-        x_values: np.ndarray,
-        targets: tuple[str | None, np.ndarray | None],
-        weights: tuple[str | None, np.ndarray | None],
+        table: _kernel.Table,
         pad_to: Any,
-        post: bool,
+        padding: str,
         epoch: int,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.sampler = sampler
-        self._lengths, self._starts, self._x = lengths, starts, x_values
-        self._pad_index = x_values.shape[0] - 1
-        self._y_mode, self._y = targets
-        self._w_mode, self._w = weights
-        self._pad_to, self._post = pad_to, post
+        self._table = table
+        self._pad_to, self._padding = pad_to, padding
         self._set_epoch(epoch)
 
     def _set_epoch(self, epoch: int) -> None:
-        flat, sizes, widths = _plan_arrays(self.sampler, epoch, self._lengths, self._pad_to)
+        flat, sizes, widths = _plan_arrays(self.sampler, epoch, self._table.lengths,
+                                           self._pad_to)
         # Replace the whole plan at once: a worker thread reads one consistent tuple.
         self._plan = (flat, np.concatenate([[0], np.cumsum(sizes)]), widths)
         self.epoch = epoch
@@ -85,27 +72,11 @@ class BucketedPyDataset(keras.utils.PyDataset):
             raise IndexError(f"batch index {index} out of range for {widths.size} batches")
         self._served.add(index)
         idx = flat[splits[index] : splits[index + 1]]
-        width = int(widths[index])
-        lens = self._lengths[idx][:, None]
-        steps = np.arange(width, dtype=np.int64)[None, :]
-        shift = 0 if self._post else width - lens
-        real = (steps < lens) if self._post else (steps >= shift)
-        src = np.where(real, self._starts[idx][:, None] + steps - shift, self._pad_index)
-        xb = self._x[src]
-        if self._y_mode is None:
-            return xb
-        yb = self._y[src] if self._y_mode == "timestep" else self._y[idx]
-        if self._w_mode is None:
-            return xb, yb
-        if self._w_mode == "sequence":
-            return xb, yb, self._w[idx]
-        wb = real.astype(np.float32)
-        if self._w_mode == "timestep_mean":
-            total = np.float32(wb.sum(dtype=np.float32))
-            # float32 throughout, as bucketed_dataset's divide_no_nan, so batches are equal.
-            scale = np.float32(wb.size) / total if total else np.float32(0)
-            wb = wb * scale
-        return xb, yb, wb
+        table = self._table
+        src, real = _kernel.positions(table.starts, table.lengths, idx, int(widths[index]),
+                                      self._padding, table.pad_index)
+        batch = _kernel.gather_batch(table, src, real, idx)
+        return batch[0] if len(batch) == 1 else batch
 
     def on_epoch_begin(self) -> None:
         self._begun = True
@@ -209,16 +180,9 @@ def bucketed_pydataset(
     check_choice("targets", targets, ("auto", "sequence", "step"))
 
     rag, lengths, pad_to = _checked_inputs(x, sampler, pad_to, epoch, allow_nonfinite)
-    raw_lengths = rag.lengths
-    y_table = _target_table(y, raw_lengths, targets)
-    weights = _parse_weights(sample_weight, raw_lengths.size, y is not None)
-
-    x_values = _values_with_pad_row(rag, _resolve_dtype(dtype, rag.values.dtype), value, "x")
-    starts = rag.offsets[:-1].astype(np.int64)
-    if sampler.length_limit is not None and truncating == "pre":
-        starts = starts + (raw_lengths - lengths)
+    table = _batch_table(rag, lengths, sampler, y, targets, sample_weight, truncating,
+                         dtype, value)
     return BucketedPyDataset(
-        sampler=sampler, lengths=lengths, starts=starts, x_values=x_values, targets=y_table,
-        weights=weights, pad_to=pad_to, post=padding == "post", epoch=epoch,
+        sampler=sampler, table=table, pad_to=pad_to, padding=padding, epoch=epoch,
         workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size,
     )

@@ -57,12 +57,14 @@ import math
 import warnings
 import weakref
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import keras
 import numpy as np
 from keras import ops
 
+from seqprep import _kernel
 from seqprep._casts import check_cast
 from seqprep._checks import (
     check_bool,
@@ -637,7 +639,8 @@ _KERAS_WEIGHT_OPS = _WeightOps(
 
 
 class _Windows:
-    """Per-window numpy arrays (inputs, targets, weights) for one plan, built on demand."""
+    """Per-window numpy arrays (inputs, targets, weights) for one plan, built on demand by
+    the kernel (:func:`seqprep._kernel.window_positions` + ``gather_batch``)."""
 
     def __init__(
         self,
@@ -653,6 +656,29 @@ class _Windows:
         self.resets = plan.resets
         self.idle = plan.idle
         self.ends = plan.ends
+        # Step targets share x's offsets (resolve_targets checked their lengths), so one
+        # layout places both; padded steps gather the pad rows (0, weight 0).
+        if targets is None:
+            y, y_mode = None, None
+        elif many_to_one:
+            y, y_mode = targets, "sequence"
+        else:
+            y, y_mode = _kernel.with_pad_row(targets.values, 0), "step"
+        self.table = _kernel.table(
+            _kernel.with_pad_row(data.values, 0), data.offsets[:-1], data.lengths,
+            y=y, y_mode=y_mode, w_mode="timestep",
+        )
+        self._inputs_table = replace(self.table, y=None, y_mode=None)
+        self._last: tuple[int, np.ndarray, np.ndarray] | None = None
+
+    def _layout(self, w: int) -> tuple[np.ndarray, np.ndarray]:
+        # inputs(w) and targets_of(w) are asked in turn: lay each window out once.
+        last = self._last
+        if last is None or last[0] != w:
+            last = (w, *_kernel.window_positions(self.plan, self.data.offsets, w,
+                                                 self.table.pad_index))
+            self._last = last
+        return last[1], last[2]
 
     def inputs(self, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(x, mask, reset, idle)`` of window ``w``.
@@ -661,10 +687,8 @@ class _Windows:
         (its state is restored after the window anyway): an all-False row is what the cuDNN
         kernel cannot take.
         """
-        index = self.plan.flat_index(self.data.offsets, w)
-        x = self.data.values[np.maximum(index, 0)]
-        real = index >= 0
-        x[~real] = 0
+        src, real = self._layout(w)
+        (x,) = _kernel.gather_batch(self._inputs_table, src, real, None)
         idle = self.idle[w]
         return x, real | idle[:, None], self.resets[w], idle
 
@@ -673,13 +697,13 @@ class _Windows:
         return np.where(self.ends[w], self.plan.count[w] - 1, 0).astype(np.int32)
 
     def targets_of(self, w: int) -> tuple[np.ndarray, np.ndarray]:
-        """Targets and 0/1 float32 weights of window ``w``."""
+        """Targets and 0/1 float32 weights of window ``w`` (per sequence: 1 where a
+        sequence ends in this window; per step: 1 on real steps)."""
         if self.many_to_one:
             held = np.maximum(self.plan.sequence[w], 0)
-            return self.targets[held], self.ends[w].astype(np.float32)
-        index = self.plan.flat_index(self.targets.offsets, w)
-        y = self.targets.values[np.maximum(index, 0)]
-        return y, (index >= 0).astype(np.float32)
+            return _kernel.gather_targets(self.table, None, self.ends[w], held)
+        src, real = self._layout(w)
+        return _kernel.gather_targets(self.table, src, real, None)
 
     def n_targets(self, w: int) -> int:
         if self.many_to_one:
