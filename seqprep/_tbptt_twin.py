@@ -113,7 +113,7 @@ class _ResettingRNN(keras.layers.Layer):
 
 def _unsupported_rnn(layer: Any, last: bool) -> str | None:
     """Why the twin cannot replace ``layer`` exactly (None if it can)."""
-    if not isinstance(layer.cell, _CELLS):
+    if type(layer.cell) not in _CELLS:  # a subclass may step differently
         return f"its recurrent layer {layer.name!r} has a {type(layer.cell).__name__}"
     if layer.return_state:
         return f"its recurrent layer {layer.name!r} has return_state=True"

@@ -533,3 +533,104 @@ def test_one_window_step_equals_one_keras_step_on_whole_sequences(cell, kind):
     assert moved > 1e-3
     for a, b in zip(got, twin.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+
+
+@pytest.mark.backend
+def test_embedding_mask_zero_one_call_equals_whole_sequences():
+    keras.utils.set_random_seed(7)
+
+    def build(batch_size):
+        inputs = keras.Input(batch_shape=(batch_size, None), dtype="int32")
+        h = keras.layers.Embedding(6, 3, mask_zero=True)(inputs)
+        h = keras.layers.LSTM(4, stateful=batch_size is not None, return_sequences=True)(h)
+        h = keras.layers.GRU(4, stateful=batch_size is not None)(h)
+        return keras.Model(inputs, keras.layers.Dense(2)(h))
+
+    model, twin = build(2), build(None)
+    twin.set_weights(model.get_weights())
+    rng = np.random.default_rng(0)
+    lengths = [6, 1, 9, 4, 3]
+    x = [rng.integers(1, 6, n).astype("int32") for n in lengths]
+    for s in x[:1] + x[2:]:  # token 0 inside a sequence is masked
+        s[1:-1][rng.random(len(s) - 2) < 0.3] = 0
+    tokens = np.zeros((len(x), max(lengths)), "int32")
+    for i, s in enumerate(x):
+        tokens[i, : len(s)] = s
+    expected = to_numpy(twin(tokens))
+    got = one_call(predict_tbptt, model, x, window=4, batch_size=2)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got, predict_tbptt(model, x, window=4, batch_size=2),
+                               rtol=0, atol=1e-5)
+
+
+def test_unsupported_layer_after_the_rnn_falls_back_to_as_calls():
+    # BatchNormalization after a return_sequences=False RNN is not known to act per step (its
+    # training statistics would span the window's steps): the runner warns and runs as_calls.
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input(batch_shape=(2, None, DIM))
+    h = keras.layers.GRU(4, stateful=True)(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.BatchNormalization()(h)))
+    x = sequences([5, 3, 8, 2], seed=4)
+    with pytest.warns(UserWarning, match="several model calls.*batch_normalization"):
+        got = predict_tbptt(model, x, window=3, batch_size=2, dense=True)
+    np.testing.assert_allclose(got, predict_tbptt(model, x, window=3, batch_size=2),
+                               rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got, as_calls(predict_tbptt, model, x, window=3, batch_size=2),
+                               rtol=0, atol=1e-6)
+
+
+def test_a_custom_cell_falls_back_and_stays_exact():
+    keras.utils.set_random_seed(2)
+
+    class Cell(keras.layers.SimpleRNNCell):
+        pass
+
+    inputs = keras.Input(batch_shape=(1, None, DIM))
+    h = keras.layers.RNN(Cell(3), stateful=True, return_sequences=True)(inputs)
+    model = keras.Model(inputs, h)
+    x = sequences([4, 2, 5], seed=1)
+    with pytest.warns(UserWarning, match="Cell"):
+        got = predict_tbptt(model, x, window=4, batch_size=1, dense=True)
+    np.testing.assert_allclose(got, predict_tbptt(model, x, window=4, batch_size=1),
+                               rtol=0, atol=1e-6)
+
+
+def test_rnn_of_a_supported_cell_runs_in_one_call():
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input(batch_shape=(2, None, DIM))
+    h = keras.layers.RNN(keras.layers.LSTMCell(3), stateful=True)(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2)(h))
+    x = sequences([4, 2, 5, 7, 1], seed=3)
+    got = one_call(predict_tbptt, model, x, window=3, batch_size=2)
+    np.testing.assert_allclose(got, predict_tbptt(model, x, window=3, batch_size=2),
+                               rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["dropout", "recurrent_dropout"])
+def test_cell_dropout_is_refused_with_dense(name):
+    keras.utils.set_random_seed(4)
+    model = keras.Sequential([
+        keras.Input(batch_shape=(2, None, DIM)),
+        keras.layers.GRU(3, stateful=True, return_sequences=True, name="noisy", **{name: 0.2}),
+    ])
+    x = sequences([4, 2, 5], seed=2)
+    with pytest.raises(ValueError, match=rf"(?s)'noisy' with {name}=0.2.*Use dense=False"):
+        predict_tbptt(model, x, window=3, batch_size=2, dense=True)
+    assert predict_tbptt(model, x, window=3, batch_size=2).shape == (3, 3)
+
+
+def test_sequential_model_runs_in_one_call_and_trains_the_model():
+    keras.utils.set_random_seed(5)
+    model = keras.Sequential([
+        keras.Input(batch_shape=(2, None, DIM)),
+        keras.layers.SimpleRNN(3, stateful=True, return_sequences=True),
+        keras.layers.Dense(1),
+    ])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    x = sequences([4, 2, 5, 3], seed=5)
+    y = [np.ones((len(s), 1), "float32") for s in x]
+    before = model.get_weights()
+    one_call(fit_tbptt, model, x, y, window=3, batch_size=2, verbose=0)
+    # the twin shares the model's weights: training it moved them
+    assert all(np.abs(a - b).max() > 0 for a, b in zip(model.get_weights(), before,
+                                                       strict=True))
