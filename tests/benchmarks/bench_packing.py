@@ -20,12 +20,24 @@ in the plain model). Ratios are against pad to max in the same run.
 
 On JAX (where every new batch shape is compiled): ``KERAS_BACKEND=jax BENCH_EPOCHS=3
 BENCH_UNITS=16`` and compare the "1st s" (epoch 1, with compiling) and "epoch s" columns.
+
+Dense vs windowed TBPTT (``test_dense_tbptt_long_sequences``): ``BENCH_TBPTT_N`` (default 600)
+sequences of 8 features, lengths lognormal(5.5, 1.0) clipped to 20..2000, a plain stateful
+GRU(32) classifier, window 50, batch 32, one SGD epoch of warm-up then ``BENCH_TBPTT_EPOCHS``
+(default 2) timed epochs, on TensorFlow in this process and on JAX in a subprocess (epoch 1
+with compiling, and later epochs). Runs: the windowed plan; the dense plan as several calls
+per window (``DenseTBPTTPlan.as_calls``, the fallback); the dense plan in one call per window
+(the dense twin). Ratios are against the windowed plan in the same run.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
@@ -187,3 +199,102 @@ def test_planned_steps_on_a_long_tailed_corpus():
         print(f"{name:<36} {batches:>7d} {steps:>9d} {steps / table[0][2]:>6.2f} "
               f"{n / batches:>8.1f} {100 * padding:>7.1f}% {shapes:>6d}")
     assert pack.fill_ >= 0.97
+
+
+# -- dense vs windowed TBPTT on long sequences ------------------------------------------------
+
+TBPTT_N = int(os.environ.get("BENCH_TBPTT_N", "600"))
+TBPTT_EPOCHS = int(os.environ.get("BENCH_TBPTT_EPOCHS", "2"))
+TBPTT_WINDOW, TBPTT_BATCH, TBPTT_DIM = 50, 32, 8
+TBPTT_RUNS = ("windowed", "dense, as_calls", "dense, one call")
+
+
+def _tbptt_data(n):
+    rng = np.random.default_rng(0)
+    lengths = np.clip(rng.lognormal(5.5, 1.0, n).astype(np.int64), 20, 2000)
+    x = [rng.normal(size=(t, TBPTT_DIM)).astype("float32") for t in lengths]
+    # the class is the sign of the first feature's sum over the sequence
+    y = np.array([int(s[:, 0].sum() > 0) for s in x])
+    return lengths, x, y
+
+
+def _tbptt_run(name, lengths, x, y, epochs):
+    """Per-epoch seconds, model calls per epoch and padding of the positions computed."""
+    from unittest import mock
+
+    from seqprep import tbptt
+
+    keras.utils.set_random_seed(SEED)
+    model = reference_rnn(input_dim=TBPTT_DIM, num_classes=2, cell="gru", units=32,
+                          mask=False, stateful=True, batch_size=TBPTT_BATCH, seed=SEED)
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="sparse_categorical_crossentropy")
+    dense = name != "windowed"
+    plan = sp.plan_tbptt(lengths, window=TBPTT_WINDOW, batch_size=TBPTT_BATCH, dense=dense)
+    ran = plan.as_calls() if name == "dense, as_calls" else plan
+    times = []
+
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            times.append(time.perf_counter() - self.t0)
+
+    fallback = mock.patch.object(tbptt._Runner, "dense_runner", lambda self: None)
+    with fallback if name == "dense, as_calls" else mock.patch.dict({}):
+        sp.fit_tbptt(model, x, y, window=TBPTT_WINDOW, batch_size=TBPTT_BATCH, epochs=epochs,
+                     dense=dense, verbose=0, callbacks=[Timer()])
+    return {"run": name, "backend": keras.config.backend(), "times": times,
+            "calls": ran.n_windows, "padding": ran.padding_fraction}
+
+
+def _tbptt_table(results, title):
+    base = results[0]
+    first = base["times"][0]
+    later = float(np.median(base["times"][1:]))
+    lines = [title,
+             f"{'run':<17} {'calls/epoch':>11} {'x':>5} {'padding':>8} {'epoch 1 s':>9} "
+             f"{'x':>5} {'later s':>8} {'x':>5}"]
+    for r in results:
+        t1, tl = r["times"][0], float(np.median(r["times"][1:]))
+        lines.append(f"{r['run']:<17} {r['calls']:>11d} {r['calls'] / base['calls']:>5.2f} "
+                     f"{100 * r['padding']:>7.1f}% {t1:>9.2f} {t1 / first:>5.2f} {tl:>8.2f} "
+                     f"{tl / later:>5.2f}")
+    return "\n".join(lines)
+
+
+def _tbptt_jax_subprocess():
+    """The three runs on JAX in a fresh process (Keras picks its backend once per process)."""
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, KERAS_BACKEND="jax", CUDA_VISIBLE_DEVICES="-1",
+               TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(root))
+    out = subprocess.run([sys.executable, __file__, "--tbptt-worker"], env=env, cwd=root,
+                         capture_output=True, text=True, check=False)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("[")]
+    if out.returncode or not lines:
+        raise RuntimeError(f"the JAX TBPTT worker failed:\n{out.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def test_dense_tbptt_long_sequences():
+    lengths, x, y = _tbptt_data(TBPTT_N)
+    started = time.perf_counter()
+    results = [_tbptt_run(name, lengths, x, y, 1 + TBPTT_EPOCHS) for name in TBPTT_RUNS]
+    head = (f"{TBPTT_N} sequences, lengths 20..2000 (mean {lengths.mean():.0f}, "
+            f"{lengths.sum()} steps), GRU(32) plain classifier, window {TBPTT_WINDOW}, "
+            f"batch {TBPTT_BATCH}; epoch 1 = warm-up (tracing), later = median of "
+            f"{TBPTT_EPOCHS}; x = ratio vs windowed in this run")
+    print(f"\n{_tbptt_table(results, 'TensorFlow: ' + head)}  "
+          f"({time.perf_counter() - started:.0f} s)")
+    started = time.perf_counter()
+    jax_results = _tbptt_jax_subprocess()
+    print(f"{_tbptt_table(jax_results, 'JAX: ' + head)}  "
+          f"({time.perf_counter() - started:.0f} s)")
+    for r in results + jax_results:
+        assert r["calls"] > 0 and len(r["times"]) == 1 + TBPTT_EPOCHS
+
+
+if __name__ == "__main__" and "--tbptt-worker" in sys.argv:
+    _lengths, _x, _y = _tbptt_data(TBPTT_N)
+    print(json.dumps([_tbptt_run(name, _lengths, _x, _y, 1 + TBPTT_EPOCHS)
+                      for name in TBPTT_RUNS]))
