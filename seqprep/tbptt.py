@@ -16,6 +16,10 @@ here run that plan:
   its next sequence, so even a layer that drops the mask cannot leak padding into a real output
   of a causal model. Losses and metrics are weighted so that padding counts for nothing.
 
+Dense plans (``dense=True``) run one call per window on the model's dense twin
+(:mod:`seqprep._tbptt_twin`), which resets each row's state at the steps where its sequences
+start, inside the call; see :func:`fit_tbptt`.
+
 The window math is ``keras.ops`` and variable assignments, so it runs on TensorFlow, JAX and
 PyTorch; only compiling a window step and taking its gradient is done per backend
 (``tf.function`` + ``GradientTape``; ``jax.jit`` + ``keras.StatelessScope`` +
@@ -1045,12 +1049,21 @@ def fit_tbptt(
         allow_nonfinite: accept NaN/inf in ``x`` (refused by default; NaN/inf in ``y`` are
             always refused).
         dense: Lay each row's sequences back to back (``plan_tbptt(..., dense=True)``): a
-            sequence starts right after the previous one of its row, inside a window. The
-            state must then be reset inside a window; this runs each window as several model
-            calls, split where any row starts a sequence (see
-            :meth:`DenseTBPTTPlan.as_calls`), so each call is one optimizer step and
-            backpropagation is also truncated at those splits. Outputs are exact; the calls
-            are not cheaper than the windowed plan's (see docs/long_sequences.md).
+            sequence starts right after the previous one of its row, inside a window, so no
+            window pads a sequence's tail. Each window is then one model call on the model's
+            *dense twin*: the model rebuilt with ``keras.models.clone_model`` with every
+            stateful recurrent layer replaced by a scan over the same cell that zeroes a
+            row's state at each step where a sequence starts (all other layers and all
+            weights are the model's own, so training the twin trains the model). The twin
+            needs SimpleRNN/GRU/LSTM cells (or ``keras.layers.RNN`` of one) without
+            ``return_state``, and, after a last recurrent layer with
+            ``return_sequences=False``, only layers that act per step (``Dense``,
+            ``Dropout``, activations, ``LayerNormalization``...). Otherwise (a subclassed
+            model, another cell, e.g. a ``BatchNormalization`` after the recurrent layer) it
+            warns and falls back to several model calls per window, split where any row
+            starts a sequence (:meth:`DenseTBPTTPlan.as_calls`; each call one optimizer step,
+            backpropagation also truncated there): exact, but slower than the windowed plan.
+            Cell ``dropout``/``recurrent_dropout`` is refused with ``dense=True``.
 
     Returns:
         The Keras ``History`` of the run.
@@ -1059,7 +1072,8 @@ def fit_tbptt(
         ValueError: If ``window`` or ``batch_size`` is below 1, the model is not stateful, is
             bidirectional, was built for another batch size or window, does not return per-step
             outputs (or one output per row, for a plain classifier) or is not compiled, or
-            ``y`` does not match ``x`` (per-step targets need per-step outputs).
+            ``y`` does not match ``x`` (per-step targets need per-step outputs), or
+            ``dense=True`` with cell dropout.
         TypeError: If ``model`` is not a Keras model or an argument has the wrong type.
 
     Example:
@@ -1213,7 +1227,8 @@ def evaluate_tbptt(
             ``targets``.
         return_dict: Return ``{"loss": ..., <metric>: ...}`` instead of the loss alone.
         verbose: 1 (or ``"auto"``) for a progress bar, 0 for silence.
-        dense: Run the dense plan, as in :func:`fit_tbptt` (same result).
+        dense: Run the dense plan, as in :func:`fit_tbptt` (same result; one model call per
+            window on the dense twin, or the fallback).
         targets: ``"auto"``, ``"sequence"`` or ``"step"``, as in :func:`fit_tbptt`.
 
     Returns:
@@ -1285,7 +1300,8 @@ def predict_tbptt(
         batch_size: Rows per window; must be the batch size the model was built for.
         return_sequences: Return every step's output instead of the last step's.
         verbose: 1 (or ``"auto"``) for a progress bar, 0 for silence.
-        dense: Run the dense plan, as in :func:`fit_tbptt` (same outputs).
+        dense: Run the dense plan, as in :func:`fit_tbptt` (same outputs; one model call per
+            window on the dense twin, or the fallback).
 
     Returns:
         ndarray of shape ``(n, ...)``, or a list of ``n`` arrays of shape ``(T_i, ...)``.

@@ -23,11 +23,12 @@ BENCH_UNITS=16`` and compare the "1st s" (epoch 1, with compiling) and "epoch s"
 
 Dense vs windowed TBPTT (``test_dense_tbptt_long_sequences``): ``BENCH_TBPTT_N`` (default 600)
 sequences of 8 features, lengths lognormal(5.5, 1.0) clipped to 20..2000, a plain stateful
-GRU(32) classifier, window 50, batch 32, one SGD epoch of warm-up then ``BENCH_TBPTT_EPOCHS``
-(default 2) timed epochs, on TensorFlow in this process and on JAX in a subprocess (epoch 1
-with compiling, and later epochs). Runs: the windowed plan; the dense plan as several calls
-per window (``DenseTBPTTPlan.as_calls``, the fallback); the dense plan in one call per window
-(the dense twin). Ratios are against the windowed plan in the same run.
+GRU(32) classifier, windows 50 and 200 (``BENCH_TBPTT_WINDOWS``), batch 32, one SGD epoch of
+warm-up then ``BENCH_TBPTT_EPOCHS`` (default 2) timed epochs, on TensorFlow in this process and
+on JAX in a subprocess (epoch 1 with compiling, and later epochs). Runs: the windowed plan;
+the dense plan as several calls per window (``DenseTBPTTPlan.as_calls``, the fallback); the
+dense plan in one call per window (the dense twin). Ratios are against the windowed plan in
+the same run.
 """
 
 from __future__ import annotations
@@ -205,7 +206,8 @@ def test_planned_steps_on_a_long_tailed_corpus():
 
 TBPTT_N = int(os.environ.get("BENCH_TBPTT_N", "600"))
 TBPTT_EPOCHS = int(os.environ.get("BENCH_TBPTT_EPOCHS", "2"))
-TBPTT_WINDOW, TBPTT_BATCH, TBPTT_DIM = 50, 32, 8
+TBPTT_WINDOWS = [int(w) for w in os.environ.get("BENCH_TBPTT_WINDOWS", "50,200").split(",")]
+TBPTT_BATCH, TBPTT_DIM = 32, 8
 TBPTT_RUNS = ("windowed", "dense, as_calls", "dense, one call")
 
 
@@ -218,7 +220,7 @@ def _tbptt_data(n):
     return lengths, x, y
 
 
-def _tbptt_run(name, lengths, x, y, epochs):
+def _tbptt_run(name, lengths, x, y, epochs, window):
     """Per-epoch seconds, model calls per epoch and padding of the positions computed."""
     from unittest import mock
 
@@ -229,7 +231,7 @@ def _tbptt_run(name, lengths, x, y, epochs):
                           mask=False, stateful=True, batch_size=TBPTT_BATCH, seed=SEED)
     model.compile(optimizer=keras.optimizers.SGD(0.05), loss="sparse_categorical_crossentropy")
     dense = name != "windowed"
-    plan = sp.plan_tbptt(lengths, window=TBPTT_WINDOW, batch_size=TBPTT_BATCH, dense=dense)
+    plan = sp.plan_tbptt(lengths, window=window, batch_size=TBPTT_BATCH, dense=dense)
     ran = plan.as_calls() if name == "dense, as_calls" else plan
     times = []
 
@@ -242,14 +244,15 @@ def _tbptt_run(name, lengths, x, y, epochs):
 
     fallback = mock.patch.object(tbptt._Runner, "dense_runner", lambda self: None)
     with fallback if name == "dense, as_calls" else mock.patch.dict({}):
-        sp.fit_tbptt(model, x, y, window=TBPTT_WINDOW, batch_size=TBPTT_BATCH, epochs=epochs,
+        sp.fit_tbptt(model, x, y, window=window, batch_size=TBPTT_BATCH, epochs=epochs,
                      dense=dense, verbose=0, callbacks=[Timer()])
-    return {"run": name, "backend": keras.config.backend(), "times": times,
+    return {"run": name, "window": window, "backend": keras.config.backend(), "times": times,
             "calls": ran.n_windows, "padding": ran.padding_fraction}
 
 
 def _tbptt_table(results, title):
     base = results[0]
+    title = f"{title}, window {base['window']}"
     first = base["times"][0]
     later = float(np.median(base["times"][1:]))
     lines = [title,
@@ -279,22 +282,25 @@ def _tbptt_jax_subprocess():
 def test_dense_tbptt_long_sequences():
     lengths, x, y = _tbptt_data(TBPTT_N)
     started = time.perf_counter()
-    results = [_tbptt_run(name, lengths, x, y, 1 + TBPTT_EPOCHS) for name in TBPTT_RUNS]
+    results = [[_tbptt_run(name, lengths, x, y, 1 + TBPTT_EPOCHS, w) for name in TBPTT_RUNS]
+               for w in TBPTT_WINDOWS]
     head = (f"{TBPTT_N} sequences, lengths 20..2000 (mean {lengths.mean():.0f}, "
-            f"{lengths.sum()} steps), GRU(32) plain classifier, window {TBPTT_WINDOW}, "
-            f"batch {TBPTT_BATCH}; epoch 1 = warm-up (tracing), later = median of "
-            f"{TBPTT_EPOCHS}; x = ratio vs windowed in this run")
-    print(f"\n{_tbptt_table(results, 'TensorFlow: ' + head)}  "
-          f"({time.perf_counter() - started:.0f} s)")
+            f"{lengths.sum()} steps), GRU(32) plain classifier, batch {TBPTT_BATCH}; epoch 1 "
+            f"= warm-up (tracing), later = median of {TBPTT_EPOCHS}; x = ratio vs windowed "
+            "in this run")
+    print(f"\n{head}  (TensorFlow {time.perf_counter() - started:.0f} s)")
+    for table in results:
+        print(_tbptt_table(table, "TensorFlow"))
     started = time.perf_counter()
     jax_results = _tbptt_jax_subprocess()
-    print(f"{_tbptt_table(jax_results, 'JAX: ' + head)}  "
-          f"({time.perf_counter() - started:.0f} s)")
-    for r in results + jax_results:
+    print(f"(JAX {time.perf_counter() - started:.0f} s)")
+    for table in jax_results:
+        print(_tbptt_table(table, "JAX"))
+    for r in sum(results, []) + sum(jax_results, []):
         assert r["calls"] > 0 and len(r["times"]) == 1 + TBPTT_EPOCHS
 
 
 if __name__ == "__main__" and "--tbptt-worker" in sys.argv:
     _lengths, _x, _y = _tbptt_data(TBPTT_N)
-    print(json.dumps([_tbptt_run(name, _lengths, _x, _y, 1 + TBPTT_EPOCHS)
-                      for name in TBPTT_RUNS]))
+    print(json.dumps([[_tbptt_run(name, _lengths, _x, _y, 1 + TBPTT_EPOCHS, w)
+                       for name in TBPTT_RUNS] for w in TBPTT_WINDOWS]))
