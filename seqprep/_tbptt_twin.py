@@ -88,16 +88,18 @@ class _ResettingRNN(keras.layers.Layer):
         source = self._source.layer
         cell, dtype = self.cell, self.compute_dtype
         states = [ops.cast(ops.copy(v.value), dtype) for v in source.states]
-        resets = ops.greater(self._shared.resets.value, 0.5)
-        real = ops.ones_like(resets) if mask is None else ops.cast(mask, "bool")
-        xs = (ops.moveaxis(inputs, 1, 0), ops.moveaxis(resets, 1, 0), ops.moveaxis(real, 1, 0))
+        # (B, W, 1) factors built once, so each step only multiplies and selects
+        keep = ops.cast(ops.less(self._shared.resets.value, 0.5), dtype)[:, :, None]
+        real = ops.ones_like(keep, "bool") if mask is None else ops.cast(mask, "bool")[:, :, None]
+        xs = (ops.moveaxis(inputs, 1, 0), ops.moveaxis(keep, 1, 0), ops.moveaxis(real, 1, 0))
 
         def step(carry: Any, x: Any) -> Any:
-            x_t, reset_t, real_t = x
-            kept = [ops.where(reset_t[:, None], ops.zeros_like(s), s) for s in carry]
+            x_t, keep_t, real_t = x
+            # a finite state times 0 is exactly 0: the row starts afresh
+            kept = [s * keep_t for s in carry]
             _, new = cell(x_t, kept, training=training)
             new = list(new) if isinstance(new, (list, tuple)) else [new]
-            held = [ops.where(real_t[:, None], n, s) for n, s in zip(new, kept, strict=True)]
+            held = [ops.where(real_t, n, s) for n, s in zip(new, kept, strict=True)]
             # The three cells' output is their first state; emitting the carry keeps
             # TensorFlow's scan happy (its outputs must match the carry).
             return held, held
@@ -107,7 +109,7 @@ class _ResettingRNN(keras.layers.Layer):
             v.assign(ops.cast(value, v.dtype))
         outputs = ops.moveaxis(ys[0], 0, 1)
         if source.zero_output_for_mask and mask is not None:
-            outputs = ops.where(ops.moveaxis(xs[2], 0, 1)[:, :, None], outputs, 0)
+            outputs = ops.where(real, outputs, 0)
         return outputs
 
 
