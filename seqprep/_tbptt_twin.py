@@ -157,7 +157,11 @@ def _not_per_step(layer: Any) -> bool:
 
 def unsupported(model: Any, layers: list[Any], rnns: list[Any]) -> str | None:
     """Why no exact twin can be built for ``model`` (None if one can)."""
-    if len(getattr(model, "outputs", None) or [None]) != 1:
+    try:
+        outputs = model.outputs or [None]
+    except (AttributeError, ValueError):  # a subclassed or unbuilt model: clone_model decides
+        outputs = [None]
+    if len(outputs) != 1:
         return "the model has several outputs"
     for i, layer in enumerate(rnns):
         reason = _unsupported_rnn(layer, last=i == len(rnns) - 1)

@@ -634,3 +634,36 @@ def test_sequential_model_runs_in_one_call_and_trains_the_model():
     # the twin shares the model's weights: training it moved them
     assert all(np.abs(a - b).max() > 0 for a, b in zip(model.get_weights(), before,
                                                        strict=True))
+
+
+def test_a_subclassed_model_falls_back_and_stays_exact():
+    keras.utils.set_random_seed(6)
+
+    class Classifier(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.rnn = keras.layers.GRU(3, stateful=True)
+            self.head = keras.layers.Dense(2)
+
+        def call(self, x, training=False, mask=None):
+            return self.head(self.rnn(x, mask=mask, training=training))
+
+    model = Classifier()
+    model(np.zeros((2, 3, DIM), "float32"))
+    x = sequences([4, 2, 5, 6], seed=6)
+    with pytest.warns(UserWarning, match="clone_model"):
+        got = predict_tbptt(model, x, window=3, batch_size=2, dense=True)
+    np.testing.assert_allclose(got, predict_tbptt(model, x, window=3, batch_size=2),
+                               rtol=0, atol=1e-6)
+
+
+def test_dense_fit_with_validation_logs_the_windowed_validation_loss():
+    model, _ = twin_pair("lstm", "plain", 1, 2)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS["plain"])
+    x, x_val = sequences([5, 9, 2, 4, 7], seed=8), sequences([3, 8, 6], seed=9)
+    y, y_val = targets_for("plain", [5, 9, 2, 4, 7]), targets_for("plain", [3, 8, 6], seed=1)
+    history = one_call(fit_tbptt, model, x, y, window=4, batch_size=2, verbose=0,
+                       validation_data=(x_val, y_val), order="shuffle", epochs=2)
+    val = evaluate_tbptt(model, x_val, y_val, window=4, batch_size=2)
+    np.testing.assert_allclose(history.history["val_loss"][-1], val, rtol=1e-5)
+    assert history.history["loss"][0] > 0
