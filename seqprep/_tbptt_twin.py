@@ -20,6 +20,7 @@ from typing import Any
 import keras
 from keras import ops
 
+_TF_PARALLEL_ITERATIONS = 32
 _CELLS = (keras.layers.SimpleRNNCell, keras.layers.GRUCell, keras.layers.LSTMCell)
 
 # Layers known to act on each step alone, whatever the rank of their input: the only ones
@@ -104,13 +105,20 @@ class _ResettingRNN(keras.layers.Layer):
             # TensorFlow's scan happy (its outputs must match the carry).
             return held, held
 
-        final, ys = ops.scan(step, states, xs)
+        final, ys = ops.scan(step, states, xs, unroll=_scan_unroll())
         for v, value in zip(source.states, final, strict=True):
             v.assign(ops.cast(value, v.dtype))
         outputs = ops.moveaxis(ys[0], 0, 1)
         if source.zero_output_for_mask and mask is not None:
             outputs = ops.where(real, outputs, 0)
         return outputs
+
+
+def _scan_unroll() -> int:
+    """On TensorFlow ``unroll`` is the loop's ``parallel_iterations``: 32, as Keras's own RNN
+    loop uses, lets each step's input projection run ahead of the recurrence. Elsewhere it
+    would unroll the compiled loop; 1 keeps JAX compiles small."""
+    return _TF_PARALLEL_ITERATIONS if keras.backend.backend() == "tensorflow" else 1
 
 
 def _unsupported_rnn(layer: Any, last: bool) -> str | None:
