@@ -24,8 +24,9 @@ BENCH_UNITS=16`` and compare the "1st s" (epoch 1, with compiling) and "epoch s"
 Dense vs windowed TBPTT (``test_dense_tbptt_long_sequences``): ``BENCH_TBPTT_N`` (default 600)
 sequences of 8 features, lengths lognormal(5.5, 1.0) clipped to 20..2000, a plain stateful
 GRU(32) classifier, windows 50 and 200 (``BENCH_TBPTT_WINDOWS``), batch 32, one SGD epoch of
-warm-up then ``BENCH_TBPTT_EPOCHS`` (default 2) timed epochs, on TensorFlow in this process and
-on JAX in a subprocess (epoch 1 with compiling, and later epochs). Runs: the windowed plan;
+warm-up then ``BENCH_TBPTT_EPOCHS`` (default 3) timed epochs (each one ``fit_tbptt`` call,
+planning included), the three runs taking turns epoch by epoch, on TensorFlow in this process
+and on JAX in a subprocess (epoch 1 with compiling, and later epochs). Runs: the windowed plan;
 the dense plan as several calls per window (``DenseTBPTTPlan.as_calls``, the fallback); the
 dense plan in one call per window (the dense twin). Ratios are against the windowed plan in
 the same run.
@@ -205,7 +206,7 @@ def test_planned_steps_on_a_long_tailed_corpus():
 # -- dense vs windowed TBPTT on long sequences ------------------------------------------------
 
 TBPTT_N = int(os.environ.get("BENCH_TBPTT_N", "600"))
-TBPTT_EPOCHS = int(os.environ.get("BENCH_TBPTT_EPOCHS", "2"))
+TBPTT_EPOCHS = int(os.environ.get("BENCH_TBPTT_EPOCHS", "3"))
 TBPTT_WINDOWS = [int(w) for w in os.environ.get("BENCH_TBPTT_WINDOWS", "50,200").split(",")]
 TBPTT_BATCH, TBPTT_DIM = 32, 8
 TBPTT_RUNS = ("windowed", "dense, as_calls", "dense, one call")
@@ -220,34 +221,37 @@ def _tbptt_data(n):
     return lengths, x, y
 
 
-def _tbptt_run(name, lengths, x, y, epochs, window):
-    """Per-epoch seconds, model calls per epoch and padding of the positions computed."""
+def _tbptt_runs(lengths, x, y, epochs, window):
+    """Per-epoch seconds, model calls per epoch and padding of the positions computed, for
+    every run in ``TBPTT_RUNS``; the runs take turns epoch by epoch, so a change in the
+    machine's load hits them alike."""
     from unittest import mock
 
     from seqprep import tbptt
 
-    keras.utils.set_random_seed(SEED)
-    model = reference_rnn(input_dim=TBPTT_DIM, num_classes=2, cell="gru", units=32,
-                          mask=False, stateful=True, batch_size=TBPTT_BATCH, seed=SEED)
-    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="sparse_categorical_crossentropy")
-    dense = name != "windowed"
-    plan = sp.plan_tbptt(lengths, window=window, batch_size=TBPTT_BATCH, dense=dense)
-    ran = plan.as_calls() if name == "dense, as_calls" else plan
-    times = []
-
-    class Timer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.t0 = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            times.append(time.perf_counter() - self.t0)
-
+    models, plans = {}, {}
+    for name in TBPTT_RUNS:
+        keras.utils.set_random_seed(SEED)
+        models[name] = reference_rnn(input_dim=TBPTT_DIM, num_classes=2, cell="gru", units=32,
+                                     mask=False, stateful=True, batch_size=TBPTT_BATCH,
+                                     seed=SEED)
+        models[name].compile(optimizer=keras.optimizers.SGD(0.05),
+                             loss="sparse_categorical_crossentropy")
+        plan = sp.plan_tbptt(lengths, window=window, batch_size=TBPTT_BATCH,
+                             dense=name != "windowed")
+        plans[name] = plan.as_calls() if name == "dense, as_calls" else plan
+    times = {name: [] for name in TBPTT_RUNS}
     fallback = mock.patch.object(tbptt._Runner, "dense_runner", lambda self: None)
-    with fallback if name == "dense, as_calls" else mock.patch.dict({}):
-        sp.fit_tbptt(model, x, y, window=window, batch_size=TBPTT_BATCH, epochs=epochs,
-                     dense=dense, verbose=0, callbacks=[Timer()])
-    return {"run": name, "window": window, "backend": keras.config.backend(), "times": times,
-            "calls": ran.n_windows, "padding": ran.padding_fraction}
+    for _ in range(epochs):  # one fit_tbptt per epoch: the compiled steps are reused
+        for name in TBPTT_RUNS:
+            started = time.perf_counter()
+            with fallback if name == "dense, as_calls" else mock.patch.dict({}):
+                sp.fit_tbptt(models[name], x, y, window=window, batch_size=TBPTT_BATCH,
+                             dense=name != "windowed", verbose=0)
+            times[name].append(time.perf_counter() - started)
+    return [{"run": name, "window": window, "backend": keras.config.backend(),
+             "times": times[name], "calls": plans[name].n_windows,
+             "padding": plans[name].padding_fraction} for name in TBPTT_RUNS]
 
 
 def _tbptt_table(results, title):
@@ -282,8 +286,7 @@ def _tbptt_jax_subprocess():
 def test_dense_tbptt_long_sequences():
     lengths, x, y = _tbptt_data(TBPTT_N)
     started = time.perf_counter()
-    results = [[_tbptt_run(name, lengths, x, y, 1 + TBPTT_EPOCHS, w) for name in TBPTT_RUNS]
-               for w in TBPTT_WINDOWS]
+    results = [_tbptt_runs(lengths, x, y, 1 + TBPTT_EPOCHS, w) for w in TBPTT_WINDOWS]
     head = (f"{TBPTT_N} sequences, lengths 20..2000 (mean {lengths.mean():.0f}, "
             f"{lengths.sum()} steps), GRU(32) plain classifier, batch {TBPTT_BATCH}; epoch 1 "
             f"= warm-up (tracing), later = median of {TBPTT_EPOCHS}; x = ratio vs windowed "
@@ -302,5 +305,5 @@ def test_dense_tbptt_long_sequences():
 
 if __name__ == "__main__" and "--tbptt-worker" in sys.argv:
     _lengths, _x, _y = _tbptt_data(TBPTT_N)
-    print(json.dumps([[_tbptt_run(name, _lengths, _x, _y, 1 + TBPTT_EPOCHS, w)
-                       for name in TBPTT_RUNS] for w in TBPTT_WINDOWS]))
+    print(json.dumps([_tbptt_runs(_lengths, _x, _y, 1 + TBPTT_EPOCHS, w)
+                      for w in TBPTT_WINDOWS]))
