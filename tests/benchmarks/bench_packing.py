@@ -29,7 +29,8 @@ planning included), the three runs taking turns epoch by epoch, on TensorFlow in
 and on JAX in a subprocess (epoch 1 with compiling, and later epochs). Runs: the windowed plan;
 the dense plan as several calls per window (``DenseTBPTTPlan.as_calls``, the fallback); the
 dense plan in one call per window (the dense twin). Ratios are against the windowed plan in
-the same run.
+the same run. A second case, "short" (3x as many sequences, lognormal(4.0, 0.6) clipped to
+5..400, window 100), is where the windowed plan pads much more.
 """
 
 from __future__ import annotations
@@ -209,12 +210,18 @@ TBPTT_N = int(os.environ.get("BENCH_TBPTT_N", "600"))
 TBPTT_EPOCHS = int(os.environ.get("BENCH_TBPTT_EPOCHS", "3"))
 TBPTT_WINDOWS = [int(w) for w in os.environ.get("BENCH_TBPTT_WINDOWS", "50,200").split(",")]
 TBPTT_BATCH, TBPTT_DIM = 32, 8
+# (label, sequences, lognormal mu, sigma, clipped to lo..hi, windows): long sequences as
+# asked, and shorter ones against a longer window, where the windowed plan pads far more
+TBPTT_CASES = [
+    ("long", TBPTT_N, 5.5, 1.0, 20, 2000, TBPTT_WINDOWS),
+    ("short", 3 * TBPTT_N, 4.0, 0.6, 5, 400, [100]),
+]
 TBPTT_RUNS = ("windowed", "dense, as_calls", "dense, one call")
 
 
-def _tbptt_data(n):
+def _tbptt_data(n, mu, sigma, lo, hi):
     rng = np.random.default_rng(0)
-    lengths = np.clip(rng.lognormal(5.5, 1.0, n).astype(np.int64), 20, 2000)
+    lengths = np.clip(rng.lognormal(mu, sigma, n).astype(np.int64), lo, hi)
     x = [rng.normal(size=(t, TBPTT_DIM)).astype("float32") for t in lengths]
     # the class is the sign of the first feature's sum over the sequence
     y = np.array([int(s[:, 0].sum() > 0) for s in x])
@@ -283,27 +290,35 @@ def _tbptt_jax_subprocess():
     return json.loads(lines[-1])
 
 
+def _tbptt_all_cases():
+    """Every case's tables: ``[[run, ...] per window] per case``, with each case's header."""
+    results, heads = [], []
+    for label, n, mu, sigma, lo, hi, windows in TBPTT_CASES:
+        lengths, x, y = _tbptt_data(n, mu, sigma, lo, hi)
+        heads.append(f"{label}: {n} sequences, lengths {lo}..{hi} (mean {lengths.mean():.0f}, "
+                     f"{lengths.sum()} steps)")
+        results.append([_tbptt_runs(lengths, x, y, 1 + TBPTT_EPOCHS, w) for w in windows])
+    return heads, results
+
+
 def test_dense_tbptt_long_sequences():
-    lengths, x, y = _tbptt_data(TBPTT_N)
     started = time.perf_counter()
-    results = [_tbptt_runs(lengths, x, y, 1 + TBPTT_EPOCHS, w) for w in TBPTT_WINDOWS]
-    head = (f"{TBPTT_N} sequences, lengths 20..2000 (mean {lengths.mean():.0f}, "
-            f"{lengths.sum()} steps), GRU(32) plain classifier, batch {TBPTT_BATCH}; epoch 1 "
-            f"= warm-up (tracing), later = median of {TBPTT_EPOCHS}; x = ratio vs windowed "
-            "in this run")
-    print(f"\n{head}  (TensorFlow {time.perf_counter() - started:.0f} s)")
-    for table in results:
-        print(_tbptt_table(table, "TensorFlow"))
+    heads, results = _tbptt_all_cases()
+    print(f"\nGRU(32) plain classifier, batch {TBPTT_BATCH}; epoch 1 = warm-up (tracing), "
+          f"later = median of {TBPTT_EPOCHS}; x = ratio vs windowed in this run  "
+          f"(TensorFlow {time.perf_counter() - started:.0f} s)")
+    for head, tables in zip(heads, results, strict=True):
+        for table in tables:
+            print(_tbptt_table(table, f"TensorFlow, {head}"))
     started = time.perf_counter()
     jax_results = _tbptt_jax_subprocess()
     print(f"(JAX {time.perf_counter() - started:.0f} s)")
-    for table in jax_results:
-        print(_tbptt_table(table, "JAX"))
-    for r in sum(results, []) + sum(jax_results, []):
+    for head, tables in zip(heads, jax_results, strict=True):
+        for table in tables:
+            print(_tbptt_table(table, f"JAX, {head}"))
+    for r in [r for case in results + jax_results for table in case for r in table]:
         assert r["calls"] > 0 and len(r["times"]) == 1 + TBPTT_EPOCHS
 
 
 if __name__ == "__main__" and "--tbptt-worker" in sys.argv:
-    _lengths, _x, _y = _tbptt_data(TBPTT_N)
-    print(json.dumps([_tbptt_runs(_lengths, _x, _y, 1 + TBPTT_EPOCHS, w)
-                      for w in TBPTT_WINDOWS]))
+    print(json.dumps(_tbptt_all_cases()[1]))
