@@ -249,7 +249,7 @@ class _Runner:
             else:
                 warnings.warn(
                     f"dense=True runs each window as several model calls (exact, but not "
-                    f"faster than dense=False): {reason}.", stacklevel=3,
+                    f"faster than dense=False): {reason}.", stacklevel=4,
                 )
         return self._dense
 

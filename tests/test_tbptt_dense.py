@@ -667,3 +667,25 @@ def test_dense_fit_with_validation_logs_the_windowed_validation_loss():
     val = evaluate_tbptt(model, x_val, y_val, window=4, batch_size=2)
     np.testing.assert_allclose(history.history["val_loss"][-1], val, rtol=1e-5)
     assert history.history["loss"][0] > 0
+
+
+@pytest.mark.parametrize("zero_output", [False, True])
+def test_zero_output_for_mask_is_followed_on_masked_steps(zero_output):
+    def build(batch_size):
+        keras.utils.set_random_seed(9)
+        inputs = keras.Input(batch_shape=(batch_size, None, DIM))
+        h = keras.layers.Masking(0.0)(inputs)
+        return keras.Model(inputs, keras.layers.RNN(
+            keras.layers.SimpleRNNCell(3), return_sequences=True,
+            stateful=batch_size is not None, zero_output_for_mask=zero_output,
+        )(h))
+
+    model, twin = build(2), build(None)
+    twin.set_weights(model.get_weights())
+    lengths = [6, 3, 8, 5]
+    x = holey_sequences(lengths, seed=11)
+    assert not all(r.all() for r in real_steps(x))  # some steps are masked
+    whole = to_numpy(twin(padded(x)))
+    steps = one_call(predict_tbptt, model, x, window=4, batch_size=2, return_sequences=True)
+    for i, n in enumerate(lengths):
+        np.testing.assert_allclose(steps[i], whole[i, :n], rtol=0, atol=1e-5)
