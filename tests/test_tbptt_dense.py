@@ -563,6 +563,7 @@ def test_embedding_mask_zero_one_call_equals_whole_sequences():
                                rtol=0, atol=1e-5)
 
 
+@pytest.mark.backend
 def test_unsupported_layer_after_the_rnn_falls_back_to_as_calls():
     # BatchNormalization after a return_sequences=False RNN is not known to act per step (its
     # training statistics would span the window's steps): the runner warns and runs as_calls.
@@ -579,6 +580,7 @@ def test_unsupported_layer_after_the_rnn_falls_back_to_as_calls():
                                rtol=0, atol=1e-6)
 
 
+@pytest.mark.backend
 def test_a_custom_cell_falls_back_and_stays_exact():
     keras.utils.set_random_seed(2)
 
@@ -595,6 +597,7 @@ def test_a_custom_cell_falls_back_and_stays_exact():
                                rtol=0, atol=1e-6)
 
 
+@pytest.mark.backend
 def test_rnn_of_a_supported_cell_runs_in_one_call():
     keras.utils.set_random_seed(3)
     inputs = keras.Input(batch_shape=(2, None, DIM))
@@ -619,6 +622,7 @@ def test_cell_dropout_is_refused_with_dense(name):
     assert predict_tbptt(model, x, window=3, batch_size=2).shape == (3, 3)
 
 
+@pytest.mark.backend
 def test_sequential_model_runs_in_one_call_and_trains_the_model():
     keras.utils.set_random_seed(5)
     model = keras.Sequential([
@@ -636,6 +640,7 @@ def test_sequential_model_runs_in_one_call_and_trains_the_model():
                                                        strict=True))
 
 
+@pytest.mark.backend
 def test_a_subclassed_model_falls_back_and_stays_exact():
     keras.utils.set_random_seed(6)
 
@@ -657,6 +662,7 @@ def test_a_subclassed_model_falls_back_and_stays_exact():
                                rtol=0, atol=1e-6)
 
 
+@pytest.mark.backend
 def test_dense_fit_with_validation_logs_the_windowed_validation_loss():
     model, _ = twin_pair("lstm", "plain", 1, 2)
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS["plain"])
@@ -669,6 +675,7 @@ def test_dense_fit_with_validation_logs_the_windowed_validation_loss():
     assert history.history["loss"][0] > 0
 
 
+@pytest.mark.backend
 @pytest.mark.parametrize("zero_output", [False, True])
 def test_zero_output_for_mask_is_followed_on_masked_steps(zero_output):
     def build(batch_size):
