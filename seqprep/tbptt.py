@@ -1320,6 +1320,9 @@ def predict_tbptt(
         >>> [a.shape for a in predict_tbptt(model, x, window=3, batch_size=2,
         ...                                 return_sequences=True)]
         [(7, 2), (2, 2), (4, 2)]
+        >>> dense = predict_tbptt(model, x, window=3, batch_size=2, dense=True)  # back to back
+        >>> bool(np.allclose(dense, predict_tbptt(model, x, window=3, batch_size=2), atol=1e-5))
+        True
         >>> from seqprep.models import reference_rnn  # a plain classifier works too
         >>> clf = reference_rnn(input_dim=1, num_classes=4, units=2, stateful=True, batch_size=2)
         >>> predict_tbptt(clf, x, window=3, batch_size=2).shape
