@@ -30,7 +30,8 @@ and on JAX in a subprocess (epoch 1 with compiling, and later epochs). Runs: the
 the dense plan as several calls per window (``DenseTBPTTPlan.as_calls``, the fallback); the
 dense plan in one call per window (the dense twin). Ratios are against the windowed plan in
 the same run. A second case, "short" (3x as many sequences, lognormal(4.0, 0.6) clipped to
-5..400, window 100), is where the windowed plan pads much more.
+5..400, window 100), is where the windowed plan pads much more; it runs twice, with the plain
+classifier and with per-step targets (``return_sequences=True``).
 """
 
 from __future__ import annotations
@@ -215,6 +216,7 @@ TBPTT_BATCH, TBPTT_DIM = 32, 8
 TBPTT_CASES = [
     ("long", TBPTT_N, 5.5, 1.0, 20, 2000, TBPTT_WINDOWS),
     ("short", 3 * TBPTT_N, 4.0, 0.6, 5, 400, [100]),
+    ("short, per-step targets", 3 * TBPTT_N, 4.0, 0.6, 5, 400, [100]),
 ]
 TBPTT_RUNS = ("windowed", "dense, as_calls", "dense, one call")
 
@@ -228,7 +230,7 @@ def _tbptt_data(n, mu, sigma, lo, hi):
     return lengths, x, y
 
 
-def _tbptt_runs(lengths, x, y, epochs, window):
+def _tbptt_runs(lengths, x, y, epochs, window, per_step=False):
     """Per-epoch seconds, model calls per epoch and padding of the positions computed, for
     every run in ``TBPTT_RUNS``; the runs take turns epoch by epoch, so a change in the
     machine's load hits them alike."""
@@ -241,6 +243,7 @@ def _tbptt_runs(lengths, x, y, epochs, window):
         keras.utils.set_random_seed(SEED)
         models[name] = reference_rnn(input_dim=TBPTT_DIM, num_classes=2, cell="gru", units=32,
                                      mask=False, stateful=True, batch_size=TBPTT_BATCH,
+                                     return_sequences=per_step,
                                      seed=SEED)
         models[name].compile(optimizer=keras.optimizers.SGD(0.05),
                              loss="sparse_categorical_crossentropy")
@@ -297,15 +300,19 @@ def _tbptt_all_cases():
         lengths, x, y = _tbptt_data(n, mu, sigma, lo, hi)
         heads.append(f"{label}: {n} sequences, lengths {lo}..{hi} (mean {lengths.mean():.0f}, "
                      f"{lengths.sum()} steps)")
-        results.append([_tbptt_runs(lengths, x, y, 1 + TBPTT_EPOCHS, w) for w in windows])
+        per_step = "per-step" in label
+        if per_step:  # each step's class: the sign of its first feature's running sum
+            y = [(np.cumsum(s[:, 0]) > 0).astype(np.int64) for s in x]
+        results.append([_tbptt_runs(lengths, x, y, 1 + TBPTT_EPOCHS, w, per_step)
+                        for w in windows])
     return heads, results
 
 
 def test_dense_tbptt_long_sequences():
     started = time.perf_counter()
     heads, results = _tbptt_all_cases()
-    print(f"\nGRU(32) plain classifier, batch {TBPTT_BATCH}; epoch 1 = warm-up (tracing), "
-          f"later = median of {TBPTT_EPOCHS}; x = ratio vs windowed in this run  "
+    print(f"\nGRU(32) (a plain classifier unless said), batch {TBPTT_BATCH}; epoch 1 = warm-up "
+          f"(tracing), later = median of {TBPTT_EPOCHS}; x = ratio vs windowed in this run  "
           f"(TensorFlow {time.perf_counter() - started:.0f} s)")
     for head, tables in zip(heads, results, strict=True):
         for table in tables:
