@@ -229,7 +229,12 @@ def window_positions(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Layout of TBPTT window ``window`` of ``plan`` (numpy; ``plan.flat_index`` places the
     steps, -1 on padding)."""
-    index = plan.flat_index(offsets, window)
+    return index_positions(plan.flat_index(offsets, window), pad_index)
+
+
+def index_positions(index: np.ndarray, pad_index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Layout of flat value indices with ``-1`` on padding (a TBPTT plan's ``flat_index``, for
+    one window or all of them): the pad row's position there, and the real-step mask."""
     real = index >= 0
     return np.where(real, index, np.int64(pad_index)), real
 

@@ -16,6 +16,10 @@ here run that plan:
   its next sequence, so even a layer that drops the mask cannot leak padding into a real output
   of a causal model. Losses and metrics are weighted so that padding counts for nothing.
 
+Dense plans (``dense=True``) run one call per window on the model's dense twin
+(:mod:`seqprep._tbptt_twin`), which resets each row's state at the steps where its sequences
+start, inside the call; see :func:`fit_tbptt`.
+
 The window math is ``keras.ops`` and variable assignments, so it runs on TensorFlow, JAX and
 PyTorch; only compiling a window step and taking its gradient is done per backend
 (``tf.function`` + ``GradientTape``; ``jax.jit`` + ``keras.StatelessScope`` +
@@ -82,6 +86,7 @@ from seqprep._tbptt_plan import (  # noqa: F401  (Order: the old name of WindowO
     WindowOrder,
     plan_tbptt,
 )
+from seqprep._tbptt_twin import SharedResets, check_no_dropout, dense_twin, unsupported
 from seqprep.masking import _step_weights, _WeightOps
 from seqprep.targets import Targets, resolve_targets
 
@@ -145,7 +150,12 @@ class _Runner:
                 "Argument `model` must take exactly one input for TBPTT. Received a model with "
                 f"{len(model.inputs)} inputs"
             )
-        rnns = self._check_layers(_walk_layers(model))
+        layers = _walk_layers(model)
+        rnns = self._check_layers(layers)
+        self._layers, self._rnns = layers, rnns
+        self.net = model  # what a window is run through; the dense twin in _DenseRunner
+        self._dense: _DenseRunner | None = None
+        self._dense_tried = False
         # A plain classifier: the last recurrent layer returns one output per window (the
         # output at the row's last real step, as the padding mask holds the state over the
         # padded tail), so the window where a sequence ends yields that sequence's output.
@@ -228,6 +238,30 @@ class _Runner:
     def zeros_batch(self) -> np.ndarray:
         return np.zeros((self.batch_size, self.window, *self.step_shape), dtype=self.dtype)
 
+    def dense_runner(self) -> _DenseRunner | None:
+        """The runner of dense windows in one call each, or None (then warns why).
+
+        Built once: the dense twin of the model (see :mod:`seqprep._tbptt_twin`).
+        """
+        if not self._dense_tried:
+            check_no_dropout(self._rnns)
+            self._dense_tried = True
+            reason = unsupported(self.model, self._layers, self._rnns)
+            if reason is None:
+                shared = SharedResets(self.batch_size, self.window)
+                twin, reason = dense_twin(self.model, self._rnns, shared)
+            if reason is None:
+                dense = _DenseRunner(self, twin, shared)
+                reason = dense.check_twin(self)
+            if reason is None:
+                self._dense = dense
+            else:
+                warnings.warn(
+                    f"dense=True runs each window as several model calls (exact, but not "
+                    f"faster than dense=False): {reason}.", stacklevel=4,
+                )
+        return self._dense
+
     def check_output(self, y_pred: Any) -> None:
         shape = tuple(y_pred.shape)
         if self.per_window:
@@ -238,6 +272,9 @@ class _Runner:
                     + _how_to_build(self.batch_size, self.window)
                 )
             return
+        self._check_per_step(shape)
+
+    def _check_per_step(self, shape: tuple[Any, ...]) -> None:
         if len(shape) < 3 or shape[:2] != (self.batch_size, self.window):
             raise ValueError(
                 "Argument `model` must return one output per time step, of shape "
@@ -298,7 +335,7 @@ class _Runner:
             # Functional/Sequential wrappers warn that they "do not support masking" although
             # they pass the mask on to their layers; the recurrent layers do use it.
             warnings.filterwarnings("ignore", message=".*was passed an input with a mask")
-            return self.model(x, training=training, mask=mask)
+            return self.net(x, training=training, mask=mask)
 
     def run_window(self, x: Any, mask: Any, reset: Any, idle: Any, training: bool) -> Any:
         """One window: reset rows, run the model, keep idle rows' state; per-step outputs."""
@@ -347,6 +384,52 @@ class _Runner:
     def test(self, feed, y, weight, pick, *, many_to_one: bool) -> tuple[Any, dict[str, Any]]:
         """Loss and metrics of one window, without updating weights."""
         return self.steps.test(feed, y, weight, pick, many_to_one)
+
+
+class _DenseRunner(_Runner):
+    """Runs a dense window in one call of the model's dense twin.
+
+    The twin resets each row's state at the steps flagged in the window's ``reset`` (B, W)
+    (assigned to the twin's shared reset flags inside the compiled step) and holds it over
+    padding, so there is nothing to reset or restore around the call. Its outputs are per step
+    even for a plain classifier; the windows lay per-sequence targets at each sequence's last
+    step, so the loss and metrics read per-step outputs only.
+    """
+
+    def __init__(self, base: _Runner, twin: keras.Model, shared: SharedResets) -> None:
+        for name in ("model", "window", "batch_size", "dtype", "step_shape", "per_window"):
+            setattr(self, name, getattr(base, name))
+        self.net = twin
+        self.resets = shared.resets
+        # The flags ride with the carried state, so the JAX step maps and returns them too.
+        self.state_variables = [*base.state_variables, shared.resets]
+        self.steps = _steps_for(keras.backend.backend(), self)
+        self._masker = base._masker
+        self.prepared = set()
+
+    def check_twin(self, base: _Runner) -> str | None:
+        """Why the twin's outputs are not the model's outputs per step (None if they are)."""
+        saved = [ops.copy(v.value) for v in self.state_variables]
+        x = ops.convert_to_tensor(self.zeros_batch())
+        got = tuple(self._call(x, None, training=False).shape)
+        want = tuple(base._call(x, None, training=False).shape)
+        for v, value in zip(self.state_variables, saved, strict=True):
+            v.assign(value)
+        if self.per_window:
+            want = (want[0], self.window, *want[1:])
+        if got != want:
+            return f"its dense twin returns outputs of shape {got}, not {want}"
+        return None
+
+    def check_output(self, y_pred: Any) -> None:
+        self._check_per_step(tuple(y_pred.shape))
+
+    def run_window(self, x: Any, mask: Any, reset: Any, idle: Any, training: bool) -> Any:
+        self.resets.assign(ops.cast(reset, "float32"))
+        return self._call(x, mask, training=training)
+
+    def select(self, y_pred: Any, pick: Any, many_to_one: bool) -> Any:
+        return ops.copy(y_pred)
 
 
 class _MaskOutputs(keras.layers.Layer):
@@ -654,7 +737,7 @@ class _Windows:
         self.targets = targets
         self.many_to_one = many_to_one
         self.resets = plan.resets
-        self.idle = plan.idle
+        self.idle = self._idle(plan)
         self.ends = plan.ends
         # Step targets share x's offsets (resolve_targets checked their lengths), so one
         # layout places both; padded steps gather the pad rows (0, weight 0).
@@ -670,6 +753,9 @@ class _Windows:
         )
         self._inputs_table = replace(self.table, y=None, y_mode=None)
         self._last: tuple[int, np.ndarray, np.ndarray] | None = None
+
+    def _idle(self, plan: Any) -> np.ndarray:
+        return plan.idle
 
     def _layout(self, w: int) -> tuple[np.ndarray, np.ndarray]:
         # inputs(w) and targets_of(w) are asked in turn: lay each window out once.
@@ -709,6 +795,81 @@ class _Windows:
         if self.many_to_one:
             return int(self.ends[w].sum())
         return int(self.plan.count[w].sum())
+
+
+class _DenseWindows(_Windows):
+    """Per-window numpy arrays of a :class:`DenseTBPTTPlan`, for one call per window, built by
+    the same kernel as :class:`_Windows`.
+
+    Unlike :class:`_Windows`, ``reset`` is per step ``(B, W)``, the mask is False on every
+    padded step (the dense twin holds the state there; no row is restored), and per-sequence
+    targets sit at each sequence's last step with weight 1, so both kinds of target are read
+    per step.
+    """
+
+    def __init__(
+        self,
+        plan: DenseTBPTTPlan,
+        data: Ragged,
+        targets: np.ndarray | Ragged | None,
+        many_to_one: bool,
+    ) -> None:
+        super().__init__(plan, data, targets, many_to_one)
+        # Whole-plan layout once: the plan derives it from its full stream on each access.
+        self.index = plan.flat_index(data.offsets)
+        self.positions = _kernel.index_positions(self.index, self.table.pad_index)
+        self.sequence = plan.source_sequence
+
+    def _idle(self, plan: Any) -> np.ndarray:
+        return np.zeros((plan.n_windows, plan.batch_size), dtype=bool)
+
+    def _layout(self, w: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.positions[0][w], self.positions[1][w]
+
+    def inputs(self, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(x, mask, reset, idle)`` of window ``w``; ``reset`` and ``mask`` are ``(B, W)``."""
+        src, real = self._layout(w)
+        (x,) = _kernel.gather_batch(self._inputs_table, src, real, None)
+        return x, real, self.resets[w], self.idle[w]
+
+    def pick(self, w: int) -> np.ndarray:
+        return np.zeros(self.plan.batch_size, dtype=np.int32)  # targets are laid out per step
+
+    def targets_of(self, w: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per-step targets ``(B, W, ...)`` and 0/1 float32 weights ``(B, W)`` of window ``w``."""
+        if self.many_to_one:
+            held = np.maximum(self.sequence[w], 0)
+            return _kernel.gather_targets(self.table, None, self.ends[w], held)
+        src, real = self._layout(w)
+        return _kernel.gather_targets(self.table, src, real, None)
+
+    def n_targets(self, w: int) -> int:
+        return int(self.ends[w].sum() if self.many_to_one else self._layout(w)[1].sum())
+
+    def scatter(self, w: int, y_pred: np.ndarray, outputs: np.ndarray, per_step: bool) -> None:
+        """Write window ``w``'s outputs into ``outputs``: every real step (flat order) if
+        ``per_step``, else each sequence ending in the window (one row per sequence)."""
+        hit = self.index[w] >= 0 if per_step else self.ends[w]
+        where = self.index[w] if per_step else self.sequence[w]
+        outputs[where[hit]] = y_pred[hit]
+
+
+def _runner_and_plans(runner: _Runner, plans: list[Any]) -> tuple[_Runner, list[Any]]:
+    """Who runs ``plans``: dense plans run one call per window on the dense twin when it can
+    be built, else as the calls of :meth:`DenseTBPTTPlan.as_calls` on the model."""
+    if not isinstance(plans[0], DenseTBPTTPlan):
+        return runner, plans
+    dense = runner.dense_runner()
+    if dense is not None:
+        return dense, plans
+    return runner, [plan.as_calls() for plan in plans]
+
+
+def _windows_of(
+    plan: Any, data: Ragged, targets: np.ndarray | Ragged | None, many_to_one: bool
+) -> _Windows | _DenseWindows:
+    kind = _DenseWindows if isinstance(plan, DenseTBPTTPlan) else _Windows
+    return kind(plan, data, targets, many_to_one)
 
 
 def _prepare_data(
@@ -923,12 +1084,21 @@ def fit_tbptt(
         allow_nonfinite: accept NaN/inf in ``x`` (refused by default; NaN/inf in ``y`` are
             always refused).
         dense: Lay each row's sequences back to back (``plan_tbptt(..., dense=True)``): a
-            sequence starts right after the previous one of its row, inside a window. The
-            state must then be reset inside a window; this runs each window as several model
-            calls, split where any row starts a sequence (see
-            :meth:`DenseTBPTTPlan.as_calls`), so each call is one optimizer step and
-            backpropagation is also truncated at those splits. Outputs are exact; the calls
-            are not cheaper than the windowed plan's (see docs/long_sequences.md).
+            sequence starts right after the previous one of its row, inside a window, so no
+            window pads a sequence's tail. Each window is then one model call on the model's
+            *dense twin*: the model rebuilt with ``keras.models.clone_model`` with every
+            stateful recurrent layer replaced by a scan over the same cell that zeroes a
+            row's state at each step where a sequence starts (all other layers and all
+            weights are the model's own, so training the twin trains the model). The twin
+            needs SimpleRNN/GRU/LSTM cells (or ``keras.layers.RNN`` of one) without
+            ``return_state``, and, after a last recurrent layer with
+            ``return_sequences=False``, only layers that act per step (``Dense``,
+            ``Dropout``, activations, ``LayerNormalization``...). Otherwise (a subclassed
+            model, another cell, e.g. a ``BatchNormalization`` after the recurrent layer) it
+            warns and falls back to several model calls per window, split where any row
+            starts a sequence (:meth:`DenseTBPTTPlan.as_calls`; each call one optimizer step,
+            backpropagation also truncated there): exact, but slower than the windowed plan.
+            Cell ``dropout``/``recurrent_dropout`` is refused with ``dense=True``.
 
     Returns:
         The Keras ``History`` of the run.
@@ -937,7 +1107,8 @@ def fit_tbptt(
         ValueError: If ``window`` or ``batch_size`` is below 1, the model is not stateful, is
             bidirectional, was built for another batch size or window, does not return per-step
             outputs (or one output per row, for a plain classifier) or is not compiled, or
-            ``y`` does not match ``x`` (per-step targets need per-step outputs).
+            ``y`` does not match ``x`` (per-step targets need per-step outputs), or
+            ``dense=True`` with cell dropout.
         TypeError: If ``model`` is not a Keras model or an argument has the wrong type.
 
     Example:
@@ -978,8 +1149,11 @@ def fit_tbptt(
         )
         for epoch in range(epochs if order == "shuffle" else 1)
     ]
+    run, plans = _runner_and_plans(runner, plans)
     steps = {plan.n_windows for plan in plans}
-    _first_call(runner, _Windows(plans[0], data, targets, many_to_one))
+    _first_call(run, _windows_of(plans[0], data, targets, many_to_one))
+    if validation is not None:
+        _first_call(runner, validation)
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
 
@@ -997,10 +1171,10 @@ def fit_tbptt(
     callback_list.on_train_begin()
     logs: dict[str, float] = {}
     for epoch in range(epochs):
-        windows = _Windows(plans[epoch % len(plans)], data, targets, many_to_one)
+        windows = _windows_of(plans[epoch % len(plans)], data, targets, many_to_one)
         callback_list.on_epoch_begin(epoch)
         logs = _run_epoch(
-            runner, windows, training=True, loss_mean=loss_mean, callbacks=callback_list
+            run, windows, training=True, loss_mean=loss_mean, callbacks=callback_list
         )
         if validation is not None:
             val = _run_epoch(runner, validation, training=False, loss_mean=loss_mean)
@@ -1014,12 +1188,29 @@ def fit_tbptt(
     return history
 
 
-def _plan(lengths: np.ndarray, runner: _Runner, dense: bool, **kwargs: Any) -> TBPTTPlan:
-    """The windowed plan, or the dense plan as the model calls that run it exactly."""
-    plan = plan_tbptt(
+def _plan(
+    lengths: np.ndarray, runner: _Runner, dense: bool, **kwargs: Any
+) -> TBPTTPlan | DenseTBPTTPlan:
+    return plan_tbptt(
         lengths, window=runner.window, batch_size=runner.batch_size, dense=dense, **kwargs
     )
-    return plan.as_calls() if dense else plan
+
+
+def _scatter_windowed(
+    windows: _Windows, w: int, y_pred: np.ndarray, outputs: np.ndarray, per_step: bool,
+    per_row: bool,
+) -> None:
+    """Write window ``w``'s outputs of a windowed plan into ``outputs`` (as predict returns)."""
+    plan = windows.plan
+    if per_step:
+        index = plan.flat_index(windows.data.offsets, w)
+        real = index >= 0
+        outputs[index[real]] = y_pred[real]
+        return
+    rows = np.flatnonzero(windows.ends[w])
+    held = plan.sequence[w, rows]
+    last = plan.count[w, rows] - 1
+    outputs[held] = y_pred[rows] if per_row else y_pred[rows, last]
 
 
 def _validation_windows(validation_data: Any, runner: _Runner, many_to_one: bool) -> _Windows:
@@ -1071,7 +1262,8 @@ def evaluate_tbptt(
             ``targets``.
         return_dict: Return ``{"loss": ..., <metric>: ...}`` instead of the loss alone.
         verbose: 1 (or ``"auto"``) for a progress bar, 0 for silence.
-        dense: Run the dense plan, as in :func:`fit_tbptt` (same result).
+        dense: Run the dense plan, as in :func:`fit_tbptt` (same result; one model call per
+            window on the dense twin, or the fallback).
         targets: ``"auto"``, ``"sequence"`` or ``"step"``, as in :func:`fit_tbptt`.
 
     Returns:
@@ -1101,12 +1293,14 @@ def evaluate_tbptt(
         raise ValueError(
             "Argument `model` must be compiled with a loss: `model.compile(loss=...)`."
         )
-    plan = _plan(data.lengths, runner, check_bool("dense", dense))
-    windows = _Windows(plan, data, targets, many_to_one)
-    _first_call(runner, windows)
+    run, (plan,) = _runner_and_plans(
+        runner, [_plan(data.lengths, runner, check_bool("dense", dense))]
+    )
+    windows = _windows_of(plan, data, targets, many_to_one)
+    _first_call(run, windows)
     progbar = keras.utils.Progbar(plan.n_windows, verbose=verbose) if verbose else None
     logs = _run_epoch(
-        runner, windows, training=False, loss_mean=keras.metrics.Mean(name="loss"),
+        run, windows, training=False, loss_mean=keras.metrics.Mean(name="loss"),
         progbar=progbar,
     )
     runner.reset_all()
@@ -1141,7 +1335,8 @@ def predict_tbptt(
         batch_size: Rows per window; must be the batch size the model was built for.
         return_sequences: Return every step's output instead of the last step's.
         verbose: 1 (or ``"auto"``) for a progress bar, 0 for silence.
-        dense: Run the dense plan, as in :func:`fit_tbptt` (same outputs).
+        dense: Run the dense plan, as in :func:`fit_tbptt` (same outputs; one model call per
+            window on the dense twin, or the fallback).
 
     Returns:
         ndarray of shape ``(n, ...)``, or a list of ``n`` arrays of shape ``(T_i, ...)``.
@@ -1160,6 +1355,9 @@ def predict_tbptt(
         >>> [a.shape for a in predict_tbptt(model, x, window=3, batch_size=2,
         ...                                 return_sequences=True)]
         [(7, 2), (2, 2), (4, 2)]
+        >>> dense = predict_tbptt(model, x, window=3, batch_size=2, dense=True)  # back to back
+        >>> bool(np.allclose(dense, predict_tbptt(model, x, window=3, batch_size=2), atol=1e-5))
+        True
         >>> from seqprep.models import reference_rnn  # a plain classifier works too
         >>> clf = reference_rnn(input_dim=1, num_classes=4, units=2, stateful=True, batch_size=2)
         >>> predict_tbptt(clf, x, window=3, batch_size=2).shape
@@ -1176,28 +1374,24 @@ def predict_tbptt(
             "model's last recurrent layer has `return_sequences=False`.\n- If you want each "
             "sequence's last output, pass `return_sequences=False`."
         )
-    plan = _plan(data.lengths, runner, check_bool("dense", dense))
-    windows = _Windows(plan, data, None, not return_sequences)
+    run, (plan,) = _runner_and_plans(
+        runner, [_plan(data.lengths, runner, check_bool("dense", dense))]
+    )
+    windows = _windows_of(plan, data, None, not return_sequences)
     runner.reset_all()
     progbar = keras.utils.Progbar(plan.n_windows, verbose=verbose) if verbose else None
     outputs: np.ndarray | None = None
-    sequence, ends = plan.sequence, plan.ends
+    per_row = run.per_window and run is runner  # one output per row, not per step
     for w in range(plan.n_windows):
-        y_pred = ops.convert_to_numpy(runner.forward(windows.inputs(w)))
+        y_pred = ops.convert_to_numpy(run.forward(windows.inputs(w)))
         if w == 0:
-            runner.check_output(y_pred)
+            run.check_output(y_pred)
             size = plan.num_sequences if not return_sequences else plan.real_steps
-            step_shape = y_pred.shape[1:] if runner.per_window else y_pred.shape[2:]
-            outputs = np.empty((size, *step_shape), dtype=y_pred.dtype)
-        if return_sequences:
-            index = plan.flat_index(data.offsets, w)
-            real = index >= 0
-            outputs[index[real]] = y_pred[real]
+            outputs = np.empty((size, *y_pred.shape[1 if per_row else 2 :]), y_pred.dtype)
+        if isinstance(windows, _DenseWindows):
+            windows.scatter(w, y_pred, outputs, per_step=return_sequences)
         else:
-            rows = np.flatnonzero(ends[w])
-            held = sequence[w, rows]
-            last = plan.count[w, rows] - 1
-            outputs[held] = y_pred[rows] if runner.per_window else y_pred[rows, last]
+            _scatter_windowed(windows, w, y_pred, outputs, return_sequences, per_row)
         if progbar is not None:
             progbar.update(w + 1)
     runner.reset_all()

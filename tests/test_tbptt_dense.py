@@ -314,3 +314,373 @@ def test_dense_flag_is_checked():
     model, _ = cached("per_step", "simple", 1)
     with pytest.raises(TypeError, match="`dense`"):
         predict_tbptt(model, sequences([3]), window=2, batch_size=1, dense=1)
+
+
+# -- one model call per dense window (the dense twin) against every other executor -----------
+#
+# Four executors must agree: the dense plan in one call per window (the dense twin), the dense
+# plan as several calls (`as_calls`, the fallback), the windowed plan, and the model's
+# non-stateful twin on whole sequences. The models mask zero steps (`Masking`), and some real
+# steps inside the sequences are zeroed, so the masked-step semantics (state held) are checked
+# too.
+
+CLASSES = 3
+
+
+def masked_model(cell, kind, layers, batch_size=None, seed=0):
+    """Masking -> `layers` recurrent layers -> Dense; stateful iff ``batch_size`` is given."""
+    keras.utils.set_random_seed(seed)
+    stateful = batch_size is not None
+    inputs = keras.Input(batch_shape=(batch_size, None, DIM))
+    h = keras.layers.Masking(0.0)(inputs)
+    for i in range(layers):
+        last = i == layers - 1
+        h = CELLS[cell](4, stateful=stateful,
+                        return_sequences=kind == "per_step" or not last)(h)
+    activation = "softmax" if kind == "plain" else None
+    return keras.Model(inputs, keras.layers.Dense(CLASSES, activation=activation)(h))
+
+
+_TWINS: dict = {}
+
+
+def twin_pair(cell, kind, layers, batch_size):
+    """(stateful model, non-stateful twin with the same weights), cached: reused traces."""
+    key = (cell, kind, layers, batch_size)
+    if key not in _TWINS:
+        model = masked_model(cell, kind, layers, batch_size, seed=len(_TWINS))
+        twin = masked_model(cell, kind, layers)
+        twin.set_weights(model.get_weights())
+        _TWINS[key] = (model, twin)
+    return _TWINS[key]
+
+
+def holey_sequences(lengths, seed):
+    """Sequences with some inner steps all zero (masked), never the first or the last step."""
+    x = sequences(lengths, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    for s in x:
+        if len(s) > 2:
+            s[1:-1][rng.random(len(s) - 2) < 0.25] = 0.0
+    return x
+
+
+def one_call(fn, *args, **kwargs):
+    """Run ``fn`` with dense=True and fail if it fell back to several calls per window."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="dense=True runs each window as several")
+        return fn(*args, dense=True, **kwargs)
+
+
+def as_calls(fn, *args, **kwargs):
+    """Run ``fn`` with dense=True on the fallback path (as_calls), as if no twin could be built."""
+    from unittest import mock
+
+    from seqprep.tbptt import _Runner
+
+    with mock.patch.object(_Runner, "dense_runner", lambda self: None):
+        return fn(*args, dense=True, **kwargs)
+
+
+def real_steps(x):
+    return [np.any(s != 0, axis=-1) for s in x]
+
+
+@pytest.mark.backend
+@settings(max_examples=10, deadline=None)
+@given(
+    cell=st.sampled_from(sorted(CELLS)),
+    kind=st.sampled_from(["per_step", "plain"]),
+    layers=st.sampled_from([1, 2]),
+    lengths=st.lists(st.integers(1, 14), min_size=1, max_size=7),
+    window=st.sampled_from([3, 5]),
+    batch_size=st.sampled_from([1, 3]),
+)
+def test_one_call_predict_equals_as_calls_windowed_and_whole_sequences(
+    cell, kind, layers, lengths, window, batch_size
+):
+    model, twin = twin_pair(cell, kind, layers, batch_size)
+    x = holey_sequences(lengths, seed=sum(lengths) + window)
+    whole = to_numpy(twin(padded(x)))
+    kw = dict(window=window, batch_size=batch_size)
+    got = one_call(predict_tbptt, model, x, **kw)
+    calls = as_calls(predict_tbptt, model, x, **kw)
+    windowed = predict_tbptt(model, x, **kw)
+    expected = whole[: len(x)] if kind == "plain" else np.stack(
+        [whole[i, n - 1] for i, n in enumerate(lengths)]
+    )
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got, calls, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got, windowed, rtol=0, atol=1e-5)
+    if kind == "plain":
+        return
+    steps = one_call(predict_tbptt, model, x, return_sequences=True, **kw)
+    calls = as_calls(predict_tbptt, model, x, return_sequences=True, **kw)
+    windowed = predict_tbptt(model, x, return_sequences=True, **kw)
+    for i, (n, real) in enumerate(zip(lengths, real_steps(x), strict=True)):
+        # On masked steps the dense twin holds the output as Keras does on whole sequences;
+        # a model call that opens on a masked step outputs zeros there instead (Keras starts
+        # each call's "previous output" at zero), so the other executors agree on real steps.
+        np.testing.assert_allclose(steps[i], whole[i, :n], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(steps[i][real], calls[i][real], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(steps[i][real], windowed[i][real], rtol=0, atol=1e-5)
+
+
+@pytest.mark.backend
+@pytest.mark.parametrize("kind", ["per_step", "plain"])
+def test_one_call_evaluate_equals_as_calls_and_windowed(kind):
+    model, _ = twin_pair("gru", kind, 2, 3)
+    model.compile(optimizer="sgd", loss=keras.losses.MeanSquaredError()
+                  if kind == "per_step" else "sparse_categorical_crossentropy",
+                  weighted_metrics=["mae"] if kind == "per_step" else ["accuracy"])
+    lengths = [9, 2, 5, 1, 12, 4, 4, 7]
+    # per-step losses also read masked steps' outputs, which differ where a call opens on one
+    x = holey_sequences(lengths, seed=5) if kind == "plain" else sequences(lengths, seed=5)
+    rng = np.random.default_rng(0)
+    y = ([rng.normal(size=(n, CLASSES)).astype("float32") for n in lengths]
+         if kind == "per_step" else rng.integers(0, CLASSES, len(x)))
+    kw = dict(window=4, batch_size=3, return_dict=True)
+    got = one_call(evaluate_tbptt, model, x, y, **kw)
+    for other in (as_calls(evaluate_tbptt, model, x, y, **kw), evaluate_tbptt(model, x, y, **kw)):
+        assert got.keys() == other.keys()
+        for name in got:
+            np.testing.assert_allclose(got[name], other[name], rtol=1e-5, atol=1e-6)
+
+
+LOSS = {"per_step": "mse", "plain": "sparse_categorical_crossentropy"}
+
+
+def trained(model, kind, x, y, run, **kw):
+    """Weights after one SGD epoch of ``run(fit_tbptt, ...)``; the model is put back after."""
+    start = model.get_weights()
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss=LOSS[kind])
+    run(fit_tbptt, model, x, y, verbose=0, epochs=1, **kw)
+    weights = model.get_weights()
+    model.set_weights(start)
+    return weights
+
+
+def targets_for(kind, lengths, seed=0):
+    rng = np.random.default_rng(seed)
+    if kind == "per_step":
+        return [rng.normal(size=(n, CLASSES)).astype("float32") for n in lengths]
+    return rng.integers(0, CLASSES, len(lengths))
+
+
+def plain_fit(fn, *args, **kwargs):
+    return fn(*args, **kwargs)
+
+
+@pytest.mark.backend
+@pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize("kind", ["per_step", "plain"])
+def test_one_epoch_weights_equal_on_window_aligned_lengths(cell, kind):
+    # With every length a multiple of the window the dense plan is the windowed plan and
+    # as_calls splits nothing, so the three executors take the same optimizer steps; the
+    # windows still carry state across boundaries and reset rows between them.
+    model = twin_pair(cell, kind, 1, 2)[0]
+    lengths = [6, 3, 9, 3, 6]
+    x = holey_sequences(lengths, seed=2) if kind == "plain" else sequences(lengths, seed=2)
+    y = targets_for(kind, lengths)
+    kw = dict(window=3, batch_size=2)
+    got = trained(model, kind, x, y, one_call, **kw)
+    calls = trained(model, kind, x, y, as_calls, **kw)
+    windowed = trained(model, kind, x, y, plain_fit, **kw)
+    moved = max(np.abs(a - b).max() for a, b in zip(got, model.get_weights(), strict=True))
+    assert moved > 1e-3
+    for a, b, c in zip(got, calls, windowed, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(a, c, rtol=0, atol=1e-5)
+
+
+@pytest.mark.backend
+@pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize("kind", ["per_step", "plain"])
+def test_one_window_step_equals_one_keras_step_on_whole_sequences(cell, kind):
+    # One window holds every sequence back to back (resets mid-row): one SGD step of the dense
+    # twin must equal one train_on_batch of the non-stateful twin on the padded sequences.
+    model, twin = twin_pair(cell, kind, 2, 2)
+    lengths = [5, 2, 7, 1, 4]
+    # per-step targets: no inner masked steps, as Keras's loss drops masked steps and TBPTT
+    # weighs every real step
+    x = holey_sequences(lengths, seed=3) if kind == "plain" else sequences(lengths, seed=3)
+    y = targets_for(kind, lengths, seed=3)
+    got = trained(model, kind, x, y, one_call, window=sum(lengths), batch_size=2)
+    twin.set_weights(model.get_weights())
+    twin.compile(optimizer=keras.optimizers.SGD(0.5), loss=LOSS[kind])
+    pad_to = max(lengths)
+    if kind == "per_step":
+        targets = np.zeros((len(x), pad_to, CLASSES), "float32")
+        for i, t in enumerate(y):
+            targets[i, : len(t)] = t
+        y = targets  # the mask on the twin's outputs makes its loss the mean over real steps
+    twin.train_on_batch(padded(x, pad_to), y)
+    moved = max(np.abs(a - b).max() for a, b in zip(got, model.get_weights(), strict=True))
+    assert moved > 1e-3
+    for a, b in zip(got, twin.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+
+
+@pytest.mark.backend
+def test_embedding_mask_zero_one_call_equals_whole_sequences():
+    keras.utils.set_random_seed(7)
+
+    def build(batch_size):
+        inputs = keras.Input(batch_shape=(batch_size, None), dtype="int32")
+        h = keras.layers.Embedding(6, 3, mask_zero=True)(inputs)
+        h = keras.layers.LSTM(4, stateful=batch_size is not None, return_sequences=True)(h)
+        h = keras.layers.GRU(4, stateful=batch_size is not None)(h)
+        return keras.Model(inputs, keras.layers.Dense(2)(h))
+
+    model, twin = build(2), build(None)
+    twin.set_weights(model.get_weights())
+    rng = np.random.default_rng(0)
+    lengths = [6, 1, 9, 4, 3]
+    x = [rng.integers(1, 6, n).astype("int32") for n in lengths]
+    for s in x[:1] + x[2:]:  # token 0 inside a sequence is masked
+        s[1:-1][rng.random(len(s) - 2) < 0.3] = 0
+    tokens = np.zeros((len(x), max(lengths)), "int32")
+    for i, s in enumerate(x):
+        tokens[i, : len(s)] = s
+    expected = to_numpy(twin(tokens))
+    got = one_call(predict_tbptt, model, x, window=4, batch_size=2)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got, predict_tbptt(model, x, window=4, batch_size=2),
+                               rtol=0, atol=1e-5)
+
+
+@pytest.mark.backend
+def test_unsupported_layer_after_the_rnn_falls_back_to_as_calls():
+    # BatchNormalization after a return_sequences=False RNN is not known to act per step (its
+    # training statistics would span the window's steps): the runner warns and runs as_calls.
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input(batch_shape=(2, None, DIM))
+    h = keras.layers.GRU(4, stateful=True)(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.BatchNormalization()(h)))
+    x = sequences([5, 3, 8, 2], seed=4)
+    with pytest.warns(UserWarning, match="several model calls.*batch_normalization"):
+        got = predict_tbptt(model, x, window=3, batch_size=2, dense=True)
+    np.testing.assert_allclose(got, predict_tbptt(model, x, window=3, batch_size=2),
+                               rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got, as_calls(predict_tbptt, model, x, window=3, batch_size=2),
+                               rtol=0, atol=1e-6)
+
+
+@pytest.mark.backend
+def test_a_custom_cell_falls_back_and_stays_exact():
+    keras.utils.set_random_seed(2)
+
+    class Cell(keras.layers.SimpleRNNCell):
+        pass
+
+    inputs = keras.Input(batch_shape=(1, None, DIM))
+    h = keras.layers.RNN(Cell(3), stateful=True, return_sequences=True)(inputs)
+    model = keras.Model(inputs, h)
+    x = sequences([4, 2, 5], seed=1)
+    with pytest.warns(UserWarning, match="Cell"):
+        got = predict_tbptt(model, x, window=4, batch_size=1, dense=True)
+    np.testing.assert_allclose(got, predict_tbptt(model, x, window=4, batch_size=1),
+                               rtol=0, atol=1e-6)
+
+
+@pytest.mark.backend
+def test_rnn_of_a_supported_cell_runs_in_one_call():
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input(batch_shape=(2, None, DIM))
+    h = keras.layers.RNN(keras.layers.LSTMCell(3), stateful=True)(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2)(h))
+    x = sequences([4, 2, 5, 7, 1], seed=3)
+    got = one_call(predict_tbptt, model, x, window=3, batch_size=2)
+    np.testing.assert_allclose(got, predict_tbptt(model, x, window=3, batch_size=2),
+                               rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["dropout", "recurrent_dropout"])
+def test_cell_dropout_is_refused_with_dense(name):
+    keras.utils.set_random_seed(4)
+    model = keras.Sequential([
+        keras.Input(batch_shape=(2, None, DIM)),
+        keras.layers.GRU(3, stateful=True, return_sequences=True, name="noisy", **{name: 0.2}),
+    ])
+    x = sequences([4, 2, 5], seed=2)
+    with pytest.raises(ValueError, match=rf"(?s)'noisy' with {name}=0.2.*Use dense=False"):
+        predict_tbptt(model, x, window=3, batch_size=2, dense=True)
+    assert predict_tbptt(model, x, window=3, batch_size=2).shape == (3, 3)
+
+
+@pytest.mark.backend
+def test_sequential_model_runs_in_one_call_and_trains_the_model():
+    keras.utils.set_random_seed(5)
+    model = keras.Sequential([
+        keras.Input(batch_shape=(2, None, DIM)),
+        keras.layers.SimpleRNN(3, stateful=True, return_sequences=True),
+        keras.layers.Dense(1),
+    ])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    x = sequences([4, 2, 5, 3], seed=5)
+    y = [np.ones((len(s), 1), "float32") for s in x]
+    before = model.get_weights()
+    one_call(fit_tbptt, model, x, y, window=3, batch_size=2, verbose=0)
+    # the twin shares the model's weights: training it moved them
+    assert all(np.abs(a - b).max() > 0 for a, b in zip(model.get_weights(), before,
+                                                       strict=True))
+
+
+@pytest.mark.backend
+def test_a_subclassed_model_falls_back_and_stays_exact():
+    keras.utils.set_random_seed(6)
+
+    class Classifier(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.rnn = keras.layers.GRU(3, stateful=True)
+            self.head = keras.layers.Dense(2)
+
+        def call(self, x, training=False, mask=None):
+            return self.head(self.rnn(x, mask=mask, training=training))
+
+    model = Classifier()
+    model(np.zeros((2, 3, DIM), "float32"))
+    x = sequences([4, 2, 5, 6], seed=6)
+    with pytest.warns(UserWarning, match="clone_model"):
+        got = predict_tbptt(model, x, window=3, batch_size=2, dense=True)
+    np.testing.assert_allclose(got, predict_tbptt(model, x, window=3, batch_size=2),
+                               rtol=0, atol=1e-6)
+
+
+@pytest.mark.backend
+def test_dense_fit_with_validation_logs_the_windowed_validation_loss():
+    model, _ = twin_pair("lstm", "plain", 1, 2)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS["plain"])
+    x, x_val = sequences([5, 9, 2, 4, 7], seed=8), sequences([3, 8, 6], seed=9)
+    y, y_val = targets_for("plain", [5, 9, 2, 4, 7]), targets_for("plain", [3, 8, 6], seed=1)
+    history = one_call(fit_tbptt, model, x, y, window=4, batch_size=2, verbose=0,
+                       validation_data=(x_val, y_val), order="shuffle", epochs=2)
+    val = evaluate_tbptt(model, x_val, y_val, window=4, batch_size=2)
+    np.testing.assert_allclose(history.history["val_loss"][-1], val, rtol=1e-5)
+    assert history.history["loss"][0] > 0
+
+
+@pytest.mark.backend
+@pytest.mark.parametrize("zero_output", [False, True])
+def test_zero_output_for_mask_is_followed_on_masked_steps(zero_output):
+    def build(batch_size):
+        keras.utils.set_random_seed(9)
+        inputs = keras.Input(batch_shape=(batch_size, None, DIM))
+        h = keras.layers.Masking(0.0)(inputs)
+        return keras.Model(inputs, keras.layers.RNN(
+            keras.layers.SimpleRNNCell(3), return_sequences=True,
+            stateful=batch_size is not None, zero_output_for_mask=zero_output,
+        )(h))
+
+    model, twin = build(2), build(None)
+    twin.set_weights(model.get_weights())
+    lengths = [6, 3, 8, 5]
+    x = holey_sequences(lengths, seed=11)
+    assert not all(r.all() for r in real_steps(x))  # some steps are masked
+    whole = to_numpy(twin(padded(x)))
+    steps = one_call(predict_tbptt, model, x, window=4, batch_size=2, return_sequences=True)
+    for i, n in enumerate(lengths):
+        np.testing.assert_allclose(steps[i], whole[i, :n], rtol=0, atol=1e-5)

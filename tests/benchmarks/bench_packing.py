@@ -20,12 +20,28 @@ in the plain model). Ratios are against pad to max in the same run.
 
 On JAX (where every new batch shape is compiled): ``KERAS_BACKEND=jax BENCH_EPOCHS=3
 BENCH_UNITS=16`` and compare the "1st s" (epoch 1, with compiling) and "epoch s" columns.
+
+Dense vs windowed TBPTT (``test_dense_tbptt_long_sequences``): ``BENCH_TBPTT_N`` (default 600)
+sequences of 8 features, lengths lognormal(5.5, 1.0) clipped to 20..2000, a plain stateful
+GRU(32) classifier, windows 50 and 200 (``BENCH_TBPTT_WINDOWS``), batch 32, one SGD epoch of
+warm-up then ``BENCH_TBPTT_EPOCHS`` (default 3) timed epochs (each one ``fit_tbptt`` call,
+planning included), the three runs taking turns epoch by epoch, on TensorFlow in this process
+and on JAX in a subprocess (epoch 1 with compiling, and later epochs). Runs: the windowed plan;
+the dense plan as several calls per window (``DenseTBPTTPlan.as_calls``, the fallback); the
+dense plan in one call per window (the dense twin). Ratios are against the windowed plan in
+the same run. A second case, "short" (3x as many sequences, lognormal(4.0, 0.6) clipped to
+5..400, window 100), is where the windowed plan pads much more; it runs twice, with the plain
+classifier and with per-step targets (``return_sequences=True``).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import _common  # noqa: F401  (sets a quiet CPU-only environment before TensorFlow loads)
 import keras
@@ -185,3 +201,129 @@ def test_planned_steps_on_a_long_tailed_corpus():
         print(f"{name:<36} {batches:>7d} {steps:>9d} {steps / table[0][2]:>6.2f} "
               f"{n / batches:>8.1f} {100 * padding:>7.1f}% {shapes:>6d}")
     assert pack.fill_ >= 0.97
+
+
+# -- dense vs windowed TBPTT on long sequences ------------------------------------------------
+
+TBPTT_N = int(os.environ.get("BENCH_TBPTT_N", "600"))
+TBPTT_EPOCHS = int(os.environ.get("BENCH_TBPTT_EPOCHS", "3"))
+TBPTT_WINDOWS = [int(w) for w in os.environ.get("BENCH_TBPTT_WINDOWS", "50,200").split(",")]
+TBPTT_BATCH, TBPTT_DIM = 32, 8
+# (label, sequences, lognormal mu, sigma, clipped to lo..hi, windows): long sequences as
+# asked, and shorter ones against a longer window, where the windowed plan pads far more
+TBPTT_CASES = [
+    ("long", TBPTT_N, 5.5, 1.0, 20, 2000, TBPTT_WINDOWS),
+    ("short", 3 * TBPTT_N, 4.0, 0.6, 5, 400, [100]),
+    ("short, per-step targets", 3 * TBPTT_N, 4.0, 0.6, 5, 400, [100]),
+]
+TBPTT_RUNS = ("windowed", "dense, as_calls", "dense, one call")
+
+
+def _tbptt_data(n, mu, sigma, lo, hi):
+    rng = np.random.default_rng(0)
+    lengths = np.clip(rng.lognormal(mu, sigma, n).astype(np.int64), lo, hi)
+    x = [rng.normal(size=(t, TBPTT_DIM)).astype("float32") for t in lengths]
+    # the class is the sign of the first feature's sum over the sequence
+    y = np.array([int(s[:, 0].sum() > 0) for s in x])
+    return lengths, x, y
+
+
+def _tbptt_runs(lengths, x, y, epochs, window, per_step=False):
+    """Per-epoch seconds, model calls per epoch and padding of the positions computed, for
+    every run in ``TBPTT_RUNS``; the runs take turns epoch by epoch, so a change in the
+    machine's load hits them alike."""
+    from unittest import mock
+
+    from seqprep import tbptt
+
+    models, plans = {}, {}
+    for name in TBPTT_RUNS:
+        keras.utils.set_random_seed(SEED)
+        models[name] = reference_rnn(input_dim=TBPTT_DIM, num_classes=2, cell="gru", units=32,
+                                     mask=False, stateful=True, batch_size=TBPTT_BATCH,
+                                     return_sequences=per_step,
+                                     seed=SEED)
+        models[name].compile(optimizer=keras.optimizers.SGD(0.05),
+                             loss="sparse_categorical_crossentropy")
+        plan = sp.plan_tbptt(lengths, window=window, batch_size=TBPTT_BATCH,
+                             dense=name != "windowed")
+        plans[name] = plan.as_calls() if name == "dense, as_calls" else plan
+    times = {name: [] for name in TBPTT_RUNS}
+    fallback = mock.patch.object(tbptt._Runner, "dense_runner", lambda self: None)
+    for _ in range(epochs):  # one fit_tbptt per epoch: the compiled steps are reused
+        for name in TBPTT_RUNS:
+            started = time.perf_counter()
+            with fallback if name == "dense, as_calls" else mock.patch.dict({}):
+                sp.fit_tbptt(models[name], x, y, window=window, batch_size=TBPTT_BATCH,
+                             dense=name != "windowed", verbose=0)
+            times[name].append(time.perf_counter() - started)
+    return [{"run": name, "window": window, "backend": keras.config.backend(),
+             "times": times[name], "calls": plans[name].n_windows,
+             "padding": plans[name].padding_fraction} for name in TBPTT_RUNS]
+
+
+def _tbptt_table(results, title):
+    base = results[0]
+    title = f"{title}, window {base['window']}"
+    first = base["times"][0]
+    later = float(np.median(base["times"][1:]))
+    lines = [title,
+             f"{'run':<17} {'calls/epoch':>11} {'x':>5} {'padding':>8} {'epoch 1 s':>9} "
+             f"{'x':>5} {'later s':>8} {'x':>5}"]
+    for r in results:
+        t1, tl = r["times"][0], float(np.median(r["times"][1:]))
+        lines.append(f"{r['run']:<17} {r['calls']:>11d} {r['calls'] / base['calls']:>5.2f} "
+                     f"{100 * r['padding']:>7.1f}% {t1:>9.2f} {t1 / first:>5.2f} {tl:>8.2f} "
+                     f"{tl / later:>5.2f}")
+    return "\n".join(lines)
+
+
+def _tbptt_jax_subprocess():
+    """The three runs on JAX in a fresh process (Keras picks its backend once per process)."""
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, KERAS_BACKEND="jax", CUDA_VISIBLE_DEVICES="-1",
+               TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(root))
+    out = subprocess.run([sys.executable, __file__, "--tbptt-worker"], env=env, cwd=root,
+                         capture_output=True, text=True, check=False)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("[")]
+    if out.returncode or not lines:
+        raise RuntimeError(f"the JAX TBPTT worker failed:\n{out.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def _tbptt_all_cases():
+    """Every case's tables: ``[[run, ...] per window] per case``, with each case's header."""
+    results, heads = [], []
+    for label, n, mu, sigma, lo, hi, windows in TBPTT_CASES:
+        lengths, x, y = _tbptt_data(n, mu, sigma, lo, hi)
+        heads.append(f"{label}: {n} sequences, lengths {lo}..{hi} (mean {lengths.mean():.0f}, "
+                     f"{lengths.sum()} steps)")
+        per_step = "per-step" in label
+        if per_step:  # each step's class: the sign of its first feature's running sum
+            y = [(np.cumsum(s[:, 0]) > 0).astype(np.int64) for s in x]
+        results.append([_tbptt_runs(lengths, x, y, 1 + TBPTT_EPOCHS, w, per_step)
+                        for w in windows])
+    return heads, results
+
+
+def test_dense_tbptt_long_sequences():
+    started = time.perf_counter()
+    heads, results = _tbptt_all_cases()
+    print(f"\nGRU(32) (a plain classifier unless said), batch {TBPTT_BATCH}; epoch 1 = warm-up "
+          f"(tracing), later = median of {TBPTT_EPOCHS}; x = ratio vs windowed in this run  "
+          f"(TensorFlow {time.perf_counter() - started:.0f} s)")
+    for head, tables in zip(heads, results, strict=True):
+        for table in tables:
+            print(_tbptt_table(table, f"TensorFlow, {head}"))
+    started = time.perf_counter()
+    jax_results = _tbptt_jax_subprocess()
+    print(f"(JAX {time.perf_counter() - started:.0f} s)")
+    for head, tables in zip(heads, jax_results, strict=True):
+        for table in tables:
+            print(_tbptt_table(table, f"JAX, {head}"))
+    for r in [r for case in results + jax_results for table in case for r in table]:
+        assert r["calls"] > 0 and len(r["times"]) == 1 + TBPTT_EPOCHS
+
+
+if __name__ == "__main__" and "--tbptt-worker" in sys.argv:
+    print(json.dumps(_tbptt_all_cases()[1]))
