@@ -551,6 +551,16 @@ def test_embedding_mask_zero_one_call_equals_whole_sequences():
                                rtol=0, atol=1e-5)
 
 
+def _falls_back_exactly(model, x, window, batch_size, match):
+    """``dense=True`` warns (``match``) that it runs several calls per window, and predicts what
+    the windowed plan predicts."""
+    with pytest.warns(UserWarning, match=match):
+        got = predict_tbptt(model, x, window=window, batch_size=batch_size, dense=True)
+    np.testing.assert_allclose(got, predict_tbptt(model, x, window=window, batch_size=batch_size),
+                               rtol=0, atol=1e-6)
+    return got
+
+
 @pytest.mark.backend
 def test_unsupported_layer_after_the_rnn_falls_back_to_as_calls():
     # BatchNormalization after a return_sequences=False RNN is not known to act per step (its
@@ -560,10 +570,7 @@ def test_unsupported_layer_after_the_rnn_falls_back_to_as_calls():
     h = keras.layers.GRU(4, stateful=True)(inputs)
     model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.BatchNormalization()(h)))
     x = sequences([5, 3, 8, 2], seed=4)
-    with pytest.warns(UserWarning, match="several model calls.*batch_normalization"):
-        got = predict_tbptt(model, x, window=3, batch_size=2, dense=True)
-    np.testing.assert_allclose(got, predict_tbptt(model, x, window=3, batch_size=2),
-                               rtol=0, atol=1e-6)
+    got = _falls_back_exactly(model, x, 3, 2, match="several model calls.*batch_normalization")
     np.testing.assert_allclose(got, as_calls(predict_tbptt, model, x, window=3, batch_size=2),
                                rtol=0, atol=1e-6)
 
@@ -579,10 +586,7 @@ def test_a_custom_cell_falls_back_and_stays_exact():
     h = keras.layers.RNN(Cell(3), stateful=True, return_sequences=True)(inputs)
     model = keras.Model(inputs, h)
     x = sequences([4, 2, 5], seed=1)
-    with pytest.warns(UserWarning, match="Cell"):
-        got = predict_tbptt(model, x, window=4, batch_size=1, dense=True)
-    np.testing.assert_allclose(got, predict_tbptt(model, x, window=4, batch_size=1),
-                               rtol=0, atol=1e-6)
+    _falls_back_exactly(model, x, 4, 1, match="Cell")
 
 
 @pytest.mark.backend
@@ -644,10 +648,7 @@ def test_a_subclassed_model_falls_back_and_stays_exact():
     model = Classifier()
     model(np.zeros((2, 3, DIM), "float32"))
     x = sequences([4, 2, 5, 6], seed=6)
-    with pytest.warns(UserWarning, match="clone_model"):
-        got = predict_tbptt(model, x, window=3, batch_size=2, dense=True)
-    np.testing.assert_allclose(got, predict_tbptt(model, x, window=3, batch_size=2),
-                               rtol=0, atol=1e-6)
+    _falls_back_exactly(model, x, 3, 2, match="clone_model")
 
 
 @pytest.mark.backend
