@@ -77,6 +77,7 @@ from seqprep._checks import (
     check_finite_labels,
     check_int,
 )
+from seqprep._keras_private import keras_mask
 from seqprep._ragged import Ragged, as_ragged
 from seqprep._tbptt_plan import (  # noqa: F401  (Order: the old name of WindowOrder)
     ORDERS,
@@ -347,16 +348,20 @@ class _Runner:
     def window_loss(
         self, feed: tuple[Any, ...], y: Any, weight: Any, pick: Any, *, training: bool,
         many_to_one: bool,
-    ) -> tuple[Any, Any, Any]:
-        """``(loss, scaled loss, picked outputs)`` of one window; updates the carried state."""
+    ) -> tuple[Any, Any, Any, Any]:
+        """``(loss, scaled loss, picked outputs, weights)`` of one window; updates the carried
+        state. The weights are ``weight`` with Keras's rule for per-step targets applied: a
+        step whose output a masking layer masked (``Masking``, ``Embedding(mask_zero=True)``)
+        is no target, as in ``model.fit`` on whole sequences."""
         x, mask, reset, idle = feed
         y_pred = self.run_window(x, mask, reset, idle, training)
+        weight = ops.convert_to_tensor(weight)
+        if not many_to_one:
+            weight = _unmasked(y_pred, weight)
         picked = self.select(y_pred, pick, many_to_one)
-        loss = self.model.compute_loss(
-            x, y, picked, _mean_weights(ops.convert_to_tensor(weight)), training=training
-        )
+        loss = self.model.compute_loss(x, y, picked, _mean_weights(weight), training=training)
         scaled = self.model.optimizer.scale_loss(loss) if training else loss
-        return loss, scaled, picked
+        return loss, scaled, picked, weight
 
     def window_metrics(self, x: Any, y: Any, picked: Any, weight: Any) -> dict[str, Any]:
         """Update the compiled metrics with the window's real targets only.
@@ -366,7 +371,10 @@ class _Runner:
         """
         weight = ops.convert_to_tensor(weight)
         picked = self._masker(picked, mask=ops.greater(weight, 0))
-        return self.model.compute_metrics(x, y, picked, weight)
+        logs = dict(self.model.compute_metrics(x, y, picked, weight))
+        # How many targets the window's loss averaged over (the epoch's mean weighs by it).
+        logs[_TARGETS] = ops.sum(ops.cast(ops.greater(weight, 0), "float32"))
+        return logs
 
     # -- compiled steps (one per backend) ---------------------------------------------------
     def forward(self, feed: tuple[np.ndarray, ...], *, training: bool = False) -> Any:
@@ -475,7 +483,7 @@ class _TFSteps:
 
             def step(feed, y, weight, pick):
                 with self.tf.GradientTape() as tape:
-                    loss, scaled, picked = runner.window_loss(
+                    loss, scaled, picked, weight = runner.window_loss(
                         feed, y, weight, pick, training=True, many_to_one=many_to_one
                     )
                 variables = model.trainable_variables
@@ -492,7 +500,7 @@ class _TFSteps:
             runner = self.runner
 
             def step(feed, y, weight, pick):
-                loss, _, picked = runner.window_loss(
+                loss, _, picked, weight = runner.window_loss(
                     feed, y, weight, pick, training=False, many_to_one=many_to_one
                 )
                 return loss, runner.window_metrics(feed[0], y, picked, weight)
@@ -575,14 +583,14 @@ class _JAXSteps:
         def build(groups):
             def loss_fn(trainable, values, feed, y, weight, pick):
                 with self._scoped(groups, [trainable, *values[1:]]) as scope:
-                    loss, scaled, picked = runner.window_loss(
+                    loss, scaled, picked, weight = runner.window_loss(
                         feed, y, weight, pick, training=True, many_to_one=many_to_one
                     )
-                return scaled, (loss, picked, self._after(scope, groups[1], values[1]))
+                return scaled, (loss, picked, weight, self._after(scope, groups[1], values[1]))
 
             def step(values, feed, y, weight, pick):
                 grad_fn = self.jax.value_and_grad(loss_fn, has_aux=True)
-                (_, (loss, picked, non_trainable)), grads = grad_fn(
+                (_, (loss, picked, weight, non_trainable)), grads = grad_fn(
                     values[0], values, feed, y, weight, pick
                 )
                 trainable, optimizer = model.optimizer.stateless_apply(
@@ -606,7 +614,7 @@ class _JAXSteps:
         def build(groups):
             def step(values, feed, y, weight, pick):
                 with self._scoped(groups, values) as scope:
-                    loss, _, picked = runner.window_loss(
+                    loss, _, picked, weight = runner.window_loss(
                         feed, y, weight, pick, training=False, many_to_one=many_to_one
                     )
                     logs = runner.window_metrics(feed[0], y, picked, weight)
@@ -640,7 +648,7 @@ class _TorchSteps:
         model = self.runner.model
         feed = tuple(self._tensors(*feed))
         y, weight, pick = self._tensors(y, weight, pick)
-        loss, scaled, picked = self.runner.window_loss(
+        loss, scaled, picked, weight = self.runner.window_loss(
             feed, y, weight, pick, training=True, many_to_one=many_to_one
         )
         variables = model.trainable_variables
@@ -660,7 +668,7 @@ class _TorchSteps:
         feed = tuple(self._tensors(*feed))
         y, weight, pick = self._tensors(y, weight, pick)
         with self.torch.no_grad():
-            loss, _, picked = self.runner.window_loss(
+            loss, _, picked, weight = self.runner.window_loss(
                 feed, y, weight, pick, training=False, many_to_one=many_to_one
             )
             return loss, self.runner.window_metrics(feed[0], y, picked, weight)
@@ -704,6 +712,17 @@ def _runner_for(model: Any, *, window: int, batch_size: int, data: Ragged) -> _R
             del cache[next(iter(cache))]
         cache[key] = _Runner(model, window=window, batch_size=batch_size, data=data)
     return cache[key]
+
+
+_TARGETS = "_seqprep_targets"  # a key of the step logs, read and removed by _run_epoch
+
+
+def _unmasked(y_pred: Any, weight: Any) -> Any:
+    """``weight`` (B, W) with 0 where the Keras mask of the per-step outputs is False."""
+    out_mask = keras_mask(y_pred)
+    if out_mask is None:
+        return weight
+    return weight * ops.cast(ops.reshape(out_mask, ops.shape(weight)), weight.dtype)
 
 
 def _mean_weights(weight: Any) -> Any:
@@ -994,8 +1013,12 @@ def _run_epoch(
             loss, step_logs = step(
                 feed, y, weight, windows.pick(w), many_to_one=windows.many_to_one
             )
-            loss_mean.update_state(loss, sample_weight=n_targets)
             logs = _numpy_logs(step_logs)
+            # The targets the loss averaged over: fewer than n_targets where a masking layer
+            # masked steps inside a sequence.
+            counted = logs.pop(_TARGETS)
+            if counted > 0:
+                loss_mean.update_state(loss, sample_weight=counted)
         logs["loss"] = float(loss_mean.result())
         if callbacks is not None:
             if training:
