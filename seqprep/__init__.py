@@ -95,4 +95,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    # Public names only: not this module's own imports (`Any`, `importlib`, `annotations`).
+    return list(__all__)

@@ -6,13 +6,17 @@ says the fix on a line of its own ("- If ..., do ...").
 
 from __future__ import annotations
 
+import functools
+import inspect
 import numbers
 import sys
 import warnings
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import numpy as np
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
@@ -372,3 +376,61 @@ def warn_deprecated(message: str) -> None:
     while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == "seqprep":
         frame, level = frame.f_back, level + 1
     warnings.warn(message, DeprecationWarning, stacklevel=level)
+
+
+# ----------------------------------------------------------------- executors of a sampler
+
+# Options of a sampler that a Keras or tf.data user passes to the dataset out of habit.
+_SAMPLER_OPTIONS = (
+    "batch_size", "max_tokens", "boundaries", "row_length", "shuffle", "seed",
+    "drop_remainder", "num_shards", "shard_index", "max_length", "overlong",
+)
+
+
+def needs_sampler(kind: str) -> Callable[[F], F]:
+    """Decorate an executor whose batching comes from ``sampler=`` (a seqprep ``kind``).
+
+    A call without ``sampler`` or with the sampler's options (``batch_size=64``: the first
+    thing a Keras user types) gets a ``TypeError`` that spells out the sampler to build from
+    those very options, instead of Python's bare "unexpected keyword argument". Any other
+    call goes through unchanged.
+
+    Example:
+        >>> @needs_sampler("BucketSampler")
+        ... def run(x, *, sampler):
+        ...     return sampler
+        >>> run([[1]], batch_size=64)
+        Traceback (most recent call last):
+        ...
+        TypeError: `run` batches as its `sampler` plans, so it takes no `batch_size`. Received: batch_size=64
+        - Pass sampler=seqprep.BucketSampler(seqprep.sequence_lengths(x), batch_size=64).
+    """  # noqa: E501
+
+    def decorate(fn: F) -> F:
+        signature = inspect.signature(fn)
+        own = set(signature.parameters)
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            misplaced = {k: v for k, v in kwargs.items()
+                         if k in _SAMPLER_OPTIONS and k not in own}
+            try:
+                bound = signature.bind(*args, **kwargs)
+            except TypeError:
+                bound = None
+            missing = bound is None and "sampler" not in kwargs
+            if misplaced or missing:
+                received = ", ".join(f"{k}={v!r}" for k, v in misplaced.items())
+                options = received or "batch_size=32"
+                what = (f"so it takes no `{'`, `'.join(misplaced)}`" if misplaced
+                        else "and none was given")
+                raise TypeError(
+                    f"`{fn.__name__}` batches as its `sampler` plans, {what}. Received: "
+                    f"{received or 'no sampler'}\n"
+                    f"- Pass sampler=seqprep.{kind}(seqprep.sequence_lengths(x), {options})."
+                )
+            return fn(*bound.args, **bound.kwargs) if bound is not None else fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

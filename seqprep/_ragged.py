@@ -216,7 +216,63 @@ def lengths_of(sequences: Any, name: str = "sequences") -> np.ndarray:
                 f"Argument `{name}` must hold sequences of steps, but element {i} is a string: "
                 f"{s[:40]!r}\n- If these are texts, tokenize them into integer ids first."
             )
+    _check_step_shapes(seqs, lengths, name)
     return lengths
+
+
+def _scalar_steps_only(seqs: list[Any], total: int) -> bool:
+    """True if every sequence is a flat list of numbers (one C pass, as ``as_ragged``'s)."""
+    if not all(type(s) is list for s in seqs):
+        return False
+    try:
+        np.fromiter(itertools.chain.from_iterable(seqs), dtype=np.float64, count=total)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return True
+
+
+def _step_shape(seq: Any, i: int, name: str) -> tuple[int, ...]:
+    """The shape of every step of sequence ``i``; refuses steps of different shapes."""
+    if isinstance(seq, np.ndarray):
+        return tuple(seq.shape[1:])
+    try:
+        arr = np.asarray(seq)
+    except ValueError:  # numpy refuses a ragged nesting: steps of different depths or sizes
+        arr = np.asarray(seq, dtype=object)
+    if arr.dtype == object and arr.ndim >= 1 and any(
+        isinstance(step, (list, tuple, np.ndarray)) for step in arr.reshape(-1).tolist()
+    ):
+        shapes = sorted({np.shape(step) for step in seq}, key=len)
+        raise ValueError(
+            f"Argument `{name}` element {i} has steps of different shapes: every step of every "
+            f"sequence must have the same shape. Received steps of shapes {shapes[:2]} in "
+            f"{name}[{i}]={seq!r:.80}\n- If each step is a feature vector, make every vector "
+            "the same size; if a value is nested by mistake, flatten it."
+        )
+    return tuple(arr.shape[1:])
+
+
+def _check_step_shapes(seqs: list[Any], lengths: np.ndarray, name: str) -> None:
+    """Refuse a collection whose steps differ in nesting or shape, e.g. ``[[1, 2], [3, [4, 5]]]``
+    (reading lengths alone would count 2 steps in each): the rule ``as_ragged`` applies."""
+    if _scalar_steps_only(seqs, int(lengths.sum())):
+        return
+    if all(isinstance(s, np.ndarray) for s in seqs):
+        shapes = {s.shape[1:] for s in seqs if len(s)}
+        if len(shapes) <= 1:
+            return
+    first: tuple[int, tuple[int, ...]] | None = None
+    for i in np.flatnonzero(lengths).tolist():
+        shape = _step_shape(seqs[i], i, name)
+        if first is None:
+            first = (i, shape)
+        elif shape != first[1]:
+            raise ValueError(
+                f"Argument `{name}` must have the same step shape in every sequence. Sequence "
+                f"{first[0]} has steps of shape {first[1]}, but sequence {i} has steps of shape "
+                f"{shape}\n- If some sequences are nested lists of different depths, make "
+                "every step the same shape."
+            )
 
 
 def _check_step_dtype(values: np.ndarray, name: str) -> None:

@@ -36,11 +36,12 @@ from seqprep._checks import (
     check_finite_labels,
     check_int,
     check_sampler,
+    needs_sampler,
     warn_deprecated,
 )
 from seqprep._ragged import Ragged, as_ragged
 from seqprep.bucketing import BucketSampler
-from seqprep.bucketing.shapes import resolve_pad_to
+from seqprep.bucketing.shapes import compiling_backend, resolve_pad_to
 from seqprep.masking import _WeightOps
 from seqprep.padding import Side, pad_sequences
 from seqprep.targets import Targets, resolve_targets
@@ -270,10 +271,7 @@ def _parse_weights(
 
 def _compiling_backend() -> str | None:
     """The Keras backend's name if it compiles one program per input shape, else None."""
-    import keras
-
-    backend = keras.config.backend()
-    return backend if backend == "jax" else None
+    return compiling_backend()
 
 
 def _plan_arrays(
@@ -434,6 +432,7 @@ def _batch_table(
     )
 
 
+@needs_sampler("BucketSampler")
 def bucketed_dataset(
     x: Any,
     y: Any = None,

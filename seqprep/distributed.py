@@ -41,7 +41,7 @@ import numpy as np
 import tensorflow as tf
 from numpy.typing import DTypeLike
 
-from seqprep._checks import check_bool, check_choice, check_int, check_one_of
+from seqprep._checks import check_bool, check_choice, check_int, check_one_of, needs_sampler
 from seqprep._ragged import lengths_of
 from seqprep.bucketing import Bucketer, BucketSampler, as_boundaries
 from seqprep.bucketing.boundaries import check_quadratic_length
@@ -485,6 +485,7 @@ def local_data_service(
         dispatcher._stop()
 
 
+@needs_sampler("BucketSampler")
 def service_bucketed_dataset(
     service: str | LocalDataService,
     x: Any,

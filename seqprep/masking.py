@@ -80,7 +80,8 @@ def length_mask(
         bool array of shape ``(n, maxlen)``.
 
     Raises:
-        ValueError: negative lengths, ``maxlen < 0`` or an unknown ``padding``.
+        ValueError: negative lengths, ``maxlen < 0``, an unknown ``padding``, or a mask too
+            large to allocate.
 
     Example:
         >>> length_mask([3, 1], padding="post").astype(int).tolist()
@@ -93,10 +94,20 @@ def length_mask(
     width = check_int("maxlen", maxlen, minimum=0, allow_none=True)
     if width is None:
         width = int(lengths.max()) if lengths.size else 0
-    steps = np.arange(width)
-    if padding == "post":
-        return steps < lengths[:, None]
-    return steps >= (width - np.minimum(lengths, width))[:, None]
+    try:
+        steps = np.arange(width)
+        if padding == "post":
+            return steps < lengths[:, None]
+        return steps >= (width - np.minimum(lengths, width))[:, None]
+    except MemoryError:
+        raise ValueError(
+            f"Argument `lengths` asks for a mask of {lengths.size} x {width} steps, which "
+            f"needs {lengths.size * width:,} bytes: more than this machine can allocate. "
+            f"Received: lengths with maximum {int(lengths.max()) if lengths.size else 0}, "
+            f"maxlen={maxlen!r}\n- If a length is wrong, fix it; for very long sequences, "
+            "mask per batch (each batch padded to its own width) or train with "
+            "seqprep.fit_tbptt."
+        ) from None
 
 
 def sequence_weights(

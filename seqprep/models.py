@@ -213,9 +213,9 @@ def reference_rnn(
         "Pass `input_dim` for real-valued frames (features per step) or `vocab_size` for "
         "integer tokens.", input_dim=input_dim, vocab_size=vocab_size,
     )
-    for name, flag in (("mask", mask), ("bidirectional", bidirectional),
-                       ("return_sequences", return_sequences), ("stateful", stateful)):
-        check_bool(name, flag)
+    for flag_name, flag in (("mask", mask), ("bidirectional", bidirectional),
+                            ("return_sequences", return_sequences), ("stateful", stateful)):
+        check_bool(flag_name, flag)
     check_choice("cell", cell, tuple(_CELLS))
     input_dim = check_int("input_dim", input_dim, minimum=1, allow_none=True)
     vocab_size = check_int(

@@ -16,7 +16,7 @@ import tensorflow as tf
 from numpy.typing import DTypeLike
 
 from seqprep import _kernel
-from seqprep._checks import check_choice, check_int, check_sampler
+from seqprep._checks import check_choice, check_int, check_sampler, needs_sampler
 from seqprep._ragged import as_ragged
 from seqprep.bucketing import PackSampler
 
@@ -103,6 +103,7 @@ def _parse_targets(
     return "sequence", _cast_labels(_label_array(resolved, "y", n), "y"), weights
 
 
+@needs_sampler("PackSampler")
 def packed_dataset(
     x: Any,
     y: Any = None,

@@ -25,6 +25,7 @@ from seqprep._checks import (
     check_bool,
     check_choice,
     check_int,
+    needs_sampler,
 )
 from seqprep.bucketing import BucketSampler
 from seqprep.data import PadTo, _batch_table, _checked_inputs, _plan_arrays
@@ -101,6 +102,7 @@ class BucketedPyDataset(keras.utils.PyDataset):
         self._begun = False
 
 
+@needs_sampler("BucketSampler")
 def bucketed_pydataset(
     x: Any,
     y: Any = None,

@@ -168,6 +168,13 @@ class ResumableSampler:
                 f"{list(_STATE_KEYS)}. Received: state={state!r}\n"
                 "- Pass the dict that `state_dict()` returned, unchanged."
             )
+        if state["version"] != STATE_VERSION:
+            raise ValueError(
+                f"Argument `state` has version={state['version']!r}, but this {name} reads "
+                f"version {STATE_VERSION} only. Received: state={state!r}\n"
+                "- Pass a state saved by this seqprep version's `state_dict()`, or start afresh "
+                "with `set_epoch`."
+            )
         for key in ("seed", "num_shards", "shard_index"):
             if state[key] != getattr(self, key):
                 raise ValueError(

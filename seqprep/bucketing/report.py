@@ -71,6 +71,25 @@ class PaddingReport(dict):
         printer.text("PaddingReport(...)" if cycle else str(self))
 
 
+def _refuse_repeats(flat: np.ndarray, sizes: np.ndarray) -> None:
+    """Refuse an index that appears twice (within a batch or in two batches): it would be
+    counted twice, and no plan of one epoch holds an example twice."""
+    order = np.argsort(flat, kind="stable")
+    repeated = np.flatnonzero(flat[order][1:] == flat[order][:-1])
+    if not repeated.size:
+        return
+    index = int(flat[order][repeated[0]])
+    where = np.flatnonzero(flat == index)
+    batch_of = np.searchsorted(np.cumsum(sizes), where, side="right")
+    raise ValueError(
+        f"Argument `batches` holds index {index} {where.size} times (in batches "
+        f"{batch_of.tolist()[:5]}), so its tokens would be counted more than once. Received "
+        f"{flat.size - np.unique(flat).size} repeated entries in all\n- Pass the batches of "
+        "one epoch, each index at most once (as `sampler.batches(epoch)` returns); report "
+        "several epochs one at a time."
+    )
+
+
 def padding_report(
     lengths: Sequence[int] | np.ndarray,
     batches: Sequence[Sequence[int] | np.ndarray],
@@ -98,8 +117,8 @@ def padding_report(
         length: what one epoch of an RNN costs in timesteps).
 
     Raises:
-        ValueError: if an index is out of range, or a ``pad_lengths`` entry is shorter than its
-            batch's longest sequence.
+        ValueError: if an index is out of range or appears twice, or a ``pad_lengths`` entry
+            is shorter than its batch's longest sequence.
 
     Example:
         >>> r = padding_report([1, 2, 3, 4], [[0, 1], [2, 3]])
@@ -123,6 +142,7 @@ def padding_report(
             f"Argument `batches` holds indices outside [0, {arr.size}). Received indices {bad}\n"
             "- Pass batches of indices into `lengths` (as a sampler built on them returns)."
         )
+    _refuse_repeats(flat, sizes)
     longest = np.zeros(sizes.size, dtype=np.int64)
     nonempty = sizes > 0
     if flat.size:

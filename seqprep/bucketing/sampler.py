@@ -48,6 +48,7 @@ from seqprep.bucketing.boundaries import (
 )
 from seqprep.bucketing.plan import BatchPlan  # noqa: F401  (defined there; old imports work)
 from seqprep.bucketing.report import padding_report
+from seqprep.bucketing.shapes import compiling_backend, pad_to_rule
 
 Overlong = Literal["error", "truncate", "drop"]
 BATCH_FIX = (
@@ -587,19 +588,38 @@ class BucketSampler(ResumableSampler):
         self._setup(raw, bounds)
         self._restore_position(position)
 
-    def report(self, epoch: int | None = None, pad_to: Literal["batch", "bucket"] = "batch"):
+    def report(
+        self,
+        epoch: int | None = None,
+        pad_to: Literal["auto", "batch", "bucket"] | int | Sequence[int] = "auto",
+        *,
+        backend: str | None = None,
+    ):
         """Padding report of this shard's plan for ``epoch`` (see :func:`padding_report`).
 
+        Each batch is padded as :func:`seqprep.bucketed_dataset` with the same ``pad_to`` pads
+        it on ``backend``, so ``n_shapes`` is what that backend runs: ``"auto"`` (the
+        dataset's default) is a width grid on JAX and each batch's longest member elsewhere.
         Adds ``num_dropped``, ``num_truncated`` and ``num_buckets``.
+
+        Args:
+            epoch: the epoch to report (default: the current one).
+            pad_to: ``"auto"``, ``"batch"``, ``"bucket"``, an int or a width grid.
+            backend: the Keras backend to report for; default: this process's.
 
         Example:
             >>> s = BucketSampler([1, 2, 3, 4], boundaries=[3], batch_size=2, shuffle=False)
             >>> s.report()["padded_tokens"], s.report(pad_to="bucket")["padded_tokens"]
             (12, 12)
+            >>> s.report(pad_to=[4])["padded_tokens"]
+            16
         """
-        check_choice("pad_to", pad_to, ("batch", "bucket"))
+        if isinstance(pad_to, str) or pad_to is None:
+            check_choice("pad_to", pad_to, ("auto", "batch", "bucket"))
+        pad_to = pad_to_rule(pad_to, self, compiling_backend(backend))
         plan = self.plan(epoch)
-        pads = plan.pad_lengths if pad_to == "bucket" else None
+        batch = isinstance(pad_to, str) and pad_to == "batch"
+        pads = None if batch else plan.widths(pad_to, self.lengths)
         out = padding_report(self.lengths, plan.batches, pad_lengths=pads)
         out.update(
             num_dropped=self.num_dropped_,

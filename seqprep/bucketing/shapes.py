@@ -19,6 +19,9 @@ The shapes of a :class:`~seqprep.BucketSampler` plan depend on how batches are p
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -33,11 +36,74 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_MAX_WIDTHS", "MANY_SHAPES", "count_shapes", "width_grid"]
 
+# Keras backends that build one program per distinct input shape, where pad_to="auto" pads to
+# a width grid. (TensorFlow traces a tf.data input once whatever its widths, and PyTorch runs
+# eagerly unless compiled.)
+_COMPILING_BACKENDS = ("jax",)
+
 # Measured on lognormal(3.5, 0.8) lengths, batch 64 (docs/benchmarks.md): 16 widths pad 0.118
 # with 16 shapes (12: 0.146, 24: 0.090); each extra width costs a compile and saves little.
 DEFAULT_MAX_WIDTHS = 16
 # More distinct shapes than this and compiling dominates a short run on a compiling backend.
 MANY_SHAPES = 24
+
+
+def keras_backend() -> str:
+    """The name of the Keras backend this process uses, read without importing Keras.
+
+    Keras's own rule: once Keras is imported, its ``keras.config.backend()``; before, the
+    ``KERAS_BACKEND`` environment variable, else the ``"backend"`` of ``keras.json`` in
+    ``$KERAS_HOME`` (default ``~/.keras``), else ``"tensorflow"``.
+
+    Example:
+        >>> keras_backend() in ("tensorflow", "jax", "torch", "numpy", "openvino")
+        True
+    """
+    keras = sys.modules.get("keras")
+    config = getattr(keras, "config", None)
+    if config is not None and hasattr(config, "backend"):
+        return str(config.backend())
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    try:
+        with open(os.path.join(home, "keras.json"), encoding="utf-8") as f:
+            return str(json.load(f).get("backend", "tensorflow"))
+    except (OSError, ValueError, AttributeError):
+        return "tensorflow"
+
+
+def compiling_backend(backend: str | None = None) -> str | None:
+    """``backend`` (default: this process's Keras backend) if it compiles one program per
+    input shape, else None: the one test of where ``pad_to="auto"`` means a width grid.
+
+    Example:
+        >>> compiling_backend("jax"), compiling_backend("tensorflow")
+        ('jax', None)
+    """
+    name = keras_backend() if backend is None else backend
+    if not isinstance(name, str):
+        raise TypeError(
+            f"Argument `backend` must be a Keras backend name or None. Received: "
+            f"backend={backend!r}\n- Pass e.g. backend=\"jax\", or None for this process's "
+            "Keras backend."
+        )
+    return name if name in _COMPILING_BACKENDS else None
+
+
+def check_bucket_sampler(sampler: Any, caller: str) -> None:
+    """Refuse anything but a BucketSampler where one is needed (`width_grid`, `count_shapes`)."""
+    from seqprep.bucketing.sampler import BucketSampler
+
+    if not isinstance(sampler, BucketSampler):
+        shown = f"{sampler!r:.60}" if isinstance(sampler, (list, tuple, np.ndarray)) else (
+            f"a {type(sampler).__name__}")
+        raise TypeError(
+            f"Argument `sampler` of `{caller}` must be a seqprep.BucketSampler (its widths "
+            f"follow the sampler's buckets and batches). Received: {shown}\n"
+            f"- If these are lengths, build the sampler first: "
+            f"{caller}(seqprep.BucketSampler(lengths, batch_size=...))."
+        )
 
 
 def _rows_and_buckets(sampler: BucketSampler, epoch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -65,26 +131,32 @@ def bucket_widths(sampler: BucketSampler, widths: Sequence[int] | np.ndarray) ->
 def count_shapes(
     sampler: BucketSampler,
     *,
-    pad_to: str | int | Sequence[int] | np.ndarray = "batch",
+    pad_to: str | int | Sequence[int] | np.ndarray = "auto",
     epoch: int = 0,
     epochs: int = 1,
+    backend: str | None = None,
 ) -> int:
     """Distinct ``(rows, width)`` batch shapes of ``sampler``'s epochs ``epoch .. epoch+epochs-1``.
 
-    What a backend that compiles per shape compiles over those epochs (with
-    :func:`seqprep.bucketed_dataset` and the same ``pad_to``).
+    What a backend that compiles per shape compiles over those epochs with
+    :func:`seqprep.bucketed_dataset` and the same ``pad_to``: ``"auto"`` (the dataset's
+    default) is resolved by the dataset's own rule for ``backend``, a width grid on JAX and
+    ``"batch"`` elsewhere.
 
     Args:
         sampler: the :class:`~seqprep.BucketSampler` whose plans are counted.
-        pad_to: ``"batch"``, ``"bucket"``, an int width or a width grid (see
+        pad_to: ``"auto"``, ``"batch"``, ``"bucket"``, an int width or a width grid (see
             :func:`width_grid`), as in :func:`seqprep.bucketed_dataset`.
         epoch: first epoch counted.
         epochs: how many consecutive epochs to count over.
+        backend: the Keras backend to count for (``"jax"``, ``"tensorflow"``, ``"torch"``);
+            default: this process's (read without importing Keras).
 
     Returns:
         The number of distinct ``(rows, width)`` pairs.
 
     Raises:
+        TypeError: ``sampler`` is not a :class:`~seqprep.BucketSampler`.
         ValueError: on an unknown ``pad_to`` or a bad ``epoch``/``epochs``.
 
     Example:
@@ -93,9 +165,15 @@ def count_shapes(
         ...                   shuffle=False)
         >>> count_shapes(s, pad_to="bucket"), count_shapes(s, pad_to=[12])
         (3, 2)
+        >>> count_shapes(s, backend="jax") == count_shapes(s, pad_to=width_grid(s))
+        True
+        >>> count_shapes(s, backend="tensorflow") == count_shapes(s, pad_to="batch")
+        True
     """
+    check_bucket_sampler(sampler, "count_shapes")
     epoch = check_int("epoch", epoch, minimum=0)
     epochs = check_int("epochs", epochs, minimum=1)
+    pad_to = pad_to_rule(pad_to, sampler, compiling_backend(backend))
     shapes: set[tuple[int, int]] = set()
     for e in range(epoch, epoch + epochs):
         plan = sampler.plan(e)
@@ -151,6 +229,7 @@ def width_grid(sampler: BucketSampler, max_widths: int = DEFAULT_MAX_WIDTHS) -> 
         Ascending int64 widths; the last is the longest planned length.
 
     Raises:
+        TypeError: ``sampler`` is not a :class:`~seqprep.BucketSampler` (lengths, for example).
         ValueError: ``max_widths < 1`` or a sampler built with ``max_tokens``.
 
     Example:
@@ -159,6 +238,7 @@ def width_grid(sampler: BucketSampler, max_widths: int = DEFAULT_MAX_WIDTHS) -> 
         >>> width_grid(s, 2).tolist()
         [10, 30]
     """
+    check_bucket_sampler(sampler, "width_grid")
     max_widths = check_int("max_widths", max_widths, minimum=1)
     if sampler.max_tokens is not None:
         raise ValueError(
@@ -196,6 +276,22 @@ def _many_shapes_message(n: int, later: int, pad_to: Any, backend: str) -> str:
     )
 
 
+def pad_to_rule(pad_to: Any, sampler: BucketSampler, backend: str | None) -> Any:
+    """THE rule for ``pad_to``: ``"auto"`` is a width grid (``"bucket"`` under a token budget)
+    on a ``backend`` that compiles per shape and ``"batch"`` elsewhere; a width grid comes
+    back checked as int64, an int as an int, ``"batch"``/``"bucket"`` as they are."""
+    if isinstance(pad_to, str):
+        if pad_to != "auto":
+            return pad_to
+        if backend is None:
+            return "batch"
+        return "bucket" if sampler.max_tokens is not None else width_grid(sampler)
+    if isinstance(pad_to, (int, np.integer)):
+        return int(pad_to)
+    pads = np.asarray(sampler.bucket_pad_lengths, np.int64)
+    return check_width_grid(pad_to, int(pads.max()) if pads.size else 0)
+
+
 def resolve_pad_to(
     pad_to: Any, sampler: BucketSampler, *, backend: str | None, epoch: int = 0
 ) -> str | int | np.ndarray:
@@ -209,19 +305,8 @@ def resolve_pad_to(
     :meth:`BatchPlan.widths <seqprep.BatchPlan.widths>`.
     """
     asked = pad_to
-    if isinstance(pad_to, str):
-        if pad_to == "auto":
-            if backend is None:
-                return "batch"
-            pad_to = "bucket" if sampler.max_tokens is not None else width_grid(sampler)
-        elif backend is None:
-            return pad_to
-    elif isinstance(pad_to, (int, np.integer)):
-        return int(pad_to)
-    if not isinstance(pad_to, str):
-        pads = np.asarray(sampler.bucket_pad_lengths, np.int64)
-        pad_to = check_width_grid(pad_to, int(pads.max()) if pads.size else 0)
-    if backend is not None:
+    pad_to = pad_to_rule(pad_to, sampler, backend)
+    if backend is not None and not isinstance(pad_to, int):
         first = count_shapes(sampler, pad_to=pad_to, epoch=epoch)
         later = 0
         if isinstance(pad_to, str) and pad_to == "batch":
