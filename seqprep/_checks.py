@@ -206,10 +206,11 @@ def check_finite_labels(values: np.ndarray, name: str = "y", *, offsets: Any = N
     found = _nonfinite_at(np.asarray(values), offsets)
     if found is None:
         return
-    row, _, bad, count = found
+    row, step, bad, count = found
+    where = f"{name}[{row}]" if step is None else f"{name}[{row}] at step {step}"
     raise ValueError(
         f"Argument `{name}` holds {count} NaN or infinite value(s); the first is in "
-        f"{name}[{row}]. Received: {name}[{row}] contains {bad!r}\n"
+        f"{where}. Received: {name}[{row}] contains {bad!r}\n"
         f"- If these targets are missing, drop those sequences or give them sample weight 0 "
         f"and replace the NaN with any finite value (e.g. `np.nan_to_num({name})`)."
     )

@@ -132,6 +132,45 @@ def _ids_of_rows(rows: np.ndarray, codes: np.ndarray, uniques: np.ndarray) -> st
     return _shown(ids)
 
 
+def _infinite_rows(values: np.ndarray) -> np.ndarray:
+    """Positions of the infinite entries of a column's values (none for non-float kinds)."""
+    if values.dtype.kind not in "fc":
+        return np.zeros(0, np.int64)
+    return np.flatnonzero(np.isinf(values))
+
+
+def _refuse_infinite(
+    df: pd.DataFrame,
+    columns: list[Hashable],
+    role: str,
+    codes: np.ndarray,
+    uniques: np.ndarray,
+    source: str,
+) -> None:
+    """Refuse inf/-inf in numeric ``columns`` as NaN is refused: naming the column, the ids,
+    the first row and the value, with the fix."""
+    for column in columns:
+        series = df[column]
+        if not pd.api.types.is_numeric_dtype(series.dtype):
+            continue
+        rows = _infinite_rows(series.to_numpy(dtype=_numpy_dtype(series.dtype)))
+        if rows.size:
+            first = rows[0]
+            label, id_, value = (
+                v.item() if isinstance(v, np.generic) else v
+                for v in (df.index[first], uniques[codes[first]], series.iloc[first])
+            )
+            raise ValueError(
+                f"Column {column!r} (argument `{role}`) has {rows.size} infinite value(s) in "
+                f"{source}; the first is at row {label!r} (id {id_!r}). Received: {value!r}. "
+                "Ids with "
+                f"infinite values: {_ids_of_rows(rows, codes, uniques)}\n"
+                "- If they stand for overflow or missing values, replace them first (e.g. "
+                "`df.replace([np.inf, -np.inf], np.nan)` then fill or drop those rows); an "
+                "infinite value would poison every loss it reaches."
+            )
+
+
 # --------------------------------------------------------------------------------------------
 # from_dataframe
 
@@ -185,8 +224,9 @@ def from_dataframe(
         TypeError: ``df`` is not a DataFrame, or a feature column is not numeric.
         ValueError: a column is missing, ``df`` is empty, an ``(id, time)`` pair repeats, an
             id, time, feature or target value is missing (NaN/None; the message lists the
-            ids), the target varies within an id, or ``dtype`` would change the kind of
-            number.
+            ids), a feature or target value is infinite, the time column mixes value types
+            (ints and strings), the target varies within an id, or ``dtype`` would change the
+            kind of number.
 
     Example:
         >>> import pandas as pd
@@ -311,6 +351,7 @@ def _sort_order(
             "- If the rows are already in time order, pass `time=None`; otherwise fill in "
             "or drop the missing times."
         )
+    _refuse_mixed_types(time_column, time, source)
     if isinstance(time_column.dtype, np.dtype) and time_column.dtype.kind in "biufmM":
         keys = time_column.to_numpy()
     else:
@@ -339,6 +380,27 @@ def _sort_order(
     return order
 
 
+def _refuse_mixed_types(column: pd.Series, name: Hashable, source: str) -> None:
+    """Refuse a time column whose values are of several kinds (ints and strings, ...):
+    they have no order of their own, so any order picked for them would be arbitrary."""
+    kind = pd.api.types.infer_dtype(column, skipna=True)
+    if not kind.startswith("mixed") or kind == "mixed-integer-float":  # ints with floats order
+        return
+    types = column.map(lambda v: type(v).__name__).to_numpy()
+    names, first = np.unique(types, return_index=True)
+    examples = ", ".join(
+        f"row {column.index[i]!r}: {column.iloc[i]!r} ({t})"
+        for t, i in sorted(zip(names.tolist(), first.tolist(), strict=True), key=lambda p: p[1])
+    )
+    raise ValueError(
+        f"Column {name!r} (argument `time`) mixes value types in {source} "
+        f"({', '.join(sorted(names.tolist()))}), so its values have no order. Received: "
+        f"{examples}\n- Convert the column to one type first, e.g. "
+        f"`df[{name!r}] = pd.to_numeric(df[{name!r}])` for numbers stored as text, or "
+        f"`pd.to_datetime(...)` for dates; or pass `time=None` if the rows are in order."
+    )
+
+
 def _gather_features(
     df: pd.DataFrame,
     columns: list[Hashable],
@@ -360,6 +422,7 @@ def _gather_features(
             "- If the values are missing at random, fill them (e.g. `df.ffill()` within each "
             "id) or drop those rows; a NaN would poison every loss it reaches."
         )
+    _refuse_infinite(df, columns, "features", codes, uniques, source)
     natural = np.result_type(*[_numpy_dtype(df[c].dtype) for c in columns])
     if dtype is None:
         out_dtype = natural
@@ -407,6 +470,7 @@ def _gather_target(
             "- If these sequences are unlabelled, drop their rows or load them without "
             "`target`."
         )
+    _refuse_infinite(df, [target], "target", codes, uniques, source)
     if pd.api.types.is_numeric_dtype(column.dtype):
         values = column.to_numpy(dtype=_numpy_dtype(column.dtype))[order]
     else:

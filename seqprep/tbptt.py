@@ -953,12 +953,17 @@ def _to_floatx(values: np.ndarray, name: str) -> np.ndarray:
     return values.astype(floatx)
 
 
-def _check_finite(data: Ragged, targets: Any, allow_nonfinite: bool) -> None:
-    check_finite_features(data.values, "x", offsets=data.offsets, allow_nonfinite=allow_nonfinite)
+def _check_finite(
+    data: Ragged, targets: Any, allow_nonfinite: bool, names: tuple[str, str] = ("x", "y")
+) -> None:
+    """The refusal of NaN/inf every TBPTT entry point shares (fit, evaluate, predict and
+    validation data): features unless ``allow_nonfinite``, targets always."""
+    xn, yn = names
+    check_finite_features(data.values, xn, offsets=data.offsets, allow_nonfinite=allow_nonfinite)
     if isinstance(targets, Ragged):
-        check_finite_labels(targets.values, "y", offsets=targets.offsets)
-    else:
-        check_finite_labels(targets, "y")
+        check_finite_labels(targets.values, yn, offsets=targets.offsets)
+    elif targets is not None:
+        check_finite_labels(targets, yn)
 
 
 def _check_sizes(window: int, batch_size: int) -> tuple[int, int]:
@@ -1158,7 +1163,7 @@ def fit_tbptt(
     runner = _runner_for(model, window=window, batch_size=batch_size, data=data)
     validation = None
     if validation_data is not None:
-        validation = _validation_windows(validation_data, runner, many_to_one)
+        validation = _validation_windows(validation_data, runner, many_to_one, allow_nonfinite)
     if getattr(model, "optimizer", None) is None or not getattr(model, "compiled", True):
         raise ValueError(
             "Argument `model` must be compiled before training: "
@@ -1236,16 +1241,19 @@ def _scatter_windowed(
     outputs[held] = y_pred[rows] if per_row else y_pred[rows, last]
 
 
-def _validation_windows(validation_data: Any, runner: _Runner, many_to_one: bool) -> _Windows:
+def _validation_windows(
+    validation_data: Any, runner: _Runner, many_to_one: bool, allow_nonfinite: bool
+) -> _Windows:
     if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
         raise ValueError(
             "Argument `validation_data` must be a pair `(x_val, y_val)`. Received: "
             f"validation_data of type {type(validation_data).__name__}"
         )
+    names = ("validation_data[0]", "validation_data[1]")
     data, targets, _ = _prepare_data(
-        *validation_data, return_sequences=not many_to_one, need_y=True,
-        names=("validation_data[0]", "validation_data[1]"),
+        *validation_data, return_sequences=not many_to_one, need_y=True, names=names,
     )
+    _check_finite(data, targets, allow_nonfinite, names)
     if data.step_shape != runner.step_shape:
         raise ValueError(
             f"Argument `validation_data` has steps of shape {data.step_shape}, but `x` has "
@@ -1268,6 +1276,7 @@ def evaluate_tbptt(
     verbose: int | str = 0,
     dense: bool = False,
     targets: Targets = "auto",
+    allow_nonfinite: bool = False,
 ) -> float | dict[str, float]:
     """Loss (and compiled metrics) of a stateful RNN over long sequences, window by window.
 
@@ -1288,6 +1297,8 @@ def evaluate_tbptt(
         dense: Run the dense plan, as in :func:`fit_tbptt` (same result; one model call per
             window on the dense twin, or the fallback).
         targets: ``"auto"``, ``"sequence"`` or ``"step"``, as in :func:`fit_tbptt`.
+        allow_nonfinite: accept NaN/inf in ``x``, as in :func:`fit_tbptt` (refused by
+            default; NaN/inf in ``y`` are always refused).
 
     Returns:
         The loss as a float, or a dict of the loss and metrics.
@@ -1311,6 +1322,7 @@ def evaluate_tbptt(
     data, targets, many_to_one = _prepare_data(
         x, y, return_sequences=return_sequences, need_y=True, targets=targets
     )
+    _check_finite(data, targets, allow_nonfinite)
     runner = _runner_for(model, window=window, batch_size=batch_size, data=data)
     if getattr(model, "loss", None) is None and not model.losses:
         raise ValueError(
@@ -1339,6 +1351,7 @@ def predict_tbptt(
     return_sequences: bool = False,
     verbose: int | str = 0,
     dense: bool = False,
+    allow_nonfinite: bool = False,
 ) -> np.ndarray | list[np.ndarray]:
     """Outputs of a stateful RNN over long sequences, carrying state across windows.
 
@@ -1360,6 +1373,8 @@ def predict_tbptt(
         verbose: 1 (or ``"auto"``) for a progress bar, 0 for silence.
         dense: Run the dense plan, as in :func:`fit_tbptt` (same outputs; one model call per
             window on the dense twin, or the fallback).
+        allow_nonfinite: accept NaN/inf in ``x`` (refused by default, as by
+            :func:`fit_tbptt`: a NaN input makes NaN outputs).
 
     Returns:
         ndarray of shape ``(n, ...)``, or a list of ``n`` arrays of shape ``(T_i, ...)``.
@@ -1390,6 +1405,7 @@ def predict_tbptt(
     check_bool("return_sequences", return_sequences)
     window, batch_size = _check_sizes(window, batch_size)
     data, _, _ = _prepare_data(x, None, return_sequences=return_sequences, need_y=False)
+    _check_finite(data, None, allow_nonfinite)
     runner = _runner_for(model, window=window, batch_size=batch_size, data=data)
     if return_sequences and runner.per_window:
         raise ValueError(
