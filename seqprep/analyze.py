@@ -123,7 +123,7 @@ def analyze_lengths(
     num_buckets: int | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Compare the padding cost of four batching strategies on the given lengths.
+    """Compare the padding cost of five batching strategies on the given lengths.
 
     Args:
         lengths: non-negative integer lengths, one per sequence.
@@ -212,7 +212,7 @@ def analyze_lengths(
                           ("seqprep buckets", seqprep_sampler)):
         strategies[name] = padding_report(lengths, sampler.batches(0)) | {
             "boundaries": [int(b) for b in sampler.boundaries],
-            "shapes_over_epochs": count_shapes(sampler, epochs=SHAPE_EPOCHS),
+            "shapes_over_epochs": count_shapes(sampler, pad_to="batch", epochs=SHAPE_EPOCHS),
         }
     strategies["seqprep for JAX"] = _few_shapes(seqprep_sampler) | {"boundaries": boundaries}
     return {
@@ -276,8 +276,9 @@ def format_analysis(result: dict[str, Any]) -> str:
         f"batch shapes in one epoch and over {SHAPE_EPOCHS} epochs in fresh orders (what JAX "
         "compiles); RNN steps: padded time steps summed over one epoch's batches.",
         f"Recommended: seqprep.BucketSampler(lengths, {bucketer}{key}={value}) "
-        f"({len(result['recommended_boundaries']) + 1} buckets); on JAX, bucketed_dataset's "
-        'default pad_to="auto" plays the "seqprep for JAX" row.',
+        f"({len(result['recommended_boundaries']) + 1} buckets); bucketed_dataset's default "
+        'pad_to="auto" plays the "seqprep for JAX" row on JAX and the "seqprep buckets" row '
+        "on TensorFlow and PyTorch.",
     ]
     return "\n".join(lines)
 

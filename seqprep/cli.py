@@ -71,10 +71,11 @@ def _parser() -> argparse.ArgumentParser:
         "demo",
         help="train the reference RNN on bundled real data with each batching strategy",
         description=(
-            "Train the reference RNN on the bundled Japanese Vowels data with each batching "
-            "strategy (pad to max, tf.data bucket_by_sequence_length, seqprep buckets, "
-            "fit_per_length) and a many-to-many next-frame task; print a table and write "
-            "report.md and PNG plots."
+            "Train the reference RNN on the bundled Japanese Vowels data with each of five "
+            "batching strategies (pad to max, tf.data bucket_by_sequence_length, seqprep "
+            "buckets, fit_per_length, packed rows: several sequences per row through "
+            "PackedRNN) and a many-to-many next-frame task; print a table and write report.md "
+            "and four PNG plots."
         ),
     )
     demo.add_argument("--out", default="seqprep-demo", help="output folder (default: %(default)s)")
@@ -95,13 +96,16 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Read sequence lengths from a CSV/Parquet/NPY file (a column of lengths, or a "
             "long-format table with one row per step and an id column), print a summary and "
-            "compare padding for pad-to-max, random batches, quantile buckets and seqprep "
-            "buckets; recommend boundaries and write a plot."
+            "compare padding and batch shapes for five strategies: pad to max, random "
+            "batches, quantile buckets, seqprep buckets and seqprep for JAX (the width grid "
+            "bucketed_dataset pads to there); recommend boundaries and write two plots "
+            "(PATH-stem_lengths.png and PATH-stem_padding.png)."
         ),
     )
     analyze.add_argument("path", help="a .csv, .parquet or .npy file")
     what = analyze.add_mutually_exclusive_group()
-    what.add_argument("--column", help="column holding one length per sequence")
+    what.add_argument("--column", help="column holding one length per sequence (default: "
+                                       "the only column of a one-column table)")
     what.add_argument("--id", dest="id_column",
                       help="id column of a long-format table (lengths = rows per id)")
     budget = analyze.add_mutually_exclusive_group()
@@ -186,9 +190,10 @@ _FLAGS = {
 
 
 def _with_flags(message: str, command: str) -> str:
-    """``message`` with the Python argument names of ``command`` replaced by its flags."""
+    """``message`` with the Python argument names of ``command`` replaced by its flags
+    (`` `id` ``, `` `id=` `` and ``id=...`` all become ``--id``)."""
     for name, flag in _FLAGS.get(command, {}).items():
-        message = re.sub(rf"`{name}`", f"`{flag}`", message)
+        message = re.sub(rf"`{name}=?`", f"`{flag}`", message)
         message = re.sub(rf"(?<![\w.`-]){name}=", f"{flag}=", message)
     return message
 

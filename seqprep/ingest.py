@@ -841,7 +841,8 @@ def read_lengths(
     - a long-format CSV/Parquet table (one row per step): pass ``id``; only that column is
       read and the lengths are the number of rows per id, in order of first appearance (the
       order :func:`read_sequences` uses by default);
-    - a CSV/Parquet table with a column of lengths: pass ``column``; only that column is read;
+    - a CSV/Parquet table with a column of lengths: pass ``column`` (or neither, for a table
+      of that one column); only that column is read;
     - a ``.npy`` file holding a 1-D integer array of lengths: pass neither.
 
     Args:
@@ -858,8 +859,8 @@ def read_lengths(
         FileNotFoundError: ``path`` does not exist.
         ImportError: the file is Parquet and pyarrow is not installed.
         ValueError: the file is empty, the column is missing, holds missing, non-integer or
-            negative values, or ``id``/``column`` do not fit the layout (neither or both for a
-            table, either for ``.npy``).
+            negative values, or ``id``/``column`` do not fit the layout (both, or neither for a
+            table of several columns; either for ``.npy``).
         TypeError: the lengths are not integers (floats, text).
 
     Example:
@@ -899,6 +900,10 @@ def read_lengths(
     if (id is None) == (column is None):
         options = _csv_options(resolved, read_options) if format == "csv" else read_options
         present = _table_columns(resolved, format, options or {})
+        if id is None and len(present) == 1:  # a one-column table can only be the lengths
+            column = present[0]
+            df = _read_columns(resolved, format, {"column": [column]}, read_options)
+            return _checked_lengths(df[column], where, f"column {column!r}", np.arange(len(df)))
         received = "neither" if id is None else "both"
         raise ValueError(
             f"Pass exactly one of `id` (a long-format table, one row per step) or `column` (a "
