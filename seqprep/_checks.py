@@ -242,6 +242,32 @@ def check_finite_features(
     )
 
 
+# ----------------------------------------------------------------- empty sequences
+
+
+def warn_empty_sequences(lengths: np.ndarray, name: str = "lengths", stacklevel: int = 3) -> None:
+    """Warn, with a count, that some sequences have no steps (the documented rule, faq).
+
+    Where it is harmless a zero-length sequence becomes a fully padded row: a recurrent layer
+    behind a Keras mask returns its initial state for it, and with per-step targets it has no
+    target (weight 0). Where it would break training (a batch zero steps wide, a mean over no
+    steps) the entry point refuses instead; this warning is for the rest.
+    """
+    empty = np.flatnonzero(np.asarray(lengths).reshape(len(lengths), -1).max(axis=1) == 0)
+    if not empty.size:
+        return
+    shown = ", ".join(map(str, empty[:5].tolist())) + (", ..." if empty.size > 5 else "")
+    warnings.warn(
+        f"{empty.size} of {len(lengths)} sequences in `{name}` have length 0 (positions "
+        f"[{shown}]). Each becomes a fully padded row: the model sees only padding (a masked "
+        "recurrent layer returns its initial state) and, with per-step targets, it adds no "
+        "target.\n- If they are missing data, drop them and their targets first: "
+        "`keep = np.flatnonzero(lengths > 0)`.",
+        UserWarning,
+        stacklevel=stacklevel,
+    )
+
+
 # ----------------------------------------------------------------- data left out
 
 

@@ -67,9 +67,13 @@ def _resolve_group_by(group_by: GroupBy, lengths: np.ndarray | None) -> np.ndarr
     return as_boundaries(raw, name="group_by")
 
 
-def _group_keys(lengths: np.ndarray, boundaries: np.ndarray | None) -> np.ndarray:
-    """Group of each sequence: its length, or its bucket (``searchsorted(..., 'right')``)."""
+def _group_keys(
+    lengths: np.ndarray, boundaries: np.ndarray | None, name: str = "lengths"
+) -> np.ndarray:
+    """Group of each sequence: its length, or its bucket (``searchsorted(..., 'right')``).
+    Exact-length groups refuse length 0 (``name`` is the argument the lengths come from)."""
     if boundaries is None:
+        _refuse_empty_groups(lengths, name)
         return lengths.astype(np.int64, copy=True)
     return np.searchsorted(boundaries, lengths, side="right").astype(np.int64)
 
@@ -216,3 +220,18 @@ def _check_plan_args(lengths, batch_size, group_by, order, seed, epoch):
     epoch = check_int("epoch", epoch, minimum=0)
     keys = _group_keys(lengths, _resolve_group_by(group_by, lengths))
     return keys, batch_size, order, seed, epoch
+
+
+def _refuse_empty_groups(lengths: np.ndarray, name: str) -> None:
+    """Exact-length groups of length 0 would be batches zero steps wide, which a recurrent
+    layer cannot run (and whose loss is a mean over no steps): refuse them by name."""
+    empty = np.flatnonzero(lengths == 0)
+    if empty.size:
+        shown = ", ".join(map(str, empty[:5].tolist())) + (", ..." if empty.size > 5 else "")
+        raise ValueError(
+            f"Argument `{name}` holds {empty.size} sequences of length 0 (positions "
+            f"[{shown}]); grouped by exact length they would make batches zero steps wide, "
+            "which a recurrent layer cannot run. Received: group_by='length'\n"
+            "- Drop them (and their targets) first, or group by buckets "
+            "(group_by=[...] or a Bucketer), where each is padded to one masked step."
+        )

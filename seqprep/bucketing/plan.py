@@ -309,7 +309,9 @@ class BatchPlan(Sequence):
             lengths: the length of every sequence the plan indexes (for ``"batch"``).
 
         Returns:
-            A new int64 array ``(len(plan),)``; an empty batch has width 0 under ``"batch"``.
+            A new int64 array ``(len(plan),)``; an empty batch has width 0 under ``"batch"``,
+            and a batch whose sequences all have length 0 has width 1 (one padded step)
+            under ``"batch"`` and ``"bucket"``.
 
         Raises:
             ValueError: an unknown ``pad_to``, a width grid that does not reach the longest
@@ -317,9 +319,9 @@ class BatchPlan(Sequence):
         """
         if isinstance(pad_to, str):
             if pad_to == "batch":
-                return self._longest(lengths)
+                return self._at_least_one_step(self._longest(lengths))
             if pad_to == "bucket":
-                return self.pad_lengths.copy()
+                return self._at_least_one_step(self.pad_lengths.copy())
             raise ValueError(
                 f'Argument `pad_to` must be "batch", "bucket", an int or a width grid. '
                 f"Received: pad_to={pad_to!r}\n{PAD_TO_FIX}"
@@ -329,6 +331,12 @@ class BatchPlan(Sequence):
         longest = int(self.pad_lengths.max()) if self.pad_lengths.size else 0
         grid = check_width_grid(pad_to, longest)
         return grid[np.searchsorted(grid, self.pad_lengths, side="left")]
+
+    def _at_least_one_step(self, widths: np.ndarray) -> np.ndarray:
+        """A batch of only zero-length sequences is one (fully padded) step wide, not zero:
+        a recurrent layer cannot run over zero steps (TensorFlow fails to stack its outputs)."""
+        widths[(widths == 0) & (self.sizes > 0)] = 1
+        return widths
 
     def _checked_lengths(self, lengths: Any) -> np.ndarray:
         if lengths is None:

@@ -36,6 +36,7 @@ from seqprep._checks import (
     check_one_of,
     check_shard,
     report_dropped,
+    warn_empty_sequences,
 )
 from seqprep.bucketing._resumable import ResumableSampler
 from seqprep.bucketing.boundaries import (
@@ -161,6 +162,7 @@ class BucketSampler(ResumableSampler):
         self._setup(raw, boundaries)
         self._start_at(0, 0)
         self._report_dropped()
+        warn_empty_sequences(raw, "lengths")
 
     def _report_dropped(self) -> None:
         """Say how much of every epoch is left out, and why; refuse to plan an empty epoch."""
