@@ -109,6 +109,7 @@ def test_per_timestep_targets_and_weights_padded_like_x(padding):
         assert wb.dtype == np.float32
 
 
+@pytest.mark.filterwarnings("ignore:.*have length 0:UserWarning")
 @settings(max_examples=12)
 @given(data=st.data())
 def test_matches_pad_sequences_randomized(data):
@@ -125,8 +126,8 @@ def test_matches_pad_sequences_randomized(data):
         expected = pad_sequences(
             [x[i] for i in idx], dtype="int64", padding=padding, value=value
         )
-        if expected.shape[1] == 0:  # a batch of empty sequences
-            assert xb.shape == (len(idx), 0)
+        if expected.shape[1] == 0:  # a batch of empty sequences: one padded step (faq)
+            np.testing.assert_array_equal(xb, np.full((len(idx), 1), value))
         else:
             np.testing.assert_array_equal(xb, expected)
 

@@ -413,7 +413,69 @@ CASES = [
          "[[1]]"),
     Case("read-lengths-missing-file", lambda: sp.read_lengths("no-such-file.csv", column="n"),
          "`path`", "no-such-file.csv", (ValueError, TypeError, FileNotFoundError)),
+    # ---------------------------------------------------------------- issue 18: first hour
+    Case("dataset-batch-size-not-sampler", lambda: sp.bucketed_dataset(X, None, batch_size=64),
+         "`batch_size`", "batch_size=64"),
+    Case("dataset-no-sampler", lambda: sp.bucketed_dataset(X), "`sampler`", "no sampler"),
+    Case("pydataset-batch-size-not-sampler", lambda: sp.bucketed_pydataset(
+        X, None, batch_size=4, seed=3), "`batch_size`", "batch_size=4, seed=3"),
+    Case("packed-batch-size-not-sampler", lambda: sp.packed_dataset(X, batch_size=2),
+         "`batch_size`", "batch_size=2"),
+    Case("lengths-mixed-nesting", lambda: sp.sequence_lengths([[1, 2], [3, [4, 5]]]),
+         "`sequences`", "[3, [4, 5]]"),
+    Case("lengths-mixed-step-depth", lambda: sp.sequence_lengths([[1, 2], [[3, 4]]]),
+         "`sequences`", "(2,)"),
+    Case("width-grid-of-lengths", lambda: sp.width_grid([1, 2, 3]), "`sampler`", "[1, 2, 3]"),
+    Case("count-shapes-of-lengths", lambda: sp.count_shapes([1, 2]), "`sampler`", "[1, 2]"),
+    Case("count-shapes-backend", lambda: sp.count_shapes(_sampler(), backend=3), "`backend`",
+         "backend=3"),
+    Case("state-version-bucket", lambda: _sampler().load_state_dict(
+        {**_sampler().state_dict(), "version": 99}), "`state`", "version=99"),
+    Case("state-version-pack", lambda: sp.PackSampler(LENS, batch_size=2).load_state_dict(
+        {**sp.PackSampler(LENS, batch_size=2).state_dict(), "version": 99}), "`state`",
+         "version=99"),
+    Case("report-index-twice", lambda: sp.padding_report([3, 4], [[0, 0]]), "`batches`",
+         "index 0"),
+    Case("report-index-in-two-batches", lambda: sp.padding_report([3, 4], [[0], [1, 0]]),
+         "`batches`", "batches [0, 1]"),
+    Case("mask-too-large", lambda: sp.length_mask([10**12]), "`lengths`", "1000000000000"),
+    Case("plan-per-length-empty", lambda: sp.plan_per_length([0, 2, 2]), "`lengths`",
+         "group_by='length'"),
+    Case("report-auto-unknown", lambda: _sampler().report(pad_to="max"), "`pad_to`", "'max'"),
+    # ---------------------------------------------------------------- issue 18: non-finite
+    Case("predict-tbptt-nan", lambda: sp.predict_tbptt(_model(True), _nan_x(), window=4,
+                                                       batch_size=2), "`x`", "nan"),
+    Case("evaluate-tbptt-nan", lambda: sp.evaluate_tbptt(_model(True), _nan_x(), np.zeros(4),
+                                                         window=4, batch_size=2), "`x`", "nan"),
+    Case("evaluate-tbptt-step-target-inf", lambda: sp.evaluate_tbptt(
+        _model(True), XF, [np.full((n, 1), np.inf, "float32") for n in LENS], window=4,
+        batch_size=2), "`y`", "inf"),
+    Case("fit-tbptt-validation-nan", lambda: sp.fit_tbptt(
+        _model(True), XF, np.zeros(4), window=4, batch_size=2, verbose=0,
+        validation_data=(_nan_x(), np.zeros(4))), "`validation_data[0]`", "nan"),
+    Case("df-inf-feature", lambda: sp.from_dataframe(_frame(x=[1.0, np.inf, 2.0]), id="id",
+                                                     features="x"), "`features`", "inf"),
+    Case("df-inf-target", lambda: sp.from_dataframe(_frame(y=[-np.inf] * 3), id="id",
+                                                    features="x", target="y"),
+         "`target`", "-inf"),
+    Case("df-mixed-time", lambda: sp.from_dataframe(_frame(t=[0, "1", 2]), id="id", time="t",
+                                                    features="x"), "`time`", "'1'"),
+    Case("read-sequences-inf", lambda: sp.read_sequences(_csv(x=[1.0, np.inf, 2.0]), id="id",
+                                                         features="x"), "`features`", "inf"),
 ]
+
+
+def _frame(**columns):
+    base = {"id": [1, 1, 2], "t": [0, 1, 0], "x": [1.0, 2.0, 3.0], "y": [0.0, 0.0, 1.0]}
+    return pd.DataFrame({**base, **columns})
+
+
+def _csv(**columns):
+    import tempfile
+
+    path = f"{tempfile.mkdtemp()}/steps.csv"
+    _frame(**columns).to_csv(path, index=False)
+    return path
 
 
 def _sampler_kw(**kw):
@@ -446,7 +508,9 @@ def npy(tmp_path):
     np.save(path, LONG)
     csv = tmp_path / "lengths.csv"
     pd.DataFrame({"length": LONG}).to_csv(csv, index=False)
-    return {"npy": str(path), "csv": str(csv), "dir": str(tmp_path)}
+    scores = tmp_path / "scores.csv"
+    pd.DataFrame({"length": LONG, "score": LONG * 0.5}).to_csv(scores, index=False)
+    return {"npy": str(path), "csv": str(csv), "dir": str(tmp_path), "scores": str(scores)}
 
 
 CLI_CASES = [
@@ -465,6 +529,8 @@ CLI_CASES = [
     ("demo-epochs-zero", ["demo", "--epochs", "0"], "--epochs", "'0'"),
     ("demo-verbose", ["demo", "--verbose", "5"], "--verbose", "5"),
     ("unknown-command", ["train"], "COMMAND", "'train'"),
+    ("float-column-names-id-flag", ["analyze", "{scores}", "--column", "score"], "`--id`",
+     "float64"),
 ]
 
 
@@ -481,6 +547,7 @@ def test_cli_errors_name_the_flag_value_and_fix(npy, argv, flag, received):
     _check_message(message, flag, received)
     # The Python argument names must not leak into the command line's messages.
     assert "`max_tokens`" not in message and "`batch_size`" not in message, message
+    assert not re.search(r"(?<![\w-])id=", message), message
 
 
 # --------------------------------------------------------------------------- nothing dropped
@@ -562,6 +629,7 @@ def test_fit_per_length_warns_when_drop_remainder_leaves_data_out():
     assert history.steps_per_epoch == 2 and len(history.history["loss"]) == 1
 
 
+@pytest.mark.filterwarnings("ignore:.*have length 0:UserWarning")
 @settings(max_examples=40, deadline=None)
 @given(
     lengths=st.lists(st.integers(0, 5), min_size=1, max_size=8),

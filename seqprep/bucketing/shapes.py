@@ -24,15 +24,27 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from seqprep._checks import check_int
-from seqprep.bucketing.plan import check_width_grid
+from seqprep.bucketing.plan import BatchPlan, check_width_grid
 
-if TYPE_CHECKING:
-    from seqprep.bucketing.sampler import BucketSampler
+
+class BucketSampler(Protocol):
+    """What these helpers read of a :class:`seqprep.BucketSampler`. This module does not
+    import the sampler's: the sampler reads its ``pad_to`` rule from here."""
+
+    lengths: np.ndarray
+    bucket_pad_lengths: np.ndarray
+    max_tokens: int | None
+
+    @property
+    def epoch(self) -> int: ...
+
+    def plan(self, epoch: int | None = None) -> BatchPlan: ...
+
 
 __all__ = ["DEFAULT_MAX_WIDTHS", "MANY_SHAPES", "count_shapes", "width_grid"]
 
@@ -92,10 +104,12 @@ def compiling_backend(backend: str | None = None) -> str | None:
 
 
 def check_bucket_sampler(sampler: Any, caller: str) -> None:
-    """Refuse anything but a BucketSampler where one is needed (`width_grid`, `count_shapes`)."""
-    from seqprep.bucketing.sampler import BucketSampler
+    """Refuse anything but a BucketSampler where one is needed (`width_grid`, `count_shapes`).
 
-    if not isinstance(sampler, BucketSampler):
+    Read by what the helpers use (a plan per epoch, a padded length per bucket), so that this
+    module does not import the sampler's, which reads its ``pad_to`` rule from here.
+    """
+    if not (hasattr(sampler, "plan") and hasattr(sampler, "bucket_pad_lengths")):
         shown = f"{sampler!r:.60}" if isinstance(sampler, (list, tuple, np.ndarray)) else (
             f"a {type(sampler).__name__}")
         raise TypeError(
