@@ -125,8 +125,8 @@ def test_read_sequences_refuses_inf_in_the_file(tmp_path):
     df.loc[6, "x"] = -np.inf
     path = tmp_path / "steps.csv"
     df.to_csv(path, index=False)
-    with pytest.raises(ValueError, match=rf"has 1 infinite value\(s\) in file .*steps\.csv.*"
-                                         rf"row 6 \(id 1\)\. Received: -inf"):
+    with pytest.raises(ValueError, match=r"has 1 infinite value\(s\) in file .*steps\.csv.*"
+                                         r"row 6 \(id 1\)\. Received: -inf"):
         sp.read_sequences(path, id="id", time="t", features="x")
 
 

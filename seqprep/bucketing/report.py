@@ -99,7 +99,9 @@ def padding_report(
     """Summarise the padding cost of ``batches`` of indices into ``lengths``.
 
     Each batch is padded to its longest sequence, or to ``pad_lengths[i]`` when given (for
-    example ``BucketSampler.plan(epoch).pad_lengths``, the ``pad_to="bucket"`` shapes).
+    example ``BucketSampler.plan(epoch).pad_lengths``, the ``pad_to="bucket"`` shapes). For
+    the shapes :func:`seqprep.bucketed_dataset` will run on your backend (``pad_to="auto"``
+    is a width grid on JAX), use ``sampler.report()`` or :func:`seqprep.count_shapes`.
 
     Args:
         lengths: length of every sequence.
