@@ -220,14 +220,23 @@ def lengths_of(sequences: Any, name: str = "sequences") -> np.ndarray:
     return lengths
 
 
-def _scalar_steps_only(seqs: list[Any], total: int) -> bool:
-    """True if every sequence is a flat list of numbers (one C pass, as ``as_ragged``'s)."""
+def _scalar_steps_only(seqs: list[Any], lengths: np.ndarray, chunk: int = 1 << 16) -> bool:
+    """True if every sequence is a flat list of numbers: C passes as ``as_ragged``'s, over
+    about ``chunk`` values at a time so that the check holds no copy of the data."""
     if not all(type(s) is list for s in seqs):
         return False
-    try:
-        np.fromiter(itertools.chain.from_iterable(seqs), dtype=np.float64, count=total)
-    except (TypeError, ValueError, OverflowError):
-        return False
+    ends = np.searchsorted(np.cumsum(lengths), np.arange(chunk, int(lengths.sum()), chunk))
+    start = 0
+    for stop in [*np.unique(ends + 1).tolist(), len(seqs)]:
+        if stop <= start:
+            continue
+        part = seqs[start:stop]
+        try:
+            np.fromiter(itertools.chain.from_iterable(part), dtype=np.float64,
+                        count=int(lengths[start:stop].sum()))
+        except (TypeError, ValueError, OverflowError):
+            return False
+        start = stop
     return True
 
 
@@ -255,7 +264,7 @@ def _step_shape(seq: Any, i: int, name: str) -> tuple[int, ...]:
 def _check_step_shapes(seqs: list[Any], lengths: np.ndarray, name: str) -> None:
     """Refuse a collection whose steps differ in nesting or shape, e.g. ``[[1, 2], [3, [4, 5]]]``
     (reading lengths alone would count 2 steps in each): the rule ``as_ragged`` applies."""
-    if _scalar_steps_only(seqs, int(lengths.sum())):
+    if _scalar_steps_only(seqs, lengths):
         return
     if all(isinstance(s, np.ndarray) for s in seqs):
         shapes = {s.shape[1:] for s in seqs if len(s)}
