@@ -271,6 +271,8 @@ def _parse_weights(
 
 def _compiling_backend() -> str | None:
     """The Keras backend's name if it compiles one program per input shape, else None."""
+    import keras  # noqa: F401  (Keras resolves its backend; the shared rule reads it)
+
     return compiling_backend()
 
 
