@@ -260,8 +260,9 @@ def warn_empty_sequences(lengths: np.ndarray, name: str = "lengths", stacklevel:
     warnings.warn(
         f"{empty.size} of {len(lengths)} sequences in `{name}` have length 0 (positions "
         f"[{shown}]). Each becomes a fully padded row: the model sees only padding (a masked "
-        "recurrent layer returns its initial state) and, with per-step targets, it adds no "
-        "target.\n- If they are missing data, drop them and their targets first: "
+        "recurrent layer returns its initial state; a masked mean over its steps, such as "
+        "GlobalAveragePooling1D, is NaN) and, with per-step targets, it adds no target.\n"
+        "- If they are missing data, drop them and their targets first: "
         "`keep = np.flatnonzero(lengths > 0)`.",
         UserWarning,
         stacklevel=stacklevel,
