@@ -101,16 +101,12 @@ def _random_shapes(
 def _few_shapes(sampler: Any) -> dict[str, Any]:
     """What ``pad_to="auto"`` plays on JAX: a width grid (``"bucket"`` under a token budget)."""
     from seqprep.bucketing import count_shapes, padding_report
-    from seqprep.bucketing.shapes import bucket_widths, width_grid
+    from seqprep.bucketing.shapes import pad_to_rule
 
     plan = sampler.plan(0)
-    if sampler.max_tokens is None:
-        grid = width_grid(sampler)
-        widths = bucket_widths(sampler, grid)
-        pad_to: Any = grid
-    else:
-        widths, pad_to = np.asarray(sampler.bucket_pad_lengths), "bucket"
-    report = padding_report(sampler.lengths, plan.batches, pad_lengths=widths[plan.buckets])
+    pad_to = pad_to_rule("auto", sampler, "jax")  # the rule bucketed_dataset applies there
+    report = padding_report(sampler.lengths, plan.batches,
+                            pad_lengths=plan.widths(pad_to, sampler.lengths))
     return report | {"shapes_over_epochs": count_shapes(sampler, pad_to=pad_to,
                                                         epochs=SHAPE_EPOCHS)}
 
