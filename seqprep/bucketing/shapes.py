@@ -291,9 +291,20 @@ def _many_shapes_message(n: int, later: int, pad_to: Any, backend: str) -> str:
 
 
 def pad_to_rule(pad_to: Any, sampler: BucketSampler, backend: str | None) -> Any:
-    """THE rule for ``pad_to``: ``"auto"`` is a width grid (``"bucket"`` under a token budget)
-    on a ``backend`` that compiles per shape and ``"batch"`` elsewhere; a width grid comes
-    back checked as int64, an int as an int, ``"batch"``/``"bucket"`` as they are."""
+    """THE rule for ``pad_to``, which every reader of it applies (the datasets through
+    :func:`resolve_pad_to`, :func:`count_shapes`, ``BucketSampler.report``, ``analyze``).
+
+    ``backend`` is :func:`compiling_backend`'s answer: a backend that compiles one program per
+    shape, or None. There ``"auto"`` is a width grid (``"bucket"`` under a token budget), and
+    ``"batch"`` elsewhere; a width grid comes back checked as int64, an int as an int,
+    ``"batch"``/``"bucket"`` as they are.
+
+    Example:
+        >>> from seqprep import BucketSampler
+        >>> s = BucketSampler([2, 3, 5, 9, 12], boundaries=[4, 8, 10], batch_size=2)
+        >>> pad_to_rule("auto", s, None), pad_to_rule("auto", s, "jax").tolist()
+        ('batch', [3, 9, 12])
+    """
     if isinstance(pad_to, str):
         if pad_to != "auto":
             return pad_to
