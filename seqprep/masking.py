@@ -5,6 +5,7 @@ Everything here is numpy; TensorFlow is not imported.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -94,7 +95,11 @@ def length_mask(
     width = check_int("maxlen", maxlen, minimum=0, allow_none=True)
     if width is None:
         width = int(lengths.max()) if lengths.size else 0
+    needed = lengths.size * width + 8 * width  # the mask, plus the step counter
+    memory = _physical_memory()
     try:
+        if memory is not None and needed > memory:
+            raise MemoryError  # refuse before the allocation: overcommit could grant it
         steps = np.arange(width)
         if padding == "post":
             return steps < lengths[:, None]
@@ -108,6 +113,14 @@ def length_mask(
             "mask per batch (each batch padded to its own width) or train with "
             "seqprep.fit_tbptt."
         ) from None
+
+
+def _physical_memory() -> int | None:
+    """Bytes of physical memory, or None where the system does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def sequence_weights(
