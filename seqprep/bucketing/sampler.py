@@ -228,7 +228,7 @@ class BucketSampler(ResumableSampler):
 
     def _report_dropped(self) -> None:
         """Say how much of every epoch is left out, and why; refuse to plan an empty epoch."""
-        n, over = int(self._raw.size), int(self._num_overlong)
+        n, over = int(self._raw.shape[0]), int(self._num_overlong)
         if not self.num_dropped_:
             return
         why, keep = [], []
