@@ -36,11 +36,11 @@ def _chunks(order, size):
 
 def _pairs(n: int, correlated: bool, seed: int = 0) -> np.ndarray:
     """Word-like lengths and a target of its own length: phoneme counts track letters closely
-    (correlation ~0.9) or loosely (~0.2)."""
+    (correlation ~0.88) or loosely (~0.2)."""
     rng = np.random.default_rng(seed)
     src = np.clip(np.round(rng.lognormal(np.log(8), 0.35, n)), 1, 24).astype(np.int64)
     if correlated:
-        tgt = np.clip(np.round(0.85 * src + rng.normal(0, 0.9, n)), 1, None)
+        tgt = np.clip(np.round(0.85 * src + rng.normal(0, 1.35, n)), 1, None)
     else:
         tgt = np.clip(np.round(rng.lognormal(np.log(8), 0.35, n)), 1, None)
         tgt = np.where(rng.random(n) < 0.2, src, tgt)
