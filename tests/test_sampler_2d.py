@@ -364,3 +364,34 @@ def test_the_2d_section_of_the_bucketing_docs_runs(capsys):
     for block in blocks:
         exec(compile(block, "docs/bucketing.md", "exec"), namespace)
     assert "padding report" in capsys.readouterr().out
+
+
+def test_check_sampler_compares_every_fields_lengths():
+    from seqprep._checks import check_sampler
+
+    s = BucketSampler(PAIRS, batch_size=2, max_length=[11, 20], overlong="truncate")
+    data = np.array([PAIRS["src"], PAIRS["tgt"]]).T
+    np.testing.assert_array_equal(check_sampler(s, data, BucketSampler), s.lengths)
+    other = data.copy()
+    other[4, 1] = 9
+    with pytest.raises(ValueError, match=r"1 differ, the first at position 4 \(sampler: \[3, 5\]"
+                                         r", x: \[3, 9\]\)"):
+        check_sampler(s, other, BucketSampler)
+    with pytest.raises(ValueError, match="built on 2 fields"):
+        check_sampler(s, data[:, 0], BucketSampler)
+    with pytest.raises(ValueError, match="built on one length per example"):
+        check_sampler(BucketSampler(PAIRS["src"], batch_size=2), data, BucketSampler)
+
+
+def test_shapes_and_width_grids_of_several_fields():
+    from seqprep.bucketing import count_shapes, width_grid
+
+    s = BucketSampler(PAIRS, boundaries=[[8], [10]], batch_size=2, shuffle=False)
+    assert count_shapes(s, pad_to="bucket") == 3  # (2, 4, 5), (2, 11, 5), (2, 12, 15)
+    assert count_shapes(s, pad_to=16) == 1
+    assert width_grid(s, 1, field="tgt").tolist() == [15]
+    assert width_grid(s, 3, field="src").tolist() == [4, 11, 12]
+    with pytest.raises(ValueError, match=r"`field` must name one of the sampler's fields"):
+        width_grid(s)
+    with pytest.raises(ValueError, match=r"`field` must name one of the sampler's fields"):
+        width_grid(BucketSampler([1, 2], batch_size=1), field="src")
