@@ -32,7 +32,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from seqprep.bucketing.boundaries import _atoms, as_boundaries, batch_capacity
+from seqprep.bucketing.boundaries import (
+    _atoms,
+    as_boundaries,
+    batch_capacity,
+    length_histogram,
+)
 
 __all__ = [
     "cover_lengths", "fit_grid", "grid_cells", "leftover_buckets", "merge_leftovers",
@@ -61,8 +66,17 @@ def grid_cells(lengths: np.ndarray, boundaries: Sequence[np.ndarray]) -> np.ndar
         array([1, 2, 3])
     """
     shape = tuple(b.size + 1 for b in boundaries)
-    coords = [np.searchsorted(b, lengths[:, f], side="right") for f, b in enumerate(boundaries)]
+    coords = [band_of(lengths[:, f], b) for f, b in enumerate(boundaries)]
     return np.ravel_multi_index(coords, shape).astype(np.int64)
+
+
+def band_of(values: np.ndarray, boundaries: np.ndarray, side: str = "right") -> np.ndarray:
+    """``np.searchsorted(boundaries, values, side)`` for non-negative ``values``, by table
+    lookup when they are small (lengths usually are: one pass, no binary search per value)."""
+    top = int(values.max()) if values.size else 0
+    if values.size > 4096 and top <= max(1 << 20, values.size):
+        return np.searchsorted(boundaries, np.arange(top + 1), side=side)[values]
+    return np.searchsorted(boundaries, values, side=side)
 
 
 def cover_lengths(cells: np.ndarray, lengths: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -266,14 +280,17 @@ class _GridProblem:
         self.atom_values = []
         atom_of = []
         for f in range(self.k):
-            values, counts = np.unique(lengths[:, f], return_counts=True)
-            ends = _atom_index(values, counts)
+            ends = _atom_index(*length_histogram(lengths[:, f]))
             self.atom_values.append(ends)
-            atom_of.append(np.searchsorted(ends, lengths[:, f], side="left"))
+            # The atom of a length is the first atom end at or above it.
+            atom_of.append(band_of(lengths[:, f], ends, side="left"))
         sizes = tuple(a.size for a in self.atom_values)
-        combo, inverse = np.unique(np.ravel_multi_index(atom_of, sizes), return_inverse=True)
+        flat = np.ravel_multi_index(atom_of, sizes)
+        per_combo = np.bincount(flat, minlength=int(np.prod(sizes)))
+        combo = np.flatnonzero(per_combo)
+        inverse = np.searchsorted(combo, flat)
         self.atoms = np.stack(np.unravel_index(combo, sizes), axis=1)  # (combos, k)
-        self.count = np.bincount(inverse, minlength=combo.size).astype(np.float64)
+        self.count = per_combo[combo].astype(np.float64)
         self.longest = np.zeros((combo.size, self.k), np.int64)
         np.maximum.at(self.longest, inverse, lengths)
 
