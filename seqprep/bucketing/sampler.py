@@ -19,6 +19,11 @@ How an epoch is planned (all vectorised; the only Python loops run over buckets 
 
 The *structure* of a plan (how many batches of which sizes and buckets) depends only on the
 bucket counts, so it is computed once; an epoch only draws the random order.
+
+Examples of several fields (2-D ``lengths``) follow the same steps on the cells of a grid of
+per-field boundaries (``bucketing/grid.py``): a cell is a bucket, leftovers are merged along a
+path through neighbouring cells, and a batch of several cells is labelled with their cover
+(the largest band of each field), which takes the role of "the largest bucket" above.
 """
 
 from __future__ import annotations
