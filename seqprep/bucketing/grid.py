@@ -50,7 +50,9 @@ FieldTokens = Literal["sum", "max"]
 _MAX_ATOMS = 48
 # Bands per field tried by the search (more cells than rows / 2 never pays under batching).
 _LADDER = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48)
-_DESCENT_ROUNDS = 4
+_DESCENT_ROUNDS = 2
+# Elements per block of the band-cost computation (bounds its memory to a few MB).
+_BAND_BLOCK = 1 << 18
 
 
 def row_lengths(pads: np.ndarray, field_tokens: FieldTokens) -> np.ndarray:
@@ -230,15 +232,20 @@ def _band_cost(C: np.ndarray, M: np.ndarray, w: np.ndarray) -> np.ndarray:
     """``W[u, v]``: cost of one band of atoms ``u..v`` along the first axis of ``C``.
 
     ``C[a, o]`` counts the examples of atom ``a`` in cell ``o`` of the other fields' bands,
-    ``M[a, o, f]`` their longest length of field ``f``. A band pads each of its cells to the
-    cell's longest lengths.
+    ``M[a, o, f]`` their longest length of field ``f`` (0 where there are none). A band pads
+    each of its cells to the cell's longest lengths.
     """
     m = C.shape[0]
     W = np.full((m, m), np.inf)
-    for u in range(m):
-        counts = np.cumsum(C[u:], axis=0)
-        tops = np.maximum.accumulate(M[u:], axis=0) @ w
-        W[u, u:] = (counts * tops).sum(axis=1)
+    # Bands starting at u, for a block of u at a time: entries before u are masked to 0 (no
+    # examples, a neutral maximum), so running sums and maxima along v give every band at once.
+    step = max(1, _BAND_BLOCK // max(1, m * M[0].size))
+    for u0 in range(0, m, step):
+        us = np.arange(u0, min(m, u0 + step))
+        keep = np.arange(m)[None, :] >= us[:, None]  # (block, m)
+        counts = np.cumsum(np.where(keep[:, :, None], C[None], 0.0), axis=1)
+        tops = np.maximum.accumulate(np.where(keep[:, :, None, None], M[None], 0.0), axis=1)
+        W[us] = np.where(keep, (counts * (tops @ w)).sum(axis=2), np.inf)
     return W
 
 
