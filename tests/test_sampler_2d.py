@@ -395,3 +395,24 @@ def test_shapes_and_width_grids_of_several_fields():
         width_grid(s)
     with pytest.raises(ValueError, match=r"`field` must name one of the sampler's fields"):
         width_grid(BucketSampler([1, 2], batch_size=1), field="src")
+
+
+@pytest.mark.parametrize("pad_to", ["step", "bucket"])
+def test_replica_plans_align_every_field_per_step(pad_to):
+    from seqprep import replica_plans
+
+    lengths = _pairs(200, correlated=True, seed=7)
+    shards = [BucketSampler(lengths, batch_size=8, num_shards=3, shard_index=k, seed=1)
+              for k in range(3)]
+    plans = replica_plans(shards, epoch=2, pad_to=pad_to)
+    seen = np.concatenate([p.rows for p in plans])
+    assert np.array_equal(np.sort(seen), np.arange(200))
+    first = plans[0].field_pad_lengths
+    for p in plans:
+        np.testing.assert_array_equal(p.field_pad_lengths, first)  # the same widths per step
+        np.testing.assert_array_equal(p.pad_lengths, first.max(axis=1))
+        widths = p.field_widths("batch", lengths)
+        assert np.all(widths <= first)
+    if pad_to == "step":  # the least padding that keeps the replicas in step
+        tops = np.max([p.field_widths("batch", lengths) for p in plans], axis=0)
+        np.testing.assert_array_equal(tops, first)
