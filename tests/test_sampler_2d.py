@@ -284,6 +284,7 @@ def test_bad_field_lengths_name_the_argument(lengths, message):
         ({"max_length": [5, 5, 5]}, r"`max_length` must have one entry per field"),
         ({"max_length": {"src": 5}}, r"`max_length` as a dict must have one entry per field"),
         ({"field_tokens": "mean"}, r"`field_tokens` must be 'sum' or 'max'"),
+        ({"field_tokens": "max"}, r"`field_tokens` only changes how a `max_tokens` budget"),
     ],
 )
 def test_bad_options_of_several_fields(kwargs, message):

@@ -225,6 +225,13 @@ class BucketSampler(ResumableSampler):
         else:
             self.max_length = _per_field_ints("max_length", max_length, names)
             self.field_tokens = check_choice("field_tokens", field_tokens, ("sum", "max"))
+            if self.field_tokens != "sum" and self.max_tokens is None:
+                raise ValueError(
+                    "Argument `field_tokens` only changes how a `max_tokens` budget counts a "
+                    f"row. Received: field_tokens={field_tokens!r}, "
+                    f"batch_size={self.batch_size}\n- Pass max_tokens=<budget>, or drop "
+                    "`field_tokens`."
+                )
             self.field_weights = _per_field_weights(field_weights, names)
         self.merge_leftovers = check_bool("merge_leftovers", merge_leftovers)
         self._setup(raw, boundaries)
