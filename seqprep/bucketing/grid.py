@@ -48,7 +48,8 @@ FieldTokens = Literal["sum", "max"]
 
 # The dynamic programme works on at most this many groups of neighbouring lengths per field.
 _MAX_ATOMS = 48
-# Bands per field tried by the search (more cells than rows / 2 never pays under batching).
+# Bands per field tried by the search; a grid has at most two cells per batch of an epoch (a
+# cell of less than half a batch is mostly a leftover: it saves little and merges worse).
 _LADDER = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48)
 _DESCENT_ROUNDS = 2
 # Elements per block of the band-cost computation (bounds its memory to a few MB).
@@ -410,7 +411,7 @@ def fit_grid(
             break
         score, trial, got = min(trials, key=lambda t: t[0])
         if score >= best:
-            # A step up the ladder on one field may only pay once the other follows: try both.
+            # A step up the ladder on one field may only pay once the others follow: try all.
             if k > 1 and len(trials) == k:
                 both = tuple(max(t[1][g] for t in trials) for g in range(k))
                 if int(np.prod(both)) <= max_cells:
