@@ -66,12 +66,14 @@ def test_plan_of_a_small_grid_exactly():
     assert s.bucket_pad_lengths.tolist() == [[4, 5], [4, 5], [11, 5], [12, 15]]
 
 
-def test_array_and_dict_lengths_plan_alike_and_the_inputs_stay():
+def test_array_tuple_and_dict_lengths_plan_alike_and_the_inputs_stay():
     arr = np.array([PAIRS["src"], PAIRS["tgt"]]).T.copy()
     before = arr.copy()
     a = BucketSampler(arr, batch_size=2, seed=3)
     b = BucketSampler(PAIRS, batch_size=2, seed=3)
-    assert a.plan(4) == b.plan(4)
+    c = BucketSampler((np.array(PAIRS["src"]), PAIRS["tgt"]), batch_size=2, seed=3)
+    assert a.plan(4) == b.plan(4) == c.plan(4) and c.field_names == (0, 1)
+    assert BucketSampler((3, 4, 5), batch_size=2).num_fields == 1  # a tuple of lengths
     assert a.field_names == (0, 1) and np.array_equal(arr, before)
     assert not a.lengths.flags.writeable
     assert b.field_lengths("tgt").tolist() == PAIRS["tgt"]
@@ -265,6 +267,8 @@ def test_sampler_report_and_repr_of_two_fields():
         ({"src": [1, 2, 3], "tgt": [1, 2]}, r"fields of different counts.*'src': 3, 'tgt': 2"),
         ({}, "is an empty dict"),
         ({"src": [1, 2], "tgt": [1.5, 2.0]}, r"`lengths\['tgt'\]` must hold integers"),
+        (np.ones((2, 40), int), r"(?s)more columns \(fields\) than rows.*pass lengths.T"),
+        (([1, 2, 3], [1, 2]), r"fields of different counts.*0: 3, 1: 2"),
     ],
 )
 def test_bad_field_lengths_name_the_argument(lengths, message):

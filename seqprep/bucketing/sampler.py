@@ -95,8 +95,8 @@ class BucketSampler(ResumableSampler):
 
     Args:
         lengths: length of every sequence (not modified); or, for examples of several fields,
-            an ``(n, fields)`` array (fields named ``0, 1, ...``) or a dict of equally long
-            length arrays (fields named by its keys).
+            an ``(n, fields)`` array or a tuple of equally long per-field length arrays
+            (fields named ``0, 1, ...``), or a dict of them (fields named by its keys).
         boundaries: bucket boundaries (ascending ints), or a fitted :class:`Bucketer`. Default:
             an ``"optimal"`` Bucketer fitted on ``lengths`` with ``target_padding=0.01`` under
             this sampler's ``batch_size`` / ``max_tokens``. For several fields, one such list
