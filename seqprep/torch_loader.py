@@ -266,6 +266,23 @@ def _per_field(name: str, option: Any, fields: tuple[str, ...] | None) -> Any:
     return option
 
 
+def _target_kind(targets: str, ys: list[Any], who: str) -> str:
+    """``targets``, or under ``"auto"`` "sequence" for scalar targets. A collate sees one
+    batch at a time, where per-step targets and vector targets can look alike (a batch
+    whose sequences share one length), so array targets must say which they are."""
+    if targets != "auto":
+        return targets
+    if all(np.ndim(y) == 0 for y in ys):
+        return "sequence"
+    raise ValueError(
+        f"Items' `y` are sequences or arrays, and {who} reads one batch at a time: in a "
+        "batch whose sequences share one length, per-step targets and per-sequence vector "
+        "targets look alike. Received: targets='auto'\n"
+        f"- Pass {who}(targets=\"step\") if each `y` holds one target per step of its `x`, "
+        "or targets=\"sequence\" if it is one target (e.g. a one-hot label)."
+    )
+
+
 @dataclass(frozen=True)
 class _FieldOptions:
     padding: str
@@ -333,9 +350,8 @@ class PadCollate:
       of such arrays, each field padded to its own width; ``padding``, ``value``, ``pad_to``
       and ``dtype`` may then be dicts with one entry per field.
     * ``y``: per-sequence targets ``(B, ...)`` or per-step targets ``(B, T, ...)`` padded
-      with 0 like ``x``, by :func:`seqprep.resolve_targets`'s rule applied to the batch (with
-      dict ``x``, per-step targets align with ``targets_field``, or with the one field whose
-      lengths they share).
+      with 0 like ``x``, as ``targets`` says (with dict ``x``, per-step targets align with
+      ``targets_field``, or with the one field whose lengths they share in the batch).
     * weights: the items' ``w`` (one number per sequence) give ``(B,)``;
       ``sample_weight="timestep"`` gives float32 ``(B, T)``, 1 on real steps and 0 on
       padding (times ``w`` when the items carry one), ``"timestep_mean"`` those scaled to
@@ -345,9 +361,11 @@ class PadCollate:
     ``pin_memory=True`` and a PyTorch training loop need, and Keras takes it on every backend.
     ``"np"`` returns numpy arrays (no PyTorch needed); both come from the same numpy batch.
 
-    ``targets="auto"`` reads each batch on its own; a batch whose sequences all have one
-    length, with target rows of that length, fits both readings and raises. Pass
-    ``targets="sequence"`` or ``"step"`` whenever the items' ``y`` are arrays.
+    ``targets="auto"`` reads numbers (one per item) as per-sequence targets and refuses
+    any other ``y``: a collate sees one batch at a time, and in a batch whose sequences
+    share one length per-step targets and per-sequence vectors look alike, so the library's
+    rule (:func:`seqprep.resolve_targets`) would read batches of one epoch differently.
+    Pass ``targets="step"`` or ``targets="sequence"`` when the items' ``y`` are arrays.
 
     Args:
         padding: ``"post"`` (default; what the cuDNN RNN kernel needs) or ``"pre"``.
@@ -358,7 +376,8 @@ class PadCollate:
         dtype: dtype of the ``x`` batches (default: see above).
         sample_weight: None (the items' ``w`` when they carry one), ``"timestep"`` or
             ``"timestep_mean"``.
-        targets: ``"auto"``, ``"sequence"`` or ``"step"``: how to read the items' ``y``.
+        targets: ``"auto"`` (numbers only, see above), ``"sequence"`` or ``"step"``: how
+            to read the items' ``y``.
         targets_field: with dict ``x``, the field per-step targets align with.
         max_length: cut longer sequences to this many steps, as a sampler built with
             ``max_length=..., overlong="truncate"`` planned them (default: no cut).
@@ -507,23 +526,24 @@ class PadCollate:
                     f"{sorted(rags)}. Received: targets_field={self.targets_field!r}"
                 )
             return self.targets_field
-        if ys is None or self.targets == "sequence":
+        if ys is None or _target_kind(self.targets, ys, "PadCollate") == "sequence":
             return next(iter(rags))  # weights follow the first field
-        rows = None
-        if self.targets == "step" or not np.isscalar(ys[0]):
-            try:
-                rows = as_ragged(ys, "y").lengths
-            except (TypeError, ValueError):
-                rows = None
-        matching = [f for f, r in rags.items() if rows is not None
-                    and np.array_equal(r.lengths, rows)]
+        rows = as_ragged(ys, "y").lengths
+        matching = [f for f, r in rags.items() if np.array_equal(r.lengths, rows)]
         if len(matching) > 1:
             raise ValueError(
                 f"The items' per-step `y` has the lengths of several fields of `x` in this "
                 f"batch: {matching}. Received: targets_field=None\n"
                 "- Pass PadCollate(targets_field=...) naming the field the targets align with."
             )
-        return matching[0] if matching else next(iter(rags))
+        if not matching:
+            raise ValueError(
+                "The items' per-step `y` has the lengths of no field of `x` in this batch. "
+                f"Received y lengths {rows.tolist()}, fields {sorted(rags)}\n"
+                "- Give each item one target per step of the field they align with, and "
+                "name it with targets_field=..."
+            )
+        return matching[0]
 
     def _target_columns(self, ys: list[Any], ws: list[Any] | None, rag: Ragged) -> dict:
         """The table's targets and weights for this batch (kernel ``table`` keywords)."""
@@ -533,7 +553,8 @@ class PadCollate:
                 "supported by PadCollate. Received: a dict\n"
                 "- Return one target (or one per-step target sequence) per item."
             )
-        mode, resolved = resolve_targets(ys, rag.lengths, targets=self.targets)
+        kind = _target_kind(self.targets, ys, "PadCollate")
+        mode, resolved = resolve_targets(ys, rag.lengths, targets=kind)
         if mode == "step":
             check_finite_labels(resolved.values, "y", offsets=resolved.offsets)
             y = _values_with_pad_row(resolved, _default_dtype(resolved.values.dtype), 0, "y")
@@ -593,7 +614,8 @@ class PackCollate:
         truncating: which steps a sampler built with ``overlong="truncate"`` cuts:
             ``"post"`` keeps the first ``row_length`` steps, ``"pre"`` the last.
         dtype: dtype of the values (default as in :class:`PadCollate`).
-        targets: ``"auto"``, ``"sequence"`` or ``"step"``.
+        targets: ``"auto"`` (numbers only, as in :class:`PadCollate`), ``"sequence"`` or
+            ``"step"``.
         allow_nonfinite: accept NaN/inf in ``x``.
         return_tensors: ``"pt"`` (default) or ``"np"``.
 
@@ -634,7 +656,7 @@ class PackCollate:
     def __call__(self, batch: Sequence[Sequence[Any]]) -> Any:
         """Pack one batch: a list of rows, each the list of its items (``RowItems``)."""
         if (not isinstance(batch, Sequence) or not len(batch)
-                or not all(isinstance(r, (list, tuple)) and len(r) for r in batch)):
+                or not all(isinstance(r, list) and len(r) for r in batch)):
             raise ValueError(
                 "PackCollate must be called with a non-empty list of packed rows, each a "
                 f"non-empty list of items. Received: {type(batch).__name__} {batch!r:.80}\n"
@@ -670,7 +692,8 @@ class PackCollate:
             np.arange(row_of.size))
         kw: dict[str, Any] = {}
         if ys is not None:
-            mode, resolved = resolve_targets(ys, raw, targets=self.targets)
+            mode, resolved = resolve_targets(
+                ys, raw, targets=_target_kind(self.targets, ys, "PackCollate"))
             if mode == "step":
                 check_finite_labels(resolved.values, "y", offsets=resolved.offsets)
                 y = _values_with_pad_row(resolved, _default_dtype(resolved.values.dtype), 0,
