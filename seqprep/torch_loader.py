@@ -24,6 +24,7 @@ tensors (``return_tensors="pt"``), so ``return_tensors="np"`` works without PyTo
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -98,13 +99,27 @@ def _default_dtype(dtype: np.dtype) -> np.dtype:
 
 def _values_with_pad_row(rag: Ragged, dtype: np.dtype, value: Any, name: str) -> np.ndarray:
     """``rag``'s steps cast to ``dtype`` and one step of ``value`` at the end, where every
-    padded position gathers from: ``bucketed_dataset``'s table, built by ``pad_sequences`` of
-    one long row so that its refusals (a lossy cast, a padding value the dtype cannot hold)
-    are the same; the cast is checked first so a refusal names ``name[i][t]``."""
+    padded position gathers from (``bucketed_dataset``'s table). The refusals are
+    ``bucketed_dataset``'s: a cast that would change a value (checked here, so that the
+    message names ``name[i][t]``) and a padding value ``dtype`` cannot hold (checked by
+    ``pad_sequences``, once per dtype and value: :func:`_check_value`)."""
     check_cast(rag.values, dtype, locate=rag.locator(name))
-    total = int(rag.values.shape[0])
-    one_row = Ragged(rag.values, np.array([0, total], dtype=np.int64))
-    return pad_sequences(one_row, maxlen=total + 1, dtype=dtype, padding="post", value=value)[0]
+    _check_value(dtype, value)
+    return _kernel.with_pad_row(rag.values.astype(dtype, copy=False), value)
+
+
+@functools.lru_cache(maxsize=64)
+def _check_value_cached(dtype: np.dtype, value: Any) -> None:
+    pad_sequences([], maxlen=1, dtype=dtype, value=value)  # raises for a lossy value
+
+
+def _check_value(dtype: np.dtype, value: Any) -> None:
+    try:
+        hash(value)
+    except TypeError:  # an unhashable value (an array): check it every time
+        pad_sequences([], maxlen=1, dtype=dtype, value=value)
+        return
+    _check_value_cached(dtype, value)
 
 
 def _resolve_dtype(dtype: Any, source: np.dtype, name: str) -> np.dtype:
@@ -234,7 +249,7 @@ def _split_items(batch: Any, who: str) -> tuple[list[Any], list[Any] | None, lis
 def _fields(xs: list[Any]) -> tuple[str, ...] | None:
     """The field names of dict items (in the first item's order), or None for plain items."""
     if not isinstance(xs[0], Mapping):
-        if any(isinstance(x, Mapping) for x in xs):
+        if any(not isinstance(x, (np.ndarray, list)) and isinstance(x, Mapping) for x in xs):
             raise ValueError(
                 "Items' `x` must all be sequences or all be dicts of named fields. "
                 "Received a mix\n- Return the same structure for every index."
@@ -272,7 +287,11 @@ def _target_kind(targets: str, ys: list[Any], who: str) -> str:
     whose sequences share one length), so array targets must say which they are."""
     if targets != "auto":
         return targets
-    if all(np.ndim(y) == 0 for y in ys):
+    try:
+        scalars = np.asarray(ys)
+    except ValueError:  # rows of different lengths: not numbers
+        scalars = None
+    if scalars is not None and scalars.ndim == 1:
         return "sequence"
     raise ValueError(
         f"Items' `y` are sequences or arrays, and {who} reads one batch at a time: in a "
@@ -460,6 +479,14 @@ class PadCollate:
         )
 
     def _options(self, field: str | None, fields: tuple[str, ...] | None) -> _FieldOptions:
+        """The options of ``field`` (checked once per field structure, then remembered)."""
+        cache = self.__dict__.setdefault("_option_cache", {})
+        key = (field, fields)
+        if key not in cache:
+            cache[key] = self._pick_options(field, fields)
+        return cache[key]
+
+    def _pick_options(self, field: str | None, fields: tuple[str, ...] | None) -> _FieldOptions:
         picked = []
         for name in ("padding", "value", "pad_to", "dtype"):
             option = getattr(self, name)
@@ -474,8 +501,6 @@ class PadCollate:
         xs, ys, ws = _split_items(batch, "PadCollate")
         fields = _fields(xs)
         if fields is None:
-            for name in ("padding", "value", "pad_to", "dtype"):
-                _per_field(name, getattr(self, name), None)
             rags = {None: as_ragged(xs, "x")}
         else:
             rags = {f: as_ragged([x[f] for x in xs], f"x[{f!r}]") for f in fields}
@@ -547,7 +572,7 @@ class PadCollate:
 
     def _target_columns(self, ys: list[Any], ws: list[Any] | None, rag: Ragged) -> dict:
         """The table's targets and weights for this batch (kernel ``table`` keywords)."""
-        if any(isinstance(y, Mapping) for y in ys):
+        if isinstance(ys[0], Mapping):
             raise TypeError(
                 "Items' `y` must be a target or a sequence of targets; dict targets are not "
                 "supported by PadCollate. Received: a dict\n"
