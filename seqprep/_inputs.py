@@ -451,7 +451,7 @@ def _sampler_columns(sampler: Any, kind: Kind, keys: tuple[Key, ...], labels: li
                 "column per field of `x`, in the same order."
             )
         columns: list[int | None] = list(range(k))
-        if names is not None and kind == "dict":
+        if names is not None and kind == "dict" and all(isinstance(k, str) for k in names):
             names = list(names)
             if sorted(map(str, names)) != sorted(keys):
                 raise ValueError(
@@ -544,8 +544,7 @@ def resolve_pad_to(
         if pad_to == "auto":
             pad_to = "batch" if backend is None else _quantile_grid(field_lengths)
         elif pad_to == "bucket":
-            buckets = getattr(sampler, "field_bucket_pad_lengths", None)
-            if column is None or buckets is None:
+            if column is None:
                 raise ValueError(
                     f'Argument `pad_to`="bucket" for `{label}`, which the sampler does not '
                     f"bucket (it plans another field).\n- Pass pad_to=\"batch\", an int or a "
@@ -578,17 +577,21 @@ def batch_widths(plan: Any, stage: Stage) -> np.ndarray:
             cols.append(plan.widths(f.pad_to, f.lengths))
             continue
         pad_to = f.pad_to
+        # A 2-D plan's bucket width of this field, where the plan has them; else its longest.
+        field_pads = getattr(plan, "field_pad_lengths", None)
+        bucket = None if f.column is None or field_pads is None else field_pads[:, f.column]
         if isinstance(pad_to, str) and pad_to == "bucket":
-            cols.append(np.asarray(plan.field_widths("bucket")[:, f.column], np.int64))
+            cols.append(np.asarray(bucket, np.int64))
             continue
         longest = plan.widths("batch", f.lengths)
         if isinstance(pad_to, str):  # "batch"
             cols.append(longest)
         elif np.ndim(pad_to) == 0:
             cols.append(np.full(len(plan), int(pad_to), np.int64))
-        else:
+        else:  # a width grid covers the bucket (as for one field), else the batch's longest
             grid = np.asarray(pad_to, np.int64)
-            cols.append(grid[np.searchsorted(grid, longest, side="left")])
+            cover = longest if bucket is None else bucket
+            cols.append(grid[np.searchsorted(grid, cover, side="left")])
     return np.stack(cols, axis=1) if cols else np.zeros((len(plan), 0), np.int64)
 
 
@@ -682,9 +685,10 @@ def prepare(
     """Read ``x``, ``y`` and ``sample_weight`` into a :class:`Stage` (the module's rules).
 
     ``sampler`` (checked to be a ``sampler_type``) decides each field's kept lengths and which
-    fields it plans; without a ``sampler_type``, every field keeps its lengths and pads to ``pad_to`` (``"batch"``,
-    an int or a grid). Order of the checks: the fields (counts, non-finite values), the
-    sampler, ``pad_to``, the targets, the weights, then the casts of the inputs.
+    fields it plans; without a ``sampler_type``, every field keeps its lengths and ``pad_to``
+    is only checked (the executor pads). Order of the checks: the options, the fields
+    (counts, non-finite values), the sampler, ``pad_to``, the targets, the weights, then the
+    casts of the inputs.
 
     Example:
         >>> st = prepare([[1, 2, 3], [4]], [[1, 0, 1], [0]], "timestep")
