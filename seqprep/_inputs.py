@@ -323,6 +323,13 @@ class Field:
         """The lengths kept (after the sampler's truncation)."""
         return self.table.lengths
 
+    @property
+    def ragged(self) -> Ragged:
+        """The field's sequences as given (cast by the dtype rule), without the pad row."""
+        offsets = np.zeros(self.raw_lengths.size + 1, np.int64)
+        np.cumsum(self.raw_lengths, out=offsets[1:])
+        return Ragged(self.table.x[:-1], offsets)
+
 
 @dataclass(frozen=True)
 class Target:
@@ -681,6 +688,7 @@ def prepare(
     backend: str | None = None,
     epoch: int = 0,
     resolve_planned: Callable[..., Any] | None = None,
+    names: tuple[str, str] = ("x", "y"),
 ) -> Stage:
     """Read ``x``, ``y`` and ``sample_weight`` into a :class:`Stage` (the module's rules).
 
@@ -695,8 +703,9 @@ def prepare(
         >>> st.y_kind, st.targets[0].table.y_mode, st.fields[0].lengths.tolist()
         ('single', 'step', [3, 1])
     """
+    xname, yname = names
     kind, keys, items = split_fields(x)
-    labels = [field_label("x", kind, k) for k in keys]
+    labels = [field_label(xname, kind, k) for k in keys]
     options = {name: per_field(name, given, kind, keys) for name, given in (
         ("padding", padding), ("value", value), ("pad_to", pad_to),
         ("truncating", truncating), ("dtype", dtype))}
@@ -741,7 +750,7 @@ def prepare(
     if y is not None:
         y_kind, y_keys, y_items = split_fields(y, dense_rows=True)
         for key, item in zip(y_keys, y_items, strict=True):
-            label = field_label("y", y_kind, key)
+            label = field_label(yname, y_kind, key)
             forced = _target_field(targets_field, key, kind, keys, y_kind)
             mode, res, field = _align(item, key, label, raw, labels, keys, targets, forced,
                                       kind != "single")
@@ -763,7 +772,7 @@ def prepare(
     ]
     target_list = []
     for key, mode, res, field in resolved_targets:
-        label = field_label("y", y_kind, key)
+        label = field_label(yname, y_kind, key)
         if mode == "step":
             check_finite_labels(res.values, label, offsets=res.offsets)
             y_table = values_with_pad_row(res, default_dtype(res.values.dtype), 0, label)
