@@ -56,6 +56,7 @@ from seqprep._checks import (
 )
 from seqprep._ragged import Ragged, as_ragged, lengths_of
 from seqprep.bucketing.plan import check_width_grid
+from seqprep.bucketing.shapes import width_grid
 from seqprep.targets import resolve_targets
 
 __all__ = ["Field", "Stage", "Target", "prepare", "split_fields"]
@@ -538,18 +539,28 @@ def resolve_pad_to(
 ) -> Any:
     """One field's ``pad_to`` as ``"batch"``, ``"bucket"``, an int or a width grid.
 
-    A field the sampler plans (a 1-D sampler's field) takes the sampler's rule
-    (``resolve_planned``: :func:`seqprep.bucketing.shapes.resolve_pad_to`); any other field
-    pads to its batch's longest (``"auto"``; on a compiling backend, a grid of at most 16
-    widths from its lengths' quantiles), a fixed int, or the smallest width of a grid that
-    covers its batch's longest. ``"bucket"`` needs a sampler that buckets the field.
+    A field a 1-D sampler plans takes the sampler's rule (``resolve_planned``:
+    :func:`seqprep.bucketing.shapes.resolve_pad_to`). A field of a 2-D sampler pads to its
+    batch's longest (``"auto"``; on a compiling backend, the field's own
+    :func:`seqprep.width_grid`, or ``"bucket"`` under a token budget), its bucket width
+    (``"bucket"``), a fixed int, or the smallest width of a grid that covers its bucket. A
+    field no sampler column plans pads to its batch's longest (``"auto"``; on a compiling
+    backend, a grid of at most 16 widths from its lengths' quantiles), a fixed int, or the
+    smallest grid width that covers its batch's longest; ``"bucket"`` is refused there.
     """
     planned_1d = column is not None and np.ndim(sampler.lengths) == 1
     if planned_1d:
         pad_to = resolve_planned(pad_to, sampler, backend=backend, epoch=epoch)
     elif isinstance(pad_to, str):
         if pad_to == "auto":
-            pad_to = "batch" if backend is None else _quantile_grid(field_lengths)
+            if backend is None:
+                pad_to = "batch"
+            elif column is None:
+                pad_to = _quantile_grid(field_lengths)
+            elif sampler.max_tokens is not None:  # a token budget: never wider than the bucket
+                pad_to = "bucket"
+            else:  # a 2-D sampler's field: a grid of its bucket widths
+                pad_to = width_grid(sampler, field=sampler.field_names[column])
         elif pad_to == "bucket":
             if column is None:
                 raise ValueError(

@@ -239,6 +239,111 @@ def test_a_1d_sampler_truncates_only_its_field():
     assert xb["src"].shape[1] == 3 and xb["dec"].shape[1] == 6
 
 
+# --------------------------------------------------------------------------- 2-D samplers
+
+
+@pytest.mark.parametrize("structure", ["dict", "tuple"])
+@pytest.mark.parametrize("pad_to", ["batch", "bucket", "grid"])
+def test_a_2d_sampler_plans_every_field_and_each_pads_to_its_own_width(structure, pad_to):
+    src, dec_in, dec_out = _pairs(60, seed=6)
+    lens = {"encoder": sp.sequence_lengths(src), "decoder": sp.sequence_lengths(dec_in)}
+    if structure == "dict":  # named columns map by name, whatever the order of x
+        sampler = sp.BucketSampler(lens, batch_size=8, seed=2)
+        x = {"decoder": dec_in, "encoder": src}
+        fields = {"decoder": dec_in, "encoder": src}
+    else:
+        sampler = sp.BucketSampler(np.stack([lens["encoder"], lens["decoder"]], 1),
+                                   batch_size=8, seed=2)
+        x, fields = (src, dec_in), {0: src, 1: dec_in}
+    columns = {"encoder": 0, "decoder": 1, 0: 0, 1: 1}
+    grid = [4, 8, 12]
+    ds = bucketed_pydataset(x, dec_out, sampler=sampler, sample_weight="timestep",
+                            pad_to=grid if pad_to == "grid" else pad_to)
+    plan = sampler.plan(0)
+    for b, (idx, (xb, yb, wb)) in enumerate(zip(plan, _py_batches(ds), strict=True)):
+        for key, field in fields.items():
+            rows = [field[i] for i in idx]
+            longest = max(map(len, rows))
+            cover = plan.field_pad_lengths[b, columns[key]]
+            width = {"batch": longest, "bucket": cover,
+                     "grid": next(g for g in grid if g >= cover)}[pad_to]
+            np.testing.assert_array_equal(xb[key], _pad(rows, width=width))
+        dec_key = "decoder" if structure == "dict" else 1
+        np.testing.assert_array_equal(yb, _pad([dec_out[i] for i in idx],
+                                               width=xb[dec_key].shape[1]))
+        np.testing.assert_array_equal(
+            wb, sp.sequence_weights([len(dec_out[i]) for i in idx], maxlen=yb.shape[1]))
+
+
+def test_auto_pad_to_on_a_compiling_backend_grids_each_field_of_a_2d_sampler():
+    from seqprep.bucketing.shapes import resolve_pad_to
+
+    src, dec_in, _ = _pairs(80, seed=7)
+    lens = {"encoder": sp.sequence_lengths(src), "decoder": sp.sequence_lengths(dec_in)}
+    sampler = sp.BucketSampler(lens, batch_size=8, seed=0)
+    stage = _inputs.prepare({"encoder": src, "decoder": dec_in}, sampler=sampler,
+                            sampler_type=sp.BucketSampler, pad_to="auto", backend="jax",
+                            resolve_planned=resolve_pad_to)
+    for epoch in range(3):
+        widths = _inputs.batch_widths(sampler.plan(epoch), stage)
+        for j, name in enumerate(["encoder", "decoder"]):
+            grid = sp.width_grid(sampler, field=name)
+            assert set(widths[:, j].tolist()) <= set(grid.tolist())
+
+
+def test_2d_sampler_mismatches_are_clear_errors():
+    src, dec_in, _ = _pairs(10)
+    lens = np.stack([sp.sequence_lengths(src), sp.sequence_lengths(dec_in)], 1)
+    sampler = sp.BucketSampler(lens, batch_size=4)
+    with pytest.raises(ValueError, match=r"`sampler` plans 2 fields .*but `x` is one sequence "
+                                         r"collection\.\n- Pass `x` as a dict or tuple"):
+        bucketed_pydataset(src, sampler=sampler)
+    with pytest.raises(ValueError, match=r"`sampler` plans 2 fields .*but `x` has 3"):
+        bucketed_pydataset((src, dec_in, src), sampler=sampler)
+    with pytest.raises(ValueError, match=r"other lengths than `x\[1\]`'s \(column 1 of its "
+                                         r"lengths: sequence \d+ has"):
+        bucketed_pydataset((src, src), sampler=sampler)
+    named = sp.BucketSampler({"src": lens[:, 0], "tgt": lens[:, 1]}, batch_size=4)
+    with pytest.raises(ValueError, match=r"built on the fields \['src', 'tgt'\], but `x` has "
+                                         r"\['encoder', 'decoder'\]\n- Name"):
+        bucketed_pydataset({"encoder": src, "decoder": dec_in}, sampler=named)
+
+
+# --------------------------------------------------------------------------- fit_per_length
+
+
+def test_fit_per_length_batches_group_by_the_first_field_and_pad_the_others():
+    from seqprep._fit_inputs import prepare_fit_data
+    from seqprep.fitting import _BatchSource
+
+    src, dec_in, dec_out = _pairs(30, seed=8)
+    data = prepare_fit_data({"encoder": src, "decoder": dec_in}, dec_out, pad_value=9)
+    lengths = sp.sequence_lengths(src)
+    plan = sp.plan_per_length(lengths, batch_size=4, seed=1)
+    ds = _BatchSource(data, exact=True, step_weights=False).dataset(plan.rows, plan.splits)
+    for idx, (xb, yb) in zip(plan, _tf_batches(ds), strict=True):
+        assert len({int(lengths[i]) for i in idx}) == 1  # one encoder length: no padding
+        np.testing.assert_array_equal(xb["encoder"], np.stack([src[i] for i in idx]))
+        np.testing.assert_array_equal(xb["decoder"], _pad([dec_in[i] for i in idx], value=9))
+        np.testing.assert_array_equal(yb, _pad([dec_out[i] for i in idx]))
+
+
+def test_fit_per_length_trains_a_two_input_model_with_validation():
+    src, dec_in, dec_out = _pairs(24, seed=9, vocab=12)
+    keras.utils.set_random_seed(0)
+    model = _seq2seq(vocab=12)
+    x = {"encoder": src, "decoder": dec_in}
+    history = sp.fit_per_length(model, x, dec_out, epochs=2, batch_size=8, group_by=[4, 8],
+                                validation_data=(x, dec_out), verbose=0)
+    assert len(history.history["val_loss"]) == 2
+    assert np.isfinite(history.history["loss"]).all()
+
+
+def test_fit_separate_models_refuses_several_fields():
+    with pytest.raises(ValueError, match=r"`x` is a dict or tuple of fields.*\n- Pass one"):
+        sp.fit_separate_models(lambda g: None, {"a": [[1.0]], "b": [[2.0]]}, np.zeros(1))
+
+
 # --------------------------------------------------------------------------- training
 
 
@@ -310,8 +415,7 @@ def test_packed_dataset_refuses_nan_per_step_targets_and_weights_with_position_a
 
 def test_packed_dataset_refuses_several_fields():
     with pytest.raises(ValueError, match=r"`x` is a dict or tuple of fields.*\n- Pack one"):
-        _pack.__wrapped__ if False else sp.packed_dataset(
-            {"a": [[1]], "b": [[2]]}, sampler=sp.PackSampler([1], batch_size=1))
+        sp.packed_dataset({"a": [[1]], "b": [[2]]}, sampler=sp.PackSampler([1], batch_size=1))
 
 
 # --------------------------------------------------------------------------- bad input
