@@ -448,7 +448,10 @@ def fit_per_length(
     Args:
         model: a compiled Keras model taking batches of shape ``(batch, time, ...)``.
         x: the input sequences: a list of arrays or lists, a ``tf.RaggedTensor``, an array
-            ``(n, T, ...)`` or a pandas Series of arrays. Empty sequences are refused.
+            ``(n, T, ...)`` or a pandas Series of arrays. Empty sequences are refused. A dict
+            or tuple of them gives several fields (as in :func:`seqprep.bucketed_dataset`):
+            the batches are grouped by the **first** field; the other fields are post-padded
+            with ``pad_value`` to their batch's longest.
         y: targets: a numeric array with one row per sequence, or a collection of per-step
             target sequences with the same lengths as ``x``.
         epochs: the epoch to stop at (as in ``model.fit``, counting ``initial_epoch``).
@@ -477,6 +480,8 @@ def fit_per_length(
         targets: ``"auto"`` (default), ``"sequence"`` or ``"step"``: whether ``y`` holds one
             target per sequence or one per step (the rule of :func:`seqprep.resolve_targets`;
             ``validation_data`` targets are read the same way as ``y``'s).
+        targets_field: for several fields, the field per-step targets align with (default:
+            the field whose lengths equal the targets').
         **fit_kwargs: passed on to ``model.fit`` (e.g. ``validation_freq``, ``class_weight``).
 
     Returns:
