@@ -2,9 +2,10 @@
 
 :func:`grain_dataset` is :func:`seqprep.bucketed_pydataset` for Grain, the loader Keras 3 and
 JAX users are pointed to: element ``i`` is batch ``i`` of a :class:`~seqprep.BucketSampler`'s
-plan, gathered and padded in numpy by the same kernel, table and checks
-(:mod:`seqprep._kernel`), so every batch equals the one :func:`seqprep.bucketed_dataset`
-gives for the same arguments and sampler epoch.
+plan, read by the one input stage (:mod:`seqprep._inputs`: checks, dtype rule, targets,
+several fields) and gathered and padded in numpy by the shared kernel, so every batch equals
+the one :func:`seqprep.bucketed_dataset` gives for the same arguments and sampler epoch.
+TensorFlow is not imported.
 
 Grain's conventions hold: ``len(ds)`` is one epoch, an index past it reads a later epoch
 (``index // len(ds)``, as Grain's own ``shuffle`` does), so ``ds.repeat(n)`` plays ``n``
@@ -16,33 +17,33 @@ checkpoint, also what ``orbax`` saves) resumes exactly where it stopped.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import grain
 import numpy as np
 from numpy.typing import DTypeLike
 
-from seqprep import _kernel
+from seqprep import _inputs
 from seqprep._checks import check_choice, check_int
 from seqprep.bucketing import BucketSampler
-from seqprep.data import PadTo, _batch_table, _checked_inputs, _plan_arrays
+from seqprep.bucketing.shapes import resolve_pad_to
 from seqprep.padding import Side
 from seqprep.targets import Targets
 
 __all__ = ["grain_dataset"]
+
+PadTo = Literal["auto", "batch", "bucket"]
 
 
 class SeqprepBatches(grain.MapDataset):
     """Batches of a sampler's plan as a ``grain.MapDataset`` (built by :func:`grain_dataset`,
     which checks the arguments)."""
 
-    def __init__(self, *, sampler: BucketSampler, table: _kernel.Table, pad_to: Any,
-                 padding: str, epoch: int) -> None:
+    def __init__(self, *, sampler: BucketSampler, stage: _inputs.Stage, epoch: int) -> None:
         super().__init__()
         self.sampler = sampler
         self.epoch = epoch
-        self._table = table
-        self._pad_to, self._padding = pad_to, padding
+        self._stage = stage
         self._plan: tuple[int, Any] | None = None
 
     def __len__(self) -> int:
@@ -54,8 +55,9 @@ class SeqprepBatches(grain.MapDataset):
     def _epoch_plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         plan = self._plan  # one consistent tuple per read: Grain reads from several threads
         if plan is None or plan[0] != epoch:
-            flat, sizes, widths = _plan_arrays(self.sampler, epoch, self._table.lengths,
-                                               self._pad_to)
+            planned = self.sampler.plan(epoch)
+            flat, sizes = planned.rows, planned.sizes
+            widths = _inputs.batch_widths(planned, self._stage)
             plan = (epoch, (flat, np.concatenate([[0], np.cumsum(sizes)]), widths))
             self._plan = plan
         return plan[1]
@@ -69,11 +71,7 @@ class SeqprepBatches(grain.MapDataset):
         per_epoch = len(self)
         flat, splits, widths = self._epoch_plan(self.epoch + index // per_epoch)
         b = index % per_epoch
-        idx = flat[splits[b] : splits[b + 1]]
-        table = self._table
-        src, real = _kernel.positions(table.starts, table.lengths, idx, int(widths[b]),
-                                      self._padding, table.pad_index)
-        batch = _kernel.gather_batch(table, src, real, idx)
+        batch = _inputs.gather(self._stage, flat[splits[b] : splits[b + 1]], widths[b])
         return batch[0] if len(batch) == 1 else batch
 
 
@@ -91,15 +89,17 @@ def grain_dataset(
     dtype: DTypeLike | None = None,
     allow_nonfinite: bool = False,
     targets: Targets = "auto",
+    targets_field: Any = None,
 ) -> grain.MapDataset:
     """Padded batches of a :class:`BucketSampler`'s plan as a ``grain.MapDataset``.
 
     Element ``i`` is batch ``i % len(sampler)`` of sampler epoch ``epoch + i //
     len(sampler)``: ``x``, ``(x, y)`` or ``(x, y, sample_weight)`` as numpy arrays, equal to
     :func:`seqprep.bucketed_dataset`'s batch for the same arguments (same dtypes, checks and
-    ``pad_to`` rule, including ``"auto"``'s width grid on JAX). ``len(ds) == len(sampler)``
-    (one epoch, Grain's convention); ``ds.repeat(n)`` plays ``n`` sampler epochs, each a
-    fresh order with every example once, ``ds.repeat()`` as many as asked for.
+    ``pad_to`` rule, including ``"auto"``'s width grid on JAX; dicts of fields as there).
+    ``len(ds) == len(sampler)`` (one epoch, Grain's convention); ``ds.repeat(n)`` plays ``n``
+    sampler epochs, each a fresh order with every example once, ``ds.repeat()`` as many as
+    asked for.
 
     With ``model.fit``, Keras 3 reads a Grain dataset until it ends, and starts it again
     at every epoch: pass ``ds.repeat()`` and ``steps_per_epoch=len(sampler)`` so that Keras
@@ -126,6 +126,8 @@ def grain_dataset(
         allow_nonfinite: accept NaN/inf in ``x`` (NaN/inf in ``y`` are always refused).
         targets: ``"auto"``, ``"sequence"`` or ``"step"`` (see
             :func:`seqprep.resolve_targets`).
+        targets_field: for several fields, the field per-step targets align with (as in
+            ``bucketed_dataset``).
 
     Returns:
         A ``grain.MapDataset`` with ``len(ds) == len(sampler)``.
@@ -149,12 +151,22 @@ def grain_dataset(
         >>> [b[0].tolist() for b in resumed] == [b[0].tolist() for b in it]
         True
     """
-    check_choice("padding", padding, ("pre", "post"))
-    check_choice("truncating", truncating, ("pre", "post"))
     check_choice("targets", targets, ("auto", "sequence", "step"))
     epoch = check_int("epoch", epoch, minimum=0)
-    rag, lengths, pad_to = _checked_inputs(x, sampler, pad_to, epoch, allow_nonfinite)
-    table = _batch_table(rag, lengths, sampler, y, targets, sample_weight, truncating,
-                         dtype, value)
-    return SeqprepBatches(sampler=sampler, table=table, pad_to=pad_to, padding=padding,
-                          epoch=epoch)
+    stage = _inputs.prepare(
+        x, y, sample_weight, sampler=sampler, sampler_type=BucketSampler, padding=padding,
+        value=value, pad_to=pad_to, truncating=truncating, dtype=dtype,
+        allow_nonfinite=allow_nonfinite, targets=targets, targets_field=targets_field,
+        backend=_compiling_backend(), epoch=epoch, resolve_planned=resolve_pad_to,
+    )
+    return SeqprepBatches(sampler=sampler, stage=stage, epoch=epoch)
+
+
+def _compiling_backend() -> str | None:
+    """``"jax"`` when Keras runs on JAX (one program per input shape: ``pad_to="auto"`` then
+    bounds the shapes), else None; read from Keras's config without importing TensorFlow."""
+    try:
+        import keras
+    except ImportError:  # Grain without Keras: a plain JAX or numpy loop
+        return None
+    return "jax" if keras.config.backend() == "jax" else None

@@ -32,8 +32,8 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import DTypeLike
 
-from seqprep import _kernel
-from seqprep._casts import check_cast
+from seqprep import _inputs, _kernel
+from seqprep._casts import check_cast, check_pad_value
 from seqprep._checks import (
     check_bool,
     check_choice,
@@ -43,7 +43,6 @@ from seqprep._checks import (
 )
 from seqprep._ragged import Ragged, as_ragged
 from seqprep.bucketing.packing import PackSampler
-from seqprep.padding import pad_sequences
 from seqprep.targets import Targets, resolve_targets
 
 __all__ = ["PackCollate", "PadCollate", "RowItems", "shard_by_rank"]
@@ -90,96 +89,37 @@ def shard_by_rank(group: Any = None) -> dict[str, int]:
 # --------------------------------------------------------------------------- shared rules
 
 
-def _default_dtype(dtype: np.dtype) -> np.dtype:
-    """bucketed_dataset's dtype rule: floats wider than 32 bits become float32."""
-    if dtype.kind == "f" and dtype.itemsize > 4:
-        return np.dtype(np.float32)
-    return dtype
-
-
 def _values_with_pad_row(rag: Ragged, dtype: np.dtype, value: Any, name: str) -> np.ndarray:
-    """``rag``'s steps cast to ``dtype`` and one step of ``value`` at the end, where every
-    padded position gathers from (``bucketed_dataset``'s table). The refusals are
-    ``bucketed_dataset``'s: a cast that would change a value (checked here, so that the
-    message names ``name[i][t]``) and a padding value ``dtype`` cannot hold (checked by
-    ``pad_sequences``, once per dtype and value: :func:`_check_value`)."""
+    """:func:`seqprep._inputs.values_with_pad_row` (the one input stage's table: the cast and
+    the padding value checked) with the padding value checked once per dtype and value, not
+    once per batch."""
     check_cast(rag.values, dtype, locate=rag.locator(name))
-    _check_value(dtype, value)
-    return _kernel.with_pad_row(rag.values.astype(dtype, copy=False), value)
+    try:
+        _check_pad_value_once(dtype, value)
+    except TypeError:  # an unhashable value: check it every time
+        check_pad_value(value, dtype)
+    values = rag.values if rag.values.dtype == dtype else rag.values.astype(dtype)
+    return _kernel.with_pad_row(values, value)
 
 
 @functools.lru_cache(maxsize=64)
-def _check_value_cached(dtype: np.dtype, value: Any) -> None:
-    pad_sequences([], maxlen=1, dtype=dtype, value=value)  # raises for a lossy value
+def _check_pad_value_once(dtype: np.dtype, value: Any) -> None:
+    check_pad_value(value, dtype)
 
 
-def _check_value(dtype: np.dtype, value: Any) -> None:
-    try:
-        hash(value)
-    except TypeError:  # an unhashable value (an array): check it every time
-        pad_sequences([], maxlen=1, dtype=dtype, value=value)
-        return
-    _check_value_cached(dtype, value)
-
-
-def _resolve_dtype(dtype: Any, source: np.dtype, name: str) -> np.dtype:
-    if dtype is None:
-        if source.kind == "O":
-            raise ValueError(
-                f"Argument `dtype` is None, but `{name}` holds integers that no 64-bit dtype "
-                "holds exactly (past 64 bits, or past 2**53 mixed with floats). "
-                "Received: dtype=None\n"
-                "- If rounding is fine, pass `dtype='float64'`; if they are ids, map them to "
-                "small integers first."
-            )
-        return _default_dtype(source)
-    return np.dtype(dtype)
-
-
-def _labels(y: Any, n: int, name: str) -> np.ndarray:
-    """Per-sequence targets as a checked array in bucketed_dataset's label dtype."""
-    arr = np.asarray(y)
-    if arr.dtype.kind in "OUS" or arr.ndim == 0 or arr.shape[0] != n:
-        raise ValueError(
-            f"Items' `{name}` must be numbers or rectangular numeric arrays, one per item. "
-            f"Received {name} values that stack to an array of dtype {arr.dtype} and shape "
-            f"{arr.shape}\n- If these are class names, map them to integer ids first; if "
-            f"they are per-step targets, give each item a `{name}` with one entry per step."
-        )
-    target = _default_dtype(arr.dtype)
-    if target != arr.dtype:
-        check_cast(
-            arr, target, name=name,
-            header=f"Items' `{name}` cannot become {target.name} (the batch's label dtype) "
-                   "without losing data",
-            locate=lambda i: f"{name} of batch item {np.unravel_index(i, arr.shape)[0]}",
-        )
-        arr = arr.astype(target)
-    check_finite_labels(arr, name)
+def _labels(y: Any, n: int) -> np.ndarray:
+    """Per-sequence targets by the one input stage's label rules."""
+    arr = _inputs.cast_labels(_inputs.label_array(y, "y", n), "y")
+    check_finite_labels(arr, "y")
     return arr
 
 
 def _item_weights(ws: list[Any]) -> np.ndarray:
-    arr = np.asarray(ws)
-    if arr.ndim != 1 or arr.dtype.kind not in "biuf":
-        raise ValueError(
-            "Items' `w` must be one number per item (the sequence's weight). Received w "
-            f"values that stack to an array of shape {arr.shape} and dtype {arr.dtype}\n"
-            "- For per-step weights that zero the padding, drop `w` from the items and pass "
-            "PadCollate(sample_weight='timestep')."
-        )
-    finite = np.isfinite(arr)
-    if not finite.all():
-        bad = int(np.flatnonzero(~finite)[0])
-        raise ValueError(
-            f"Items' `w` must be finite numbers. Received: w={arr[bad]!r} in batch item {bad}\n"
-            "- Give that sequence a finite weight (0 leaves it out of the loss)."
-        )
-    check_cast(
-        arr, np.float32, name="w", locate=lambda i: f"batch item {i}",
-        header="Items' `w` does not fit float32, the type Keras weighs the loss in",
+    return _inputs.sequence_weights_array(
+        ws, len(ws),
+        fix="For per-step weights that zero the padding, drop the weight from the items and "
+            "pass PadCollate(sample_weight='timestep').",
     )
-    return arr.astype(np.float32)
 
 
 def _check_return_tensors(return_tensors: Any) -> str:
@@ -512,7 +452,7 @@ class PadCollate:
             check_finite_features(rag.values, label, offsets=rag.offsets,
                                   allow_nonfinite=self.allow_nonfinite)
             opt = self._options(field, fields)
-            dtype = _resolve_dtype(opt.dtype, rag.values.dtype, label)
+            dtype = _inputs.resolve_dtype(opt.dtype, rag.values.dtype, label)
             raw = rag.lengths
             lengths = raw if self.max_length is None else np.minimum(raw, self.max_length)
             starts = rag.offsets[:-1] + (raw - lengths if self.truncating == "pre" else 0)
@@ -582,9 +522,9 @@ class PadCollate:
         mode, resolved = resolve_targets(ys, rag.lengths, targets=kind)
         if mode == "step":
             check_finite_labels(resolved.values, "y", offsets=resolved.offsets)
-            y = _values_with_pad_row(resolved, _default_dtype(resolved.values.dtype), 0, "y")
+            y = _values_with_pad_row(resolved, _inputs.default_dtype(resolved.values.dtype), 0, "y")
         else:
-            y = _labels(resolved, len(ys), "y")
+            y = _labels(resolved, len(ys))
         w = _item_weights(ws) if ws is not None else None
         w_mode = self.sample_weight or ("sequence" if w is not None else None)
         return {"y": y, "y_mode": mode, "w": w, "w_mode": w_mode}
@@ -721,13 +661,13 @@ class PackCollate:
                 ys, raw, targets=_target_kind(self.targets, ys, "PackCollate"))
             if mode == "step":
                 check_finite_labels(resolved.values, "y", offsets=resolved.offsets)
-                y = _values_with_pad_row(resolved, _default_dtype(resolved.values.dtype), 0,
+                y = _values_with_pad_row(resolved, _inputs.default_dtype(resolved.values.dtype), 0,
                                          "y")
             else:
-                y = _labels(resolved, len(ys), "y")
+                y = _labels(resolved, len(ys))
             w = _item_weights(ws) if ws is not None else None
             kw = {"y": y, "y_mode": mode, "w": w, "w_mode": "timestep"}
-        dtype = _resolve_dtype(self.dtype, rag.values.dtype, "x")
+        dtype = _inputs.resolve_dtype(self.dtype, rag.values.dtype, "x")
         t = _kernel.table(_values_with_pad_row(rag, dtype, 0, "x"), starts, lengths, **kw)
         lay = _kernel.packed_positions(slot, t.starts, t.lengths, width, t.pad_index,
                                        t.pad_sequence)

@@ -92,6 +92,31 @@ def test_iterator_state_resumes_with_the_remaining_batches(steps):
         _assert_same(a, b)
 
 
+def test_dict_fields_each_padded_to_their_own_width_without_tensorflow():
+    """Several fields, as in bucketed_dataset; the module imports no TensorFlow."""
+    code = (
+        "import sys, numpy as np, seqprep as sp\n"
+        "src, dec = [[1, 2, 3], [4], [5, 6]], [[7], [8, 9], [1, 2, 3, 4]]\n"
+        "s = sp.BucketSampler(sp.sequence_lengths(src), batch_size=3, shuffle=False)\n"
+        "(xb, yb), = list(sp.grain_dataset({'src': src, 'dec': dec}, dec, sampler=s,\n"
+        "                                  pad_to='batch', targets='step'))\n"
+        "idx = s.batches(0)[0]\n"
+        "pad = lambda seqs: sp.pad_sequences([seqs[i] for i in idx], padding='post').tolist()\n"
+        "assert xb['src'].tolist() == pad(src) and xb['dec'].tolist() == pad(dec), xb\n"
+        "assert yb.tolist() == pad(dec), yb\n"
+        "assert 'tensorflow' not in sys.modules\n"
+    )
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(sp.__file__)),
+           "KERAS_BACKEND": "jax"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
 def test_grain_dataset_refuses_what_bucketed_dataset_refuses():
     x, y, _ = _data(10)
     sampler = sp.BucketSampler(sp.sequence_lengths(x), batch_size=4)
