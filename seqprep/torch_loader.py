@@ -207,18 +207,14 @@ def _fields(xs: list[Any]) -> tuple[str, ...] | None:
     return names
 
 
-def _per_field(name: str, option: Any, fields: tuple[str, ...] | None) -> Any:
-    """Check a per-field option (a dict naming each field) against the batch's fields."""
-    if not isinstance(option, Mapping):
-        return None
-    if fields is None or set(option) != set(fields):
-        raise ValueError(
-            f"Argument `{name}` is a dict, so it must name every field of the items' `x`. "
-            f"Received {name} for {sorted(option)}, items with "
-            f"{'no fields' if fields is None else f'fields {sorted(fields)}'}\n"
-            f"- Pass one {name} for all fields, or a dict with one entry per field."
-        )
-    return option
+def _per_field(name: str, option: Any, field: str | None,
+               fields: tuple[str, ...] | None) -> Any:
+    """``option`` for ``field``: the same value for every field, or a dict keyed by field name
+    whose missing fields take the default (the one input stage's rule, ``_inputs.per_field``)."""
+    keys = (None,) if fields is None else fields
+    picked = _inputs.per_field(name, option, "single" if fields is None else "dict", keys)
+    value = picked[keys.index(field)]
+    return "batch" if name == "pad_to" and value == "auto" else value  # the collate's default
 
 
 def _target_kind(targets: str, ys: list[Any], who: str) -> str:
@@ -307,7 +303,8 @@ class PadCollate:
       none overflows (``dtype=`` overrides; a cast that would change a value raises).
       A dict ``x`` (named fields, e.g. ``{"encoder": ..., "decoder": ...}``) gives a dict
       of such arrays, each field padded to its own width; ``padding``, ``value``, ``pad_to``
-      and ``dtype`` may then be dicts with one entry per field.
+      and ``dtype`` may then be dicts keyed by field name (a missing field takes the
+      default), as in ``bucketed_dataset``.
     * ``y``: per-sequence targets ``(B, ...)`` or per-step targets ``(B, T, ...)`` padded
       with 0 like ``x``, as ``targets`` says (with dict ``x``, per-step targets align with
       ``targets_field``, or with the one field whose lengths they share in the batch).
@@ -427,12 +424,9 @@ class PadCollate:
         return cache[key]
 
     def _pick_options(self, field: str | None, fields: tuple[str, ...] | None) -> _FieldOptions:
-        picked = []
-        for name in ("padding", "value", "pad_to", "dtype"):
-            option = getattr(self, name)
-            per = _per_field(name, option, fields)
-            picked.append(per[field] if per is not None else option)
-        padding, value, pad_to, dtype = picked
+        padding, value, pad_to, dtype = (
+            _per_field(name, getattr(self, name), field, fields)
+            for name in ("padding", "value", "pad_to", "dtype"))
         return _FieldOptions(check_choice("padding", padding, ("pre", "post")), value,
                              _check_pad_to(pad_to), dtype)
 

@@ -234,7 +234,7 @@ def test_pad_collate_returns_numpy_without_torch_and_imports_neither_tf_nor_torc
         ([([1], np.nan)], {}, "NaN"),
         ([([1], 0, np.inf)], {}, "finite"),
         ([([1], "cat")], {}, "integer ids"),
-        ([[1, 2]], {"padding": {"a": "pre"}}, "name every field"),
+        ([({"a": [1, 2]}, 0)], {"padding": {"b": "pre"}}, "does not have"),
         ([[1, 2]], {"targets_field": "a"}, "has no fields"),
         ([[1, 2]], {"value": 1.5}, "value"),
         ([([1, 2], [0, 1]), ([3], [1])], {}, 'targets="step"'),
@@ -261,6 +261,15 @@ def test_pad_collate_refuses_bad_batches(batch, kwargs, match):
 def test_pad_collate_refuses_bad_options(kwargs, error, match):
     with pytest.raises(error, match=match):
         PadCollate(**kwargs)
+
+
+def test_per_field_options_default_for_missing_fields_and_refuse_plain_items():
+    items = [({"a": [1, 2], "b": [3]}, 0), ({"a": [4], "b": [5, 6]}, 1)]
+    xb, _ = PadCollate(padding={"a": "pre"}, value={"b": -1}, return_tensors="np")(items)
+    np.testing.assert_array_equal(xb["a"], [[1, 2], [0, 4]])
+    np.testing.assert_array_equal(xb["b"], [[3, -1], [5, 6]])
+    with pytest.raises(TypeError, match="one sequence collection"):
+        PadCollate(padding={"a": "pre"}, return_tensors="np")([[1, 2]])
 
 
 # --------------------------------------------------------------------------- resume
