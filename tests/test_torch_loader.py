@@ -339,6 +339,36 @@ def test_shard_by_rank_is_one_shard_without_a_process_group():
     assert shard_by_rank() == {"num_shards": 1, "shard_index": 0}
 
 
+def test_shard_by_rank_reads_a_real_process_group():
+    import socket
+
+    import torch.distributed as dist
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0,
+                            world_size=1)
+    try:
+        assert shard_by_rank() == {"num_shards": 1, "shard_index": 0}
+        assert shard_by_rank(dist.group.WORLD) == {"num_shards": 1, "shard_index": 0}
+    finally:
+        dist.destroy_process_group()
+
+
+def test_collates_survive_pickling_for_spawned_workers():
+    import pickle
+
+    items = [([1, 2, 3], 0.5), ([4], 1.5)]
+    collate = PadCollate(padding="pre", return_tensors="np")
+    collate(items)  # fills its per-structure option cache
+    _assert_same(_np(pickle.loads(pickle.dumps(collate))(items)), _np(collate(items)))
+    sampler = sp.PackSampler([3, 1], batch_size=1, shuffle=False)
+    pack = PackCollate(sampler, return_tensors="np")
+    rows = [[items[0]], [items[1]]]
+    _assert_same(_np(pickle.loads(pickle.dumps(pack))(rows)), _np(pack(rows)))
+
+
 # --------------------------------------------------------------------------- packing
 
 
