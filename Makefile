@@ -5,8 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BACKENDS_STAMP := $(VENV)/.backends-installed
 # The other Keras backends, for `make test`. torch==2.13.0 exactly: that pin resolves to the CPU
-# wheel here; an unpinned torch pulls gigabytes of CUDA libraries.
-BACKEND_PKGS := jax torch==2.13.0
+# wheel here; an unpinned torch pulls gigabytes of CUDA libraries. torchdata (StatefulDataLoader)
+# and grain: the other loaders seqprep feeds (tests/test_torch_loader.py, tests/test_grain.py).
+BACKEND_PKGS := jax torch==2.13.0 torchdata==0.11.0 grain==0.2.18
 # Tests marked `backend` run again under each of these (TensorFlow runs the whole suite).
 OTHER_BACKENDS := jax torch
 export TF_CPP_MIN_LOG_LEVEL := 3
