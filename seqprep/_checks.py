@@ -171,6 +171,14 @@ def check_field_lengths(
         arr = None
     if arr is None or arr.ndim != 2 or arr.dtype == object:
         return check_lengths(lengths, name), None
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(
+            f"Argument `{name}` must hold integer lengths: shape (n,) for one field, or "
+            f"(n, fields) for several. Received a {arr.dtype} array of shape {arr.shape}\n"
+            f"- If you passed the (padded) sequences themselves, pass "
+            f"`seqprep.sequence_lengths(...)` of them instead; if these are lengths stored as "
+            f"floats, convert them with `np.asarray({name}).astype('int64')`."
+        )
     if arr.shape[1] < 2:
         raise ValueError(
             f"Argument `{name}` as a 2-D array must have one row per example and one column "
