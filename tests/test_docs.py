@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import builtins
 import doctest
+import importlib.util
 import json
 import os
 import re
@@ -309,7 +310,8 @@ def test_skip_needs_a_reason_and_is_not_run():
     (_page("<!-- docs-test: skip (why) -->", "```bash", "ls", "```"), "precede a Python"),
     (_page("```python", "x = 1", "```", "<!-- docs-test: continue -->"), "ends the page"),
     (_page("```", ">>> 1 + 1", "2", "```"), "Tag the fence"),
-])
+], ids=["misspelt", "continue-first", "continue-after-skip", "not-adjacent", "not-python",
+        "at-the-end", "untagged-session"])
 def test_a_marker_the_runner_cannot_honour_is_refused(text, match):
     with pytest.raises(MarkerError, match=match):
         parse_blocks(text, "p.md")
@@ -333,3 +335,111 @@ def test_a_failing_block_reports_its_markdown_line():
 
 if __name__ == "__main__":
     _main(sys.argv[1:])
+
+
+# --- the API reference: one page per area, cross-references rendered as links ---------------
+
+
+def _roles():
+    """``docs/_ext/roles.py``, the Griffe extension the docs build runs (needs griffe)."""
+    pytest.importorskip("griffe")
+    spec = importlib.util.spec_from_file_location("_docs_roles", ROOT / "docs/_ext/roles.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def package():
+    """seqprep as the docs build loads it: statically, with Griffe, from this checkout."""
+    roles = _roles()
+    import griffe
+
+    return roles, griffe.load("seqprep", search_paths=[str(ROOT)])
+
+
+@pytest.mark.parametrize("text, expected", [
+    (":class:`BucketSampler`", "[`BucketSampler`][seqprep.bucketing.sampler.BucketSampler]"),
+    (":class:`~seqprep.BucketSampler`",
+     "[`BucketSampler`][seqprep.bucketing.sampler.BucketSampler]"),
+    (":func:`seqprep.bucketed_dataset`",
+     "[`seqprep.bucketed_dataset`][seqprep.data.bucketed_dataset]"),
+    (":meth:`BucketSampler.plan <seqprep.BucketSampler.plan>`",
+     "[`BucketSampler.plan`][seqprep.bucketing.sampler.BucketSampler.plan]"),
+    (":py:func:`~seqprep.padding.pad_sequences`",
+     "[`pad_sequences`][seqprep.padding.pad_sequences]"),
+    (":class:`seqprep.layers.PackedRNN`", "[`seqprep.layers.PackedRNN`][seqprep.layers.PackedRNN]"),
+    (":func:`plan_tbptt`", "[`plan_tbptt`][seqprep._tbptt_plan.plan_tbptt]"),
+    (":class:`!Bucketer`", "`Bucketer`"),                       # Sphinx's "do not link"
+    (":func:`_part_specs`", "`_part_specs`"),                   # private: code, no link
+    (":class:`seqprep._kernel.Table`", "`seqprep._kernel.Table`"),  # private module
+    (":func:`warnings.warn`", "`warnings.warn`"),               # outside seqprep
+    (":func:`no_such_name`", "`no_such_name`"),
+    ("a :class:`Bucketer` and a :func:`padding_report`.",
+     "a [`Bucketer`][seqprep.bucketing.boundaries.Bucketer] and a "
+     "[`padding_report`][seqprep.bucketing.report.padding_report]."),
+], ids=lambda v: v if v.startswith(":") else None)
+def test_roles_become_links_or_code(package, text, expected):
+    roles, pkg = package
+    resolver = roles.Resolver(pkg)
+    assert roles.rewrite(text, resolver) == expected
+
+
+def test_a_bare_method_role_links_to_the_method_of_its_class(package):
+    roles, pkg = package
+    resolver = roles.Resolver(pkg)
+    sampler = pkg["bucketing.sampler.BucketSampler"]
+    # inherited from a private base and shown on BucketSampler's entry, under its own path
+    assert resolver("state_dict", sampler) == "seqprep.bucketing.sampler.BucketSampler.state_dict"
+    assert resolver("plan", sampler.members["batches"]) == (
+        "seqprep.bucketing.sampler.BucketSampler.plan")
+
+
+def test_no_docstring_keeps_a_raw_role_and_public_targets_link(package):
+    roles, pkg = package
+    resolver = roles.Resolver(pkg)
+    exported = set(roles.lazy_exports(pkg))
+    before, unlinked = 0, []
+    for obj in roles.walk(pkg):
+        if obj.docstring is None:
+            continue
+        for match in roles.ROLE.finditer(obj.docstring.value):
+            before += 1
+            title, target = roles.split_role(match["body"])
+            name = (target or "").rsplit(".", 1)[-1]
+            if target and name in exported and resolver(target, obj) is None:
+                unlinked.append(f"{obj.path}: {match[0]}")
+    assert before > 100  # the docstrings do use roles: this test checks something
+    assert not unlinked, "roles to public names that would not link:\n" + "\n".join(unlinked)
+    roles.rewrite_package(pkg)
+    left = [f"{obj.path}: {m[0]}" for obj in roles.walk(pkg) if obj.docstring is not None
+            for m in roles.ANY_ROLE.finditer(obj.docstring.value)]
+    assert not left, "raw roles the docs hook leaves in the API reference:\n" + "\n".join(left)
+
+
+def test_every_exported_name_has_one_line_on_an_api_page(package):
+    roles, pkg = package
+    pages = roles.directives()
+    assert len(pages) >= 8
+    listed = [path for paths in pages.values() for path in paths]
+    assert len(listed) == len(set(listed)), "a name is listed twice in docs/api/"
+    problems = []
+    for path in listed:
+        obj = roles.lookup(pkg, path)
+        if obj is None or obj.path != path:
+            problems.append(f"`::: {path}` does not name the object where it is defined"
+                            + (f" (that is {obj.path})" if obj else ""))
+    for name, module in sorted(roles.lazy_exports(pkg).items()):
+        obj = roles.lookup(pkg, f"{module}.{name}")
+        if obj is None or obj.path not in listed:
+            where = obj.path if obj else f"{module}.{name}"
+            problems.append(f"seqprep.{name} is on no API page\n- Add the line `::: {where}` "
+                            "to its area's page in docs/api/ (see docs/api.md).")
+    assert not problems, "\n".join(problems)
+
+
+def test_markdown_pages_have_no_raw_roles():
+    roles = _roles()
+    raw = [f"{_page_id(p)}: {m[0]}" for p in [*PAGES, *sorted((ROOT / "docs/api").glob("*.md"))]
+           for m in roles.ANY_ROLE.finditer(p.read_text(encoding="utf-8"))]
+    assert not raw, "\n".join(raw)
