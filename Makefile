@@ -21,7 +21,7 @@ export PYTHONHASHSEED := 0
 $(PY):
 	@echo "make: creating $(VENV) with $(PYTHON) ..."
 	@$(PYTHON) -m venv $(VENV)
-	@$(PIP) install --quiet --upgrade pip
+	@$(PIP) install -qq --upgrade pip
 
 $(STAMP): pyproject.toml | $(PY)
 	@echo "make: installing seqprep with TensorFlow and its test dependencies into $(VENV) (a few minutes on a fresh machine) ..."
@@ -35,9 +35,11 @@ $(BACKENDS_STAMP): $(STAMP)
 	@echo "make: backends installed"
 	touch $(BACKENDS_STAMP)
 
+# -qq: a first run should show the demo, not pip's warnings (a pip configuration's ignored
+# index, setuptools' note on editable installs); errors still print and stop make.
 $(DEMO_STAMP): pyproject.toml | $(PY)
 	@echo "make: installing seqprep with TensorFlow and matplotlib into $(VENV) (a few minutes on a fresh machine) ..."
-	@$(PIP) install --quiet -e ".[demo]"
+	@$(PIP) install -qq -e ".[demo]"
 	@touch $(DEMO_STAMP)
 
 install: $(STAMP)
