@@ -333,10 +333,6 @@ def test_a_failing_block_reports_its_markdown_line():
     assert info.traceback[-1].lineno + 1 == 5  # pytest's line numbers are 0-based
 
 
-if __name__ == "__main__":
-    _main(sys.argv[1:])
-
-
 # --- the API reference: one page per area, cross-references rendered as links ---------------
 
 
@@ -443,3 +439,13 @@ def test_markdown_pages_have_no_raw_roles():
     raw = [f"{_page_id(p)}: {m[0]}" for p in [*PAGES, *sorted((ROOT / "docs/api").glob("*.md"))]
            for m in roles.ANY_ROLE.finditer(p.read_text(encoding="utf-8"))]
     assert not raw, "\n".join(raw)
+
+
+def test_the_role_helpers_examples_hold():
+    roles = _roles()
+    failures, tried = doctest.testmod(roles, optionflags=doctest.ELLIPSIS)
+    assert tried >= 4 and failures == 0
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])
