@@ -84,8 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="seed shared by every strategy")
     demo.add_argument("--quick", action="store_true",
                       help="a smoke run: small model and a subset of the data (for tests)")
-    demo.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
-                      help="Keras verbosity while training (default: progress bars)")
+    demo.add_argument("--verbose", type=int, choices=(0, 1, 2), default=0,
+                      help="Keras's own output while training: 0 none, the demo prints a line "
+                           "every few epochs (default); 1 progress bars; 2 a line per epoch")
     demo.add_argument("--backend", choices=_BACKENDS, default=None,
                       help="Keras backend to train on (default: $KERAS_BACKEND, else Keras's "
                            "own default, tensorflow)")
