@@ -85,6 +85,10 @@ def _parser() -> argparse.ArgumentParser:
                       help="a smoke run: small model and a subset of the data (for tests)")
     demo.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
                       help="Keras verbosity while training (default: progress bars)")
+    demo.add_argument("--task", choices=("vowels", "g2p"), default="vowels",
+                      help="vowels: the RNN classifier on Japanese Vowels (default); g2p: the "
+                           "reference encoder-decoder on CMUdict, 2-D buckets against pad to "
+                           "max, written to g2p_report.md")
     demo.add_argument("--backend", choices=_BACKENDS, default=None,
                       help="Keras backend to train on (default: $KERAS_BACKEND, else Keras's "
                            "own default, tensorflow)")
@@ -165,6 +169,12 @@ def _demo(args: argparse.Namespace) -> int:
         # demo in a fresh interpreter, where the backend can still be chosen.
         env = {**os.environ, "KERAS_BACKEND": args.backend}
         return subprocess.run([sys.executable, "-m", "seqprep", *args.argv], env=env).returncode
+    if args.task == "g2p":
+        from seqprep.demo_g2p import run_g2p_demo
+
+        run_g2p_demo(out=args.out, epochs=args.epochs, seed=args.seed, quick=args.quick,
+                     verbose=args.verbose)
+        return 0
     from seqprep.demo import run_demo
 
     run_demo(out=args.out, epochs=args.epochs, seed=args.seed, quick=args.quick,
@@ -180,7 +190,7 @@ _FLAGS = {
     },
     "demo": {
         "epochs": "--epochs", "seed": "--seed", "out": "--out", "verbose": "--verbose",
-        "backend": "--backend",
+        "backend": "--backend", "task": "--task",
     },
 }
 
