@@ -1,0 +1,25 @@
+"""Every Python code block of docs/encoder_decoder.md runs as written, in order, in one namespace."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "encoder_decoder.md"
+BLOCKS = re.findall(r"^```python\n(.*?)^```", DOC.read_text(encoding="utf-8"), re.M | re.S)
+
+
+def test_the_page_has_code_blocks():
+    assert len(BLOCKS) >= 3
+
+
+@pytest.mark.backend
+def test_encoder_decoder_page_code_blocks_run(capsys):
+    namespace: dict = {}
+    for i, block in enumerate(BLOCKS):
+        code = compile(block, f"{DOC.name}[block {i}]", "exec")
+        exec(code, namespace)  # noqa: S102 (the docs' own examples)
+    out = capsys.readouterr().out
+    assert re.search(r"PER \d\.\d{3}, WER \d\.\d{3}", out)
