@@ -346,7 +346,8 @@ def render_report(summary: dict[str, Any]) -> str:
         f"Model: `reference_seq2seq(cell={settings['cell']!r}, units={settings['units']}, "
         f"bidirectional={settings['bidirectional']}, attention={settings['attention']}, "
         f"embedding_dim={settings['embedding_dim']})`, Adam {settings['learning_rate']:g} "
-        f"with cosine decay, {settings['epochs']} epoch{'s' * (settings['epochs'] != 1)}, batch {settings['batch_size']}, "
+        f"with cosine decay, {settings['epochs']} epoch{'s' * (settings['epochs'] != 1)}, "
+        f"batch {settings['batch_size']}, "
         f"same initial weights for both; greedy decoding. Backend {summary['backend']}, "
         f"{summary['cpu_count']} CPUs.",
         "",

@@ -145,7 +145,7 @@ def reference_seq2seq(
     if bidirectional:  # forward states then backward states: join them per kind (h, c)
         half = len(states) // 2
         states = [keras.layers.Concatenate(name=f"encoder_state_{i}")([f, b])
-                  for i, (f, b) in enumerate(zip(states[:half], states[half:]))]
+                  for i, (f, b) in enumerate(zip(states[:half], states[half:], strict=True))]
     state_units = 2 * units if bidirectional else units
 
     y = keras.layers.Embedding(target_vocab_size, embedding_dim, mask_zero=True,
@@ -290,7 +290,7 @@ def greedy_decode(
         rows = order[first:first + batch_size]
         decoded = _decode_batch(model, ragged, rows, start=start, end=end, pad=pad,
                                 max_length=max_length)
-        for row, tokens in zip(rows, decoded):
+        for row, tokens in zip(rows, decoded, strict=True):
             results[row] = tokens
     return results
 

@@ -161,7 +161,7 @@ def teacher_forcing(
 
 
 def edit_distance(reference: Sequence[Any], hypothesis: Sequence[Any]) -> int:
-    """The Levenshtein distance: fewest insertions, deletions and substitutions from one to the other.
+    """The Levenshtein distance: fewest insertions, deletions and substitutions between two.
 
     Args:
         reference: a sequence of comparable tokens (list, 1-D array, string).
@@ -212,8 +212,9 @@ def error_rates(references: Sequence[Any], hypotheses: Sequence[Any]) -> dict[st
         ValueError: different counts, or no reference token at all.
 
     Example:
-        >>> error_rates([[1, 2, 3], [4, 5]], [[1, 2, 3], [4]])
-        {'token_error_rate': 0.2, 'sequence_error_rate': 0.5, 'edits': 1, 'reference_tokens': 5, 'n': 2}
+        >>> rates = error_rates([[1, 2, 3], [4, 5]], [[1, 2, 3], [4]])
+        >>> rates["token_error_rate"], rates["sequence_error_rate"], rates["edits"]
+        (0.2, 0.5, 1)
     """
     references, hypotheses = list(references), list(hypotheses)
     if len(references) != len(hypotheses):
@@ -222,7 +223,7 @@ def error_rates(references: Sequence[Any], hypotheses: Sequence[Any]) -> dict[st
             f"{len(references)} references and {len(hypotheses)} hypotheses\n"
             "- Pass one hypothesis per reference, in the same order."
         )
-    edits = [edit_distance(r, h) for r, h in zip(references, hypotheses)]
+    edits = [edit_distance(r, h) for r, h in zip(references, hypotheses, strict=True)]
     total = sum(len(r) for r in references)
     if total == 0:
         raise ValueError(

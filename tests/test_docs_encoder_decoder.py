@@ -1,4 +1,4 @@
-"""Every Python code block of docs/encoder_decoder.md runs as written, in order, in one namespace."""
+"""Every Python code block of docs/encoder_decoder.md runs as written, in order."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ def test_cmudict_splits_are_fixed_disjoint_and_well_formed():
         assert all(re.fullmatch("[a-z]+", w) for w in data.words)
         assert [len(g) for g in data.graphemes] == [len(w) for w in data.words]
         assert all("".join(data.letters[i] for i in g) == w
-                   for g, w in zip(data.graphemes[:500], data.words[:500]))
+                   for g, w in zip(data.graphemes[:500], data.words[:500], strict=True))
         values = np.concatenate(data.phonemes)
         assert values.dtype == np.int32 and values.min() >= 1
         assert values.max() == len(data.phones) - 1 == 39

@@ -23,12 +23,12 @@ def test_teacher_forcing_shifts_by_one_and_adds_start_and_end(seqs, as_arrays):
     before = [np.array(t, copy=True) for t in targets]
     dec_in, dec_out = teacher_forcing(targets, start=START, end=END)
     assert len(dec_in) == len(dec_out) == len(seqs)
-    for s, i, o in zip(seqs, dec_in, dec_out):
+    for s, i, o in zip(seqs, dec_in, dec_out, strict=True):
         assert i.tolist() == [START, *s]
         assert o.tolist() == [*s, END]
         # The shift: what the decoder reads at step t + 1 is what it should emit at step t.
         assert i[1:].tolist() == o[:-1].tolist()
-    for t, b in zip(targets, before):  # the caller's sequences are untouched
+    for t, b in zip(targets, before, strict=True):  # the caller's sequences are untouched
         assert np.array_equal(np.asarray(t), b)
 
 

@@ -1,4 +1,4 @@
-"""A subset of the CMU Pronouncing Dictionary, bundled with the package (CMU's BSD-style licence)."""
+"""A subset of the CMU Pronouncing Dictionary, bundled with the package (CMU's BSD licence)."""
 
 from __future__ import annotations
 
