@@ -229,8 +229,8 @@ def greedy_decode(
     steps ``<= t`` only (a recurrent or causal decoder), e.g.
     :func:`reference_seq2seq`. Each step re-runs the model on the prefix (``T**2 / 2``
     decoder steps per batch: cheap for the short targets of g2p or transliteration; for long
-    targets, write a step-wise decoder with the model's layers). Runs eagerly on every Keras
-    backend.
+    targets, write a step-wise decoder with the model's layers); on JAX on the whole padded
+    buffer, so that each batch compiles once. Runs on every Keras backend.
 
     Args:
         model: the trained encoder–decoder.
@@ -301,9 +301,10 @@ def _scores(model: Any, inputs: dict[str, np.ndarray]) -> np.ndarray:
         # A batch of one-step sources makes attention's softmax run over one key: that is
         # expected here, so Keras's warning about it would only be noise.
         warnings.filterwarnings("ignore", message="You are using a softmax over axis")
-        if keras.backend.backend() == "tensorflow" and hasattr(model, "predict_on_batch"):
-            # A traced function (Keras relaxes its shapes after the first few widths): a
-            # recurrent layer called eagerly on TensorFlow loops in Python, 10x slower.
+        if keras.backend.backend() in ("tensorflow", "jax") and hasattr(model,
+                                                                      "predict_on_batch"):
+            # A traced function: a recurrent layer called eagerly on TensorFlow loops in
+            # Python (10x slower), and JAX compiles a scan for every new shape anyway.
             return np.asarray(model.predict_on_batch(inputs))
         return keras.ops.convert_to_numpy(model(inputs, training=False))
 
@@ -321,8 +322,12 @@ def _decode_batch(model: Any, ragged: Any, rows: np.ndarray, *, start: int, end:
     tokens[:, 0] = start
     produced = np.full(len(rows), limit)  # tokens before the end token
     done = np.zeros(len(rows), dtype=bool)
+    # JAX compiles once per input shape: feed the whole (padded, so masked) decoder buffer
+    # each step, one shape per batch. TensorFlow and PyTorch run the growing prefix only.
+    whole_buffer = keras.backend.backend() == "jax"
     for step in range(limit):
-        scores = _scores(model, {"encoder": source, "decoder": tokens[:, :step + 1]})
+        decoder = tokens[:, :limit] if whole_buffer else tokens[:, :step + 1]
+        scores = _scores(model, {"encoder": source, "decoder": decoder})
         following = np.argmax(scores[:, step], axis=-1)
         finished = ~done & (following == end)
         produced[finished] = step
