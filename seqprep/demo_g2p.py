@@ -186,6 +186,14 @@ def _evaluate(model: Any, test: Any, *, start: int, end: int) -> dict[str, Any]:
             "decode_seconds": seconds, "examples": examples}
 
 
+def _announce(name: str, result: dict[str, Any]) -> None:
+    """One line per finished run, before the report (a full run takes a while)."""
+    print(f"[g2p] {name}: PER {result['per']:.4f}, WER {result['wer']:.4f}, padding "
+          f"{result['padding']['total']:.1%}, epoch {result['epoch_time']:.1f} s "
+          f"({result['epoch_cpu_time']:.1f} s CPU), training {result['train_time']:.0f} s "
+          f"({result['train_cpu_time']:.0f} s CPU)", flush=True)
+
+
 def _summary(clock: Any) -> dict[str, float]:
     later = clock.wall[1:] or clock.wall  # the first epoch also traces the train step
     later_cpu = clock.cpu[1:] or clock.cpu
@@ -262,6 +270,7 @@ def run_g2p_demo(
         "padding": batch_padding(lengths, fed), "steps_per_epoch": len(sampler),
         **_summary(clock), **_evaluate(model, test, start=start, end=end),
     }
+    _announce("2-D buckets", results["2-D buckets"])
 
     # 2. Pad to max: the Keras examples' way.
     widths = {k: int(v.max()) for k, v in lengths.items()}
@@ -279,6 +288,7 @@ def run_g2p_demo(
         "padding": batch_padding(lengths, full, widths), "steps_per_epoch": steps,
         **_summary(clock), **_evaluate(model, test, start=start, end=end),
     }
+    _announce("pad to max", results["pad to max"])
 
     summary = {
         "settings": settings,
