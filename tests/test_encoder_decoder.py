@@ -130,6 +130,15 @@ def test_reference_seq2seq_ignores_padding_on_both_sides(cell, bidirectional, at
 
 
 @pytest.mark.backend
+def test_greedy_decode_batched_equals_one_by_one():
+    model = _tiny(units=8)
+    sources = [[3, 4, 5], [6], [7, 1], [2, 2, 2, 2], [5, 4], [1]]
+    batched = greedy_decode(model, sources, start=START, end=END, max_length=6, batch_size=4)
+    single = [greedy_decode(model, [s], start=START, end=END, max_length=6)[0] for s in sources]
+    assert [a.tolist() for a in batched] == [b.tolist() for b in single]
+    assert all(len(a) <= 6 and END not in a for a in batched)
+
+
 def test_reference_seq2seq_learns_and_decodes_in_input_order():
     rng = np.random.default_rng(0)
     sources = [rng.integers(1, 6, size=rng.integers(1, 5)).tolist() for _ in range(192)]
