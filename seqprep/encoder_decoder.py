@@ -218,7 +218,8 @@ def greedy_decode(
     Sources are sorted by length and cut into batches of ``batch_size`` (so each batch is
     padded only to its own longest source, post-padded with ``pad``). Each batch starts every
     decoder row with ``start`` and, step by step, feeds the model the tokens decoded so far and
-    appends the most probable next token. A row stops at its first ``end`` token (which is
+    appends the most probable next token (other than ``pad`` and ``start``, which are no
+    tokens a row can emit). A row stops at its first ``end`` token (which is
     not returned); the batch stops as soon as every row has stopped, or after ``max_length``
     tokens. A row that never emits ``end`` within ``max_length`` is returned truncated to
     ``max_length`` tokens: that is a property of the model, not an error (check
@@ -264,7 +265,13 @@ def greedy_decode(
     vocab = _model_vocab(model)
     start = _check_token("start", start, vocab)
     end = _check_token("end", end, vocab)
-    pad = _check_token("pad", pad, None)
+    pad = _check_token("pad", pad, vocab)
+    if pad in (start, end):
+        raise ValueError(
+            f"Argument `pad` must differ from `start` and `end`. Received: pad={pad}, "
+            f"start={start}, end={end}\n- Pass the padding id your model masks (0 for "
+            "`Embedding(mask_zero=True)`)."
+        )
     if start == end:
         raise ValueError(
             f"Arguments `start` and `end` must be different ids. Received: start={start}, "
@@ -328,7 +335,11 @@ def _decode_batch(model: Any, ragged: Any, rows: np.ndarray, *, start: int, end:
     for step in range(limit):
         decoder = tokens[:, :limit] if whole_buffer else tokens[:, :step + 1]
         scores = _scores(model, {"encoder": source, "decoder": decoder})
-        following = np.argmax(scores[:, step], axis=-1)
+        step_scores = scores[:, step].astype(np.float64)
+        # Padding would be masked as the next input and `start` only begins a sequence:
+        # neither is a token a row can emit.
+        step_scores[:, [pad, start]] = -np.inf
+        following = np.argmax(step_scores, axis=-1)
         finished = ~done & (following == end)
         produced[finished] = step
         done |= finished

@@ -84,6 +84,7 @@ def test_greedy_decode_does_not_modify_the_sources():
          ["`end` must be an id the model can emit", "0..9", "end=10"]),
         ({"start": START, "end": -1}, ValueError, ["`end` must be an id"]),
         ({"start": END, "end": END}, ValueError, ["must be different"]),
+        ({"start": START, "end": END, "pad": END}, ValueError, ["`pad` must differ"]),
         ({"start": START, "end": END, "max_length": 0}, ValueError, ["`max_length`"]),
         ({"start": START, "end": END, "batch_size": 0}, ValueError, ["`batch_size`"]),
     ],
@@ -136,7 +137,8 @@ def test_greedy_decode_batched_equals_one_by_one():
     batched = greedy_decode(model, sources, start=START, end=END, max_length=6, batch_size=4)
     single = [greedy_decode(model, [s], start=START, end=END, max_length=6)[0] for s in sources]
     assert [a.tolist() for a in batched] == [b.tolist() for b in single]
-    assert all(len(a) <= 6 and END not in a for a in batched)
+    assert all(len(a) <= 6 and not {END, START, 0} & set(a.tolist()) for a in batched)
+    assert len({tuple(a.tolist()) for a in batched}) > 1  # not one constant answer
 
 
 def test_reference_seq2seq_learns_and_decodes_in_input_order():
