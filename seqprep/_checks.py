@@ -429,7 +429,11 @@ def check_less(name: str, value: int, bound_name: str, bound: int, *, fix: str) 
 def check_sampler(sampler: Any, lengths: np.ndarray, kind: type) -> np.ndarray:
     """Check that ``sampler`` is a ``kind`` (``BucketSampler``, ``PackSampler``: passed in, so
     this module imports no planner) that planned these sequences; return the lengths it
-    planned (truncated ones capped at the sampler's ``length_limit``)."""
+    planned (truncated ones capped at the sampler's ``length_limit``).
+
+    ``lengths`` is 1-D for one ragged field, ``(n, fields)`` for several (one column per
+    field, in the sampler's field order); a sampler of another number of fields is refused
+    (:func:`check_sampler_fields`)."""
     name = kind.__name__
     if not isinstance(sampler, kind):
         raise TypeError(
@@ -437,21 +441,25 @@ def check_sampler(sampler: Any, lengths: np.ndarray, kind: type) -> np.ndarray:
             f"Received: sampler of type {type(sampler).__name__}\n"
             f"- Build one from the lengths: `{name}(sequence_lengths(x), batch_size=...)`."
         )
+    # Lengths of several ragged fields come as (n, fields): one column per field.
+    check_sampler_fields(sampler, 1 if lengths.ndim == 1 else int(lengths.shape[1]))
     planned = np.asarray(sampler.lengths)
-    if planned.size != lengths.size:
+    if planned.shape[0] != lengths.shape[0]:
         raise ValueError(
-            f"Argument `sampler` was built on {planned.size} lengths, but `x` has "
-            f"{lengths.size} sequences.\n"
+            f"Argument `sampler` was built on {planned.shape[0]} lengths, but `x` has "
+            f"{lengths.shape[0]} sequences.\n"
             f"- Build the sampler from this data: `{name}(sequence_lengths(x), ...)`."
         )
     limit = sampler.length_limit
     expected = lengths if limit is None else np.minimum(lengths, limit)
-    differ = np.flatnonzero(planned != expected)
+    differ = np.flatnonzero(planned != expected) if lengths.ndim == 1 else np.flatnonzero(
+        (planned != expected).any(axis=1))
     if differ.size:
         i = int(differ[0])
         raise ValueError(
             f"Argument `sampler` was built on other lengths than `x`'s: {differ.size} differ, "
-            f"the first at position {i} (sampler: {int(planned[i])}, x: {int(lengths[i])}).\n"
+            f"the first at position {i} (sampler: {planned[i].tolist()}, x: "
+            f"{lengths[i].tolist()}).\n"
             f"- Build the sampler from this data: `{name}(sequence_lengths(x), ...)`."
         )
     return planned

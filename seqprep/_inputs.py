@@ -56,6 +56,7 @@ from seqprep._checks import (
 )
 from seqprep._ragged import Ragged, as_ragged, lengths_of
 from seqprep.bucketing.plan import check_width_grid
+from seqprep.bucketing.shapes import width_grid
 from seqprep.targets import resolve_targets
 
 __all__ = ["Field", "Stage", "Target", "prepare", "split_fields"]
@@ -305,7 +306,7 @@ class Field:
         table: the kernel's table of this field (inputs only).
         raw_lengths: the lengths as given.
         padding: ``"post"`` or ``"pre"``.
-        pad_to: the ``pad_to`` as resolved for the sampler (see :func:`resolve_widths`).
+        pad_to: the ``pad_to`` as resolved for the sampler (see :func:`resolve_pad_to`).
         column: the sampler column that plans this field (0 for a 1-D sampler's field), or
             None if the sampler does not plan it.
     """
@@ -322,6 +323,13 @@ class Field:
     def lengths(self) -> np.ndarray:
         """The lengths kept (after the sampler's truncation)."""
         return self.table.lengths
+
+    @property
+    def ragged(self) -> Ragged:
+        """The field's sequences as given (cast by the dtype rule), without the pad row."""
+        offsets = np.zeros(self.raw_lengths.size + 1, np.int64)
+        np.cumsum(self.raw_lengths, out=offsets[1:])
+        return Ragged(self.table.x[:-1], offsets)
 
 
 @dataclass(frozen=True)
@@ -451,7 +459,7 @@ def _sampler_columns(sampler: Any, kind: Kind, keys: tuple[Key, ...], labels: li
                 "column per field of `x`, in the same order."
             )
         columns: list[int | None] = list(range(k))
-        if names is not None and kind == "dict":
+        if names is not None and kind == "dict" and all(isinstance(k, str) for k in names):
             names = list(names)
             if sorted(map(str, names)) != sorted(keys):
                 raise ValueError(
@@ -531,21 +539,30 @@ def resolve_pad_to(
 ) -> Any:
     """One field's ``pad_to`` as ``"batch"``, ``"bucket"``, an int or a width grid.
 
-    A field the sampler plans (a 1-D sampler's field) takes the sampler's rule
-    (``resolve_planned``: :func:`seqprep.bucketing.shapes.resolve_pad_to`); any other field
-    pads to its batch's longest (``"auto"``; on a compiling backend, a grid of at most 16
-    widths from its lengths' quantiles), a fixed int, or the smallest width of a grid that
-    covers its batch's longest. ``"bucket"`` needs a sampler that buckets the field.
+    A field a 1-D sampler plans takes the sampler's rule (``resolve_planned``:
+    :func:`seqprep.bucketing.shapes.resolve_pad_to`). A field of a 2-D sampler pads to its
+    batch's longest (``"auto"``; on a compiling backend, the field's own
+    :func:`seqprep.width_grid`, or ``"bucket"`` under a token budget), its bucket width
+    (``"bucket"``), a fixed int, or the smallest width of a grid that covers its bucket. A
+    field no sampler column plans pads to its batch's longest (``"auto"``; on a compiling
+    backend, a grid of at most 16 widths from its lengths' quantiles), a fixed int, or the
+    smallest grid width that covers its batch's longest; ``"bucket"`` is refused there.
     """
     planned_1d = column is not None and np.ndim(sampler.lengths) == 1
     if planned_1d:
         pad_to = resolve_planned(pad_to, sampler, backend=backend, epoch=epoch)
     elif isinstance(pad_to, str):
         if pad_to == "auto":
-            pad_to = "batch" if backend is None else _quantile_grid(field_lengths)
+            if backend is None:
+                pad_to = "batch"
+            elif column is None:
+                pad_to = _quantile_grid(field_lengths)
+            elif sampler.max_tokens is not None:  # a token budget: never wider than the bucket
+                pad_to = "bucket"
+            else:  # a 2-D sampler's field: a grid of its bucket widths
+                pad_to = width_grid(sampler, field=sampler.field_names[column])
         elif pad_to == "bucket":
-            buckets = getattr(sampler, "field_bucket_pad_lengths", None)
-            if column is None or buckets is None:
+            if column is None:
                 raise ValueError(
                     f'Argument `pad_to`="bucket" for `{label}`, which the sampler does not '
                     f"bucket (it plans another field).\n- Pass pad_to=\"batch\", an int or a "
@@ -578,17 +595,21 @@ def batch_widths(plan: Any, stage: Stage) -> np.ndarray:
             cols.append(plan.widths(f.pad_to, f.lengths))
             continue
         pad_to = f.pad_to
+        # A 2-D plan's bucket width of this field, where the plan has them; else its longest.
+        field_pads = getattr(plan, "field_pad_lengths", None)
+        bucket = None if f.column is None or field_pads is None else field_pads[:, f.column]
         if isinstance(pad_to, str) and pad_to == "bucket":
-            cols.append(np.asarray(plan.field_widths("bucket")[:, f.column], np.int64))
+            cols.append(np.asarray(bucket, np.int64))
             continue
         longest = plan.widths("batch", f.lengths)
         if isinstance(pad_to, str):  # "batch"
             cols.append(longest)
         elif np.ndim(pad_to) == 0:
             cols.append(np.full(len(plan), int(pad_to), np.int64))
-        else:
+        else:  # a width grid covers the bucket (as for one field), else the batch's longest
             grid = np.asarray(pad_to, np.int64)
-            cols.append(grid[np.searchsorted(grid, longest, side="left")])
+            cover = longest if bucket is None else bucket
+            cols.append(grid[np.searchsorted(grid, cover, side="left")])
     return np.stack(cols, axis=1) if cols else np.zeros((len(plan), 0), np.int64)
 
 
@@ -678,21 +699,24 @@ def prepare(
     backend: str | None = None,
     epoch: int = 0,
     resolve_planned: Callable[..., Any] | None = None,
+    names: tuple[str, str] = ("x", "y"),
 ) -> Stage:
     """Read ``x``, ``y`` and ``sample_weight`` into a :class:`Stage` (the module's rules).
 
     ``sampler`` (checked to be a ``sampler_type``) decides each field's kept lengths and which
-    fields it plans; without a ``sampler_type``, every field keeps its lengths and pads to ``pad_to`` (``"batch"``,
-    an int or a grid). Order of the checks: the fields (counts, non-finite values), the
-    sampler, ``pad_to``, the targets, the weights, then the casts of the inputs.
+    fields it plans; without a ``sampler_type``, every field keeps its lengths and ``pad_to``
+    is only checked (the executor pads). Order of the checks: the options, the fields
+    (counts, non-finite values), the sampler, ``pad_to``, the targets, the weights, then the
+    casts of the inputs.
 
     Example:
         >>> st = prepare([[1, 2, 3], [4]], [[1, 0, 1], [0]], "timestep")
         >>> st.y_kind, st.targets[0].table.y_mode, st.fields[0].lengths.tolist()
         ('single', 'step', [3, 1])
     """
+    xname, yname = names
     kind, keys, items = split_fields(x)
-    labels = [field_label("x", kind, k) for k in keys]
+    labels = [field_label(xname, kind, k) for k in keys]
     options = {name: per_field(name, given, kind, keys) for name, given in (
         ("padding", padding), ("value", value), ("pad_to", pad_to),
         ("truncating", truncating), ("dtype", dtype))}
@@ -737,7 +761,7 @@ def prepare(
     if y is not None:
         y_kind, y_keys, y_items = split_fields(y, dense_rows=True)
         for key, item in zip(y_keys, y_items, strict=True):
-            label = field_label("y", y_kind, key)
+            label = field_label(yname, y_kind, key)
             forced = _target_field(targets_field, key, kind, keys, y_kind)
             mode, res, field = _align(item, key, label, raw, labels, keys, targets, forced,
                                       kind != "single")
@@ -759,7 +783,7 @@ def prepare(
     ]
     target_list = []
     for key, mode, res, field in resolved_targets:
-        label = field_label("y", y_kind, key)
+        label = field_label(yname, y_kind, key)
         if mode == "step":
             check_finite_labels(res.values, label, offsets=res.offsets)
             y_table = values_with_pad_row(res, default_dtype(res.values.dtype), 0, label)

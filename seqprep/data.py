@@ -315,11 +315,26 @@ def bucketed_dataset(
     ``shuffle=True`` is ignored for a ``tf.data.Dataset`` is silenced when a dataset is
     built: these datasets are shuffled by their sampler.
 
+    Several fields per example (encoder–decoder data): ``x`` may be a dict (keys: the
+    model's input names) or a tuple of sequence collections with one sequence per example
+    each. Every field keeps its own lengths and is padded to its own width in every batch,
+    and the batch carries the same structure. A per-step target aligns with the field whose
+    lengths equal its row lengths (padded like it, timestep weights 0 on its padding);
+    ``targets_field=`` names the field when several match, and a per-step target that
+    matches none is an error. ``y`` may be a dict or tuple of targets (one per output); the
+    weights then have ``y``'s structure. ``padding``, ``value``, ``pad_to``, ``truncating``
+    and ``dtype`` take a dict keyed by field for per-field values. A 2-D sampler (lengths
+    ``(n, k)`` or a dict of them) plans every field (column ``j`` is field ``j``, or the
+    field of the same name); a 1-D sampler plans the first field whose lengths it was built
+    on, and the other fields pad to their batch's longest. See the encoder–decoder guide.
+
     Args:
         x: a sequence collection (list of arrays or lists, ``tf.RaggedTensor``, array
-            ``(n, T, ...)``, pandas Series of arrays).
-        y: optional per-sequence labels or per-timestep targets (see above).
-        sampler: a :class:`BucketSampler` built on ``sequence_lengths(x)``.
+            ``(n, T, ...)``, pandas Series of arrays), or a dict or tuple of them (fields).
+        y: optional per-sequence labels or per-timestep targets (see above), or a dict or
+            tuple of them.
+        sampler: a :class:`BucketSampler` built on ``sequence_lengths(x)`` (for fields: on
+            one field's lengths, or on every field's as a 2-D sampler).
         padding: ``"post"`` (default; what the cuDNN RNN kernel needs) or ``"pre"``.
         value: padding value of ``x``; must be representable in its dtype.
         sample_weight: ``None``, an array ``(n,)``, ``"timestep"`` or ``"timestep_mean"``
@@ -337,6 +352,9 @@ def bucketed_dataset(
             always refused). See "What seqprep refuses" in the padding and masking guide.
         targets: ``"auto"`` (default), ``"sequence"`` or ``"step"``: whether ``y`` holds one
             target per sequence or one per step (see :func:`seqprep.resolve_targets`).
+        targets_field: for several fields, the field (name, or position for a tuple) that
+            per-step targets align with; a dict keyed like ``y`` for several targets.
+            Default: the field whose lengths equal the targets'.
 
     Returns:
         A ``tf.data.Dataset`` with ``cardinality() == len(sampler) * epochs``.
@@ -344,7 +362,9 @@ def bucketed_dataset(
     Raises:
         ValueError: ``x``, ``y`` or ``sample_weight`` of different lengths, a sampler built
             on other lengths, unknown ``padding``/``pad_to``/``truncating``/``sample_weight``
-            mode, a sequence longer than an int ``pad_to``, or a lossy ``dtype``.
+            mode, a sequence longer than an int ``pad_to``, or a lossy ``dtype``; for fields:
+            fields of different counts, per-step targets matching no field (or several,
+            without ``targets_field``), a sampler of another number of fields.
         TypeError: ``sampler`` is not a BucketSampler, or ``x`` is not a sequence collection.
 
     Example:
@@ -357,6 +377,15 @@ def bucketed_dataset(
         2
         >>> [(xb.numpy().tolist(), yb.numpy().tolist()) for xb, yb in ds]
         [([[4, 0], [5, 6]], [1, 0]), ([[1, 2, 3, 0], [7, 8, 9, 10]], [0, 1])]
+
+        Two fields, per-step targets aligned with the decoder:
+
+        >>> dec = [[1, 5], [1], [1, 6, 7], [1, 8]]
+        >>> ds = bucketed_dataset({"encoder": x, "decoder": dec}, [[5, 2], [2], [6, 7, 2], [8, 2]],
+        ...                       sampler=sampler)
+        >>> xb, yb = next(iter(ds))
+        >>> xb["encoder"].numpy().tolist(), xb["decoder"].numpy().tolist(), yb.numpy().tolist()
+        ([[4, 0], [5, 6]], [[1, 0, 0], [1, 6, 7]], [[2, 0, 0], [6, 7, 2]])
     """
     check_choice("targets", targets, ("auto", "sequence", "step"))
     _quiet_keras_shuffle_warning()

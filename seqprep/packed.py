@@ -121,6 +121,8 @@ def packed_dataset(
         dtype: dtype of the values (default: see above).
         targets: ``"auto"`` (default), ``"sequence"`` or ``"step"``: whether ``y`` holds one
             target per sequence or one per step (the rule of :func:`seqprep.resolve_targets`).
+        allow_nonfinite: accept NaN/inf in ``x`` (refused by default; NaN/inf in ``y`` and
+            ``sample_weight`` are always refused), as in :func:`bucketed_dataset`.
 
     Returns:
         A ``tf.data.Dataset`` with ``cardinality() == len(sampler) * epochs``.
@@ -128,7 +130,9 @@ def packed_dataset(
     Raises:
         TypeError: ``sampler`` is not a PackSampler, or ``x`` is not a sequence collection.
         ValueError: a sampler built on other lengths, ``y``/``sample_weight`` that do not
-            match ``x``, or a lossy ``dtype``.
+            match ``x``, NaN/inf values (see ``allow_nonfinite``), a lossy ``dtype``, or a
+            dict or tuple of fields (packed rows hold one field: use
+            :func:`bucketed_dataset` for several).
 
     Example:
         >>> from seqprep import PackSampler, sequence_lengths

@@ -125,10 +125,15 @@ def bucketed_pydataset(
     every example once. Keras's ``workers`` / ``use_multiprocessing`` / ``max_queue_size`` are
     passed to ``PyDataset``.
 
+    Several fields per example (a dict or tuple ``x``, and ``y``) work exactly as in
+    :func:`seqprep.bucketed_dataset`: each field padded to its own width, the batch in the
+    same structure.
+
     Args:
         x: a sequence collection (list of arrays or lists, ``tf.RaggedTensor``, array
-            ``(n, T, ...)``, pandas Series of arrays).
-        y: optional per-sequence labels or per-timestep targets (as in ``bucketed_dataset``).
+            ``(n, T, ...)``, pandas Series of arrays), or a dict or tuple of them (fields).
+        y: optional per-sequence labels or per-timestep targets (as in ``bucketed_dataset``),
+            or a dict or tuple of them.
         sampler: a :class:`BucketSampler` built on ``sequence_lengths(x)``.
         padding: ``"post"`` (default) or ``"pre"``.
         value: padding value of ``x``; must be representable in its dtype.
@@ -141,6 +146,8 @@ def bucketed_pydataset(
         allow_nonfinite: accept NaN/inf in ``x`` (NaN/inf in ``y`` are always refused).
         targets: ``"auto"``, ``"sequence"`` or ``"step"``: how to read ``y`` (see
             :func:`seqprep.resolve_targets`).
+        targets_field: for several fields, the field per-step targets align with (as in
+            ``bucketed_dataset``).
         workers: Keras ``PyDataset`` workers (threads, or processes with
             ``use_multiprocessing=True``).
         use_multiprocessing: use processes rather than threads for ``workers > 1``.

@@ -34,7 +34,10 @@ import numpy as np
 
 from seqprep.bucketing.boundaries import _atoms, as_boundaries, batch_capacity
 
-__all__ = ["fit_grid", "grid_cells", "cover_lengths", "row_lengths", "merge_leftovers"]
+__all__ = [
+    "cover_lengths", "fit_grid", "grid_cells", "leftover_buckets", "merge_leftovers",
+    "row_lengths", "snake_rank",
+]
 
 FieldTokens = Literal["sum", "max"]
 
@@ -82,26 +85,46 @@ def cover_lengths(cells: np.ndarray, lengths: np.ndarray, shape: tuple[int, ...]
     return cover.reshape(-1, k)
 
 
+def snake_rank(shape: tuple[int, ...]) -> np.ndarray:
+    """Each cell's place on a path through the grid that moves to a neighbouring cell at
+    every step (boustrophedon: row 0 left to right, row 1 right to left, ...).
+
+    Leftovers are merged along this path, so a merged batch spans neighbouring cells; in 1-D
+    it is the bucket order itself.
+
+    Example:
+        >>> snake_rank((2, 3)).reshape(2, 3).tolist()
+        [[0, 1, 2], [5, 4, 3]]
+    """
+    coords = np.indices(shape).reshape(len(shape), -1)
+    rank = np.zeros(coords.shape[1], np.int64)
+    for n, c in zip(shape, coords, strict=True):
+        rank = rank * n + np.where(rank % 2 == 0, c, n - 1 - c)
+    return rank
+
+
 def merge_leftovers(
     counts: np.ndarray,
     capacity: np.ndarray,
     shape: tuple[int, ...],
     merge: bool,
 ) -> tuple[list[int], list[int], list[int]]:
-    """Batch the partial leftovers of every bucket, in bucket order: ``(begin, size, label)``.
+    """Batch the partial leftovers of every bucket, along :func:`snake_rank`:
+    ``(begin, size, label)``.
 
     ``begin`` counts leftover slots (the leftovers of all buckets, one after the other in
-    bucket order). With ``merge`` a leftover fills up the open batch of the buckets before it
-    as far as the capacity of the batch's new label allows; the label of a batch is the *cover*
-    of its buckets (on a grid of ``shape``, the cell of the largest band on every axis; in 1-D
-    simply the last bucket), whose capacity never exceeds any member's, so the budget holds.
+    snake order; in 1-D, bucket order). With ``merge`` a leftover fills up the open batch of
+    the buckets before it as far as the capacity of the batch's new label allows; the label of
+    a batch is the *cover* of its buckets (on a grid of ``shape``, the cell of the largest band
+    on every axis; in 1-D simply the last bucket), whose capacity never exceeds any member's,
+    so the budget holds.
     """
     strides = np.cumprod((1, *shape[:0:-1]))[::-1].tolist()
     t_begin: list[int] = []
     t_size: list[int] = []
     t_label: list[int] = []
     cur, filled, label = 0, 0, -1
-    for b in np.flatnonzero(counts % capacity).tolist():
+    for b in leftover_buckets(counts, capacity, shape).tolist():
         r = int(counts[b] % capacity[b])
         if merge and cur:
             top = b if len(shape) == 1 else _cover_pair(label, b, shape, strides)
@@ -122,6 +145,14 @@ def merge_leftovers(
             cur, label = r, b
             filled += r
     return t_begin, t_size, t_label
+
+
+def leftover_buckets(counts: np.ndarray, capacity: np.ndarray, shape: tuple[int, ...]):
+    """The buckets with a partial batch left over, in the order their leftovers are merged."""
+    partial = np.flatnonzero(counts % capacity)
+    if len(shape) == 1:
+        return partial
+    return partial[np.argsort(snake_rank(shape)[partial], kind="stable")]
 
 
 def _cover_pair(a: int, b: int, shape: tuple[int, ...], strides: list[int]) -> int:
@@ -224,8 +255,11 @@ class _GridProblem:
     """One fit's data, reduced to *combos* (examples sharing an atom on every field: the same
     cell under any boundaries the search tries), and the scoring of candidate grids."""
 
-    def __init__(self, lengths, weights, batch_size, max_tokens, quadratic_length, field_tokens):
+    def __init__(
+        self, lengths, weights, batch_size, max_tokens, quadratic_length, field_tokens, merge
+    ):
         self.k = lengths.shape[1]
+        self.merge = merge
         self.weights = weights
         self.budget = (batch_size, max_tokens, quadratic_length)
         self.field_tokens = field_tokens
@@ -286,7 +320,7 @@ class _GridProblem:
         cost_per_row = cover @ self.weights
         full = (counts // cap) * cap
         total = float(np.dot(full, cost_per_row))
-        _, sizes, labels = merge_leftovers(counts, cap, shape, True)
+        _, sizes, labels = merge_leftovers(counts, cap, shape, self.merge)
         total += float(np.dot(np.array(sizes, np.float64), cost_per_row[labels]))
         return total
 
@@ -299,6 +333,7 @@ def fit_grid(
     quadratic_length: int | None = None,
     field_tokens: FieldTokens = "sum",
     weights: np.ndarray | None = None,
+    merge_leftovers: bool = True,
 ) -> tuple[np.ndarray, ...]:
     """Per-field boundaries chosen jointly for lengths ``(n, k)`` (see the module docstring).
 
@@ -309,6 +344,8 @@ def fit_grid(
         quadratic_length: the quadratic term of the budget, as in ``BucketSampler``.
         field_tokens: ``"sum"`` or ``"max"``: how a row's fields add up under ``max_tokens``.
         weights: float ``(k,)`` cost of a padded step of each field (default: all 1).
+        merge_leftovers: whether the sampler merges the partial batches of neighbouring cells
+            (scored as it will batch them).
 
     Returns:
         A tuple of ``k`` ascending int64 boundary arrays.
@@ -323,7 +360,9 @@ def fit_grid(
     """
     n, k = lengths.shape
     w = np.ones(k) if weights is None else np.asarray(weights, np.float64)
-    problem = _GridProblem(lengths, w, batch_size, max_tokens, quadratic_length, field_tokens)
+    problem = _GridProblem(
+        lengths, w, batch_size, max_tokens, quadratic_length, field_tokens, merge_leftovers
+    )
     limits = [min(a.size, _LADDER[-1]) for a in problem.atom_values]
     rows = batch_size if batch_size is not None else max(
         1, int(np.median(batch_capacity(row_lengths(lengths, field_tokens), *problem.budget)))

@@ -54,8 +54,10 @@ from seqprep.bucketing.grid import (
     cover_lengths,
     fit_grid,
     grid_cells,
+    leftover_buckets,
     merge_leftovers,
     row_lengths,
+    snake_rank,
 )
 from seqprep.bucketing.plan import BatchPlan  # noqa: F401  (defined there; old imports work)
 from seqprep.bucketing.report import padding_report
@@ -226,7 +228,7 @@ class BucketSampler(ResumableSampler):
 
     def _report_dropped(self) -> None:
         """Say how much of every epoch is left out, and why; refuse to plan an empty epoch."""
-        n, over = int(self._raw.size), int(self._num_overlong)
+        n, over = int(self._raw.shape[0]), int(self._num_overlong)
         if not self.num_dropped_:
             return
         why, keep = [], []
@@ -320,10 +322,11 @@ class BucketSampler(ResumableSampler):
         nb = int(np.prod(shape))
         self.num_buckets = nb
         self.grid_shape = shape
-        key = grid_cells(self.lengths, bounds)
+        cells = grid_cells(self.lengths, bounds)
+        key = snake_rank(shape)[cells]
         key.flags.writeable = False
-        self._tail_key = key  # sorting by cell keeps every cell in its place
-        ids = key if kept_lengths is self.lengths else grid_cells(kept_lengths, bounds)
+        self._tail_key = key  # leftovers sorted along the merge path keep every cell in place
+        ids = cells if kept_lengths is self.lengths else grid_cells(kept_lengths, bounds)
         self._counts = np.bincount(ids, minlength=nb).astype(np.int64)
         cover = cover_lengths(ids, kept_lengths, shape)
         cover.flags.writeable = False
@@ -340,7 +343,7 @@ class BucketSampler(ResumableSampler):
         return fit_grid(
             kept_lengths, batch_size=self.batch_size, max_tokens=self.max_tokens,
             quadratic_length=self.quadratic_length, field_tokens=self.field_tokens,
-            weights=self.field_weights,
+            weights=self.field_weights, merge_leftovers=self.merge_leftovers,
         )
 
     def _limit_lengths(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, int]:
@@ -399,8 +402,8 @@ class BucketSampler(ResumableSampler):
         if self.max_length is not None:
             texts.append(f"`max_length`={self.max_length}")
         if self.max_tokens is not None:
-            texts.append(f"the `max_tokens`={self.max_tokens} budget "
-                         f"(field_tokens={self.field_tokens!r})")
+            texts.append(f"`max_tokens`={self.max_tokens} (on the {self.field_tokens} of a "
+                         "row's fields)")
         self._limit_text = " or ".join(texts)
         over_field = raw > caps
         if self.overlong == "truncate" and over_field.any():
@@ -469,7 +472,7 @@ class BucketSampler(ResumableSampler):
         # Pack the leftovers of neighbouring buckets together, in bucket order. A batch's label
         # covers its buckets (the last one; on a grid, the largest band on every axis), whose
         # capacity never exceeds any member's.
-        for b in np.flatnonzero(counts % cap):
+        for b in leftover_buckets(counts, cap, self.grid_shape):
             r = int(counts[b] % cap[b])
             tail_pos.append(np.arange(starts[b + 1] - r, starts[b + 1], dtype=np.int64))
         t_begin, t_size, t_label = merge_leftovers(counts, cap, self.grid_shape,
