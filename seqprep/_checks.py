@@ -125,9 +125,10 @@ def check_field_lengths(
     """Lengths of one field or of several, as int64, with the fields' names.
 
     One field: a 1-D sequence (as :func:`check_lengths`); names ``None``. Several fields: an
-    ``(n, k)`` array with ``k >= 2`` columns (names ``0 .. k-1``, the positions of a tuple of
-    fields) or a dict of ``k`` equally long 1-D length arrays (names: its keys, in order; a
-    dict of one field is one field, named). Every length is a non-negative integer.
+    ``(n, k)`` array with ``k >= 2`` columns (names ``0 .. k-1``), a tuple of ``k`` equally
+    long 1-D length arrays (one per field, as a tuple of ragged fields; names ``0 .. k-1``), or
+    a dict of them (names: its keys, in order; a dict of one field is one field, named). Every
+    length is a non-negative integer.
 
     Returns:
         ``(lengths, names)``: a fresh int64 array, 1-D or ``(n, k)``, and the names.
@@ -137,6 +138,9 @@ def check_field_lengths(
         >>> arr.tolist(), names
         ([[3, 4], [5, 4]], ('src', 'tgt'))
     """
+    if isinstance(lengths, tuple) and lengths and all(np.ndim(v) == 1 for v in lengths):
+        arr, _ = check_field_lengths(dict(enumerate(lengths)), name)
+        return arr, tuple(range(len(lengths)))
     if isinstance(lengths, dict):
         if not lengths:
             raise ValueError(
@@ -169,6 +173,13 @@ def check_field_lengths(
             f"per field, with at least 2 fields. Received an array of shape {arr.shape}\n"
             f"- For one field pass a 1-D array (e.g. {name}[:, 0]); for several pass shape "
             "(examples, fields), e.g. np.stack([src_lengths, tgt_lengths], axis=1)."
+        )
+    if arr.shape[1] > max(arr.shape[0], 8):
+        raise ValueError(
+            f"Argument `{name}` as a 2-D array has more columns (fields) than rows (examples). "
+            f"Received an array of shape {arr.shape}\n"
+            f"- If its rows are the fields, pass {name}.T, a tuple of per-field arrays, or a "
+            "dict of them."
         )
     cols = [check_lengths(arr[:, f], f"{name}[:, {f}]") for f in range(arr.shape[1])]
     return np.stack(cols, axis=1), tuple(range(arr.shape[1]))

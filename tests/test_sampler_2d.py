@@ -66,12 +66,14 @@ def test_plan_of_a_small_grid_exactly():
     assert s.bucket_pad_lengths.tolist() == [[4, 5], [4, 5], [11, 5], [12, 15]]
 
 
-def test_array_and_dict_lengths_plan_alike_and_the_inputs_stay():
+def test_array_tuple_and_dict_lengths_plan_alike_and_the_inputs_stay():
     arr = np.array([PAIRS["src"], PAIRS["tgt"]]).T.copy()
     before = arr.copy()
     a = BucketSampler(arr, batch_size=2, seed=3)
     b = BucketSampler(PAIRS, batch_size=2, seed=3)
-    assert a.plan(4) == b.plan(4)
+    c = BucketSampler((np.array(PAIRS["src"]), PAIRS["tgt"]), batch_size=2, seed=3)
+    assert a.plan(4) == b.plan(4) == c.plan(4) and c.field_names == (0, 1)
+    assert BucketSampler((3, 4, 5), batch_size=2).num_fields == 1  # a tuple of lengths
     assert a.field_names == (0, 1) and np.array_equal(arr, before)
     assert not a.lengths.flags.writeable
     assert b.field_lengths("tgt").tolist() == PAIRS["tgt"]
@@ -265,6 +267,8 @@ def test_sampler_report_and_repr_of_two_fields():
         ({"src": [1, 2, 3], "tgt": [1, 2]}, r"fields of different counts.*'src': 3, 'tgt': 2"),
         ({}, "is an empty dict"),
         ({"src": [1, 2], "tgt": [1.5, 2.0]}, r"`lengths\['tgt'\]` must hold integers"),
+        (np.ones((2, 40), int), r"(?s)more columns \(fields\) than rows.*pass lengths.T"),
+        (([1, 2, 3], [1, 2]), r"fields of different counts.*0: 3, 1: 2"),
     ],
 )
 def test_bad_field_lengths_name_the_argument(lengths, message):
@@ -284,6 +288,7 @@ def test_bad_field_lengths_name_the_argument(lengths, message):
         ({"max_length": [5, 5, 5]}, r"`max_length` must have one entry per field"),
         ({"max_length": {"src": 5}}, r"`max_length` as a dict must have one entry per field"),
         ({"field_tokens": "mean"}, r"`field_tokens` must be 'sum' or 'max'"),
+        ({"field_tokens": "max"}, r"`field_tokens` only changes how a `max_tokens` budget"),
     ],
 )
 def test_bad_options_of_several_fields(kwargs, message):
@@ -395,3 +400,24 @@ def test_shapes_and_width_grids_of_several_fields():
         width_grid(s)
     with pytest.raises(ValueError, match=r"`field` must name one of the sampler's fields"):
         width_grid(BucketSampler([1, 2], batch_size=1), field="src")
+
+
+@pytest.mark.parametrize("pad_to", ["step", "bucket"])
+def test_replica_plans_align_every_field_per_step(pad_to):
+    from seqprep import replica_plans
+
+    lengths = _pairs(200, correlated=True, seed=7)
+    shards = [BucketSampler(lengths, batch_size=8, num_shards=3, shard_index=k, seed=1)
+              for k in range(3)]
+    plans = replica_plans(shards, epoch=2, pad_to=pad_to)
+    seen = np.concatenate([p.rows for p in plans])
+    assert np.array_equal(np.sort(seen), np.arange(200))
+    first = plans[0].field_pad_lengths
+    for p in plans:
+        np.testing.assert_array_equal(p.field_pad_lengths, first)  # the same widths per step
+        np.testing.assert_array_equal(p.pad_lengths, first.max(axis=1))
+        widths = p.field_widths("batch", lengths)
+        assert np.all(widths <= first)
+    if pad_to == "step":  # the least padding that keeps the replicas in step
+        tops = np.max([p.field_widths("batch", lengths) for p in plans], axis=0)
+        np.testing.assert_array_equal(tops, first)

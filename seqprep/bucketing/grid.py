@@ -32,7 +32,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from seqprep.bucketing.boundaries import _atoms, as_boundaries, batch_capacity
+from seqprep.bucketing.boundaries import (
+    _atoms,
+    as_boundaries,
+    batch_capacity,
+    length_histogram,
+)
 
 __all__ = [
     "cover_lengths", "fit_grid", "grid_cells", "leftover_buckets", "merge_leftovers",
@@ -43,9 +48,12 @@ FieldTokens = Literal["sum", "max"]
 
 # The dynamic programme works on at most this many groups of neighbouring lengths per field.
 _MAX_ATOMS = 48
-# Bands per field tried by the search (more cells than rows / 2 never pays under batching).
+# Bands per field tried by the search; a grid has at most two cells per batch of an epoch (a
+# cell of less than half a batch is mostly a leftover: it saves little and merges worse).
 _LADDER = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48)
-_DESCENT_ROUNDS = 4
+_DESCENT_ROUNDS = 2
+# Elements per block of the band-cost computation (bounds its memory to a few MB).
+_BAND_BLOCK = 1 << 18
 
 
 def row_lengths(pads: np.ndarray, field_tokens: FieldTokens) -> np.ndarray:
@@ -61,8 +69,17 @@ def grid_cells(lengths: np.ndarray, boundaries: Sequence[np.ndarray]) -> np.ndar
         array([1, 2, 3])
     """
     shape = tuple(b.size + 1 for b in boundaries)
-    coords = [np.searchsorted(b, lengths[:, f], side="right") for f, b in enumerate(boundaries)]
+    coords = [band_of(lengths[:, f], b) for f, b in enumerate(boundaries)]
     return np.ravel_multi_index(coords, shape).astype(np.int64)
+
+
+def band_of(values: np.ndarray, boundaries: np.ndarray, side: str = "right") -> np.ndarray:
+    """``np.searchsorted(boundaries, values, side)`` for non-negative ``values``, by table
+    lookup when they are small (lengths usually are: one pass, no binary search per value)."""
+    top = int(values.max()) if values.size else 0
+    if values.size > 4096 and top <= max(1 << 20, values.size):
+        return np.searchsorted(boundaries, np.arange(top + 1), side=side)[values]
+    return np.searchsorted(boundaries, values, side=side)
 
 
 def cover_lengths(cells: np.ndarray, lengths: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -216,15 +233,20 @@ def _band_cost(C: np.ndarray, M: np.ndarray, w: np.ndarray) -> np.ndarray:
     """``W[u, v]``: cost of one band of atoms ``u..v`` along the first axis of ``C``.
 
     ``C[a, o]`` counts the examples of atom ``a`` in cell ``o`` of the other fields' bands,
-    ``M[a, o, f]`` their longest length of field ``f``. A band pads each of its cells to the
-    cell's longest lengths.
+    ``M[a, o, f]`` their longest length of field ``f`` (0 where there are none). A band pads
+    each of its cells to the cell's longest lengths.
     """
     m = C.shape[0]
     W = np.full((m, m), np.inf)
-    for u in range(m):
-        counts = np.cumsum(C[u:], axis=0)
-        tops = np.maximum.accumulate(M[u:], axis=0) @ w
-        W[u, u:] = (counts * tops).sum(axis=1)
+    # Bands starting at u, for a block of u at a time: entries before u are masked to 0 (no
+    # examples, a neutral maximum), so running sums and maxima along v give every band at once.
+    step = max(1, _BAND_BLOCK // max(1, m * M[0].size))
+    for u0 in range(0, m, step):
+        us = np.arange(u0, min(m, u0 + step))
+        keep = np.arange(m)[None, :] >= us[:, None]  # (block, m)
+        counts = np.cumsum(np.where(keep[:, :, None], C[None], 0.0), axis=1)
+        tops = np.maximum.accumulate(np.where(keep[:, :, None, None], M[None], 0.0), axis=1)
+        W[us] = np.where(keep, (counts * (tops @ w)).sum(axis=2), np.inf)
     return W
 
 
@@ -266,14 +288,17 @@ class _GridProblem:
         self.atom_values = []
         atom_of = []
         for f in range(self.k):
-            values, counts = np.unique(lengths[:, f], return_counts=True)
-            ends = _atom_index(values, counts)
+            ends = _atom_index(*length_histogram(lengths[:, f]))
             self.atom_values.append(ends)
-            atom_of.append(np.searchsorted(ends, lengths[:, f], side="left"))
+            # The atom of a length is the first atom end at or above it.
+            atom_of.append(band_of(lengths[:, f], ends, side="left"))
         sizes = tuple(a.size for a in self.atom_values)
-        combo, inverse = np.unique(np.ravel_multi_index(atom_of, sizes), return_inverse=True)
+        flat = np.ravel_multi_index(atom_of, sizes)
+        per_combo = np.bincount(flat, minlength=int(np.prod(sizes)))
+        combo = np.flatnonzero(per_combo)
+        inverse = np.searchsorted(combo, flat)
         self.atoms = np.stack(np.unravel_index(combo, sizes), axis=1)  # (combos, k)
-        self.count = np.bincount(inverse, minlength=combo.size).astype(np.float64)
+        self.count = per_combo[combo].astype(np.float64)
         self.longest = np.zeros((combo.size, self.k), np.int64)
         np.maximum.at(self.longest, inverse, lengths)
 
@@ -386,7 +411,7 @@ def fit_grid(
             break
         score, trial, got = min(trials, key=lambda t: t[0])
         if score >= best:
-            # A step up the ladder on one field may only pay once the other follows: try both.
+            # A step up the ladder on one field may only pay once the others follow: try all.
             if k > 1 and len(trials) == k:
                 both = tuple(max(t[1][g] for t in trials) for g in range(k))
                 if int(np.prod(both)) <= max_cells:

@@ -19,6 +19,11 @@ How an epoch is planned (all vectorised; the only Python loops run over buckets 
 
 The *structure* of a plan (how many batches of which sizes and buckets) depends only on the
 bucket counts, so it is computed once; an epoch only draws the random order.
+
+Examples of several fields (2-D ``lengths``) follow the same steps on the cells of a grid of
+per-field boundaries (``bucketing/grid.py``): a cell is a bucket, leftovers are merged along a
+path through neighbouring cells, and a batch of several cells is labelled with their cover
+(the largest band of each field), which takes the role of "the largest bucket" above.
 """
 
 from __future__ import annotations
@@ -90,8 +95,8 @@ class BucketSampler(ResumableSampler):
 
     Args:
         lengths: length of every sequence (not modified); or, for examples of several fields,
-            an ``(n, fields)`` array (fields named ``0, 1, ...``) or a dict of equally long
-            length arrays (fields named by its keys).
+            an ``(n, fields)`` array or a tuple of equally long per-field length arrays
+            (fields named ``0, 1, ...``), or a dict of them (fields named by its keys).
         boundaries: bucket boundaries (ascending ints), or a fitted :class:`Bucketer`. Default:
             an ``"optimal"`` Bucketer fitted on ``lengths`` with ``target_padding=0.01`` under
             this sampler's ``batch_size`` / ``max_tokens``. For several fields, one such list
@@ -220,6 +225,13 @@ class BucketSampler(ResumableSampler):
         else:
             self.max_length = _per_field_ints("max_length", max_length, names)
             self.field_tokens = check_choice("field_tokens", field_tokens, ("sum", "max"))
+            if self.field_tokens != "sum" and self.max_tokens is None:
+                raise ValueError(
+                    "Argument `field_tokens` only changes how a `max_tokens` budget counts a "
+                    f"row. Received: field_tokens={field_tokens!r}, "
+                    f"batch_size={self.batch_size}\n- Pass max_tokens=<budget>, or drop "
+                    "`field_tokens`."
+                )
             self.field_weights = _per_field_weights(field_weights, names)
         self.merge_leftovers = check_bool("merge_leftovers", merge_leftovers)
         self._setup(raw, boundaries)
@@ -335,7 +347,9 @@ class BucketSampler(ResumableSampler):
             row_lengths(cover, self.field_tokens), self.batch_size, self.max_tokens,
             self.quadratic_length,
         )
-        return ids, nb
+        # The smallest id type sorts fastest (a radix sort for 8 and 16 bits).
+        dtype = np.uint8 if nb <= 255 else np.uint16 if nb <= 65535 else np.int64
+        return ids.astype(dtype), nb
 
     def _fit_grid(self, kept_lengths: np.ndarray) -> tuple[np.ndarray, ...]:
         if not kept_lengths.size:

@@ -107,6 +107,11 @@ def _compare(name, lengths):
     print(f"\n{name}: {n} pairs, correlation {corr:.2f}, batch {BATCH}")
     for key, (pad, count) in rows.items():
         print(f"  {key:<42} padding {pad:.4f}  batches {count}")
+    bucket = two.report(pad_to="bucket")
+    label = 'seqprep 2-D buckets, pad_to="bucket"'
+    print(f"  {label:<42} padding {bucket['padding_fraction']:.4f}  batches "
+          f"{bucket['n_batches']}  shapes {bucket['n_shapes']} (pad_to='batch': "
+          f"{two.report()['n_shapes']})")
     best_sorted = min(rows["sorted by source then target"][0],
                       rows["sorted by target then source"][0])
     best_1d = min(rows["1-D buckets on the source"][0], rows["1-D buckets on the target"][0])
