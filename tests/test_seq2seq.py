@@ -175,3 +175,36 @@ def test_error_rates_on_every_pair_of_a_small_alphabet():
     rates = error_rates([a for a, _ in pairs if a], [b for a, b in pairs if a])
     expected = sum(_brute_force_distance(a, b) for a, b in pairs if a)
     assert rates["edits"] == expected
+
+
+def test_seq2seq_helpers_and_cmudict_need_neither_tensorflow_nor_keras():
+    """seqprep.seq2seq and the CMUdict loader are numpy only: they run with both blocked."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    code = textwrap.dedent("""
+        import sys
+
+        class _Blocker:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("tensorflow", "keras", "tf_keras"):
+                    raise ImportError(f"{name} is blocked in this test")
+                return None
+
+        sys.meta_path.insert(0, _Blocker())
+        import seqprep as sp
+        from seqprep.datasets import load_cmudict
+
+        data = load_cmudict("test", max_words=20)
+        dec_in, dec_out = sp.teacher_forcing(data.phonemes, start=40, end=41)
+        rates = sp.error_rates(data.phonemes, [o[:-1] for o in dec_out])
+        assert rates["token_error_rate"] == 0.0, rates
+        assert not any(m.split(".")[0] in ("tensorflow", "keras") for m in sys.modules)
+        print("ok")
+    """)
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
