@@ -8,8 +8,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
-
 DOC = Path(__file__).resolve().parents[1] / "docs" / "encoder_decoder.md"
 SECTIONS = DOC.read_text(encoding="utf-8").split("\n## Teacher forcing\n", 1)[1]
 BLOCKS = re.findall(r"^```python\n(.*?)^```", SECTIONS, re.M | re.S)
@@ -19,7 +17,6 @@ def test_the_page_has_code_blocks():
     assert len(BLOCKS) >= 3
 
 
-@pytest.mark.backend
 def test_encoder_decoder_page_code_blocks_run(capsys):
     namespace: dict = {}
     for i, block in enumerate(BLOCKS):
