@@ -250,8 +250,9 @@ def greedy_decode(
     Raises:
         TypeError: ``model`` has no ``"encoder"``/``"decoder"`` inputs, or ``start``/``end``
             are not integers.
-        ValueError: ``end`` is missing from the model's output ids, ``start == end``, or
-            sizes below 1.
+        ValueError: ``end`` (or ``start``, ``pad``) is not among the model's output ids,
+            ``start == end``, ``pad`` equals either, source ids outside int32, or sizes
+            below 1.
 
     Example:
         >>> from seqprep.models import greedy_decode, reference_seq2seq
@@ -289,6 +290,13 @@ def greedy_decode(
         raise TypeError(
             "Argument `sources` must hold integer token ids. Received values of dtype "
             f"{ragged.values.dtype}\n- Convert them: `[s.astype('int32') for s in sources]`."
+        )
+    if ragged.values.size and (ragged.values.min() < 0
+                               or ragged.values.max() > np.iinfo(np.int32).max):
+        raise ValueError(
+            "Argument `sources` must hold token ids in 0..2**31-1 (the model reads int32). "
+            f"Received ids from {ragged.values.min()} to {ragged.values.max()}\n"
+            "- Map your tokens to ids below the model's source vocabulary size."
         )
     lengths = ragged.lengths
     order = np.argsort(lengths, kind="stable")

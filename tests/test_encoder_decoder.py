@@ -102,6 +102,8 @@ def test_greedy_decode_needs_an_encoder_decoder_model():
         greedy_decode(plain, SOURCES, start=START, end=END)
     with pytest.raises(TypeError, match="integer token ids"):
         greedy_decode(_Counting(), [[1.5, 2.0]], start=START, end=END)
+    with pytest.raises(ValueError, match="int32"):
+        greedy_decode(_Counting(), [np.array([1, 2**40])], start=START, end=END)
 
 
 def _tiny(**kwargs):
