@@ -306,7 +306,7 @@ class Field:
         table: the kernel's table of this field (inputs only).
         raw_lengths: the lengths as given.
         padding: ``"post"`` or ``"pre"``.
-        pad_to: the ``pad_to`` as resolved for the sampler (see :func:`resolve_widths`).
+        pad_to: the ``pad_to`` as resolved for the sampler (see :func:`resolve_pad_to`).
         column: the sampler column that plans this field (0 for a 1-D sampler's field), or
             None if the sampler does not plan it.
     """

@@ -328,6 +328,7 @@ def test_fit_per_length_batches_group_by_the_first_field_and_pad_the_others():
         np.testing.assert_array_equal(yb, _pad([dec_out[i] for i in idx]))
 
 
+@pytest.mark.slow
 def test_fit_per_length_trains_a_two_input_model_with_validation():
     src, dec_in, dec_out = _pairs(24, seed=9, vocab=12)
     keras.utils.set_random_seed(0)
@@ -361,6 +362,7 @@ def _seq2seq(vocab: int = 20, units: int = 8) -> keras.Model:
     return model
 
 
+@pytest.mark.slow
 def test_a_two_input_model_fits_on_bucketed_dataset_and_learns():
     src, dec_in, dec_out = _pairs(64, seed=4, vocab=12)
     # Learnable: the decoder repeats the source's first token.
@@ -375,6 +377,7 @@ def test_a_two_input_model_fits_on_bucketed_dataset_and_learns():
     assert np.isfinite(loss).all() and loss[-1] < 0.7 * loss[0]
 
 
+@pytest.mark.slow
 @pytest.mark.backend
 def test_a_two_input_model_fits_on_bucketed_pydataset_on_this_backend():
     src, dec_in, dec_out = _pairs(32, seed=5, vocab=12)
