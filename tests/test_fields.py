@@ -567,3 +567,14 @@ def test_the_input_stage_runs_without_tensorflow_or_keras():
                          cwd=root, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_a_tuple_y_is_several_targets_only_when_its_items_are_whole_target_collections():
+    x = [[1, 2, 3], [4]]
+    # A tuple of per-step arrays (one per sequence) stays one per-step target collection...
+    st_ = _inputs.prepare(x, (np.array([1, 2, 3]), np.array([4])))
+    assert st_.y_kind == "single" and st_.targets[0].table.y_mode == "step"
+    # ...while a tuple of label arrays with one row per example is one target per output.
+    st_ = _inputs.prepare(x, (np.array([1, 2]), np.array([[4, 5], [6, 7]])))
+    assert st_.y_kind == "tuple"
+    assert [t.table.y_mode for t in st_.targets] == ["sequence", "sequence"]
