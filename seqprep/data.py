@@ -38,6 +38,7 @@ from seqprep._checks import (
     check_sampler,
     warn_deprecated,
 )
+from seqprep._fingerprint import DataDigest
 from seqprep._ragged import Ragged, as_ragged
 from seqprep.bucketing import BucketSampler
 from seqprep.bucketing.shapes import resolve_pad_to
@@ -354,6 +355,9 @@ class _Passes:
         self._pending: tuple[int, int] | None = None
         self.started = 0
         self._lock = threading.Lock()
+        # The digests of the data the passes play (seqprep._fingerprint.DataDigest), set by
+        # the dataset builder; seqprep.BackupAndRestore checks them on resume.
+        self.data: DataDigest | None = None
         _LIVE_PASSES.add(self)
 
     def start(self) -> np.ndarray:
@@ -413,6 +417,15 @@ class _Passes:
             return tf.data.Dataset.range(epochs).map(epoch_of).flat_map(epoch_batches)
 
         return tf.data.Dataset.range(1).map(begin).flat_map(one_pass)
+
+
+def _data_digest(consts: _kernel.Table, arguments: dict[str, Any]) -> DataDigest:
+    """What a checkpoint of a dataset over the kernel table ``consts`` must find again."""
+    return DataDigest(
+        {"x": lambda: (consts.x, consts.starts, consts.lengths), "y": lambda: (consts.y,),
+         "sample_weight": lambda: (consts.w,)},
+        {**arguments, "y_mode": consts.y_mode, "w_mode": consts.w_mode},
+    )
 
 
 def _batch_table(
@@ -550,6 +563,7 @@ def bucketed_dataset(
     epoch = check_int("epoch", epoch, minimum=0)
     epochs = check_int("epochs", epochs, minimum=1)
     check_bool("reshuffle_each_iteration", reshuffle_each_iteration)
+    arguments = {"padding": padding, "pad_to": pad_to}
     rag, lengths, pad_to = _checked_inputs(x, sampler, pad_to, epoch, allow_nonfinite)
     # Targets and weights, checked before any TensorFlow work.
     table = _batch_table(rag, lengths, sampler, y, targets, sample_weight, truncating,
@@ -560,6 +574,8 @@ def bucketed_dataset(
 
     # Captured once as tensors; each batch then costs a few gathers of size batch x width.
     consts = table.convert(tf.constant)
+    if passes is not None:
+        passes.data = _data_digest(consts, arguments)
     fixed_shape = None
     if isinstance(pad_to, int):
         fixed_shape = [None, pad_to, *table.x.shape[1:]]

@@ -57,7 +57,7 @@ from seqprep.bucketing.per_length import (  # noqa: F401  (moved there; old impo
     plan_per_length,
 )
 from seqprep.bucketing.plan import BatchPlan
-from seqprep.data import _TF_KERNEL_OPS
+from seqprep.data import _TF_KERNEL_OPS, _data_digest
 
 # LengthEnsemble and fit_separate_models live in seqprep.ensemble, which does not import this
 # module (both read their inputs through seqprep._fit_inputs): re-exported, no import cycle.
@@ -523,9 +523,9 @@ def fit_per_length(
     rows, splits, batch_groups = _concat_plans(plans)
     step_weights = data.y_steps and not exact and not _output_is_masked(model, data, pad_value)
     passes = _plan_passes(keys, batch_size, order, sorted_epochs, seed, drop_remainder, steps)
-    train_ds = _BatchSource(data, exact=exact, pad_value=pad_value,
-                            step_weights=step_weights).epoch_dataset(
-        dict(enumerate(plans, start=initial_epoch)), passes)
+    source = _BatchSource(data, exact=exact, pad_value=pad_value, step_weights=step_weights)
+    passes.data = _data_digest(source.table, {"exact": exact, "step_weights": step_weights})
+    train_ds = source.epoch_dataset(dict(enumerate(plans, start=initial_epoch)), passes)
     ranges = _group_ranges(keys, lengths)
 
     val_ds, val_plan = None, BatchPlan(0, [], [], [])

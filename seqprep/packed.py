@@ -24,6 +24,7 @@ from seqprep.bucketing import PackSampler
 from seqprep.data import (
     _TF_KERNEL_OPS,
     _cast_labels,
+    _data_digest,
     _default_dtype,
     _label_array,
     _Passes,
@@ -71,7 +72,9 @@ def _slot_dataset(
     state = sampler.state_dict()
     identity = {k: state[k] for k in ("fingerprint", "seed", "num_shards", "shard_index")}
     passes = _Passes(epoch, epochs if reshuffle else 0, epochs, len(sampler), identity)
-    return passes.dataset(epoch_batches)
+    ds = passes.dataset(epoch_batches)
+    ds._seqprep_passes = passes
+    return ds
 
 
 def _parse_targets(
@@ -201,6 +204,9 @@ def packed_dataset(
         y_values = targets
     consts = _Consts(x_values, lengths, starts, y_values, y_mode, weights, sampler)
     slots = _slot_dataset(sampler, epoch, epochs, bool(reshuffle_each_iteration))
+    passes = getattr(slots, "_seqprep_passes", None)
+    if passes is not None:  # what seqprep.BackupAndRestore checks on resume
+        passes.data = _data_digest(consts.table, {"packed": True})
 
     def make_batch(slot: tf.Tensor) -> Any:
         return _build_batch(slot, consts)
@@ -209,7 +215,9 @@ def packed_dataset(
     expected = len(sampler) * epochs
     if int(ds.cardinality()) != expected:
         ds = ds.apply(tf.data.experimental.assert_cardinality(expected))
-    return ds.prefetch(_AUTOTUNE)
+    ds = ds.prefetch(_AUTOTUNE)
+    ds._seqprep_passes = passes  # how seqprep.BackupAndRestore finds this dataset's passes
+    return ds
 
 
 class _Consts:
