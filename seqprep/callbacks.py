@@ -615,6 +615,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         self._saved_at: tuple[int, int] | None = None
         self._started: dict[int, int] = {}
         self._resumed_passes: list[Any] = []
+        self._same_data: list[Any] = []
         self._callback_list = _kp.calling_callback_list(self)
         checkpoint = self._read_checkpoint()
         if checkpoint is not None:
@@ -651,7 +652,10 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         if not meta["stopped"]:
             for p in same_data:
                 p.resume_at(meta["epoch"], step)
-            self._resumed_passes = same_data if step else []
+            # Checked again when the first batch shows which pass trains (another dataset
+            # with the checkpoint's data may still be alive in this process).
+            self._resumed_passes = matching
+            self._same_data = same_data
         self._skip = 0 if meta["stopped"] else step
         self._training = same_data[0]
 
@@ -702,20 +706,27 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
             self._pending_save = True
 
     def _keep_skip_on_training_only(self) -> None:
-        """The resumed epoch's skip belongs to the pass that trains: the first to start.
+        """Check the pass that trains, the first to start, and keep the skip on it only.
 
-        Passes with the same identity and data (a validation set built like the training
-        one) were told to skip too; the ones that have not started are told not to."""
+        Passes with the checkpoint's identity and data (a validation set built like the
+        training one) were told to skip too: the ones that have not started are told not to.
+        A started pass with the checkpoint's sampler but other data is refused (possible
+        only when an older dataset with the checkpoint's data is still alive in the process:
+        otherwise the run is refused before its first batch)."""
         epoch = self._current_epoch
-        started = [p for p in self._resumed_passes
-                   if p.started > self._started.get(id(p), 0)]
-        if started and len(started) < len(self._resumed_passes):
-            for p in self._resumed_passes:
+        matching, same = self._resumed_passes, self._same_data
+        self._resumed_passes = []
+        started = [p for p in matching if p.started > self._started.get(id(p), 0)]
+        if not started:
+            return
+        if not any(any(p is q for q in same) for p in started):
+            self._refuse_data(self._resume["data"], started)
+        if self._skip and len(started) < len(matching):
+            for p in matching:
                 if not any(p is q for q in started):
                     p.resume_at(epoch, 0)
                     p.drive(epoch)
-            self._training = started[0]
-        self._resumed_passes = []
+        self._training = next(p for p in started if any(p is q for q in same))
 
     def _find_training(self) -> None:
         if self._explicit is not None:
