@@ -242,15 +242,22 @@ class _GroupStats(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
         base = (epoch - self.initial_epoch) * self.steps
-        # A run resumed mid-epoch by seqprep.BackupAndRestore plays this epoch from `skip`.
-        skip = 0 if self.passes is None else self.passes.skip_of(epoch)
-        self._groups = self.train_groups[base + skip : base + self.steps]
-        self._sizes = self.train_sizes[base + skip : base + self.steps]
-        self._means = np.full(self.steps - skip, np.nan)
+        # A run resumed mid-epoch by seqprep.BackupAndRestore plays this epoch from `skip`,
+        # with the loss's running mean restored to the checkpoint's: that mean stands for
+        # the batches before `skip`, which the groups then leave out (not trained here).
+        self._skip = 0 if self.passes is None else self.passes.skip_of(epoch)
+        self._groups = self.train_groups[base : base + self.steps]
+        self._sizes = self.train_sizes[base : base + self.steps]
+        self._means = np.full(self.steps, np.nan)
+        if self._skip:
+            loss = [m for m in self.model.metrics if m.name == "loss"]
+            if loss:
+                self._means[self._skip - 1] = float(
+                    keras.ops.convert_to_numpy(loss[0].result()))
 
     def on_train_batch_end(self, batch, logs=None):
-        if logs and "loss" in logs and batch < self._means.size:
-            self._means[batch] = float(logs["loss"])
+        if logs and "loss" in logs and self._skip + batch < self._means.size:
+            self._means[self._skip + batch] = float(logs["loss"])
 
     def on_test_begin(self, logs=None):
         self._v_means = np.full(len(self.val_groups), np.nan)
@@ -259,8 +266,10 @@ class _GroupStats(keras.callbacks.Callback):
         if logs and "loss" in logs and batch < len(self.val_groups):
             self._v_means[batch] = float(logs["loss"])
 
-    def _summarise(self, split, groups, sizes, means):
-        losses = _batch_losses(means, sizes)
+    def _summarise(self, split, groups, sizes, means, start=0):
+        # From batch `start` on (a resumed epoch: the batches this run trained).
+        losses = _batch_losses(means, sizes)[start:]
+        groups, sizes = groups[start:], sizes[start:]
         for g in np.unique(groups):
             sel = groups == g
             w = sizes[sel].astype(np.float64)
@@ -272,7 +281,7 @@ class _GroupStats(keras.callbacks.Callback):
             })
 
     def on_epoch_end(self, epoch, logs=None):
-        self._summarise("train", self._groups, self._sizes, self._means)
+        self._summarise("train", self._groups, self._sizes, self._means, self._skip)
         if logs and any(k.startswith("val_") for k in logs) and hasattr(self, "_v_means"):
             self._summarise("val", self.val_groups, self.val_sizes, self._v_means)
         counts = self.traces.counts()
