@@ -37,6 +37,7 @@ __all__ = [
     "KERAS_CALLBACK_STATE",
     "StepTraces",
     "calling_callback_list",
+    "draw_as_iterator_ahead",
     "global_seed_generator",
     "keras_mask",
     "seed_state_variables",
@@ -239,3 +240,19 @@ def calling_callback_list(callback: Any) -> Any:
             return owner
         frame = frame.f_back
     return None
+
+
+def draw_as_iterator_ahead() -> None:
+    """Draw from the global generators what Keras draws when it makes the next epoch's
+    iterator ahead, at the end of an epoch that ran all its batches.
+
+    Keras's ``EpochIterator`` makes that iterator when it has seen as many batches as the
+    data has; an epoch that ``BackupAndRestore`` resumed mid-way ends after fewer batches,
+    so Keras does not, and the draw must be made for it. On PyTorch the iterator is a
+    ``torch.utils.data.DataLoader``'s, which draws its base seed (one int64) from torch's
+    default generator; TensorFlow and JAX iterators draw nothing.
+    """
+    if keras.backend.backend() == "torch":
+        import torch
+
+        torch.empty((), dtype=torch.int64).random_()

@@ -447,7 +447,10 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
                          f"{model.name!r}: {err}")
         for var, i in zip(seeds, range(len(seeds)), strict=True):
             var.assign(arrays[f"seed{i}"].astype(_to_numpy(var).dtype))
-        self._restore_rng(meta["rng"], arrays)
+        # The global streams are put back where they were saved: at the resumed epoch's start
+        # or before its first batch (something may draw in between: PyTorch's DataLoader
+        # draws a seed from torch's generator when Keras makes the epoch's iterator).
+        self._rng_pending = True
         model._initial_epoch = epochs if meta["stopped"] and epochs else meta["epoch"]
         self._resume = meta
         self._resume_arrays = arrays
@@ -611,6 +614,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         self._skip = 0
         self._stop_owned = False
         self._pending_save = False
+        self._rng_pending = False
         self._epoch_done: int | None = None
         self._saved_at: tuple[int, int] | None = None
         self._started: dict[int, int] = {}
@@ -659,12 +663,19 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         self._skip = 0 if meta["stopped"] else step
         self._training = same_data[0]
 
+    def _restore_rng_now(self) -> None:
+        if self._rng_pending:
+            self._rng_pending = False
+            self._restore_rng(self._resume["rng"], self._resume_arrays)
+
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self._epoch_done is not None:
             # The previous epoch's end, now that every callback has seen it.
             self._save(self._epoch_done, 0)
             self._epoch_done = None
         self._restore_late()
+        if not self._skip:  # saved when an epoch began
+            self._restore_rng_now()
         self._current_epoch = epoch
         self._step = self._skip if epoch == self._resume_epoch() else 0
         passes = [self._explicit] if self._explicit is not None else _live_passes()
@@ -677,6 +688,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         return None if self._resume is None else int(self._resume["epoch"])
 
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self._restore_rng_now()  # saved before a batch began
         if self._pending_save:
             # After the previous batch, once every callback has seen it.
             self._pending_save = False
@@ -701,6 +713,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
             # The resumed epoch is shorter: end it here (the dataset has no more batches).
             self._model.stop_training = True
             self._stop_owned = True
+            _kp.draw_as_iterator_ahead()  # what Keras draws after an epoch's last batch
         if self.save_freq != "epoch" and self._since_save >= self.save_freq and not last:
             # Never at an epoch's last batch: the epoch-end checkpoint follows validation.
             self._pending_save = True

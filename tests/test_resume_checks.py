@@ -365,3 +365,28 @@ def test_keras_private_details_still_hold(tmp_path):
         attrs = _keras_private.KERAS_CALLBACK_STATE[type(callback)]
         missing = [a for a in attrs if a not in vars(callback)]
         assert not missing, (type(callback).__name__, missing)
+
+
+@pytest.mark.backend
+def test_a_crashed_dropout_run_resumes_exactly_in_process(tmp_path):
+    """On every backend (make test runs this under JAX and PyTorch too): a Dropout model with
+    ReduceLROnPlateau, crashed mid-epoch and resumed in the same process, ends with the
+    uninterrupted run's weights, learning rate and logged losses."""
+    def run(path, crash=None):
+        plateau = keras.callbacks.ReduceLROnPlateau("loss", factor=0.5, patience=1,
+                                                    min_delta=1.0)
+        model = _model()
+        extra = [plateau] if crash is None else [plateau, crash]
+        history = _fit(path, callbacks=extra, model=model, epochs=3)
+        return model, history
+
+    ref_model, ref = run(tmp_path / "ref")
+    with pytest.raises(Crash):
+        run(tmp_path / "b", CrashAt(1, 4))
+    model, resumed = run(tmp_path / "b")
+    for a, b in zip(ref_model.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+    assert lr == pytest.approx(0.0025, rel=1e-6)
+    assert resumed.epoch == [1, 2]
+    np.testing.assert_allclose(resumed.history["loss"], ref.history["loss"][1:], rtol=1e-6)
