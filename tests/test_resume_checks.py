@@ -370,20 +370,28 @@ def test_keras_private_details_still_hold(tmp_path):
 @pytest.mark.backend
 def test_a_crashed_dropout_run_resumes_exactly_in_process(tmp_path):
     """On every backend (make test runs this under JAX and PyTorch too): a Dropout model with
-    ReduceLROnPlateau, crashed mid-epoch and resumed in the same process, ends with the
-    uninterrupted run's weights, learning rate and logged losses."""
+    ReduceLROnPlateau and ModelCheckpoint(save_best_only=True), crashed mid-epoch and resumed
+    in the same process, ends with the uninterrupted run's weights, learning rate, logged
+    losses and best checkpointed loss."""
     def run(path, crash=None):
         plateau = keras.callbacks.ReduceLROnPlateau("loss", factor=0.5, patience=1,
                                                     min_delta=1.0)
+        # min_delta: only epoch 0 counts as an improvement, so `best` stays epoch 0's loss
+        # (a ModelCheckpoint that forgot it would take the resumed epoch's).
+        best = keras.callbacks.ModelCheckpoint(str(tmp_path / "best.weights.h5"), "loss",
+                                               save_best_only=True, save_weights_only=True)
+        best.min_delta = 1.0
         model = _model()
-        extra = [plateau] if crash is None else [plateau, crash]
+        extra = [plateau, best] if crash is None else [plateau, best, crash]
         history = _fit(path, callbacks=extra, model=model, epochs=3)
-        return model, history
+        return model, history, best
 
-    ref_model, ref = run(tmp_path / "ref")
+    ref_model, ref, ref_best = run(tmp_path / "ref")
     with pytest.raises(Crash):
         run(tmp_path / "b", CrashAt(1, 4))
-    model, resumed = run(tmp_path / "b")
+    model, resumed, best = run(tmp_path / "b")
+    assert float(best.best) == pytest.approx(ref.history["loss"][0], rel=1e-6)
+    assert float(ref_best.best) == pytest.approx(ref.history["loss"][0], rel=1e-6)
     for a, b in zip(ref_model.get_weights(), model.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
     lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
