@@ -81,9 +81,9 @@ def run(scenario: str, backup: str, kill) -> keras.Model:
     backup_cb = sp.BackupAndRestore(backup, save_freq=3)
     callbacks = [backup_cb]
     fit = {"epochs": 3, "verbose": 0}
-    model = _token_model(dropout=scenario == "dropout")
+    model = _token_model(dropout=scenario.startswith("dropout"))
     lr = 0.02
-    if scenario == "plateau_loss":
+    if scenario in ("plateau_loss", "dropout_plateau"):
         # min_delta=1: no epoch after the first improves, so the learning rate halves every
         # epoch after the first; a callback that forgot its `best` would not halve it.
         callbacks.append(keras.callbacks.ReduceLROnPlateau("loss", factor=0.5, patience=1,
