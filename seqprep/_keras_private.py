@@ -26,13 +26,22 @@ of them directly, so a change breaks a test that names it instead of silently ch
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Any
 
 import keras
 from keras.src.backend import get_keras_mask as _get_keras_mask
 
-__all__ = ["StepTraces", "keras_mask"]
+__all__ = [
+    "KERAS_CALLBACK_STATE",
+    "StepTraces",
+    "calling_callback_list",
+    "draw_as_iterator_ahead",
+    "global_seed_generator",
+    "keras_mask",
+    "seed_state_variables",
+]
 
 JAX_TRACE_EVENT = "/jax/core/compile/jaxpr_trace_duration"
 _STEPS = ("train", "test")
@@ -173,3 +182,77 @@ class StepTraces:
                 return dict(self._jax_counts)
         return {which: fn.experimental_get_tracing_count() - self._tf_base[which]
                 for which, fn in self._tf_functions.items()}
+
+
+# --------------------------------------------------------------------------- BackupAndRestore
+#
+# What seqprep.BackupAndRestore needs that Keras 3.15 does not offer publicly:
+#
+# * the state of every ``keras.random.SeedGenerator`` a model's layers draw from (Dropout,
+#   recurrent dropout, noise layers): ``model.save_weights`` leaves it out (a layer saves its
+#   ``_trainable_variables + _non_trainable_variables`` only), but ``model.variables`` lists
+#   it, as a variable Keras names ``"seed_generator_state"``;
+# * Keras's global SeedGenerator (``keras.random`` calls without a seed), a global attribute;
+# * the ``CallbackList`` that calls a callback (a callback has no public way to see the others);
+# * the attributes that hold the state of Keras's own stateful callbacks.
+
+SEED_STATE_NAME = "seed_generator_state"
+GLOBAL_SEED_GENERATOR = "global_seed_generator"
+
+# Keras callbacks whose state seqprep.BackupAndRestore saves, and the attributes holding it.
+KERAS_CALLBACK_STATE: dict[type, tuple[str, ...]] = {
+    keras.callbacks.ReduceLROnPlateau: ("best", "wait", "cooldown_counter"),
+    keras.callbacks.EarlyStopping: ("best", "wait", "stopped_epoch", "best_weights",
+                                    "best_epoch"),
+    keras.callbacks.ModelCheckpoint: ("best", "_batches_seen_since_last_saving",
+                                      "_last_batch_seen"),
+}
+
+
+def seed_state_variables(model: Any) -> list[Any]:
+    """The state variables of the SeedGenerators of ``model``, in ``model.variables`` order."""
+    return [v for v in model.variables if v.name == SEED_STATE_NAME]
+
+
+def global_seed_generator(create: bool) -> Any:
+    """Keras's global SeedGenerator (made if ``create``; else ``None`` when none exists)."""
+    from keras.src.backend.common import global_state
+    from keras.src.random import seed_generator
+
+    gen = global_state.get_global_attribute(GLOBAL_SEED_GENERATOR)
+    if gen is None and create:
+        gen = seed_generator.global_seed_generator()
+    return gen
+
+
+def calling_callback_list(callback: Any) -> Any:
+    """The ``keras.callbacks.CallbackList`` whose hook is calling ``callback`` now, or None.
+
+    Found on the call stack: Keras calls ``callback.on_train_begin`` from
+    ``CallbackList.on_train_begin``, whose ``self`` is the list.
+    """
+    frame = sys._getframe(1)
+    while frame is not None:
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, keras.callbacks.CallbackList) and any(
+            c is callback for c in getattr(owner, "callbacks", ())
+        ):
+            return owner
+        frame = frame.f_back
+    return None
+
+
+def draw_as_iterator_ahead() -> None:
+    """Draw from the global generators what Keras draws when it makes the next epoch's
+    iterator ahead, at the end of an epoch that ran all its batches.
+
+    Keras's ``EpochIterator`` makes that iterator when it has seen as many batches as the
+    data has; an epoch that ``BackupAndRestore`` resumed mid-way ends after fewer batches,
+    so Keras does not, and the draw must be made for it. On PyTorch the iterator is a
+    ``torch.utils.data.DataLoader``'s, which draws its base seed (one int64) from torch's
+    default generator; TensorFlow and JAX iterators draw nothing.
+    """
+    if keras.backend.backend() == "torch":
+        import torch
+
+        torch.empty((), dtype=torch.int64).random_()

@@ -29,6 +29,7 @@ from numpy.typing import DTypeLike
 
 from seqprep import _inputs, _kernel
 from seqprep._checks import check_bool, check_choice, check_int, needs_sampler
+from seqprep._fingerprint import DataDigest
 from seqprep.bucketing import BucketSampler
 from seqprep.bucketing.shapes import compiling_backend, resolve_pad_to
 from seqprep.masking import _WeightOps
@@ -186,6 +187,9 @@ class _Passes:
         self._pending: tuple[int, int] | None = None
         self.started = 0
         self._lock = threading.Lock()
+        # The digests of the data the passes play (seqprep._fingerprint.DataDigest), set by
+        # the dataset builder; seqprep.BackupAndRestore checks them on resume.
+        self.data: DataDigest | None = None
         _LIVE_PASSES.add(self)
 
     def start(self) -> np.ndarray:
@@ -245,6 +249,26 @@ class _Passes:
             return tf.data.Dataset.range(epochs).map(epoch_of).flat_map(epoch_batches)
 
         return tf.data.Dataset.range(1).map(begin).flat_map(one_pass)
+
+
+def _data_digest(
+    inputs: Sequence[_kernel.Table], targets: Sequence[_kernel.Table], arguments: dict[str, Any]
+) -> DataDigest:
+    """What a checkpoint of a dataset over these kernel tables must find again: the values of
+    every input field (``inputs``), the targets and weights (``targets``) and the options."""
+    return DataDigest(
+        {"x": lambda: tuple(a for t in inputs for a in (t.x, t.starts, t.lengths)),
+         "y": lambda: tuple(t.y for t in targets),
+         "sample_weight": lambda: tuple(t.w for t in targets)},
+        {**arguments, "y_mode": tuple(t.y_mode for t in targets),
+         "w_mode": tuple(t.w_mode for t in targets)},
+    )
+
+
+def _stage_digest(stage: _inputs.Stage, arguments: dict[str, Any]) -> DataDigest:
+    """:func:`_data_digest` of an input stage (every field, every target)."""
+    return _data_digest([f.table for f in stage.fields], [t.table for t in stage.targets],
+                        {**arguments, "x_keys": stage.x_keys, "y_keys": stage.y_keys})
 
 
 @needs_sampler("BucketSampler")
@@ -392,6 +416,8 @@ def bucketed_dataset(
     epoch = check_int("epoch", epoch, minimum=0)
     epochs = check_int("epochs", epochs, minimum=1)
     check_bool("reshuffle_each_iteration", reshuffle_each_iteration)
+    arguments = {"padding": padding, "pad_to": pad_to, "value": value,
+                 "truncating": truncating}
     stage = _stage(x, y, sample_weight, sampler, padding=padding, value=value, pad_to=pad_to,
                    truncating=truncating, dtype=dtype, allow_nonfinite=allow_nonfinite,
                    targets=targets, targets_field=targets_field, epoch=epoch)
@@ -399,6 +425,8 @@ def bucketed_dataset(
 
     # Captured once as tensors; each batch then costs a few gathers of size batch x width.
     consts = stage.convert(tf.constant)
+    if passes is not None:
+        passes.data = _stage_digest(consts, arguments)
     fixed = _fixed_shapes(stage)
 
     def make_batch(idx: tf.Tensor, width: tf.Tensor) -> Any:

@@ -58,7 +58,7 @@ from seqprep.bucketing.per_length import (  # noqa: F401  (moved there; old impo
     plan_per_length,
 )
 from seqprep.bucketing.plan import BatchPlan
-from seqprep.data import _TF_KERNEL_OPS
+from seqprep.data import _TF_KERNEL_OPS, _stage_digest
 
 # LengthEnsemble and fit_separate_models live in seqprep.ensemble, which does not import this
 # module (both read their inputs through seqprep._fit_inputs): re-exported, no import cycle.
@@ -244,15 +244,22 @@ class _GroupStats(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
         base = (epoch - self.initial_epoch) * self.steps
-        # A run resumed mid-epoch by seqprep.BackupAndRestore plays this epoch from `skip`.
-        skip = 0 if self.passes is None else self.passes.skip_of(epoch)
-        self._groups = self.train_groups[base + skip : base + self.steps]
-        self._sizes = self.train_sizes[base + skip : base + self.steps]
-        self._means = np.full(self.steps - skip, np.nan)
+        # A run resumed mid-epoch by seqprep.BackupAndRestore plays this epoch from `skip`,
+        # with the loss's running mean restored to the checkpoint's: that mean stands for
+        # the batches before `skip`, which the groups then leave out (not trained here).
+        self._skip = 0 if self.passes is None else self.passes.skip_of(epoch)
+        self._groups = self.train_groups[base : base + self.steps]
+        self._sizes = self.train_sizes[base : base + self.steps]
+        self._means = np.full(self.steps, np.nan)
+        if self._skip:
+            loss = [m for m in self.model.metrics if m.name == "loss"]
+            if loss:
+                self._means[self._skip - 1] = float(
+                    keras.ops.convert_to_numpy(loss[0].result()))
 
     def on_train_batch_end(self, batch, logs=None):
-        if logs and "loss" in logs and batch < self._means.size:
-            self._means[batch] = float(logs["loss"])
+        if logs and "loss" in logs and self._skip + batch < self._means.size:
+            self._means[self._skip + batch] = float(logs["loss"])
 
     def on_test_begin(self, logs=None):
         self._v_means = np.full(len(self.val_groups), np.nan)
@@ -261,8 +268,10 @@ class _GroupStats(keras.callbacks.Callback):
         if logs and "loss" in logs and batch < len(self.val_groups):
             self._v_means[batch] = float(logs["loss"])
 
-    def _summarise(self, split, groups, sizes, means):
-        losses = _batch_losses(means, sizes)
+    def _summarise(self, split, groups, sizes, means, start=0):
+        # From batch `start` on (a resumed epoch: the batches this run trained).
+        losses = _batch_losses(means, sizes)[start:]
+        groups, sizes = groups[start:], sizes[start:]
         for g in np.unique(groups):
             sel = groups == g
             w = sizes[sel].astype(np.float64)
@@ -274,7 +283,7 @@ class _GroupStats(keras.callbacks.Callback):
             })
 
     def on_epoch_end(self, epoch, logs=None):
-        self._summarise("train", self._groups, self._sizes, self._means)
+        self._summarise("train", self._groups, self._sizes, self._means, self._skip)
         if logs and any(k.startswith("val_") for k in logs) and hasattr(self, "_v_means"):
             self._summarise("val", self.val_groups, self.val_sizes, self._v_means)
         counts = self.traces.counts()
@@ -532,8 +541,9 @@ def fit_per_length(
     rows, splits, batch_groups = _concat_plans(plans)
     step_weights = data.y_steps and not exact and not _output_is_masked(model, data)
     passes = _plan_passes(keys, batch_size, order, sorted_epochs, seed, drop_remainder, steps)
-    train_ds = _BatchSource(data, exact=exact, step_weights=step_weights).epoch_dataset(
-        dict(enumerate(plans, start=initial_epoch)), passes)
+    source = _BatchSource(data, exact=exact, step_weights=step_weights)
+    passes.data = _stage_digest(source.stage, {"exact": exact, "step_weights": step_weights})
+    train_ds = source.epoch_dataset(dict(enumerate(plans, start=initial_epoch)), passes)
     ranges = _group_ranges(keys, lengths)
 
     val_ds, val_plan = None, BatchPlan(0, [], [], [])

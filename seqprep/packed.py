@@ -21,7 +21,7 @@ from seqprep._checks import check_bool, check_choice, check_int, needs_sampler
 from seqprep.bucketing import PackSampler
 
 # The pass counter is bucketed_dataset's: one rule for both executors.
-from seqprep.data import _TF_KERNEL_OPS, _Passes
+from seqprep.data import _TF_KERNEL_OPS, _data_digest, _Passes
 from seqprep.targets import Targets
 
 __all__ = ["packed_dataset"]
@@ -63,7 +63,9 @@ def _slot_dataset(
     state = sampler.state_dict()
     identity = {k: state[k] for k in ("fingerprint", "seed", "num_shards", "shard_index")}
     passes = _Passes(epoch, epochs if reshuffle else 0, epochs, len(sampler), identity)
-    return passes.dataset(epoch_batches)
+    ds = passes.dataset(epoch_batches)
+    ds._seqprep_passes = passes
+    return ds
 
 
 @needs_sampler("PackSampler")
@@ -178,6 +180,9 @@ def packed_dataset(
             fix="Pass one weight per sequence; packed weights are already 0 on padding.")
     consts = _Consts(stage, weights, sampler)
     slots = _slot_dataset(sampler, epoch, epochs, bool(reshuffle_each_iteration))
+    passes = getattr(slots, "_seqprep_passes", None)
+    if passes is not None:  # what seqprep.BackupAndRestore checks on resume
+        passes.data = _data_digest([consts.table], [consts.table], {"packed": True})
 
     def make_batch(slot: tf.Tensor) -> Any:
         return _build_batch(slot, consts)
@@ -186,7 +191,9 @@ def packed_dataset(
     expected = len(sampler) * epochs
     if int(ds.cardinality()) != expected:
         ds = ds.apply(tf.data.experimental.assert_cardinality(expected))
-    return ds.prefetch(_AUTOTUNE)
+    ds = ds.prefetch(_AUTOTUNE)
+    ds._seqprep_passes = passes  # how seqprep.BackupAndRestore finds this dataset's passes
+    return ds
 
 
 class _Consts:

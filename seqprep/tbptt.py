@@ -88,6 +88,7 @@ from seqprep._tbptt_plan import (  # noqa: F401  (Order: the old name of WindowO
     plan_tbptt,
 )
 from seqprep._tbptt_twin import SharedResets, check_no_dropout, dense_twin, unsupported
+from seqprep.callbacks import refuse_backup_in
 from seqprep.masking import _step_weights, _WeightOps
 from seqprep.targets import Targets, resolve_targets
 
@@ -1156,6 +1157,7 @@ def fit_tbptt(
     check_choice("order", order, ORDERS)
     seed = check_int("seed", seed)
     verbose = _verbosity(verbose)
+    refuse_backup_in(callbacks, "fit_tbptt")  # no exact resume of windows and states yet
     data, targets, many_to_one = _prepare_data(
         x, y, return_sequences=return_sequences, need_y=True, targets=targets
     )

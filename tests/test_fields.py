@@ -129,11 +129,13 @@ def test_random_fields_targets_and_weights_align(data):
         items = [xb[key] for key in keys]
         for j in range(k):
             expected = _pad([fields[j][i] for i in idx], sides[j], values[j])
-            if not expected.size:  # a batch of empty sequences pads to width 0
-                expected = expected.reshape(len(idx), 0, 2)
+            if not expected.size:  # a batch of only empty sequences pads to one step
+                expected = np.full((len(idx), 1, 2), values[j], np.int64)
             np.testing.assert_array_equal(items[j], expected)
         lengths = [len(fields[aligned][i]) for i in idx]
         expected_y = _pad([y[i] for i in idx], sides[aligned], 0, dtype=np.float32)
+        if not expected_y.size:  # one padded step, target 0 at weight 0
+            expected_y = np.zeros((len(idx), 1), np.float32)
         np.testing.assert_array_equal(yb, expected_y.reshape(len(idx), -1))
         np.testing.assert_array_equal(
             wb, sp.sequence_weights(lengths, maxlen=yb.shape[1], padding=sides[aligned]))
