@@ -692,20 +692,6 @@ def _output_structure(model: Any, count: int) -> Any:
 # --------------------------------------------------------------------------- evaluate
 
 
-class _WithMask(keras.layers.Layer):
-    """Returns a copy of its input carrying the given Keras mask (for the compiled metrics)."""
-
-    def __init__(self) -> None:
-        super().__init__(name="seqprep_evaluate_mask", trainable=False)
-        self.supports_masking = True
-
-    def call(self, inputs: Any, mask: Any = None) -> Any:
-        return ops.copy(inputs)
-
-    def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
-        return mask
-
-
 class _Forward:
     """``model(x, training=False)`` compiled for the backend; returns ``(y_pred, mask)`` as
     numpy (mask None when the output carries no Keras mask)."""
@@ -945,69 +931,60 @@ def evaluate(
     slot_axis = packed is not None and not _packed_returns_sequences(model)
     callbacks = _callback_list(model, callbacks, verbose, len(plan))
     forward = _forward_of(model)
-    masker = _WithMask()
     model.reset_metrics()
     callbacks.on_test_begin()
-    total, count, logs = 0.0, 0.0, {}
+    total, count, logs = 0.0, 0, {}
     for b in range(len(plan)):
         callbacks.on_test_batch_begin(b)
         idx, xb = batches.inputs(b)
         y_pred, mask = forward(xb)
         wb = None if weights is None else weights[idx]
-        if slot_axis:
-            y_pred = y_pred[:, :1]
-            yb = y_data[idx][:, None]
-            wb = None if wb is None else wb[:, None]
-            mask = None
-        elif y_kind == "step":
-            width = int(plan.widths[b, field])
-            src, real = _kernel.positions(y_table.starts, y_table.lengths, idx, width, padding,
-                                          y_table.pad_index)
-            yb = y_table.x[src]
-            if y_pred.ndim < 2 or y_pred.shape[:2] != real.shape:
-                raise ValueError(
-                    f"Argument `y` holds one target per step, but the model's output has shape "
-                    f"{tuple(y_pred.shape)}, not (batch, steps, ...) = {real.shape + ('...',)}"
-                    "\n- Pass one target per sequence (an array (n, ...)) for a model with one "
-                    "output per sequence."
-                )
-            if mask is not None:
-                real = real & mask.reshape(real.shape)
-            wb = real.astype(np.float32) * (1.0 if wb is None else wb[:, None])
+        if slot_axis:  # a packed model's one output per slot: slot 0 holds the sequence
+            y_pred = y_pred[:, 0]
+        if y_kind == "step":
+            yb, y_pred, wb = _real_steps(y_table, idx, int(plan.widths[b, field]), padding,
+                                         y_pred, mask, wb)
         else:
             yb = y_data[idx]
-        loss, targets_held = _batch_loss(model, xb, yb, y_pred, wb, y_kind == "step", real
-                                         if y_kind == "step" else None)
-        total += loss * targets_held
-        count += targets_held
-        pred_for_metrics = ops.convert_to_tensor(y_pred)
-        if y_kind == "step":
-            pred_for_metrics = masker(pred_for_metrics, mask=ops.convert_to_tensor(real))
-        logs = model.compute_metrics(xb, ops.convert_to_tensor(yb), pred_for_metrics,
-                                     None if wb is None else ops.convert_to_tensor(wb))
-        callbacks.on_test_batch_end(b, {"loss": total / max(count, 1e-12)})
+        held = int(y_pred.shape[0])
+        if held:
+            y_true, y_out = ops.convert_to_tensor(yb), ops.convert_to_tensor(y_pred)
+            weight = None if wb is None else ops.convert_to_tensor(wb)
+            loss = model.compute_loss(x=xb, y=y_true, y_pred=y_out, sample_weight=weight,
+                                      training=False)
+            total += float(ops.convert_to_numpy(loss)) * held
+            count += held
+            logs = model.compute_metrics(xb, y_true, y_out, weight)
+        callbacks.on_test_batch_end(b, {"loss": total / max(count, 1)})
     results = {k: float(ops.convert_to_numpy(v)) for k, v in dict(logs).items()}
     results["loss"] = total / count if count else 0.0
     callbacks.on_test_end(results)
     return results
 
 
-def _batch_loss(
-    model: Any, xb: Any, yb: np.ndarray, y_pred: np.ndarray, wb: np.ndarray | None,
-    per_step: bool, real: np.ndarray | None,
-) -> tuple[float, float]:
-    """``(loss, targets)`` of one batch: Keras's compiled loss as the mean over the batch's
-    real targets, and how many targets that mean is over."""
-    if per_step:
-        held = float(real.sum())
-        if held == 0:
-            return 0.0, 0.0
-        # sum_over_batch_size divides by every element; scale so it divides by real ones.
-        wb = wb * np.float32(real.size / held)
-    else:
-        held = float(y_pred.shape[0])
-    loss = model.compute_loss(
-        x=xb, y=ops.convert_to_tensor(yb), y_pred=ops.convert_to_tensor(y_pred),
-        sample_weight=None if wb is None else ops.convert_to_tensor(wb), training=False,
-    )
-    return float(ops.convert_to_numpy(loss)), held
+def _real_steps(
+    y_table: _kernel.Table, idx: np.ndarray, width: int, padding: str, y_pred: np.ndarray,
+    mask: np.ndarray | None, wb: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """A batch's real steps (not padding, not masked by the model) as a batch of one-step
+    sequences: ``(targets (N, 1, ...), outputs (N, 1, ...), weights (N,) or None)``.
+
+    Keras's streaming metrics average each row over its padded width, so batches of other
+    widths would weigh their steps differently; one-step rows weigh every real step alike,
+    and Keras's ``sum_over_batch_size`` then divides the loss by the real steps.
+    """
+    src, real = _kernel.positions(y_table.starts, y_table.lengths, idx, width, padding,
+                                  y_table.pad_index)
+    if y_pred.ndim < 2 or y_pred.shape[:2] != real.shape:
+        raise ValueError(
+            f"Argument `y` holds one target per step, but the model's output has shape "
+            f"{tuple(y_pred.shape)}, not (batch, steps, ...) = ({real.shape[0]}, "
+            f"{real.shape[1]}, ...)\n- Pass one target per sequence (an array (n, ...)) for a "
+            "model with one output per sequence."
+        )
+    if mask is not None:  # steps a masking layer of the model masks are no targets (Keras)
+        real = real & mask.reshape(real.shape)
+    weights = None
+    if wb is not None:
+        weights = np.broadcast_to(wb[:, None], real.shape)[real]
+    return y_table.x[src[real]][:, None], y_pred[real][:, None], weights
