@@ -69,7 +69,7 @@ def frames_models():
 
 
 long_tailed = st.lists(
-    st.one_of(st.integers(1, 12), st.integers(13, 90)), min_size=1, max_size=40,
+    st.one_of(st.integers(1, 12), st.integers(13, 90)), min_size=1, max_size=25,
 )
 
 
@@ -119,6 +119,27 @@ def test_plan_puts_short_sequences_in_large_batches():
     assert plan.widths[:, 0].tolist() == [2, 2, 40, 40, 40]
 
 
+def test_planner_needs_neither_tensorflow_nor_keras():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "for name in ('tensorflow', 'keras', 'jax', 'torch'):\n"
+        "    sys.modules[name] = None  # any import of them now fails\n"
+        "import numpy as np\n"
+        "from seqprep._inference_plan import plan_inference\n"
+        "from seqprep.bucketing.shapes import length_grid\n"
+        "lengths = np.array([3, 1, 40, 7])\n"
+        "plan = plan_inference(lengths, max_tokens=16, grids=[length_grid(lengths, 2)])\n"
+        "print(sorted(plan.rows.tolist()))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[0, 1, 2, 3]"
+
+
 @pytest.mark.parametrize(
     ("lengths", "k", "expected"),
     [([1, 1, 2, 9, 10, 10, 30], 2, [10, 30]), ([5], 3, [5]), ([0, 0], 2, [1]),
@@ -132,7 +153,8 @@ def test_length_grid_table(lengths, k, expected):
 
 
 @pytest.mark.backend
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=4, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(lengths=long_tailed, max_tokens=st.integers(8, 300), seed=st.integers(0, 99))
 def test_predict_equals_keras_on_padded_to_max(frames_models, lengths, max_tokens, seed):
     per_sequence, per_step = frames_models
@@ -262,7 +284,7 @@ def test_dict_inputs_predict_and_teacher_forced_evaluate():
 
 
 @pytest.mark.backend
-@settings(max_examples=4, deadline=None)
+@settings(max_examples=3, deadline=None)
 @given(lengths=long_tailed, max_tokens=st.integers(8, 200), weighted=st.booleans(),
        seed=st.integers(0, 99))
 def test_evaluate_per_sequence_equals_one_batch_keras(lengths, max_tokens, weighted, seed):
@@ -418,7 +440,8 @@ def test_bad_input_messages(frames_models):
     with pytest.raises(ValueError, match=r"`x` holds a sequence longer than the width.*x\[1\] "
                        r"has 4 steps, the width is 3.*\n- Truncate"):
         sp.predict(per_sequence, x, pad_to=3, verbose=0)
-    with pytest.raises(ValueError, match=r"(?s)`x` holds 6 NaN.*x\[0\] at step 0.*allow_nonfinite=True"):
+    with pytest.raises(ValueError, match=r"(?s)`x` holds 6 NaN.*x\[0\] at step 0"
+                       r".*allow_nonfinite=True"):
         sp.predict(per_sequence, [np.full((2, DIM), np.nan, "float32")], verbose=0)
     with pytest.raises(ValueError, match=r"`outputs`='step'.*no time axis.*Received output "
                        r"shapes.*\n- Pass outputs='sequence'"):
@@ -440,3 +463,26 @@ def test_bad_input_messages(frames_models):
     summed.compile(loss=keras.losses.SparseCategoricalCrossentropy(reduction="sum"))
     with pytest.raises(ValueError, match=r"reduction='sum'\n- Compile"):
         sp.evaluate(summed, x, np.array([0, 1]), verbose=0)
+
+
+# --------------------------------------------------------------------------- the docs page
+
+
+def _python_blocks(text):
+    """The ```python blocks of a Markdown page, indentation of admonitions removed."""
+    import re
+    import textwrap
+
+    return [textwrap.dedent(block) for block in
+            re.findall(r"^[ \t]*```python\n(.*?)^[ \t]*```", text, flags=re.M | re.S)]
+
+
+def test_the_inference_page_runs():
+    from pathlib import Path
+
+    page = Path(__file__).resolve().parents[1] / "docs" / "inference.md"
+    blocks = _python_blocks(page.read_text())
+    assert len(blocks) >= 5
+    namespace: dict = {}
+    for block in blocks:  # one namespace, in page order, as a reader runs them
+        exec(compile(block, str(page), "exec"), namespace)

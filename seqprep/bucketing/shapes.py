@@ -185,7 +185,9 @@ def width_grid(sampler: BucketSampler, max_widths: int = DEFAULT_MAX_WIDTHS) -> 
 _GRID_CANDIDATES = 512
 
 
-def length_grid(lengths: Sequence[int] | np.ndarray, max_widths: int = DEFAULT_MAX_WIDTHS) -> np.ndarray:
+def length_grid(
+    lengths: Sequence[int] | np.ndarray, max_widths: int = DEFAULT_MAX_WIDTHS
+) -> np.ndarray:
     """At most ``max_widths`` padded widths for rows of ``lengths``, fewest padded steps.
 
     Each row is padded to the smallest grid width that covers its length; the grid minimises
