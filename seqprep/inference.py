@@ -45,10 +45,10 @@ from seqprep.targets import Targets, resolve_targets
 
 __all__ = ["DEFAULT_MAX_TOKENS", "evaluate", "predict"]
 
-# Padded steps per batch (rows x width, summed over the fields). Measured on 20,000
-# long-tailed sequences with a masked GRU (docs/benchmarks.md): 4096 .. 32768 are within a few
-# percent of each other on CPU; this keeps a batch of per-step outputs over a 10,000-class
-# vocabulary near 650 MB of float32 at most.
+# Padded steps per batch (rows x width, summed over the fields). On 20,000 long-tailed
+# sequences with a masked GRU (docs/benchmarks.md, TensorFlow on CPU) 16384 was the fastest of
+# 4096 / 8192 / 16384 / 32768 (0.98 / 0.86 / 0.61 / 0.68 s); a batch of per-step outputs over
+# a 10,000-class vocabulary then stays near 650 MB of float32.
 DEFAULT_MAX_TOKENS = 16384
 
 Outputs = Literal["auto", "sequence", "step"]
@@ -143,6 +143,11 @@ def _fields(x: Any, dtype: DTypeLike | None, value: Any, allow_nonfinite: bool) 
         keyed = True
     else:
         names, rags, keyed = ("x",), (as_ragged(x, "x"),), False
+    if len(rags[0]) == 0:
+        raise ValueError(
+            "Argument `x` must hold at least one sequence. Received 0 sequences\n"
+            "- Pass the sequences to run the model on."
+        )
     shown = [f"x[{n!r}]" if keyed else "x" for n in names]
     for rag, name in zip(rags, shown, strict=True):
         check_finite_features(rag.values, name, offsets=rag.offsets,
@@ -226,7 +231,9 @@ def _fixed_time_axes(model: Any, fields: _Fields) -> list[int | None]:
     inputs = _symbolic_inputs(model)
     if inputs is None:
         return [None] * len(fields.names)
-    if isinstance(inputs, dict):
+    if isinstance(inputs, dict) and not fields.keyed and "values" in inputs:  # packed rows
+        shapes = [inputs["values"].shape]
+    elif isinstance(inputs, dict):
         shapes = [getattr(inputs.get(n), "shape", None) for n in fields.names]
     else:
         flat = keras.tree.flatten(inputs)
@@ -790,9 +797,7 @@ def _weights_array(sample_weight: Any, n: int) -> np.ndarray | None:
     return arr.astype(np.float32)
 
 
-def _targets(
-    y: Any, fields: _Fields, targets: Targets, packed: bool,
-) -> tuple[str, Any, int]:
+def _targets(y: Any, fields: _Fields, targets: Targets) -> tuple[str, Any, int]:
     """``(kind, targets, field)``: per-sequence rows, or per-step targets (a Ragged) that
     follow field ``field`` (the field whose lengths they have)."""
     check_choice("targets", targets, ("auto", "sequence", "step"))
@@ -819,8 +824,6 @@ def _targets(
         resolved = np.asarray(resolved)
         if resolved.dtype.kind == "f" and resolved.dtype.itemsize > 4:
             resolved = resolved.astype(np.float32)
-    if packed and kind == "step":
-        pass  # per-step outputs of a packed model have the row's steps: as a plain model
     return kind, resolved, field
 
 
@@ -852,8 +855,12 @@ def evaluate(
     for per-step targets), divided by all targets, i.e. exactly the mean over every real
     example (or step), weighted by ``sample_weight`` as Keras weighs it. Metrics are Keras's
     compiled metrics, accumulated over the batches as Keras accumulates them (their state is
-    sums and counts), with padding masked: per-step targets count on real steps only (and
-    where a masking layer of the model masks the output, as in Keras).
+    sums and counts), with padding masked: per-step targets count on real steps only (and not
+    where a masking layer of the model masks the output, as in Keras). Per-step losses and
+    metrics are computed on each batch's real steps laid out as one-step rows, so every step
+    weighs the same whatever its batch's width (Keras's streaming metrics average each row
+    over its padded width first); this holds for any loss or metric that treats steps
+    independently, which every Keras per-step loss and metric does.
 
     Per-step targets and masks: a model whose output carries a Keras mask (``Masking``,
     ``Embedding(mask_zero=True)``) gives exactly Keras's one-batch value on padded arrays. For
@@ -920,7 +927,7 @@ def evaluate(
     packed = model if kind == "packed" else None
     if packed is None:
         _check_model_inputs(model, fields)
-    y_kind, y_data, field = _targets(y, fields, targets, packed is not None)
+    y_kind, y_data, field = _targets(y, fields, targets)
     weights = _weights_array(sample_weight, len(fields))
     plan = _plan(fields, model, max_tokens=max_tokens, batch_size=batch_size, pad_to=pad_to)
     batches = _Batches(fields, plan, padding, packed)

@@ -346,13 +346,15 @@ def test_evaluate_per_step_accuracy_tokens():
 
 
 @pytest.mark.backend
-@pytest.mark.parametrize("return_sequences", [False, True])
-def test_packed_model_served_unpacked(return_sequences):
+@pytest.mark.parametrize(("return_sequences", "row_length"), [(False, None), (True, None),
+                                                               (False, 12)])
+def test_packed_model_served_unpacked(return_sequences, row_length):
     keras.utils.set_random_seed(11)
     gru = keras.layers.GRU(3, return_sequences=return_sequences)
-    inputs = {"values": keras.Input((None, DIM), name="values"),
-              "segment_ids": keras.Input((None,), dtype="int32", name="segment_ids"),
-              "segment_lengths": keras.Input((None,), dtype="int32", name="segment_lengths")}
+    slots = None if row_length is None else 4  # a model built for packed rows of 12 steps
+    inputs = {"values": keras.Input((row_length, DIM), name="values"),
+              "segment_ids": keras.Input((row_length,), dtype="int32", name="segment_ids"),
+              "segment_lengths": keras.Input((slots,), dtype="int32", name="segment_lengths")}
     packed = keras.Model(inputs, keras.layers.Dense(2)(PackedRNN(gru)(inputs)))
     dense = packed.layers[-1]
     plain_in = keras.Input((None, DIM))
@@ -429,6 +431,8 @@ def test_bad_input_messages(frames_models):
     with pytest.raises(ValueError, match=r"`x` holds fields with different numbers of "
                        r"sequences: \{'encoder': 2, 'decoder': 1\}\n- Every field"):
         sp.predict(seq2seq, {"encoder": _tokens([3, 1]), "decoder": _tokens([2])}, verbose=0)
+    with pytest.raises(ValueError, match=r"`x` must hold at least one sequence. Received 0"):
+        sp.predict(per_sequence, [], verbose=0)
     with pytest.raises(ValueError, match=r"`max_tokens` must be at least 1. Received: "
                        r"max_tokens=0"):
         sp.predict(per_sequence, x, max_tokens=0)
