@@ -938,6 +938,7 @@ def evaluate(
     slot_axis = packed is not None and not _packed_returns_sequences(model)
     callbacks = _callback_list(model, callbacks, verbose, len(plan))
     forward = _forward_of(model)
+    masker = _RowMask()
     model.reset_metrics()
     callbacks.on_test_begin()
     total, count, logs = 0.0, 0, {}
@@ -955,18 +956,62 @@ def evaluate(
             yb = y_data[idx]
         held = int(y_pred.shape[0])
         if held:
-            y_true, y_out = ops.convert_to_tensor(yb), ops.convert_to_tensor(y_pred)
-            weight = None if wb is None else ops.convert_to_tensor(wb)
-            loss = model.compute_loss(x=xb, y=y_true, y_pred=y_out, sample_weight=weight,
-                                      training=False)
-            total += float(ops.convert_to_numpy(loss)) * held
+            loss, logs = _score(model, xb, yb, y_pred, wb, masker)
+            total += loss * held
             count += held
-            logs = model.compute_metrics(xb, y_true, y_out, weight)
         callbacks.on_test_batch_end(b, {"loss": total / max(count, 1)})
     results = {k: float(ops.convert_to_numpy(v)) for k, v in dict(logs).items()}
     results["loss"] = total / count if count else 0.0
     callbacks.on_test_end(results)
     return results
+
+
+class _RowMask(keras.layers.Layer):
+    """A copy of its input carrying the given Keras mask (which rows the metrics count)."""
+
+    def __init__(self) -> None:
+        super().__init__(name="seqprep_row_mask", trainable=False)
+        self.supports_masking = True
+
+    def call(self, inputs: Any, mask: Any = None) -> Any:
+        return ops.copy(inputs)
+
+    def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
+        return mask
+
+
+def _score(
+    model: Any, xb: Any, yb: np.ndarray, y_pred: np.ndarray, wb: np.ndarray | None,
+    masker: _RowMask,
+) -> tuple[float, dict[str, Any]]:
+    """Update the compiled metrics with one batch's rows; return its loss (the mean over the
+    rows, weighted as Keras weighs them) and the metrics' results so far.
+
+    The rows are padded to a power of two by repeating the first one with weight 0 (and a
+    Keras mask that leaves them out of the metrics), so that backends that compile eager ops
+    per shape (JAX) meet a few row counts instead of one per batch. The loss's weights are
+    scaled by ``padded / real`` so that ``sum_over_batch_size`` divides by the real rows.
+    """
+    held = int(y_pred.shape[0])
+    size = 1 << (held - 1).bit_length()
+    weight = np.ones(held, np.float32) if wb is None else wb.astype(np.float32)
+    if size > held:
+        fill = np.zeros(size - held, np.int64)
+        yb = np.concatenate([yb, yb[fill]])
+        y_pred = np.concatenate([y_pred, y_pred[fill]])
+        weight = np.concatenate([weight, np.zeros(size - held, np.float32)])
+    y_true, y_out = ops.convert_to_tensor(yb), ops.convert_to_tensor(y_pred)
+    loss_weight = None if wb is None and size == held else weight * np.float32(size / held)
+    loss = model.compute_loss(
+        x=xb, y=y_true, y_pred=y_out, training=False,
+        sample_weight=None if loss_weight is None else ops.convert_to_tensor(loss_weight),
+    )
+    if size > held:
+        rows = (np.arange(size) < held).reshape((size,) + (1,) * max(0, y_pred.ndim - 2))
+        y_out = masker(y_out, mask=ops.convert_to_tensor(rows))
+    metric_weight = None if wb is None else ops.convert_to_tensor(weight)
+    logs = model.compute_metrics(xb, y_true, y_out, metric_weight)
+    return float(ops.convert_to_numpy(loss)), logs
 
 
 def _real_steps(
