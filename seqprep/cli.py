@@ -96,12 +96,18 @@ def _parser() -> argparse.ArgumentParser:
             "Read sequence lengths from a CSV/Parquet/NPY file (a column of lengths, or a "
             "long-format table with one row per step and an id column), print a summary and "
             "compare padding for pad-to-max, random batches, quantile buckets and seqprep "
-            "buckets; recommend boundaries and write a plot."
+            "buckets; recommend boundaries and write a plot. With two or more --column "
+            "(an encoder-decoder's source and target lengths), compare the padding of all "
+            "fields together: pad-to-max, random batches, 1-D buckets on each column, sorted "
+            "by the columns, and seqprep's 2-D buckets."
         ),
     )
     analyze.add_argument("path", help="a .csv, .parquet or .npy file")
     what = analyze.add_mutually_exclusive_group()
-    what.add_argument("--column", help="column holding one length per sequence")
+    what.add_argument("--column", action="append", metavar="COLUMN",
+                      help="column holding one length per sequence; repeat it (--column src "
+                           "--column tgt) or pass several as src,tgt for examples of several "
+                           "fields (2-D buckets)")
     what.add_argument("--id", dest="id_column",
                       help="id column of a long-format table (lengths = rows per id)")
     budget = analyze.add_mutually_exclusive_group()
@@ -130,7 +136,11 @@ def _analyze(args: argparse.Namespace) -> int:
         raise FileNotFoundError(
             f"Argument PATH is a folder, not a file. Received: {str(path)!r}{fix}"
         )
-    lengths = read_lengths(path, id=args.id_column, column=args.column)
+    columns = [c for given in args.column or () for c in given.split(",") if c]
+    if len(columns) > 1:
+        lengths = {c: read_lengths(path, column=c) for c in columns}
+    else:
+        lengths = read_lengths(path, id=args.id_column, column=columns[0] if columns else None)
     result = analyze_lengths(
         lengths, batch_size=args.batch_size, max_tokens=args.max_tokens,
         num_buckets=args.num_buckets, seed=args.seed,
@@ -143,9 +153,12 @@ def _analyze(args: argparse.Namespace) -> int:
         from seqprep import plots
 
         hist = out / f"{path.stem}_lengths.png"
+        first = next(iter(lengths.values())) if isinstance(lengths, dict) else lengths
+        bounds = result["recommended_boundaries"]
         plots.length_histogram(
-            lengths, result["recommended_boundaries"],
-            title=f"{path.name}: lengths and seqprep bucket boundaries", path=hist,
+            first, bounds[0] if isinstance(lengths, dict) else bounds,
+            title=f"{path.name}: lengths{f' of {columns[0]}' if len(columns) > 1 else ''} "
+                  "and seqprep bucket boundaries", path=hist,
         )
         padding = out / f"{path.stem}_padding.png"
         plots.padding_by_strategy(

@@ -27,23 +27,13 @@ import numpy as np
 import tensorflow as tf
 from numpy.typing import DTypeLike
 
-from seqprep import _kernel
-from seqprep._casts import check_cast
-from seqprep._checks import (
-    check_bool,
-    check_choice,
-    check_finite_features,
-    check_finite_labels,
-    check_int,
-    check_sampler,
-    warn_deprecated,
-)
-from seqprep._ragged import Ragged, as_ragged
+from seqprep import _inputs, _kernel
+from seqprep._checks import check_bool, check_choice, check_int
 from seqprep.bucketing import BucketSampler
 from seqprep.bucketing.shapes import resolve_pad_to
 from seqprep.masking import _WeightOps
-from seqprep.padding import Side, pad_sequences
-from seqprep.targets import Targets, resolve_targets
+from seqprep.padding import Side
+from seqprep.targets import Targets
 
 __all__ = ["bucket_by_length", "bucketed_dataset"]
 
@@ -91,181 +81,22 @@ _TF_KERNEL_OPS = _kernel.KernelOps(
 )
 
 
-def _default_dtype(dtype: np.dtype) -> np.dtype:
-    """The dtype a batch gets when the caller does not choose: floats become float32."""
-    if dtype.kind == "f" and dtype.itemsize > 4:
-        return np.dtype(np.float32)
-    return dtype
-
-
-def _resolve_dtype(dtype: DTypeLike | None, source: np.dtype) -> np.dtype:
-    if dtype is None:
-        if source.kind == "O":
-            # as_ragged keeps integers no 64-bit dtype holds (or such integers mixed with
-            # floats) as Python objects, so that nothing is rounded behind the caller's back.
-            raise ValueError(
-                "Argument `dtype` is None, but `x` holds integers that no 64-bit dtype holds "
-                "exactly (past 64 bits, or past 2**53 mixed with floats). Received: dtype=None\n"
-                "- If rounding is fine, pass `dtype='float64'`; if they are ids, map them to "
-                "small integers first."
-            )
-        return _default_dtype(source)
-    try:
-        return np.dtype(dtype)
-    except TypeError:
-        raise TypeError(
-            f"Argument `dtype` is not a numpy dtype. Received: dtype={dtype!r}"
-        ) from None
-
-
-def _values_with_pad_row(
-    rag: Ragged, dtype: np.dtype, value: Any, name: str = "sequences"
-) -> np.ndarray:
-    """``rag.values`` cast to ``dtype`` with one extra step holding ``value`` at the end.
-
-    Padding the whole collection as one long row through :func:`pad_sequences` reuses its
-    refusal to lose data (float to int, overflow, NaN) and its check of the padding value, and
-    the extra step is where every padded position of a batch gathers from. The cast is
-    checked here first so that a refusal names the caller's position, ``name[i][t]``, not a
-    step of the long row.
-    """
-    check_cast(rag.values, dtype, locate=rag.locator(name))
-    total = int(rag.values.shape[0])
-    one_row = Ragged(rag.values, np.array([0, total], dtype=np.int64))
-    return pad_sequences(one_row, maxlen=total + 1, dtype=dtype, padding="post", value=value)[0]
-
-
 # --------------------------------------------------------------------------- bucketed_dataset
 
 
-def _label_array(y: Any, name: str, n: int) -> np.ndarray:
-    arr = np.asarray(y.numpy() if hasattr(y, "numpy") else y)
-    if arr.ndim == 0:
-        raise ValueError(
-            f"Argument `{name}` must have one entry per sequence (shape (n, ...)). "
-            f"Received a scalar: {name}={arr!r}"
-        )
-    if arr.shape[0] != n:
-        raise ValueError(
-            f"Argument `{name}` must have one entry per sequence of `x` ({n}). "
-            f"Received {arr.shape[0]} entries\n- Pass one {name} per sequence, in the same order."
-        )
-    if arr.dtype.kind in "OUS":
-        raise ValueError(
-            f"Argument `{name}` must be numeric. Received dtype {arr.dtype}\n"
-            "- If these are class names, map them to integer ids first."
-        )
-    return arr
-
-
-def _cast_labels(arr: np.ndarray, name: str) -> np.ndarray:
-    target = _default_dtype(arr.dtype)
-    if target == arr.dtype:
-        return arr
-    check_cast(
-        arr, target, name=name,
-        header=f"Argument `{name}` cannot become {target.name} (the dataset's label dtype) "
-               "without losing data",
-        locate=lambda i: f"{name}[{', '.join(map(str, np.unravel_index(i, arr.shape)))}]",
+def _stage(
+    x: Any, y: Any, sample_weight: Any, sampler: BucketSampler, *, padding: Any, value: Any,
+    pad_to: Any, truncating: Any, dtype: Any, allow_nonfinite: bool, targets: Targets,
+    targets_field: Any, epoch: int,
+) -> _inputs.Stage:
+    """The one input stage (:mod:`seqprep._inputs`) for an executor of a sampler's plan
+    (``bucketed_dataset``, ``bucketed_pydataset``): every check, before any TensorFlow work."""
+    return _inputs.prepare(
+        x, y, sample_weight, sampler=sampler, sampler_type=BucketSampler, padding=padding,
+        value=value, pad_to=pad_to, truncating=truncating, dtype=dtype,
+        allow_nonfinite=allow_nonfinite, targets=targets, targets_field=targets_field,
+        backend=_compiling_backend(), epoch=epoch, resolve_planned=resolve_pad_to,
     )
-    return arr.astype(target)
-
-
-def _checked_inputs(
-    x: Any, sampler: BucketSampler, pad_to: Any, epoch: int, allow_nonfinite: bool
-) -> tuple[Ragged, np.ndarray, Any]:
-    """The validation phase every executor of a sampler's plan shares.
-
-    Returns ``x`` in ragged form, the lengths the sampler planned (after truncation) and
-    ``pad_to`` resolved for this backend (``"batch"``, ``"bucket"``, an int or a width grid).
-    """
-    if isinstance(pad_to, str) or pad_to is None:
-        check_choice("pad_to", pad_to, ("auto", "batch", "bucket"))
-    elif np.isscalar(pad_to):
-        pad_to = check_int(
-            "pad_to", pad_to, minimum=1,
-            fix='Pass pad_to="batch", pad_to="bucket" or a positive width.',
-        )
-    # else: a width grid, checked against the sampler by resolve_pad_to
-    rag = as_ragged(x, "x")
-    check_finite_features(rag.values, "x", offsets=rag.offsets, allow_nonfinite=allow_nonfinite)
-    lengths = check_sampler(sampler, rag.lengths, BucketSampler)
-    pad_to = resolve_pad_to(pad_to, sampler, backend=_compiling_backend(), epoch=epoch)
-    if isinstance(pad_to, int) and lengths.size and int(lengths.max()) > pad_to:
-        i = int(np.argmax(lengths))
-        raise ValueError(
-            f"Argument `pad_to`={pad_to} is shorter than sequence {i} of `x` "
-            f"(length {int(lengths[i])}).\n"
-            f"- Pass pad_to>={int(lengths.max())}, or build the sampler with "
-            f"max_length={pad_to}, overlong='truncate'."
-        )
-    return rag, lengths, pad_to
-
-
-def _target_table(
-    y: Any, lengths: np.ndarray, targets: Targets
-) -> tuple[str | None, np.ndarray | None]:
-    """``(mode, table)`` of ``y`` by the one targets rule, checked and ready to gather.
-
-    ``"step"``: the flat per-step values plus one pad step (see ``_values_with_pad_row``);
-    ``"sequence"``: one label row per sequence; ``(None, None)`` without ``y``. Shared by every
-    executor that pads from a plan (``bucketed_dataset``, ``bucketed_pydataset``).
-    """
-    if y is None:
-        return None, None
-    mode, resolved = resolve_targets(y, lengths, targets=targets)
-    if mode == "step":
-        check_finite_labels(resolved.values, "y", offsets=resolved.offsets)
-        table = _values_with_pad_row(resolved, _default_dtype(resolved.values.dtype), 0, "y")
-        return "step", table
-    labels = _cast_labels(_label_array(resolved, "y", lengths.size), "y")
-    check_finite_labels(labels, "y")
-    return "sequence", labels
-
-
-def _parse_weights(
-    sample_weight: Any, n: int, has_y: bool
-) -> tuple[str | None, np.ndarray | None]:
-    """Return ``(mode, per_sequence_weights)``; mode is None, "sequence" or a timestep mode."""
-    if sample_weight is True or sample_weight is False:
-        instead = '"timestep"' if sample_weight else "None"
-        warn_deprecated(
-            f"`sample_weight={sample_weight}` is deprecated and will be removed; pass "
-            f"`sample_weight={instead}` instead (same result)."
-        )
-    if sample_weight is None or sample_weight is False:
-        return None, None
-    if not has_y:
-        raise ValueError(
-            "Argument `sample_weight` needs `y`: Keras weights the loss against targets.\n"
-            "- Pass `y`, or drop `sample_weight`."
-        )
-    if sample_weight is True:
-        return "timestep", None
-    if isinstance(sample_weight, str):
-        check_choice("sample_weight", sample_weight, ("timestep", "timestep_mean"))
-        return sample_weight, None
-    arr = _label_array(sample_weight, "sample_weight", n)
-    if arr.ndim != 1 or arr.dtype.kind not in "biuf":
-        raise ValueError(
-            "Argument `sample_weight` must be one number per sequence (shape (n,)), "
-            "'timestep' or 'timestep_mean'. "
-            f"Received an array of shape {arr.shape} and dtype {arr.dtype}\n"
-            "- For per-timestep weights that zero the padding, pass sample_weight='timestep'."
-        )
-    finite = np.isfinite(arr)
-    if not finite.all():
-        bad = int(np.flatnonzero(~finite)[0])
-        raise ValueError(
-            "Argument `sample_weight` must hold finite numbers. "
-            f"Received: sample_weight[{bad}]={arr[bad]!r}\n"
-            "- Give that sequence a finite weight (0 leaves it out of the loss)."
-        )
-    check_cast(
-        arr, np.float32, name="sample_weight", locate=lambda i: f"sample_weight[{i}]",
-        header="Argument `sample_weight` does not fit float32, the type Keras weighs the loss in",
-    )
-    return "sequence", arr.astype(np.float32)
 
 
 def _compiling_backend() -> str | None:
@@ -277,17 +108,17 @@ def _compiling_backend() -> str | None:
 
 
 def _plan_arrays(
-    sampler: BucketSampler, epoch: int, lengths: np.ndarray, pad_to: Any
+    sampler: BucketSampler, epoch: int, stage: _inputs.Stage
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One epoch's plan as flat indices, rows per batch and the padded width of each batch."""
+    """One epoch's plan as flat indices, rows per batch and the padded width of each batch
+    (``(batches,)``; ``(batches, fields)`` for several fields)."""
     plan = sampler.plan(epoch)
-    return plan.rows, plan.sizes, plan.widths(pad_to, lengths)
+    return plan.rows, plan.sizes, _inputs.batch_widths(plan, stage)
 
 
 def _index_dataset(
     sampler: BucketSampler,
-    lengths: np.ndarray,
-    pad_to: Any,
+    stage: _inputs.Stage,
     epoch: int,
     epochs: int,
     reshuffle_each_iteration: bool,
@@ -301,21 +132,23 @@ def _index_dataset(
 
     if epochs == 1 and not reshuffle_each_iteration:
         # One fixed plan: constants only, no Python at iteration time (serialisable).
-        return slices(*_plan_arrays(sampler, epoch, lengths, pad_to)), None
+        return slices(*_plan_arrays(sampler, epoch, stage)), None
+
+    width_shape = [None] if stage.single else [None, len(stage.fields)]
 
     def plan_of(e: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return _plan_arrays(sampler, int(e), lengths, pad_to)
+        return _plan_arrays(sampler, int(e), stage)
 
     def epoch_batches(e: tf.Tensor, start: tf.Tensor) -> tf.data.Dataset:
         flat, sizes, widths = tf.numpy_function(
             plan_of, [e], (tf.int64, tf.int64, tf.int64), stateful=True
         )
         flat.set_shape([None])
-        widths.set_shape([None])
+        widths.set_shape(width_shape)
         splits = tf.concat([[0], tf.cumsum(sizes)], 0)
         # Slicing by position rather than from a RaggedTensor: inside flat_map, ragged slices
         # trip a (harmless but loud) TensorFlow type-inference warning.
-        return tf.data.Dataset.range(start, tf.size(widths, out_type=tf.int64)).map(
+        return tf.data.Dataset.range(start, tf.shape(widths, out_type=tf.int64)[0]).map(
             lambda i: (flat[splits[i] : splits[i + 1]], widths[i])
         )
 
@@ -415,25 +248,6 @@ class _Passes:
         return tf.data.Dataset.range(1).map(begin).flat_map(one_pass)
 
 
-def _batch_table(
-    rag: Ragged, lengths: np.ndarray, sampler: Any, y: Any, targets: Targets,
-    sample_weight: Any, truncating: str, dtype: DTypeLike | None, value: Any,
-) -> _kernel.Table:
-    """The kernel's table of a sampler's executor (``bucketed_dataset``,
-    ``bucketed_pydataset``): inputs cast and padded, targets and weights checked."""
-    raw_lengths = rag.lengths
-    y_mode, y_table = _target_table(y, raw_lengths, targets)
-    w_mode, w_arr = _parse_weights(sample_weight, raw_lengths.size, y is not None)
-    x_values = _values_with_pad_row(rag, _resolve_dtype(dtype, rag.values.dtype), value, "x")
-    starts = rag.offsets[:-1].astype(np.int64)
-    if sampler.length_limit is not None and truncating == "pre":
-        starts = starts + (raw_lengths - lengths)
-    return _kernel.table(
-        x_values, starts, lengths,
-        y=y_table, y_mode=y_mode, w=w_arr, w_mode=w_mode,
-    )
-
-
 def bucketed_dataset(
     x: Any,
     y: Any = None,
@@ -450,6 +264,7 @@ def bucketed_dataset(
     dtype: DTypeLike | None = None,
     allow_nonfinite: bool = False,
     targets: Targets = "auto",
+    targets_field: Any = None,
 ) -> tf.data.Dataset:
     """Padded batches of in-memory sequences, in the order a :class:`BucketSampler` planned.
 
@@ -500,11 +315,26 @@ def bucketed_dataset(
     ``shuffle=True`` is ignored for a ``tf.data.Dataset`` is silenced when a dataset is
     built: these datasets are shuffled by their sampler.
 
+    Several fields per example (encoder–decoder data): ``x`` may be a dict (keys: the
+    model's input names) or a tuple of sequence collections with one sequence per example
+    each. Every field keeps its own lengths and is padded to its own width in every batch,
+    and the batch carries the same structure. A per-step target aligns with the field whose
+    lengths equal its row lengths (padded like it, timestep weights 0 on its padding);
+    ``targets_field=`` names the field when several match, and a per-step target that
+    matches none is an error. ``y`` may be a dict or tuple of targets (one per output); the
+    weights then have ``y``'s structure. ``padding``, ``value``, ``pad_to``, ``truncating``
+    and ``dtype`` take a dict keyed by field for per-field values. A 2-D sampler (lengths
+    ``(n, k)`` or a dict of them) plans every field (column ``j`` is field ``j``, or the
+    field of the same name); a 1-D sampler plans the first field whose lengths it was built
+    on, and the other fields pad to their batch's longest. See the encoder–decoder guide.
+
     Args:
         x: a sequence collection (list of arrays or lists, ``tf.RaggedTensor``, array
-            ``(n, T, ...)``, pandas Series of arrays).
-        y: optional per-sequence labels or per-timestep targets (see above).
-        sampler: a :class:`BucketSampler` built on ``sequence_lengths(x)``.
+            ``(n, T, ...)``, pandas Series of arrays), or a dict or tuple of them (fields).
+        y: optional per-sequence labels or per-timestep targets (see above), or a dict or
+            tuple of them.
+        sampler: a :class:`BucketSampler` built on ``sequence_lengths(x)`` (for fields: on
+            one field's lengths, or on every field's as a 2-D sampler).
         padding: ``"post"`` (default; what the cuDNN RNN kernel needs) or ``"pre"``.
         value: padding value of ``x``; must be representable in its dtype.
         sample_weight: ``None``, an array ``(n,)``, ``"timestep"`` or ``"timestep_mean"``
@@ -522,6 +352,9 @@ def bucketed_dataset(
             always refused). See "What seqprep refuses" in the padding and masking guide.
         targets: ``"auto"`` (default), ``"sequence"`` or ``"step"``: whether ``y`` holds one
             target per sequence or one per step (see :func:`seqprep.resolve_targets`).
+        targets_field: for several fields, the field (name, or position for a tuple) that
+            per-step targets align with; a dict keyed like ``y`` for several targets.
+            Default: the field whose lengths equal the targets'.
 
     Returns:
         A ``tf.data.Dataset`` with ``cardinality() == len(sampler) * epochs``.
@@ -529,7 +362,9 @@ def bucketed_dataset(
     Raises:
         ValueError: ``x``, ``y`` or ``sample_weight`` of different lengths, a sampler built
             on other lengths, unknown ``padding``/``pad_to``/``truncating``/``sample_weight``
-            mode, a sequence longer than an int ``pad_to``, or a lossy ``dtype``.
+            mode, a sequence longer than an int ``pad_to``, or a lossy ``dtype``; for fields:
+            fields of different counts, per-step targets matching no field (or several,
+            without ``targets_field``), a sampler of another number of fields.
         TypeError: ``sampler`` is not a BucketSampler, or ``x`` is not a sequence collection.
 
     Example:
@@ -542,34 +377,34 @@ def bucketed_dataset(
         2
         >>> [(xb.numpy().tolist(), yb.numpy().tolist()) for xb, yb in ds]
         [([[4, 0], [5, 6]], [1, 0]), ([[1, 2, 3, 0], [7, 8, 9, 10]], [0, 1])]
+
+        Two fields, per-step targets aligned with the decoder:
+
+        >>> dec = [[1, 5], [1], [1, 6, 7], [1, 8]]
+        >>> ds = bucketed_dataset({"encoder": x, "decoder": dec}, [[5, 2], [2], [6, 7, 2], [8, 2]],
+        ...                       sampler=sampler)
+        >>> xb, yb = next(iter(ds))
+        >>> xb["encoder"].numpy().tolist(), xb["decoder"].numpy().tolist(), yb.numpy().tolist()
+        ([[4, 0], [5, 6]], [[1, 0, 0], [1, 6, 7]], [[2, 0, 0], [6, 7, 2]])
     """
-    check_choice("padding", padding, ("pre", "post"))
-    check_choice("truncating", truncating, ("pre", "post"))
     check_choice("targets", targets, ("auto", "sequence", "step"))
     _quiet_keras_shuffle_warning()
     epoch = check_int("epoch", epoch, minimum=0)
     epochs = check_int("epochs", epochs, minimum=1)
     check_bool("reshuffle_each_iteration", reshuffle_each_iteration)
-    rag, lengths, pad_to = _checked_inputs(x, sampler, pad_to, epoch, allow_nonfinite)
-    # Targets and weights, checked before any TensorFlow work.
-    table = _batch_table(rag, lengths, sampler, y, targets, sample_weight, truncating,
-                         dtype, value)
-    index_ds, passes = _index_dataset(
-        sampler, lengths, pad_to, epoch, epochs, reshuffle_each_iteration
-    )
+    stage = _stage(x, y, sample_weight, sampler, padding=padding, value=value, pad_to=pad_to,
+                   truncating=truncating, dtype=dtype, allow_nonfinite=allow_nonfinite,
+                   targets=targets, targets_field=targets_field, epoch=epoch)
+    index_ds, passes = _index_dataset(sampler, stage, epoch, epochs, reshuffle_each_iteration)
 
     # Captured once as tensors; each batch then costs a few gathers of size batch x width.
-    consts = table.convert(tf.constant)
-    fixed_shape = None
-    if isinstance(pad_to, int):
-        fixed_shape = [None, pad_to, *table.x.shape[1:]]
+    consts = stage.convert(tf.constant)
+    fixed = _fixed_shapes(stage)
 
     def make_batch(idx: tf.Tensor, width: tf.Tensor) -> Any:
-        src, real = _kernel.positions(consts.starts, consts.lengths, idx, width, padding,
-                                      table.pad_index, _TF_KERNEL_OPS)
-        batch = _kernel.gather_batch(consts, src, real, idx, ops=_TF_KERNEL_OPS)
-        if fixed_shape is not None:
-            batch = (tf.ensure_shape(batch[0], fixed_shape), *batch[1:])
+        batch = _inputs.gather(consts, idx, width, _TF_KERNEL_OPS)
+        if fixed is not None:
+            batch = (_ensure_shapes(stage, batch[0], fixed), *batch[1:])
         return batch[0] if len(batch) == 1 else batch
 
     ds = index_ds.map(make_batch, num_parallel_calls=_AUTOTUNE, deterministic=True)
@@ -579,6 +414,22 @@ def bucketed_dataset(
     ds = ds.prefetch(_AUTOTUNE)
     ds._seqprep_passes = passes  # how seqprep.BackupAndRestore finds this dataset's passes
     return ds
+
+
+def _fixed_shapes(stage: _inputs.Stage) -> list[list[Any] | None] | None:
+    """The static shape of each field padded to an int ``pad_to`` (None if no field is)."""
+    shapes = [
+        [None, f.pad_to, *f.table.x.shape[1:]] if isinstance(f.pad_to, int) else None
+        for f in stage.fields
+    ]
+    return None if all(s is None for s in shapes) else shapes
+
+
+def _ensure_shapes(stage: _inputs.Stage, x: Any, shapes: list[Any]) -> Any:
+    items = [x] if stage.single else [x[k] for k in stage.x_keys]
+    items = [t if shape is None else tf.ensure_shape(t, shape)
+             for t, shape in zip(items, shapes, strict=True)]
+    return _inputs.pack(stage.x_kind, stage.x_keys, items)
 
 
 # bucket_by_length moved to seqprep.streaming; kept importable from here.

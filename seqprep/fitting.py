@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, Literal
 
 import keras
@@ -32,7 +33,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from seqprep import _kernel
+from seqprep import _inputs
 from seqprep._checks import (
     check_bool,
     check_choice,
@@ -103,13 +104,15 @@ def _stateful_batch_size(model: Any) -> int | None:
     )
 
 
-def _output_is_masked(model: Any, data: _Data, pad_value: Any) -> bool:
+def _output_is_masked(model: Any, data: _Data) -> bool:
     """Whether the model's output carries a Keras mask (Embedding(mask_zero)/Masking...)."""
+    stage = data.stage
     i = int(np.argmin(data.x.lengths))
-    row = data.x.row(i)
-    padded = np.concatenate([row, np.full((1, *row.shape[1:]), pad_value, row.dtype)])
+    # The shortest example with one padded step in every field (the pad value of the fit).
+    widths = [int(f.lengths[i]) + 1 for f in stage.fields]
+    probe = _inputs.gather(stage, np.array([i]), widths[0] if stage.single else widths)[0]
     try:
-        out = model(padded[None], training=False)
+        out = model(probe, training=False)
     except Exception:  # a fixed-length model cannot take the probe: treat as unmasked
         return False
     out = out[0] if isinstance(out, (list, tuple)) else out
@@ -129,29 +132,20 @@ class _BatchSource:
     batches as numpy-backed arrays).
     """
 
-    def __init__(
-        self, data: _Data, *, exact: bool, pad_value: Any, step_weights: bool
-    ) -> None:
+    def __init__(self, data: _Data, *, exact: bool, step_weights: bool) -> None:
         self.exact = exact
-        x = data.x
-        # tf.constant's conversion of pad_value (it refuses a float for integer steps).
-        pad = tf.constant(pad_value, dtype=tf.as_dtype(x.values.dtype)).numpy()
-        y, y_mode = data.y, "sequence"
-        if data.y_steps:
-            y, y_mode = _kernel.with_pad_row(data.y.values, 0), "step"
-            self.y_step = data.y.step_shape
         if step_weights and data.y_steps and not exact:
             w_mode = "timestep_mean"  # mean over real steps under the default reduction
         else:
             w_mode = None if data.weights is None else "sequence"
-        table = _kernel.table(
-            _kernel.with_pad_row(x.values, pad), x.offsets[:-1], x.lengths,
-            y=y, y_mode=y_mode, w=data.weights, w_mode=w_mode,
-        )
-        self.pad_index = table.pad_index
-        self.table = table.convert(tf.constant)
-        self.x_step = x.step_shape
-        self.y_steps = data.y_steps
+        stage = data.stage
+        stage = replace(stage, weighted=w_mode is not None, targets=tuple(
+            replace(t, table=replace(t.table, w_mode=w_mode)) for t in stage.targets))
+        self.stage = stage.convert(tf.constant)
+        # Static shapes: (None, None, *step) for every field and per-step target.
+        self.x_steps = [f.table.x.shape[1:] for f in stage.fields]
+        self.y_steps = [t.table.y.shape[1:] if t.table.y_mode == "step" else None
+                        for t in stage.targets]
 
     def dataset(self, rows: np.ndarray, splits: np.ndarray) -> tf.data.Dataset:
         rows_t = tf.constant(rows, tf.int64)
@@ -186,16 +180,24 @@ class _BatchSource:
         return ds.prefetch(tf.data.AUTOTUNE)
 
     def _make(self, idx: tf.Tensor) -> Any:
-        lengths = self.table.lengths
-        # An exact-length group is as wide as any of its sequences: no padding.
-        width = lengths[idx[0]] if self.exact else tf.reduce_max(tf.gather(lengths, idx))
-        pad_index = None if self.exact else self.pad_index
-        src, real = _kernel.positions(self.table.starts, lengths, idx, width, "post",
-                                      pad_index, _TF_KERNEL_OPS)
-        batch = _kernel.gather_batch(self.table, src, real, idx, ops=_TF_KERNEL_OPS)
-        batch[0].set_shape([None, None, *self.x_step])
-        if self.y_steps:
-            batch[1].set_shape([None, None, *self.y_step])
+        stage = self.stage
+        widths = []
+        for j, field in enumerate(stage.fields):
+            lengths = field.table.lengths
+            # An exact-length group is as wide as any of its sequences: no padding.
+            exact = self.exact and j == 0
+            widths.append(lengths[idx[0]] if exact
+                          else tf.reduce_max(tf.gather(lengths, idx)))
+        width = widths[0] if stage.single else tf.stack(widths)
+        batch = _inputs.gather(stage, idx, width, _TF_KERNEL_OPS)
+        xs = [batch[0]] if stage.single else [batch[0][k] for k in stage.x_keys]
+        for t, step in zip(xs, self.x_steps, strict=True):
+            t.set_shape([None, None, *step])
+        if len(batch) > 1:
+            ys = [batch[1]] if stage.y_kind == "single" else [batch[1][k] for k in stage.y_keys]
+            for t, step in zip(ys, self.y_steps, strict=True):
+                if step is not None:
+                    t.set_shape([None, None, *step])
         return batch
 
 
@@ -400,6 +402,7 @@ def fit_per_length(
     initial_epoch: int = 0,
     targets: Targets = "auto",
     allow_nonfinite: bool = False,
+    targets_field: Any = None,
     **fit_kwargs: Any,
 ) -> keras.callbacks.History:
     """Train a compiled Keras model on batches of equal length (or of one bucket), in one fit.
@@ -445,7 +448,10 @@ def fit_per_length(
     Args:
         model: a compiled Keras model taking batches of shape ``(batch, time, ...)``.
         x: the input sequences: a list of arrays or lists, a ``tf.RaggedTensor``, an array
-            ``(n, T, ...)`` or a pandas Series of arrays. Empty sequences are refused.
+            ``(n, T, ...)`` or a pandas Series of arrays. Empty sequences are refused. A dict
+            or tuple of them gives several fields (as in :func:`seqprep.bucketed_dataset`):
+            the batches are grouped by the **first** field; the other fields are post-padded
+            with ``pad_value`` to their batch's longest.
         y: targets: a numeric array with one row per sequence, or a collection of per-step
             target sequences with the same lengths as ``x``.
         epochs: the epoch to stop at (as in ``model.fit``, counting ``initial_epoch``).
@@ -474,6 +480,8 @@ def fit_per_length(
         targets: ``"auto"`` (default), ``"sequence"`` or ``"step"``: whether ``y`` holds one
             target per sequence or one per step (the rule of :func:`seqprep.resolve_targets`;
             ``validation_data`` targets are read the same way as ``y``'s).
+        targets_field: for several fields, the field per-step targets align with (default:
+            the field whose lengths equal the targets').
         **fit_kwargs: passed on to ``model.fit`` (e.g. ``validation_freq``, ``class_weight``).
 
     Returns:
@@ -504,7 +512,8 @@ def fit_per_length(
         epochs, batch_size, order, seed, sorted_epochs, initial_epoch, validation_batch_size,
         fit_kwargs)
     drop_remainder = check_bool("drop_remainder", drop_remainder)
-    data = _prepare(x, y, sample_weight, allow_nonfinite=allow_nonfinite, targets=targets)
+    data = _prepare(x, y, sample_weight, allow_nonfinite=allow_nonfinite, targets=targets,
+                    targets_field=targets_field, pad_value=pad_value)
     lengths = data.x.lengths
     boundaries = _resolve_group_by(group_by, lengths)
     exact = boundaries is None
@@ -521,10 +530,9 @@ def fit_per_length(
     _report_group_drops(plans[0], keys, batch_size)
     steps = len(plans[0].groups)
     rows, splits, batch_groups = _concat_plans(plans)
-    step_weights = data.y_steps and not exact and not _output_is_masked(model, data, pad_value)
+    step_weights = data.y_steps and not exact and not _output_is_masked(model, data)
     passes = _plan_passes(keys, batch_size, order, sorted_epochs, seed, drop_remainder, steps)
-    train_ds = _BatchSource(data, exact=exact, pad_value=pad_value,
-                            step_weights=step_weights).epoch_dataset(
+    train_ds = _BatchSource(data, exact=exact, step_weights=step_weights).epoch_dataset(
         dict(enumerate(plans, start=initial_epoch)), passes)
     ranges = _group_ranges(keys, lengths)
 
@@ -533,8 +541,8 @@ def fit_per_length(
         val_ds, val_plan = _validation_source(
             validation_data, data.y_steps, allow_nonfinite, boundaries, val_batch, state_batch,
             drop_remainder, seed, ranges,
-            functools.partial(_BatchSource, exact=exact, pad_value=pad_value,
-                              step_weights=step_weights))
+            functools.partial(_BatchSource, exact=exact, step_weights=step_weights),
+            dict(targets_field=targets_field, pad_value=pad_value))
 
     traces = StepTraces(model)
     stats = _GroupStats(batch_groups, np.diff(splits), steps, initial_epoch,
@@ -587,11 +595,12 @@ def _validation_source(
     validation_data: Any, y_steps: bool, allow_nonfinite: bool, boundaries: Any, val_batch: int,
     state_batch: int | None, drop_remainder: bool, seed: int,
     ranges: dict[int, tuple[int, int]], source: Callable[[_Data], _BatchSource],
+    read: dict[str, Any],
 ) -> tuple[tf.data.Dataset, BatchPlan]:
     """Validation batches, grouped as the training ones and built by ``source`` (the training
     batches' settings), in ascending order; widens ``ranges`` (in place) by the validation
     groups' lengths."""
-    vdata = _prepare_validation(validation_data, y_steps, allow_nonfinite)
+    vdata = _prepare_validation(validation_data, y_steps, allow_nonfinite, read)
     vkeys = _group_keys(vdata.x.lengths, boundaries)
     exact = boundaries is None
     if state_batch is not None:
@@ -606,7 +615,9 @@ def _validation_source(
     return val_ds, val_plan
 
 
-def _prepare_validation(validation_data: Any, y_steps: bool, allow_nonfinite: bool) -> _Data:
+def _prepare_validation(
+    validation_data: Any, y_steps: bool, allow_nonfinite: bool, read: dict[str, Any]
+) -> _Data:
     """Check the ``validation_data`` tuple and read its targets the way ``y``'s were read."""
     if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
         raise ValueError(
@@ -616,7 +627,8 @@ def _prepare_validation(validation_data: Any, y_steps: bool, allow_nonfinite: bo
             "item(s)\n- Pass validation_data=(x_val, y_val)."
         )
     return _prepare(*validation_data, xname="validation_data[0]", yname="validation_data[1]",
-                    allow_nonfinite=allow_nonfinite, targets="step" if y_steps else "sequence")
+                    allow_nonfinite=allow_nonfinite, targets="step" if y_steps else "sequence",
+                    **read)
 
 
 def _run_fit(

@@ -72,7 +72,9 @@ def count_shapes(
     """Distinct ``(rows, width)`` batch shapes of ``sampler``'s epochs ``epoch .. epoch+epochs-1``.
 
     What a backend that compiles per shape compiles over those epochs (with
-    :func:`seqprep.bucketed_dataset` and the same ``pad_to``).
+    :func:`seqprep.bucketed_dataset` and the same ``pad_to``). For a sampler of several
+    fields a shape is ``(rows, width of each field)``, every field padded under ``pad_to``
+    (:meth:`BatchPlan.field_widths <seqprep.BatchPlan.field_widths>`).
 
     Args:
         sampler: the :class:`~seqprep.BucketSampler` whose plans are counted.
@@ -96,9 +98,14 @@ def count_shapes(
     """
     epoch = check_int("epoch", epoch, minimum=0)
     epochs = check_int("epochs", epochs, minimum=1)
-    shapes: set[tuple[int, int]] = set()
+    shapes: set[tuple[int, ...]] = set()
     for e in range(epoch, epoch + epochs):
         plan = sampler.plan(e)
+        if sampler.num_fields > 1:
+            widths = plan.field_widths(pad_to, sampler.lengths)
+            shapes.update((r, *w) for r, w in zip(plan.sizes.tolist(), widths.tolist(),
+                                                  strict=True))
+            continue
         widths = plan.widths(pad_to, sampler.lengths)
         shapes.update(zip(plan.sizes.tolist(), widths.tolist(), strict=True))
     return len(shapes)
@@ -133,7 +140,9 @@ def _grid_cuts(values: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
     return np.array(sorted(set(cuts)), np.int64)
 
 
-def width_grid(sampler: BucketSampler, max_widths: int = DEFAULT_MAX_WIDTHS) -> np.ndarray:
+def width_grid(
+    sampler: BucketSampler, max_widths: int = DEFAULT_MAX_WIDTHS, *, field: Any = None
+) -> np.ndarray:
     """At most ``max_widths`` padded widths for ``sampler``'s batches, fewest padded steps.
 
     Pass the result as ``pad_to`` to :func:`seqprep.bucketed_dataset` (what ``pad_to="auto"``
@@ -146,12 +155,15 @@ def width_grid(sampler: BucketSampler, max_widths: int = DEFAULT_MAX_WIDTHS) -> 
         sampler: a :class:`~seqprep.BucketSampler` built with ``batch_size`` (a token budget
             would be broken by padding a batch wider than its bucket).
         max_widths: the most widths to use.
+        field: for a sampler of several fields, the field whose widths to grid (a name in
+            ``sampler.field_names``); each field gets a grid of its own.
 
     Returns:
         Ascending int64 widths; the last is the longest planned length.
 
     Raises:
-        ValueError: ``max_widths < 1`` or a sampler built with ``max_tokens``.
+        ValueError: ``max_widths < 1``, a sampler built with ``max_tokens``, or a missing or
+            unknown ``field``.
 
     Example:
         >>> from seqprep import BucketSampler
@@ -169,8 +181,19 @@ def width_grid(sampler: BucketSampler, max_widths: int = DEFAULT_MAX_WIDTHS) -> 
             'and pad_to="bucket".'
         )
     rows, buckets = _rows_and_buckets(sampler, sampler.epoch)
+    pads = np.asarray(sampler.bucket_pad_lengths, np.int64)
+    if sampler.num_fields > 1 or field is not None:
+        names = sampler.field_names or ()
+        if field not in names or sampler.num_fields == 1:
+            raise ValueError(
+                "Argument `field` must name one of the sampler's fields (each field gets a "
+                f"width grid of its own). Received: field={field!r}, fields {list(names)}\n"
+                "- Pass width_grid(sampler, field=name) for each field of a sampler of several "
+                "fields; leave `field` out for one."
+            )
+        pads = pads[:, names.index(field)]
     # A bucket of empty sequences still pads to one step: widths stay positive, as pad_to ints.
-    pads = np.maximum(np.asarray(sampler.bucket_pad_lengths, np.int64), 1)
+    pads = np.maximum(pads, 1)
     per_bucket = np.bincount(buckets, weights=rows, minlength=pads.size)
     values, inverse = np.unique(pads, return_inverse=True)
     weight = np.bincount(inverse, weights=per_bucket, minlength=values.size)
