@@ -37,6 +37,7 @@ from seqprep import _kernel
 from seqprep._casts import check_cast
 from seqprep._checks import check_bool, check_choice, check_finite_features, check_int
 from seqprep._inference_plan import InferencePlan, plan_inference
+from seqprep._inputs import field_label, pack, resolve_dtype, split_fields, values_with_pad_row
 from seqprep._keras_private import keras_mask
 from seqprep._ragged import Ragged, as_ragged, lengths_of
 from seqprep.bucketing.shapes import length_grid
@@ -61,12 +62,26 @@ _PACKED_KEYS = ("values", "segment_ids", "segment_lengths")
 
 @dataclass(frozen=True)
 class _Fields:
-    """The inputs as one or more named ragged fields, each with its kernel table."""
+    """The inputs as one or more ragged fields (the one input stage's structure rule,
+    :func:`seqprep._inputs.split_fields`), each with its kernel table."""
 
-    names: tuple[str, ...]
-    keyed: bool  # a dict of fields (else one unnamed field)
+    kind: str  # "single", "dict" or "tuple"
+    keys: tuple[Any, ...]
     rags: tuple[Ragged, ...]
     tables: tuple[_kernel.Table, ...]
+
+    @property
+    def keyed(self) -> bool:
+        return self.kind != "single"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Field names: the dict's keys, positions ``"0", "1", ...`` of a tuple, or ``"x"``."""
+        return ("x",) if self.kind == "single" else tuple(str(k) for k in self.keys)
+
+    def label(self, f: int) -> str:
+        """How messages name field ``f``: ``x``, ``x['encoder']`` or ``x[0]``."""
+        return field_label("x", self.kind, self.keys[f])
 
     @property
     def lengths(self) -> np.ndarray:
@@ -86,74 +101,34 @@ class _Fields:
         return out
 
     def pack(self, arrays: list[Any]) -> Any:
-        return dict(zip(self.names, arrays, strict=True)) if self.keyed else arrays[0]
-
-
-def _batch_dtype(dtype: DTypeLike | None, source: np.dtype, name: str) -> np.dtype:
-    """Integer and boolean steps keep their dtype, wider floats become float32 (as in
-    :func:`seqprep.bucketed_dataset`); ``dtype`` overrides."""
-    if dtype is not None:
-        try:
-            return np.dtype(dtype)
-        except TypeError:
-            raise TypeError(
-                f"Argument `dtype` is not a numpy dtype. Received: dtype={dtype!r}"
-            ) from None
-    if source.kind == "O":
-        raise ValueError(
-            f"Argument `{name}` holds values no numeric dtype holds exactly (integers past 64 "
-            f"bits, or objects). Received dtype {source}\n- Pass `dtype='float64'` if rounding "
-            "is fine; if they are ids, map them to small integers first."
-        )
-    if source.kind == "f" and source.itemsize > 4:
-        return np.dtype(np.float32)
-    return source
-
-
-def _table(rag: Ragged, name: str, dtype: DTypeLike | None, value: Any) -> _kernel.Table:
-    target = _batch_dtype(dtype, rag.values.dtype, name)
-    check_cast(rag.values, target, locate=rag.locator(name))
-    pad = np.asarray(value)
-    if pad.ndim or pad.dtype.kind not in "biuf":
-        raise ValueError(
-            f"Argument `value` must be one number, the padding of every step. Received: "
-            f"value={value!r}\n- Pass a number such as value=0."
-        )
-    check_cast(pad.reshape(1), target, name="value",
-               header=f"Argument `value`={value!r} cannot pad `{name}` ({target.name})")
-    values = _kernel.with_pad_row(rag.values.astype(target, copy=False), pad)
-    return _kernel.table(values, rag.offsets[:-1], rag.lengths)
+        return pack(self.kind, self.keys, arrays)
 
 
 def _fields(x: Any, dtype: DTypeLike | None, value: Any, allow_nonfinite: bool) -> _Fields:
-    if isinstance(x, dict):
-        if not x:
-            raise ValueError(
-                "Argument `x` is an empty dict. Received: x={}\n"
-                "- Pass one sequence collection per model input, keyed by input name."
-            )
-        names = tuple(str(k) for k in x)
-        rags = tuple(as_ragged(x[k], f"x[{k!r}]") for k in x)
-        counts = {name: len(r) for name, r in zip(names, rags, strict=True)}
-        if len(set(counts.values())) > 1:
-            raise ValueError(
-                f"Argument `x` holds fields with different numbers of sequences: {counts}\n"
-                "- Every field needs one entry per example, in the same order."
-            )
-        keyed = True
-    else:
-        names, rags, keyed = ("x",), (as_ragged(x, "x"),), False
+    """``x`` as fields: a dict or a tuple of sequence collections, or one collection. Dtypes,
+    pad value and non-finite values follow the one input stage's rules."""
+    kind, keys, items = split_fields(x)
+    labels = [field_label("x", kind, k) for k in keys]
+    rags = tuple(as_ragged(item, label) for item, label in zip(items, labels, strict=True))
+    counts = {k: len(r) for k, r in zip(keys, rags, strict=True)}
+    if len(set(counts.values())) > 1:
+        raise ValueError(
+            f"Argument `x` holds fields with different numbers of sequences: {counts}\n"
+            "- Every field needs one entry per example, in the same order."
+        )
     if len(rags[0]) == 0:
         raise ValueError(
             "Argument `x` must hold at least one sequence. Received 0 sequences\n"
             "- Pass the sequences to run the model on."
         )
-    shown = [f"x[{n!r}]" if keyed else "x" for n in names]
-    for rag, name in zip(rags, shown, strict=True):
-        check_finite_features(rag.values, name, offsets=rag.offsets,
+    tables = []
+    for rag, label in zip(rags, labels, strict=True):
+        check_finite_features(rag.values, label, offsets=rag.offsets,
                               allow_nonfinite=allow_nonfinite)
-    tables = tuple(_table(r, s, dtype, value) for r, s in zip(rags, shown, strict=True))
-    return _Fields(names, keyed, rags, tables)
+        values = values_with_pad_row(rag, resolve_dtype(dtype, rag.values.dtype, label), value,
+                                     label)
+        tables.append(_kernel.table(values, rag.offsets[:-1], rag.lengths))
+    return _Fields(kind, tuple(keys), rags, tuple(tables))
 
 
 # --------------------------------------------------------------------------- the model
@@ -213,8 +188,12 @@ def _check_model_inputs(model: Any, fields: _Fields) -> None:
         if len(flat) == 1 and not fields.keyed:
             return
         expected = [getattr(t, "name", str(i)) for i, t in enumerate(flat)]
-    got = sorted(fields.names) if fields.keyed else ["x (one sequence collection)"]
-    if fields.keyed and sorted(fields.names) == sorted(expected):
+    if fields.kind == "tuple" and len(expected) == len(fields.rags) \
+            and not isinstance(inputs, dict):
+        return  # a tuple of fields feeds the model's inputs by position
+    got = {"dict": sorted(fields.names), "single": ["x (one sequence collection)"],
+           "tuple": [f"a tuple of {len(fields.rags)} fields"]}[fields.kind]
+    if fields.kind == "dict" and sorted(fields.names) == sorted(expected):
         return
     raise ValueError(
         f"Argument `x` does not match the inputs of `model`: the model takes {len(expected)} "
@@ -238,8 +217,13 @@ def _fixed_time_axes(model: Any, fields: _Fields) -> list[int | None]:
     else:
         flat = keras.tree.flatten(inputs)
         by_name = {getattr(t, "name", None): t for t in flat}
-        shapes = ([flat[0].shape] if not fields.keyed
-                  else [getattr(by_name.get(n), "shape", None) for n in fields.names])
+        if fields.kind == "single":
+            shapes = [flat[0].shape]
+        elif fields.kind == "tuple":
+            shapes = [t.shape for t in flat[: len(fields.rags)]]
+            shapes += [None] * (len(fields.rags) - len(shapes))
+        else:
+            shapes = [getattr(by_name.get(n), "shape", None) for n in fields.names]
     return [int(s[1]) if s is not None and len(s) > 1 and s[1] is not None else None
             for s in shapes]
 
@@ -268,7 +252,7 @@ def _plan(
     grids: list[np.ndarray] | None = None
     if not isinstance(pad_to, str) or any(f is not None for f in fixed):
         grids = []
-        for j, name in enumerate(fields.names):
+        for j in range(len(fields.names)):
             width = pad_to if not isinstance(pad_to, str) else fixed[j]
             longest = int(lengths[:, j].max()) if lengths.size else 0
             if width is None:
@@ -276,7 +260,7 @@ def _plan(
                 continue
             if longest > width:
                 i = int(np.argmax(lengths[:, j]))
-                where = f"x[{name!r}]" if fields.keyed else "x"
+                where = fields.label(j)
                 raise ValueError(
                     f"Argument `x` holds a sequence longer than the width the model takes: "
                     f"{where}[{i}] has {longest} steps, the width is {width} "
@@ -811,7 +795,7 @@ def _targets(y: Any, fields: _Fields, targets: Targets) -> tuple[str, Any, int]:
             same = [f for f, r in enumerate(fields.rags)
                     if r.lengths.shape == y_lengths.shape and np.array_equal(r.lengths, y_lengths)]
             field = same[0] if same else 0
-    xname = f"x[{fields.names[field]!r}]" if fields.keyed else "x"
+    xname = fields.label(field)
     kind, resolved = resolve_targets(y, fields.rags[field].lengths, targets=targets,
                                      name="y", xname=xname)
     if isinstance(resolved, Ragged):

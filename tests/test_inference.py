@@ -490,3 +490,17 @@ def test_the_inference_page_runs():
     namespace: dict = {}
     for block in blocks:  # one namespace, in page order, as a reader runs them
         exec(compile(block, str(page), "exec"), namespace)
+
+
+@pytest.mark.backend
+def test_tuple_of_fields_feeds_inputs_by_position():
+    model = _seq2seq()
+    listed = keras.Model([model.input["encoder"], model.input["decoder"]], model.output)
+    src, dec = _tokens([4, 2, 6], 5), _tokens([3, 5, 1], 6)
+    by_name = sp.predict(model, {"encoder": src, "decoder": dec}, verbose=0)
+    by_position = sp.predict(listed, (src, dec), verbose=0)
+    for a, b in zip(by_name, by_position, strict=True):
+        np.testing.assert_allclose(a, b, atol=ATOL)
+    with pytest.raises(ValueError, match=r"takes 2 input\(s\).*Received: \['a tuple of 3 "
+                       r"fields'\]"):
+        sp.predict(listed, (src, dec, dec), verbose=0)
