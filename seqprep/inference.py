@@ -575,7 +575,8 @@ def predict(
         model: a Keras model (compiled or not), or a :class:`seqprep.LengthEnsemble`.
         x: a sequence collection (list of ``(T_i, ...)`` arrays or lists, ``tf.RaggedTensor``,
             pandas Series of arrays, array ``(n, T, ...)``), or a dict of them, one per named
-            model input (each field padded to its own width).
+            model input, or a tuple of them, one per input in order (each field padded to its
+            own width; the structure rule is :func:`seqprep._inputs.split_fields`'s).
         batch_size: the most rows per batch (None: only the token budget limits rows).
         max_tokens: padded steps per batch, rows x width summed over the fields. A sequence
             longer than the budget runs in a batch of its own.
@@ -861,7 +862,7 @@ def evaluate(
     Args:
         model: a compiled Keras model with one output and one loss (Keras's default
             ``"sum_over_batch_size"`` reduction), or a :class:`seqprep.LengthEnsemble`.
-        x: a sequence collection, or a dict of them (one per named model input).
+        x: a sequence collection, or a dict (or tuple) of them, as in :func:`predict`.
         y: one target per sequence (an array ``(n, ...)``) or one per step (a list of
             ``(T_i, ...)`` arrays); see :func:`seqprep.resolve_targets`.
         sample_weight: optional weights ``(n,)``, one per sequence (applied to every step of
