@@ -51,13 +51,15 @@ class InferencePlan:
         return int(((self.splits[1:] - self.splits[:-1])[:, None] * self.widths).sum())
 
 
-def _padded(run: np.ndarray, grids: list[np.ndarray] | None) -> np.ndarray:
-    """Padded widths of running maxima ``run`` (rows, fields): at least 1, on the grids."""
+def _padded(run: np.ndarray, grids: list[np.ndarray | None] | None) -> np.ndarray:
+    """Padded widths of running maxima ``run`` (rows, fields): at least 1, on the grids (a
+    field without a grid pads to its running maximum)."""
     run = np.maximum(run, 1)
     if grids is None:
         return run
     return np.stack(
-        [grid[np.minimum(np.searchsorted(grid, run[:, f]), grid.size - 1)]
+        [run[:, f] if grid is None else grid[np.minimum(np.searchsorted(grid, run[:, f]),
+                                                         grid.size - 1)]
          for f, grid in enumerate(grids)], axis=1,
     )
 
@@ -67,12 +69,13 @@ def plan_inference(
     *,
     max_tokens: int,
     batch_size: int | None = None,
-    grids: list[np.ndarray] | None = None,
+    grids: list[np.ndarray | None] | None = None,
 ) -> InferencePlan:
     """Plan inference batches for ``lengths`` ``(n,)`` or ``(n, fields)`` (see the module).
 
-    ``grids`` holds one ascending width grid per field (covering its longest length), or is
-    None to pad every batch to its own longest lengths. Arguments are checked by the caller.
+    ``grids`` holds one ascending width grid per field (covering its longest length; None for
+    a field padded to each batch's longest), or is None to pad every field to each batch's
+    longest. Arguments are checked by the caller.
 
     Example:
         >>> plan = plan_inference(np.array([5, 1, 2, 9, 1]), max_tokens=6)

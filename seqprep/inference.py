@@ -249,27 +249,23 @@ def _plan(
     else:
         pad_to = check_int("pad_to", pad_to, minimum=1,
                            fix='Pass pad_to="auto", pad_to="batch" or a positive width.')
-    grids: list[np.ndarray] | None = None
-    if not isinstance(pad_to, str) or any(f is not None for f in fixed):
-        grids = []
-        for j in range(len(fields.names)):
-            width = pad_to if not isinstance(pad_to, str) else fixed[j]
-            longest = int(lengths[:, j].max()) if lengths.size else 0
-            if width is None:
-                grids.append(np.array([max(longest, 1)], np.int64))
-                continue
-            if longest > width:
-                i = int(np.argmax(lengths[:, j]))
-                where = fields.label(j)
-                raise ValueError(
-                    f"Argument `x` holds a sequence longer than the width the model takes: "
-                    f"{where}[{i}] has {longest} steps, the width is {width} "
-                    f"(pad_to={pad_to!r}, model input time axis {fixed[j]}).\n- Truncate "
-                    "the sequences first, or build the model with a time axis of None."
-                )
-            grids.append(np.array([width], np.int64))
-    elif pad_to == "auto" and _compiles_per_shape(model):
-        grids = [length_grid(lengths[:, j]) for j in range(lengths.shape[1])]
+    on_grid = pad_to == "auto" and _compiles_per_shape(model)
+    grids: list[np.ndarray | None] = []
+    for j in range(len(fields.names)):
+        width = pad_to if not isinstance(pad_to, str) else fixed[j]
+        if width is None:  # this field's longest per batch, or a grid on compiling backends
+            grids.append(length_grid(lengths[:, j]) if on_grid else None)
+            continue
+        longest = int(lengths[:, j].max())
+        if longest > width:
+            i = int(np.argmax(lengths[:, j]))
+            raise ValueError(
+                f"Argument `x` holds a sequence longer than the width the model takes: "
+                f"{fields.label(j)}[{i}] has {longest} steps, the width is {width} "
+                f"(pad_to={pad_to!r}, model input time axis {fixed[j]}).\n- Truncate "
+                "the sequences first, or build the model with a time axis of None."
+            )
+        grids.append(np.array([width], np.int64))
     return plan_inference(lengths, max_tokens=max_tokens, batch_size=batch_size, grids=grids)
 
 
