@@ -68,6 +68,9 @@ _EXPORTS: dict[str, str] = {
     "fit_tbptt": "seqprep.tbptt",
     "predict_tbptt": "seqprep.tbptt",
     "evaluate_tbptt": "seqprep.tbptt",
+    # inference in input order
+    "predict": "seqprep.inference",
+    "evaluate": "seqprep.inference",
     # ingestion
     "from_dataframe": "seqprep.ingest",
     "to_dataframe": "seqprep.ingest",

@@ -101,7 +101,8 @@ class PackedRNN(keras.layers.Wrapper):
         >>> tuple(out.shape)
         (1, 2, 3)
         >>> alone = gru(x[:, 3:])  # the second packed sequence on its own, same weights
-        >>> bool(np.allclose(out[:, 1], alone, atol=1e-6))
+        >>> to_numpy = keras.ops.convert_to_numpy
+        >>> bool(np.allclose(to_numpy(out[:, 1]), to_numpy(alone), atol=1e-6))
         True
     """
 
@@ -179,20 +180,28 @@ class PackedRNN(keras.layers.Wrapper):
         """
         cells = [d.cell for d in self._directions]
         batch = ops.shape(values)[0]
+        features = int(values.shape[-1])
         time_major = ops.moveaxis(values, 1, 0)
-        xs, init, counts = [], [], []
+        streams, init, counts = [], [], []
         for d, (cell, keep) in enumerate(zip(cells, keeps, strict=True)):
             sizes = cell.state_size if isinstance(cell.state_size, (list, tuple)) else [
                 cell.state_size
             ]
             init += [ops.zeros((batch, int(size)), dtype=self.compute_dtype) for size in sizes]
             counts.append(len(sizes))
-            pair = (time_major, ops.moveaxis(keep[:, :, None], 1, 0))
-            xs.append(pair if d == 0 else tuple(ops.flip(a, axis=0) for a in pair))
+            keep = ops.cast(ops.moveaxis(keep[:, :, None], 1, 0), time_major.dtype)
+            stream = ops.concatenate([time_major, keep], axis=-1)
+            streams.append(stream if d == 0 else ops.flip(stream, axis=0))
+        # One tensor to scan over: TensorFlow's scan cannot take several inputs whose time
+        # axis is unknown when traced (a serving model's rows have any length).
+        xs = streams[0] if len(streams) == 1 else ops.concatenate(streams, axis=-1)
 
         def step(carry: Any, x: Any) -> Any:
             new_carry, at = [], 0
-            for cell, (x_t, keep_t), count in zip(cells, x, counts, strict=True):
+            for d, (cell, count) in enumerate(zip(cells, counts, strict=True)):
+                part = x[:, d * (features + 1) : (d + 1) * (features + 1)]
+                x_t = part[:, :features]
+                keep_t = ops.cast(part[:, features:], self.compute_dtype)
                 states = [s * keep_t for s in carry[at : at + count]]
                 _, new = cell(x_t, states, training=training)
                 new_carry += list(new) if isinstance(new, (list, tuple)) else [new]
@@ -201,7 +210,7 @@ class PackedRNN(keras.layers.Wrapper):
             # itself keeps TensorFlow's scan happy (its outputs must match the carry).
             return new_carry, new_carry
 
-        _, ys = ops.scan(step, init, tuple(xs))
+        _, ys = ops.scan(step, init, xs)
         outs = [ops.moveaxis(ys[0], 0, 1)]
         if len(cells) == 2:
             outs.append(ops.moveaxis(ops.flip(ys[counts[0]], axis=0), 0, 1))

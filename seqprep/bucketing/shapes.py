@@ -46,7 +46,7 @@ class BucketSampler(Protocol):
     def plan(self, epoch: int | None = None) -> BatchPlan: ...
 
 
-__all__ = ["DEFAULT_MAX_WIDTHS", "MANY_SHAPES", "count_shapes", "width_grid"]
+__all__ = ["DEFAULT_MAX_WIDTHS", "MANY_SHAPES", "count_shapes", "length_grid", "width_grid"]
 
 # Keras backends that build one program per distinct input shape, where pad_to="auto" pads to
 # a width grid. (TensorFlow traces a tf.data input once whatever its widths, and PyTorch runs
@@ -298,6 +298,48 @@ def width_grid(
     used = (weight > 0) | (values == values[-1])
     values, weight = values[used], weight[used]
     return values[_grid_cuts(values, weight, max_widths)].astype(np.int64)
+
+
+# Candidate widths the exact grid programme of length_grid considers at most (its cost
+# matrix is candidates x candidates).
+_GRID_CANDIDATES = 512
+
+
+def length_grid(
+    lengths: Sequence[int] | np.ndarray, max_widths: int = DEFAULT_MAX_WIDTHS
+) -> np.ndarray:
+    """At most ``max_widths`` padded widths for rows of ``lengths``, fewest padded steps.
+
+    Each row is padded to the smallest grid width that covers its length; the grid minimises
+    the padded steps of all rows (the programme of :func:`width_grid`, over lengths instead of
+    a sampler's buckets). Beyond 512 distinct lengths the candidate widths are the upper ends
+    of 512 groups of equal row counts (the longest length always among them). This is how
+    :func:`seqprep.predict` keeps the shapes a compiling backend sees few.
+
+    Args:
+        lengths: non-negative lengths, one per row.
+        max_widths: the most widths to use.
+
+    Returns:
+        Ascending int64 widths, each at least 1; the last covers the longest length.
+
+    Example:
+        >>> length_grid([1, 1, 2, 9, 10, 10, 30], 2).tolist()
+        [10, 30]
+    """
+    max_widths = check_int("max_widths", max_widths, minimum=1)
+    lengths = np.maximum(np.asarray(lengths, np.int64).ravel(), 1)
+    if lengths.size == 0:
+        return np.ones(1, np.int64)
+    values, counts = np.unique(lengths, return_counts=True)
+    if values.size > _GRID_CANDIDATES:
+        ends = np.searchsorted(np.cumsum(counts), np.linspace(0, lengths.size,
+                                                               _GRID_CANDIDATES + 1)[1:])
+        keep = np.unique(np.minimum(ends, values.size - 1))
+        covered = np.searchsorted(values[keep], values, side="left")
+        counts = np.bincount(covered, weights=counts, minlength=keep.size)
+        values = values[keep]
+    return values[_grid_cuts(values, counts.astype(np.float64), max_widths)].astype(np.int64)
 
 
 def _many_shapes_message(n: int, later: int, pad_to: Any, backend: str) -> str:
