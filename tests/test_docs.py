@@ -239,7 +239,8 @@ def page_failures(request, tmp_path_factory) -> dict[str, list[str]]:
     session) that must not leak into the rest of the suite.
     """
     selected = sorted({item.callspec.params["page"] for item in request.session.items
-                       if item.originalname == "test_page_runs_as_written"}, key=str)
+                       if getattr(item, "originalname", None) == "test_page_runs_as_written"},
+                      key=str)
     workdir = tmp_path_factory.mktemp("docs")
     out = workdir / "failures.json"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="-1",
