@@ -39,8 +39,10 @@ from seqprep._checks import (
     needs_sampler,
     warn_deprecated,
 )
+from seqprep._data_parallel import Layout, resolve_data_parallel
 from seqprep._ragged import Ragged, as_ragged
 from seqprep.bucketing import BucketSampler
+from seqprep.bucketing.fill import fill_batches
 from seqprep.bucketing.shapes import compiling_backend, resolve_pad_to
 from seqprep.masking import _WeightOps
 from seqprep.padding import Side, pad_sequences
@@ -277,11 +279,21 @@ def _compiling_backend() -> str | None:
 
 
 def _plan_arrays(
-    sampler: BucketSampler, epoch: int, lengths: np.ndarray, pad_to: Any
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One epoch's plan as flat indices, rows per batch and the padded width of each batch."""
+    sampler: BucketSampler, epoch: int, lengths: np.ndarray, pad_to: Any,
+    layout: Layout | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One epoch's plan as flat indices, rows per batch, the padded width of each batch and
+    the weight scale of each batch (1 unless ``layout`` fills batches with weight-0 rows:
+    then this process's rows of every batch, topped up to a multiple of ``layout.size``
+    with the fill row ``lengths.size``; widths are those of the whole, global batch)."""
     plan = sampler.plan(epoch)
-    return plan.rows, plan.sizes, plan.widths(pad_to, lengths)
+    widths = plan.widths(pad_to, lengths)
+    if layout is None:
+        return plan.rows, plan.sizes, widths, np.ones(widths.size, np.float32)
+    filled = fill_batches(plan.rows, plan.splits, multiple_of=layout.size,
+                          fill_index=int(lengths.size), num_processes=layout.num_processes,
+                          process_index=layout.process_index)
+    return filled.rows, filled.sizes, widths, filled.scales.astype(np.float32)
 
 
 def _index_dataset(
@@ -291,32 +303,34 @@ def _index_dataset(
     epoch: int,
     epochs: int,
     reshuffle_each_iteration: bool,
+    layout: Layout | None = None,
 ) -> tuple[tf.data.Dataset, _Passes | None]:
-    """A dataset of ``(indices, width)``, one element per batch of the planned epochs, and
-    what chooses each pass's epochs (None for one fixed epoch)."""
+    """A dataset of ``(indices, width, scale)``, one element per batch of the planned epochs,
+    and what chooses each pass's epochs (None for one fixed epoch)."""
 
-    def slices(flat: Any, sizes: Any, widths: Any) -> tf.data.Dataset:
+    def slices(flat: Any, sizes: Any, widths: Any, scales: Any) -> tf.data.Dataset:
         rows = tf.RaggedTensor.from_row_lengths(flat, sizes, validate=False)
-        return tf.data.Dataset.from_tensor_slices((rows, widths))
+        return tf.data.Dataset.from_tensor_slices((rows, widths, scales))
 
     if epochs == 1 and not reshuffle_each_iteration:
         # One fixed plan: constants only, no Python at iteration time (serialisable).
-        return slices(*_plan_arrays(sampler, epoch, lengths, pad_to)), None
+        return slices(*_plan_arrays(sampler, epoch, lengths, pad_to, layout)), None
 
-    def plan_of(e: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return _plan_arrays(sampler, int(e), lengths, pad_to)
+    def plan_of(e: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        return _plan_arrays(sampler, int(e), lengths, pad_to, layout)
 
     def epoch_batches(e: tf.Tensor, start: tf.Tensor) -> tf.data.Dataset:
-        flat, sizes, widths = tf.numpy_function(
-            plan_of, [e], (tf.int64, tf.int64, tf.int64), stateful=True
+        flat, sizes, widths, scales = tf.numpy_function(
+            plan_of, [e], (tf.int64, tf.int64, tf.int64, tf.float32), stateful=True
         )
         flat.set_shape([None])
         widths.set_shape([None])
+        scales.set_shape([None])
         splits = tf.concat([[0], tf.cumsum(sizes)], 0)
         # Slicing by position rather than from a RaggedTensor: inside flat_map, ragged slices
         # trip a (harmless but loud) TensorFlow type-inference warning.
         return tf.data.Dataset.range(start, tf.size(widths, out_type=tf.int64)).map(
-            lambda i: (flat[splits[i] : splits[i + 1]], widths[i])
+            lambda i: (flat[splits[i] : splits[i + 1]], widths[i], scales[i])
         )
 
     state = sampler.state_dict()
@@ -418,20 +432,36 @@ class _Passes:
 def _batch_table(
     rag: Ragged, lengths: np.ndarray, sampler: Any, y: Any, targets: Targets,
     sample_weight: Any, truncating: str, dtype: DTypeLike | None, value: Any,
+    fill: bool = False,
 ) -> _kernel.Table:
     """The kernel's table of a sampler's executor (``bucketed_dataset``,
-    ``bucketed_pydataset``): inputs cast and padded, targets and weights checked."""
+    ``bucketed_pydataset``): inputs cast and padded, targets and weights checked; with
+    ``fill``, the zero-length fill row and the weights that keep it out of the loss."""
     raw_lengths = rag.lengths
     y_mode, y_table = _target_table(y, raw_lengths, targets)
     w_mode, w_arr = _parse_weights(sample_weight, raw_lengths.size, y is not None)
+    if fill and y_mode is not None and w_mode is None:
+        w_mode, w_arr = fill_weight_mode(y_mode, raw_lengths.size)
     x_values = _values_with_pad_row(rag, _resolve_dtype(dtype, rag.values.dtype), value, "x")
     starts = rag.offsets[:-1].astype(np.int64)
     if sampler.length_limit is not None and truncating == "pre":
         starts = starts + (raw_lengths - lengths)
     return _kernel.table(
         x_values, starts, lengths,
-        y=y_table, y_mode=y_mode, w=w_arr, w_mode=w_mode,
+        y=y_table, y_mode=y_mode, w=w_arr, w_mode=w_mode, fill=fill,
     )
+
+
+def fill_weight_mode(y_mode: str, n: int) -> tuple[str, np.ndarray | None]:
+    """The weights a batch with fill rows carries when the caller gave none: weight 1 on
+    every real row (per-sequence targets) or real step (per-step targets), 0 on fill rows.
+
+    Per-step targets get ``"timestep"`` weights, under which the loss equals the one-device
+    loss wherever that is the mean over real steps (a Keras mask reaching the loss, or a loss
+    built with ``"mean_with_sample_weight"``)."""
+    if y_mode == "sequence":
+        return "sequence", np.ones(n, np.float32)
+    return "timestep", None
 
 
 @needs_sampler("BucketSampler")
@@ -451,6 +481,7 @@ def bucketed_dataset(
     dtype: DTypeLike | None = None,
     allow_nonfinite: bool = False,
     targets: Targets = "auto",
+    data_parallel: int | Literal["auto"] | None = "auto",
 ) -> tf.data.Dataset:
     """Padded batches of in-memory sequences, in the order a :class:`BucketSampler` planned.
 
@@ -501,6 +532,17 @@ def bucketed_dataset(
     ``shuffle=True`` is ignored for a ``tf.data.Dataset`` is silenced when a dataset is
     built: these datasets are shuffled by their sampler.
 
+    Data parallelism: with ``keras.distribution.set_distribution(DataParallel(...))`` on JAX
+    (or ``data_parallel=k``), Keras splits every batch's rows over ``k`` devices, so each
+    batch is topped up to a multiple of ``k`` rows with *fill rows*: all padding, target 0,
+    weight 0, never a copy of an example. A weight column is then always emitted (1 per
+    real row or real step when ``sample_weight`` is None), and the weights of per-sequence
+    targets are scaled by rows / real rows, so that the loss, the gradient and weighted
+    metrics of each batch equal the one-device run of the same plan (per-step targets: see
+    the "Scaling out" section of the distributed guide). With several processes
+    (``jax.distributed``), each process yields its rows of every batch, all at the batch's
+    width; build the distribution with ``auto_shard_dataset=False``.
+
     Args:
         x: a sequence collection (list of arrays or lists, ``tf.RaggedTensor``, array
             ``(n, T, ...)``, pandas Series of arrays).
@@ -523,6 +565,10 @@ def bucketed_dataset(
             always refused). See "What seqprep refuses" in the padding and masking guide.
         targets: ``"auto"`` (default), ``"sequence"`` or ``"step"``: whether ``y`` holds one
             target per sequence or one per step (see :func:`seqprep.resolve_targets`).
+        data_parallel: ``"auto"`` (default): when a ``keras.distribution`` layout with a
+            batch axis of ``k > 1`` devices is set (JAX), every batch is topped up to a
+            multiple of ``k`` rows with weight-0 fill rows (see "Data parallelism" above);
+            an int ``k`` asks for that; ``None`` never fills.
 
     Returns:
         A ``tf.data.Dataset`` with ``cardinality() == len(sampler) * epochs``.
@@ -553,10 +599,11 @@ def bucketed_dataset(
     check_bool("reshuffle_each_iteration", reshuffle_each_iteration)
     rag, lengths, pad_to = _checked_inputs(x, sampler, pad_to, epoch, allow_nonfinite)
     # Targets and weights, checked before any TensorFlow work.
+    layout = resolve_data_parallel(data_parallel, caller="bucketed_dataset")
     table = _batch_table(rag, lengths, sampler, y, targets, sample_weight, truncating,
-                         dtype, value)
+                         dtype, value, fill=layout is not None)
     index_ds, passes = _index_dataset(
-        sampler, lengths, pad_to, epoch, epochs, reshuffle_each_iteration
+        sampler, lengths, pad_to, epoch, epochs, reshuffle_each_iteration, layout
     )
 
     # Captured once as tensors; each batch then costs a few gathers of size batch x width.
@@ -565,10 +612,11 @@ def bucketed_dataset(
     if isinstance(pad_to, int):
         fixed_shape = [None, pad_to, *table.x.shape[1:]]
 
-    def make_batch(idx: tf.Tensor, width: tf.Tensor) -> Any:
+    def make_batch(idx: tf.Tensor, width: tf.Tensor, scale: tf.Tensor) -> Any:
         src, real = _kernel.positions(consts.starts, consts.lengths, idx, width, padding,
                                       table.pad_index, _TF_KERNEL_OPS)
-        batch = _kernel.gather_batch(consts, src, real, idx, ops=_TF_KERNEL_OPS)
+        batch = _kernel.gather_batch(consts, src, real, idx, ops=_TF_KERNEL_OPS,
+                                     scale=scale if table.fill else None)
         if fixed_shape is not None:
             batch = (tf.ensure_shape(batch[0], fixed_shape), *batch[1:])
         return batch[0] if len(batch) == 1 else batch

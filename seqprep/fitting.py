@@ -39,10 +39,12 @@ from seqprep._checks import (
     check_int,
     check_less,
 )
+from seqprep._data_parallel import resolve_data_parallel
 from seqprep._fit_inputs import FitData as _Data
 from seqprep._fit_inputs import check_model as _check_model
 from seqprep._fit_inputs import prepare_fit_data as _prepare
 from seqprep._keras_private import StepTraces, keras_mask
+from seqprep.bucketing.fill import fill_batches, filled_sizes
 from seqprep.bucketing.per_length import (  # noqa: F401  (moved there; old imports work)
     _ORDERS,
     BatchOrder,
@@ -57,7 +59,7 @@ from seqprep.bucketing.per_length import (  # noqa: F401  (moved there; old impo
     plan_per_length,
 )
 from seqprep.bucketing.plan import BatchPlan
-from seqprep.data import _TF_KERNEL_OPS
+from seqprep.data import _TF_KERNEL_OPS, fill_weight_mode
 
 # LengthEnsemble and fit_separate_models live in seqprep.ensemble, which does not import this
 # module (both read their inputs through seqprep._fit_inputs): re-exported, no import cycle.
@@ -116,6 +118,34 @@ def _output_is_masked(model: Any, data: _Data, pad_value: Any) -> bool:
     return keras_mask(out) is not None
 
 
+def _check_fill_row(model: Any, data: _Data, pad_value: Any) -> None:
+    """Refuse a model whose output on a fill row (padding only) is not finite.
+
+    A weight of 0 does not keep a NaN out of the loss or the gradient (``0 * nan`` is NaN):
+    a masked mean over a row without a real step (``GlobalAveragePooling1D`` after a mask)
+    is ``0 / 0``, and the whole model would become NaN after the first filled batch.
+    """
+    step = data.x.row(0)
+    probe = np.full((1, 1, *step.shape[1:]), pad_value, dtype=step.dtype)
+    try:
+        out = model(probe, training=False)
+    except Exception:  # a model that cannot take the probe (fixed length): no verdict
+        return
+    outs = out if isinstance(out, (list, tuple)) else [out]
+    if all(np.all(np.isfinite(keras.ops.convert_to_numpy(o))) for o in outs):
+        return
+    raise ValueError(
+        "Argument `model` gives a non-finite output on a fill row (a row of padding only, "
+        "what data parallelism tops batches up with), and a weight of 0 does not keep NaN "
+        "out of the gradient. Received: a model whose output on one padded step is "
+        "NaN or inf (a masked mean over no real step, e.g. GlobalAveragePooling1D after a "
+        "mask, is 0 / 0)\n"
+        "- Pool so that an empty row gives a finite value (e.g. divide by "
+        "maximum(count, 1)), or pass `data_parallel=None` with batch sizes that divide the "
+        "device count."
+    )
+
+
 # --------------------------------------------------------------------------- tf.data execution
 
 
@@ -130,9 +160,13 @@ class _BatchSource:
     """
 
     def __init__(
-        self, data: _Data, *, exact: bool, pad_value: Any, step_weights: bool
+        self, data: _Data, *, exact: bool, pad_value: Any, step_weights: bool,
+        fill_to: int | None = None,
     ) -> None:
-        self.exact = exact
+        # With data parallelism (``fill_to`` devices) every batch is topped up with the
+        # table's fill row; an exact-length group is then padded like a bucket (fill rows).
+        self.fill_to = fill_to
+        self.exact = exact and fill_to is None
         x = data.x
         # tf.constant's conversion of pad_value (it refuses a float for integer steps).
         pad = tf.constant(pad_value, dtype=tf.as_dtype(x.values.dtype)).numpy()
@@ -140,20 +174,33 @@ class _BatchSource:
         if data.y_steps:
             y, y_mode = _kernel.with_pad_row(data.y.values, 0), "step"
             self.y_step = data.y.step_shape
-        if step_weights and data.y_steps and not exact:
+        weights = data.weights
+        if step_weights and data.y_steps and not self.exact:
             w_mode = "timestep_mean"  # mean over real steps under the default reduction
         else:
             w_mode = None if data.weights is None else "sequence"
+        if fill_to is not None and w_mode is None:
+            # Fill rows weigh 0 (per-step targets here: the model's mask reaches the loss).
+            w_mode, weights = fill_weight_mode(y_mode, x.lengths.size)
         table = _kernel.table(
             _kernel.with_pad_row(x.values, pad), x.offsets[:-1], x.lengths,
-            y=y, y_mode=y_mode, w=data.weights, w_mode=w_mode,
+            y=y, y_mode=y_mode, w=weights, w_mode=w_mode, fill=fill_to is not None,
         )
         self.pad_index = table.pad_index
         self.table = table.convert(tf.constant)
         self.x_step = x.step_shape
         self.y_steps = data.y_steps
 
+    def _filled(self, rows: np.ndarray, splits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(rows, splits)`` with every batch topped up with fill rows (data parallelism)."""
+        if self.fill_to is None:
+            return rows, splits
+        out = fill_batches(rows, splits, multiple_of=self.fill_to,
+                           fill_index=self.table.pad_sequence)
+        return out.rows, np.concatenate([[0], np.cumsum(out.sizes)]).astype(np.int64)
+
     def dataset(self, rows: np.ndarray, splits: np.ndarray) -> tf.data.Dataset:
+        rows, splits = self._filled(rows, splits)
         rows_t = tf.constant(rows, tf.int64)
         splits_t = tf.constant(splits, tf.int64)
         ds = tf.data.Dataset.range(len(splits) - 1)
@@ -170,7 +217,7 @@ class _BatchSource:
             # Keras draws one batch before training starts (to build the model), before any
             # epoch is chosen: that pass may ask for an epoch outside the plans.
             plan = plans[min(max(int(e), known[0]), known[-1])]
-            return plan.rows, plan.splits
+            return self._filled(plan.rows, plan.splits)
 
         def epoch_batches(e: tf.Tensor, start: tf.Tensor) -> tf.data.Dataset:
             rows, splits = tf.numpy_function(plan_of, [e], (tf.int64, tf.int64), stateful=True)
@@ -192,7 +239,12 @@ class _BatchSource:
         pad_index = None if self.exact else self.pad_index
         src, real = _kernel.positions(self.table.starts, lengths, idx, width, "post",
                                       pad_index, _TF_KERNEL_OPS)
-        batch = _kernel.gather_batch(self.table, src, real, idx, ops=_TF_KERNEL_OPS)
+        scale = None
+        if self.fill_to is not None:  # rows over real rows (fill rows come last)
+            real_rows = tf.reduce_sum(tf.cast(idx != self.table.pad_sequence, tf.float32))
+            scale = tf.math.divide_no_nan(tf.cast(tf.size(idx), tf.float32), real_rows)
+        batch = _kernel.gather_batch(self.table, src, real, idx, ops=_TF_KERNEL_OPS,
+                                     scale=scale)
         batch[0].set_shape([None, None, *self.x_step])
         if self.y_steps:
             batch[1].set_shape([None, None, *self.y_step])
@@ -229,9 +281,12 @@ class _GroupStats(keras.callbacks.Callback):
     async_safe = True
 
     def __init__(self, train_groups, train_sizes, steps, initial_epoch, val_groups, val_sizes,
-                 traces, passes=None):
+                 traces, passes=None, fill_to=None):
         super().__init__()
         self.passes = passes
+        # Keras's running mean weighs each batch by its rows, fill rows included.
+        self.rows = (lambda sizes: sizes) if fill_to is None else (
+            lambda sizes: filled_sizes(sizes, fill_to))
         self.train_groups, self.train_sizes = train_groups, train_sizes
         self.val_groups, self.val_sizes = val_groups, val_sizes
         self.steps, self.initial_epoch = steps, initial_epoch
@@ -260,7 +315,7 @@ class _GroupStats(keras.callbacks.Callback):
             self._v_means[batch] = float(logs["loss"])
 
     def _summarise(self, split, groups, sizes, means):
-        losses = _batch_losses(means, sizes)
+        losses = _batch_losses(means, self.rows(sizes))
         for g in np.unique(groups):
             sel = groups == g
             w = sizes[sel].astype(np.float64)
@@ -400,6 +455,7 @@ def fit_per_length(
     initial_epoch: int = 0,
     targets: Targets = "auto",
     allow_nonfinite: bool = False,
+    data_parallel: int | Literal["auto"] | None = "auto",
     **fit_kwargs: Any,
 ) -> keras.callbacks.History:
     """Train a compiled Keras model on batches of equal length (or of one bucket), in one fit.
@@ -474,6 +530,12 @@ def fit_per_length(
         targets: ``"auto"`` (default), ``"sequence"`` or ``"step"``: whether ``y`` holds one
             target per sequence or one per step (the rule of :func:`seqprep.resolve_targets`;
             ``validation_data`` targets are read the same way as ``y``'s).
+        data_parallel: ``"auto"`` (default): with a ``keras.distribution`` layout of ``k > 1``
+            devices along the batch axis (JAX), every training and validation batch is topped
+            up to a multiple of ``k`` rows with weight-0 fill rows (exact-length groups are
+            then padded by those rows) and the weights make each batch's loss and gradient
+            those of one device (see :func:`seqprep.bucketed_dataset`); an int ``k`` asks
+            for that; ``None`` never fills. One process only.
         **fit_kwargs: passed on to ``model.fit`` (e.g. ``validation_freq``, ``class_weight``).
 
     Returns:
@@ -521,10 +583,21 @@ def fit_per_length(
     _report_group_drops(plans[0], keys, batch_size)
     steps = len(plans[0].groups)
     rows, splits, batch_groups = _concat_plans(plans)
-    step_weights = data.y_steps and not exact and not _output_is_masked(model, data, pad_value)
+    layout = resolve_data_parallel(data_parallel, caller="fit_per_length")
+    if layout is not None and layout.num_processes > 1:
+        raise ValueError(
+            "Argument `data_parallel` of `fit_per_length` covers the devices of one process; "
+            f"the Keras distribution spans {layout.num_processes} processes.\n- Use "
+            "bucketed_dataset (each process reads its rows of every batch) with model.fit."
+        )
+    fill_to = None if layout is None else layout.size
+    if fill_to is not None:
+        _check_fill_row(model, data, pad_value)
+    step_weights = (data.y_steps and (not exact or fill_to is not None)
+                    and not _output_is_masked(model, data, pad_value))
     passes = _plan_passes(keys, batch_size, order, sorted_epochs, seed, drop_remainder, steps)
     train_ds = _BatchSource(data, exact=exact, pad_value=pad_value,
-                            step_weights=step_weights).epoch_dataset(
+                            step_weights=step_weights, fill_to=fill_to).epoch_dataset(
         dict(enumerate(plans, start=initial_epoch)), passes)
     ranges = _group_ranges(keys, lengths)
 
@@ -534,11 +607,11 @@ def fit_per_length(
             validation_data, data.y_steps, allow_nonfinite, boundaries, val_batch, state_batch,
             drop_remainder, seed, ranges,
             functools.partial(_BatchSource, exact=exact, pad_value=pad_value,
-                              step_weights=step_weights))
+                              step_weights=step_weights, fill_to=fill_to))
 
     traces = StepTraces(model)
     stats = _GroupStats(batch_groups, np.diff(splits), steps, initial_epoch,
-                        val_plan.groups, val_plan.sizes, traces, passes)
+                        val_plan.groups, val_plan.sizes, traces, passes, fill_to)
     extra: list[keras.callbacks.Callback] = [stats, _DrivePasses(passes)]
     if state_batch is not None:
         extra.append(_ResetStates([la for la in _walk_layers(model)

@@ -14,7 +14,7 @@ its end, the row offsets, and the labels and weights checked and cast.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import keras
 import numpy as np
@@ -27,6 +27,7 @@ from seqprep._checks import (
     check_int,
     needs_sampler,
 )
+from seqprep._data_parallel import Layout, resolve_data_parallel
 from seqprep.bucketing import BucketSampler
 from seqprep.data import PadTo, _batch_table, _checked_inputs, _plan_arrays
 from seqprep.padding import Side
@@ -47,19 +48,22 @@ class BucketedPyDataset(keras.utils.PyDataset):
         pad_to: Any,
         padding: str,
         epoch: int,
+        layout: Layout | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.sampler = sampler
         self._table = table
         self._pad_to, self._padding = pad_to, padding
+        self._layout = layout
         self._set_epoch(epoch)
 
     def _set_epoch(self, epoch: int) -> None:
-        flat, sizes, widths = _plan_arrays(self.sampler, epoch, self._table.lengths,
-                                           self._pad_to)
+        lengths = self._table.lengths[: self._table.pad_sequence]
+        flat, sizes, widths, scales = _plan_arrays(self.sampler, epoch, lengths,
+                                                   self._pad_to, self._layout)
         # Replace the whole plan at once: a worker thread reads one consistent tuple.
-        self._plan = (flat, np.concatenate([[0], np.cumsum(sizes)]), widths)
+        self._plan = (flat, np.concatenate([[0], np.cumsum(sizes)]), widths, scales)
         self.epoch = epoch
         self._served: set[int] = set()  # batches of this plan read in this process
         self._begun = False
@@ -68,7 +72,7 @@ class BucketedPyDataset(keras.utils.PyDataset):
         return len(self.sampler)
 
     def __getitem__(self, index: int) -> Any:
-        flat, splits, widths = self._plan
+        flat, splits, widths, scales = self._plan
         if not 0 <= index < widths.size:
             raise IndexError(f"batch index {index} out of range for {widths.size} batches")
         self._served.add(index)
@@ -76,7 +80,8 @@ class BucketedPyDataset(keras.utils.PyDataset):
         table = self._table
         src, real = _kernel.positions(table.starts, table.lengths, idx, int(widths[index]),
                                       self._padding, table.pad_index)
-        batch = _kernel.gather_batch(table, src, real, idx)
+        batch = _kernel.gather_batch(table, src, real, idx,
+                                     scale=scales[index] if table.fill else None)
         return batch[0] if len(batch) == 1 else batch
 
     def on_epoch_begin(self) -> None:
@@ -120,6 +125,7 @@ def bucketed_pydataset(
     workers: int = 1,
     use_multiprocessing: bool = False,
     max_queue_size: int = 10,
+    data_parallel: int | Literal["auto"] | None = "auto",
 ) -> BucketedPyDataset:
     """Padded batches of a :class:`BucketSampler`'s plan as a ``keras.utils.PyDataset``.
 
@@ -153,6 +159,8 @@ def bucketed_pydataset(
             ``use_multiprocessing=True``).
         use_multiprocessing: use processes rather than threads for ``workers > 1``.
         max_queue_size: batches Keras keeps ready ahead of training.
+        data_parallel: ``"auto"``, an int or ``None``: batches topped up with weight-0 fill
+            rows to a multiple of the data-parallel size, as in ``bucketed_dataset``.
 
     Returns:
         A ``keras.utils.PyDataset`` with ``len(ds) == len(sampler)``.
@@ -182,9 +190,10 @@ def bucketed_pydataset(
     check_choice("targets", targets, ("auto", "sequence", "step"))
 
     rag, lengths, pad_to = _checked_inputs(x, sampler, pad_to, epoch, allow_nonfinite)
+    layout = resolve_data_parallel(data_parallel, caller="bucketed_pydataset")
     table = _batch_table(rag, lengths, sampler, y, targets, sample_weight, truncating,
-                         dtype, value)
+                         dtype, value, fill=layout is not None)
     return BucketedPyDataset(
-        sampler=sampler, table=table, pad_to=pad_to, padding=padding, epoch=epoch,
+        sampler=sampler, table=table, pad_to=pad_to, padding=padding, epoch=epoch, layout=layout,
         workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size,
     )
