@@ -110,7 +110,7 @@ def main(out):
         lambda: sp.bucketed_dataset(x, y_steps, sampler=sampler, pad_to=11), sizes)
 
     cases["pydataset"] = _dataset_case(
-        _rnn, lambda: sp.bucketed_pydataset(x, y, sampler=sampler, pad_to=11), sizes)
+        _pooled, lambda: sp.bucketed_pydataset(x, y, sampler=sampler, pad_to=11), sizes)
 
     few = np.random.default_rng(5).choice([3, 5, 7], 37)
     lengths2, x2, y2, y2_steps = _data(37, lengths=few, seed=5)

@@ -62,7 +62,8 @@ def test_fill_rule_every_example_once_fill_rows_last(plan, processes, per_proces
     for part in parts:
         # Every process: the same step count and the same rows per step.
         np.testing.assert_array_equal(part.sizes, expected // processes)
-        np.testing.assert_allclose(part.scales, np.where(sizes > 0, expected / np.maximum(sizes, 1), 0))
+        scales = np.where(sizes > 0, expected / np.maximum(sizes, 1), 0)
+        np.testing.assert_allclose(part.scales, scales)
     for b in range(sizes.size):
         # The global batch is the processes' parts side by side: the plan's batch, then fills.
         glued = np.concatenate([

@@ -111,7 +111,8 @@ def _worker(name: str, n: int, epochs: int) -> dict:
             keras.distribution.DataParallel(devices=jax.devices()))
     ds, lengths = _pipeline(name, n)
     shapes, padded = set(), 0
-    for xb, _ in ds:  # one pass before training: padding and shapes of one epoch's plan
+    for batch in ds:  # one pass before training: padding and shapes of one epoch's plan
+        xb = batch[0]  # (x, y), or (x, y, weights) with fill rows
         shapes.add(tuple(xb.shape))
         padded += int(np.prod(xb.shape))
     real = int(lengths.sum())
