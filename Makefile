@@ -3,10 +3,14 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# `make demo` installs only what the demo needs (no test extras), under a stamp of its own.
+DEMO_STAMP := $(VENV)/.demo-installed
+PIP := $(PY) -m pip --disable-pip-version-check
 BACKENDS_STAMP := $(VENV)/.backends-installed
 # The other Keras backends, for `make test`. torch==2.13.0 exactly: that pin resolves to the CPU
-# wheel here; an unpinned torch pulls gigabytes of CUDA libraries.
-BACKEND_PKGS := jax torch==2.13.0
+# wheel here; an unpinned torch pulls gigabytes of CUDA libraries. torchdata (StatefulDataLoader)
+# and grain: the other loaders seqprep feeds (tests/test_torch_loader.py, tests/test_grain.py).
+BACKEND_PKGS := jax torch==2.13.0 torchdata==0.11.0 grain==0.2.18
 # Tests marked `backend` run again under each of these (TensorFlow runs the whole suite).
 OTHER_BACKENDS := jax torch
 export TF_CPP_MIN_LOG_LEVEL := 3
@@ -16,8 +20,9 @@ export PYTHONHASHSEED := 0
 .PHONY: install demo test bench docs lint clean
 
 $(PY):
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	@echo "make: creating $(VENV) with $(PYTHON) ..."
+	@$(PYTHON) -m venv $(VENV)
+	@$(PIP) install -qq --upgrade pip
 
 $(STAMP): pyproject.toml | $(PY)
 	@echo "make: installing seqprep with TensorFlow and its test dependencies into $(VENV) (a few minutes on a fresh machine) ..."
@@ -31,11 +36,18 @@ $(BACKENDS_STAMP): $(STAMP)
 	@echo "make: backends installed"
 	touch $(BACKENDS_STAMP)
 
+# -qq: a first run should show the demo, not pip's warnings (a pip configuration's ignored
+# index, setuptools' note on editable installs); errors still print and stop make.
+$(DEMO_STAMP): pyproject.toml | $(PY)
+	@echo "make: installing seqprep with TensorFlow and matplotlib into $(VENV) (a few minutes on a fresh machine) ..."
+	@$(PIP) install -qq -e ".[demo]"
+	@touch $(DEMO_STAMP)
+
 install: $(STAMP)
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	@echo "make: running the demo (downloads nothing; a few minutes on 2 cores) ..."
-	$(PY) -m seqprep demo --out seqprep-demo
+	@$(PY) -m seqprep demo --out seqprep-demo
 
 # The whole suite on TensorFlow, then the tests marked `backend` under each other backend, each
 # in its own pytest process (Keras picks its backend once per process). Every run is reported;

@@ -45,6 +45,12 @@ _EXPORTS: dict[str, str] = {
     "bucket_by_length": "seqprep.streaming",
     "bucket_by_sequence_length": "seqprep.streaming",
     "packed_dataset": "seqprep.packed",
+    # other loaders: PyTorch's DataLoader, Grain
+    "PadCollate": "seqprep.torch_loader",
+    "PackCollate": "seqprep.torch_loader",
+    "RowItems": "seqprep.torch_loader",
+    "shard_by_rank": "seqprep.torch_loader",
+    "grain_dataset": "seqprep.grain_loader",
     # fitting
     "fit_per_length": "seqprep.fitting",
     "fit_separate_models": "seqprep.ensemble",

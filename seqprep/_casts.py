@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Loss", "check_cast", "find_loss"]
+__all__ = ["Loss", "check_cast", "check_pad_value", "find_loss"]
 
 
 @dataclass(frozen=True)
@@ -390,3 +390,40 @@ def check_cast(
     raise ValueError(
         f"{header}: value {loss.value!r} at {where} {loss.reason}.{suffix}\n- {loss.fix}"
     )
+
+
+def check_pad_value(value: Any, dtype: np.dtype, name: str = "value") -> None:
+    """Refuse a padding ``value`` that ``dtype`` cannot hold exactly: the one pad-value check
+    (``pad_sequences``, every in-memory executor, per field).
+
+    Example:
+        >>> check_pad_value(-1, np.dtype("uint8"))
+        Traceback (most recent call last):
+        ...
+        ValueError: Argument `value`=-1 cannot be represented in `dtype`='uint8': it is out of the range uint8 holds, [0, 255].
+        - Pick a padding value the dtype holds (0 for integer tokens) or a wider dtype.
+    """  # noqa: E501
+    if dtype.kind == "O":
+        return
+    if isinstance(value, (str, bytes)) and dtype.kind not in "US":
+        raise ValueError(
+            f"Argument `{name}`={value!r} is a string but `dtype`={dtype.name!r} is not.\n"
+            "- Pass `dtype=object` to pad with strings."
+        )
+    if isinstance(value, (numbers.Number, str, bytes)):
+        # An object array keeps a Python int of any size exactly for the check.
+        check = np.array([value], dtype=object)
+    else:
+        check = np.asarray(value)
+        if check.ndim != 0 or check.dtype.kind not in "biufc":
+            raise TypeError(
+                f"Argument `{name}` must be a scalar number. Received: {name}={value!r}"
+            )
+        check = check.reshape(1)
+    loss = find_loss(check, dtype)
+    if loss is not None:
+        raise ValueError(
+            f"Argument `{name}`={value!r} cannot be represented in `dtype`={_dname(dtype)!r}: "
+            f"it {loss.reason}.\n- Pick a padding value the dtype holds (0 for integer tokens) "
+            "or a wider dtype."
+        )

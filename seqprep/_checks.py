@@ -120,6 +120,123 @@ def check_lengths(lengths: Any, name: str = "lengths", *, allow_empty: bool = Fa
     return out
 
 
+FieldNames = tuple[Any, ...]
+
+
+def check_field_lengths(
+    lengths: Any, name: str = "lengths"
+) -> tuple[np.ndarray, FieldNames | None]:
+    """Lengths of one field or of several, as int64, with the fields' names.
+
+    One field: a 1-D sequence (as :func:`check_lengths`); names ``None``. Several fields: an
+    ``(n, k)`` array with ``k >= 2`` columns (names ``0 .. k-1``), a tuple of ``k`` equally
+    long 1-D length arrays (one per field, as a tuple of ragged fields; names ``0 .. k-1``), or
+    a dict of them (names: its keys, in order; a dict of one field is one field, named). Every
+    length is a non-negative integer.
+
+    Returns:
+        ``(lengths, names)``: a fresh int64 array, 1-D or ``(n, k)``, and the names.
+
+    Example:
+        >>> arr, names = check_field_lengths({"src": [3, 5], "tgt": [4, 4]})
+        >>> arr.tolist(), names
+        ([[3, 4], [5, 4]], ('src', 'tgt'))
+    """
+    if isinstance(lengths, tuple) and lengths and all(np.ndim(v) == 1 for v in lengths):
+        arr, _ = check_field_lengths(dict(enumerate(lengths)), name)
+        return arr, tuple(range(len(lengths)))
+    if isinstance(lengths, dict):
+        if not lengths:
+            raise ValueError(
+                f"Argument `{name}` is an empty dict. Received: {name}={{}}\n"
+                "- Pass one array of lengths per field, e.g. {'src': src_lengths, "
+                "'tgt': tgt_lengths}."
+            )
+        names = tuple(lengths)
+        cols = [check_lengths(v, f"{name}[{k!r}]") for k, v in lengths.items()]
+        sizes = {k: c.size for k, c in zip(names, cols, strict=True)}
+        if len(set(sizes.values())) > 1:
+            raise ValueError(
+                f"Argument `{name}` has fields of different counts: every field needs one "
+                f"length per example. Received: {sizes}\n"
+                "- Pass the lengths of the same examples for every field (e.g. "
+                "sequence_lengths(x[name]) for each name)."
+            )
+        if len(cols) == 1:
+            return cols[0], names
+        return np.stack(cols, axis=1), names
+    try:
+        arr = np.asarray(lengths)
+    except (ValueError, TypeError):
+        arr = None
+    if arr is None or arr.ndim != 2 or arr.dtype == object:
+        return check_lengths(lengths, name), None
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(
+            f"Argument `{name}` must hold integer lengths: shape (n,) for one field, or "
+            f"(n, fields) for several. Received a {arr.dtype} array of shape {arr.shape}\n"
+            f"- If you passed the (padded) sequences themselves, pass "
+            f"`seqprep.sequence_lengths(...)` of them instead; if these are lengths stored as "
+            f"floats, convert them with `np.asarray({name}).astype('int64')`."
+        )
+    if arr.shape[1] < 2:
+        raise ValueError(
+            f"Argument `{name}` as a 2-D array must have one row per example and one column "
+            f"per field, with at least 2 fields. Received an array of shape {arr.shape}\n"
+            f"- For one field pass a 1-D array (e.g. {name}[:, 0]); for several pass shape "
+            "(examples, fields), e.g. np.stack([src_lengths, tgt_lengths], axis=1)."
+        )
+    if arr.shape[1] > max(arr.shape[0], 8):
+        raise ValueError(
+            f"Argument `{name}` as a 2-D array has more columns (fields) than rows (examples). "
+            f"Received an array of shape {arr.shape}\n"
+            f"- If its rows are the fields, pass {name}.T, a tuple of per-field arrays, or a "
+            "dict of them."
+        )
+    cols = [check_lengths(arr[:, f], f"{name}[:, {f}]") for f in range(arr.shape[1])]
+    return np.stack(cols, axis=1), tuple(range(arr.shape[1]))
+
+
+def check_sampler_fields(sampler: Any, n_fields: int, *, fields: Any = None) -> None:
+    """Refuse a sampler planned on another number of fields than the data has.
+
+    An executor calls this before reading a sampler's plan: a sampler built on one length per
+    example cannot batch examples of several ragged fields (it does not know their other
+    lengths), and a sampler built on several fields cannot batch one field.
+
+    Args:
+        sampler: a planner with ``num_fields`` (a :class:`~seqprep.BucketSampler`); one
+            without the attribute counts as one field.
+        n_fields: the ragged fields the executor was given (1 for one ``x``).
+        fields: the data's field names, when known, to show in the message.
+
+    Raises:
+        ValueError: the counts differ.
+
+    Example:
+        >>> from seqprep import BucketSampler
+        >>> check_sampler_fields(BucketSampler([[3, 4], [5, 2]], batch_size=2), 2)
+    """
+    planned = int(getattr(sampler, "num_fields", 1))
+    if planned == n_fields:
+        return
+    names = getattr(sampler, "field_names", None)
+    shown = "" if fields is None else f" ({list(fields)})"
+    if planned == 1:
+        raise ValueError(
+            f"Argument `sampler` was built on one length per example, but the data has "
+            f"{n_fields} ragged fields{shown}. Received: sampler with num_fields=1\n"
+            "- Build the sampler on every field's lengths: BucketSampler({name: "
+            "sequence_lengths(x[name]) for name in x}, ...), or an (n, fields) array."
+        )
+    raise ValueError(
+        f"Argument `sampler` was built on {planned} fields ({list(names or ())}), but the data "
+        f"has {n_fields} ragged field(s){shown}. Received: sampler with num_fields={planned}\n"
+        "- Build the sampler on the lengths of exactly the data's ragged fields: "
+        "BucketSampler(sequence_lengths(x), ...) for one field, a dict of lengths for several."
+    )
+
+
 def check_bool(name: str, value: Any) -> bool:
     """Return ``value`` as a Python bool; refuse anything but ``True``/``False``.
 
@@ -363,7 +480,11 @@ def check_less(name: str, value: int, bound_name: str, bound: int, *, fix: str) 
 def check_sampler(sampler: Any, lengths: np.ndarray, kind: type) -> np.ndarray:
     """Check that ``sampler`` is a ``kind`` (``BucketSampler``, ``PackSampler``: passed in, so
     this module imports no planner) that planned these sequences; return the lengths it
-    planned (truncated ones capped at the sampler's ``length_limit``)."""
+    planned (truncated ones capped at the sampler's ``length_limit``).
+
+    ``lengths`` is 1-D for one ragged field, ``(n, fields)`` for several (one column per
+    field, in the sampler's field order); a sampler of another number of fields is refused
+    (:func:`check_sampler_fields`)."""
     name = kind.__name__
     if not isinstance(sampler, kind):
         raise TypeError(
@@ -371,21 +492,25 @@ def check_sampler(sampler: Any, lengths: np.ndarray, kind: type) -> np.ndarray:
             f"Received: sampler of type {type(sampler).__name__}\n"
             f"- Build one from the lengths: `{name}(sequence_lengths(x), batch_size=...)`."
         )
+    # Lengths of several ragged fields come as (n, fields): one column per field.
+    check_sampler_fields(sampler, 1 if lengths.ndim == 1 else int(lengths.shape[1]))
     planned = np.asarray(sampler.lengths)
-    if planned.size != lengths.size:
+    if planned.shape[0] != lengths.shape[0]:
         raise ValueError(
-            f"Argument `sampler` was built on {planned.size} lengths, but `x` has "
-            f"{lengths.size} sequences.\n"
+            f"Argument `sampler` was built on {planned.shape[0]} lengths, but `x` has "
+            f"{lengths.shape[0]} sequences.\n"
             f"- Build the sampler from this data: `{name}(sequence_lengths(x), ...)`."
         )
     limit = sampler.length_limit
     expected = lengths if limit is None else np.minimum(lengths, limit)
-    differ = np.flatnonzero(planned != expected)
+    differ = np.flatnonzero(planned != expected) if lengths.ndim == 1 else np.flatnonzero(
+        (planned != expected).any(axis=1))
     if differ.size:
         i = int(differ[0])
         raise ValueError(
             f"Argument `sampler` was built on other lengths than `x`'s: {differ.size} differ, "
-            f"the first at position {i} (sampler: {int(planned[i])}, x: {int(lengths[i])}).\n"
+            f"the first at position {i} (sampler: {planned[i].tolist()}, x: "
+            f"{lengths[i].tolist()}).\n"
             f"- Build the sampler from this data: `{name}(sequence_lengths(x), ...)`."
         )
     return planned

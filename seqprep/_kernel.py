@@ -158,6 +158,19 @@ def table(
     )
 
 
+def with_fill(t: Table) -> Table:
+    """``t`` (numpy) with the fill row: one more, zero-length sequence (see :class:`Table`).
+
+    Example:
+        >>> with_fill(table(with_pad_row(np.array([1, 2, 3])), [0, 2], [2, 1])).lengths.tolist()
+        [2, 1, 0]
+    """
+    if t.fill:
+        return t
+    return replace(t, starts=np.append(np.asarray(t.starts, np.int64), 0),
+                   lengths=np.append(np.asarray(t.lengths, np.int64), 0), fill=True)
+
+
 # --------------------------------------------------------------------------- layouts
 
 

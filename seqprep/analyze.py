@@ -17,6 +17,12 @@ size or token budget, all planned in numpy (no TensorFlow):
 Each strategy also reports its distinct ``(rows, width)`` shapes over 10 epochs with a fresh
 order each: what a backend that compiles per shape compiles.
 
+Lengths of several fields per example (an encoder–decoder's source and target: an
+``(n, fields)`` array or a dict of length arrays) are compared on the padding of all fields
+together, each field of a batch padded to its own longest entry: pad to max, random batches,
+1-D seqprep buckets on each field, sorted by the fields in order (no fresh order per epoch),
+and seqprep's 2-D buckets (:class:`seqprep.BucketSampler` on every field's lengths).
+
 :func:`format_analysis` renders the result as the text the command prints.
 """
 
@@ -26,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from seqprep._checks import check_int, check_lengths
+from seqprep._checks import check_field_lengths, check_int, check_lengths
 
 __all__ = ["analyze_lengths", "format_analysis"]
 
@@ -122,7 +128,9 @@ def analyze_lengths(
     """Compare the padding cost of five batching strategies on the given lengths.
 
     Args:
-        lengths: non-negative integer lengths, one per sequence.
+        lengths: non-negative integer lengths, one per sequence; or, for examples of several
+            fields, an ``(n, fields)`` array or a dict of per-field lengths (see the module
+            docstring; ``num_buckets`` does not apply then).
         batch_size: rows per batch. At most one of this and ``max_tokens``; with neither,
             ``batch_size=32``.
         max_tokens: padded tokens per batch (rows x padded length); must be at least the
@@ -137,7 +145,9 @@ def analyze_lengths(
         ``{"max_tokens": K}``), ``strategies`` (name -> :func:`seqprep.padding_report` dict
         plus ``boundaries``, a list or None, and ``shapes_over_epochs``, the distinct shapes
         of 10 epochs in fresh orders), ``recommended_boundaries`` (seqprep's) and
-        ``num_buckets`` (as passed).
+        ``num_buckets`` (as passed). For several fields: ``summary`` has one entry per field,
+        ``fields`` names them, each strategy's report has ``fields`` (one report per field),
+        ``boundaries`` are one list per field (or None) and ``recommended_boundaries`` too.
 
     Raises:
         ValueError: empty or negative lengths, both ``batch_size`` and ``max_tokens``, or a
@@ -155,6 +165,11 @@ def analyze_lengths(
     """
     from seqprep.bucketing import Bucketer, BucketSampler, count_shapes, padding_report
 
+    if isinstance(lengths, dict) or np.ndim(lengths) == 2:
+        arr, names = check_field_lengths(lengths)
+        if arr.ndim == 2:
+            return _analyze_fields(arr, names, batch_size, max_tokens, num_buckets, seed)
+        lengths = arr
     lengths = check_lengths(lengths)
     if batch_size is not None and max_tokens is not None:
         raise ValueError(
@@ -236,6 +251,8 @@ def format_analysis(result: dict[str, Any]) -> str:
         >>> print(text.splitlines()[0])
         4 sequences, lengths 3..31 (mean 17.0, median 17.0, p90 30.7, p99 31.0)
     """
+    if "fields" in result:
+        return _format_fields(result)
     s = result["summary"]
     (key, value), = result["batching"].items()
     k, recommended = result.get("num_buckets"), result["recommended_boundaries"]
@@ -286,3 +303,138 @@ def _short_list(values: list[int], head: int = 8, tail: int = 3) -> str:
     inner = ", ".join(map(str, values[:head]))
     end = ", ".join(map(str, values[-tail:]))
     return f"[{inner}, ... {len(values) - head - tail} more ..., {end}] ({len(values)} in all)"
+
+
+# --------------------------------------------------------------------------- several fields
+
+
+def _pack_fields(order: np.ndarray, lengths: np.ndarray, max_tokens: int) -> list[np.ndarray]:
+    """Greedy batches in ``order``: add examples while rows x (sum of each field's longest)
+    stays within budget."""
+    batches, start = [], 0
+    widths = np.zeros(lengths.shape[1], np.int64)
+    for i, row in enumerate(lengths[order]):
+        new = np.maximum(widths, row)
+        if i > start and (i - start + 1) * max(int(new.sum()), 1) > max_tokens:
+            batches.append(order[start:i])
+            start, new = i, row
+        widths = new
+    batches.append(order[start:])
+    return batches
+
+
+def _analyze_fields(
+    lengths: np.ndarray, names: tuple[Any, ...], batch_size: Any, max_tokens: Any,
+    num_buckets: Any, seed: Any,
+) -> dict[str, Any]:
+    """:func:`analyze_lengths` for ``(n, fields)`` lengths (see the module docstring)."""
+    from seqprep.bucketing import BucketSampler, padding_report
+
+    if batch_size is not None and max_tokens is not None:
+        raise ValueError(
+            "Pass at most one of `batch_size` and `max_tokens`. Received: "
+            f"batch_size={batch_size!r}, max_tokens={max_tokens!r}"
+        )
+    if num_buckets is not None:
+        raise ValueError(
+            "Argument `num_buckets` sets one field's bucket count; with several length columns "
+            "the 2-D buckets are planned jointly. Received: num_buckets="
+            f"{num_buckets!r} with {lengths.shape[1]} fields\n- Leave `num_buckets` out."
+        )
+    if max_tokens is None:
+        batch_size = check_int("batch_size", 32 if batch_size is None else batch_size, minimum=1)
+        batching: dict[str, int] = {"batch_size": batch_size}
+    else:
+        max_tokens = check_int("max_tokens", max_tokens, minimum=1)
+        batching = {"max_tokens": max_tokens}
+        longest = int(lengths.sum(axis=1).max())
+        if max_tokens < longest:
+            raise ValueError(
+                f"Argument `max_tokens`={max_tokens} is smaller than the longest example "
+                f"({longest} steps over all fields), which could never be batched.\n- If so, "
+                f"raise the budget to at least {longest}, or truncate long sequences first."
+            )
+    seed = check_int("seed", seed, minimum=0)
+    n, k = lengths.shape
+    by_name = dict(zip(names, lengths.T, strict=True))
+    rng = np.random.default_rng(seed)
+
+    def batches_of(order: np.ndarray) -> list[np.ndarray]:
+        if batch_size is not None:
+            return _chunks(order, batch_size)
+        return _pack_fields(order, lengths, max_tokens)
+
+    strategies: dict[str, dict[str, Any]] = {}
+    to_max = batches_of(np.arange(n))
+    pads = np.broadcast_to(lengths.max(axis=0), (len(to_max), k))
+    if max_tokens is not None:  # every batch padded to the maxima: as many rows as fit them
+        to_max = _chunks(np.arange(n), max(1, max_tokens // max(int(pads[0].sum()), 1)))
+        pads = np.broadcast_to(lengths.max(axis=0), (len(to_max), k))
+    strategies["pad to max"] = padding_report(by_name, to_max, pad_lengths=pads) | {
+        "boundaries": None}
+    strategies["random batches"] = padding_report(
+        by_name, batches_of(rng.permutation(n))) | {"boundaries": None}
+    for f, name in enumerate(names):
+        one = BucketSampler(lengths[:, f], seed=seed, **batching)
+        batches = one.batches(0)
+        if max_tokens is not None:  # the budget counts every field, as the 2-D sampler's
+            batches = [b for batch in batches for b in _pack_fields(batch, lengths, max_tokens)]
+        strategies[f"1-D buckets on {name}"] = padding_report(by_name, batches) | {
+            "boundaries": [[int(b) for b in one.boundaries] if g == f else [] for g in range(k)]}
+    order = np.lexsort(lengths.T[::-1])
+    strategies["sorted by " + ", ".join(map(str, names))] = padding_report(
+        by_name, batches_of(order)) | {"boundaries": None}
+    joint = BucketSampler(by_name, seed=seed, **batching)
+    recommended = [[int(b) for b in bounds] for bounds in joint.boundaries]
+    strategies["seqprep 2-D buckets"] = padding_report(by_name, joint.batches(0)) | {
+        "boundaries": recommended}
+    return {
+        "summary": {name: _length_summary(col) for name, col in by_name.items()},
+        "fields": list(names),
+        "batching": batching,
+        "strategies": strategies,
+        "recommended_boundaries": recommended,
+        "num_buckets": None,
+    }
+
+
+def _format_fields(result: dict[str, Any]) -> str:
+    """:func:`format_analysis` for several fields."""
+    (key, value), = result["batching"].items()
+    names = result["fields"]
+    summary = result["summary"]
+    first = summary[names[0]]
+    lines = [f"{first['n']} examples of {len(names)} fields; batching with {key}={value}"]
+    for name in names:
+        s = summary[name]
+        lines.append(
+            f"  {name}: lengths {s['min']}..{s['max']} (mean {s['mean']:.1f}, median "
+            f"{s['median']:.1f}, p90 {s['p90']:.1f}), {s['real_tokens']} real steps"
+        )
+    field_cols = "".join(f" {str(name)[:9]:>9}" for name in names)
+    lines += [
+        "",
+        f"{'strategy':<28} {'padding':>8}{field_cols} {'batches':>8} {'shapes':>7} "
+        f"{'max batch':>10} {'RNN steps':>10}",
+    ]
+    for label, r in result["strategies"].items():
+        per_field = "".join(
+            f" {100 * r['fields'][name]['padding_fraction']:>8.1f}%" for name in names
+        )
+        lines.append(
+            f"{label:<28} {100 * r['padding_fraction']:>7.1f}%{per_field} {r['n_batches']:>8} "
+            f"{r['n_shapes']:>7} {r['max_batch_tokens']:>10} {r['steps_cost']:>10}"
+        )
+    bounds = result["recommended_boundaries"]
+    given = "{" + ", ".join(f"{name!r}: {_short_list(b)}" for name, b in
+                            zip(names, bounds, strict=True)) + "}"
+    lines += [
+        "",
+        "padding: share of the padded tensors (all fields) that is padding; per field: that "
+        "field's share; shapes: distinct (rows, width of each field) batch shapes in one epoch; "
+        "RNN steps: padded steps of every field summed over one epoch's batches (encoder plus "
+        "decoder).",
+        f"Recommended: seqprep.BucketSampler({{name: lengths, ...}}, {key}={value}) "
+        f"(2-D buckets planned jointly; boundaries {given}).",
+    ]
+    return "\n".join(lines)

@@ -84,8 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="seed shared by every strategy")
     demo.add_argument("--quick", action="store_true",
                       help="a smoke run: small model and a subset of the data (for tests)")
-    demo.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
-                      help="Keras verbosity while training (default: progress bars)")
+    demo.add_argument("--verbose", type=int, choices=(0, 1, 2), default=0,
+                      help="Keras's own output while training: 0 none, the demo prints a line "
+                           "every few epochs (default); 1 progress bars; 2 a line per epoch")
     demo.add_argument("--backend", choices=_BACKENDS, default=None,
                       help="Keras backend to train on (default: $KERAS_BACKEND, else Keras's "
                            "own default, tensorflow)")
@@ -99,13 +100,19 @@ def _parser() -> argparse.ArgumentParser:
             "compare padding and batch shapes for five strategies: pad to max, random "
             "batches, quantile buckets, seqprep buckets and seqprep for JAX (the width grid "
             "bucketed_dataset pads to there); recommend boundaries and write two plots "
-            "(PATH-stem_lengths.png and PATH-stem_padding.png)."
+            "(PATH-stem_lengths.png and PATH-stem_padding.png). With two or more --column "
+            "(an encoder-decoder's source and target lengths), compare the padding of all "
+            "fields together: pad-to-max, random batches, 1-D buckets on each column, sorted "
+            "by the columns, and seqprep's 2-D buckets."
         ),
     )
     analyze.add_argument("path", help="a .csv, .parquet or .npy file")
     what = analyze.add_mutually_exclusive_group()
-    what.add_argument("--column", help="column holding one length per sequence (default: "
-                                       "the only column of a one-column table)")
+    what.add_argument("--column", action="append", metavar="COLUMN",
+                      help="column holding one length per sequence (default: the only "
+                           "column of a one-column table); repeat it (--column src "
+                           "--column tgt) or pass several as src,tgt for examples of "
+                           "several fields (2-D buckets)")
     what.add_argument("--id", dest="id_column",
                       help="id column of a long-format table (lengths = rows per id)")
     budget = analyze.add_mutually_exclusive_group()
@@ -134,7 +141,11 @@ def _analyze(args: argparse.Namespace) -> int:
         raise FileNotFoundError(
             f"Argument PATH is a folder, not a file. Received: {str(path)!r}{fix}"
         )
-    lengths = read_lengths(path, id=args.id_column, column=args.column)
+    columns = [c for given in args.column or () for c in given.split(",") if c]
+    if len(columns) > 1:
+        lengths = {c: read_lengths(path, column=c) for c in columns}
+    else:
+        lengths = read_lengths(path, id=args.id_column, column=columns[0] if columns else None)
     result = analyze_lengths(
         lengths, batch_size=args.batch_size, max_tokens=args.max_tokens,
         num_buckets=args.num_buckets, seed=args.seed,
@@ -147,9 +158,12 @@ def _analyze(args: argparse.Namespace) -> int:
         from seqprep import plots
 
         hist = out / f"{path.stem}_lengths.png"
+        first = next(iter(lengths.values())) if isinstance(lengths, dict) else lengths
+        bounds = result["recommended_boundaries"]
         plots.length_histogram(
-            lengths, result["recommended_boundaries"],
-            title=f"{path.name}: lengths and seqprep bucket boundaries", path=hist,
+            first, bounds[0] if isinstance(lengths, dict) else bounds,
+            title=f"{path.name}: lengths{f' of {columns[0]}' if len(columns) > 1 else ''} "
+                  "and seqprep bucket boundaries", path=hist,
         )
         padding = out / f"{path.stem}_padding.png"
         plots.padding_by_strategy(

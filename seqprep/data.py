@@ -27,26 +27,15 @@ import numpy as np
 import tensorflow as tf
 from numpy.typing import DTypeLike
 
-from seqprep import _kernel
-from seqprep._casts import check_cast
-from seqprep._checks import (
-    check_bool,
-    check_choice,
-    check_finite_features,
-    check_finite_labels,
-    check_int,
-    check_sampler,
-    needs_sampler,
-    warn_deprecated,
-)
+from seqprep import _inputs, _kernel
+from seqprep._checks import check_bool, check_choice, check_int, needs_sampler
 from seqprep._data_parallel import Layout, resolve_data_parallel
-from seqprep._ragged import Ragged, as_ragged
 from seqprep.bucketing import BucketSampler
 from seqprep.bucketing.fill import fill_batches
 from seqprep.bucketing.shapes import compiling_backend, resolve_pad_to
 from seqprep.masking import _WeightOps
-from seqprep.padding import Side, pad_sequences
-from seqprep.targets import Targets, resolve_targets
+from seqprep.padding import Side
+from seqprep.targets import Targets
 
 __all__ = ["bucket_by_length", "bucketed_dataset"]
 
@@ -94,181 +83,22 @@ _TF_KERNEL_OPS = _kernel.KernelOps(
 )
 
 
-def _default_dtype(dtype: np.dtype) -> np.dtype:
-    """The dtype a batch gets when the caller does not choose: floats become float32."""
-    if dtype.kind == "f" and dtype.itemsize > 4:
-        return np.dtype(np.float32)
-    return dtype
-
-
-def _resolve_dtype(dtype: DTypeLike | None, source: np.dtype) -> np.dtype:
-    if dtype is None:
-        if source.kind == "O":
-            # as_ragged keeps integers no 64-bit dtype holds (or such integers mixed with
-            # floats) as Python objects, so that nothing is rounded behind the caller's back.
-            raise ValueError(
-                "Argument `dtype` is None, but `x` holds integers that no 64-bit dtype holds "
-                "exactly (past 64 bits, or past 2**53 mixed with floats). Received: dtype=None\n"
-                "- If rounding is fine, pass `dtype='float64'`; if they are ids, map them to "
-                "small integers first."
-            )
-        return _default_dtype(source)
-    try:
-        return np.dtype(dtype)
-    except TypeError:
-        raise TypeError(
-            f"Argument `dtype` is not a numpy dtype. Received: dtype={dtype!r}"
-        ) from None
-
-
-def _values_with_pad_row(
-    rag: Ragged, dtype: np.dtype, value: Any, name: str = "sequences"
-) -> np.ndarray:
-    """``rag.values`` cast to ``dtype`` with one extra step holding ``value`` at the end.
-
-    Padding the whole collection as one long row through :func:`pad_sequences` reuses its
-    refusal to lose data (float to int, overflow, NaN) and its check of the padding value, and
-    the extra step is where every padded position of a batch gathers from. The cast is
-    checked here first so that a refusal names the caller's position, ``name[i][t]``, not a
-    step of the long row.
-    """
-    check_cast(rag.values, dtype, locate=rag.locator(name))
-    total = int(rag.values.shape[0])
-    one_row = Ragged(rag.values, np.array([0, total], dtype=np.int64))
-    return pad_sequences(one_row, maxlen=total + 1, dtype=dtype, padding="post", value=value)[0]
-
-
 # --------------------------------------------------------------------------- bucketed_dataset
 
 
-def _label_array(y: Any, name: str, n: int) -> np.ndarray:
-    arr = np.asarray(y.numpy() if hasattr(y, "numpy") else y)
-    if arr.ndim == 0:
-        raise ValueError(
-            f"Argument `{name}` must have one entry per sequence (shape (n, ...)). "
-            f"Received a scalar: {name}={arr!r}"
-        )
-    if arr.shape[0] != n:
-        raise ValueError(
-            f"Argument `{name}` must have one entry per sequence of `x` ({n}). "
-            f"Received {arr.shape[0]} entries\n- Pass one {name} per sequence, in the same order."
-        )
-    if arr.dtype.kind in "OUS":
-        raise ValueError(
-            f"Argument `{name}` must be numeric. Received dtype {arr.dtype}\n"
-            "- If these are class names, map them to integer ids first."
-        )
-    return arr
-
-
-def _cast_labels(arr: np.ndarray, name: str) -> np.ndarray:
-    target = _default_dtype(arr.dtype)
-    if target == arr.dtype:
-        return arr
-    check_cast(
-        arr, target, name=name,
-        header=f"Argument `{name}` cannot become {target.name} (the dataset's label dtype) "
-               "without losing data",
-        locate=lambda i: f"{name}[{', '.join(map(str, np.unravel_index(i, arr.shape)))}]",
+def _stage(
+    x: Any, y: Any, sample_weight: Any, sampler: BucketSampler, *, padding: Any, value: Any,
+    pad_to: Any, truncating: Any, dtype: Any, allow_nonfinite: bool, targets: Targets,
+    targets_field: Any, epoch: int,
+) -> _inputs.Stage:
+    """The one input stage (:mod:`seqprep._inputs`) for an executor of a sampler's plan
+    (``bucketed_dataset``, ``bucketed_pydataset``): every check, before any TensorFlow work."""
+    return _inputs.prepare(
+        x, y, sample_weight, sampler=sampler, sampler_type=BucketSampler, padding=padding,
+        value=value, pad_to=pad_to, truncating=truncating, dtype=dtype,
+        allow_nonfinite=allow_nonfinite, targets=targets, targets_field=targets_field,
+        backend=_compiling_backend(), epoch=epoch, resolve_planned=resolve_pad_to,
     )
-    return arr.astype(target)
-
-
-def _checked_inputs(
-    x: Any, sampler: BucketSampler, pad_to: Any, epoch: int, allow_nonfinite: bool
-) -> tuple[Ragged, np.ndarray, Any]:
-    """The validation phase every executor of a sampler's plan shares.
-
-    Returns ``x`` in ragged form, the lengths the sampler planned (after truncation) and
-    ``pad_to`` resolved for this backend (``"batch"``, ``"bucket"``, an int or a width grid).
-    """
-    if isinstance(pad_to, str) or pad_to is None:
-        check_choice("pad_to", pad_to, ("auto", "batch", "bucket"))
-    elif np.isscalar(pad_to):
-        pad_to = check_int(
-            "pad_to", pad_to, minimum=1,
-            fix='Pass pad_to="batch", pad_to="bucket" or a positive width.',
-        )
-    # else: a width grid, checked against the sampler by resolve_pad_to
-    rag = as_ragged(x, "x")
-    check_finite_features(rag.values, "x", offsets=rag.offsets, allow_nonfinite=allow_nonfinite)
-    lengths = check_sampler(sampler, rag.lengths, BucketSampler)
-    pad_to = resolve_pad_to(pad_to, sampler, backend=_compiling_backend(), epoch=epoch)
-    if isinstance(pad_to, int) and lengths.size and int(lengths.max()) > pad_to:
-        i = int(np.argmax(lengths))
-        raise ValueError(
-            f"Argument `pad_to`={pad_to} is shorter than sequence {i} of `x` "
-            f"(length {int(lengths[i])}).\n"
-            f"- Pass pad_to>={int(lengths.max())}, or build the sampler with "
-            f"max_length={pad_to}, overlong='truncate'."
-        )
-    return rag, lengths, pad_to
-
-
-def _target_table(
-    y: Any, lengths: np.ndarray, targets: Targets
-) -> tuple[str | None, np.ndarray | None]:
-    """``(mode, table)`` of ``y`` by the one targets rule, checked and ready to gather.
-
-    ``"step"``: the flat per-step values plus one pad step (see ``_values_with_pad_row``);
-    ``"sequence"``: one label row per sequence; ``(None, None)`` without ``y``. Shared by every
-    executor that pads from a plan (``bucketed_dataset``, ``bucketed_pydataset``).
-    """
-    if y is None:
-        return None, None
-    mode, resolved = resolve_targets(y, lengths, targets=targets)
-    if mode == "step":
-        check_finite_labels(resolved.values, "y", offsets=resolved.offsets)
-        table = _values_with_pad_row(resolved, _default_dtype(resolved.values.dtype), 0, "y")
-        return "step", table
-    labels = _cast_labels(_label_array(resolved, "y", lengths.size), "y")
-    check_finite_labels(labels, "y")
-    return "sequence", labels
-
-
-def _parse_weights(
-    sample_weight: Any, n: int, has_y: bool
-) -> tuple[str | None, np.ndarray | None]:
-    """Return ``(mode, per_sequence_weights)``; mode is None, "sequence" or a timestep mode."""
-    if sample_weight is True or sample_weight is False:
-        instead = '"timestep"' if sample_weight else "None"
-        warn_deprecated(
-            f"`sample_weight={sample_weight}` is deprecated and will be removed; pass "
-            f"`sample_weight={instead}` instead (same result)."
-        )
-    if sample_weight is None or sample_weight is False:
-        return None, None
-    if not has_y:
-        raise ValueError(
-            "Argument `sample_weight` needs `y`: Keras weights the loss against targets.\n"
-            "- Pass `y`, or drop `sample_weight`."
-        )
-    if sample_weight is True:
-        return "timestep", None
-    if isinstance(sample_weight, str):
-        check_choice("sample_weight", sample_weight, ("timestep", "timestep_mean"))
-        return sample_weight, None
-    arr = _label_array(sample_weight, "sample_weight", n)
-    if arr.ndim != 1 or arr.dtype.kind not in "biuf":
-        raise ValueError(
-            "Argument `sample_weight` must be one number per sequence (shape (n,)), "
-            "'timestep' or 'timestep_mean'. "
-            f"Received an array of shape {arr.shape} and dtype {arr.dtype}\n"
-            "- For per-timestep weights that zero the padding, pass sample_weight='timestep'."
-        )
-    finite = np.isfinite(arr)
-    if not finite.all():
-        bad = int(np.flatnonzero(~finite)[0])
-        raise ValueError(
-            "Argument `sample_weight` must hold finite numbers. "
-            f"Received: sample_weight[{bad}]={arr[bad]!r}\n"
-            "- Give that sequence a finite weight (0 leaves it out of the loss)."
-        )
-    check_cast(
-        arr, np.float32, name="sample_weight", locate=lambda i: f"sample_weight[{i}]",
-        header="Argument `sample_weight` does not fit float32, the type Keras weighs the loss in",
-    )
-    return "sequence", arr.astype(np.float32)
 
 
 def _compiling_backend() -> str | None:
@@ -279,27 +109,26 @@ def _compiling_backend() -> str | None:
 
 
 def _plan_arrays(
-    sampler: BucketSampler, epoch: int, lengths: np.ndarray, pad_to: Any,
-    layout: Layout | None = None,
+    sampler: BucketSampler, epoch: int, stage: _inputs.Stage, layout: Layout | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One epoch's plan as flat indices, rows per batch, the padded width of each batch and
-    the weight scale of each batch (1 unless ``layout`` fills batches with weight-0 rows:
-    then this process's rows of every batch, topped up to a multiple of ``layout.size``
-    with the fill row ``lengths.size``; widths are those of the whole, global batch)."""
+    """One epoch's plan as flat indices, rows per batch, the padded width of each batch
+    (``(batches,)``; ``(batches, fields)`` for several fields) and the weight scale of each
+    batch: 1, unless ``layout`` tops batches up with fill rows (the index ``stage.n``) to a
+    multiple of its size; then this process's rows of every batch, each batch as wide as
+    the whole (global) batch, and the scale rows / real rows."""
     plan = sampler.plan(epoch)
-    widths = plan.widths(pad_to, lengths)
+    widths = _inputs.batch_widths(plan, stage)
     if layout is None:
-        return plan.rows, plan.sizes, widths, np.ones(widths.size, np.float32)
-    filled = fill_batches(plan.rows, plan.splits, multiple_of=layout.size,
-                          fill_index=int(lengths.size), num_processes=layout.num_processes,
+        return plan.rows, plan.sizes, widths, np.ones(len(plan), np.float32)
+    filled = fill_batches(plan.rows, plan.splits, multiple_of=layout.size, fill_index=stage.n,
+                          num_processes=layout.num_processes,
                           process_index=layout.process_index)
     return filled.rows, filled.sizes, widths, filled.scales.astype(np.float32)
 
 
 def _index_dataset(
     sampler: BucketSampler,
-    lengths: np.ndarray,
-    pad_to: Any,
+    stage: _inputs.Stage,
     epoch: int,
     epochs: int,
     reshuffle_each_iteration: bool,
@@ -314,22 +143,24 @@ def _index_dataset(
 
     if epochs == 1 and not reshuffle_each_iteration:
         # One fixed plan: constants only, no Python at iteration time (serialisable).
-        return slices(*_plan_arrays(sampler, epoch, lengths, pad_to, layout)), None
+        return slices(*_plan_arrays(sampler, epoch, stage, layout)), None
+
+    width_shape = [None] if stage.single else [None, len(stage.fields)]
 
     def plan_of(e: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        return _plan_arrays(sampler, int(e), lengths, pad_to, layout)
+        return _plan_arrays(sampler, int(e), stage, layout)
 
     def epoch_batches(e: tf.Tensor, start: tf.Tensor) -> tf.data.Dataset:
         flat, sizes, widths, scales = tf.numpy_function(
             plan_of, [e], (tf.int64, tf.int64, tf.int64, tf.float32), stateful=True
         )
         flat.set_shape([None])
-        widths.set_shape([None])
+        widths.set_shape(width_shape)
         scales.set_shape([None])
         splits = tf.concat([[0], tf.cumsum(sizes)], 0)
         # Slicing by position rather than from a RaggedTensor: inside flat_map, ragged slices
         # trip a (harmless but loud) TensorFlow type-inference warning.
-        return tf.data.Dataset.range(start, tf.size(widths, out_type=tf.int64)).map(
+        return tf.data.Dataset.range(start, tf.shape(widths, out_type=tf.int64)[0]).map(
             lambda i: (flat[splits[i] : splits[i + 1]], widths[i], scales[i])
         )
 
@@ -429,41 +260,6 @@ class _Passes:
         return tf.data.Dataset.range(1).map(begin).flat_map(one_pass)
 
 
-def _batch_table(
-    rag: Ragged, lengths: np.ndarray, sampler: Any, y: Any, targets: Targets,
-    sample_weight: Any, truncating: str, dtype: DTypeLike | None, value: Any,
-    fill: bool = False,
-) -> _kernel.Table:
-    """The kernel's table of a sampler's executor (``bucketed_dataset``,
-    ``bucketed_pydataset``): inputs cast and padded, targets and weights checked; with
-    ``fill``, the zero-length fill row and the weights that keep it out of the loss."""
-    raw_lengths = rag.lengths
-    y_mode, y_table = _target_table(y, raw_lengths, targets)
-    w_mode, w_arr = _parse_weights(sample_weight, raw_lengths.size, y is not None)
-    if fill and y_mode is not None and w_mode is None:
-        w_mode, w_arr = fill_weight_mode(y_mode, raw_lengths.size)
-    x_values = _values_with_pad_row(rag, _resolve_dtype(dtype, rag.values.dtype), value, "x")
-    starts = rag.offsets[:-1].astype(np.int64)
-    if sampler.length_limit is not None and truncating == "pre":
-        starts = starts + (raw_lengths - lengths)
-    return _kernel.table(
-        x_values, starts, lengths,
-        y=y_table, y_mode=y_mode, w=w_arr, w_mode=w_mode, fill=fill,
-    )
-
-
-def fill_weight_mode(y_mode: str, n: int) -> tuple[str, np.ndarray | None]:
-    """The weights a batch with fill rows carries when the caller gave none: weight 1 on
-    every real row (per-sequence targets) or real step (per-step targets), 0 on fill rows.
-
-    Per-step targets get ``"timestep"`` weights, under which the loss equals the one-device
-    loss wherever that is the mean over real steps (a Keras mask reaching the loss, or a loss
-    built with ``"mean_with_sample_weight"``)."""
-    if y_mode == "sequence":
-        return "sequence", np.ones(n, np.float32)
-    return "timestep", None
-
-
 @needs_sampler("BucketSampler")
 def bucketed_dataset(
     x: Any,
@@ -481,6 +277,7 @@ def bucketed_dataset(
     dtype: DTypeLike | None = None,
     allow_nonfinite: bool = False,
     targets: Targets = "auto",
+    targets_field: Any = None,
     data_parallel: int | Literal["auto"] | None = "auto",
 ) -> tf.data.Dataset:
     """Padded batches of in-memory sequences, in the order a :class:`BucketSampler` planned.
@@ -532,22 +329,37 @@ def bucketed_dataset(
     ``shuffle=True`` is ignored for a ``tf.data.Dataset`` is silenced when a dataset is
     built: these datasets are shuffled by their sampler.
 
+    Several fields per example (encoder–decoder data): ``x`` may be a dict (keys: the
+    model's input names) or a tuple of sequence collections with one sequence per example
+    each. Every field keeps its own lengths and is padded to its own width in every batch,
+    and the batch carries the same structure. A per-step target aligns with the field whose
+    lengths equal its row lengths (padded like it, timestep weights 0 on its padding);
+    ``targets_field=`` names the field when several match, and a per-step target that
+    matches none is an error. ``y`` may be a dict or tuple of targets (one per output); the
+    weights then have ``y``'s structure. ``padding``, ``value``, ``pad_to``, ``truncating``
+    and ``dtype`` take a dict keyed by field for per-field values. A 2-D sampler (lengths
+    ``(n, k)`` or a dict of them) plans every field (column ``j`` is field ``j``, or the
+    field of the same name); a 1-D sampler plans the first field whose lengths it was built
+    on, and the other fields pad to their batch's longest. See the encoder–decoder guide.
+
     Data parallelism: with ``keras.distribution.set_distribution(DataParallel(...))`` on JAX
     (or ``data_parallel=k``), Keras splits every batch's rows over ``k`` devices, so each
     batch is topped up to a multiple of ``k`` rows with *fill rows*: all padding, target 0,
     weight 0, never a copy of an example. A weight column is then always emitted (1 per
     real row or real step when ``sample_weight`` is None), and the weights of per-sequence
-    targets are scaled by rows / real rows, so that the loss, the gradient and weighted
-    metrics of each batch equal the one-device run of the same plan (per-step targets: see
-    the "Scaling out" section of the distributed guide). With several processes
-    (``jax.distributed``), each process yields its rows of every batch, all at the batch's
-    width; build the distribution with ``auto_shard_dataset=False``.
+    targets are scaled by rows / real rows, so that the loss and gradient of each batch
+    equal the one-device run of the same plan (per-step targets: see "keras.distribution on
+    JAX" in the distributed guide). With several processes (``jax.distributed``) each
+    process yields its rows of every batch, at the whole batch's width; build the
+    distribution with ``auto_shard_dataset=False``.
 
     Args:
         x: a sequence collection (list of arrays or lists, ``tf.RaggedTensor``, array
-            ``(n, T, ...)``, pandas Series of arrays).
-        y: optional per-sequence labels or per-timestep targets (see above).
-        sampler: a :class:`BucketSampler` built on ``sequence_lengths(x)``.
+            ``(n, T, ...)``, pandas Series of arrays), or a dict or tuple of them (fields).
+        y: optional per-sequence labels or per-timestep targets (see above), or a dict or
+            tuple of them.
+        sampler: a :class:`BucketSampler` built on ``sequence_lengths(x)`` (for fields: on
+            one field's lengths, or on every field's as a 2-D sampler).
         padding: ``"post"`` (default; what the cuDNN RNN kernel needs) or ``"pre"``.
         value: padding value of ``x``; must be representable in its dtype.
         sample_weight: ``None``, an array ``(n,)``, ``"timestep"`` or ``"timestep_mean"``
@@ -565,10 +377,13 @@ def bucketed_dataset(
             always refused). See "What seqprep refuses" in the padding and masking guide.
         targets: ``"auto"`` (default), ``"sequence"`` or ``"step"``: whether ``y`` holds one
             target per sequence or one per step (see :func:`seqprep.resolve_targets`).
+        targets_field: for several fields, the field (name, or position for a tuple) that
+            per-step targets align with; a dict keyed like ``y`` for several targets.
+            Default: the field whose lengths equal the targets'.
         data_parallel: ``"auto"`` (default): when a ``keras.distribution`` layout with a
-            batch axis of ``k > 1`` devices is set (JAX), every batch is topped up to a
-            multiple of ``k`` rows with weight-0 fill rows (see "Data parallelism" above);
-            an int ``k`` asks for that; ``None`` never fills.
+            batch axis of ``k > 1`` devices is set, top every batch up to a multiple of
+            ``k`` rows with weight-0 fill rows (see "Data parallelism" above); an int ``k``
+            asks for that; ``None`` never fills.
 
     Returns:
         A ``tf.data.Dataset`` with ``cardinality() == len(sampler) * epochs``.
@@ -576,7 +391,9 @@ def bucketed_dataset(
     Raises:
         ValueError: ``x``, ``y`` or ``sample_weight`` of different lengths, a sampler built
             on other lengths, unknown ``padding``/``pad_to``/``truncating``/``sample_weight``
-            mode, a sequence longer than an int ``pad_to``, or a lossy ``dtype``.
+            mode, a sequence longer than an int ``pad_to``, or a lossy ``dtype``; for fields:
+            fields of different counts, per-step targets matching no field (or several,
+            without ``targets_field``), a sampler of another number of fields.
         TypeError: ``sampler`` is not a BucketSampler, or ``x`` is not a sequence collection.
 
     Example:
@@ -589,36 +406,39 @@ def bucketed_dataset(
         2
         >>> [(xb.numpy().tolist(), yb.numpy().tolist()) for xb, yb in ds]
         [([[4, 0], [5, 6]], [1, 0]), ([[1, 2, 3, 0], [7, 8, 9, 10]], [0, 1])]
+
+        Two fields, per-step targets aligned with the decoder:
+
+        >>> dec = [[1, 5], [1], [1, 6, 7], [1, 8]]
+        >>> ds = bucketed_dataset({"encoder": x, "decoder": dec}, [[5, 2], [2], [6, 7, 2], [8, 2]],
+        ...                       sampler=sampler)
+        >>> xb, yb = next(iter(ds))
+        >>> xb["encoder"].numpy().tolist(), xb["decoder"].numpy().tolist(), yb.numpy().tolist()
+        ([[4, 0], [5, 6]], [[1, 0, 0], [1, 6, 7]], [[2, 0, 0], [6, 7, 2]])
     """
-    check_choice("padding", padding, ("pre", "post"))
-    check_choice("truncating", truncating, ("pre", "post"))
     check_choice("targets", targets, ("auto", "sequence", "step"))
     _quiet_keras_shuffle_warning()
     epoch = check_int("epoch", epoch, minimum=0)
     epochs = check_int("epochs", epochs, minimum=1)
     check_bool("reshuffle_each_iteration", reshuffle_each_iteration)
-    rag, lengths, pad_to = _checked_inputs(x, sampler, pad_to, epoch, allow_nonfinite)
-    # Targets and weights, checked before any TensorFlow work.
+    stage = _stage(x, y, sample_weight, sampler, padding=padding, value=value, pad_to=pad_to,
+                   truncating=truncating, dtype=dtype, allow_nonfinite=allow_nonfinite,
+                   targets=targets, targets_field=targets_field, epoch=epoch)
     layout = resolve_data_parallel(data_parallel, caller="bucketed_dataset")
-    table = _batch_table(rag, lengths, sampler, y, targets, sample_weight, truncating,
-                         dtype, value, fill=layout is not None)
-    index_ds, passes = _index_dataset(
-        sampler, lengths, pad_to, epoch, epochs, reshuffle_each_iteration, layout
-    )
+    if layout is not None:
+        stage = _inputs.with_fill(stage)
+    index_ds, passes = _index_dataset(sampler, stage, epoch, epochs, reshuffle_each_iteration,
+                                      layout)
 
     # Captured once as tensors; each batch then costs a few gathers of size batch x width.
-    consts = table.convert(tf.constant)
-    fixed_shape = None
-    if isinstance(pad_to, int):
-        fixed_shape = [None, pad_to, *table.x.shape[1:]]
+    consts = stage.convert(tf.constant)
+    fixed = _fixed_shapes(stage)
 
     def make_batch(idx: tf.Tensor, width: tf.Tensor, scale: tf.Tensor) -> Any:
-        src, real = _kernel.positions(consts.starts, consts.lengths, idx, width, padding,
-                                      table.pad_index, _TF_KERNEL_OPS)
-        batch = _kernel.gather_batch(consts, src, real, idx, ops=_TF_KERNEL_OPS,
-                                     scale=scale if table.fill else None)
-        if fixed_shape is not None:
-            batch = (tf.ensure_shape(batch[0], fixed_shape), *batch[1:])
+        batch = _inputs.gather(consts, idx, width, _TF_KERNEL_OPS,
+                               scale=None if layout is None else scale)
+        if fixed is not None:
+            batch = (_ensure_shapes(stage, batch[0], fixed), *batch[1:])
         return batch[0] if len(batch) == 1 else batch
 
     ds = index_ds.map(make_batch, num_parallel_calls=_AUTOTUNE, deterministic=True)
@@ -628,6 +448,22 @@ def bucketed_dataset(
     ds = ds.prefetch(_AUTOTUNE)
     ds._seqprep_passes = passes  # how seqprep.BackupAndRestore finds this dataset's passes
     return ds
+
+
+def _fixed_shapes(stage: _inputs.Stage) -> list[list[Any] | None] | None:
+    """The static shape of each field padded to an int ``pad_to`` (None if no field is)."""
+    shapes = [
+        [None, f.pad_to, *f.table.x.shape[1:]] if isinstance(f.pad_to, int) else None
+        for f in stage.fields
+    ]
+    return None if all(s is None for s in shapes) else shapes
+
+
+def _ensure_shapes(stage: _inputs.Stage, x: Any, shapes: list[Any]) -> Any:
+    items = [x] if stage.single else [x[k] for k in stage.x_keys]
+    items = [t if shape is None else tf.ensure_shape(t, shape)
+             for t, shape in zip(items, shapes, strict=True)]
+    return _inputs.pack(stage.x_kind, stage.x_keys, items)
 
 
 # bucket_by_length moved to seqprep.streaming; kept importable from here.

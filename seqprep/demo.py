@@ -86,9 +86,12 @@ def build_classifier(train_x: list[np.ndarray], *, seed: int, settings: dict[str
 
 
 class _EpochTimer:
-    """A Keras callback (built lazily so importing this module stays TensorFlow-free)."""
+    """A Keras callback that times each epoch and, with ``report=True``, prints one compact line
+    at the first, every quarter and the last epoch (in place of Keras's progress bars, which
+    the demo leaves off by default). Built lazily so importing this module stays
+    TensorFlow-free."""
 
-    def __new__(cls) -> Any:
+    def __new__(cls, report: bool = False) -> Any:
         import keras
 
         class Timer(keras.callbacks.Callback):
@@ -101,6 +104,13 @@ class _EpochTimer:
 
             def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
                 self.times.append(time.perf_counter() - self._start)
+                total = int(self.params.get("epochs") or epoch + 1)
+                done = epoch + 1
+                if report and (done == 1 or done == total or done % max(1, total // 4) == 0):
+                    values = ", ".join(f"{key} {float(value):.4g}" for key, value in
+                                       sorted((logs or {}).items(), key=lambda kv: kv[0] != "loss"))
+                    print(f"  epoch {done:>{len(str(total))}}/{total}  {values}  "
+                          f"({self.times[-1]:.1f} s)", flush=True)
 
         return Timer()
 
@@ -206,7 +216,7 @@ def _train_packed(*, train, test, settings, seed, epochs, verbose):
         standardize=feature_stats(x) if settings["standardize"] else None, seed=seed,
         packed=True,
     ), learning_rate=settings["learning_rate"], metrics=[], weighted_metrics=["accuracy"])
-    timer = _EpochTimer()
+    timer = _EpochTimer(report=verbose == 0)
     counter = StepTraces(model).start()
     start = time.perf_counter()
     try:
@@ -244,7 +254,7 @@ def _train_strategy(name, *, train, test, settings, seed, epochs, verbose, bound
     x, y = train
     keras.utils.set_random_seed(seed)
     model = build_classifier(x, seed=seed, settings=settings)
-    timer = _EpochTimer()
+    timer = _EpochTimer(report=verbose == 0)
     batch_size = settings["batch_size"]
     lengths = sp.sequence_lengths(x)
     start = time.perf_counter()
@@ -329,7 +339,7 @@ def _next_frame(*, train, test, settings, seed, epochs, verbose):
     ds = sp.bucketed_dataset(x_in, y_out, sampler=sampler, sample_weight="timestep",
                              epochs=epochs, targets="step")
     history = model.fit(ds, epochs=epochs, steps_per_epoch=len(sampler), verbose=verbose,
-                        shuffle=False)
+                        shuffle=False, callbacks=[_EpochTimer(report=verbose == 0)])
 
     test_x = sp.pad_sequences(t_in, dtype="float32", padding="post")
     test_y = sp.pad_sequences(t_out, dtype="float32", padding="post")
@@ -391,7 +401,7 @@ def run_demo(
     epochs: int | None = None,
     seed: int = 0,
     quick: bool = False,
-    verbose: int = 1,
+    verbose: int = 0,
 ) -> dict[str, Any]:
     """Run the end-to-end demo and write ``report.md``, ``results.json`` and plots to ``out``.
 
@@ -401,7 +411,8 @@ def run_demo(
         seed: seed shared by every strategy (weights, shuffling, bucket plans).
         quick: a smoke run for tests: 16 units, 10 training sequences per speaker, the full
             test set.
-        verbose: Keras verbosity while training (1: progress bars).
+        verbose: Keras's own output while training: 0 (the default) none, and the demo
+            prints a compact line every few epochs; 1 progress bars; 2 a line per epoch.
 
     Returns:
         The results: ``settings``, ``lengths`` (summary), ``boundaries``, ``strategies``

@@ -224,7 +224,7 @@ class LengthEnsemble:
             {'loss': 0.5}
         """
         batch_size = check_int("batch_size", batch_size, minimum=1)
-        data = prepare_fit_data(x, y, targets=targets)
+        data = prepare_fit_data(x, y, targets=targets, fields=False)
         totals: dict[str, float] = {}
         count = 0
         for key, idx, xb in self._batches(data.x, unseen):
@@ -403,7 +403,8 @@ def fit_separate_models(
                 f"Received: {name}={fit_kwargs[name]!r:.60}\n"
                 "- Pass `x`, `y` and `sample_weight` positionally/by keyword, for all groups."
             )
-    data = prepare_fit_data(x, y, sample_weight, allow_nonfinite=allow_nonfinite, targets=targets)
+    data = prepare_fit_data(x, y, sample_weight, allow_nonfinite=allow_nonfinite, targets=targets,
+                            fields=False)
     lengths = data.x.lengths
     boundaries = _resolve_group_by(group_by, lengths)
     keys = _group_keys(lengths, boundaries)

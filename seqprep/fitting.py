@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, Literal
 
 import keras
@@ -32,7 +33,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from seqprep import _kernel
+from seqprep import _inputs
 from seqprep._checks import (
     check_bool,
     check_choice,
@@ -59,7 +60,7 @@ from seqprep.bucketing.per_length import (  # noqa: F401  (moved there; old impo
     plan_per_length,
 )
 from seqprep.bucketing.plan import BatchPlan
-from seqprep.data import _TF_KERNEL_OPS, fill_weight_mode
+from seqprep.data import _TF_KERNEL_OPS
 
 # LengthEnsemble and fit_separate_models live in seqprep.ensemble, which does not import this
 # module (both read their inputs through seqprep._fit_inputs): re-exported, no import cycle.
@@ -105,28 +106,31 @@ def _stateful_batch_size(model: Any) -> int | None:
     )
 
 
-def _output_is_masked(model: Any, data: _Data, pad_value: Any) -> bool:
+def _output_is_masked(model: Any, data: _Data) -> bool:
     """Whether the model's output carries a Keras mask (Embedding(mask_zero)/Masking...)."""
+    stage = data.stage
     i = int(np.argmin(data.x.lengths))
-    row = data.x.row(i)
-    padded = np.concatenate([row, np.full((1, *row.shape[1:]), pad_value, row.dtype)])
+    # The shortest example with one padded step in every field (the pad value of the fit).
+    widths = [int(f.lengths[i]) + 1 for f in stage.fields]
+    probe = _inputs.gather(stage, np.array([i]), widths[0] if stage.single else widths)[0]
     try:
-        out = model(padded[None], training=False)
+        out = model(probe, training=False)
     except Exception:  # a fixed-length model cannot take the probe: treat as unmasked
         return False
     out = out[0] if isinstance(out, (list, tuple)) else out
     return keras_mask(out) is not None
 
 
-def _check_fill_row(model: Any, data: _Data, pad_value: Any) -> None:
+def _check_fill_row(model: Any, data: _Data) -> None:
     """Refuse a model whose output on a fill row (padding only) is not finite.
 
     A weight of 0 does not keep a NaN out of the loss or the gradient (``0 * nan`` is NaN):
     a masked mean over a row without a real step (``GlobalAveragePooling1D`` after a mask)
     is ``0 / 0``, and the whole model would become NaN after the first filled batch.
     """
-    step = data.x.row(0)
-    probe = np.full((1, 1, *step.shape[1:]), pad_value, dtype=step.dtype)
+    stage = _inputs.with_fill(data.stage)
+    width = 1 if stage.single else [1] * len(stage.fields)
+    probe = _inputs.gather(stage, np.array([stage.n]), width)[0]  # one padded step
     try:
         out = model(probe, training=False)
     except Exception:  # a model that cannot take the probe (fixed length): no verdict
@@ -160,43 +164,32 @@ class _BatchSource:
     """
 
     def __init__(
-        self, data: _Data, *, exact: bool, pad_value: Any, step_weights: bool,
-        fill_to: int | None = None,
+        self, data: _Data, *, exact: bool, step_weights: bool, fill_to: int | None = None
     ) -> None:
-        # With data parallelism (``fill_to`` devices) every batch is topped up with the
-        # table's fill row; an exact-length group is then padded like a bucket (fill rows).
+        # With data parallelism (``fill_to`` devices) every batch is topped up with fill rows
+        # (all padding); an exact-length group then has padding, and per-step weights.
+        self.exact = exact
         self.fill_to = fill_to
-        self.exact = exact and fill_to is None
-        x = data.x
-        # tf.constant's conversion of pad_value (it refuses a float for integer steps).
-        pad = tf.constant(pad_value, dtype=tf.as_dtype(x.values.dtype)).numpy()
-        y, y_mode = data.y, "sequence"
-        if data.y_steps:
-            y, y_mode = _kernel.with_pad_row(data.y.values, 0), "step"
-            self.y_step = data.y.step_shape
-        weights = data.weights
-        if step_weights and data.y_steps and not self.exact:
+        if step_weights and data.y_steps and (not exact or fill_to is not None):
             w_mode = "timestep_mean"  # mean over real steps under the default reduction
         else:
             w_mode = None if data.weights is None else "sequence"
-        if fill_to is not None and w_mode is None:
-            # Fill rows weigh 0 (per-step targets here: the model's mask reaches the loss).
-            w_mode, weights = fill_weight_mode(y_mode, x.lengths.size)
-        table = _kernel.table(
-            _kernel.with_pad_row(x.values, pad), x.offsets[:-1], x.lengths,
-            y=y, y_mode=y_mode, w=weights, w_mode=w_mode, fill=fill_to is not None,
-        )
-        self.pad_index = table.pad_index
-        self.table = table.convert(tf.constant)
-        self.x_step = x.step_shape
-        self.y_steps = data.y_steps
+        stage = data.stage
+        stage = replace(stage, weighted=w_mode is not None, targets=tuple(
+            replace(t, table=replace(t.table, w_mode=w_mode)) for t in stage.targets))
+        if fill_to is not None:  # fill rows weigh 0 (targets without weights get some)
+            stage = _inputs.with_fill(stage)
+        self.stage = stage.convert(tf.constant)
+        # Static shapes: (None, None, *step) for every field and per-step target.
+        self.x_steps = [f.table.x.shape[1:] for f in stage.fields]
+        self.y_steps = [t.table.y.shape[1:] if t.table.y_mode == "step" else None
+                        for t in stage.targets]
 
     def _filled(self, rows: np.ndarray, splits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(rows, splits)`` with every batch topped up with fill rows (data parallelism)."""
         if self.fill_to is None:
             return rows, splits
-        out = fill_batches(rows, splits, multiple_of=self.fill_to,
-                           fill_index=self.table.pad_sequence)
+        out = fill_batches(rows, splits, multiple_of=self.fill_to, fill_index=self.stage.n)
         return out.rows, np.concatenate([[0], np.cumsum(out.sizes)]).astype(np.int64)
 
     def dataset(self, rows: np.ndarray, splits: np.ndarray) -> tf.data.Dataset:
@@ -233,21 +226,28 @@ class _BatchSource:
         return ds.prefetch(tf.data.AUTOTUNE)
 
     def _make(self, idx: tf.Tensor) -> Any:
-        lengths = self.table.lengths
-        # An exact-length group is as wide as any of its sequences: no padding.
-        width = lengths[idx[0]] if self.exact else tf.reduce_max(tf.gather(lengths, idx))
-        pad_index = None if self.exact else self.pad_index
-        src, real = _kernel.positions(self.table.starts, lengths, idx, width, "post",
-                                      pad_index, _TF_KERNEL_OPS)
+        stage = self.stage
+        widths = []
+        for j, field in enumerate(stage.fields):
+            lengths = field.table.lengths
+            # An exact-length group is as wide as any of its sequences: no padding.
+            exact = self.exact and j == 0
+            widths.append(lengths[idx[0]] if exact
+                          else tf.reduce_max(tf.gather(lengths, idx)))
+        width = widths[0] if stage.single else tf.stack(widths)
         scale = None
-        if self.fill_to is not None:  # rows over real rows (fill rows come last)
-            real_rows = tf.reduce_sum(tf.cast(idx != self.table.pad_sequence, tf.float32))
+        if self.fill_to is not None:  # rows over real rows (fill rows are the index n)
+            real_rows = tf.reduce_sum(tf.cast(idx != stage.n, tf.float32))
             scale = tf.math.divide_no_nan(tf.cast(tf.size(idx), tf.float32), real_rows)
-        batch = _kernel.gather_batch(self.table, src, real, idx, ops=_TF_KERNEL_OPS,
-                                     scale=scale)
-        batch[0].set_shape([None, None, *self.x_step])
-        if self.y_steps:
-            batch[1].set_shape([None, None, *self.y_step])
+        batch = _inputs.gather(stage, idx, width, _TF_KERNEL_OPS, scale=scale)
+        xs = [batch[0]] if stage.single else [batch[0][k] for k in stage.x_keys]
+        for t, step in zip(xs, self.x_steps, strict=True):
+            t.set_shape([None, None, *step])
+        if len(batch) > 1:
+            ys = [batch[1]] if stage.y_kind == "single" else [batch[1][k] for k in stage.y_keys]
+            for t, step in zip(ys, self.y_steps, strict=True):
+                if step is not None:
+                    t.set_shape([None, None, *step])
         return batch
 
 
@@ -455,6 +455,7 @@ def fit_per_length(
     initial_epoch: int = 0,
     targets: Targets = "auto",
     allow_nonfinite: bool = False,
+    targets_field: Any = None,
     data_parallel: int | Literal["auto"] | None = "auto",
     **fit_kwargs: Any,
 ) -> keras.callbacks.History:
@@ -501,7 +502,10 @@ def fit_per_length(
     Args:
         model: a compiled Keras model taking batches of shape ``(batch, time, ...)``.
         x: the input sequences: a list of arrays or lists, a ``tf.RaggedTensor``, an array
-            ``(n, T, ...)`` or a pandas Series of arrays. Empty sequences are refused.
+            ``(n, T, ...)`` or a pandas Series of arrays. Empty sequences are refused. A dict
+            or tuple of them gives several fields (as in :func:`seqprep.bucketed_dataset`):
+            the batches are grouped by the **first** field; the other fields are post-padded
+            with ``pad_value`` to their batch's longest.
         y: targets: a numeric array with one row per sequence, or a collection of per-step
             target sequences with the same lengths as ``x``.
         epochs: the epoch to stop at (as in ``model.fit``, counting ``initial_epoch``).
@@ -530,12 +534,15 @@ def fit_per_length(
         targets: ``"auto"`` (default), ``"sequence"`` or ``"step"``: whether ``y`` holds one
             target per sequence or one per step (the rule of :func:`seqprep.resolve_targets`;
             ``validation_data`` targets are read the same way as ``y``'s).
+        targets_field: for several fields, the field per-step targets align with (default:
+            the field whose lengths equal the targets').
         data_parallel: ``"auto"`` (default): with a ``keras.distribution`` layout of ``k > 1``
             devices along the batch axis (JAX), every training and validation batch is topped
             up to a multiple of ``k`` rows with weight-0 fill rows (exact-length groups are
             then padded by those rows) and the weights make each batch's loss and gradient
             those of one device (see :func:`seqprep.bucketed_dataset`); an int ``k`` asks
-            for that; ``None`` never fills. One process only.
+            for that; ``None`` never fills. One process only. A model whose output on a row
+            of padding is NaN (a masked mean over no step) is refused then.
         **fit_kwargs: passed on to ``model.fit`` (e.g. ``validation_freq``, ``class_weight``).
 
     Returns:
@@ -566,7 +573,8 @@ def fit_per_length(
         epochs, batch_size, order, seed, sorted_epochs, initial_epoch, validation_batch_size,
         fit_kwargs)
     drop_remainder = check_bool("drop_remainder", drop_remainder)
-    data = _prepare(x, y, sample_weight, allow_nonfinite=allow_nonfinite, targets=targets)
+    data = _prepare(x, y, sample_weight, allow_nonfinite=allow_nonfinite, targets=targets,
+                    targets_field=targets_field, pad_value=pad_value)
     lengths = data.x.lengths
     boundaries = _resolve_group_by(group_by, lengths)
     exact = boundaries is None
@@ -592,12 +600,12 @@ def fit_per_length(
         )
     fill_to = None if layout is None else layout.size
     if fill_to is not None:
-        _check_fill_row(model, data, pad_value)
+        _check_fill_row(model, data)
     step_weights = (data.y_steps and (not exact or fill_to is not None)
-                    and not _output_is_masked(model, data, pad_value))
+                    and not _output_is_masked(model, data))
     passes = _plan_passes(keys, batch_size, order, sorted_epochs, seed, drop_remainder, steps)
-    train_ds = _BatchSource(data, exact=exact, pad_value=pad_value,
-                            step_weights=step_weights, fill_to=fill_to).epoch_dataset(
+    train_ds = _BatchSource(data, exact=exact, step_weights=step_weights,
+                            fill_to=fill_to).epoch_dataset(
         dict(enumerate(plans, start=initial_epoch)), passes)
     ranges = _group_ranges(keys, lengths)
 
@@ -606,8 +614,9 @@ def fit_per_length(
         val_ds, val_plan = _validation_source(
             validation_data, data.y_steps, allow_nonfinite, boundaries, val_batch, state_batch,
             drop_remainder, seed, ranges,
-            functools.partial(_BatchSource, exact=exact, pad_value=pad_value,
-                              step_weights=step_weights, fill_to=fill_to))
+            functools.partial(_BatchSource, exact=exact, step_weights=step_weights,
+                              fill_to=fill_to),
+            dict(targets_field=targets_field, pad_value=pad_value))
 
     traces = StepTraces(model)
     stats = _GroupStats(batch_groups, np.diff(splits), steps, initial_epoch,
@@ -660,11 +669,12 @@ def _validation_source(
     validation_data: Any, y_steps: bool, allow_nonfinite: bool, boundaries: Any, val_batch: int,
     state_batch: int | None, drop_remainder: bool, seed: int,
     ranges: dict[int, tuple[int, int]], source: Callable[[_Data], _BatchSource],
+    read: dict[str, Any],
 ) -> tuple[tf.data.Dataset, BatchPlan]:
     """Validation batches, grouped as the training ones and built by ``source`` (the training
     batches' settings), in ascending order; widens ``ranges`` (in place) by the validation
     groups' lengths."""
-    vdata = _prepare_validation(validation_data, y_steps, allow_nonfinite)
+    vdata = _prepare_validation(validation_data, y_steps, allow_nonfinite, read)
     vkeys = _group_keys(vdata.x.lengths, boundaries)
     exact = boundaries is None
     if state_batch is not None:
@@ -679,7 +689,9 @@ def _validation_source(
     return val_ds, val_plan
 
 
-def _prepare_validation(validation_data: Any, y_steps: bool, allow_nonfinite: bool) -> _Data:
+def _prepare_validation(
+    validation_data: Any, y_steps: bool, allow_nonfinite: bool, read: dict[str, Any]
+) -> _Data:
     """Check the ``validation_data`` tuple and read its targets the way ``y``'s were read."""
     if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
         raise ValueError(
@@ -689,7 +701,8 @@ def _prepare_validation(validation_data: Any, y_steps: bool, allow_nonfinite: bo
             "item(s)\n- Pass validation_data=(x_val, y_val)."
         )
     return _prepare(*validation_data, xname="validation_data[0]", yname="validation_data[1]",
-                    allow_nonfinite=allow_nonfinite, targets="step" if y_steps else "sequence")
+                    allow_nonfinite=allow_nonfinite, targets="step" if y_steps else "sequence",
+                    **read)
 
 
 def _run_fit(

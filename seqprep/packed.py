@@ -9,28 +9,20 @@ compiles one shape.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
 import tensorflow as tf
 from numpy.typing import DTypeLike
 
-from seqprep import _kernel
-from seqprep._checks import check_choice, check_int, check_sampler, needs_sampler
-from seqprep._ragged import as_ragged
+from seqprep import _inputs, _kernel
+from seqprep._checks import check_bool, check_choice, check_int, needs_sampler
 from seqprep.bucketing import PackSampler
 
-# The dtype, label and padding rules are bucketed_dataset's: one rule for both executors.
-from seqprep.data import (
-    _TF_KERNEL_OPS,
-    _cast_labels,
-    _default_dtype,
-    _label_array,
-    _Passes,
-    _resolve_dtype,
-    _values_with_pad_row,
-)
-from seqprep.targets import Targets, resolve_targets
+# The pass counter is bucketed_dataset's: one rule for both executors.
+from seqprep.data import _TF_KERNEL_OPS, _Passes
+from seqprep.targets import Targets
 
 __all__ = ["packed_dataset"]
 
@@ -74,35 +66,6 @@ def _slot_dataset(
     return passes.dataset(epoch_batches)
 
 
-def _parse_targets(
-    y: Any, sample_weight: Any, lengths: np.ndarray, targets: Targets = "auto"
-) -> tuple[str | None, Any, np.ndarray | None]:
-    """``(mode, targets, weights)``: mode None, "sequence" (one per sequence) or "step"."""
-    n = lengths.size
-    if y is None:
-        if sample_weight is not None:
-            raise ValueError(
-                "Argument `sample_weight` needs `y`: Keras weights the loss against targets.\n"
-                "- Pass `y`, or drop `sample_weight`."
-            )
-        return None, None, None
-    weights = None
-    if sample_weight is not None:
-        weights = _label_array(sample_weight, "sample_weight", n)
-        if weights.ndim != 1 or weights.dtype.kind not in "biuf":
-            raise ValueError(
-                "Argument `sample_weight` must be one number per sequence (shape (n,)). "
-                f"Received an array of shape {weights.shape} and dtype {weights.dtype}"
-            )
-        if not np.all(np.isfinite(weights)):
-            raise ValueError("Argument `sample_weight` holds NaN or infinite values.")
-        weights = weights.astype(np.float32)
-    kind, resolved = resolve_targets(y, lengths, targets=targets)
-    if kind == "step":
-        return "step", resolved, weights
-    return "sequence", _cast_labels(_label_array(resolved, "y", n), "y"), weights
-
-
 @needs_sampler("PackSampler")
 def packed_dataset(
     x: Any,
@@ -116,6 +79,7 @@ def packed_dataset(
     truncating: Literal["pre", "post"] = "post",
     dtype: DTypeLike | None = None,
     targets: Targets = "auto",
+    allow_nonfinite: bool = False,
 ) -> tf.data.Dataset:
     """Packed batches of in-memory sequences, in the order a :class:`PackSampler` planned.
 
@@ -158,6 +122,8 @@ def packed_dataset(
         dtype: dtype of the values (default: see above).
         targets: ``"auto"`` (default), ``"sequence"`` or ``"step"``: whether ``y`` holds one
             target per sequence or one per step (the rule of :func:`seqprep.resolve_targets`).
+        allow_nonfinite: accept NaN/inf in ``x`` (refused by default; NaN/inf in ``y`` and
+            ``sample_weight`` are always refused), as in :func:`bucketed_dataset`.
 
     Returns:
         A ``tf.data.Dataset`` with ``cardinality() == len(sampler) * epochs``.
@@ -165,7 +131,9 @@ def packed_dataset(
     Raises:
         TypeError: ``sampler`` is not a PackSampler, or ``x`` is not a sequence collection.
         ValueError: a sampler built on other lengths, ``y``/``sample_weight`` that do not
-            match ``x``, or a lossy ``dtype``.
+            match ``x``, NaN/inf values (see ``allow_nonfinite``), a lossy ``dtype``, or a
+            dict or tuple of fields (packed rows hold one field: use
+            :func:`bucketed_dataset` for several).
 
     Example:
         >>> from seqprep import PackSampler, sequence_lengths
@@ -178,29 +146,37 @@ def packed_dataset(
         >>> labels.numpy().tolist(), weights.numpy().tolist()
         ([[10, 0], [12, 11]], [[1.0, 0.0], [1.0, 1.0]])
     """
-    check_choice("truncating", truncating, ("pre", "post"))
     check_choice("targets", targets, ("auto", "sequence", "step"))
     epoch = check_int("epoch", epoch, minimum=0)
     epochs = check_int("epochs", epochs, minimum=1)
-    if not isinstance(reshuffle_each_iteration, (bool, np.bool_)):
-        raise TypeError(
-            "Argument `reshuffle_each_iteration` must be True or False. "
-            f"Received: reshuffle_each_iteration={reshuffle_each_iteration!r}"
+    check_bool("reshuffle_each_iteration", reshuffle_each_iteration)
+    if _inputs.split_fields(x)[0] != "single":
+        raise ValueError(
+            "Argument `x` is a dict or tuple of fields, but packed rows hold one sequence "
+            "collection: sequences of different fields cannot share a row's steps.\n"
+            "- Pack one field, or batch several fields with `seqprep.bucketed_dataset` "
+            "(a 2-D `BucketSampler` keeps the padding of every field low)."
         )
-    rag = as_ragged(x, "x")
-    raw_lengths = rag.lengths
-    lengths = check_sampler(sampler, raw_lengths, PackSampler)
-    y_mode, targets, weights = _parse_targets(y, sample_weight, raw_lengths, targets)
-    starts = rag.offsets[:-1]
-    if sampler.length_limit is not None and truncating == "pre":
-        starts = starts + (raw_lengths - lengths)
-    x_values = _values_with_pad_row(rag, _resolve_dtype(dtype, rag.values.dtype), 0)
-    y_values = None
-    if y_mode == "step":
-        y_values = _values_with_pad_row(targets, _default_dtype(targets.values.dtype), 0)
-    elif y_mode == "sequence":
-        y_values = targets
-    consts = _Consts(x_values, lengths, starts, y_values, y_mode, weights, sampler)
+    if y is None and sample_weight is not None:
+        raise ValueError(
+            "Argument `sample_weight` needs `y`: Keras weights the loss against targets.\n"
+            "- Pass `y`, or drop `sample_weight`."
+        )
+    stage = _inputs.prepare(
+        x, y, sampler=sampler, sampler_type=PackSampler, truncating=truncating, dtype=dtype,
+        allow_nonfinite=allow_nonfinite, targets=targets,
+    )
+    if stage.y_kind not in (None, "single"):
+        raise ValueError(
+            "Argument `y` is a dict or tuple of target fields, but `packed_dataset` lays out "
+            "one target per slot or per step.\n- Pass one target collection (or array)."
+        )
+    weights = None
+    if sample_weight is not None:
+        weights = _inputs.sequence_weights_array(
+            sample_weight, stage.n,
+            fix="Pass one weight per sequence; packed weights are already 0 on padding.")
+    consts = _Consts(stage, weights, sampler)
     slots = _slot_dataset(sampler, epoch, epochs, bool(reshuffle_each_iteration))
 
     def make_batch(slot: tf.Tensor) -> Any:
@@ -216,17 +192,21 @@ def packed_dataset(
 class _Consts:
     """The kernel's table as TensorFlow constants, captured once by the batch function."""
 
-    def __init__(self, x_values, lengths, starts, y_values, y_mode, weights, sampler) -> None:
+    def __init__(self, stage: _inputs.Stage, weights: Any, sampler: PackSampler) -> None:
         # Packed weights are always per position: 1 on real steps (or filled slots), times
         # the sequence's weight when given.
-        table = _kernel.table(x_values, starts, lengths, y=y_values, y_mode=y_mode,
-                              w=weights, w_mode="timestep")
+        table = stage.fields[0].table
+        if stage.targets:
+            target = stage.targets[0].table
+            table = _kernel.table(table.x, table.starts, table.lengths, w=weights,
+                                  w_mode="timestep")
+            table = replace(table, y=target.y, y_mode=target.y_mode)
         self.pad_index = table.pad_index
         self.pad_sequence = table.pad_sequence
         self.table = table.convert(tf.constant)
         self.width = int(sampler.row_length)
         self.num_slots = max(1, sampler.max_segments_)
-        self.step_shape = tuple(x_values.shape[1:])
+        self.step_shape = tuple(table.x.shape[1:])
 
 
 def _build_batch(slot: tf.Tensor, k: _Consts) -> Any:

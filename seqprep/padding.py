@@ -11,7 +11,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import DTypeLike
 
-from seqprep._casts import _dname, check_cast, find_loss
+from seqprep._casts import check_cast, check_pad_value
 from seqprep._checks import check_choice, check_int, check_lengths
 from seqprep._ragged import Ragged, as_ragged, lengths_of
 
@@ -39,33 +39,6 @@ def sequence_lengths(sequences: Any) -> np.ndarray:
         [3, 0, 1]
     """
     return lengths_of(sequences)
-
-
-def _check_pad_value(value: Any, dtype: np.dtype) -> None:
-    if dtype.kind == "O":
-        return
-    if isinstance(value, (str, bytes)) and dtype.kind not in "US":
-        raise ValueError(
-            f"Argument `value`={value!r} is a string but `dtype`={dtype.name!r} is not.\n"
-            "- Pass `dtype=object` to pad with strings."
-        )
-    if isinstance(value, (numbers.Number, str, bytes)):
-        # An object array keeps a Python int of any size exactly for the check.
-        check = np.array([value], dtype=object)
-    else:
-        check = np.asarray(value)
-        if check.ndim != 0 or check.dtype.kind not in "biufc":
-            raise TypeError(
-                f"Argument `value` must be a scalar number. Received: value={value!r}"
-            )
-        check = check.reshape(1)
-    loss = find_loss(check, dtype)
-    if loss is not None:
-        raise ValueError(
-            f"Argument `value`={value!r} cannot be represented in `dtype`={_dname(dtype)!r}: "
-            f"it {loss.reason}.\n- Pick a padding value the dtype holds (0 for integer tokens) "
-            "or a wider dtype."
-        )
 
 
 def _new_output(shape: tuple[int, ...], dtype: np.dtype, value: Any) -> np.ndarray:
@@ -286,7 +259,7 @@ def pad_sequences(
             f"Argument `dtype` is not a numpy dtype. Received: dtype={dtype!r}\n"
             "- Pass a numpy dtype or its name, e.g. dtype='int32' or dtype='float32'."
         ) from None
-    _check_pad_value(value, dtype)
+    check_pad_value(value, dtype)
     if isinstance(sequences, (list, tuple)) and sequences and dtype.kind not in "OUS":
         out = _pad_same_dtype_arrays(
             sequences, dtype, maxlen, multiple, padding, truncating, value

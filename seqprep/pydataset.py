@@ -20,7 +20,7 @@ import keras
 import numpy as np
 from numpy.typing import DTypeLike
 
-from seqprep import _kernel
+from seqprep import _inputs
 from seqprep._checks import (
     check_bool,
     check_choice,
@@ -29,7 +29,7 @@ from seqprep._checks import (
 )
 from seqprep._data_parallel import Layout, resolve_data_parallel
 from seqprep.bucketing import BucketSampler
-from seqprep.data import PadTo, _batch_table, _checked_inputs, _plan_arrays
+from seqprep.data import PadTo, _plan_arrays, _stage
 from seqprep.padding import Side
 from seqprep.targets import Targets
 
@@ -44,24 +44,20 @@ class BucketedPyDataset(keras.utils.PyDataset):
         self,
         *,
         sampler: BucketSampler,
-        table: _kernel.Table,
-        pad_to: Any,
-        padding: str,
+        stage: _inputs.Stage,
         epoch: int,
         layout: Layout | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.sampler = sampler
-        self._table = table
-        self._pad_to, self._padding = pad_to, padding
+        self._stage = stage
         self._layout = layout
         self._set_epoch(epoch)
 
     def _set_epoch(self, epoch: int) -> None:
-        lengths = self._table.lengths[: self._table.pad_sequence]
-        flat, sizes, widths, scales = _plan_arrays(self.sampler, epoch, lengths,
-                                                   self._pad_to, self._layout)
+        flat, sizes, widths, scales = _plan_arrays(self.sampler, epoch, self._stage,
+                                                   self._layout)
         # Replace the whole plan at once: a worker thread reads one consistent tuple.
         self._plan = (flat, np.concatenate([[0], np.cumsum(sizes)]), widths, scales)
         self.epoch = epoch
@@ -77,11 +73,8 @@ class BucketedPyDataset(keras.utils.PyDataset):
             raise IndexError(f"batch index {index} out of range for {widths.size} batches")
         self._served.add(index)
         idx = flat[splits[index] : splits[index + 1]]
-        table = self._table
-        src, real = _kernel.positions(table.starts, table.lengths, idx, int(widths[index]),
-                                      self._padding, table.pad_index)
-        batch = _kernel.gather_batch(table, src, real, idx,
-                                     scale=scales[index] if table.fill else None)
+        batch = _inputs.gather(self._stage, idx, widths[index],
+                               scale=None if self._layout is None else scales[index])
         return batch[0] if len(batch) == 1 else batch
 
     def on_epoch_begin(self) -> None:
@@ -122,6 +115,7 @@ def bucketed_pydataset(
     dtype: DTypeLike | None = None,
     allow_nonfinite: bool = False,
     targets: Targets = "auto",
+    targets_field: Any = None,
     workers: int = 1,
     use_multiprocessing: bool = False,
     max_queue_size: int = 10,
@@ -139,10 +133,15 @@ def bucketed_pydataset(
     every example once. Keras's ``workers`` / ``use_multiprocessing`` / ``max_queue_size`` are
     passed to ``PyDataset``.
 
+    Several fields per example (a dict or tuple ``x``, and ``y``) work exactly as in
+    :func:`seqprep.bucketed_dataset`: each field padded to its own width, the batch in the
+    same structure.
+
     Args:
         x: a sequence collection (list of arrays or lists, ``tf.RaggedTensor``, array
-            ``(n, T, ...)``, pandas Series of arrays).
-        y: optional per-sequence labels or per-timestep targets (as in ``bucketed_dataset``).
+            ``(n, T, ...)``, pandas Series of arrays), or a dict or tuple of them (fields).
+        y: optional per-sequence labels or per-timestep targets (as in ``bucketed_dataset``),
+            or a dict or tuple of them.
         sampler: a :class:`BucketSampler` built on ``sequence_lengths(x)``.
         padding: ``"post"`` (default) or ``"pre"``.
         value: padding value of ``x``; must be representable in its dtype.
@@ -155,6 +154,8 @@ def bucketed_pydataset(
         allow_nonfinite: accept NaN/inf in ``x`` (NaN/inf in ``y`` are always refused).
         targets: ``"auto"``, ``"sequence"`` or ``"step"``: how to read ``y`` (see
             :func:`seqprep.resolve_targets`).
+        targets_field: for several fields, the field per-step targets align with (as in
+            ``bucketed_dataset``).
         workers: Keras ``PyDataset`` workers (threads, or processes with
             ``use_multiprocessing=True``).
         use_multiprocessing: use processes rather than threads for ``workers > 1``.
@@ -181,19 +182,19 @@ def bucketed_pydataset(
         >>> [(xb.tolist(), yb.tolist()) for xb, yb in (ds[0], ds[1])]
         [([[4, 0], [5, 6]], [1, 0]), ([[1, 2, 3, 0], [7, 8, 9, 10]], [0, 1])]
     """
-    check_choice("padding", padding, ("pre", "post"))
-    check_choice("truncating", truncating, ("pre", "post"))
     epoch = check_int("epoch", epoch, minimum=0)
     workers = check_int("workers", workers, minimum=1)
     max_queue_size = check_int("max_queue_size", max_queue_size, minimum=1)
     check_bool("use_multiprocessing", use_multiprocessing)
     check_choice("targets", targets, ("auto", "sequence", "step"))
 
-    rag, lengths, pad_to = _checked_inputs(x, sampler, pad_to, epoch, allow_nonfinite)
+    stage = _stage(x, y, sample_weight, sampler, padding=padding, value=value, pad_to=pad_to,
+                   truncating=truncating, dtype=dtype, allow_nonfinite=allow_nonfinite,
+                   targets=targets, targets_field=targets_field, epoch=epoch)
     layout = resolve_data_parallel(data_parallel, caller="bucketed_pydataset")
-    table = _batch_table(rag, lengths, sampler, y, targets, sample_weight, truncating,
-                         dtype, value, fill=layout is not None)
+    if layout is not None:
+        stage = _inputs.with_fill(stage)
     return BucketedPyDataset(
-        sampler=sampler, table=table, pad_to=pad_to, padding=padding, epoch=epoch, layout=layout,
+        sampler=sampler, stage=stage, epoch=epoch, layout=layout,
         workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size,
     )

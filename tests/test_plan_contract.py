@@ -89,7 +89,31 @@ def _packer(lengths, seed, shards, shard):
                        num_shards=shards, shard_index=shard)
 
 
+def _pairs(lengths):
+    """A second length per example (a decoder's target), deterministic in the first and
+    loosely tied to it, as encoder–decoder data are."""
+    other = (lengths * 7 + np.arange(lengths.size) % 5) % MAX_LENGTH + 1
+    return np.stack([lengths, other], axis=1)
+
+
+def _sampler_2d(lengths, seed, shards, shard, as_dict=False, **kw):
+    pairs = _pairs(lengths)
+    if as_dict:
+        pairs = {"src": pairs[:, 0], "tgt": pairs[:, 1]}
+    return _sampler(pairs, seed, shards, shard, **kw)
+
+
 CASES = [
+    Case("BucketSampler(2-D, batch_size)",
+         functools.partial(_sampler_2d, boundaries=[[8, 16], [10, 30]], batch_size=4),
+         _sampler_plan, max_shards=3, resumable=True),
+    Case("BucketSampler(2-D dict, max_tokens)",
+         functools.partial(_sampler_2d, as_dict=True, max_tokens=4 * MAX_LENGTH),
+         _sampler_plan, max_shards=3, resumable=True),
+    Case("BucketSampler(2-D, max_tokens on the max, quadratic)",
+         functools.partial(_sampler_2d, max_tokens=4 * MAX_LENGTH, field_tokens="max",
+                           quadratic_length=2 * MAX_LENGTH),
+         _sampler_plan, max_shards=2, resumable=True),
     Case("BucketSampler(batch_size)",
          functools.partial(_sampler, boundaries=[8, 16], batch_size=4), _sampler_plan,
          max_shards=3, resumable=True),

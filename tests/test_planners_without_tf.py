@@ -59,6 +59,10 @@ s = sp.BucketSampler(lengths, boundaries=bucketer, batch_size=8, seed=1)
 assert covered(s.batches(0)) == everyone
 t = sp.BucketSampler(lengths, max_tokens=160, seed=1)
 assert covered(t.batches(3)) == everyone
+pairs = {"src": lengths, "tgt": lengths[::-1].copy()}  # 2-D buckets (planned jointly)
+two = sp.BucketSampler(pairs, max_tokens=160, seed=1)
+assert covered(two.batches(2)) == everyone and two.plan(2).field_pad_lengths.shape[1] == 2
+assert sp.padding_report(pairs, two.batches(2))["fields"]["tgt"]["n_examples"] == n
 
 assert isinstance(s.plan(0), sp.BatchPlan) and s.plan(0).widths("batch", s.lengths).size == len(s)
 assert covered(s.plan(0).rows[None]) == everyone

@@ -341,6 +341,19 @@ def test_peek_costs_a_later_iterator_nothing():
     assert _lists(s) == _lists(s.batches(1))
 
 
+def test_an_epoch_whose_last_batch_was_handed_out_is_played():
+    # Keras stops a DataLoader epoch after len(loader) batches, without asking for one more.
+    s = BucketSampler(_lognormal(100), batch_size=8, seed=6)
+    it = iter(s)
+    epoch0 = [next(it).tolist() for _ in range(len(s))]
+    assert epoch0 == _lists(s.batches(0))
+    assert _lists(s) == _lists(s.batches(1))
+    t = BucketSampler(_lognormal(100), batch_size=8, seed=6)
+    t.load_state_dict({**s.state_dict(), "epoch": 3, "position": len(s)})
+    assert _lists(t) == []  # the rest of epoch 3, as a saved iterator would play it
+    assert _lists(t) == _lists(s.batches(4))
+
+
 def test_state_dict_records_the_iterator_that_yielded_last():
     s = BucketSampler(_lognormal(100), batch_size=8, seed=6)
     a = iter(s)
@@ -369,26 +382,23 @@ def test_interleaved_iterators_each_play_the_whole_rest_of_their_epoch(n, batch_
     # A random interleaving of next() over up to four iterators, made at random moments.
     s = BucketSampler(_lognormal(n, seed=n), batch_size=batch_size, seed=2)
     its, got, starts, born = [], [], [], []
-    moves = 0  # times an iterator finished its epoch and moved the sampler on
     for k in steps:
         if k >= len(its):
-            starts.append((s._epoch, s._position))  # where a new iterator starts
-            born.append(moves)
             its.append(iter(s))
+            starts.append((s._epoch, s._position))  # where the new iterator starts
+            born.append(s._generation)  # it moves the sampler while no other was made since
             got.append([])
             continue
         b = next(its[k], None)
         if b is not None:
             got[k].append(b.tolist())
-            if born[k] == moves:  # state_dict follows the iterator that yielded last
+            if born[k] == s._generation:  # state_dict follows the iterator that yielded last
                 assert s.state_dict()["position"] == starts[k][1] + len(got[k])
-        elif born[k] == moves:
-            moves += 1
-            born[k] = -1
     for k, it in enumerate(its):
         got[k].extend(b.tolist() for b in it)
         epoch, position = starts[k]
         assert got[k] == _lists(s.batches(epoch))[position:]
     # Iterators made one after another with nothing in between start at the same point; an
-    # iterator that finished its epoch moved later ones to the next epoch.
+    # iterator that handed out its epoch's last batch moved later ones to the next epoch.
     assert all(e2 >= e1 for (e1, _), (e2, _) in zip(starts, starts[1:], strict=False))
+    assert all(p < len(s) for _, p in starts)  # never an iterator with nothing left to play

@@ -22,11 +22,11 @@ from seqprep import (
     resolve_targets,
     sequence_weights,
 )
+from seqprep._inputs import prepare as _prepare_inputs
 from seqprep._ragged import Ragged
 from seqprep.data import _TF_WEIGHT_OPS
 from seqprep.fitting import _prepare
 from seqprep.masking import _step_weights
-from seqprep.packed import _parse_targets
 from seqprep.tbptt import _KERAS_WEIGHT_OPS, _prepare_data
 
 
@@ -118,7 +118,8 @@ def _classify_everywhere(x, y, targets):
     readers = {
         "resolve_targets": lambda: resolve_targets(y, lengths, targets=targets)[0],
         "bucketed_dataset": lambda: _bucketed_kind(x, y, targets),
-        "packed_dataset": lambda: _parse_targets(y, None, lengths, targets)[0],
+        # packed_dataset reads its targets through the one input stage.
+        "packed_dataset": lambda: _prepare_inputs(x, y, targets=targets).targets[0].table.y_mode,
         "fit_per_length": lambda: "step" if _prepare(x, y, targets=targets).y_steps
         else "sequence",
         "fit_tbptt": lambda: "sequence" if _prepare_data(

@@ -68,7 +68,11 @@ class ResumableSampler:
         ``next(iter(sampler))`` costs a later iterator nothing. An iterator that plays its epoch
         to the end moves the sampler on to the next epoch (unless ``set_epoch`` or
         ``load_state_dict`` moved it meanwhile), so consecutive ``for`` loops play consecutive
-        epochs.
+        epochs. An epoch counts as played once an iterator has handed out its last batch,
+        even if nobody asks that iterator for more (Keras stops a ``DataLoader`` epoch after
+        ``len(loader)`` batches): the next iterator then starts the next epoch. (A sampler
+        resumed from a state saved at that point, ``position == len(sampler)``, first plays
+        the empty rest of the epoch, as the saved iterator would have.)
 
         Example:
             >>> from seqprep import BucketSampler
@@ -77,6 +81,9 @@ class ResumableSampler:
             >>> len(list(s)), s.epoch
             (4, 1)
         """
+        done = self._progress
+        if done is not None and done[1] >= len(self):  # an iterator handed out the last batch
+            self._start_at(done[0] + 1, 0)
         return self._play(self._epoch, self._position, self._generation)
 
     def _play(self, epoch: int, start: int, generation: int) -> Iterator[Any]:

@@ -96,6 +96,10 @@ class BatchPlan(Sequence):
         pad_lengths: the padded length of each batch under ``pad_to="bucket"``; at least the
             longest member's length.
         num_dropped: examples of this epoch left out of every shard's batches.
+        field_pad_lengths: for a plan of examples with several fields (a 2-D
+            :class:`~seqprep.BucketSampler`), the padded length of every field of each batch
+            under ``pad_to="bucket"``, shape ``(len(plan), num_fields)``; ``pad_lengths`` is
+            then their maximum over fields. None (the default) for one field.
 
     Attributes:
         epoch: the epoch planned.
@@ -107,6 +111,9 @@ class BatchPlan(Sequence):
         pad_lengths: int64 ``(len(plan),)``: the padded length of each batch under
             ``pad_to="bucket"``.
         num_dropped: examples of this epoch in no shard's batches (see the planner).
+        field_pad_lengths: int64 ``(len(plan), num_fields)`` or None: each field's padded
+            length under ``pad_to="bucket"`` (see :meth:`field_widths`).
+        num_fields: 1, or the number of fields of a plan with ``field_pad_lengths``.
 
     Example:
         >>> plan = BatchPlan(0, [[4, 1], [0, 2, 3]], buckets=[0, 1], pad_lengths=[3, 9])
@@ -126,12 +133,15 @@ class BatchPlan(Sequence):
         buckets: Sequence[int] | np.ndarray,
         pad_lengths: Sequence[int] | np.ndarray,
         num_dropped: int = 0,
+        *,
+        field_pad_lengths: Sequence[Sequence[int]] | np.ndarray | None = None,
     ) -> None:
         parts = [_frozen_int64(b, "batches") for b in batches]
         rows = np.concatenate(parts) if parts else np.zeros(0, np.int64)
         splits = np.zeros(len(parts) + 1, np.int64)
         np.cumsum(np.array([p.size for p in parts], np.int64), out=splits[1:])
         self._set_flat(rows, splits, buckets, pad_lengths, epoch, num_dropped)
+        self._set_field_pads(field_pad_lengths)
 
     @classmethod
     def from_flat(
@@ -143,6 +153,7 @@ class BatchPlan(Sequence):
         pad_lengths: Sequence[int] | np.ndarray,
         epoch: int = 0,
         num_dropped: int = 0,
+        field_pad_lengths: Sequence[Sequence[int]] | np.ndarray | None = None,
     ) -> BatchPlan:
         """A plan from its flat form: batch ``i`` is ``rows[splits[i]:splits[i + 1]]``.
 
@@ -153,6 +164,7 @@ class BatchPlan(Sequence):
         """
         plan = cls.__new__(cls)
         plan._set_flat(rows, splits, groups, pad_lengths, epoch, num_dropped)
+        plan._set_field_pads(field_pad_lengths)
         return plan
 
     @classmethod
@@ -169,7 +181,7 @@ class BatchPlan(Sequence):
     def _of_slices(
         cls, sources: tuple[np.ndarray, ...], source: np.ndarray, begin: np.ndarray,
         splits: np.ndarray, groups: np.ndarray, pad_lengths: np.ndarray, epoch: int,
-        num_dropped: int,
+        num_dropped: int, field_pad_lengths: np.ndarray | None = None,
     ) -> BatchPlan:
         """A plan whose batch ``i`` is ``sources[source[i]][begin[i]:][:size_i]``.
 
@@ -184,6 +196,7 @@ class BatchPlan(Sequence):
                             ("pad_lengths", pad_lengths), ("_rows", None),
                             ("_slices", (sources, source, begin))):
             object.__setattr__(plan, name, value)
+        plan._set_field_pads(field_pad_lengths)
         return plan
 
     def _set_flat(
@@ -208,10 +221,34 @@ class BatchPlan(Sequence):
             epoch=check_int("epoch", epoch, minimum=0), _rows=rows, splits=splits,
             groups=groups, pad_lengths=pad_lengths,
             num_dropped=check_int("num_dropped", num_dropped, minimum=0), _batches=None,
-            _slices=None,
+            _slices=None, field_pad_lengths=None,
         )
         for name, value in fields.items():
             object.__setattr__(self, name, value)
+
+    def _set_field_pads(self, field_pad_lengths: Any) -> None:
+        """Attach each field's ``pad_to="bucket"`` length per batch (None: one field)."""
+        if field_pad_lengths is None:
+            return
+        pads = _frozen_int64(field_pad_lengths, "field_pad_lengths", ndim=2)
+        if pads.shape[0] != len(self) or pads.shape[1] < 1:
+            raise ValueError(
+                f"Argument `field_pad_lengths` must have one row per batch ({len(self)}) and "
+                f"one column per field. Received an array of shape {pads.shape}\n"
+                "- Pass an int array of shape (batches, fields), in the batches' order."
+            )
+        if pads.size and np.any(pads.max(axis=1) > self.pad_lengths):
+            raise ValueError(
+                "Argument `pad_lengths` must cover every field's pad length (it is their "
+                "maximum over fields). Received pad_lengths smaller than a row of "
+                "`field_pad_lengths`\n- Pass pad_lengths=field_pad_lengths.max(axis=1)."
+            )
+        object.__setattr__(self, "field_pad_lengths", pads)
+
+    @property
+    def num_fields(self) -> int:
+        """Fields per example: 1, or the columns of ``field_pad_lengths``."""
+        return 1 if self.field_pad_lengths is None else int(self.field_pad_lengths.shape[1])
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"{type(self).__name__} is read-only: cannot set `{name}`")
@@ -338,6 +375,59 @@ class BatchPlan(Sequence):
         widths[(widths == 0) & (self.sizes > 0)] = 1
         return widths
 
+    def field_widths(self, pad_to: Any = "batch", lengths: Any = None) -> np.ndarray:
+        """The padded width of every field of each batch under ``pad_to``.
+
+        The rule of :meth:`widths`, applied to each field on its own: ``"batch"`` pads a
+        field to the batch's longest entry of that field, ``"bucket"`` to
+        ``field_pad_lengths`` (the bucket's widths), an int pads every field to it, and a
+        width grid rounds each field's bucket width up to the grid. A plan of one field gives
+        one column (``widths`` as a column).
+
+        Args:
+            pad_to: ``"batch"``, ``"bucket"``, a positive int, or a width grid.
+            lengths: the lengths the plan indexes, ``(n, num_fields)`` (for ``"batch"``;
+                1-D for a plan of one field).
+
+        Returns:
+            A new int64 array ``(len(plan), num_fields)``.
+
+        Raises:
+            ValueError: as :meth:`widths`, or ``lengths`` with another number of fields.
+
+        Example:
+            >>> plan = BatchPlan(0, [[0, 2], [1]], buckets=[0, 3], pad_lengths=[5, 9],
+            ...                  field_pad_lengths=[[5, 4], [2, 9]])
+            >>> plan.field_widths("batch", [[3, 4], [2, 7], [5, 1]]).tolist()
+            [[5, 4], [2, 7]]
+            >>> plan.field_widths("bucket").tolist(), plan.field_widths([4, 8, 16]).tolist()
+            ([[5, 4], [2, 9]], [[8, 4], [4, 16]])
+        """
+        pads = self.field_pad_lengths
+        if pads is None:
+            one = None if lengths is None else np.asarray(lengths)
+            if one is not None and one.ndim == 2 and one.shape[1] == 1:
+                one = one[:, 0]
+            return self.widths(pad_to, one)[:, None]
+        k = pads.shape[1]
+        if isinstance(pad_to, str) and pad_to == "batch":
+            arr = np.asarray(lengths) if lengths is not None else None
+            if arr is None or arr.ndim != 2 or arr.shape[1] != k:
+                shown = "None" if arr is None else f"an array of shape {arr.shape}"
+                raise ValueError(
+                    f'Argument `lengths` must be an (n, {k}) array of every field\'s lengths '
+                    f'for pad_to="batch" on a plan of {k} fields. Received {shown}\n'
+                    "- Pass the sampler's `lengths` (its planned (n, fields) lengths)."
+                )
+            return np.stack([self._longest(arr[:, f]) for f in range(k)], axis=1)
+        if isinstance(pad_to, str) or np.ndim(pad_to) == 0:
+            if isinstance(pad_to, str) and pad_to == "bucket":
+                return pads.copy()
+            self.widths(pad_to)  # the one place that judges the argument
+            return np.full(pads.shape, int(pad_to), np.int64)
+        grid = check_width_grid(pad_to, int(pads.max()) if pads.size else 0)
+        return grid[np.searchsorted(grid, pads, side="left")]
+
     def _checked_lengths(self, lengths: Any) -> np.ndarray:
         if lengths is None:
             raise ValueError(
@@ -370,7 +460,9 @@ class BatchPlan(Sequence):
 
     # ------------------------------------------------------------------ equality, pickling
 
-    _FIELDS: tuple[str, ...] = ("epoch", "rows", "splits", "groups", "pad_lengths", "num_dropped")
+    _FIELDS: tuple[str, ...] = (
+        "epoch", "rows", "splits", "groups", "pad_lengths", "num_dropped", "field_pad_lengths",
+    )
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
@@ -385,6 +477,7 @@ class BatchPlan(Sequence):
         return {f: getattr(self, f) for f in self._FIELDS}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        object.__setattr__(self, "field_pad_lengths", None)  # pickled before fields existed
         for name, value in state.items():
             if isinstance(value, np.ndarray):
                 value.flags.writeable = False  # unpickled arrays come back writable

@@ -108,7 +108,8 @@ def replica_plans(
     configuration already have equal batch counts and the same bucket at every step. This adds
     the padded width of each step: with ``pad_to="step"``, the longest sequence in any
     replica's batch at that step (so every replica pads to the same length, the least padding
-    that keeps the replicas in step); with ``"bucket"``, the bucket's pad length. The steps
+    that keeps the replicas in step); with ``"bucket"``, the bucket's pad length. For shards of
+    a sampler of several fields the same holds per field (``field_pad_lengths``). The steps
     are then reordered identically for all replicas so that the first one has equal batch
     sizes everywhere (what Keras's ``fit`` needs to build the model).
 
@@ -154,15 +155,22 @@ def replica_plans(
         )
     plans = [s.plan(epoch) for s in shards]
     sizes = np.stack([p.sizes for p in plans])
+    field_widths = None
     if pad_to == "bucket":
         widths = plans[0].widths("bucket")
+        field_widths = plans[0].field_pad_lengths
+    elif plans[0].field_pad_lengths is not None:  # several fields: each field's widest
+        field_widths = np.max([p.field_widths("batch", s.lengths)
+                               for s, p in zip(shards, plans, strict=True)], axis=0)
+        widths = field_widths.max(axis=1)
     else:
         widths = np.max([p.widths("batch", s.lengths) for s, p in zip(shards, plans, strict=True)],
                         axis=0)
     order = _step_order(sizes)
     return [
         _pick_batches([p], np.zeros(order.size, np.int64), order, p.buckets[order],
-                      widths[order], p.epoch, p.num_dropped)
+                      widths[order], p.epoch, p.num_dropped,
+                      None if field_widths is None else field_widths[order])
         for p in plans
     ]
 
@@ -170,9 +178,10 @@ def replica_plans(
 def _pick_batches(
     plans: Sequence[BatchPlan], plan_ids: np.ndarray, batch_ids: np.ndarray,
     groups: np.ndarray, pad_lengths: np.ndarray, epoch: int, num_dropped: int,
+    field_pad_lengths: np.ndarray | None = None,
 ) -> BatchPlan:
     """A plan of batch ``batch_ids[j]`` of ``plans[plan_ids[j]]`` for every ``j``, gathered in
-    flat form (no loop over batches)."""
+    flat form (no loop over batches); ``field_pad_lengths`` for plans of several fields."""
     rows = np.concatenate([p.rows for p in plans])
     row_base = np.cumsum([0] + [p.rows.size for p in plans])[:-1]
     batch_base = np.cumsum([0] + [len(p) for p in plans])[:-1]
@@ -183,9 +192,11 @@ def _pick_batches(
     splits = np.zeros(picked.size + 1, np.int64)
     np.cumsum(sizes, out=splits[1:])
     within = np.arange(splits[-1], dtype=np.int64) - np.repeat(splits[:-1], sizes)
-    return BatchPlan._owning(rows[np.repeat(starts, sizes) + within], splits,
+    plan = BatchPlan._owning(rows[np.repeat(starts, sizes) + within], splits,
                              groups.astype(np.int64), pad_lengths.astype(np.int64), epoch,
                              num_dropped)
+    plan._set_field_pads(field_pad_lengths)
+    return plan
 
 
 class _LocalReplicasSampler(BucketSampler):
@@ -218,6 +229,8 @@ class _LocalReplicasSampler(BucketSampler):
             local, np.tile(np.arange(count), steps), np.repeat(np.arange(steps), count),
             np.repeat(local[0].buckets, count), np.repeat(local[0].pad_lengths, count),
             epoch, local[0].num_dropped,
+            None if local[0].field_pad_lengths is None
+            else np.repeat(local[0].field_pad_lengths, count, axis=0),
         )
         self._merged = merged
         return merged

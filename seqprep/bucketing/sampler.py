@@ -19,10 +19,16 @@ How an epoch is planned (all vectorised; the only Python loops run over buckets 
 
 The *structure* of a plan (how many batches of which sizes and buckets) depends only on the
 bucket counts, so it is computed once; an epoch only draws the random order.
+
+Examples of several fields (2-D ``lengths``) follow the same steps on the cells of a grid of
+per-field boundaries (``bucketing/grid.py``): a cell is a bucket, leftovers are merged along a
+path through neighbouring cells, and a batch of several cells is labelled with their cover
+(the largest band of each field), which takes the role of "the largest bucket" above.
 """
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -31,8 +37,8 @@ import numpy as np
 from seqprep._checks import (
     check_bool,
     check_choice,
+    check_field_lengths,
     check_int,
-    check_lengths,
     check_one_of,
     check_shard,
     report_dropped,
@@ -47,9 +53,21 @@ from seqprep.bucketing.boundaries import (
     length_histogram,
     token_length_limit,
 )
+from seqprep.bucketing.grid import (
+    FieldTokens,
+    as_grid_boundaries,
+    cover_label,
+    cover_lengths,
+    fit_grid,
+    grid_cells,
+    leftover_buckets,
+    merge_leftovers,
+    row_lengths,
+    snake_rank,
+)
 from seqprep.bucketing.plan import BatchPlan  # noqa: F401  (defined there; old imports work)
 from seqprep.bucketing.report import padding_report
-from seqprep.bucketing.shapes import compiling_backend, pad_to_rule
+from seqprep.bucketing.shapes import compiling_backend, field_widths_rule, pad_to_rule
 
 Overlong = Literal["error", "truncate", "drop"]
 BATCH_FIX = (
@@ -64,13 +82,31 @@ DEFAULT_TARGET_PADDING = 0.01
 class BucketSampler(ResumableSampler):
     """Plan epochs of length-bucketed batches of indices: seeded, shardable, resumable.
 
+    **Several lengths per example** (encoder–decoder pairs: a source and a target of its own
+    length): pass ``lengths`` of shape ``(n, fields)`` or a dict of per-field length arrays.
+    Each field then has its own boundaries and a bucket is a cell of the grid they draw
+    (numbered row-major, ``grid_shape`` bands per field); by default the boundaries are planned
+    jointly to minimise the padded steps of a recurrent encoder–decoder, a batch costing
+    ``rows x (longest source + longest target)`` (weighted by ``field_weights``; see
+    ``docs/bucketing.md``). Batches are still drawn afresh from ``(seed, epoch)``; partial
+    batches of neighbouring cells are merged into a batch labelled with their *cover* cell
+    (the largest band of each field among them), whose ``bucket_pad_lengths`` cover every
+    member. ``plan(epoch).field_pad_lengths`` holds each field's ``pad_to="bucket"`` width and
+    ``plan(epoch).field_widths(pad_to, sampler.lengths)`` the width of every field under any
+    ``pad_to``.
+
     Args:
-        lengths: length of every sequence (not modified).
+        lengths: length of every sequence (not modified); or, for examples of several fields,
+            an ``(n, fields)`` array or a tuple of equally long per-field length arrays
+            (fields named ``0, 1, ...``), or a dict of them (fields named by its keys).
         boundaries: bucket boundaries (ascending ints), or a fitted :class:`Bucketer`. Default:
             an ``"optimal"`` Bucketer fitted on ``lengths`` with ``target_padding=0.01`` under
-            this sampler's ``batch_size`` / ``max_tokens``.
+            this sampler's ``batch_size`` / ``max_tokens``. For several fields, one such list
+            per field (a list in field order, or a dict by name); default: planned jointly.
         batch_size: rows per batch. Exactly one of this and ``max_tokens``.
-        max_tokens: budget per batch: rows x longest length <= ``max_tokens``.
+        max_tokens: budget per batch: rows x longest length <= ``max_tokens``. For several
+            fields a row's length is the sum of its fields' widths (or their max, see
+            ``field_tokens``).
         quadratic_length: optional, with ``max_tokens`` only: a quadratic cost term for
             attention-like models, whose cost grows with the square of the length. A row
             padded to length ``L`` then costs ``L + L**2 / quadratic_length`` tokens (the
@@ -90,7 +126,8 @@ class BucketSampler(ResumableSampler):
         overlong: what to do with sequences longer than ``max_length`` or ``max_tokens``:
             ``"error"``, ``"truncate"`` (plan them at the limit; the pipeline must cut them, see
             ``length_limit``) or ``"drop"`` (never batched; counted in ``num_dropped_``).
-        max_length: longest sequence allowed, or None.
+        max_length: longest sequence allowed, or None. For several fields: one int for every
+            field, or one per field (a list in field order, or a dict by name).
         merge_leftovers: pack the partial last batches of neighbouring buckets together (the
             default: fewest batches). Pass False with ``pad_to="bucket"`` so that every batch
             holds one bucket only and pads to that bucket's length, at the cost of up to one
@@ -98,14 +135,28 @@ class BucketSampler(ResumableSampler):
             group of ``num_shards`` from one bucket are still re-split together (unless
             ``drop_remainder``); such a batch is labelled, and padded to, the longest bucket
             among its members.
+        field_tokens: for several fields, how ``max_tokens`` counts a row: ``"sum"`` of its
+            fields' padded widths (an encoder–decoder runs both) or their ``"max"`` (fields
+            processed side by side). ``quadratic_length`` applies to that length.
+        field_weights: for several fields, the cost of one padded step of each field in the
+            boundary planner (default: 1 each; e.g. ``{"src": 1, "tgt": 2}`` when a decoder
+            step costs twice an encoder step). Budgets always count plain tokens.
 
     Attributes:
-        lengths: read-only int64 lengths as planned (after truncation).
-        boundaries: read-only int64 boundaries.
+        lengths: read-only int64 lengths as planned (after truncation); ``(n, fields)`` for
+            several fields.
+        boundaries: read-only int64 boundaries; for several fields a tuple of them, one per
+            field.
         bucket_pad_lengths: int64 padded length of each bucket for ``pad_to="bucket"``: the
-            longest length in that bucket (never more than ``boundaries[i] - 1``).
-        num_buckets: ``len(boundaries) + 1``.
-        length_limit: the length overlong sequences are truncated to, or None.
+            longest length in that bucket (never more than ``boundaries[i] - 1``). For several
+            fields ``(cells, fields)``: the longest of each field in that cell or any cell
+            below it on every field (so a merged batch labelled with a cell fits it too).
+        num_buckets: ``len(boundaries) + 1`` (for several fields, the cells of the grid).
+        grid_shape: bands per field (``(num_buckets,)`` for one field).
+        num_fields: 1, or the number of fields.
+        field_names: None for one field; the dict's keys, or ``0 .. fields-1`` for an array.
+        length_limit: the length overlong sequences are truncated to, or None (for several
+            fields, an int64 array of each field's limit).
         num_truncated_: sequences truncated.
         num_dropped_: examples in no batch of an epoch (on any shard); the same every epoch.
 
@@ -123,6 +174,15 @@ class BucketSampler(ResumableSampler):
         [0, 1, 2, 3, 4, 5, 6]
         >>> s.batches(0)[0].tolist() == s.batches(0)[0].tolist()
         True
+
+        Source and target lengths of encoder–decoder pairs, one bucket per grid cell:
+
+        >>> pairs = {"src": [3, 12, 4, 11, 3, 12], "tgt": [4, 14, 5, 3, 5, 15]}
+        >>> s = BucketSampler(pairs, boundaries={"src": [8], "tgt": [10]}, batch_size=2,
+        ...                   shuffle=False)
+        >>> p = s.plan(0)
+        >>> [b.tolist() for b in p], p.field_pad_lengths.tolist()
+        ([[0, 2], [4, 3], [1, 5]], [[4, 5], [11, 5], [12, 15]])
     """
 
     _RESUME_OPTIONS = (
@@ -146,8 +206,10 @@ class BucketSampler(ResumableSampler):
         max_length: int | None = None,
         merge_leftovers: bool = True,
         quadratic_length: int | None = None,
+        field_tokens: FieldTokens = "sum",
+        field_weights: Sequence[float] | dict[Any, float] | None = None,
     ) -> None:
-        raw = check_lengths(lengths)
+        raw, names = check_field_lengths(lengths)
         check_one_of(BATCH_FIX, batch_size=batch_size, max_tokens=max_tokens)
         self.batch_size = check_int("batch_size", batch_size, minimum=1, allow_none=True)
         self.max_tokens = check_int("max_tokens", max_tokens, minimum=1, allow_none=True)
@@ -157,7 +219,22 @@ class BucketSampler(ResumableSampler):
         self.seed = check_int("seed", seed, minimum=0)
         self.num_shards, self.shard_index = check_shard(num_shards, shard_index)
         self.overlong = check_choice("overlong", overlong, ("error", "truncate", "drop"))
-        self.max_length = check_int("max_length", max_length, minimum=1, allow_none=True)
+        self.field_names = names
+        if raw.ndim == 1:
+            self.max_length = check_int("max_length", max_length, minimum=1, allow_none=True)
+            _check_one_field(field_tokens, field_weights)
+            self.field_tokens, self.field_weights = "sum", None
+        else:
+            self.max_length = _per_field_ints("max_length", max_length, names)
+            self.field_tokens = check_choice("field_tokens", field_tokens, ("sum", "max"))
+            if self.field_tokens != "sum" and self.max_tokens is None:
+                raise ValueError(
+                    "Argument `field_tokens` only changes how a `max_tokens` budget counts a "
+                    f"row. Received: field_tokens={field_tokens!r}, "
+                    f"batch_size={self.batch_size}\n- Pass max_tokens=<budget>, or drop "
+                    "`field_tokens`."
+                )
+            self.field_weights = _per_field_weights(field_weights, names)
         self.merge_leftovers = check_bool("merge_leftovers", merge_leftovers)
         self._setup(raw, boundaries)
         self._start_at(0, 0)
@@ -166,7 +243,7 @@ class BucketSampler(ResumableSampler):
 
     def _report_dropped(self) -> None:
         """Say how much of every epoch is left out, and why; refuse to plan an empty epoch."""
-        n, over = int(self._raw.size), int(self._num_overlong)
+        n, over = int(self._raw.shape[0]), int(self._num_overlong)
         if not self.num_dropped_:
             return
         why, keep = [], []
@@ -200,12 +277,32 @@ class BucketSampler(ResumableSampler):
         lengths.flags.writeable = False
         self.lengths = lengths
         kept_lengths = lengths if kept is None else lengths[kept]
+        if lengths.ndim == 2:
+            ids, nb = self._bucket_fields(kept_lengths, boundaries)
+        else:
+            ids, nb = self._bucket_one_field(kept_lengths, boundaries)
+        order = np.argsort(ids, kind="stable")
+        del ids
+        items = order if kept is None else kept[order]
+        items.flags.writeable = False
+        self._items = items
+        self._starts = np.concatenate([[0], np.cumsum(self._counts)]).astype(np.int64)
+        self._fingerprint: str | None = None
+        self._cache: BatchPlan | None = None
+        self._build_structure(num_overlong)
 
+    def _bucket_one_field(
+        self, kept_lengths: np.ndarray, boundaries: Any
+    ) -> tuple[np.ndarray, int]:
+        """Buckets of one length per example: set the bucket tables, return each kept
+        example's bucket and the bucket count."""
         bounds = self._fit_boundaries(kept_lengths, boundaries)
         bounds.flags.writeable = False
         self.boundaries = bounds
         nb = bounds.size + 1
         self.num_buckets = nb
+        self.grid_shape = (nb,)
+        self._tail_key = self.lengths  # sorting by length keeps every bucket in its place
 
         values, counts = length_histogram(kept_lengths)
         value_bucket = np.searchsorted(bounds, values, side="right")
@@ -224,19 +321,53 @@ class BucketSampler(ResumableSampler):
             ids = table.astype(dtype)[kept_lengths]
         else:
             ids = np.searchsorted(bounds, kept_lengths, side="right").astype(dtype)
-        order = np.argsort(ids, kind="stable")
-        del ids
-        items = order if kept is None else kept[order]
-        items.flags.writeable = False
-        self._items = items
-        self._starts = np.concatenate([[0], np.cumsum(self._counts)]).astype(np.int64)
-        self._fingerprint: str | None = None
-        self._cache: BatchPlan | None = None
-        self._build_structure(num_overlong)
+        return ids, nb
+
+    def _bucket_fields(self, kept_lengths: np.ndarray, boundaries: Any) -> tuple[np.ndarray, int]:
+        """2-D buckets (cells of a grid of per-field boundaries): set the tables, return each
+        kept example's cell and the cell count."""
+        if boundaries is None:
+            bounds = self._fit_grid(kept_lengths)
+        else:
+            bounds = as_grid_boundaries(boundaries, self.field_names)
+        for b in bounds:
+            b.flags.writeable = False
+        self.boundaries = bounds
+        shape = tuple(b.size + 1 for b in bounds)
+        nb = int(np.prod(shape))
+        self.num_buckets = nb
+        self.grid_shape = shape
+        cells = grid_cells(self.lengths, bounds)
+        key = snake_rank(shape)[cells]
+        key.flags.writeable = False
+        self._tail_key = key  # leftovers sorted along the merge path keep every cell in place
+        ids = cells if kept_lengths is self.lengths else grid_cells(kept_lengths, bounds)
+        self._counts = np.bincount(ids, minlength=nb).astype(np.int64)
+        cover = cover_lengths(ids, kept_lengths, shape)
+        cover.flags.writeable = False
+        self.bucket_pad_lengths = cover
+        self._capacity = batch_capacity(
+            row_lengths(cover, self.field_tokens), self.batch_size, self.max_tokens,
+            self.quadratic_length,
+        )
+        # The smallest id type sorts fastest (a radix sort for 8 and 16 bits).
+        dtype = np.uint8 if nb <= 255 else np.uint16 if nb <= 65535 else np.int64
+        return ids.astype(dtype), nb
+
+    def _fit_grid(self, kept_lengths: np.ndarray) -> tuple[np.ndarray, ...]:
+        if not kept_lengths.size:
+            return tuple(np.zeros(0, np.int64) for _ in range(kept_lengths.shape[1]))
+        return fit_grid(
+            kept_lengths, batch_size=self.batch_size, max_tokens=self.max_tokens,
+            quadratic_length=self.quadratic_length, field_tokens=self.field_tokens,
+            weights=self.field_weights, merge_leftovers=self.merge_leftovers,
+        )
 
     def _limit_lengths(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, int]:
         """Apply ``max_length``/``max_tokens`` and ``overlong``: the planned lengths, the kept
         positions (None: all) and how many sequences were dropped."""
+        if raw.ndim == 2:
+            return self._limit_fields(raw)
         limit, limit_name = self.max_length, "max_length"
         if self.max_tokens is not None:
             fits = token_length_limit(self.max_tokens, self.quadratic_length)
@@ -269,6 +400,62 @@ class BucketSampler(ResumableSampler):
             return np.minimum(raw, limit), None, 0
         return raw, np.flatnonzero(~over), count
 
+    def _limit_fields(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, int]:
+        """``_limit_lengths`` for several fields: ``max_length`` caps each field, ``max_tokens``
+        the row's token length (the sum or the max of its fields)."""
+        self.num_truncated_ = 0
+        self.length_limit = None
+        k = raw.shape[1]
+        big = np.iinfo(np.int64).max
+        caps = np.full(k, big, np.int64) if self.max_length is None else np.array(
+            self.max_length, np.int64)
+        fits = None
+        if self.max_tokens is not None:
+            fits = token_length_limit(self.max_tokens, self.quadratic_length)
+            if self.field_tokens == "max":  # a token limit on the longest field caps each one
+                caps = np.minimum(caps, fits)
+                fits = None
+        texts = []
+        if self.max_length is not None:
+            texts.append(f"`max_length`={self.max_length}")
+        if self.max_tokens is not None:
+            texts.append(f"`max_tokens`={self.max_tokens} (on the {self.field_tokens} of a "
+                         "row's fields)")
+        self._limit_text = " or ".join(texts)
+        over_field = raw > caps
+        if self.overlong == "truncate" and over_field.any():
+            limited = np.minimum(raw, caps)
+        else:
+            limited = raw
+        over_row = over_field.any(axis=1) if self.overlong != "truncate" else np.zeros(
+            raw.shape[0], bool)
+        if fits is not None:
+            over_row = over_row | (row_lengths(limited, "sum") > fits)
+        if not over_row.any():
+            if limited is not raw:
+                self.num_truncated_ = int(over_field.any(axis=1).sum())
+                self.length_limit = caps.copy()
+            return limited, None, 0
+        count = int(over_row.sum())
+        if self.overlong != "drop":
+            pos = int(np.argmax(over_row))
+            truncating = self.overlong == "truncate"
+            fix = (
+                "- The sum of a row's fields cannot be cut without choosing which field to "
+                "cut: pass a `max_length` per field whose sum fits the budget, raise "
+                "`max_tokens`, or pass overlong='drop'."
+                if truncating else
+                "- If they may be cut, pass overlong='truncate'; to leave them out, "
+                "overlong='drop'; or raise the limit."
+            )
+            raise ValueError(
+                f"{count} example(s) do not fit {self._limit_text}: the first is example "
+                f"{pos} with lengths {raw[pos].tolist()}"
+                + (" (after truncation to `max_length`)" if truncating else "")
+                + f". Received: overlong={self.overlong!r}\n{fix}"
+            )
+        return raw, np.flatnonzero(~over_row), count
+
     def _fit_boundaries(self, kept_lengths: np.ndarray, boundaries: Any) -> np.ndarray:
         """The given boundaries, or ones a default Bucketer fits to the planned lengths."""
         if boundaries is not None:
@@ -299,28 +486,14 @@ class BucketSampler(ResumableSampler):
         src.append(np.zeros(n_full, np.int8))
         label.append(np.repeat(np.flatnonzero(counts), (counts // np.maximum(cap, 1))[counts > 0]))
 
-        # Pack the leftovers of neighbouring buckets together, in bucket order. Capacities never
-        # grow with the bucket, so a batch's capacity is that of its last (longest) bucket.
-        t_begin, t_size, t_label = [], [], []
-        cur, filled = 0, 0
-        for b in np.flatnonzero(counts % cap):
-            c = int(cap[b])
-            r = int(counts[b] % c)
+        # Pack the leftovers of neighbouring buckets together, in bucket order. A batch's label
+        # covers its buckets (the last one; on a grid, the largest band on every axis), whose
+        # capacity never exceeds any member's.
+        for b in leftover_buckets(counts, cap, self.grid_shape):
+            r = int(counts[b] % cap[b])
             tail_pos.append(np.arange(starts[b + 1] - r, starts[b + 1], dtype=np.int64))
-            if self.merge_leftovers and cur and c - cur > 0:
-                take = min(c - cur, r)
-                cur += take
-                t_size[-1], t_label[-1] = cur, b
-                r -= take
-                filled += take
-                if cur == c:
-                    cur = 0
-            if r:
-                t_begin.append(filled)
-                t_size.append(r)
-                t_label.append(b)
-                cur = r
-                filled += r
+        t_begin, t_size, t_label = merge_leftovers(counts, cap, self.grid_shape,
+                                                   self.merge_leftovers)
         n_tail = len(t_size)
         dropped = num_overlong
         self._dropped_batches = 0
@@ -374,7 +547,7 @@ class BucketSampler(ResumableSampler):
     def _resplit(self, ids: np.ndarray) -> tuple[np.ndarray, int] | None:
         """Re-cut batches ``ids`` into ``g * num_shards`` even batches that fit one bucket."""
         shards = self.num_shards
-        bucket = int(self._b_label[ids].max())
+        bucket = cover_label(self._b_label[ids], self.grid_shape)
         cap = int(self._capacity[bucket])
         total = int(self._b_size[ids].sum())
         groups = -(-total // (shards * cap))
@@ -406,7 +579,7 @@ class BucketSampler(ResumableSampler):
         whole = rest.size - rest.size % shards
         unplaced = [rest[whole:]]
         for row in rest[:whole].reshape(-1, shards):
-            top = int(label[row].max())
+            top = cover_label(label[row], self.grid_shape)
             if np.all(self._b_size[row] <= self._capacity[top]):
                 groups.append(row[None, :])
                 glabels.append(np.array([top]))
@@ -499,7 +672,7 @@ class BucketSampler(ResumableSampler):
             own = refs >= 0
             from_items = shuffled[np.where(own, refs, 0)]
             members = np.where(own, from_items, tail[np.where(own, 0, -1 - refs)])
-            tail[a:z] = members[np.argsort(self.lengths[members], kind="stable")]
+            tail[a:z] = members[np.argsort(self._tail_key[members], kind="stable")]
         if self.shuffle and tail.size:  # rows of a leftover batch in random order
             tail = tail[np.lexsort((rng.random(tail.size), self._tail_batch))]
         tail.flags.writeable = False
@@ -508,9 +681,13 @@ class BucketSampler(ResumableSampler):
         splits = np.zeros(sizes.size + 1, np.int64)
         np.cumsum(sizes, out=splits[1:])
         buckets = self._group_label[group_order]
+        pads = self.bucket_pad_lengths[buckets]
+        field_pads = None
+        if pads.ndim == 2:
+            field_pads, pads = pads, pads.max(axis=1)
         plan = BatchPlan._of_slices(
             (shuffled, tail), self._b_src[ids].astype(np.int64), self._b_begin[ids], splits,
-            buckets, self.bucket_pad_lengths[buckets], epoch, self.num_dropped_,
+            buckets, pads, epoch, self.num_dropped_, field_pads,
         )
         self._cache = plan
         return plan
@@ -544,6 +721,29 @@ class BucketSampler(ResumableSampler):
     def __len__(self) -> int:
         return int(self._group_label.size)
 
+    @property
+    def num_fields(self) -> int:
+        """Lengths per example the plan is made on: 1, or the columns of 2-D ``lengths``."""
+        return 1 if self.lengths.ndim == 1 else int(self.lengths.shape[1])
+
+    def field_lengths(self, field: Any) -> np.ndarray:
+        """The planned lengths of one field (by name, or position for array ``lengths``).
+
+        Example:
+            >>> s = BucketSampler({"src": [3, 5], "tgt": [4, 2]}, batch_size=2)
+            >>> s.field_lengths("tgt").tolist(), s.num_fields
+            ([4, 2], 2)
+        """
+        names = self.field_names or (0,)
+        if field not in names:
+            raise ValueError(
+                f"Argument `field` must be one of the sampler's fields {list(names)}. "
+                f"Received: field={field!r}\n- Pass a name the sampler was built with."
+            )
+        if self.lengths.ndim == 1:
+            return self.lengths
+        return self.lengths[:, names.index(field)]
+
     # ------------------------------------------------------------------ resuming
 
     def _fingerprint_parts(self) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
@@ -558,6 +758,8 @@ class BucketSampler(ResumableSampler):
         )
         if self.quadratic_length is not None:  # states saved without it stay loadable
             config = (*config, self.quadratic_length)
+        if self._raw.ndim == 2:
+            return (self._raw, *self.boundaries), (*config, "fields", self.field_tokens)
         return (self._raw, self.boundaries), config
 
     # ------------------------------------------------------------------ pickling and reports
@@ -575,6 +777,9 @@ class BucketSampler(ResumableSampler):
             "max_length",
             "merge_leftovers",
             "quadratic_length",
+            "field_names",
+            "field_tokens",
+            "field_weights",
         )
         state = {k: getattr(self, k) for k in names}
         state.update(self._position_state())
@@ -585,6 +790,9 @@ class BucketSampler(ResumableSampler):
     def __setstate__(self, state: dict[str, Any]) -> None:
         raw, bounds = state.pop("_raw"), state.pop("boundaries")
         state.setdefault("quadratic_length", None)  # pickled before the option existed
+        for name, default in (("field_names", None), ("field_tokens", "sum"),
+                              ("field_weights", None)):  # pickled before fields existed
+            state.setdefault(name, default)
         position = {k: state.pop(k) for k in ("_epoch", "_position")}
         self.__dict__.update(state)
         self._setup(raw, bounds)
@@ -618,11 +826,18 @@ class BucketSampler(ResumableSampler):
         """
         if isinstance(pad_to, str) or pad_to is None:
             check_choice("pad_to", pad_to, ("auto", "batch", "bucket"))
-        pad_to = pad_to_rule(pad_to, self, compiling_backend(backend))
+        backend = compiling_backend(backend)
         plan = self.plan(epoch)
         batch = isinstance(pad_to, str) and pad_to == "batch"
-        pads = None if batch else plan.widths(pad_to, self.lengths)
-        out = padding_report(self.lengths, plan.batches, pad_lengths=pads)
+        if self.lengths.ndim == 2:
+            pads = None if batch else field_widths_rule(plan, self, pad_to, backend)
+            lengths: Any = dict(zip(self.field_names, self.lengths.T, strict=True))
+        else:
+            pad_to = pad_to_rule(pad_to, self, backend)
+            batch = isinstance(pad_to, str) and pad_to == "batch"
+            pads = None if batch else plan.widths(pad_to, self.lengths)
+            lengths = self.lengths
+        out = padding_report(lengths, plan.batches, pad_lengths=pads)
         out.update(
             num_dropped=self.num_dropped_,
             num_truncated=self.num_truncated_,
@@ -641,9 +856,70 @@ class BucketSampler(ResumableSampler):
         shards = "" if self.num_shards == 1 else f", shard {self.shard_index}/{self.num_shards}"
         r = self.report()
         return (
-            f"BucketSampler(n={self.lengths.size}, {self.num_buckets} buckets, {size}, "
+            f"BucketSampler(n={self.lengths.shape[0]}, {self.num_buckets} buckets, {size}, "
             f"shuffle={self.shuffle}, seed={self.seed}{shards}): {len(self)} batches per epoch, "
             f"padding {r['padding_fraction']:.1%}, {r['n_shapes']} batch shapes, largest batch "
             f"{r['max_batch_tokens']} padded tokens, {r['steps_cost']} RNN steps, "
             f"{self.num_dropped_} dropped, {self.num_truncated_} truncated"
         )
+
+
+# --------------------------------------------------------------------------- several fields
+
+
+def _check_one_field(field_tokens: Any, field_weights: Any) -> None:
+    """Refuse the options of several fields on a sampler of one length per example."""
+    if field_tokens != "sum" or field_weights is not None:
+        raise ValueError(
+            "Arguments `field_tokens` and `field_weights` apply to several lengths per example "
+            f"(2-D `lengths`). Received: field_tokens={field_tokens!r}, "
+            f"field_weights={field_weights!r} with 1-D lengths\n"
+            "- Pass lengths of shape (examples, fields) or a dict of lengths per field, or drop "
+            "these arguments."
+        )
+
+
+def _per_field(name: str, value: Any, names: tuple[Any, ...]) -> list[Any]:
+    """One value per field from a scalar, a sequence in field order, or a dict by name."""
+    if isinstance(value, dict):
+        if set(value) != set(names):
+            raise ValueError(
+                f"Argument `{name}` as a dict must have one entry per field {list(names)}. "
+                f"Received keys {list(value)}\n- Give every field a value under its name."
+            )
+        return [value[n] for n in names]
+    if isinstance(value, (list, tuple, np.ndarray)):
+        if len(value) != len(names):
+            raise ValueError(
+                f"Argument `{name}` must have one entry per field ({len(names)}: "
+                f"{list(names)}). Received: {name}={value!r}\n"
+                "- Pass one value per field, in the order of the lengths' columns, or a single "
+                "value for all."
+            )
+        return list(value)
+    return [value] * len(names)
+
+
+def _per_field_ints(name: str, value: Any, names: tuple[Any, ...]) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    return tuple(
+        check_int(f"{name}[{n!r}]", v, minimum=1)
+        for n, v in zip(names, _per_field(name, value, names), strict=True)
+    )
+
+
+def _per_field_weights(value: Any, names: tuple[Any, ...]) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    out = []
+    for n, v in zip(names, _per_field("field_weights", value, names), strict=True):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 < v < float("inf"):
+            raise ValueError(
+                f"Argument `field_weights` must hold positive finite numbers (the cost of one "
+                f"padded step of each field). Received: field_weights[{n!r}]={v!r}\n"
+                "- Pass e.g. field_weights={'src': 1.0, 'tgt': 2.0} for a decoder step that "
+                "costs twice an encoder step."
+            )
+        out.append(float(v))
+    return tuple(out)

@@ -155,7 +155,9 @@ def count_shapes(
     What a backend that compiles per shape compiles over those epochs with
     :func:`seqprep.bucketed_dataset` and the same ``pad_to``: ``"auto"`` (the dataset's
     default) is resolved by the dataset's own rule for ``backend``, a width grid on JAX and
-    ``"batch"`` elsewhere.
+    ``"batch"`` elsewhere. For a sampler of several fields a shape is ``(rows, width of each
+    field)``, every field padded under ``pad_to`` (:meth:`BatchPlan.field_widths
+    <seqprep.BatchPlan.field_widths>`); ``"auto"`` gives each field its own width grid there.
 
     Args:
         sampler: the :class:`~seqprep.BucketSampler` whose plans are counted.
@@ -187,10 +189,18 @@ def count_shapes(
     check_bucket_sampler(sampler, "count_shapes")
     epoch = check_int("epoch", epoch, minimum=0)
     epochs = check_int("epochs", epochs, minimum=1)
-    pad_to = pad_to_rule(pad_to, sampler, compiling_backend(backend))
-    shapes: set[tuple[int, int]] = set()
+    backend = compiling_backend(backend)
+    several = sampler.num_fields > 1
+    if not several:
+        pad_to = pad_to_rule(pad_to, sampler, backend)
+    shapes: set[tuple[int, ...]] = set()
     for e in range(epoch, epoch + epochs):
         plan = sampler.plan(e)
+        if several:
+            widths = field_widths_rule(plan, sampler, pad_to, backend)
+            shapes.update((r, *w) for r, w in zip(plan.sizes.tolist(), widths.tolist(),
+                                                  strict=True))
+            continue
         widths = plan.widths(pad_to, sampler.lengths)
         shapes.update(zip(plan.sizes.tolist(), widths.tolist(), strict=True))
     return len(shapes)
@@ -225,7 +235,9 @@ def _grid_cuts(values: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
     return np.array(sorted(set(cuts)), np.int64)
 
 
-def width_grid(sampler: BucketSampler, max_widths: int = DEFAULT_MAX_WIDTHS) -> np.ndarray:
+def width_grid(
+    sampler: BucketSampler, max_widths: int = DEFAULT_MAX_WIDTHS, *, field: Any = None
+) -> np.ndarray:
     """At most ``max_widths`` padded widths for ``sampler``'s batches, fewest padded steps.
 
     Pass the result as ``pad_to`` to :func:`seqprep.bucketed_dataset` (what ``pad_to="auto"``
@@ -238,13 +250,16 @@ def width_grid(sampler: BucketSampler, max_widths: int = DEFAULT_MAX_WIDTHS) -> 
         sampler: a :class:`~seqprep.BucketSampler` built with ``batch_size`` (a token budget
             would be broken by padding a batch wider than its bucket).
         max_widths: the most widths to use.
+        field: for a sampler of several fields, the field whose widths to grid (a name in
+            ``sampler.field_names``); each field gets a grid of its own.
 
     Returns:
         Ascending int64 widths; the last is the longest planned length.
 
     Raises:
         TypeError: ``sampler`` is not a :class:`~seqprep.BucketSampler` (lengths, for example).
-        ValueError: ``max_widths < 1`` or a sampler built with ``max_tokens``.
+        ValueError: ``max_widths < 1``, a sampler built with ``max_tokens``, or a missing or
+            unknown ``field``.
 
     Example:
         >>> from seqprep import BucketSampler
@@ -263,8 +278,19 @@ def width_grid(sampler: BucketSampler, max_widths: int = DEFAULT_MAX_WIDTHS) -> 
             'and pad_to="bucket".'
         )
     rows, buckets = _rows_and_buckets(sampler, sampler.epoch)
+    pads = np.asarray(sampler.bucket_pad_lengths, np.int64)
+    if sampler.num_fields > 1 or field is not None:
+        names = sampler.field_names or ()
+        if field not in names or sampler.num_fields == 1:
+            raise ValueError(
+                "Argument `field` must name one of the sampler's fields (each field gets a "
+                f"width grid of its own). Received: field={field!r}, fields {list(names)}\n"
+                "- Pass width_grid(sampler, field=name) for each field of a sampler of several "
+                "fields; leave `field` out for one."
+            )
+        pads = pads[:, names.index(field)]
     # A bucket of empty sequences still pads to one step: widths stay positive, as pad_to ints.
-    pads = np.maximum(np.asarray(sampler.bucket_pad_lengths, np.int64), 1)
+    pads = np.maximum(pads, 1)
     per_bucket = np.bincount(buckets, weights=rows, minlength=pads.size)
     values, inverse = np.unique(pads, return_inverse=True)
     weight = np.bincount(inverse, weights=per_bucket, minlength=values.size)
@@ -315,6 +341,27 @@ def pad_to_rule(pad_to: Any, sampler: BucketSampler, backend: str | None) -> Any
         return int(pad_to)
     pads = np.asarray(sampler.bucket_pad_lengths, np.int64)
     return check_width_grid(pad_to, int(pads.max()) if pads.size else 0)
+
+
+def field_widths_rule(
+    plan: BatchPlan, sampler: BucketSampler, pad_to: Any, backend: str | None
+) -> np.ndarray:
+    """Each field's padded width per batch of a sampler of several fields, under the one
+    ``pad_to`` rule applied field by field: ``"auto"`` is each field's own width grid
+    (``"bucket"`` under a token budget) on a compiling ``backend`` and ``"batch"`` elsewhere;
+    any other ``pad_to`` applies to every field as :meth:`BatchPlan.field_widths` says."""
+    if not (isinstance(pad_to, str) and pad_to == "auto"):
+        return plan.field_widths(pad_to, sampler.lengths)
+    columns = []
+    for j, name in enumerate(sampler.field_names):
+        if backend is None:
+            rule: Any = "batch"
+        elif sampler.max_tokens is not None:
+            rule = "bucket"
+        else:
+            rule = width_grid(sampler, field=name)
+        columns.append(plan.field_widths(rule, sampler.lengths)[:, j])
+    return np.stack(columns, axis=1)
 
 
 def resolve_pad_to(
