@@ -27,6 +27,10 @@ _EXPORTS: dict[str, str] = {
     "sequence_weights": "seqprep.masking",
     "check_cudnn_mask": "seqprep.masking",
     "resolve_targets": "seqprep.targets",
+    # encoder–decoder data (numpy only)
+    "teacher_forcing": "seqprep.seq2seq",
+    "edit_distance": "seqprep.seq2seq",
+    "error_rates": "seqprep.seq2seq",
     # bucketing (numpy only)
     "Bucketer": "seqprep.bucketing",
     "BucketSampler": "seqprep.bucketing",
@@ -82,7 +86,7 @@ _EXPORTS: dict[str, str] = {
 
 _SUBMODULES = (
     "analyze", "bucketing", "data", "datasets", "distributed", "ensemble", "fitting", "ingest",
-    "layers", "masking", "models", "padding", "parquet", "plots", "streaming", "tbptt",
+    "layers", "masking", "models", "padding", "parquet", "plots", "seq2seq", "streaming", "tbptt",
 )
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])

@@ -207,29 +207,35 @@ def parse_weights(
 # --------------------------------------------------------------------------- structure
 
 
-def _is_collection_of_sequences(item: Any, *, dense_rows: bool) -> bool:
-    """Whether ``item`` reads as a whole sequence collection (not as one sequence)."""
+def _is_collection_of_sequences(item: Any, *, dense_rows: int | None) -> bool:
+    """Whether ``item`` reads as a whole sequence collection (not as one sequence); with
+    ``dense_rows=n``, an array of ``n`` rows (labels, one per example) counts too."""
     if isinstance(item, Ragged) or hasattr(item, "row_splits"):
         return True
     if type(item).__module__.startswith("pandas"):
         return not hasattr(item, "columns")
+    shape = getattr(item, "shape", None)
+    rows_ok = dense_rows is not None and shape is not None and len(shape) >= 1 and \
+        shape[0] == dense_rows
     if hasattr(item, "numpy") and type(item).__module__.startswith("tensorflow"):
-        return len(getattr(item, "shape", ())) >= (1 if dense_rows else 2)
+        return len(shape) >= 2 or rows_ok
     if isinstance(item, np.ndarray):
-        return item.dtype == object or item.ndim >= (1 if dense_rows else 2)
+        return item.dtype == object or item.ndim >= 2 or rows_ok
     if isinstance(item, list) and item:
         first = item[0]
         return hasattr(first, "__len__") and not isinstance(first, (str, bytes))
     return False
 
 
-def split_fields(x: Any, *, dense_rows: bool = False) -> tuple[Kind, tuple[Key, ...], list[Any]]:
+def split_fields(
+    x: Any, *, dense_rows: int | None = None
+) -> tuple[Kind, tuple[Key, ...], list[Any]]:
     """``(kind, keys, items)`` of a structure of fields.
 
     A dict is fields (keys: its names); a tuple is fields when every item reads as a whole
     sequence collection (a list of sequences, an array of rank 2 or more, a ragged tensor, a
-    pandas Series; with ``dense_rows``, as for targets, a 1-D array too); anything else is one
-    collection (``"single"``).
+    pandas Series; with ``dense_rows=n``, as for targets, an array of ``n`` labels too);
+    anything else is one collection (``"single"``).
 
     Example:
         >>> split_fields({"a": [[1]], "b": [[2, 3]]})[:2]
@@ -306,7 +312,7 @@ class Field:
         table: the kernel's table of this field (inputs only).
         raw_lengths: the lengths as given.
         padding: ``"post"`` or ``"pre"``.
-        pad_to: the ``pad_to`` as resolved for the sampler (see :func:`resolve_widths`).
+        pad_to: the ``pad_to`` as resolved for the sampler (see :func:`resolve_pad_to`).
         column: the sampler column that plans this field (0 for a 1-D sampler's field), or
             None if the sampler does not plan it.
     """
@@ -793,7 +799,7 @@ def prepare(
     y_keys: tuple[Key, ...] = ()
     resolved_targets: list[tuple[Key, str, Any, int]] = []
     if y is not None:
-        y_kind, y_keys, y_items = split_fields(y, dense_rows=True)
+        y_kind, y_keys, y_items = split_fields(y, dense_rows=len(raw[0]))
         for key, item in zip(y_keys, y_items, strict=True):
             label = field_label(yname, y_kind, key)
             forced = _target_field(targets_field, key, kind, keys, y_kind)

@@ -87,6 +87,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--verbose", type=int, choices=(0, 1, 2), default=0,
                       help="Keras's own output while training: 0 none, the demo prints a line "
                            "every few epochs (default); 1 progress bars; 2 a line per epoch")
+    demo.add_argument("--task", choices=("vowels", "g2p"), default="vowels",
+                      help="vowels: the RNN classifier on Japanese Vowels (default); g2p: the "
+                           "reference encoder-decoder on CMUdict, 2-D buckets against pad to "
+                           "max, written to g2p_report.md")
     demo.add_argument("--backend", choices=_BACKENDS, default=None,
                       help="Keras backend to train on (default: $KERAS_BACKEND, else Keras's "
                            "own default, tensorflow)")
@@ -183,6 +187,12 @@ def _demo(args: argparse.Namespace) -> int:
         # demo in a fresh interpreter, where the backend can still be chosen.
         env = {**os.environ, "KERAS_BACKEND": args.backend}
         return subprocess.run([sys.executable, "-m", "seqprep", *args.argv], env=env).returncode
+    if args.task == "g2p":
+        from seqprep.demo_g2p import run_g2p_demo
+
+        run_g2p_demo(out=args.out, epochs=args.epochs, seed=args.seed, quick=args.quick,
+                     verbose=args.verbose)
+        return 0
     from seqprep.demo import run_demo
 
     run_demo(out=args.out, epochs=args.epochs, seed=args.seed, quick=args.quick,
@@ -198,7 +208,7 @@ _FLAGS = {
     },
     "demo": {
         "epochs": "--epochs", "seed": "--seed", "out": "--out", "verbose": "--verbose",
-        "backend": "--backend",
+        "backend": "--backend", "task": "--task",
     },
 }
 

@@ -19,8 +19,10 @@ import keras
 import numpy as np
 
 from seqprep._checks import check_bool, check_choice, check_int, check_one_of
+from seqprep.encoder_decoder import greedy_decode, reference_seq2seq
 
-__all__ = ["compile_reference", "feature_stats", "reference_rnn"]
+__all__ = ["compile_reference", "feature_stats", "greedy_decode", "reference_rnn",
+           "reference_seq2seq"]
 
 Cell = Literal["lstm", "gru", "simple"]
 

@@ -328,6 +328,7 @@ def test_fit_per_length_batches_group_by_the_first_field_and_pad_the_others():
         np.testing.assert_array_equal(yb, _pad([dec_out[i] for i in idx]))
 
 
+@pytest.mark.slow
 def test_fit_per_length_trains_a_two_input_model_with_validation():
     src, dec_in, dec_out = _pairs(24, seed=9, vocab=12)
     keras.utils.set_random_seed(0)
@@ -361,6 +362,7 @@ def _seq2seq(vocab: int = 20, units: int = 8) -> keras.Model:
     return model
 
 
+@pytest.mark.slow
 def test_a_two_input_model_fits_on_bucketed_dataset_and_learns():
     src, dec_in, dec_out = _pairs(64, seed=4, vocab=12)
     # Learnable: the decoder repeats the source's first token.
@@ -375,6 +377,7 @@ def test_a_two_input_model_fits_on_bucketed_dataset_and_learns():
     assert np.isfinite(loss).all() and loss[-1] < 0.7 * loss[0]
 
 
+@pytest.mark.slow
 @pytest.mark.backend
 def test_a_two_input_model_fits_on_bucketed_pydataset_on_this_backend():
     src, dec_in, dec_out = _pairs(32, seed=5, vocab=12)
@@ -564,3 +567,14 @@ def test_the_input_stage_runs_without_tensorflow_or_keras():
                          cwd=root, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_a_tuple_y_is_several_targets_only_when_its_items_are_whole_target_collections():
+    x = [[1, 2, 3], [4]]
+    # A tuple of per-step arrays (one per sequence) stays one per-step target collection...
+    st_ = _inputs.prepare(x, (np.array([1, 2, 3]), np.array([4])))
+    assert st_.y_kind == "single" and st_.targets[0].table.y_mode == "step"
+    # ...while a tuple of label arrays with one row per example is one target per output.
+    st_ = _inputs.prepare(x, (np.array([1, 2]), np.array([[4, 5], [6, 7]])))
+    assert st_.y_kind == "tuple"
+    assert [t.table.y_mode for t in st_.targets] == ["sequence", "sequence"]

@@ -366,12 +366,12 @@ def test_fit_per_length_batches_match_the_reference(exact, y_kind):
     y = ([np.arange(k, dtype=np.float32) + i for i, k in enumerate(lengths)]
          if y_kind == "step" else np.arange(lengths.size, dtype=np.float32))
     w = np.linspace(0.5, 2.0, lengths.size).astype(np.float32)
-    data = _prepare(rows, y, w, targets=y_kind)
+    data = _prepare(rows, y, w, targets=y_kind, pad_value=5)  # the stage holds the pad row
     batches = [np.array([0, 2, 1]), np.array([4, 3]), np.array([5])] if exact else [
         np.array([0, 2, 6]), np.array([5, 1])]
     splits = np.concatenate([[0], np.cumsum([b.size for b in batches])])
     for step_weights in (False, True):
-        source = _BatchSource(data, exact=exact, pad_value=5, step_weights=step_weights)
+        source = _BatchSource(data, exact=exact, step_weights=step_weights)
         ds = source.dataset(np.concatenate(batches), splits)
         assert ds.element_spec[0].shape.as_list() == [None, None]
         for idx, (xb, yb, wb) in zip(batches, ds, strict=True):

@@ -142,7 +142,7 @@ def test_kernel_against_previous_builders():
         batches = plan_per_length(lengths, batch_size=BATCH, group_by=group_by)
         splits = np.concatenate([[0], np.cumsum([b.size for b in batches])]).astype(np.int64)
         rows = np.concatenate(batches).astype(np.int64)
-        source = _BatchSource(data, exact=name == "exact", pad_value=0, step_weights=False)
+        source = _BatchSource(data, exact=name == "exact", step_weights=False)
         contenders[f"fit_per_length {name}: kernel"] = source.dataset(rows, splits)
         contenders[f"fit_per_length {name}: previous builder"] = _batches(
             rows, splits, _ragged_builder(data, name == "exact"))

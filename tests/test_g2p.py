@@ -1,0 +1,120 @@
+"""The bundled CMUdict subset and `seqprep demo --task g2p` in its quick mode."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+import seqprep as sp
+from seqprep.cli import main
+from seqprep.datasets import Pronunciations, load_cmudict
+from seqprep.demo_g2p import batch_padding
+
+
+def test_cmudict_splits_are_fixed_disjoint_and_well_formed():
+    train, test = load_cmudict("train"), load_cmudict("test")
+    assert isinstance(train, Pronunciations)
+    assert (len(train.words), len(test.words)) == (38_000, 2_000)
+    assert not set(train.words) & set(test.words)
+    assert len(set(train.words)) == len(train.words)
+    for data in (train, test):
+        assert all(re.fullmatch("[a-z]+", w) for w in data.words)
+        assert [len(g) for g in data.graphemes] == [len(w) for w in data.words]
+        assert all("".join(data.letters[i] for i in g) == w
+                   for g, w in zip(data.graphemes[:500], data.words[:500], strict=True))
+        values = np.concatenate(data.phonemes)
+        assert values.dtype == np.int32 and values.min() >= 1
+        assert values.max() == len(data.phones) - 1 == 39
+        assert all(len(p) >= 1 for p in data.phonemes)
+    # stress marks are gone: no phoneme name holds a digit
+    assert not any(ch.isdigit() for p in train.phones for ch in p)
+    assert test.words[:3] == ["unkindest", "commodious", "accrediting"]
+
+
+def test_cmudict_returns_fresh_arrays_and_takes_the_first_words():
+    first = load_cmudict("test", max_words=5)
+    first.graphemes[0][:] = 0
+    first.phonemes[0][:] = 0
+    again = load_cmudict("test")
+    assert again.graphemes[0].min() > 0 and again.phonemes[0].min() > 0
+    assert again.words[:5] == load_cmudict("test", max_words=5).words
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "word"),
+    [({"split": "all"}, ValueError, "`split`"), ({"max_words": 0}, ValueError, "`max_words`"),
+     ({"max_words": 1.5}, TypeError, "`max_words`")],
+)
+def test_cmudict_bad_arguments(kwargs, error, word):
+    with pytest.raises(error, match=word):
+        load_cmudict(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("lengths", "batches", "widths", "expected"),
+    [
+        # encoder: 1+3 real in 2x3, 2 in 1x2 -> 6 real of 8; decoder: 2+2 in 2x2, 4 in 1x4
+        ({"encoder": [1, 3, 2], "decoder": [2, 2, 4]}, [[0, 1], [2]], None,
+         {"encoder": 2 / 8, "decoder": 0.0, "total": 2 / 16}),
+        # padded to fixed widths 5 and 4: 6 real of 15, 8 real of 12
+        ({"encoder": [1, 3, 2], "decoder": [2, 2, 4]}, [[0, 1], [2]],
+         {"encoder": 5, "decoder": 4}, {"encoder": 9 / 15, "decoder": 4 / 12, "total": 13 / 27}),
+    ],
+)
+def test_batch_padding_exact_values(lengths, batches, widths, expected):
+    lengths = {k: np.array(v) for k, v in lengths.items()}
+    got = batch_padding(lengths, [np.array(b) for b in batches], widths)
+    assert got == pytest.approx(expected)
+
+
+@pytest.fixture(scope="module")
+def g2p_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("g2p")
+    status = main(["demo", "--task", "g2p", "--quick", "--out", str(out), "--verbose", "0"])
+    assert status == 0
+    return out, json.loads((out / "g2p_results.json").read_text())
+
+
+def test_g2p_quick_demo_writes_a_consistent_report(g2p_run):
+    out, results = g2p_run
+    report = (out / "g2p_report.md").read_text()
+    assert report.startswith("# seqprep g2p demo")
+    assert list(results["strategies"]) == ["2-D buckets", "pad to max"]
+    test = load_cmudict("test", max_words=results["data"]["test_words"])
+    reference_phonemes = sum(len(p) for p in test.phonemes)
+    for name, r in results["strategies"].items():
+        # PER is an edit-distance result: edits over the reference phonemes of the test words
+        assert r["reference_phonemes"] == reference_phonemes
+        assert r["per"] == pytest.approx(r["edits"] / reference_phonemes)
+        assert 0 <= r["wer"] <= 1 and r["per"] >= 0
+        for example in r["examples"]:
+            ref, hyp = example["reference"].split(), example["decoded"].split()
+            assert example["reference"] == " ".join(
+                test.phones[t] for t in test.phonemes[test.words.index(example["word"])])
+            assert sp.edit_distance(ref, hyp) <= max(len(ref), len(hyp))
+        assert all(0 <= v < 1 for v in r["padding"].values())
+        assert r["epoch_time"] > 0 and r["epoch_cpu_time"] > 0 and r["decode_seconds"] > 0
+        row = next(line for line in report.splitlines() if line.startswith(f"| {name} |"))
+        assert f"{r['per']:.4f}" in row and f"{r['wer']:.4f}" in row
+    two_d, full = results["strategies"]["2-D buckets"], results["strategies"]["pad to max"]
+    assert two_d["padding"]["total"] < full["padding"]["total"]
+    assert results["data"]["train_words"] == 200 and results["settings"]["epochs"] == 1
+
+
+def test_g2p_demo_padding_matches_the_plan(g2p_run):
+    _, results = g2p_run
+    train = load_cmudict("train", max_words=results["data"]["train_words"])
+    dec_in, _ = sp.teacher_forcing(train.phonemes, start=40, end=41)
+    lengths = {"encoder": sp.sequence_lengths(train.graphemes),
+               "decoder": sp.sequence_lengths(dec_in)}
+    sampler = sp.BucketSampler(lengths, batch_size=64, seed=0)
+    expected = batch_padding(lengths, sampler.batches(0))
+    assert results["strategies"]["2-D buckets"]["padding"] == pytest.approx(expected)
+
+
+def test_demo_task_flag_is_checked(capsys):
+    assert main(["demo", "--task", "translation", "--quick"]) == 2
+    assert "--task" in capsys.readouterr().err
