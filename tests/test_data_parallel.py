@@ -362,3 +362,34 @@ def test_fit_per_length_with_fill_rows_trains_as_one_device():
 
     for a, b in zip(trained(None), trained(4), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("per_step", [False, True])
+def test_packed_dataset_fill_rows_are_empty_and_keep_the_loss(per_step):
+    import keras
+
+    lengths, x, _ = _id_data(n=29)
+    y = ([np.arange(length, dtype=np.float32)[:, None] for length in lengths] if per_step
+         else np.linspace(-1, 1, len(x)).astype(np.float32))
+    sampler = sp.PackSampler(lengths, batch_size=3, shuffle=True, seed=1)
+    one = list(sp.packed_dataset(x, y, sampler=sampler, data_parallel=None,
+                                 reshuffle_each_iteration=False).as_numpy_iterator())
+    four = list(sp.packed_dataset(x, y, sampler=sampler, data_parallel=4,
+                                  reshuffle_each_iteration=False).as_numpy_iterator())
+    loss = keras.losses.MeanSquaredError()
+    rng = np.random.default_rng(3)
+    ids = []
+    for (xa, ya, wa), (xb, yb, wb) in zip(one, four, strict=True):
+        rows = xa["values"].shape[0]
+        assert xb["values"].shape[0] % 4 == 0
+        np.testing.assert_array_equal(xb["values"][:rows], xa["values"])
+        assert np.all(xb["values"][rows:] == 0) and np.all(xb["segment_ids"][rows:] == 0)
+        assert np.all(wb[rows:] == 0)
+        ids.extend(int(v) - 1 for v in np.unique(xb["values"]) if v > 0)
+        shape = yb.shape if per_step else (*yb.shape, 1)
+        pred = rng.normal(size=shape).astype(np.float32)
+        target_b = yb if per_step else yb[..., None]
+        target_a = ya if per_step else ya[..., None]
+        want = float(loss(target_a, pred[:rows], wa))
+        assert float(loss(target_b, pred, wb)) == pytest.approx(want, rel=1e-5)
+    assert sorted(ids) == list(range(len(x)))
