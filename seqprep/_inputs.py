@@ -387,8 +387,40 @@ class Stage:
         return replace(self, fields=fields, targets=targets)
 
 
+def with_fill(stage: Stage) -> Stage:
+    """``stage`` (numpy) ready for batches topped up with fill rows (data parallelism).
+
+    Every table gets the kernel's fill row (:func:`seqprep._kernel.with_fill`: zero steps,
+    target 0, weight 0), and every target gets weights when it had none, so that fill rows
+    weigh 0: 1 per real sequence for per-sequence targets (scaled by the batch's rows over
+    its real rows in :func:`gather`), ``"timestep"`` weights for per-step targets (the loss
+    is then the one-device loss wherever that is the mean over real steps: a Keras mask
+    reaching the loss, or a loss built with ``"mean_with_sample_weight"``).
+
+    Example:
+        >>> st = with_fill(prepare([[1, 2], [3]], [5, 6]))
+        >>> [a.tolist() for a in gather(st, np.array([1, 2]), 2, scale=np.float32(2))]
+        [[[3, 0], [0, 0]], [6, 0], [2.0, 0.0]]
+    """
+    def targets_of(t: Target) -> Target:
+        table = _kernel.with_fill(t.table)
+        if table.w_mode is None and table.y_mode == "sequence":
+            ones = np.ones(stage.n + 1, np.float32)
+            ones[-1] = 0  # the zero row the fill row (and empty slots) read
+            table = replace(table, w=ones, w_mode="sequence")
+        elif table.w_mode is None:
+            table = replace(table, w_mode="timestep")
+        return replace(t, table=table)
+
+    fields = tuple(replace(f, table=_kernel.with_fill(f.table)) for f in stage.fields)
+    targets = tuple(targets_of(t) for t in stage.targets)
+    return replace(stage, fields=fields, targets=targets,
+                   weighted=stage.weighted or bool(targets))
+
+
 def gather(
-    stage: Stage, idx: Any, widths: Any, ops: _kernel.KernelOps = _kernel.NUMPY_OPS
+    stage: Stage, idx: Any, widths: Any, ops: _kernel.KernelOps = _kernel.NUMPY_OPS,
+    scale: Any = None,
 ) -> tuple[Any, ...]:
     """``(x,)``, ``(x, y)`` or ``(x, y, weights)`` of one batch, in the stage's structure.
 
@@ -397,6 +429,8 @@ def gather(
         idx: int64 ``(B,)``: the batch's sequence indices.
         widths: the padded width (one field), or one width per field (``(k,)``).
         ops: the array library.
+        scale: a batch with fill rows (a stage made by :func:`with_fill`): its rows over
+            its real rows, by which per-sequence weights are scaled.
 
     Example:
         >>> st = prepare({"a": [[1, 2], [3]], "b": [[4], [5, 6, 7]]}, None)
@@ -418,7 +452,7 @@ def gather(
     ys, ws = [], []
     for target in stage.targets:
         src, real = layouts[target.field]
-        out = _kernel.gather_targets(target.table, src, real, idx, ops=ops)
+        out = _kernel.gather_targets(target.table, src, real, idx, ops=ops, scale=scale)
         ys.append(out[0])
         ws.extend(out[1:])
     y = pack(stage.y_kind, stage.y_keys, ys)

@@ -90,6 +90,9 @@ class Table:
         w_mode: None (no weights), ``"sequence"`` (``w`` per sequence), ``"timestep"``
             (1 on real positions, times ``w`` when given) or ``"timestep_mean"`` (those,
             scaled to mean 1 over the batch: see ``_step_weights``).
+        fill: whether ``starts`` and ``lengths`` end with one more, zero-length sequence at
+            index :attr:`pad_sequence`: the *fill row* that tops batches up to a multiple of
+            the data-parallel size (all padding, the zero target row, weight 0).
     """
 
     x: Any
@@ -99,6 +102,7 @@ class Table:
     y_mode: TargetMode | None = None
     w: Any = None
     w_mode: WeightMode | None = None
+    fill: bool = False
 
     @property
     def pad_index(self) -> int:
@@ -107,8 +111,8 @@ class Table:
 
     @property
     def pad_sequence(self) -> int:
-        """Index of the zero row of per-sequence targets and weights."""
-        return int(self.lengths.shape[0])
+        """Index of the zero row of per-sequence targets and weights (and of the fill row)."""
+        return int(self.lengths.shape[0]) - (1 if self.fill else 0)
 
     def convert(self, constant: Callable[[Any], Any]) -> Table:
         """The same table with every array passed through ``constant`` (e.g. ``tf.constant``)."""
@@ -128,20 +132,43 @@ def table(
     y_mode: TargetMode | None = None,
     w: np.ndarray | None = None,
     w_mode: WeightMode | None = None,
+    fill: bool = False,
 ) -> Table:
     """A numpy :class:`Table`; ``x_values`` and step ``y`` already end with their pad row.
 
-    Per-sequence ``y`` and ``w`` get their zero row here. Nothing is cast: the dtypes are
-    the executor's decision.
+    Per-sequence ``y`` and ``w`` get their zero row here, and with ``fill=True`` the
+    sequences get the zero-length fill row (see :class:`Table`). Nothing is cast: the
+    dtypes are the executor's decision.
+
+    Example:
+        >>> t = table(with_pad_row(np.array([1, 2, 3])), [0, 2], [2, 1], fill=True)
+        >>> t.pad_sequence, t.lengths.tolist()
+        (2, [2, 1, 0])
     """
     if y is not None and y_mode == "sequence":
         y = with_pad_row(y, 0)
     if w is not None:
         w = with_pad_row(np.asarray(w, np.float32), 0)
+    starts, lengths = np.asarray(starts, np.int64), np.asarray(lengths, np.int64)
+    if fill:  # the fill row: zero steps, so every position of it is padding
+        starts, lengths = np.append(starts, 0), np.append(lengths, 0)
     return Table(
-        x=x_values, starts=np.asarray(starts, np.int64), lengths=np.asarray(lengths, np.int64),
-        y=y, y_mode=y_mode if y is not None else None, w=w, w_mode=w_mode,
+        x=x_values, starts=starts, lengths=lengths,
+        y=y, y_mode=y_mode if y is not None else None, w=w, w_mode=w_mode, fill=fill,
     )
+
+
+def with_fill(t: Table) -> Table:
+    """``t`` (numpy) with the fill row: one more, zero-length sequence (see :class:`Table`).
+
+    Example:
+        >>> with_fill(table(with_pad_row(np.array([1, 2, 3])), [0, 2], [2, 1])).lengths.tolist()
+        [2, 1, 0]
+    """
+    if t.fill:
+        return t
+    return replace(t, starts=np.append(np.asarray(t.starts, np.int64), 0),
+                   lengths=np.append(np.asarray(t.lengths, np.int64), 0), fill=True)
 
 
 # --------------------------------------------------------------------------- layouts
@@ -244,7 +271,7 @@ def index_positions(index: np.ndarray, pad_index: int) -> tuple[np.ndarray, np.n
 
 def gather_batch(
     table: Table, src: Any, real: Any, idx: Any, *, owner: Any = None,
-    ops: KernelOps = NUMPY_OPS,
+    ops: KernelOps = NUMPY_OPS, scale: Any = None,
 ) -> tuple[Any, ...]:
     """``(x,)``, ``(x, y)`` or ``(x, y, weights)`` of one batch laid out as ``(src, real)``.
 
@@ -258,6 +285,8 @@ def gather_batch(
         owner: the sequence whose weight scales each position of ``real`` when that is not
             ``idx``'s row (a packed batch's ``step_owner``); default ``idx``.
         ops: the array library.
+        scale: a batch topped up with fill rows: its rows over its real rows
+            (:func:`seqprep.bucketing.fill.fill_batches`); see :func:`gather_targets`.
 
     Example:
         >>> t = table(with_pad_row(np.array([1, 2, 3, 4])), [0, 3], [3, 1],
@@ -269,20 +298,41 @@ def gather_batch(
         ([[1, 2, 3], [4, 0, 0]], [7, 8], [[1.5, 1.5, 1.5], [1.5, 0.0, 0.0]])
     """
     return (ops.gather(table.x, src), *gather_targets(table, src, real, idx, owner=owner,
-                                                     ops=ops))
+                                                     ops=ops, scale=scale))
 
 
 def gather_targets(
     table: Table, src: Any, real: Any, idx: Any, *, owner: Any = None,
-    ops: KernelOps = NUMPY_OPS,
+    ops: KernelOps = NUMPY_OPS, scale: Any = None,
 ) -> tuple[Any, ...]:
-    """``()``, ``(y,)`` or ``(y, weights)``: :func:`gather_batch` without the inputs."""
+    """``()``, ``(y,)`` or ``(y, weights)``: :func:`gather_batch` without the inputs.
+
+    Fill rows (the table's zero-length sequence) get the zero target row and weight 0.
+    ``scale`` (rows over real rows of a filled batch) multiplies the weights of per-sequence
+    targets: Keras's default reduction divides the weighted sum by every row, fill rows
+    included, so scaling the real rows by ``B' / B`` gives the one-device loss, and a
+    weighted mean (``mean_with_sample_weight``, weighted metrics) is unchanged by it.
+    Per-step targets are not scaled: the fill rows are all padding, which a Keras mask
+    (``total / valid``), ``"mean_with_sample_weight"`` and ``"timestep_mean"`` weights (mean
+    over the real steps of the whole batch) already leave out.
+
+    Example:
+        >>> t = table(with_pad_row(np.array([1, 2, 3])), [0, 2], [2, 1], y=np.array([5, 6]),
+        ...           y_mode="sequence", w=np.ones(2), w_mode="sequence", fill=True)
+        >>> idx = np.array([1, 2])  # sequence 1 and the fill row
+        >>> src, real = positions(t.starts, t.lengths, idx, 2, "post", t.pad_index)
+        >>> [a.tolist() for a in gather_batch(t, src, real, idx, scale=np.float32(2.0))]
+        [[[3, 0], [0, 0]], [6, 0], [2.0, 0.0]]
+    """
     if table.y_mode is None:
         return ()
     yb = ops.gather(table.y, src if table.y_mode == "step" else idx)
     if table.w_mode is None:
         return (yb,)
-    return yb, _weights(table, real, idx, owner, ops)
+    weights = _weights(table, real, idx, owner, ops)
+    if scale is not None and table.y_mode == "sequence":
+        weights = weights * scale
+    return yb, weights
 
 
 def _weights(table: Table, real: Any, idx: Any, owner: Any, ops: KernelOps) -> Any:

@@ -30,7 +30,9 @@ from numpy.typing import DTypeLike
 from seqprep import _inputs, _kernel
 from seqprep._checks import check_bool, check_choice, check_int, needs_sampler
 from seqprep._fingerprint import DataDigest
+from seqprep._data_parallel import Layout, resolve_data_parallel
 from seqprep.bucketing import BucketSampler
+from seqprep.bucketing.fill import fill_batches
 from seqprep.bucketing.shapes import compiling_backend, resolve_pad_to
 from seqprep.masking import _WeightOps
 from seqprep.padding import Side
@@ -108,12 +110,21 @@ def _compiling_backend() -> str | None:
 
 
 def _plan_arrays(
-    sampler: BucketSampler, epoch: int, stage: _inputs.Stage
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One epoch's plan as flat indices, rows per batch and the padded width of each batch
-    (``(batches,)``; ``(batches, fields)`` for several fields)."""
+    sampler: BucketSampler, epoch: int, stage: _inputs.Stage, layout: Layout | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One epoch's plan as flat indices, rows per batch, the padded width of each batch
+    (``(batches,)``; ``(batches, fields)`` for several fields) and the weight scale of each
+    batch: 1, unless ``layout`` tops batches up with fill rows (the index ``stage.n``) to a
+    multiple of its size; then this process's rows of every batch, each batch as wide as
+    the whole (global) batch, and the scale rows / real rows."""
     plan = sampler.plan(epoch)
-    return plan.rows, plan.sizes, _inputs.batch_widths(plan, stage)
+    widths = _inputs.batch_widths(plan, stage)
+    if layout is None:
+        return plan.rows, plan.sizes, widths, np.ones(len(plan), np.float32)
+    filled = fill_batches(plan.rows, plan.splits, multiple_of=layout.size, fill_index=stage.n,
+                          num_processes=layout.num_processes,
+                          process_index=layout.process_index)
+    return filled.rows, filled.sizes, widths, filled.scales.astype(np.float32)
 
 
 def _index_dataset(
@@ -122,34 +133,36 @@ def _index_dataset(
     epoch: int,
     epochs: int,
     reshuffle_each_iteration: bool,
+    layout: Layout | None = None,
 ) -> tuple[tf.data.Dataset, _Passes | None]:
-    """A dataset of ``(indices, width)``, one element per batch of the planned epochs, and
-    what chooses each pass's epochs (None for one fixed epoch)."""
+    """A dataset of ``(indices, width, scale)``, one element per batch of the planned epochs,
+    and what chooses each pass's epochs (None for one fixed epoch)."""
 
-    def slices(flat: Any, sizes: Any, widths: Any) -> tf.data.Dataset:
+    def slices(flat: Any, sizes: Any, widths: Any, scales: Any) -> tf.data.Dataset:
         rows = tf.RaggedTensor.from_row_lengths(flat, sizes, validate=False)
-        return tf.data.Dataset.from_tensor_slices((rows, widths))
+        return tf.data.Dataset.from_tensor_slices((rows, widths, scales))
 
     if epochs == 1 and not reshuffle_each_iteration:
         # One fixed plan: constants only, no Python at iteration time (serialisable).
-        return slices(*_plan_arrays(sampler, epoch, stage)), None
+        return slices(*_plan_arrays(sampler, epoch, stage, layout)), None
 
     width_shape = [None] if stage.single else [None, len(stage.fields)]
 
-    def plan_of(e: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return _plan_arrays(sampler, int(e), stage)
+    def plan_of(e: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        return _plan_arrays(sampler, int(e), stage, layout)
 
     def epoch_batches(e: tf.Tensor, start: tf.Tensor) -> tf.data.Dataset:
-        flat, sizes, widths = tf.numpy_function(
-            plan_of, [e], (tf.int64, tf.int64, tf.int64), stateful=True
+        flat, sizes, widths, scales = tf.numpy_function(
+            plan_of, [e], (tf.int64, tf.int64, tf.int64, tf.float32), stateful=True
         )
         flat.set_shape([None])
         widths.set_shape(width_shape)
+        scales.set_shape([None])
         splits = tf.concat([[0], tf.cumsum(sizes)], 0)
         # Slicing by position rather than from a RaggedTensor: inside flat_map, ragged slices
         # trip a (harmless but loud) TensorFlow type-inference warning.
         return tf.data.Dataset.range(start, tf.shape(widths, out_type=tf.int64)[0]).map(
-            lambda i: (flat[splits[i] : splits[i + 1]], widths[i])
+            lambda i: (flat[splits[i] : splits[i + 1]], widths[i], scales[i])
         )
 
     state = sampler.state_dict()
@@ -289,6 +302,7 @@ def bucketed_dataset(
     allow_nonfinite: bool = False,
     targets: Targets = "auto",
     targets_field: Any = None,
+    data_parallel: int | Literal["auto"] | None = "auto",
 ) -> tf.data.Dataset:
     """Padded batches of in-memory sequences, in the order a :class:`BucketSampler` planned.
 
@@ -352,6 +366,17 @@ def bucketed_dataset(
     field of the same name); a 1-D sampler plans the first field whose lengths it was built
     on, and the other fields pad to their batch's longest. See the encoder–decoder guide.
 
+    Data parallelism: with ``keras.distribution.set_distribution(DataParallel(...))`` on JAX
+    (or ``data_parallel=k``), Keras splits every batch's rows over ``k`` devices, so each
+    batch is topped up to a multiple of ``k`` rows with *fill rows*: all padding, target 0,
+    weight 0, never a copy of an example. A weight column is then always emitted (1 per
+    real row or real step when ``sample_weight`` is None), and the weights of per-sequence
+    targets are scaled by rows / real rows, so that the loss and gradient of each batch
+    equal the one-device run of the same plan (per-step targets: see "keras.distribution on
+    JAX" in the distributed guide). With several processes (``jax.distributed``) each
+    process yields its rows of every batch, at the whole batch's width; build the
+    distribution with ``auto_shard_dataset=False``.
+
     Args:
         x: a sequence collection (list of arrays or lists, ``tf.RaggedTensor``, array
             ``(n, T, ...)``, pandas Series of arrays), or a dict or tuple of them (fields).
@@ -379,6 +404,10 @@ def bucketed_dataset(
         targets_field: for several fields, the field (name, or position for a tuple) that
             per-step targets align with; a dict keyed like ``y`` for several targets.
             Default: the field whose lengths equal the targets'.
+        data_parallel: ``"auto"`` (default): when a ``keras.distribution`` layout with a
+            batch axis of ``k > 1`` devices is set, top every batch up to a multiple of
+            ``k`` rows with weight-0 fill rows (see "Data parallelism" above); an int ``k``
+            asks for that; ``None`` never fills.
 
     Returns:
         A ``tf.data.Dataset`` with ``cardinality() == len(sampler) * epochs``.
@@ -421,7 +450,11 @@ def bucketed_dataset(
     stage = _stage(x, y, sample_weight, sampler, padding=padding, value=value, pad_to=pad_to,
                    truncating=truncating, dtype=dtype, allow_nonfinite=allow_nonfinite,
                    targets=targets, targets_field=targets_field, epoch=epoch)
-    index_ds, passes = _index_dataset(sampler, stage, epoch, epochs, reshuffle_each_iteration)
+    layout = resolve_data_parallel(data_parallel, caller="bucketed_dataset")
+    if layout is not None:
+        stage = _inputs.with_fill(stage)
+    index_ds, passes = _index_dataset(sampler, stage, epoch, epochs, reshuffle_each_iteration,
+                                      layout)
 
     # Captured once as tensors; each batch then costs a few gathers of size batch x width.
     consts = stage.convert(tf.constant)
@@ -429,8 +462,9 @@ def bucketed_dataset(
         passes.data = _stage_digest(consts, arguments)
     fixed = _fixed_shapes(stage)
 
-    def make_batch(idx: tf.Tensor, width: tf.Tensor) -> Any:
-        batch = _inputs.gather(consts, idx, width, _TF_KERNEL_OPS)
+    def make_batch(idx: tf.Tensor, width: tf.Tensor, scale: tf.Tensor) -> Any:
+        batch = _inputs.gather(consts, idx, width, _TF_KERNEL_OPS,
+                               scale=None if layout is None else scale)
         if fixed is not None:
             batch = (_ensure_shapes(stage, batch[0], fixed), *batch[1:])
         return batch[0] if len(batch) == 1 else batch

@@ -40,10 +40,12 @@ from seqprep._checks import (
     check_int,
     check_less,
 )
+from seqprep._data_parallel import resolve_data_parallel
 from seqprep._fit_inputs import FitData as _Data
 from seqprep._fit_inputs import check_model as _check_model
 from seqprep._fit_inputs import prepare_fit_data as _prepare
 from seqprep._keras_private import StepTraces, keras_mask
+from seqprep.bucketing.fill import fill_batches, filled_sizes
 from seqprep.bucketing.per_length import (  # noqa: F401  (moved there; old imports work)
     _ORDERS,
     BatchOrder,
@@ -119,6 +121,35 @@ def _output_is_masked(model: Any, data: _Data) -> bool:
     return keras_mask(out) is not None
 
 
+def _check_fill_row(model: Any, data: _Data) -> None:
+    """Refuse a model whose output on a fill row (padding only) is not finite.
+
+    A weight of 0 does not keep a NaN out of the loss or the gradient (``0 * nan`` is NaN):
+    a masked mean over a row without a real step (``GlobalAveragePooling1D`` after a mask)
+    is ``0 / 0``, and the whole model would become NaN after the first filled batch.
+    """
+    stage = _inputs.with_fill(data.stage)
+    width = 1 if stage.single else [1] * len(stage.fields)
+    probe = _inputs.gather(stage, np.array([stage.n]), width)[0]  # one padded step
+    try:
+        out = model(probe, training=False)
+    except Exception:  # a model that cannot take the probe (fixed length): no verdict
+        return
+    outs = out if isinstance(out, (list, tuple)) else [out]
+    if all(np.all(np.isfinite(keras.ops.convert_to_numpy(o))) for o in outs):
+        return
+    raise ValueError(
+        "Argument `model` gives a non-finite output on a fill row (a row of padding only, "
+        "what data parallelism tops batches up with), and a weight of 0 does not keep NaN "
+        "out of the gradient. Received: a model whose output on one padded step is "
+        "NaN or inf (a masked mean over no real step, e.g. GlobalAveragePooling1D after a "
+        "mask, is 0 / 0)\n"
+        "- Pool so that an empty row gives a finite value (e.g. divide by "
+        "maximum(count, 1)), or pass `data_parallel=None` with batch sizes that divide the "
+        "device count."
+    )
+
+
 # --------------------------------------------------------------------------- tf.data execution
 
 
@@ -132,22 +163,37 @@ class _BatchSource:
     batches as numpy-backed arrays).
     """
 
-    def __init__(self, data: _Data, *, exact: bool, step_weights: bool) -> None:
+    def __init__(
+        self, data: _Data, *, exact: bool, step_weights: bool, fill_to: int | None = None
+    ) -> None:
+        # With data parallelism (``fill_to`` devices) every batch is topped up with fill rows
+        # (all padding); an exact-length group then has padding, and per-step weights.
         self.exact = exact
-        if step_weights and data.y_steps and not exact:
+        self.fill_to = fill_to
+        if step_weights and data.y_steps and (not exact or fill_to is not None):
             w_mode = "timestep_mean"  # mean over real steps under the default reduction
         else:
             w_mode = None if data.weights is None else "sequence"
         stage = data.stage
         stage = replace(stage, weighted=w_mode is not None, targets=tuple(
             replace(t, table=replace(t.table, w_mode=w_mode)) for t in stage.targets))
+        if fill_to is not None:  # fill rows weigh 0 (targets without weights get some)
+            stage = _inputs.with_fill(stage)
         self.stage = stage.convert(tf.constant)
         # Static shapes: (None, None, *step) for every field and per-step target.
         self.x_steps = [f.table.x.shape[1:] for f in stage.fields]
         self.y_steps = [t.table.y.shape[1:] if t.table.y_mode == "step" else None
                         for t in stage.targets]
 
+    def _filled(self, rows: np.ndarray, splits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(rows, splits)`` with every batch topped up with fill rows (data parallelism)."""
+        if self.fill_to is None:
+            return rows, splits
+        out = fill_batches(rows, splits, multiple_of=self.fill_to, fill_index=self.stage.n)
+        return out.rows, np.concatenate([[0], np.cumsum(out.sizes)]).astype(np.int64)
+
     def dataset(self, rows: np.ndarray, splits: np.ndarray) -> tf.data.Dataset:
+        rows, splits = self._filled(rows, splits)
         rows_t = tf.constant(rows, tf.int64)
         splits_t = tf.constant(splits, tf.int64)
         ds = tf.data.Dataset.range(len(splits) - 1)
@@ -164,7 +210,7 @@ class _BatchSource:
             # Keras draws one batch before training starts (to build the model), before any
             # epoch is chosen: that pass may ask for an epoch outside the plans.
             plan = plans[min(max(int(e), known[0]), known[-1])]
-            return plan.rows, plan.splits
+            return self._filled(plan.rows, plan.splits)
 
         def epoch_batches(e: tf.Tensor, start: tf.Tensor) -> tf.data.Dataset:
             rows, splits = tf.numpy_function(plan_of, [e], (tf.int64, tf.int64), stateful=True)
@@ -189,7 +235,11 @@ class _BatchSource:
             widths.append(lengths[idx[0]] if exact
                           else tf.reduce_max(tf.gather(lengths, idx)))
         width = widths[0] if stage.single else tf.stack(widths)
-        batch = _inputs.gather(stage, idx, width, _TF_KERNEL_OPS)
+        scale = None
+        if self.fill_to is not None:  # rows over real rows (fill rows are the index n)
+            real_rows = tf.reduce_sum(tf.cast(idx != stage.n, tf.float32))
+            scale = tf.math.divide_no_nan(tf.cast(tf.size(idx), tf.float32), real_rows)
+        batch = _inputs.gather(stage, idx, width, _TF_KERNEL_OPS, scale=scale)
         xs = [batch[0]] if stage.single else [batch[0][k] for k in stage.x_keys]
         for t, step in zip(xs, self.x_steps, strict=True):
             t.set_shape([None, None, *step])
@@ -231,9 +281,12 @@ class _GroupStats(keras.callbacks.Callback):
     async_safe = True
 
     def __init__(self, train_groups, train_sizes, steps, initial_epoch, val_groups, val_sizes,
-                 traces, passes=None):
+                 traces, passes=None, fill_to=None):
         super().__init__()
         self.passes = passes
+        # Keras's running mean weighs each batch by its rows, fill rows included.
+        self.rows = (lambda sizes: sizes) if fill_to is None else (
+            lambda sizes: filled_sizes(sizes, fill_to))
         self.train_groups, self.train_sizes = train_groups, train_sizes
         self.val_groups, self.val_sizes = val_groups, val_sizes
         self.steps, self.initial_epoch = steps, initial_epoch
@@ -270,7 +323,7 @@ class _GroupStats(keras.callbacks.Callback):
 
     def _summarise(self, split, groups, sizes, means, start=0):
         # From batch `start` on (a resumed epoch: the batches this run trained).
-        losses = _batch_losses(means, sizes)[start:]
+        losses = _batch_losses(means, self.rows(sizes))[start:]
         groups, sizes = groups[start:], sizes[start:]
         for g in np.unique(groups):
             sel = groups == g
@@ -412,6 +465,7 @@ def fit_per_length(
     targets: Targets = "auto",
     allow_nonfinite: bool = False,
     targets_field: Any = None,
+    data_parallel: int | Literal["auto"] | None = "auto",
     **fit_kwargs: Any,
 ) -> keras.callbacks.History:
     """Train a compiled Keras model on batches of equal length (or of one bucket), in one fit.
@@ -491,6 +545,13 @@ def fit_per_length(
             ``validation_data`` targets are read the same way as ``y``'s).
         targets_field: for several fields, the field per-step targets align with (default:
             the field whose lengths equal the targets').
+        data_parallel: ``"auto"`` (default): with a ``keras.distribution`` layout of ``k > 1``
+            devices along the batch axis (JAX), every training and validation batch is topped
+            up to a multiple of ``k`` rows with weight-0 fill rows (exact-length groups are
+            then padded by those rows) and the weights make each batch's loss and gradient
+            those of one device (see :func:`seqprep.bucketed_dataset`); an int ``k`` asks
+            for that; ``None`` never fills. One process only. A model whose output on a row
+            of padding is NaN (a masked mean over no step) is refused then.
         **fit_kwargs: passed on to ``model.fit`` (e.g. ``validation_freq``, ``class_weight``).
 
     Returns:
@@ -539,10 +600,22 @@ def fit_per_length(
     _report_group_drops(plans[0], keys, batch_size)
     steps = len(plans[0].groups)
     rows, splits, batch_groups = _concat_plans(plans)
-    step_weights = data.y_steps and not exact and not _output_is_masked(model, data)
+    layout = resolve_data_parallel(data_parallel, caller="fit_per_length")
+    if layout is not None and layout.num_processes > 1:
+        raise ValueError(
+            "Argument `data_parallel` of `fit_per_length` covers the devices of one process; "
+            f"the Keras distribution spans {layout.num_processes} processes.\n- Use "
+            "bucketed_dataset (each process reads its rows of every batch) with model.fit."
+        )
+    fill_to = None if layout is None else layout.size
+    if fill_to is not None:
+        _check_fill_row(model, data)
+    step_weights = (data.y_steps and (not exact or fill_to is not None)
+                    and not _output_is_masked(model, data))
     passes = _plan_passes(keys, batch_size, order, sorted_epochs, seed, drop_remainder, steps)
-    source = _BatchSource(data, exact=exact, step_weights=step_weights)
-    passes.data = _stage_digest(source.stage, {"exact": exact, "step_weights": step_weights})
+    source = _BatchSource(data, exact=exact, step_weights=step_weights, fill_to=fill_to)
+    passes.data = _stage_digest(source.stage, {"exact": exact, "step_weights": step_weights,
+                                               "fill_to": fill_to})
     train_ds = source.epoch_dataset(dict(enumerate(plans, start=initial_epoch)), passes)
     ranges = _group_ranges(keys, lengths)
 
@@ -551,12 +624,13 @@ def fit_per_length(
         val_ds, val_plan = _validation_source(
             validation_data, data.y_steps, allow_nonfinite, boundaries, val_batch, state_batch,
             drop_remainder, seed, ranges,
-            functools.partial(_BatchSource, exact=exact, step_weights=step_weights),
+            functools.partial(_BatchSource, exact=exact, step_weights=step_weights,
+                              fill_to=fill_to),
             dict(targets_field=targets_field, pad_value=pad_value))
 
     traces = StepTraces(model)
     stats = _GroupStats(batch_groups, np.diff(splits), steps, initial_epoch,
-                        val_plan.groups, val_plan.sizes, traces, passes)
+                        val_plan.groups, val_plan.sizes, traces, passes, fill_to)
     extra: list[keras.callbacks.Callback] = [stats, _DrivePasses(passes)]
     if state_batch is not None:
         extra.append(_ResetStates([la for la in _walk_layers(model)

@@ -18,7 +18,9 @@ from numpy.typing import DTypeLike
 
 from seqprep import _inputs, _kernel
 from seqprep._checks import check_bool, check_choice, check_int, needs_sampler
+from seqprep._data_parallel import Layout, resolve_data_parallel
 from seqprep.bucketing import PackSampler
+from seqprep.bucketing.fill import fill_batches
 
 # The pass counter is bucketed_dataset's: one rule for both executors.
 from seqprep.data import _TF_KERNEL_OPS, _data_digest, _Passes
@@ -29,34 +31,49 @@ __all__ = ["packed_dataset"]
 _AUTOTUNE = tf.data.AUTOTUNE
 
 
-def _slot_matrix(sampler: PackSampler, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-    """One epoch as a ``(rows, S)`` int64 matrix of sequence indices (-1: empty slot) and the
-    number of rows of every batch (the sampler's :class:`~seqprep.PackedPlan`)."""
+def _slot_matrix(
+    sampler: PackSampler, epoch: int, layout: Layout | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One epoch as a ``(rows, S)`` int64 matrix of sequence indices (-1: empty slot), the
+    number of rows of every batch (the sampler's :class:`~seqprep.PackedPlan`) and the weight
+    scale of every batch: 1, unless ``layout`` tops every batch up with empty rows (every
+    slot -1) to a multiple of its size; then this process's rows, and rows / real rows."""
     plan = sampler.plan(epoch)
-    return plan.slots, plan.rows_per_batch
+    slots, sizes = plan.slots, plan.rows_per_batch
+    if layout is None:
+        return slots, sizes, np.ones(sizes.size, np.float32)
+    empty = np.full((1, slots.shape[1]), -1, np.int64)
+    filled = fill_batches(np.arange(slots.shape[0]), plan.slot_splits, multiple_of=layout.size,
+                          fill_index=slots.shape[0], num_processes=layout.num_processes,
+                          process_index=layout.process_index)
+    return (np.concatenate([slots, empty])[filled.rows], filled.sizes,
+            filled.scales.astype(np.float32))
 
 
 def _slot_dataset(
-    sampler: PackSampler, epoch: int, epochs: int, reshuffle: bool
+    sampler: PackSampler, epoch: int, epochs: int, reshuffle: bool, layout: Layout | None = None
 ) -> tf.data.Dataset:
-    """A dataset of ``(B, S)`` slot matrices, one per batch of the planned epochs."""
+    """A dataset of ``(B, S)`` slot matrices and weight scales, one per batch of the planned
+    epochs."""
     if epochs == 1 and not reshuffle:
-        slots, sizes = _slot_matrix(sampler, epoch)
+        slots, sizes, scales = _slot_matrix(sampler, epoch, layout)
         return tf.data.Dataset.from_tensor_slices(
-            tf.RaggedTensor.from_row_lengths(slots, sizes, validate=False)
-        ).map(lambda r: r.to_tensor() if isinstance(r, tf.RaggedTensor) else r)
+            (tf.RaggedTensor.from_row_lengths(slots, sizes, validate=False), scales)
+        ).map(lambda r, s: (r.to_tensor() if isinstance(r, tf.RaggedTensor) else r, s))
 
-    def plan_of(e: Any) -> tuple[np.ndarray, np.ndarray]:
-        return _slot_matrix(sampler, int(e))
+    def plan_of(e: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return _slot_matrix(sampler, int(e), layout)
 
     width = max(1, sampler.max_segments_)
 
     def epoch_batches(e: tf.Tensor, start: tf.Tensor) -> tf.data.Dataset:
-        slots, sizes = tf.numpy_function(plan_of, [e], (tf.int64, tf.int64), stateful=True)
+        slots, sizes, scales = tf.numpy_function(plan_of, [e], (tf.int64, tf.int64, tf.float32),
+                                                 stateful=True)
         slots = tf.reshape(slots, [-1, width])
+        scales.set_shape([None])
         splits = tf.concat([[0], tf.cumsum(sizes)], 0)
         return tf.data.Dataset.range(start, tf.size(sizes, out_type=tf.int64)).map(
-            lambda i: slots[splits[i] : splits[i + 1]]
+            lambda i: (slots[splits[i] : splits[i + 1]], scales[i])
         )
 
     # The same pass counter as bucketed_dataset's: pass k plays epochs epoch + k * epochs ..
@@ -82,6 +99,7 @@ def packed_dataset(
     dtype: DTypeLike | None = None,
     targets: Targets = "auto",
     allow_nonfinite: bool = False,
+    data_parallel: int | Literal["auto"] | None = "auto",
 ) -> tf.data.Dataset:
     """Packed batches of in-memory sequences, in the order a :class:`PackSampler` planned.
 
@@ -126,6 +144,12 @@ def packed_dataset(
             target per sequence or one per step (the rule of :func:`seqprep.resolve_targets`).
         allow_nonfinite: accept NaN/inf in ``x`` (refused by default; NaN/inf in ``y`` and
             ``sample_weight`` are always refused), as in :func:`bucketed_dataset`.
+        data_parallel: ``"auto"`` (default), an int or ``None``: with ``k > 1`` devices along
+            a ``keras.distribution`` batch axis, every batch is topped up to a multiple of
+            ``k`` rows with empty rows (no sequence, weight 0), and the weights of the real
+            rows are scaled by rows / real rows, so the loss of a batch is the one-device
+            loss (packed weights, per slot or per step, meet the default reduction without a
+            mask); as in :func:`bucketed_dataset`.
 
     Returns:
         A ``tf.data.Dataset`` with ``cardinality() == len(sampler) * epochs``.
@@ -179,13 +203,20 @@ def packed_dataset(
             sample_weight, stage.n,
             fix="Pass one weight per sequence; packed weights are already 0 on padding.")
     consts = _Consts(stage, weights, sampler)
-    slots = _slot_dataset(sampler, epoch, epochs, bool(reshuffle_each_iteration))
+    layout = resolve_data_parallel(data_parallel, caller="packed_dataset")
+    slots = _slot_dataset(sampler, epoch, epochs, bool(reshuffle_each_iteration), layout)
     passes = getattr(slots, "_seqprep_passes", None)
     if passes is not None:  # what seqprep.BackupAndRestore checks on resume
         passes.data = _data_digest([consts.table], [consts.table], {"packed": True})
 
-    def make_batch(slot: tf.Tensor) -> Any:
-        return _build_batch(slot, consts)
+    def make_batch(slot: tf.Tensor, scale: tf.Tensor) -> Any:
+        batch = _build_batch(slot, consts)
+        if layout is None or not isinstance(batch, tuple):
+            return batch
+        # Packed weights are per slot or per step, and no Keras mask reaches the loss: the
+        # default reduction divides by every row, empty fill rows included, so the real
+        # rows' weights are scaled by rows / real rows whatever the targets.
+        return (*batch[:-1], batch[-1] * scale)
 
     ds = slots.map(make_batch, num_parallel_calls=_AUTOTUNE, deterministic=True)
     expected = len(sampler) * epochs

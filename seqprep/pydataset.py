@@ -14,7 +14,7 @@ its end, the row offsets, and the labels and weights checked and cast.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import keras
 import numpy as np
@@ -27,6 +27,7 @@ from seqprep._checks import (
     check_int,
     needs_sampler,
 )
+from seqprep._data_parallel import Layout, resolve_data_parallel
 from seqprep.bucketing import BucketSampler
 from seqprep.data import PadTo, _plan_arrays, _stage
 from seqprep.padding import Side
@@ -45,17 +46,20 @@ class BucketedPyDataset(keras.utils.PyDataset):
         sampler: BucketSampler,
         stage: _inputs.Stage,
         epoch: int,
+        layout: Layout | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.sampler = sampler
         self._stage = stage
+        self._layout = layout
         self._set_epoch(epoch)
 
     def _set_epoch(self, epoch: int) -> None:
-        flat, sizes, widths = _plan_arrays(self.sampler, epoch, self._stage)
+        flat, sizes, widths, scales = _plan_arrays(self.sampler, epoch, self._stage,
+                                                   self._layout)
         # Replace the whole plan at once: a worker thread reads one consistent tuple.
-        self._plan = (flat, np.concatenate([[0], np.cumsum(sizes)]), widths)
+        self._plan = (flat, np.concatenate([[0], np.cumsum(sizes)]), widths, scales)
         self.epoch = epoch
         self._served: set[int] = set()  # batches of this plan read in this process
         self._begun = False
@@ -64,12 +68,13 @@ class BucketedPyDataset(keras.utils.PyDataset):
         return len(self.sampler)
 
     def __getitem__(self, index: int) -> Any:
-        flat, splits, widths = self._plan
+        flat, splits, widths, scales = self._plan
         if not 0 <= index < widths.size:
             raise IndexError(f"batch index {index} out of range for {widths.size} batches")
         self._served.add(index)
         idx = flat[splits[index] : splits[index + 1]]
-        batch = _inputs.gather(self._stage, idx, widths[index])
+        batch = _inputs.gather(self._stage, idx, widths[index],
+                               scale=None if self._layout is None else scales[index])
         return batch[0] if len(batch) == 1 else batch
 
     def on_epoch_begin(self) -> None:
@@ -114,6 +119,7 @@ def bucketed_pydataset(
     workers: int = 1,
     use_multiprocessing: bool = False,
     max_queue_size: int = 10,
+    data_parallel: int | Literal["auto"] | None = "auto",
 ) -> BucketedPyDataset:
     """Padded batches of a :class:`BucketSampler`'s plan as a ``keras.utils.PyDataset``.
 
@@ -154,6 +160,8 @@ def bucketed_pydataset(
             ``use_multiprocessing=True``).
         use_multiprocessing: use processes rather than threads for ``workers > 1``.
         max_queue_size: batches Keras keeps ready ahead of training.
+        data_parallel: ``"auto"``, an int or ``None``: batches topped up with weight-0 fill
+            rows to a multiple of the data-parallel size, as in ``bucketed_dataset``.
 
     Returns:
         A ``keras.utils.PyDataset`` with ``len(ds) == len(sampler)``.
@@ -183,7 +191,10 @@ def bucketed_pydataset(
     stage = _stage(x, y, sample_weight, sampler, padding=padding, value=value, pad_to=pad_to,
                    truncating=truncating, dtype=dtype, allow_nonfinite=allow_nonfinite,
                    targets=targets, targets_field=targets_field, epoch=epoch)
+    layout = resolve_data_parallel(data_parallel, caller="bucketed_pydataset")
+    if layout is not None:
+        stage = _inputs.with_fill(stage)
     return BucketedPyDataset(
-        sampler=sampler, stage=stage, epoch=epoch,
+        sampler=sampler, stage=stage, epoch=epoch, layout=layout,
         workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size,
     )

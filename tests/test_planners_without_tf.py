@@ -88,6 +88,12 @@ packed = packer.plan(0)
 assert isinstance(packed, sp.PackedPlan) and covered(packed) == everyone
 assert covered(packed.slots[packed.slots >= 0][None]) == everyone
 
+from seqprep.bucketing.fill import fill_batches  # noqa: E402  (the data-parallel fill rule)
+
+plan0 = s.plan(0)
+filled = fill_batches(plan0.rows, plan0.splits, multiple_of=4, fill_index=n)
+assert covered([filled.rows[filled.rows < n]]) == everyone and (filled.sizes % 4 == 0).all()
+
 report = sp.padding_report(lengths, s.batches(0))
 assert report["n_examples"] == n and 0 <= report["padding_fraction"] < 1
 

@@ -16,7 +16,10 @@ fresh order every epoch for every pipeline:
   (the TensorFlow default);
 - ``seqprep default``: ``bucketed_dataset`` with the default sampler and ``pad_to="auto"``
   (a width grid of at most 16 widths on JAX);
-- ``seqprep grid 8``: ``pad_to=seqprep.width_grid(sampler, 8)``, the tighter shape bound.
+- ``seqprep grid 8``: ``pad_to=seqprep.width_grid(sampler, 8)``, the tighter shape bound;
+- ``seqprep default on 2 devices`` (not in the default set; ``--pipelines``): ``seqprep default``
+  under ``keras.distribution.DataParallel`` over two CPU devices
+  (``--xla_force_host_platform_device_count=2``), batches topped up with weight-0 fill rows.
 
 Each pipeline trains in its own subprocess with ``KERAS_BACKEND`` set (fresh compile caches);
 compiles are JAX's backend-compile events during each epoch. Padding is measured on one pass
@@ -38,6 +41,7 @@ from _common import token_gru
 
 BATCH, VOCAB = 64, 1000
 PIPELINES = ("padded_batch", "bbsl q8", "seqprep pad_to=batch", "seqprep default", "seqprep grid 8")
+DATA_PARALLEL = "seqprep default on 2 devices"  # "seqprep default" on a two-device mesh
 BASELINE = "bbsl q8"
 ROOT = Path(__file__).resolve().parents[2]
 PROGRESS = Path(tempfile.gettempdir()) / "seqprep_bench_backends_progress.jsonl"
@@ -77,6 +81,7 @@ def _pipeline(name: str, n: int):
     pad_to = {
         "seqprep pad_to=batch": "batch",
         "seqprep default": "auto",
+        DATA_PARALLEL: "auto",
         "seqprep grid 8": sp.width_grid(sampler, 8),
     }[name]
     ds = sp.bucketed_dataset(
@@ -99,9 +104,15 @@ def _worker(name: str, n: int, epochs: int) -> dict:
             compiles["secs"] += duration
 
     monitoring.register_event_duration_secs_listener(listener)
+    if name == DATA_PARALLEL:  # before the dataset (it reads the layout) and the model
+        import jax
+
+        keras.distribution.set_distribution(
+            keras.distribution.DataParallel(devices=jax.devices()))
     ds, lengths = _pipeline(name, n)
     shapes, padded = set(), 0
-    for xb, _ in ds:  # one pass before training: padding and shapes of one epoch's plan
+    for batch in ds:  # one pass before training: padding and shapes of one epoch's plan
+        xb = batch[0]  # (x, y), or (x, y, weights) with fill rows
         shapes.add(tuple(xb.shape))
         padded += int(np.prod(xb.shape))
     real = int(lengths.sum())
@@ -139,6 +150,8 @@ def run(n: int, epochs: int, backend: str = "jax", pipelines=PIPELINES) -> list[
     for name in pipelines:
         env = dict(os.environ, KERAS_BACKEND=backend, CUDA_VISIBLE_DEVICES="-1",
                    TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
+        if name == DATA_PARALLEL:
+            env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
         out = subprocess.run(
             [sys.executable, __file__, "--worker", name, "--n", str(n), "--epochs", str(epochs)],
             env=env, capture_output=True, text=True, check=False, cwd=ROOT,

@@ -1,0 +1,395 @@
+"""Data parallelism: batches topped up with weight-0 fill rows to a multiple of the device count.
+
+* the fill rule in numpy (:func:`seqprep.bucketing.fill.fill_batches`), on Hypothesis-drawn
+  plans: every example once (across processes too), fill rows only at the end, row counts
+  divisible, the scale ``B' / B``;
+* the executors with ``data_parallel=k`` on this process's backend: ids exactly once, fill
+  rows all padding with target 0 and weight 0, and Keras's loss of every filled batch equal
+  to the loss of the unfilled one for each weight mode;
+* ``keras.distribution.DataParallel`` on two JAX CPU devices (a subprocess: the device count
+  is fixed when JAX starts): ``bucketed_dataset`` (a partial batch, a token budget, per-step
+  targets behind a mask), ``bucketed_pydataset`` and ``fit_per_length`` train to the weights
+  of the one-device run of the same plan within 1e-5;
+* two ``jax.distributed`` processes on localhost: equal steps, equal widths, every example
+  exactly once across the processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import seqprep as sp
+from seqprep._data_parallel import Layout, resolve_data_parallel
+from seqprep.bucketing.fill import fill_batches, filled_sizes
+
+ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+
+
+# --------------------------------------------------------------------------- the rule (numpy)
+
+
+@st.composite
+def _plans(draw):
+    sizes = draw(st.lists(st.integers(0, 13), min_size=1, max_size=12), label="batch sizes")
+    n = sum(sizes)
+    order = draw(st.permutations(range(n)), label="order")
+    splits = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    return np.asarray(order, np.int64), splits
+
+
+@given(plan=_plans(), processes=st.integers(1, 4), per_process=st.integers(1, 4))
+def test_fill_rule_every_example_once_fill_rows_last(plan, processes, per_process):
+    rows, splits = plan
+    k = processes * per_process
+    fill = int(rows.size)  # the table's zero-length sequence sits after the n examples
+    sizes = np.diff(splits)
+    parts = [fill_batches(rows, splits, multiple_of=k, fill_index=fill,
+                          num_processes=processes, process_index=p) for p in range(processes)]
+    expected = filled_sizes(sizes, k)
+    assert np.all(expected % k == 0) and np.all(expected >= sizes)
+    assert np.all(expected - np.maximum(sizes, 1) < k)  # the fewest rows (k for an empty one)
+    for part in parts:
+        # Every process: the same step count and the same rows per step.
+        np.testing.assert_array_equal(part.sizes, expected // processes)
+        scales = np.where(sizes > 0, expected / np.maximum(sizes, 1), 0)
+        np.testing.assert_allclose(part.scales, scales)
+    for b in range(sizes.size):
+        # The global batch is the processes' parts side by side: the plan's batch, then fills.
+        glued = np.concatenate([
+            part.rows[np.cumsum(part.sizes)[b] - part.sizes[b]: np.cumsum(part.sizes)[b]]
+            for part in parts])
+        np.testing.assert_array_equal(glued[: sizes[b]], rows[splits[b]: splits[b + 1]])
+        assert np.all(glued[sizes[b]:] == fill)
+    real = np.concatenate([part.rows[part.rows != fill] for part in parts])
+    np.testing.assert_array_equal(np.sort(real), np.arange(rows.size))  # exactly once
+
+
+def test_fill_rule_refuses_bad_arguments():
+    rows, splits = np.array([0, 1, 2]), np.array([0, 3])
+    with pytest.raises(ValueError, match="`multiple_of` must be a multiple of `num_processes`"):
+        fill_batches(rows, splits, multiple_of=3, fill_index=3, num_processes=2)
+    with pytest.raises(ValueError, match="`process_index` must be below"):
+        fill_batches(rows, splits, multiple_of=2, fill_index=3, num_processes=2, process_index=2)
+    with pytest.raises(ValueError, match="`fill_index`=1 is a planned index"):
+        fill_batches(rows, splits, multiple_of=2, fill_index=1)
+    with pytest.raises(ValueError, match="`multiple_of` must be at least 1"):
+        fill_batches(rows, splits, multiple_of=0, fill_index=3)
+
+
+# --------------------------------------------------------------------------- executors
+
+
+def _id_data(n=37, seed=0):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 12, n)
+    # Every step of sequence i holds i + 1; 0 is padding: a row tells which example it is.
+    x = [np.full(int(length), i + 1, np.int32) for i, length in enumerate(lengths)]
+    return lengths, x, rng.normal(size=n).astype(np.float32)
+
+
+def _row_ids(xb):
+    return [int(r[r > 0][0]) - 1 if np.any(r > 0) else -1 for r in np.asarray(xb)]
+
+
+@pytest.mark.parametrize("budget", [{"batch_size": 10}, {"max_tokens": 40}])
+def test_bucketed_dataset_ids_exactly_once_and_fill_rows_weigh_zero(budget):
+    lengths, x, y = _id_data()
+    sampler = sp.BucketSampler(lengths, boundaries=[4, 8], seed=2, **budget)
+    ds = sp.bucketed_dataset(x, y, sampler=sampler, data_parallel=4, pad_to="batch",
+                             padding="pre")
+    for epoch in range(2):  # every pass plays the next epoch
+        ids = []
+        plan = sampler.plan(epoch)
+        for b, (xb, yb, wb) in enumerate(ds.as_numpy_iterator()):
+            xb, yb, wb = np.asarray(xb), np.asarray(yb), np.asarray(wb)
+            assert xb.shape[0] % 4 == 0
+            row_ids = _row_ids(xb)
+            fill = np.array(row_ids) < 0
+            assert np.all(xb[fill] == 0) and np.all(yb[fill] == 0) and np.all(wb[fill] == 0)
+            real = plan[b].size
+            np.testing.assert_array_equal(row_ids[:real], plan[b])  # the plan's order
+            np.testing.assert_allclose(wb[~fill], xb.shape[0] / real, rtol=1e-6)
+            np.testing.assert_array_equal(yb[~fill], y[plan[b]])
+            ids.extend(i for i in row_ids if i >= 0)
+        np.testing.assert_array_equal(np.sort(ids), np.arange(len(x)))
+
+
+def _keras_loss(loss, yb, pred, wb=None):
+    return float(loss(yb, pred, sample_weight=wb))
+
+
+@pytest.mark.parametrize(
+    "sample_weight, reduction",
+    [(None, "sum_over_batch_size"), ("per-sequence", "sum_over_batch_size"),
+     (None, "mean_with_sample_weight"), ("per-sequence", "mean_with_sample_weight")],
+)
+def test_filled_batch_loss_equals_unfilled_per_sequence(sample_weight, reduction):
+    import keras
+
+    lengths, x, y = _id_data(n=23)
+    weights = np.linspace(0.5, 2.0, len(x)).astype(np.float32)
+    sw = weights if sample_weight else None
+    sampler = sp.BucketSampler(lengths, boundaries=[6], batch_size=7, shuffle=False)
+    one = list(sp.bucketed_dataset(x, y, sampler=sampler, sample_weight=sw,
+                                   data_parallel=None).as_numpy_iterator())
+    four = list(sp.bucketed_dataset(x, y, sampler=sampler, sample_weight=sw,
+                                    data_parallel=4).as_numpy_iterator())
+    loss = keras.losses.MeanSquaredError(reduction=reduction)
+    rng = np.random.default_rng(1)
+    for a, b in zip(one, four, strict=True):
+        pred = rng.normal(size=(b[0].shape[0], 1)).astype(np.float32)
+        real = a[0].shape[0]
+        want = _keras_loss(loss, a[1], pred[:real], a[2] if len(a) == 3 else None)
+        assert _keras_loss(loss, b[1], pred, b[2]) == pytest.approx(want, rel=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["timestep", "timestep_mean", None])
+def test_filled_batch_loss_equals_unfilled_per_step(mode):
+    import keras
+
+    lengths, x, _ = _id_data(n=19)
+    y = [np.arange(length, dtype=np.float32)[:, None] for length in lengths]
+    sampler = sp.BucketSampler(lengths, boundaries=[6], batch_size=6, shuffle=False)
+    one = list(sp.bucketed_dataset(x, y, sampler=sampler, sample_weight=mode,
+                                   data_parallel=None).as_numpy_iterator())
+    four = list(sp.bucketed_dataset(x, y, sampler=sampler, sample_weight=mode,
+                                    data_parallel=4).as_numpy_iterator())
+    # The loss each recipe of "Weights and masked losses" is meant with: "timestep" weights
+    # with mean_with_sample_weight, "timestep_mean" with the default reduction, and no
+    # weights with a Keras mask reaching the loss (the mask is the real steps).
+    reduction = "mean_with_sample_weight" if mode == "timestep" else "sum_over_batch_size"
+    loss = keras.losses.MeanSquaredError(reduction=reduction)
+    rng = np.random.default_rng(2)
+    for a, b in zip(one, four, strict=True):
+        assert b[0].shape[0] % 4 == 0 and len(b) == 3  # a weight column once filled
+        pred = rng.normal(size=b[1].shape).astype(np.float32)
+        real = a[0].shape[0]
+        if mode is None:
+            masked = keras.ops.convert_to_tensor(pred)
+            masked._keras_mask = keras.ops.convert_to_tensor(b[0] != 0)
+            unfilled = keras.ops.convert_to_tensor(pred[:real])
+            unfilled._keras_mask = keras.ops.convert_to_tensor(a[0] != 0)
+            want, got = float(loss(a[1], unfilled)), float(loss(b[1], masked, b[2]))
+        else:
+            want = _keras_loss(loss, a[1], pred[:real], a[2])
+            got = _keras_loss(loss, b[1], pred, b[2])
+        assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_pydataset_batches_equal_tf_data_batches():
+    lengths, x, y = _id_data()
+    sampler = sp.BucketSampler(lengths, boundaries=[5], max_tokens=30, seed=4)
+    tf_ds = sp.bucketed_dataset(x, y, sampler=sampler, data_parallel=2, pad_to="bucket")
+    py_ds = sp.bucketed_pydataset(x, y, sampler=sampler, data_parallel=2, pad_to="bucket")
+    a = list(tf_ds.as_numpy_iterator())
+    assert len(a) == len(py_ds)
+    for i, batch in enumerate(a):
+        for u, v in zip(batch, py_ds[i], strict=True):
+            np.testing.assert_array_equal(u, v)
+
+
+def test_data_parallel_one_or_none_changes_nothing():
+    lengths, x, y = _id_data(n=11)
+    sampler = sp.BucketSampler(lengths, batch_size=4, shuffle=False)
+    base = list(sp.bucketed_dataset(x, y, sampler=sampler).as_numpy_iterator())
+    for dp in (None, 1):
+        got = list(sp.bucketed_dataset(x, y, sampler=sampler, data_parallel=dp)
+                   .as_numpy_iterator())
+        assert len(got) == len(base)
+        for u, v in zip(got, base, strict=True):
+            assert len(u) == 2
+            np.testing.assert_array_equal(u[0], v[0])
+
+
+@pytest.mark.parametrize(
+    "value, error, match",
+    [("all", ValueError, r'`data_parallel` must be "auto", None or a positive int'),
+     (0, ValueError, "`data_parallel` must be at least 1"),
+     (2.0, TypeError, "`data_parallel` must be an integer")],
+)
+def test_bad_data_parallel(value, error, match):
+    lengths, x, y = _id_data(n=5)
+    sampler = sp.BucketSampler(lengths, batch_size=2)
+    with pytest.raises(error, match=match):
+        sp.bucketed_dataset(x, y, sampler=sampler, data_parallel=value)
+
+
+class _FakeDistribution:
+    """What seqprep reads of a keras.distribution layout (public attributes only)."""
+
+    def __init__(self, devices, processes, auto_shard=False, axis="batch"):
+        self.device_mesh = type("Mesh", (), {"shape": (devices,), "axis_names": ["batch"]})()
+        self.batch_dim_name = axis
+        self.num_processes = processes
+        self.auto_shard_dataset = auto_shard
+
+
+def test_layout_read_from_keras_distribution(monkeypatch):
+    from seqprep import _data_parallel
+
+    monkeypatch.setattr(_data_parallel, "_keras_distribution", lambda: _FakeDistribution(4, 1))
+    assert resolve_data_parallel("auto", caller="f") == Layout(4, 1, 0)
+    monkeypatch.setattr(_data_parallel, "_keras_distribution",
+                        lambda: _FakeDistribution(4, 1, axis="model"))
+    assert resolve_data_parallel("auto", caller="f") is None  # no batch axis: no filling
+    monkeypatch.setattr(_data_parallel, "_keras_distribution",
+                        lambda: _FakeDistribution(4, 2, auto_shard=True))
+    with pytest.raises(ValueError, match="auto_shard_dataset=False"):
+        resolve_data_parallel("auto", caller="bucketed_dataset")
+    monkeypatch.setattr(_data_parallel, "_keras_distribution", lambda: _FakeDistribution(4, 2))
+    with pytest.raises(ValueError, match="multiple of the number of processes"):
+        resolve_data_parallel(3, caller="bucketed_dataset")
+
+
+def test_keras_distribution_public_api_is_there():
+    """What ``data_parallel="auto"`` reads: fails loudly if Keras renames it."""
+    import keras
+
+    assert keras.distribution.distribution() is None
+    assert resolve_data_parallel("auto", caller="f") is None
+    for name in ("batch_dim_name", "device_mesh", "num_processes", "auto_shard_dataset"):
+        assert isinstance(getattr(keras.distribution.DataParallel, name), property), name
+    for name in ("shape", "axis_names"):
+        assert isinstance(getattr(keras.distribution.DeviceMesh, name), property), name
+
+
+# --------------------------------------------------------------------------- JAX, two devices
+
+
+def _jax_env(devices=2):
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(ROOT),
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+           "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return env
+
+
+@pytest.mark.slow
+def test_data_parallel_on_two_jax_devices_equals_one_device(tmp_path):
+    """bucketed_dataset (batch_size=30 with a partial batch; max_tokens; per-step targets
+    behind a mask), bucketed_pydataset and fit_per_length under DataParallel on two CPU
+    devices end with the weights of the one-device run of the same plan."""
+    pytest.importorskip("jax")
+    out = tmp_path / "result.json"
+    proc = subprocess.run([sys.executable, str(HERE / "_jax_dp_worker.py"), str(out)],
+                          env=_jax_env(), cwd=tmp_path, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(out.read_text())
+    assert result["devices"] == 2
+    assert set(result["cases"]) == {"batch_size=30", "max_tokens", "per-step, masked",
+                                    "pydataset", "fit_per_length", "fit_per_length, step"}
+    for name, case in result["cases"].items():
+        assert case["divisible"], name  # every batch's rows split over both devices
+        assert case["had_fill"], name  # the case exercises fill rows
+        assert case["max_weight_diff"] < 1e-5, (name, case)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_jax_distributed_processes_each_example_once(tmp_path):
+    pytest.importorskip("jax")
+    port = _free_port()
+    env = _jax_env(devices=1)
+    procs = [subprocess.Popen([sys.executable, str(HERE / "_jax_distributed_worker.py"),
+                               str(port), str(i), str(tmp_path / f"{i}.json")],
+                              env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    try:
+        errs = [p.communicate(timeout=900)[1] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, err in zip(procs, errs, strict=True):
+        assert p.returncode == 0, err[-4000:]
+    a, b = (json.loads((tmp_path / f"{i}.json").read_text()) for i in range(2))
+    assert a["devices"] == b["devices"] == 2 and a["local_devices"] == 1
+    assert a["steps"] == b["steps"] == len(a["rows"]) > 0  # the same global step count
+    assert a["widths"] == b["widths"] and a["rows"] == b["rows"]  # same shapes every step
+    ids = a["ids"] + b["ids"]
+    assert sorted(ids) == list(range(45))  # every example exactly once, across processes
+    for u, v in zip(a["weights"], b["weights"], strict=True):  # one model, replicated
+        np.testing.assert_allclose(u, v, rtol=0, atol=0)
+
+
+def test_fit_per_length_refuses_a_model_that_a_fill_row_makes_nan():
+    import keras
+
+    lengths, x, y = _id_data(n=9)
+    x = [np.asarray(s, np.float32)[:, None] for s in x]
+    model = keras.Sequential([keras.Input((None, 1)), keras.layers.Masking(0.0),
+                              keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    with pytest.raises(ValueError, match="non-finite output on a fill row"):
+        sp.fit_per_length(model, x, y, batch_size=4, data_parallel=2, verbose=0)
+    before = [w.copy() for w in model.get_weights()]
+    sp.fit_per_length(model, x, y, batch_size=4, data_parallel=None, verbose=0)  # no fill
+    assert any(np.any(a != b) for a, b in zip(before, model.get_weights(), strict=True))
+
+
+def test_fit_per_length_with_fill_rows_trains_as_one_device():
+    """On this process's backend, data_parallel=2 (fill rows, no mesh) trains to the weights
+    of the unfilled run: the fill rows and the weight scale change nothing."""
+    import keras
+
+    lengths, x, y = _id_data(n=21)
+    x = [np.asarray(s, np.float32)[:, None] for s in x]
+
+    def trained(dp):
+        keras.utils.set_random_seed(3)
+        model = keras.Sequential([keras.Input((None, 1)), keras.layers.Masking(0.0),
+                                  keras.layers.SimpleRNN(2), keras.layers.Dense(1)])
+        model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+        sp.fit_per_length(model, x, y, epochs=2, batch_size=5, group_by=[4, 8],
+                          data_parallel=dp, verbose=0)
+        return model.get_weights()
+
+    for a, b in zip(trained(None), trained(4), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("per_step", [False, True])
+def test_packed_dataset_fill_rows_are_empty_and_keep_the_loss(per_step):
+    import keras
+
+    lengths, x, _ = _id_data(n=29)
+    y = ([np.arange(length, dtype=np.float32)[:, None] for length in lengths] if per_step
+         else np.linspace(-1, 1, len(x)).astype(np.float32))
+    sampler = sp.PackSampler(lengths, batch_size=3, shuffle=True, seed=1)
+    one = list(sp.packed_dataset(x, y, sampler=sampler, data_parallel=None,
+                                 reshuffle_each_iteration=False).as_numpy_iterator())
+    four = list(sp.packed_dataset(x, y, sampler=sampler, data_parallel=4,
+                                  reshuffle_each_iteration=False).as_numpy_iterator())
+    loss = keras.losses.MeanSquaredError()
+    rng = np.random.default_rng(3)
+    ids = []
+    for (xa, ya, wa), (xb, yb, wb) in zip(one, four, strict=True):
+        rows = xa["values"].shape[0]
+        assert xb["values"].shape[0] % 4 == 0
+        np.testing.assert_array_equal(xb["values"][:rows], xa["values"])
+        assert np.all(xb["values"][rows:] == 0) and np.all(xb["segment_ids"][rows:] == 0)
+        assert np.all(wb[rows:] == 0)
+        ids.extend(int(v) - 1 for v in np.unique(xb["values"]) if v > 0)
+        shape = yb.shape if per_step else (*yb.shape, 1)
+        pred = rng.normal(size=shape).astype(np.float32)
+        target_b = yb if per_step else yb[..., None]
+        target_a = ya if per_step else ya[..., None]
+        want = float(loss(target_a, pred[:rows], wa))
+        assert float(loss(target_b, pred, wb)) == pytest.approx(want, rel=1e-5)
+    assert sorted(ids) == list(range(len(x)))
