@@ -29,8 +29,8 @@ from numpy.typing import DTypeLike
 
 from seqprep import _inputs, _kernel
 from seqprep._checks import check_bool, check_choice, check_int, needs_sampler
-from seqprep._fingerprint import DataDigest
 from seqprep._data_parallel import Layout, resolve_data_parallel
+from seqprep._fingerprint import DataDigest
 from seqprep.bucketing import BucketSampler
 from seqprep.bucketing.fill import fill_batches
 from seqprep.bucketing.shapes import compiling_backend, resolve_pad_to
