@@ -171,17 +171,9 @@ def analyze_lengths(
             return _analyze_fields(arr, names, batch_size, max_tokens, num_buckets, seed)
         lengths = arr
     lengths = check_lengths(lengths)
-    if batch_size is not None and max_tokens is not None:
-        raise ValueError(
-            "Pass at most one of `batch_size` and `max_tokens`. Received: "
-            f"batch_size={batch_size!r}, max_tokens={max_tokens!r}"
-        )
-    if max_tokens is None:
-        batch_size = check_int("batch_size", 32 if batch_size is None else batch_size, minimum=1)
-        batching: dict[str, int] = {"batch_size": batch_size}
-    else:
-        max_tokens = check_int("max_tokens", max_tokens, minimum=1)
-        batching = {"max_tokens": max_tokens}
+    _check_one_budget(batch_size, max_tokens)
+    batching = _batching(batch_size, max_tokens)
+    batch_size, max_tokens = batching.get("batch_size"), batching.get("max_tokens")
     seed = check_int("seed", seed, minimum=0)
     num_buckets = check_int("num_buckets", num_buckets, minimum=1, allow_none=True)
     longest = int(lengths.max())
@@ -323,6 +315,22 @@ def _pack_fields(order: np.ndarray, lengths: np.ndarray, max_tokens: int) -> lis
     return batches
 
 
+def _check_one_budget(batch_size: Any, max_tokens: Any) -> None:
+    if batch_size is not None and max_tokens is not None:
+        raise ValueError(
+            "Pass at most one of `batch_size` and `max_tokens`. Received: "
+            f"batch_size={batch_size!r}, max_tokens={max_tokens!r}"
+        )
+
+
+def _batching(batch_size: Any, max_tokens: Any) -> dict[str, int]:
+    """The sampler's budget: ``max_tokens`` when given, else ``batch_size`` (default 32)."""
+    if max_tokens is None:
+        return {"batch_size": check_int(
+            "batch_size", 32 if batch_size is None else batch_size, minimum=1)}
+    return {"max_tokens": check_int("max_tokens", max_tokens, minimum=1)}
+
+
 def _analyze_fields(
     lengths: np.ndarray, names: tuple[Any, ...], batch_size: Any, max_tokens: Any,
     num_buckets: Any, seed: Any,
@@ -330,23 +338,16 @@ def _analyze_fields(
     """:func:`analyze_lengths` for ``(n, fields)`` lengths (see the module docstring)."""
     from seqprep.bucketing import BucketSampler, padding_report
 
-    if batch_size is not None and max_tokens is not None:
-        raise ValueError(
-            "Pass at most one of `batch_size` and `max_tokens`. Received: "
-            f"batch_size={batch_size!r}, max_tokens={max_tokens!r}"
-        )
+    _check_one_budget(batch_size, max_tokens)
     if num_buckets is not None:
         raise ValueError(
             "Argument `num_buckets` sets one field's bucket count; with several length columns "
             "the 2-D buckets are planned jointly. Received: num_buckets="
             f"{num_buckets!r} with {lengths.shape[1]} fields\n- Leave `num_buckets` out."
         )
-    if max_tokens is None:
-        batch_size = check_int("batch_size", 32 if batch_size is None else batch_size, minimum=1)
-        batching: dict[str, int] = {"batch_size": batch_size}
-    else:
-        max_tokens = check_int("max_tokens", max_tokens, minimum=1)
-        batching = {"max_tokens": max_tokens}
+    batching = _batching(batch_size, max_tokens)
+    batch_size, max_tokens = batching.get("batch_size"), batching.get("max_tokens")
+    if max_tokens is not None:
         longest = int(lengths.sum(axis=1).max())
         if max_tokens < longest:
             raise ValueError(
