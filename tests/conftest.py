@@ -14,6 +14,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+# Scripts the tests run in subprocesses: importing them (as --doctest-modules would) runs their
+# module-level set-up (op determinism, argv parsing) inside the pytest process.
+collect_ignore_glob = ["_*_worker.py"]
+
 
 def lognormal_lengths(
     n: int, seed: int, *, median: float = 12.0, sigma: float = 0.8, max_length: int = 200
