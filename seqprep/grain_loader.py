@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from seqprep import _inputs
-from seqprep._checks import check_choice, check_int
+from seqprep._checks import check_choice, check_int, needs_sampler
 from seqprep.bucketing import BucketSampler
 from seqprep.bucketing.shapes import resolve_pad_to
 from seqprep.padding import Side
@@ -75,6 +75,7 @@ class SeqprepBatches(grain.MapDataset):
         return batch[0] if len(batch) == 1 else batch
 
 
+@needs_sampler("BucketSampler")
 def grain_dataset(
     x: Any,
     y: Any = None,

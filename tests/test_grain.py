@@ -162,3 +162,10 @@ def test_fit_trains_and_a_resumed_run_equals_the_uninterrupted_one(token_model):
     resumed = trained(ds[:cut], ds[at:total])
     for a, b in zip(uninterrupted, resumed, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_batch_size_without_a_sampler_says_which_sampler_to_build():
+    with pytest.raises(TypeError) as err:
+        sp.grain_dataset([[1, 2], [3], [4, 5, 6]], [0, 1, 0], batch_size=64)
+    assert ("- Pass sampler=seqprep.BucketSampler(seqprep.sequence_lengths(x), batch_size=64)."
+            in str(err.value))
