@@ -10,7 +10,7 @@ sequences of 7 to 29 frames of 12 features):
       Keras splits every global batch between the replicas.
 2. ``MultiWorkerMirroredStrategy`` with 2 worker processes on loopback ports
    (``--multi-worker``; this script starts them as subprocesses), trained with
-   ``seqprep.distributed.fit_distributed`` because Keras 3's ``fit`` fails under it.
+   ``seqprep.running._distributed.fit_distributed`` because Keras 3's ``fit`` fails under it.
 3. The ``tf.data`` service: a dispatcher and 2 workers in this process, batches served with
    ``processing_mode="distributed_epoch"`` (every batch exactly once).
 4. Streaming from Parquet: the data written in long format (one row per frame), streamed
@@ -46,7 +46,7 @@ if "TF_CONFIG" not in os.environ:
 import keras  # noqa: E402
 
 import seqprep as sp  # noqa: E402
-from seqprep.distributed import (  # noqa: E402
+from seqprep.running._distributed import (  # noqa: E402
     fit_distributed,
     local_data_service,
     parquet_sequence_dataset,

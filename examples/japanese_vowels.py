@@ -1,7 +1,7 @@
 """The reference RNN on UCI Japanese Vowels: test accuracy over 3 seeds, and honest tuning.
 
 Default: train the reference model with the documented settings
-(`seqprep.demo.SETTINGS`: masked GRU(64) on features standardised with training statistics,
+(`seqprep.tools.demo.SETTINGS`: masked GRU(64) on features standardised with training statistics,
 Adam 1e-3, batch 32, 40 epochs) on the 270 training sequences with seeds 0, 1 and 2, and
 report the accuracy on the 370 test sequences and its mean.
 
@@ -24,7 +24,7 @@ import numpy as np
 
 import seqprep as sp
 from seqprep.datasets import load_japanese_vowels
-from seqprep.demo import SETTINGS, build_classifier
+from seqprep.tools.demo import SETTINGS, build_classifier
 
 
 def train_and_score(train_x, train_y, test_x, test_y, *, seed: int, settings: dict) -> float:

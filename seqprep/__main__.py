@@ -1,5 +1,5 @@
 """``python -m seqprep`` runs the command-line interface."""
 
-from seqprep.cli import main
+from seqprep.tools.cli import main
 
 raise SystemExit(main())

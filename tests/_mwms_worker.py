@@ -142,7 +142,7 @@ def run_worker() -> dict:
     with strategy.scope():
         model = build_model(recorder)
     dd = sp.distributed_bucketed_dataset(strategy, x, y, batch_size=8, boundaries=[6, 12, 18])
-    history = sp.distributed.fit_distributed(model, dd, epochs=1)
+    history = sp.fit_distributed(model, dd, epochs=1)
     return {
         "task": task,
         "num_replicas": strategy.num_replicas_in_sync,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import strategies as st
 
-from seqprep._tbptt_plan import ORDERS, plan_tbptt
+from seqprep.planning._windows import ORDERS, plan_tbptt
 
 
 @st.composite

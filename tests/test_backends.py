@@ -3,7 +3,7 @@
 Every test here is marked ``backend``; `make test` reruns the marked tests with
 ``KERAS_BACKEND=jax`` and ``KERAS_BACKEND=torch``. They check, on whatever backend Keras runs on:
 
-* the private Keras / JAX details in ``seqprep/_keras_private.py`` still behave as relied on
+* the private Keras / JAX details in ``seqprep/running/_keras_private.py`` still behave as relied on
   (so a Keras upgrade that changes one fails here, by name);
 * ``reference_rnn`` masks padding; ``bucketed_dataset`` and a streaming ``bucket_by_length``
   feed ``model.fit`` exactly the batches they yield (fit equals ``train_on_batch`` over those
@@ -20,8 +20,8 @@ import pytest
 import tensorflow as tf
 
 import seqprep as sp
-from seqprep._keras_private import JAX_TRACE_EVENT, StepTraces, keras_mask
 from seqprep.models import compile_reference, reference_rnn
+from seqprep.running._keras_private import JAX_TRACE_EVENT, StepTraces, keras_mask
 
 BACKEND = keras.backend.backend()
 pytestmark = pytest.mark.backend
@@ -194,7 +194,7 @@ def test_demo_backend_flag_sets_keras_backend_before_keras_is_imported():
     import subprocess
     import sys
 
-    code = ("from seqprep.cli import _use_backend; assert _use_backend('torch'); "
+    code = ("from seqprep.tools.cli import _use_backend; assert _use_backend('torch'); "
             "import keras; print(keras.backend.backend())")
     env = {k: v for k, v in __import__("os").environ.items() if k != "KERAS_BACKEND"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
@@ -205,8 +205,7 @@ def test_demo_backend_flag_sets_keras_backend_before_keras_is_imported():
 def test_demo_backend_flag_reexecs_when_keras_runs_on_another(monkeypatch):
     import subprocess
 
-    from seqprep import cli
-
+    from seqprep.tools import cli
     other = next(b for b in ("jax", "tensorflow") if b != BACKEND)
     calls = []
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seqprep.bucketing import Bucketer, NotFittedError, as_boundaries
-from seqprep.bucketing.boundaries import (
+from seqprep.planning import Bucketer, NotFittedError, as_boundaries
+from seqprep.planning._boundaries import (
     expected_bucket_tokens,
     expected_tokens,
     length_histogram,

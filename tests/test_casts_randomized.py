@@ -1,6 +1,6 @@
 """Casts never lose data: every dtype pair against exact Python int / Fraction references.
 
-The rule under test (seqprep/_casts.py): a cast either gives every value exactly, or raises
+The rule under test (seqprep/_core/casts.py): a cast either gives every value exactly, or raises
 ValueError. The one rounding allowed is a float narrowed to a smaller float (IEEE round to
 nearest), and even then overflow to inf raises. The reference never goes through numpy: exact
 values are Python ints and ``fractions.Fraction``; float32/float16 rounding comes from
@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import seqprep as sp
-from seqprep._casts import check_cast, find_loss
-from seqprep._ragged import as_ragged
+from seqprep._core.casts import check_cast, find_loss
+from seqprep._core.ragged import as_ragged
 
 NUMERIC = [np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
            np.uint64, np.float16, np.float32, np.float64]
@@ -304,7 +304,7 @@ def test_from_dataframe_never_rounds_big_ints_through_a_common_float_dtype():
 def test_parquet_reader_casts_exactly(tmp_path):
     import pandas as pd
 
-    from seqprep.distributed import iter_parquet_sequences
+    from seqprep.running._distributed import iter_parquet_sequences
 
     path = tmp_path / "s.parquet"
     pd.DataFrame({"id": [1, 1], "x": np.array([1, 2**60 + 1], dtype=np.int64)}).to_parquet(path)
@@ -315,7 +315,7 @@ def test_parquet_reader_casts_exactly(tmp_path):
 
 
 def test_dataset_labels_cast_exactly():
-    from seqprep._inputs import cast_labels as _cast_labels
+    from seqprep.inputs._stage import cast_labels as _cast_labels
 
     assert _cast_labels(np.array([0.1, 2.0]), "y").dtype == np.float32
     with pytest.raises(ValueError, match=r"Argument `y` cannot become float32.*1e\+39 at y\[1\]"):
@@ -323,7 +323,7 @@ def test_dataset_labels_cast_exactly():
 
 
 def test_dataset_refuses_to_guess_a_dtype_for_huge_ints():
-    from seqprep._inputs import resolve_dtype as _resolve_dtype
+    from seqprep.inputs._stage import resolve_dtype as _resolve_dtype
 
     with pytest.raises(ValueError, match=r"`dtype` is None.*\n- If rounding is fine"):
         _resolve_dtype(None, np.dtype(object))

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from seqprep.analyze import analyze_lengths, format_analysis
-from seqprep.cli import main
+from seqprep.tools.analyze import analyze_lengths, format_analysis
+from seqprep.tools.cli import main
 
 LENGTHS = np.array([3, 5, 5, 8, 12, 13, 2, 30, 31, 29, 7, 6])
 
@@ -301,8 +301,7 @@ def test_analyze_shortens_long_boundary_lists():
 def test_length_plot_stays_readable_whatever_the_bucket_count(num_boundaries):
     from matplotlib.patches import Rectangle
 
-    from seqprep import plots
-
+    from seqprep.tools import plots
     rng = np.random.default_rng(0)
     lengths = np.clip(rng.lognormal(3.5, 0.8, 2000).astype(np.int64), 2, 400)
     bounds = np.unique(np.quantile(lengths, np.linspace(0, 1, num_boundaries + 2)[1:-1])

@@ -1,6 +1,6 @@
 """Data parallelism: batches topped up with weight-0 fill rows to a multiple of the device count.
 
-* the fill rule in numpy (:func:`seqprep.bucketing.fill.fill_batches`), on Hypothesis-drawn
+* the fill rule in numpy (:func:`seqprep.planning._fill.fill_batches`), on Hypothesis-drawn
   plans: every example once (across processes too), fill rows only at the end, row counts
   divisible, the scale ``B' / B``;
 * the executors with ``data_parallel=k`` on this process's backend: ids exactly once, fill
@@ -29,8 +29,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import seqprep as sp
-from seqprep._data_parallel import Layout, resolve_data_parallel
-from seqprep.bucketing.fill import fill_batches, filled_sizes
+from seqprep.planning._fill import fill_batches, filled_sizes
+from seqprep.running._data_parallel import Layout, resolve_data_parallel
 
 ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
@@ -236,8 +236,7 @@ class _FakeDistribution:
 
 
 def test_layout_read_from_keras_distribution(monkeypatch):
-    from seqprep import _data_parallel
-
+    from seqprep.running import _data_parallel
     monkeypatch.setattr(_data_parallel, "_keras_distribution", lambda: _FakeDistribution(4, 1))
     assert resolve_data_parallel("auto", caller="f") == Layout(4, 1, 0)
     monkeypatch.setattr(_data_parallel, "_keras_distribution",

@@ -22,7 +22,7 @@ import pytest
 import tensorflow as tf
 
 import seqprep as sp
-from seqprep.distributed import (
+from seqprep.running._distributed import (
     local_data_service,
     replica_dataset_fn,
     replica_plans,

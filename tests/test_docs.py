@@ -356,25 +356,25 @@ def package():
 
 
 @pytest.mark.parametrize("text, expected", [
-    (":class:`BucketSampler`", "[`BucketSampler`][seqprep.bucketing.sampler.BucketSampler]"),
+    (":class:`BucketSampler`", "[`BucketSampler`][seqprep.planning._sampler.BucketSampler]"),
     (":class:`~seqprep.BucketSampler`",
-     "[`BucketSampler`][seqprep.bucketing.sampler.BucketSampler]"),
+     "[`BucketSampler`][seqprep.planning._sampler.BucketSampler]"),
     (":func:`seqprep.bucketed_dataset`",
-     "[`seqprep.bucketed_dataset`][seqprep.data.bucketed_dataset]"),
+     "[`seqprep.bucketed_dataset`][seqprep.running._tfdata.bucketed_dataset]"),
     (":meth:`BucketSampler.plan <seqprep.BucketSampler.plan>`",
-     "[`BucketSampler.plan`][seqprep.bucketing.sampler.BucketSampler.plan]"),
-    (":py:func:`~seqprep.padding.pad_sequences`",
-     "[`pad_sequences`][seqprep.padding.pad_sequences]"),
+     "[`BucketSampler.plan`][seqprep.planning._sampler.BucketSampler.plan]"),
+    (":py:func:`~seqprep.inputs._padding.pad_sequences`",
+     "[`pad_sequences`][seqprep.inputs._padding.pad_sequences]"),
     (":class:`seqprep.layers.PackedRNN`", "[`seqprep.layers.PackedRNN`][seqprep.layers.PackedRNN]"),
-    (":func:`plan_tbptt`", "[`plan_tbptt`][seqprep._tbptt_plan.plan_tbptt]"),
+    (":func:`plan_tbptt`", "[`plan_tbptt`][seqprep.planning._windows.plan_tbptt]"),
     (":class:`!Bucketer`", "`Bucketer`"),                       # Sphinx's "do not link"
     (":func:`_part_specs`", "`_part_specs`"),                   # private: code, no link
-    (":class:`seqprep._kernel.Table`", "`seqprep._kernel.Table`"),  # private module
+    (":class:`seqprep.inputs._kernel.Table`", "`seqprep.inputs._kernel.Table`"),  # private module
     (":func:`warnings.warn`", "`warnings.warn`"),               # outside seqprep
     (":func:`no_such_name`", "`no_such_name`"),
     ("a :class:`Bucketer` and a :func:`padding_report`.",
-     "a [`Bucketer`][seqprep.bucketing.boundaries.Bucketer] and a "
-     "[`padding_report`][seqprep.bucketing.report.padding_report]."),
+     "a [`Bucketer`][seqprep.planning._boundaries.Bucketer] and a "
+     "[`padding_report`][seqprep.planning._report.padding_report]."),
 ], ids=lambda v: v if v.startswith(":") else None)
 def test_roles_become_links_or_code(package, text, expected):
     roles, pkg = package
@@ -385,11 +385,11 @@ def test_roles_become_links_or_code(package, text, expected):
 def test_a_bare_method_role_links_to_the_method_of_its_class(package):
     roles, pkg = package
     resolver = roles.Resolver(pkg)
-    sampler = pkg["bucketing.sampler.BucketSampler"]
+    sampler = pkg["planning._sampler.BucketSampler"]
     # inherited from a private base and shown on BucketSampler's entry, under its own path
-    assert resolver("state_dict", sampler) == "seqprep.bucketing.sampler.BucketSampler.state_dict"
+    assert resolver("state_dict", sampler) == "seqprep.planning._sampler.BucketSampler.state_dict"
     assert resolver("plan", sampler.members["batches"]) == (
-        "seqprep.bucketing.sampler.BucketSampler.plan")
+        "seqprep.planning._sampler.BucketSampler.plan")
 
 
 def test_no_docstring_keeps_a_raw_role_and_public_targets_link(package):

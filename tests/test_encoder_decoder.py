@@ -1,4 +1,4 @@
-"""The reference encoder–decoder and batched greedy decoding (seqprep.encoder_decoder)."""
+"""The reference encoder–decoder and batched greedy decoding (seqprep.models._seq2seq)."""
 
 from __future__ import annotations
 

@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import seqprep as sp
-from seqprep import _inputs
-from seqprep.pydataset import bucketed_pydataset
+from seqprep.inputs import _stage as _inputs
+from seqprep.running._pydataset import bucketed_pydataset
 
 
 def _pairs(n: int, seed: int = 0, vocab: int = 20):
@@ -278,7 +278,7 @@ def test_a_2d_sampler_plans_every_field_and_each_pads_to_its_own_width(structure
 
 
 def test_auto_pad_to_on_a_compiling_backend_grids_each_field_of_a_2d_sampler():
-    from seqprep.bucketing.shapes import resolve_pad_to
+    from seqprep.planning._shapes import resolve_pad_to
 
     src, dec_in, _ = _pairs(80, seed=7)
     lens = {"encoder": sp.sequence_lengths(src), "decoder": sp.sequence_lengths(dec_in)}
@@ -315,8 +315,8 @@ def test_2d_sampler_mismatches_are_clear_errors():
 
 
 def test_fit_per_length_batches_group_by_the_first_field_and_pad_the_others():
-    from seqprep._fit_inputs import prepare_fit_data
-    from seqprep.fitting import _BatchSource
+    from seqprep.inputs._fit_table import prepare_fit_data
+    from seqprep.running._fitting import _BatchSource
 
     src, dec_in, dec_out = _pairs(30, seed=8)
     data = prepare_fit_data({"encoder": src, "decoder": dec_in}, dec_out, pad_value=9)
@@ -550,8 +550,7 @@ def test_the_input_stage_runs_without_tensorflow_or_keras():
         sys.meta_path.insert(0, Blocker())
         import numpy as np
         import seqprep as sp
-        from seqprep import _inputs
-
+        from seqprep.inputs import _stage as _inputs
         x = {"a": [[1, 2], [3]], "b": [[4], [5, 6, 7]]}
         s = sp.BucketSampler(sp.sequence_lengths(x["a"]), batch_size=2, shuffle=False)
         st = _inputs.prepare(x, [[1, 1], [0]], "timestep", sampler=s,

@@ -23,8 +23,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import seqprep as sp
-from seqprep.bucketing.shapes import compiling_backend, keras_backend
-from seqprep.cli import main as cli_main
+from seqprep.planning._shapes import compiling_backend, keras_backend
+from seqprep.tools.cli import main as cli_main
 
 
 def _lognormal(n, seed=0):
@@ -42,8 +42,8 @@ def test_reference_rnn_keeps_the_name_it_is_given():
 
 def test_dir_of_the_package_lists_public_names_only():
     names = dir(sp)
-    assert {"Any", "annotations", "importlib"}.isdisjoint(names)
-    assert set(names) == set(sp.__all__)
+    assert {"Any", "annotations", "importlib", "attach"}.isdisjoint(names)
+    assert set(names) | {"__version__"} == set(sp.__all__)
     assert all(hasattr(sp, name) for name in names)
 
 
@@ -68,7 +68,7 @@ def test_auto_is_resolved_by_the_datasets_rule_for_each_backend(tokens):
 def test_the_issues_case_jax_trains_on_the_grid_not_on_every_batch_width():
     s = sp.BucketSampler(_lognormal(4000), batch_size=64)
     on_jax, per_batch = sp.count_shapes(s, backend="jax"), sp.count_shapes(s, pad_to="batch")
-    assert on_jax <= sp.bucketing.shapes.DEFAULT_MAX_WIDTHS + 1 < per_batch
+    assert on_jax <= sp.planning._shapes.DEFAULT_MAX_WIDTHS + 1 < per_batch
 
 
 @pytest.mark.backend
@@ -216,7 +216,7 @@ def test_sequence_lengths_agrees_with_the_one_normalisation(lengths, step, as_ar
     got = sp.sequence_lengths(seqs)
     assert got.tolist() == lengths
     if any(lengths):
-        from seqprep._ragged import as_ragged
+        from seqprep._core.ragged import as_ragged
 
         assert as_ragged(seqs).lengths.tolist() == lengths
 

@@ -1,4 +1,4 @@
-"""Tests for seqprep.fitting: per-length plans, fit_per_length, fit_separate_models."""
+"""Tests for seqprep.running._fitting: per-length plans, fit_per_length, fit_separate_models."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import tensorflow as tf  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from seqprep.bucketing import Bucketer  # noqa: E402
-from seqprep.ensemble import LengthEnsemble, fit_separate_models  # noqa: E402
-from seqprep.fitting import fit_per_length, plan_per_length  # noqa: E402
-from seqprep.masking import sequence_weights  # noqa: E402
+from seqprep.inputs._masking import sequence_weights  # noqa: E402
+from seqprep.planning import Bucketer  # noqa: E402
+from seqprep.running._ensemble import LengthEnsemble, fit_separate_models  # noqa: E402
+from seqprep.running._fitting import fit_per_length, plan_per_length  # noqa: E402
 
 # --------------------------------------------------------------------------- helpers
 
@@ -286,7 +286,7 @@ def test_group_stats_loss_matches_evaluate_when_weights_do_not_move():
 
 
 def test_batch_losses_from_running_means_exact():
-    from seqprep.fitting import _batch_losses
+    from seqprep.running._fitting import _batch_losses
 
     sizes = np.array([2, 3, 1, 4])
     losses = np.array([1.0, 2.0, 4.0, 0.5])
@@ -476,7 +476,7 @@ def test_fit_separate_models_bad_input():
 
 def test_ensemble_names_are_still_importable_from_fitting():
     import seqprep
-    import seqprep.fitting as fitting
+    import seqprep.running._fitting as fitting
 
     assert fitting.LengthEnsemble is LengthEnsemble is seqprep.LengthEnsemble
     assert fitting.fit_separate_models is fit_separate_models is seqprep.fit_separate_models

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import seqprep as sp
-from seqprep.cli import main
 from seqprep.datasets import Pronunciations, load_cmudict
-from seqprep.demo_g2p import batch_padding
+from seqprep.tools.cli import main
+from seqprep.tools.demo_g2p import batch_padding
 
 
 def test_cmudict_splits_are_fixed_disjoint_and_well_formed():

@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import seqprep as sp
-from seqprep._inference_plan import plan_inference
-from seqprep.bucketing.shapes import length_grid
 from seqprep.layers import PackedRNN
+from seqprep.planning._inference import plan_inference
+from seqprep.planning._shapes import length_grid
 
 DIM = 3
 ATOL = 1e-5
@@ -131,8 +131,8 @@ def test_planner_needs_neither_tensorflow_nor_keras():
         "for name in ('tensorflow', 'keras', 'jax', 'torch'):\n"
         "    sys.modules[name] = None  # any import of them now fails\n"
         "import numpy as np\n"
-        "from seqprep._inference_plan import plan_inference\n"
-        "from seqprep.bucketing.shapes import length_grid\n"
+        "from seqprep.planning._inference import plan_inference\n"
+        "from seqprep.planning._shapes import length_grid\n"
         "lengths = np.array([3, 1, 40, 7])\n"
         "plan = plan_inference(lengths, max_tokens=16, grids=[length_grid(lengths, 2)])\n"
         "print(sorted(plan.rows.tolist()))\n"

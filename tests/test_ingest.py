@@ -1,4 +1,4 @@
-"""Tests for seqprep.ingest: long-format frames and files to sequences and back."""
+"""Tests for seqprep.readers._ingest: long-format frames and files to sequences and back."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import seqprep
-from seqprep.ingest import from_dataframe, read_lengths, read_sequences, to_dataframe
+from seqprep.readers._ingest import from_dataframe, read_lengths, read_sequences, to_dataframe
 
 ROOT = Path(__file__).resolve().parents[1]
 

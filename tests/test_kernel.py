@@ -1,4 +1,4 @@
-"""The gather-and-pad kernel (seqprep._kernel) against a brute-force reference.
+"""The gather-and-pad kernel (seqprep.inputs._kernel) against a brute-force reference.
 
 Every layout (post/pre padding, packed rows, TBPTT windows) and the gather of inputs, step
 and sequence targets and every weight mode is checked three ways on Hypothesis-drawn data:
@@ -15,10 +15,10 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seqprep import _kernel
-from seqprep._ragged import Ragged
-from seqprep._tbptt_plan import plan_tbptt
-from seqprep.data import _TF_KERNEL_OPS
+from seqprep._core.ragged import Ragged
+from seqprep.inputs import _kernel
+from seqprep.planning._windows import plan_tbptt
+from seqprep.running._tfdata import _TF_KERNEL_OPS
 
 DTYPES = (np.int32, np.float32, np.int64, np.float64)
 
@@ -327,7 +327,7 @@ def test_window_positions_match_the_reference(data):
 @settings(max_examples=25)
 @given(data=st.data())
 def test_tbptt_windows_match_the_reference(data):
-    from seqprep.tbptt import _Windows
+    from seqprep.running._tbptt import _Windows
 
     rows, lengths, offsets, plan, dense = _draw_windows(data)
     plan = plan.as_calls() if dense else plan
@@ -358,7 +358,7 @@ def test_tbptt_windows_match_the_reference(data):
 @pytest.mark.parametrize("exact", [True, False])
 @pytest.mark.parametrize("y_kind", ["step", "sequence"])
 def test_fit_per_length_batches_match_the_reference(exact, y_kind):
-    from seqprep.fitting import _BatchSource, _prepare
+    from seqprep.running._fitting import _BatchSource, _prepare
 
     lengths = np.array([3, 3, 1, 3, 2, 2, 4] if not exact else [3, 3, 3, 1, 1, 2])
     rows = [np.arange(10 * i + 1, 10 * i + 1 + k, dtype=np.int32) for i, k in
@@ -453,8 +453,7 @@ def test_the_kernel_runs_without_tensorflow_or_keras():
 
         sys.meta_path.insert(0, _Blocker())
         import numpy as np
-        from seqprep import _kernel
-
+        from seqprep.inputs import _kernel
         t = _kernel.table(_kernel.with_pad_row(np.arange(1, 6)), [0, 3], [3, 2],
                           y=np.array([1.0, 2.0]), y_mode="sequence", w_mode="timestep")
         idx = np.array([1, 0])

@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from seqprep.bucketing import PackSampler
 from seqprep.layers import PackedRNN
+from seqprep.planning import PackSampler
 
 FEATURES = 2
 TOL = 1e-5

@@ -56,8 +56,10 @@ def test_python_dash_m_runs_the_cli():
 def test_the_two_order_types_have_distinct_names_and_match_their_checks():
     from typing import get_args
 
-    from seqprep import _tbptt_plan, fitting, tbptt
-    from seqprep.bucketing import per_length
+    from seqprep.planning import _windows as _tbptt_plan
+    from seqprep.planning import per_length
+    from seqprep.running import _fitting as fitting
+    from seqprep.running import _tbptt as tbptt
 
     # Each Literal lists exactly the values its planner's runtime check accepts.
     assert get_args(per_length.BatchOrder) == per_length._ORDERS
@@ -97,7 +99,7 @@ def test_seqprep_modules_import_each_other_without_cycles():
         parts = path.relative_to(root.parent).with_suffix("").parts
         name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
         graph[name] = _seqprep_imports(path, root) - {name}
-    assert "seqprep._fit_inputs" in graph["seqprep.ensemble"]  # the graph was read
+    assert "seqprep.inputs._fit_table" in graph["seqprep.running._ensemble"]  # the graph was read
 
     def related(a, b):  # a package and its own submodules import each other by design
         return a.startswith(b + ".") or b.startswith(a + ".")

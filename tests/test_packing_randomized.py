@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seqprep.bucketing import PackSampler
-from seqprep.bucketing.packing import _best_fit_decreasing
+from seqprep.planning import PackSampler
+from seqprep.planning._packing import _best_fit_decreasing
 
 CONFIGS = [
     (shuffle, shards, drop)

@@ -313,7 +313,7 @@ def test_unpad_empty_batch():
 # --------------------------------------------------------------------------- as_ragged aliasing
 @given(data=st.data())
 def test_as_ragged_never_aliases_the_callers_arrays_writably(data):
-    from seqprep._ragged import as_ragged
+    from seqprep._core.ragged import as_ragged
 
     seqs, _ = data.draw(ragged(), label="seqs")
     rectangular = data.draw(st.booleans(), label="rectangular")
@@ -336,7 +336,7 @@ def test_as_ragged_never_aliases_the_callers_arrays_writably(data):
 
 
 def test_as_ragged_views_of_rectangular_and_single_arrays_are_read_only():
-    from seqprep._ragged import as_ragged
+    from seqprep._core.ragged import as_ragged
 
     x = np.arange(6).reshape(2, 3)
     for given_ in (x, [x[0]], (x[1],)):

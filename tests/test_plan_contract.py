@@ -35,9 +35,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seqprep import BatchPlan, Bucketer, BucketSampler, PackedPlan, PackSampler
-from seqprep._tbptt_plan import DenseTBPTTPlan, TBPTTPlan, plan_tbptt
-from seqprep.bucketing.per_length import plan_per_length
-from seqprep.bucketing.replicas import replica_plans
+from seqprep.planning._per_length import plan_per_length
+from seqprep.planning._replicas import replica_plans
+from seqprep.planning._windows import DenseTBPTTPlan, TBPTTPlan, plan_tbptt
 
 MAX_LENGTH = 60  # lengths drawn here stay within every case's budget
 

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seqprep import BatchPlan, BucketSampler, PackedPlan, PackSampler
-from seqprep.bucketing.per_length import plan_per_length
+from seqprep.planning._per_length import plan_per_length
 
 # --------------------------------------------------------------------------- drawing plans
 

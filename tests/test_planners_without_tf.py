@@ -2,8 +2,8 @@
 
 The planners are pure numpy; this runs each of them in a fresh interpreter in which importing
 ``tensorflow`` or ``keras`` raises ``ImportError`` (as on a machine without them), checks that
-each result (a ``BatchPlan``, ``PackedPlan`` or TBPTT plan, from ``seqprep/bucketing/plan.py``
-and ``seqprep/_tbptt_plan.py``) covers its sequences, and checks that neither package was ever
+each result (a ``BatchPlan``, ``PackedPlan`` or TBPTT plan, from ``seqprep/planning/_plan.py``
+and ``seqprep/planning/_windows.py``) covers its sequences, and checks that neither package was ever
 imported.
 """
 
@@ -88,7 +88,7 @@ packed = packer.plan(0)
 assert isinstance(packed, sp.PackedPlan) and covered(packed) == everyone
 assert covered(packed.slots[packed.slots >= 0][None]) == everyone
 
-from seqprep.bucketing.fill import fill_batches  # noqa: E402  (the data-parallel fill rule)
+from seqprep.planning._fill import fill_batches  # noqa: E402  (the data-parallel fill rule)
 
 plan0 = s.plan(0)
 filled = fill_batches(plan0.rows, plan0.splits, multiple_of=4, fill_index=n)

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import seqprep as sp
-from seqprep.pydataset import bucketed_pydataset
+from seqprep.running._pydataset import bucketed_pydataset
 
 
 def _data(n: int, seed: int = 0, max_len: int = 30):

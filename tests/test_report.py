@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from seqprep.bucketing import padding_report
+from seqprep.planning import padding_report
 
 
 def test_exact_values():

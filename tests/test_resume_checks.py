@@ -1,7 +1,7 @@
 """seqprep.BackupAndRestore refuses what it cannot resume exactly, in one process (no kill):
 a damaged or foreign checkpoint, changed data with the same lengths, fit_tbptt; it restores the
 state of a callback that opts in with get_state/set_state; and the private Keras details it
-relies on (seqprep/_keras_private.py) still hold.
+relies on (seqprep/running/_keras_private.py) still hold.
 
 A "crash" here is an exception raised from a callback in the middle of an epoch: ``fit``
 stops there without ``on_train_end``, leaving the checkpoint, as a killed process would.
@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 import seqprep as sp
-from seqprep import _keras_private
-from seqprep.callbacks import _meta_digest
 from seqprep.layers import PackedRNN
+from seqprep.running import _keras_private
+from seqprep.running._callbacks import _meta_digest
 
 META = "seqprep_training_metadata.json"
 
@@ -333,7 +333,7 @@ def test_fit_tbptt_refuses_backup_and_restore(tmp_path, backup):
     assert not (tmp_path / "b").exists()
 
 
-# ------------------------------------------------------------------ seqprep/_keras_private.py
+# ---------------------------------------------------------- seqprep/running/_keras_private.py
 
 
 def test_keras_private_details_still_hold(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seqprep.bucketing import BatchPlan, Bucketer, BucketSampler
+from seqprep.planning import BatchPlan, Bucketer, BucketSampler
 
 
 def _lognormal(n, seed=0):
@@ -77,7 +77,7 @@ def test_quadratic_cost_term_exact_capacities():
 @pytest.mark.parametrize("q", [1, 2, 7, 64, 1000])
 @pytest.mark.parametrize("budget", [1, 5, 99, 100, 4096])
 def test_token_length_limit_and_capacity_match_brute_force(q, budget):
-    from seqprep.bucketing.boundaries import batch_capacity, token_length_limit
+    from seqprep.planning._boundaries import batch_capacity, token_length_limit
 
     assert token_length_limit(budget, q) == max(
         t for t in range(budget + 1) if t * (q + t) <= budget * q
@@ -309,7 +309,7 @@ def test_repr_reports_padding_shapes_and_steps():
 def test_default_padding_close_to_sorted_batching():
     lengths = _lognormal(8192)
     order = np.argsort(lengths, kind="stable")
-    from seqprep.bucketing import padding_report
+    from seqprep.planning import padding_report
 
     floor = padding_report(lengths, [order[i : i + 64] for i in range(0, 8192, 64)])
     got = BucketSampler(lengths, batch_size=64).report()

@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 
 from seqprep import BatchPlan, BucketSampler, padding_report
-from seqprep._checks import check_field_lengths, check_sampler_fields
-from seqprep.analyze import analyze_lengths, format_analysis
-from seqprep.bucketing.grid import cover_label, fit_grid, merge_leftovers, snake_rank
-from seqprep.cli import main
+from seqprep._core.checks import check_field_lengths, check_sampler_fields
+from seqprep.planning._grid import cover_label, fit_grid, merge_leftovers, snake_rank
+from seqprep.tools.analyze import analyze_lengths, format_analysis
+from seqprep.tools.cli import main
 
 PAIRS = {"src": [3, 12, 4, 11, 3, 12], "tgt": [4, 14, 5, 3, 5, 15]}
 
@@ -372,7 +372,7 @@ def test_the_2d_section_of_the_bucketing_docs_runs(capsys):
 
 
 def test_check_sampler_compares_every_fields_lengths():
-    from seqprep._checks import check_sampler
+    from seqprep._core.checks import check_sampler
 
     s = BucketSampler(PAIRS, batch_size=2, max_length=[11, 20], overlong="truncate")
     data = np.array([PAIRS["src"], PAIRS["tgt"]]).T
@@ -389,7 +389,7 @@ def test_check_sampler_compares_every_fields_lengths():
 
 
 def test_shapes_and_width_grids_of_several_fields():
-    from seqprep.bucketing import count_shapes, width_grid
+    from seqprep.planning import count_shapes, width_grid
 
     s = BucketSampler(PAIRS, boundaries=[[8], [10]], batch_size=2, shuffle=False)
     assert count_shapes(s, pad_to="bucket") == 3  # (2, 4, 5), (2, 11, 5), (2, 12, 15)

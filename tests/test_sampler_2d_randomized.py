@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seqprep import BucketSampler
-from seqprep.bucketing.boundaries import token_length_limit
+from seqprep.planning._boundaries import token_length_limit
 
 
 @st.composite

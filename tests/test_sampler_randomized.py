@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seqprep.bucketing import BucketSampler
+from seqprep.planning import BucketSampler
 
 CONFIGS = [
     (mode, shuffle, shards, drop)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import seqprep as sp
-from seqprep.seq2seq import edit_distance, error_rates, teacher_forcing
+from seqprep.inputs._seq2seq import edit_distance, error_rates, teacher_forcing
 
 START, END = 50, 51
 token_seqs = st.lists(st.lists(st.integers(1, 49), max_size=12), max_size=20)
@@ -178,7 +178,7 @@ def test_error_rates_on_every_pair_of_a_small_alphabet():
 
 
 def test_seq2seq_helpers_and_cmudict_need_neither_tensorflow_nor_keras():
-    """seqprep.seq2seq and the CMUdict loader are numpy only: they run with both blocked."""
+    """seqprep.inputs._seq2seq and the CMUdict loader are numpy only: they run with both blocked."""
     import subprocess
     import sys
     import textwrap

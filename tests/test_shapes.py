@@ -1,4 +1,4 @@
-"""Batch shapes of a plan and the width grid (seqprep.bucketing.shapes): numpy only."""
+"""Batch shapes of a plan and the width grid (seqprep.planning._shapes): numpy only."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seqprep import BucketSampler, count_shapes, padding_report, width_grid
-from seqprep.bucketing.shapes import MANY_SHAPES, bucket_widths, resolve_pad_to
+from seqprep.planning._shapes import MANY_SHAPES, bucket_widths, resolve_pad_to
 
 
 def _lognormal(n, seed=0):

@@ -1,4 +1,5 @@
-"""Tests for seqprep.streaming: bucket_by_length and bucket_by_sequence_length, the drop-in for
+"""Tests for seqprep.running._streaming: bucket_by_length and bucket_by_sequence_length, the
+drop-in for
 tf.data's (differential tests against ``tf.data.Dataset.bucket_by_sequence_length``)."""
 
 from __future__ import annotations
@@ -162,7 +163,7 @@ def test_bucket_by_length_batches_fill_across_pools(monkeypatch):
     # 1 long sequence every 4: with pools of 3 (shuffled) or 5 (in order) elements, no pool
     # holds a full batch of long ones, yet every long batch is full but the last.
     lengths = np.where(np.arange(200) % 4 == 0, 30, 2)
-    monkeypatch.setattr("seqprep.streaming._POOL", 5)
+    monkeypatch.setattr("seqprep.running._streaming._POOL", 5)
     for kwargs in ({"buffer_size": 3, "seed": 0}, {"buffer_size": None}):
         batches = _bucket_batches(_stream(lengths).apply(
             bucket_by_length([10], batch_size=8, **kwargs)))
@@ -180,7 +181,7 @@ def test_bucket_by_length_order_without_shuffle_is_completion_order(monkeypatch)
     lengths = np.array([1, 5, 1, 5, 5, 1, 1, 5, 1, 1, 5])
     expected = [[0, 2], [1, 3], [5, 6], [4, 7], [8, 9], [10], ]
     for pool in (1, 3, 1024):
-        monkeypatch.setattr("seqprep.streaming._POOL", pool)
+        monkeypatch.setattr("seqprep.running._streaming._POOL", pool)
         out = _stream(lengths).apply(bucket_by_length([3], batch_size=2, buffer_size=None))
         assert [ids for ids, _ in _bucket_batches(out)] == expected
 
@@ -188,7 +189,7 @@ def test_bucket_by_length_order_without_shuffle_is_completion_order(monkeypatch)
 def test_bucket_by_length_drop_remainder_leaves_out_each_buckets_last_partial_batch(
     monkeypatch,
 ):
-    monkeypatch.setattr("seqprep.streaming._POOL", 7)
+    monkeypatch.setattr("seqprep.running._streaming._POOL", 7)
     lengths = np.random.default_rng(3).integers(1, 30, 101)
     bucket_of = np.searchsorted([10, 20], lengths, side="right")
     kept = _bucket_batches(_stream(lengths).apply(
@@ -464,8 +465,8 @@ def test_bucket_by_sequence_length_same_batches_as_tf_data_randomized(data):
 
 def test_bucket_by_sequence_length_fills_batches_across_pools(monkeypatch):
     # Pools of 4 elements: no pool holds a whole batch, and the batches are still tf.data's.
-    monkeypatch.setattr("seqprep.streaming._POOL", 4)
-    monkeypatch.setattr("seqprep.streaming._POOL_PER_CARRY", 0)
+    monkeypatch.setattr("seqprep.running._streaming._POOL", 4)
+    monkeypatch.setattr("seqprep.running._streaming._POOL_PER_CARRY", 0)
     lengths = np.random.default_rng(0).integers(0, 30, 90)
     _assert_same_batches(_elements(lengths, "triple"), element_length_func=_length_func("triple"),
                          bucket_boundaries=[5, 10, 20], bucket_batch_sizes=[7, 5, 6, 3])
@@ -605,7 +606,7 @@ def test_bucket_by_sequence_length_trains_a_keras_model_on_infinite_input(token_
 
 
 def test_length_functions_recognised_only_when_they_return_a_leading_dimension():
-    from seqprep.streaming import _traced_leading_dim
+    from seqprep.running._streaming import _traced_leading_dim
 
     pair = (tf.TensorSpec([None], tf.int32), tf.TensorSpec([None, 2], tf.float32))
     recognised = {
@@ -699,7 +700,7 @@ def test_bucket_by_length_keeps_negative_zero_pad():
 @given(st.integers(min_value=-(2**65), max_value=2**65),
        st.sampled_from([tf.int8, tf.int32, tf.int64, tf.uint8, tf.uint64, tf.float32]))
 def test_pad_value_check_is_exact_for_python_ints(value, dtype):
-    from seqprep.streaming import _check_value
+    from seqprep.running._streaming import _check_value
 
     np_dtype = np.dtype(dtype.as_numpy_dtype)
     if np_dtype.kind == "f":

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 import seqprep as sp
-from seqprep.distributed import iter_parquet_sequences, parquet_sequence_dataset
+from seqprep.running._distributed import iter_parquet_sequences, parquet_sequence_dataset
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")

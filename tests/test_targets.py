@@ -22,12 +22,12 @@ from seqprep import (
     resolve_targets,
     sequence_weights,
 )
-from seqprep._inputs import prepare as _prepare_inputs
-from seqprep._ragged import Ragged
-from seqprep.data import _TF_WEIGHT_OPS
-from seqprep.fitting import _prepare
-from seqprep.masking import _step_weights
-from seqprep.tbptt import _KERAS_WEIGHT_OPS, _prepare_data
+from seqprep._core.ragged import Ragged
+from seqprep.inputs._masking import _step_weights
+from seqprep.inputs._stage import prepare as _prepare_inputs
+from seqprep.running._fitting import _prepare
+from seqprep.running._tbptt import _KERAS_WEIGHT_OPS, _prepare_data
+from seqprep.running._tfdata import _TF_WEIGHT_OPS
 
 
 def _x(lengths):

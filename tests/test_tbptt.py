@@ -1,4 +1,4 @@
-"""Tests for the TBPTT executors: fit_tbptt, predict_tbptt, evaluate_tbptt (seqprep.tbptt)."""
+"""Tests for the TBPTT executors (seqprep.running._tbptt): fit, predict and evaluate."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import seqprep as sp
-from seqprep._ragged import as_ragged
-from seqprep.tbptt import _Runner, _Windows, evaluate_tbptt, fit_tbptt, predict_tbptt
+from seqprep._core.ragged import as_ragged
+from seqprep.running._tbptt import _Runner, _Windows, evaluate_tbptt, fit_tbptt, predict_tbptt
 
 # Run under every Keras backend by the Makefile's backend step (KERAS_BACKEND=jax|torch).
 pytestmark = pytest.mark.backend

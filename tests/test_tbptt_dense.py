@@ -9,9 +9,9 @@ from _strategies import tbptt_plans
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seqprep._tbptt_plan import DenseTBPTTPlan, plan_tbptt
 from seqprep.models import reference_rnn
-from seqprep.tbptt import evaluate_tbptt, fit_tbptt, predict_tbptt
+from seqprep.planning._windows import DenseTBPTTPlan, plan_tbptt
+from seqprep.running._tbptt import evaluate_tbptt, fit_tbptt, predict_tbptt
 
 ORDERS = ["longest_first", "shuffle", "input"]
 
@@ -142,8 +142,7 @@ def test_fallback_to_windowed_rows_is_a_valid_dense_layout(monkeypatch):
     # No search has found lengths where greedy placement by steps ends with more windows than
     # greedy placement by whole windows, but list scheduling is not monotone; force the
     # fallback by making the by-steps placement put everything on row 0.
-    from seqprep import _tbptt_plan
-
+    from seqprep.planning import _windows as _tbptt_plan
     real = _tbptt_plan._greedy_rows
     calls = []
 
@@ -378,7 +377,7 @@ def as_calls(fn, *args, **kwargs):
     """Run ``fn`` with dense=True on the fallback path (as_calls), as if no twin could be built."""
     from unittest import mock
 
-    from seqprep.tbptt import _Runner
+    from seqprep.running._tbptt import _Runner
 
     with mock.patch.object(_Runner, "dense_runner", lambda self: None):
         return fn(*args, dense=True, **kwargs)

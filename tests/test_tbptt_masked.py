@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from seqprep import pad_sequences
-from seqprep.tbptt import evaluate_tbptt, fit_tbptt
+from seqprep.running._tbptt import evaluate_tbptt, fit_tbptt
 
 DIM = 3
 LENGTHS = [7, 5, 9, 4, 6]

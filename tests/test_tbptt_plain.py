@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seqprep.models import reference_rnn
-from seqprep.tbptt import evaluate_tbptt, fit_tbptt, predict_tbptt
+from seqprep.running._tbptt import evaluate_tbptt, fit_tbptt, predict_tbptt
 
 # Run under every Keras backend by the Makefile's backend step (KERAS_BACKEND=jax|torch).
 pytestmark = pytest.mark.backend

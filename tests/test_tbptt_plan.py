@@ -1,4 +1,4 @@
-"""Tests for the TBPTT chunk planner (numpy only: seqprep._tbptt_plan, public as sp.plan_tbptt)."""
+"""Tests for the TBPTT window planner (numpy only: seqprep.planning._windows, sp.plan_tbptt)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from _strategies import tbptt_plans
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seqprep._tbptt_plan import TBPTTPlan, plan_tbptt
+from seqprep.planning._windows import TBPTTPlan, plan_tbptt
 
 
 def row_stream(plan: TBPTTPlan, r: int) -> list[tuple[int, int]]:

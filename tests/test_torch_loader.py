@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import seqprep as sp
-from seqprep.torch_loader import PackCollate, PadCollate, RowItems, shard_by_rank
+from seqprep.running._torch import PackCollate, PadCollate, RowItems, shard_by_rank
 
 torch = pytest.importorskip("torch")
 from torch.utils.data import DataLoader  # noqa: E402

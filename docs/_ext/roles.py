@@ -4,14 +4,14 @@ seqprep's docstrings cross-reference each other the Sphinx way (``:class:`Bucket
 ``:func:`~seqprep.bucketed_dataset```, ``:meth:`plan <seqprep.BucketSampler.plan>```), which
 mkdocstrings would print as raw text. Once the package is loaded, this extension rewrites every
 role into the Markdown cross-reference that mkdocs-autorefs resolves across pages,
-``[`BucketSampler`][seqprep.bucketing.sampler.BucketSampler]``, when its target is rendered on
+``[`BucketSampler`][seqprep.planning._sampler.BucketSampler]``, when its target is rendered on
 a page of the API reference (``docs/api/*.md``: a ``::: path`` line, or a public member of
 one); otherwise (a private helper, a name outside seqprep) into plain code, ``BucketSampler``
 between backticks, so no raw role and no dangling link is ever left.
 
 A target is looked up as Sphinx would: as written, as ``seqprep.<target>``, through the
 top-level package's lazy exports (``seqprep.BucketSampler`` is
-``seqprep.bucketing.sampler.BucketSampler``), then relative to the documented object (a bare
+``seqprep.planning._sampler.BucketSampler``), then relative to the documented object (a bare
 ``:meth:`state_dict``` in a class's docstring is that class's method) and its module.
 
 ``tests/test_docs.py`` runs this module on the package, without mkdocs, and fails on a role
@@ -69,9 +69,9 @@ def rewrite(text: str, resolve: Callable[[str], str | None]) -> str:
     """Replace every role in ``text``: a link where ``resolve(target)`` names an anchor, else code.
 
     Example:
-        >>> anchors = {"BucketSampler": "seqprep.bucketing.sampler.BucketSampler"}
+        >>> anchors = {"BucketSampler": "seqprep.planning._sampler.BucketSampler"}
         >>> rewrite("See :class:`BucketSampler` and :func:`_helper`.", anchors.get)
-        'See [`BucketSampler`][seqprep.bucketing.sampler.BucketSampler] and `_helper`.'
+        'See [`BucketSampler`][seqprep.planning._sampler.BucketSampler] and `_helper`.'
     """
 
     def one(match: re.Match[str]) -> str:
@@ -131,14 +131,18 @@ def lookup(package: griffe.Module, path: str) -> Any | None:
 
 
 def lazy_exports(package: griffe.Module) -> dict[str, str]:
-    """The top-level package's ``_EXPORTS`` (public name -> defining module), read statically."""
-    tree = ast.parse(Path(package.filepath).read_text(encoding="utf-8"))
-    for node in tree.body:
-        target = node.target if isinstance(node, ast.AnnAssign) else (
-            node.targets[0] if isinstance(node, ast.Assign) else None)
-        if isinstance(target, ast.Name) and target.id == "_EXPORTS":
-            return ast.literal_eval(node.value)
-    return {}
+    """Every lazy public name (-> its defining module), read statically from the packages'
+    ``attach(__name__, {name: module, ...})`` calls (relative modules made absolute)."""
+    exports: dict[str, str] = {}
+    for init in sorted(Path(package.filepath).parent.glob("*/__init__.py")):
+        tree = ast.parse(init.read_text(encoding="utf-8"))
+        dotted = f"{package.path}.{init.parent.name}"
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "attach"
+                    and len(node.args) >= 2 and isinstance(node.args[1], ast.Dict)):
+                for name, module in ast.literal_eval(node.args[1]).items():
+                    exports[name] = dotted + module if module.startswith(".") else module
+    return exports
 
 
 class Resolver:
@@ -158,6 +162,10 @@ class Resolver:
         short = target[len(name) + 1:] if target.startswith(name + ".") else target
         head, _, rest = short.partition(".")
         if head in self.exports:
+            yield ".".join(filter(None, [self.exports[head], head, rest]))
+        stage, _, inner = short.partition(".")  # seqprep.<stage>.<name>: the stage's export
+        head, _, rest = inner.partition(".")
+        if head in self.exports and self.exports[head].startswith(f"{name}.{stage}."):
             yield ".".join(filter(None, [self.exports[head], head, rest]))
         scope = context
         while scope is not None:

@@ -9,7 +9,7 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
-from seqprep._checks import check_choice, check_int
+from seqprep._core.checks import check_choice, check_int
 
 _BUNDLE = "cmudict_subset.txt.gz"
 _SPLITS = ("train", "test")

@@ -8,7 +8,7 @@ from typing import Literal
 
 import numpy as np
 
-from seqprep._checks import check_choice
+from seqprep._core.checks import check_choice
 
 _BUNDLE = "japanese_vowels.npz"
 _SPLITS = ("train", "test", "all")

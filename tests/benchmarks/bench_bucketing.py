@@ -16,8 +16,8 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from seqprep.bucketing import Bucketer, BucketSampler, padding_report
-from seqprep.bucketing.boundaries import length_histogram, quantile_boundaries
+from seqprep.planning import Bucketer, BucketSampler, padding_report
+from seqprep.planning._boundaries import length_histogram, quantile_boundaries
 
 BATCH = 64
 

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 from seqprep import BucketSampler
-from seqprep.bucketing.boundaries import length_histogram, quantile_boundaries
+from seqprep.planning._boundaries import length_histogram, quantile_boundaries
 
 BATCH = 64
 

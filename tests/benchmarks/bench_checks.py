@@ -15,8 +15,8 @@ import time
 
 import numpy as np
 
-from seqprep._checks import check_finite_features, check_finite_labels
-from seqprep._ragged import as_ragged
+from seqprep._core.checks import check_finite_features, check_finite_labels
+from seqprep._core.ragged import as_ragged
 
 N = 20_000
 FEATURES = 8

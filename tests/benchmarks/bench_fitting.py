@@ -28,9 +28,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from seqprep.bucketing import Bucketer, BucketSampler
-from seqprep.data import bucketed_dataset
-from seqprep.fitting import fit_per_length, plan_per_length
+from seqprep.planning import Bucketer, BucketSampler
+from seqprep.running._fitting import fit_per_length, plan_per_length
+from seqprep.running._tfdata import bucketed_dataset
 
 N = int(os.environ.get("SEQPREP_BENCH_N", "8192"))
 REPEATS = int(os.environ.get("SEQPREP_BENCH_REPEATS", "2"))

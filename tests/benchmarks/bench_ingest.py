@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from seqprep.ingest import from_dataframe, read_lengths, read_sequences
+from seqprep.readers._ingest import from_dataframe, read_lengths, read_sequences
 
 N_ROWS = 1_000_000
 N_IDS = 10_000

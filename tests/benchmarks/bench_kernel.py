@@ -29,12 +29,12 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from seqprep import _kernel  # noqa: E402
-from seqprep.bucketing import Bucketer, BucketSampler  # noqa: E402
-from seqprep.bucketing.per_length import plan_per_length  # noqa: E402
-from seqprep.data import _TF_KERNEL_OPS, bucketed_dataset  # noqa: E402
-from seqprep.fitting import _BatchSource, _prepare  # noqa: E402
-from seqprep.pydataset import bucketed_pydataset  # noqa: E402
+from seqprep.inputs import _kernel  # noqa: E402
+from seqprep.planning import Bucketer, BucketSampler  # noqa: E402
+from seqprep.planning._per_length import plan_per_length  # noqa: E402
+from seqprep.running._fitting import _BatchSource, _prepare  # noqa: E402
+from seqprep.running._pydataset import bucketed_pydataset  # noqa: E402
+from seqprep.running._tfdata import _TF_KERNEL_OPS, bucketed_dataset  # noqa: E402
 
 N = int(os.environ.get("SEQPREP_BENCH_N", "8192"))
 REPEATS = int(os.environ.get("SEQPREP_BENCH_REPEATS", "15"))

@@ -48,9 +48,9 @@ import keras
 import numpy as np
 
 import seqprep as sp
-from seqprep import demo
 from seqprep.datasets import load_japanese_vowels
 from seqprep.models import compile_reference, feature_stats, reference_rnn
+from seqprep.tools import demo
 
 EPOCHS = int(os.environ.get("BENCH_EPOCHS", "25"))
 UNITS = int(os.environ.get("BENCH_UNITS", "32"))
@@ -234,8 +234,7 @@ def _tbptt_runs(lengths, x, y, epochs, window, per_step=False):
     machine's load hits them alike."""
     from unittest import mock
 
-    from seqprep import tbptt
-
+    from seqprep.running import _tbptt as tbptt
     models, plans = {}, {}
     for name in TBPTT_RUNS:
         keras.utils.set_random_seed(SEED)

@@ -24,7 +24,7 @@ import _common  # noqa: F401  (sets a quiet CPU-only environment before TensorFl
 import numpy as np
 
 import seqprep as sp
-from seqprep._fingerprint import DataDigest
+from seqprep.inputs._fingerprint import DataDigest
 
 N, BATCH = 1_000_000, 64
 

@@ -1,0 +1,348 @@
+"""The one gather-and-pad kernel: (ragged data, a plan's batch) -> padded arrays.
+
+Every executor builds its batches here, in two steps:
+
+1. a **layout** turns one batch of a plan into ``(src, real)``: ``src`` holds, for every
+   output position, the flat position of the step it shows (or the pad row's position),
+   ``real`` says which positions hold real steps. :func:`positions` lays out pre- or
+   post-padded rows (``bucketed_dataset``, ``bucketed_pydataset``, ``fit_per_length``),
+   :func:`packed_positions` several sequences back to back per row (``packed_dataset``),
+   :func:`window_positions` a TBPTT window (``plan.flat_index``);
+2. :func:`gather_batch` gathers inputs, per-step targets (by the same ``src``), per-sequence
+   targets (by sequence index) and weights (by :func:`seqprep.inputs._masking._step_weights`, the
+   one weight formula) from a :class:`Table`; :func:`gather_targets` is the same without
+   the inputs.
+
+The code is written once against an ops namespace (:class:`KernelOps`): numpy here
+(:data:`NUMPY_OPS`), TensorFlow in the executors that run it inside a ``tf.data`` map, so
+this module imports neither TensorFlow nor Keras. Which targets are per step and which
+weights apply is decided upstream (:func:`seqprep.inputs._targets.resolve_targets` and each
+executor's argument checks) and recorded in the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+
+from seqprep.inputs._masking import _NUMPY_OPS, _step_weights, _WeightOps
+
+TargetMode = Literal["step", "sequence"]
+WeightMode = Literal["sequence", "timestep", "timestep_mean"]
+
+
+@dataclass(frozen=True)
+class KernelOps:
+    """How one array library spells the operations of the kernel (see the module docstring).
+
+    Arithmetic, comparisons and ``a[:, None]`` slicing are shared by numpy arrays and
+    TensorFlow tensors and are written directly.
+    """
+
+    gather: Callable[[Any, Any], Any]  # params[indices] along the first axis
+    gather_rows: Callable[[Any, Any], Any]  # out[b, j] = params[b, indices[b, j]]
+    where: Callable[[Any, Any, Any], Any]
+    arange: Callable[[Any], Any]  # int64 steps 0 .. n - 1
+    cumsum_rows: Callable[[Any], Any]  # running sum along axis 1
+    count_true: Callable[[Any], Any]  # int64 number of True entries along the last axis
+    maximum: Callable[[Any, Any], Any]
+    weights: _WeightOps
+
+
+NUMPY_OPS = KernelOps(
+    gather=lambda params, indices: params[indices],
+    gather_rows=lambda params, indices: np.take_along_axis(params, indices, axis=1),
+    where=np.where,
+    arange=lambda n: np.arange(n, dtype=np.int64),
+    cumsum_rows=lambda a: np.cumsum(a, axis=1),
+    count_true=lambda a: np.count_nonzero(a, axis=-1).astype(np.int64),
+    maximum=np.maximum,
+    weights=_NUMPY_OPS,
+)
+
+
+def with_pad_row(values: np.ndarray, value: Any = 0) -> np.ndarray:
+    """``values`` with one more entry, ``value`` in ``values``'s dtype, at the end.
+
+    Every padded position of a batch gathers from that entry. Callers that must refuse a
+    lossy ``value`` check it first (``seqprep.inputs._stage.values_with_pad_row`` does).
+    """
+    values = np.asarray(values)
+    pad = np.full((1, *values.shape[1:]), value, dtype=values.dtype)
+    return np.concatenate([values, pad])
+
+
+@dataclass(frozen=True)
+class Table:
+    """The data a kernel gathers from, built once per dataset.
+
+    Attributes:
+        x: inputs, ``(total_steps + 1, *step_shape)``: the flat steps and one pad row.
+        starts: int64 ``(n,)``, where each sequence's first kept step sits in ``x``.
+        lengths: int64 ``(n,)``, the steps each sequence keeps (after any truncation).
+        y: targets or None: ``"step"``: flat steps plus one pad row, like ``x``;
+            ``"sequence"``: one row per sequence plus one zero row (what empty slots get).
+        y_mode: ``"step"``, ``"sequence"`` or None (no targets).
+        w: float32 ``(n + 1,)`` per-sequence weights with a 0 at the end, or None.
+        w_mode: None (no weights), ``"sequence"`` (``w`` per sequence), ``"timestep"``
+            (1 on real positions, times ``w`` when given) or ``"timestep_mean"`` (those,
+            scaled to mean 1 over the batch: see ``_step_weights``).
+        fill: whether ``starts`` and ``lengths`` end with one more, zero-length sequence at
+            index :attr:`pad_sequence`: the *fill row* that tops batches up to a multiple of
+            the data-parallel size (all padding, the zero target row, weight 0).
+    """
+
+    x: Any
+    starts: Any
+    lengths: Any
+    y: Any = None
+    y_mode: TargetMode | None = None
+    w: Any = None
+    w_mode: WeightMode | None = None
+    fill: bool = False
+
+    @property
+    def pad_index(self) -> int:
+        """Position of the pad row in ``x`` (and in step targets)."""
+        return int(self.x.shape[0]) - 1
+
+    @property
+    def pad_sequence(self) -> int:
+        """Index of the zero row of per-sequence targets and weights (and of the fill row)."""
+        return int(self.lengths.shape[0]) - (1 if self.fill else 0)
+
+    def convert(self, constant: Callable[[Any], Any]) -> Table:
+        """The same table with every array passed through ``constant`` (e.g. ``tf.constant``)."""
+        arrays = ("x", "starts", "lengths", "y", "w")
+        return replace(self, **{
+            f.name: constant(getattr(self, f.name))
+            for f in fields(self) if f.name in arrays and getattr(self, f.name) is not None
+        })
+
+
+def table(
+    x_values: np.ndarray,
+    starts: np.ndarray,
+    lengths: np.ndarray,
+    *,
+    y: np.ndarray | None = None,
+    y_mode: TargetMode | None = None,
+    w: np.ndarray | None = None,
+    w_mode: WeightMode | None = None,
+    fill: bool = False,
+) -> Table:
+    """A numpy :class:`Table`; ``x_values`` and step ``y`` already end with their pad row.
+
+    Per-sequence ``y`` and ``w`` get their zero row here, and with ``fill=True`` the
+    sequences get the zero-length fill row (see :class:`Table`). Nothing is cast: the
+    dtypes are the executor's decision.
+
+    Example:
+        >>> t = table(with_pad_row(np.array([1, 2, 3])), [0, 2], [2, 1], fill=True)
+        >>> t.pad_sequence, t.lengths.tolist()
+        (2, [2, 1, 0])
+    """
+    if y is not None and y_mode == "sequence":
+        y = with_pad_row(y, 0)
+    if w is not None:
+        w = with_pad_row(np.asarray(w, np.float32), 0)
+    starts, lengths = np.asarray(starts, np.int64), np.asarray(lengths, np.int64)
+    if fill:  # the fill row: zero steps, so every position of it is padding
+        starts, lengths = np.append(starts, 0), np.append(lengths, 0)
+    return Table(
+        x=x_values, starts=starts, lengths=lengths,
+        y=y, y_mode=y_mode if y is not None else None, w=w, w_mode=w_mode, fill=fill,
+    )
+
+
+def with_fill(t: Table) -> Table:
+    """``t`` (numpy) with the fill row: one more, zero-length sequence (see :class:`Table`).
+
+    Example:
+        >>> with_fill(table(with_pad_row(np.array([1, 2, 3])), [0, 2], [2, 1])).lengths.tolist()
+        [2, 1, 0]
+    """
+    if t.fill:
+        return t
+    return replace(t, starts=np.append(np.asarray(t.starts, np.int64), 0),
+                   lengths=np.append(np.asarray(t.lengths, np.int64), 0), fill=True)
+
+
+# --------------------------------------------------------------------------- layouts
+
+
+def positions(
+    starts: Any, lengths: Any, idx: Any, width: Any, padding: str, pad_index: int | None,
+    ops: KernelOps = NUMPY_OPS,
+) -> tuple[Any, Any]:
+    """Layout of one batch of whole sequences, one per row, padded to ``width``.
+
+    Args:
+        starts, lengths: int64 ``(n,)`` of the table.
+        idx: int64 ``(B,)``, the batch's sequence indices.
+        width: the padded width ``T`` (at least the longest length in the batch).
+        padding: ``"post"`` (steps first, then padding) or ``"pre"``.
+        pad_index: where padded positions gather from; None when every sequence of the
+            batch is exactly ``width`` long (an exact-length group), which skips the mask.
+        ops: the array library.
+
+    Returns:
+        ``(src, real)``: int64 ``(B, T)`` flat positions and bool ``(B, T)`` (None when
+        ``pad_index`` is None: every position is real, and timestep weights cannot be asked).
+
+    Example:
+        >>> t = table(with_pad_row(np.array([1, 2, 3, 4])), [0, 3], [3, 1])
+        >>> src, real = positions(t.starts, t.lengths, np.array([1, 0]), 3, "pre", t.pad_index)
+        >>> src.tolist(), t.x[src].tolist()
+        ([[4, 4, 3], [0, 1, 2]], [[0, 0, 4], [1, 2, 3]])
+    """
+    steps = ops.arange(width)[None, :]
+    if pad_index is None:  # every row is exactly `width` long: no mask, no pad row
+        return ops.gather(starts, idx)[:, None] + steps, None
+    lens = ops.gather(lengths, idx)[:, None]
+    if padding == "post":
+        real = steps < lens
+        src = ops.gather(starts, idx)[:, None] + steps
+    else:
+        shift = width - lens
+        real = steps >= shift
+        src = ops.gather(starts, idx)[:, None] + steps - shift
+    return ops.where(real, src, pad_index), real
+
+
+class PackedLayout(NamedTuple):
+    """Layout of one packed batch: the ``(src, real)`` pair and what packing adds."""
+
+    src: Any  # int64 (B, P) flat positions
+    real: Any  # bool (B, P)
+    segment_ids: Any  # int64 (B, P): 0 on padding, 1..S for the slot a step belongs to
+    step_owner: Any  # int64 (B, P): the sequence of each step (the zero row on padding)
+    slot_owner: Any  # int64 (B, S): the sequence in each slot (the zero row if empty)
+    slot_lengths: Any  # int64 (B, S): 0 for an empty slot
+    filled: Any  # bool (B, S)
+
+
+def packed_positions(
+    slot: Any, starts: Any, lengths: Any, width: int, pad_index: int, pad_sequence: int,
+    ops: KernelOps = NUMPY_OPS,
+) -> PackedLayout:
+    """Layout of one ``(B, S)`` slot matrix (sequence indices, -1: empty) packed in rows of
+    ``width`` steps: slot ``s``'s sequence follows slot ``s - 1``'s in its row."""
+    filled = slot >= 0
+    item = ops.where(filled, slot, 0)
+    lens = ops.where(filled, ops.gather(lengths, item), 0)  # (B, S)
+    ends = ops.cumsum_rows(lens)  # (B, S)
+    steps = ops.arange(width)[None, :, None]  # (1, P, 1)
+    # A step's slot is one more than the number of slots that end at or before it.
+    before = ops.count_true(ends[:, None, :] <= steps)  # (B, P)
+    real = steps[:, :, 0] < ends[:, -1:]
+    seg = ops.where(real, before + 1, 0)
+    at = ops.maximum(seg - 1, 0)
+    step_item = ops.gather_rows(item, at)
+    step_begin = ops.gather_rows(ends - lens, at)
+    src = ops.gather(starts, step_item) + steps[:, :, 0] - step_begin
+    return PackedLayout(
+        src=ops.where(real, src, pad_index), real=real, segment_ids=seg,
+        step_owner=ops.where(real, step_item, pad_sequence),
+        slot_owner=ops.where(filled, slot, pad_sequence), slot_lengths=lens, filled=filled,
+    )
+
+
+def window_positions(
+    plan: Any, offsets: np.ndarray, window: int, pad_index: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Layout of TBPTT window ``window`` of ``plan`` (numpy; ``plan.flat_index`` places the
+    steps, -1 on padding)."""
+    return index_positions(plan.flat_index(offsets, window), pad_index)
+
+
+def index_positions(index: np.ndarray, pad_index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Layout of flat value indices with ``-1`` on padding (a TBPTT plan's ``flat_index``, for
+    one window or all of them): the pad row's position there, and the real-step mask."""
+    real = index >= 0
+    return np.where(real, index, np.int64(pad_index)), real
+
+
+# --------------------------------------------------------------------------- gather
+
+
+def gather_batch(
+    table: Table, src: Any, real: Any, idx: Any, *, owner: Any = None,
+    ops: KernelOps = NUMPY_OPS, scale: Any = None,
+) -> tuple[Any, ...]:
+    """``(x,)``, ``(x, y)`` or ``(x, y, weights)`` of one batch laid out as ``(src, real)``.
+
+    Args:
+        table: what to gather from (numpy, or converted once to the ops' library).
+        src: int64 flat positions of the layout (``x`` and step targets).
+        real: bool mask the timestep weights follow (the layout's ``real``, or the slots a
+            packed batch fills when its targets are per sequence).
+        idx: int64 sequence indices of per-sequence targets and weights, ``(B,)`` or
+            ``(B, S)``.
+        owner: the sequence whose weight scales each position of ``real`` when that is not
+            ``idx``'s row (a packed batch's ``step_owner``); default ``idx``.
+        ops: the array library.
+        scale: a batch topped up with fill rows: its rows over its real rows
+            (:func:`seqprep.planning._fill.fill_batches`); see :func:`gather_targets`.
+
+    Example:
+        >>> t = table(with_pad_row(np.array([1, 2, 3, 4])), [0, 3], [3, 1],
+        ...           y=np.array([7, 8]), y_mode="sequence", w_mode="timestep_mean")
+        >>> idx = np.array([0, 1])
+        >>> src, real = positions(t.starts, t.lengths, idx, 3, "post", t.pad_index)
+        >>> xb, yb, wb = gather_batch(t, src, real, idx)
+        >>> xb.tolist(), yb.tolist(), wb.tolist()
+        ([[1, 2, 3], [4, 0, 0]], [7, 8], [[1.5, 1.5, 1.5], [1.5, 0.0, 0.0]])
+    """
+    return (ops.gather(table.x, src), *gather_targets(table, src, real, idx, owner=owner,
+                                                     ops=ops, scale=scale))
+
+
+def gather_targets(
+    table: Table, src: Any, real: Any, idx: Any, *, owner: Any = None,
+    ops: KernelOps = NUMPY_OPS, scale: Any = None,
+) -> tuple[Any, ...]:
+    """``()``, ``(y,)`` or ``(y, weights)``: :func:`gather_batch` without the inputs.
+
+    Fill rows (the table's zero-length sequence) get the zero target row and weight 0.
+    ``scale`` (rows over real rows of a filled batch) multiplies the weights of per-sequence
+    targets: Keras's default reduction divides the weighted sum by every row, fill rows
+    included, so scaling the real rows by ``B' / B`` gives the one-device loss, and a
+    weighted mean (``mean_with_sample_weight``, weighted metrics) is unchanged by it.
+    Per-step targets are not scaled: the fill rows are all padding, which a Keras mask
+    (``total / valid``), ``"mean_with_sample_weight"`` and ``"timestep_mean"`` weights (mean
+    over the real steps of the whole batch) already leave out.
+
+    Example:
+        >>> t = table(with_pad_row(np.array([1, 2, 3])), [0, 2], [2, 1], y=np.array([5, 6]),
+        ...           y_mode="sequence", w=np.ones(2), w_mode="sequence", fill=True)
+        >>> idx = np.array([1, 2])  # sequence 1 and the fill row
+        >>> src, real = positions(t.starts, t.lengths, idx, 2, "post", t.pad_index)
+        >>> [a.tolist() for a in gather_batch(t, src, real, idx, scale=np.float32(2.0))]
+        [[[3, 0], [0, 0]], [6, 0], [2.0, 0.0]]
+    """
+    if table.y_mode is None:
+        return ()
+    yb = ops.gather(table.y, src if table.y_mode == "step" else idx)
+    if table.w_mode is None:
+        return (yb,)
+    weights = _weights(table, real, idx, owner, ops)
+    if scale is not None and table.y_mode == "sequence":
+        weights = weights * scale
+    return yb, weights
+
+
+def _weights(table: Table, real: Any, idx: Any, owner: Any, ops: KernelOps) -> Any:
+    if table.w_mode == "sequence":
+        return ops.gather(table.w, idx)
+    mean = table.w_mode == "timestep_mean"
+    if table.w is None:
+        return _step_weights(real, mean=mean, ops=ops.weights)
+    if owner is None:  # one weight per row
+        return _step_weights(real, mean=mean, scale=ops.gather(table.w, idx), ops=ops.weights)
+    if mean:
+        raise ValueError("timestep_mean weights scale whole rows; `owner` must be None")
+    return _step_weights(real, mean=False, ops=ops.weights) * ops.gather(table.w, owner)

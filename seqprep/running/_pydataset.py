@@ -1,0 +1,200 @@
+"""A ``keras.utils.PyDataset`` that plays a :class:`~seqprep.BucketSampler`'s plan in numpy.
+
+:func:`bucketed_pydataset` is :func:`seqprep.bucketed_dataset` without the tf.data graph: the
+same plan, the same checks and the same batches, but each batch is gathered and padded in
+numpy when Keras asks for it. Keras feeds a ``PyDataset`` to every backend without tf.data
+(JAX and PyTorch get numpy arrays directly), which is what a user who does not want a
+TensorFlow runtime in the input pipeline needs; ``workers=`` gives it Keras's own parallelism.
+
+The data are prepared once exactly as ``bucketed_dataset`` prepares them (the helpers of
+:mod:`seqprep.running._tfdata` are called, not copied): one flat value array with a padding step at
+its end, the row offsets, and the labels and weights checked and cast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import keras
+import numpy as np
+from numpy.typing import DTypeLike
+
+from seqprep._core.checks import (
+    check_bool,
+    check_choice,
+    check_int,
+    needs_sampler,
+)
+from seqprep.inputs import _stage as _inputs
+from seqprep.inputs._padding import Side
+from seqprep.inputs._targets import Targets
+from seqprep.planning import BucketSampler
+from seqprep.running._data_parallel import Layout, resolve_data_parallel
+from seqprep.running._tfdata import PadTo, _plan_arrays, _stage
+
+__all__ = ["bucketed_pydataset"]
+
+
+class BucketedPyDataset(keras.utils.PyDataset):
+    """Batches of a sampler's plan, one sampler epoch per Keras epoch (see
+    :func:`bucketed_pydataset`, which builds and checks it)."""
+
+    def __init__(
+        self,
+        *,
+        sampler: BucketSampler,
+        stage: _inputs.Stage,
+        epoch: int,
+        layout: Layout | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.sampler = sampler
+        self._stage = stage
+        self._layout = layout
+        self._set_epoch(epoch)
+
+    def _set_epoch(self, epoch: int) -> None:
+        flat, sizes, widths, scales = _plan_arrays(self.sampler, epoch, self._stage,
+                                                   self._layout)
+        # Replace the whole plan at once: a worker thread reads one consistent tuple.
+        self._plan = (flat, np.concatenate([[0], np.cumsum(sizes)]), widths, scales)
+        self.epoch = epoch
+        self._served: set[int] = set()  # batches of this plan read in this process
+        self._begun = False
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __getitem__(self, index: int) -> Any:
+        flat, splits, widths, scales = self._plan
+        if not 0 <= index < widths.size:
+            raise IndexError(f"batch index {index} out of range for {widths.size} batches")
+        self._served.add(index)
+        idx = flat[splits[index] : splits[index + 1]]
+        batch = _inputs.gather(self._stage, idx, widths[index],
+                               scale=None if self._layout is None else scales[index])
+        return batch[0] if len(batch) == 1 else batch
+
+    def on_epoch_begin(self) -> None:
+        self._begun = True
+
+    def on_epoch_end(self) -> None:
+        """Move to the sampler's next epoch (a fresh order, every example once) if this one
+        was played.
+
+        Played means every batch was read. Keras also calls ``on_epoch_end`` when ``fit`` or
+        ``evaluate`` starts, after reading a batch or two to learn the shapes (and, on
+        PyTorch and JAX, inside an epoch it begins to build the model): those calls keep the
+        plan, so Keras epoch ``k`` plays sampler epoch ``epoch + k``. Worker processes
+        (``use_multiprocessing=True``) read batches where this process cannot count them;
+        there every epoch that Keras began moves the plan on.
+        """
+        if self.use_multiprocessing and self.workers > 1:
+            played = self._begun
+        else:
+            played = len(self._served) == len(self)
+        if played:
+            self._set_epoch(self.epoch + 1)
+        self._begun = False
+
+
+@needs_sampler("BucketSampler")
+def bucketed_pydataset(
+    x: Any,
+    y: Any = None,
+    *,
+    sampler: BucketSampler,
+    padding: Side = "post",
+    value: Any = 0,
+    sample_weight: Any = None,
+    pad_to: PadTo | int | Sequence[int] = "auto",
+    epoch: int = 0,
+    truncating: Side = "post",
+    dtype: DTypeLike | None = None,
+    allow_nonfinite: bool = False,
+    targets: Targets = "auto",
+    targets_field: Any = None,
+    workers: int = 1,
+    use_multiprocessing: bool = False,
+    max_queue_size: int = 10,
+    data_parallel: int | Literal["auto"] | None = "auto",
+) -> BucketedPyDataset:
+    """Padded batches of a :class:`BucketSampler`'s plan as a ``keras.utils.PyDataset``.
+
+    The executor without a tf.data graph: every batch equals the one
+    :func:`seqprep.bucketed_dataset` gives for the same arguments and sampler epoch (same
+    elements ``x``, ``(x, y)`` or ``(x, y, sample_weight)``, same dtypes, same checks, same
+    ``pad_to`` choices, including ``"auto"``'s width grid on JAX), but it is gathered and
+    padded in numpy when Keras asks for batch ``i``. ``len(ds) == len(sampler)``; Keras
+    epoch ``k`` of ``model.fit(ds, epochs=N)`` plays sampler epoch ``epoch + k`` (each
+    epoch Keras begins and ends moves the plan on), so every epoch has a fresh order with
+    every example once. Keras's ``workers`` / ``use_multiprocessing`` / ``max_queue_size`` are
+    passed to ``PyDataset``.
+
+    Several fields per example (a dict or tuple ``x``, and ``y``) work exactly as in
+    :func:`seqprep.bucketed_dataset`: each field padded to its own width, the batch in the
+    same structure.
+
+    Args:
+        x: a sequence collection (list of arrays or lists, ``tf.RaggedTensor``, array
+            ``(n, T, ...)``, pandas Series of arrays), or a dict or tuple of them (fields).
+        y: optional per-sequence labels or per-timestep targets (as in ``bucketed_dataset``),
+            or a dict or tuple of them.
+        sampler: a :class:`BucketSampler` built on ``sequence_lengths(x)``.
+        padding: ``"post"`` (default) or ``"pre"``.
+        value: padding value of ``x``; must be representable in its dtype.
+        sample_weight: ``None``, an array ``(n,)``, ``"timestep"`` or ``"timestep_mean"``
+            (``True``/``False``, deprecated, mean ``"timestep"``/``None`` and warn).
+        pad_to: ``"auto"``, ``"batch"``, ``"bucket"``, a fixed int width or a width grid.
+        epoch: the sampler epoch of the first Keras epoch.
+        truncating: which steps a sampler built with ``overlong="truncate"`` cuts.
+        dtype: dtype of the ``x`` batches (default as in ``bucketed_dataset``).
+        allow_nonfinite: accept NaN/inf in ``x`` (NaN/inf in ``y`` are always refused).
+        targets: ``"auto"``, ``"sequence"`` or ``"step"``: how to read ``y`` (see
+            :func:`seqprep.resolve_targets`).
+        targets_field: for several fields, the field per-step targets align with (as in
+            ``bucketed_dataset``).
+        workers: Keras ``PyDataset`` workers (threads, or processes with
+            ``use_multiprocessing=True``).
+        use_multiprocessing: use processes rather than threads for ``workers > 1``.
+        max_queue_size: batches Keras keeps ready ahead of training.
+        data_parallel: ``"auto"``, an int or ``None``: batches topped up with weight-0 fill
+            rows to a multiple of the data-parallel size, as in ``bucketed_dataset``.
+
+    Returns:
+        A ``keras.utils.PyDataset`` with ``len(ds) == len(sampler)``.
+
+    Raises:
+        ValueError: the cases of :func:`seqprep.bucketed_dataset`, or a non-positive
+            ``workers`` / ``max_queue_size``.
+        TypeError: ``sampler`` is not a BucketSampler, or ``x`` is not a sequence collection.
+
+    Example:
+        >>> from seqprep import BucketSampler, sequence_lengths
+        >>> x = [[1, 2, 3], [4], [5, 6], [7, 8, 9, 10]]
+        >>> sampler = BucketSampler(sequence_lengths(x), boundaries=[3], batch_size=2,
+        ...                         shuffle=False)
+        >>> ds = bucketed_pydataset(x, [0, 1, 0, 1], sampler=sampler, pad_to="batch")
+        >>> len(ds)
+        2
+        >>> [(xb.tolist(), yb.tolist()) for xb, yb in (ds[0], ds[1])]
+        [([[4, 0], [5, 6]], [1, 0]), ([[1, 2, 3, 0], [7, 8, 9, 10]], [0, 1])]
+    """
+    epoch = check_int("epoch", epoch, minimum=0)
+    workers = check_int("workers", workers, minimum=1)
+    max_queue_size = check_int("max_queue_size", max_queue_size, minimum=1)
+    check_bool("use_multiprocessing", use_multiprocessing)
+    check_choice("targets", targets, ("auto", "sequence", "step"))
+
+    stage = _stage(x, y, sample_weight, sampler, padding=padding, value=value, pad_to=pad_to,
+                   truncating=truncating, dtype=dtype, allow_nonfinite=allow_nonfinite,
+                   targets=targets, targets_field=targets_field, epoch=epoch)
+    layout = resolve_data_parallel(data_parallel, caller="bucketed_pydataset")
+    if layout is not None:
+        stage = _inputs.with_fill(stage)
+    return BucketedPyDataset(
+        sampler=sampler, stage=stage, epoch=epoch, layout=layout,
+        workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size,
+    )
