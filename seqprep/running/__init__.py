@@ -15,6 +15,7 @@ Example:
 from seqprep._core.lazy import attach
 
 __getattr__, __dir__, __all__ = attach(__name__, {
+    "Options": "seqprep._core.options",
     "bucketed_dataset": "._tfdata",
     "bucketed_pydataset": "._pydataset",
     "bucket_by_length": "._streaming",

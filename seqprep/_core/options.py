@@ -1,0 +1,220 @@
+"""Options that several executors share, declared and checked once.
+
+Every executor (``bucketed_dataset``, ``bucketed_pydataset``, ``grain_dataset``,
+``packed_dataset``, ``fit_per_length``, ``fit_tbptt``, ``predict``, ``evaluate``, the replica
+datasets, ``PadCollate``) keeps the arguments a user sets every day as keywords (``padding``,
+``value``, ``pad_to``, ``sample_weight``, ``targets``, ``epoch``) and takes the ones set rarely in
+one value object, :class:`Options`, in the way ``tf.data.Options`` gathers a dataset's rarely
+changed knobs. Each option is declared once here (:data:`DECLARED`: its check and its meaning);
+an executor says which options it reads (:func:`options_for`), and an option set to anything but
+its default on an executor that does not read it is an error, never silently ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from seqprep._core.checks import check_bool, check_choice, check_int
+
+__all__ = ["DECLARED", "Options", "options_for"]
+
+
+def _per_field(check: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
+    """A check that also takes a dict of per-field values (the fields of ``x``, by name)."""
+
+    def checked(name: str, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {key: check(f"{name}[{key!r}]", v) for key, v in value.items()}
+        return check(name, value)
+
+    return checked
+
+
+def _side(name: str, value: Any) -> str:
+    return check_choice(name, value, ("pre", "post"))
+
+
+def _dtype(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    try:
+        np.dtype(value)
+    except TypeError:
+        raise TypeError(
+            f"Argument `{name}` must be a numpy dtype or None. Received: {name}={value!r}\n"
+            f'- Pass e.g. {name}="float32", {name}="int32", or None for the default rule.'
+        ) from None
+    return value
+
+
+def _data_parallel(name: str, value: Any) -> Any:
+    if value is None or (isinstance(value, str) and value == "auto"):
+        return value
+    return check_int(name, value, minimum=1,
+                     fix=f'Pass {name}="auto" (read keras.distribution), None or a device count.')
+
+
+def _epochs(name: str, value: Any) -> int:
+    return check_int(name, value, minimum=1, fix=f"Pass {name}=1 or more.")
+
+
+def _any(name: str, value: Any) -> Any:
+    return value
+
+
+@dataclass(frozen=True)
+class Declared:
+    """One shared option: its check (returns the value, or raises naming the option) and what
+    it means, in one sentence for the docs and the errors."""
+
+    check: Callable[[str, Any], Any]
+    meaning: str
+
+
+#: Every shared option, declared once.
+DECLARED: dict[str, Declared] = {
+    "truncating": Declared(_per_field(_side),
+                           '"pre" or "post": which end a planned max_length cuts '
+                           "(per field: a dict)"),
+    "dtype": Declared(_per_field(_dtype),
+                      "dtype of the padded batches; None keeps integers, floats become float32 "
+                      "(per field: a dict)"),
+    "allow_nonfinite": Declared(check_bool,
+                                "accept NaN/inf in x (never in y or the weights)"),
+    "targets_field": Declared(_any,
+                              "the field of x whose lengths per-step targets follow, where "
+                              "several fields have them"),
+    "data_parallel": Declared(_data_parallel,
+                              '"auto" (read keras.distribution), None, or a device count k: '
+                              "batches get weight-0 fill rows to a multiple of k"),
+    "reshuffle_each_iteration": Declared(check_bool,
+                                         "each new pass plays the sampler's next epoch(s), as "
+                                         "tf.data reshuffles by default"),
+    "epochs": Declared(_epochs, "how many consecutive sampler epochs one pass holds"),
+}
+
+
+@dataclass(frozen=True)
+class Options:
+    """The rarely changed options that seqprep's executors share.
+
+    Each executor reads the options that apply to it and refuses one set to a non-default value
+    that does not apply to it (the error names the option and the executor). All are checked
+    when the object is built.
+
+    Args:
+        truncating: ``"pre"`` or ``"post"``: which end a planned ``max_length`` cuts; a dict
+            gives one per field of ``x``.
+        dtype: dtype of the padded batches; ``None`` keeps integer dtypes and casts floats to
+            float32. A dict gives one per field.
+        allow_nonfinite: accept NaN / inf in ``x`` (never in targets or weights).
+        targets_field: the field of a dict/tuple ``x`` whose lengths per-step targets follow,
+            when several fields have the targets' lengths.
+        data_parallel: ``"auto"`` reads ``keras.distribution``; ``None`` turns it off; an int
+            ``k`` fills every batch to a multiple of ``k`` rows with weight-0 rows.
+        reshuffle_each_iteration: every new pass over a dataset plays the sampler's next
+            epoch(s) (``False``: replay the same ones).
+        epochs: how many consecutive sampler epochs one pass over a dataset holds.
+
+    Raises:
+        ValueError: an option with a value it cannot take.
+        TypeError: ``dtype`` that is not a dtype.
+
+    Example:
+        >>> import seqprep as sp
+        >>> sp.Options(dtype="float16", truncating="pre")
+        Options(truncating='pre', dtype='float16')
+        >>> sp.Options(epochs=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: Argument `epochs` must be an integer >= 1. Received: epochs=0
+        - Pass epochs=1 or more.
+    """
+
+    truncating: Any = "post"
+    dtype: Any = None
+    allow_nonfinite: bool = False
+    targets_field: Any = None
+    data_parallel: Any = "auto"
+    reshuffle_each_iteration: bool = True
+    epochs: int = 1
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            checked = DECLARED[f.name].check(f.name, getattr(self, f.name))
+            object.__setattr__(self, f.name, checked)
+
+    def changed(self) -> dict[str, Any]:
+        """The options set to something other than their defaults.
+
+        Example:
+            >>> Options(epochs=2).changed()
+            {'epochs': 2}
+        """
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if not _same(getattr(self, f.name), f.default)}
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.changed().items())
+        return f"Options({shown})"
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return a is b
+
+
+def options_for(options: Any, caller: str, reads: tuple[str, ...]) -> Options:
+    """``options`` checked for ``caller``: an :class:`Options` (None gives the defaults) that
+    sets no option outside ``reads``.
+
+    Args:
+        options: what the user passed as ``options=``.
+        caller: the public name, for the error message.
+        reads: the options ``caller`` uses.
+
+    Returns:
+        The :class:`Options` to read.
+
+    Raises:
+        TypeError: ``options`` is not an :class:`Options` (a dict is accepted and converted).
+        ValueError: an option ``caller`` does not use is set.
+
+    Example:
+        >>> options_for(None, "packed_dataset", ("dtype",))
+        Options()
+        >>> options_for({"truncating": "pre"}, "packed_dataset", ("dtype",))
+        Traceback (most recent call last):
+        ...
+        ValueError: Argument `options` sets truncating='pre', which `packed_dataset` does not use.
+        - Leave it at its default there; `packed_dataset` reads only: dtype.
+    """
+    if options is None:
+        return Options()
+    if isinstance(options, Mapping):
+        unknown = sorted(set(options) - set(DECLARED))
+        if unknown:
+            raise TypeError(
+                f"Argument `options` has unknown keys {unknown}. Known: {sorted(DECLARED)}\n"
+                "- Pass seqprep.Options(...) with the options you mean."
+            )
+        options = Options(**options)
+    if not isinstance(options, Options):
+        raise TypeError(
+            f"Argument `options` must be a seqprep.Options or None. Received: "
+            f"{type(options).__name__}\n- Pass options=seqprep.Options(...)."
+        )
+    unused = {k: v for k, v in options.changed().items() if k not in reads}
+    if unused:
+        shown = ", ".join(f"{k}={v!r}" for k, v in unused.items())
+        raise ValueError(
+            f"Argument `options` sets {shown}, which `{caller}` does not use.\n"
+            f"- Leave it at its default there; `{caller}` reads only: {', '.join(reads)}."
+        )
+    return options
