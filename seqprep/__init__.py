@@ -24,7 +24,9 @@ __version__ = "0.1.0"
 # Each stage package lists its own public names (and imports nothing heavy to do so); the front
 # door re-exports all of them, each imported on first use.
 _STAGES = ("inputs", "planning", "running", "readers")
-_SUBMODULES = ("datasets", "inputs", "layers", "models", "planning", "readers", "running", "tools")
+_SUBMODULES = (
+    "data", "datasets", "inputs", "layers", "models", "planning", "readers", "running", "tools",
+)
 _EXPORTS = {
     name: f"seqprep.{stage}"
     for stage in _STAGES

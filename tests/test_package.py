@@ -56,8 +56,8 @@ def test_python_dash_m_runs_the_cli():
 def test_the_two_order_types_have_distinct_names_and_match_their_checks():
     from typing import get_args
 
+    from seqprep.planning import _per_length as per_length
     from seqprep.planning import _windows as _tbptt_plan
-    from seqprep.planning import per_length
     from seqprep.running import _fitting as fitting
     from seqprep.running import _tbptt as tbptt
 
