@@ -11,7 +11,9 @@ API_MD_NAMES = [
     "pad_sequences", "sequence_lengths", "length_mask", "unpad", "sequence_weights",
     "check_cudnn_mask", "Bucketer", "BucketSampler", "padding_report", "bucketed_dataset",
     "bucket_by_length", "fit_per_length", "fit_separate_models", "fit_tbptt", "predict_tbptt",
-    "from_dataframe", "models", "datasets", "data",
+    "from_dataframe", "models", "datasets",
+    # the users' public modules since the move (`sp.data`, `sp.bucketing`, ... are gone)
+    "inputs", "planning", "running", "readers", "tools", "layers",
 ]
 
 
@@ -56,18 +58,18 @@ def test_python_dash_m_runs_the_cli():
 def test_the_two_order_types_have_distinct_names_and_match_their_checks():
     from typing import get_args
 
-    from seqprep.planning import _windows as _tbptt_plan
-    from seqprep.planning import per_length
+    from seqprep.planning import _per_length as per_length
+    from seqprep.planning import _windows as windows
     from seqprep.running import _fitting as fitting
     from seqprep.running import _tbptt as tbptt
 
     # Each Literal lists exactly the values its planner's runtime check accepts.
     assert get_args(per_length.BatchOrder) == per_length._ORDERS
-    assert get_args(_tbptt_plan.WindowOrder) == _tbptt_plan.ORDERS
+    assert get_args(windows.WindowOrder) == windows.ORDERS
     assert set(per_length._ORDERS).isdisjoint({"longest_first", "input"})
-    # The old name stays importable from every module that offered it.
-    assert per_length.Order is fitting.Order is per_length.BatchOrder
-    assert _tbptt_plan.Order is tbptt.Order is _tbptt_plan.WindowOrder
+    # One name per concept: the old shared alias `Order` is gone everywhere.
+    for module in (per_length, windows, fitting, tbptt):
+        assert not hasattr(module, "Order"), module.__name__
 
 
 def _seqprep_imports(path, package_root):

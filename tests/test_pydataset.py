@@ -148,15 +148,12 @@ def test_bad_arguments_name_the_argument():
         bucketed_pydataset(x, sample_weight="timestep", sampler=sampler)
 
 
-@pytest.mark.parametrize(("alias", "replacement"), [(True, "timestep"), (False, None)])
-def test_boolean_sample_weight_warns_and_means_its_replacement(alias, replacement):
+@pytest.mark.parametrize("flag", [True, False])
+def test_boolean_sample_weight_is_refused(flag):
     x, _, y_step = _data(12)
     sampler = sp.BucketSampler(sp.sequence_lengths(x), batch_size=4)
-    with pytest.warns(DeprecationWarning, match="sample_weight=") as caught:
-        old = _py_batches(bucketed_pydataset(x, y_step, sampler=sampler, sample_weight=alias))
-    assert {w.filename for w in caught if w.category is DeprecationWarning} == {__file__}
-    new = bucketed_pydataset(x, y_step, sampler=sampler, sample_weight=replacement)
-    _assert_same(old, _py_batches(new))
+    with pytest.raises(TypeError, match='takes no boolean(.|\n)*sample_weight="timestep"'):
+        bucketed_pydataset(x, y_step, sampler=sampler, sample_weight=flag)
 
 
 def test_the_callers_arrays_are_not_mutated():

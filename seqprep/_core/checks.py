@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import inspect
 import numbers
-import sys
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -514,21 +513,6 @@ def check_sampler(sampler: Any, lengths: np.ndarray, kind: type) -> np.ndarray:
             f"- Build the sampler from this data: `{name}(sequence_lengths(x), ...)`."
         )
     return planned
-
-
-# ----------------------------------------------------------------- deprecations
-
-
-def warn_deprecated(message: str) -> None:
-    """Emit a ``DeprecationWarning`` attributed to the first caller outside seqprep.
-
-    The deprecated spellings are reachable through several public entry points (some calling
-    others), so a fixed ``stacklevel`` would blame seqprep's own code for some of them.
-    """
-    frame, level = sys._getframe(1), 2  # stacklevel 2 is warn_deprecated's caller
-    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == "seqprep":
-        frame, level = frame.f_back, level + 1
-    warnings.warn(message, DeprecationWarning, stacklevel=level)
 
 
 # ----------------------------------------------------------------- executors of a sampler
