@@ -5,20 +5,12 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from _strategies import executor_data as _data
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import seqprep as sp
 from seqprep.running._pydataset import bucketed_pydataset
-
-
-def _data(n: int, seed: int = 0, max_len: int = 30):
-    rng = np.random.default_rng(seed)
-    lengths = rng.integers(1, max_len, n)
-    x = [rng.integers(1, 50, k).astype(np.int32) for k in lengths]
-    y_seq = rng.random(n)  # float64: both executors must cast it to float32
-    y_step = [rng.random((k, 2)) for k in lengths]
-    return x, y_seq, y_step
 
 
 def _tf_batches(ds):
