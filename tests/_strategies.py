@@ -1,5 +1,5 @@
-"""Hypothesis strategies shared by several test files (import as ``from _strategies import ...``;
-pytest puts ``tests/`` on ``sys.path``)."""
+"""Hypothesis strategies and data builders shared by several test files (import as
+``from _strategies import ...``; pytest puts ``tests/`` on ``sys.path``)."""
 
 from __future__ import annotations
 
@@ -22,3 +22,15 @@ def tbptt_plans(draw, dense: bool = False):
         lengths, window=window, batch_size=batch_size, order=order, seed=seed, dense=dense
     )
     return np.asarray(lengths), plan
+
+
+def executor_data(n: int, seed: int = 0, max_len: int = 30):
+    """``(x, y_seq, y_step)`` for comparing executors: ``n`` int32 token sequences of length
+    1..max_len-1, one float64 label per sequence (executors must cast it to float32) and
+    per-step float64 targets ``(length, 2)``."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, max_len, n)
+    x = [rng.integers(1, 50, k).astype(np.int32) for k in lengths]
+    y_seq = rng.random(n)
+    y_step = [rng.random((k, 2)) for k in lengths]
+    return x, y_seq, y_step

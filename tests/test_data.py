@@ -64,32 +64,14 @@ def test_same_batches_as_indexing_and_pad_sequences(padding, kind):
         np.testing.assert_allclose(wb, weights[idx].astype(np.float32))
 
 
-@pytest.mark.parametrize(("alias", "replacement"), [(True, "timestep"), (False, None)])
-def test_boolean_sample_weight_is_deprecated_but_means_its_replacement(alias, replacement):
+@pytest.mark.parametrize("flag", [True, False, np.True_])
+def test_boolean_sample_weight_is_refused_with_its_replacement(flag):
     x, lengths = _float_data(n=20, dim=2)
     y = [np.arange(k) % 3 for k in lengths]
     sampler = BucketSampler(lengths, boundaries=[10], batch_size=8, seed=0)
-    with pytest.warns(DeprecationWarning, match=f"sample_weight={replacement!r}".replace(
-            "'", '"')) as caught:
-        old = _as_numpy(bucketed_dataset(x, y, sampler=sampler, sample_weight=alias))
-    # Attributed to the caller, not to seqprep's own modules.
-    assert {w.filename for w in caught if w.category is DeprecationWarning} == {__file__}
-    new = _as_numpy(bucketed_dataset(x, y, sampler=sampler, sample_weight=replacement))
-    assert len(old) == len(new) and len(old[0]) == len(new[0]) == (3 if alias else 2)
-    for got, want in zip(old, new, strict=True):
-        for a, b in zip(got, want, strict=True):
-            np.testing.assert_array_equal(a, b)
-
-
-def test_string_and_none_sample_weight_do_not_warn():
-    import warnings
-
-    x, lengths = _float_data(n=10, dim=2)
-    sampler = BucketSampler(lengths, batch_size=4, seed=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", DeprecationWarning)
-        bucketed_dataset(x, np.zeros(10), sampler=sampler, sample_weight="timestep")
-        bucketed_dataset(x, np.zeros(10), sampler=sampler, sample_weight=None)
+    with pytest.raises(TypeError, match=r"`sample_weight` takes no boolean(.|\n)*"
+                       r'sample_weight="timestep"(.|\n)*sample_weight=None'):
+        bucketed_dataset(x, y, sampler=sampler, sample_weight=flag)
 
 
 @pytest.mark.parametrize("padding", ["post", "pre"])

@@ -22,10 +22,10 @@ import pytest
 import tensorflow as tf
 
 import seqprep as sp
+from seqprep.planning._replicas import replica_plans
 from seqprep.running._distributed import (
     local_data_service,
     replica_dataset_fn,
-    replica_plans,
     service_bucketed_dataset,
 )
 

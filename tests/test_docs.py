@@ -450,3 +450,16 @@ def test_the_role_helpers_examples_hold():
 
 if __name__ == "__main__":
     _main(sys.argv[1:])
+
+
+def test_architecture_names_every_module():
+    # Every module file under seqprep/ is named on the architecture page by its path relative to
+    # seqprep/ (`running/_tfdata.py`), and every such path the page names exists.
+    package = ROOT / "seqprep"
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    named = set(re.findall(r"`([\w/]+\.py)`", page))
+    modules = {p.relative_to(package).as_posix() for p in package.rglob("*.py")}
+    assert {"__init__.py", "running/_tfdata.py", "planning/_sampler.py"} <= modules
+    assert not modules - named, f"not named: {sorted(modules - named)}"
+    stale = {n for n in named - modules if not n.startswith("tests/")}
+    assert not stale, f"named but not in seqprep/: {sorted(stale)}"

@@ -16,8 +16,9 @@ from hypothesis import strategies as st  # noqa: E402
 
 from seqprep.inputs._masking import sequence_weights  # noqa: E402
 from seqprep.planning import Bucketer  # noqa: E402
+from seqprep.planning._per_length import plan_per_length  # noqa: E402
 from seqprep.running._ensemble import LengthEnsemble, fit_separate_models  # noqa: E402
-from seqprep.running._fitting import fit_per_length, plan_per_length  # noqa: E402
+from seqprep.running._fitting import fit_per_length  # noqa: E402
 
 # --------------------------------------------------------------------------- helpers
 
@@ -472,13 +473,3 @@ def test_fit_separate_models_bad_input():
         fit_separate_models(pooled_model, x, np.zeros(2), unseen="skip")
     with pytest.raises(ValueError, match="ensemble.json"):
         LengthEnsemble.load(os.devnull + "-missing")
-
-
-def test_ensemble_names_are_still_importable_from_fitting():
-    import seqprep
-    import seqprep.running._fitting as fitting
-
-    assert fitting.LengthEnsemble is LengthEnsemble is seqprep.LengthEnsemble
-    assert fitting.fit_separate_models is fit_separate_models is seqprep.fit_separate_models
-    with pytest.raises(AttributeError, match="no attribute 'nope'"):
-        fitting.nope  # noqa: B018

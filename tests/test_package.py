@@ -12,6 +12,9 @@ API_MD_NAMES = [
     "check_cudnn_mask", "Bucketer", "BucketSampler", "padding_report", "bucketed_dataset",
     "bucket_by_length", "fit_per_length", "fit_separate_models", "fit_tbptt", "predict_tbptt",
     "from_dataframe", "models", "datasets", "data",
+    # the users' public modules since the move (`sp.bucketing`, `sp.tbptt`, ... are gone;
+    # `sp.data` stays, as API.md names it)
+    "inputs", "planning", "running", "readers", "tools", "layers",
 ]
 
 
@@ -57,17 +60,17 @@ def test_the_two_order_types_have_distinct_names_and_match_their_checks():
     from typing import get_args
 
     from seqprep.planning import _per_length as per_length
-    from seqprep.planning import _windows as _tbptt_plan
+    from seqprep.planning import _windows as windows
     from seqprep.running import _fitting as fitting
     from seqprep.running import _tbptt as tbptt
 
     # Each Literal lists exactly the values its planner's runtime check accepts.
     assert get_args(per_length.BatchOrder) == per_length._ORDERS
-    assert get_args(_tbptt_plan.WindowOrder) == _tbptt_plan.ORDERS
+    assert get_args(windows.WindowOrder) == windows.ORDERS
     assert set(per_length._ORDERS).isdisjoint({"longest_first", "input"})
-    # The old name stays importable from every module that offered it.
-    assert per_length.Order is fitting.Order is per_length.BatchOrder
-    assert _tbptt_plan.Order is tbptt.Order is _tbptt_plan.WindowOrder
+    # One name per concept: the old shared alias `Order` is gone everywhere.
+    for module in (per_length, windows, fitting, tbptt):
+        assert not hasattr(module, "Order"), module.__name__
 
 
 def _seqprep_imports(path, package_root):
@@ -120,3 +123,93 @@ def test_seqprep_modules_import_each_other_without_cycles():
 
     cycles = [c for c in map(cycle_from, sorted(graph)) if c is not None]
     assert not cycles, cycles
+
+
+# ------------------------------------------------------------------ the layering rules
+# (docs/architecture.md states them; each test below is one of them)
+
+# A stage may import its own rank and lower ranks, never a higher one (no arrow back up).
+_STAGE_RANK = {
+    "_core": 0, "planning": 1, "inputs": 2, "readers": 2, "datasets": 2, "layers": 2,
+    "models": 3, "running": 3, "tools": 4,
+}
+
+
+def _imports_by_module():
+    """``{module: [(imported module, [names])]}`` for every module of the package, lazy
+    (function-level) imports included."""
+    import ast
+    from pathlib import Path
+
+    root = Path(sp.__file__).parent
+    out = {}
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        found = []
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found += [(a.name, []) for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.append((node.module, [a.name for a in node.names]))
+        out[name] = found
+    return out
+
+
+def _stage(module):
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "seqprep" else None
+
+
+def test_no_arrow_runs_back_up_the_stages():
+    imports = _imports_by_module()
+    assert set(_STAGE_RANK) >= {_stage(m) for m in imports} - {None, "__main__"}
+    upward = []
+    for module, found in imports.items():
+        here = _STAGE_RANK.get(_stage(module))
+        for target, names in found:
+            # `from seqprep import tools` names a stage too
+            stages = [_stage(f"{target}.{n}") for n in names] if target == "seqprep" else []
+            for there in [_stage(target), *stages]:
+                if here is not None and _STAGE_RANK.get(there, -1) > here:
+                    upward.append(f"{module} -> {target} ({there})")
+    assert not upward, upward
+
+
+def test_planning_inputs_and_core_never_import_tensorflow_or_keras():
+    imports = _imports_by_module()
+    numpy_only = [m for m in imports if _stage(m) in ("_core", "planning", "inputs")]
+    assert "seqprep.inputs._kernel" in numpy_only
+    heavy = [(m, t) for m in numpy_only for t, _ in imports[m]
+             if t.split(".")[0] in ("tensorflow", "keras", "tf_keras")]
+    assert not heavy, heavy
+
+
+def test_no_module_imports_a_private_name_from_a_public_module():
+    from pathlib import Path
+
+    root = Path(sp.__file__).parent.parent
+
+    def private(name):
+        return name.startswith("_") and not name.startswith("__")
+
+    def is_module(dotted):
+        path = root / dotted.replace(".", "/")
+        return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
+
+    found = [
+        f"{module}: from {target} import {name}"
+        for module, imports in _imports_by_module().items()
+        for target, names in imports
+        if target.startswith("seqprep") and not any(map(private, target.split(".")))
+        for name in names
+        if private(name) and not is_module(f"{target}.{name}")
+    ]
+    assert not found, found
+
+
+def test_at_most_eight_files_at_the_top():
+    from pathlib import Path
+
+    top = sorted(p.name for p in Path(sp.__file__).parent.glob("*.py"))
+    assert "__init__.py" in top and len(top) <= 8, top

@@ -5,20 +5,12 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from _strategies import executor_data as _data
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import seqprep as sp
 from seqprep.running._pydataset import bucketed_pydataset
-
-
-def _data(n: int, seed: int = 0, max_len: int = 30):
-    rng = np.random.default_rng(seed)
-    lengths = rng.integers(1, max_len, n)
-    x = [rng.integers(1, 50, k).astype(np.int32) for k in lengths]
-    y_seq = rng.random(n)  # float64: both executors must cast it to float32
-    y_step = [rng.random((k, 2)) for k in lengths]
-    return x, y_seq, y_step
 
 
 def _tf_batches(ds):
@@ -148,15 +140,12 @@ def test_bad_arguments_name_the_argument():
         bucketed_pydataset(x, sample_weight="timestep", sampler=sampler)
 
 
-@pytest.mark.parametrize(("alias", "replacement"), [(True, "timestep"), (False, None)])
-def test_boolean_sample_weight_warns_and_means_its_replacement(alias, replacement):
+@pytest.mark.parametrize("flag", [True, False])
+def test_boolean_sample_weight_is_refused(flag):
     x, _, y_step = _data(12)
     sampler = sp.BucketSampler(sp.sequence_lengths(x), batch_size=4)
-    with pytest.warns(DeprecationWarning, match="sample_weight=") as caught:
-        old = _py_batches(bucketed_pydataset(x, y_step, sampler=sampler, sample_weight=alias))
-    assert {w.filename for w in caught if w.category is DeprecationWarning} == {__file__}
-    new = bucketed_pydataset(x, y_step, sampler=sampler, sample_weight=replacement)
-    _assert_same(old, _py_batches(new))
+    with pytest.raises(TypeError, match='takes no boolean(.|\n)*sample_weight="timestep"'):
+        bucketed_pydataset(x, y_step, sampler=sampler, sample_weight=flag)
 
 
 def test_the_callers_arrays_are_not_mutated():

@@ -16,16 +16,8 @@ import seqprep as sp
 from seqprep.running._torch import PackCollate, PadCollate, RowItems, shard_by_rank
 
 torch = pytest.importorskip("torch")
+from _strategies import executor_data as _data  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
-
-
-def _data(n: int, seed: int = 0, max_len: int = 30):
-    rng = np.random.default_rng(seed)
-    lengths = rng.integers(1, max_len, n)
-    x = [rng.integers(1, 50, k).astype(np.int32) for k in lengths]
-    y_seq = rng.random(n)  # float64: both executors must cast it to float32
-    y_step = [rng.random((k, 2)) for k in lengths]
-    return x, y_seq, y_step
 
 
 def _np(batch):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import inspect
 import numbers
-import sys
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -312,6 +311,19 @@ def _nonfinite_at(values: np.ndarray, offsets: Any) -> tuple[int, int | None, An
     return row, step - int(offsets[row]), bad, count
 
 
+def _refuse_nonfinite(values: Any, name: str, offsets: Any, fix: str) -> None:
+    """Raise the ``ValueError`` that names the first NaN/inf in ``values`` and its count."""
+    found = _nonfinite_at(np.asarray(values), offsets)
+    if found is None:
+        return
+    row, step, bad, count = found
+    where = f"{name}[{row}]" if step is None else f"{name}[{row}] at step {step}"
+    raise ValueError(
+        f"Argument `{name}` holds {count} NaN or infinite value(s); the first is in "
+        f"{where}. Received: {name}[{row}] contains {bad!r}\n{fix}"
+    )
+
+
 def check_finite_labels(values: np.ndarray, name: str = "y", *, offsets: Any = None) -> None:
     """Refuse NaN/inf labels, naming the first bad sequence.
 
@@ -320,16 +332,10 @@ def check_finite_labels(values: np.ndarray, name: str = "y", *, offsets: Any = N
         name: the argument's name.
         offsets: for per-step targets, the row offsets into ``values`` (``Ragged.offsets``).
     """
-    found = _nonfinite_at(np.asarray(values), offsets)
-    if found is None:
-        return
-    row, step, bad, count = found
-    where = f"{name}[{row}]" if step is None else f"{name}[{row}] at step {step}"
-    raise ValueError(
-        f"Argument `{name}` holds {count} NaN or infinite value(s); the first is in "
-        f"{where}. Received: {name}[{row}] contains {bad!r}\n"
-        f"- If these targets are missing, drop those sequences or give them sample weight 0 "
-        f"and replace the NaN with any finite value (e.g. `np.nan_to_num({name})`)."
+    _refuse_nonfinite(
+        values, name, offsets,
+        "- If these targets are missing, drop those sequences or give them sample weight 0 "
+        f"and replace the NaN with any finite value (e.g. `np.nan_to_num({name})`).",
     )
 
 
@@ -346,16 +352,10 @@ def check_finite_features(
     """
     if check_bool("allow_nonfinite", allow_nonfinite):
         return
-    found = _nonfinite_at(np.asarray(values), offsets)
-    if found is None:
-        return
-    row, step, bad, count = found
-    where = f"{name}[{row}]" if step is None else f"{name}[{row}] at step {step}"
-    raise ValueError(
-        f"Argument `{name}` holds {count} NaN or infinite value(s); the first is in {where}. "
-        f"Received: {bad!r}\n"
+    _refuse_nonfinite(
+        values, name, offsets,
         "- If the model handles NaN/inf itself, pass `allow_nonfinite=True`; otherwise "
-        f"impute or drop them first (e.g. `np.nan_to_num`)."
+        "impute or drop them first (e.g. `np.nan_to_num`).",
     )
 
 
@@ -514,21 +514,6 @@ def check_sampler(sampler: Any, lengths: np.ndarray, kind: type) -> np.ndarray:
             f"- Build the sampler from this data: `{name}(sequence_lengths(x), ...)`."
         )
     return planned
-
-
-# ----------------------------------------------------------------- deprecations
-
-
-def warn_deprecated(message: str) -> None:
-    """Emit a ``DeprecationWarning`` attributed to the first caller outside seqprep.
-
-    The deprecated spellings are reachable through several public entry points (some calling
-    others), so a fixed ``stacklevel`` would blame seqprep's own code for some of them.
-    """
-    frame, level = sys._getframe(1), 2  # stacklevel 2 is warn_deprecated's caller
-    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == "seqprep":
-        frame, level = frame.f_back, level + 1
-    warnings.warn(message, DeprecationWarning, stacklevel=level)
 
 
 # ----------------------------------------------------------------- executors of a sampler

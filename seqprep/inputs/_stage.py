@@ -51,7 +51,6 @@ from seqprep._core.checks import (
     check_finite_labels,
     check_int,
     check_sampler,
-    warn_deprecated,
 )
 from seqprep._core.ragged import Ragged, as_ragged, lengths_of
 from seqprep.inputs import _kernel
@@ -179,22 +178,21 @@ def parse_weights(
     sample_weight: Any, n: int, has_y: bool
 ) -> tuple[str | None, np.ndarray | None]:
     """``(mode, per-sequence weights)``; mode is None, ``"sequence"``, ``"timestep"`` or
-    ``"timestep_mean"`` (``True``/``False``: deprecated spellings of the last and None)."""
-    if sample_weight is True or sample_weight is False:
-        instead = '"timestep"' if sample_weight else "None"
-        warn_deprecated(
-            f"`sample_weight={sample_weight}` is deprecated and will be removed; pass "
-            f"`sample_weight={instead}` instead (same result)."
+    ``"timestep_mean"``."""
+    if isinstance(sample_weight, (bool, np.bool_)):
+        raise TypeError(
+            "Argument `sample_weight` takes no boolean. "
+            f"Received: sample_weight={sample_weight!r}\n"
+            '- For per-timestep weights that zero the padding, pass sample_weight="timestep" '
+            '(or "timestep_mean"); for no weights, pass sample_weight=None.'
         )
-    if sample_weight is None or sample_weight is False:
+    if sample_weight is None:
         return None, None
     if not has_y:
         raise ValueError(
             "Argument `sample_weight` needs `y`: Keras weights the loss against targets.\n"
             "- Pass `y`, or drop `sample_weight`."
         )
-    if sample_weight is True:
-        return "timestep", None
     if isinstance(sample_weight, str):
         check_choice("sample_weight", sample_weight, ("timestep", "timestep_mean"))
         return sample_weight, None

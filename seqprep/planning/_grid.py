@@ -34,6 +34,8 @@ import numpy as np
 
 from seqprep.planning._boundaries import (
     _atoms,
+    _cuts_from_back,
+    _optimal_tables,
     as_boundaries,
     batch_capacity,
     length_histogram,
@@ -251,26 +253,12 @@ def _band_cost(C: np.ndarray, M: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 def _best_bands(W: np.ndarray, k: int) -> tuple[float, list[int]]:
-    """Cheapest split of atoms ``0..m-1`` into at most ``k`` bands: ``(cost, band starts)``."""
-    m = W.shape[0]
-    best = W[0].copy()
-    back: list[np.ndarray] = []
-    costs = [best[-1]]
-    for _ in range(1, min(k, m)):
-        cand = np.full((m, m), np.inf)
-        cand[1:] = best[:-1, None] + W[1:]
-        arg = np.argmin(cand, axis=0)
-        best = cand[arg, np.arange(m)]
-        back.append(arg)
-        costs.append(best[-1])
+    """Cheapest split of atoms ``0..m-1`` into at most ``k`` bands: ``(cost, band starts)``.
+
+    The 1-D bucketing DP (:func:`_optimal_tables`) run to ``k`` bands without early stop."""
+    costs, back = _optimal_tables(W, k, real=0.0, target=None)
     layers = int(np.argmin(costs))  # more bands never cost more here, but ties: take fewer
-    starts: list[int] = []
-    j = m - 1
-    for layer in range(layers - 1, -1, -1):
-        i = int(back[layer][j])
-        starts.append(i)
-        j = i - 1
-    return float(costs[layers]), starts[::-1]
+    return float(costs[layers]), _cuts_from_back(back, layers + 1, W.shape[0])
 
 
 class _GridProblem:

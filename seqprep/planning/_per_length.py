@@ -21,11 +21,10 @@ from seqprep._core.checks import check_bool, check_choice, check_int, check_leng
 from seqprep.planning._boundaries import as_boundaries
 from seqprep.planning._plan import BatchPlan
 
-__all__ = ["BatchOrder", "GroupBy", "Order", "plan_per_length"]
+__all__ = ["BatchOrder", "GroupBy", "plan_per_length"]
 
 # How batches follow each other in an epoch (_tbptt_plan.WindowOrder places sequences in rows).
 BatchOrder = Literal["shuffle", "ascending", "descending"]
-Order = BatchOrder  # the old name, kept importable
 GroupBy = Any  # "length", a list of boundaries, or a Bucketer (duck typed: `boundaries_`, `fit`)
 
 _ORDERS = ("shuffle", "ascending", "descending")

@@ -64,7 +64,7 @@ from seqprep.planning._grid import (
     row_lengths,
     snake_rank,
 )
-from seqprep.planning._plan import BatchPlan  # noqa: F401  (defined there; old imports work)
+from seqprep.planning._plan import BatchPlan
 from seqprep.planning._report import padding_report
 from seqprep.planning._resumable import ResumableSampler
 from seqprep.planning._shapes import compiling_backend, field_widths_rule, pad_to_rule

@@ -28,7 +28,6 @@ from seqprep._core.checks import check_bool, check_choice, check_int, check_leng
 
 # How sequences are placed in window rows (bucketing.per_length.BatchOrder orders batches).
 WindowOrder = Literal["longest_first", "shuffle", "input"]
-Order = WindowOrder  # the old name, kept importable
 ORDERS: tuple[str, ...] = ("longest_first", "shuffle", "input")
 
 
@@ -242,7 +241,7 @@ def plan_tbptt(
     *,
     window: int,
     batch_size: int,
-    order: Order = "longest_first",
+    order: WindowOrder = "longest_first",
     seed: int = 0,
     epoch: int = 0,
     dense: bool = False,

@@ -18,4 +18,5 @@ __getattr__, __dir__, __all__ = attach(__name__, {
     "read_sequences": "._ingest",
     "read_lengths": "._ingest",
     "iter_parquet_sequences": "._parquet",
+    "ParquetChunk": "._parquet",
 })

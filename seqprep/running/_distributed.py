@@ -47,35 +47,24 @@ from seqprep.inputs._padding import Side
 from seqprep.inputs._targets import Targets
 from seqprep.planning import Bucketer, BucketSampler, as_boundaries
 from seqprep.planning._boundaries import check_quadratic_length
-from seqprep.planning._replicas import (  # noqa: F401  (moved there; old imports work)
+from seqprep.planning._replicas import (
     ReplicaPadTo,
     _LocalReplicasSampler,
     _per_replica_budget,
     _SamplerArgs,
-    _step_order,
-    replica_plans,
 )
-from seqprep.readers._parquet import (  # noqa: F401  (moved there; old imports work)
-    ParquetChunk,
+from seqprep.readers._parquet import (
     _feature_columns,
-    _hash_ids,
-    _list_chunk,
-    _long_chunk,
-    _parquet_paths,
-    _SeenIds,
     iter_parquet_sequences,
 )
 from seqprep.running._tfdata import bucketed_dataset
 
 __all__ = [
-    "ParquetChunk",
     "distributed_bucketed_dataset",
     "fit_distributed",
-    "iter_parquet_sequences",
     "local_data_service",
     "parquet_sequence_dataset",
     "replica_dataset_fn",
-    "replica_plans",
     "service_bucketed_dataset",
 ]
 

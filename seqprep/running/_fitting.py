@@ -45,30 +45,22 @@ from seqprep.inputs._fit_table import check_model as _check_model
 from seqprep.inputs._fit_table import prepare_fit_data as _prepare
 from seqprep.inputs._targets import Targets
 from seqprep.planning._fill import fill_batches, filled_sizes
-from seqprep.planning._per_length import (  # noqa: F401  (moved there; old imports work)
+from seqprep.planning._per_length import (
     _ORDERS,
     BatchOrder,
     GroupBy,
-    Order,
-    _check_plan_args,
     _epoch_order,
     _group_keys,
     _plan_epoch,
     _report_group_drops,
     _resolve_group_by,
-    plan_per_length,
 )
 from seqprep.planning._plan import BatchPlan
 from seqprep.running._data_parallel import resolve_data_parallel
-
-# LengthEnsemble and fit_separate_models live in seqprep.running._ensemble, which does not import
-# this module (both read their inputs through seqprep.inputs._fit_table): re-exported, no
-# import cycle.
-from seqprep.running._ensemble import LengthEnsemble, Unseen, fit_separate_models  # noqa: F401
 from seqprep.running._keras_private import StepTraces, keras_mask
 from seqprep.running._tfdata import _TF_KERNEL_OPS, _stage_digest
 
-__all__ = ["fit_per_length", "plan_per_length"]
+__all__ = ["fit_per_length"]
 
 # Arguments of `model.fit` that fit_per_length decides itself.
 _OWNED_FIT_ARGS = (

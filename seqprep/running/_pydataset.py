@@ -145,8 +145,7 @@ def bucketed_pydataset(
         sampler: a :class:`BucketSampler` built on ``sequence_lengths(x)``.
         padding: ``"post"`` (default) or ``"pre"``.
         value: padding value of ``x``; must be representable in its dtype.
-        sample_weight: ``None``, an array ``(n,)``, ``"timestep"`` or ``"timestep_mean"``
-            (``True``/``False``, deprecated, mean ``"timestep"``/``None`` and warn).
+        sample_weight: ``None``, an array ``(n,)``, ``"timestep"`` or ``"timestep_mean"``.
         pad_to: ``"auto"``, ``"batch"``, ``"bucket"``, a fixed int width or a width grid.
         epoch: the sampler epoch of the first Keras epoch.
         truncating: which steps a sampler built with ``overlong="truncate"`` cuts.

@@ -80,10 +80,9 @@ from seqprep._core.ragged import Ragged, as_ragged
 from seqprep.inputs import _kernel
 from seqprep.inputs._masking import _step_weights, _WeightOps
 from seqprep.inputs._targets import Targets, resolve_targets
-from seqprep.planning._windows import (  # noqa: F401  (Order: the old name of WindowOrder)
+from seqprep.planning._windows import (
     ORDERS,
     DenseTBPTTPlan,
-    Order,
     TBPTTPlan,
     WindowOrder,
     plan_tbptt,
@@ -93,7 +92,7 @@ from seqprep.running._keras_private import keras_mask
 from seqprep.running._tbptt_twin import SharedResets, check_no_dropout, dense_twin, unsupported
 
 __all__ = [
-    "TBPTTPlan", "DenseTBPTTPlan", "plan_tbptt", "fit_tbptt", "predict_tbptt", "evaluate_tbptt"
+    "fit_tbptt", "predict_tbptt", "evaluate_tbptt"
 ]
 
 

@@ -39,7 +39,7 @@ from seqprep.planning._fill import fill_batches
 from seqprep.planning._shapes import compiling_backend, resolve_pad_to
 from seqprep.running._data_parallel import Layout, resolve_data_parallel
 
-__all__ = ["bucket_by_length", "bucketed_dataset"]
+__all__ = ["bucketed_dataset"]
 
 PadTo = Literal["auto", "batch", "bucket"]
 
@@ -387,8 +387,7 @@ def bucketed_dataset(
             one field's lengths, or on every field's as a 2-D sampler).
         padding: ``"post"`` (default; what the cuDNN RNN kernel needs) or ``"pre"``.
         value: padding value of ``x``; must be representable in its dtype.
-        sample_weight: ``None``, an array ``(n,)``, ``"timestep"`` or ``"timestep_mean"``
-            (``True``/``False``, deprecated, mean ``"timestep"``/``None`` and warn).
+        sample_weight: ``None``, an array ``(n,)``, ``"timestep"`` or ``"timestep_mean"``.
         pad_to: ``"auto"``, ``"batch"``, ``"bucket"``, a fixed int width or a width grid.
         epoch: the sampler epoch to play (the first one when ``epochs > 1``).
         epochs: how many consecutive sampler epochs the dataset holds.
@@ -494,6 +493,3 @@ def _ensure_shapes(stage: _inputs.Stage, x: Any, shapes: list[Any]) -> Any:
              for t, shape in zip(items, shapes, strict=True)]
     return _inputs.pack(stage.x_kind, stage.x_keys, items)
 
-
-# bucket_by_length moved to seqprep.running._streaming; kept importable from here.
-from seqprep.running._streaming import bucket_by_length  # noqa: E402, F401

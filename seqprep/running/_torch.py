@@ -389,20 +389,15 @@ class PadCollate:
                         f"Argument `dtype` is not a numpy dtype. Received: dtype={d!r}\n"
                         "- Pass a numpy dtype or its name, e.g. dtype='float32'."
                     ) from None
-        if sample_weight is not None:
-            check_choice("sample_weight", sample_weight, ("timestep", "timestep_mean"))
-        check_choice("targets", targets, ("auto", "sequence", "step"))
+        self.padding, self.value, self.pad_to, self.dtype = padding, value, pad_to, dtype
+        self.sample_weight = sample_weight if sample_weight is None else check_choice(
+            "sample_weight", sample_weight, ("timestep", "timestep_mean"))
+        self.targets = check_choice("targets", targets, ("auto", "sequence", "step"))
         if targets_field is not None and not isinstance(targets_field, str):
             raise TypeError(
                 "Argument `targets_field` must be the name of a field of the items' `x`. "
                 f"Received: targets_field={targets_field!r}"
             )
-        self.padding = padding
-        self.value = value
-        self.pad_to = pad_to
-        self.dtype = dtype
-        self.sample_weight = sample_weight
-        self.targets = targets
         self.targets_field = targets_field
         self.max_length = check_int("max_length", max_length, minimum=1, allow_none=True)
         self.truncating = check_choice("truncating", truncating, ("pre", "post"))

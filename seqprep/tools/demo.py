@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from seqprep.tools._demo_kit import epoch_clock, start_run
+
 __all__ = ["SETTINGS", "run_demo"]
 
 #: The documented reference settings for Japanese Vowels (chosen on a validation split of
@@ -85,34 +87,14 @@ def build_classifier(train_x: list[np.ndarray], *, seed: int, settings: dict[str
     return compile_reference(model, learning_rate=settings["learning_rate"])
 
 
-class _EpochTimer:
-    """A Keras callback that times each epoch and, with ``report=True``, prints one compact line
-    at the first, every quarter and the last epoch (in place of Keras's progress bars, which
-    the demo leaves off by default). Built lazily so importing this module stays
-    TensorFlow-free."""
-
-    def __new__(cls, report: bool = False) -> Any:
-        import keras
-
-        class Timer(keras.callbacks.Callback):
-            def __init__(self) -> None:
-                super().__init__()
-                self.times: list[float] = []
-
-            def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-                self._start = time.perf_counter()
-
-            def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-                self.times.append(time.perf_counter() - self._start)
-                total = int(self.params.get("epochs") or epoch + 1)
-                done = epoch + 1
-                if report and (done == 1 or done == total or done % max(1, total // 4) == 0):
-                    values = ", ".join(f"{key} {float(value):.4g}" for key, value in
-                                       sorted((logs or {}).items(), key=lambda kv: kv[0] != "loss"))
-                    print(f"  epoch {done:>{len(str(total))}}/{total}  {values}  "
-                          f"({self.times[-1]:.1f} s)", flush=True)
-
-        return Timer()
+def _epoch_line(done: int, total: int, logs: dict[str, Any], seconds: float) -> str | None:
+    """One compact line at the first, every quarter and the last epoch (in place of Keras's
+    progress bars, which the demo leaves off by default)."""
+    if not (done == 1 or done == total or done % max(1, total // 4) == 0):
+        return None
+    values = ", ".join(f"{key} {float(value):.4g}" for key, value in
+                       sorted(logs.items(), key=lambda kv: kv[0] != "loss"))
+    return f"  epoch {done:>{len(str(total))}}/{total}  {values}  ({seconds:.1f} s)"
 
 
 def _batch_cost(dataset: Any, epochs: int) -> dict[str, float]:
@@ -216,7 +198,7 @@ def _train_packed(*, train, test, settings, seed, epochs, verbose):
         standardize=feature_stats(x) if settings["standardize"] else None, seed=seed,
         packed=True,
     ), learning_rate=settings["learning_rate"], metrics=[], weighted_metrics=["accuracy"])
-    timer = _EpochTimer(report=verbose == 0)
+    timer = epoch_clock(_epoch_line if verbose == 0 else None)
     counter = StepTraces(model).start()
     start = time.perf_counter()
     try:
@@ -226,7 +208,7 @@ def _train_packed(*, train, test, settings, seed, epochs, verbose):
         counter.stop()
     total = time.perf_counter() - start
     traces = counter.counts()
-    later = timer.times[1:] or timer.times
+    later = timer.wall[1:] or timer.wall
     serve = _unpacked_twin(model, x, seed=seed, settings=settings)
     return {
         "strategy": "packed rows",
@@ -235,7 +217,7 @@ def _train_packed(*, train, test, settings, seed, epochs, verbose):
         "steps_per_epoch": float(len(sampler)),
         "shapes": len({len(b) for b in sampler.batches(0)}),
         "epoch_time": float(np.median(later)),
-        "first_epoch_time": timer.times[0],
+        "first_epoch_time": timer.wall[0],
         "total_time": total,
         "traces": None if traces is None else traces["train"],
         "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
@@ -254,7 +236,7 @@ def _train_strategy(name, *, train, test, settings, seed, epochs, verbose, bound
     x, y = train
     keras.utils.set_random_seed(seed)
     model = build_classifier(x, seed=seed, settings=settings)
-    timer = _EpochTimer(report=verbose == 0)
+    timer = epoch_clock(_epoch_line if verbose == 0 else None)
     batch_size = settings["batch_size"]
     lengths = sp.sequence_lengths(x)
     start = time.perf_counter()
@@ -293,7 +275,7 @@ def _train_strategy(name, *, train, test, settings, seed, epochs, verbose, bound
             counter.stop()
         traces = counter.counts()
     total = time.perf_counter() - start
-    later = timer.times[1:] or timer.times
+    later = timer.wall[1:] or timer.wall
     return {
         "strategy": name,
         "accuracy": _test_accuracy(model, *test),
@@ -301,7 +283,7 @@ def _train_strategy(name, *, train, test, settings, seed, epochs, verbose, bound
         "steps_per_epoch": cost["steps_per_epoch"],
         "shapes": cost["shapes"],
         "epoch_time": float(np.median(later)),
-        "first_epoch_time": timer.times[0],
+        "first_epoch_time": timer.wall[0],
         "total_time": total,
         "traces": None if traces is None else traces["train"],
         "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
@@ -338,8 +320,9 @@ def _next_frame(*, train, test, settings, seed, epochs, verbose):
                                seed=seed)
     ds = sp.bucketed_dataset(x_in, y_out, sampler=sampler, sample_weight="timestep",
                              epochs=epochs, targets="step")
+    clock = epoch_clock(_epoch_line if verbose == 0 else None)
     history = model.fit(ds, epochs=epochs, steps_per_epoch=len(sampler), verbose=verbose,
-                        shuffle=False, callbacks=[_EpochTimer(report=verbose == 0)])
+                        shuffle=False, callbacks=[clock])
 
     test_x = sp.pad_sequences(t_in, dtype="float32", padding="post")
     test_y = sp.pad_sequences(t_out, dtype="float32", padding="post")
@@ -427,16 +410,11 @@ def run_demo(
         ['out', 'epochs', 'seed', 'quick', 'verbose']
     """
     import keras
-    import tensorflow as tf
 
     import seqprep as sp
 
-    # Five fresh models each trace predict once: TensorFlow's retracing warning is noise here.
-    tf.get_logger().setLevel("ERROR")
-
     settings, next_epochs = _demo_settings(epochs, quick)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = start_run(out)
     train_x, train_y, test = _demo_data(quick)
     lengths = sp.sequence_lengths(train_x)
     sampler = sp.BucketSampler(lengths, batch_size=settings["batch_size"], seed=seed)

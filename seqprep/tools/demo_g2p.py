@@ -25,10 +25,11 @@ from __future__ import annotations
 import json
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from seqprep.tools._demo_kit import EpochLine, epoch_clock, start_run
 
 __all__ = ["G2P_SETTINGS", "run_g2p_demo"]
 
@@ -52,34 +53,15 @@ _QUICK = {"units": 8, "embedding_dim": 8, "epochs": 1, "train_words": 200, "test
 STRATEGIES = ("2-D buckets", "pad to max")
 
 
-class _EpochClock:
-    """A Keras callback timing each epoch in wall-clock and process CPU seconds (built lazily,
-    so importing this module stays free of Keras); with a ``label`` it prints one compact line
-    per epoch, in place of Keras's progress bars (the demo's default, ``verbose=0``)."""
+def _epoch_line(label: str) -> EpochLine:
+    """One compact line per epoch, in place of Keras's progress bars (``verbose=0``)."""
 
-    def __new__(cls, label: str | None = None) -> Any:
-        import keras
+    def line(done: int, total: int, logs: dict[str, Any], seconds: float) -> str:
+        loss = logs.get("loss")
+        shown = "" if loss is None else f"loss {float(loss):.4f}  "
+        return f"[g2p] {label}: epoch {done}/{total}  {shown}({seconds:.1f} s)"
 
-        class Clock(keras.callbacks.Callback):
-            def __init__(self) -> None:
-                super().__init__()
-                self.wall: list[float] = []
-                self.cpu: list[float] = []
-
-            def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-                self._wall, self._cpu = time.perf_counter(), time.process_time()
-
-            def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-                self.wall.append(time.perf_counter() - self._wall)
-                self.cpu.append(time.process_time() - self._cpu)
-                if label is not None:
-                    total = self.params.get("epochs") or epoch + 1
-                    loss = (logs or {}).get("loss")
-                    shown = "" if loss is None else f"loss {float(loss):.4f}  "
-                    print(f"[g2p] {label}: epoch {epoch + 1}/{total}  {shown}"
-                          f"({self.wall[-1]:.1f} s)", flush=True)
-
-        return Clock()
+    return line
 
 
 def _settings(epochs: int | None, quick: bool) -> dict[str, Any]:
@@ -167,7 +149,7 @@ def batch_padding(lengths: dict[str, np.ndarray], batches: list[np.ndarray],
 def _fit(
     model: Any, data: Any, *, epochs: int, verbose: int, label: str, **fit_kwargs: Any
 ) -> Any:
-    clock = _EpochClock(label if verbose == 0 else None)
+    clock = epoch_clock(_epoch_line(label) if verbose == 0 else None)
     start = time.perf_counter(), time.process_time()
     model.fit(data, epochs=epochs, verbose=verbose, callbacks=[clock], **fit_kwargs)
     clock.total_wall = time.perf_counter() - start[0]
@@ -249,15 +231,12 @@ def run_g2p_demo(
         ['out', 'epochs', 'seed', 'quick', 'verbose']
     """
     import keras
-    import tensorflow as tf
 
     import seqprep as sp
     from seqprep.datasets import load_cmudict
 
-    tf.get_logger().setLevel("ERROR")
     settings = _settings(epochs, quick)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = start_run(out)
     train = load_cmudict("train", max_words=settings.get("train_words"))
     test = load_cmudict("test", max_words=settings.get("test_words"))
     start, end = len(train.phones), len(train.phones) + 1

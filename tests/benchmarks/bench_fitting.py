@@ -28,8 +28,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from seqprep.planning import Bucketer, BucketSampler
-from seqprep.running._fitting import fit_per_length, plan_per_length
+from seqprep.planning import Bucketer, BucketSampler, plan_per_length
+from seqprep.running._fitting import fit_per_length
 from seqprep.running._tfdata import bucketed_dataset
 
 N = int(os.environ.get("SEQPREP_BENCH_N", "8192"))

@@ -51,6 +51,7 @@ import seqprep as sp
 from seqprep.datasets import load_japanese_vowels
 from seqprep.models import compile_reference, feature_stats, reference_rnn
 from seqprep.tools import demo
+from seqprep.tools._demo_kit import epoch_clock
 
 EPOCHS = int(os.environ.get("BENCH_EPOCHS", "25"))
 UNITS = int(os.environ.get("BENCH_UNITS", "32"))
@@ -63,10 +64,10 @@ def _settings():
 
 
 def _fit(model, ds, steps=None):
-    timer = demo._EpochTimer()
+    timer = epoch_clock()
     model.fit(ds, epochs=EPOCHS, steps_per_epoch=steps, callbacks=[timer], verbose=0,
               shuffle=False)
-    return float(np.median(timer.times[1:] or timer.times)), timer.times[0]
+    return float(np.median(timer.wall[1:] or timer.wall)), timer.wall[0]
 
 
 def _padded_run(name, x, y, test):
