@@ -34,21 +34,20 @@ import keras
 import numpy as np
 
 from seqprep._core.checks import check_bool
-from seqprep._core.options import Options, options_for
+from seqprep._core.options import Options
 from seqprep.inputs._padding import Side
 from seqprep.running._inference_batches import (
     DEFAULT_MAX_TOKENS,
     PadTo,
     _Batches,
     _callback_list,
-    _check_common,
     _check_model_inputs,
     _fields,
-    _keras_arguments,
     _last_rnn_returns_sequences,
     _model_kind,
     _packed_returns_sequences,
     _plan,
+    _run_arguments,
     _stateful_sizes,
 )
 from seqprep.running._inference_outputs import Outputs, _assemble, _delegated, _output_structure
@@ -173,10 +172,9 @@ def predict(
         >>> bool(np.allclose(pooled, model.predict(padded, verbose=0)[0], atol=1e-5))
         True
     """
-    batch_size, max_tokens = _check_common(batch_size, max_tokens, padding, outputs)
+    batch_size, max_tokens, verbose, callbacks, opts = _run_arguments(
+        "predict", batch_size, max_tokens, padding, outputs, options, kwargs)
     check_bool("ragged", ragged)
-    verbose, callbacks = _keras_arguments(kwargs, "predict")
-    opts = options_for(options, "predict", reads=("dtype", "allow_nonfinite"))
     kind = _model_kind(model)
     if kind == "ensemble":
         return _delegated(model.predict(x, batch_size=batch_size or 256), ragged)

@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from seqprep._core.checks import check_choice, check_finite_features, check_int
+from seqprep._core.options import Options, options_for
 from seqprep._core.ragged import Ragged, as_ragged, lengths_of
 from seqprep.inputs import _kernel
 from seqprep.inputs._stage_fields import field_label, pack, per_field, split_fields
@@ -258,9 +259,14 @@ def _verbosity(verbose: Any) -> int:
 KERAS_ARGUMENTS = {"verbose": "auto", "callbacks": None}
 
 
-def _keras_arguments(kwargs: dict[str, Any], caller: str) -> tuple[int, Any]:
-    """``verbose`` (checked) and ``callbacks`` from ``caller``'s ``**kwargs``; any other key is
-    refused, never ignored."""
+def _run_arguments(
+    caller: str, batch_size: Any, max_tokens: Any, padding: Any, outputs: Any, options: Any,
+    kwargs: dict[str, Any],
+) -> tuple[int | None, int, int, Any, Options]:
+    """The arguments :func:`seqprep.predict` and :func:`seqprep.evaluate` share, checked:
+    ``(batch_size, max_tokens, verbose, callbacks, options)``. ``kwargs`` may hold only Keras's
+    own ``verbose`` and ``callbacks``; any other key is refused, never ignored."""
+    batch_size, max_tokens = _check_common(batch_size, max_tokens, padding, outputs)
     unknown = sorted(set(kwargs) - set(KERAS_ARGUMENTS))
     if unknown:
         raise TypeError(
@@ -269,7 +275,8 @@ def _keras_arguments(kwargs: dict[str, Any], caller: str) -> tuple[int, Any]:
             "`dtype` and `allow_nonfinite` go in `options=seqprep.Options(...)`."
         )
     given = {**KERAS_ARGUMENTS, **kwargs}
-    return _verbosity(given["verbose"]), given["callbacks"]
+    opts = options_for(options, caller, reads=("dtype", "allow_nonfinite"))
+    return batch_size, max_tokens, _verbosity(given["verbose"]), given["callbacks"], opts
 
 
 def _callback_list(model: Any, callbacks: Any, verbose: int, steps: int) -> Any:

@@ -16,7 +16,7 @@ from keras import ops
 
 from seqprep._core.casts import check_cast
 from seqprep._core.checks import check_choice
-from seqprep._core.options import Options, options_for
+from seqprep._core.options import Options
 from seqprep._core.ragged import Ragged, lengths_of
 from seqprep.inputs import _kernel
 from seqprep.inputs._padding import Side
@@ -26,14 +26,13 @@ from seqprep.running._inference_batches import (
     PadTo,
     _Batches,
     _callback_list,
-    _check_common,
     _check_model_inputs,
     _Fields,
     _fields,
-    _keras_arguments,
     _model_kind,
     _packed_returns_sequences,
     _plan,
+    _run_arguments,
     _stateful_sizes,
 )
 from seqprep.running._keras_private import keras_mask
@@ -252,9 +251,8 @@ def evaluate(
         >>> all(abs(logs[k] - ref[k]) < 1e-5 for k in ref)
         True
     """
-    batch_size, max_tokens = _check_common(batch_size, max_tokens, padding, "auto")
-    verbose, callbacks = _keras_arguments(kwargs, "evaluate")
-    opts = options_for(options, "evaluate", reads=("dtype", "allow_nonfinite"))
+    batch_size, max_tokens, verbose, callbacks, opts = _run_arguments(
+        "evaluate", batch_size, max_tokens, padding, "auto", options, kwargs)
     kind = _model_kind(model)
     if kind == "ensemble":
         return model.evaluate(x, y, batch_size=batch_size or 256, targets=targets)
