@@ -52,7 +52,7 @@ from seqprep.running._inference_batches import (
 )
 from seqprep.running._inference_outputs import Outputs, _assemble, _delegated, _output_structure
 
-__all__ = ["DEFAULT_MAX_TOKENS", "predict"]
+__all__ = ["predict"]
 
 
 def _run_predict(model: Any, batches: _Batches, callbacks: Any) -> list[list[np.ndarray]]:

@@ -37,6 +37,8 @@ from seqprep.running._inference_batches import (
 )
 from seqprep.running._keras_private import keras_mask
 
+__all__ = ["evaluate"]
+
 
 class _Forward:
     """``model(x, training=False)`` compiled for the backend; returns ``(y_pred, mask)`` as
