@@ -14,8 +14,6 @@ import numpy as np
 from seqprep._core.ragged import Ragged, lengths_of
 from seqprep.inputs._targets import resolve_targets
 
-Kind = Literal["single", "dict", "tuple"]
-
 __all__ = ["field_label", "pack", "per_field", "split_fields"]
 
 

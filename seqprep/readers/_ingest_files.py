@@ -28,16 +28,8 @@ from seqprep.readers._parquet import _PARQUET_SUFFIXES
 __all__ = ["read_sequences", "read_lengths"]
 
 
-_SHOW = 5  # how many offending ids / rows an error message lists
-_CSV_SUFFIXES = (".csv", ".tsv", ".txt")
-
-
 _CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zip", ".xz", ".zst")
-
-
-Format = Literal["csv", "parquet", "npy"]
-
 
 Format = Literal["csv", "parquet", "npy"]
 PathLike = str | os.PathLike

@@ -31,11 +31,6 @@ from seqprep.planning._shapes import length_grid
 # a 10,000-class vocabulary then stays near 650 MB of float32.
 DEFAULT_MAX_TOKENS = 16384
 
-
-Outputs = Literal["auto", "sequence", "step"]
-PadTo = Literal["auto", "batch"]
-
-
 PadTo = Literal["auto", "batch"]
 _PACKED_KEYS = ("values", "segment_ids", "segment_lengths")
 
