@@ -315,7 +315,7 @@ def test_parquet_reader_casts_exactly(tmp_path):
 
 
 def test_dataset_labels_cast_exactly():
-    from seqprep.inputs._stage import cast_labels as _cast_labels
+    from seqprep.inputs._stage_rules import cast_labels as _cast_labels
 
     assert _cast_labels(np.array([0.1, 2.0]), "y").dtype == np.float32
     with pytest.raises(ValueError, match=r"Argument `y` cannot become float32.*1e\+39 at y\[1\]"):
@@ -323,7 +323,7 @@ def test_dataset_labels_cast_exactly():
 
 
 def test_dataset_refuses_to_guess_a_dtype_for_huge_ints():
-    from seqprep.inputs._stage import resolve_dtype as _resolve_dtype
+    from seqprep.inputs._stage_rules import resolve_dtype as _resolve_dtype
 
     with pytest.raises(ValueError, match=r"`dtype` is None.*\n- If rounding is fine"):
         _resolve_dtype(None, np.dtype(object))

@@ -472,6 +472,47 @@ def test_bad_input_messages(frames_models):
         sp.evaluate(summed, x, np.array([0, 1]), verbose=0)
 
 
+def test_options_and_keras_keywords(frames_models):
+    """dtype / allow_nonfinite come through options=sp.Options(...); verbose / callbacks through
+    **kwargs as Keras takes them; any other keyword or option is refused, never ignored."""
+    per_sequence, _ = frames_models
+    x = _frames([3, 5, 2])
+    x[1][4, 0] = np.nan
+    got = sp.predict(per_sequence, x, options=sp.Options(allow_nonfinite=True), verbose=0)
+    want = per_sequence.predict(_padded(x), verbose=0)
+    assert np.isnan(got[1]).all()
+    np.testing.assert_allclose(got[[0, 2]], want[[0, 2]], atol=ATOL)
+    seq2seq = _seq2seq()
+    tokens = {"encoder": _tokens([3, 4]), "decoder": _tokens([2, 5])}
+    with pytest.raises(ValueError, match=r"x\['decoder'\]"):
+        sp.predict(seq2seq, tokens, options=sp.Options(dtype={"decoder": "bool"}), verbose=0)
+    model = _frames_model(seed=3)
+    model.compile(loss="sparse_categorical_crossentropy")
+    with pytest.raises(ValueError, match=r"(?s)`x` holds 1 NaN.*allow_nonfinite"):
+        sp.evaluate(model, x, np.array([0, 1, 2]), verbose=0)
+    logs = sp.evaluate(model, x, np.array([0, 1, 2]), options={"allow_nonfinite": True},
+                       verbose=0)
+    assert np.isnan(logs["loss"])
+    for call in (lambda **kw: sp.predict(per_sequence, x, **kw),
+                 lambda **kw: sp.evaluate(model, x, np.array([0, 1, 2]), **kw)):
+        with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['verbos'\].*"
+                           r"\['callbacks', 'verbose'\]"):
+            call(verbos=0)
+        with pytest.raises(TypeError, match=r"\['dtype'\].*\n- .*options=seqprep.Options"):
+            call(dtype="float32")
+        with pytest.raises(ValueError, match=r"sets epochs=2, which `(predict|evaluate)` does "
+                           r"not use"):
+            call(options=sp.Options(epochs=2))
+        with pytest.raises(ValueError, match=r"`verbose` must be 0 or 1 or 2. Received: verbose=3"):
+            call(verbose=3)
+    import inspect
+
+    for fn in (sp.predict, sp.evaluate):
+        named = [p for p in inspect.signature(fn).parameters.values()
+                 if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        assert len(named) <= 12, fn
+
+
 # --------------------------------------------------------------------------- the docs page
 
 

@@ -13,7 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import seqprep
-from seqprep.readers._ingest import from_dataframe, read_lengths, read_sequences, to_dataframe
+from seqprep.readers._ingest_files import read_lengths, read_sequences
+from seqprep.readers._ingest_frames import from_dataframe, to_dataframe
 
 ROOT = Path(__file__).resolve().parents[1]
 

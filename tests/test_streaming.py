@@ -606,7 +606,7 @@ def test_bucket_by_sequence_length_trains_a_keras_model_on_infinite_input(token_
 
 
 def test_length_functions_recognised_only_when_they_return_a_leading_dimension():
-    from seqprep.running._streaming import _traced_leading_dim
+    from seqprep.running._streaming_options import _traced_leading_dim
 
     pair = (tf.TensorSpec([None], tf.int32), tf.TensorSpec([None, 2], tf.float32))
     recognised = {
@@ -700,7 +700,7 @@ def test_bucket_by_length_keeps_negative_zero_pad():
 @given(st.integers(min_value=-(2**65), max_value=2**65),
        st.sampled_from([tf.int8, tf.int32, tf.int64, tf.uint8, tf.uint64, tf.float32]))
 def test_pad_value_check_is_exact_for_python_ints(value, dtype):
-    from seqprep.running._streaming import _check_value
+    from seqprep.running._streaming_options import _pad_value
 
     np_dtype = np.dtype(dtype.as_numpy_dtype)
     if np_dtype.kind == "f":
@@ -709,7 +709,26 @@ def test_pad_value_check_is_exact_for_python_ints(value, dtype):
         info = np.iinfo(np_dtype)
         fits = info.min <= value <= info.max
     if fits:
-        assert int(_check_value(value, dtype, "0").numpy()) == value
+        assert int(_pad_value(value, tf.TensorSpec([None], dtype), "0").numpy()) == value
     else:
         with pytest.raises(ValueError, match="cannot be represented"):
-            _check_value(value, dtype, "0")
+            _pad_value(value, tf.TensorSpec([None], dtype), "0")
+
+
+@pytest.mark.parametrize(("value", "dtype"), [(300, "uint8"), (-1, "uint64"), (1.5, "int32"),
+                                              (2**24 + 1, "float32"), (2, "bool")])
+def test_pad_value_refused_with_the_input_stage_text(value, dtype):
+    """One pad-value check: the streaming drop-in and pad_sequences say the same words."""
+    from seqprep.running._streaming_options import _pad_value
+
+    with pytest.raises(ValueError) as streamed:
+        _pad_value(value, tf.TensorSpec([None], tf.as_dtype(dtype)), "0")
+    with pytest.raises(ValueError) as padded:
+        pad_sequences([np.zeros(1, dtype)], maxlen=2, dtype=dtype, value=value)
+    assert str(streamed.value) == str(padded.value)
+
+
+def test_bfloat16_pad_value_checked_exactly():
+    assert float(_padded_with(1.5, tf.bfloat16)) == 1.5
+    with pytest.raises(ValueError, match=r"`dtype`='bfloat16': it changes in the cast"):
+        _padded_with(257, tf.bfloat16)

@@ -420,6 +420,16 @@ def check_pad_value(value: Any, dtype: np.dtype, name: str = "value") -> None:
                 f"Argument `{name}` must be a scalar number. Received: {name}={value!r}"
             )
         check = check.reshape(1)
+    if dtype.kind == "V":  # e.g. bfloat16 (ml_dtypes), a float numpy does not class as one
+        cast = check.astype(np.float64).astype(dtype)
+        same = cast.astype(np.float64) == check.astype(np.float64)
+        if not (bool(same[0]) or bool(np.isnan(np.float64(cast[0])) and np.isnan(check[0]))):
+            raise ValueError(
+                f"Argument `{name}`={value!r} cannot be represented in `dtype`={_dname(dtype)!r}: "
+                "it changes in the cast.\n- Pick a padding value the dtype holds (0 for integer "
+                "tokens) or a wider dtype."
+            )
+        return
     loss = find_loss(check, dtype)
     if loss is not None:
         raise ValueError(

@@ -15,6 +15,7 @@ import numpy as np
 
 from seqprep._core.ragged import Ragged
 from seqprep.inputs import _stage as _inputs
+from seqprep.inputs import _stage_fields, _stage_rules
 from seqprep.inputs._targets import Targets
 
 __all__ = ["FitData", "check_model", "prepare_fit_data"]
@@ -47,7 +48,7 @@ def prepare_fit_data(
     model cannot train on zero steps), ``y`` required, and ``sample_weight`` one number per
     sequence. ``fields=False`` refuses a dict or tuple ``x`` (for executors of one field).
     """
-    if not fields and _inputs.split_fields(x)[0] != "single":
+    if not fields and _stage_fields.split_fields(x)[0] != "single":
         raise ValueError(
             f"Argument `{xname}` is a dict or tuple of fields, but this function trains one "
             "model per length of one sequence collection.\n- Pass one collection, or train "
@@ -79,7 +80,7 @@ def prepare_fit_data(
                 f"- Pass one weight per sequence of `{xname}`; for per-step weights, scale "
                 "the loss."
             )
-        weights = _inputs.sequence_weights_array(
+        weights = _stage_rules.sequence_weights_array(
             sample_weight, stage.n,
             fix=f"Pass one weight per sequence of `{xname}`; for per-step weights, scale the "
             "loss.")

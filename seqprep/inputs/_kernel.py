@@ -68,7 +68,7 @@ def with_pad_row(values: np.ndarray, value: Any = 0) -> np.ndarray:
     """``values`` with one more entry, ``value`` in ``values``'s dtype, at the end.
 
     Every padded position of a batch gathers from that entry. Callers that must refuse a
-    lossy ``value`` check it first (``seqprep.inputs._stage.values_with_pad_row`` does).
+    lossy ``value`` check it first (``seqprep.inputs._stage_rules.values_with_pad_row`` does).
     """
     values = np.asarray(values)
     pad = np.full((1, *values.shape[1:]), value, dtype=values.dtype)

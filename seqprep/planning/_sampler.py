@@ -21,14 +21,17 @@ The *structure* of a plan (how many batches of which sizes and buckets) depends 
 bucket counts, so it is computed once; an epoch only draws the random order.
 
 Examples of several fields (2-D ``lengths``) follow the same steps on the cells of a grid of
-per-field boundaries (``bucketing/grid.py``): a cell is a bucket, leftovers are merged along a
+per-field boundaries (``planning/_grid.py``): a cell is a bucket, leftovers are merged along a
 path through neighbouring cells, and a batch of several cells is labelled with their cover
 (the largest band of each field), which takes the role of "the largest bucket" above.
+
+The class is in three files: here, construction and the plan of an epoch; the several-fields
+part (2-D buckets, per-field limits and options) in :mod:`._sampler_fields`; the fingerprint,
+pickling and reports in :mod:`._sampler_state`.
 """
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -54,20 +57,19 @@ from seqprep.planning._boundaries import (
 )
 from seqprep.planning._grid import (
     FieldTokens,
-    as_grid_boundaries,
     cover_label,
-    cover_lengths,
-    fit_grid,
-    grid_cells,
     leftover_buckets,
     merge_leftovers,
-    row_lengths,
-    snake_rank,
 )
 from seqprep.planning._plan import BatchPlan
-from seqprep.planning._report import padding_report
 from seqprep.planning._resumable import ResumableSampler
-from seqprep.planning._shapes import compiling_backend, field_widths_rule, pad_to_rule
+from seqprep.planning._sampler_fields import (
+    _check_one_field,
+    _FieldsMixin,
+    _per_field_ints,
+    _per_field_weights,
+)
+from seqprep.planning._sampler_state import _StateMixin
 
 Overlong = Literal["error", "truncate", "drop"]
 BATCH_FIX = (
@@ -79,7 +81,7 @@ BATCH_FIX = (
 DEFAULT_TARGET_PADDING = 0.01
 
 
-class BucketSampler(ResumableSampler):
+class BucketSampler(_FieldsMixin, _StateMixin, ResumableSampler):
     """Plan epochs of length-bucketed batches of indices: seeded, shardable, resumable.
 
     **Several lengths per example** (encoder–decoder pairs: a source and a target of its own
@@ -323,45 +325,6 @@ class BucketSampler(ResumableSampler):
             ids = np.searchsorted(bounds, kept_lengths, side="right").astype(dtype)
         return ids, nb
 
-    def _bucket_fields(self, kept_lengths: np.ndarray, boundaries: Any) -> tuple[np.ndarray, int]:
-        """2-D buckets (cells of a grid of per-field boundaries): set the tables, return each
-        kept example's cell and the cell count."""
-        if boundaries is None:
-            bounds = self._fit_grid(kept_lengths)
-        else:
-            bounds = as_grid_boundaries(boundaries, self.field_names)
-        for b in bounds:
-            b.flags.writeable = False
-        self.boundaries = bounds
-        shape = tuple(b.size + 1 for b in bounds)
-        nb = int(np.prod(shape))
-        self.num_buckets = nb
-        self.grid_shape = shape
-        cells = grid_cells(self.lengths, bounds)
-        key = snake_rank(shape)[cells]
-        key.flags.writeable = False
-        self._tail_key = key  # leftovers sorted along the merge path keep every cell in place
-        ids = cells if kept_lengths is self.lengths else grid_cells(kept_lengths, bounds)
-        self._counts = np.bincount(ids, minlength=nb).astype(np.int64)
-        cover = cover_lengths(ids, kept_lengths, shape)
-        cover.flags.writeable = False
-        self.bucket_pad_lengths = cover
-        self._capacity = batch_capacity(
-            row_lengths(cover, self.field_tokens), self.batch_size, self.max_tokens,
-            self.quadratic_length,
-        )
-        # The smallest id type sorts fastest (a radix sort for 8 and 16 bits).
-        dtype = np.uint8 if nb <= 255 else np.uint16 if nb <= 65535 else np.int64
-        return ids.astype(dtype), nb
-
-    def _fit_grid(self, kept_lengths: np.ndarray) -> tuple[np.ndarray, ...]:
-        if not kept_lengths.size:
-            return tuple(np.zeros(0, np.int64) for _ in range(kept_lengths.shape[1]))
-        return fit_grid(
-            kept_lengths, batch_size=self.batch_size, max_tokens=self.max_tokens,
-            quadratic_length=self.quadratic_length, field_tokens=self.field_tokens,
-            weights=self.field_weights, merge_leftovers=self.merge_leftovers,
-        )
 
     def _limit_lengths(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, int]:
         """Apply ``max_length``/``max_tokens`` and ``overlong``: the planned lengths, the kept
@@ -400,61 +363,6 @@ class BucketSampler(ResumableSampler):
             return np.minimum(raw, limit), None, 0
         return raw, np.flatnonzero(~over), count
 
-    def _limit_fields(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, int]:
-        """``_limit_lengths`` for several fields: ``max_length`` caps each field, ``max_tokens``
-        the row's token length (the sum or the max of its fields)."""
-        self.num_truncated_ = 0
-        self.length_limit = None
-        k = raw.shape[1]
-        big = np.iinfo(np.int64).max
-        caps = np.full(k, big, np.int64) if self.max_length is None else np.array(
-            self.max_length, np.int64)
-        fits = None
-        if self.max_tokens is not None:
-            fits = token_length_limit(self.max_tokens, self.quadratic_length)
-            if self.field_tokens == "max":  # a token limit on the longest field caps each one
-                caps = np.minimum(caps, fits)
-                fits = None
-        texts = []
-        if self.max_length is not None:
-            texts.append(f"`max_length`={self.max_length}")
-        if self.max_tokens is not None:
-            texts.append(f"`max_tokens`={self.max_tokens} (on the {self.field_tokens} of a "
-                         "row's fields)")
-        self._limit_text = " or ".join(texts)
-        over_field = raw > caps
-        if self.overlong == "truncate" and over_field.any():
-            limited = np.minimum(raw, caps)
-        else:
-            limited = raw
-        over_row = over_field.any(axis=1) if self.overlong != "truncate" else np.zeros(
-            raw.shape[0], bool)
-        if fits is not None:
-            over_row = over_row | (row_lengths(limited, "sum") > fits)
-        if not over_row.any():
-            if limited is not raw:
-                self.num_truncated_ = int(over_field.any(axis=1).sum())
-                self.length_limit = caps.copy()
-            return limited, None, 0
-        count = int(over_row.sum())
-        if self.overlong != "drop":
-            pos = int(np.argmax(over_row))
-            truncating = self.overlong == "truncate"
-            fix = (
-                "- The sum of a row's fields cannot be cut without choosing which field to "
-                "cut: pass a `max_length` per field whose sum fits the budget, raise "
-                "`max_tokens`, or pass overlong='drop'."
-                if truncating else
-                "- If they may be cut, pass overlong='truncate'; to leave them out, "
-                "overlong='drop'; or raise the limit."
-            )
-            raise ValueError(
-                f"{count} example(s) do not fit {self._limit_text}: the first is example "
-                f"{pos} with lengths {raw[pos].tolist()}"
-                + (" (after truncation to `max_length`)" if truncating else "")
-                + f". Received: overlong={self.overlong!r}\n{fix}"
-            )
-        return raw, np.flatnonzero(~over_row), count
 
     def _fit_boundaries(self, kept_lengths: np.ndarray, boundaries: Any) -> np.ndarray:
         """The given boundaries, or ones a default Bucketer fits to the planned lengths."""
@@ -720,206 +628,3 @@ class BucketSampler(ResumableSampler):
 
     def __len__(self) -> int:
         return int(self._group_label.size)
-
-    @property
-    def num_fields(self) -> int:
-        """Lengths per example the plan is made on: 1, or the columns of 2-D ``lengths``."""
-        return 1 if self.lengths.ndim == 1 else int(self.lengths.shape[1])
-
-    def field_lengths(self, field: Any) -> np.ndarray:
-        """The planned lengths of one field (by name, or position for array ``lengths``).
-
-        Example:
-            >>> s = BucketSampler({"src": [3, 5], "tgt": [4, 2]}, batch_size=2)
-            >>> s.field_lengths("tgt").tolist(), s.num_fields
-            ([4, 2], 2)
-        """
-        names = self.field_names or (0,)
-        if field not in names:
-            raise ValueError(
-                f"Argument `field` must be one of the sampler's fields {list(names)}. "
-                f"Received: field={field!r}\n- Pass a name the sampler was built with."
-            )
-        if self.lengths.ndim == 1:
-            return self.lengths
-        return self.lengths[:, names.index(field)]
-
-    # ------------------------------------------------------------------ resuming
-
-    def _fingerprint_parts(self) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-        config = (
-            self.batch_size,
-            self.max_tokens,
-            self.shuffle,
-            self.drop_remainder,
-            self.overlong,
-            self.max_length,
-            self.merge_leftovers,
-        )
-        if self.quadratic_length is not None:  # states saved without it stay loadable
-            config = (*config, self.quadratic_length)
-        if self._raw.ndim == 2:
-            return (self._raw, *self.boundaries), (*config, "fields", self.field_tokens)
-        return (self._raw, self.boundaries), config
-
-    # ------------------------------------------------------------------ pickling and reports
-
-    def __getstate__(self) -> dict[str, Any]:
-        names = (
-            "batch_size",
-            "max_tokens",
-            "shuffle",
-            "drop_remainder",
-            "seed",
-            "num_shards",
-            "shard_index",
-            "overlong",
-            "max_length",
-            "merge_leftovers",
-            "quadratic_length",
-            "field_names",
-            "field_tokens",
-            "field_weights",
-        )
-        state = {k: getattr(self, k) for k in names}
-        state.update(self._position_state())
-        state["_raw"] = self._raw
-        state["boundaries"] = self.boundaries
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        raw, bounds = state.pop("_raw"), state.pop("boundaries")
-        state.setdefault("quadratic_length", None)  # pickled before the option existed
-        for name, default in (("field_names", None), ("field_tokens", "sum"),
-                              ("field_weights", None)):  # pickled before fields existed
-            state.setdefault(name, default)
-        position = {k: state.pop(k) for k in ("_epoch", "_position")}
-        self.__dict__.update(state)
-        self._setup(raw, bounds)
-        self._restore_position(position)
-
-    def report(
-        self,
-        epoch: int | None = None,
-        pad_to: Literal["auto", "batch", "bucket"] | int | Sequence[int] = "auto",
-        *,
-        backend: str | None = None,
-    ):
-        """Padding report of this shard's plan for ``epoch`` (see :func:`padding_report`).
-
-        Each batch is padded as :func:`seqprep.bucketed_dataset` with the same ``pad_to`` pads
-        it on ``backend``, so ``n_shapes`` is what that backend runs: ``"auto"`` (the
-        dataset's default) is a width grid on JAX and each batch's longest member elsewhere.
-        Adds ``num_dropped``, ``num_truncated`` and ``num_buckets``.
-
-        Args:
-            epoch: the epoch to report (default: the current one).
-            pad_to: ``"auto"``, ``"batch"``, ``"bucket"``, an int or a width grid.
-            backend: the Keras backend to report for; default: this process's.
-
-        Example:
-            >>> s = BucketSampler([1, 2, 3, 4], boundaries=[3], batch_size=2, shuffle=False)
-            >>> s.report()["padded_tokens"], s.report(pad_to="bucket")["padded_tokens"]
-            (12, 12)
-            >>> s.report(pad_to=[4])["padded_tokens"]
-            16
-        """
-        if isinstance(pad_to, str) or pad_to is None:
-            check_choice("pad_to", pad_to, ("auto", "batch", "bucket"))
-        backend = compiling_backend(backend)
-        plan = self.plan(epoch)
-        batch = isinstance(pad_to, str) and pad_to == "batch"
-        if self.lengths.ndim == 2:
-            pads = None if batch else field_widths_rule(plan, self, pad_to, backend)
-            lengths: Any = dict(zip(self.field_names, self.lengths.T, strict=True))
-        else:
-            pad_to = pad_to_rule(pad_to, self, backend)
-            batch = isinstance(pad_to, str) and pad_to == "batch"
-            pads = None if batch else plan.widths(pad_to, self.lengths)
-            lengths = self.lengths
-        out = padding_report(lengths, plan.batches, pad_lengths=pads)
-        out.update(
-            num_dropped=self.num_dropped_,
-            num_truncated=self.num_truncated_,
-            num_buckets=self.num_buckets,
-        )
-        return out
-
-    def __repr__(self) -> str:
-        size = (
-            f"batch_size={self.batch_size}"
-            if self.batch_size is not None
-            else f"max_tokens={self.max_tokens}"
-        )
-        if self.quadratic_length is not None:
-            size += f", quadratic_length={self.quadratic_length}"
-        shards = "" if self.num_shards == 1 else f", shard {self.shard_index}/{self.num_shards}"
-        r = self.report()
-        return (
-            f"BucketSampler(n={self.lengths.shape[0]}, {self.num_buckets} buckets, {size}, "
-            f"shuffle={self.shuffle}, seed={self.seed}{shards}): {len(self)} batches per epoch, "
-            f"padding {r['padding_fraction']:.1%}, {r['n_shapes']} batch shapes, largest batch "
-            f"{r['max_batch_tokens']} padded tokens, {r['steps_cost']} RNN steps, "
-            f"{self.num_dropped_} dropped, {self.num_truncated_} truncated"
-        )
-
-
-# --------------------------------------------------------------------------- several fields
-
-
-def _check_one_field(field_tokens: Any, field_weights: Any) -> None:
-    """Refuse the options of several fields on a sampler of one length per example."""
-    if field_tokens != "sum" or field_weights is not None:
-        raise ValueError(
-            "Arguments `field_tokens` and `field_weights` apply to several lengths per example "
-            f"(2-D `lengths`). Received: field_tokens={field_tokens!r}, "
-            f"field_weights={field_weights!r} with 1-D lengths\n"
-            "- Pass lengths of shape (examples, fields) or a dict of lengths per field, or drop "
-            "these arguments."
-        )
-
-
-def _per_field(name: str, value: Any, names: tuple[Any, ...]) -> list[Any]:
-    """One value per field from a scalar, a sequence in field order, or a dict by name."""
-    if isinstance(value, dict):
-        if set(value) != set(names):
-            raise ValueError(
-                f"Argument `{name}` as a dict must have one entry per field {list(names)}. "
-                f"Received keys {list(value)}\n- Give every field a value under its name."
-            )
-        return [value[n] for n in names]
-    if isinstance(value, (list, tuple, np.ndarray)):
-        if len(value) != len(names):
-            raise ValueError(
-                f"Argument `{name}` must have one entry per field ({len(names)}: "
-                f"{list(names)}). Received: {name}={value!r}\n"
-                "- Pass one value per field, in the order of the lengths' columns, or a single "
-                "value for all."
-            )
-        return list(value)
-    return [value] * len(names)
-
-
-def _per_field_ints(name: str, value: Any, names: tuple[Any, ...]) -> tuple[int, ...] | None:
-    if value is None:
-        return None
-    return tuple(
-        check_int(f"{name}[{n!r}]", v, minimum=1)
-        for n, v in zip(names, _per_field(name, value, names), strict=True)
-    )
-
-
-def _per_field_weights(value: Any, names: tuple[Any, ...]) -> tuple[float, ...] | None:
-    if value is None:
-        return None
-    out = []
-    for n, v in zip(names, _per_field("field_weights", value, names), strict=True):
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 < v < float("inf"):
-            raise ValueError(
-                f"Argument `field_weights` must hold positive finite numbers (the cost of one "
-                f"padded step of each field). Received: field_weights[{n!r}]={v!r}\n"
-                "- Pass e.g. field_weights={'src': 1.0, 'tgt': 2.0} for a decoder step that "
-                "costs twice an encoder step."
-            )
-        out.append(float(v))
-    return tuple(out)

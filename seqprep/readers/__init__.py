@@ -13,10 +13,10 @@ Example:
 from seqprep._core.lazy import attach
 
 __getattr__, __dir__, __all__ = attach(__name__, {
-    "from_dataframe": "._ingest",
-    "to_dataframe": "._ingest",
-    "read_sequences": "._ingest",
-    "read_lengths": "._ingest",
+    "from_dataframe": "._ingest_frames",
+    "to_dataframe": "._ingest_frames",
+    "read_sequences": "._ingest_files",
+    "read_lengths": "._ingest_files",
     "iter_parquet_sequences": "._parquet",
     "ParquetChunk": "._parquet",
 })

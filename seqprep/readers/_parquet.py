@@ -29,7 +29,7 @@ from seqprep._core.checks import check_int
 
 __all__ = ["ParquetChunk", "iter_parquet_sequences"]
 
-# The one list of Parquet file suffixes (seqprep.readers._ingest reads it from here too).
+# The one list of Parquet file suffixes (seqprep.readers._ingest_files reads it from here too).
 _PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 
 

@@ -34,7 +34,7 @@ __getattr__, __dir__, __all__ = attach(__name__, {
     "predict_tbptt": "._tbptt",
     "evaluate_tbptt": "._tbptt",
     "predict": "._inference",
-    "evaluate": "._inference",
+    "evaluate": "._inference_evaluate",
     "distributed_bucketed_dataset": "._distributed",
     "replica_dataset_fn": "._distributed",
     "fit_distributed": "._distributed",

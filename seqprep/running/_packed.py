@@ -17,7 +17,7 @@ import tensorflow as tf
 from numpy.typing import DTypeLike
 
 from seqprep._core.checks import check_bool, check_choice, check_int, needs_sampler
-from seqprep.inputs import _kernel
+from seqprep.inputs import _kernel, _stage_fields, _stage_rules
 from seqprep.inputs import _stage as _inputs
 from seqprep.inputs._targets import Targets
 from seqprep.planning import PackSampler
@@ -177,7 +177,7 @@ def packed_dataset(
     epoch = check_int("epoch", epoch, minimum=0)
     epochs = check_int("epochs", epochs, minimum=1)
     check_bool("reshuffle_each_iteration", reshuffle_each_iteration)
-    if _inputs.split_fields(x)[0] != "single":
+    if _stage_fields.split_fields(x)[0] != "single":
         raise ValueError(
             "Argument `x` is a dict or tuple of fields, but packed rows hold one sequence "
             "collection: sequences of different fields cannot share a row's steps.\n"
@@ -200,7 +200,7 @@ def packed_dataset(
         )
     weights = None
     if sample_weight is not None:
-        weights = _inputs.sequence_weights_array(
+        weights = _stage_rules.sequence_weights_array(
             sample_weight, stage.n,
             fix="Pass one weight per sequence; packed weights are already 0 on padding.")
     consts = _Consts(stage, weights, sampler)

@@ -7,71 +7,64 @@ seeded shuffle, and the cut of each bucket into batches (a bucket's partial batc
 into the next pool, so batches fill up across pools). Each batch is then cut out of its pool
 and padded with one op.
 
-The code is in three phases: the arguments are checked and the batch size of each bucket is
-planned in numpy (:class:`_Options`); when the transformation meets a dataset, its element
-spec decides how each component is pooled, cut and padded (:class:`_Stream`); then the graph is
-built: pools, a ``scan`` that plans each pool's batches, and one function per batch.
+The code is in three phases, one module each: the arguments are checked and the batch size of
+each bucket is planned in numpy (:class:`_Options`, in :mod:`._streaming_options`, which also
+checks the element spec against them); the pools: how each component is pooled, cut and padded
+(:mod:`._streaming_pools`); and, here, the build: when the transformation meets a dataset, its
+element spec decides the ops (:class:`_Stream`), then the graph is built: pools, a ``scan`` that
+plans each pool's batches, and one function per batch.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import numbers
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
 import tensorflow as tf
 
-from seqprep._core.casts import find_loss
-from seqprep._core.checks import check_bool, check_choice, check_int, check_one_of
+from seqprep._core.checks import check_choice
 from seqprep.planning import as_boundaries
-from seqprep.planning._boundaries import (
-    batch_capacity,
-    check_quadratic_length,
-    token_length_limit,
+from seqprep.running._streaming_options import (
+    _TO_BOUNDARY,
+    _check_default_length,
+    _check_flag,
+    _check_leaves,
+    _check_stream_args,
+    _check_tf_batch_sizes,
+    _check_tf_boundaries,
+    _Options,
+    _pad_targets,
+    _pad_value,
+    _part_count,
+    _part_specs,
+    _plan_batch_sizes,
+    _split_leaf,
+    _traced_leading_dim,
+    _value_leaves,
 )
-from seqprep.planning._sampler import BATCH_FIX
+from seqprep.running._streaming_pools import (
+    _concat_rows,
+    _Consts,
+    _cut_args,
+    _cut_pool,
+    _empty_pool,
+    _gather_rows,
+    _mode,
+    _pool_kind,
+    _pool_leaf,
+    _pool_lengths,
+    _ragged_batch,
+    _sparse_batch,
+    _sparse_to_ragged,
+    _unpacked_spec,
+)
 
 __all__ = ["bucket_by_length", "bucket_by_sequence_length"]
 
+
 Side = Literal["pre", "post"]
-
-
-# --------------------------------------------------------------------------- pooling helpers
-
-
-def _check_value(value: Any, dtype: tf.DType, name: str) -> tf.Tensor:
-    if dtype == tf.string:
-        return tf.constant(value if isinstance(value, (str, bytes)) else "", tf.string)
-    np_dtype = np.dtype(dtype.as_numpy_dtype)
-    if isinstance(value, (str, bytes)) or not isinstance(value, (numbers.Number, np.generic)):
-        raise TypeError(
-            f"Argument `value` must be a number (or a structure of numbers like the elements). "
-            f"Received: value={value!r} for component {name}"
-        )
-    if np_dtype.kind not in "biufc":  # e.g. bfloat16, which the exact check does not know
-        cast = np.asarray(value).astype(np_dtype)
-        both_nan = np.isnan(np.float64(cast)) and np.isnan(value)
-        if cast != value and not both_nan:
-            _refuse_value(value, np_dtype, name, "changes in the cast")
-        return tf.constant(cast, dtype)
-    # A Python int of any size stays exact in an object array (numpy 2 would turn 2**63 into
-    # float64); numpy scalars keep their dtype, so the check sees what the caller passed.
-    probe = np.asarray(value).reshape(1) if isinstance(value, np.generic) else np.array(
-        [value], dtype=object
-    )
-    loss = find_loss(probe, np_dtype)
-    if loss is not None:
-        _refuse_value(value, np_dtype, name, loss.reason)
-    return tf.constant(probe.astype(np_dtype)[0], dtype)
-
-
-def _refuse_value(value: Any, np_dtype: np.dtype, name: str, reason: str) -> None:
-    raise ValueError(
-        f"Argument `value`={value!r} cannot be represented in the {np_dtype} component "
-        f"{name}: it {reason}.\n- Pick a padding value that dtype holds (0 for integer tokens)."
-    )
 
 
 # Elements per pool when nothing is shuffled (``buffer_size`` None or 0). A pool is the unit of
@@ -83,567 +76,6 @@ _POOL = 2048
 # one pool to the next (the sum of the batch sizes): each pool re-gathers the carried elements,
 # so with large batches small pools would spend most of their work on the carry.
 _POOL_PER_CARRY = 2
-
-
-# Bound on the elements of a `sparse_batch` (it needs a row shape, whose product must fit in
-# int64; only the indices of real steps are stored).
-_ANY_SIZE = 1 << 62
-
-
-class _Consts:
-    """Constants shared by the ops of one traced function.
-
-    TensorFlow instantiates and optimises a ``tf.data`` function's graph again for each new
-    iterator, at a cost per node, constants included: ``tf.gather``, ``tf.concat``, slicing
-    and ``tf.range`` each add their own, so the per-pool function passes these instead.
-    """
-
-    def __init__(self) -> None:
-        self.axis0 = tf.constant(0)
-        self.axis1 = tf.constant(1)
-        self.zero = tf.constant(0, tf.int64)
-        self.one = tf.constant(1, tf.int64)
-        self.minus1 = tf.constant(-1, tf.int64)
-        self.one_vec = tf.constant([1], tf.int64)
-        self.flat = tf.constant([-1], tf.int64)
-        self.zero_vec = tf.constant([0], tf.int64)
-
-    def gather(self, params: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
-        return tf.gather(params, indices, axis=self.axis0)
-
-    def concat(self, tensors: list[tf.Tensor]) -> tf.Tensor:
-        return tf.concat(tensors, self.axis0)
-
-    def positions(self, like: tf.Tensor) -> tf.Tensor:
-        """``tf.range(tf.size(like))`` as int64."""
-        return tf.cumsum(tf.ones_like(like, tf.int64), axis=self.axis0, exclusive=True)
-
-
-def _pool_kind(spec: Any) -> str:
-    """How a component is batched into a pool without a per-element function.
-
-    ``"batch"``: fixed shapes and slices of a ragged tensor (``Dataset.batch`` makes the latter
-    ragged); ``"sparse"``: a dense sequence ``(T, ...)`` with fixed, non-empty inner dimensions
-    (``sparse_batch``); ``"ragged"``: any other varying shape (``ragged_batch``, which maps a
-    function over the elements: correct, but slower).
-    """
-    if not isinstance(spec, tf.TensorSpec) or spec.shape.is_fully_defined():
-        return "batch"
-    inner = spec.shape[1:]
-    if spec.shape[0] is None and inner.is_fully_defined() and inner.num_elements() > 0:
-        return "sparse"
-    return "ragged"
-
-
-def _mode(pooled: Any) -> str:
-    """How a pooled component (a value or its spec) is batched: ``"padded"`` (ragged rank 1:
-    sliced and padded with two ops), ``"ragged"`` (higher ragged rank: the generic ragged slice
-    and ``to_tensor``) or ``"dense"`` (sliced)."""
-    if isinstance(pooled, (tf.RaggedTensor, tf.RaggedTensorSpec)):
-        return "padded" if pooled.ragged_rank == 1 else "ragged"
-    return "dense"
-
-
-def _pool_leaf(window: tf.data.Dataset, kind: str, spec: Any, size: int) -> tf.data.Dataset:
-    if kind == "sparse":
-        inner = spec.shape[1:].as_list()
-        longest = _ANY_SIZE // (size * int(np.prod(inner, dtype=np.int64)))
-        return window.sparse_batch(size, [longest, *inner])
-    if kind == "ragged":
-        return window.ragged_batch(size)
-    return window.batch(size)
-
-
-def _sparse_to_ragged(
-    sp: tf.SparseTensor, spec: Any, k: _Consts
-) -> tuple[tf.RaggedTensor, tf.Tensor]:
-    """The ``sparse_batch`` of dense sequences ``(T, *inner)`` as a ragged ``(n, None, *inner)``,
-    and its lengths.
-
-    Every step of every sequence is stored, in row-major order, so each ``prod(inner)``-th index
-    starts a step and its first coordinate is the sequence's row: counting them per row gives
-    the lengths.
-    """
-    inner = spec.shape[1:].as_list()
-    step = int(np.prod(inner, dtype=np.int64))
-    rows = sp.indices[::step, 0] if step > 1 else tf.gather(sp.indices, k.zero, axis=k.axis1)
-    lengths = tf.math.unsorted_segment_sum(
-        tf.ones_like(rows), rows, k.gather(sp.dense_shape, k.zero)
-    )
-    values = tf.reshape(sp.values, [-1, *inner]) if inner else sp.values
-    splits = k.concat([k.zero_vec, tf.cumsum(lengths, axis=k.axis0)])
-    return tf.RaggedTensor.from_row_splits(values, splits, validate=False), lengths
-
-
-def _empty_pool(spec: Any) -> Any:
-    """A pool of zero elements whose type is ``spec`` (a batched Tensor-, RaggedTensor- or
-    SparseTensorSpec)."""
-    if isinstance(spec, tf.SparseTensorSpec):
-        shape = spec.shape.as_list()
-        return tf.SparseTensor(tf.zeros([0, len(shape)], tf.int64), tf.zeros([0], spec.dtype),
-                               [0, *shape[1:]])
-    if isinstance(spec, tf.RaggedTensorSpec):
-        inner = [0 if d is None else d for d in spec.shape[spec.ragged_rank + 1 :].as_list()]
-        out = tf.zeros([0, *inner], spec.dtype)
-        for _ in range(spec.ragged_rank):
-            splits = tf.zeros([1], spec.row_splits_dtype)
-            out = tf.RaggedTensor.from_row_splits(out, splits, validate=False)
-        return out
-    return tf.zeros([0] + [0 if d is None else d for d in spec.shape[1:].as_list()], spec.dtype)
-
-
-def _unpacked_spec(spec: Any, kind: str) -> Any:
-    """The spec of a pooled component once ``sparse_batch``'s output is made ragged."""
-    if kind != "sparse":
-        return spec
-    return tf.RaggedTensorSpec([None, None, *spec.shape[2:].as_list()], spec.dtype,
-                               ragged_rank=1, row_splits_dtype=tf.int64)
-
-
-def _pool_lengths(component: Any) -> tf.Tensor:
-    """Length (size of axis 1) of each element of a pooled component, as int64."""
-    if isinstance(component, tf.RaggedTensor):
-        return tf.cast(component.row_lengths(), tf.int64)
-    shape = tf.shape(component, out_type=tf.int64)
-    return tf.fill(shape[:1], shape[1])
-
-
-def _slice_args(begin: tf.Tensor, size: tf.Tensor, of: Any) -> list[tf.Tensor]:
-    """Per-row ``begin`` and ``size`` arguments of a ``tf.slice`` of ``of`` along axis 0, from
-    ``(n, 1)`` columns: the other axes are taken whole."""
-    if of.shape.rank == 1:
-        return [begin, size]
-    zeros = [tf.zeros_like(begin)] * (of.shape.rank - 1)
-    return [tf.concat([begin, *zeros], 1), tf.concat([size, *(z - 1 for z in zeros)], 1)]
-
-
-def _concat_rows(a: Any, b: Any, k: _Consts) -> Any:
-    """``tf.concat([a, b], 0)``, with fewer ops for ragged tensors of ragged rank 1."""
-    if isinstance(a, tf.RaggedTensor) and a.ragged_rank == 1:
-        a_splits, b_splits = a.row_splits, b.row_splits
-        offset = k.gather(a_splits, tf.size(a_splits, out_type=tf.int64) - k.one)
-        splits = k.concat([a_splits, tf.slice(b_splits, k.one_vec, k.flat) + offset])
-        values = k.concat([a.values, b.values])
-        return tf.RaggedTensor.from_row_splits(values, splits, validate=False)
-    if isinstance(a, tf.RaggedTensor):
-        return tf.concat([a, b], 0)
-    return k.concat([a, b])
-
-
-def _gather_rows(x: Any, rows: tf.Tensor, k: _Consts) -> Any:
-    """``tf.gather(x, rows)``, with fewer ops for ragged tensors of ragged rank 1."""
-    if isinstance(x, tf.RaggedTensor) and x.ragged_rank == 1:
-        splits, values = tf.raw_ops.RaggedGather(
-            params_nested_splits=[x.row_splits], params_dense_values=x.values, indices=rows,
-            OUTPUT_RAGGED_RANK=1,
-        )
-        return tf.RaggedTensor.from_row_splits(values, splits[0], validate=False)
-    if isinstance(x, tf.RaggedTensor):
-        return tf.gather(x, rows)
-    return k.gather(x, rows)
-
-
-def _argsort_distinct(keys: tf.Tensor) -> tf.Tensor:
-    """``tf.argsort`` for distinct keys, in fewer ops (traced ops cost time per iteration)."""
-    return tf.cast(tf.math.top_k(-keys, k=tf.size(keys)).indices, tf.int64)
-
-
-def _cut_pool(
-    bucket: tf.Tensor, last: tf.Tensor, sizes: tf.Tensor, drop_remainder: bool, k: _Consts
-) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-    """Plan the batches of one pool (the carried elements first, then the new ones).
-
-    ``bucket`` holds each element's bucket, in arrival order. Each bucket is cut, in arrival
-    order, into batches of ``sizes[bucket]``; its final partial batch is kept for the next pool
-    (flushed, or dropped with ``drop_remainder``, when ``last``). Batches come out in the order
-    they complete (the arrival of their last element), as ``group_by_window`` emits them.
-    A fixed handful of vectorised ops, whatever the numbers of elements and buckets.
-
-    Returns:
-        ``take``: the positions of the emitted elements, batch after batch; ``starts`` and
-        ``ends``: where each batch begins and ends in ``take``; ``keep``: positions carried
-        over (all int64).
-    """
-    n = tf.size(bucket, out_type=tf.int64)
-    bucket = tf.cast(bucket, tf.int64)
-    position = k.positions(bucket)
-    # Sorted by bucket, in arrival order within a bucket (the keys are distinct).
-    order = _argsort_distinct(bucket * n + position)
-    in_bucket = k.gather(bucket, order)
-    counts = tf.math.unsorted_segment_sum(tf.ones_like(bucket), bucket, tf.size(sizes))
-    first = k.gather(tf.cumsum(counts, axis=k.axis0, exclusive=True), in_bucket)
-    count = k.gather(counts, in_bucket)
-    size = k.gather(sizes, in_bucket)
-    rank = position - first  # rank in its bucket
-    complete = rank < count // size * size
-    emit = complete if drop_remainder else tf.logical_or(complete, last)
-    # Arrival position of the last element of each element's batch: batches are emitted in
-    # that order, the carried elements after them.
-    end = k.gather(order, first + tf.minimum(rank // size * size + size, count) - k.one)
-    ranked = _argsort_distinct(tf.where(emit, end, n) * n + order)
-    final = k.gather(order, ranked)
-    num = tf.reduce_sum(tf.cast(emit, tf.int64), axis=k.axis0)
-    take, keep = tf.split(final, tf.stack([num, n - num]), axis=k.axis0)
-    # Where batches start and end in `take`.
-    starts = k.gather(tf.logical_and(emit, tf.equal(rank % size, k.zero)), ranked)
-    ends = tf.equal(final, k.gather(tf.where(emit, end, k.minus1), ranked))
-    starts = tf.reshape(tf.where(starts), k.flat)
-    ends = tf.reshape(tf.where(ends), k.flat) + k.one
-    if drop_remainder:  # at the end, what is left is dropped
-        keep = keep[: tf.where(last, k.zero, n - num)]
-    return take, starts, ends, keep
-
-
-
-
-# --------------------------------------------------------------------------- phase 1: options
-
-
-# A target size meaning "the batch's bucket boundary minus 1" (``pad_to_bucket_boundary``).
-_TO_BOUNDARY = -1
-
-
-@dataclasses.dataclass(frozen=True)
-class _Options:
-    """What a bucketing transformation decided before it meets a dataset (checked, in numpy).
-
-    ``bounds``: bucket boundaries (non-decreasing int64; bucket ``i`` holds lengths in
-    ``[bounds[i-1], bounds[i])``); ``sizes``: rows per batch of each bucket; ``pool_size``:
-    elements read per pool; ``shuffled``: permute each pool, seeded with ``seed``; ``pre``: pad
-    on the left; ``value``: the padding value(s), ``None`` for tf.data's defaults (0, ``""``,
-    False); ``spread_args``: call ``length_fn(*components)`` as tf.data does, not
-    ``length_fn(element)``; ``max_length``: the longest length allowed. The drop-in's own:
-    ``padded_shapes``, ``pad_to_bucket`` and ``no_padding``. ``caller`` names the public
-    function in error messages.
-    """
-
-    bounds: np.ndarray
-    sizes: np.ndarray
-    pool_size: int
-    shuffled: bool = False
-    seed: int | None = None
-    drop_remainder: bool = False
-    pre: bool = False
-    value: Any = 0
-    length_fn: Callable[..., Any] | None = None
-    spread_args: bool = False
-    max_length: int | None = None
-    padded_shapes: Any = None
-    pad_to_bucket: bool = False
-    no_padding: bool = False
-    caller: str = "bucket_by_length"
-
-
-def _check_flag(name: str, value: Any) -> bool:
-    """``check_bool`` that also takes a constant boolean tensor, as tf.data's arguments may be."""
-    if isinstance(value, tf.Tensor) and tf.get_static_value(value) is not None:
-        value = tf.get_static_value(value)
-    return check_bool(name, value)
-
-
-def _check_stream_args(
-    batch_size: Any, max_tokens: Any, max_length: Any, buffer_size: Any, seed: Any,
-    drop_remainder: Any, length_fn: Any,
-) -> tuple[int | None, int | None, int | None, int | None, int | None, bool]:
-    """``bucket_by_length``'s scalar arguments, checked and as Python values."""
-    check_one_of(BATCH_FIX, batch_size=batch_size, max_tokens=max_tokens)
-    batch_size = check_int("batch_size", batch_size, minimum=1, allow_none=True)
-    max_tokens = check_int("max_tokens", max_tokens, minimum=1, allow_none=True)
-    max_length = check_int("max_length", max_length, minimum=1, allow_none=True)
-    buffer_size = check_int("buffer_size", buffer_size, minimum=0, allow_none=True)
-    seed = check_int("seed", seed, minimum=0, allow_none=True)
-    drop_remainder = _check_flag("drop_remainder", drop_remainder)
-    if length_fn is not None and not callable(length_fn):
-        raise TypeError(
-            f"Argument `length_fn` must be callable. Received: {length_fn!r}\n"
-            "- Pass a function of one element that returns its length as a scalar tensor, "
-            "or None for the length of the first axis."
-        )
-    return batch_size, max_tokens, max_length, buffer_size, seed, drop_remainder
-
-
-def _plan_batch_sizes(
-    bounds: np.ndarray, batch_size: int | None, max_tokens: int | None,
-    max_length: int | None, quadratic_length: int | None,
-) -> np.ndarray:
-    """Rows per batch of each bucket: ``batch_size``, or the most rows whose padded cost fits
-    ``max_tokens`` at the bucket's upper bound (``max_length`` for the open-ended last one)."""
-    if max_length is not None and bounds.size and max_length < bounds[-1]:
-        raise ValueError(
-            f"Argument `max_length`={max_length} is below the last boundary "
-            f"{int(bounds[-1])}: the buckets above it could never fill.\n"
-            "- Raise `max_length` or drop the boundaries above it."
-        )
-    quadratic_length = check_quadratic_length(quadratic_length, max_tokens)
-    if max_tokens is None:
-        return np.full(bounds.size + 1, batch_size, np.int64)
-    if max_length is None:
-        raise ValueError(
-            "Argument `max_tokens` needs `max_length`: the last bucket is open-ended, so "
-            "its batch size cannot be set without a longest length.\n"
-            "- Pass max_length=<longest sequence length>."
-        )
-    fits = token_length_limit(max_tokens, quadratic_length)
-    if max_length > fits:
-        what = f"is below `max_length`={max_length}"
-        if quadratic_length is not None:
-            what = (f"with quadratic_length={quadratic_length} fits one row of at most "
-                    f"{fits} steps, below `max_length`={max_length}")
-        raise ValueError(
-            f"Argument `max_tokens`={max_tokens} {what}: a "
-            "sequence that long would not fit in any batch.\n"
-            "- Raise `max_tokens` or lower `max_length`."
-        )
-    upper = np.append(bounds - 1, max_length).clip(min=1)
-    return batch_capacity(upper, None, max_tokens, quadratic_length).astype(np.int64)
-
-
-def _check_tf_boundaries(bucket_boundaries: Any) -> np.ndarray:
-    """tf.data's ``bucket_boundaries``: integers in non-decreasing order (any sign)."""
-    arr = np.asarray(list(bucket_boundaries) if isinstance(bucket_boundaries, range)
-                     else bucket_boundaries)
-    if arr.ndim != 1 or (arr.size and (arr.dtype == bool
-                                       or not np.issubdtype(arr.dtype, np.integer))):
-        raise TypeError(
-            "Argument `bucket_boundaries` must be a list of integers. "
-            f"Received: bucket_boundaries={bucket_boundaries!r}"
-        )
-    arr = arr.astype(np.int64)
-    if np.any(np.diff(arr) < 0):
-        # tf.data takes the first bucket whose interval holds the length; out of order, that
-        # rule puts lengths in buckets nobody meant, so refuse instead.
-        raise ValueError(
-            "Argument `bucket_boundaries` must be in increasing order. "
-            f"Received: bucket_boundaries={arr.tolist()}\n"
-            "- Bucket i holds lengths in [bucket_boundaries[i-1], bucket_boundaries[i]): "
-            "sort them (and `bucket_batch_sizes` with them)."
-        )
-    return arr
-
-
-def _check_tf_batch_sizes(bucket_batch_sizes: Any, bounds: np.ndarray) -> np.ndarray:
-    sizes = [check_int("bucket_batch_sizes", s, minimum=1,
-                       fix="Every bucket needs at least one row per batch.")
-             for s in bucket_batch_sizes]
-    if len(sizes) != bounds.size + 1:
-        raise ValueError(
-            "Argument `bucket_batch_sizes` must have one size per bucket, "
-            f"len(bucket_boundaries) + 1 = {bounds.size + 1}. "
-            f"Received: bucket_batch_sizes={sizes} ({len(sizes)} sizes)\n"
-            "- The last size is for the lengths at or above the last boundary."
-        )
-    return np.asarray(sizes, np.int64)
-
-
-# --------------------------------------------------------------------------- phase 2: the spec
-
-
-def _check_leaves(leaves: list[Any], options: _Options) -> None:
-    """Refuse the components a transformation cannot batch, saying what to do instead."""
-    for i, s in enumerate(leaves):
-        if isinstance(s, tf.RaggedTensorSpec) and s.ragged_rank == 0:
-            continue  # a slice of a tf.RaggedTensor: dense in fact
-        if isinstance(s, tf.SparseTensorSpec) and options.no_padding:
-            continue
-        if isinstance(s, tf.RaggedTensorSpec) and options.no_padding and (
-            s.shape.rank is not None and s.shape[s.ragged_rank + 1 :].is_fully_defined()
-        ):
-            continue
-        if not isinstance(s, tf.TensorSpec):
-            hint = ("- Convert it first, e.g. `dataset.map(lambda e: e.to_tensor())`"
-                    + (", or pass no_padding=True to batch sparse or ragged ones." if
-                       options.caller == "bucket_by_sequence_length" else "."))
-            raise TypeError(
-                f"{options.caller} needs elements made of dense tensors (one ragged "
-                f"dimension at most, the time axis). Component {i} is {s!r}\n{hint}"
-            )
-        if s.shape.rank is None and options.caller == "bucket_by_sequence_length":
-            raise TypeError(
-                f"{options.caller}: component {i} has an unknown rank ({s!r}), so its "
-                "padded shape is unknown.\n- Set it, e.g. with `tf.ensure_shape`, or pass "
-                "`padded_shapes`."
-            )
-
-
-def _check_default_length(spec: Any) -> None:
-    """Without ``length_fn``, the sequence is the element or its first component."""
-    if isinstance(spec, dict):
-        raise ValueError(
-            "Elements are dicts: pass `length_fn` to say which component is the "
-            "sequence, e.g. length_fn=lambda e: tf.shape(e['tokens'])[0]."
-        )
-    first = spec[0] if isinstance(spec, tuple) else spec
-    if first.shape.rank in (None, 0):
-        raise ValueError(
-            "The sequence (the element, or its first component) must be a tensor of "
-            f"rank >= 1. Received element_spec={spec!r}\n"
-            "- Pass `length_fn` to say how long an element is."
-        )
-
-
-def _part_specs(leaves: list[Any]) -> list[Any]:
-    """Dense parts of the components: a SparseTensor travels as its indices, values and
-    dense shape, a RaggedTensor as its flat values and nested row lengths (each batched as a
-    dense sequence), and is put back together per batch (``no_padding`` only)."""
-    parts = []
-    for s in leaves:
-        if isinstance(s, tf.SparseTensorSpec):
-            rank = s.shape.rank  # None when unknown: the parts are then pooled as ragged
-            parts += [tf.TensorSpec([None, rank], tf.int64), tf.TensorSpec([None], s.dtype),
-                      tf.TensorSpec([rank], tf.int64)]
-        elif isinstance(s, tf.RaggedTensorSpec) and s.ragged_rank:
-            inner = s.shape[s.ragged_rank + 1 :] if s.shape.rank is not None else []
-            parts += [tf.TensorSpec([None, *inner], s.dtype)]
-            parts += [tf.TensorSpec([None], s.row_splits_dtype)] * s.ragged_rank
-        else:
-            parts.append(s)
-    return parts
-
-
-def _split_leaf(leaf: Any) -> list[Any]:
-    """A component as its dense parts (see :func:`_part_specs`)."""
-    if isinstance(leaf, tf.SparseTensor):
-        return [leaf.indices, leaf.values, leaf.dense_shape]
-    if isinstance(leaf, tf.RaggedTensor):
-        return [leaf.flat_values, *leaf.nested_row_lengths()]
-    return [leaf]
-
-
-def _part_count(spec: Any) -> int:
-    if isinstance(spec, tf.SparseTensorSpec):
-        return 3
-    if isinstance(spec, tf.RaggedTensorSpec) and spec.ragged_rank:
-        return 1 + spec.ragged_rank
-    return 1
-
-
-def _value_leaves(value: Any, spec: Any, leaves: list[Any]) -> list[Any]:
-    """The padding value of each component: a number for all, or a structure like ``spec``."""
-    if value is None or isinstance(value, (numbers.Number, np.generic, str, bytes)) or (
-        isinstance(value, tf.Tensor) and value.shape.rank == 0
-    ):
-        return [value] * len(leaves)
-    values = tf.nest.flatten(value)
-    if len(values) != len(leaves):
-        raise ValueError(
-            "Argument `value` must be a number or a structure like the elements. "
-            f"Received: value={value!r} for element_spec={spec!r}"
-        )
-    return values
-
-
-def _pad_value(value: Any, spec: Any, name: str) -> tf.Tensor:
-    if isinstance(value, tf.Tensor):
-        value = tf.get_static_value(value)
-        value = value.item() if isinstance(value, np.ndarray) else value
-    if value is None:  # tf.data's default: 0, False or ""
-        return tf.zeros([], spec.dtype)
-    if isinstance(value, bytes | str) and spec.dtype != tf.string:
-        raise TypeError(
-            f"Argument `value`={value!r} is a string but component {name} holds "
-            f"{spec.dtype.name}.\n- Pass a number of that dtype."
-        )
-    return _check_value(value, spec.dtype, name)
-
-
-def _flat_padded_shapes(padded_shapes: Any, spec: Any, caller: str) -> list[tf.TensorShape]:
-    """``padded_shapes`` (a structure like the elements, of shapes) as one shape per leaf."""
-    if isinstance(spec, dict):
-        if not isinstance(padded_shapes, dict) or set(padded_shapes) != set(spec):
-            raise ValueError(
-                f"Argument `padded_shapes` must have the elements' structure (keys "
-                f"{sorted(spec)}). Received: padded_shapes={padded_shapes!r}"
-            )
-        return [s for key in sorted(spec)
-                for s in _flat_padded_shapes(padded_shapes[key], spec[key], caller)]
-    if isinstance(spec, (tuple, list)):
-        if not isinstance(padded_shapes, (tuple, list)) or len(padded_shapes) != len(spec):
-            raise ValueError(
-                f"Argument `padded_shapes` must have the elements' structure ({len(spec)} "
-                f"components). Received: padded_shapes={padded_shapes!r}"
-            )
-        return [s for p, sub in zip(padded_shapes, spec, strict=True)
-                for s in _flat_padded_shapes(p, sub, caller)]
-    shape = tf.TensorShape(padded_shapes)
-    if shape.rank is None or shape.rank != spec.shape.rank:
-        raise ValueError(
-            f"Argument `padded_shapes` gives {shape} for a component of rank "
-            f"{spec.shape.rank} ({spec!r}).\n- Give one size (or None) per dimension."
-        )
-    for d, s in zip(shape.as_list(), spec.shape.as_list(), strict=True):
-        if d is not None and s is not None and d < s:
-            raise ValueError(
-                f"Argument `padded_shapes` gives {shape}, smaller than the component's "
-                f"shape {spec.shape}.\n- Padding never truncates: give sizes at least "
-                "the component's."
-            )
-    return [shape]
-
-
-def _pad_targets(options: _Options, spec: Any, leaves: list[Any]) -> list[Any]:
-    """Per part, the size of each padded dimension (the batch axis aside): ``None`` for the
-    batch's longest, an int, or ``_TO_BOUNDARY``; ``None`` for the whole part when nothing
-    beyond the batch's longest is asked (the common, fast case)."""
-    if options.no_padding:
-        return [None] * len(_part_specs(leaves))
-    if options.padded_shapes is None:
-        shapes = [s.shape for s in leaves]
-    else:
-        shapes = _flat_padded_shapes(options.padded_shapes, spec, options.caller)
-    filler = _TO_BOUNDARY if options.pad_to_bucket else None
-    targets = []
-    for shape, s in zip(shapes, leaves, strict=True):
-        dims = [filler if d is None else d for d in shape.as_list()]
-        same = all(d is None or d == k for d, k in zip(dims, s.shape.as_list(), strict=True))
-        targets.append(None if same else dims)
-    return targets
-
-
-def _traced_leading_dim(fn: Callable[..., Any], spec: Any, spread_args: bool) -> int | None:
-    """The component whose leading dimension ``fn`` returns, when that is all it does
-    (``tf.shape(x)[0]``, ``tf.size(x)`` of a vector, maybe cast to int32/int64), else None.
-
-    Then the lengths are read off the pooled component (its row lengths) instead of calling
-    ``fn`` once per element in a ``map``, which costs more than the rest of the bucketing.
-    The traced graph is matched exactly; anything else keeps the ``map``.
-    """
-    leaves = tf.nest.flatten(spec)
-    if not all(isinstance(s, (tf.TensorSpec, tf.RaggedTensorSpec)) for s in leaves) or any(
-        isinstance(s, tf.RaggedTensorSpec) and s.ragged_rank for s in leaves
-    ):
-        return None
-    dense = tf.nest.pack_sequence_as(
-        spec, [tf.TensorSpec(s.shape, s.dtype) for s in leaves])
-    args = tuple(dense) if spread_args and isinstance(dense, tuple) else (dense,)
-    try:
-        graph = tf.function(fn, autograph=False).get_concrete_function(*args).graph
-    except Exception:  # any tracing trouble: keep the per-element map  # noqa: BLE001
-        return None
-    if len(graph.outputs) != 1:
-        return None
-    op = graph.outputs[0].op
-    while op.type in ("Identity", "Cast") and (
-        op.type == "Identity" or op.outputs[0].dtype in (tf.int32, tf.int64)
-    ):
-        op = op.inputs[0].op
-    if op.type == "StridedSlice":
-        begin, end, strides = (tf.get_static_value(t) for t in op.inputs[1:4])
-        if not (op.inputs[0].op.type == "Shape" and op.get_attr("shrink_axis_mask") == 1
-                and list(np.atleast_1d(begin)) == [0] and list(np.atleast_1d(end)) == [1]
-                and list(np.atleast_1d(strides)) == [1]):
-            return None
-        source = op.inputs[0].op.inputs[0]
-    elif op.type == "Size" and op.inputs[0].shape.rank == 1:
-        source = op.inputs[0]
-    else:
-        return None
-    while source.op.type == "Identity":
-        source = source.op.inputs[0]
-    inputs = list(graph.inputs[: len(leaves)])
-    match = [j for j, t in enumerate(inputs) if t is source]
-    if len(match) != 1 or not leaves[match[0]].shape.rank:
-        return None
-    return match[0]
 
 
 class _Stream:
@@ -906,29 +338,6 @@ class _Stream:
         return leaves
 
 
-def _sparse_batch(parts: list[Any], rows: tf.Tensor, spec: Any) -> tf.SparseTensor:
-    """A batch of SparseTensors, as ``Dataset.batch`` makes it: each element's indices behind
-    its row number, and the largest dense shape."""
-    (indices, splits), (values, _), dense_shapes = parts
-    row = tf.ragged.row_splits_to_segment_ids(splits, out_type=tf.int64)
-    batch = tf.SparseTensor(
-        tf.concat([row[:, None], indices], 1), values,
-        tf.concat([tf.reshape(rows, [1]), tf.reduce_max(dense_shapes, 0)], 0))
-    if spec.shape.rank is not None:
-        batch.set_shape([None] * (spec.shape.rank + 1))
-    return batch
-
-
-def _ragged_batch(parts: list[Any], spec: Any) -> tf.RaggedTensor:
-    """A batch of RaggedTensors, as ``Dataset.batch`` makes it (one more ragged dimension):
-    the rows of each element, then the elements' own row lengths, level by level."""
-    (flat_values, _), *levels = parts
-    outer = levels[0][1]  # per element, where its first-level lengths start and end
-    nested = [outer[1:] - outer[:-1], *(lengths for lengths, _ in levels)]
-    return tf.RaggedTensor.from_nested_row_lengths(
-        flat_values, [tf.cast(n, spec.row_splits_dtype) for n in nested], validate=False)
-
-
 def _cardinality(dataset: tf.data.Dataset) -> int:
     """The dataset's cardinality, or UNKNOWN where it cannot be read while building."""
     card = dataset.cardinality()
@@ -951,23 +360,6 @@ def _per_batch(parts: Any, cuts: Any) -> tf.data.Dataset:
         tf.data.Dataset.from_tensors(parts).repeat(),
         tf.data.Dataset.from_tensor_slices(cuts),
     )
-
-
-def _cut_args(out: list[Any], modes: list[str], start: tf.Tensor, stop: tf.Tensor,
-              k: _Consts) -> list[tf.Tensor]:
-    """Per batch, the ``tf.slice`` arguments that cut each part's rows out of ``out``."""
-    first, rows = tf.expand_dims(start, k.axis1), tf.expand_dims(stop - start, k.axis1)
-    cuts = []
-    for c, mode in zip(out, modes, strict=True):
-        if mode == "padded":
-            begin = k.gather(c.row_splits, start)
-            size = k.gather(c.row_splits, stop) - begin
-            cuts += _slice_args(tf.expand_dims(begin, k.axis1), tf.expand_dims(size, k.axis1),
-                                c.values)
-            cuts += [first, rows + k.one, begin]
-        elif mode == "dense":
-            cuts += _slice_args(first, rows, c)
-    return cuts
 
 
 def _assert_unpadded(x: tf.Tensor, real: tf.Tensor, i: int, caller: str) -> tf.Tensor:
@@ -1001,9 +393,6 @@ def _pad_up(x: tf.Tensor, targets: list[Any] | None, width: tf.Tensor | None, va
     out.set_shape([None] + [s if t is None else (None if t == _TO_BOUNDARY else t)
                             for s, t in zip(static, targets, strict=True)])
     return out
-
-
-# --------------------------------------------------------------------------- public functions
 
 
 def bucket_by_length(

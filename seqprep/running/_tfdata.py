@@ -28,7 +28,7 @@ import tensorflow as tf
 from numpy.typing import DTypeLike
 
 from seqprep._core.checks import check_bool, check_choice, check_int, needs_sampler
-from seqprep.inputs import _kernel
+from seqprep.inputs import _kernel, _stage_fields
 from seqprep.inputs import _stage as _inputs
 from seqprep.inputs._fingerprint import DataDigest
 from seqprep.inputs._masking import _WeightOps
@@ -491,5 +491,5 @@ def _ensure_shapes(stage: _inputs.Stage, x: Any, shapes: list[Any]) -> Any:
     items = [x] if stage.single else [x[k] for k in stage.x_keys]
     items = [t if shape is None else tf.ensure_shape(t, shape)
              for t, shape in zip(items, shapes, strict=True)]
-    return _inputs.pack(stage.x_kind, stage.x_keys, items)
+    return _stage_fields.pack(stage.x_kind, stage.x_keys, items)
 

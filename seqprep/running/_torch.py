@@ -41,8 +41,7 @@ from seqprep._core.checks import (
     check_int,
 )
 from seqprep._core.ragged import Ragged, as_ragged
-from seqprep.inputs import _kernel
-from seqprep.inputs import _stage as _inputs
+from seqprep.inputs import _kernel, _stage_fields, _stage_rules
 from seqprep.inputs._targets import Targets, resolve_targets
 from seqprep.planning._packing import PackSampler
 
@@ -91,8 +90,8 @@ def shard_by_rank(group: Any = None) -> dict[str, int]:
 
 
 def _values_with_pad_row(rag: Ragged, dtype: np.dtype, value: Any, name: str) -> np.ndarray:
-    """:func:`seqprep.inputs._stage.values_with_pad_row` (the one input stage's table: the cast and
-    the padding value checked) with the padding value checked once per dtype and value, not
+    """:func:`seqprep.inputs._stage_rules.values_with_pad_row` (the one input stage's table: the
+    cast and the padding value checked) with the padding value checked once per dtype and value, not
     once per batch."""
     check_cast(rag.values, dtype, locate=rag.locator(name))
     try:
@@ -110,13 +109,13 @@ def _check_pad_value_once(dtype: np.dtype, value: Any) -> None:
 
 def _labels(y: Any, n: int) -> np.ndarray:
     """Per-sequence targets by the one input stage's label rules."""
-    arr = _inputs.cast_labels(_inputs.label_array(y, "y", n), "y")
+    arr = _stage_rules.cast_labels(_stage_rules.label_array(y, "y", n), "y")
     check_finite_labels(arr, "y")
     return arr
 
 
 def _item_weights(ws: list[Any]) -> np.ndarray:
-    return _inputs.sequence_weights_array(
+    return _stage_rules.sequence_weights_array(
         ws, len(ws),
         fix="For per-step weights that zero the padding, drop the weight from the items and "
             "pass PadCollate(sample_weight='timestep').",
@@ -211,9 +210,10 @@ def _fields(xs: list[Any]) -> tuple[str, ...] | None:
 def _per_field(name: str, option: Any, field: str | None,
                fields: tuple[str, ...] | None) -> Any:
     """``option`` for ``field``: the same value for every field, or a dict keyed by field name
-    whose missing fields take the default (the one input stage's rule, ``_inputs.per_field``)."""
+    whose missing fields take the default (the one input stage's rule,
+    ``_stage_fields.per_field``)."""
     keys = (None,) if fields is None else fields
-    picked = _inputs.per_field(name, option, "single" if fields is None else "dict", keys)
+    picked = _stage_fields.per_field(name, option, "single" if fields is None else "dict", keys)
     value = picked[keys.index(field)]
     return "batch" if name == "pad_to" and value == "auto" else value  # the collate's default
 
@@ -442,7 +442,7 @@ class PadCollate:
             check_finite_features(rag.values, label, offsets=rag.offsets,
                                   allow_nonfinite=self.allow_nonfinite)
             opt = self._options(field, fields)
-            dtype = _inputs.resolve_dtype(opt.dtype, rag.values.dtype, label)
+            dtype = _stage_rules.resolve_dtype(opt.dtype, rag.values.dtype, label)
             raw = rag.lengths
             lengths = raw if self.max_length is None else np.minimum(raw, self.max_length)
             starts = rag.offsets[:-1] + (raw - lengths if self.truncating == "pre" else 0)
@@ -512,7 +512,8 @@ class PadCollate:
         mode, resolved = resolve_targets(ys, rag.lengths, targets=kind)
         if mode == "step":
             check_finite_labels(resolved.values, "y", offsets=resolved.offsets)
-            y = _values_with_pad_row(resolved, _inputs.default_dtype(resolved.values.dtype), 0, "y")
+            y = _values_with_pad_row(
+                resolved, _stage_rules.default_dtype(resolved.values.dtype), 0, "y")
         else:
             y = _labels(resolved, len(ys))
         w = _item_weights(ws) if ws is not None else None
@@ -651,13 +652,13 @@ class PackCollate:
                 ys, raw, targets=_target_kind(self.targets, ys, "PackCollate"))
             if mode == "step":
                 check_finite_labels(resolved.values, "y", offsets=resolved.offsets)
-                y = _values_with_pad_row(resolved, _inputs.default_dtype(resolved.values.dtype), 0,
-                                         "y")
+                y = _values_with_pad_row(
+                    resolved, _stage_rules.default_dtype(resolved.values.dtype), 0, "y")
             else:
                 y = _labels(resolved, len(ys))
             w = _item_weights(ws) if ws is not None else None
             kw = {"y": y, "y_mode": mode, "w": w, "w_mode": "timestep"}
-        dtype = _inputs.resolve_dtype(self.dtype, rag.values.dtype, "x")
+        dtype = _stage_rules.resolve_dtype(self.dtype, rag.values.dtype, "x")
         t = _kernel.table(_values_with_pad_row(rag, dtype, 0, "x"), starts, lengths, **kw)
         lay = _kernel.packed_positions(slot, t.starts, t.lengths, width, t.pad_index,
                                        t.pad_sequence)

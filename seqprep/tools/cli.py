@@ -134,7 +134,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from seqprep.readers._ingest import read_lengths
+    from seqprep.readers._ingest_files import read_lengths
     from seqprep.tools.analyze import analyze_lengths, format_analysis
 
     path = Path(args.path)

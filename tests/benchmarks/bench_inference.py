@@ -71,7 +71,7 @@ def run(n: int = 20_000, rounds: int = 3, budgets: tuple[int, ...] = ()) -> dict
     import numpy as np
 
     import seqprep as sp
-    from seqprep.running._inference import DEFAULT_MAX_TOKENS
+    from seqprep.running._inference_batches import DEFAULT_MAX_TOKENS
 
     x = _data(n)
     lengths = sp.sequence_lengths(x)

@@ -16,7 +16,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from seqprep.readers._ingest import from_dataframe, read_lengths, read_sequences
+from seqprep.readers._ingest_files import read_lengths, read_sequences
+from seqprep.readers._ingest_frames import from_dataframe
 
 N_ROWS = 1_000_000
 N_IDS = 10_000
