@@ -68,7 +68,7 @@ Key = Any  # a field's name (dict), position (tuple) or None (one collection)
 FLOAT = np.dtype(np.float32)
 
 _DEFAULTS = {"padding": "post", "value": 0, "pad_to": "auto", "truncating": "post",
-             "dtype": None}
+             "dtype": None, "maxlen": None, "pad_to_multiple_of": None}
 
 
 # --------------------------------------------------------------------------- dtype rule
