@@ -11,7 +11,7 @@ import pytest
 import seqprep as sp
 from seqprep.datasets import Pronunciations, load_cmudict
 from seqprep.tools.cli import main
-from seqprep.tools.demo_g2p import batch_padding
+from seqprep.tools.demo_g2p import G2P_SETTINGS, batch_padding, validation_split
 
 
 def test_cmudict_splits_are_fixed_disjoint_and_well_formed():
@@ -72,14 +72,35 @@ def test_batch_padding_exact_values(lengths, batches, widths, expected):
 
 @pytest.fixture(scope="module")
 def g2p_run(tmp_path_factory):
+    """The quick demo, with every greedy decoding it runs logged: which words, in order."""
+    import seqprep.models
+
     out = tmp_path_factory.mktemp("g2p")
-    status = main(["demo", "--task", "g2p", "--quick", "--out", str(out), "--verbose", "0"])
+    decoded: list[list[tuple[int, ...]]] = []
+    real = seqprep.models.greedy_decode
+
+    def logged(model, sources, **kwargs):
+        decoded.append([tuple(np.asarray(s).tolist()) for s in sources])
+        return real(model, sources, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(seqprep.models, "greedy_decode", logged)
+        status = main(["demo", "--task", "g2p", "--quick", "--out", str(out),
+                       "--verbose", "0"])
     assert status == 0
-    return out, json.loads((out / "g2p_results.json").read_text())
+    return out, json.loads((out / "g2p_results.json").read_text()), decoded
+
+
+def _quick_split(results):
+    words = load_cmudict("train", max_words=results["data"]["train_words"]
+                         + results["data"]["validation_words"])
+    kept, held = validation_split(len(words.words), G2P_SETTINGS["validation_fraction"],
+                                  seed=0)
+    return words, kept, held
 
 
 def test_g2p_quick_demo_writes_a_consistent_report(g2p_run):
-    out, results = g2p_run
+    out, results, _ = g2p_run
     report = (out / "g2p_report.md").read_text()
     assert report.startswith("# seqprep g2p demo")
     assert list(results["strategies"]) == ["2-D buckets", "pad to max"]
@@ -101,18 +122,86 @@ def test_g2p_quick_demo_writes_a_consistent_report(g2p_run):
         assert f"{r['per']:.4f}" in row and f"{r['wer']:.4f}" in row
     two_d, full = results["strategies"]["2-D buckets"], results["strategies"]["pad to max"]
     assert two_d["padding"]["total"] < full["padding"]["total"]
-    assert results["data"]["train_words"] == 200 and results["settings"]["epochs"] == 1
+    assert results["data"]["train_words"] == 190 and results["settings"]["epochs"] == 1
+    assert results["data"]["validation_words"] == 10
 
 
 def test_g2p_demo_padding_matches_the_plan(g2p_run):
-    _, results = g2p_run
-    train = load_cmudict("train", max_words=results["data"]["train_words"])
-    dec_in, _ = sp.teacher_forcing(train.phonemes, start=40, end=41)
-    lengths = {"encoder": sp.sequence_lengths(train.graphemes),
+    _, results, _ = g2p_run
+    words, kept, _ = _quick_split(results)
+    dec_in, _ = sp.teacher_forcing([words.phonemes[i] for i in kept], start=40, end=41)
+    lengths = {"encoder": sp.sequence_lengths([words.graphemes[i] for i in kept]),
                "decoder": sp.sequence_lengths(dec_in)}
     sampler = sp.BucketSampler(lengths, batch_size=64, seed=0)
     expected = batch_padding(lengths, sampler.batches(0))
     assert results["strategies"]["2-D buckets"]["padding"] == pytest.approx(expected)
+
+
+def test_g2p_validation_split_is_seeded_disjoint_and_complete():
+    train, held = validation_split(38_000, 0.05, seed=3)
+    assert len(held) == 1_900 and len(train) == 36_100
+    assert np.array_equal(np.sort(np.concatenate([train, held])), np.arange(38_000))
+    again = validation_split(38_000, 0.05, seed=3)
+    assert np.array_equal(again[1], held) and np.array_equal(again[0], train)
+    assert not np.array_equal(validation_split(38_000, 0.05, seed=4)[1], held)
+    assert len(validation_split(2, 0.01, seed=0)[1]) == 1  # at least one, never all
+    assert len(validation_split(2, 0.99, seed=0)[0]) == 1
+
+
+@pytest.mark.parametrize(("kwargs", "error", "word"),
+                         [({"n": 1, "fraction": 0.5}, ValueError, "`n`"),
+                          ({"n": 10, "fraction": 0.0}, ValueError, "`fraction`"),
+                          ({"n": 10, "fraction": 1.0}, ValueError, "`fraction`")])
+def test_g2p_validation_split_bad_arguments(kwargs, error, word):
+    with pytest.raises(error, match=word):
+        validation_split(**kwargs, seed=0)
+
+
+def test_g2p_demo_never_reads_the_test_split_before_the_final_evaluation(g2p_run):
+    _, results, decoded = g2p_run
+    words, kept, held = _quick_split(results)
+    test = load_cmudict("test", max_words=results["data"]["test_words"])
+    validation = [tuple(words.graphemes[i].tolist()) for i in held]
+    test_words = [tuple(g.tolist()) for g in test.graphemes]
+    trained = {tuple(words.graphemes[i].tolist()) for i in kept}
+    # the three word sets are disjoint (the bundle's splits hold distinct words)
+    assert not set(validation) & set(test_words) and not trained & set(test_words)
+    assert not trained & set(validation)
+    # decodings in order: per strategy one validation pass per epoch, then the test words
+    # once per strategy, last; nothing else is ever decoded
+    epochs, strategies = results["settings"]["epochs"], len(results["strategies"])
+    assert decoded == [validation] * (epochs * strategies) + [test_words] * strategies
+    for r in results["strategies"].values():
+        # selection reads validation numbers only: the kept epoch is the validation argmin
+        assert len(r["validation_per"]) == epochs
+        assert r["selected_epoch"] == 1 + int(np.argmin(r["validation_per"]))
+
+
+def test_g2p_best_on_validation_restores_the_epoch_of_the_lowest_validation_per(monkeypatch):
+    """The callback keeps the weights of the validation argmin (earliest on ties): scripted
+    validation PERs, and weights changed between "epochs" as training would."""
+    import keras
+
+    import seqprep.tools.demo_g2p as demo_g2p
+    from seqprep.models import reference_seq2seq
+
+    scripted = iter([0.5, 0.3, 0.4, 0.3])
+    monkeypatch.setattr(sp, "error_rates", lambda *a: {"token_error_rate": next(scripted)})
+    validation = load_cmudict("test", max_words=3)
+    model = reference_seq2seq(source_vocab_size=27, target_vocab_size=42, units=2,
+                              embedding_dim=2, seed=0)
+    best = demo_g2p._BestOnValidation(validation, start=40, end=41)
+    best.set_model(model)
+    seen = []
+    for epoch in range(4):
+        model.set_weights([w + 1.0 for w in model.get_weights()])
+        seen.append(model.get_weights())
+        best.on_epoch_end(epoch)
+    best.on_train_end()
+    assert best.per == [0.5, 0.3, 0.4, 0.3] and best.best_epoch == 2
+    assert len(best.seconds) == 4
+    for got, want in zip(model.get_weights(), seen[1], strict=True):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(got), want)
 
 
 def test_demo_task_flag_is_checked(capsys):

@@ -16,6 +16,7 @@ __getattr__, __dir__, __all__ = attach(__name__, {
     "pad_sequences": "._padding",
     "sequence_lengths": "._padding",
     "unpad": "._padding",
+    "pad_fields": "._pad_fields",
     "length_mask": "._masking",
     "sequence_weights": "._masking",
     "check_cudnn_mask": "._masking",

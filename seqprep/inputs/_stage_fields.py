@@ -22,7 +22,7 @@ Key = Any  # a field's name (dict), position (tuple) or None (one collection)
 
 
 _DEFAULTS = {"padding": "post", "value": 0, "pad_to": "auto", "truncating": "post",
-             "dtype": None}
+             "dtype": None, "maxlen": None, "pad_to_multiple_of": None}
 
 
 def _is_collection_of_sequences(item: Any, *, dense_rows: int | None) -> bool:
