@@ -239,10 +239,11 @@ def attach_stream(dataset: Any, stream: EpochStream | None) -> Any:
 def epoch_stream(dataset: Any) -> EpochStream:
     """The :class:`EpochStream` (pass counter) a seqprep dataset plays.
 
-    The hook :class:`seqprep.BackupAndRestore` resumes through: a dataset built by
-    :func:`seqprep.bucketed_dataset` (``reshuffle_each_iteration=True``, the default) or
-    :func:`seqprep.packed_dataset`, or a dataset made from one with tf.data methods that keep
-    their input (``ds.map(...)``, ``ds.prefetch(...)``: the lookup is by the dataset built).
+    The hook :class:`seqprep.BackupAndRestore` resumes through, for a dataset built by
+    :func:`seqprep.bucketed_dataset` (``reshuffle_each_iteration=True``, the default, or
+    ``epochs > 1``) or :func:`seqprep.packed_dataset`. The lookup is by the dataset object as
+    the builder returned it; a dataset derived from it (``ds.map(...)``) keeps it, and its
+    stream, alive (:func:`live_epoch_streams` still lists it) but is another object.
 
     Args:
         dataset: the dataset as a seqprep builder returned it.
@@ -252,7 +253,8 @@ def epoch_stream(dataset: Any) -> EpochStream:
 
     Raises:
         ValueError: ``dataset`` does not play a new planner epoch per pass (not built by
-            seqprep, or built with ``reshuffle_each_iteration=False`` and one epoch).
+            seqprep, derived from such a dataset, or built with
+            ``reshuffle_each_iteration=False`` and one epoch).
 
     Example:
         >>> import seqprep as sp
