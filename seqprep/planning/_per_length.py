@@ -239,16 +239,13 @@ def plan_per_length(
 
     Args:
         lengths: the sequence lengths.
-        batch_size: rows per batch (at least 1).
-        group_by: ``"length"``, a list of bucket boundaries (bucket ``i`` holds
-            ``[b[i-1], b[i])``), or a fitted Bucketer (an unfitted one is fitted on
-            ``lengths``).
+        batch_size: rows per batch, as in :class:`PerLengthPlanner`.
+        group_by: ``"length"``, bucket boundaries or a Bucketer, as in the planner.
         order: ``"shuffle"``, ``"ascending"`` or ``"descending"``.
         seed: non-negative seed; the plan depends only on ``(seed, epoch)``.
         epoch: the epoch number.
-        sorted_epochs: with ``order="ascending"``/``"descending"``, only the first
-            ``sorted_epochs`` epochs are sorted and later ones shuffled (``order="ascending",
-            sorted_epochs=1`` is SortaGrad). ``None`` sorts every epoch.
+        sorted_epochs: how many epochs a sorted ``order`` sorts (``None``: all), as in the
+            planner.
         drop_remainder: drop each group's last batch when it is smaller than ``batch_size``.
 
     Returns:

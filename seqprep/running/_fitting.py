@@ -50,6 +50,7 @@ from seqprep.planning._per_length import (  # noqa: F401  (moved there; old impo
     BatchOrder,
     GroupBy,
     Order,
+    PerLengthPlanner,
     _check_plan_args,
     _epoch_order,
     _group_keys,
@@ -586,16 +587,16 @@ def fit_per_length(
     lengths = data.x.lengths
     boundaries = _resolve_group_by(group_by, lengths)
     exact = boundaries is None
-    keys = _group_keys(lengths, boundaries)
+    planner = PerLengthPlanner(lengths, batch_size=batch_size,
+                               group_by="length" if exact else boundaries, order=order,
+                               seed=seed, sorted_epochs=sorted_epochs,
+                               drop_remainder=drop_remainder)
+    keys = planner.keys
     state_batch = _stateful_batch_size(model)
     if state_batch is not None:
         _check_stateful(keys, batch_size, state_batch, drop_remainder, exact)
 
-    plans = [
-        _plan_epoch(keys, batch_size, _epoch_order(order, e, sorted_epochs), seed, e,
-                    drop_remainder, lengths=lengths)
-        for e in range(initial_epoch, epochs)
-    ]
+    plans = [planner.plan(e) for e in range(initial_epoch, epochs)]  # each epoch planned once
     _report_group_drops(plans[0], keys, batch_size)
     steps = len(plans[0].groups)
     rows, splits, batch_groups = _concat_plans(plans)
