@@ -11,8 +11,9 @@ A planner turns lengths into batches, one epoch at a time, deterministically in
 * ``set_epoch(epoch)`` and iteration over the current epoch's remaining batches.
 
 :class:`~seqprep.BucketSampler`, :class:`~seqprep.PackSampler`,
-:class:`~seqprep.PerLengthPlanner`, :class:`~seqprep.ReplicaPlanner` and
-:class:`~seqprep.TBPTTPlanner` are planners; the executors read nothing else of them. The
+:class:`~seqprep.PerLengthPlanner`, :class:`~seqprep.ReplicaPlanner`,
+:class:`~seqprep.TBPTTPlanner` and the inference planner of :func:`seqprep.predict`
+(``seqprep.planning._inference.InferencePlanner``, one plan for every epoch) are planners. The
 functions :func:`~seqprep.plan_per_length`, :func:`~seqprep.plan_tbptt` and
 :func:`~seqprep.replica_plans` return one epoch's plan of the matching planner.
 """
