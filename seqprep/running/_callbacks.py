@@ -243,7 +243,9 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         delete_checkpoint: delete ``backup_dir`` when training completes.
         dataset: the training dataset, only needed when several seqprep datasets with as many
             batches per epoch as the training one start a pass at the same time (the
-            callback then cannot tell which one trains, and says so).
+            callback then cannot tell which one trains, and says so). Its pass counter is
+            found with :func:`seqprep.epoch_stream`; without it the callback drives every
+            stream of :func:`seqprep.live_epoch_streams`.
 
     Raises:
         ValueError: bad ``save_freq`` or empty ``backup_dir``; at ``fit`` time, a checkpoint
