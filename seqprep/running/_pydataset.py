@@ -30,8 +30,7 @@ from seqprep.inputs._padding import Side
 from seqprep.inputs._targets import Targets
 from seqprep.planning import BucketSampler
 from seqprep.running._data_parallel import Layout, resolve_data_parallel
-from seqprep.running._stream import PlanCache, bucket_arrays, sampler_stage
-from seqprep.running._tfdata import PadTo
+from seqprep.running._stream import PadTo, PlanCache, bucket_arrays, sampler_stage
 
 __all__ = ["bucketed_pydataset"]
 

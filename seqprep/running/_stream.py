@@ -24,7 +24,7 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import tensorflow as tf
@@ -39,6 +39,9 @@ from seqprep.planning._shapes import compiling_backend, resolve_pad_to
 from seqprep.running._data_parallel import Layout
 
 __all__ = ["EpochStream", "epoch_stream", "live_epoch_streams"]
+
+# The named pad_to rules of the bucketed executors (an int or a width grid besides).
+PadTo = Literal["auto", "batch", "bucket"]
 
 
 # --------------------------------------------------------------------------- the kernel in TF

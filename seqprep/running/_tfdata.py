@@ -33,6 +33,7 @@ from seqprep.running._data_parallel import Layout, resolve_data_parallel
 from seqprep.running._stream import (
     TF_KERNEL_OPS,
     EpochStream,
+    PadTo,
     PlanCache,
     attach_stream,
     bucket_arrays,
@@ -44,8 +45,6 @@ from seqprep.running._stream import (
 )
 
 __all__ = ["bucket_by_length", "bucketed_dataset"]
-
-PadTo = Literal["auto", "batch", "bucket"]
 
 _AUTOTUNE = tf.data.AUTOTUNE
 
