@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from seqprep._core.ragged import Ragged
 from seqprep.inputs import _kernel
 from seqprep.planning._windows import plan_tbptt
-from seqprep.running._tfdata import _TF_KERNEL_OPS
+from seqprep.running._stream import TF_KERNEL_OPS as _TF_KERNEL_OPS
 
 DTYPES = (np.int32, np.float32, np.int64, np.float64)
 

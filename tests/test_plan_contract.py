@@ -1,10 +1,13 @@
-"""One contract, every planner (issue 12).
+"""One contract, every planner, through the one protocol (issues 12 and 19).
 
-Each planner is wrapped in a :class:`Case` that builds it for ``(lengths, seed, shards, shard)``
-and returns its plan of one epoch: ``planner.plan(epoch)`` for the samplers, the function's
-result for the others. Every plan is read the same way, through the fields all plans share:
-``batches`` (one flat index array per batch; for ``plan_tbptt`` the sequences that start in each
-window; for ``PackSampler`` the rows of a batch joined), ``epoch`` and ``num_dropped``. All but
+Each planner is wrapped in a :class:`Case` that builds it for ``(lengths, seed, shards, shard)``;
+every case is a :class:`seqprep.Planner` and is read through the protocol alone:
+``planner.plan(epoch)``, ``len``, iteration, ``set_epoch`` and ``state_dict`` /
+``load_state_dict``. The planning functions (``plan_per_length``, ``plan_tbptt``,
+``replica_plans``) are checked to return the plan of their planner. Every plan is read the
+same way, through the fields all plans share: ``batches`` (one flat index array per batch; for
+TBPTT the sequences that start in each window; for ``PackSampler`` the rows of a batch
+joined), ``epoch`` and ``num_dropped``. All but
 the TBPTT plans (their windowed relatives) are a :class:`~seqprep.BatchPlan`, and for those
 the flat form and the sequence view must say the same as ``batches``. Then the same properties
 are checked for all of them:
@@ -12,10 +15,10 @@ are checked for all of them:
 * exactly once: every index appears once per epoch over all shards (nothing is dropped here:
   every case runs with ``drop_remainder=False`` and budgets that fit the longest sequence);
 * the plan depends only on ``(seed, epoch)``: two planners built alike agree;
-* a shuffling planner orders different epochs differently;
-* pickling keeps the plan (and, for the samplers, the position mid-epoch), and a plan pickles;
+* a shuffling planner (all but inference's) orders different epochs differently;
+* pickling keeps the plan (and the position mid-epoch), and a plan pickles;
 * resuming from any step through ``state_dict``/``load_state_dict`` yields exactly the
-  remaining batches (the planners that have one);
+  remaining batches (every planner);
 * sharded planners give every shard the same number of batches.
 
 Everything here is numpy; no TensorFlow is imported.
@@ -26,7 +29,7 @@ from __future__ import annotations
 import functools
 import pickle
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -34,10 +37,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seqprep import BatchPlan, Bucketer, BucketSampler, PackedPlan, PackSampler
-from seqprep.planning._per_length import plan_per_length
-from seqprep.planning._replicas import replica_plans
-from seqprep.planning._windows import DenseTBPTTPlan, TBPTTPlan, plan_tbptt
+from seqprep import (
+    BatchPlan,
+    Bucketer,
+    BucketSampler,
+    PackedPlan,
+    PackSampler,
+    PerLengthPlanner,
+    Planner,
+    ReplicaPlanner,
+    TBPTTPlanner,
+    plan_per_length,
+    plan_tbptt,
+    replica_plans,
+)
+from seqprep.planning._inference import InferencePlan, InferencePlanner, plan_inference
+from seqprep.planning._windows import DenseTBPTTPlan, TBPTTPlan
 
 MAX_LENGTH = 60  # lengths drawn here stay within every case's budget
 
@@ -46,47 +61,60 @@ MAX_LENGTH = 60  # lengths drawn here stay within every case's budget
 class Case:
     name: str
     make: Callable[[np.ndarray, int, int, int], Any]  # (lengths, seed, shards, shard) -> planner
-    plan: Callable[[Any, int], Any]  # (planner, epoch) -> that epoch's plan
     plan_type: type = BatchPlan
     max_shards: int = 1
-    resumable: bool = False
+    # The planning function of the planner, if it has one: (lengths, seed, epoch) -> plan.
+    function: Callable[[np.ndarray, int, int], Any] | None = None
+    shuffles: bool = True  # a new order every epoch (inference keeps one)
 
 
 def _sampler(lengths, seed, shards, shard, **kw):
     return BucketSampler(lengths, seed=seed, num_shards=shards, shard_index=shard, **kw)
 
 
-def _sampler_plan(sampler, epoch):
-    return sampler.plan(epoch)
-
-
 def _per_length(lengths, seed, shards, shard, **kw):
-    return functools.partial(plan_per_length, lengths, batch_size=4, seed=seed, **kw)
+    return PerLengthPlanner(lengths, batch_size=4, seed=seed, **kw)
 
 
-def _call_plan(plan, epoch):
-    return plan(epoch=epoch)
+def _per_length_function(lengths, seed, epoch, **kw):
+    return plan_per_length(lengths, batch_size=4, seed=seed, epoch=epoch, **kw)
+
+
+_TBPTT = dict(window=8, batch_size=3, order="shuffle")
 
 
 def _tbptt(lengths, seed, shards, shard, **kw):
-    return functools.partial(plan_tbptt, lengths, window=8, batch_size=3, order="shuffle",
-                             seed=seed, **kw)
+    return TBPTTPlanner(lengths, seed=seed, **_TBPTT, **kw)
+
+
+def _tbptt_function(lengths, seed, epoch, **kw):
+    return plan_tbptt(lengths, seed=seed, epoch=epoch, **_TBPTT, **kw)
+
+
+def _shards(lengths, seed, shards):
+    return [_sampler(lengths, seed, shards, k, boundaries=[8, 16], batch_size=4)
+            for k in range(shards)]
 
 
 def _replicas(lengths, seed, shards, shard):
-    samplers = [_sampler(lengths, seed, shards, k, boundaries=[8, 16], batch_size=4)
-                for k in range(shards)]
-    return samplers, shard
+    return ReplicaPlanner(_shards(lengths, seed, shards), shard)
 
 
-def _replicas_plan(planner, epoch):
-    samplers, shard = planner
-    return replica_plans(samplers, epoch)[shard]
+def _replicas_function(lengths, seed, epoch):
+    return replica_plans(_shards(lengths, seed, 1), epoch)[0]
 
 
 def _packer(lengths, seed, shards, shard):
     return PackSampler(lengths, row_length=MAX_LENGTH, batch_size=2, seed=seed,
                        num_shards=shards, shard_index=shard)
+
+
+def _inference(lengths, seed, shards, shard):
+    return InferencePlanner(lengths, max_tokens=2 * MAX_LENGTH)
+
+
+def _inference_function(lengths, seed, epoch):
+    return replace(plan_inference(lengths, max_tokens=2 * MAX_LENGTH), epoch=epoch)
 
 
 def _pairs(lengths):
@@ -106,31 +134,30 @@ def _sampler_2d(lengths, seed, shards, shard, as_dict=False, **kw):
 CASES = [
     Case("BucketSampler(2-D, batch_size)",
          functools.partial(_sampler_2d, boundaries=[[8, 16], [10, 30]], batch_size=4),
-         _sampler_plan, max_shards=3, resumable=True),
+         max_shards=3),
     Case("BucketSampler(2-D dict, max_tokens)",
-         functools.partial(_sampler_2d, as_dict=True, max_tokens=4 * MAX_LENGTH),
-         _sampler_plan, max_shards=3, resumable=True),
+         functools.partial(_sampler_2d, as_dict=True, max_tokens=4 * MAX_LENGTH), max_shards=3),
     Case("BucketSampler(2-D, max_tokens on the max, quadratic)",
          functools.partial(_sampler_2d, max_tokens=4 * MAX_LENGTH, field_tokens="max",
                            quadratic_length=2 * MAX_LENGTH),
-         _sampler_plan, max_shards=2, resumable=True),
+         max_shards=2),
     Case("BucketSampler(batch_size)",
-         functools.partial(_sampler, boundaries=[8, 16], batch_size=4), _sampler_plan,
-         max_shards=3, resumable=True),
+         functools.partial(_sampler, boundaries=[8, 16], batch_size=4), max_shards=3),
     Case("BucketSampler(max_tokens)",
-         functools.partial(_sampler, max_tokens=2 * MAX_LENGTH), _sampler_plan,
-         max_shards=3, resumable=True),
-    Case('plan_per_length("length")', _per_length, _call_plan),
-    Case("plan_per_length(Bucketer)",
-         functools.partial(_per_length, group_by=Bucketer(3, batch_size=4)), _call_plan),
-    Case("plan_tbptt", _tbptt, _call_plan, plan_type=TBPTTPlan),
-    Case("plan_tbptt(dense)", functools.partial(_tbptt, dense=True), _call_plan,
-         plan_type=DenseTBPTTPlan),
-    Case("replica_plans", _replicas, _replicas_plan, max_shards=3),
-    Case("PackSampler", _packer, _sampler_plan, plan_type=PackedPlan, max_shards=2,
-         resumable=True),
+         functools.partial(_sampler, max_tokens=2 * MAX_LENGTH), max_shards=3),
+    Case('PerLengthPlanner("length")', _per_length, function=_per_length_function),
+    Case("PerLengthPlanner(Bucketer)",
+         functools.partial(_per_length, group_by=Bucketer(3, batch_size=4)),
+         function=functools.partial(_per_length_function, group_by=Bucketer(3, batch_size=4))),
+    Case("TBPTTPlanner", _tbptt, plan_type=TBPTTPlan, function=_tbptt_function),
+    Case("TBPTTPlanner(dense)", functools.partial(_tbptt, dense=True),
+         plan_type=DenseTBPTTPlan, function=functools.partial(_tbptt_function, dense=True)),
+    Case("ReplicaPlanner", _replicas, max_shards=3, function=_replicas_function),
+    Case("PackSampler", _packer, plan_type=PackedPlan, max_shards=2),
+    Case("InferencePlanner", _inference, plan_type=InferencePlan, function=_inference_function,
+         shuffles=False),
 ]
-SAMPLERS = [c for c in CASES if c.resumable]
+
 
 contract = settings(max_examples=20)
 
@@ -161,7 +188,8 @@ def _flat(batches: list[np.ndarray]) -> list[int]:
 def _read(case: Case, planner: Any, epoch: int) -> list[np.ndarray]:
     """The plan's batches, read through the fields every plan shares, after checking that the
     plan is of the case's type and that its other views say the same."""
-    plan = case.plan(planner, epoch)
+    assert isinstance(planner, Planner)
+    plan = planner.plan(epoch)
     assert type(plan) is case.plan_type
     assert plan.epoch == epoch and plan.num_dropped == 0
     batches = list(plan.batches)
@@ -196,8 +224,9 @@ def test_same_seed_same_plan_and_epochs_differ(case, data, lognormal_lengths):
     other = data.draw(st.integers(0, 50).filter(lambda e: e != epoch), label="other_epoch")
     a, b = case.make(lengths, seed, 1, 0), case.make(lengths.copy(), seed, 1, 0)
     assert _same(_read(case, a, epoch), _read(case, b, epoch))
-    # Every case shuffles; with >= 24 sequences two epochs agreeing would be a seeding bug.
-    assert _flat(_read(case, a, epoch)) != _flat(_read(case, a, other))
+    # With >= 24 sequences two epochs agreeing would be a seeding bug.
+    if case.shuffles:
+        assert _flat(_read(case, a, epoch)) != _flat(_read(case, a, other))
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
@@ -208,7 +237,7 @@ def test_pickling_keeps_the_plan(case, data, lognormal_lengths):
     planner = case.make(lengths, seed, 1, 0)
     copy = pickle.loads(pickle.dumps(planner))
     assert _same(_read(case, copy, epoch), _read(case, planner, epoch))
-    plan = case.plan(planner, epoch)
+    plan = planner.plan(epoch)
     again = pickle.loads(pickle.dumps(plan))
     assert type(again) is type(plan) and _same(list(again.batches), list(plan.batches))
     assert all(not b.flags.writeable for b in again.batches)
@@ -223,7 +252,7 @@ def test_shards_get_equal_batch_counts(case, data, lognormal_lengths):
     assert len(counts) == 1
 
 
-@pytest.mark.parametrize("case", SAMPLERS, ids=lambda c: c.name)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 @contract
 @given(data=st.data())
 def test_resume_from_any_step(case, data, lognormal_lengths):
@@ -242,3 +271,17 @@ def test_resume_from_any_step(case, data, lognormal_lengths):
     assert _same(list(flat(resumed)), list(flat(rest)))
     assert _same(list(flat(pickle.loads(pickled))), list(flat(rest)))
     assert _same(list(flat(done + rest)), _read(case, sampler, epoch))
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.function is not None],
+                         ids=lambda c: c.name)
+@contract
+@given(data=st.data())
+def test_planning_function_returns_its_planners_plan(case, data, lognormal_lengths):
+    lengths, seed, epoch, _ = _draw(data, lognormal_lengths)
+    planner = case.make(lengths, seed, 1, 0)
+    planner.set_epoch(epoch)
+    assert _same(list(case.function(lengths, seed, epoch).batches),
+                 list(planner.plan().batches))
+    assert len(planner) == len(planner.plan(epoch).batches)
+

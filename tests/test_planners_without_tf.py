@@ -86,6 +86,19 @@ packer = sp.PackSampler(lengths, row_length=64, batch_size=3, seed=4)
 assert covered([row for batch in packer.batches(0) for row in batch]) == everyone
 packed = packer.plan(0)
 assert isinstance(packed, sp.PackedPlan) and covered(packed) == everyone
+
+# The one protocol: every planner object, read through it alone.
+planners = [s, t, two, packer, sp.PerLengthPlanner(lengths, batch_size=5, seed=2),
+            sp.TBPTTPlanner(lengths, window=8, batch_size=4),
+            sp.TBPTTPlanner(lengths, window=8, batch_size=4, order="shuffle", dense=True),
+            sp.ReplicaPlanner(shards, 1)]
+for planner in planners:
+    assert isinstance(planner, sp.Planner), planner
+    planner.set_epoch(2)
+    state = planner.state_dict()
+    assert len(list(planner)) == len(planner.plan(2).batches)
+    planner.load_state_dict(state)  # back to the start of epoch 2
+    assert planner.epoch == 2 and len(list(planner)) == len(planner)
 assert covered(packed.slots[packed.slots >= 0][None]) == everyone
 
 from seqprep.planning._fill import fill_batches  # noqa: E402  (the data-parallel fill rule)

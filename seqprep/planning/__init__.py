@@ -1,10 +1,10 @@
 """Stage 2, planning: lengths in, a plan of batches out. numpy only: importable and usable
 with TensorFlow and Keras absent.
 
-Every planner is an object with ``plan(epoch)``, ``__len__`` and ``state_dict()`` /
-``load_state_dict()``: bucket boundaries (1-D and 2-D), :class:`BucketSampler`,
-:class:`PackSampler`, per-length groups, replicas, TBPTT windows; plus the plan types, width
-grids and padding reports.
+Every planner is an object of one protocol (:class:`Planner`: ``plan(epoch)``, ``__len__``,
+``state_dict()`` / ``load_state_dict()``, iteration): :class:`BucketSampler` (bucket boundaries,
+1-D and 2-D), :class:`PackSampler`, :class:`PerLengthPlanner`, :class:`ReplicaPlanner`,
+:class:`TBPTTPlanner`; plus the plan types, width grids and padding reports.
 
 Example:
     >>> from seqprep.planning import BucketSampler
@@ -27,9 +27,13 @@ __getattr__, __dir__, __all__ = attach(__name__, {
     "PaddingReport": "._report",
     "width_grid": "._shapes",
     "count_shapes": "._shapes",
+    "Planner": "._protocol",
     "plan_per_length": "._per_length",
+    "PerLengthPlanner": "._per_length",
     "replica_plans": "._replicas",
+    "ReplicaPlanner": "._replicas",
     "plan_tbptt": "._windows",
+    "TBPTTPlanner": "._windows",
     "TBPTTPlan": "._windows",
     "DenseTBPTTPlan": "._windows",
 })

@@ -18,11 +18,14 @@ Which backend wants a grid is the executor's decision (:mod:`seqprep.running._in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
-__all__ = ["InferencePlan", "plan_inference"]
+from seqprep.planning._protocol import EpochPlanner
+
+__all__ = ["InferencePlan", "InferencePlanner", "plan_inference"]
 
 
 @dataclass(frozen=True)
@@ -33,14 +36,29 @@ class InferencePlan:
         rows: int64 ``(n,)``, every sequence index once, batch after batch.
         splits: int64 ``(batches + 1,)``: batch ``b`` is ``rows[splits[b]:splits[b + 1]]``.
         widths: int64 ``(batches, fields)``: the padded width of each field in each batch.
+        epoch: the epoch it was planned for (every epoch has the same batches).
     """
 
     rows: np.ndarray
     splits: np.ndarray
     widths: np.ndarray
+    epoch: int = 0
 
     def __len__(self) -> int:
         return int(self.splits.size - 1)
+
+    @property
+    def num_dropped(self) -> int:
+        """Sequences in no batch: always 0 (inference plans every sequence)."""
+        return 0
+
+    @property
+    def batches(self) -> tuple[np.ndarray, ...]:
+        """Each batch's sequence indices, read-only (the view every plan gives)."""
+        out = tuple(self.batch(b) for b in range(len(self)))
+        for b in out:
+            b.flags.writeable = False
+        return out
 
     def batch(self, b: int) -> np.ndarray:
         """Sequence indices of batch ``b``."""
@@ -64,6 +82,49 @@ def _padded(run: np.ndarray, grids: list[np.ndarray | None] | None) -> np.ndarra
     )
 
 
+class InferencePlanner(EpochPlanner):
+    """The inference planner, in the one protocol (:class:`seqprep.Planner`): every epoch has
+    the same batches (inference wants no fresh order), so ``plan(epoch)`` is
+    :func:`plan_inference`'s plan, recorded for that epoch; iteration, ``state_dict`` and
+    ``load_state_dict`` resume a run of batches mid-way. Arguments as :func:`plan_inference`'s
+    (checked by the caller).
+
+    Example:
+        >>> planner = InferencePlanner(np.array([5, 1, 2, 9, 1]), max_tokens=6)
+        >>> len(planner), [b.tolist() for b in planner.plan(3).batches], planner.plan(3).epoch
+        (3, [[1, 4, 2], [0], [3]], 3)
+    """
+
+    _RESUME_OPTIONS = "the same lengths, max_tokens, batch_size and grids"
+    seed = 0
+    num_shards = 1
+    shard_index = 0
+
+    def __init__(
+        self, lengths: np.ndarray, *, max_tokens: int, batch_size: int | None = None,
+        grids: list[np.ndarray | None] | None = None,
+    ) -> None:
+        self.lengths = np.array(lengths, np.int64)  # a copy: the caller's array is theirs
+        self.lengths.flags.writeable = False
+        self.max_tokens, self.batch_size, self.grids = max_tokens, batch_size, grids
+        self._cache = self._plan(0)
+        self._start_at(0, 0)
+
+    def _plan(self, epoch: int) -> InferencePlan:
+        cached = self._cache
+        if cached is None:  # the same batches every epoch: planned once (again once unpickled)
+            cached = _plan_inference(self.lengths, self.max_tokens, self.batch_size, self.grids)
+        return replace(cached, epoch=epoch)
+
+    def __len__(self) -> int:
+        return len(self.plan(self.epoch))
+
+    def _fingerprint_parts(self) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        grids = () if self.grids is None else tuple(g for g in self.grids if g is not None)
+        layout = None if self.grids is None else [g is None for g in self.grids]
+        return (self.lengths, *grids), (self.max_tokens, self.batch_size, layout)
+
+
 def plan_inference(
     lengths: np.ndarray,
     *,
@@ -82,6 +143,15 @@ def plan_inference(
         >>> [plan.batch(b).tolist() for b in range(len(plan))], plan.widths[:, 0].tolist()
         ([[1, 4, 2], [0], [3]], [2, 5, 9])
     """
+    return InferencePlanner(lengths, max_tokens=max_tokens, batch_size=batch_size,
+                            grids=grids).plan(0)
+
+
+def _plan_inference(
+    lengths: np.ndarray, max_tokens: int, batch_size: int | None,
+    grids: list[np.ndarray | None] | None,
+) -> InferencePlan:
+    """:func:`plan_inference`'s plan (the planner's first)."""
     lengths = np.asarray(lengths, np.int64)
     if lengths.ndim == 1:
         lengths = lengths[:, None]

@@ -20,8 +20,9 @@ import numpy as np
 from seqprep._core.checks import check_bool, check_choice, check_int, check_lengths, report_dropped
 from seqprep.planning._boundaries import as_boundaries
 from seqprep.planning._plan import BatchPlan
+from seqprep.planning._protocol import EpochPlanner
 
-__all__ = ["BatchOrder", "GroupBy", "plan_per_length"]
+__all__ = ["BatchOrder", "GroupBy", "PerLengthPlanner", "plan_per_length"]
 
 # How batches follow each other in an epoch (_tbptt_plan.WindowOrder places sequences in rows).
 BatchOrder = Literal["shuffle", "ascending", "descending"]
@@ -129,6 +130,96 @@ def _epoch_order(order: str, epoch: int, sorted_epochs: int | None) -> str:
     return order
 
 
+class PerLengthPlanner(EpochPlanner):
+    """The per-length planner: batches of one length (or one bucket) each, a new order per epoch.
+
+    What :func:`fit_per_length` trains on and :func:`plan_per_length` returns one epoch of.
+    Sequences are grouped (by exact length, or by bucket when ``group_by`` holds boundaries),
+    each group's members are shuffled (seeded by ``(seed, epoch)``) and cut into batches of
+    ``batch_size``; a group whose size is not a multiple of ``batch_size`` ends with one
+    smaller batch. The batches are then ordered: ``"shuffle"`` interleaves all groups at
+    random, ``"ascending"`` goes from the shortest group to the longest (a curriculum),
+    ``"descending"`` from the longest (fail fast on memory). Every index appears exactly once
+    per epoch (unless ``drop_remainder``), and the number of batches is the same every epoch.
+
+    A :class:`~seqprep.Planner`: ``plan(epoch)``, ``len`` (batches per epoch), iteration over
+    the current epoch, ``set_epoch`` and ``state_dict`` / ``load_state_dict`` to resume
+    mid-epoch, as :class:`~seqprep.BucketSampler`.
+
+    Args:
+        lengths: the sequence lengths (not modified).
+        batch_size: rows per batch (at least 1).
+        group_by: ``"length"``, a list of bucket boundaries (bucket ``i`` holds
+            ``[b[i-1], b[i])``), or a fitted Bucketer (an unfitted one is fitted on
+            ``lengths``).
+        order: ``"shuffle"``, ``"ascending"`` or ``"descending"``.
+        seed: non-negative seed; the plan depends only on ``(seed, epoch)``.
+        sorted_epochs: with ``order="ascending"``/``"descending"``, only the first
+            ``sorted_epochs`` epochs are sorted and later ones shuffled (``order="ascending",
+            sorted_epochs=1`` is SortaGrad). ``None`` sorts every epoch.
+        drop_remainder: drop each group's last batch when it is smaller than ``batch_size``.
+
+    Raises:
+        ValueError: an invalid argument (named in the message).
+
+    Example:
+        >>> planner = PerLengthPlanner([3, 1, 3, 2, 3], batch_size=2, order="ascending")
+        >>> len(planner), [b.tolist() for b in planner.plan(0)]
+        (4, [[1], [3], [2, 4], [0]])
+        >>> it = iter(planner); _ = next(it)
+        >>> resumed = PerLengthPlanner([3, 1, 3, 2, 3], batch_size=2, order="ascending")
+        >>> resumed.load_state_dict(planner.state_dict())
+        >>> [b.tolist() for b in resumed]
+        [[3], [2, 4], [0]]
+    """
+
+    _RESUME_OPTIONS = "the same lengths, batch_size, group_by, order and drop_remainder"
+    num_shards = 1
+    shard_index = 0
+
+    def __init__(
+        self,
+        lengths: Sequence[int] | np.ndarray,
+        *,
+        batch_size: int = 32,
+        group_by: GroupBy = "length",
+        order: BatchOrder = "shuffle",
+        seed: int = 0,
+        sorted_epochs: int | None = None,
+        drop_remainder: bool = False,
+    ) -> None:
+        lengths = check_lengths(lengths, allow_empty=True)
+        self.keys, self.batch_size, self.order, self.seed, _ = _check_plan_args(
+            lengths, batch_size, group_by, order, seed, 0
+        )
+        self.lengths = lengths.copy()
+        self.lengths.flags.writeable = False
+        self.sorted_epochs = check_int("sorted_epochs", sorted_epochs, minimum=0,
+                                       allow_none=True)
+        self.drop_remainder = check_bool("drop_remainder", drop_remainder)
+        counts = np.unique(self.keys, return_counts=True)[1]
+        per_group = counts // self.batch_size if self.drop_remainder else -(-counts //
+                                                                            self.batch_size)
+        self._len = int(per_group.sum())
+        self._start_at(0, 0)
+
+    def _plan(self, epoch: int) -> BatchPlan:
+        return _plan_epoch(self.keys, self.batch_size,
+                           _epoch_order(self.order, epoch, self.sorted_epochs), self.seed, epoch,
+                           self.drop_remainder, lengths=self.lengths)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def _fingerprint_parts(self) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        return ((self.keys, self.lengths),
+                (self.batch_size, self.order, self.sorted_epochs, self.drop_remainder))
+
+    def __repr__(self) -> str:
+        return (f"PerLengthPlanner({self.lengths.size} sequences, {len(self)} batches per "
+                f"epoch, order={self.order!r}, seed={self.seed})")
+
+
 def plan_per_length(
     lengths: Sequence[int] | np.ndarray,
     *,
@@ -142,26 +233,18 @@ def plan_per_length(
 ) -> BatchPlan:
     """The batches :func:`fit_per_length` trains on in one epoch, as a :class:`BatchPlan`.
 
-    Sequences are grouped (by exact length, or by bucket when ``group_by`` holds boundaries),
-    each group's members are shuffled (seeded by ``(seed, epoch)``) and cut into batches of
-    ``batch_size``; a group whose size is not a multiple of ``batch_size`` ends with one
-    smaller batch. The batches are then ordered: ``"shuffle"`` interleaves all groups at
-    random, ``"ascending"`` goes from the shortest group to the longest (a curriculum),
-    ``"descending"`` from the longest (fail fast on memory). Every index appears exactly once
-    per epoch (unless ``drop_remainder``), and the number of batches is the same every epoch.
+    ``PerLengthPlanner(lengths, ...).plan(epoch)``: see :class:`PerLengthPlanner` for the
+    grouping and ordering rules, and for the planner object (iteration, resuming).
 
     Args:
         lengths: the sequence lengths.
-        batch_size: rows per batch (at least 1).
-        group_by: ``"length"``, a list of bucket boundaries (bucket ``i`` holds
-            ``[b[i-1], b[i])``), or a fitted Bucketer (an unfitted one is fitted on
-            ``lengths``).
+        batch_size: rows per batch, as in :class:`PerLengthPlanner`.
+        group_by: ``"length"``, bucket boundaries or a Bucketer, as in the planner.
         order: ``"shuffle"``, ``"ascending"`` or ``"descending"``.
         seed: non-negative seed; the plan depends only on ``(seed, epoch)``.
         epoch: the epoch number.
-        sorted_epochs: with ``order="ascending"``/``"descending"``, only the first
-            ``sorted_epochs`` epochs are sorted and later ones shuffled (``order="ascending",
-            sorted_epochs=1`` is SortaGrad). ``None`` sorts every epoch.
+        sorted_epochs: how many epochs a sorted ``order`` sorts (``None``: all), as in the
+            planner.
         drop_remainder: drop each group's last batch when it is smaller than ``batch_size``.
 
     Returns:
@@ -181,15 +264,11 @@ def plan_per_length(
         >>> plan.groups.tolist(), plan.rows.tolist(), plan.splits.tolist()
         ([1, 2, 3, 3], [1, 3, 2, 4, 0], [0, 1, 2, 4, 5])
     """
-    lengths = check_lengths(lengths, allow_empty=True)
-    keys, batch_size, order, seed, epoch = _check_plan_args(
-        lengths, batch_size, group_by, order, seed, epoch
-    )
-    sorted_epochs = check_int("sorted_epochs", sorted_epochs, minimum=0, allow_none=True)
-    eff = _epoch_order(order, epoch, sorted_epochs)
-    plan = _plan_epoch(keys, batch_size, eff, seed, epoch,
-                       check_bool("drop_remainder", drop_remainder), lengths=lengths)
-    _report_group_drops(plan, keys, batch_size)
+    planner = PerLengthPlanner(lengths, batch_size=batch_size, group_by=group_by, order=order,
+                               seed=seed, sorted_epochs=sorted_epochs,
+                               drop_remainder=drop_remainder)
+    plan = planner.plan(check_int("epoch", epoch, minimum=0))
+    _report_group_drops(plan, planner.keys, planner.batch_size)
     return plan
 
 

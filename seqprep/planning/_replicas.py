@@ -23,9 +23,10 @@ import numpy as np
 
 from seqprep._core.checks import check_choice, check_int, check_one_of
 from seqprep.planning._plan import BatchPlan
+from seqprep.planning._protocol import EpochPlanner
 from seqprep.planning._sampler import BucketSampler
 
-__all__ = ["ReplicaPadTo", "replica_plans"]
+__all__ = ["ReplicaPadTo", "ReplicaPlanner", "replica_plans"]
 
 ReplicaPadTo = Literal["step", "bucket"]
 _GLOBAL_FIX = (
@@ -173,6 +174,67 @@ def replica_plans(
                       None if field_widths is None else field_widths[order])
         for p in plans
     ]
+
+
+class ReplicaPlanner(EpochPlanner):
+    """One replica's planner of a data-parallel run: its shard's batches, aligned step by step.
+
+    ``plan(epoch)`` is ``replica_plans(sampler_shards, epoch, pad_to=pad_to)[replica]``: the
+    batches of shard ``replica``, each step padded to the width every replica shares, in the
+    step order all replicas share (see :func:`replica_plans`). A :class:`~seqprep.Planner`:
+    ``len`` is the shards' batches per epoch, iteration yields the current epoch's remaining
+    batches, and ``state_dict`` / ``load_state_dict`` resume mid-epoch.
+
+    Args:
+        sampler_shards: the ``num_shards`` samplers of one configuration, shard 0 first.
+        replica: which replica's batches, in ``[0, num_shards)``.
+        pad_to: ``"step"`` or ``"bucket"``.
+
+    Raises:
+        TypeError, ValueError: as :func:`replica_plans`, or a ``replica`` out of range.
+
+    Example:
+        >>> from seqprep import BucketSampler
+        >>> lengths = [1, 2, 3, 4, 7, 8, 9, 9]
+        >>> shards = [BucketSampler(lengths, boundaries=[5], batch_size=2, num_shards=2,
+        ...                         shard_index=k, shuffle=False) for k in range(2)]
+        >>> planner = ReplicaPlanner(shards, 1)
+        >>> [b.tolist() for b in planner.plan(0)], planner.plan(0).pad_lengths.tolist()
+        ([[2, 3], [6, 7]], [4, 9])
+    """
+
+    _RESUME_OPTIONS = "the same sampler shards, replica and pad_to"
+
+    def __init__(
+        self, sampler_shards: Sequence[BucketSampler], replica: int, *,
+        pad_to: ReplicaPadTo = "step",
+    ) -> None:
+        self.shards = list(sampler_shards)
+        self.pad_to = pad_to
+        plans = replica_plans(self.shards, 0, pad_to=pad_to)  # checks the shards and pad_to
+        self.replica = check_int("replica", replica, minimum=0)
+        if self.replica >= len(plans):
+            raise ValueError(
+                f"Argument `replica` must be below the number of shards, {len(plans)}. "
+                f"Received: replica={replica!r}\n- Pass a replica in [0, {len(plans)})."
+            )
+        self.seed = self.shards[self.replica].seed
+        self.num_shards, self.shard_index = len(self.shards), self.replica
+        self._cache = plans[self.replica]
+        self._start_at(0, 0)
+
+    def _plan(self, epoch: int) -> BatchPlan:
+        return replica_plans(self.shards, epoch, pad_to=self.pad_to)[self.replica]
+
+    def __len__(self) -> int:
+        return len(self.shards[self.replica])
+
+    def _fingerprint_parts(self) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        return (), (tuple(s._config_fingerprint() for s in self.shards), self.pad_to)
+
+    def __repr__(self) -> str:
+        return (f"ReplicaPlanner(replica {self.replica} of {self.num_shards}, "
+                f"{len(self)} batches per epoch, pad_to={self.pad_to!r})")
 
 
 def _pick_batches(

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, fields
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from seqprep._core.checks import check_bool, check_choice, check_int, check_lengths
+from seqprep.planning._protocol import EpochPlanner
 
 # How sequences are placed in window rows (bucketing.per_length.BatchOrder orders batches).
 WindowOrder = Literal["longest_first", "shuffle", "input"]
@@ -355,6 +356,86 @@ def plan_tbptt(
         count=count,
         epoch=epoch,
     )
+
+
+class TBPTTPlanner(EpochPlanner):
+    """The TBPTT planner: sequences laid into ``batch_size`` rows, cut into windows, per epoch.
+
+    ``plan(epoch)`` is :func:`plan_tbptt` of the lengths for that epoch (a :class:`TBPTTPlan`,
+    or a :class:`DenseTBPTTPlan` with ``dense=True``); its batches are the windows (the
+    sequences that start in each). A :class:`~seqprep.Planner`: ``len`` is the current
+    epoch's number of windows (the same every epoch unless ``order="shuffle"``), iteration
+    yields the current epoch's remaining windows' sequences, and ``state_dict`` /
+    ``load_state_dict`` resume mid-epoch.
+
+    Args:
+        lengths: length of each sequence (not modified).
+        window: steps per window, at least 1.
+        batch_size: rows (the stateful model's batch size), at least 1.
+        order: ``"longest_first"``, ``"shuffle"`` or ``"input"`` (see :func:`plan_tbptt`).
+        seed: seed for ``order="shuffle"``.
+        dense: lay each row's sequences back to back (see :func:`plan_tbptt`).
+
+    Raises:
+        ValueError: as :func:`plan_tbptt`.
+
+    Example:
+        >>> planner = TBPTTPlanner([5, 2, 3], window=2, batch_size=2)
+        >>> len(planner), planner.plan(0).sequence.tolist()
+        (3, [[0, 2], [0, 2], [0, 1]])
+        >>> [b.tolist() for b in planner]  # the sequences that start in each window
+        [[0, 2], [], [1]]
+    """
+
+    _RESUME_OPTIONS = "the same lengths, window, batch_size, order and dense"
+    num_shards = 1
+    shard_index = 0
+
+    def __init__(
+        self,
+        lengths: np.ndarray | list[int],
+        *,
+        window: int,
+        batch_size: int,
+        order: WindowOrder = "longest_first",
+        seed: int = 0,
+        dense: bool = False,
+    ) -> None:
+        self.lengths = check_lengths(lengths).copy()
+        self.lengths.flags.writeable = False
+        # Epoch 0's plan, which checks every option the way plan_tbptt does.
+        self._cache = plan_tbptt(self.lengths, window=window, batch_size=batch_size,
+                                 order=order, seed=seed, dense=dense)
+        self.window, self.batch_size, self.order = int(window), int(batch_size), order
+        self.seed, self.dense = int(seed), bool(dense)
+        self._options = {"window": self.window, "batch_size": self.batch_size, "order": order,
+                         "seed": self.seed, "dense": self.dense}
+        self._start_at(0, 0)
+
+    def _plan(self, epoch: int) -> TBPTTPlan | DenseTBPTTPlan:
+        return plan_tbptt(self.lengths, epoch=epoch, **self._options)
+
+    def __len__(self) -> int:
+        return len(self.plan(self.epoch).batches)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        # An epoch's length is its windows: check the position against the saved epoch's.
+        before = self._state()
+        epoch = state.get("epoch") if isinstance(state, dict) else None
+        if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0:
+            self._start_at(epoch, 0)
+        try:
+            super().load_state_dict(state)
+        except ValueError:
+            self._start_at(*before)
+            raise
+
+    def _fingerprint_parts(self) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        return (self.lengths,), (self.window, self.batch_size, self.order, self.dense)
+
+    def __repr__(self) -> str:
+        return (f"TBPTTPlanner({self.lengths.size} sequences, window={self.window}, "
+                f"batch_size={self.batch_size}, order={self.order!r}, dense={self.dense})")
 
 
 @dataclass(frozen=True, eq=False)

@@ -61,14 +61,17 @@ _DATA_PARTS = {
 }
 
 
+def _streams(dataset: Any = None) -> list[Any]:
+    """``[seqprep.epoch_stream(dataset)]``, or every live seqprep dataset's epoch stream
+    (``seqprep.live_epoch_streams()``) without ``dataset``. Imported here, on first use:
+    the stream module imports TensorFlow, which a run without tf.data need not load."""
+    from seqprep.running._stream import epoch_stream, live_epoch_streams
+
+    return live_epoch_streams() if dataset is None else [epoch_stream(dataset)]
+
+
 class _Damaged(Exception):
     """What is wrong with a checkpoint (turned into a ValueError naming `backup_dir`)."""
-
-
-def _live_passes() -> list[Any]:
-    from seqprep.running._tfdata import _LIVE_PASSES
-
-    return list(_LIVE_PASSES)
 
 
 def _fsync(path: str) -> None:
@@ -240,7 +243,9 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         delete_checkpoint: delete ``backup_dir`` when training completes.
         dataset: the training dataset, only needed when several seqprep datasets with as many
             batches per epoch as the training one start a pass at the same time (the
-            callback then cannot tell which one trains, and says so).
+            callback then cannot tell which one trains, and says so). Its pass counter is
+            found with :func:`seqprep.epoch_stream`; without it the callback drives every
+            stream of :func:`seqprep.live_epoch_streams`.
 
     Raises:
         ValueError: bad ``save_freq`` or empty ``backup_dir``; at ``fit`` time, a checkpoint
@@ -289,17 +294,9 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
             )
         backup_dir = os.fspath(backup_dir)
         super().__init__(backup_dir, save_freq, double_checkpoint, delete_checkpoint)
-        passes = None
-        if dataset is not None:
-            passes = getattr(dataset, "_seqprep_passes", None)
-            if passes is None:
-                raise ValueError(
-                    "Argument `dataset` must be a seqprep dataset that plays a new sampler "
-                    f"epoch per pass. Received: dataset of type {type(dataset).__name__}\n"
-                    "- Pass the dataset returned by `bucketed_dataset(...)` (with "
-                    "reshuffle_each_iteration=True, the default), as given to `fit`."
-                )
-        self._explicit = passes
+        # The training dataset's epoch stream, through the one public hook (None: every live
+        # seqprep dataset's stream is driven, and the one whose pass starts is training).
+        self._explicit = None if dataset is None else _streams(dataset)[0]
         self._meta_path = os.path.join(backup_dir, _META)
         self._resume: dict[str, Any] | None = None
         self._training: Any = None
@@ -633,7 +630,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
                              "batches.")
             return
         saved = meta["dataset"]
-        candidates = [self._explicit] if self._explicit is not None else _live_passes()
+        candidates = [self._explicit] if self._explicit is not None else _streams()
         matching = [p for p in candidates if p.identity == saved]
         if not matching:
             self._refuse_identity(saved, candidates)
@@ -678,7 +675,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
             self._restore_rng_now()
         self._current_epoch = epoch
         self._step = self._skip if epoch == self._resume_epoch() else 0
-        passes = [self._explicit] if self._explicit is not None else _live_passes()
+        passes = [self._explicit] if self._explicit is not None else _streams()
         for p in passes:
             p.drive(epoch)
         self._started = {id(p): p.started for p in passes}

@@ -49,7 +49,7 @@ from seqprep.planning._per_length import (
     _ORDERS,
     BatchOrder,
     GroupBy,
-    _epoch_order,
+    PerLengthPlanner,
     _group_keys,
     _plan_epoch,
     _report_group_drops,
@@ -58,7 +58,14 @@ from seqprep.planning._per_length import (
 from seqprep.planning._plan import BatchPlan
 from seqprep.running._data_parallel import resolve_data_parallel
 from seqprep.running._keras_private import StepTraces, keras_mask
-from seqprep.running._tfdata import _TF_KERNEL_OPS, _stage_digest
+from seqprep.running._stream import (
+    TF_KERNEL_OPS,
+    EpochStream,
+    attach_stream,
+    stage_digest,
+    tf_batches,
+    with_cardinality,
+)
 
 __all__ = ["fit_per_length"]
 
@@ -145,6 +152,9 @@ def _check_fill_row(model: Any, data: _Data) -> None:
 
 # --------------------------------------------------------------------------- tf.data execution
 
+# The epoch stream's elements here: a batch's rows (its indices), nothing per batch.
+_ROWS_SIGNATURE = [(tf.int64, [None]), (tf.int64, [None])]
+
 
 class _BatchSource:
     """Turns batch plans (flat rows + splits) into a ``tf.data.Dataset`` of padded batches.
@@ -186,37 +196,27 @@ class _BatchSource:
         return out.rows, np.concatenate([[0], np.cumsum(out.sizes)]).astype(np.int64)
 
     def dataset(self, rows: np.ndarray, splits: np.ndarray) -> tf.data.Dataset:
-        rows, splits = self._filled(rows, splits)
-        rows_t = tf.constant(rows, tf.int64)
-        splits_t = tf.constant(splits, tf.int64)
-        ds = tf.data.Dataset.range(len(splits) - 1)
-        ds = ds.map(lambda b: rows_t[splits_t[b] : splits_t[b + 1]])
+        """One fixed plan's batches, the same on every pass (validation)."""
+        ds = tf_batches(lambda _: self._filled(rows, splits), _ROWS_SIGNATURE, epoch=0,
+                        stream=None)
         ds = ds.map(self._make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return ds.prefetch(tf.data.AUTOTUNE)
 
-    def epoch_dataset(self, plans: dict[int, BatchPlan], passes: Any) -> tf.data.Dataset:
+    def epoch_dataset(self, plans: dict[int, BatchPlan], stream: EpochStream) -> tf.data.Dataset:
         """One pass per Keras epoch ``e``, playing ``plans[e]`` (a new iterator each epoch,
         so that ``seqprep.BackupAndRestore`` can start a resumed epoch mid-way)."""
         known = sorted(plans)
 
-        def plan_of(e: Any) -> tuple[np.ndarray, np.ndarray]:
+        def arrays_of(e: int) -> tuple[np.ndarray, np.ndarray]:
             # Keras draws one batch before training starts (to build the model), before any
             # epoch is chosen: that pass may ask for an epoch outside the plans.
-            plan = plans[min(max(int(e), known[0]), known[-1])]
+            plan = plans[min(max(e, known[0]), known[-1])]
             return self._filled(plan.rows, plan.splits)
 
-        def epoch_batches(e: tf.Tensor, start: tf.Tensor) -> tf.data.Dataset:
-            rows, splits = tf.numpy_function(plan_of, [e], (tf.int64, tf.int64), stateful=True)
-            rows.set_shape([None])
-            splits.set_shape([None])
-            return tf.data.Dataset.range(start, tf.size(splits, out_type=tf.int64) - 1).map(
-                lambda b: rows[splits[b] : splits[b + 1]]
-            )
-
-        ds = passes.dataset(epoch_batches)
+        ds = tf_batches(arrays_of, _ROWS_SIGNATURE, epoch=known[0], stream=stream)
         ds = ds.map(self._make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        ds = ds.apply(tf.data.experimental.assert_cardinality(passes.batches_per_pass))
-        return ds.prefetch(tf.data.AUTOTUNE)
+        ds = with_cardinality(ds, stream.batches_per_pass).prefetch(tf.data.AUTOTUNE)
+        return attach_stream(ds, stream)  # how seqprep.BackupAndRestore finds the stream
 
     def _make(self, idx: tf.Tensor) -> Any:
         stage = self.stage
@@ -232,7 +232,7 @@ class _BatchSource:
         if self.fill_to is not None:  # rows over real rows (fill rows are the index n)
             real_rows = tf.reduce_sum(tf.cast(idx != stage.n, tf.float32))
             scale = tf.math.divide_no_nan(tf.cast(tf.size(idx), tf.float32), real_rows)
-        batch = _inputs.gather(stage, idx, width, _TF_KERNEL_OPS, scale=scale)
+        batch = _inputs.gather(stage, idx, width, TF_KERNEL_OPS, scale=scale)
         xs = [batch[0]] if stage.single else [batch[0][k] for k in stage.x_keys]
         for t, step in zip(xs, self.x_steps, strict=True):
             t.set_shape([None, None, *step])
@@ -351,14 +351,12 @@ class _DrivePasses(keras.callbacks.Callback):
 
 
 def _plan_passes(keys, batch_size, order, sorted_epochs, seed, drop_remainder, steps):
-    """The per-pass driver of fit_per_length's training data, with a fingerprint of its plan."""
-    from seqprep.running._tfdata import _Passes
-
+    """The epoch stream of fit_per_length's training data, with a fingerprint of its plan."""
     h = hashlib.blake2b(digest_size=16)
     h.update(np.ascontiguousarray(keys, dtype=np.int64).tobytes())
     h.update(repr((batch_size, order, sorted_epochs, drop_remainder)).encode())
     identity = {"fingerprint": h.hexdigest(), "seed": seed, "num_shards": 1, "shard_index": 0}
-    return _Passes(0, 1, 1, steps, identity)
+    return EpochStream(0, 1, 1, steps, identity)
 
 
 class _ResetStates(keras.callbacks.Callback):
@@ -580,16 +578,16 @@ def fit_per_length(
     lengths = data.x.lengths
     boundaries = _resolve_group_by(group_by, lengths)
     exact = boundaries is None
-    keys = _group_keys(lengths, boundaries)
+    planner = PerLengthPlanner(lengths, batch_size=batch_size,
+                               group_by="length" if exact else boundaries, order=order,
+                               seed=seed, sorted_epochs=sorted_epochs,
+                               drop_remainder=drop_remainder)
+    keys = planner.keys
     state_batch = _stateful_batch_size(model)
     if state_batch is not None:
         _check_stateful(keys, batch_size, state_batch, drop_remainder, exact)
 
-    plans = [
-        _plan_epoch(keys, batch_size, _epoch_order(order, e, sorted_epochs), seed, e,
-                    drop_remainder, lengths=lengths)
-        for e in range(initial_epoch, epochs)
-    ]
+    plans = [planner.plan(e) for e in range(initial_epoch, epochs)]  # each epoch planned once
     _report_group_drops(plans[0], keys, batch_size)
     steps = len(plans[0].groups)
     rows, splits, batch_groups = _concat_plans(plans)
@@ -607,7 +605,7 @@ def fit_per_length(
                     and not _output_is_masked(model, data))
     passes = _plan_passes(keys, batch_size, order, sorted_epochs, seed, drop_remainder, steps)
     source = _BatchSource(data, exact=exact, step_weights=step_weights, fill_to=fill_to)
-    passes.data = _stage_digest(source.stage, {"exact": exact, "step_weights": step_weights,
+    passes.data = stage_digest(source.stage, {"exact": exact, "step_weights": step_weights,
                                                "fill_to": fill_to})
     train_ds = source.epoch_dataset(dict(enumerate(plans, start=initial_epoch)), passes)
     ranges = _group_ranges(keys, lengths)

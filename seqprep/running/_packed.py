@@ -23,9 +23,17 @@ from seqprep.inputs._targets import Targets
 from seqprep.planning import PackSampler
 from seqprep.planning._fill import fill_batches
 from seqprep.running._data_parallel import Layout, resolve_data_parallel
-
-# The pass counter is bucketed_dataset's: one rule for both executors.
-from seqprep.running._tfdata import _TF_KERNEL_OPS, _data_digest, _Passes
+from seqprep.running._stream import (
+    TF_KERNEL_OPS,
+    EpochStream,
+    PlanCache,
+    attach_stream,
+    data_digest,
+    sampler_identity,
+    splits_of,
+    tf_batches,
+    with_cardinality,
+)
 
 __all__ = ["packed_dataset"]
 
@@ -52,38 +60,22 @@ def _slot_matrix(
 
 
 def _slot_dataset(
-    sampler: PackSampler, epoch: int, epochs: int, reshuffle: bool, layout: Layout | None = None
-) -> tf.data.Dataset:
+    sampler: PlanCache, epoch: int, epochs: int, reshuffle: bool, layout: Layout | None = None
+) -> tuple[tf.data.Dataset, EpochStream | None]:
     """A dataset of ``(B, S)`` slot matrices and weight scales, one per batch of the planned
-    epochs."""
-    if epochs == 1 and not reshuffle:
-        slots, sizes, scales = _slot_matrix(sampler, epoch, layout)
-        return tf.data.Dataset.from_tensor_slices(
-            (tf.RaggedTensor.from_row_lengths(slots, sizes, validate=False), scales)
-        ).map(lambda r, s: (r.to_tensor() if isinstance(r, tf.RaggedTensor) else r, s))
-
-    def plan_of(e: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return _slot_matrix(sampler, int(e), layout)
-
+    epochs, and the epoch stream that chooses each pass's epochs (None for one fixed epoch)."""
+    stream = None
+    if epochs > 1 or reshuffle:  # pass k plays epochs epoch + k * epochs .. (as bucketed_dataset)
+        stream = EpochStream(epoch, epochs if reshuffle else 0, epochs, len(sampler),
+                             sampler_identity(sampler))
     width = max(1, sampler.max_segments_)
 
-    def epoch_batches(e: tf.Tensor, start: tf.Tensor) -> tf.data.Dataset:
-        slots, sizes, scales = tf.numpy_function(plan_of, [e], (tf.int64, tf.int64, tf.float32),
-                                                 stateful=True)
-        slots = tf.reshape(slots, [-1, width])
-        scales.set_shape([None])
-        splits = tf.concat([[0], tf.cumsum(sizes)], 0)
-        return tf.data.Dataset.range(start, tf.size(sizes, out_type=tf.int64)).map(
-            lambda i: (slots[splits[i] : splits[i + 1]], scales[i])
-        )
+    def arrays_of(e: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        slots, sizes, scales = _slot_matrix(sampler, e, layout)
+        return slots.reshape(-1, width), splits_of(sizes), scales
 
-    # The same pass counter as bucketed_dataset's: pass k plays epochs epoch + k * epochs ..
-    state = sampler.state_dict()
-    identity = {k: state[k] for k in ("fingerprint", "seed", "num_shards", "shard_index")}
-    passes = _Passes(epoch, epochs if reshuffle else 0, epochs, len(sampler), identity)
-    ds = passes.dataset(epoch_batches)
-    ds._seqprep_passes = passes
-    return ds
+    signature = [(tf.int64, [None, width]), (tf.int64, [None]), (tf.float32, [None])]
+    return tf_batches(arrays_of, signature, epoch=epoch, stream=stream), stream
 
 
 @needs_sampler("PackSampler")
@@ -205,10 +197,10 @@ def packed_dataset(
             fix="Pass one weight per sequence; packed weights are already 0 on padding.")
     consts = _Consts(stage, weights, sampler)
     layout = resolve_data_parallel(data_parallel, caller="packed_dataset")
-    slots = _slot_dataset(sampler, epoch, epochs, bool(reshuffle_each_iteration), layout)
-    passes = getattr(slots, "_seqprep_passes", None)
-    if passes is not None:  # what seqprep.BackupAndRestore checks on resume
-        passes.data = _data_digest([consts.table], [consts.table], {"packed": True})
+    slots, stream = _slot_dataset(PlanCache(sampler), epoch, epochs,
+                                  bool(reshuffle_each_iteration), layout)
+    if stream is not None:  # what seqprep.BackupAndRestore checks on resume
+        stream.data = data_digest([consts.table], [consts.table], {"packed": True})
 
     def make_batch(slot: tf.Tensor, scale: tf.Tensor) -> Any:
         batch = _build_batch(slot, consts)
@@ -220,12 +212,8 @@ def packed_dataset(
         return (*batch[:-1], batch[-1] * scale)
 
     ds = slots.map(make_batch, num_parallel_calls=_AUTOTUNE, deterministic=True)
-    expected = len(sampler) * epochs
-    if int(ds.cardinality()) != expected:
-        ds = ds.apply(tf.data.experimental.assert_cardinality(expected))
-    ds = ds.prefetch(_AUTOTUNE)
-    ds._seqprep_passes = passes  # how seqprep.BackupAndRestore finds this dataset's passes
-    return ds
+    ds = with_cardinality(ds, len(sampler) * epochs).prefetch(_AUTOTUNE)
+    return attach_stream(ds, stream)  # how seqprep.BackupAndRestore finds the stream
 
 
 class _Consts:
@@ -253,13 +241,13 @@ def _build_batch(slot: tf.Tensor, k: _Consts) -> Any:
     slot = tf.ensure_shape(slot, [None, k.num_slots])
     t = k.table
     lay = _kernel.packed_positions(slot, t.starts, t.lengths, k.width, k.pad_index,
-                                   k.pad_sequence, _TF_KERNEL_OPS)
+                                   k.pad_sequence, TF_KERNEL_OPS)
     if t.y_mode == "sequence":  # targets and weights per slot
         batch = _kernel.gather_batch(t, lay.src, lay.filled, lay.slot_owner,
-                                     owner=lay.slot_owner, ops=_TF_KERNEL_OPS)
+                                     owner=lay.slot_owner, ops=TF_KERNEL_OPS)
     else:
         batch = _kernel.gather_batch(t, lay.src, lay.real, lay.slot_owner,
-                                     owner=lay.step_owner, ops=_TF_KERNEL_OPS)
+                                     owner=lay.step_owner, ops=TF_KERNEL_OPS)
     inputs = {
         "values": tf.ensure_shape(batch[0], [None, k.width, *k.step_shape]),
         "segment_ids": tf.ensure_shape(tf.cast(lay.segment_ids, tf.int32), [None, k.width]),

@@ -6,9 +6,9 @@ numpy when Keras asks for it. Keras feeds a ``PyDataset`` to every backend witho
 (JAX and PyTorch get numpy arrays directly), which is what a user who does not want a
 TensorFlow runtime in the input pipeline needs; ``workers=`` gives it Keras's own parallelism.
 
-The data are prepared once exactly as ``bucketed_dataset`` prepares them (the helpers of
-:mod:`seqprep.running._tfdata` are called, not copied): one flat value array with a padding step at
-its end, the row offsets, and the labels and weights checked and cast.
+The data are prepared once exactly as ``bucketed_dataset`` prepares them (the epoch stream's
+helpers, :mod:`seqprep.running._stream`, are called, not copied): one flat value array with
+a padding step at its end, the row offsets, and the labels and weights checked and cast.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import keras
-import numpy as np
 from numpy.typing import DTypeLike
 
 from seqprep._core.checks import (
@@ -31,7 +30,7 @@ from seqprep.inputs._padding import Side
 from seqprep.inputs._targets import Targets
 from seqprep.planning import BucketSampler
 from seqprep.running._data_parallel import Layout, resolve_data_parallel
-from seqprep.running._tfdata import PadTo, _plan_arrays, _stage
+from seqprep.running._stream import PadTo, PlanCache, bucket_arrays, sampler_stage
 
 __all__ = ["bucketed_pydataset"]
 
@@ -47,19 +46,20 @@ class BucketedPyDataset(keras.utils.PyDataset):
         stage: _inputs.Stage,
         epoch: int,
         layout: Layout | None = None,
+        plans: PlanCache | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.sampler = sampler
+        # The epoch stream's plans (shared with the pad_to rule that counted the shapes).
+        self._plans = PlanCache(sampler) if plans is None else plans
         self._stage = stage
         self._layout = layout
         self._set_epoch(epoch)
 
     def _set_epoch(self, epoch: int) -> None:
-        flat, sizes, widths, scales = _plan_arrays(self.sampler, epoch, self._stage,
-                                                   self._layout)
         # Replace the whole plan at once: a worker thread reads one consistent tuple.
-        self._plan = (flat, np.concatenate([[0], np.cumsum(sizes)]), widths, scales)
+        self._plan = bucket_arrays(self._plans, epoch, self._stage, self._layout)
         self.epoch = epoch
         self._served: set[int] = set()  # batches of this plan read in this process
         self._begun = False
@@ -187,13 +187,15 @@ def bucketed_pydataset(
     check_bool("use_multiprocessing", use_multiprocessing)
     check_choice("targets", targets, ("auto", "sequence", "step"))
 
-    stage = _stage(x, y, sample_weight, sampler, padding=padding, value=value, pad_to=pad_to,
-                   truncating=truncating, dtype=dtype, allow_nonfinite=allow_nonfinite,
-                   targets=targets, targets_field=targets_field, epoch=epoch)
+    plans = PlanCache(sampler)  # counting shapes (pad_to) and playing: each epoch planned once
+    stage = sampler_stage(x, y, sample_weight, sampler, padding=padding, value=value,
+                          pad_to=pad_to, truncating=truncating, dtype=dtype,
+                          allow_nonfinite=allow_nonfinite, targets=targets,
+                          targets_field=targets_field, epoch=epoch, planner=plans)
     layout = resolve_data_parallel(data_parallel, caller="bucketed_pydataset")
     if layout is not None:
         stage = _inputs.with_fill(stage)
     return BucketedPyDataset(
-        sampler=sampler, stage=stage, epoch=epoch, layout=layout,
+        sampler=sampler, stage=stage, epoch=epoch, layout=layout, plans=plans,
         workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size,
     )

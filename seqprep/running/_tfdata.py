@@ -17,31 +17,35 @@ Dtypes: integer and boolean steps keep their dtype; floating steps wider than
 
 from __future__ import annotations
 
-import threading
 import warnings
-import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
-import numpy as np
 import tensorflow as tf
 from numpy.typing import DTypeLike
 
 from seqprep._core.checks import check_bool, check_choice, check_int, needs_sampler
-from seqprep.inputs import _kernel, _stage_fields
 from seqprep.inputs import _stage as _inputs
-from seqprep.inputs._fingerprint import DataDigest
-from seqprep.inputs._masking import _WeightOps
+from seqprep.inputs import _stage_fields
 from seqprep.inputs._padding import Side
 from seqprep.inputs._targets import Targets
 from seqprep.planning import BucketSampler
-from seqprep.planning._fill import fill_batches
-from seqprep.planning._shapes import compiling_backend, resolve_pad_to
 from seqprep.running._data_parallel import Layout, resolve_data_parallel
+from seqprep.running._stream import (
+    TF_KERNEL_OPS,
+    EpochStream,
+    PadTo,
+    PlanCache,
+    attach_stream,
+    bucket_arrays,
+    sampler_identity,
+    sampler_stage,
+    stage_digest,
+    tf_batches,
+    with_cardinality,
+)
 
 __all__ = ["bucketed_dataset"]
-
-PadTo = Literal["auto", "batch", "bucket"]
 
 _AUTOTUNE = tf.data.AUTOTUNE
 
@@ -61,228 +65,29 @@ def _quiet_keras_shuffle_warning() -> None:
     )
 
 
-# --------------------------------------------------------------------------- shared helpers
-
-# The per-step weight formula (seqprep.inputs._masking._step_weights) spelled in TensorFlow ops.
-_TF_WEIGHT_OPS = _WeightOps(
-    as_float32=lambda a: tf.cast(a, tf.float32),
-    count=lambda a: tf.cast(tf.size(a), tf.float32),
-    total=tf.reduce_sum,
-    divide_no_nan=tf.math.divide_no_nan,
-)
-
-
-# The kernel (seqprep.inputs._kernel) spelled in TensorFlow ops, for tf.data maps.
-_TF_KERNEL_OPS = _kernel.KernelOps(
-    gather=tf.gather,
-    gather_rows=lambda params, indices: tf.gather(params, indices, batch_dims=1),
-    where=tf.where,
-    arange=lambda n: tf.range(n, dtype=tf.int64),
-    cumsum_rows=lambda a: tf.cumsum(a, axis=1),
-    count_true=lambda a: tf.reduce_sum(tf.cast(a, tf.int64), axis=-1),
-    maximum=tf.maximum,
-    weights=_TF_WEIGHT_OPS,
-)
-
-
 # --------------------------------------------------------------------------- bucketed_dataset
 
 
-def _stage(
-    x: Any, y: Any, sample_weight: Any, sampler: BucketSampler, *, padding: Any, value: Any,
-    pad_to: Any, truncating: Any, dtype: Any, allow_nonfinite: bool, targets: Targets,
-    targets_field: Any, epoch: int,
-) -> _inputs.Stage:
-    """The one input stage (:mod:`seqprep.inputs._stage`) for an executor of a sampler's plan
-    (``bucketed_dataset``, ``bucketed_pydataset``): every check, before any TensorFlow work."""
-    return _inputs.prepare(
-        x, y, sample_weight, sampler=sampler, sampler_type=BucketSampler, padding=padding,
-        value=value, pad_to=pad_to, truncating=truncating, dtype=dtype,
-        allow_nonfinite=allow_nonfinite, targets=targets, targets_field=targets_field,
-        backend=_compiling_backend(), epoch=epoch, resolve_planned=resolve_pad_to,
-    )
-
-
-def _compiling_backend() -> str | None:
-    """The Keras backend's name if it compiles one program per input shape, else None."""
-    import keras  # noqa: F401  (Keras resolves its backend; the shared rule reads it)
-
-    return compiling_backend()
-
-
-def _plan_arrays(
-    sampler: BucketSampler, epoch: int, stage: _inputs.Stage, layout: Layout | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One epoch's plan as flat indices, rows per batch, the padded width of each batch
-    (``(batches,)``; ``(batches, fields)`` for several fields) and the weight scale of each
-    batch: 1, unless ``layout`` tops batches up with fill rows (the index ``stage.n``) to a
-    multiple of its size; then this process's rows of every batch, each batch as wide as
-    the whole (global) batch, and the scale rows / real rows."""
-    plan = sampler.plan(epoch)
-    widths = _inputs.batch_widths(plan, stage)
-    if layout is None:
-        return plan.rows, plan.sizes, widths, np.ones(len(plan), np.float32)
-    filled = fill_batches(plan.rows, plan.splits, multiple_of=layout.size, fill_index=stage.n,
-                          num_processes=layout.num_processes,
-                          process_index=layout.process_index)
-    return filled.rows, filled.sizes, widths, filled.scales.astype(np.float32)
-
-
 def _index_dataset(
-    sampler: BucketSampler,
+    sampler: PlanCache,
     stage: _inputs.Stage,
     epoch: int,
     epochs: int,
     reshuffle_each_iteration: bool,
     layout: Layout | None = None,
-) -> tuple[tf.data.Dataset, _Passes | None]:
+) -> tuple[tf.data.Dataset, EpochStream | None]:
     """A dataset of ``(indices, width, scale)``, one element per batch of the planned epochs,
-    and what chooses each pass's epochs (None for one fixed epoch)."""
-
-    def slices(flat: Any, sizes: Any, widths: Any, scales: Any) -> tf.data.Dataset:
-        rows = tf.RaggedTensor.from_row_lengths(flat, sizes, validate=False)
-        return tf.data.Dataset.from_tensor_slices((rows, widths, scales))
-
-    if epochs == 1 and not reshuffle_each_iteration:
-        # One fixed plan: constants only, no Python at iteration time (serialisable).
-        return slices(*_plan_arrays(sampler, epoch, stage, layout)), None
-
+    and the epoch stream that chooses each pass's epochs (None for one fixed epoch)."""
+    stream = None
+    if epochs > 1 or reshuffle_each_iteration:
+        step = epochs if reshuffle_each_iteration else 0
+        stream = EpochStream(epoch, step, epochs, len(sampler), sampler_identity(sampler))
     width_shape = [None] if stage.single else [None, len(stage.fields)]
-
-    def plan_of(e: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        return _plan_arrays(sampler, int(e), stage, layout)
-
-    def epoch_batches(e: tf.Tensor, start: tf.Tensor) -> tf.data.Dataset:
-        flat, sizes, widths, scales = tf.numpy_function(
-            plan_of, [e], (tf.int64, tf.int64, tf.int64, tf.float32), stateful=True
-        )
-        flat.set_shape([None])
-        widths.set_shape(width_shape)
-        scales.set_shape([None])
-        splits = tf.concat([[0], tf.cumsum(sizes)], 0)
-        # Slicing by position rather than from a RaggedTensor: inside flat_map, ragged slices
-        # trip a (harmless but loud) TensorFlow type-inference warning.
-        return tf.data.Dataset.range(start, tf.shape(widths, out_type=tf.int64)[0]).map(
-            lambda i: (flat[splits[i] : splits[i + 1]], widths[i], scales[i])
-        )
-
-    state = sampler.state_dict()
-    identity = {k: state[k] for k in ("fingerprint", "seed", "num_shards", "shard_index")}
-    step = epochs if reshuffle_each_iteration else 0
-    passes = _Passes(epoch, step, epochs, len(sampler), identity)
-    return passes.dataset(epoch_batches), passes
-
-
-# Every live dataset that plays epochs per pass; seqprep.BackupAndRestore drives them.
-_LIVE_PASSES: weakref.WeakSet[_Passes] = weakref.WeakSet()
-
-
-class _Passes:
-    """Which sampler epochs each pass over a dataset plays, and from which batch.
-
-    Counting (alone): pass ``k`` plays epochs ``base + k * step ..`` (``step`` is 0 for a
-    dataset that replays the same epochs). Driven (by ``seqprep.BackupAndRestore`` or
-    ``fit_per_length``, at the start of each Keras epoch): every pass that starts plays pass
-    ``index`` from batch ``skip`` of the pass, and reading does not consume it, so iterators
-    that Keras makes and throws away between epochs cannot shift the epochs.
-    """
-
-    def __init__(
-        self, base: int, step: int, epochs: int, batches_per_epoch: int, identity: dict[str, Any]
-    ) -> None:
-        self.base, self.step, self.epochs = base, step, epochs
-        self.batches_per_epoch = batches_per_epoch
-        self.batches_per_pass = batches_per_epoch * epochs
-        # What a checkpoint must find again for its step to mean the same batches.
-        self.identity = {**identity, "first_epoch": base, "epochs_per_pass": epochs,
-                         "reshuffle_each_iteration": step != 0}
-        self._next = 0
-        self._driven: tuple[int, int] | None = None
-        self._pending: tuple[int, int] | None = None
-        self.started = 0
-        self._lock = threading.Lock()
-        # The digests of the data the passes play (seqprep.inputs._fingerprint.DataDigest), set by
-        # the dataset builder; seqprep.BackupAndRestore checks them on resume.
-        self.data: DataDigest | None = None
-        _LIVE_PASSES.add(self)
-
-    def start(self) -> np.ndarray:
-        """Called by the dataset when a pass begins: ``[first epoch, batches to skip]``."""
-        with self._lock:
-            if self._driven is not None:
-                index, skip = self._driven
-                self._next = index + 1
-            else:
-                index, skip = self._next, 0
-                self._next += 1
-            self.started += 1
-        return np.array([self.base + index * self.step, skip], np.int64)
-
-    def resume_at(self, index: int, skip: int) -> None:
-        """Make the pass that plays Keras epoch ``index`` start at its batch ``skip``."""
-        with self._lock:
-            self._pending = (int(index), int(skip))
-
-    def drive(self, index: int) -> None:
-        """Every pass from now on plays pass ``index`` (until the next call or ``release``)."""
-        with self._lock:
-            pending = self._pending
-            skip = pending[1] if pending is not None and pending[0] == index else 0
-            self._driven = (int(index), skip)
-
-    def release(self) -> None:
-        with self._lock:
-            self._driven = None
-            self._pending = None
-
-    def skip_of(self, index: int) -> int:
-        """Batches the pass of Keras epoch ``index`` leaves out (resumed mid-epoch)."""
-        pending = self._pending
-        return pending[1] if pending is not None and pending[0] == index else 0
-
-    def dataset(
-        self, epoch_batches: Callable[[tf.Tensor, tf.Tensor], tf.data.Dataset]
-    ) -> tf.data.Dataset:
-        """Passes of ``epochs`` consecutive epochs; ``epoch_batches(e, start)`` plays one."""
-        per_epoch = self.batches_per_epoch
-        epochs = self.epochs
-
-        def begin(_: tf.Tensor) -> tf.Tensor:
-            first = tf.numpy_function(self.start, [], tf.int64, stateful=True)
-            first.set_shape([2])
-            return first
-
-        def one_pass(first: tf.Tensor) -> tf.data.Dataset:
-            if epochs == 1:  # one flat_map level fewer: about a quarter less CPU per batch
-                return epoch_batches(first[0], first[1])
-
-            def epoch_of(j: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-                start = tf.clip_by_value(first[1] - j * per_epoch, 0, per_epoch)
-                return first[0] + j, start
-
-            return tf.data.Dataset.range(epochs).map(epoch_of).flat_map(epoch_batches)
-
-        return tf.data.Dataset.range(1).map(begin).flat_map(one_pass)
-
-
-def _data_digest(
-    inputs: Sequence[_kernel.Table], targets: Sequence[_kernel.Table], arguments: dict[str, Any]
-) -> DataDigest:
-    """What a checkpoint of a dataset over these kernel tables must find again: the values of
-    every input field (``inputs``), the targets and weights (``targets``) and the options."""
-    return DataDigest(
-        {"x": lambda: tuple(a for t in inputs for a in (t.x, t.starts, t.lengths)),
-         "y": lambda: tuple(t.y for t in targets),
-         "sample_weight": lambda: tuple(t.w for t in targets)},
-        {**arguments, "y_mode": tuple(t.y_mode for t in targets),
-         "w_mode": tuple(t.w_mode for t in targets)},
-    )
-
-
-def _stage_digest(stage: _inputs.Stage, arguments: dict[str, Any]) -> DataDigest:
-    """:func:`_data_digest` of an input stage (every field, every target)."""
-    return _data_digest([f.table for f in stage.fields], [t.table for t in stage.targets],
-                        {**arguments, "x_keys": stage.x_keys, "y_keys": stage.y_keys})
+    signature = [(tf.int64, [None]), (tf.int64, [None]), (tf.int64, width_shape),
+                 (tf.float32, [None])]
+    ds = tf_batches(lambda e: bucket_arrays(sampler, e, stage, layout), signature,
+                    epoch=epoch, stream=stream)
+    return ds, stream
 
 
 @needs_sampler("BucketSampler")
@@ -447,35 +252,33 @@ def bucketed_dataset(
     check_bool("reshuffle_each_iteration", reshuffle_each_iteration)
     arguments = {"padding": padding, "pad_to": pad_to, "value": value,
                  "truncating": truncating}
-    stage = _stage(x, y, sample_weight, sampler, padding=padding, value=value, pad_to=pad_to,
-                   truncating=truncating, dtype=dtype, allow_nonfinite=allow_nonfinite,
-                   targets=targets, targets_field=targets_field, epoch=epoch)
+    plans = PlanCache(sampler)  # counting shapes (pad_to) and playing: each epoch planned once
+    stage = sampler_stage(x, y, sample_weight, sampler, padding=padding, value=value,
+                          pad_to=pad_to, truncating=truncating, dtype=dtype,
+                          allow_nonfinite=allow_nonfinite, targets=targets,
+                          targets_field=targets_field, epoch=epoch, planner=plans)
     layout = resolve_data_parallel(data_parallel, caller="bucketed_dataset")
     if layout is not None:
         stage = _inputs.with_fill(stage)
-    index_ds, passes = _index_dataset(sampler, stage, epoch, epochs, reshuffle_each_iteration,
+    index_ds, stream = _index_dataset(plans, stage, epoch, epochs, reshuffle_each_iteration,
                                       layout)
 
     # Captured once as tensors; each batch then costs a few gathers of size batch x width.
     consts = stage.convert(tf.constant)
-    if passes is not None:
-        passes.data = _stage_digest(consts, arguments)
+    if stream is not None:
+        stream.data = stage_digest(consts, arguments)
     fixed = _fixed_shapes(stage)
 
     def make_batch(idx: tf.Tensor, width: tf.Tensor, scale: tf.Tensor) -> Any:
-        batch = _inputs.gather(consts, idx, width, _TF_KERNEL_OPS,
+        batch = _inputs.gather(consts, idx, width, TF_KERNEL_OPS,
                                scale=None if layout is None else scale)
         if fixed is not None:
             batch = (_ensure_shapes(stage, batch[0], fixed), *batch[1:])
         return batch[0] if len(batch) == 1 else batch
 
     ds = index_ds.map(make_batch, num_parallel_calls=_AUTOTUNE, deterministic=True)
-    expected = len(sampler) * epochs
-    if int(ds.cardinality()) != expected:
-        ds = ds.apply(tf.data.experimental.assert_cardinality(expected))
-    ds = ds.prefetch(_AUTOTUNE)
-    ds._seqprep_passes = passes  # how seqprep.BackupAndRestore finds this dataset's passes
-    return ds
+    ds = with_cardinality(ds, len(sampler) * epochs).prefetch(_AUTOTUNE)
+    return attach_stream(ds, stream)  # how seqprep.BackupAndRestore finds the stream
 
 
 def _fixed_shapes(stage: _inputs.Stage) -> list[list[Any] | None] | None:

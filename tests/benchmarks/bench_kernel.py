@@ -34,7 +34,8 @@ from seqprep.planning import Bucketer, BucketSampler  # noqa: E402
 from seqprep.planning._per_length import plan_per_length  # noqa: E402
 from seqprep.running._fitting import _BatchSource, _prepare  # noqa: E402
 from seqprep.running._pydataset import bucketed_pydataset  # noqa: E402
-from seqprep.running._tfdata import _TF_KERNEL_OPS, bucketed_dataset  # noqa: E402
+from seqprep.running._stream import TF_KERNEL_OPS as _TF_KERNEL_OPS  # noqa: E402
+from seqprep.running._tfdata import bucketed_dataset  # noqa: E402
 
 N = int(os.environ.get("SEQPREP_BENCH_N", "8192"))
 REPEATS = int(os.environ.get("SEQPREP_BENCH_REPEATS", "15"))

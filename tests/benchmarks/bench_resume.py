@@ -44,7 +44,7 @@ def test_fingerprint_costs_under_five_percent_of_an_epoch():
     w = rng.random(N).astype(np.float32) + 0.5
     sampler = sp.BucketSampler(lengths, batch_size=BATCH, seed=0)
     ds = sp.bucketed_dataset(x, y, sampler=sampler, sample_weight=w)
-    passes = ds._seqprep_passes
+    passes = sp.epoch_stream(ds)
     digest = passes.data
 
     def fingerprint():
