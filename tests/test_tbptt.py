@@ -8,7 +8,9 @@ import pytest
 
 import seqprep as sp
 from seqprep._core.ragged import as_ragged
-from seqprep.running._tbptt import _Runner, _Windows, evaluate_tbptt, fit_tbptt, predict_tbptt
+from seqprep.running._tbptt import evaluate_tbptt, fit_tbptt, predict_tbptt
+from seqprep.running._tbptt_data import _Windows
+from seqprep.running._tbptt_runner import _Runner
 
 # Run under every Keras backend by the Makefile's backend step (KERAS_BACKEND=jax|torch).
 pytestmark = pytest.mark.backend
