@@ -53,11 +53,27 @@ Loss:
     sample weights scaled so that each window's loss is the mean over the targets it holds
     (sequences ending in it, or real steps), whatever the batch size and padding. The optimizer
     is ``model.optimizer``. One optimizer step per window that holds a target.
+
+Dtypes:
+    TBPTT keeps its own rule, Keras's: float64 steps and targets become
+    ``keras.backend.floatx()`` (checked: a value that would overflow raises); every other dtype
+    is kept. With the default ``floatx`` (float32) this is the input stage's rule
+    (:mod:`seqprep.inputs._stage`: floats wider than float32 become float32); under
+    ``set_floatx("float64")`` the stage would round float64 data that TBPTT keeps. The checks
+    are the stage's own functions: NaN/inf (``check_finite_features`` /
+    ``check_finite_labels``, refused in ``x`` unless ``allow_nonfinite``, always in ``y``) and
+    the targets rule (:func:`seqprep.resolve_targets`); padded steps hold 0 and weigh 0.
+
+Files:
+    this module is the public loop (:func:`fit_tbptt`, :func:`evaluate_tbptt`,
+    :func:`predict_tbptt`); :mod:`~seqprep.running._tbptt_data` reads the data and lays out the
+    windows; :mod:`~seqprep.running._tbptt_runner` checks the model and holds the window math;
+    ``_tbptt_step_tensorflow`` / ``_jax`` / ``_torch`` compile a window and take its gradient,
+    one file per backend (as Keras's ``keras/src/backend/<backend>/trainer.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -65,6 +81,7 @@ import numpy as np
 from keras import ops
 
 from seqprep._core.checks import check_bool, check_choice, check_int
+from seqprep._core.options import Options, options_for
 from seqprep.inputs._targets import Targets
 from seqprep.planning._windows import (  # noqa: F401  (Order: the old name of WindowOrder)
     ORDERS,
@@ -180,6 +197,39 @@ def _first_call(runner: _Runner, windows: _Windows) -> None:
     runner.prepared.add(windows.many_to_one)
 
 
+#: The arguments of Keras's ``model.fit`` that ``fit_tbptt`` takes through ``**fit_kwargs``,
+#: with their defaults.
+_FIT_KWARGS: dict[str, Any] = {"validation_data": None, "callbacks": None, "verbose": "auto"}
+
+
+def _fit_arguments(fit_kwargs: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """``(validation_data, callbacks, verbose)`` from ``fit_tbptt``'s ``**fit_kwargs``.
+
+    Example:
+        >>> _fit_arguments({"verbose": 0})
+        (None, None, 0)
+        >>> _fit_arguments({"allow_nonfinite": True})
+        Traceback (most recent call last):
+        ...
+        TypeError: `fit_tbptt` takes no argument ['allow_nonfinite'].
+        - Pass `options=seqprep.Options(allow_nonfinite=True)` instead of `allow_nonfinite=True`.
+    """
+    unknown = sorted(set(fit_kwargs) - set(_FIT_KWARGS))
+    if unknown:
+        if unknown == ["allow_nonfinite"]:
+            fix = (f"Pass `options=seqprep.Options(allow_nonfinite="
+                   f"{fit_kwargs['allow_nonfinite']!r})` instead of `allow_nonfinite="
+                   f"{fit_kwargs['allow_nonfinite']!r}`.")
+        else:
+            fix = (f"Of Keras fit's arguments `fit_tbptt` takes {', '.join(_FIT_KWARGS)}; "
+                   "drop the others (TBPTT plans its own windows and epochs, see "
+                   "`seqprep.plan_tbptt`). Rarely set options go in "
+                   "`options=seqprep.Options(...)`.")
+        raise TypeError(f"`fit_tbptt` takes no argument {unknown}.\n- {fix}")
+    given = {**_FIT_KWARGS, **fit_kwargs}
+    return given["validation_data"], given["callbacks"], given["verbose"]
+
+
 def fit_tbptt(
     model: keras.Model,
     x: Any,
@@ -191,12 +241,10 @@ def fit_tbptt(
     order: WindowOrder = "longest_first",
     seed: int = 0,
     return_sequences: bool | None = None,
-    validation_data: tuple[Any, Any] | None = None,
-    callbacks: Sequence[keras.callbacks.Callback] | None = None,
-    verbose: int | str = "auto",
-    allow_nonfinite: bool = False,
     dense: bool = False,
     targets: Targets = "auto",
+    options: Options | None = None,
+    **fit_kwargs: Any,
 ) -> keras.callbacks.History:
     """Train a stateful RNN with truncated backpropagation through time.
 
@@ -229,13 +277,6 @@ def fit_tbptt(
             (many-to-many). ``"auto"`` follows :func:`seqprep.resolve_targets`: a numpy array
             is many-to-one, a list of arrays with the lengths of ``x`` (not all equal) is
             many-to-many, and a ``y`` that fits both raises ``ValueError``.
-        validation_data: Optional ``(x_val, y_val)``, evaluated with :func:`evaluate_tbptt` after
-            every epoch; logged as ``val_loss`` and ``val_<metric>``.
-        callbacks: Keras callbacks.
-        verbose: ``"auto"`` (= 1) or 1 for a progress bar, 2 for one line per epoch, 0 for
-            silence.
-        allow_nonfinite: accept NaN/inf in ``x`` (refused by default; NaN/inf in ``y`` are
-            always refused).
         dense: Lay each row's sequences back to back (``plan_tbptt(..., dense=True)``): a
             sequence starts right after the previous one of its row, inside a window, so no
             window pads a sequence's tail. Each window is then one model call on the model's
@@ -252,6 +293,17 @@ def fit_tbptt(
             starts a sequence (:meth:`DenseTBPTTPlan.as_calls`; each call one optimizer step,
             backpropagation also truncated there): exact, but slower than the windowed plan.
             Cell ``dropout``/``recurrent_dropout`` is refused with ``dense=True``.
+        options: :class:`seqprep.Options`; ``fit_tbptt`` reads ``allow_nonfinite`` (accept
+            NaN/inf in ``x``; refused by default; NaN/inf in ``y`` are always refused). Any
+            other option set is an error.
+        **fit_kwargs: The arguments of Keras's ``model.fit`` that ``fit_tbptt`` also takes,
+            meaning what they mean there; any other key is a ``TypeError`` naming it.
+
+            * ``validation_data``: ``(x_val, y_val)``, evaluated as by :func:`evaluate_tbptt`
+              after every epoch; logged as ``val_loss`` and ``val_<metric>``.
+            * ``callbacks``: a list of Keras callbacks.
+            * ``verbose``: ``"auto"`` (the default, = 1) or 1 for a progress bar, 2 for one
+              line per epoch, 0 for silence.
 
     Returns:
         The Keras ``History`` of the run.
@@ -262,7 +314,9 @@ def fit_tbptt(
             outputs (or one output per row, for a plain classifier) or is not compiled, or
             ``y`` does not match ``x`` (per-step targets need per-step outputs), or
             ``dense=True`` with cell dropout.
-        TypeError: If ``model`` is not a Keras model or an argument has the wrong type.
+        TypeError: If ``model`` is not a Keras model, an argument has the wrong type, or
+            ``fit_kwargs`` holds a key other than ``validation_data``, ``callbacks`` and
+            ``verbose``.
 
     Example:
         >>> import keras, numpy as np
@@ -276,6 +330,8 @@ def fit_tbptt(
         >>> len(history.history["loss"])
         2
     """
+    allow_nonfinite = options_for(options, "fit_tbptt", reads=("allow_nonfinite",)).allow_nonfinite
+    validation_data, callbacks, verbose = _fit_arguments(fit_kwargs)
     window, batch_size = _check_sizes(window, batch_size)
     epochs = check_int("epochs", epochs, minimum=1)
     check_choice("order", order, ORDERS)

@@ -5,11 +5,8 @@ go through it); :class:`_Windows` and :class:`_DenseWindows` lay out a plan's wi
 input stage's kernel (:mod:`seqprep.inputs._kernel`); :func:`_scatter_windowed` puts window
 outputs back in input order.
 
-Dtype rule (TBPTT's own; see :func:`_prepare_data`): float64 steps and targets become Keras's
-``floatx`` (checked: no value may overflow); every other dtype is kept. With the default
-``floatx`` (float32) this is the input stage's rule (:mod:`seqprep.inputs._stage`); TBPTT follows
-``floatx`` instead so that a model run in float64 (``keras.backend.set_floatx("float64")``) gets
-its data unrounded.
+The dtype rule is TBPTT's own (Keras's ``floatx`` for float64 data; see
+:mod:`seqprep.running._tbptt`), applied by :func:`_prepare_data`.
 """
 
 from __future__ import annotations
