@@ -65,6 +65,7 @@ from seqprep.readers._parquet import (  # noqa: F401  (moved there; old imports 
     _SeenIds,
     iter_parquet_sequences,
 )
+from seqprep.running import _keras_private as _kp
 from seqprep.running._tfdata import bucketed_dataset
 
 __all__ = [
@@ -481,8 +482,8 @@ def local_data_service(
         yield LocalDataService(target=dispatcher.target, dispatcher=dispatcher, workers=workers)
     finally:
         for w in workers:
-            w._stop()
-        dispatcher._stop()
+            _kp.stop_server(w)
+        _kp.stop_server(dispatcher)
 
 
 @needs_sampler("BucketSampler")

@@ -26,7 +26,7 @@ from keras import ops
 from seqprep._core.ragged import Ragged
 from seqprep.inputs._masking import _step_weights, _WeightOps
 from seqprep.planning._windows import DenseTBPTTPlan
-from seqprep.running._keras_private import keras_mask
+from seqprep.running._keras_private import compiled_identity, keras_mask
 from seqprep.running._tbptt_twin import SharedResets, check_no_dropout, dense_twin, unsupported
 
 __all__ = ["_DenseRunner", "_Runner", "_runner_and_plans", "_runner_for"]
@@ -415,6 +415,8 @@ _RUNNERS_PER_MODEL = 4  # e.g. fit at one window, predict at another, without re
 
 
 def _runner_for(model: Any, *, window: int, batch_size: int, data: Ragged) -> _Runner:
+    if not isinstance(model, keras.Model):  # _Runner refuses it, naming what it got
+        return _Runner(model, window=window, batch_size=batch_size, data=data)
     try:
         cache = _RUNNERS.setdefault(model, {})
     except TypeError:  # not weak-referenceable: no caching
@@ -425,9 +427,7 @@ def _runner_for(model: Any, *, window: int, batch_size: int, data: Ragged) -> _R
         str(data.values.dtype),
         data.step_shape,
         id(getattr(model, "optimizer", None)),
-        # Keras rebuilds these on every compile(); only their identity is read.
-        id(getattr(model, "_compile_loss", None)),
-        id(getattr(model, "_compile_metrics", None)),
+        *compiled_identity(model),  # a new compile()
     )
     if key not in cache:
         for stale in [k for k in cache if k[4:] != key[4:]]:  # a new compile()
