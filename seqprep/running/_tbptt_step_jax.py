@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import keras
 
 __all__ = ["_JAXSteps"]
@@ -19,9 +20,6 @@ class _JAXSteps:
     """``jax.jit`` steps over the model's variables as values (``keras.StatelessScope``)."""
 
     def __init__(self, runner: Any) -> None:  # a _tbptt_runner._Runner
-        import jax
-
-        self.jax = jax
         self.runner = runner
         self._compiled: dict[tuple[str, bool], Any] = {}
 
@@ -61,7 +59,7 @@ class _JAXSteps:
     def _run(self, key, names, build, *args):
         groups = self._groups(*names)
         if key not in self._compiled:
-            self._compiled[key] = self.jax.jit(build(groups))
+            self._compiled[key] = jax.jit(build(groups))
         values = [[v.value for v in group] for group in groups]
         result, new_values = self._compiled[key](values, *args)
         for group, vals in zip(groups, new_values, strict=True):
@@ -95,7 +93,7 @@ class _JAXSteps:
                 return scaled, (loss, picked, weight, self._after(scope, groups[1], values[1]))
 
             def step(values, feed, y, weight, pick):
-                grad_fn = self.jax.value_and_grad(loss_fn, has_aux=True)
+                grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
                 (_, (loss, picked, weight, non_trainable)), grads = grad_fn(
                     values[0], values, feed, y, weight, pick
                 )

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import tensorflow as tf
+
 __all__ = ["_TFSteps"]
 
 
@@ -19,20 +21,17 @@ class _TFSteps:
     """``tf.function`` steps; gradients with ``tf.GradientTape``."""
 
     def __init__(self, runner: Any) -> None:  # a _tbptt_runner._Runner
-        import tensorflow as tf
-
-        self.tf = tf
         self.runner = runner
         self._compiled: dict[tuple[str, bool], Any] = {}
 
     def _tensors(self, *arrays: Any) -> list[Any]:
         # numpy arguments would make tf.function retrace for every new value
-        return self.tf.nest.map_structure(self.tf.convert_to_tensor, list(arrays))
+        return tf.nest.map_structure(tf.convert_to_tensor, list(arrays))
 
     def forward(self, feed, training):
         key = ("forward", training)
         if key not in self._compiled:
-            self._compiled[key] = self.tf.function(
+            self._compiled[key] = tf.function(
                 lambda x, mask, reset, idle: self.runner.run_window(x, mask, reset, idle, training)
             )
         return self._compiled[key](*self._tensors(*feed))
@@ -43,7 +42,7 @@ class _TFSteps:
             runner, model = self.runner, self.runner.model
 
             def step(feed, y, weight, pick):
-                with self.tf.GradientTape() as tape:
+                with tf.GradientTape() as tape:
                     loss, scaled, picked, weight = runner.window_loss(
                         feed, y, weight, pick, training=True, many_to_one=many_to_one
                     )
@@ -52,7 +51,7 @@ class _TFSteps:
                 model.optimizer.apply_gradients(zip(gradients, variables, strict=True))
                 return loss, runner.window_metrics(feed[0], y, picked, weight)
 
-            self._compiled[key] = self.tf.function(step)
+            self._compiled[key] = tf.function(step)
         return self._compiled[key](*self._tensors(feed, y, weight, pick))
 
     def test(self, feed, y, weight, pick, many_to_one):
@@ -66,5 +65,5 @@ class _TFSteps:
                 )
                 return loss, runner.window_metrics(feed[0], y, picked, weight)
 
-            self._compiled[key] = self.tf.function(step)
+            self._compiled[key] = tf.function(step)
         return self._compiled[key](*self._tensors(feed, y, weight, pick))

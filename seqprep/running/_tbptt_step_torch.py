@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from keras import ops
 
 __all__ = ["_TorchSteps"]
@@ -16,9 +17,6 @@ class _TorchSteps:
     """Eager steps; gradients with ``torch.autograd.grad``."""
 
     def __init__(self, runner: Any) -> None:  # a _tbptt_runner._Runner
-        import torch
-
-        self.torch = torch
         self.runner = runner
 
     @staticmethod
@@ -26,7 +24,7 @@ class _TorchSteps:
         return [ops.convert_to_tensor(a) for a in arrays]
 
     def forward(self, feed, training):
-        with self.torch.no_grad():
+        with torch.no_grad():
             return self.runner.run_window(*self._tensors(*feed), training)
 
     def train(self, feed, y, weight, pick, many_to_one):
@@ -37,14 +35,14 @@ class _TorchSteps:
             feed, y, weight, pick, training=True, many_to_one=many_to_one
         )
         variables = model.trainable_variables
-        gradients = self.torch.autograd.grad(
+        gradients = torch.autograd.grad(
             scaled, [v.value for v in variables], allow_unused=True
         )
         gradients = [
-            self.torch.zeros_like(v.value) if g is None else g
+            torch.zeros_like(v.value) if g is None else g
             for g, v in zip(gradients, variables, strict=True)
         ]
-        with self.torch.no_grad():
+        with torch.no_grad():
             model.optimizer.apply(gradients, variables)
             logs = self.runner.window_metrics(feed[0], y, picked.detach(), weight)
         return loss.detach(), logs
@@ -52,7 +50,7 @@ class _TorchSteps:
     def test(self, feed, y, weight, pick, many_to_one):
         feed = tuple(self._tensors(*feed))
         y, weight, pick = self._tensors(y, weight, pick)
-        with self.torch.no_grad():
+        with torch.no_grad():
             loss, _, picked, weight = self.runner.window_loss(
                 feed, y, weight, pick, training=False, many_to_one=many_to_one
             )
