@@ -57,8 +57,8 @@ Loss:
 Dtypes:
     TBPTT keeps its own rule, Keras's: float64 steps and targets become
     ``keras.backend.floatx()`` (checked: a value that would overflow raises); every other dtype
-    is kept. With the default ``floatx`` (float32) this is the input stage's rule
-    (:mod:`seqprep.inputs._stage`: floats wider than float32 become float32); under
+    is kept. With the default ``floatx`` (float32), float64 data get what the input stage
+    (:mod:`seqprep.inputs._stage`: floats wider than float32 become float32) gives them; under
     ``set_floatx("float64")`` the stage would round float64 data that TBPTT keeps. The checks
     are the stage's own functions: NaN/inf (``check_finite_features`` /
     ``check_finite_labels``, refused in ``x`` unless ``allow_nonfinite``, always in ``y``) and
