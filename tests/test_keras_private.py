@@ -33,6 +33,7 @@ def _model():
 # --------------------------------------------------------------------------- each access
 
 
+@pytest.mark.backend
 def test_compiled_identity_changes_with_every_compile_even_with_the_same_arguments():
     model = _model()
     first = kp.compiled_identity(model)
@@ -45,6 +46,7 @@ def test_compiled_identity_changes_with_every_compile_even_with_the_same_argumen
     assert kp.compiled_identity(model)[1] != second[1]
 
 
+@pytest.mark.backend
 def test_a_recompiled_model_gets_new_tbptt_steps_that_use_the_new_loss():
     inputs = keras.Input(batch_shape=(2, 3, 1))
     h = keras.layers.SimpleRNN(2, stateful=True, return_sequences=True)(inputs)
@@ -59,6 +61,7 @@ def test_a_recompiled_model_gets_new_tbptt_steps_that_use_the_new_loss():
                                rtol=1e-5)
 
 
+@pytest.mark.backend  # each backend's trainer reads it
 def test_set_initial_epoch_in_on_train_begin_makes_fit_start_there():
     model = _model()
     assert kp.initial_epoch(model) == 0
