@@ -439,8 +439,9 @@ def evaluate_tbptt(
         dense: Run the dense plan, as in :func:`fit_tbptt` (same result; one model call per
             window on the dense twin, or the fallback).
         targets: ``"auto"``, ``"sequence"`` or ``"step"``, as in :func:`fit_tbptt`.
-        allow_nonfinite: accept NaN/inf in ``x``, as in :func:`fit_tbptt` (refused by
-            default; NaN/inf in ``y`` are always refused).
+        allow_nonfinite: accept NaN/inf in ``x`` (refused by default; NaN/inf in ``y`` are
+            always refused), as ``options=seqprep.Options(allow_nonfinite=True)`` does in
+            :func:`fit_tbptt`.
 
     Returns:
         The loss as a float, or a dict of the loss and metrics.
