@@ -690,7 +690,7 @@ def test_float64_values_that_overflow_float32_are_refused_not_turned_into_inf():
     with pytest.raises(ValueError, match=r"`sample_weight` must hold finite.*sample_weight\[0\]"):
         sp.bucketed_dataset(x, y, sampler=sampler, sample_weight=np.array([np.nan, 1.0]))
 
-    from seqprep.running import _tbptt as tbptt
+    from seqprep.running import _tbptt_data as tbptt
     big = [np.array([[1.0], [1e39]]), np.array([[2.0]])]
     with pytest.raises(ValueError, match=r"`x` does not fit Keras's float type.*1e\+39"):
         tbptt._to_floatx(np.concatenate(big), "x")

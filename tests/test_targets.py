@@ -27,7 +27,8 @@ from seqprep.inputs._masking import _step_weights
 from seqprep.inputs._stage import prepare as _prepare_inputs
 from seqprep.running._fitting import _prepare
 from seqprep.running._stream import TF_WEIGHT_OPS as _TF_WEIGHT_OPS
-from seqprep.running._tbptt import _KERAS_WEIGHT_OPS, _prepare_data
+from seqprep.running._tbptt_data import _prepare_data
+from seqprep.running._tbptt_runner import _KERAS_WEIGHT_OPS
 
 
 def _x(lengths):

@@ -8,7 +8,9 @@ import pytest
 
 import seqprep as sp
 from seqprep._core.ragged import as_ragged
-from seqprep.running._tbptt import _Runner, _Windows, evaluate_tbptt, fit_tbptt, predict_tbptt
+from seqprep.running._tbptt import evaluate_tbptt, fit_tbptt, predict_tbptt
+from seqprep.running._tbptt_data import _Windows
+from seqprep.running._tbptt_runner import _Runner
 
 # Run under every Keras backend by the Makefile's backend step (KERAS_BACKEND=jax|torch).
 pytestmark = pytest.mark.backend
@@ -449,3 +451,84 @@ def test_reference_rnn_built_stateful_matches_its_whole_sequence_twin():
     last = predict_tbptt(model, x, window=4, batch_size=3)
     for i, expected in enumerate(whole_all(twin, x)):
         np.testing.assert_allclose(last[i], expected[-1], rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------ the signature: options= and Keras fit's arguments
+
+
+def test_fit_tbptt_reads_allow_nonfinite_from_options_and_fit_arguments_from_fit_kwargs():
+    model = stateful_model()
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = sequences(), np.zeros(len(LENGTHS))
+    x[1] = x[1].copy()
+    x[1][0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"`x` holds 1 NaN.*x\[1\] at step 0"):
+        fit_tbptt(model, x, y, window=4, batch_size=3, verbose=0)
+    seen = []
+
+    class Logs(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(sorted(logs))
+
+    # the option reaches the validation data too (its x holds the same NaN)
+    history = fit_tbptt(model, x, y, window=4, batch_size=3, verbose=0, callbacks=[Logs()],
+                        validation_data=(x, y), options=sp.Options(allow_nonfinite=True))
+    assert seen == [["loss", "val_loss"]]
+    assert np.isnan(history.history["loss"][0])  # the NaN sequence's loss, as given
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"allow_nonfinite": True}, r"^`fit_tbptt` takes no argument \['allow_nonfinite'\]\.\n"
+     r"- Pass `options=seqprep.Options\(allow_nonfinite=True\)` instead"),
+    ({"shuffle": False, "initial_epoch": 1}, r"^`fit_tbptt` takes no argument "
+     r"\['initial_epoch', 'shuffle'\]\.\n- Of Keras fit's arguments `fit_tbptt` takes "
+     r"validation_data, callbacks, verbose; drop the others"),
+])
+def test_fit_tbptt_refuses_a_keyword_it_does_not_take_by_name(kwargs, match):
+    model = stateful_model()
+    model.compile(optimizer="sgd", loss="mse")
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(TypeError, match=match):
+        fit_tbptt(model, sequences(), np.zeros(len(LENGTHS)), window=4, batch_size=3, **kwargs)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+
+
+def test_fit_tbptt_refuses_an_option_it_does_not_read():
+    model = stateful_model()
+    model.compile(optimizer="sgd", loss="mse")
+    with pytest.raises(ValueError, match=r"sets dtype='float16', which `fit_tbptt` does not use"):
+        fit_tbptt(model, sequences(), np.zeros(len(LENGTHS)), window=4, batch_size=3,
+                  options=sp.Options(dtype="float16"))
+
+
+def test_tbptt_entry_points_take_at_most_12_named_parameters():
+    import inspect
+
+    for fn in (fit_tbptt, predict_tbptt, evaluate_tbptt):
+        named = [p for p in inspect.signature(fn).parameters.values()
+                 if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        assert len(named) <= 12, fn.__name__
+
+
+@pytest.mark.parametrize("floatx", ["float32", "float64"])
+def test_tbptt_dtype_rule_is_keras_floatx_for_float64_and_keeps_other_dtypes(floatx):
+    from seqprep.running._tbptt_data import _prepare_data
+
+    fine = 1 + 2.0 ** -40  # float32 rounds it to 1
+    x = [np.array([[fine], [2.0]]), np.array([[3.0]])]
+    y = np.array([fine, 0.0])
+    saved = keras.backend.floatx()
+    keras.backend.set_floatx(floatx)
+    try:
+        data, targets, many_to_one = _prepare_data(x, y, return_sequences=None, need_y=True)
+        kept, _, _ = _prepare_data([np.ones((2, 1), np.float16), np.ones((1, 1), np.float16)],
+                                   None, return_sequences=None, need_y=False)
+        ints, _, _ = _prepare_data([np.arange(3)], None, return_sequences=None, need_y=False)
+    finally:
+        keras.backend.set_floatx(saved)
+    assert many_to_one and data.values.dtype == floatx and targets.dtype == floatx
+    np.testing.assert_array_equal(data.values, np.concatenate(x).astype(floatx))
+    assert (float(data.values[0, 0]) == fine) == (floatx == "float64")  # unrounded in float64
+    assert kept.values.dtype == np.float16 and ints.values.dtype == np.arange(3).dtype
+    for arr in x:  # the caller's arrays are left alone
+        assert arr.dtype == np.float64

@@ -377,7 +377,7 @@ def as_calls(fn, *args, **kwargs):
     """Run ``fn`` with dense=True on the fallback path (as_calls), as if no twin could be built."""
     from unittest import mock
 
-    from seqprep.running._tbptt import _Runner
+    from seqprep.running._tbptt_runner import _Runner
 
     with mock.patch.object(_Runner, "dense_runner", lambda self: None):
         return fn(*args, dense=True, **kwargs)

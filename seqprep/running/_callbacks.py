@@ -448,7 +448,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         # or before its first batch (something may draw in between: PyTorch's DataLoader
         # draws a seed from torch's generator when Keras makes the epoch's iterator).
         self._rng_pending = True
-        model._initial_epoch = epochs if meta["stopped"] and epochs else meta["epoch"]
+        _kp.set_initial_epoch(model, epochs if meta["stopped"] and epochs else meta["epoch"])
         self._resume = meta
         self._resume_arrays = arrays
         self._restored_callbacks = False
@@ -621,7 +621,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         checkpoint = self._read_checkpoint()
         if checkpoint is not None:
             self._restore(*checkpoint)
-        self._current_epoch = int(getattr(self.model, "_initial_epoch", 0) or 0)
+        self._current_epoch = _kp.initial_epoch(self.model)
         meta = self._resume
         if meta is None or meta["dataset"] is None:
             steps = self.params.get("steps")

@@ -57,6 +57,7 @@ from seqprep.readers._parquet import (
     _feature_columns,
     iter_parquet_sequences,
 )
+from seqprep.running import _keras_private as _kp
 from seqprep.running._tfdata import bucketed_dataset
 
 __all__ = [
@@ -470,8 +471,8 @@ def local_data_service(
         yield LocalDataService(target=dispatcher.target, dispatcher=dispatcher, workers=workers)
     finally:
         for w in workers:
-            w._stop()
-        dispatcher._stop()
+            _kp.stop_server(w)
+        _kp.stop_server(dispatcher)
 
 
 @needs_sampler("BucketSampler")

@@ -1,4 +1,4 @@
-"""Every private Keras / backend detail that ``fitting.py`` and ``models.py`` rely on, in one place.
+"""Every private Keras / TensorFlow / backend detail that seqprep relies on, in one place.
 
 Each helper here leans on something Keras (or JAX) does not promise to keep: a private import,
 the closure layout of a Keras-built train function, a JAX monitoring event name. Keeping them
@@ -9,6 +9,16 @@ of them directly, so a change breaks a test that names it instead of silently ch
 * :func:`keras_mask`: the Keras mask of a backend tensor. Keras stores it as a ``_keras_mask``
   attribute where the tensor type allows one and in a side table where it does not; the
   function that knows both is ``keras.src.backend.get_keras_mask``.
+* :func:`compiled_identity`: what identifies one ``model.compile`` (the loss and metrics
+  containers Keras builds in each ``compile``, ``model._compile_loss`` and
+  ``model._compile_metrics``); TBPTT keys its compiled window steps on it.
+* :func:`initial_epoch` / :func:`set_initial_epoch`: the epoch ``model.fit`` starts from when
+  a callback resumes a run (``model._initial_epoch``, which ``fit`` reads before its first
+  epoch, as Keras's own ``BackupAndRestore`` sets it).
+* :func:`stop_server`: stops a ``tf.data`` service dispatcher or worker in-process (the
+  public ``stop()``; ``server._stop()`` on TensorFlow releases without it).
+* :func:`calling_callback_list`: the ``CallbackList`` calling a callback, found on the call
+  stack (``sys._getframe``).
 * :class:`StepTraces`: how often Keras traced (and so compiled) a model's train and test steps
   during a block of code, without touching ``train_step``:
 
@@ -37,10 +47,14 @@ __all__ = [
     "KERAS_CALLBACK_STATE",
     "StepTraces",
     "calling_callback_list",
+    "compiled_identity",
     "draw_as_iterator_ahead",
     "global_seed_generator",
+    "initial_epoch",
     "keras_mask",
     "seed_state_variables",
+    "set_initial_epoch",
+    "stop_server",
 ]
 
 JAX_TRACE_EVENT = "/jax/core/compile/jaxpr_trace_duration"
@@ -50,6 +64,58 @@ _STEPS = ("train", "test")
 def keras_mask(tensor: Any) -> Any:
     """The Keras mask attached to ``tensor`` by a masking layer, or ``None``."""
     return _get_keras_mask(tensor)
+
+
+def _keras_attribute(obj: Any, name: str) -> Any:
+    """``obj.<name>``, a private attribute Keras sets on every instance; a clear error naming
+    this module if a Keras version no longer has it (never a silent default)."""
+    try:
+        return getattr(obj, name)
+    except AttributeError:
+        raise RuntimeError(
+            f"seqprep reads `{name}` of a {type(obj).__name__}, which Keras "
+            f"{keras.__version__} no longer sets; seqprep/running/_keras_private.py needs "
+            "updating for this Keras version."
+        ) from None
+
+
+# --------------------------------------------------------------------------- compile / fit
+
+
+def compiled_identity(model: Any) -> tuple[int, int]:
+    """Identifies ``model``'s last ``compile``: the ids of the loss and metrics containers
+    Keras builds anew in each ``compile(loss=..., metrics=...)`` (``model.loss`` is the user's
+    argument, often the same string across compiles, so it cannot tell them apart)."""
+    return (id(_keras_attribute(model, "_compile_loss")),
+            id(_keras_attribute(model, "_compile_metrics")))
+
+
+def initial_epoch(model: Any) -> int:
+    """The epoch ``model.fit`` starts from as set by a resuming callback (0 if none is)."""
+    return int(_keras_attribute(model, "_initial_epoch") or 0)
+
+
+def set_initial_epoch(model: Any, epoch: int) -> None:
+    """Make the ``model.fit`` being set up start at ``epoch`` (Keras reads it in ``fit`` after
+    ``on_train_begin``, as for its own ``BackupAndRestore``)."""
+    _keras_attribute(model, "_initial_epoch")  # refuse a Keras that no longer reads it
+    model._initial_epoch = epoch
+
+
+# --------------------------------------------------------------------------- tf.data service
+
+
+def stop_server(server: Any) -> None:
+    """Stop an in-process ``tf.data.experimental.service`` ``DispatchServer`` or
+    ``WorkerServer`` now, not when it is garbage collected.
+
+    The servers' public ``stop()`` is used where TensorFlow has it (2.21 does); older releases
+    that seqprep supports had only the private ``_stop()``, which is what ``stop()`` calls.
+    """
+    stop = getattr(server, "stop", None)
+    if stop is None:
+        stop = _keras_attribute(server, "_stop")
+    stop()
 
 
 # --------------------------------------------------------------------------- TensorFlow

@@ -17,7 +17,6 @@ Dtypes: integer and boolean steps keep their dtype; floating steps wider than
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -50,19 +49,6 @@ __all__ = ["bucketed_dataset"]
 _AUTOTUNE = tf.data.AUTOTUNE
 
 
-def _quiet_keras_shuffle_warning() -> None:
-    """Silence Keras's "`shuffle=True` was passed, but will be ignored" for tf.data input.
-
-    Keras warns on every ``fit`` over a ``tf.data.Dataset`` that the data should already be
-    shuffled; seqprep's datasets are (a new sampler epoch on every pass), and the warning
-    cannot tell them from others. Installed again by each dataset builder, since a
-    ``warnings.catch_warnings`` block around an import would drop a filter set only once.
-    """
-    warnings.filterwarnings(
-        "ignore",
-        message=r"`shuffle=True` was passed, but will be ignored since the data `x` was "
-        r"provided as a tf\.data\.Dataset",
-    )
 
 
 # --------------------------------------------------------------------------- bucketed_dataset
@@ -155,9 +141,9 @@ def bucketed_dataset(
     (or in :func:`seqprep.fit_per_length`), Keras epoch ``e`` plays sampler epoch
     ``epoch + e`` exactly, which is what makes a run resumable mid-epoch. Pass
     ``reshuffle_each_iteration=False`` to replay the same epoch(s) on every pass (the dataset
-    is then made of constants only, as the tf.data service needs). Keras's warning that
-    ``shuffle=True`` is ignored for a ``tf.data.Dataset`` is silenced when a dataset is
-    built: these datasets are shuffled by their sampler.
+    is then made of constants only, as the tf.data service needs). These datasets are
+    shuffled by their sampler: pass ``shuffle=False`` to ``model.fit`` to silence Keras's
+    warning that ``shuffle=True`` is ignored for a ``tf.data.Dataset``.
 
     Several fields per example (encoder–decoder data): ``x`` may be a dict (keys: the
     model's input names) or a tuple of sequence collections with one sequence per example
@@ -246,7 +232,6 @@ def bucketed_dataset(
         ([[4, 0], [5, 6]], [[1, 0, 0], [1, 6, 7]], [[2, 0, 0], [6, 7, 2]])
     """
     check_choice("targets", targets, ("auto", "sequence", "step"))
-    _quiet_keras_shuffle_warning()
     epoch = check_int("epoch", epoch, minimum=0)
     epochs = check_int("epochs", epochs, minimum=1)
     check_bool("reshuffle_each_iteration", reshuffle_each_iteration)

@@ -1,0 +1,291 @@
+"""TBPTT's data: inputs and targets read and checked, and each window's arrays laid out.
+
+:func:`_prepare_data` reads ``x`` and ``y`` (every TBPTT entry point and the validation data
+go through it); :class:`_Windows` and :class:`_DenseWindows` lay out a plan's windows with the
+input stage's kernel (:mod:`seqprep.inputs._kernel`); :func:`_scatter_windowed` puts window
+outputs back in input order.
+
+The dtype rule is TBPTT's own (Keras's ``floatx`` for float64 data; see
+:mod:`seqprep.running._tbptt`), applied by :func:`_prepare_data`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import keras
+import numpy as np
+
+from seqprep._core.casts import check_cast
+from seqprep._core.checks import (
+    check_bool,
+    check_choice,
+    check_finite_features,
+    check_finite_labels,
+)
+from seqprep._core.ragged import Ragged, as_ragged
+from seqprep.inputs import _kernel
+from seqprep.inputs._targets import Targets, resolve_targets
+from seqprep.planning._windows import DenseTBPTTPlan, TBPTTPlan, plan_tbptt
+
+if TYPE_CHECKING:
+    from seqprep.running._tbptt_runner import _Runner
+
+__all__ = ["_DenseWindows", "_Windows", "_prepare_data", "_validation_windows", "_windows_of"]
+
+
+class _Windows:
+    """Per-window numpy arrays (inputs, targets, weights) for one plan, built on demand by
+    the kernel (:func:`seqprep.inputs._kernel.window_positions` + ``gather_batch``)."""
+
+    def __init__(
+        self,
+        plan: TBPTTPlan,
+        data: Ragged,
+        targets: np.ndarray | Ragged | None,
+        many_to_one: bool,
+    ) -> None:
+        self.plan = plan
+        self.data = data
+        self.targets = targets
+        self.many_to_one = many_to_one
+        self.resets = plan.resets
+        self.idle = self._idle(plan)
+        self.ends = plan.ends
+        # Step targets share x's offsets (resolve_targets checked their lengths), so one
+        # layout places both; padded steps gather the pad rows (0, weight 0).
+        if targets is None:
+            y, y_mode = None, None
+        elif many_to_one:
+            y, y_mode = targets, "sequence"
+        else:
+            y, y_mode = _kernel.with_pad_row(targets.values, 0), "step"
+        self.table = _kernel.table(
+            _kernel.with_pad_row(data.values, 0), data.offsets[:-1], data.lengths,
+            y=y, y_mode=y_mode, w_mode="timestep",
+        )
+        self._inputs_table = replace(self.table, y=None, y_mode=None)
+        self._last: tuple[int, np.ndarray, np.ndarray] | None = None
+
+    def _idle(self, plan: Any) -> np.ndarray:
+        return plan.idle
+
+    def _layout(self, w: int) -> tuple[np.ndarray, np.ndarray]:
+        # inputs(w) and targets_of(w) are asked in turn: lay each window out once.
+        last = self._last
+        if last is None or last[0] != w:
+            last = (w, *_kernel.window_positions(self.plan, self.data.offsets, w,
+                                                 self.table.pad_index))
+            self._last = last
+        return last[1], last[2]
+
+    def inputs(self, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(x, mask, reset, idle)`` of window ``w``.
+
+        The mask is True on real steps. A row that is all padding gets an all-True mask instead
+        (its state is restored after the window anyway): an all-False row is what the cuDNN
+        kernel cannot take.
+        """
+        src, real = self._layout(w)
+        (x,) = _kernel.gather_batch(self._inputs_table, src, real, None)
+        idle = self.idle[w]
+        return x, real | idle[:, None], self.resets[w], idle
+
+    def pick(self, w: int) -> np.ndarray:
+        # a cell's real steps are its first `count`, so a sequence's last one is at count - 1
+        return np.where(self.ends[w], self.plan.count[w] - 1, 0).astype(np.int32)
+
+    def targets_of(self, w: int) -> tuple[np.ndarray, np.ndarray]:
+        """Targets and 0/1 float32 weights of window ``w`` (per sequence: 1 where a
+        sequence ends in this window; per step: 1 on real steps)."""
+        if self.many_to_one:
+            held = np.maximum(self.plan.sequence[w], 0)
+            return _kernel.gather_targets(self.table, None, self.ends[w], held)
+        src, real = self._layout(w)
+        return _kernel.gather_targets(self.table, src, real, None)
+
+    def n_targets(self, w: int) -> int:
+        if self.many_to_one:
+            return int(self.ends[w].sum())
+        return int(self.plan.count[w].sum())
+
+
+class _DenseWindows(_Windows):
+    """Per-window numpy arrays of a :class:`DenseTBPTTPlan`, for one call per window, built by
+    the same kernel as :class:`_Windows`.
+
+    Unlike :class:`_Windows`, ``reset`` is per step ``(B, W)``, the mask is False on every
+    padded step (the dense twin holds the state there; no row is restored), and per-sequence
+    targets sit at each sequence's last step with weight 1, so both kinds of target are read
+    per step.
+    """
+
+    def __init__(
+        self,
+        plan: DenseTBPTTPlan,
+        data: Ragged,
+        targets: np.ndarray | Ragged | None,
+        many_to_one: bool,
+    ) -> None:
+        super().__init__(plan, data, targets, many_to_one)
+        # Whole-plan layout once: the plan derives it from its full stream on each access.
+        self.index = plan.flat_index(data.offsets)
+        self.positions = _kernel.index_positions(self.index, self.table.pad_index)
+        self.sequence = plan.source_sequence
+
+    def _idle(self, plan: Any) -> np.ndarray:
+        return np.zeros((plan.n_windows, plan.batch_size), dtype=bool)
+
+    def _layout(self, w: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.positions[0][w], self.positions[1][w]
+
+    def inputs(self, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(x, mask, reset, idle)`` of window ``w``; ``reset`` and ``mask`` are ``(B, W)``."""
+        src, real = self._layout(w)
+        (x,) = _kernel.gather_batch(self._inputs_table, src, real, None)
+        return x, real, self.resets[w], self.idle[w]
+
+    def pick(self, w: int) -> np.ndarray:
+        return np.zeros(self.plan.batch_size, dtype=np.int32)  # targets are laid out per step
+
+    def targets_of(self, w: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per-step targets ``(B, W, ...)`` and 0/1 float32 weights ``(B, W)`` of window ``w``."""
+        if self.many_to_one:
+            held = np.maximum(self.sequence[w], 0)
+            return _kernel.gather_targets(self.table, None, self.ends[w], held)
+        src, real = self._layout(w)
+        return _kernel.gather_targets(self.table, src, real, None)
+
+    def n_targets(self, w: int) -> int:
+        return int(self.ends[w].sum() if self.many_to_one else self._layout(w)[1].sum())
+
+    def scatter(self, w: int, y_pred: np.ndarray, outputs: np.ndarray, per_step: bool) -> None:
+        """Write window ``w``'s outputs into ``outputs``: every real step (flat order) if
+        ``per_step``, else each sequence ending in the window (one row per sequence)."""
+        hit = self.index[w] >= 0 if per_step else self.ends[w]
+        where = self.index[w] if per_step else self.sequence[w]
+        outputs[where[hit]] = y_pred[hit]
+
+
+def _windows_of(
+    plan: Any, data: Ragged, targets: np.ndarray | Ragged | None, many_to_one: bool
+) -> _Windows | _DenseWindows:
+    kind = _DenseWindows if isinstance(plan, DenseTBPTTPlan) else _Windows
+    return kind(plan, data, targets, many_to_one)
+
+
+def _prepare_data(
+    x: Any,
+    y: Any,
+    *,
+    return_sequences: bool | None,
+    need_y: bool,
+    names: tuple[str, str] = ("x", "y"),
+    targets: Targets = "auto",
+) -> tuple[Ragged, np.ndarray | Ragged | None, bool]:
+    """Normalise inputs and targets; returns ``(data, targets, many_to_one)``."""
+    xn, yn = names
+    kind = _targets_kind(return_sequences, targets)
+    data = as_ragged(x, xn)
+    lengths = data.lengths
+    if len(lengths) == 0:
+        raise ValueError(f"Argument `{xn}` must hold at least one sequence. Received 0 sequences")
+    empty = np.flatnonzero(lengths == 0)
+    if empty.size:
+        raise ValueError(
+            f"Argument `{xn}` must not hold empty sequences; sequences {empty[:5].tolist()} have "
+            "length 0.\n- If they carry no information, drop them (and their targets) first."
+        )
+    if data.values.dtype == np.float64:
+        data = Ragged(_to_floatx(data.values, xn), data.offsets)
+    if not need_y:
+        return data, None, kind != "step"
+    kind, resolved = resolve_targets(y, lengths, targets=kind, name=yn, xname=xn)
+    if isinstance(resolved, Ragged):
+        if resolved.values.dtype == np.float64:
+            resolved = Ragged(_to_floatx(resolved.values, yn), resolved.offsets)
+    elif resolved.dtype == np.float64:
+        resolved = _to_floatx(resolved, yn)
+    return data, resolved, kind == "sequence"
+
+
+def _targets_kind(return_sequences: bool | None, targets: Targets) -> Targets:
+    """``targets=`` and the older ``return_sequences=`` as one ``targets`` value."""
+    check_choice("targets", targets, ("auto", "sequence", "step"))
+    if return_sequences is None:
+        return targets
+    check_bool("return_sequences", return_sequences)
+    implied = "step" if return_sequences else "sequence"
+    if targets not in ("auto", implied):
+        raise ValueError(
+            f"Arguments `return_sequences` and `targets` disagree. Received: "
+            f"return_sequences={return_sequences}, targets={targets!r}\n"
+            f"- Pass only targets=\"sequence\" (many-to-one) or targets=\"step\" "
+            "(many-to-many)."
+        )
+    return implied
+
+
+def _to_floatx(values: np.ndarray, name: str) -> np.ndarray:
+    """float64 values as Keras's floatx, refusing a value that would overflow to inf."""
+    floatx = keras.backend.floatx()
+    check_cast(
+        values, floatx, name=name,
+        header=f"Argument `{name}` does not fit Keras's float type ({floatx})",
+    )
+    return values.astype(floatx)
+
+
+def _check_finite(
+    data: Ragged, targets: Any, allow_nonfinite: bool, names: tuple[str, str] = ("x", "y")
+) -> None:
+    """The refusal of NaN/inf every TBPTT entry point shares (fit, evaluate, predict and
+    validation data): features unless ``allow_nonfinite``, targets always."""
+    xn, yn = names
+    check_finite_features(data.values, xn, offsets=data.offsets, allow_nonfinite=allow_nonfinite)
+    if isinstance(targets, Ragged):
+        check_finite_labels(targets.values, yn, offsets=targets.offsets)
+    elif targets is not None:
+        check_finite_labels(targets, yn)
+
+
+
+def _scatter_windowed(
+    windows: _Windows, w: int, y_pred: np.ndarray, outputs: np.ndarray, per_step: bool,
+    per_row: bool,
+) -> None:
+    """Write window ``w``'s outputs of a windowed plan into ``outputs`` (as predict returns)."""
+    plan = windows.plan
+    if per_step:
+        index = plan.flat_index(windows.data.offsets, w)
+        real = index >= 0
+        outputs[index[real]] = y_pred[real]
+        return
+    rows = np.flatnonzero(windows.ends[w])
+    held = plan.sequence[w, rows]
+    last = plan.count[w, rows] - 1
+    outputs[held] = y_pred[rows] if per_row else y_pred[rows, last]
+
+
+def _validation_windows(
+    validation_data: Any, runner: _Runner, many_to_one: bool, allow_nonfinite: bool
+) -> _Windows:
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+        raise ValueError(
+            "Argument `validation_data` must be a pair `(x_val, y_val)`. Received: "
+            f"validation_data of type {type(validation_data).__name__}"
+        )
+    names = ("validation_data[0]", "validation_data[1]")
+    data, targets, _ = _prepare_data(
+        *validation_data, return_sequences=not many_to_one, need_y=True, names=names,
+    )
+    _check_finite(data, targets, allow_nonfinite, names)
+    if data.step_shape != runner.step_shape:
+        raise ValueError(
+            f"Argument `validation_data` has steps of shape {data.step_shape}, but `x` has "
+            f"steps of shape {runner.step_shape}."
+        )
+    data = Ragged(data.values.astype(runner.dtype, copy=False), data.offsets)
+    plan = plan_tbptt(data.lengths, window=runner.window, batch_size=runner.batch_size)
+    return _Windows(plan, data, targets, many_to_one)
