@@ -1,17 +1,21 @@
-"""Options that several executors share, declared and checked once.
+"""Options that several executors and planners share, declared and checked once.
 
 Every executor (``bucketed_dataset``, ``bucketed_pydataset``, ``grain_dataset``,
 ``packed_dataset``, ``fit_per_length``, ``fit_tbptt``, ``predict``, ``evaluate``, the replica
 datasets, ``PadCollate``) keeps the arguments a user sets every day as keywords (``padding``,
 ``value``, ``pad_to``, ``sample_weight``, ``targets``, ``epoch``) and takes the ones set rarely in
 one value object, :class:`Options`, in the way ``tf.data.Options`` gathers a dataset's rarely
-changed knobs. Each option is declared once here (:data:`DECLARED`: its check and its meaning);
-an executor says which options it reads (:func:`options_for`), and an option set to anything but
-its default on an executor that does not read it is an error, never silently ignored.
+changed knobs; :class:`~seqprep.BucketSampler` takes its cost-model knobs the same way. Each
+option is declared once here (:data:`DECLARED`: its check and its meaning); a callable says
+which options it reads (:func:`options_for`), and an option set to anything but its default
+on a callable that does not read it is an error, never silently ignored. Checks that need
+more than the value (``quadratic_length`` needs ``max_tokens``; ``field_weights`` one weight
+per field) stay with the callable that has the rest.
 """
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -62,6 +66,38 @@ def _epochs(name: str, value: Any) -> int:
     return check_int(name, value, minimum=1, fix=f"Pass {name}=1 or more.")
 
 
+def _sorted_epochs(name: str, value: Any) -> int | None:
+    return check_int(name, value, minimum=0, allow_none=True)
+
+
+def _quadratic_length(name: str, value: Any) -> int | None:
+    return check_int(name, value, minimum=1, allow_none=True)
+
+
+def _field_tokens(name: str, value: Any) -> str:
+    return check_choice(name, value, ("sum", "max"))
+
+
+def _field_weights(name: str, value: Any) -> Any:
+    """None, or positive finite weights: a sequence in field order or a dict by field name
+    (the sampler matches them to its fields)."""
+    if value is None:
+        return None
+    items = value.values() if isinstance(value, Mapping) else value
+    ok = isinstance(items, (list, tuple, np.ndarray, type({}.values())))
+    if ok:
+        ok = all(not isinstance(v, bool) and isinstance(v, numbers.Real)
+                 and 0 < v < float("inf") for v in items)
+    if not ok:
+        raise ValueError(
+            f"Argument `{name}` must be None, or positive finite numbers (the cost of one "
+            f"padded step of each field), in field order or by field name. Received: "
+            f"{name}={value!r}\n- Pass e.g. {name}={{'src': 1.0, 'tgt': 2.0}} for a decoder "
+            "step that costs twice an encoder step."
+        )
+    return dict(value) if isinstance(value, Mapping) else tuple(value)
+
+
 def _any(name: str, value: Any) -> Any:
     return value
 
@@ -95,6 +131,24 @@ DECLARED: dict[str, Declared] = {
                                          "each new pass plays the sampler's next epoch(s), as "
                                          "tf.data reshuffles by default"),
     "epochs": Declared(_epochs, "how many consecutive sampler epochs one pass holds"),
+    "sorted_epochs": Declared(_sorted_epochs,
+                              "with a sorted batch order, how many first epochs are sorted "
+                              "(later ones shuffled: SortaGrad); None sorts every epoch"),
+    "drop_remainder": Declared(check_bool,
+                               "an executor that cuts its own batches leaves out each group's "
+                               "partial last batch (a sampler takes its own keyword)"),
+    "merge_leftovers": Declared(check_bool,
+                                "a sampler packs the partial last batches of neighbouring "
+                                "buckets together (fewest batches)"),
+    "quadratic_length": Declared(_quadratic_length,
+                                 "with max_tokens, a row of length L costs L + L**2 / "
+                                 "quadratic_length tokens (attention-like cost)"),
+    "field_tokens": Declared(_field_tokens,
+                             '"sum" or "max": how a max_tokens budget counts a row of several '
+                             "fields"),
+    "field_weights": Declared(_field_weights,
+                              "the cost of one padded step of each field in the boundary "
+                              "planner (several fields)"),
 }
 
 
@@ -119,6 +173,23 @@ class Options:
         reshuffle_each_iteration: every new pass over a dataset plays the sampler's next
             epoch(s) (``False``: replay the same ones).
         epochs: how many consecutive sampler epochs one pass over a dataset holds.
+        sorted_epochs: with a sorted batch ``order`` (``fit_per_length``), only the first
+            ``sorted_epochs`` epochs are sorted and later ones shuffled
+            (``order="ascending"``, ``sorted_epochs=1``: SortaGrad); None sorts every epoch.
+        drop_remainder: an executor that cuts its own batches (``fit_per_length``) leaves
+            out each group's partial last batch (a ``UserWarning`` says how many sequences
+            that leaves out). Samplers take ``drop_remainder=`` as their own keyword.
+        merge_leftovers: :class:`~seqprep.BucketSampler` packs the partial last batches of
+            neighbouring buckets together (the default: fewest batches). False, with
+            ``pad_to="bucket"``, keeps every batch in one bucket, padded to its length.
+        quadratic_length: :class:`~seqprep.BucketSampler` with ``max_tokens`` only: a row
+            padded to length ``L`` costs ``L + L**2 / quadratic_length`` tokens (for
+            attention-like models), so batches of long sequences get fewer rows.
+        field_tokens: :class:`~seqprep.BucketSampler` of several fields: how ``max_tokens``
+            counts a row, the ``"sum"`` of its fields' padded widths or their ``"max"``.
+        field_weights: :class:`~seqprep.BucketSampler` of several fields: the cost of one
+            padded step of each field in the boundary planner (a sequence in field order
+            or a dict by name; default 1 each).
 
     Raises:
         ValueError: an option with a value it cannot take.
@@ -131,7 +202,7 @@ class Options:
         >>> sp.Options(epochs=0)
         Traceback (most recent call last):
         ...
-        ValueError: Argument `epochs` must be an integer >= 1. Received: epochs=0
+        ValueError: Argument `epochs` must be at least 1. Received: epochs=0
         - Pass epochs=1 or more.
     """
 
@@ -142,6 +213,12 @@ class Options:
     data_parallel: Any = "auto"
     reshuffle_each_iteration: bool = True
     epochs: int = 1
+    sorted_epochs: int | None = None
+    drop_remainder: bool = False
+    merge_leftovers: bool = True
+    quadratic_length: int | None = None
+    field_tokens: str = "sum"
+    field_weights: Any = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
