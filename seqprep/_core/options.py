@@ -18,13 +18,15 @@ from __future__ import annotations
 import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from seqprep._core.checks import check_bool, check_choice, check_int
 
-__all__ = ["DECLARED", "Options", "options_for"]
+__all__ = ["DECLARED", "OptionSet", "Options", "options_for"]
+
+OptionsT = TypeVar("OptionsT", bound="OptionSet")
 
 
 def _per_field(check: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
@@ -152,8 +154,32 @@ DECLARED: dict[str, Declared] = {
 }
 
 
-@dataclass(frozen=True)
-class Options:
+class OptionSet:
+    """What a frozen dataclass of declared options shares: each field is checked by its
+    :data:`DECLARED` entry when the object is built, and shown only when changed."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            checked = DECLARED[f.name].check(f.name, getattr(self, f.name))
+            object.__setattr__(self, f.name, checked)
+
+    def changed(self) -> dict[str, Any]:
+        """The options set to something other than their defaults.
+
+        Example:
+            >>> Options(epochs=2).changed()
+            {'epochs': 2}
+        """
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if not _same(getattr(self, f.name), f.default)}
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.changed().items())
+        return f"{type(self).__name__}({shown})"
+
+
+@dataclass(frozen=True, repr=False)
+class Options(OptionSet):
     """The rarely changed options that seqprep's executors share.
 
     Each executor reads the options that apply to it and refuses one set to a non-default value
@@ -179,17 +205,6 @@ class Options:
         drop_remainder: an executor that cuts its own batches (``fit_per_length``) leaves
             out each group's partial last batch (a ``UserWarning`` says how many sequences
             that leaves out). Samplers take ``drop_remainder=`` as their own keyword.
-        merge_leftovers: :class:`~seqprep.BucketSampler` packs the partial last batches of
-            neighbouring buckets together (the default: fewest batches). False, with
-            ``pad_to="bucket"``, keeps every batch in one bucket, padded to its length.
-        quadratic_length: :class:`~seqprep.BucketSampler` with ``max_tokens`` only: a row
-            padded to length ``L`` costs ``L + L**2 / quadratic_length`` tokens (for
-            attention-like models), so batches of long sequences get fewer rows.
-        field_tokens: :class:`~seqprep.BucketSampler` of several fields: how ``max_tokens``
-            counts a row, the ``"sum"`` of its fields' padded widths or their ``"max"``.
-        field_weights: :class:`~seqprep.BucketSampler` of several fields: the cost of one
-            padded step of each field in the boundary planner (a sequence in field order
-            or a dict by name; default 1 each).
 
     Raises:
         ValueError: an option with a value it cannot take.
@@ -215,29 +230,6 @@ class Options:
     epochs: int = 1
     sorted_epochs: int | None = None
     drop_remainder: bool = False
-    merge_leftovers: bool = True
-    quadratic_length: int | None = None
-    field_tokens: str = "sum"
-    field_weights: Any = None
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            checked = DECLARED[f.name].check(f.name, getattr(self, f.name))
-            object.__setattr__(self, f.name, checked)
-
-    def changed(self) -> dict[str, Any]:
-        """The options set to something other than their defaults.
-
-        Example:
-            >>> Options(epochs=2).changed()
-            {'epochs': 2}
-        """
-        return {f.name: getattr(self, f.name) for f in fields(self)
-                if not _same(getattr(self, f.name), f.default)}
-
-    def __repr__(self) -> str:
-        shown = ", ".join(f"{k}={v!r}" for k, v in self.changed().items())
-        return f"Options({shown})"
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -247,20 +239,26 @@ def _same(a: Any, b: Any) -> bool:
         return a is b
 
 
-def options_for(options: Any, caller: str, reads: tuple[str, ...]) -> Options:
-    """``options`` checked for ``caller``: an :class:`Options` (None gives the defaults) that
-    sets no option outside ``reads``.
+def options_for(
+    options: Any,
+    caller: str,
+    reads: tuple[str, ...],
+    kind: type[OptionsT] = Options,  # type: ignore[assignment]
+) -> OptionsT:
+    """``options`` checked for ``caller``: a ``kind`` (:class:`Options`, or a planner's
+    ``seqprep.PlanOptions``; None gives the defaults) that sets no option outside ``reads``.
 
     Args:
         options: what the user passed as ``options=``.
         caller: the public name, for the error message.
         reads: the options ``caller`` uses.
+        kind: the option class ``caller`` takes.
 
     Returns:
-        The :class:`Options` to read.
+        The ``kind`` to read.
 
     Raises:
-        TypeError: ``options`` is not an :class:`Options` (a dict is accepted and converted).
+        TypeError: ``options`` is not a ``kind`` (a dict is accepted and converted).
         ValueError: an option ``caller`` does not use is set.
 
     Example:
@@ -272,20 +270,22 @@ def options_for(options: Any, caller: str, reads: tuple[str, ...]) -> Options:
         ValueError: Argument `options` sets truncating='pre', which `packed_dataset` does not use.
         - Leave it at its default there; `packed_dataset` reads only: dtype.
     """
+    name = kind.__name__
     if options is None:
-        return Options()
+        return kind()
     if isinstance(options, Mapping):
-        unknown = sorted(set(options) - set(DECLARED))
+        known = sorted(f.name for f in fields(kind))
+        unknown = sorted(set(options) - set(known))
         if unknown:
             raise TypeError(
-                f"Argument `options` has unknown keys {unknown}. Known: {sorted(DECLARED)}\n"
-                "- Pass seqprep.Options(...) with the options you mean."
+                f"Argument `options` has unknown keys {unknown}. Known: {known}\n"
+                f"- Pass seqprep.{name}(...) with the options you mean."
             )
-        options = Options(**options)
-    if not isinstance(options, Options):
+        options = kind(**options)
+    if not isinstance(options, kind):
         raise TypeError(
-            f"Argument `options` must be a seqprep.Options or None. Received: "
-            f"{type(options).__name__}\n- Pass options=seqprep.Options(...)."
+            f"Argument `options` of `{caller}` must be a seqprep.{name} or None. Received: "
+            f"{options!r}\n- Pass options=seqprep.{name}(...)."
         )
     unused = {k: v for k, v in options.changed().items() if k not in reads}
     if unused:
