@@ -88,8 +88,9 @@ def mirrored(x, y, xt, yt, epochs: int, units: int) -> None:
     # builds the model from it): an even batch size and drop_remainder=True guarantee it.
     sampler = sp.BucketSampler(sp.sequence_lengths(x), boundaries=BOUNDARIES, batch_size=32,
                                drop_remainder=True)
-    ds = sp.bucketed_dataset(x, y, sampler=sampler, epochs=epochs,
-                             reshuffle_each_iteration=False)
+    ds = sp.bucketed_dataset(
+        x, y, sampler=sampler,
+        options=sp.Options(epochs=epochs, reshuffle_each_iteration=False))
     model.fit(ds, epochs=epochs, steps_per_epoch=len(sampler), verbose=0)
     print(f"    test accuracy {accuracy(model, xt, yt):.3f} "
           f"({sampler.num_dropped_} sequences left out per epoch by drop_remainder)")

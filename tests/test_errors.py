@@ -238,7 +238,7 @@ CASES = [
     Case("sampler-quadratic-without-tokens", lambda: _sampler_kw(quadratic_length=10),
          "`quadratic_length`", "10"),
     Case("sampler-quadratic-zero",
-         lambda: sp.BucketSampler(LENS, max_tokens=50, quadratic_length=0),
+         lambda: sp.BucketSampler(LENS, max_tokens=50, options=sp.PlanOptions(quadratic_length=0)),
          "`quadratic_length`", "0"),
     Case("sampler-lengths-int", lambda: sp.BucketSampler(5, batch_size=2), "`lengths`",
          "single int: 5"),
@@ -625,7 +625,7 @@ def test_fit_per_length_warns_when_drop_remainder_leaves_data_out():
     x = [np.ones((n, 2), "float32") for n in (2, 2, 2, 3, 3, 4)]
     with pytest.warns(UserWarning, match=r"2 of 6 sequence\(s\).*drop_remainder=True"):
         history = sp.fit_per_length(_model(), x, np.zeros(6, "float32"), batch_size=2,
-                                    drop_remainder=True, verbose=0)
+                                    options=sp.Options(drop_remainder=True), verbose=0)
     assert history.steps_per_epoch == 2 and len(history.history["loss"]) == 1
 
 
@@ -657,7 +657,8 @@ def test_first_nonfinite_feature_is_named_by_sequence_and_step(lengths, data):
 
 def test_allow_nonfinite_keeps_the_values():
     x = _nan_x()
-    ds = sp.bucketed_dataset(x, sampler=_sampler(), allow_nonfinite=True, dtype="float32")
+    ds = sp.bucketed_dataset(x, sampler=_sampler(),
+                             options=sp.Options(allow_nonfinite=True, dtype="float32"))
     got = np.concatenate([b.numpy().reshape(-1, 2) for b in ds])
     assert np.isnan(got).sum() == 1
 

@@ -34,14 +34,14 @@ import itertools
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 from numpy.typing import DTypeLike
 
-from seqprep._core.checks import check_bool, check_choice, check_int, needs_sampler
+from seqprep._core.checks import check_choice, check_int, needs_sampler
 from seqprep._core.options import Options, options_for
 from seqprep.inputs._padding import Side
 from seqprep.inputs._targets import Targets
@@ -64,7 +64,7 @@ from seqprep.readers._parquet import (  # noqa: F401  (moved there; old imports 
     _SeenIds,
     iter_parquet_sequences,
 )
-from seqprep.running._tfdata import bucketed_dataset
+from seqprep.running._tfdata import BUCKETED_READS, bucketed_dataset
 
 __all__ = [
     "ParquetChunk",
@@ -121,7 +121,7 @@ def replica_dataset_fn(
     ``pad_to="step"`` (default) pads every replica's batch at a step to the longest sequence
     in any replica's batch at that step: every replica sees the same time length at every
     step. ``"bucket"`` pads to the bucket's pad length (at most ``num_buckets`` shapes; build
-    the sampler with ``options=seqprep.Options(merge_leftovers=False)`` to keep each bucket's
+    the sampler with ``options=seqprep.PlanOptions(merge_leftovers=False)`` to keep each bucket's
     leftover batch in its bucket: only the final batches re-split so that every replica gets
     one may still mix buckets, and they pad to the largest). Batch sizes can differ by a few
     rows between replicas at the steps that take a bucket's leftovers; the first step always
@@ -483,12 +483,13 @@ def service_bucketed_dataset(
     Service workers run only TensorFlow ops, so the sampler's plans are made here, in
     Python, before anything is served: the plans of ``distinct_epochs`` consecutive sampler
     epochs (``epoch``, ``epoch + 1`` ...) are each built as :func:`~seqprep.bucketed_dataset`
-    with ``reshuffle_each_iteration=False`` (constants only) and registered with the
-    dispatcher. Pass ``p`` over the returned dataset (counted in this process, from 0) reads
+    with the option ``reshuffle_each_iteration=False`` (constants only) and registered with
+    the dispatcher. Pass ``p`` over the returned dataset (counted in this process, from 0) reads
     the registered epoch ``epoch + p % distinct_epochs`` as a new job: a different order on
     each of ``distinct_epochs`` consecutive passes, every sequence exactly once per pass (as
-    the mode below allows), then the cycle repeats. ``reshuffle_each_iteration=False`` opts
-    out: one registered dataset, every pass replays epoch ``epoch``.
+    the mode below allows), then the cycle repeats.
+    ``options=seqprep.Options(reshuffle_each_iteration=False)`` opts out: one registered
+    dataset, every pass replays epoch ``epoch``.
 
     What a pass delivers depends on ``processing_mode``:
 
@@ -529,14 +530,15 @@ def service_bucketed_dataset(
             grow with it): 4 gives four different orders in a row at four times the memory
             of a fixed epoch.
         **kwargs: keyword arguments of :func:`~seqprep.bucketed_dataset` (``padding``,
-            ``pad_to``, ``epoch`` ...); ``reshuffle_each_iteration=False`` replays epoch
-            ``epoch`` on every pass; ``epochs > 1`` is refused (a pass is one epoch).
+            ``pad_to``, ``epoch``, ``options`` ...); the option
+            ``reshuffle_each_iteration=False`` replays epoch ``epoch`` on every pass; the
+            option ``epochs > 1`` is refused (a pass is one epoch).
 
     Returns:
         A ``tf.data.Dataset`` of padded batches served by the workers.
 
     Raises:
-        ValueError: ``epochs > 1``, a bad ``distinct_epochs``, or as
+        ValueError: the option ``epochs > 1``, a bad ``distinct_epochs``, or as
             :func:`~seqprep.bucketed_dataset`.
 
     Example:
@@ -548,21 +550,24 @@ def service_bucketed_dataset(
         ...     sorted(b.numpy().tolist() for b in ds)
         [[[1], [3]], [[2, 2], [4, 4]]]
     """
-    if kwargs.get("epochs", 1) != 1:
+    opts = options_for(kwargs.pop("options", None), "service_bucketed_dataset",
+                       reads=BUCKETED_READS)
+    if opts.epochs != 1:
         raise ValueError(
-            "Argument `epochs` is not supported with the tf.data service: each pass plays "
-            f"one sampler epoch. Received: epochs={kwargs['epochs']!r}\n- Drop `epochs`; "
-            "passes already cycle through `distinct_epochs` different epochs."
+            "Argument `options` sets `epochs`, which the tf.data service does not support: "
+            f"each pass plays one sampler epoch. Received: epochs={opts.epochs!r}\n- Drop "
+            "`epochs`; passes already cycle through `distinct_epochs` different epochs."
         )
     distinct_epochs = check_int("distinct_epochs", distinct_epochs, minimum=1)
-    reshuffle = kwargs.pop("reshuffle_each_iteration", True)
-    check_bool("reshuffle_each_iteration", reshuffle)
+    reshuffle = opts.reshuffle_each_iteration
+    # Service workers cannot run the Python planner: every registered epoch is constants.
+    kwargs["options"] = replace(opts, reshuffle_each_iteration=False)
     target = service.target if isinstance(service, LocalDataService) else service
     first = kwargs.pop("epoch", 0)
     if not reshuffle or distinct_epochs == 1 or job_name is not None:
         # Service workers cannot run the Python planner: one fixed epoch, made of constants.
         dataset = bucketed_dataset(
-            x, y, sampler=sampler, epoch=first, reshuffle_each_iteration=False, **kwargs
+            x, y, sampler=sampler, epoch=first, **kwargs
         )
         served = dataset.apply(
             tf.data.experimental.service.distribute(
@@ -604,7 +609,7 @@ def _service_cycle(
     ids, spec = [], None
     for e in range(first, first + distinct_epochs):
         one = bucketed_dataset(
-            x, y, sampler=sampler, epoch=e, reshuffle_each_iteration=False, **kwargs
+            x, y, sampler=sampler, epoch=e, **kwargs
         )
         spec = one.element_spec
         ids.append(svc.register_dataset(target, one))
