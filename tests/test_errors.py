@@ -362,12 +362,10 @@ CASES = [
         _model(True), XF, window=4, batch_size=2, return_sequences=None),
          "`return_sequences`", "None"),
     # ---------------------------------------------------------------- distributed
-    Case("replica-fn-both-budgets", lambda: sp.replica_dataset_fn(X, batch_size=2,
-                                                                  max_tokens=8),
-         "`max_tokens`", "max_tokens=8"),
-    Case("replica-fn-no-budget", lambda: sp.replica_dataset_fn(X), "`batch_size`",
-         "batch_size=None"),
-    Case("replica-fn-pad-to", lambda: sp.replica_dataset_fn(X, batch_size=2, pad_to="max"),
+    Case("replica-fn-sharded", lambda: sp.replica_dataset_fn(X, sampler=sp.BucketSampler(
+        sp.sequence_lengths(X), batch_size=2, num_shards=2)), "`sampler`", "num_shards=2"),
+    Case("replica-fn-pad-to", lambda: sp.replica_dataset_fn(
+        X, sampler=sp.BucketSampler(sp.sequence_lengths(X), batch_size=2), pad_to="max"),
          "`pad_to`", "'max'"),
     Case("replica-plans-not-samplers", lambda: sp.replica_plans([1, 2]), "`sampler_shards`",
          "int"),
@@ -598,8 +596,9 @@ def test_replica_planners_warn_with_counts():
     import tensorflow as tf
 
     x = [[1] * n for n in (1, 2, 3, 4, 5, 6, 7)]
-    fn = sp.replica_dataset_fn(x, batch_size=4, boundaries=[], drop_remainder=True,
-                               shuffle=False)
+    sampler = sp.BucketSampler(sp.sequence_lengths(x), batch_size=4, boundaries=[],
+                               drop_remainder=True, shuffle=False)
+    fn = sp.replica_dataset_fn(x, sampler=sampler)
     ctx = tf.distribute.InputContext(num_input_pipelines=1, input_pipeline_id=0,
                                      num_replicas_in_sync=2)
     with pytest.warns(UserWarning, match=r"3 of 7 sequence\(s\)"):
