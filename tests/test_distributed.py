@@ -234,10 +234,10 @@ def test_dataset_fn_passes_the_sampler_options_to_every_shard():
     def shard_batches(k, **kwargs):
         s = sp.BucketSampler(lengths, boundaries=bounds, num_shards=2, shard_index=k, seed=3,
                              **kwargs)
+        return sorted(sorted(b.tolist()) for b in s.batches(0))
 
     def global_sampler(**kwargs):
         return sp.BucketSampler(lengths, boundaries=bounds, seed=3, **kwargs)
-        return sorted(sorted(b.tolist()) for b in s.batches(0))
 
     def got_batches(fn):
         # One replica per input pipeline: pipeline k plays shard k of the sampler.
@@ -270,7 +270,7 @@ def test_dataset_fn_passes_the_sampler_options_to_every_shard():
 def test_dataset_fn_errors_name_the_argument():
     x = [[1], [2, 2], [3]]
     lengths = sp.sequence_lengths(x)
-    with pytest.raises(TypeError, match="pass sampler=seqprep.BucketSampler"):
+    with pytest.raises(TypeError, match="Pass sampler=seqprep.BucketSampler"):
         replica_dataset_fn(x)
     with pytest.raises(TypeError, match=r"takes no `batch_size`.*batch_size=3"):
         replica_dataset_fn(x, batch_size=3)
@@ -281,7 +281,7 @@ def test_dataset_fn_errors_name_the_argument():
         fn(ctx)
     with pytest.raises(ValueError, match="pad_to"):
         replica_dataset_fn(x, sampler=sp.BucketSampler(lengths, batch_size=2), pad_to="batch")
-    shard = sp.BucketSampler(lengths, batch_size=1, num_shards=2, shard_index=1)
+    shard = sp.BucketSampler([1, 2, 3, 4], batch_size=1, num_shards=2, shard_index=1)
     with pytest.raises(ValueError, match=r"global plan \(num_shards=1\).*num_shards=2"):
         replica_dataset_fn(x, sampler=shard)
     with pytest.raises(TypeError, match="must be a seqprep.BucketSampler"):
@@ -378,8 +378,9 @@ def test_data_service_parallel_epochs_duplicates_per_worker():
 
 def test_data_service_refuses_python_epoch_state():
     x, ids, sampler = _service_data()
-    with pytest.raises(ValueError, match="`epochs` is not supported"):
-        service_bucketed_dataset("grpc://localhost:1", x, ids, sampler=sampler, epochs=2)
+    with pytest.raises(ValueError, match="sets `epochs`, which the tf.data service does not"):
+        service_bucketed_dataset("grpc://localhost:1", x, ids, sampler=sampler,
+                                 options=sp.Options(epochs=2))
 
 
 def _served_batches(ds) -> list[frozenset]:
@@ -412,7 +413,7 @@ def test_data_service_opt_out_replays_one_epoch():
     x, ids, sampler = _service_data()
     with local_data_service(num_workers=2) as service:
         ds = service_bucketed_dataset(service, x, ids, sampler=sampler, epoch=3,
-                                      reshuffle_each_iteration=False)
+                                      options=sp.Options(reshuffle_each_iteration=False))
         passes = [set(_served_batches(ds)) for _ in range(2)]
     assert passes[0] == passes[1] == _planned_batches(sampler, 3)
 
@@ -440,7 +441,7 @@ def test_data_service_exactly_once_modes_know_their_length():
     with local_data_service(num_workers=2) as service:
         ds = service_bucketed_dataset(service, x, ids, sampler=sampler, distinct_epochs=2)
         fixed = service_bucketed_dataset(service, x, ids, sampler=sampler,
-                                         reshuffle_each_iteration=False)
+                                         options=sp.Options(reshuffle_each_iteration=False))
         dup = service_bucketed_dataset(service, x, ids, sampler=sampler,
                                        processing_mode="parallel_epochs")
         assert int(ds.cardinality()) == int(fixed.cardinality()) == len(sampler)

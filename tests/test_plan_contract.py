@@ -34,7 +34,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seqprep import BatchPlan, Bucketer, BucketSampler, PackedPlan, PackSampler
+from seqprep import BatchPlan, Bucketer, BucketSampler, PackedPlan, PackSampler, PlanOptions
 from seqprep.planning._per_length import plan_per_length
 from seqprep.planning._replicas import replica_plans
 from seqprep.planning._windows import DenseTBPTTPlan, TBPTTPlan, plan_tbptt
@@ -111,8 +111,8 @@ CASES = [
          functools.partial(_sampler_2d, as_dict=True, max_tokens=4 * MAX_LENGTH),
          _sampler_plan, max_shards=3, resumable=True),
     Case("BucketSampler(2-D, max_tokens on the max, quadratic)",
-         functools.partial(_sampler_2d, max_tokens=4 * MAX_LENGTH, field_tokens="max",
-                           quadratic_length=2 * MAX_LENGTH),
+         functools.partial(_sampler_2d, max_tokens=4 * MAX_LENGTH, options=PlanOptions(
+             field_tokens="max", quadratic_length=2 * MAX_LENGTH)),
          _sampler_plan, max_shards=2, resumable=True),
     Case("BucketSampler(batch_size)",
          functools.partial(_sampler, boundaries=[8, 16], batch_size=4), _sampler_plan,

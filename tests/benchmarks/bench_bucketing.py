@@ -177,7 +177,8 @@ def test_quadratic_cost_term_bounds_attention_cost_per_batch():
     print(f"\nmax_tokens={budget}, lognormal lengths n={lengths.size}: linear budget vs "
           f"quadratic_length={q}")
     stats = {}
-    for name, kwargs in [("linear", {}), ("quadratic", {"quadratic_length": q})]:
+    for name, kwargs in [("linear", {}),
+                         ("quadratic", {"options": PlanOptions(quadratic_length=q)})]:
         sampler = BucketSampler(lengths, max_tokens=budget, seed=0, **kwargs)
         batches = sampler.batches(0)
         width = np.array([int(lengths[b].max()) for b in batches])
