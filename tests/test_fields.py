@@ -408,7 +408,7 @@ def test_packed_dataset_refuses_nonfinite_features_unless_allowed():
     x = [np.array([[0.0], [1.0]]), np.array([[2.0], [np.inf], [3.0]])]
     with pytest.raises(ValueError, match=r"`x`.*x\[1\] at step 1.*\n- .*allow_nonfinite=True"):
         _pack(x)
-    inputs = next(iter(_pack(x, allow_nonfinite=True)))
+    inputs = next(iter(_pack(x, options=Options(allow_nonfinite=True))))
     assert np.isinf(inputs["values"].numpy()).sum() == 1
 
 

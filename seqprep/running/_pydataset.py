@@ -190,14 +190,13 @@ def bucketed_pydataset(
 
 def _pydataset_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     """``keras.utils.PyDataset``'s own arguments, checked; any other name is refused."""
-    unknown = sorted(set(kwargs) - set(_PYDATASET_ARGS))
+    unknown = {k: v for k, v in sorted(kwargs.items()) if k not in _PYDATASET_ARGS}
     if unknown:
-        shown = ", ".join(f"{k}={kwargs[k]!r}" for k in unknown)
         raise TypeError(
-            f"`bucketed_pydataset` got unexpected keyword argument(s): {shown}. Its **kwargs "
-            f"are keras.utils.PyDataset's own: {', '.join(_PYDATASET_ARGS)}.\n"
-            "- Rarely set seqprep options go in options=seqprep.Options(...); see "
-            "bucketed_pydataset's Args for the rest."
+            "`bucketed_pydataset` got unexpected keyword argument(s): "
+            f"{', '.join(f'{k}={v!r}' for k, v in unknown.items())}. Its **kwargs are "
+            f"keras.utils.PyDataset's own: {', '.join(_PYDATASET_ARGS)}.\n- Rarely set seqprep "
+            "options go in options=seqprep.Options(...); see bucketed_pydataset's Args."
         )
     checked = dict(kwargs)
     for name in ("workers", "max_queue_size"):
