@@ -26,6 +26,8 @@ from seqprep.planning._options import PLAN_READS, PlanOptions
 def test_every_option_is_declared_once_and_is_a_field_of_one_option_class():
     options = [f.name for f in dataclasses.fields(Options)]
     plan = [f.name for f in dataclasses.fields(PlanOptions)]
+    assert {n: d.owner for n, d in DECLARED.items()} == {
+        **dict.fromkeys(options, "Options"), **dict.fromkeys(plan, "PlanOptions")}
     assert sorted(options + plan) == sorted(DECLARED)
     assert not set(options) & set(plan)
     assert tuple(plan) == PLAN_READS  # a BucketSampler reads every knob of PlanOptions
@@ -174,10 +176,40 @@ def test_a_sampler_takes_plan_options_not_executor_options():
 def test_pydataset_takes_keras_own_arguments_as_kwargs_and_refuses_others():
     ds = sp.bucketed_pydataset(X, sampler=_bucket_sampler(), workers=2, max_queue_size=3)
     assert (ds.workers, ds.max_queue_size, ds.use_multiprocessing) == (2, 3, False)
-    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\): dtype='int8'"):
-        sp.bucketed_pydataset(X, sampler=_bucket_sampler(), dtype="int8")
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\): colour='red'"):
+        sp.bucketed_pydataset(X, sampler=_bucket_sampler(), colour="red")
     with pytest.raises(ValueError, match="`workers`"):
         sp.bucketed_pydataset(X, sampler=_bucket_sampler(), workers=0)
+
+
+MOVED = [
+    # (executor, call with one keyword that moved into options=, the fix it must show)
+    ("bucketed_dataset", lambda: sp.bucketed_dataset(X, sampler=_bucket_sampler(),
+                                                     dtype="float16"),
+     "options=seqprep.Options(dtype='float16')"),
+    ("packed_dataset", lambda: sp.packed_dataset(X, sampler=_pack_sampler(), epochs=2),
+     "options=seqprep.Options(epochs=2)"),
+    ("grain_dataset", lambda: sp.grain_dataset(X, sampler=_bucket_sampler(),
+                                               allow_nonfinite=True),
+     "options=seqprep.Options(allow_nonfinite=True)"),
+    ("bucketed_pydataset", lambda: sp.bucketed_pydataset(X, sampler=_bucket_sampler(),
+                                                         targets_field="dec"),
+     "options=seqprep.Options(targets_field='dec')"),
+    ("fit_per_length", lambda: sp.fit_per_length(None, X, np.zeros(4), drop_remainder=True),
+     "options=seqprep.Options(drop_remainder=True)"),
+    ("replica_dataset_fn", lambda: sp.replica_dataset_fn(X, sampler=_bucket_sampler(),
+                                                         merge_leftovers=False),
+     "options=seqprep.PlanOptions(merge_leftovers=False)"),
+]
+
+
+@pytest.mark.parametrize(("name", "call", "fix"), MOVED, ids=[m[0] for m in MOVED])
+def test_an_option_passed_as_a_keyword_says_where_it_went(name, call, fix):
+    with pytest.raises(TypeError) as err:
+        call()
+    message = str(err.value)
+    assert message.startswith(f"`{name}` takes `") and "in `options`, not as a keyword" in message
+    assert message.endswith(f"- Pass {fix}.")
 
 
 # --------------------------------------------------------------------------- at most 12

@@ -23,7 +23,7 @@ import numpy as np
 
 from seqprep._core.checks import check_bool, check_choice, check_int
 
-__all__ = ["DECLARED", "OptionSet", "Options", "options_for"]
+__all__ = ["DECLARED", "OptionSet", "Options", "options_for", "refuse_option_keywords"]
 
 OptionsT = TypeVar("OptionsT", bound="OptionSet")
 
@@ -90,6 +90,7 @@ class Declared:
 
     check: Callable[[str, Any], Any]
     meaning: str
+    owner: str = "Options"  # the class that holds it: Options, or a planner's PlanOptions
 
 
 #: Every shared option, declared once.
@@ -120,17 +121,21 @@ DECLARED: dict[str, Declared] = {
                                "partial last batch (a sampler takes its own keyword)"),
     "merge_leftovers": Declared(check_bool,
                                 "a sampler packs the partial last batches of neighbouring "
-                                "buckets together (fewest batches)"),
+                                "buckets together (fewest batches)",
+                                owner="PlanOptions"),
     "quadratic_length": Declared(_quadratic_length,
                                  "with max_tokens, a row of length L costs L + L**2 / "
-                                 "quadratic_length tokens (attention-like cost)"),
+                                 "quadratic_length tokens (attention-like cost)",
+                                 owner="PlanOptions"),
     "field_tokens": Declared(_field_tokens,
                              '"sum" or "max": how a max_tokens budget counts a row of several '
-                             "fields"),
+                             "fields",
+                             owner="PlanOptions"),
     # Checked by the sampler, which knows its fields' names (errors name the field).
     "field_weights": Declared(_any,
                               "the cost of one padded step of each field in the boundary "
-                              "planner (several fields)"),
+                              "planner (several fields)",
+                              owner="PlanOptions"),
 }
 
 
@@ -275,3 +280,28 @@ def options_for(
             f"- Leave it at its default there; `{caller}` reads only: {', '.join(reads)}."
         )
     return options
+
+
+def refuse_option_keywords(caller: str, keywords: Mapping[str, Any]) -> None:
+    """Refuse keyword arguments that are declared options: they go in ``options=``.
+
+    For an executor's ``**kwargs`` (or keywords its signature does not take), so that
+    ``fit_per_length(..., drop_remainder=True)`` says where the option went instead of
+    failing somewhere else (or being passed on to Keras).
+
+    Example:
+        >>> refuse_option_keywords("bucketed_dataset", {"dtype": "float16"})
+        Traceback (most recent call last):
+        ...
+        TypeError: `bucketed_dataset` takes `dtype` in `options`, not as a keyword. Received: dtype='float16'
+        - Pass options=seqprep.Options(dtype='float16').
+    """  # noqa: E501
+    moved = {k: v for k, v in keywords.items() if k in DECLARED}
+    if moved:
+        shown = ", ".join(f"{k}={v!r}" for k, v in moved.items())
+        classes = sorted({DECLARED[k].owner for k in moved})
+        raise TypeError(
+            f"`{caller}` takes `{'`, `'.join(moved)}` in `options`, not as a keyword. "
+            f"Received: {shown}\n- Pass options=seqprep.{classes[0]}({shown})."
+        )
+

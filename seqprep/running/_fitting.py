@@ -34,7 +34,7 @@ import pandas as pd
 import tensorflow as tf
 
 from seqprep._core.checks import check_choice, check_int, check_less
-from seqprep._core.options import Options, options_for
+from seqprep._core.options import Options, options_for, refuse_option_keywords
 from seqprep.inputs import _stage as _inputs
 from seqprep.inputs._fit_table import FitData as _Data
 from seqprep.inputs._fit_table import check_model as _check_model
@@ -570,6 +570,7 @@ def fit_per_length(
     """
     opts = options_for(options, "fit_per_length", reads=(
         "sorted_epochs", "drop_remainder", "allow_nonfinite", "targets_field", "data_parallel"))
+    refuse_option_keywords("fit_per_length", fit_kwargs)
     _check_model(model)
     validation_data = fit_kwargs.pop("validation_data", None)
     callbacks = fit_kwargs.pop("callbacks", None)
