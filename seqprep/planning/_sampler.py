@@ -123,29 +123,13 @@ class BucketSampler(ResumableSampler):
             ``length_limit``) or ``"drop"`` (never batched; counted in ``num_dropped_``).
         max_length: longest sequence allowed, or None. For several fields: one int for every
             field, or one per field (a list in field order, or a dict by name).
-        options: a :class:`seqprep.PlanOptions` of the cost-model knobs:
-
-            * ``merge_leftovers``: pack the partial last batches of neighbouring buckets
-              together (the default: fewest batches). False, with ``pad_to="bucket"``,
-              makes every batch hold one bucket only and pad to that bucket's length, at the
-              cost of up to one partial batch per bucket. With ``num_shards > 1`` the
-              batches that cannot fill a group of ``num_shards`` from one bucket are still
-              re-split together (unless ``drop_remainder``); such a batch is labelled, and
-              padded to, the longest bucket among its members.
-            * ``quadratic_length``: with ``max_tokens`` only, a quadratic cost term for
-              attention-like models, whose cost grows with the square of the length. A row
-              padded to length ``L`` then costs ``L + L**2 / quadratic_length`` tokens (the
-              quadratic term equals the linear one at ``L = quadratic_length``), so batches
-              of long sequences get fewer rows; the budget holds exactly:
-              ``rows * L * (quadratic_length + L) <= max_tokens * quadratic_length``.
-            * ``field_tokens``: for several fields, how ``max_tokens`` counts a row:
-              ``"sum"`` of its fields' padded widths (an encoder–decoder runs both) or their
-              ``"max"`` (fields processed side by side). ``quadratic_length`` applies to
-              that length.
-            * ``field_weights``: for several fields, the cost of one padded step of each
-              field in the boundary planner (default: 1 each; e.g. ``{"src": 1, "tgt": 2}``
-              when a decoder step costs twice an encoder step). Budgets always count plain
-              tokens.
+        options: a :class:`seqprep.PlanOptions` of the rarely set cost-model knobs (each
+            described there): ``merge_leftovers`` (pack the partial last batches of
+            neighbouring buckets together, the default; False with ``pad_to="bucket"`` keeps
+            one bucket per batch), ``quadratic_length`` (with ``max_tokens``: a row of length
+            ``L`` costs ``L + L**2 / quadratic_length`` tokens), ``field_tokens`` and
+            ``field_weights`` (several fields: how a budget counts a row, and what a padded
+            step of each field costs the boundary planner).
 
     Attributes:
         lengths: read-only int64 lengths as planned (after truncation); ``(n, fields)`` for
