@@ -43,7 +43,7 @@ BAD = [
     (Options, "allow_nonfinite", "yes", TypeError, "allow_nonfinite='yes'"),
     (Options, "allow_nonfinite", 1, TypeError, "allow_nonfinite=1"),
     (Options, "data_parallel", 0, ValueError, "data_parallel=0"),
-    (Options, "data_parallel", "all", TypeError, "data_parallel='all'"),
+    (Options, "data_parallel", "all", ValueError, "data_parallel='all'"),
     (Options, "reshuffle_each_iteration", "no", TypeError, "reshuffle_each_iteration='no'"),
     (Options, "epochs", 0, ValueError, "epochs=0"),
     (Options, "epochs", 1.5, TypeError, "epochs=1.5"),
@@ -197,9 +197,8 @@ MOVED = [
      "options=seqprep.Options(targets_field='dec')"),
     ("fit_per_length", lambda: sp.fit_per_length(None, X, np.zeros(4), drop_remainder=True),
      "options=seqprep.Options(drop_remainder=True)"),
-    ("replica_dataset_fn", lambda: sp.replica_dataset_fn(X, sampler=_bucket_sampler(),
-                                                         merge_leftovers=False),
-     "options=seqprep.PlanOptions(merge_leftovers=False)"),
+    ("BucketSampler", lambda: sp.BucketSampler(LENGTHS, batch_size=2, quadratic_length=8),
+     "options=seqprep.PlanOptions(quadratic_length=8)"),
 ]
 
 
@@ -210,6 +209,18 @@ def test_an_option_passed_as_a_keyword_says_where_it_went(name, call, fix):
     message = str(err.value)
     assert message.startswith(f"`{name}` takes `") and "in `options`, not as a keyword" in message
     assert message.endswith(f"- Pass {fix}.")
+
+
+def test_an_option_of_the_other_class_says_where_it_is_read():
+    with pytest.raises(TypeError) as err:
+        sp.replica_dataset_fn(X, sampler=_bucket_sampler(), merge_leftovers=False)
+    assert str(err.value) == (
+        "`replica_dataset_fn` takes no `merge_leftovers`: it belongs in seqprep.PlanOptions. "
+        "Received: merge_leftovers=False\n- Pass options=seqprep.PlanOptions("
+        "merge_leftovers=False) where it is read (e.g. to the sampler).")
+    with pytest.raises(TypeError,
+                       match=r"(?s)`BucketSampler` takes no `epochs`.*Options\(epochs=2\)"):
+        sp.BucketSampler(LENGTHS, batch_size=2, epochs=2)
 
 
 # --------------------------------------------------------------------------- at most 12

@@ -545,9 +545,8 @@ def needs_sampler(kind: str) -> Callable[[F], F]:
 
     A call without ``sampler`` or with the sampler's options (``batch_size=64``: the first
     thing a Keras user types) gets a ``TypeError`` that spells out the sampler to build from
-    those very options, instead of Python's bare "unexpected keyword argument"; a call with a
-    declared option as a keyword (``dtype="float16"``) gets one that says to pass it in
-    ``options=``. Any other call goes through unchanged.
+    those very options, instead of Python's bare "unexpected keyword argument". Any other
+    call goes through unchanged.
 
     Example:
         >>> @needs_sampler("BucketSampler")
@@ -583,11 +582,6 @@ def needs_sampler(kind: str) -> Callable[[F], F]:
                     f"{received or 'no sampler'}\n"
                     f"- Pass sampler=seqprep.{kind}(seqprep.sequence_lengths(x), {options})."
                 )
-            if bound is None:  # an option passed as a keyword says where it went
-                from seqprep._core.options import refuse_option_keywords  # imports this module
-
-                refuse_option_keywords(fn.__name__,
-                                       {k: v for k, v in kwargs.items() if k not in own})
             return fn(*bound.args, **bound.kwargs) if bound is not None else fn(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

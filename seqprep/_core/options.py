@@ -15,6 +15,8 @@ per field) stay with the callable that has the rest.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
@@ -23,9 +25,10 @@ import numpy as np
 
 from seqprep._core.checks import check_bool, check_choice, check_int
 
-__all__ = ["DECLARED", "OptionSet", "Options", "options_for", "refuse_option_keywords"]
+__all__ = ["DECLARED", "OptionSet", "Options", "options_for", "takes_options"]
 
 OptionsT = TypeVar("OptionsT", bound="OptionSet")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _per_field(check: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
@@ -59,8 +62,12 @@ def _dtype(name: str, value: Any) -> Any:
 def _data_parallel(name: str, value: Any) -> Any:
     if value is None or (isinstance(value, str) and value == "auto"):
         return value
-    return check_int(name, value, minimum=1,
-                     fix=f'Pass {name}="auto" (read keras.distribution), None or a device count.')
+    fix = (f'Pass {name}="auto" to read keras.distribution, None, or the number of devices '
+           "along the batch axis.")
+    if isinstance(value, str):
+        raise ValueError(f'Argument `{name}` must be "auto", None or a positive int. '
+                         f"Received: {name}={value!r}\n- {fix}")
+    return check_int(name, value, minimum=1, fix=fix)
 
 
 def _epochs(name: str, value: Any) -> int:
@@ -282,26 +289,52 @@ def options_for(
     return options
 
 
-def refuse_option_keywords(caller: str, keywords: Mapping[str, Any]) -> None:
-    """Refuse keyword arguments that are declared options: they go in ``options=``.
-
-    For an executor's ``**kwargs`` (or keywords its signature does not take), so that
-    ``fit_per_length(..., drop_remainder=True)`` says where the option went instead of
-    failing somewhere else (or being passed on to Keras).
+def takes_options(fn: F | None = None, *, kind: str = "Options") -> Any:
+    """Decorate a callable that takes ``options=`` (a ``kind``: ``"Options"`` or
+    ``"PlanOptions"``): a declared option passed as a keyword (``dtype="float16"``) gets a
+    ``TypeError`` that says where it goes, instead of Python's bare "unexpected keyword
+    argument" (or, through a ``**kwargs``, an error somewhere else). Any other call goes
+    through unchanged.
 
     Example:
-        >>> refuse_option_keywords("bucketed_dataset", {"dtype": "float16"})
+        >>> @takes_options
+        ... def run(x, *, sampler=None, options=None):
+        ...     return options_for(options, "run", reads=("dtype",))
+        >>> run([1], dtype="float16")
         Traceback (most recent call last):
         ...
-        TypeError: `bucketed_dataset` takes `dtype` in `options`, not as a keyword. Received: dtype='float16'
+        TypeError: `run` takes `dtype` in `options`, not as a keyword. Received: dtype='float16'
         - Pass options=seqprep.Options(dtype='float16').
+        >>> run([1], merge_leftovers=False)
+        Traceback (most recent call last):
+        ...
+        TypeError: `run` takes no `merge_leftovers`: it belongs in seqprep.PlanOptions. Received: merge_leftovers=False
+        - Pass options=seqprep.PlanOptions(merge_leftovers=False) where it is read (e.g. to the sampler).
     """  # noqa: E501
-    moved = {k: v for k, v in keywords.items() if k in DECLARED}
-    if moved:
-        shown = ", ".join(f"{k}={v!r}" for k, v in moved.items())
-        classes = sorted({DECLARED[k].owner for k in moved})
-        raise TypeError(
-            f"`{caller}` takes `{'`, `'.join(moved)}` in `options`, not as a keyword. "
-            f"Received: {shown}\n- Pass options=seqprep.{classes[0]}({shown})."
-        )
+    if fn is None:
+        return functools.partial(takes_options, kind=kind)
+    own = set(inspect.signature(fn).parameters)
+    caller = fn.__qualname__.split(".")[0] if fn.__name__ == "__init__" else fn.__name__
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        moved = {k: v for k, v in kwargs.items() if k in DECLARED and k not in own}
+        if moved:
+            owner = DECLARED[next(iter(moved))].owner
+            moved = {k: v for k, v in moved.items() if DECLARED[k].owner == owner}
+            shown = ", ".join(f"{k}={v!r}" for k, v in moved.items())
+            names = "`, `".join(moved)
+            if owner == kind:
+                raise TypeError(
+                    f"`{caller}` takes `{names}` in `options`, not as a keyword. Received: "
+                    f"{shown}\n- Pass options=seqprep.{owner}({shown})."
+                )
+            raise TypeError(
+                f"`{caller}` takes no `{names}`: it belongs in seqprep.{owner}. Received: "
+                f"{shown}\n- Pass options=seqprep.{owner}({shown}) where it is read (e.g. to "
+                f"{'the sampler' if owner == 'PlanOptions' else 'the executor'})."
+            )
+        return fn(*args, **kwargs)
+
+    return wrapper
 

@@ -44,7 +44,7 @@ from seqprep._core.checks import (
     report_dropped,
     warn_empty_sequences,
 )
-from seqprep._core.options import options_for
+from seqprep._core.options import options_for, takes_options
 from seqprep.planning._boundaries import (
     Bucketer,
     as_boundaries,
@@ -179,6 +179,7 @@ class BucketSampler(ResumableSampler):
         "drop_remainder, overlong, max_length and merge_leftovers"
     )
 
+    @takes_options(kind="PlanOptions")
     def __init__(
         self,
         lengths: Sequence[int] | np.ndarray,

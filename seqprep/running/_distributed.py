@@ -42,7 +42,7 @@ import tensorflow as tf
 from numpy.typing import DTypeLike
 
 from seqprep._core.checks import check_choice, check_int, needs_sampler
-from seqprep._core.options import Options, options_for
+from seqprep._core.options import Options, options_for, takes_options
 from seqprep.inputs._padding import Side
 from seqprep.inputs._targets import Targets
 from seqprep.planning import BucketSampler
@@ -81,6 +81,7 @@ __all__ = [
 
 
 @needs_sampler("BucketSampler")
+@takes_options
 def replica_dataset_fn(
     x: Any,
     y: Any = None,
@@ -229,6 +230,7 @@ def _check_global_sampler(sampler: Any) -> None:
 
 
 @needs_sampler("BucketSampler")
+@takes_options
 def distributed_bucketed_dataset(
     strategy: tf.distribute.Strategy,
     x: Any,
@@ -467,6 +469,7 @@ def local_data_service(
 
 
 @needs_sampler("BucketSampler")
+@takes_options
 def service_bucketed_dataset(
     service: str | LocalDataService,
     x: Any,

@@ -34,7 +34,7 @@ import pandas as pd
 import tensorflow as tf
 
 from seqprep._core.checks import check_choice, check_int, check_less
-from seqprep._core.options import Options, options_for, refuse_option_keywords
+from seqprep._core.options import Options, options_for, takes_options
 from seqprep.inputs import _stage as _inputs
 from seqprep.inputs._fit_table import FitData as _Data
 from seqprep.inputs._fit_table import check_model as _check_model
@@ -440,6 +440,7 @@ def _group_ranges(keys: np.ndarray, lengths: np.ndarray) -> dict[int, tuple[int,
     return {int(k): (int(a), int(b)) for k, a, b in zip(uniq, lo, hi, strict=True)}
 
 
+@takes_options
 def fit_per_length(
     model: keras.Model,
     x: Any,
@@ -570,7 +571,6 @@ def fit_per_length(
     """
     opts = options_for(options, "fit_per_length", reads=(
         "sorted_epochs", "drop_remainder", "allow_nonfinite", "targets_field", "data_parallel"))
-    refuse_option_keywords("fit_per_length", fit_kwargs)
     _check_model(model)
     validation_data = fit_kwargs.pop("validation_data", None)
     callbacks = fit_kwargs.pop("callbacks", None)

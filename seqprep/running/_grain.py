@@ -23,7 +23,7 @@ import grain
 import numpy as np
 
 from seqprep._core.checks import check_choice, check_int, needs_sampler
-from seqprep._core.options import Options, options_for
+from seqprep._core.options import Options, options_for, takes_options
 from seqprep.inputs import _stage as _inputs
 from seqprep.inputs._padding import Side
 from seqprep.inputs._targets import Targets
@@ -76,6 +76,7 @@ class SeqprepBatches(grain.MapDataset):
 
 
 @needs_sampler("BucketSampler")
+@takes_options
 def grain_dataset(
     x: Any,
     y: Any = None,

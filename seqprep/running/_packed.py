@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from seqprep._core.checks import check_choice, check_int, needs_sampler
-from seqprep._core.options import Options, options_for
+from seqprep._core.options import Options, options_for, takes_options
 from seqprep.inputs import _kernel
 from seqprep.inputs import _stage as _inputs
 from seqprep.inputs._targets import Targets
@@ -87,6 +87,7 @@ def _slot_dataset(
 
 
 @needs_sampler("PackSampler")
+@takes_options
 def packed_dataset(
     x: Any,
     y: Any = None,

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 
 from seqprep._core.checks import check_bool, check_choice, check_int, needs_sampler
-from seqprep._core.options import Options, options_for, refuse_option_keywords
+from seqprep._core.options import Options, options_for, takes_options
 from seqprep.inputs import _stage as _inputs
 from seqprep.inputs._padding import Side
 from seqprep.inputs._targets import Targets
@@ -100,6 +100,7 @@ class BucketedPyDataset(keras.utils.PyDataset):
 
 
 @needs_sampler("BucketSampler")
+@takes_options
 def bucketed_pydataset(
     x: Any,
     y: Any = None,
@@ -190,7 +191,6 @@ def bucketed_pydataset(
 
 def _pydataset_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     """``keras.utils.PyDataset``'s own arguments, checked; any other name is refused."""
-    refuse_option_keywords("bucketed_pydataset", kwargs)
     unknown = {k: v for k, v in sorted(kwargs.items()) if k not in _PYDATASET_ARGS}
     if unknown:
         raise TypeError(

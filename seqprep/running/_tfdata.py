@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from seqprep._core.checks import check_choice, check_int, needs_sampler
-from seqprep._core.options import Options, options_for
+from seqprep._core.options import Options, options_for, takes_options
 from seqprep.inputs import _kernel
 from seqprep.inputs import _stage as _inputs
 from seqprep.inputs._fingerprint import DataDigest
@@ -290,6 +290,7 @@ def _stage_digest(stage: _inputs.Stage, arguments: dict[str, Any]) -> DataDigest
 
 
 @needs_sampler("BucketSampler")
+@takes_options
 def bucketed_dataset(
     x: Any,
     y: Any = None,
