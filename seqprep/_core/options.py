@@ -199,8 +199,9 @@ class Options(OptionSet):
             that leaves out). Samplers take ``drop_remainder=`` as their own keyword.
 
     Raises:
-        ValueError: an option with a value it cannot take.
-        TypeError: ``dtype`` that is not a dtype.
+        ValueError: an option with a value it cannot take (``epochs=0``).
+        TypeError: an option of the wrong type (``allow_nonfinite="yes"``, a ``dtype`` that
+            is not a dtype).
 
     Example:
         >>> import seqprep as sp

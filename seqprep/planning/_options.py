@@ -46,7 +46,8 @@ class PlanOptions(OptionSet):
             Budgets always count plain tokens.
 
     Raises:
-        ValueError: a knob with a value it cannot take.
+        ValueError: a knob with a value it cannot take (``quadratic_length=0``).
+        TypeError: a knob of the wrong type (``merge_leftovers="no"``).
 
     Example:
         >>> import seqprep as sp
