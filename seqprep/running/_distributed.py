@@ -333,7 +333,9 @@ def fit_distributed(
         ...     model = keras.Sequential([keras.Input((None, 1)), keras.layers.LSTM(2),
         ...                               keras.layers.Dense(1)])
         ...     model.compile("sgd", "mse")
-        >>> dd = distributed_bucketed_dataset(strategy, x, np.zeros(4), batch_size=2)
+        >>> from seqprep import BucketSampler, sequence_lengths
+        >>> sampler = BucketSampler(sequence_lengths(x), batch_size=2)
+        >>> dd = distributed_bucketed_dataset(strategy, x, np.zeros(4), sampler=sampler)
         >>> fit_distributed(model, dd, epochs=2).history["steps"]
         [2, 2]
     """
