@@ -58,7 +58,7 @@ def main() -> None:
     # After: the same model and data, batched by length. These three lines are the change.
     lengths = sp.sequence_lengths(x)
     sampler = sp.BucketSampler(lengths, batch_size=batch_size, seed=0)
-    ds = sp.bucketed_dataset(x, y, sampler=sampler, epochs=epochs)
+    ds = sp.bucketed_dataset(x, y, sampler=sampler, options=sp.Options(epochs=epochs))
 
     keras.utils.set_random_seed(0)
     model = build_model(units)

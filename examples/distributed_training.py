@@ -75,9 +75,9 @@ def mirrored(x, y, xt, yt, epochs: int, units: int) -> None:
           "distributed_bucketed_dataset + fit")
     with strategy.scope():
         model = build_model(units)
-    dd = sp.distributed_bucketed_dataset(
-        strategy, x, y, batch_size=32, boundaries=BOUNDARIES, reshuffle_each_iteration=True
-    )
+    # The global plan: batch_size is per step over all replicas (each gets 32 / 2 rows).
+    sampler = sp.BucketSampler(sp.sequence_lengths(x), batch_size=32, boundaries=BOUNDARIES)
+    dd = sp.distributed_bucketed_dataset(strategy, x, y, sampler=sampler)
     model.fit(dd, epochs=epochs, verbose=0)
     print(f"    test accuracy {accuracy(model, xt, yt):.3f}")
 
@@ -88,8 +88,9 @@ def mirrored(x, y, xt, yt, epochs: int, units: int) -> None:
     # builds the model from it): an even batch size and drop_remainder=True guarantee it.
     sampler = sp.BucketSampler(sp.sequence_lengths(x), boundaries=BOUNDARIES, batch_size=32,
                                drop_remainder=True)
-    ds = sp.bucketed_dataset(x, y, sampler=sampler, epochs=epochs,
-                             reshuffle_each_iteration=False)
+    ds = sp.bucketed_dataset(
+        x, y, sampler=sampler,
+        options=sp.Options(epochs=epochs, reshuffle_each_iteration=False))
     model.fit(ds, epochs=epochs, steps_per_epoch=len(sampler), verbose=0)
     print(f"    test accuracy {accuracy(model, xt, yt):.3f} "
           f"({sampler.num_dropped_} sequences left out per epoch by drop_remainder)")
@@ -129,8 +130,8 @@ def worker_main(epochs: int, units: int) -> None:
     x, y = sp.datasets.load_japanese_vowels("train")
     with strategy.scope():
         model = build_model(units)
-    dd = sp.distributed_bucketed_dataset(strategy, x, y, batch_size=32, boundaries=BOUNDARIES,
-                                         reshuffle_each_iteration=True)
+    sampler = sp.BucketSampler(sp.sequence_lengths(x), batch_size=32, boundaries=BOUNDARIES)
+    dd = sp.distributed_bucketed_dataset(strategy, x, y, sampler=sampler)
     history = fit_distributed(model, dd, epochs=epochs)
     print(f"worker {task}: steps per epoch {history.history['steps']}, "
           f"loss {[round(v, 3) for v in history.history['loss']]}", flush=True)

@@ -63,7 +63,7 @@ def main() -> None:
         input_dim=2, num_classes=2, cell="gru", units=units,
         standardize=feature_stats(x_train), seed=0,
     ))
-    ds = sp.bucketed_dataset(x_train, y_train, sampler=sampler, epochs=epochs)
+    ds = sp.bucketed_dataset(x_train, y_train, sampler=sampler, options=sp.Options(epochs=epochs))
     model.fit(ds, epochs=epochs, steps_per_epoch=len(sampler), verbose=2, shuffle=False)
     test = sp.pad_sequences(x_test, dtype="float32", padding="post")
     print(f"test accuracy {model.evaluate(test, y_test, verbose=0)[1]:.3f}")

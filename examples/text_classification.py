@@ -63,7 +63,7 @@ def main() -> None:
     x, x_test = to_ids(texts), to_ids(test_texts)
 
     sampler = sp.BucketSampler(sp.sequence_lengths(x), batch_size=32, seed=0)
-    ds = sp.bucketed_dataset(x, labels, sampler=sampler, epochs=epochs)
+    ds = sp.bucketed_dataset(x, labels, sampler=sampler, options=sp.Options(epochs=epochs))
     keras.utils.set_random_seed(0)
     model = compile_reference(reference_rnn(vocab_size=vocab_size, num_classes=2, cell="lstm",
                                             units=units, seed=0))

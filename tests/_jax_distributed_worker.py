@@ -30,7 +30,8 @@ lengths = rng.integers(1, 9, n)
 x = [np.full((int(length), 1), i + 1, np.float32) for i, length in enumerate(lengths)]
 y = rng.normal(size=n).astype(np.float32)
 sampler = sp.BucketSampler(lengths, boundaries=[4], batch_size=10, seed=1)
-ds = sp.bucketed_dataset(x, y, sampler=sampler, pad_to=8, reshuffle_each_iteration=False)
+ds = sp.bucketed_dataset(x, y, sampler=sampler, pad_to=8,
+                         options=sp.Options(reshuffle_each_iteration=False))
 
 seen, rows, widths = [], [], []
 for xb, _, wb in ds.as_numpy_iterator():

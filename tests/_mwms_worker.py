@@ -107,7 +107,8 @@ def run_mirrored() -> dict:
     recorder = Recorder()
     with strategy.scope():
         model = build_model(recorder)
-    dd = sp.distributed_bucketed_dataset(strategy, x, y, batch_size=8, boundaries=[6, 12, 18])
+    dd = sp.distributed_bucketed_dataset(strategy, x, y, sampler=sp.BucketSampler(
+        sp.sequence_lengths(x), batch_size=8, boundaries=[6, 12, 18]))
     steps = int(dd.cardinality)
     history = model.fit(dd, epochs=1, verbose=0)
     result["route1"] = {
@@ -141,7 +142,8 @@ def run_worker() -> dict:
     recorder = Recorder()
     with strategy.scope():
         model = build_model(recorder)
-    dd = sp.distributed_bucketed_dataset(strategy, x, y, batch_size=8, boundaries=[6, 12, 18])
+    dd = sp.distributed_bucketed_dataset(strategy, x, y, sampler=sp.BucketSampler(
+        sp.sequence_lengths(x), batch_size=8, boundaries=[6, 12, 18]))
     history = sp.fit_distributed(model, dd, epochs=1)
     return {
         "task": task,

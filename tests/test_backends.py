@@ -132,8 +132,8 @@ def test_bucketed_dataset_fit_trains_on_exactly_its_batches_and_learns():
     x, y, lengths = sign_task()
     sampler = sp.BucketSampler(lengths, boundaries=[8], batch_size=16, seed=3)
     # Replayed (not reshuffled) so that the twin below trains on the very batches fit saw.
-    ds = sp.bucketed_dataset(x, y, sampler=sampler, pad_to="bucket", epochs=3,
-                             reshuffle_each_iteration=False)
+    ds = sp.bucketed_dataset(x, y, sampler=sampler, pad_to="bucket",
+                             options=sp.Options(epochs=3, reshuffle_each_iteration=False))
     model = small_rnn()
     twin = twin_of(model)
     history = model.fit(ds, epochs=3, steps_per_epoch=len(sampler), verbose=0)

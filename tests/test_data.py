@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from seqprep import (
     BucketSampler,
+    Options,
     bucketed_dataset,
     pad_sequences,
     sequence_lengths,
@@ -120,10 +121,11 @@ def test_cardinality_is_known_and_equals_len_sampler():
         sampler = BucketSampler(lengths, **kwargs)
         ds = bucketed_dataset(x, sampler=sampler)
         assert int(ds.cardinality()) == len(sampler)
-        assert int(bucketed_dataset(x, sampler=sampler, epochs=3).cardinality()) == 3 * len(
+        assert int(bucketed_dataset(x, sampler=sampler,
+                                    options=Options(epochs=3)).cardinality()) == 3 * len(
             sampler
         )
-        r = bucketed_dataset(x, sampler=sampler, reshuffle_each_iteration=True)
+        r = bucketed_dataset(x, sampler=sampler, options=Options(reshuffle_each_iteration=True))
         assert int(r.cardinality()) == len(sampler)
 
 
@@ -180,15 +182,17 @@ def test_epochs_concatenate_consecutive_plans_and_reshuffle_each_iteration():
     def expected(epoch):
         return [int(x[b[0]][0]) for b in sampler.batches(epoch)]
 
-    two = bucketed_dataset(x, sampler=sampler, epoch=1, epochs=2)
+    two = bucketed_dataset(x, sampler=sampler, epoch=1, options=Options(epochs=2))
     assert firsts(two) == expected(1) + expected(2)
     assert firsts(two) == expected(3) + expected(4)  # the default: next epochs on every pass
     assert expected(1) != expected(2)
     ds = bucketed_dataset(x, sampler=sampler, epoch=4)
     assert [firsts(ds) for _ in range(3)] == [expected(4), expected(5), expected(6)]
-    fixed = bucketed_dataset(x, sampler=sampler, epoch=4, reshuffle_each_iteration=False)
+    fixed = bucketed_dataset(x, sampler=sampler, epoch=4,
+                             options=Options(reshuffle_each_iteration=False))
     assert firsts(fixed) == firsts(fixed) == expected(4)
-    fixed_two = bucketed_dataset(x, sampler=sampler, epochs=2, reshuffle_each_iteration=False)
+    fixed_two = bucketed_dataset(x, sampler=sampler,
+                                 options=Options(epochs=2, reshuffle_each_iteration=False))
     assert firsts(fixed_two) == firsts(fixed_two) == expected(0) + expected(1)
 
 
@@ -197,7 +201,7 @@ def test_truncating_sampler_cuts_sequences(truncating):
     x, lengths = _int_data(n=25, high=40)
     sampler = BucketSampler(lengths, batch_size=5, max_length=16, overlong="truncate")
     assert sampler.num_truncated_ > 0
-    ds = bucketed_dataset(x, sampler=sampler, truncating=truncating)
+    ds = bucketed_dataset(x, sampler=sampler, options=Options(truncating=truncating))
     for xb, idx in zip(_as_numpy(ds), sampler.batches(0), strict=True):
         expected = pad_sequences(
             [x[i] for i in idx], maxlen=16, dtype="int32", padding="post",
@@ -316,7 +320,8 @@ def test_bad_input_raises_clear_errors():
         bucketed_dataset(x, sampler=sampler, pad_to=5)
     with pytest.raises(ValueError, match="cannot hold the data"):
         floats, flengths = _float_data(n=6)
-        bucketed_dataset(floats, sampler=BucketSampler(flengths, batch_size=2), dtype="int32")
+        bucketed_dataset(floats, sampler=BucketSampler(flengths, batch_size=2),
+                         options=Options(dtype="int32"))
     with pytest.raises(ValueError, match="`value`"):
         bucketed_dataset(x, sampler=sampler, value=0.5)
 
@@ -330,7 +335,8 @@ def test_reshuffle_each_iteration_advances_one_epoch_per_keras_epoch(token_model
     x, lengths = _int_data(n=40, high=12)
     labels = (lengths > 6).astype(np.float32)
     sampler = BucketSampler(lengths, batch_size=10, seed=4)
-    ds = bucketed_dataset(x, labels, sampler=sampler, reshuffle_each_iteration=True)
+    ds = bucketed_dataset(x, labels, sampler=sampler,
+                          options=Options(reshuffle_each_iteration=True))
     model = token_model(100, 2, body="mean", mask_zero=False)
     model.compile(optimizer="sgd", loss="mse")
     model.fit(ds, epochs=2, verbose=0)
@@ -417,7 +423,7 @@ def test_lossy_cast_names_sequence_and_step(lengths, data):
     x[i][t, k] = 0.5  # every other value is a whole number
     sampler = BucketSampler(sequence_lengths(x), batch_size=2)
     with pytest.raises(ValueError, match=rf"value 0\.5 at x\[{i}\]\[{t}\]\[{k}\] is not a whole"):
-        bucketed_dataset(x, sampler=sampler, dtype="int32")
+        bucketed_dataset(x, sampler=sampler, options=Options(dtype="int32"))
 
 
 def test_lossy_target_cast_names_y_position():

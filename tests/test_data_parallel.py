@@ -106,7 +106,8 @@ def _row_ids(xb):
 def test_bucketed_dataset_ids_exactly_once_and_fill_rows_weigh_zero(budget):
     lengths, x, y = _id_data()
     sampler = sp.BucketSampler(lengths, boundaries=[4, 8], seed=2, **budget)
-    ds = sp.bucketed_dataset(x, y, sampler=sampler, data_parallel=4, pad_to="batch",
+    ds = sp.bucketed_dataset(x, y, sampler=sampler, options=sp.Options(data_parallel=4),
+                             pad_to="batch",
                              padding="pre")
     for epoch in range(2):  # every pass plays the next epoch
         ids = []
@@ -142,9 +143,9 @@ def test_filled_batch_loss_equals_unfilled_per_sequence(sample_weight, reduction
     sw = weights if sample_weight else None
     sampler = sp.BucketSampler(lengths, boundaries=[6], batch_size=7, shuffle=False)
     one = list(sp.bucketed_dataset(x, y, sampler=sampler, sample_weight=sw,
-                                   data_parallel=None).as_numpy_iterator())
+                                   options=sp.Options(data_parallel=None)).as_numpy_iterator())
     four = list(sp.bucketed_dataset(x, y, sampler=sampler, sample_weight=sw,
-                                    data_parallel=4).as_numpy_iterator())
+                                    options=sp.Options(data_parallel=4)).as_numpy_iterator())
     loss = keras.losses.MeanSquaredError(reduction=reduction)
     rng = np.random.default_rng(1)
     for a, b in zip(one, four, strict=True):
@@ -162,9 +163,9 @@ def test_filled_batch_loss_equals_unfilled_per_step(mode):
     y = [np.arange(length, dtype=np.float32)[:, None] for length in lengths]
     sampler = sp.BucketSampler(lengths, boundaries=[6], batch_size=6, shuffle=False)
     one = list(sp.bucketed_dataset(x, y, sampler=sampler, sample_weight=mode,
-                                   data_parallel=None).as_numpy_iterator())
+                                   options=sp.Options(data_parallel=None)).as_numpy_iterator())
     four = list(sp.bucketed_dataset(x, y, sampler=sampler, sample_weight=mode,
-                                    data_parallel=4).as_numpy_iterator())
+                                    options=sp.Options(data_parallel=4)).as_numpy_iterator())
     # The loss each recipe of "Weights and masked losses" is meant with: "timestep" weights
     # with mean_with_sample_weight, "timestep_mean" with the default reduction, and no
     # weights with a Keras mask reaching the loss (the mask is the real steps).
@@ -190,8 +191,10 @@ def test_filled_batch_loss_equals_unfilled_per_step(mode):
 def test_pydataset_batches_equal_tf_data_batches():
     lengths, x, y = _id_data()
     sampler = sp.BucketSampler(lengths, boundaries=[5], max_tokens=30, seed=4)
-    tf_ds = sp.bucketed_dataset(x, y, sampler=sampler, data_parallel=2, pad_to="bucket")
-    py_ds = sp.bucketed_pydataset(x, y, sampler=sampler, data_parallel=2, pad_to="bucket")
+    tf_ds = sp.bucketed_dataset(x, y, sampler=sampler, options=sp.Options(data_parallel=2),
+                                pad_to="bucket")
+    py_ds = sp.bucketed_pydataset(x, y, sampler=sampler, options=sp.Options(data_parallel=2),
+                                  pad_to="bucket")
     a = list(tf_ds.as_numpy_iterator())
     assert len(a) == len(py_ds)
     for i, batch in enumerate(a):
@@ -204,7 +207,7 @@ def test_data_parallel_one_or_none_changes_nothing():
     sampler = sp.BucketSampler(lengths, batch_size=4, shuffle=False)
     base = list(sp.bucketed_dataset(x, y, sampler=sampler).as_numpy_iterator())
     for dp in (None, 1):
-        got = list(sp.bucketed_dataset(x, y, sampler=sampler, data_parallel=dp)
+        got = list(sp.bucketed_dataset(x, y, sampler=sampler, options=sp.Options(data_parallel=dp))
                    .as_numpy_iterator())
         assert len(got) == len(base)
         for u, v in zip(got, base, strict=True):
@@ -222,7 +225,7 @@ def test_bad_data_parallel(value, error, match):
     lengths, x, y = _id_data(n=5)
     sampler = sp.BucketSampler(lengths, batch_size=2)
     with pytest.raises(error, match=match):
-        sp.bucketed_dataset(x, y, sampler=sampler, data_parallel=value)
+        sp.bucketed_dataset(x, y, sampler=sampler, options=sp.Options(data_parallel=value))
 
 
 class _FakeDistribution:
@@ -336,9 +339,10 @@ def test_fit_per_length_refuses_a_model_that_a_fill_row_makes_nan():
                               keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")
     with pytest.raises(ValueError, match="non-finite output on a fill row"):
-        sp.fit_per_length(model, x, y, batch_size=4, data_parallel=2, verbose=0)
+        sp.fit_per_length(model, x, y, batch_size=4, options=sp.Options(data_parallel=2), verbose=0)
     before = [w.copy() for w in model.get_weights()]
-    sp.fit_per_length(model, x, y, batch_size=4, data_parallel=None, verbose=0)  # no fill
+    sp.fit_per_length(model, x, y, batch_size=4, options=sp.Options(data_parallel=None),
+                      verbose=0)  # no fill
     assert any(np.any(a != b) for a, b in zip(before, model.get_weights(), strict=True))
 
 
@@ -356,7 +360,7 @@ def test_fit_per_length_with_fill_rows_trains_as_one_device():
                                   keras.layers.SimpleRNN(2), keras.layers.Dense(1)])
         model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
         sp.fit_per_length(model, x, y, epochs=2, batch_size=5, group_by=[4, 8],
-                          data_parallel=dp, verbose=0)
+                          options=sp.Options(data_parallel=dp), verbose=0)
         return model.get_weights()
 
     for a, b in zip(trained(None), trained(4), strict=True):
@@ -371,10 +375,14 @@ def test_packed_dataset_fill_rows_are_empty_and_keep_the_loss(per_step):
     y = ([np.arange(length, dtype=np.float32)[:, None] for length in lengths] if per_step
          else np.linspace(-1, 1, len(x)).astype(np.float32))
     sampler = sp.PackSampler(lengths, batch_size=3, shuffle=True, seed=1)
-    one = list(sp.packed_dataset(x, y, sampler=sampler, data_parallel=None,
-                                 reshuffle_each_iteration=False).as_numpy_iterator())
-    four = list(sp.packed_dataset(x, y, sampler=sampler, data_parallel=4,
-                                  reshuffle_each_iteration=False).as_numpy_iterator())
+    one = list(sp.packed_dataset(
+        x, y, sampler=sampler,
+        options=sp.Options(data_parallel=None, reshuffle_each_iteration=False),
+    ).as_numpy_iterator())
+    four = list(sp.packed_dataset(
+        x, y, sampler=sampler,
+        options=sp.Options(data_parallel=4, reshuffle_each_iteration=False),
+    ).as_numpy_iterator())
     loss = keras.losses.MeanSquaredError()
     rng = np.random.default_rng(3)
     ids = []

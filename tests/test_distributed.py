@@ -168,7 +168,8 @@ def test_dataset_fn_splits_global_batch_and_interleaves_local_replicas():
     lengths = rng.integers(1, 20, size=n)
     x = [np.full(t, i + 1, np.int32) for i, t in enumerate(lengths)]
     ids = np.arange(n)
-    fn = replica_dataset_fn(x, ids, batch_size=8, boundaries=[4, 8, 14], seed=5)
+    sampler = sp.BucketSampler(lengths, batch_size=8, boundaries=[4, 8, 14], seed=5)
+    fn = replica_dataset_fn(x, ids, sampler=sampler)
     # 2 workers with 2 local replicas each: 4 replicas, 2 batches per step per pipeline.
     pipelines = _pipelines(fn, num_pipelines=2, num_replicas=4)
     assert len({len(p) for p in pipelines}) == 1 and len(pipelines[0]) % 2 == 0
@@ -187,8 +188,8 @@ def test_dataset_fn_splits_global_batch_and_interleaves_local_replicas():
 def test_dataset_fn_with_one_replica_per_pipeline_is_the_plain_shard():
     lengths = [3, 1, 2, 8, 9, 7, 4, 4]
     x = [np.arange(t) for t in lengths]
-    fn = replica_dataset_fn(x, np.arange(8), batch_size=4, boundaries=[5], pad_to="bucket",
-                            seed=1)
+    fn = replica_dataset_fn(x, np.arange(8), pad_to="bucket",
+                            sampler=sp.BucketSampler(lengths, batch_size=4, boundaries=[5], seed=1))
     (got,) = _pipelines(fn, num_pipelines=1, num_replicas=1)
     sampler = sp.BucketSampler(lengths, boundaries=[5], batch_size=4, seed=1)
     expected = [b.tolist() for b in sampler.batches(0)]
@@ -200,7 +201,8 @@ def test_dataset_fn_plays_a_new_aligned_epoch_on_every_pass():
     n = 61
     lengths = rng.integers(1, 20, size=n)
     x = [np.full(t, i + 1, np.int32) for i, t in enumerate(lengths)]
-    fn = replica_dataset_fn(x, np.arange(n), batch_size=8, boundaries=[5, 10], seed=3)
+    sampler = sp.BucketSampler(lengths, batch_size=8, boundaries=[5, 10], seed=3)
+    fn = replica_dataset_fn(x, np.arange(n), sampler=sampler)
     ctx = tf.distribute.InputContext(num_input_pipelines=1, input_pipeline_id=0,
                                      num_replicas_in_sync=2)
     ds = fn(ctx)  # the default: no reshuffle argument
@@ -217,12 +219,12 @@ def test_dataset_fn_plays_a_new_aligned_epoch_on_every_pass():
             assert [sorted(b) for b in p[k::2]] == [sorted(b.tolist())
                                                    for b in shards[k].batches(e)]
     fixed = replica_dataset_fn(
-        x, np.arange(n), batch_size=8, boundaries=[5, 10], seed=3,
-        reshuffle_each_iteration=False)(ctx)
+        x, np.arange(n), sampler=sampler,
+        options=sp.Options(reshuffle_each_iteration=False))(ctx)
     assert [yb.numpy().tolist() for _, yb in fixed] == [yb.numpy().tolist() for _, yb in fixed]
 
 
-def test_dataset_fn_passes_merge_leftovers_and_quadratic_length_to_every_shard():
+def test_dataset_fn_passes_the_sampler_options_to_every_shard():
     rng = np.random.default_rng(1)
     n = 90
     lengths = rng.integers(1, 30, size=n)
@@ -234,45 +236,59 @@ def test_dataset_fn_passes_merge_leftovers_and_quadratic_length_to_every_shard()
                              **kwargs)
         return sorted(sorted(b.tolist()) for b in s.batches(0))
 
+    def global_sampler(**kwargs):
+        return sp.BucketSampler(lengths, boundaries=bounds, seed=3, **kwargs)
+
     def got_batches(fn):
         # One replica per input pipeline: pipeline k plays shard k of the sampler.
         return [sorted(sorted(yb.tolist()) for _, yb in p)
                 for p in _pipelines(fn, num_pipelines=2, num_replicas=2)]
 
     for merge in (True, False):
-        fn = replica_dataset_fn(x, np.arange(n), batch_size=8, boundaries=bounds,
-                                pad_to="bucket", merge_leftovers=merge, seed=3)
-        assert got_batches(fn) == [shard_batches(k, batch_size=4, merge_leftovers=merge)
+        options = sp.PlanOptions(merge_leftovers=merge)
+        fn = replica_dataset_fn(x, np.arange(n), pad_to="bucket",
+                                sampler=global_sampler(batch_size=8, options=options))
+        assert got_batches(fn) == [shard_batches(k, batch_size=4, options=options)
                                    for k in range(2)]
     # The option reaches the shards: on these lengths it changes the plan.
-    assert shard_batches(0, batch_size=4) != shard_batches(0, batch_size=4,
-                                                           merge_leftovers=False)
+    assert shard_batches(0, batch_size=4) != shard_batches(
+        0, batch_size=4, options=sp.PlanOptions(merge_leftovers=False))
     # quadratic_length holds each replica's batch to its share of the budget, exactly.
-    fn = replica_dataset_fn(x, np.arange(n), max_tokens=400, quadratic_length=10,
-                            boundaries=bounds, pad_to="bucket", seed=3)
+    quadratic = sp.PlanOptions(quadratic_length=10)
+    fn = replica_dataset_fn(x, np.arange(n), pad_to="bucket",
+                            sampler=global_sampler(max_tokens=400, options=quadratic))
     replicas = _pipelines(fn, num_pipelines=2, num_replicas=2)
     for r in replicas:
         for xb, _ in r:
             rows, width = xb.shape
             assert rows * width * (10 + width) <= 200 * 10  # 400 tokens over 2 replicas
     assert [sorted(sorted(yb.tolist()) for _, yb in r) for r in replicas] == [
-        shard_batches(k, max_tokens=200, quadratic_length=10) for k in range(2)]
+        shard_batches(k, max_tokens=200, options=quadratic) for k in range(2)]
     assert Counter(int(i) for r in replicas for _, yb in r for i in yb) == Counter(range(n))
-    with pytest.raises(ValueError, match="`quadratic_length` only changes"):
-        replica_dataset_fn(x, batch_size=4, quadratic_length=10)
 
 
 def test_dataset_fn_errors_name_the_argument():
     x = [[1], [2, 2], [3]]
-    with pytest.raises(ValueError, match="exactly one of `batch_size` and `max_tokens`"):
+    lengths = sp.sequence_lengths(x)
+    with pytest.raises(TypeError, match="Pass sampler=seqprep.BucketSampler"):
         replica_dataset_fn(x)
-    fn = replica_dataset_fn(x, batch_size=3)
+    with pytest.raises(TypeError, match=r"takes no `batch_size`.*batch_size=3"):
+        replica_dataset_fn(x, batch_size=3)
+    fn = replica_dataset_fn(x, sampler=sp.BucketSampler(lengths, batch_size=3))
     ctx = tf.distribute.InputContext(num_input_pipelines=1, input_pipeline_id=0,
                                      num_replicas_in_sync=2)
     with pytest.raises(ValueError, match="divisible by the number of replicas"):
         fn(ctx)
     with pytest.raises(ValueError, match="pad_to"):
-        replica_dataset_fn(x, batch_size=2, pad_to="batch")
+        replica_dataset_fn(x, sampler=sp.BucketSampler(lengths, batch_size=2), pad_to="batch")
+    shard = sp.BucketSampler([1, 2, 3, 4], batch_size=1, num_shards=2, shard_index=1)
+    with pytest.raises(ValueError, match=r"global plan \(num_shards=1\).*num_shards=2"):
+        replica_dataset_fn(x, sampler=shard)
+    with pytest.raises(TypeError, match="must be a seqprep.BucketSampler"):
+        replica_dataset_fn(x, sampler=sp.PackSampler(lengths, batch_size=2))
+    with pytest.raises(ValueError, match="`replica_dataset_fn` does not use"):
+        replica_dataset_fn(x, sampler=sp.BucketSampler(lengths, batch_size=2),
+                           options=sp.Options(data_parallel=2))
 
 
 # --------------------------------------------------------------------------- strategies
@@ -362,8 +378,9 @@ def test_data_service_parallel_epochs_duplicates_per_worker():
 
 def test_data_service_refuses_python_epoch_state():
     x, ids, sampler = _service_data()
-    with pytest.raises(ValueError, match="`epochs` is not supported"):
-        service_bucketed_dataset("grpc://localhost:1", x, ids, sampler=sampler, epochs=2)
+    with pytest.raises(ValueError, match="sets `epochs`, which the tf.data service does not"):
+        service_bucketed_dataset("grpc://localhost:1", x, ids, sampler=sampler,
+                                 options=sp.Options(epochs=2))
 
 
 def _served_batches(ds) -> list[frozenset]:
@@ -396,7 +413,7 @@ def test_data_service_opt_out_replays_one_epoch():
     x, ids, sampler = _service_data()
     with local_data_service(num_workers=2) as service:
         ds = service_bucketed_dataset(service, x, ids, sampler=sampler, epoch=3,
-                                      reshuffle_each_iteration=False)
+                                      options=sp.Options(reshuffle_each_iteration=False))
         passes = [set(_served_batches(ds)) for _ in range(2)]
     assert passes[0] == passes[1] == _planned_batches(sampler, 3)
 
@@ -424,7 +441,7 @@ def test_data_service_exactly_once_modes_know_their_length():
     with local_data_service(num_workers=2) as service:
         ds = service_bucketed_dataset(service, x, ids, sampler=sampler, distinct_epochs=2)
         fixed = service_bucketed_dataset(service, x, ids, sampler=sampler,
-                                         reshuffle_each_iteration=False)
+                                         options=sp.Options(reshuffle_each_iteration=False))
         dup = service_bucketed_dataset(service, x, ids, sampler=sampler,
                                        processing_mode="parallel_epochs")
         assert int(ds.cardinality()) == int(fixed.cardinality()) == len(sampler)
@@ -456,10 +473,11 @@ def test_replica_dataset_fn_reads_targets_by_the_one_rule():
     x = [np.ones((3, 2), np.float32) for _ in range(4)]
     y = [[0, 1, 0], [1, 0, 0], [0, 0, 1], [1, 1, 0]]  # one-hot labels or per-step targets?
     context = tf.distribute.InputContext()
+    sampler = sp.BucketSampler(sp.sequence_lengths(x), batch_size=2, boundaries=[2])
     with pytest.raises(ValueError, match="targets="):
-        replica_dataset_fn(x, y, batch_size=2, boundaries=[2])(context)
+        replica_dataset_fn(x, y, sampler=sampler)(context)
     # Either explicit reading is accepted and passed through to every replica's batches.
     for targets in ("sequence", "step"):
-        ds = replica_dataset_fn(x, y, batch_size=2, boundaries=[2], targets=targets)(context)
+        ds = replica_dataset_fn(x, y, sampler=sampler, targets=targets)(context)
         rows = np.concatenate([yb.numpy() for _, yb in ds])
         assert sorted(map(tuple, rows.tolist())) == sorted(map(tuple, y))

@@ -233,12 +233,13 @@ CASES = [
     Case("sampler-boundaries-unfitted",
          lambda: sp.BucketSampler(LENS, boundaries=sp.Bucketer(2), batch_size=2),
          "`boundaries`", "Bucketer(2)"),
-    Case("sampler-merge-str", lambda: _sampler_kw(merge_leftovers="no"), "`merge_leftovers`",
-         "'no'"),
-    Case("sampler-quadratic-without-tokens", lambda: _sampler_kw(quadratic_length=10),
+    Case("sampler-merge-str", lambda: sp.PlanOptions(merge_leftovers="no"),
+         "`merge_leftovers`", "'no'"),
+    Case("sampler-quadratic-without-tokens",
+         lambda: _sampler_kw(options=sp.PlanOptions(quadratic_length=10)),
          "`quadratic_length`", "10"),
     Case("sampler-quadratic-zero",
-         lambda: sp.BucketSampler(LENS, max_tokens=50, quadratic_length=0),
+         lambda: sp.BucketSampler(LENS, max_tokens=50, options=sp.PlanOptions(quadratic_length=0)),
          "`quadratic_length`", "0"),
     Case("sampler-lengths-int", lambda: sp.BucketSampler(5, batch_size=2), "`lengths`",
          "single int: 5"),
@@ -278,20 +279,21 @@ CASES = [
     Case("ds-pad-to-zero", lambda: _bucketed(pad_to=0), "`pad_to`", "0"),
     Case("ds-pad-to-short", lambda: _bucketed(pad_to=2), "`pad_to`", "4"),
     Case("ds-epoch-negative", lambda: _bucketed(epoch=-1), "`epoch`", "-1"),
-    Case("ds-epochs-zero", lambda: _bucketed(epochs=0), "`epochs`", "0"),
+    Case("ds-epochs-zero", lambda: _bucketed(options=sp.Options(epochs=0)), "`epochs`", "0"),
     Case("ds-y-length", lambda: _bucketed(y=[0, 1]), "`y`", "2"),
     Case("ds-y-nan", lambda: _bucketed(y=[0.0, 1.0, np.nan, 1.0]), "`y`", "y[2]"),
     Case("ds-y-inf", lambda: _bucketed(y=np.array([0.0, np.inf, 0, 0])), "`y`", "inf"),
     Case("ds-x-nan", lambda: _bucketed(x=_nan_x()), "`x`", "x[2]"),
-    Case("ds-allow-nonfinite-str", lambda: _bucketed(x=XF, allow_nonfinite="yes"),
+    Case("ds-allow-nonfinite-str", lambda: sp.Options(allow_nonfinite="yes"),
          "`allow_nonfinite`", "'yes'"),
     Case("ds-weight-length", lambda: _bucketed(y=[0, 1, 0, 1], sample_weight=[1.0, 2.0]),
          "`sample_weight`", "2"),
-    Case("ds-reshuffle-str", lambda: _bucketed(reshuffle_each_iteration="yes"),
+    Case("ds-reshuffle-str", lambda: sp.Options(reshuffle_each_iteration="yes"),
          "`reshuffle_each_iteration`", "'yes'"),
-    Case("ds-truncating", lambda: _bucketed(truncating="x"), "`truncating`", "'x'"),
+    Case("ds-truncating", lambda: sp.Options(truncating="x"), "`truncating`", "'x'"),
     Case("ds-value-str", lambda: _bucketed(value="a"), "`value`", "'a'"),
-    Case("ds-lossy-dtype", lambda: _bucketed(x=[a * 1.5 for a in XF], dtype="int32"),
+    Case("ds-lossy-dtype", lambda: _bucketed(x=[a * 1.5 for a in XF],
+                                             options=sp.Options(dtype="int32")),
          "`dtype`", "1.5"),
     Case("ds-x-int", lambda: _bucketed(x=5), "`x`", "int"),
     Case("ds-y-steps-length", lambda: _bucketed(y=[[1, 2, 3], [4], [5, 6], [7]]), "`y`", "y["),
@@ -319,9 +321,10 @@ CASES = [
     Case("fit-group-by-descending", lambda: _fit(group_by=[5, 3]), "`group_by`", "[5, 3]"),
     Case("fit-initial-epoch", lambda: _fit(epochs=2, initial_epoch=2), "`initial_epoch`",
          "initial_epoch=2"),
-    Case("fit-drops-everything", lambda: _fit(batch_size=2, drop_remainder=True),
+    Case("fit-drops-everything",
+         lambda: _fit(batch_size=2, options=sp.Options(drop_remainder=True)),
          "`drop_remainder`", "drop_remainder=True"),
-    Case("fit-drop-str", lambda: _fit(drop_remainder="yes"), "`drop_remainder`", "'yes'"),
+    Case("fit-drop-str", lambda: sp.Options(drop_remainder="yes"), "`drop_remainder`", "'yes'"),
     Case("fit-validation-form", lambda: _fit(validation_data=[XF]), "`validation_data`",
          "list"),
     Case("fit-owned-kwarg", lambda: _fit(shuffle=True), "`shuffle`", "shuffle"),
@@ -362,12 +365,10 @@ CASES = [
         _model(True), XF, window=4, batch_size=2, return_sequences=None),
          "`return_sequences`", "None"),
     # ---------------------------------------------------------------- distributed
-    Case("replica-fn-both-budgets", lambda: sp.replica_dataset_fn(X, batch_size=2,
-                                                                  max_tokens=8),
-         "`max_tokens`", "max_tokens=8"),
-    Case("replica-fn-no-budget", lambda: sp.replica_dataset_fn(X), "`batch_size`",
-         "batch_size=None"),
-    Case("replica-fn-pad-to", lambda: sp.replica_dataset_fn(X, batch_size=2, pad_to="max"),
+    Case("replica-fn-sharded", lambda: sp.replica_dataset_fn(X, sampler=sp.BucketSampler(
+        sp.sequence_lengths(X), batch_size=2, num_shards=2)), "`sampler`", "num_shards=2"),
+    Case("replica-fn-pad-to", lambda: sp.replica_dataset_fn(
+        X, sampler=sp.BucketSampler(sp.sequence_lengths(X), batch_size=2), pad_to="max"),
          "`pad_to`", "'max'"),
     Case("replica-plans-not-samplers", lambda: sp.replica_plans([1, 2]), "`sampler_shards`",
          "int"),
@@ -598,8 +599,9 @@ def test_replica_planners_warn_with_counts():
     import tensorflow as tf
 
     x = [[1] * n for n in (1, 2, 3, 4, 5, 6, 7)]
-    fn = sp.replica_dataset_fn(x, batch_size=4, boundaries=[], drop_remainder=True,
-                               shuffle=False)
+    sampler = sp.BucketSampler(sp.sequence_lengths(x), batch_size=4, boundaries=[],
+                               drop_remainder=True, shuffle=False)
+    fn = sp.replica_dataset_fn(x, sampler=sampler)
     ctx = tf.distribute.InputContext(num_input_pipelines=1, input_pipeline_id=0,
                                      num_replicas_in_sync=2)
     with pytest.warns(UserWarning, match=r"3 of 7 sequence\(s\)"):
@@ -625,7 +627,7 @@ def test_fit_per_length_warns_when_drop_remainder_leaves_data_out():
     x = [np.ones((n, 2), "float32") for n in (2, 2, 2, 3, 3, 4)]
     with pytest.warns(UserWarning, match=r"2 of 6 sequence\(s\).*drop_remainder=True"):
         history = sp.fit_per_length(_model(), x, np.zeros(6, "float32"), batch_size=2,
-                                    drop_remainder=True, verbose=0)
+                                    options=sp.Options(drop_remainder=True), verbose=0)
     assert history.steps_per_epoch == 2 and len(history.history["loss"]) == 1
 
 
@@ -657,7 +659,8 @@ def test_first_nonfinite_feature_is_named_by_sequence_and_step(lengths, data):
 
 def test_allow_nonfinite_keeps_the_values():
     x = _nan_x()
-    ds = sp.bucketed_dataset(x, sampler=_sampler(), allow_nonfinite=True, dtype="float32")
+    ds = sp.bucketed_dataset(x, sampler=_sampler(),
+                             options=sp.Options(allow_nonfinite=True, dtype="float32"))
     got = np.concatenate([b.numpy().reshape(-1, 2) for b in ds])
     assert np.isnan(got).sum() == 1
 

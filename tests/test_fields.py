@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import seqprep as sp
+from seqprep._core.options import Options
 from seqprep.inputs import _stage as _inputs
 from seqprep.running._pydataset import bucketed_pydataset
 
@@ -122,7 +123,7 @@ def test_random_fields_targets_and_weights_align(data):
 
     ds = bucketed_pydataset(x, y, sampler=sampler, padding=per(sides), value=per(values),
                             sample_weight="timestep", pad_to="batch",
-                            targets="step", targets_field=keys[aligned])
+                            targets="step", options=Options(targets_field=keys[aligned]))
     for idx, b in zip(sampler.plan(0), _py_batches(ds), strict=True):
         xb, yb, wb = b
         assert isinstance(xb, dict if keyed else tuple)
@@ -220,7 +221,8 @@ def test_targets_field_resolves_fields_of_equal_lengths():
     with pytest.raises(ValueError, match=r"several fields of `x` \(`x\['a'\]`, `x\['b'\]`\)"
                                          r".*\n- Pass targets_field="):
         bucketed_pydataset({"a": a, "b": b}, y, sampler=sampler)
-    ds = bucketed_pydataset({"a": a, "b": b}, y, sampler=sampler, targets_field="b",
+    ds = bucketed_pydataset({"a": a, "b": b}, y, sampler=sampler,
+                            options=Options(targets_field="b"),
                             padding={"b": "pre"}, sample_weight="timestep")
     _, yb, wb = ds[0]
     np.testing.assert_array_equal(yb, np.array([[0, 0.5, 0.5], [1, 1, 1]], np.float32))
@@ -233,7 +235,7 @@ def test_a_1d_sampler_truncates_only_its_field():
     sampler = sp.BucketSampler(sp.sequence_lengths(src), batch_size=3, shuffle=False,
                                max_length=3, overlong="truncate")
     ds = bucketed_pydataset({"src": src, "dec": dec}, sampler=sampler,
-                            truncating={"src": "pre"})
+                            options=Options(truncating={"src": "pre"}))
     xb = ds[0]
     row = list(sampler.plan(0)[0]).index(0)
     np.testing.assert_array_equal(xb["src"][row], [3, 4, 5])
@@ -406,7 +408,7 @@ def test_packed_dataset_refuses_nonfinite_features_unless_allowed():
     x = [np.array([[0.0], [1.0]]), np.array([[2.0], [np.inf], [3.0]])]
     with pytest.raises(ValueError, match=r"`x`.*x\[1\] at step 1.*\n- .*allow_nonfinite=True"):
         _pack(x)
-    inputs = next(iter(_pack(x, allow_nonfinite=True)))
+    inputs = next(iter(_pack(x, options=Options(allow_nonfinite=True))))
     assert np.isinf(inputs["values"].numpy()).sum() == 1
 
 
@@ -469,13 +471,15 @@ BAD = {
         r"`value`=-1 cannot be represented in `dtype`='uint8'.*\n- Pick a padding value"),
     "targets_field naming no field": (
         lambda: bucketed_pydataset({"a": [[1]]}, [[1]], sampler=_sampler([[1]]),
-                                   targets_field="z"),
+                                   options=Options(targets_field="z")),
         r"`targets_field` must name a field of `x`.*'z'.*\n- Pass the name"),
     "targets_field without y": (
-        lambda: bucketed_pydataset({"a": [[1]]}, sampler=_sampler([[1]]), targets_field="a"),
+        lambda: bucketed_pydataset({"a": [[1]]}, sampler=_sampler([[1]]),
+                                   options=Options(targets_field="a")),
         r"`targets_field` needs `y`.*\n- Pass `y`"),
     "targets_field with one collection": (
-        lambda: bucketed_pydataset([[1]], [[1]], sampler=_sampler([[1]]), targets_field="a"),
+        lambda: bucketed_pydataset([[1]], [[1]], sampler=_sampler([[1]]),
+                                   options=Options(targets_field="a")),
         r"`targets_field` names a field, but `x` is one sequence collection.*\n- Drop"),
     "pad_to bucket on a field the sampler does not plan": (
         lambda: bucketed_pydataset({"a": [[1], [2]], "b": [[3], [4, 5]]},

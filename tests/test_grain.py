@@ -49,8 +49,8 @@ def test_batches_equal_bucketed_dataset_epoch_after_epoch(targets, weights, pad_
     ds = sp.grain_dataset(x, y, **kw)
     assert isinstance(ds, grain.MapDataset) and len(ds) == len(sampler)
     got = [_tuple(b) for b in ds.repeat(2)]
-    want = [_tuple(b) for b in sp.bucketed_dataset(x, y, epochs=2,
-                                                   reshuffle_each_iteration=False, **kw)]
+    replay = sp.Options(epochs=2, reshuffle_each_iteration=False)
+    want = [_tuple(b) for b in sp.bucketed_dataset(x, y, options=replay, **kw)]
     assert len(got) == len(want) == 2 * len(sampler)
     for a, b in zip(got, want, strict=True):
         _assert_same(a, b)

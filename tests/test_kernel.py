@@ -389,7 +389,7 @@ def test_fit_per_length_batches_match_the_reference(exact, y_kind):
 
 
 def test_bucketed_executors_match_the_reference():
-    from seqprep import BucketSampler, bucketed_dataset, bucketed_pydataset
+    from seqprep import BucketSampler, Options, bucketed_dataset, bucketed_pydataset
 
     lengths = np.array([3, 1, 4, 2, 5, 2, 1])
     rows = [np.arange(10 * i + 1, 10 * i + 1 + k, dtype=np.int64) for i, k in
@@ -398,9 +398,9 @@ def test_bucketed_executors_match_the_reference():
     sampler = BucketSampler(lengths, boundaries=[3], batch_size=2, shuffle=False)
     for padding in ("post", "pre"):
         kwargs = dict(sampler=sampler, padding=padding, value=9, pad_to="batch",
-                      sample_weight="timestep_mean", reshuffle_each_iteration=False)
-        tf_batches = list(bucketed_dataset(rows, y, **kwargs))
-        del kwargs["reshuffle_each_iteration"]
+                      sample_weight="timestep_mean")
+        replay = Options(reshuffle_each_iteration=False)
+        tf_batches = list(bucketed_dataset(rows, y, options=replay, **kwargs))
         py = bucketed_pydataset(rows, y, **kwargs)
         for b, idx in enumerate(sampler.batches(0)):
             width = int(lengths[idx].max())

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from seqprep import PackSampler, packed_dataset, sequence_lengths
+from seqprep import Options, PackSampler, packed_dataset, sequence_lengths
 
 
 def _seqs(lengths, step_shape, seed=0):
@@ -70,8 +70,8 @@ def test_packed_batches_follow_the_plan(data):
         y = [np.arange(n) + 1 for n in lengths]
         if sampler.length_limit is not None and truncating == "pre":
             truncating = "post"  # per-step targets are checked against their first steps
-    ds = packed_dataset(x, y, sampler=sampler, epoch=1, reshuffle_each_iteration=False,
-                        truncating=truncating,
+    ds = packed_dataset(x, y, sampler=sampler, epoch=1,
+                        options=Options(reshuffle_each_iteration=False, truncating=truncating),
                         targets="auto" if target_kind == "none" else target_kind)
     assert int(ds.cardinality()) == len(sampler)
     _check_batches(ds, sampler, x, 1, y=y, per_step=target_kind == "step", truncating=truncating)
@@ -85,7 +85,8 @@ def test_each_pass_plays_the_next_epoch():
     assert int(ds.cardinality()) == len(sampler)
     _check_batches(ds, sampler, x, 0)
     _check_batches(ds, sampler, x, 1)  # the second pass: epoch 1
-    two = packed_dataset(x, sampler=sampler, epoch=4, epochs=2, reshuffle_each_iteration=False)
+    two = packed_dataset(x, sampler=sampler, epoch=4,
+                         options=Options(epochs=2, reshuffle_each_iteration=False))
     assert int(two.cardinality()) == 2 * len(sampler)
     first = [e["segment_lengths"].numpy().tolist() for e in two]
     again = [e["segment_lengths"].numpy().tolist() for e in two]
@@ -96,8 +97,9 @@ def test_sample_weight_multiplies_the_slot_weights():
     lengths = [2, 1, 3, 1]
     sampler = PackSampler(lengths, batch_size=4, shuffle=False)
     w = np.array([0.5, 2.0, 1.0, 3.0])
+    replay = Options(reshuffle_each_iteration=False)
     _, _, weights = next(iter(packed_dataset(_seqs(lengths, ()), [0, 1, 0, 1], sampler=sampler,
-                                             sample_weight=w, reshuffle_each_iteration=False)))
+                                             sample_weight=w, options=replay)))
     rows = sampler.batches(0)[0]
     for b, row in enumerate(rows):
         assert weights.numpy()[b, : len(row)].tolist() == w[row].astype(np.float32).tolist()
@@ -168,7 +170,7 @@ def test_packed_reference_rnn_serves_unpacked():
             layer.set_weights(inner[layer.name].get_weights())
     sampler = PackSampler(lengths, batch_size=3, seed=2)
     for inputs, _labels, _weights in packed_dataset(x, [0, 1, 2, 3, 0, 1], sampler=sampler,
-                                                  reshuffle_each_iteration=False):
+                                                  options=Options(reshuffle_each_iteration=False)):
         out = keras.ops.convert_to_numpy(packed(inputs))
         for b, row in enumerate(sampler.batches(0)[0]):
             for s, i in enumerate(row.tolist()):

@@ -45,6 +45,7 @@ from seqprep import (
     PackSampler,
     PerLengthPlanner,
     Planner,
+    PlanOptions,
     ReplicaPlanner,
     TBPTTPlanner,
     plan_per_length,
@@ -138,8 +139,8 @@ CASES = [
     Case("BucketSampler(2-D dict, max_tokens)",
          functools.partial(_sampler_2d, as_dict=True, max_tokens=4 * MAX_LENGTH), max_shards=3),
     Case("BucketSampler(2-D, max_tokens on the max, quadratic)",
-         functools.partial(_sampler_2d, max_tokens=4 * MAX_LENGTH, field_tokens="max",
-                           quadratic_length=2 * MAX_LENGTH),
+         functools.partial(_sampler_2d, max_tokens=4 * MAX_LENGTH, options=PlanOptions(
+             field_tokens="max", quadratic_length=2 * MAX_LENGTH)),
          max_shards=2),
     Case("BucketSampler(batch_size)",
          functools.partial(_sampler, boundaries=[8, 16], batch_size=4), max_shards=3),

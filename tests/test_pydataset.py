@@ -46,7 +46,8 @@ def test_every_batch_equals_bucketed_dataset(padding, pad_to, targets, weights):
         pad_to = sp.width_grid(sampler, 3)
     kw = dict(sampler=sampler, padding=padding, value=-1, sample_weight=w, pad_to=pad_to)
     for epoch in (0, 2):
-        ds = sp.bucketed_dataset(x, y, epoch=epoch, reshuffle_each_iteration=False, **kw)
+        ds = sp.bucketed_dataset(x, y, epoch=epoch,
+                                 options=sp.Options(reshuffle_each_iteration=False), **kw)
         _assert_same(_tf_batches(ds), _py_batches(bucketed_pydataset(x, y, epoch=epoch, **kw)))
 
 
@@ -66,10 +67,12 @@ def test_random_plans_match_bucketed_dataset(
     x = [np.arange(k, dtype=np.float64) + 100 * i for i, k in enumerate(lengths)]
     extra = {} if truncate_at is None else dict(overlong="truncate", max_length=truncate_at)
     sampler = sp.BucketSampler(lengths, batch_size=batch_size, seed=seed, **extra)
-    kw = dict(sampler=sampler, padding=padding, pad_to=pad_to, truncating=truncating)
+    kw = dict(sampler=sampler, padding=padding, pad_to=pad_to)
     y = np.arange(len(lengths))
-    ds = sp.bucketed_dataset(x, y, epoch=1, reshuffle_each_iteration=False, **kw)
-    _assert_same(_tf_batches(ds), _py_batches(bucketed_pydataset(x, y, epoch=1, **kw)))
+    replay = sp.Options(reshuffle_each_iteration=False, truncating=truncating)
+    ds = sp.bucketed_dataset(x, y, epoch=1, options=replay, **kw)
+    py = bucketed_pydataset(x, y, epoch=1, options=sp.Options(truncating=truncating), **kw)
+    _assert_same(_tf_batches(ds), _py_batches(py))
 
 
 def test_each_epoch_plays_every_sequence_once_in_a_fresh_order():
@@ -88,7 +91,7 @@ def test_each_epoch_plays_every_sequence_once_in_a_fresh_order():
                 np.testing.assert_array_equal(row[: len(x[i])], x[i])
                 assert not row[len(x[i]) :].any()
         ds = sp.bucketed_dataset(x, ids, sampler=sampler, pad_to="batch", epoch=epoch,
-                                 reshuffle_each_iteration=False)
+                                 options=sp.Options(reshuffle_each_iteration=False))
         _assert_same(_tf_batches(ds), batches)
         orders.append(order)
         pyds.on_epoch_end()

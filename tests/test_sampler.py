@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seqprep.planning import BatchPlan, Bucketer, BucketSampler
+from seqprep.planning import BatchPlan, Bucketer, BucketSampler, PlanOptions
 
 
 def _lognormal(n, seed=0):
@@ -63,14 +63,15 @@ def test_quadratic_cost_term_exact_capacities():
     # max_tokens=1000, quadratic_length=100: a row of length L costs L + L**2 / 100 tokens.
     # L=10 -> 11 tokens -> 90 rows; L=50 -> 75 -> 13 rows; L=100 -> 200 -> 5 rows.
     lengths = [10] * 91 + [50] * 14 + [100] * 6
-    s = BucketSampler(lengths, boundaries=[20, 60], max_tokens=1000, quadratic_length=100,
-                      shuffle=False, merge_leftovers=False)
+    s = BucketSampler(lengths, boundaries=[20, 60], max_tokens=1000,
+                      options=PlanOptions(quadratic_length=100, merge_leftovers=False),
+                      shuffle=False)
     sizes = [len(b) for b in s.batches(0)]
     assert sizes == [90, 1, 13, 1, 5, 1]
     assert s.batch_buckets(0).tolist() == [0, 0, 1, 1, 2, 2]
     # Without the quadratic term the same budget takes 100, 20 and 10 rows.
     linear = BucketSampler(lengths, boundaries=[20, 60], max_tokens=1000, shuffle=False,
-                           merge_leftovers=False)
+                           options=PlanOptions(merge_leftovers=False))
     assert [len(b) for b in linear.batches(0)] == [91, 14, 6]
 
 
@@ -93,24 +94,26 @@ def test_token_length_limit_and_capacity_match_brute_force(q, budget):
 def test_quadratic_cost_term_overlong_policies_and_errors():
     lengths = [5, 10, 300]  # max_tokens=1000, q=100 fits one row of at most 270 steps
     with pytest.raises(ValueError, match=r"longer than 270, .*`max_tokens`=1000.*quadratic"):
-        BucketSampler(lengths, max_tokens=1000, quadratic_length=100)
-    cut = BucketSampler(lengths, max_tokens=1000, quadratic_length=100, overlong="truncate")
+        BucketSampler(lengths, max_tokens=1000, options=PlanOptions(quadratic_length=100))
+    cut = BucketSampler(lengths, max_tokens=1000, options=PlanOptions(quadratic_length=100),
+                        overlong="truncate")
     assert cut.length_limit == 270 and cut.num_truncated_ == 1
-    dropped = BucketSampler(lengths, max_tokens=1000, quadratic_length=100, overlong="drop")
+    dropped = BucketSampler(lengths, max_tokens=1000, options=PlanOptions(quadratic_length=100),
+                            overlong="drop")
     assert dropped.num_dropped_ == 1
     with pytest.raises(ValueError, match="`quadratic_length` only changes a `max_tokens`"):
-        BucketSampler(lengths, batch_size=2, quadratic_length=100)
+        BucketSampler(lengths, batch_size=2, options=PlanOptions(quadratic_length=100))
     with pytest.raises(ValueError, match="`quadratic_length` must be at least 1"):
-        BucketSampler(lengths, max_tokens=1000, quadratic_length=0)
+        BucketSampler(lengths, max_tokens=1000, options=PlanOptions(quadratic_length=0))
     with pytest.raises(ValueError, match="too large"):
-        BucketSampler(lengths, max_tokens=2**40, quadratic_length=2**30)
+        BucketSampler(lengths, max_tokens=2**40, options=PlanOptions(quadratic_length=2**30))
     with pytest.raises(ValueError, match="`quadratic_length` only changes"):
         Bucketer(quadratic_length=10).fit(lengths)
 
 
 def test_quadratic_cost_term_shapes_the_plan_and_the_state():
     lengths = _lognormal(3000)
-    s = BucketSampler(lengths, max_tokens=4096, quadratic_length=64, seed=3)
+    s = BucketSampler(lengths, max_tokens=4096, options=PlanOptions(quadratic_length=64), seed=3)
     assert "quadratic_length=64" in repr(s)
     # Long batches get fewer rows than under the linear budget, and every batch fits.
     for b in s.batches(0):
@@ -134,12 +137,12 @@ def test_unmerged_leftovers_keep_one_bucket_per_batch():
     assert _lists(merged.batches(0)) == [[0, 1, 2], [4, 5, 6], [3, 7]]
     assert merged.plan(0).pad_lengths.tolist() == [2, 30, 30]
     alone = BucketSampler(lengths, boundaries=[10], batch_size=3, shuffle=False,
-                          merge_leftovers=False)
+                          options=PlanOptions(merge_leftovers=False))
     assert _lists(alone.batches(0)) == [[0, 1, 2], [3], [4, 5, 6], [7]]
     assert alone.plan(0).pad_lengths.tolist() == [2, 2, 30, 30]
     assert alone.report(pad_to="bucket")["padded_tokens"] == 4 * 2 + 4 * 30
     with pytest.raises(TypeError, match="merge_leftovers"):
-        BucketSampler(lengths, batch_size=3, merge_leftovers="no")
+        BucketSampler(lengths, batch_size=3, options=PlanOptions(merge_leftovers="no"))
     state = merged.state_dict()
     with pytest.raises(ValueError, match="fingerprint"):
         alone.load_state_dict(state)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from seqprep import BatchPlan, BucketSampler, padding_report
+from seqprep import BatchPlan, BucketSampler, PlanOptions, padding_report
 from seqprep._core.checks import check_field_lengths, check_sampler_fields
 from seqprep.planning._grid import cover_label, fit_grid, merge_leftovers, snake_rank
 from seqprep.tools.analyze import analyze_lengths, format_analysis
@@ -147,7 +147,8 @@ def test_a_state_of_other_fields_is_refused():
     flipped = BucketSampler({"src": PAIRS["tgt"], "tgt": PAIRS["src"]}, batch_size=2)
     with pytest.raises(ValueError, match="other lengths or planning options"):
         flipped.load_state_dict(s.state_dict())
-    by_max = BucketSampler(PAIRS, max_tokens=60, field_tokens="max", boundaries=[[8], [10]])
+    by_max = BucketSampler(PAIRS, max_tokens=60, options=PlanOptions(field_tokens="max"),
+                           boundaries=[[8], [10]])
     by_sum = BucketSampler(PAIRS, max_tokens=60, boundaries=[[8], [10]])
     with pytest.raises(ValueError, match="other lengths or planning options"):
         by_max.load_state_dict(by_sum.state_dict())
@@ -159,9 +160,10 @@ def test_a_state_of_other_fields_is_refused():
 def test_token_budget_counts_the_sum_or_the_max_of_the_fields():
     lengths = np.array([[10, 10]] * 12)
     assert BucketSampler(lengths, max_tokens=80).plan(0).sizes.tolist() == [4, 4, 4]
-    by_max = BucketSampler(lengths, max_tokens=80, field_tokens="max").plan(0)
+    by_max = BucketSampler(lengths, max_tokens=80, options=PlanOptions(field_tokens="max")).plan(0)
     assert sorted(by_max.sizes.tolist()) == [4, 8]
-    quadratic = BucketSampler(lengths, max_tokens=80, quadratic_length=20).plan(0)
+    quadratic = BucketSampler(lengths, max_tokens=80,
+                              options=PlanOptions(quadratic_length=20)).plan(0)
     assert set(quadratic.sizes.tolist()) == {2}  # a row of 20 costs 20 + 400/20 = 40
 
 
@@ -181,7 +183,7 @@ def test_max_length_per_field_truncates_or_drops_or_refuses():
 def test_a_row_over_a_sum_budget_cannot_be_truncated():
     with pytest.raises(ValueError, match="cannot be cut without choosing which field"):
         BucketSampler([[30, 30], [2, 2]], max_tokens=40, overlong="truncate")
-    s = BucketSampler([[30, 50], [2, 2]], max_tokens=40, field_tokens="max",
+    s = BucketSampler([[30, 50], [2, 2]], max_tokens=40, options=PlanOptions(field_tokens="max"),
                       overlong="truncate")
     assert s.lengths.tolist() == [[30, 40], [2, 2]]  # a budget on the max caps each field
 
@@ -222,7 +224,8 @@ def test_field_weights_trade_padding_between_the_fields():
     lengths = _pairs(3000, correlated=False, seed=4)
     pads = {}
     for name, weights in (("src", [8.0, 1.0]), ("tgt", [1.0, 8.0])):
-        report = BucketSampler(lengths, batch_size=32, field_weights=weights).report()
+        report = BucketSampler(lengths, batch_size=32,
+                               options=PlanOptions(field_weights=weights)).report()
         pads[name] = {f: report["fields"][f]["padding_fraction"] for f in (0, 1)}
     assert pads["src"][0] < pads["tgt"][0] and pads["tgt"][1] < pads["src"][1]
 
@@ -292,15 +295,17 @@ def test_bad_field_lengths_name_the_argument(lengths, message):
     ],
 )
 def test_bad_options_of_several_fields(kwargs, message):
+    knobs = {k: v for k, v in kwargs.items() if k in ("field_weights", "field_tokens")}
+    rest = {k: v for k, v in kwargs.items() if k not in knobs}
     with pytest.raises(ValueError, match=message):
-        BucketSampler(PAIRS, batch_size=2, **kwargs)
+        BucketSampler(PAIRS, batch_size=2, options=PlanOptions(**knobs), **rest)
 
 
 def test_field_options_on_one_field_are_refused():
     with pytest.raises(ValueError, match="apply to several lengths per example"):
-        BucketSampler([1, 2, 3], batch_size=2, field_tokens="max")
+        BucketSampler([1, 2, 3], batch_size=2, options=PlanOptions(field_tokens="max"))
     with pytest.raises(ValueError, match="apply to several lengths per example"):
-        BucketSampler([1, 2, 3], batch_size=2, field_weights=[1.0])
+        BucketSampler([1, 2, 3], batch_size=2, options=PlanOptions(field_weights=[1.0]))
 
 
 def test_check_sampler_fields_refuses_a_sampler_of_other_fields():

@@ -20,8 +20,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seqprep import BucketSampler
+from seqprep import BucketSampler, PlanOptions
 from seqprep.planning._boundaries import token_length_limit
+
+
+def _sampler(lengths, **kwargs):
+    """The BucketSampler of a drawn configuration (its cost-model knobs in PlanOptions)."""
+    knobs = ("merge_leftovers", "quadratic_length", "field_tokens", "field_weights")
+    options = PlanOptions(**{k: kwargs.pop(k) for k in knobs if k in kwargs})
+    return BucketSampler(lengths, options=options, **kwargs)
 
 
 @st.composite
@@ -115,10 +122,10 @@ def test_sampler_2d_contract(setup, data):
     planned, over = _expected_limits(lengths, kwargs)
     if over.any() and kwargs["overlong"] != "drop":
         with pytest.raises(ValueError, match="do not fit"):
-            BucketSampler(given_lengths, **kwargs)
+            _sampler(given_lengths, **kwargs)
         return
     try:
-        samplers = [BucketSampler(given_lengths, shard_index=i, **kwargs) for i in range(shards)]
+        samplers = [_sampler(given_lengths, shard_index=i, **kwargs) for i in range(shards)]
     except ValueError as err:
         if "would leave out all" in str(err):
             assert kwargs["drop_remainder"] or over.all()
@@ -173,7 +180,7 @@ def test_sampler_2d_contract(setup, data):
                     # target may come from different examples): then the batch has one row.
                     assert _within_budget(batch.size, width, kwargs)
                     assert _within_budget(batch.size, pads, kwargs) or batch.size == 1
-        again = BucketSampler(_given(lengths, names, as_dict), **kwargs).plan(epoch)
+        again = _sampler(_given(lengths, names, as_dict), **kwargs).plan(epoch)
         assert again == plans[0]  # same (seed, epoch): same plan, from a fresh sampler
 
     if kwargs["shuffle"] and n - first.num_dropped_ >= 12:
@@ -190,7 +197,7 @@ def test_sampler_2d_contract(setup, data):
     taken = [next(it).tolist() for _ in range(steps)]
     state, pickled = s.state_dict(), pickle.dumps(s)
     rest = [b.tolist() for b in it]
-    fresh = BucketSampler(_given(lengths, names, as_dict), shard_index=s.shard_index, **kwargs)
+    fresh = _sampler(_given(lengths, names, as_dict), shard_index=s.shard_index, **kwargs)
     fresh.load_state_dict(state)
     assert [b.tolist() for b in fresh] == rest
     assert [b.tolist() for b in pickle.loads(pickled)] == rest

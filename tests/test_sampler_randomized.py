@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seqprep.planning import BucketSampler
+from seqprep.planning import BucketSampler, PlanOptions
 
 CONFIGS = [
     (mode, shuffle, shards, drop)
@@ -24,6 +24,13 @@ CONFIGS = [
     for shards in range(1, 9)
     for drop in (False, True)
 ]
+
+
+def _sampler(lengths, **kwargs):
+    """The BucketSampler of a drawn configuration (its cost-model knobs in PlanOptions)."""
+    knobs = ("merge_leftovers", "quadratic_length", "field_tokens", "field_weights")
+    options = PlanOptions(**{k: kwargs.pop(k) for k in knobs if k in kwargs})
+    return BucketSampler(lengths, options=options, **kwargs)
 
 
 def _draw_setup(data, mode, shuffle, shards, drop):
@@ -81,7 +88,7 @@ def _limit(kwargs):
 
 
 def _build_all(lengths, kwargs):
-    return [BucketSampler(lengths, shard_index=k, **kwargs) for k in range(kwargs["num_shards"])]
+    return [_sampler(lengths, shard_index=k, **kwargs) for k in range(kwargs["num_shards"])]
 
 
 @pytest.mark.parametrize(("mode", "shuffle", "shards", "drop"), CONFIGS)
@@ -94,12 +101,12 @@ def test_sampler_contract(mode, shuffle, shards, drop, data):
     if kwargs.get("quadratic_length") is not None and _fits(kwargs) == 0:
         # A budget that holds no step at all is refused, not planned over budget.
         with pytest.raises(ValueError, match="`max_tokens` cannot hold a single step"):
-            BucketSampler(lengths, **kwargs)
+            _sampler(lengths, **kwargs)
         return
     if kwargs["overlong"] == "error" and limit is not None and max(lengths) > limit:
         name = "max_length" if limit == kwargs["max_length"] else "max_tokens"
         with pytest.raises(ValueError, match=f"`{name}`"):
-            BucketSampler(lengths, **kwargs)
+            _sampler(lengths, **kwargs)
         return
     try:
         samplers = _build_all(lengths, kwargs)
@@ -154,7 +161,7 @@ def test_sampler_contract(mode, shuffle, shards, drop, data):
                 else:
                     assert _within_budget(batch.size, pad, kwargs)
         # Same (seed, epoch) -> same plan, from a fresh sampler too.
-        again = BucketSampler(lengths, shard_index=0, **kwargs).plan(epoch)
+        again = _sampler(lengths, shard_index=0, **kwargs).plan(epoch)
         assert [b.tolist() for b in again.batches] == [b.tolist() for b in plans[0].batches]
 
     # Different epochs -> different orders (when there is anything to reorder).
@@ -173,7 +180,7 @@ def test_sampler_contract(mode, shuffle, shards, drop, data):
     taken = [next(it).tolist() for _ in range(k)]
     state = s.state_dict()
     rest_direct = [b.tolist() for b in it]
-    fresh = BucketSampler(lengths, shard_index=kwargs["num_shards"] - 1, **kwargs)
+    fresh = _sampler(lengths, shard_index=kwargs["num_shards"] - 1, **kwargs)
     fresh.load_state_dict(state)
     assert [b.tolist() for b in fresh] == rest_direct
     assert taken + rest_direct == [b.tolist() for b in s.batches(1)]

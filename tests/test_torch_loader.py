@@ -70,7 +70,7 @@ def test_loader_batches_equal_bucketed_dataset(padding, targets, weights):
     ds = sp.bucketed_dataset(
         x, y, sampler=sp.BucketSampler(lengths, batch_size=4, seed=3),
         sample_weight=w_arr if weights == "array" else weights,
-        reshuffle_each_iteration=False, **kw,
+        options=sp.Options(reshuffle_each_iteration=False), **kw,
     )
     collate = PadCollate(sample_weight=None if weights == "array" else weights,
                          targets="step" if targets == "timestep" else "auto", **kw)
@@ -371,7 +371,8 @@ def test_pack_collate_equals_packed_dataset(targets):
     w = np.linspace(0.5, 2.0, len(x)) if targets == "sequence" else None
     lengths = sp.sequence_lengths(x)
     ds = sp.packed_dataset(x, y, sampler=sp.PackSampler(lengths, batch_size=3, seed=1),
-                           sample_weight=w, epochs=2, reshuffle_each_iteration=False)
+                           sample_weight=w,
+                           options=sp.Options(epochs=2, reshuffle_each_iteration=False))
     sampler = sp.PackSampler(lengths, batch_size=3, seed=1)
     loader = DataLoader(RowItems(_items(x, y, w)), batch_sampler=sampler,
                         collate_fn=PackCollate(sampler, targets="step" if targets == "timestep"

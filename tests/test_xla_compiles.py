@@ -34,10 +34,11 @@ SCRIPT = textwrap.dedent(
     out = {}
     for pad_to in ("bucket", "batch"):
         sampler = sp.BucketSampler(lengths, boundaries=[10, 20], batch_size=8, seed=0,
-                                   merge_leftovers=False, drop_remainder=True)
+                                   drop_remainder=True,
+                                   options=sp.PlanOptions(merge_leftovers=False))
         # One fixed epoch replayed, so the shapes listed here are the ones fit meets.
         ds = sp.bucketed_dataset(x, y, sampler=sampler, pad_to=pad_to,
-                                 reshuffle_each_iteration=False)
+                                 options=sp.Options(reshuffle_each_iteration=False))
         shapes = sorted({tuple(xb.shape) for xb, _ in ds})
         keras.utils.set_random_seed(0)
         model = keras.Sequential([

@@ -1,26 +1,34 @@
-"""Options that several executors share, declared and checked once.
+"""Options that several executors and planners share, declared and checked once.
 
 Every executor (``bucketed_dataset``, ``bucketed_pydataset``, ``grain_dataset``,
 ``packed_dataset``, ``fit_per_length``, ``fit_tbptt``, ``predict``, ``evaluate``, the replica
 datasets, ``PadCollate``) keeps the arguments a user sets every day as keywords (``padding``,
 ``value``, ``pad_to``, ``sample_weight``, ``targets``, ``epoch``) and takes the ones set rarely in
 one value object, :class:`Options`, in the way ``tf.data.Options`` gathers a dataset's rarely
-changed knobs. Each option is declared once here (:data:`DECLARED`: its check and its meaning);
-an executor says which options it reads (:func:`options_for`), and an option set to anything but
-its default on an executor that does not read it is an error, never silently ignored.
+changed knobs; :class:`~seqprep.BucketSampler` takes its cost-model knobs the same way. Each
+option is declared once here (:data:`DECLARED`: its check and its meaning); a callable says
+which options it reads (:func:`options_for`), and an option set to anything but its default
+on a callable that does not read it is an error, never silently ignored. Checks that need
+more than the value (``quadratic_length`` needs ``max_tokens``; ``field_weights`` one weight
+per field) stay with the callable that has the rest.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from seqprep._core.checks import check_bool, check_choice, check_int
 
-__all__ = ["DECLARED", "Options", "options_for"]
+__all__ = ["DECLARED", "OptionSet", "Options", "options_for", "takes_options"]
+
+OptionsT = TypeVar("OptionsT", bound="OptionSet")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _per_field(check: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
@@ -54,12 +62,28 @@ def _dtype(name: str, value: Any) -> Any:
 def _data_parallel(name: str, value: Any) -> Any:
     if value is None or (isinstance(value, str) and value == "auto"):
         return value
-    return check_int(name, value, minimum=1,
-                     fix=f'Pass {name}="auto" (read keras.distribution), None or a device count.')
+    fix = (f'Pass {name}="auto" to read keras.distribution, None, or the number of devices '
+           "along the batch axis.")
+    if isinstance(value, str):
+        raise ValueError(f'Argument `{name}` must be "auto", None or a positive int. '
+                         f"Received: {name}={value!r}\n- {fix}")
+    return check_int(name, value, minimum=1, fix=fix)
 
 
 def _epochs(name: str, value: Any) -> int:
     return check_int(name, value, minimum=1, fix=f"Pass {name}=1 or more.")
+
+
+def _sorted_epochs(name: str, value: Any) -> int | None:
+    return check_int(name, value, minimum=0, allow_none=True)
+
+
+def _quadratic_length(name: str, value: Any) -> int | None:
+    return check_int(name, value, minimum=1, allow_none=True)
+
+
+def _field_tokens(name: str, value: Any) -> str:
+    return check_choice(name, value, ("sum", "max"))
 
 
 def _any(name: str, value: Any) -> Any:
@@ -73,6 +97,7 @@ class Declared:
 
     check: Callable[[str, Any], Any]
     meaning: str
+    owner: str = "Options"  # the class that holds it: Options, or a planner's PlanOptions
 
 
 #: Every shared option, declared once.
@@ -95,11 +120,58 @@ DECLARED: dict[str, Declared] = {
                                          "each new pass plays the sampler's next epoch(s), as "
                                          "tf.data reshuffles by default"),
     "epochs": Declared(_epochs, "how many consecutive sampler epochs one pass holds"),
+    "sorted_epochs": Declared(_sorted_epochs,
+                              "with a sorted batch order, how many first epochs are sorted "
+                              "(later ones shuffled: SortaGrad); None sorts every epoch"),
+    "drop_remainder": Declared(check_bool,
+                               "an executor that cuts its own batches leaves out each group's "
+                               "partial last batch (a sampler takes its own keyword)"),
+    "merge_leftovers": Declared(check_bool,
+                                "a sampler packs the partial last batches of neighbouring "
+                                "buckets together (fewest batches)",
+                                owner="PlanOptions"),
+    "quadratic_length": Declared(_quadratic_length,
+                                 "with max_tokens, a row of length L costs L + L**2 / "
+                                 "quadratic_length tokens (attention-like cost)",
+                                 owner="PlanOptions"),
+    "field_tokens": Declared(_field_tokens,
+                             '"sum" or "max": how a max_tokens budget counts a row of several '
+                             "fields",
+                             owner="PlanOptions"),
+    # Checked by the sampler, which knows its fields' names (errors name the field).
+    "field_weights": Declared(_any,
+                              "the cost of one padded step of each field in the boundary "
+                              "planner (several fields)",
+                              owner="PlanOptions"),
 }
 
 
-@dataclass(frozen=True)
-class Options:
+class OptionSet:
+    """What a frozen dataclass of declared options shares: each field is checked by its
+    :data:`DECLARED` entry when the object is built, and shown only when changed."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            checked = DECLARED[f.name].check(f.name, getattr(self, f.name))
+            object.__setattr__(self, f.name, checked)
+
+    def changed(self) -> dict[str, Any]:
+        """The options set to something other than their defaults.
+
+        Example:
+            >>> Options(epochs=2).changed()
+            {'epochs': 2}
+        """
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if not _same(getattr(self, f.name), f.default)}
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.changed().items())
+        return f"{type(self).__name__}({shown})"
+
+
+@dataclass(frozen=True, repr=False)
+class Options(OptionSet):
     """The rarely changed options that seqprep's executors share.
 
     Each executor reads the options that apply to it and refuses one set to a non-default value
@@ -119,10 +191,17 @@ class Options:
         reshuffle_each_iteration: every new pass over a dataset plays the sampler's next
             epoch(s) (``False``: replay the same ones).
         epochs: how many consecutive sampler epochs one pass over a dataset holds.
+        sorted_epochs: with a sorted batch ``order`` (``fit_per_length``), only the first
+            ``sorted_epochs`` epochs are sorted and later ones shuffled
+            (``order="ascending"``, ``sorted_epochs=1``: SortaGrad); None sorts every epoch.
+        drop_remainder: an executor that cuts its own batches (``fit_per_length``) leaves
+            out each group's partial last batch (a ``UserWarning`` says how many sequences
+            that leaves out). Samplers take ``drop_remainder=`` as their own keyword.
 
     Raises:
-        ValueError: an option with a value it cannot take.
-        TypeError: ``dtype`` that is not a dtype.
+        ValueError: an option with a value it cannot take (``epochs=0``).
+        TypeError: an option of the wrong type (``allow_nonfinite="yes"``, a ``dtype`` that
+            is not a dtype).
 
     Example:
         >>> import seqprep as sp
@@ -131,7 +210,7 @@ class Options:
         >>> sp.Options(epochs=0)
         Traceback (most recent call last):
         ...
-        ValueError: Argument `epochs` must be an integer >= 1. Received: epochs=0
+        ValueError: Argument `epochs` must be at least 1. Received: epochs=0
         - Pass epochs=1 or more.
     """
 
@@ -142,25 +221,8 @@ class Options:
     data_parallel: Any = "auto"
     reshuffle_each_iteration: bool = True
     epochs: int = 1
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            checked = DECLARED[f.name].check(f.name, getattr(self, f.name))
-            object.__setattr__(self, f.name, checked)
-
-    def changed(self) -> dict[str, Any]:
-        """The options set to something other than their defaults.
-
-        Example:
-            >>> Options(epochs=2).changed()
-            {'epochs': 2}
-        """
-        return {f.name: getattr(self, f.name) for f in fields(self)
-                if not _same(getattr(self, f.name), f.default)}
-
-    def __repr__(self) -> str:
-        shown = ", ".join(f"{k}={v!r}" for k, v in self.changed().items())
-        return f"Options({shown})"
+    sorted_epochs: int | None = None
+    drop_remainder: bool = False
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -170,20 +232,26 @@ def _same(a: Any, b: Any) -> bool:
         return a is b
 
 
-def options_for(options: Any, caller: str, reads: tuple[str, ...]) -> Options:
-    """``options`` checked for ``caller``: an :class:`Options` (None gives the defaults) that
-    sets no option outside ``reads``.
+def options_for(
+    options: Any,
+    caller: str,
+    reads: tuple[str, ...],
+    kind: type[OptionsT] = Options,  # type: ignore[assignment]
+) -> OptionsT:
+    """``options`` checked for ``caller``: a ``kind`` (:class:`Options`, or a planner's
+    ``seqprep.PlanOptions``; None gives the defaults) that sets no option outside ``reads``.
 
     Args:
         options: what the user passed as ``options=``.
         caller: the public name, for the error message.
         reads: the options ``caller`` uses.
+        kind: the option class ``caller`` takes.
 
     Returns:
-        The :class:`Options` to read.
+        The ``kind`` to read.
 
     Raises:
-        TypeError: ``options`` is not an :class:`Options` (a dict is accepted and converted).
+        TypeError: ``options`` is not a ``kind`` (a dict is accepted and converted).
         ValueError: an option ``caller`` does not use is set.
 
     Example:
@@ -195,20 +263,22 @@ def options_for(options: Any, caller: str, reads: tuple[str, ...]) -> Options:
         ValueError: Argument `options` sets truncating='pre', which `packed_dataset` does not use.
         - Leave it at its default there; `packed_dataset` reads only: dtype.
     """
+    name = kind.__name__
     if options is None:
-        return Options()
+        return kind()
     if isinstance(options, Mapping):
-        unknown = sorted(set(options) - set(DECLARED))
+        known = sorted(f.name for f in fields(kind))
+        unknown = sorted(set(options) - set(known))
         if unknown:
             raise TypeError(
-                f"Argument `options` has unknown keys {unknown}. Known: {sorted(DECLARED)}\n"
-                "- Pass seqprep.Options(...) with the options you mean."
+                f"Argument `options` has unknown keys {unknown}. Known: {known}\n"
+                f"- Pass seqprep.{name}(...) with the options you mean."
             )
-        options = Options(**options)
-    if not isinstance(options, Options):
+        options = kind(**options)
+    if not isinstance(options, kind):
         raise TypeError(
-            f"Argument `options` must be a seqprep.Options or None. Received: "
-            f"{type(options).__name__}\n- Pass options=seqprep.Options(...)."
+            f"Argument `options` of `{caller}` must be a seqprep.{name} or None. Received: "
+            f"{options!r}\n- Pass options=seqprep.{name}(...)."
         )
     unused = {k: v for k, v in options.changed().items() if k not in reads}
     if unused:
@@ -218,3 +288,54 @@ def options_for(options: Any, caller: str, reads: tuple[str, ...]) -> Options:
             f"- Leave it at its default there; `{caller}` reads only: {', '.join(reads)}."
         )
     return options
+
+
+def takes_options(fn: F | None = None, *, kind: str = "Options") -> Any:
+    """Decorate a callable that takes ``options=`` (a ``kind``: ``"Options"`` or
+    ``"PlanOptions"``): a declared option passed as a keyword (``dtype="float16"``) gets a
+    ``TypeError`` that says where it goes, instead of Python's bare "unexpected keyword
+    argument" (or, through a ``**kwargs``, an error somewhere else). Any other call goes
+    through unchanged.
+
+    Example:
+        >>> @takes_options
+        ... def run(x, *, sampler=None, options=None):
+        ...     return options_for(options, "run", reads=("dtype",))
+        >>> run([1], dtype="float16")
+        Traceback (most recent call last):
+        ...
+        TypeError: `run` takes `dtype` in `options`, not as a keyword. Received: dtype='float16'
+        - Pass options=seqprep.Options(dtype='float16').
+        >>> run([1], merge_leftovers=False)
+        Traceback (most recent call last):
+        ...
+        TypeError: `run` takes no `merge_leftovers`: it belongs in seqprep.PlanOptions. Received: merge_leftovers=False
+        - Pass options=seqprep.PlanOptions(merge_leftovers=False) where it is read (e.g. to the sampler).
+    """  # noqa: E501
+    if fn is None:
+        return functools.partial(takes_options, kind=kind)
+    own = set(inspect.signature(fn).parameters)
+    caller = fn.__qualname__.split(".")[0] if fn.__name__ == "__init__" else fn.__name__
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        moved = {k: v for k, v in kwargs.items() if k in DECLARED and k not in own}
+        if moved:
+            owner = DECLARED[next(iter(moved))].owner
+            moved = {k: v for k, v in moved.items() if DECLARED[k].owner == owner}
+            shown = ", ".join(f"{k}={v!r}" for k, v in moved.items())
+            names = "`, `".join(moved)
+            if owner == kind:
+                raise TypeError(
+                    f"`{caller}` takes `{names}` in `options`, not as a keyword. Received: "
+                    f"{shown}\n- Pass options=seqprep.{owner}({shown})."
+                )
+            raise TypeError(
+                f"`{caller}` takes no `{names}`: it belongs in seqprep.{owner}. Received: "
+                f"{shown}\n- Pass options=seqprep.{owner}({shown}) where it is read (e.g. to "
+                f"{'the sampler' if owner == 'PlanOptions' else 'the executor'})."
+            )
+        return fn(*args, **kwargs)
+
+    return wrapper
+

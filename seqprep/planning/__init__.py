@@ -20,6 +20,7 @@ __getattr__, __dir__, __all__ = attach(__name__, {
     "NotFittedError": "._boundaries",
     "as_boundaries": "._boundaries",
     "BucketSampler": "._sampler",
+    "PlanOptions": "._options",
     "PackSampler": "._packing",
     "BatchPlan": "._plan",
     "PackedPlan": "._plan",

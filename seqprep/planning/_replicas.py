@@ -16,12 +16,13 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
 from seqprep._core.checks import check_choice, check_int, check_one_of
+from seqprep.planning._options import PLAN_READS, PlanOptions
 from seqprep.planning._plan import BatchPlan
 from seqprep.planning._protocol import EpochPlanner
 from seqprep.planning._sampler import BucketSampler
@@ -64,23 +65,32 @@ def _per_replica_budget(
 
 @dataclass(frozen=True)
 class _SamplerArgs:
-    lengths: np.ndarray
-    boundaries: Any
+    """One :class:`BucketSampler` configuration apart from its budget and sharding: what every
+    replica's sampler shares with the global sampler it is derived from."""
+
+    lengths: Any  # as the global sampler was given them (a dict for named fields)
     batch_size: int | None
     max_tokens: int | None
-    shuffle: bool
-    seed: int
-    drop_remainder: bool
-    overlong: str
-    max_length: int | None
-    merge_leftovers: bool = True
-    quadratic_length: int | None = None
+    kwargs: dict[str, Any]  # boundaries, shuffle, seed, ..., options
+
+    @classmethod
+    def of(
+        cls, sampler: BucketSampler, batch_size: int | None, max_tokens: int | None
+    ) -> _SamplerArgs:
+        """The configuration of ``sampler`` (its raw lengths, boundaries and options) with
+        the per-replica ``batch_size`` / ``max_tokens``."""
+        raw, names = sampler._raw, sampler.field_names
+        lengths = raw if names is None else dict(
+            zip(names, raw.T if raw.ndim == 2 else [raw], strict=True))
+        options = PlanOptions(**{name: getattr(sampler, name) for name in PLAN_READS})
+        kwargs = {name: getattr(sampler, name) for name in (
+            "boundaries", "shuffle", "seed", "drop_remainder", "overlong", "max_length")}
+        return cls(lengths, batch_size, max_tokens, {**kwargs, "options": options})
 
     def sampler_kwargs(self, num_shards: int, shard_index: int) -> dict[str, Any]:
-        """Keyword arguments of the ``BucketSampler`` for one shard of this plan: every field
-        but ``lengths`` (the fields are the one list of the sampler options it keeps)."""
-        kwargs = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "lengths"}
-        return kwargs | {"num_shards": num_shards, "shard_index": shard_index}
+        """Keyword arguments of the ``BucketSampler`` for one shard of this plan."""
+        return {**self.kwargs, "batch_size": self.batch_size, "max_tokens": self.max_tokens,
+                "num_shards": num_shards, "shard_index": shard_index}
 
     def shard(self, num_shards: int, shard_index: int) -> BucketSampler:
         return BucketSampler(self.lengths, **self.sampler_kwargs(num_shards, shard_index))

@@ -47,6 +47,7 @@ from seqprep._core.checks import (
     report_dropped,
     warn_empty_sequences,
 )
+from seqprep._core.options import options_for, takes_options
 from seqprep.planning._boundaries import (
     Bucketer,
     as_boundaries,
@@ -56,11 +57,11 @@ from seqprep.planning._boundaries import (
     token_length_limit,
 )
 from seqprep.planning._grid import (
-    FieldTokens,
     cover_label,
     leftover_buckets,
     merge_leftovers,
 )
+from seqprep.planning._options import PLAN_READS, PlanOptions
 from seqprep.planning._plan import BatchPlan
 from seqprep.planning._resumable import ResumableSampler
 from seqprep.planning._sampler_fields import (
@@ -108,13 +109,7 @@ class BucketSampler(_FieldsMixin, _StateMixin, ResumableSampler):
         batch_size: rows per batch. Exactly one of this and ``max_tokens``.
         max_tokens: budget per batch: rows x longest length <= ``max_tokens``. For several
             fields a row's length is the sum of its fields' widths (or their max, see
-            ``field_tokens``).
-        quadratic_length: optional, with ``max_tokens`` only: a quadratic cost term for
-            attention-like models, whose cost grows with the square of the length. A row
-            padded to length ``L`` then costs ``L + L**2 / quadratic_length`` tokens (the
-            quadratic term equals the linear one at ``L = quadratic_length``), so batches of
-            long sequences get fewer rows; the budget holds exactly:
-            ``rows * L * (quadratic_length + L) <= max_tokens * quadratic_length``.
+            ``field_tokens``); see also ``quadratic_length`` (both in ``options``).
         shuffle: shuffle inside buckets and the batch order, from ``(seed, epoch)`` alone. When
             False, batches follow index order inside buckets and run from short to long.
         seed: non-negative seed.
@@ -130,19 +125,13 @@ class BucketSampler(_FieldsMixin, _StateMixin, ResumableSampler):
             ``length_limit``) or ``"drop"`` (never batched; counted in ``num_dropped_``).
         max_length: longest sequence allowed, or None. For several fields: one int for every
             field, or one per field (a list in field order, or a dict by name).
-        merge_leftovers: pack the partial last batches of neighbouring buckets together (the
-            default: fewest batches). Pass False with ``pad_to="bucket"`` so that every batch
-            holds one bucket only and pads to that bucket's length, at the cost of up to one
-            partial batch per bucket. With ``num_shards > 1`` the batches that cannot fill a
-            group of ``num_shards`` from one bucket are still re-split together (unless
-            ``drop_remainder``); such a batch is labelled, and padded to, the longest bucket
-            among its members.
-        field_tokens: for several fields, how ``max_tokens`` counts a row: ``"sum"`` of its
-            fields' padded widths (an encoder–decoder runs both) or their ``"max"`` (fields
-            processed side by side). ``quadratic_length`` applies to that length.
-        field_weights: for several fields, the cost of one padded step of each field in the
-            boundary planner (default: 1 each; e.g. ``{"src": 1, "tgt": 2}`` when a decoder
-            step costs twice an encoder step). Budgets always count plain tokens.
+        options: a :class:`seqprep.PlanOptions` of the rarely set cost-model knobs (each
+            described there): ``merge_leftovers`` (pack the partial last batches of
+            neighbouring buckets together, the default; False with ``pad_to="bucket"`` keeps
+            one bucket per batch), ``quadratic_length`` (with ``max_tokens``: a row of length
+            ``L`` costs ``L + L**2 / quadratic_length`` tokens), ``field_tokens`` and
+            ``field_weights`` (several fields: how a budget counts a row, and what a padded
+            step of each field costs the boundary planner).
 
     Attributes:
         lengths: read-only int64 lengths as planned (after truncation); ``(n, fields)`` for
@@ -192,6 +181,7 @@ class BucketSampler(_FieldsMixin, _StateMixin, ResumableSampler):
         "drop_remainder, overlong, max_length and merge_leftovers"
     )
 
+    @takes_options(kind="PlanOptions")
     def __init__(
         self,
         lengths: Sequence[int] | np.ndarray,
@@ -206,11 +196,11 @@ class BucketSampler(_FieldsMixin, _StateMixin, ResumableSampler):
         shard_index: int = 0,
         overlong: Overlong = "error",
         max_length: int | None = None,
-        merge_leftovers: bool = True,
-        quadratic_length: int | None = None,
-        field_tokens: FieldTokens = "sum",
-        field_weights: Sequence[float] | dict[Any, float] | None = None,
+        options: PlanOptions | None = None,
     ) -> None:
+        opts = options_for(options, "BucketSampler", reads=PLAN_READS, kind=PlanOptions)
+        merge_leftovers, quadratic_length = opts.merge_leftovers, opts.quadratic_length
+        field_tokens, field_weights = opts.field_tokens, opts.field_weights
         raw, names = check_field_lengths(lengths)
         check_one_of(BATCH_FIX, batch_size=batch_size, max_tokens=max_tokens)
         self.batch_size = check_int("batch_size", batch_size, minimum=1, allow_none=True)

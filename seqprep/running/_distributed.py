@@ -34,19 +34,18 @@ import itertools
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 from numpy.typing import DTypeLike
 
-from seqprep._core.checks import check_bool, check_choice, check_int, check_one_of, needs_sampler
-from seqprep._core.ragged import lengths_of
+from seqprep._core.checks import check_choice, check_int, needs_sampler
+from seqprep._core.options import Options, options_for, takes_options
 from seqprep.inputs._padding import Side
 from seqprep.inputs._targets import Targets
-from seqprep.planning import Bucketer, BucketSampler, as_boundaries
-from seqprep.planning._boundaries import check_quadratic_length
+from seqprep.planning import BucketSampler
 from seqprep.planning._replicas import (
     ReplicaPadTo,
     _LocalReplicasSampler,
@@ -58,7 +57,7 @@ from seqprep.readers._parquet import (
     iter_parquet_sequences,
 )
 from seqprep.running import _keras_private as _kp
-from seqprep.running._tfdata import bucketed_dataset
+from seqprep.running._tfdata import BUCKETED_READS, bucketed_dataset
 
 __all__ = [
     "distributed_bucketed_dataset",
@@ -69,120 +68,101 @@ __all__ = [
     "service_bucketed_dataset",
 ]
 
-Overlong = Literal["error", "truncate", "drop"]
-_GLOBAL_FIX = (
-    "Both are global, over all replicas: `batch_size` rows per step, or `max_tokens` padded "
-    "tokens per step."
-)
 
 
+@needs_sampler("BucketSampler")
+@takes_options
 def replica_dataset_fn(
     x: Any,
     y: Any = None,
     *,
-    batch_size: int | None = None,
-    max_tokens: int | None = None,
-    boundaries: Sequence[int] | np.ndarray | Bucketer | None = None,
-    shuffle: bool = True,
-    seed: int = 0,
-    drop_remainder: bool = False,
-    overlong: Overlong = "error",
-    max_length: int | None = None,
+    sampler: BucketSampler,
     padding: Side = "post",
     value: Any = 0,
     sample_weight: Any = None,
     pad_to: ReplicaPadTo = "step",
     epoch: int = 0,
-    epochs: int = 1,
-    reshuffle_each_iteration: bool = True,
-    truncating: Side = "post",
-    dtype: DTypeLike | None = None,
-    merge_leftovers: bool = True,
-    quadratic_length: int | None = None,
     targets: Targets = "auto",
-    allow_nonfinite: bool = False,
+    options: Options | None = None,
 ) -> Callable[[tf.distribute.InputContext], tf.data.Dataset]:
     """A ``dataset_fn`` for ``strategy.distribute_datasets_from_function``: aligned replicas.
 
     The returned function takes a ``tf.distribute.InputContext`` and returns this input
-    pipeline's ``tf.data.Dataset`` of per-replica padded batches. Every replica ``k`` of the
-    ``num_replicas_in_sync`` plays shard ``k`` of one :class:`~seqprep.BucketSampler`
-    configuration (``num_shards=num_replicas_in_sync``), so all replicas run the same number of
-    steps with the same bucket at each step. A pipeline that feeds several local replicas
-    (``MirroredStrategy`` on one machine) interleaves its replicas' shards, because TensorFlow
-    hands a pipeline's elements to its replicas in turn. When there is one replica per input
-    pipeline (``MultiWorkerMirroredStrategy`` with one device per worker), this is exactly
-    ``num_shards=input_context.num_input_pipelines``,
+    pipeline's ``tf.data.Dataset`` of per-replica padded batches. ``sampler`` is the global
+    plan: a :class:`~seqprep.BucketSampler` built on ``sequence_lengths(x)`` with the
+    *global* ``batch_size`` (or ``max_tokens``), as in ``model.fit``, and one shard
+    (``num_shards=1``). Every replica ``k`` of the ``num_replicas_in_sync`` plays shard ``k``
+    of that configuration: the sampler's lengths, boundaries, ``shuffle``, ``seed``,
+    ``drop_remainder``, ``overlong``, ``max_length`` and options, with
+    ``num_shards=num_replicas_in_sync`` and the replica's share of the budget (as Grain's
+    ``ShardOptions`` bundles shard arguments, the sampler bundles the plan's), so all
+    replicas run the same number of steps with the same bucket at each step. A pipeline that
+    feeds several local replicas (``MirroredStrategy`` on one machine) interleaves its
+    replicas' shards, because TensorFlow hands a pipeline's elements to its replicas in turn.
+    When there is one replica per input pipeline (``MultiWorkerMirroredStrategy`` with one
+    device per worker), this is exactly ``num_shards=input_context.num_input_pipelines``,
     ``shard_index=input_context.input_pipeline_id``.
 
-    ``batch_size`` and ``max_tokens`` are global, as in ``model.fit``: each replica gets
-    ``input_context.get_per_replica_batch_size(batch_size)`` rows, or ``max_tokens //
-    num_replicas_in_sync`` padded tokens. Boundaries default to an optimal
-    :class:`~seqprep.Bucketer` fitted on all lengths (the same on every worker).
+    Each replica gets ``input_context.get_per_replica_batch_size(batch_size)`` rows, or
+    ``max_tokens // num_replicas_in_sync`` padded tokens (``quadratic_length`` holds each
+    replica's row cost to that share). The boundaries are the sampler's (default: fitted on
+    all lengths under the global budget, the same on every worker; pass ``boundaries=`` to
+    the sampler to choose them).
 
     ``pad_to="step"`` (default) pads every replica's batch at a step to the longest sequence
     in any replica's batch at that step: every replica sees the same time length at every
-    step. ``"bucket"`` pads to the bucket's pad length (at most ``num_buckets`` shapes). Batch
-    sizes can differ by a few rows between replicas at the steps that take a bucket's
-    leftovers; the first step always has equal sizes (Keras builds the model from it).
+    step. ``"bucket"`` pads to the bucket's pad length (at most ``num_buckets`` shapes; build
+    the sampler with ``options=seqprep.PlanOptions(merge_leftovers=False)`` to keep each bucket's
+    leftover batch in its bucket: only the final batches re-split so that every replica gets
+    one may still mix buckets, and they pad to the largest). Batch sizes can differ by a few
+    rows between replicas at the steps that take a bucket's leftovers; the first step always
+    has equal sizes (Keras builds the model from it).
 
     Args:
         x: a sequence collection (as :func:`~seqprep.bucketed_dataset`).
         y: optional per-sequence labels or per-timestep targets.
-        batch_size: global rows per step, divisible by the number of replicas. Exactly one of
-            this and ``max_tokens``.
-        max_tokens: global padded-token budget per step.
-        boundaries: bucket boundaries or a fitted Bucketer; default: fitted on the lengths.
-        shuffle: shuffle within buckets and the step order, from ``(seed, epoch)``.
-        seed: non-negative seed, the same on every worker.
-        drop_remainder: see :class:`~seqprep.BucketSampler`.
-        overlong: see :class:`~seqprep.BucketSampler`.
-        max_length: see :class:`~seqprep.BucketSampler`.
+        sampler: the global :class:`~seqprep.BucketSampler` (one shard) built on
+            ``sequence_lengths(x)``; its ``batch_size`` (divisible by the number of replicas)
+            or ``max_tokens`` is global, per step over all replicas.
         padding: ``"post"`` or ``"pre"``.
         value: padding value.
         sample_weight: as :func:`~seqprep.bucketed_dataset`.
         pad_to: ``"step"`` or ``"bucket"``.
         epoch: the sampler epoch to play first.
-        epochs: consecutive epochs in the dataset (use ``steps_per_epoch`` in ``fit``).
-        reshuffle_each_iteration: every new pass over the dataset plays the next epochs (the
-            default: ``model.fit(..., epochs=N)`` trains N different orders, the replicas
-            still aligned step by step); False replays the same epochs on every pass.
-        truncating: as :func:`~seqprep.bucketed_dataset`.
-        dtype: dtype of the ``x`` batches.
-        merge_leftovers: see :class:`~seqprep.BucketSampler`; pass False with
-            ``pad_to="bucket"`` to keep each bucket's leftover batch in its bucket (only the
-            final batches re-split so that every replica gets one may still mix buckets;
-            they pad to the largest).
-        quadratic_length: see :class:`~seqprep.BucketSampler` (with ``max_tokens`` only; the
-            per-replica budget ``max_tokens // num_replicas`` is what each row's
-            ``L + L**2 / quadratic_length`` cost is held to).
         targets: ``"auto"``, ``"sequence"`` or ``"step"``: how to read ``y`` (see
             :func:`seqprep.resolve_targets`).
-        allow_nonfinite: accept NaN/inf features (see :func:`~seqprep.bucketed_dataset`).
+        options: a :class:`seqprep.Options` of the rarely set options this reads, as
+            :func:`~seqprep.bucketed_dataset`: ``epochs`` (consecutive epochs in the dataset;
+            use ``steps_per_epoch`` in ``fit``), ``reshuffle_each_iteration`` (every new pass
+            plays the next epochs, the default: ``model.fit(..., epochs=N)`` trains N
+            different orders, the replicas still aligned step by step; False replays the same
+            epochs), ``truncating``, ``dtype``, ``allow_nonfinite`` and ``targets_field``.
 
     Returns:
         ``dataset_fn(input_context) -> tf.data.Dataset``.
 
     Raises:
-        ValueError: both or neither of ``batch_size``/``max_tokens`` (raised at once), a
-            global ``batch_size`` not divisible by the number of replicas (raised by the
-            function), or any error of :class:`~seqprep.BucketSampler` /
+        TypeError: ``sampler`` is not a BucketSampler (or is missing).
+        ValueError: a sharded ``sampler`` or another ``pad_to`` (raised at once), a global
+            ``batch_size`` not divisible by the number of replicas (raised by the function),
+            or any error of :class:`~seqprep.BucketSampler` /
             :func:`~seqprep.bucketed_dataset`.
 
     Example:
         >>> import tensorflow as tf
+        >>> from seqprep import BucketSampler, sequence_lengths
         >>> x = [[1], [2, 2], [3], [4, 4], [5, 5, 5], [6, 6, 6]]
-        >>> fn = replica_dataset_fn(x, batch_size=2, boundaries=[2], shuffle=False)
+        >>> sampler = BucketSampler(sequence_lengths(x), batch_size=2, boundaries=[2],
+        ...                         shuffle=False)
+        >>> fn = replica_dataset_fn(x, sampler=sampler)
         >>> ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1,
         ...                                  num_replicas_in_sync=2)
         >>> [b.numpy().tolist() for b in fn(ctx)]
         [[[3]], [[4, 4]], [[6, 6, 6]]]
     """
-    check_one_of(_GLOBAL_FIX, batch_size=batch_size, max_tokens=max_tokens)
+    opts = options_for(options, "replica_dataset_fn", reads=_REPLICA_READS)
     check_choice("pad_to", pad_to, ("step", "bucket"))
-    check_quadratic_length(quadratic_length, max_tokens)
-    lengths = lengths_of(x, "x").copy()
-    fixed = None if boundaries is None else as_boundaries(boundaries)
+    _check_global_sampler(sampler)
 
     def dataset_fn(input_context: tf.distribute.InputContext) -> tf.data.Dataset:
         replicas = int(input_context.num_replicas_in_sync)
@@ -191,51 +171,62 @@ def replica_dataset_fn(
             raise ValueError(
                 f"{replicas} replicas cannot be spread evenly over {pipelines} input pipelines."
             )
-        per_size, per_tokens = _per_replica_budget(batch_size, max_tokens, replicas)
+        per_size, per_tokens = _per_replica_budget(sampler.batch_size, sampler.max_tokens,
+                                                   replicas)
         if per_size is not None:
-            per_size = int(input_context.get_per_replica_batch_size(batch_size))
-        bounds = fixed
-        if bounds is None:
-            bounds = Bucketer(
-                batch_size=per_size, max_tokens=per_tokens, quadratic_length=quadratic_length
-            ).fit(lengths).boundaries_
-        args = _SamplerArgs(
-            lengths, bounds, per_size, per_tokens, shuffle, seed, drop_remainder, overlong,
-            max_length, merge_leftovers, quadratic_length,
-        )
+            per_size = int(input_context.get_per_replica_batch_size(sampler.batch_size))
+        args = _SamplerArgs.of(sampler, per_size, per_tokens)
         local = replicas // pipelines
-        sampler = _LocalReplicasSampler(
+        shards = _LocalReplicasSampler(
             args, replicas, int(input_context.input_pipeline_id) * local, local, pad_to
         )
         return bucketed_dataset(
             x,
             y,
-            sampler=sampler,
+            sampler=shards,
             padding=padding,
             value=value,
             sample_weight=sample_weight,
             pad_to="bucket",
             epoch=epoch,
-            epochs=epochs,
-            reshuffle_each_iteration=reshuffle_each_iteration,
-            truncating=truncating,
-            dtype=dtype,
             targets=targets,
-            allow_nonfinite=allow_nonfinite,
+            options=opts,
         )
 
     return dataset_fn
 
 
+# The shared options (seqprep.Options) the replica datasets read.
+_REPLICA_READS = ("epochs", "reshuffle_each_iteration", "truncating", "dtype", "allow_nonfinite",
+                  "targets_field")
+
+
+def _check_global_sampler(sampler: Any) -> None:
+    """Refuse a sampler that is not one unsharded BucketSampler: the replicas' shards are
+    derived from it."""
+    if not isinstance(sampler, BucketSampler):
+        raise TypeError(
+            "Argument `sampler` must be a seqprep.BucketSampler (the global plan). Received: "
+            f"{type(sampler).__name__}\n- Pass sampler=seqprep.BucketSampler("
+            "seqprep.sequence_lengths(x), batch_size=<global batch size>)."
+        )
+    if sampler.num_shards != 1:
+        raise ValueError(
+            "Argument `sampler` must be the global plan (num_shards=1): every replica's shard "
+            f"is derived from it. Received: a sampler with num_shards={sampler.num_shards}, "
+            f"shard_index={sampler.shard_index}\n- Build it without num_shards / shard_index; "
+            "its batch_size or max_tokens is the global one, over all replicas."
+        )
+
+
+@needs_sampler("BucketSampler")
+@takes_options
 def distributed_bucketed_dataset(
     strategy: tf.distribute.Strategy,
     x: Any,
     y: Any = None,
     *,
-    batch_size: int | None = None,
-    max_tokens: int | None = None,
-    boundaries: Sequence[int] | np.ndarray | Bucketer | None = None,
-    seed: int = 0,
+    sampler: BucketSampler,
     epoch: int = 0,
     padding: Side = "post",
     pad_to: ReplicaPadTo = "step",
@@ -254,14 +245,14 @@ def distributed_bucketed_dataset(
         strategy: a ``tf.distribute`` strategy.
         x: a sequence collection.
         y: optional labels or per-timestep targets.
-        batch_size: global rows per step (divisible by the number of replicas).
-        max_tokens: global padded-token budget per step.
-        boundaries: bucket boundaries or a fitted Bucketer; default: fitted on the lengths.
-        seed: sampler seed (the same on every worker).
+        sampler: the global :class:`~seqprep.BucketSampler` (one shard, global
+            ``batch_size`` divisible by the number of replicas, or global ``max_tokens``),
+            built on ``sequence_lengths(x)``; the same on every worker.
         epoch: the sampler epoch to play.
         padding: ``"post"`` or ``"pre"``.
         pad_to: ``"step"`` or ``"bucket"``.
-        **kwargs: the other keyword arguments of :func:`replica_dataset_fn`.
+        **kwargs: the other keyword arguments of :func:`replica_dataset_fn` (``value``,
+            ``sample_weight``, ``targets``, ``options``).
 
     Returns:
         A ``tf.distribute.DistributedDataset``.
@@ -271,24 +262,16 @@ def distributed_bucketed_dataset(
 
     Example:
         >>> import tensorflow as tf
+        >>> from seqprep import BucketSampler, sequence_lengths
         >>> strategy = tf.distribute.get_strategy()  # the default: one replica
         >>> x = [[1], [2, 2], [3], [4, 4], [5, 5, 5], [6, 6, 6]]
-        >>> dd = distributed_bucketed_dataset(strategy, x, batch_size=2, boundaries=[2])
+        >>> sampler = BucketSampler(sequence_lengths(x), batch_size=2, boundaries=[2])
+        >>> dd = distributed_bucketed_dataset(strategy, x, sampler=sampler)
         >>> [int(b.shape[0]) for b in dd]
         [2, 2, 2]
     """
-    fn = replica_dataset_fn(
-        x,
-        y,
-        batch_size=batch_size,
-        max_tokens=max_tokens,
-        boundaries=boundaries,
-        seed=seed,
-        epoch=epoch,
-        padding=padding,
-        pad_to=pad_to,
-        **kwargs,
-    )
+    fn = replica_dataset_fn(x, y, sampler=sampler, epoch=epoch, padding=padding, pad_to=pad_to,
+                            **kwargs)
     return strategy.distribute_datasets_from_function(fn)
 
 
@@ -340,7 +323,9 @@ def fit_distributed(
         ...     model = keras.Sequential([keras.Input((None, 1)), keras.layers.LSTM(2),
         ...                               keras.layers.Dense(1)])
         ...     model.compile("sgd", "mse")
-        >>> dd = distributed_bucketed_dataset(strategy, x, np.zeros(4), batch_size=2)
+        >>> from seqprep import BucketSampler, sequence_lengths
+        >>> sampler = BucketSampler(sequence_lengths(x), batch_size=2)
+        >>> dd = distributed_bucketed_dataset(strategy, x, np.zeros(4), sampler=sampler)
         >>> fit_distributed(model, dd, epochs=2).history["steps"]
         [2, 2]
     """
@@ -476,6 +461,7 @@ def local_data_service(
 
 
 @needs_sampler("BucketSampler")
+@takes_options
 def service_bucketed_dataset(
     service: str | LocalDataService,
     x: Any,
@@ -492,12 +478,13 @@ def service_bucketed_dataset(
     Service workers run only TensorFlow ops, so the sampler's plans are made here, in
     Python, before anything is served: the plans of ``distinct_epochs`` consecutive sampler
     epochs (``epoch``, ``epoch + 1`` ...) are each built as :func:`~seqprep.bucketed_dataset`
-    with ``reshuffle_each_iteration=False`` (constants only) and registered with the
-    dispatcher. Pass ``p`` over the returned dataset (counted in this process, from 0) reads
+    with the option ``reshuffle_each_iteration=False`` (constants only) and registered with
+    the dispatcher. Pass ``p`` over the returned dataset (counted in this process, from 0) reads
     the registered epoch ``epoch + p % distinct_epochs`` as a new job: a different order on
     each of ``distinct_epochs`` consecutive passes, every sequence exactly once per pass (as
-    the mode below allows), then the cycle repeats. ``reshuffle_each_iteration=False`` opts
-    out: one registered dataset, every pass replays epoch ``epoch``.
+    the mode below allows), then the cycle repeats.
+    ``options=seqprep.Options(reshuffle_each_iteration=False)`` opts out: one registered
+    dataset, every pass replays epoch ``epoch``.
 
     What a pass delivers depends on ``processing_mode``:
 
@@ -538,14 +525,15 @@ def service_bucketed_dataset(
             grow with it): 4 gives four different orders in a row at four times the memory
             of a fixed epoch.
         **kwargs: keyword arguments of :func:`~seqprep.bucketed_dataset` (``padding``,
-            ``pad_to``, ``epoch`` ...); ``reshuffle_each_iteration=False`` replays epoch
-            ``epoch`` on every pass; ``epochs > 1`` is refused (a pass is one epoch).
+            ``pad_to``, ``epoch``, ``options`` ...); the option
+            ``reshuffle_each_iteration=False`` replays epoch ``epoch`` on every pass; the
+            option ``epochs > 1`` is refused (a pass is one epoch).
 
     Returns:
         A ``tf.data.Dataset`` of padded batches served by the workers.
 
     Raises:
-        ValueError: ``epochs > 1``, a bad ``distinct_epochs``, or as
+        ValueError: the option ``epochs > 1``, a bad ``distinct_epochs``, or as
             :func:`~seqprep.bucketed_dataset`.
 
     Example:
@@ -557,21 +545,24 @@ def service_bucketed_dataset(
         ...     sorted(b.numpy().tolist() for b in ds)
         [[[1], [3]], [[2, 2], [4, 4]]]
     """
-    if kwargs.get("epochs", 1) != 1:
+    opts = options_for(kwargs.pop("options", None), "service_bucketed_dataset",
+                       reads=BUCKETED_READS)
+    if opts.epochs != 1:
         raise ValueError(
-            "Argument `epochs` is not supported with the tf.data service: each pass plays "
-            f"one sampler epoch. Received: epochs={kwargs['epochs']!r}\n- Drop `epochs`; "
-            "passes already cycle through `distinct_epochs` different epochs."
+            "Argument `options` sets `epochs`, which the tf.data service does not support: "
+            f"each pass plays one sampler epoch. Received: epochs={opts.epochs!r}\n- Drop "
+            "`epochs`; passes already cycle through `distinct_epochs` different epochs."
         )
     distinct_epochs = check_int("distinct_epochs", distinct_epochs, minimum=1)
-    reshuffle = kwargs.pop("reshuffle_each_iteration", True)
-    check_bool("reshuffle_each_iteration", reshuffle)
+    reshuffle = opts.reshuffle_each_iteration
+    # Service workers cannot run the Python planner: every registered epoch is constants.
+    kwargs["options"] = replace(opts, reshuffle_each_iteration=False)
     target = service.target if isinstance(service, LocalDataService) else service
     first = kwargs.pop("epoch", 0)
     if not reshuffle or distinct_epochs == 1 or job_name is not None:
         # Service workers cannot run the Python planner: one fixed epoch, made of constants.
         dataset = bucketed_dataset(
-            x, y, sampler=sampler, epoch=first, reshuffle_each_iteration=False, **kwargs
+            x, y, sampler=sampler, epoch=first, **kwargs
         )
         served = dataset.apply(
             tf.data.experimental.service.distribute(
@@ -613,7 +604,7 @@ def _service_cycle(
     ids, spec = [], None
     for e in range(first, first + distinct_epochs):
         one = bucketed_dataset(
-            x, y, sampler=sampler, epoch=e, reshuffle_each_iteration=False, **kwargs
+            x, y, sampler=sampler, epoch=e, **kwargs
         )
         spec = one.element_spec
         ids.append(svc.register_dataset(target, one))

@@ -24,21 +24,17 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Any
 
 import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from seqprep._core.checks import (
-    check_bool,
-    check_choice,
-    check_int,
-    check_less,
-)
+from seqprep._core.checks import check_choice, check_int, check_less
+from seqprep._core.options import Options, options_for, takes_options
 from seqprep.inputs import _stage as _inputs
 from seqprep.inputs._fit_table import FitData as _Data
 from seqprep.inputs._fit_table import check_model as _check_model
@@ -72,8 +68,7 @@ __all__ = ["fit_per_length"]
 # Arguments of `model.fit` that fit_per_length decides itself.
 _OWNED_FIT_ARGS = (
     "x", "y", "batch_size", "epochs", "steps_per_epoch", "shuffle", "sample_weight",
-    "validation_split", "validation_steps", "validation_batch_size", "callbacks", "verbose",
-    "validation_data",
+    "validation_split", "validation_steps",
 )
 
 
@@ -407,7 +402,8 @@ def _check_stateful(
             f"Argument `drop_remainder` is False, but {ragged.size} group(s) do not split into "
             f"full batches of {state_batch} ({_shown_groups(what, uniq, counts, ragged)} "
             "sequences), and a stateful model takes only full batches.\n- Pass "
-            "`drop_remainder=True` to skip each group's last, partial batch."
+            "`options=seqprep.Options(drop_remainder=True)` to skip each group's last, partial "
+            "batch."
         )
 
 
@@ -434,6 +430,7 @@ def _group_ranges(keys: np.ndarray, lengths: np.ndarray) -> dict[int, tuple[int,
     return {int(k): (int(a), int(b)) for k, a, b in zip(uniq, lo, hi, strict=True)}
 
 
+@takes_options
 def fit_per_length(
     model: keras.Model,
     x: Any,
@@ -443,20 +440,11 @@ def fit_per_length(
     batch_size: int = 32,
     group_by: GroupBy = "length",
     order: BatchOrder = "shuffle",
-    validation_data: tuple[Any, ...] | None = None,
-    callbacks: Sequence[keras.callbacks.Callback] | None = None,
-    verbose: Literal["auto", 0, 1, 2] | int | str = "auto",
     seed: int = 0,
-    sorted_epochs: int | None = None,
     sample_weight: Any = None,
-    validation_batch_size: int | None = None,
     pad_value: Any = 0,
-    drop_remainder: bool = False,
-    initial_epoch: int = 0,
     targets: Targets = "auto",
-    allow_nonfinite: bool = False,
-    targets_field: Any = None,
-    data_parallel: int | Literal["auto"] | None = "auto",
+    options: Options | None = None,
     **fit_kwargs: Any,
 ) -> keras.callbacks.History:
     """Train a compiled Keras model on batches of equal length (or of one bucket), in one fit.
@@ -480,8 +468,8 @@ def fit_per_length(
 
     Stateful models take only full batches of their fixed batch size: ``batch_size`` must equal
     it, a group smaller than it is an error, and partial last batches are an error unless
-    ``drop_remainder=True``. States are reset before every batch (each batch holds whole,
-    independent sequences).
+    ``options=seqprep.Options(drop_remainder=True)``. States are reset before every batch
+    (each batch holds whole, independent sequences).
 
     The returned ``History`` carries two extra attributes:
 
@@ -515,35 +503,38 @@ def fit_per_length(
         order: ``"shuffle"`` (batches of all groups interleaved at random, seeded by
             ``(seed, epoch)``), ``"ascending"`` (shortest first: a curriculum) or
             ``"descending"`` (longest first: fail fast on memory).
-        validation_data: ``(x_val, y_val)`` or ``(x_val, y_val, sample_weight_val)``, grouped
-            the same way, in ascending order.
-        callbacks: Keras callbacks, as for ``model.fit``.
-        verbose: as for ``model.fit``; the progress bar shows the plan's steps per epoch.
         seed: non-negative seed of the plan (same seed, same batches in the same order).
-        sorted_epochs: with a sorted ``order``, only the first ``sorted_epochs`` epochs are
-            sorted, later ones shuffled (``order="ascending", sorted_epochs=1``: SortaGrad).
         sample_weight: optional weights, one per sequence.
-        validation_batch_size: batch size for validation (default ``batch_size``).
         pad_value: the value padded steps get (bucketed groups only).
-        drop_remainder: drop each group's partial last batch (a ``UserWarning`` says how
-            many sequences that leaves out; leaving out all of them is an error).
-        initial_epoch: epoch to resume at (plans depend only on ``(seed, epoch)``, so a resumed
-            run sees the same batches the uninterrupted one would have).
-        allow_nonfinite: accept NaN/inf in ``x`` (refused by default; NaN/inf in ``y`` are
-            always refused). See "What seqprep refuses" in the padding and masking guide.
         targets: ``"auto"`` (default), ``"sequence"`` or ``"step"``: whether ``y`` holds one
             target per sequence or one per step (the rule of :func:`seqprep.resolve_targets`;
             ``validation_data`` targets are read the same way as ``y``'s).
-        targets_field: for several fields, the field per-step targets align with (default:
-            the field whose lengths equal the targets').
-        data_parallel: ``"auto"`` (default): with a ``keras.distribution`` layout of ``k > 1``
-            devices along the batch axis (JAX), every training and validation batch is topped
-            up to a multiple of ``k`` rows with weight-0 fill rows (exact-length groups are
-            then padded by those rows) and the weights make each batch's loss and gradient
-            those of one device (see :func:`seqprep.bucketed_dataset`); an int ``k`` asks
-            for that; ``None`` never fills. One process only. A model whose output on a row
-            of padding is NaN (a masked mean over no step) is refused then.
-        **fit_kwargs: passed on to ``model.fit`` (e.g. ``validation_freq``, ``class_weight``).
+        options: a :class:`seqprep.Options` of the rarely set options this reads:
+            ``sorted_epochs`` (with a sorted ``order``, only the first ``sorted_epochs``
+            epochs are sorted, later ones shuffled; ``order="ascending"`` with
+            ``sorted_epochs=1`` is SortaGrad), ``drop_remainder`` (drop each group's partial
+            last batch; a ``UserWarning`` says how many sequences that leaves out, leaving
+            out all of them is an error), ``allow_nonfinite`` (accept NaN/inf in ``x``;
+            NaN/inf in ``y`` are always refused; see "What seqprep refuses" in the padding
+            and masking guide), ``targets_field`` (for several fields, the field per-step
+            targets align with; default: the field whose lengths equal the targets') and
+            ``data_parallel`` (``"auto"``, the default: with a ``keras.distribution`` layout
+            of ``k > 1`` devices along the batch axis, JAX, every training and validation
+            batch is topped up to a multiple of ``k`` rows with weight-0 fill rows,
+            exact-length groups then padded by those rows, and the weights make each
+            batch's loss and gradient those of one device, see
+            :func:`seqprep.bucketed_dataset`; an int ``k`` asks for that; ``None`` never
+            fills; one process only; a model whose output on a row of padding is NaN, a
+            masked mean over no step, is refused then).
+        **fit_kwargs: ``model.fit``'s own arguments, read as ``model.fit`` reads them:
+            ``validation_data`` (``(x_val, y_val)`` or ``(x_val, y_val,
+            sample_weight_val)``, grouped the same way, in ascending order),
+            ``validation_batch_size`` (default ``batch_size``), ``callbacks``, ``verbose``
+            (default ``"auto"``; the progress bar shows the plan's steps per epoch) and
+            ``initial_epoch`` (epoch to resume at: plans depend only on ``(seed, epoch)``,
+            so a resumed run sees the same batches the uninterrupted one would have);
+            any other (e.g. ``validation_freq``, ``class_weight``) is passed on to
+            ``model.fit``.
 
     Returns:
         The Keras ``History`` of the fit (one entry per epoch run), with ``group_stats``,
@@ -568,11 +559,18 @@ def fit_per_length(
         >>> len(history.history["loss"]), history.steps_per_epoch, history.traces["train"]
         (2, 3, 1)
     """
+    opts = options_for(options, "fit_per_length", reads=(
+        "sorted_epochs", "drop_remainder", "allow_nonfinite", "targets_field", "data_parallel"))
     _check_model(model)
+    validation_data = fit_kwargs.pop("validation_data", None)
+    callbacks = fit_kwargs.pop("callbacks", None)
+    verbose = fit_kwargs.pop("verbose", "auto")
     epochs, batch_size, seed, sorted_epochs, initial_epoch, val_batch = _check_fit_args(
-        epochs, batch_size, order, seed, sorted_epochs, initial_epoch, validation_batch_size,
+        epochs, batch_size, order, seed, opts.sorted_epochs,
+        fit_kwargs.pop("initial_epoch", 0), fit_kwargs.pop("validation_batch_size", None),
         fit_kwargs)
-    drop_remainder = check_bool("drop_remainder", drop_remainder)
+    drop_remainder, allow_nonfinite = opts.drop_remainder, opts.allow_nonfinite
+    targets_field, data_parallel = opts.targets_field, opts.data_parallel
     data = _prepare(x, y, sample_weight, allow_nonfinite=allow_nonfinite, targets=targets,
                     targets_field=targets_field, pad_value=pad_value)
     lengths = data.x.lengths

@@ -21,9 +21,9 @@ from typing import Any, Literal
 
 import grain
 import numpy as np
-from numpy.typing import DTypeLike
 
 from seqprep._core.checks import check_choice, check_int, needs_sampler
+from seqprep._core.options import Options, options_for, takes_options
 from seqprep.inputs import _stage as _inputs
 from seqprep.inputs._padding import Side
 from seqprep.inputs._targets import Targets
@@ -76,6 +76,7 @@ class SeqprepBatches(grain.MapDataset):
 
 
 @needs_sampler("BucketSampler")
+@takes_options
 def grain_dataset(
     x: Any,
     y: Any = None,
@@ -86,11 +87,8 @@ def grain_dataset(
     sample_weight: Any = None,
     pad_to: PadTo | int | Sequence[int] = "auto",
     epoch: int = 0,
-    truncating: Side = "post",
-    dtype: DTypeLike | None = None,
-    allow_nonfinite: bool = False,
     targets: Targets = "auto",
-    targets_field: Any = None,
+    options: Options | None = None,
 ) -> grain.MapDataset:
     """Padded batches of a :class:`BucketSampler`'s plan as a ``grain.MapDataset``.
 
@@ -122,13 +120,11 @@ def grain_dataset(
         sample_weight: ``None``, an array ``(n,)``, ``"timestep"`` or ``"timestep_mean"``.
         pad_to: ``"auto"``, ``"batch"``, ``"bucket"``, a fixed int width or a width grid.
         epoch: the sampler epoch of element 0.
-        truncating: which steps a sampler built with ``overlong="truncate"`` cuts.
-        dtype: dtype of the ``x`` batches (default as in ``bucketed_dataset``).
-        allow_nonfinite: accept NaN/inf in ``x`` (NaN/inf in ``y`` are always refused).
         targets: ``"auto"``, ``"sequence"`` or ``"step"`` (see
             :func:`seqprep.resolve_targets`).
-        targets_field: for several fields, the field per-step targets align with (as in
-            ``bucketed_dataset``).
+        options: a :class:`seqprep.Options` of the rarely set options this reads, as in
+            ``bucketed_dataset``: ``truncating``, ``dtype``, ``allow_nonfinite`` and
+            ``targets_field``.
 
     Returns:
         A ``grain.MapDataset`` with ``len(ds) == len(sampler)``.
@@ -152,12 +148,14 @@ def grain_dataset(
         >>> [b[0].tolist() for b in resumed] == [b[0].tolist() for b in it]
         True
     """
+    opts = options_for(options, "grain_dataset",
+                       reads=("truncating", "dtype", "allow_nonfinite", "targets_field"))
     check_choice("targets", targets, ("auto", "sequence", "step"))
     epoch = check_int("epoch", epoch, minimum=0)
     stage = _inputs.prepare(
         x, y, sample_weight, sampler=sampler, sampler_type=BucketSampler, padding=padding,
-        value=value, pad_to=pad_to, truncating=truncating, dtype=dtype,
-        allow_nonfinite=allow_nonfinite, targets=targets, targets_field=targets_field,
+        value=value, pad_to=pad_to, truncating=opts.truncating, dtype=opts.dtype,
+        allow_nonfinite=opts.allow_nonfinite, targets=targets, targets_field=opts.targets_field,
         backend=_compiling_backend(), epoch=epoch, resolve_planned=resolve_pad_to,
     )
     return SeqprepBatches(sampler=sampler, stage=stage, epoch=epoch)

@@ -10,13 +10,13 @@ compiles one shape.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from numpy.typing import DTypeLike
 
-from seqprep._core.checks import check_bool, check_choice, check_int, needs_sampler
+from seqprep._core.checks import check_choice, check_int, needs_sampler
+from seqprep._core.options import Options, options_for, takes_options
 from seqprep.inputs import _kernel, _stage_fields, _stage_rules
 from seqprep.inputs import _stage as _inputs
 from seqprep.inputs._targets import Targets
@@ -79,20 +79,16 @@ def _slot_dataset(
 
 
 @needs_sampler("PackSampler")
+@takes_options
 def packed_dataset(
     x: Any,
     y: Any = None,
     *,
     sampler: PackSampler,
     epoch: int = 0,
-    epochs: int = 1,
-    reshuffle_each_iteration: bool = True,
     sample_weight: Any = None,
-    truncating: Literal["pre", "post"] = "post",
-    dtype: DTypeLike | None = None,
     targets: Targets = "auto",
-    allow_nonfinite: bool = False,
-    data_parallel: int | Literal["auto"] | None = "auto",
+    options: Options | None = None,
 ) -> tf.data.Dataset:
     """Packed batches of in-memory sequences, in the order a :class:`PackSampler` planned.
 
@@ -102,7 +98,8 @@ def packed_dataset(
     :class:`seqprep.layers.PackedRNN` takes:
 
     * ``"values"``: ``(B, P, *step_shape)`` (dtype rules of :func:`bucketed_dataset`: floats
-      wider than 32 bits become ``float32`` after an overflow check; ``dtype=`` overrides);
+      wider than 32 bits become ``float32`` after an overflow check; the option ``dtype``
+      overrides);
     * ``"segment_ids"``: ``(B, P)`` int32, ``0`` on padding, ``1..S`` for the slot of the
       sequence a step belongs to;
     * ``"segment_lengths"``: ``(B, S)`` int32, the length of each slot's sequence (0: empty).
@@ -116,10 +113,10 @@ def packed_dataset(
 
     ``sample_weight`` (one number per sequence) multiplies those weights.
 
-    Epochs: with ``reshuffle_each_iteration=True`` (the default) pass ``k`` over the dataset
-    plays sampler epoch ``epoch + k * epochs``, so each epoch of ``model.fit(ds, epochs=N)``
-    sees a fresh packing order (the count lives in this Python process). With False every pass
-    replays epochs ``epoch .. epoch + epochs - 1``.
+    Epochs: with the option ``reshuffle_each_iteration=True`` (the default) pass ``k`` over
+    the dataset plays sampler epoch ``epoch + k * epochs``, so each epoch of
+    ``model.fit(ds, epochs=N)`` sees a fresh packing order (the count lives in this Python
+    process). With False every pass replays epochs ``epoch .. epoch + epochs - 1``.
 
     Args:
         x: a sequence collection (list of arrays, ``tf.RaggedTensor``, array ``(n, T, ...)``,
@@ -127,22 +124,22 @@ def packed_dataset(
         y: optional per-sequence labels or per-timestep targets.
         sampler: a :class:`PackSampler` built on ``sequence_lengths(x)``.
         epoch: the first sampler epoch to play.
-        epochs: how many consecutive sampler epochs one pass holds.
-        reshuffle_each_iteration: play the next epochs on every new pass.
         sample_weight: optional array ``(n,)`` of per-sequence weights.
-        truncating: which steps a sampler built with ``overlong="truncate"`` cuts:
-            ``"post"`` keeps the first ``sampler.row_length`` steps, ``"pre"`` the last.
-        dtype: dtype of the values (default: see above).
         targets: ``"auto"`` (default), ``"sequence"`` or ``"step"``: whether ``y`` holds one
             target per sequence or one per step (the rule of :func:`seqprep.resolve_targets`).
-        allow_nonfinite: accept NaN/inf in ``x`` (refused by default; NaN/inf in ``y`` and
-            ``sample_weight`` are always refused), as in :func:`bucketed_dataset`.
-        data_parallel: ``"auto"`` (default), an int or ``None``: with ``k > 1`` devices along
-            a ``keras.distribution`` batch axis, every batch is topped up to a multiple of
-            ``k`` rows with empty rows (no sequence, weight 0), and the weights of the real
-            rows are scaled by rows / real rows, so the loss of a batch is the one-device
-            loss (packed weights, per slot or per step, meet the default reduction without a
-            mask); as in :func:`bucketed_dataset`.
+        options: a :class:`seqprep.Options` of the rarely set options this reads:
+            ``epochs`` (consecutive sampler epochs one pass holds),
+            ``reshuffle_each_iteration`` (play the next epochs on every new pass),
+            ``truncating`` (which steps a sampler built with ``overlong="truncate"`` cuts:
+            ``"post"`` keeps the first ``sampler.row_length`` steps, ``"pre"`` the last),
+            ``dtype`` (of the values; default: see above), ``allow_nonfinite`` (accept
+            NaN/inf in ``x``; NaN/inf in ``y`` and ``sample_weight`` are always refused)
+            and ``data_parallel`` (``"auto"``, the default, an int or ``None``: with ``k >
+            1`` devices along a ``keras.distribution`` batch axis, every batch is topped up
+            to a multiple of ``k`` rows with empty rows, no sequence and weight 0, and the
+            weights of the real rows are scaled by rows / real rows, so the loss of a batch
+            is the one-device loss; packed weights, per slot or per step, meet the default
+            reduction without a mask), as in :func:`bucketed_dataset`.
 
     Returns:
         A ``tf.data.Dataset`` with ``cardinality() == len(sampler) * epochs``.
@@ -165,10 +162,12 @@ def packed_dataset(
         >>> labels.numpy().tolist(), weights.numpy().tolist()
         ([[10, 0], [12, 11]], [[1.0, 0.0], [1.0, 1.0]])
     """
+    opts = options_for(options, "packed_dataset", reads=(
+        "epochs", "reshuffle_each_iteration", "truncating", "dtype", "allow_nonfinite",
+        "data_parallel"))
     check_choice("targets", targets, ("auto", "sequence", "step"))
     epoch = check_int("epoch", epoch, minimum=0)
-    epochs = check_int("epochs", epochs, minimum=1)
-    check_bool("reshuffle_each_iteration", reshuffle_each_iteration)
+    epochs = opts.epochs
     if _stage_fields.split_fields(x)[0] != "single":
         raise ValueError(
             "Argument `x` is a dict or tuple of fields, but packed rows hold one sequence "
@@ -182,8 +181,8 @@ def packed_dataset(
             "- Pass `y`, or drop `sample_weight`."
         )
     stage = _inputs.prepare(
-        x, y, sampler=sampler, sampler_type=PackSampler, truncating=truncating, dtype=dtype,
-        allow_nonfinite=allow_nonfinite, targets=targets,
+        x, y, sampler=sampler, sampler_type=PackSampler, truncating=opts.truncating,
+        dtype=opts.dtype, allow_nonfinite=opts.allow_nonfinite, targets=targets,
     )
     if stage.y_kind not in (None, "single"):
         raise ValueError(
@@ -196,9 +195,9 @@ def packed_dataset(
             sample_weight, stage.n,
             fix="Pass one weight per sequence; packed weights are already 0 on padding.")
     consts = _Consts(stage, weights, sampler)
-    layout = resolve_data_parallel(data_parallel, caller="packed_dataset")
+    layout = resolve_data_parallel(opts.data_parallel, caller="packed_dataset")
     slots, stream = _slot_dataset(PlanCache(sampler), epoch, epochs,
-                                  bool(reshuffle_each_iteration), layout)
+                                  opts.reshuffle_each_iteration, layout)
     if stream is not None:  # what seqprep.BackupAndRestore checks on resume
         stream.data = data_digest([consts.table], [consts.table], {"packed": True})
 

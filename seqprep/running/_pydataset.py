@@ -14,17 +14,12 @@ a padding step at its end, the row offsets, and the labels and weights checked a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import keras
-from numpy.typing import DTypeLike
 
-from seqprep._core.checks import (
-    check_bool,
-    check_choice,
-    check_int,
-    needs_sampler,
-)
+from seqprep._core.checks import check_bool, check_choice, check_int, needs_sampler
+from seqprep._core.options import Options, options_for, takes_options
 from seqprep.inputs import _stage as _inputs
 from seqprep.inputs._padding import Side
 from seqprep.inputs._targets import Targets
@@ -33,6 +28,10 @@ from seqprep.running._data_parallel import Layout, resolve_data_parallel
 from seqprep.running._stream import PadTo, PlanCache, bucket_arrays, sampler_stage
 
 __all__ = ["bucketed_pydataset"]
+
+# The shared options (seqprep.Options) bucketed_pydataset reads, and PyDataset's own arguments.
+_READS = ("truncating", "dtype", "allow_nonfinite", "targets_field", "data_parallel")
+_PYDATASET_ARGS = ("workers", "use_multiprocessing", "max_queue_size")
 
 
 class BucketedPyDataset(keras.utils.PyDataset):
@@ -101,6 +100,7 @@ class BucketedPyDataset(keras.utils.PyDataset):
 
 
 @needs_sampler("BucketSampler")
+@takes_options
 def bucketed_pydataset(
     x: Any,
     y: Any = None,
@@ -111,15 +111,9 @@ def bucketed_pydataset(
     sample_weight: Any = None,
     pad_to: PadTo | int | Sequence[int] = "auto",
     epoch: int = 0,
-    truncating: Side = "post",
-    dtype: DTypeLike | None = None,
-    allow_nonfinite: bool = False,
     targets: Targets = "auto",
-    targets_field: Any = None,
-    workers: int = 1,
-    use_multiprocessing: bool = False,
-    max_queue_size: int = 10,
-    data_parallel: int | Literal["auto"] | None = "auto",
+    options: Options | None = None,
+    **kwargs: Any,
 ) -> BucketedPyDataset:
     """Padded batches of a :class:`BucketSampler`'s plan as a ``keras.utils.PyDataset``.
 
@@ -130,8 +124,8 @@ def bucketed_pydataset(
     padded in numpy when Keras asks for batch ``i``. ``len(ds) == len(sampler)``; Keras
     epoch ``k`` of ``model.fit(ds, epochs=N)`` plays sampler epoch ``epoch + k`` (each
     epoch Keras begins and ends moves the plan on), so every epoch has a fresh order with
-    every example once. Keras's ``workers`` / ``use_multiprocessing`` / ``max_queue_size`` are
-    passed to ``PyDataset``.
+    every example once. Keras's own ``workers`` / ``use_multiprocessing`` / ``max_queue_size``
+    are keyword arguments passed on to ``keras.utils.PyDataset``.
 
     Several fields per example (a dict or tuple ``x``, and ``y``) work exactly as in
     :func:`seqprep.bucketed_dataset`: each field padded to its own width, the batch in the
@@ -148,19 +142,15 @@ def bucketed_pydataset(
         sample_weight: ``None``, an array ``(n,)``, ``"timestep"`` or ``"timestep_mean"``.
         pad_to: ``"auto"``, ``"batch"``, ``"bucket"``, a fixed int width or a width grid.
         epoch: the sampler epoch of the first Keras epoch.
-        truncating: which steps a sampler built with ``overlong="truncate"`` cuts.
-        dtype: dtype of the ``x`` batches (default as in ``bucketed_dataset``).
-        allow_nonfinite: accept NaN/inf in ``x`` (NaN/inf in ``y`` are always refused).
         targets: ``"auto"``, ``"sequence"`` or ``"step"``: how to read ``y`` (see
             :func:`seqprep.resolve_targets`).
-        targets_field: for several fields, the field per-step targets align with (as in
-            ``bucketed_dataset``).
-        workers: Keras ``PyDataset`` workers (threads, or processes with
-            ``use_multiprocessing=True``).
-        use_multiprocessing: use processes rather than threads for ``workers > 1``.
-        max_queue_size: batches Keras keeps ready ahead of training.
-        data_parallel: ``"auto"``, an int or ``None``: batches topped up with weight-0 fill
-            rows to a multiple of the data-parallel size, as in ``bucketed_dataset``.
+        options: a :class:`seqprep.Options` of the rarely set options this reads, as in
+            ``bucketed_dataset``: ``truncating``, ``dtype``, ``allow_nonfinite``,
+            ``targets_field`` and ``data_parallel``.
+        **kwargs: ``keras.utils.PyDataset``'s own arguments: ``workers`` (threads, or
+            processes with ``use_multiprocessing=True``; default 1),
+            ``use_multiprocessing`` (processes rather than threads for ``workers > 1``)
+            and ``max_queue_size`` (batches Keras keeps ready ahead of training).
 
     Returns:
         A ``keras.utils.PyDataset`` with ``len(ds) == len(sampler)``.
@@ -168,7 +158,8 @@ def bucketed_pydataset(
     Raises:
         ValueError: the cases of :func:`seqprep.bucketed_dataset`, or a non-positive
             ``workers`` / ``max_queue_size``.
-        TypeError: ``sampler`` is not a BucketSampler, or ``x`` is not a sequence collection.
+        TypeError: ``sampler`` is not a BucketSampler, ``x`` is not a sequence collection,
+            or ``kwargs`` holds a name ``PyDataset`` does not take.
 
     Example:
         >>> from seqprep import BucketSampler, sequence_lengths
@@ -181,21 +172,36 @@ def bucketed_pydataset(
         >>> [(xb.tolist(), yb.tolist()) for xb, yb in (ds[0], ds[1])]
         [([[4, 0], [5, 6]], [1, 0]), ([[1, 2, 3, 0], [7, 8, 9, 10]], [0, 1])]
     """
+    opts = options_for(options, "bucketed_pydataset", reads=_READS)
     epoch = check_int("epoch", epoch, minimum=0)
-    workers = check_int("workers", workers, minimum=1)
-    max_queue_size = check_int("max_queue_size", max_queue_size, minimum=1)
-    check_bool("use_multiprocessing", use_multiprocessing)
+    pydataset_kwargs = _pydataset_kwargs(kwargs)
     check_choice("targets", targets, ("auto", "sequence", "step"))
 
     plans = PlanCache(sampler)  # counting shapes (pad_to) and playing: each epoch planned once
     stage = sampler_stage(x, y, sample_weight, sampler, padding=padding, value=value,
-                          pad_to=pad_to, truncating=truncating, dtype=dtype,
-                          allow_nonfinite=allow_nonfinite, targets=targets,
-                          targets_field=targets_field, epoch=epoch, planner=plans)
-    layout = resolve_data_parallel(data_parallel, caller="bucketed_pydataset")
+                          pad_to=pad_to, truncating=opts.truncating, dtype=opts.dtype,
+                          allow_nonfinite=opts.allow_nonfinite, targets=targets,
+                          targets_field=opts.targets_field, epoch=epoch, planner=plans)
+    layout = resolve_data_parallel(opts.data_parallel, caller="bucketed_pydataset")
     if layout is not None:
         stage = _inputs.with_fill(stage)
-    return BucketedPyDataset(
-        sampler=sampler, stage=stage, epoch=epoch, layout=layout, plans=plans,
-        workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size,
-    )
+    return BucketedPyDataset(sampler=sampler, stage=stage, epoch=epoch, layout=layout,
+                             plans=plans, **pydataset_kwargs)
+
+def _pydataset_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``keras.utils.PyDataset``'s own arguments, checked; any other name is refused."""
+    unknown = {k: v for k, v in sorted(kwargs.items()) if k not in _PYDATASET_ARGS}
+    if unknown:
+        raise TypeError(
+            "`bucketed_pydataset` got unexpected keyword argument(s): "
+            f"{', '.join(f'{k}={v!r}' for k, v in unknown.items())}. Its **kwargs are "
+            f"keras.utils.PyDataset's own: {', '.join(_PYDATASET_ARGS)}.\n- Rarely set seqprep "
+            "options go in options=seqprep.Options(...); see bucketed_pydataset's Args."
+        )
+    checked = dict(kwargs)
+    for name in ("workers", "max_queue_size"):
+        if name in checked:
+            checked[name] = check_int(name, checked[name], minimum=1)
+    if "use_multiprocessing" in checked:
+        check_bool("use_multiprocessing", checked["use_multiprocessing"])
+    return checked

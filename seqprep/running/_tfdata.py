@@ -18,12 +18,12 @@ Dtypes: integer and boolean steps keep their dtype; floating steps wider than
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import tensorflow as tf
-from numpy.typing import DTypeLike
 
-from seqprep._core.checks import check_bool, check_choice, check_int, needs_sampler
+from seqprep._core.checks import check_choice, check_int, needs_sampler
+from seqprep._core.options import Options, options_for, takes_options
 from seqprep.inputs import _stage as _inputs
 from seqprep.inputs import _stage_fields
 from seqprep.inputs._padding import Side
@@ -45,6 +45,10 @@ from seqprep.running._stream import (
 )
 
 __all__ = ["bucketed_dataset"]
+
+# The shared options (seqprep.Options) that bucketed_dataset reads.
+BUCKETED_READS = ("epochs", "reshuffle_each_iteration", "truncating", "dtype", "allow_nonfinite",
+                  "targets_field", "data_parallel")
 
 _AUTOTUNE = tf.data.AUTOTUNE
 
@@ -77,6 +81,7 @@ def _index_dataset(
 
 
 @needs_sampler("BucketSampler")
+@takes_options
 def bucketed_dataset(
     x: Any,
     y: Any = None,
@@ -87,14 +92,8 @@ def bucketed_dataset(
     sample_weight: Any = None,
     pad_to: PadTo | int | Sequence[int] = "auto",
     epoch: int = 0,
-    epochs: int = 1,
-    reshuffle_each_iteration: bool = True,
-    truncating: Side = "post",
-    dtype: DTypeLike | None = None,
-    allow_nonfinite: bool = False,
     targets: Targets = "auto",
-    targets_field: Any = None,
-    data_parallel: int | Literal["auto"] | None = "auto",
+    options: Options | None = None,
 ) -> tf.data.Dataset:
     """Padded batches of in-memory sequences, in the order a :class:`BucketSampler` planned.
 
@@ -137,20 +136,22 @@ def bucketed_dataset(
     epoch ``epoch + k``; with ``epochs=N``, epochs ``epoch + k * N ..``), so
     ``model.fit(ds, epochs=N)`` trains ``N`` different orders, each with every example once.
     The new plan costs no Python per batch and the cardinality stays
-    ``len(sampler) * epochs``. Under ``model.fit`` with :class:`seqprep.BackupAndRestore`
+    ``len(sampler) * epochs`` (``epochs`` and ``reshuffle_each_iteration`` are
+    :class:`seqprep.Options`). Under ``model.fit`` with :class:`seqprep.BackupAndRestore`
     (or in :func:`seqprep.fit_per_length`), Keras epoch ``e`` plays sampler epoch
     ``epoch + e`` exactly, which is what makes a run resumable mid-epoch. Pass
-    ``reshuffle_each_iteration=False`` to replay the same epoch(s) on every pass (the dataset
-    is then made of constants only, as the tf.data service needs). These datasets are
-    shuffled by their sampler: pass ``shuffle=False`` to ``model.fit`` to silence Keras's
-    warning that ``shuffle=True`` is ignored for a ``tf.data.Dataset``.
+    ``options=seqprep.Options(reshuffle_each_iteration=False)`` to replay the same epoch(s)
+    on every pass (the dataset is then made of constants only, as the tf.data service
+    needs). These datasets are shuffled by their sampler: pass ``shuffle=False`` to
+    ``model.fit`` to silence Keras's warning that ``shuffle=True`` is ignored for a
+    ``tf.data.Dataset``.
 
     Several fields per example (encoder–decoder data): ``x`` may be a dict (keys: the
     model's input names) or a tuple of sequence collections with one sequence per example
     each. Every field keeps its own lengths and is padded to its own width in every batch,
     and the batch carries the same structure. A per-step target aligns with the field whose
     lengths equal its row lengths (padded like it, timestep weights 0 on its padding);
-    ``targets_field=`` names the field when several match, and a per-step target that
+    ``Options(targets_field=...)`` names the field when several match, and a per-step target that
     matches none is an error. ``y`` may be a dict or tuple of targets (one per output); the
     weights then have ``y``'s structure. ``padding``, ``value``, ``pad_to``, ``truncating``
     and ``dtype`` take a dict keyed by field for per-field values. A 2-D sampler (lengths
@@ -159,7 +160,7 @@ def bucketed_dataset(
     on, and the other fields pad to their batch's longest. See the encoder–decoder guide.
 
     Data parallelism: with ``keras.distribution.set_distribution(DataParallel(...))`` on JAX
-    (or ``data_parallel=k``), Keras splits every batch's rows over ``k`` devices, so each
+    (or ``Options(data_parallel=k)``), Keras splits every batch's rows over ``k`` devices, so each
     batch is topped up to a multiple of ``k`` rows with *fill rows*: all padding, target 0,
     weight 0, never a copy of an example. A weight column is then always emitted (1 per
     real row or real step when ``sample_weight`` is None), and the weights of per-sequence
@@ -180,25 +181,24 @@ def bucketed_dataset(
         value: padding value of ``x``; must be representable in its dtype.
         sample_weight: ``None``, an array ``(n,)``, ``"timestep"`` or ``"timestep_mean"``.
         pad_to: ``"auto"``, ``"batch"``, ``"bucket"``, a fixed int width or a width grid.
-        epoch: the sampler epoch to play (the first one when ``epochs > 1``).
-        epochs: how many consecutive sampler epochs the dataset holds.
-        reshuffle_each_iteration: play the next epochs on every new pass over the dataset
-            (the default); False replays the same epochs on every pass.
-        truncating: which steps a sampler built with ``overlong="truncate"`` cuts from
-            overlong sequences: ``"post"`` keeps the first ``sampler.length_limit`` steps,
-            ``"pre"`` the last ones.
-        dtype: dtype of the ``x`` batches (default: see above).
-        allow_nonfinite: accept NaN/inf in ``x`` (refused by default; NaN/inf in ``y`` are
-            always refused). See "What seqprep refuses" in the padding and masking guide.
+        epoch: the sampler epoch to play (the first one when ``Options(epochs > 1)``).
         targets: ``"auto"`` (default), ``"sequence"`` or ``"step"``: whether ``y`` holds one
             target per sequence or one per step (see :func:`seqprep.resolve_targets`).
-        targets_field: for several fields, the field (name, or position for a tuple) that
-            per-step targets align with; a dict keyed like ``y`` for several targets.
-            Default: the field whose lengths equal the targets'.
-        data_parallel: ``"auto"`` (default): when a ``keras.distribution`` layout with a
-            batch axis of ``k > 1`` devices is set, top every batch up to a multiple of
-            ``k`` rows with weight-0 fill rows (see "Data parallelism" above); an int ``k``
-            asks for that; ``None`` never fills.
+        options: a :class:`seqprep.Options` of the rarely set options this reads:
+            ``epochs`` (consecutive sampler epochs the dataset holds),
+            ``reshuffle_each_iteration`` (play the next epochs on every new pass, the
+            default; False replays the same epochs), ``truncating`` (which steps a sampler
+            built with ``overlong="truncate"`` cuts: ``"post"`` keeps the first
+            ``sampler.length_limit`` steps, ``"pre"`` the last ones), ``dtype`` (of the
+            ``x`` batches; default: see above), ``allow_nonfinite`` (accept NaN/inf in
+            ``x``; NaN/inf in ``y`` are always refused; see "What seqprep refuses" in the
+            padding and masking guide), ``targets_field`` (for several fields, the field,
+            by name or tuple position, that per-step targets align with; a dict keyed like
+            ``y`` for several targets; default: the field whose lengths equal the
+            targets') and ``data_parallel`` (``"auto"``, the default: with a
+            ``keras.distribution`` layout of ``k > 1`` devices along the batch axis, top
+            every batch up to a multiple of ``k`` rows with weight-0 fill rows, see "Data
+            parallelism" above; an int ``k`` asks for that; ``None`` never fills).
 
     Returns:
         A ``tf.data.Dataset`` with ``cardinality() == len(sampler) * epochs``.
@@ -206,7 +206,8 @@ def bucketed_dataset(
     Raises:
         ValueError: ``x``, ``y`` or ``sample_weight`` of different lengths, a sampler built
             on other lengths, unknown ``padding``/``pad_to``/``truncating``/``sample_weight``
-            mode, a sequence longer than an int ``pad_to``, or a lossy ``dtype``; for fields:
+            mode, a sequence longer than an int ``pad_to``, a lossy ``dtype``, or an option
+            this does not read; for fields:
             fields of different counts, per-step targets matching no field (or several,
             without ``targets_field``), a sampler of another number of fields.
         TypeError: ``sampler`` is not a BucketSampler, or ``x`` is not a sequence collection.
@@ -231,18 +232,18 @@ def bucketed_dataset(
         >>> xb["encoder"].numpy().tolist(), xb["decoder"].numpy().tolist(), yb.numpy().tolist()
         ([[4, 0], [5, 6]], [[1, 0, 0], [1, 6, 7]], [[2, 0, 0], [6, 7, 2]])
     """
+    opts = options_for(options, "bucketed_dataset", reads=BUCKETED_READS)
     check_choice("targets", targets, ("auto", "sequence", "step"))
     epoch = check_int("epoch", epoch, minimum=0)
-    epochs = check_int("epochs", epochs, minimum=1)
-    check_bool("reshuffle_each_iteration", reshuffle_each_iteration)
+    epochs, reshuffle_each_iteration = opts.epochs, opts.reshuffle_each_iteration
     arguments = {"padding": padding, "pad_to": pad_to, "value": value,
-                 "truncating": truncating}
+                 "truncating": opts.truncating}
     plans = PlanCache(sampler)  # counting shapes (pad_to) and playing: each epoch planned once
     stage = sampler_stage(x, y, sample_weight, sampler, padding=padding, value=value,
-                          pad_to=pad_to, truncating=truncating, dtype=dtype,
-                          allow_nonfinite=allow_nonfinite, targets=targets,
-                          targets_field=targets_field, epoch=epoch, planner=plans)
-    layout = resolve_data_parallel(data_parallel, caller="bucketed_dataset")
+                          pad_to=pad_to, truncating=opts.truncating, dtype=opts.dtype,
+                          allow_nonfinite=opts.allow_nonfinite, targets=targets,
+                          targets_field=opts.targets_field, epoch=epoch, planner=plans)
+    layout = resolve_data_parallel(opts.data_parallel, caller="bucketed_dataset")
     if layout is not None:
         stage = _inputs.with_fill(stage)
     index_ds, stream = _index_dataset(plans, stage, epoch, epochs, reshuffle_each_iteration,

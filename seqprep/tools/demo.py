@@ -259,7 +259,7 @@ def _train_strategy(name, *, train, test, settings, seed, epochs, verbose, bound
             sampler = sp.BucketSampler(lengths, batch_size=batch_size, seed=seed)
 
             def make():
-                return sp.bucketed_dataset(x, y, sampler=sampler, epochs=epochs)
+                return sp.bucketed_dataset(x, y, sampler=sampler, options=sp.Options(epochs=epochs))
         counter = StepTraces(model).start()
         try:
             if name == "seqprep buckets":
@@ -319,7 +319,7 @@ def _next_frame(*, train, test, settings, seed, epochs, verbose):
     sampler = sp.BucketSampler(sp.sequence_lengths(x_in), batch_size=settings["batch_size"],
                                seed=seed)
     ds = sp.bucketed_dataset(x_in, y_out, sampler=sampler, sample_weight="timestep",
-                             epochs=epochs, targets="step")
+                             options=sp.Options(epochs=epochs), targets="step")
     clock = epoch_clock(_epoch_line if verbose == 0 else None)
     history = model.fit(ds, epochs=epochs, steps_per_epoch=len(sampler), verbose=verbose,
                         shuffle=False, callbacks=[clock])

@@ -85,7 +85,7 @@ def _pipeline(name: str, n: int):
         "seqprep grid 8": sp.width_grid(sampler, 8),
     }[name]
     ds = sp.bucketed_dataset(
-        x, labels, sampler=sampler, pad_to=pad_to, reshuffle_each_iteration=True
+        x, labels, sampler=sampler, pad_to=pad_to, options=sp.Options(reshuffle_each_iteration=True)
     )
     return ds, np.asarray(lengths)
 
@@ -223,7 +223,7 @@ def bucket_counts(n: int, epochs: int = 3, caps=(None, 32, 16)) -> str:
         bounds = None if cap is None else sp.Bucketer(cap, batch_size=BATCH).fit(lengths)
         sampler = sp.BucketSampler(lengths, boundaries=bounds, batch_size=BATCH, seed=0)
         ds = sp.bucketed_dataset(x, labels, sampler=sampler, pad_to="batch",
-                                 reshuffle_each_iteration=True)
+                                 options=sp.Options(reshuffle_each_iteration=True))
         m = keras.models.clone_model(model)
         m.set_weights(weights)
         m.compile("adam", "binary_crossentropy")

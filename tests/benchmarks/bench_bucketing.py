@@ -16,7 +16,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from seqprep.planning import Bucketer, BucketSampler, padding_report
+from seqprep.planning import Bucketer, BucketSampler, PlanOptions, padding_report
 from seqprep.planning._boundaries import length_histogram, quantile_boundaries
 
 BATCH = 64
@@ -149,7 +149,7 @@ def test_pad_to_bucket_with_at_most_16_shapes():
     )
     _line("padding, sampler plan, pad_to='batch'", batch["padding_fraction"])
     unmerged_sampler = BucketSampler(lengths, boundaries=b, batch_size=BATCH,
-                                     merge_leftovers=False)
+                                     options=PlanOptions(merge_leftovers=False))
     unmerged = unmerged_sampler.report(pad_to="bucket")
     _line(
         "padding, sampler plan, pad_to='bucket', merge_leftovers=False",
@@ -177,7 +177,8 @@ def test_quadratic_cost_term_bounds_attention_cost_per_batch():
     print(f"\nmax_tokens={budget}, lognormal lengths n={lengths.size}: linear budget vs "
           f"quadratic_length={q}")
     stats = {}
-    for name, kwargs in [("linear", {}), ("quadratic", {"quadratic_length": q})]:
+    for name, kwargs in [("linear", {}),
+                         ("quadratic", {"options": PlanOptions(quadratic_length=q)})]:
         sampler = BucketSampler(lengths, max_tokens=budget, seed=0, **kwargs)
         batches = sampler.batches(0)
         width = np.array([int(lengths[b].max()) for b in batches])

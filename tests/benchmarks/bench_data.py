@@ -27,7 +27,14 @@ import numpy as np
 import tensorflow as tf
 from _common import token_gru
 
-from seqprep import Bucketer, BucketSampler, bucket_by_length, bucketed_dataset
+from seqprep import (
+    Bucketer,
+    BucketSampler,
+    Options,
+    PlanOptions,
+    bucket_by_length,
+    bucketed_dataset,
+)
 
 N, BATCH, VOCAB = 8192, 64, 1000
 
@@ -114,7 +121,8 @@ def test_training_epoch_time():
     bounds = _quantile_boundaries(lengths)
 
     sampler = BucketSampler(lengths, batch_size=BATCH, seed=0)
-    ours = bucketed_dataset(x, labels, sampler=sampler, reshuffle_each_iteration=True)
+    ours = bucketed_dataset(x, labels, sampler=sampler,
+                            options=Options(reshuffle_each_iteration=True))
     plan = [(int(lengths[b].max()), b.size) for b in sampler.batches(1)]
 
     base = _bbsl(_element_dataset(values, offsets, labels).shuffle(N, seed=0), bounds)
@@ -172,9 +180,9 @@ def test_training_epoch_time_with_xla():
     values, offsets = values[: offsets[n]], offsets[: n + 1]
     bounds = _quantile_boundaries(lengths)
     sampler = BucketSampler(lengths, boundaries=Bucketer(8, batch_size=BATCH).fit(lengths),
-                            batch_size=BATCH, seed=0, merge_leftovers=False)
+                            batch_size=BATCH, seed=0, options=PlanOptions(merge_leftovers=False))
     ours = bucketed_dataset(x, labels, sampler=sampler, pad_to="bucket",
-                            reshuffle_each_iteration=True)
+                            options=Options(reshuffle_each_iteration=True))
     base = _bbsl(_element_dataset(values, offsets, labels).shuffle(n, seed=0), bounds)
     weights = _model().get_weights()
     contenders = {"seqprep pad_to='bucket' (8 optimal buckets)": ours,

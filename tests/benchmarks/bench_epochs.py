@@ -45,7 +45,8 @@ def test_new_epoch_per_pass_costs_about_nothing():
     x, lengths, y = _data()
     sampler = sp.BucketSampler(lengths, batch_size=BATCH, seed=0)
     fresh = sp.bucketed_dataset(x, y, sampler=sampler)
-    fixed = sp.bucketed_dataset(x, y, sampler=sampler, reshuffle_each_iteration=False)
+    fixed = sp.bucketed_dataset(x, y, sampler=sampler,
+                                options=sp.Options(reshuffle_each_iteration=False))
     times = {"fresh": [], "fixed": []}
     for ds in (fresh, fixed):
         _pass_time(ds)  # warm-up

@@ -29,6 +29,7 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from seqprep._core.options import Options  # noqa: E402
 from seqprep.inputs import _kernel  # noqa: E402
 from seqprep.planning import Bucketer, BucketSampler  # noqa: E402
 from seqprep.planning._per_length import plan_per_length  # noqa: E402
@@ -156,7 +157,7 @@ def test_kernel_against_previous_builders():
     contenders["bucketed make_batch: previous builder"] = _sampler_batches(
         batches, lengths, _previous_make_batch(*args))
     contenders["bucketed_dataset (TF kernel)"] = bucketed_dataset(
-        x, y, sampler=sampler, pad_to="batch", reshuffle_each_iteration=False)
+        x, y, sampler=sampler, pad_to="batch", options=Options(reshuffle_each_iteration=False))
     py = bucketed_pydataset(x, y, sampler=sampler, pad_to="batch")
     contenders["bucketed_pydataset (numpy kernel)"] = lambda: (py[i] for i in range(len(py)))
 

@@ -83,7 +83,7 @@ def _padded_run(name, x, y, test):
         epoch_time, first = _fit(model, ds)
     else:
         sampler = sp.BucketSampler(lengths, batch_size=BATCH, seed=SEED)
-        ds = sp.bucketed_dataset(x, y, sampler=sampler, epochs=EPOCHS)
+        ds = sp.bucketed_dataset(x, y, sampler=sampler, options=sp.Options(epochs=EPOCHS))
         plan = sampler.batches(0)
         widths = np.array([lengths[b].max() for b in plan])
         shapes = len({(b.size, int(lengths[b].max())) for b in plan})
