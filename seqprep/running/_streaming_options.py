@@ -286,6 +286,23 @@ def _check_padding_sides(padding: Any) -> None:
             )
 
 
+def _check_field_names(name: str, given: Any, spec: Mapping[str, Any], path: str) -> None:
+    """An option given for a dict part of the element is a dict naming only its fields."""
+    if not isinstance(given, Mapping):
+        problem = f"gives a {type(given).__name__} for {path}, which is a dict (keys {list(spec)})"
+    else:
+        unknown = [k for k in given if k not in spec]
+        if not unknown:
+            return
+        problem = (f"names field {unknown[0]!r}, which {path} does not have; its fields are "
+                   f"{list(spec)}")
+    raise ValueError(
+        f"Argument `{name}` {problem}. Received: {name}={given!r:.120}\n- Key `{name}` by "
+        f"the element's field names (a field left out keeps the default), or give one value "
+        f"for all of {path}."
+    )
+
+
 def _per_component(name: str, given: Any, spec: Any, default: Any,
                    path: str = "element") -> list[Any]:
     """``given`` for each component of ``spec`` (in ``tf.nest.flatten`` order).
@@ -297,19 +314,7 @@ def _per_component(name: str, given: Any, spec: Any, default: Any,
     if _is_one_value(given):
         return [given] * len(tf.nest.flatten(spec))
     if isinstance(spec, Mapping):
-        if not isinstance(given, Mapping):
-            raise ValueError(
-                f"Argument `{name}` gives a {type(given).__name__} for {path}, which is a dict "
-                f"(keys {list(spec)}). Received: {name}={given!r:.120}\n- Give one value "
-                f"for all of it, or a dict keyed by its field names."
-            )
-        unknown = [k for k in given if k not in spec]
-        if unknown:
-            raise ValueError(
-                f"Argument `{name}` names field {unknown[0]!r}, which {path} does not have. "
-                f"Received keys {list(given)}; its fields are {list(spec)}\n- Key `{name}` "
-                "by the element's field names (a field left out keeps the default)."
-            )
+        _check_field_names(name, given, spec, path)
         # tf.nest flattens a dict in the order of its sorted keys.
         return [v for key in sorted(spec)
                 for v in _per_component(name, given.get(key, default), spec[key], default,
