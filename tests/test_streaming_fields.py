@@ -196,3 +196,46 @@ def test_per_field_options_refused_with_the_fix():
     with pytest.raises(ValueError, match=r"(?s)e\[0\], is a dict.*length_fn=lambda e: "
                                          r"tf.shape\(e\[0\]\['encoder'\]\)\[0\]"):
         ds.apply(bucket_by_length([3], batch_size=2))
+
+
+def _keras_pairs():
+    """Token pairs for a Keras model: ``({"encoder", "decoder"}, targets, timestep weights)``,
+    the weights a component of ones as long as the targets (padded with 0)."""
+    rng = np.random.default_rng(3)
+    src, dec, tgt = _fields(rng.integers(1, 12, 48), rng.integers(1, 8, 48))
+    ds = _dataset(src, dec, tgt).map(lambda x, y, i: (
+        {"encoder": x["encoder"] % 20 + 1, "decoder": tf.cast(y % 20 + 1, tf.int32)},
+        y % 20, tf.ones_like(y, tf.float32)))
+    batches = ds.apply(bucket_by_length(
+        [4, 8], batch_size=8, seed=0, length_fn=lambda e: tf.shape(e[0]["encoder"])[0],
+        padding=({"encoder": "pre"}, "post", "post")))
+    return batches, tgt
+
+
+def test_streamed_pairs_keep_per_field_widths_and_timestep_weights():
+    batches, tgt = _keras_pairs()
+    widths = [(x["encoder"].shape[1], x["decoder"].shape[1], y.shape[1], w.numpy().sum())
+              for x, y, w in batches]
+    assert any(e != d for e, d, *_ in widths)  # the fields have their own widths
+    assert all(d == t for _, d, t, _ in widths)  # targets and weights follow the decoder
+    assert sum(s for *_, s in widths) == sum(t.size for t in tgt)  # weight 1 per real step
+
+
+@pytest.mark.slow
+def test_keras_trains_on_streamed_pairs():
+    import keras
+
+    batches, _ = _keras_pairs()
+    steps = int(batches.reduce(0, lambda n, _: n + 1))  # the documented count, once
+    batches = batches.apply(tf.data.experimental.assert_cardinality(steps))
+    enc_in = keras.Input((None,), dtype="int32", name="encoder")
+    dec_in = keras.Input((None,), dtype="int32", name="decoder")
+    context = keras.layers.GlobalAveragePooling1D()(
+        keras.layers.Embedding(21, 4, mask_zero=True)(enc_in))
+    outputs = keras.layers.Embedding(21, 4, mask_zero=True)(dec_in)
+    outputs = keras.layers.Add()([outputs, keras.layers.RepeatVector(1)(context)])
+    model = keras.Model([enc_in, dec_in], keras.layers.Dense(20)(outputs))
+    model.compile(optimizer="adam",
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(batches, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
