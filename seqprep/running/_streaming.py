@@ -121,7 +121,7 @@ class _Stream:
         values = [v for v, n in zip(leaf_values, self.counts, strict=True)
                   for v in ([v] if n == 1 else [0] * n)]
         part_sides = [side for side, n in zip(sides, self.counts, strict=True)
-                      for side in [side] * n]
+                      for _ in range(n)]
         self.pre = [side == "pre" and vary  # right-aligned parts: reversed per batch
                     for side, vary in zip(part_sides, self.varying, strict=True)]
         self.pad_values = [
