@@ -18,7 +18,7 @@ plans each pool's batches, and one function per batch.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -31,6 +31,7 @@ from seqprep.running._streaming_options import (
     _check_default_length,
     _check_flag,
     _check_leaves,
+    _check_padding_sides,
     _check_stream_args,
     _check_tf_batch_sizes,
     _check_tf_boundaries,
@@ -39,6 +40,7 @@ from seqprep.running._streaming_options import (
     _pad_value,
     _part_count,
     _part_specs,
+    _per_component,
     _plan_batch_sizes,
     _split_leaf,
     _traced_leading_dim,
@@ -110,9 +112,18 @@ class _Stream:
             else [True] * n)]
         self.varying = [bool(s.shape.rank) and s.shape[0] is None for s in parts]
         self.targets = _pad_targets(options, spec, self.leaves)
-        values = [v for v, n in zip(_value_leaves(options.value, spec, self.leaves),
-                                    self.counts, strict=True)
+        if options.per_field:
+            leaf_values = _per_component("value", options.value, spec, 0)
+            sides = _per_component("padding", options.padding, spec, "post")
+        else:
+            leaf_values = _value_leaves(options.value, spec, self.leaves)
+            sides = [options.padding] * len(self.leaves)
+        values = [v for v, n in zip(leaf_values, self.counts, strict=True)
                   for v in ([v] if n == 1 else [0] * n)]
+        part_sides = [side for side, n in zip(sides, self.counts, strict=True)
+                      for _ in range(n)]
+        self.pre = [side == "pre" and vary  # right-aligned parts: reversed per batch
+                    for side, vary in zip(part_sides, self.varying, strict=True)]
         self.pad_values = [
             _pad_value(v if vary or target is not None else 0, s, f"{i} ({s})")
             for i, (v, vary, target, s) in enumerate(
@@ -319,7 +330,7 @@ class _Stream:
         if self.o.no_padding:
             x = _assert_unpadded(x, real, i, self.o.caller)
         x = _pad_up(x, self.targets[i], width, pad_value, self.o.caller)
-        if self.o.pre and self.varying[i]:  # right-align: reverse each row, then the time axis
+        if self.pre[i]:  # right-align: reverse each row, then the time axis
             lengths = row_splits[1:] - row_splits[:-1]
             x = tf.reverse(tf.reverse_sequence(x, lengths, seq_axis=1, batch_axis=0), [1])
         return x
@@ -401,7 +412,7 @@ def bucket_by_length(
     batch_size: int | None = None,
     max_tokens: int | None = None,
     length_fn: Callable[[Any], tf.Tensor] | None = None,
-    padding: Side = "post",
+    padding: Side | Mapping[str, Any] | Sequence[Any] = "post",
     value: Any = 0,
     buffer_size: int | None = 4096,
     seed: int | None = None,
@@ -432,23 +443,37 @@ def bucket_by_length(
 
     An element is a sequence tensor ``(T, ...)``, or a tuple whose first component is the
     sequence, or any structure with ``length_fn(element)`` giving its length. Every component
-    with a variable leading dimension (the sequence, per-timestep targets) is padded with
-    ``value`` (a scalar, or a structure like the elements) on the ``padding`` side; fixed-shape
-    components (labels) are batched as they are. Batches are padded to their longest sequence.
+    with a variable leading dimension is padded to its own longest in the batch, on its own
+    side, with its own value: an element may hold several ragged *fields* of different lengths
+    (an encoder-decoder pair, ``({"encoder": (S,), "decoder": (T,)}, (T,))``), and each is
+    padded as ``padded_batch`` pads that component. Fixed-shape components (labels) are batched
+    as they are. Only the length, the bucketing length, decides the buckets, the batch sizes
+    and the token budget: with several fields, ``length_fn`` says which (or what) it is.
 
     Args:
         boundaries: bucket boundaries (ascending ints) or a fitted :class:`Bucketer`; bucket
             ``i`` holds lengths in ``[boundaries[i-1], boundaries[i])``.
         batch_size: rows per batch. Exactly one of this and ``max_tokens``.
-        max_tokens: budget of padded tokens per batch (rows x longest length). Needs
-            ``max_length``, the bound of the last, open-ended bucket.
+        max_tokens: budget of padded tokens per batch: rows x the longest bucketing length
+            in the batch (what ``length_fn`` returns) <= ``max_tokens``. Needs
+            ``max_length``, the bound of the last, open-ended bucket. With several fields it
+            bounds each field's padded tokens only if the bucketing length is at least that
+            field's length: bucket by the longest field
+            (``length_fn=lambda e: tf.maximum(tf.shape(e["a"])[0], tf.shape(e["b"])[0])``)
+            to keep every field's rows x width within ``max_tokens``.
         length_fn: ``element -> scalar length``; default: the first dimension of the element,
-            or of its first component. A ``length_fn`` that returns a component's leading
-            dimension (``tf.shape(e["tokens"])[0]``) is recognised when traced and costs
-            nothing; any other costs one ``map`` over the elements, a function call per
-            element: about half the default's throughput.
-        padding: ``"post"`` (default) or ``"pre"``.
-        value: padding value.
+            or of its first component (of a tuple of tuples: the first leaf); an element
+            whose first component is a dict needs one. A ``length_fn`` that returns a
+            component's leading dimension (``tf.shape(e["tokens"])[0]``, or
+            ``e[0]["encoder"]``'s) is recognised when traced and costs nothing; any other
+            costs one ``map`` over the elements, a function call per element: about half the
+            default's throughput.
+        padding: ``"post"`` (default) or ``"pre"``, for every component; or per field, a
+            structure like the elements in which one side may stand for a whole part of the
+            element and a dict may leave fields out (they keep ``"post"``), e.g.
+            ``({"encoder": "pre"}, "post")`` for ``({"encoder", "decoder"}, targets)``.
+        value: padding value: one for every component, or per field as for ``padding``
+            (fields left out pad with 0).
         buffer_size: elements per pool; each pool is shuffled whole (a uniform permutation,
             a different one on each pass over the data), so elements mix within a pool, not
             across pools. ``None`` or 0 keeps the input order (pools of 2048 elements).
@@ -466,8 +491,9 @@ def bucket_by_length(
 
     Raises:
         ValueError: both or neither of ``batch_size``/``max_tokens``, ``max_tokens`` without
-            ``max_length`` or below it, bad boundaries, an unknown ``padding``, or a dict
-            element without ``length_fn``.
+            ``max_length`` or below it, bad boundaries, an unknown ``padding`` side, a
+            ``padding`` or ``value`` that names a field the elements lack or does not follow
+            their structure, or an element whose sequence is a dict, without ``length_fn``.
 
     Example:
         >>> import tensorflow as tf
@@ -480,16 +506,31 @@ def bucket_by_length(
         ...                                 padding="pre", value=-1))
         >>> [b.numpy().tolist() for b in pre][1]
         [[-1, 2, 2, 2], [4, 4, 4, 4]]
+
+        Several fields, each padded to its own width, bucketed by the source length:
+
+        >>> src = tf.ragged.constant([[1, 1, 1], [2], [3, 3]])
+        >>> dst = tf.ragged.constant([[7], [8, 8, 8], [9, 9]])
+        >>> pairs = tf.data.Dataset.from_tensor_slices(({"src": src, "dst": dst}, dst))
+        >>> out = pairs.apply(bucket_by_length(
+        ...     [2], batch_size=2, buffer_size=None, padding=({"src": "pre"}, "post"),
+        ...     value=({"dst": -1}, 0), length_fn=lambda e: tf.shape(e[0]["src"])[0]))
+        >>> x, y = next(iter(out))
+        >>> x["src"].numpy().tolist(), x["dst"].numpy().tolist(), y.numpy().tolist()
+        ([[1, 1, 1], [0, 3, 3]], [[7, -1], [9, 9]], [[7, 0], [9, 9]])
     """
     bounds = as_boundaries(boundaries)
-    check_choice("padding", padding, ("pre", "post"))
+    if isinstance(padding, str):
+        check_choice("padding", padding, ("pre", "post"))
+    else:
+        _check_padding_sides(padding)
     batch_size, max_tokens, max_length, buffer_size, seed, drop_remainder = _check_stream_args(
         batch_size, max_tokens, max_length, buffer_size, seed, drop_remainder, length_fn)
     sizes = _plan_batch_sizes(bounds, batch_size, max_tokens, max_length, quadratic_length)
     options = _Options(
         bounds, sizes, pool_size=buffer_size or _POOL, shuffled=bool(buffer_size), seed=seed,
-        drop_remainder=drop_remainder, pre=padding == "pre", value=value, length_fn=length_fn,
-        max_length=max_length,
+        drop_remainder=drop_remainder, padding=padding, value=value, per_field=True,
+        length_fn=length_fn, max_length=max_length,
     )
     return lambda dataset: _Stream(options, dataset.element_spec).apply(dataset)
 

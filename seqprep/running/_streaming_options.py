@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -34,12 +34,15 @@ class _Options:
 
     ``bounds``: bucket boundaries (non-decreasing int64; bucket ``i`` holds lengths in
     ``[bounds[i-1], bounds[i])``); ``sizes``: rows per batch of each bucket; ``pool_size``:
-    elements read per pool; ``shuffled``: permute each pool, seeded with ``seed``; ``pre``: pad
-    on the left; ``value``: the padding value(s), ``None`` for tf.data's defaults (0, ``""``,
-    False); ``spread_args``: call ``length_fn(*components)`` as tf.data does, not
-    ``length_fn(element)``; ``max_length``: the longest length allowed. The drop-in's own:
-    ``padded_shapes``, ``pad_to_bucket`` and ``no_padding``. ``caller`` names the public
-    function in error messages.
+    elements read per pool; ``shuffled``: permute each pool, seeded with ``seed``; ``padding``:
+    ``"post"``, ``"pre"`` (pad on the left) or, with ``per_field``, a structure of them;
+    ``value``: the padding value(s), ``None`` for tf.data's defaults (0, ``""``, False);
+    ``per_field``: ``padding`` and ``value`` may be partial structures like the elements
+    (:func:`_per_component`; ``bucket_by_length``'s), else ``value`` is one value or the whole
+    structure, as tf.data takes it; ``spread_args``: call ``length_fn(*components)`` as
+    tf.data does, not ``length_fn(element)``; ``max_length``: the longest length allowed.
+    The drop-in's own: ``padded_shapes``, ``pad_to_bucket`` and ``no_padding``. ``caller``
+    names the public function in error messages.
     """
 
     bounds: np.ndarray
@@ -48,8 +51,9 @@ class _Options:
     shuffled: bool = False
     seed: int | None = None
     drop_remainder: bool = False
-    pre: bool = False
+    padding: Any = "post"
     value: Any = 0
+    per_field: bool = False
     length_fn: Callable[..., Any] | None = None
     spread_args: bool = False
     max_length: int | None = None
@@ -188,14 +192,24 @@ def _check_leaves(leaves: list[Any], options: _Options) -> None:
 
 
 def _check_default_length(spec: Any) -> None:
-    """Without ``length_fn``, the sequence is the element or its first component."""
-    if isinstance(spec, dict):
+    """Without ``length_fn``, the sequence is the element or its first component (the first
+    component of that, for a tuple of tuples): the first leaf in ``tf.nest`` order, which the
+    default length reads. A dict on the way has no first component: ``length_fn`` is needed."""
+    first, path = spec, "e"
+    while isinstance(first, (tuple, list)) and first:
+        first, path = first[0], f"{path}[0]"
+    if isinstance(first, Mapping):
+        key = next(iter(first), "tokens")
+        where = ("Elements are dicts" if path == "e"
+                 else f"The element's first component, {path}, is a dict")
         raise ValueError(
-            "Elements are dicts: pass `length_fn` to say which component is the "
-            "sequence, e.g. length_fn=lambda e: tf.shape(e['tokens'])[0]."
+            f"{where} (keys {list(first)}), so which component is the sequence to bucket by "
+            f"is ambiguous. Received element_spec={spec!r}\n"
+            f"- Pass `length_fn` to say, e.g. length_fn=lambda e: tf.shape({path}[{key!r}])[0] "
+            "(or the longest of several fields: its lengths decide the buckets and the "
+            "token budget)."
         )
-    first = spec[0] if isinstance(spec, tuple) else spec
-    if first.shape.rank in (None, 0):
+    if getattr(getattr(first, "shape", None), "rank", None) in (None, 0):
         raise ValueError(
             "The sequence (the element, or its first component) must be a tensor of "
             f"rank >= 1. Received element_spec={spec!r}\n"
@@ -252,6 +266,73 @@ def _value_leaves(value: Any, spec: Any, leaves: list[Any]) -> list[Any]:
             f"Received: value={value!r} for element_spec={spec!r}"
         )
     return values
+
+
+def _is_one_value(given: Any) -> bool:
+    """Whether a per-component option is one value (for a whole part of the element), not a
+    structure of them."""
+    return not isinstance(given, (Mapping, tuple, list))
+
+
+def _check_padding_sides(padding: Any) -> None:
+    """Every side named in ``padding`` (one side or a structure of them) is pre or post."""
+    for side in tf.nest.flatten(padding):
+        if side not in ("pre", "post"):
+            raise ValueError(
+                f"Argument `padding` must be 'pre' or 'post', or a structure like the "
+                f"elements of those (e.g. ({{'encoder': 'pre'}}, 'post')). Received "
+                f"{side!r} in padding={padding!r}\n- Use 'pre' to pad before the steps, "
+                "'post' to pad after them."
+            )
+
+
+def _check_field_names(name: str, given: Any, spec: Mapping[str, Any], path: str) -> None:
+    """An option given for a dict part of the element is a dict naming only its fields."""
+    if not isinstance(given, Mapping):
+        problem = f"gives a {type(given).__name__} for {path}, which is a dict (keys {list(spec)})"
+    else:
+        unknown = [k for k in given if k not in spec]
+        if not unknown:
+            return
+        problem = (f"names field {unknown[0]!r}, which {path} does not have; its fields are "
+                   f"{list(spec)}")
+    raise ValueError(
+        f"Argument `{name}` {problem}. Received: {name}={given!r:.120}\n- Key `{name}` by "
+        f"the element's field names (a field left out keeps the default), or give one value "
+        f"for all of {path}."
+    )
+
+
+def _per_component(name: str, given: Any, spec: Any, default: Any,
+                   path: str = "element") -> list[Any]:
+    """``given`` for each component of ``spec`` (in ``tf.nest.flatten`` order).
+
+    ``given`` is a structure like ``spec`` in which one value may stand for a whole part of the
+    element (``"pre"`` for the dict ``e[0]``, say) and a dict may leave out keys (those
+    components take ``default``); a tuple gives one entry per component of the tuple.
+    """
+    if _is_one_value(given):
+        return [given] * len(tf.nest.flatten(spec))
+    if isinstance(spec, Mapping):
+        _check_field_names(name, given, spec, path)
+        # tf.nest flattens a dict in the order of its sorted keys.
+        return [v for key in sorted(spec)
+                for v in _per_component(name, given.get(key, default), spec[key], default,
+                                        f"{path}[{key!r}]")]
+    if isinstance(spec, (tuple, list)):
+        if isinstance(given, Mapping) or len(given) != len(spec):
+            raise ValueError(
+                f"Argument `{name}` must give one value for {path}, a tuple of "
+                f"{len(spec)} components, or one entry per component. Received: "
+                f"{name}={given!r:.120}\n- E.g. {name}=({', '.join(['...'] * len(spec))}), "
+                "an entry being one value or a structure like that component."
+            )
+        return [v for i, (g, s) in enumerate(zip(given, spec, strict=True))
+                for v in _per_component(name, g, s, default, f"{path}[{i}]")]
+    raise ValueError(
+        f"Argument `{name}` gives a structure ({given!r:.80}) for {path}, which is one "
+        f"tensor ({spec!r}).\n- Give one value for it."
+    )
 
 
 def _pad_value(value: Any, spec: Any, name: str) -> tf.Tensor:
