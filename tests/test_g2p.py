@@ -201,8 +201,8 @@ def test_g2p_demo_selects_on_validation_refits_on_all_words_then_decodes_the_tes
 def test_g2p_demo_reuses_a_recorded_selection_and_refits_for_its_epochs(g2p_run, tmp_path):
     """`selection=`: the chosen epochs of an earlier results file (here edited to 2 and 1, so
     neither is what the quick run chose by chance) are the refits' epoch counts; no selection
-    run trains and no validation word is decoded."""
-    import seqprep.models
+    run trains, and each refitted model is tested once, after both refits. Training and
+    testing are stubbed (the quick run above trains for real): this checks the wiring."""
     import seqprep.tools.demo_g2p as demo_g2p
 
     out, results, _ = g2p_run
@@ -211,20 +211,29 @@ def test_g2p_demo_reuses_a_recorded_selection_and_refits_for_its_epochs(g2p_run,
         earlier["strategies"][name]["selection"]["selected_epoch"] = epochs
     path = tmp_path / "earlier.json"
     path.write_text(json.dumps(earlier))
-    trained, decoded = [], []
-    real_train, real_decode = demo_g2p._train, seqprep.models.greedy_decode
+    events = []
+
+    def train(strategy, words, settings, *, epochs, validation=None, **kwargs):
+        events.append(("train", strategy, len(words.words), epochs, validation))
+        return f"model {strategy}", dict(results["strategies"][strategy])
+
+    def evaluate(model, test, **kwargs):
+        events.append(("test", model, len(test.words)))
+        return {k: results["strategies"][model[6:]][k] for k in (
+            "per", "wer", "edits", "reference_phonemes", "decode_seconds", "examples")}
+
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(demo_g2p, "_train", lambda *a, **k: trained.append(
-            (a[0], len(a[1].words), k["epochs"], k.get("validation"))) or real_train(*a, **k))
-        patch.setattr(seqprep.models, "greedy_decode",
-                      lambda m, s, **k: decoded.append(len(s)) or real_decode(m, s, **k))
+        patch.setattr(demo_g2p, "_train", train)
+        patch.setattr(demo_g2p, "_evaluate", evaluate)
         again = demo_g2p.run_g2p_demo(tmp_path / "out", quick=True, selection=path)
-    assert trained == [("2-D buckets", 200, 2, None), ("pad to max", 200, 1, None)]
-    assert decoded == [results["data"]["test_words"]] * 2
+    tested = results["data"]["test_words"]
+    assert events == [("train", "2-D buckets", 200, 2, None), ("train", "pad to max", 200, 1, None),
+                      ("test", "model 2-D buckets", tested), ("test", "model pad to max", tested)]
     for name, r in again["strategies"].items():
         assert r["selection"]["reused_from"] == str(path)
+        assert r["selected_epoch"] == earlier["strategies"][name]["selection"]["selected_epoch"]
         assert r["validation_per"] == results["strategies"][name]["validation_per"]
-    assert "reused" in (tmp_path / "out" / "g2p_report.md").read_text()
+    assert "reused from" in (tmp_path / "out" / "g2p_report.md").read_text()
 
 
 @pytest.mark.parametrize(("edit", "match"), [
