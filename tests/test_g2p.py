@@ -72,28 +72,36 @@ def test_batch_padding_exact_values(lengths, batches, widths, expected):
 
 @pytest.fixture(scope="module")
 def g2p_run(tmp_path_factory):
-    """The quick demo, with every greedy decoding it runs logged: which words, in order."""
+    """The quick demo, with every training and every greedy decoding it runs logged in order:
+    ("train", strategy, the words trained on, epochs, whether validation is scored) and
+    ("decode", the words decoded)."""
     import seqprep.models
+    import seqprep.tools.demo_g2p as demo_g2p
 
     out = tmp_path_factory.mktemp("g2p")
-    decoded: list[list[tuple[int, ...]]] = []
-    real = seqprep.models.greedy_decode
+    events: list[tuple] = []
+    real_decode, real_train = seqprep.models.greedy_decode, demo_g2p._train
 
-    def logged(model, sources, **kwargs):
-        decoded.append([tuple(np.asarray(s).tolist()) for s in sources])
-        return real(model, sources, **kwargs)
+    def logged_decode(model, sources, **kwargs):
+        events.append(("decode", [tuple(np.asarray(s).tolist()) for s in sources]))
+        return real_decode(model, sources, **kwargs)
+
+    def logged_train(strategy, words, settings, *, epochs, validation=None, **kwargs):
+        events.append(("train", strategy, tuple(words.words), epochs, validation is not None))
+        return real_train(strategy, words, settings, epochs=epochs, validation=validation,
+                          **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(seqprep.models, "greedy_decode", logged)
+        patch.setattr(seqprep.models, "greedy_decode", logged_decode)
+        patch.setattr(demo_g2p, "_train", logged_train)
         status = main(["demo", "--task", "g2p", "--quick", "--out", str(out),
                        "--verbose", "0"])
     assert status == 0
-    return out, json.loads((out / "g2p_results.json").read_text()), decoded
+    return out, json.loads((out / "g2p_results.json").read_text()), events
 
 
 def _quick_split(results):
-    words = load_cmudict("train", max_words=results["data"]["train_words"]
-                         + results["data"]["validation_words"])
+    words = load_cmudict("train", max_words=results["data"]["refit_words"])
     kept, held = validation_split(len(words.words), G2P_SETTINGS["validation_fraction"],
                                   seed=0)
     return words, kept, held
@@ -118,23 +126,29 @@ def test_g2p_quick_demo_writes_a_consistent_report(g2p_run):
             assert sp.edit_distance(ref, hyp) <= max(len(ref), len(hyp))
         assert all(0 <= v < 1 for v in r["padding"].values())
         assert r["epoch_time"] > 0 and r["epoch_cpu_time"] > 0 and r["decode_seconds"] > 0
+        assert r["selection"]["train_time"] > 0 and r["selection"]["train_cpu_time"] > 0
         row = next(line for line in report.splitlines() if line.startswith(f"| {name} |"))
         assert f"{r['per']:.4f}" in row and f"{r['wer']:.4f}" in row
+        assert f"| {r['selected_epoch']} |" in row
     two_d, full = results["strategies"]["2-D buckets"], results["strategies"]["pad to max"]
     assert two_d["padding"]["total"] < full["padding"]["total"]
-    assert results["data"]["train_words"] == 190 and results["settings"]["epochs"] == 1
-    assert results["data"]["validation_words"] == 10
+    assert results["settings"]["epochs"] == 2 and results["seed"] == 0
+    assert (results["data"]["train_words"], results["data"]["validation_words"],
+            results["data"]["refit_words"]) == (190, 10, 200)
+    assert full["steps_per_epoch"] == 4  # the refit's: ceil(200 / 64), not ceil(190 / 64)
 
 
-def test_g2p_demo_padding_matches_the_plan(g2p_run):
+def test_g2p_demo_padding_matches_the_refit_plan(g2p_run):
     _, results, _ = g2p_run
-    words, kept, _ = _quick_split(results)
-    dec_in, _ = sp.teacher_forcing([words.phonemes[i] for i in kept], start=40, end=41)
-    lengths = {"encoder": sp.sequence_lengths([words.graphemes[i] for i in kept]),
+    words, _, _ = _quick_split(results)  # the refit trains on all the words
+    dec_in, _ = sp.teacher_forcing(words.phonemes, start=40, end=41)
+    lengths = {"encoder": sp.sequence_lengths(words.graphemes),
                "decoder": sp.sequence_lengths(dec_in)}
     sampler = sp.BucketSampler(lengths, batch_size=64, seed=0)
-    expected = batch_padding(lengths, sampler.batches(0))
-    assert results["strategies"]["2-D buckets"]["padding"] == pytest.approx(expected)
+    two_d = results["strategies"]["2-D buckets"]
+    fed = [b for e in range(two_d["selected_epoch"]) for b in sampler.batches(e)]
+    assert two_d["padding"] == pytest.approx(batch_padding(lengths, fed))
+    assert two_d["steps_per_epoch"] == len(sampler)
 
 
 def test_g2p_validation_split_is_seeded_disjoint_and_complete():
@@ -157,8 +171,9 @@ def test_g2p_validation_split_bad_arguments(kwargs, error, word):
         validation_split(**kwargs, seed=0)
 
 
-def test_g2p_demo_never_reads_the_test_split_before_the_final_evaluation(g2p_run):
-    _, results, decoded = g2p_run
+def test_g2p_demo_selects_on_validation_refits_on_all_words_then_decodes_the_test_once(
+        g2p_run):
+    _, results, events = g2p_run
     words, kept, held = _quick_split(results)
     test = load_cmudict("test", max_words=results["data"]["test_words"])
     validation = [tuple(words.graphemes[i].tolist()) for i in held]
@@ -167,14 +182,76 @@ def test_g2p_demo_never_reads_the_test_split_before_the_final_evaluation(g2p_run
     # the three word sets are disjoint (the bundle's splits hold distinct words)
     assert not set(validation) & set(test_words) and not trained & set(test_words)
     assert not trained & set(validation)
-    # decodings in order: per strategy one validation pass per epoch, then the test words
-    # once per strategy, last; nothing else is ever decoded
-    epochs, strategies = results["settings"]["epochs"], len(results["strategies"])
-    assert decoded == [validation] * (epochs * strategies) + [test_words] * strategies
-    for r in results["strategies"].values():
-        # selection reads validation numbers only: the kept epoch is the validation argmin
-        assert len(r["validation_per"]) == epochs
+    selection_words = tuple(words.words[i] for i in kept)
+    cap = results["settings"]["epochs"]
+    expected = []
+    for name, r in results["strategies"].items():
+        # selection: the validation PER after every epoch; the epoch count chosen is its argmin
+        assert len(r["validation_per"]) == cap
         assert r["selected_epoch"] == 1 + int(np.argmin(r["validation_per"]))
+        expected += [("train", name, selection_words, cap, True)]
+        expected += [("decode", validation)] * cap
+        # refit: every training word (train + validation), for the epoch count chosen
+        expected += [("train", name, tuple(words.words), r["selected_epoch"], False)]
+    # the test words are decoded once per model, last; nothing else is ever decoded
+    expected += [("decode", test_words)] * len(results["strategies"])
+    assert events == expected
+
+
+def test_g2p_demo_reuses_a_recorded_selection_and_refits_for_its_epochs(g2p_run, tmp_path):
+    """`selection=`: the chosen epochs of an earlier results file (here edited to 2 and 1, so
+    neither is what the quick run chose by chance) are the refits' epoch counts; no selection
+    run trains, and each refitted model is tested once, after both refits. Training and
+    testing are stubbed (the quick run above trains for real): this checks the wiring."""
+    import seqprep.tools.demo_g2p as demo_g2p
+
+    out, results, _ = g2p_run
+    earlier = json.loads((out / "g2p_results.json").read_text())
+    for name, epochs in zip(earlier["strategies"], (2, 1), strict=True):
+        earlier["strategies"][name]["selection"]["selected_epoch"] = epochs
+    path = tmp_path / "earlier.json"
+    path.write_text(json.dumps(earlier))
+    events = []
+
+    def train(strategy, words, settings, *, epochs, validation=None, **kwargs):
+        events.append(("train", strategy, len(words.words), epochs, validation))
+        return f"model {strategy}", dict(results["strategies"][strategy])
+
+    def evaluate(model, test, **kwargs):
+        events.append(("test", model, len(test.words)))
+        return {k: results["strategies"][model[6:]][k] for k in (
+            "per", "wer", "edits", "reference_phonemes", "decode_seconds", "examples")}
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(demo_g2p, "_train", train)
+        patch.setattr(demo_g2p, "_evaluate", evaluate)
+        again = demo_g2p.run_g2p_demo(tmp_path / "out", quick=True, selection=path)
+    tested = results["data"]["test_words"]
+    assert events == [("train", "2-D buckets", 200, 2, None), ("train", "pad to max", 200, 1, None),
+                      ("test", "model 2-D buckets", tested), ("test", "model pad to max", tested)]
+    for name, r in again["strategies"].items():
+        assert r["selection"]["reused_from"] == str(path)
+        assert r["selected_epoch"] == earlier["strategies"][name]["selection"]["selected_epoch"]
+        assert r["validation_per"] == results["strategies"][name]["validation_per"]
+    assert "reused from" in (tmp_path / "out" / "g2p_report.md").read_text()
+
+
+@pytest.mark.parametrize(("edit", "match"), [
+    (lambda d: d["settings"].update(units=9), "same settings"),
+    (lambda d: d.update(seed=1), "same settings"),
+    (lambda d: d.pop("strategies"), "cannot be read"),
+])
+def test_g2p_demo_refuses_a_selection_from_another_run(g2p_run, tmp_path, edit, match):
+    import seqprep.tools.demo_g2p as demo_g2p
+
+    out, _, _ = g2p_run
+    earlier = json.loads((out / "g2p_results.json").read_text())
+    edit(earlier)
+    path = tmp_path / "earlier.json"
+    path.write_text(json.dumps(earlier))
+    with pytest.raises(ValueError, match=f"`selection`.*{match}"):
+        demo_g2p.run_g2p_demo(tmp_path / "out", quick=True, selection=path)
+    assert not (tmp_path / "out").exists()  # refused before anything is written or trained
 
 
 def test_g2p_best_on_validation_restores_the_epoch_of_the_lowest_validation_per(monkeypatch):
