@@ -527,13 +527,14 @@ def test_the_fields_section_of_the_encoder_decoder_docs_runs(capsys):
     text = (Path(__file__).parents[1] / "docs" / "encoder_decoder.md").read_text()
     section = text.split("## Several fields per example")[1].split("\n## ")[0]
     blocks = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
-    assert len(blocks) == 4
+    assert len(blocks) == 6
     namespace: dict = {}
     for block in blocks:
         exec(compile(block, "docs/encoder_decoder.md", "exec"), namespace)
     printed = capsys.readouterr().out
     assert "targets and weights follow the decoder field" in printed
-    assert "(None, 16)" in printed and printed.rstrip().endswith("True")
+    assert "(None, 16)\nTrue\n" in printed  # the mask check of the fields section
+    assert "(200, 14) (200, 10) (200, 10)" in printed  # pad_fields pads each field apart
 
 
 def test_the_input_stage_runs_without_tensorflow_or_keras():

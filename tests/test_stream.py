@@ -113,7 +113,8 @@ def test_packed_dataset_and_fit_streams():
     sampler = sp.PackSampler(LENGTHS, batch_size=2, seed=0)
     ds = sp.packed_dataset(X, sampler=sampler)
     assert sp.epoch_stream(ds).batches_per_pass == len(sampler)
-    fixed = sp.packed_dataset(X, sampler=sampler, reshuffle_each_iteration=False)
+    fixed = sp.packed_dataset(X, sampler=sampler,
+                             options=sp.Options(reshuffle_each_iteration=False))
     with pytest.raises(ValueError, match="`dataset`"):
         sp.epoch_stream(fixed)
 
@@ -126,7 +127,8 @@ def test_epoch_stream_refuses_other_datasets_and_forgets_dead_ones():
     with pytest.raises(ValueError, match="list"):
         sp.epoch_stream([1, 2])
     sampler = sp.BucketSampler(LENGTHS, batch_size=4)
-    fixed = sp.bucketed_dataset(X, sampler=sampler, reshuffle_each_iteration=False)
+    fixed = sp.bucketed_dataset(X, sampler=sampler,
+                               options=sp.Options(reshuffle_each_iteration=False))
     with pytest.raises(ValueError, match="`dataset`"):
         sp.epoch_stream(fixed)
     ds = sp.bucketed_dataset(X, sampler=sampler)
