@@ -218,6 +218,19 @@ def _per_field(name: str, option: Any, field: str | None,
     return "batch" if name == "pad_to" and value == "auto" else value  # the collate's default
 
 
+def _item_targets(ys: list[Any], lengths: np.ndarray, targets: str, who: str
+                  ) -> tuple[str, np.ndarray]:
+    """``(mode, y)`` for the kernel's table: the items' targets read by the one targets rule
+    (:func:`_target_kind` under ``"auto"``); per-step targets checked finite and laid out with
+    their pad row, per-sequence ones as a label array."""
+    mode, resolved = resolve_targets(ys, lengths, targets=_target_kind(targets, ys, who))
+    if mode == "step":
+        check_finite_labels(resolved.values, "y", offsets=resolved.offsets)
+        return mode, _values_with_pad_row(
+            resolved, _stage_rules.default_dtype(resolved.values.dtype), 0, "y")
+    return mode, _labels(resolved, len(ys))
+
+
 def _target_kind(targets: str, ys: list[Any], who: str) -> str:
     """``targets``, or under ``"auto"`` "sequence" for scalar targets. A collate sees one
     batch at a time, where per-step targets and vector targets can look alike (a batch
@@ -508,14 +521,7 @@ class PadCollate:
                 "supported by PadCollate. Received: a dict\n"
                 "- Return one target (or one per-step target sequence) per item."
             )
-        kind = _target_kind(self.targets, ys, "PadCollate")
-        mode, resolved = resolve_targets(ys, rag.lengths, targets=kind)
-        if mode == "step":
-            check_finite_labels(resolved.values, "y", offsets=resolved.offsets)
-            y = _values_with_pad_row(
-                resolved, _stage_rules.default_dtype(resolved.values.dtype), 0, "y")
-        else:
-            y = _labels(resolved, len(ys))
+        mode, y = _item_targets(ys, rag.lengths, self.targets, "PadCollate")
         w = _item_weights(ws) if ws is not None else None
         w_mode = self.sample_weight or ("sequence" if w is not None else None)
         return {"y": y, "y_mode": mode, "w": w, "w_mode": w_mode}
@@ -648,14 +654,7 @@ class PackCollate:
             np.arange(row_of.size))
         kw: dict[str, Any] = {}
         if ys is not None:
-            mode, resolved = resolve_targets(
-                ys, raw, targets=_target_kind(self.targets, ys, "PackCollate"))
-            if mode == "step":
-                check_finite_labels(resolved.values, "y", offsets=resolved.offsets)
-                y = _values_with_pad_row(
-                    resolved, _stage_rules.default_dtype(resolved.values.dtype), 0, "y")
-            else:
-                y = _labels(resolved, len(ys))
+            mode, y = _item_targets(ys, raw, self.targets, "PackCollate")
             w = _item_weights(ws) if ws is not None else None
             kw = {"y": y, "y_mode": mode, "w": w, "w_mode": "timestep"}
         dtype = _stage_rules.resolve_dtype(self.dtype, rag.values.dtype, "x")
