@@ -43,7 +43,10 @@ from numpy.typing import DTypeLike
 
 from seqprep._core.checks import check_choice, check_int, needs_sampler
 from seqprep._core.options import Options, options_for, takes_options
+from seqprep._core.ragged import lengths_of
 from seqprep.inputs._padding import Side
+from seqprep.inputs._stage_fields import field_label, split_fields
+from seqprep.inputs._stage_widths import _sampler_columns
 from seqprep.inputs._targets import Targets
 from seqprep.planning import BucketSampler
 from seqprep.planning._replicas import (
@@ -163,6 +166,7 @@ def replica_dataset_fn(
     opts = options_for(options, "replica_dataset_fn", reads=_REPLICA_READS)
     check_choice("pad_to", pad_to, ("step", "bucket"))
     _check_global_sampler(sampler)
+    field_pad_to = _fields_pad_to(x, sampler)
 
     def dataset_fn(input_context: tf.distribute.InputContext) -> tf.data.Dataset:
         replicas = int(input_context.num_replicas_in_sync)
@@ -187,7 +191,7 @@ def replica_dataset_fn(
             padding=padding,
             value=value,
             sample_weight=sample_weight,
-            pad_to="bucket",
+            pad_to=field_pad_to,
             epoch=epoch,
             targets=targets,
             options=opts,
@@ -199,6 +203,22 @@ def replica_dataset_fn(
 # The shared options (seqprep.Options) the replica datasets read.
 _REPLICA_READS = ("epochs", "reshuffle_each_iteration", "truncating", "dtype", "allow_nonfinite",
                   "targets_field")
+
+
+def _fields_pad_to(x: Any, sampler: BucketSampler) -> Any:
+    """The ``pad_to`` of every replica's ``bucketed_dataset``, after checking that ``sampler``
+    plans ``x`` (its fields, for a dict or tuple ``x``): ``"bucket"``, the widths the replica
+    plans share at each step, for every field a sampler column plans. A 1-D sampler of
+    several fields plans one of them; the others pad to their own batch's longest
+    (``"batch"``), so their widths may differ between replicas at a step."""
+    kind, keys, items = split_fields(x)
+    labels = [field_label("x", kind, key) for key in keys]
+    raw = [lengths_of(item, label) for item, label in zip(items, labels, strict=True)]
+    columns = _sampler_columns(sampler, kind, keys, labels, raw, BucketSampler)
+    if kind == "single" or np.ndim(sampler.lengths) == 2:
+        return "bucket"
+    return {key: "batch" if col is None else "bucket"
+            for key, col in zip(keys, columns, strict=True)}
 
 
 def _check_global_sampler(sampler: Any) -> None:

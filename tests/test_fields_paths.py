@@ -1,0 +1,252 @@
+"""Several ragged fields per example on the replica / distributed paths, in
+``fit_separate_models`` and ``LengthEnsemble``, and the bad-input refusals of every path that
+takes fields (issue 20).
+
+Checked: with 2-D lengths, the replicas' plans hold every example exactly once per epoch, run
+equal step counts and share every field's width at each step; a replica planner resumed after
+any step plays the rest of the uninterrupted epoch; through ``replica_dataset_fn`` (per input
+pipeline, several local replicas), each field of every batch equals ``pad_sequences`` of that
+field's planned sequences at the step's width, per-step targets and their weights follow their
+field, and a pipeline resumed at a step plays the rest; under ``MirroredStrategy`` (2 logical
+CPUs, in a subprocess) a dict-input model trains on such batches. ``fit_separate_models``
+groups by the first field and pads the others per group; bad input (fields of different
+counts, a target of another count, lengths that match no field, a 2-D sampler for one
+collection and the reverse) gives a clear error on every executor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from hypothesis import given, reject, settings
+from hypothesis import strategies as st
+
+import seqprep as sp
+from seqprep.planning._replicas import ReplicaPlanner, replica_plans
+from seqprep.running._distributed import replica_dataset_fn
+
+WORKER = Path(__file__).with_name("_fields_mirrored_worker.py")
+
+
+# --------------------------------------------------------------------------- data
+
+
+def pair_data(n: int, seed: int = 0, *, max_src: int = 15, max_tgt: int = 10):
+    """``(src, dec_in, dec_out)``: token sequences of their own lengths; ``src[i][0]`` is
+    ``i + 1`` (a batch names its examples), targets are the decoder inputs shifted."""
+    rng = np.random.default_rng(seed)
+    src = [np.concatenate([[i + 1], rng.integers(1, 50, k - 1)]).astype(np.int32)
+           for i, k in enumerate(rng.integers(1, max_src, n))]
+    tgt = [rng.integers(3, 50, k).astype(np.int32) for k in rng.integers(1, max_tgt, n)]
+    dec_in = [np.concatenate([[1], t]).astype(np.int32) for t in tgt]
+    dec_out = [np.concatenate([t, [2]]).astype(np.int32) for t in tgt]
+    return src, dec_in, dec_out
+
+
+def two_d_sampler(src, dec, **kwargs):
+    lengths = {"enc": sp.sequence_lengths(src), "dec": sp.sequence_lengths(dec)}
+    return sp.BucketSampler(lengths, **kwargs)
+
+
+# --------------------------------------------------------------------------- plans (numpy)
+
+
+@st.composite
+def replica_setups(draw):
+    n = draw(st.integers(1, 80), label="n")
+    rng = np.random.default_rng(draw(st.integers(0, 2**16), label="lengths seed"))
+    src = rng.integers(1, 30, n)
+    lengths = np.stack([src, np.maximum(1, src + rng.integers(-5, 6, n))], axis=1)
+    replicas = draw(st.integers(1, 4), label="replicas")
+    budget = (dict(batch_size=draw(st.integers(1, 6), label="rows")) if draw(st.booleans())
+              else dict(max_tokens=draw(st.integers(60, 300), label="tokens")))
+    kwargs = dict(seed=draw(st.integers(0, 99), label="seed"),
+                  drop_remainder=draw(st.booleans(), label="drop_remainder"), **budget)
+    try:
+        shards = [sp.BucketSampler(lengths, num_shards=replicas, shard_index=k, **kwargs)
+                  for k in range(replicas)]
+    except ValueError as e:  # too few examples for equal shards (or all dropped): refused
+        assert "same number of batches" in str(e) or "would leave out all" in str(e)
+        reject()
+    return lengths, shards, draw(st.sampled_from(["step", "bucket"]), label="pad_to")
+
+
+@pytest.mark.filterwarnings("ignore:.*left out of every epoch")
+@settings(max_examples=40, deadline=None)
+@given(setup=replica_setups(), epoch=st.integers(0, 3), data=st.data())
+def test_replica_plans_of_two_fields_align_every_field_and_resume(setup, epoch, data):
+    lengths, shards, pad_to = setup
+    plans = replica_plans(shards, epoch, pad_to=pad_to)
+    steps = {len(p) for p in plans}
+    assert len(steps) == 1, "every replica runs the same number of steps"
+    seen = Counter(int(i) for p in plans for b in p.batches for i in b)
+    dropped = shards[0].num_dropped_
+    assert set(seen.values()) <= {1} and len(seen) == len(lengths) - dropped
+    widths = plans[0].field_pad_lengths
+    assert widths.shape == (len(plans[0]), 2)
+    for p in plans[1:]:
+        np.testing.assert_array_equal(p.field_pad_lengths, widths)
+        np.testing.assert_array_equal(p.buckets, plans[0].buckets)
+    if len(plans[0]):
+        longest = np.array([[lengths[b].max(axis=0) if b.size else [0, 0] for b in p.batches]
+                            for p in plans])  # (replicas, steps, fields)
+        assert (longest <= widths).all(), "every field fits its step's width"
+        if pad_to == "step":
+            np.testing.assert_array_equal(longest.max(axis=0), widths)
+        np.testing.assert_array_equal(plans[0].pad_lengths, widths.max(axis=1))
+    # Resume after any step of any replica: the rest of the uninterrupted epoch.
+    replica = data.draw(st.integers(0, len(shards) - 1), label="replica")
+    planner = ReplicaPlanner(shards, replica, pad_to=pad_to)
+    planner.set_epoch(epoch)
+    full = [b.tolist() for b in planner]
+    planner.set_epoch(epoch)
+    done = data.draw(st.integers(0, len(full)), label="done")
+    it = iter(planner)
+    for _ in range(done):
+        next(it)
+    resumed = ReplicaPlanner(shards, replica, pad_to=pad_to)
+    resumed.load_state_dict(planner.state_dict())
+    assert [b.tolist() for b in resumed] == full[done:]
+    assert full == [b.tolist() for b in plans[replica].batches]
+
+
+# --------------------------------------------------------------------------- dataset_fn
+
+
+def _pipeline(fn, pipeline: int, num_pipelines: int, num_replicas: int) -> tf.data.Dataset:
+    return fn(tf.distribute.InputContext(num_input_pipelines=num_pipelines,
+                                         input_pipeline_id=pipeline,
+                                         num_replicas_in_sync=num_replicas))
+
+
+def _replica_batches(fn, num_pipelines: int, num_replicas: int) -> list[list[tuple]]:
+    """Every replica's batches (numpy), in step order: pipeline ``p``'s element
+    ``step * local + j`` is its local replica ``j``'s."""
+    local = num_replicas // num_pipelines
+    out = []
+    for p in range(num_pipelines):
+        elements = [tf.nest.map_structure(lambda t: t.numpy(), e)
+                    for e in _pipeline(fn, p, num_pipelines, num_replicas)]
+        out.extend(elements[j::local] for j in range(local))
+    return out
+
+
+def _check_batch(xb, yb, wb, fields, dec_out, padding):
+    """Each field of a batch is ``pad_sequences`` of its planned sequences at the batch's
+    width; the per-step targets and weights follow the decoder field."""
+    ids = (xb["enc"][:, 0] if padding["enc"] == "post" else
+           xb["enc"][np.arange(len(xb["enc"])), -sp.sequence_lengths(
+               [r[r != 0] for r in xb["enc"]])]) - 1
+    for name, seqs in fields.items():
+        expected = sp.pad_sequences([seqs[i] for i in ids], maxlen=xb[name].shape[1],
+                                    padding=padding[name])
+        np.testing.assert_array_equal(xb[name], expected)
+    np.testing.assert_array_equal(
+        yb, sp.pad_sequences([dec_out[i] for i in ids], maxlen=xb["dec"].shape[1],
+                             padding=padding["dec"]))
+    np.testing.assert_array_equal(wb, (xb["dec"] != 0).astype(np.float32))
+    return ids
+
+
+@pytest.mark.parametrize(("num_pipelines", "num_replicas"), [(1, 2), (2, 4), (2, 2)])
+@pytest.mark.parametrize("pad_to", ["step", "bucket"])
+def test_replica_dataset_fn_pads_every_field_of_every_replica(num_pipelines, num_replicas,
+                                                              pad_to):
+    n = 53
+    src, dec_in, dec_out = pair_data(n, seed=num_replicas)
+    fields = {"enc": src, "dec": dec_in}
+    padding = {"enc": "pre", "dec": "post"}
+    sampler = two_d_sampler(src, dec_in, batch_size=8, seed=3)
+    fn = replica_dataset_fn(fields, dec_out, sampler=sampler, padding={"enc": "pre"},
+                            sample_weight="timestep", pad_to=pad_to)
+    replicas = _replica_batches(fn, num_pipelines, num_replicas)
+    assert len({len(r) for r in replicas}) == 1, "equal step counts"
+    seen = Counter()
+    for step in range(len(replicas[0])):
+        batches = [r[step] for r in replicas]
+        for name in fields:
+            assert len({xb[name].shape[1] for xb, _, _ in batches}) == 1, (
+                f"step {step}: replicas pad {name} to different widths")
+        step_ids = [_check_batch(xb, yb, wb, fields, dec_out, padding) for xb, yb, wb in batches]
+        seen.update(int(i) for ids in step_ids for i in ids)
+        if pad_to == "step":  # the longest of any replica's batch at the step, field by field
+            for name, seqs in fields.items():
+                longest = max(len(seqs[i]) for ids in step_ids for i in ids)
+                assert batches[0][0][name].shape[1] == longest
+    assert seen == Counter(range(n)), "every example exactly once across the replicas"
+
+
+def test_replica_dataset_fn_step_width_is_the_longest_of_any_replica():
+    n = 61
+    src, dec_in, dec_out = pair_data(n, seed=5)
+    sampler = two_d_sampler(src, dec_in, batch_size=6, seed=1)
+    fn = replica_dataset_fn({"enc": src, "dec": dec_in}, dec_out, sampler=sampler)
+    replicas = _replica_batches(fn, 1, 2)
+    # The replicas' shards: the global sampler's boundaries, half its batch size each.
+    shards = [two_d_sampler(src, dec_in, batch_size=3, seed=1, boundaries=sampler.boundaries,
+                            num_shards=2, shard_index=k) for k in range(2)]
+    plans = replica_plans(shards, 0)
+    lengths = np.stack([sp.sequence_lengths(src), sp.sequence_lengths(dec_in)], axis=1)
+    for step, per_replica in enumerate(zip(*replicas, strict=True)):
+        planned = [p.batches[step] for p in plans]
+        widths = np.max([lengths[b].max(axis=0) for b in planned], axis=0)
+        for (xb, _), b in zip(per_replica, planned, strict=True):
+            assert (xb["enc"].shape[1], xb["dec"].shape[1]) == tuple(widths)
+            assert sorted(xb["enc"][:, 0] - 1) == sorted(b.tolist())
+
+
+@pytest.mark.parametrize("as_tuple", [False, True])
+def test_replica_dataset_fn_one_d_sampler_aligns_its_field(as_tuple):
+    """A 1-D sampler plans one field: it is step-aligned; the others pad to each replica's
+    own batch's longest (documented)."""
+    n = 47
+    src, dec_in, dec_out = pair_data(n, seed=2)
+    sampler = sp.BucketSampler(sp.sequence_lengths(dec_in), batch_size=8, seed=0)
+    x = (src, dec_in) if as_tuple else {"enc": src, "dec": dec_in}
+    fn = replica_dataset_fn(x, dec_out, sampler=sampler, sample_weight="timestep")
+    replicas = _replica_batches(fn, 1, 2)
+    seen = Counter()
+    for per_replica in zip(*replicas, strict=True):
+        named = [({"enc": xb[0], "dec": xb[1]} if as_tuple else xb, yb, wb)
+                 for xb, yb, wb in per_replica]
+        assert len({xb["dec"].shape[1] for xb, _, _ in named}) == 1
+        for xb, yb, wb in named:
+            ids = _check_batch(xb, yb, wb, {"enc": src, "dec": dec_in}, dec_out,
+                               {"enc": "post", "dec": "post"})
+            assert xb["enc"].shape[1] == max(len(src[i]) for i in ids)
+            seen.update(ids.tolist())
+    assert seen == Counter(range(n))
+
+
+def test_replica_pipeline_resumes_at_a_step():
+    """A pipeline's dataset resumed at step ``s`` (``s`` x its local replicas elements, through
+    its epoch stream) plays every local replica's batches from step ``s`` on."""
+    n = 45
+    src, dec_in, dec_out = pair_data(n, seed=4)
+    sampler = two_d_sampler(src, dec_in, batch_size=6, seed=2)
+    fn = replica_dataset_fn({"enc": src, "dec": dec_in}, dec_out, sampler=sampler)
+    ctx = dict(num_pipelines=1, num_replicas=2)
+    full = [tf.nest.map_structure(lambda t: t.numpy(), e)
+            for e in _pipeline(fn, 0, ctx["num_pipelines"], ctx["num_replicas"])]
+    steps = len(full) // 2
+    for step in (1, steps - 1):
+        ds = _pipeline(fn, 0, ctx["num_pipelines"], ctx["num_replicas"])
+        stream = sp.epoch_stream(ds)
+        stream.resume_at(0, step * 2)
+        stream.drive(0)
+        # A resumed pass is shorter than the cardinality Keras is told (Keras ends it, as
+        # BackupAndRestore does): read its remaining batches.
+        rest = [tf.nest.map_structure(lambda t: t.numpy(), e)
+                for e in ds.take(len(full) - 2 * step)]
+        for got, want in zip(rest, full[2 * step:], strict=True):
+            for name in ("enc", "dec"):
+                np.testing.assert_array_equal(got[0][name], want[0][name])
+            np.testing.assert_array_equal(got[1], want[1])
