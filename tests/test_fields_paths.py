@@ -250,3 +250,33 @@ def test_replica_pipeline_resumes_at_a_step():
             for name in ("enc", "dec"):
                 np.testing.assert_array_equal(got[0][name], want[0][name])
             np.testing.assert_array_equal(got[1], want[1])
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_trains_a_dict_input_model_on_aligned_fields():
+    """MirroredStrategy over 2 logical CPUs (a subprocess): ``distributed_bucketed_dataset``
+    with a 2-D sampler and ``model.fit``; every replica's batches, recorded inside the train
+    step, are the planned ones."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "-1",
+           "KERAS_BACKEND": "tensorflow"}
+    env.pop("TF_CONFIG", None)
+    proc = subprocess.run([sys.executable, str(WORKER)], env=env, capture_output=True,
+                          text=True, timeout=300)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(lines[-1][len("RESULT "):])
+    assert result["num_replicas"] == 2 and np.isfinite(result["loss"]).all()
+    src, dec_in, dec_out = pair_data(37, seed=11)
+    fields = {"enc": src, "dec": dec_in}
+    a, b = result["replicas"]
+    assert len(a) == len(b) > 0, "both replicas run the same number of steps"
+    seen = Counter()
+    for step_a, step_b in zip(a, b, strict=True):
+        for name in fields:
+            assert np.shape(step_a[name])[1] == np.shape(step_b[name])[1]
+        for batch in (step_a, step_b):
+            xb = {name: np.asarray(batch[name]) for name in fields}
+            ids = _check_batch(xb, np.asarray(batch["y"]), np.asarray(batch["w"]), fields,
+                               dec_out, {"enc": "post", "dec": "post"})
+            seen.update(ids.tolist())
+    assert seen == Counter(range(37)), "every example exactly once across the replicas"
