@@ -280,3 +280,92 @@ def test_mirrored_strategy_trains_a_dict_input_model_on_aligned_fields():
                                dec_out, {"enc": "post", "dec": "post"})
             seen.update(ids.tolist())
     assert seen == Counter(range(37)), "every example exactly once across the replicas"
+
+
+# --------------------------------------------------------------------------- separate models
+
+
+def _seq2seq_builder(fits: list):
+    """``build_model(group)`` of a tiny dict-input encoder–decoder whose ``fit`` records the
+    arrays ``fit_separate_models`` gives it."""
+    import keras
+
+    class Recording(keras.Model):
+        def fit(self, x=None, y=None, sample_weight=None, **kwargs):  # type: ignore[override]
+            fits.append((self.group, x, y, sample_weight))
+            return super().fit(x, y, sample_weight=sample_weight, **kwargs)
+
+    def build(group):
+        enc_in = keras.Input((None,), dtype="int32", name="enc")
+        dec_in = keras.Input((None,), dtype="int32", name="dec")
+        state = keras.layers.GRU(3)(keras.layers.Embedding(60, 3, mask_zero=True)(enc_in))
+        d = keras.layers.Embedding(60, 3, mask_zero=True)(dec_in)
+        d = keras.layers.GRU(3, return_sequences=True)(d, initial_state=state)
+        model = Recording({"enc": enc_in, "dec": dec_in}, keras.layers.Dense(60)(d))
+        model.group = group
+        model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        return model
+
+    build.model_class = Recording
+    return build
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("group_by", ["length", [6]])
+def test_fit_separate_models_groups_by_the_first_field(group_by, tmp_path):
+    n = 30
+    src, dec_in, dec_out = pair_data(n, seed=8, max_src=3 if group_by == "length" else 12)
+    x = {"enc": src, "dec": dec_in}
+    fits: list = []
+    build = _seq2seq_builder(fits)
+    ens = sp.fit_separate_models(build, x, dec_out, group_by=group_by, epochs=1, verbose=0)
+    src_len = sp.sequence_lengths(src)
+    seen = Counter()
+    for group, xb, yb, wb in fits:
+        ids = xb["enc"][:, 0] - 1
+        seen.update(ids.tolist())
+        if group_by == "length":  # the grouping field has no padding
+            assert (src_len[ids] == group).all() and xb["enc"].shape[1] == group
+        else:
+            low, high = group
+            assert (src_len[ids] >= low).all() and (high is None or (src_len[ids] < high).all())
+        for name, seqs in x.items():  # every field padded to its group's longest
+            picked = [seqs[i] for i in ids]
+            np.testing.assert_array_equal(xb[name], sp.pad_sequences(picked, padding="post"))
+        np.testing.assert_array_equal(yb, sp.pad_sequences([dec_out[i] for i in ids],
+                                                           padding="post"))
+        np.testing.assert_array_equal(wb, (xb["dec"] != 0).astype(np.float32))
+    assert seen == Counter(range(n)), "every example in exactly one group"
+    assert ens.fields == {"kind": "dict", "keys": ["enc", "dec"]}
+    assert all(len(w) == 2 for w in ens.widths.values())
+
+    # Predictions in input order, each from its group's model on its group's padding.
+    pred = ens.predict(x)
+    assert len(pred) == n
+    for group, xb, _, _ in fits:
+        key = group if group_by == "length" else int(np.searchsorted([6], group[0],
+                                                                     side="right"))
+        out = np.asarray(ens.models[key].predict_on_batch(xb))
+        for row, i in zip(out, xb["enc"][:, 0] - 1, strict=True):
+            np.testing.assert_allclose(pred[i], row, rtol=1e-5, atol=1e-6)
+    # evaluate: each group's model on its padded group, masked like the fit, averaged.
+    logs = ens.evaluate(x, dec_out)
+    per_group = [ens.models[g if group_by == "length" else int(np.searchsorted(
+        [6], g[0], side="right"))].evaluate(xb, yb, sample_weight=wb, verbose=0)
+        for g, xb, yb, wb in fits]
+    sizes = [len(xb["enc"]) for _, xb, _, _ in fits]
+    np.testing.assert_allclose(logs["loss"], np.dot(per_group, sizes) / n, rtol=1e-5)
+    # Another layout is refused; the ensemble is saved and loaded with its own.
+    with pytest.raises(ValueError, match=r"(?s)`x` must be laid out.*\['enc', 'dec'\].*"
+                                         r"Received: one sequence collection"):
+        ens.predict(src)
+    with pytest.raises(ValueError, match=r"(?s)fields of `x` must hold one sequence per "
+                                         r"example.*Received 30 .* 29 "):
+        ens.predict({"enc": src, "dec": dec_in[:-1]})
+    if group_by == "length":  # (once: saving and loading models takes a while)
+        ens.save(tmp_path)
+        loaded = sp.LengthEnsemble.load(tmp_path,
+                                        custom_objects={"Recording": build.model_class})
+        assert loaded.fields == ens.fields and loaded.widths == ens.widths
+        for a, b in zip(loaded.predict(x), pred, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-6)
