@@ -24,8 +24,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import seqprep as sp  # noqa: E402
 from test_fields_paths import pair_data, two_d_sampler  # noqa: E402
+
+import seqprep as sp  # noqa: E402
 
 N = 37  # odd: a bucket's leftovers are shared between the replicas
 
