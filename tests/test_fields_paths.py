@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 import seqprep as sp
 from seqprep.planning._replicas import ReplicaPlanner, replica_plans
-from seqprep.running._distributed import replica_dataset_fn
+from seqprep.running._distributed import replica_dataset_fn, service_bucketed_dataset
 
 WORKER = Path(__file__).with_name("_fields_mirrored_worker.py")
 
@@ -369,3 +369,95 @@ def test_fit_separate_models_groups_by_the_first_field(group_by, tmp_path):
         assert loaded.fields == ens.fields and loaded.widths == ens.widths
         for a, b in zip(loaded.predict(x), pred, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- bad input
+
+_SRC, _DEC_IN, _DEC_OUT = pair_data(20, seed=1)
+_L = sp.sequence_lengths
+_X2 = {"enc": _SRC, "dec": _DEC_IN}
+
+
+def _samplers() -> dict:
+    return {
+        "2d": sp.BucketSampler({"enc": _L(_SRC), "dec": _L(_DEC_IN)}, batch_size=4),
+        "other lengths": sp.BucketSampler(_L(_SRC) + 1, batch_size=4),
+        "3 fields": sp.BucketSampler(np.stack([_L(_SRC), _L(_DEC_IN), _L(_DEC_IN)], axis=1),
+                                     batch_size=4),
+    }
+
+
+# (x, y, sampler) of each bad input, and what its message must say.
+BAD = {
+    "fields of different counts": (
+        lambda: {"enc": _SRC, "dec": _DEC_IN[:-1]}, lambda: _DEC_OUT, "2d",
+        r"fields of `x` must hold one sequence per example each\. Received 20 in `x\['enc'\]` "
+        r"and 19 in `x\['dec'\]`\n- Pass the same examples"),
+    "a target of another count": (
+        lambda: _X2, lambda: _DEC_OUT[:-1], "2d",
+        r"`x\['enc'\]` and `y` must have the same number of sequences.*Received "
+        r"len\(x\['enc'\]\)=20, len\(y\)=19\n- Pass one target"),
+    "targets whose lengths match no field": (
+        lambda: _X2, lambda: [np.append(o, 3) for o in _DEC_OUT], "2d",
+        r"`y` holds per-step targets whose lengths match no field of `x`: y\[0\] has \d+ "
+        r"steps.*\n- Per-step targets need"),
+    "a sampler on lengths of no field": (
+        lambda: _X2, lambda: _DEC_OUT, "other lengths",
+        r"`sampler` was built on lengths that match no field of `x`.*\n- Build the sampler"),
+    "a 2-D sampler for one collection": (
+        lambda: _SRC, lambda: np.zeros(20), "2d",
+        r"`sampler` plans 2 fields \(lengths of shape \(20, 2\)\), but `x` is one sequence "
+        r"collection\.\n- Pass `x` as a dict"),
+    "a sampler of 3 fields for 2": (
+        lambda: _X2, lambda: _DEC_OUT, "3 fields",
+        r"`sampler` plans 3 fields \(lengths of shape \(20, 3\)\), but `x` has 2: "
+        r"\['enc', 'dec'\]\n- Build the sampler with one length column per field"),
+}
+
+
+def _pooled_model():
+    import keras
+
+    model = keras.Sequential([keras.Input((None, 1)), keras.layers.GlobalAveragePooling1D(),
+                              keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    return model
+
+
+# Every executor that takes fields: called on (x, y, sampler); those without a sampler plan
+# the lengths themselves (the sampler cases do not apply to them).
+EXECUTORS = {
+    "bucketed_dataset": lambda x, y, s: sp.bucketed_dataset(x, y, sampler=s),
+    "bucketed_pydataset": lambda x, y, s: sp.bucketed_pydataset(x, y, sampler=s),
+    "replica_dataset_fn": lambda x, y, s: replica_dataset_fn(x, y, sampler=s)(
+        tf.distribute.InputContext()),
+    "distributed_bucketed_dataset": lambda x, y, s: sp.distributed_bucketed_dataset(
+        tf.distribute.get_strategy(), x, y, sampler=s),
+    "service_bucketed_dataset": lambda x, y, s: service_bucketed_dataset(
+        "grpc://localhost:1", x, y, sampler=s),  # refused before any connection
+    "fit_per_length": lambda x, y, s: sp.fit_per_length(_pooled_model(), x, y, verbose=0),
+    "fit_separate_models": lambda x, y, s: sp.fit_separate_models(
+        lambda group: _pooled_model(), x, y, verbose=0),
+}
+_NO_SAMPLER = {"fit_per_length", "fit_separate_models"}
+_SAMPLER_CASES = {"a sampler on lengths of no field", "a 2-D sampler for one collection",
+                  "a sampler of 3 fields for 2"}
+
+
+@pytest.mark.parametrize(("case", "executor"), [
+    (case, executor) for case in sorted(BAD) for executor in sorted(EXECUTORS)
+    if case not in _SAMPLER_CASES or executor not in _NO_SAMPLER
+])
+def test_bad_fields_input_is_refused_clearly_on_every_path(case, executor):
+    x, y, sampler, message = BAD[case]
+    with pytest.raises(ValueError, match=f"(?s){message}"):
+        EXECUTORS[executor](x(), y(), _samplers()[sampler])
+
+
+def test_packed_dataset_refuses_fields_and_a_2d_sampler():
+    """Packing lays sequences of one field back to back in a row: documented refusals."""
+    with pytest.raises(ValueError, match=r"`x` is a dict or tuple of fields, but packed rows "
+                                         r"hold one sequence collection.*\n- Pack one field"):
+        sp.packed_dataset(_X2, _DEC_OUT, sampler=sp.PackSampler(_L(_SRC), batch_size=4))
+    with pytest.raises(TypeError, match=r"`sampler`.*PackSampler"):
+        sp.packed_dataset(_SRC, np.zeros(20), sampler=_samplers()["2d"])

@@ -45,7 +45,7 @@ from seqprep._core.checks import check_choice, check_int, needs_sampler
 from seqprep._core.options import Options, options_for, takes_options
 from seqprep._core.ragged import lengths_of
 from seqprep.inputs._padding import Side
-from seqprep.inputs._stage_fields import field_label, split_fields
+from seqprep.inputs._stage_fields import _check_counts, field_label, split_fields
 from seqprep.inputs._stage_widths import _sampler_columns
 from seqprep.inputs._targets import Targets
 from seqprep.planning import BucketSampler
@@ -214,6 +214,8 @@ def _fields_pad_to(x: Any, sampler: BucketSampler) -> Any:
     kind, keys, items = split_fields(x)
     labels = [field_label("x", kind, key) for key in keys]
     raw = [lengths_of(item, label) for item, label in zip(items, labels, strict=True)]
+    if kind != "single":
+        _check_counts(list(zip(labels, raw, strict=True)), "x")
     columns = _sampler_columns(sampler, kind, keys, labels, raw, BucketSampler)
     if kind == "single" or np.ndim(sampler.lengths) == 2:
         return "bucket"
