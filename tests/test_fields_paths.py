@@ -461,3 +461,64 @@ def test_packed_dataset_refuses_fields_and_a_2d_sampler():
         sp.packed_dataset(_X2, _DEC_OUT, sampler=sp.PackSampler(_L(_SRC), batch_size=4))
     with pytest.raises(TypeError, match=r"`sampler`.*PackSampler"):
         sp.packed_dataset(_SRC, np.zeros(20), sampler=_samplers()["2d"])
+
+
+# --------------------------------------------------------------------------- Parquet streaming
+
+
+def _pairs_parquet(path, n: int, seed: int = 0):
+    """A list-layout Parquet file of ``n`` examples: a source list column, a decoder field of
+    two list columns (steps of two features), and the example's id as its target."""
+    import pandas as pd
+
+    src, dec_in, _ = pair_data(n, seed=seed)
+    dec2 = [np.stack([d, d * 10], axis=1).astype(np.int32) for d in dec_in]
+    pd.DataFrame({"src": [s.tolist() for s in src], "d0": [d[:, 0].tolist() for d in dec2],
+                  "d1": [d[:, 1].tolist() for d in dec2], "id": np.arange(n)}).to_parquet(path)
+    return src, dec2
+
+
+@pytest.mark.parametrize("rows_per_read", [1, 7, 1000])
+def test_parquet_fields_stream_into_per_field_padded_batches(tmp_path, rows_per_read):
+    pytest.importorskip("pyarrow")
+    from seqprep.running._distributed import parquet_sequence_dataset
+
+    n = 41
+    path = tmp_path / "pairs.parquet"
+    src, dec2 = _pairs_parquet(path, n)
+    features = {"enc": "src", "dec": ["d0", "d1"]}
+    chunks = list(sp.iter_parquet_sequences(path, features=features, target="id",
+                                            dtype="int32", rows_per_read=rows_per_read))
+    assert np.concatenate([c.lengths["enc"] for c in chunks]).tolist() == [len(s) for s in src]
+    assert np.concatenate([c.lengths["dec"] for c in chunks]).tolist() == [len(d) for d in dec2]
+    ds = parquet_sequence_dataset(path, features=features, target="id", dtype="int32",
+                                  rows_per_read=rows_per_read)
+    longest = lambda e: tf.maximum(tf.shape(e[0]["enc"])[0], tf.shape(e[0]["dec"])[0])  # noqa: E731
+    batches = ds.apply(sp.bucket_by_length([5, 9], batch_size=4, length_fn=longest, seed=0,
+                                           padding=({"enc": "pre"}, "post")))
+    seen = Counter()
+    for xb, ids in batches:
+        ids = ids.numpy()
+        seen.update(ids.tolist())
+        np.testing.assert_array_equal(xb["enc"].numpy(),
+                                      sp.pad_sequences([src[i] for i in ids], padding="pre"))
+        np.testing.assert_array_equal(xb["dec"].numpy(),
+                                      sp.pad_sequences([dec2[i] for i in ids], padding="post"))
+    assert seen == Counter(range(n)), "every example exactly once"
+
+
+def test_parquet_fields_refusals(tmp_path):
+    import pandas as pd
+
+    long_path = tmp_path / "long.parquet"
+    pd.DataFrame({"id": [1, 1, 2], "a": [1.0, 2.0, 3.0], "b": [4.0, 5.0, 6.0]}).to_parquet(
+        long_path)
+    with pytest.raises(ValueError, match=r"(?s)`features` is a dict of fields, but .* the long "
+                                         r"layout.*\n- Store one row per example"):
+        list(sp.iter_parquet_sequences(long_path, id="id", features={"x": "a", "y": "b"}))
+    with pytest.raises(ValueError, match=r"`features` as a dict must map field names"):
+        list(sp.iter_parquet_sequences(long_path, id="id", features={}))
+    lists = tmp_path / "lists.parquet"
+    pd.DataFrame({"a": [[1.0, 2.0]], "b": [[3.0]], "c": [[4.0]]}).to_parquet(lists)
+    with pytest.raises(ValueError, match=r"equal lengths in each row; row 0 has 2 and 1"):
+        list(sp.iter_parquet_sequences(lists, features={"x": ["a", "b"], "y": "c"}))
