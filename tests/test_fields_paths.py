@@ -371,6 +371,54 @@ def test_fit_separate_models_groups_by_the_first_field(group_by, tmp_path):
             np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
+@pytest.mark.backend
+def test_fit_separate_models_tuple_fields_with_sequence_targets_and_weights(tmp_path):
+    """A tuple ``x`` of feature sequences, one label and one sample weight per example: the
+    weights reach every group's fit as given; the layout survives save and load."""
+    import keras
+
+    rng = np.random.default_rng(3)
+    n = 12
+    first = [rng.random((k, 1)).astype(np.float32) + 1 for k in rng.integers(1, 3, n)]
+    second = [rng.random((k, 1)).astype(np.float32) + 1 for k in rng.integers(1, 6, n)]
+    labels, weights = rng.random(n).astype(np.float32), rng.random(n).astype(np.float32)
+    fits = []
+
+    class Recording(keras.Model):
+        def fit(self, x=None, y=None, sample_weight=None, **kwargs):  # type: ignore[override]
+            fits.append((x, y, sample_weight))
+            return super().fit(x, y, sample_weight=sample_weight, **kwargs)
+
+    def build(group):
+        a, b = keras.Input((None, 1)), keras.Input((None, 1))
+        pooled = [keras.layers.GlobalAveragePooling1D()(t) for t in (a, b)]
+        model = Recording([a, b], keras.layers.Dense(1)(keras.layers.Concatenate()(pooled)))
+        model.compile("sgd", "mse")
+        return model
+
+    ens = sp.fit_separate_models(build, (first, second), labels, sample_weight=weights,
+                                 epochs=1, verbose=0)
+    assert ens.fields == {"kind": "tuple", "count": 2} and sorted(ens.models) == [1, 2]
+    seen = []
+    for (xa, xb), yb, wb in fits:
+        ids = [next(i for i in range(n) if len(first[i]) == xa.shape[1]
+                    and np.array_equal(first[i], xa[r])) for r in range(len(xa))]
+        seen.extend(ids)
+        np.testing.assert_array_equal(xb, sp.pad_sequences([second[i] for i in ids],
+                                                           padding="post", dtype="float32"))
+        np.testing.assert_array_equal(yb, labels[ids])
+        np.testing.assert_array_equal(wb, weights[ids])
+    assert sorted(seen) == list(range(n))
+    pred = ens.predict((first, second))
+    ens.save(tmp_path)
+    loaded = sp.LengthEnsemble.load(tmp_path, custom_objects={"Recording": Recording})
+    assert loaded.fields == ens.fields and loaded.widths == ens.widths
+    np.testing.assert_allclose(loaded.predict((first, second)), pred, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"laid out.*a tuple of 2 fields.*Received: a tuple "
+                                         r"of 3 fields"):
+        ens.predict((first, second, second))
+
+
 # --------------------------------------------------------------------------- bad input
 
 _SRC, _DEC_IN, _DEC_OUT = pair_data(20, seed=1)
