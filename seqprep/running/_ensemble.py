@@ -240,7 +240,6 @@ class LengthEnsemble:
         for key in np.unique(routed):
             yield int(key), np.flatnonzero(routed == key)
 
-
     # inference -------------------------------------------------------------------------
 
     def predict(
