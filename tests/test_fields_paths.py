@@ -449,6 +449,47 @@ def test_fit_separate_models_tuple_fields_with_sequence_targets_and_weights(tmp_
         ens.predict((first, second, second))
 
 
+@pytest.mark.slow
+def test_fit_separate_models_two_outputs_get_weights_each():
+    """``y`` a dict of a per-step and a per-sequence target: the per-step one weighs 0 on the
+    decoder's padding, the per-sequence one 1 on every row (Keras takes weights for all
+    outputs or none)."""
+    import keras
+
+    src, dec_in, dec_out = pair_data(16, seed=2, max_src=3)
+    labels = np.arange(16, dtype=np.float32)
+    fits = []
+
+    class Recording(keras.Model):
+        def fit(self, x=None, y=None, sample_weight=None, **kwargs):  # type: ignore[override]
+            fits.append((x, y, sample_weight))
+            return super().fit(x, y, sample_weight=sample_weight, **kwargs)
+
+    def build(group):
+        enc_in = keras.Input((None,), dtype="int32", name="enc")
+        dec = keras.Input((None,), dtype="int32", name="dec")
+        state = keras.layers.GRU(3)(keras.layers.Embedding(60, 3, mask_zero=True)(enc_in))
+        d = keras.layers.Embedding(60, 3, mask_zero=True)(dec)
+        d = keras.layers.GRU(3, return_sequences=True)(d, initial_state=state)
+        model = Recording({"enc": enc_in, "dec": dec},
+                          {"steps": keras.layers.Dense(60, name="steps")(d),
+                           "label": keras.layers.Dense(1, name="label")(state)})
+        model.compile("sgd", loss={"steps": keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True), "label": "mse"})
+        return model
+
+    x, y = {"enc": src, "dec": dec_in}, {"steps": dec_out, "label": labels}
+    ens = sp.fit_separate_models(build, x, y, epochs=1, verbose=0)
+    assert sum(len(xb["enc"]) for xb, _, _ in fits) == 16
+    for xb, yb, wb in fits:
+        ids = xb["enc"][:, 0] - 1
+        np.testing.assert_array_equal(yb["label"], labels[ids])
+        np.testing.assert_array_equal(wb["steps"], (xb["dec"] != 0).astype(np.float32))
+        np.testing.assert_array_equal(wb["label"], np.ones(len(ids), np.float32))
+    logs = ens.evaluate(x, y)
+    assert set(logs) == {"loss", "steps_loss", "label_loss"}
+
+
 # --------------------------------------------------------------------------- bad input
 
 _SRC, _DEC_IN, _DEC_OUT = pair_data(20, seed=1)
