@@ -315,23 +315,43 @@ def test_mirrored_strategy_trains_a_dict_input_model_on_aligned_fields():
 # --------------------------------------------------------------------------- separate models
 
 
-def _seq2seq_builder(fits: list):
-    """``build_model(group)`` of a tiny dict-input encoder–decoder whose ``fit`` records the
-    arrays ``fit_separate_models`` gives it."""
+def _recording_class(fits: list):
+    """A ``keras.Model`` whose ``fit`` records ``(group, x, y, sample_weight)`` in ``fits``."""
     import keras
 
     class Recording(keras.Model):
         def fit(self, x=None, y=None, sample_weight=None, **kwargs):  # type: ignore[override]
-            fits.append((self.group, x, y, sample_weight))
+            fits.append((getattr(self, "group", None), x, y, sample_weight))
             return super().fit(x, y, sample_weight=sample_weight, **kwargs)
 
+    return Recording
+
+
+def _tiny_seq2seq(model_class, *, two_outputs: bool = False):
+    """A tiny dict-input encoder–decoder: per-step logits (``"steps"``), and with
+    ``two_outputs`` a per-sequence ``"label"`` from the encoder's state."""
+    import keras
+
+    enc_in = keras.Input((None,), dtype="int32", name="enc")
+    dec_in = keras.Input((None,), dtype="int32", name="dec")
+    state = keras.layers.GRU(3)(keras.layers.Embedding(60, 3, mask_zero=True)(enc_in))
+    d = keras.layers.Embedding(60, 3, mask_zero=True)(dec_in)
+    d = keras.layers.GRU(3, return_sequences=True)(d, initial_state=state)
+    steps = keras.layers.Dense(60, name="steps")(d)
+    outputs = ({"steps": steps, "label": keras.layers.Dense(1, name="label")(state)}
+               if two_outputs else steps)
+    return model_class({"enc": enc_in, "dec": dec_in}, outputs)
+
+
+def _seq2seq_builder(fits: list):
+    """``build_model(group)`` of :func:`_tiny_seq2seq` whose ``fit`` records the arrays
+    ``fit_separate_models`` gives it."""
+    import keras
+
+    Recording = _recording_class(fits)
+
     def build(group):
-        enc_in = keras.Input((None,), dtype="int32", name="enc")
-        dec_in = keras.Input((None,), dtype="int32", name="dec")
-        state = keras.layers.GRU(3)(keras.layers.Embedding(60, 3, mask_zero=True)(enc_in))
-        d = keras.layers.Embedding(60, 3, mask_zero=True)(dec_in)
-        d = keras.layers.GRU(3, return_sequences=True)(d, initial_state=state)
-        model = Recording({"enc": enc_in, "dec": dec_in}, keras.layers.Dense(60)(d))
+        model = _tiny_seq2seq(Recording)
         model.group = group
         model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         return model
@@ -413,11 +433,7 @@ def test_fit_separate_models_tuple_fields_with_sequence_targets_and_weights(tmp_
     second = [rng.random((k, 1)).astype(np.float32) + 1 for k in rng.integers(1, 6, n)]
     labels, weights = rng.random(n).astype(np.float32), rng.random(n).astype(np.float32)
     fits = []
-
-    class Recording(keras.Model):
-        def fit(self, x=None, y=None, sample_weight=None, **kwargs):  # type: ignore[override]
-            fits.append((x, y, sample_weight))
-            return super().fit(x, y, sample_weight=sample_weight, **kwargs)
+    Recording = _recording_class(fits)
 
     def build(group):
         a, b = keras.Input((None, 1)), keras.Input((None, 1))
@@ -430,7 +446,7 @@ def test_fit_separate_models_tuple_fields_with_sequence_targets_and_weights(tmp_
                                  epochs=1, verbose=0)
     assert ens.fields == {"kind": "tuple", "count": 2} and sorted(ens.models) == [1, 2]
     seen = []
-    for (xa, xb), yb, wb in fits:
+    for _, (xa, xb), yb, wb in fits:
         ids = [next(i for i in range(n) if len(first[i]) == xa.shape[1]
                     and np.array_equal(first[i], xa[r])) for r in range(len(xa))]
         seen.extend(ids)
@@ -459,29 +475,18 @@ def test_fit_separate_models_two_outputs_get_weights_each():
     src, dec_in, dec_out = pair_data(16, seed=2, max_src=3)
     labels = np.arange(16, dtype=np.float32)
     fits = []
-
-    class Recording(keras.Model):
-        def fit(self, x=None, y=None, sample_weight=None, **kwargs):  # type: ignore[override]
-            fits.append((x, y, sample_weight))
-            return super().fit(x, y, sample_weight=sample_weight, **kwargs)
+    Recording = _recording_class(fits)
 
     def build(group):
-        enc_in = keras.Input((None,), dtype="int32", name="enc")
-        dec = keras.Input((None,), dtype="int32", name="dec")
-        state = keras.layers.GRU(3)(keras.layers.Embedding(60, 3, mask_zero=True)(enc_in))
-        d = keras.layers.Embedding(60, 3, mask_zero=True)(dec)
-        d = keras.layers.GRU(3, return_sequences=True)(d, initial_state=state)
-        model = Recording({"enc": enc_in, "dec": dec},
-                          {"steps": keras.layers.Dense(60, name="steps")(d),
-                           "label": keras.layers.Dense(1, name="label")(state)})
+        model = _tiny_seq2seq(Recording, two_outputs=True)
         model.compile("sgd", loss={"steps": keras.losses.SparseCategoricalCrossentropy(
             from_logits=True), "label": "mse"})
         return model
 
     x, y = {"enc": src, "dec": dec_in}, {"steps": dec_out, "label": labels}
     ens = sp.fit_separate_models(build, x, y, epochs=1, verbose=0)
-    assert sum(len(xb["enc"]) for xb, _, _ in fits) == 16
-    for xb, yb, wb in fits:
+    assert sum(len(xb["enc"]) for _, xb, _, _ in fits) == 16
+    for _, xb, yb, wb in fits:
         ids = xb["enc"][:, 0] - 1
         np.testing.assert_array_equal(yb["label"], labels[ids])
         np.testing.assert_array_equal(wb["steps"], (xb["dec"] != 0).astype(np.float32))
