@@ -344,11 +344,6 @@ def test_fit_per_length_trains_a_two_input_model_with_validation():
     assert np.isfinite(history.history["loss"]).all()
 
 
-def test_fit_separate_models_refuses_several_fields():
-    with pytest.raises(ValueError, match=r"`x` is a dict or tuple of fields.*\n- Pass one"):
-        sp.fit_separate_models(lambda g: None, {"a": [[1.0]], "b": [[2.0]]}, np.zeros(1))
-
-
 # --------------------------------------------------------------------------- training
 
 

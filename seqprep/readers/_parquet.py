@@ -17,7 +17,7 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,14 +39,15 @@ class ParquetChunk:
 
     Attributes:
         values: ``(total_steps, num_features)`` array (``(total_steps,)`` for one feature
-            named as a string), all steps of these sequences stacked.
-        lengths: int64 ``(n,)`` length of each sequence.
+            named as a string), all steps of these sequences stacked; for several fields
+            (``features`` a dict), a dict of such arrays, one per field.
+        lengths: int64 ``(n,)`` length of each sequence; for several fields, a dict of them.
         ids: ``(n,)`` id of each sequence, or None (list layout without ``id``).
         targets: ``(n,)`` target of each sequence, or None.
     """
 
-    values: np.ndarray
-    lengths: np.ndarray
+    values: np.ndarray | dict[str, np.ndarray]
+    lengths: np.ndarray | dict[str, np.ndarray]
     ids: np.ndarray | None
     targets: np.ndarray | None
 
@@ -106,10 +107,24 @@ def _feature_columns(features: Hashable | Sequence[Hashable]) -> tuple[list[str]
     return cols, False
 
 
+def feature_fields(features: Any) -> dict[str, tuple[list[str], bool]] | None:
+    """``{field: (columns, one)}`` for ``features`` given as a dict of fields (each a column
+    name or a list of names, as ``features`` itself), else None."""
+    if not isinstance(features, Mapping):
+        return None
+    if not features or not all(isinstance(k, str) for k in features):
+        raise ValueError(
+            "Argument `features` as a dict must map field names (strings) to columns. "
+            f"Received: {features!r:.120}\n- Pass e.g. features={{'encoder': 'src', "
+            "'decoder': 'tgt'}, one list column (or list of columns) per field."
+        )
+    return {name: _feature_columns(cols) for name, cols in features.items()}
+
+
 def iter_parquet_sequences(
     path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     *,
-    features: str | Sequence[str],
+    features: str | Sequence[str] | Mapping[str, str | Sequence[str]],
     id: str | None = None,
     time: str | None = None,
     target: str | None = None,
@@ -128,6 +143,10 @@ def iter_parquet_sequences(
     * **list** (no ``id``, or ``id`` naming a per-row id column with list-valued features):
       one row per sequence, each feature column a list (``list<number>``); several feature
       columns are stacked as the steps' features and must have equal lengths in a row.
+      Several **fields** per example (an encoder's and a decoder's sequences, each of its
+      own length): ``features`` a dict ``{field: column or list of columns}``; every chunk
+      then holds a dict of values and a dict of lengths, one per field. The long layout
+      holds one sequence per id and refuses fields.
 
     Memory is bounded by one read batch (``rows_per_read`` rows) plus the sequence that spans
     its end. With ``check_grouping`` (long layout), ids that reappear after their sequence
@@ -136,7 +155,8 @@ def iter_parquet_sequences(
 
     Args:
         path: a ``.parquet`` file, a directory of them (read in name order) or a list.
-        features: a column name (1-D steps) or a list of names (steps of that many features).
+        features: a column name (1-D steps) or a list of names (steps of that many features);
+            a dict of them for several fields (list layout).
         id: the id column (long layout), or a per-row id column (list layout).
         time: a column ordering steps within a sequence (long layout).
         target: a column with one target per sequence.
@@ -149,7 +169,8 @@ def iter_parquet_sequences(
 
     Raises:
         ValueError: a missing column, an id whose rows are not contiguous, list columns of
-            different lengths in a row, missing values, or a lossy ``dtype``.
+            different lengths in a row (of one field), missing values, a lossy ``dtype``, or
+            fields in a file of the long layout.
         FileNotFoundError: ``path`` does not exist.
 
     Example:
@@ -166,7 +187,9 @@ def iter_parquet_sequences(
     import pyarrow.parquet as pq
 
     rows_per_read = check_int("rows_per_read", rows_per_read, minimum=1)
-    cols, one = _feature_columns(features)
+    fields = feature_fields(features)
+    cols, one = (_feature_columns(features) if fields is None else
+                 (list(dict.fromkeys(c for fc, _ in fields.values() for c in fc)), False))
     out_dtype = np.dtype(dtype)
     wanted = list(dict.fromkeys([c for c in (id, time, target) if c is not None] + cols))
     paths = _parquet_paths(path)
@@ -182,13 +205,22 @@ def iter_parquet_sequences(
         # pre-buffering) keep whole chunks around, and RSS then grows with the file.
         pf = pq.ParquetFile(file, buffer_size=1 << 22, pre_buffer=False)
         file_list = _file_layout(pf.schema_arrow, file, wanted, cols, id=id, time=time)
+        if fields is not None and not file_list:
+            raise ValueError(
+                f"Argument `features` is a dict of fields, but {file!r} has the long layout "
+                "(one row per time step), whose rows are the steps of one sequence per id: "
+                "fields of their own lengths cannot share them. Received: features="
+                f"{features!r:.120}\n- Store one row per example with a list column per "
+                "field (the list layout), or stream one field (features=<its columns>)."
+            )
         if list_layout is None:
             list_layout = file_list
         elif list_layout != file_list:
             raise ValueError(f"{file!r} has a different layout from the files before it.")
         for batch in pf.iter_batches(batch_size=rows_per_read, columns=wanted):
             if file_list:
-                yield _list_chunk(batch, cols, one, id, target, cast, row0)
+                yield _list_chunk(batch, cols if fields is None else fields, one, id, target,
+                                  cast, row0)
                 row0 += batch.num_rows
                 continue
             block = _long_block(batch, wanted, file, row0)
@@ -328,13 +360,30 @@ def _long_chunk(
 
 def _list_chunk(
     batch: Any,
-    cols: list[str],
+    cols: list[str] | dict[str, tuple[list[str], bool]],
     one: bool,
     id: str | None,
     target: str | None,
     cast: Callable[[np.ndarray, str], np.ndarray],
     row0: int,
 ) -> ParquetChunk:
+    """One read batch of the list layout; ``cols`` a dict of fields gives a chunk of them."""
+    if isinstance(cols, dict):
+        read = {name: _list_values(batch, c, o, cast, row0) for name, (c, o) in cols.items()}
+        values: Any = {name: v for name, (v, _) in read.items()}
+        lengths: Any = {name: n for name, (_, n) in read.items()}
+    else:
+        values, lengths = _list_values(batch, cols, one, cast, row0)
+    ids = None if id is None else batch.column(id).to_numpy(zero_copy_only=False)
+    targets = None if target is None else batch.column(target).to_numpy(zero_copy_only=False)
+    return ParquetChunk(values, lengths, ids, targets)
+
+
+def _list_values(
+    batch: Any, cols: list[str], one: bool, cast: Callable[[np.ndarray, str], np.ndarray],
+    row0: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(values, lengths)`` of the list columns ``cols``: one sequence per row."""
     lengths = None
     parts = []
     for c in cols:
@@ -355,7 +404,5 @@ def _list_chunk(
             raise ValueError(f"List column {c!r} holds missing values (rows from {row0}).")
         parts.append(cast(flat.to_numpy(zero_copy_only=False), f"list column {c!r}"))
     values = parts[0] if one else np.stack(parts, axis=1)
-    ids = None if id is None else batch.column(id).to_numpy(zero_copy_only=False)
-    targets = None if target is None else batch.column(target).to_numpy(zero_copy_only=False)
     assert lengths is not None
-    return ParquetChunk(values, lengths, ids, targets)
+    return values, lengths

@@ -43,7 +43,10 @@ from numpy.typing import DTypeLike
 
 from seqprep._core.checks import check_choice, check_int, needs_sampler
 from seqprep._core.options import Options, options_for, takes_options
+from seqprep._core.ragged import lengths_of
 from seqprep.inputs._padding import Side
+from seqprep.inputs._stage_fields import _check_counts, field_label, split_fields
+from seqprep.inputs._stage_widths import _sampler_columns
 from seqprep.inputs._targets import Targets
 from seqprep.planning import BucketSampler
 from seqprep.planning._replicas import (
@@ -54,6 +57,7 @@ from seqprep.planning._replicas import (
 )
 from seqprep.readers._parquet import (
     _feature_columns,
+    feature_fields,
     iter_parquet_sequences,
 )
 from seqprep.running import _keras_private as _kp
@@ -163,6 +167,7 @@ def replica_dataset_fn(
     opts = options_for(options, "replica_dataset_fn", reads=_REPLICA_READS)
     check_choice("pad_to", pad_to, ("step", "bucket"))
     _check_global_sampler(sampler)
+    field_pad_to = _fields_pad_to(x, sampler)
 
     def dataset_fn(input_context: tf.distribute.InputContext) -> tf.data.Dataset:
         replicas = int(input_context.num_replicas_in_sync)
@@ -187,7 +192,7 @@ def replica_dataset_fn(
             padding=padding,
             value=value,
             sample_weight=sample_weight,
-            pad_to="bucket",
+            pad_to=field_pad_to,
             epoch=epoch,
             targets=targets,
             options=opts,
@@ -199,6 +204,24 @@ def replica_dataset_fn(
 # The shared options (seqprep.Options) the replica datasets read.
 _REPLICA_READS = ("epochs", "reshuffle_each_iteration", "truncating", "dtype", "allow_nonfinite",
                   "targets_field")
+
+
+def _fields_pad_to(x: Any, sampler: BucketSampler) -> Any:
+    """The ``pad_to`` of every replica's ``bucketed_dataset``, after checking that ``sampler``
+    plans ``x`` (its fields, for a dict or tuple ``x``): ``"bucket"``, the widths the replica
+    plans share at each step, for every field a sampler column plans. A 1-D sampler of
+    several fields plans one of them; the others pad to their own batch's longest
+    (``"batch"``), so their widths may differ between replicas at a step."""
+    kind, keys, items = split_fields(x)
+    labels = [field_label("x", kind, key) for key in keys]
+    raw = [lengths_of(item, label) for item, label in zip(items, labels, strict=True)]
+    if kind != "single":
+        _check_counts(list(zip(labels, raw, strict=True)), "x")
+    columns = _sampler_columns(sampler, kind, keys, labels, raw, BucketSampler)
+    if kind == "single" or np.ndim(sampler.lengths) == 2:
+        return "bucket"
+    return {key: "batch" if col is None else "bucket"
+            for key, col in zip(keys, columns, strict=True)}
 
 
 def _check_global_sampler(sampler: Any) -> None:
@@ -639,7 +662,7 @@ def _tf_dtype_of(values: np.ndarray) -> tf.DType:
 def parquet_sequence_dataset(
     path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     *,
-    features: str | Sequence[str],
+    features: str | Sequence[str] | dict[str, str | Sequence[str]],
     id: str | None = None,
     time: str | None = None,
     target: str | None = None,
@@ -655,10 +678,14 @@ def parquet_sequence_dataset(
     TensorFlow (Python runs once per read batch, not per sequence). Elements are ``x``
     (``(T,)`` or ``(T, num_features)``), ``(x, target)``, and with ``include_id`` the id last:
     ``(x, id)`` or ``(x, target, id)``: ready for ``.apply(seqprep.bucket_by_length(...))``.
+    With ``features`` a dict of fields (list layout), ``x`` is a dict of sequences, one per
+    field, each of its own length: pass ``bucket_by_length`` a ``length_fn`` (e.g. the
+    longest field) and it pads each field to its own longest in every batch.
 
     Args:
         path: a ``.parquet`` file, a directory of them or a list.
-        features: a column name or a list of names.
+        features: a column name or a list of names; a dict of them for several fields
+            (list layout).
         id: the id column (long layout) or a per-row id column (list layout).
         time: a column ordering steps within a sequence (long layout).
         target: a column with one target per sequence.
@@ -690,7 +717,7 @@ def parquet_sequence_dataset(
     """
     if include_id and id is None:
         raise ValueError("Argument `include_id=True` needs `id`, the column of ids.")
-    cols, one = _feature_columns(features)
+    fields = feature_fields(features)
     options = dict(
         features=features, id=id, time=time, target=target, rows_per_read=rows_per_read,
         check_grouping=check_grouping, dtype=dtype,
@@ -699,11 +726,15 @@ def parquet_sequence_dataset(
     probe = next(iter_parquet_sequences(path, **options), None)
     if probe is None:
         raise ValueError(f"{path!r} holds no rows.")
-    step_shape: list[int | None] = [] if one else [len(cols)]
-    signature: list[tf.TensorSpec] = [
-        tf.TensorSpec([None, *step_shape], tf.as_dtype(np.dtype(dtype))),
-        tf.TensorSpec([None], tf.int64),
-    ]
+    def values_spec(columns: Any) -> tf.TensorSpec:
+        cols, one = _feature_columns(columns)
+        return tf.TensorSpec([None, *([] if one else [len(cols)])], tf.as_dtype(np.dtype(dtype)))
+
+    lengths_spec = tf.TensorSpec([None], tf.int64)
+    signature: list[Any] = (
+        [values_spec(features), lengths_spec] if fields is None else
+        [{name: values_spec(columns) for name, columns in features.items()},  # type: ignore
+         {name: lengths_spec for name in fields}])
     if target is not None:
         assert probe.targets is not None
         signature.append(tf.TensorSpec([None], _tf_dtype_of(probe.targets)))
@@ -722,8 +753,9 @@ def parquet_sequence_dataset(
 
     ds = tf.data.Dataset.from_generator(chunks, output_signature=tuple(signature))
 
-    def split(values: tf.Tensor, lengths: tf.Tensor, *rest: tf.Tensor) -> Any:
-        seqs = tf.RaggedTensor.from_row_lengths(values, lengths, validate=False)
+    def split(values: Any, lengths: Any, *rest: tf.Tensor) -> Any:
+        seqs = tf.nest.map_structure(
+            lambda v, n: tf.RaggedTensor.from_row_lengths(v, n, validate=False), values, lengths)
         return (seqs, *rest) if rest else seqs
 
     ds = ds.map(split).unbatch()

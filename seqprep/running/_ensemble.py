@@ -6,6 +6,11 @@ architectures or per-length experts, bundled as a :class:`LengthEnsemble` that r
 sequence to its group's model and saves/loads as a directory of ``.keras`` files plus a JSON
 index. Everything here goes through public Keras APIs (``fit``, ``predict_on_batch``,
 ``evaluate``, ``save``, ``keras.models.load_model``), so it runs on every Keras backend.
+
+Several fields (``x`` a dict or tuple of sequence collections) are grouped as
+:func:`seqprep.fit_per_length` groups them: by the length of the **first** field; every other
+field is post-padded with ``pad_value`` to its group's longest (at least the group's longest
+training length of that field, at inference).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,9 +26,12 @@ import keras
 import numpy as np
 
 from seqprep._core.checks import check_choice, check_int, check_lengths
+from seqprep._core.options import Options, options_for
 from seqprep._core.ragged import Ragged, as_ragged
-from seqprep.inputs._fit_table import check_model, prepare_fit_data
+from seqprep.inputs import _stage as _inputs
+from seqprep.inputs._fit_table import FitData, check_model, prepare_fit_data
 from seqprep.inputs._padding import pad_sequences
+from seqprep.inputs._stage_fields import _check_counts, field_label, pack, split_fields
 from seqprep.inputs._targets import Targets
 from seqprep.planning._per_length import GroupBy, _group_keys, _resolve_group_by
 
@@ -40,6 +49,77 @@ def _pad_rows(rag: Ragged, idx: np.ndarray, width: int, pad_value: Any) -> np.nd
                          dtype=rag.values.dtype, padding="post", value=pad_value)
 
 
+def _structure(x: Any) -> dict[str, Any] | None:
+    """How an ensemble's inputs are laid out: None for one collection, else the fields' kind
+    and keys (JSON-ready: names of a dict, the count of a tuple)."""
+    kind, keys, _ = split_fields(x)
+    if kind == "single":
+        return None
+    return {"kind": kind, "keys": list(keys)} if kind == "dict" else {"kind": kind,
+                                                                          "count": len(keys)}
+
+
+def _split(x: Any, fields: dict[str, Any] | None) -> tuple[Any, tuple[Any, ...], list[Ragged]]:
+    """``(kind, keys, ragged fields)`` of inference inputs, checked against the structure the
+    ensemble was trained on (``fields``)."""
+    kind, keys, items = split_fields(x)
+    if _structure(x) != fields:
+        trained = "one sequence collection" if fields is None else (
+            f"a dict of the fields {fields['keys']!r}" if fields["kind"] == "dict"
+            else f"a tuple of {fields['count']} fields")
+        got = "one sequence collection" if kind == "single" else (
+            f"a dict of the fields {list(keys)!r}" if kind == "dict"
+            else f"a tuple of {len(keys)} fields")
+        raise ValueError(
+            f"Argument `x` must be laid out as the ensemble's training inputs: {trained}. "
+            f"Received: {got}\n- Pass the same fields (names, or count for a tuple) as to "
+            "fit_separate_models."
+        )
+    labels = [field_label("x", kind, key) for key in keys]
+    rags = [as_ragged(item, label) for item, label in zip(items, labels, strict=True)]
+    if len(rags) > 1:
+        _check_counts([(label, r.lengths) for label, r in zip(labels, rags, strict=True)], "x")
+    return kind, keys, rags
+
+
+def _fit_stage(data: FitData, padded: set[int]) -> _inputs.Stage:
+    """The stage whose gathered groups carry each target's weights: 0 on the padded steps
+    (times the sample weights) of a per-step target whose field (index) is in ``padded``;
+    the sample weights per sequence otherwise (1 where none were given but another target
+    needs weights); no weights when no target needs any."""
+    stage = data.stage
+    targets = []
+    for t in stage.targets:
+        table = t.table
+        if table.y_mode == "step" and t.field in padded:
+            table = replace(table, w_mode="timestep")
+        targets.append(replace(t, table=table))
+    weighted = data.weights is not None or any(t.table.w_mode for t in targets)
+    if weighted:
+        ones = np.ones(stage.n + 1, np.float32)
+        targets = [t if t.table.w_mode else replace(t, table=replace(
+            t.table, w=ones, w_mode="sequence")) for t in targets]
+    return replace(stage, targets=tuple(targets), weighted=weighted)
+
+
+def _padded_fields(boundaries: np.ndarray | None, num_fields: int) -> set[int]:
+    """The fields whose groups hold padding: every field of buckets, all but the first (the
+    grouping field) of exact-length groups."""
+    return set(range(0 if boundaries is not None else 1, num_fields))
+
+
+def _weights_of(batch: tuple[Any, ...]) -> Any:
+    """The weights of a gathered ``(x, y[, weights])`` batch, or None."""
+    return batch[2] if len(batch) > 2 else None
+
+
+def _group_widths(stage: _inputs.Stage, idx: np.ndarray, least: Any) -> Any:
+    """Each field's padded width for rows ``idx``: their longest, at least ``least``."""
+    widths = [max(int(f.raw_lengths[idx].max()), int(w)) for f, w in
+              zip(stage.fields, np.broadcast_to(least, len(stage.fields)), strict=True)]
+    return widths[0] if stage.single else np.asarray(widths, np.int64)
+
+
 class LengthEnsemble:
     """One independent Keras model per length group, with routing by length.
 
@@ -52,12 +132,21 @@ class LengthEnsemble:
     ``ValueError`` listing them; ``"nearest"`` routes them to the model of the nearest trained
     length (bucket), the shorter one on a tie.
 
+    With several fields (``x`` a dict or tuple of sequence collections), sequences are routed
+    by the length of the **first** field, and every field is post-padded with ``pad_value`` to
+    at least its group's longest training length of that field.
+
     Args:
         models: group key -> compiled Keras model.
         boundaries: ``None`` for exact-length groups, else the bucket boundaries.
-        widths: group key -> padded width of the group (its longest training length).
+        widths: group key -> padded width of the group (its longest training length); with
+            several fields, a tuple of one width per field.
         unseen: ``"error"`` or ``"nearest"``.
-        pad_value: value of padded steps (bucketed groups only).
+        pad_value: value of padded steps (bucketed groups, and every field but the first).
+        fields: the layout of the training inputs: None (one collection), ``{"kind":
+            "dict", "keys": [...]}`` or ``{"kind": "tuple", "count": k}``.
+        targets_field: the field per-step targets align with (as
+            ``seqprep.Options(targets_field=...)``), for :meth:`evaluate`.
 
     Attributes:
         models: dict of group key -> model, in ascending key order.
@@ -84,15 +173,20 @@ class LengthEnsemble:
         widths: dict[int, int] | None = None,
         unseen: Unseen = "error",
         pad_value: Any = 0,
+        fields: dict[str, Any] | None = None,
+        targets_field: Any = None,
     ) -> None:
         check_choice("unseen", unseen, ("error", "nearest"))
         if not models:
             raise ValueError("Argument `models` must hold at least one model. Received: {}")
         self.models = {int(k): models[k] for k in sorted(models)}
         self.boundaries = None if boundaries is None else _resolve_group_by(boundaries, None)
-        self.widths = {int(k): int(v) for k, v in (widths or {}).items()}
+        self.widths = {int(k): int(v) if np.ndim(v) == 0 else tuple(int(w) for w in v)
+                       for k, v in (widths or {}).items()}
         self.unseen = unseen
         self.pad_value = pad_value
+        self.fields = fields
+        self.targets_field = targets_field
         self.histories: dict[int, Any] = {}
 
     def __repr__(self) -> str:
@@ -140,16 +234,11 @@ class LengthEnsemble:
         nearest = np.where(np.abs(keys - lower) <= np.abs(upper - keys), lower, upper)
         return np.where(hit, keys, nearest)
 
-    def _batches(self, x: Any, unseen: Unseen | None):
-        rag = as_ragged(x, "x")
-        lengths = rag.lengths
+    def _groups(self, lengths: np.ndarray, unseen: Unseen | None):
+        """``(key, rows)`` of every group the first field's ``lengths`` route to."""
         routed = self.route(lengths, unseen)
         for key in np.unique(routed):
-            idx = np.flatnonzero(routed == key)
-            yield int(key), idx, self._pad(rag, idx, int(key))
-
-    def _pad(self, rag: Ragged, idx: np.ndarray, key: int) -> np.ndarray:
-        return _pad_rows(rag, idx, self.widths.get(key, 0), self.pad_value)
+            yield int(key), np.flatnonzero(routed == key)
 
     # inference -------------------------------------------------------------------------
 
@@ -180,12 +269,16 @@ class LengthEnsemble:
             [[1.0], [0.0]]
         """
         batch_size = check_int("batch_size", batch_size, minimum=1)
-        n = len(as_ragged(x, "x"))
-        rows: list[Any] = [None] * n
-        for key, idx, xb in self._batches(x, unseen):
+        kind, keys, rags = _split(x, self.fields)
+        rows: list[Any] = [None] * len(rags[0])
+        for key, idx in self._groups(rags[0].lengths, unseen):
             model = self.models[key]
+            least = np.broadcast_to(self.widths.get(key, 0), len(rags))
+            padded = [_pad_rows(r, idx, int(w), self.pad_value)
+                      for r, w in zip(rags, least, strict=True)]
             for start in range(0, len(idx), batch_size):
-                out = np.asarray(model.predict_on_batch(xb[start : start + batch_size]))
+                xb = pack(kind, keys, [p[start : start + batch_size] for p in padded])
+                out = np.asarray(model.predict_on_batch(xb))
                 for j, row in zip(idx[start : start + batch_size], out, strict=True):
                     rows[int(j)] = row
         shapes = {r.shape for r in rows}
@@ -224,13 +317,16 @@ class LengthEnsemble:
             {'loss': 0.5}
         """
         batch_size = check_int("batch_size", batch_size, minimum=1)
-        data = prepare_fit_data(x, y, targets=targets, fields=False)
+        _split(x, self.fields)
+        data = prepare_fit_data(x, y, targets=targets, targets_field=self.targets_field,
+                                pad_value=self.pad_value)
+        stage = _fit_stage(data, _padded_fields(self.boundaries, len(data.stage.fields)))
         totals: dict[str, float] = {}
         count = 0
-        for key, idx, xb in self._batches(data.x, unseen):
-            yb = (self._pad(data.y, idx, key) if data.y_steps else data.y[idx])
-            logs = self.models[key].evaluate(xb, yb, batch_size=batch_size, verbose=0,
-                                             return_dict=True)
+        for key, idx in self._groups(data.x.lengths, unseen):
+            batch = _inputs.gather(stage, idx, _group_widths(stage, idx, self.widths.get(key, 0)))
+            logs = self.models[key].evaluate(*batch[:2], sample_weight=_weights_of(batch),
+                                             batch_size=batch_size, verbose=0, return_dict=True)
             for name, value in logs.items():
                 totals[name] = totals.get(name, 0.0) + float(value) * len(idx)
             count += len(idx)
@@ -258,7 +354,9 @@ class LengthEnsemble:
         for key, model in self.models.items():
             name = f"group_{key}.keras"
             model.save(path / name)
-            groups.append({"key": key, "file": name, "width": self.widths.get(key, 0)})
+            width = self.widths.get(key, 0)
+            groups.append({"key": key, "file": name,
+                           "width": width if np.ndim(width) == 0 else list(width)})
         pad = self.pad_value.item() if hasattr(self.pad_value, "item") else self.pad_value
         index = {
             "format": _FORMAT,
@@ -266,6 +364,8 @@ class LengthEnsemble:
             "boundaries": None if self.boundaries is None else self.boundaries.tolist(),
             "unseen": self.unseen,
             "pad_value": pad,
+            "fields": self.fields,
+            "targets_field": self.targets_field,
             "groups": groups,
         }
         (path / _INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
@@ -321,9 +421,11 @@ class LengthEnsemble:
         return cls(
             models,
             boundaries=index["boundaries"],
-            widths={int(g["key"]): int(g["width"]) for g in index["groups"]},
+            widths={int(g["key"]): g["width"] for g in index["groups"]},
             unseen=index["unseen"],
             pad_value=index["pad_value"],
+            fields=index.get("fields"),
+            targets_field=index.get("targets_field"),
         )
 
 
@@ -338,6 +440,7 @@ def fit_separate_models(
     sample_weight: Any = None,
     allow_nonfinite: bool = False,
     targets: Targets = "auto",
+    options: Options | None = None,
     **fit_kwargs: Any,
 ) -> LengthEnsemble:
     """Train one independent model per length group: the other reading of "one fit per length".
@@ -350,10 +453,19 @@ def fit_separate_models(
     a mask for them). Each model is then trained with ``model.fit(x_group, y_group,
     **fit_kwargs)`` (``epochs``, ``batch_size``, ``callbacks``, ``verbose`` ...).
 
+    Several fields (``x`` a dict or tuple of sequence collections, e.g. an encoder's and a
+    decoder's inputs) are grouped as :func:`seqprep.fit_per_length` groups them: by the
+    length of the **first** field (``group`` is that field's length or bucket); every other
+    field is post-padded with ``pad_value`` to its group's longest. Per-step targets follow
+    the field whose lengths they have (``options=seqprep.Options(targets_field=...)`` when
+    several fields have them), with sample weight 0 on that field's padded steps.
+
     Args:
         build_model: ``group -> compiled keras.Model``.
-        x: the input sequences (any sequence collection; no empty sequences).
-        y: targets: one row per sequence, or per-step target sequences with ``x``'s lengths.
+        x: the input sequences (any sequence collection; no empty sequences), or a dict or
+            tuple of them (several fields, grouped by the first).
+        y: targets: one row per sequence, or per-step target sequences with the lengths of
+            ``x`` (of one field of ``x``); a dict or tuple of them for several outputs.
         group_by: ``"length"``, a list of bucket boundaries, or a Bucketer (fitted on ``x``'s
             lengths if it is not yet).
         unseen: what ``predict``/``evaluate`` do with a length no model was trained for:
@@ -364,6 +476,9 @@ def fit_separate_models(
             always refused).
         targets: ``"auto"`` (default), ``"sequence"`` or ``"step"``: whether ``y`` holds one
             target per sequence or one per step (the rule of :func:`seqprep.resolve_targets`).
+        options: a :class:`seqprep.Options` of the rarely set options this reads:
+            ``targets_field`` (for several fields, the field per-step targets align with;
+            default: the field whose lengths equal the targets').
         **fit_kwargs: passed to every ``model.fit`` call.
 
     Returns:
@@ -403,14 +518,17 @@ def fit_separate_models(
                 f"Received: {name}={fit_kwargs[name]!r:.60}\n"
                 "- Pass `x`, `y` and `sample_weight` positionally/by keyword, for all groups."
             )
+    targets_field = options_for(options, "fit_separate_models",
+                                reads=("targets_field",)).targets_field
     data = prepare_fit_data(x, y, sample_weight, allow_nonfinite=allow_nonfinite, targets=targets,
-                            fields=False)
-    lengths = data.x.lengths
+                            targets_field=targets_field, pad_value=pad_value)
+    lengths = data.x.lengths  # the first field's: the one groups are made by
     boundaries = _resolve_group_by(group_by, lengths)
     keys = _group_keys(lengths, boundaries)
     models: dict[int, Any] = {}
-    widths: dict[int, int] = {}
+    widths: dict[int, Any] = {}
     histories: dict[int, Any] = {}
+    stage = _fit_stage(data, _padded_fields(boundaries, len(data.stage.fields)))
     for key in np.unique(keys):
         key = int(key)
         idx = np.flatnonzero(keys == key)
@@ -426,16 +544,12 @@ def fit_separate_models(
                 f"returned {type(model).__name__}"
             )
         check_model(model)
-        widths[key] = int(lengths[idx].max())
+        width = _group_widths(stage, idx, 0)
+        widths[key] = width
         models[key] = model
-        xb = _pad_rows(data.x, idx, widths[key], pad_value)
-        yb = _pad_rows(data.y, idx, widths[key], 0) if data.y_steps else data.y[idx]
-        weights = None if data.weights is None else data.weights[idx]
-        if data.y_steps and boundaries is not None:
-            mask = (np.arange(xb.shape[1])[None, :] < lengths[idx][:, None]).astype(np.float32)
-            weights = mask if weights is None else mask * weights[:, None]
-        histories[key] = model.fit(xb, yb, sample_weight=weights, **fit_kwargs)
+        batch = _inputs.gather(stage, idx, width)
+        histories[key] = model.fit(*batch[:2], sample_weight=_weights_of(batch), **fit_kwargs)
     ens = LengthEnsemble(models, boundaries=boundaries, widths=widths, unseen=unseen,
-                         pad_value=pad_value)
+                         pad_value=pad_value, fields=_structure(x), targets_field=targets_field)
     ens.histories = histories
     return ens
