@@ -20,8 +20,8 @@ import seqprep as sp
 EPOCHS = 2
 
 
-# Pooling without a mask: a masked mean over a fill row (no real step) is 0 / 0 in Keras, the
-# trap docs/distributed.md describes; recurrent layers and per-step outputs take fill rows.
+# Pooling with or without a mask: a fill row holds one step of the data that is not padding,
+# so a masked mean over it is finite (a row of padding only would give 0 / 0 = NaN).
 def _pooled(per_step=False, mask=False):
     layers = [keras.Input((None, 2))]
     if mask:
@@ -30,6 +30,21 @@ def _pooled(per_step=False, mask=False):
         layers.append(keras.layers.GlobalAveragePooling1D())
     layers.append(keras.layers.Dense(1))
     return keras.Sequential(layers)
+
+
+def _masked_mean():
+    return _pooled(mask=True)
+
+
+def _packed_model(sampler):
+    inputs = {
+        "values": keras.Input((sampler.row_length, 2), name="values"),
+        "segment_ids": keras.Input((sampler.row_length,), dtype="int32", name="segment_ids"),
+        "segment_lengths": keras.Input((sampler.max_segments_,), dtype="int32",
+                                       name="segment_lengths"),
+    }
+    hidden = sp.layers.PackedRNN(keras.layers.GRU(3))(inputs)
+    return keras.Model(inputs, keras.layers.Dense(1)(hidden))
 
 
 def _rnn():
@@ -55,7 +70,7 @@ def _data(n, lengths=None, seed=0):
 
 
 def _batch_rows(ds):
-    return [int(np.asarray(b[0]).shape[0]) for b in ds]
+    return [int(np.asarray(b[-1]).shape[0]) for b in ds]  # the weights: every case has them
 
 
 def _compare(build, fit):
@@ -112,6 +127,28 @@ def main(out):
     cases["pydataset"] = _dataset_case(
         _pooled, lambda: sp.bucketed_pydataset(x, y, sampler=sampler, pad_to=11), sizes)
 
+    cases["masked mean"] = _dataset_case(
+        _masked_mean, lambda: sp.bucketed_dataset(x, y, sampler=sampler, pad_to=11), sizes)
+
+    # Grain: Keras restarts a Grain dataset every epoch; repeat() + steps_per_epoch plays the
+    # sampler's epochs one after the other (see grain_dataset).
+    def grain_fit(model, rows):
+        ds = sp.grain_dataset(x, y, sampler=tokens, pad_to="bucket")
+        if rows is not None:
+            rows.extend(_batch_rows(ds))
+        model.fit(ds.repeat(), epochs=EPOCHS, steps_per_epoch=len(ds), verbose=0)
+
+    diff, rows = _compare(_masked_mean, grain_fit)
+    cases["grain"] = {"max_weight_diff": diff, "divisible": all(r % 2 == 0 for r in rows),
+                      "had_fill": rows != [b.size for b in tokens.plan(0)]}
+
+    packer = sp.PackSampler(lengths, batch_size=5, seed=3)  # 5-row batches: always filled
+    packed_rows = [int(r) for r in packer.plan(0).rows_per_batch]
+    assert any(r % 2 for r in packed_rows), packed_rows
+    cases["packed"] = _dataset_case(
+        lambda: _packed_model(packer), lambda: sp.packed_dataset(x, y[:, None], sampler=packer),
+        packed_rows)
+
     few = np.random.default_rng(5).choice([3, 5, 7], 37)
     lengths2, x2, y2, y2_steps = _data(37, lengths=few, seed=5)
     plan = sp.plan_per_length(lengths2, batch_size=8, seed=1)
@@ -124,6 +161,7 @@ def main(out):
         return fit
 
     for name, build, y_fit in (("fit_per_length", _pooled, y2),
+                               ("fit_per_length, masked mean", _masked_mean, y2),
                                ("fit_per_length, step", lambda: _pooled(per_step=True),
                                 y2_steps)):
         diff, _ = _compare(build, per_length(y_fit))

@@ -102,24 +102,29 @@ def _row_ids(xb):
     return [int(r[r > 0][0]) - 1 if np.any(r > 0) else -1 for r in np.asarray(xb)]
 
 
-@pytest.mark.parametrize("budget", [{"batch_size": 10}, {"max_tokens": 40}])
-def test_bucketed_dataset_ids_exactly_once_and_fill_rows_weigh_zero(budget):
+@pytest.mark.parametrize("budget, padding", [({"batch_size": 10}, "pre"),
+                                             ({"max_tokens": 40}, "post")])
+def test_bucketed_dataset_ids_exactly_once_and_fill_rows_weigh_zero(budget, padding):
     lengths, x, y = _id_data()
     sampler = sp.BucketSampler(lengths, boundaries=[4, 8], seed=2, **budget)
     ds = sp.bucketed_dataset(x, y, sampler=sampler, options=sp.Options(data_parallel=4),
-                             pad_to="batch",
-                             padding="pre")
+                             pad_to="batch", padding=padding)
     for epoch in range(2):  # every pass plays the next epoch
         ids = []
         plan = sampler.plan(epoch)
         for b, (xb, yb, wb) in enumerate(ds.as_numpy_iterator()):
             xb, yb, wb = np.asarray(xb), np.asarray(yb), np.asarray(wb)
             assert xb.shape[0] % 4 == 0
-            row_ids = _row_ids(xb)
-            fill = np.array(row_ids) < 0
-            assert np.all(xb[fill] == 0) and np.all(yb[fill] == 0) and np.all(wb[fill] == 0)
             real = plan[b].size
-            np.testing.assert_array_equal(row_ids[:real], plan[b])  # the plan's order
+            row_ids = _row_ids(xb[:real])
+            fill = np.arange(xb.shape[0]) >= real
+            # A fill row: one step of the data that is not padding (the first: sequence 0's,
+            # at the padded side's far end), then padding; target 0 and weight 0.
+            step = xb.shape[1] - 1 if padding == "pre" else 0
+            np.testing.assert_array_equal(xb[fill][:, step], 1)
+            assert np.count_nonzero(xb[fill]) == fill.sum()
+            assert np.all(yb[fill] == 0) and np.all(wb[fill] == 0)
+            np.testing.assert_array_equal(row_ids, plan[b])  # the plan's order
             np.testing.assert_allclose(wb[~fill], xb.shape[0] / real, rtol=1e-6)
             np.testing.assert_array_equal(yb[~fill], y[plan[b]])
             ids.extend(i for i in row_ids if i >= 0)
@@ -289,8 +294,9 @@ def test_data_parallel_on_two_jax_devices_equals_one_device(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(out.read_text())
     assert result["devices"] == 2
-    assert set(result["cases"]) == {"batch_size=30", "max_tokens", "per-step, masked",
-                                    "pydataset", "fit_per_length", "fit_per_length, step"}
+    assert set(result["cases"]) == {
+        "batch_size=30", "max_tokens", "per-step, masked", "pydataset", "masked mean", "grain",
+        "packed", "fit_per_length", "fit_per_length, masked mean", "fit_per_length, step"}
     for name, case in result["cases"].items():
         assert case["divisible"], name  # every batch's rows split over both devices
         assert case["had_fill"], name  # the case exercises fill rows
@@ -330,40 +336,54 @@ def test_two_jax_distributed_processes_each_example_once(tmp_path):
         np.testing.assert_allclose(u, v, rtol=0, atol=0)
 
 
-def test_fit_per_length_refuses_a_model_that_a_fill_row_makes_nan():
+def test_fit_per_length_refuses_a_model_nan_on_a_fill_row_only_when_data_is_all_padding():
+    """A fill row shows one step of the data that is not padding; only data with no such
+    step leaves it all padding, and then a masked mean over it is 0 / 0: refused."""
     import keras
 
-    lengths, x, y = _id_data(n=9)
-    x = [np.asarray(s, np.float32)[:, None] for s in x]
     model = keras.Sequential([keras.Input((None, 1)), keras.layers.Masking(0.0),
                               keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")
+    x = [np.zeros((n, 1), np.float32) for n in (2, 3, 2, 1, 3)]  # every step the pad value
     with pytest.raises(ValueError, match="non-finite output on a fill row"):
-        sp.fit_per_length(model, x, y, batch_size=4, options=sp.Options(data_parallel=2), verbose=0)
-    before = [w.copy() for w in model.get_weights()]
-    sp.fit_per_length(model, x, y, batch_size=4, options=sp.Options(data_parallel=None),
-                      verbose=0)  # no fill
-    assert any(np.any(a != b) for a, b in zip(before, model.get_weights(), strict=True))
+        sp.fit_per_length(model, x, np.ones(5, np.float32), batch_size=2,
+                          options=sp.Options(data_parallel=2), verbose=0)
 
 
-def test_fit_per_length_with_fill_rows_trains_as_one_device():
-    """On this process's backend, data_parallel=2 (fill rows, no mesh) trains to the weights
-    of the unfilled run: the fill rows and the weight scale change nothing."""
+def _masked_mean():
+    import keras
+
+    return keras.Sequential([keras.Input((None, 1)), keras.layers.Masking(0.0),
+                             keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(1)])
+
+
+def _masked_rnn():
+    import keras
+
+    return keras.Sequential([keras.Input((None, 1)), keras.layers.Masking(0.0),
+                             keras.layers.SimpleRNN(2), keras.layers.Dense(1)])
+
+
+@pytest.mark.parametrize("build", [_masked_rnn, _masked_mean])
+def test_fit_per_length_with_fill_rows_trains_as_one_device(build):
+    """On this process's backend, data_parallel=4 (fill rows, no mesh) trains to the weights
+    of the unfilled run: the fill rows and the weight scale change nothing, and a masked mean
+    (0 / 0 on a row of padding only) stays finite."""
     import keras
 
     lengths, x, y = _id_data(n=21)
-    x = [np.asarray(s, np.float32)[:, None] for s in x]
+    x = [np.asarray(s, np.float32)[:, None] / 21 for s in x]  # ids in (0, 1]: no divergence
 
     def trained(dp):
         keras.utils.set_random_seed(3)
-        model = keras.Sequential([keras.Input((None, 1)), keras.layers.Masking(0.0),
-                                  keras.layers.SimpleRNN(2), keras.layers.Dense(1)])
+        model = build()
         model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
         sp.fit_per_length(model, x, y, epochs=2, batch_size=5, group_by=[4, 8],
                           options=sp.Options(data_parallel=dp), verbose=0)
         return model.get_weights()
 
     for a, b in zip(trained(None), trained(4), strict=True):
+        assert np.all(np.isfinite(b))
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 

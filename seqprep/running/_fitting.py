@@ -117,11 +117,14 @@ def _output_is_masked(model: Any, data: _Data) -> bool:
 
 
 def _check_fill_row(model: Any, data: _Data) -> None:
-    """Refuse a model whose output on a fill row (padding only) is not finite.
+    """Refuse a model whose output on a fill row is not finite.
 
-    A weight of 0 does not keep a NaN out of the loss or the gradient (``0 * nan`` is NaN):
-    a masked mean over a row without a real step (``GlobalAveragePooling1D`` after a mask)
-    is ``0 / 0``, and the whole model would become NaN after the first filled batch.
+    A weight of 0 does not keep a NaN out of the loss or the gradient (``0 * nan`` is NaN),
+    and the whole model would become NaN after the first filled batch. A fill row shows one
+    step of the data that is not padding (:func:`seqprep.inputs._kernel.with_fill`), so a
+    masked mean over it is finite; what is left to refuse: data with no such step (the fill
+    row is then padding only, and a masked mean over it is ``0 / 0``), or a model that is
+    not finite on one step of its own data.
     """
     stage = _inputs.with_fill(data.stage)
     width = 1 if stage.single else [1] * len(stage.fields)
@@ -134,11 +137,11 @@ def _check_fill_row(model: Any, data: _Data) -> None:
     if all(np.all(np.isfinite(keras.ops.convert_to_numpy(o))) for o in outs):
         return
     raise ValueError(
-        "Argument `model` gives a non-finite output on a fill row (a row of padding only, "
-        "what data parallelism tops batches up with), and a weight of 0 does not keep NaN "
-        "out of the gradient. Received: a model whose output on one padded step is "
-        "NaN or inf (a masked mean over no real step, e.g. GlobalAveragePooling1D after a "
-        "mask, is 0 / 0)\n"
+        "Argument `model` gives a non-finite output on a fill row (what data parallelism "
+        "tops batches up with: one step of the data that is not padding, or padding only "
+        "when every step is the pad value), and a weight of 0 does not keep NaN out of the "
+        "gradient. Received: a model whose output on the fill row is NaN or inf (a masked "
+        "mean over no real step, e.g. GlobalAveragePooling1D after a mask, is 0 / 0)\n"
         "- Pool so that an empty row gives a finite value (e.g. divide by "
         "maximum(count, 1)), or pass `data_parallel=None` with batch sizes that divide the "
         "device count."
