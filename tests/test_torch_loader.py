@@ -434,3 +434,45 @@ def test_keras_fits_on_the_loader_with_a_fresh_order_each_epoch(token_model):
     assert [sorted(e) for e in epochs] == [list(range(n))] * 2
     assert epochs[0] != epochs[1]
     assert epochs == [np.concatenate(sampler.batches(e)).tolist() for e in (0, 1)]
+
+
+# --------------------------------------------------------------------------- real DDP
+
+
+@pytest.mark.slow
+def test_two_ddp_processes_equal_steps_each_example_once_fresh_order(tmp_path):
+    """Two gloo processes on localhost, each a DataLoader over its shard of a BucketSampler
+    (shard_by_rank, set_epoch) with PadCollate, train a GRU under DistributedDataParallel:
+    the same step count on both ranks every epoch (a rank with a step more would hang in the
+    gradient all-reduce), every example exactly once across the ranks per epoch, a fresh order
+    each epoch, and the same weights on both ranks at the end."""
+    import json
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(here), "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, os.path.join(here, "_torch_ddp_worker.py"),
+                               str(port), str(rank), "2", str(tmp_path / f"{rank}.json")],
+                              env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for rank in range(2)]
+    try:
+        errs = [p.communicate(timeout=180)[1] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    for p, err in zip(procs, errs, strict=True):
+        assert p.returncode == 0, err[-4000:]
+    a, b = (json.loads((tmp_path / f"{rank}.json").read_text()) for rank in range(2))
+    assert (a["num_shards"], a["shard_index"], b["shard_index"]) == (2, 0, 1)
+    assert a["steps"] == b["steps"] and min(a["steps"]) > 0
+    for epoch in range(len(a["ids"])):
+        assert sorted(a["ids"][epoch] + b["ids"][epoch]) == list(range(53))
+    for rank in (a, b):
+        assert rank["ids"][0] != rank["ids"][1] != rank["ids"][2]  # a fresh order each epoch
+    for u, v in zip(a["weights"], b["weights"], strict=True):
+        np.testing.assert_array_equal(u, v)
