@@ -85,6 +85,69 @@ def test_loader_batches_equal_bucketed_dataset(padding, targets, weights):
         _assert_same(a, b)
 
 
+@pytest.mark.parametrize(
+    ("targets", "weights", "padding"),
+    [("none", None, "post"), ("sequence", None, "pre"), ("sequence", "array", "post"),
+     ("timestep", None, "post"), ("timestep", "timestep_mean", "pre")],
+)
+def test_pad_collate_fill_rows_equal_bucketed_dataset(targets, weights, padding):
+    """PadCollate(data_parallel=k) tops every batch up as bucketed_dataset does with
+    Options(data_parallel=k): the same real rows, weights and scales, and fill rows of one
+    step (a step of the data: the batch's first, where bucketed_dataset shows the dataset's
+    first), target 0, weight 0."""
+    x, y_seq, y_step = _data(37, seed=2)
+    y = {"none": None, "sequence": y_seq, "timestep": y_step}[targets]
+    w_arr = np.linspace(0.5, 2.0, len(x))
+    lengths = sp.sequence_lengths(x)
+    kw = dict(padding=padding, value=-1, pad_to="batch")
+    ds = sp.bucketed_dataset(
+        x, y, sampler=sp.BucketSampler(lengths, batch_size=5, seed=3),
+        sample_weight=w_arr if weights == "array" else weights,
+        options=sp.Options(reshuffle_each_iteration=False, data_parallel=4), **kw,
+    )
+    collate = PadCollate(sample_weight=None if weights == "array" else weights,
+                         targets="step" if targets == "timestep" else "auto",
+                         data_parallel=4, return_tensors="np", **kw)
+    loader = DataLoader(_items(x, y, w_arr if weights == "array" else None),
+                        batch_sampler=sp.BucketSampler(lengths, batch_size=5, seed=3),
+                        collate_fn=collate)
+    got = [_np(b) for b in loader]
+    want = [_np(tuple(t.numpy() for t in (b if isinstance(b, tuple) else (b,)))) for b in ds]
+    assert len(got) == len(want) and any(a[0].shape[0] != 5 for a in got)
+    for (xa, *rest_a), (xb, *rest_b), idx in zip(got, want, sp.BucketSampler(
+            lengths, batch_size=5, seed=3).batches(0), strict=True):
+        assert xa.shape[0] % 4 == 0 and xa.shape == xb.shape
+        real = len(idx)
+        _assert_same((xa[:real], *rest_a), (xb[:real], *rest_b))  # targets, weights: all rows
+        first = x[idx[0]][0]  # the batch's first step, at the far end of the pre side
+        fill = xa[real:]
+        np.testing.assert_array_equal(fill[:, -1 if padding == "pre" else 0], first)
+        assert np.count_nonzero(fill != -1) == fill.shape[0]
+
+
+def test_pad_collate_data_parallel_auto_reads_keras_and_refuses_several_processes(
+        monkeypatch):
+    from seqprep.running import _data_parallel
+
+    class Dist:
+        device_mesh = type("Mesh", (), {"shape": (2,), "axis_names": ["batch"]})()
+        batch_dim_name, num_processes, auto_shard_dataset = "batch", 1, False
+
+    items = [([1, 2], 0.5), ([3], 1.5), ([4, 5, 6], 2.5)]
+    collate = PadCollate(data_parallel="auto", return_tensors="np")
+    assert len(collate(items)) == 2  # no layout: the batch as fetched, no weights
+    monkeypatch.setattr(_data_parallel, "_keras_distribution", lambda: Dist())
+    xb, yb, wb = collate(items)  # a layout set after the collate was built counts
+    assert xb.shape == (4, 3) and wb.tolist() == pytest.approx([4 / 3] * 3 + [0])
+    Dist.num_processes = 2
+    with pytest.raises(ValueError, match="over 2 processes"):
+        collate(items)
+    with pytest.raises(ValueError, match='`data_parallel` must be None, "auto"'):
+        PadCollate(data_parallel="all")
+    with pytest.raises(ValueError, match="`data_parallel` must be at least 1"):
+        PadCollate(data_parallel=0)
+
+
 def test_loader_plays_a_fresh_epoch_each_pass_with_every_example_once():
     x, y, _ = _data(50, seed=1)
     sampler = sp.BucketSampler(sp.sequence_lengths(x), batch_size=6, seed=11)
