@@ -168,7 +168,8 @@ class _BatchSource:
         self, data: _Data, *, exact: bool, step_weights: bool, fill_to: int | None = None
     ) -> None:
         # With data parallelism (``fill_to`` devices) every batch is topped up with fill rows
-        # (all padding); an exact-length group then has padding, and per-step weights.
+        # (one step, then padding); an exact-length group then has padding, and per-step
+        # weights.
         self.exact = exact
         self.fill_to = fill_to
         if step_weights and data.y_steps and (not exact or fill_to is not None):
@@ -527,8 +528,9 @@ def fit_per_length(
             exact-length groups then padded by those rows, and the weights make each
             batch's loss and gradient those of one device, see
             :func:`seqprep.bucketed_dataset`; an int ``k`` asks for that; ``None`` never
-            fills; one process only; a model whose output on a row of padding is NaN, a
-            masked mean over no step, is refused then).
+            fills; one process only; a fill row holds one step of the data, so a masked
+            mean over it is finite, and a model whose output on it is still NaN is
+            refused).
         **fit_kwargs: ``model.fit``'s own arguments, read as ``model.fit`` reads them:
             ``validation_data`` (``(x_val, y_val)`` or ``(x_val, y_val,
             sample_weight_val)``, grouped the same way, in ascending order),
