@@ -366,7 +366,8 @@ def _masked_rnn():
                              keras.layers.SimpleRNN(2), keras.layers.Dense(1)])
 
 
-@pytest.mark.parametrize("build", [_masked_rnn, _masked_mean])
+@pytest.mark.parametrize("build", [_masked_rnn,
+                                   pytest.param(_masked_mean, marks=pytest.mark.backend)])
 def test_fit_per_length_with_fill_rows_trains_as_one_device(build):
     """On this process's backend, data_parallel=4 (fill rows, no mesh) trains to the weights
     of the unfilled run: the fill rows and the weight scale change nothing, and a masked mean
