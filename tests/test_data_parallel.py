@@ -75,6 +75,19 @@ def test_fill_rule_every_example_once_fill_rows_last(plan, processes, per_proces
     np.testing.assert_array_equal(np.sort(real), np.arange(rows.size))  # exactly once
 
 
+@given(steps=st.lists(st.sampled_from([0.0, 1.0, -2.5, float("nan"), float("inf")]),
+                     max_size=30),
+       features=st.integers(1, 3), chunk=st.integers(1, 8))
+def test_fill_step_is_the_first_finite_step_that_is_not_padding(steps, features, chunk):
+    from seqprep.inputs._kernel import fill_step, with_pad_row
+
+    values = np.asarray(steps, np.float32).reshape(-1, 1)
+    values = np.concatenate([values, np.zeros((values.shape[0], features - 1), np.float32)],
+                            axis=1)
+    want = next((i for i, v in enumerate(steps) if v != 0 and np.isfinite(v)), None)
+    assert fill_step(with_pad_row(values), chunk=chunk) == want  # chunks change nothing
+
+
 def test_fill_rule_refuses_bad_arguments():
     rows, splits = np.array([0, 1, 2]), np.array([0, 3])
     with pytest.raises(ValueError, match="`multiple_of` must be a multiple of `num_processes`"):
