@@ -142,7 +142,7 @@ def test_pad_collate_data_parallel_auto_reads_keras_and_refuses_several_processe
     Dist.num_processes = 2
     with pytest.raises(ValueError, match="over 2 processes"):
         collate(items)
-    with pytest.raises(ValueError, match='`data_parallel` must be None, "auto"'):
+    with pytest.raises(ValueError, match='`data_parallel` must be "auto", None or a positive'):
         PadCollate(data_parallel="all")
     with pytest.raises(ValueError, match="`data_parallel` must be at least 1"):
         PadCollate(data_parallel=0)

@@ -40,6 +40,7 @@ from seqprep._core.checks import (
     check_finite_labels,
     check_int,
 )
+from seqprep._core.options import _data_parallel
 from seqprep._core.ragged import Ragged, as_ragged
 from seqprep.inputs import _kernel, _stage_fields, _stage_rules
 from seqprep.inputs._targets import Targets, resolve_targets
@@ -121,19 +122,6 @@ def _item_weights(ws: list[Any]) -> np.ndarray:
         fix="For per-step weights that zero the padding, drop the weight from the items and "
             "pass PadCollate(sample_weight='timestep').",
     )
-
-
-def _check_data_parallel(data_parallel: Any) -> int | str | None:
-    if data_parallel is None or (isinstance(data_parallel, str) and data_parallel == "auto"):
-        return data_parallel
-    if isinstance(data_parallel, str):
-        raise ValueError(
-            'Argument `data_parallel` must be None, "auto" or a positive int. '
-            f"Received: data_parallel={data_parallel!r}\n- Pass the number of devices along "
-            'the batch axis, or "auto" to read keras.distribution.'
-        )
-    return check_int("data_parallel", data_parallel, minimum=1,
-                     fix='Pass None, "auto" or the number of devices along the batch axis.')
 
 
 def _check_return_tensors(return_tensors: Any) -> str:
@@ -447,7 +435,7 @@ class PadCollate:
         self.truncating = check_choice("truncating", truncating, ("pre", "post"))
         self.allow_nonfinite = check_bool("allow_nonfinite", allow_nonfinite)
         self.return_tensors = _check_return_tensors(return_tensors)
-        self.data_parallel = _check_data_parallel(data_parallel)
+        self.data_parallel = _data_parallel("data_parallel", data_parallel)  # Options' check
 
     def __repr__(self) -> str:
         return (
