@@ -3,13 +3,17 @@
 * the fill rule in numpy (:func:`seqprep.planning._fill.fill_batches`), on Hypothesis-drawn
   plans: every example once (across processes too), fill rows only at the end, row counts
   divisible, the scale ``B' / B``;
+* the fill row's one step (:func:`seqprep.inputs._kernel.fill_step`), on Hypothesis-drawn
+  data: the first finite step that is not padding;
 * the executors with ``data_parallel=k`` on this process's backend: ids exactly once, fill
-  rows all padding with target 0 and weight 0, and Keras's loss of every filled batch equal
-  to the loss of the unfilled one for each weight mode;
+  rows of one step (then padding) with target 0 and weight 0, Keras's loss of every filled
+  batch equal to the loss of the unfilled one for each weight mode, and a masked-mean model
+  trained by ``fit_per_length`` equal to the unfilled run (finite: no 0 / 0);
 * ``keras.distribution.DataParallel`` on two JAX CPU devices (a subprocess: the device count
-  is fixed when JAX starts): ``bucketed_dataset`` (a partial batch, a token budget, per-step
-  targets behind a mask), ``bucketed_pydataset`` and ``fit_per_length`` train to the weights
-  of the one-device run of the same plan within 1e-5;
+  is fixed when JAX starts): ``bucketed_dataset`` (a partial batch, a token budget with a
+  masked mean, per-step targets behind a mask), ``bucketed_pydataset``, ``grain_dataset``,
+  ``packed_dataset`` and ``fit_per_length`` train to the weights of the one-device run of
+  the same plan within 1e-5;
 * two ``jax.distributed`` processes on localhost: equal steps, equal widths, every example
   exactly once across the processes.
 """
@@ -296,9 +300,10 @@ def _jax_env(devices=2):
 
 @pytest.mark.slow
 def test_data_parallel_on_two_jax_devices_equals_one_device(tmp_path):
-    """bucketed_dataset (batch_size=30 with a partial batch; max_tokens; per-step targets
-    behind a mask), bucketed_pydataset and fit_per_length under DataParallel on two CPU
-    devices end with the weights of the one-device run of the same plan."""
+    """bucketed_dataset (batch_size=30 with a partial batch; max_tokens with a masked mean;
+    per-step targets behind a mask), bucketed_pydataset, grain_dataset, packed_dataset and
+    fit_per_length (a masked mean; per-step) under DataParallel on two CPU devices end with
+    the weights of the one-device run of the same plan."""
     pytest.importorskip("jax")
     out = tmp_path / "result.json"
     proc = subprocess.run([sys.executable, str(HERE / "_jax_dp_worker.py"), str(out)],
@@ -308,8 +313,8 @@ def test_data_parallel_on_two_jax_devices_equals_one_device(tmp_path):
     result = json.loads(out.read_text())
     assert result["devices"] == 2
     assert set(result["cases"]) == {
-        "batch_size=30", "max_tokens", "per-step, masked", "pydataset", "masked mean", "grain",
-        "packed", "fit_per_length", "fit_per_length, masked mean", "fit_per_length, step"}
+        "batch_size=30", "max_tokens, masked mean", "per-step, masked", "pydataset", "grain",
+        "packed", "fit_per_length, masked mean", "fit_per_length, step"}
     for name, case in result["cases"].items():
         assert case["divisible"], name  # every batch's rows split over both devices
         assert case["had_fill"], name  # the case exercises fill rows
