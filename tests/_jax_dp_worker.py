@@ -141,6 +141,17 @@ def main(out):
     cases["grain"] = {"max_weight_diff": diff, "divisible": all(r % 2 == 0 for r in rows),
                       "had_fill": rows != [b.size for b in tokens.plan(0)]}
 
+    # A PyTorch DataLoader with PadCollate(data_parallel="auto"): the layout read when the
+    # collate runs (here, after set_distribution).
+    from torch.utils.data import DataLoader
+
+    def loader():
+        return DataLoader(list(zip(x, y, strict=True)), batch_sampler=sp.BucketSampler(
+            lengths, boundaries=[6], batch_size=30, seed=3),
+            collate_fn=sp.PadCollate(data_parallel="auto"))
+
+    cases["pad_collate"] = _dataset_case(_masked_mean, loader, sizes)
+
     packer = sp.PackSampler(lengths, batch_size=5, seed=3)  # 5-row batches: always filled
     packed_rows = [int(r) for r in packer.plan(0).rows_per_batch]
     assert any(r % 2 for r in packed_rows), packed_rows

@@ -13,7 +13,8 @@
   is fixed when JAX starts): ``bucketed_dataset`` (a partial batch, a token budget with a
   masked mean, per-step targets behind a mask), ``bucketed_pydataset``, ``grain_dataset``,
   ``packed_dataset`` and ``fit_per_length`` train to the weights of the one-device run of
-  the same plan within 1e-5;
+  the same plan within 1e-5, and so does a PyTorch ``DataLoader`` with
+  ``PadCollate(data_parallel="auto")``;
 * two ``jax.distributed`` processes on localhost: equal steps, equal widths, every example
   exactly once across the processes.
 """
@@ -301,9 +302,10 @@ def _jax_env(devices=2):
 @pytest.mark.slow
 def test_data_parallel_on_two_jax_devices_equals_one_device(tmp_path):
     """bucketed_dataset (batch_size=30 with a partial batch; max_tokens with a masked mean;
-    per-step targets behind a mask), bucketed_pydataset, grain_dataset, packed_dataset and
-    fit_per_length (a masked mean; per-step) under DataParallel on two CPU devices end with
-    the weights of the one-device run of the same plan."""
+    per-step targets behind a mask), bucketed_pydataset, grain_dataset, packed_dataset, a
+    DataLoader with PadCollate and fit_per_length (a masked mean; per-step) under
+    DataParallel on two CPU devices end with the weights of the one-device run of the same
+    plan."""
     pytest.importorskip("jax")
     out = tmp_path / "result.json"
     proc = subprocess.run([sys.executable, str(HERE / "_jax_dp_worker.py"), str(out)],
@@ -314,7 +316,7 @@ def test_data_parallel_on_two_jax_devices_equals_one_device(tmp_path):
     assert result["devices"] == 2
     assert set(result["cases"]) == {
         "batch_size=30", "max_tokens, masked mean", "per-step, masked", "pydataset", "grain",
-        "packed", "fit_per_length, masked mean", "fit_per_length, step"}
+        "packed", "pad_collate", "fit_per_length, masked mean", "fit_per_length, step"}
     for name, case in result["cases"].items():
         assert case["divisible"], name  # every batch's rows split over both devices
         assert case["had_fill"], name  # the case exercises fill rows
