@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
@@ -314,9 +315,12 @@ def test_data_parallel_on_two_jax_devices_equals_one_device(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(out.read_text())
     assert result["devices"] == 2
+    optional = {"pad_collate": "torch", "grain": "grain"}  # cases that need a package
     assert set(result["cases"]) == {
-        "batch_size=30", "max_tokens, masked mean", "per-step, masked", "pydataset", "grain",
-        "packed", "pad_collate", "fit_per_length, masked mean", "fit_per_length, step"}
+        "batch_size=30", "max_tokens, masked mean", "per-step, masked", "pydataset", "packed",
+        "fit_per_length, masked mean", "fit_per_length, step",
+        *(case for case, package in optional.items()
+          if importlib.util.find_spec(package) is not None)}
     for name, case in result["cases"].items():
         assert case["divisible"], name  # every batch's rows split over both devices
         assert case["had_fill"], name  # the case exercises fill rows
