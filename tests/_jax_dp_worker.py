@@ -8,6 +8,7 @@ difference between the final weights, whether every batch of the data-parallel r
 the devices, and whether it held fill rows.
 """
 
+import importlib.util
 import json
 import sys
 
@@ -20,8 +21,8 @@ import seqprep as sp
 EPOCHS = 2
 
 
-# Pooling without a mask: a masked mean over a fill row (no real step) is 0 / 0 in Keras, the
-# trap docs/distributed.md describes; recurrent layers and per-step outputs take fill rows.
+# Pooling with or without a mask: a fill row holds one step of the data that is not padding,
+# so a masked mean over it is finite (a row of padding only would give 0 / 0 = NaN).
 def _pooled(per_step=False, mask=False):
     layers = [keras.Input((None, 2))]
     if mask:
@@ -30,6 +31,21 @@ def _pooled(per_step=False, mask=False):
         layers.append(keras.layers.GlobalAveragePooling1D())
     layers.append(keras.layers.Dense(1))
     return keras.Sequential(layers)
+
+
+def _masked_mean():
+    return _pooled(mask=True)
+
+
+def _packed_model(sampler):
+    inputs = {
+        "values": keras.Input((sampler.row_length, 2), name="values"),
+        "segment_ids": keras.Input((sampler.row_length,), dtype="int32", name="segment_ids"),
+        "segment_lengths": keras.Input((sampler.max_segments_,), dtype="int32",
+                                       name="segment_lengths"),
+    }
+    hidden = sp.layers.PackedRNN(keras.layers.GRU(3))(inputs)
+    return keras.Model(inputs, keras.layers.Dense(1)(hidden))
 
 
 def _rnn():
@@ -55,7 +71,7 @@ def _data(n, lengths=None, seed=0):
 
 
 def _batch_rows(ds):
-    return [int(np.asarray(b[0]).shape[0]) for b in ds]
+    return [int(np.asarray(b[-1]).shape[0]) for b in ds]  # the weights: every case has them
 
 
 def _compare(build, fit):
@@ -101,8 +117,9 @@ def main(out):
 
     tokens = sp.BucketSampler(lengths, boundaries=[4, 8], max_tokens=60, seed=3)
     sizes = [b.size for b in tokens.plan(0)]
-    cases["max_tokens"] = _dataset_case(
-        _pooled, lambda: sp.bucketed_dataset(x, y, sampler=tokens, pad_to="bucket"), sizes)
+    # A masked mean: 0 / 0 on a fill row of padding only; finite on the fill row's one step.
+    cases["max_tokens, masked mean"] = _dataset_case(
+        _masked_mean, lambda: sp.bucketed_dataset(x, y, sampler=tokens, pad_to="bucket"), sizes)
 
     sizes = [b.size for b in sampler.plan(0)]
     cases["per-step, masked"] = _dataset_case(
@@ -111,6 +128,39 @@ def main(out):
 
     cases["pydataset"] = _dataset_case(
         _pooled, lambda: sp.bucketed_pydataset(x, y, sampler=sampler, pad_to=11), sizes)
+
+
+    # Grain: Keras restarts a Grain dataset every epoch; repeat() + steps_per_epoch plays the
+    # sampler's epochs one after the other (see grain_dataset).
+    def grain_fit(model, rows):
+        ds = sp.grain_dataset(x, y, sampler=tokens, pad_to="bucket")
+        if rows is not None:
+            rows.extend(_batch_rows(ds))
+        model.fit(ds.repeat(), epochs=EPOCHS, steps_per_epoch=len(ds), verbose=0)
+
+    if importlib.util.find_spec("grain") is not None:  # only where Grain is installed
+        diff, rows = _compare(_masked_mean, grain_fit)
+        cases["grain"] = {"max_weight_diff": diff, "divisible": all(r % 2 == 0 for r in rows),
+                          "had_fill": rows != [b.size for b in tokens.plan(0)]}
+
+    # A PyTorch DataLoader with PadCollate(data_parallel="auto"): the layout read when the
+    # collate runs (here, after set_distribution). Only where PyTorch is installed.
+    if importlib.util.find_spec("torch") is not None:
+        from torch.utils.data import DataLoader
+
+        def loader():
+            return DataLoader(list(zip(x, y, strict=True)), batch_sampler=sp.BucketSampler(
+                lengths, boundaries=[6], batch_size=30, seed=3),
+                collate_fn=sp.PadCollate(data_parallel="auto"))
+
+        cases["pad_collate"] = _dataset_case(_masked_mean, loader, sizes)
+
+    packer = sp.PackSampler(lengths, batch_size=5, seed=3)  # 5-row batches: always filled
+    packed_rows = [int(r) for r in packer.plan(0).rows_per_batch]
+    assert any(r % 2 for r in packed_rows), packed_rows
+    cases["packed"] = _dataset_case(
+        lambda: _packed_model(packer), lambda: sp.packed_dataset(x, y[:, None], sampler=packer),
+        packed_rows)
 
     few = np.random.default_rng(5).choice([3, 5, 7], 37)
     lengths2, x2, y2, y2_steps = _data(37, lengths=few, seed=5)
@@ -123,7 +173,7 @@ def main(out):
             sp.fit_per_length(model, x2, y_fit, epochs=EPOCHS, batch_size=8, seed=1, verbose=0)
         return fit
 
-    for name, build, y_fit in (("fit_per_length", _pooled, y2),
+    for name, build, y_fit in (("fit_per_length, masked mean", _masked_mean, y2),
                                ("fit_per_length, step", lambda: _pooled(per_step=True),
                                 y2_steps)):
         diff, _ = _compare(build, per_length(y_fit))

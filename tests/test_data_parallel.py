@@ -3,19 +3,25 @@
 * the fill rule in numpy (:func:`seqprep.planning._fill.fill_batches`), on Hypothesis-drawn
   plans: every example once (across processes too), fill rows only at the end, row counts
   divisible, the scale ``B' / B``;
+* the fill row's one step (:func:`seqprep.inputs._kernel.fill_step`), on Hypothesis-drawn
+  data: the first finite step that is not padding;
 * the executors with ``data_parallel=k`` on this process's backend: ids exactly once, fill
-  rows all padding with target 0 and weight 0, and Keras's loss of every filled batch equal
-  to the loss of the unfilled one for each weight mode;
+  rows of one step (then padding) with target 0 and weight 0, Keras's loss of every filled
+  batch equal to the loss of the unfilled one for each weight mode, and a masked-mean model
+  trained by ``fit_per_length`` equal to the unfilled run (finite: no 0 / 0);
 * ``keras.distribution.DataParallel`` on two JAX CPU devices (a subprocess: the device count
-  is fixed when JAX starts): ``bucketed_dataset`` (a partial batch, a token budget, per-step
-  targets behind a mask), ``bucketed_pydataset`` and ``fit_per_length`` train to the weights
-  of the one-device run of the same plan within 1e-5;
+  is fixed when JAX starts): ``bucketed_dataset`` (a partial batch, a token budget with a
+  masked mean, per-step targets behind a mask), ``bucketed_pydataset``, ``grain_dataset``,
+  ``packed_dataset`` and ``fit_per_length`` train to the weights of the one-device run of
+  the same plan within 1e-5, and so does a PyTorch ``DataLoader`` with
+  ``PadCollate(data_parallel="auto")``;
 * two ``jax.distributed`` processes on localhost: equal steps, equal widths, every example
   exactly once across the processes.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
@@ -75,6 +81,19 @@ def test_fill_rule_every_example_once_fill_rows_last(plan, processes, per_proces
     np.testing.assert_array_equal(np.sort(real), np.arange(rows.size))  # exactly once
 
 
+@given(steps=st.lists(st.sampled_from([0.0, 1.0, -2.5, float("nan"), float("inf")]),
+                     max_size=30),
+       features=st.integers(1, 3), chunk=st.integers(1, 8))
+def test_fill_step_is_the_first_finite_step_that_is_not_padding(steps, features, chunk):
+    from seqprep.inputs._kernel import fill_step, with_pad_row
+
+    values = np.asarray(steps, np.float32).reshape(-1, 1)
+    values = np.concatenate([values, np.zeros((values.shape[0], features - 1), np.float32)],
+                            axis=1)
+    want = next((i for i, v in enumerate(steps) if v != 0 and np.isfinite(v)), None)
+    assert fill_step(with_pad_row(values), chunk=chunk) == want  # chunks change nothing
+
+
 def test_fill_rule_refuses_bad_arguments():
     rows, splits = np.array([0, 1, 2]), np.array([0, 3])
     with pytest.raises(ValueError, match="`multiple_of` must be a multiple of `num_processes`"):
@@ -102,24 +121,29 @@ def _row_ids(xb):
     return [int(r[r > 0][0]) - 1 if np.any(r > 0) else -1 for r in np.asarray(xb)]
 
 
-@pytest.mark.parametrize("budget", [{"batch_size": 10}, {"max_tokens": 40}])
-def test_bucketed_dataset_ids_exactly_once_and_fill_rows_weigh_zero(budget):
+@pytest.mark.parametrize("budget, padding", [({"batch_size": 10}, "pre"),
+                                             ({"max_tokens": 40}, "post")])
+def test_bucketed_dataset_ids_exactly_once_and_fill_rows_weigh_zero(budget, padding):
     lengths, x, y = _id_data()
     sampler = sp.BucketSampler(lengths, boundaries=[4, 8], seed=2, **budget)
     ds = sp.bucketed_dataset(x, y, sampler=sampler, options=sp.Options(data_parallel=4),
-                             pad_to="batch",
-                             padding="pre")
+                             pad_to="batch", padding=padding)
     for epoch in range(2):  # every pass plays the next epoch
         ids = []
         plan = sampler.plan(epoch)
         for b, (xb, yb, wb) in enumerate(ds.as_numpy_iterator()):
             xb, yb, wb = np.asarray(xb), np.asarray(yb), np.asarray(wb)
             assert xb.shape[0] % 4 == 0
-            row_ids = _row_ids(xb)
-            fill = np.array(row_ids) < 0
-            assert np.all(xb[fill] == 0) and np.all(yb[fill] == 0) and np.all(wb[fill] == 0)
             real = plan[b].size
-            np.testing.assert_array_equal(row_ids[:real], plan[b])  # the plan's order
+            row_ids = _row_ids(xb[:real])
+            fill = np.arange(xb.shape[0]) >= real
+            # A fill row: one step of the data that is not padding (the first: sequence 0's,
+            # at the padded side's far end), then padding; target 0 and weight 0.
+            step = xb.shape[1] - 1 if padding == "pre" else 0
+            np.testing.assert_array_equal(xb[fill][:, step], 1)
+            assert np.count_nonzero(xb[fill]) == fill.sum()
+            assert np.all(yb[fill] == 0) and np.all(wb[fill] == 0)
+            np.testing.assert_array_equal(row_ids, plan[b])  # the plan's order
             np.testing.assert_allclose(wb[~fill], xb.shape[0] / real, rtol=1e-6)
             np.testing.assert_array_equal(yb[~fill], y[plan[b]])
             ids.extend(i for i in row_ids if i >= 0)
@@ -278,9 +302,11 @@ def _jax_env(devices=2):
 
 @pytest.mark.slow
 def test_data_parallel_on_two_jax_devices_equals_one_device(tmp_path):
-    """bucketed_dataset (batch_size=30 with a partial batch; max_tokens; per-step targets
-    behind a mask), bucketed_pydataset and fit_per_length under DataParallel on two CPU
-    devices end with the weights of the one-device run of the same plan."""
+    """bucketed_dataset (batch_size=30 with a partial batch; max_tokens with a masked mean;
+    per-step targets behind a mask), bucketed_pydataset, grain_dataset, packed_dataset, a
+    DataLoader with PadCollate and fit_per_length (a masked mean; per-step) under
+    DataParallel on two CPU devices end with the weights of the one-device run of the same
+    plan."""
     pytest.importorskip("jax")
     out = tmp_path / "result.json"
     proc = subprocess.run([sys.executable, str(HERE / "_jax_dp_worker.py"), str(out)],
@@ -289,8 +315,12 @@ def test_data_parallel_on_two_jax_devices_equals_one_device(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(out.read_text())
     assert result["devices"] == 2
-    assert set(result["cases"]) == {"batch_size=30", "max_tokens", "per-step, masked",
-                                    "pydataset", "fit_per_length", "fit_per_length, step"}
+    optional = {"pad_collate": "torch", "grain": "grain"}  # cases that need a package
+    assert set(result["cases"]) == {
+        "batch_size=30", "max_tokens, masked mean", "per-step, masked", "pydataset", "packed",
+        "fit_per_length, masked mean", "fit_per_length, step",
+        *(case for case, package in optional.items()
+          if importlib.util.find_spec(package) is not None)}
     for name, case in result["cases"].items():
         assert case["divisible"], name  # every batch's rows split over both devices
         assert case["had_fill"], name  # the case exercises fill rows
@@ -327,43 +357,60 @@ def test_two_jax_distributed_processes_each_example_once(tmp_path):
     ids = a["ids"] + b["ids"]
     assert sorted(ids) == list(range(45))  # every example exactly once, across processes
     for u, v in zip(a["weights"], b["weights"], strict=True):  # one model, replicated
+        # A masked mean over the fill rows' one step is finite: the weights are too.
+        assert np.all(np.isfinite(u))
         np.testing.assert_allclose(u, v, rtol=0, atol=0)
 
 
-def test_fit_per_length_refuses_a_model_that_a_fill_row_makes_nan():
+def test_fit_per_length_refuses_a_model_nan_on_a_fill_row_only_when_data_is_all_padding():
+    """A fill row shows one step of the data that is not padding; only data with no such
+    step leaves it all padding, and then a masked mean over it is 0 / 0: refused."""
     import keras
 
-    lengths, x, y = _id_data(n=9)
-    x = [np.asarray(s, np.float32)[:, None] for s in x]
     model = keras.Sequential([keras.Input((None, 1)), keras.layers.Masking(0.0),
                               keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")
+    x = [np.zeros((n, 1), np.float32) for n in (2, 3, 2, 1, 3)]  # every step the pad value
     with pytest.raises(ValueError, match="non-finite output on a fill row"):
-        sp.fit_per_length(model, x, y, batch_size=4, options=sp.Options(data_parallel=2), verbose=0)
-    before = [w.copy() for w in model.get_weights()]
-    sp.fit_per_length(model, x, y, batch_size=4, options=sp.Options(data_parallel=None),
-                      verbose=0)  # no fill
-    assert any(np.any(a != b) for a, b in zip(before, model.get_weights(), strict=True))
+        sp.fit_per_length(model, x, np.ones(5, np.float32), batch_size=2,
+                          options=sp.Options(data_parallel=2), verbose=0)
 
 
-def test_fit_per_length_with_fill_rows_trains_as_one_device():
-    """On this process's backend, data_parallel=2 (fill rows, no mesh) trains to the weights
-    of the unfilled run: the fill rows and the weight scale change nothing."""
+def _masked_mean():
+    import keras
+
+    return keras.Sequential([keras.Input((None, 1)), keras.layers.Masking(0.0),
+                             keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(1)])
+
+
+def _masked_rnn():
+    import keras
+
+    return keras.Sequential([keras.Input((None, 1)), keras.layers.Masking(0.0),
+                             keras.layers.SimpleRNN(2), keras.layers.Dense(1)])
+
+
+@pytest.mark.parametrize("build", [_masked_rnn,
+                                   pytest.param(_masked_mean, marks=pytest.mark.backend)])
+def test_fit_per_length_with_fill_rows_trains_as_one_device(build):
+    """On this process's backend, data_parallel=4 (fill rows, no mesh) trains to the weights
+    of the unfilled run: the fill rows and the weight scale change nothing, and a masked mean
+    (0 / 0 on a row of padding only) stays finite."""
     import keras
 
     lengths, x, y = _id_data(n=21)
-    x = [np.asarray(s, np.float32)[:, None] for s in x]
+    x = [np.asarray(s, np.float32)[:, None] / 21 for s in x]  # ids in (0, 1]: no divergence
 
     def trained(dp):
         keras.utils.set_random_seed(3)
-        model = keras.Sequential([keras.Input((None, 1)), keras.layers.Masking(0.0),
-                                  keras.layers.SimpleRNN(2), keras.layers.Dense(1)])
+        model = build()
         model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
         sp.fit_per_length(model, x, y, epochs=2, batch_size=5, group_by=[4, 8],
                           options=sp.Options(data_parallel=dp), verbose=0)
         return model.get_weights()
 
     for a, b in zip(trained(None), trained(4), strict=True):
+        assert np.all(np.isfinite(b))
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 

@@ -34,11 +34,15 @@ def _assert_same(a, b):
 
 
 @pytest.mark.parametrize(
-    ("targets", "weights", "pad_to"),
-    [("none", None, "batch"), ("sequence", "array", 30), ("timestep", "timestep", "bucket"),
-     ("timestep", "timestep_mean", "grid")],
+    ("targets", "weights", "pad_to", "data_parallel"),
+    [("none", None, "batch", None), ("sequence", "array", 30, None),
+     ("timestep", "timestep", "bucket", None), ("timestep", "timestep_mean", "grid", None),
+     # Data parallelism: the same fill rows and weight scales as bucketed_dataset's.
+     ("sequence", None, "batch", 4), ("timestep", None, "bucket", 3),
+     ("sequence", "array", 30, 4)],
 )
-def test_batches_equal_bucketed_dataset_epoch_after_epoch(targets, weights, pad_to):
+def test_batches_equal_bucketed_dataset_epoch_after_epoch(targets, weights, pad_to,
+                                                          data_parallel):
     x, y_seq, y_step = _data(41)
     y = {"none": None, "sequence": y_seq, "timestep": y_step}[targets]
     w = np.linspace(0.5, 2.0, len(x)) if weights == "array" else weights
@@ -46,14 +50,18 @@ def test_batches_equal_bucketed_dataset_epoch_after_epoch(targets, weights, pad_
     if pad_to == "grid":
         pad_to = sp.width_grid(sampler, 3)
     kw = dict(sampler=sampler, padding="pre", value=-1, sample_weight=w, pad_to=pad_to)
-    ds = sp.grain_dataset(x, y, **kw)
+    ds = sp.grain_dataset(x, y, options=sp.Options(data_parallel=data_parallel), **kw)
     assert isinstance(ds, grain.MapDataset) and len(ds) == len(sampler)
     got = [_tuple(b) for b in ds.repeat(2)]
-    replay = sp.Options(epochs=2, reshuffle_each_iteration=False)
+    replay = sp.Options(epochs=2, reshuffle_each_iteration=False, data_parallel=data_parallel)
     want = [_tuple(b) for b in sp.bucketed_dataset(x, y, options=replay, **kw)]
     assert len(got) == len(want) == 2 * len(sampler)
     for a, b in zip(got, want, strict=True):
         _assert_same(a, b)
+        if data_parallel is not None:  # every batch filled; fill rows last, weighing 0
+            real = sampler.plan(0).sizes.max()
+            assert a[0].shape[0] % data_parallel == 0 and a[0].shape[0] >= 1
+            assert np.all(a[-1][real:] == 0)
 
 
 def test_each_epoch_is_a_fresh_order_with_every_example_once():

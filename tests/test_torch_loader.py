@@ -85,6 +85,69 @@ def test_loader_batches_equal_bucketed_dataset(padding, targets, weights):
         _assert_same(a, b)
 
 
+@pytest.mark.parametrize(
+    ("targets", "weights", "padding"),
+    [("none", None, "post"), ("sequence", None, "pre"), ("sequence", "array", "post"),
+     ("timestep", None, "post"), ("timestep", "timestep_mean", "pre")],
+)
+def test_pad_collate_fill_rows_equal_bucketed_dataset(targets, weights, padding):
+    """PadCollate(data_parallel=k) tops every batch up as bucketed_dataset does with
+    Options(data_parallel=k): the same real rows, weights and scales, and fill rows of one
+    step (a step of the data: the batch's first, where bucketed_dataset shows the dataset's
+    first), target 0, weight 0."""
+    x, y_seq, y_step = _data(37, seed=2)
+    y = {"none": None, "sequence": y_seq, "timestep": y_step}[targets]
+    w_arr = np.linspace(0.5, 2.0, len(x))
+    lengths = sp.sequence_lengths(x)
+    kw = dict(padding=padding, value=-1, pad_to="batch")
+    ds = sp.bucketed_dataset(
+        x, y, sampler=sp.BucketSampler(lengths, batch_size=5, seed=3),
+        sample_weight=w_arr if weights == "array" else weights,
+        options=sp.Options(reshuffle_each_iteration=False, data_parallel=4), **kw,
+    )
+    collate = PadCollate(sample_weight=None if weights == "array" else weights,
+                         targets="step" if targets == "timestep" else "auto",
+                         data_parallel=4, return_tensors="np", **kw)
+    loader = DataLoader(_items(x, y, w_arr if weights == "array" else None),
+                        batch_sampler=sp.BucketSampler(lengths, batch_size=5, seed=3),
+                        collate_fn=collate)
+    got = [_np(b) for b in loader]
+    want = [_np(tuple(t.numpy() for t in (b if isinstance(b, tuple) else (b,)))) for b in ds]
+    assert len(got) == len(want) and any(a[0].shape[0] != 5 for a in got)
+    for (xa, *rest_a), (xb, *rest_b), idx in zip(got, want, sp.BucketSampler(
+            lengths, batch_size=5, seed=3).batches(0), strict=True):
+        assert xa.shape[0] % 4 == 0 and xa.shape == xb.shape
+        real = len(idx)
+        _assert_same((xa[:real], *rest_a), (xb[:real], *rest_b))  # targets, weights: all rows
+        first = x[idx[0]][0]  # the batch's first step, at the far end of the pre side
+        fill = xa[real:]
+        np.testing.assert_array_equal(fill[:, -1 if padding == "pre" else 0], first)
+        assert np.count_nonzero(fill != -1) == fill.shape[0]
+
+
+def test_pad_collate_data_parallel_auto_reads_keras_and_refuses_several_processes(
+        monkeypatch):
+    from seqprep.running import _data_parallel
+
+    class Dist:
+        device_mesh = type("Mesh", (), {"shape": (2,), "axis_names": ["batch"]})()
+        batch_dim_name, num_processes, auto_shard_dataset = "batch", 1, False
+
+    items = [([1, 2], 0.5), ([3], 1.5), ([4, 5, 6], 2.5)]
+    collate = PadCollate(data_parallel="auto", return_tensors="np")
+    assert len(collate(items)) == 2  # no layout: the batch as fetched, no weights
+    monkeypatch.setattr(_data_parallel, "_keras_distribution", lambda: Dist())
+    xb, yb, wb = collate(items)  # a layout set after the collate was built counts
+    assert xb.shape == (4, 3) and wb.tolist() == pytest.approx([4 / 3] * 3 + [0])
+    Dist.num_processes = 2
+    with pytest.raises(ValueError, match="over 2 processes"):
+        collate(items)
+    with pytest.raises(ValueError, match='`data_parallel` must be "auto", None or a positive'):
+        PadCollate(data_parallel="all")
+    with pytest.raises(ValueError, match="`data_parallel` must be at least 1"):
+        PadCollate(data_parallel=0)
+
+
 def test_loader_plays_a_fresh_epoch_each_pass_with_every_example_once():
     x, y, _ = _data(50, seed=1)
     sampler = sp.BucketSampler(sp.sequence_lengths(x), batch_size=6, seed=11)
@@ -434,3 +497,45 @@ def test_keras_fits_on_the_loader_with_a_fresh_order_each_epoch(token_model):
     assert [sorted(e) for e in epochs] == [list(range(n))] * 2
     assert epochs[0] != epochs[1]
     assert epochs == [np.concatenate(sampler.batches(e)).tolist() for e in (0, 1)]
+
+
+# --------------------------------------------------------------------------- real DDP
+
+
+@pytest.mark.slow
+def test_two_ddp_processes_equal_steps_each_example_once_fresh_order(tmp_path):
+    """Two gloo processes on localhost, each a DataLoader over its shard of a BucketSampler
+    (shard_by_rank, set_epoch) with PadCollate, train a GRU under DistributedDataParallel:
+    the same step count on both ranks every epoch (a rank with a step more would hang in the
+    gradient all-reduce), every example exactly once across the ranks per epoch, a fresh order
+    each epoch, and the same weights on both ranks at the end."""
+    import json
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(here), "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, os.path.join(here, "_torch_ddp_worker.py"),
+                               str(port), str(rank), "2", str(tmp_path / f"{rank}.json")],
+                              env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for rank in range(2)]
+    try:
+        errs = [p.communicate(timeout=180)[1] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    for p, err in zip(procs, errs, strict=True):
+        assert p.returncode == 0, err[-4000:]
+    a, b = (json.loads((tmp_path / f"{rank}.json").read_text()) for rank in range(2))
+    assert (a["num_shards"], a["shard_index"], b["shard_index"]) == (2, 0, 1)
+    assert a["steps"] == b["steps"] and min(a["steps"]) > 0
+    for epoch in range(len(a["ids"])):
+        assert sorted(a["ids"][epoch] + b["ids"][epoch]) == list(range(53))
+    for rank in (a, b):
+        assert rank["ids"][0] != rank["ids"][1] != rank["ids"][2]  # a fresh order each epoch
+    for u, v in zip(a["weights"], b["weights"], strict=True):
+        np.testing.assert_array_equal(u, v)

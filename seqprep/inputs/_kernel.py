@@ -90,9 +90,10 @@ class Table:
         w_mode: None (no weights), ``"sequence"`` (``w`` per sequence), ``"timestep"``
             (1 on real positions, times ``w`` when given) or ``"timestep_mean"`` (those,
             scaled to mean 1 over the batch: see ``_step_weights``).
-        fill: whether ``starts`` and ``lengths`` end with one more, zero-length sequence at
-            index :attr:`pad_sequence`: the *fill row* that tops batches up to a multiple of
-            the data-parallel size (all padding, the zero target row, weight 0).
+        fill: whether ``starts`` and ``lengths`` end with one more sequence at index
+            :attr:`pad_sequence`: the *fill row* that tops batches up to a multiple of the
+            data-parallel size (see :func:`with_fill`: one step, the zero target row,
+            weight 0).
     """
 
     x: Any
@@ -137,38 +138,75 @@ def table(
     """A numpy :class:`Table`; ``x_values`` and step ``y`` already end with their pad row.
 
     Per-sequence ``y`` and ``w`` get their zero row here, and with ``fill=True`` the
-    sequences get the zero-length fill row (see :class:`Table`). Nothing is cast: the
-    dtypes are the executor's decision.
+    sequences get the fill row (see :func:`with_fill`). Nothing is cast: the dtypes are the
+    executor's decision.
 
     Example:
         >>> t = table(with_pad_row(np.array([1, 2, 3])), [0, 2], [2, 1], fill=True)
         >>> t.pad_sequence, t.lengths.tolist()
-        (2, [2, 1, 0])
+        (2, [2, 1, 1])
     """
     if y is not None and y_mode == "sequence":
         y = with_pad_row(y, 0)
     if w is not None:
         w = with_pad_row(np.asarray(w, np.float32), 0)
-    starts, lengths = np.asarray(starts, np.int64), np.asarray(lengths, np.int64)
-    if fill:  # the fill row: zero steps, so every position of it is padding
-        starts, lengths = np.append(starts, 0), np.append(lengths, 0)
-    return Table(
-        x=x_values, starts=starts, lengths=lengths,
-        y=y, y_mode=y_mode if y is not None else None, w=w, w_mode=w_mode, fill=fill,
+    t = Table(
+        x=x_values, starts=np.asarray(starts, np.int64), lengths=np.asarray(lengths, np.int64),
+        y=y, y_mode=y_mode if y is not None else None, w=w, w_mode=w_mode,
     )
+    return with_fill(t) if fill else t
+
+
+def fill_step(x_values: np.ndarray, chunk: int = 4096) -> int | None:
+    """The flat position of the step a fill row shows: the first step of the data that
+    differs from the pad row (in any feature) and is finite, or None if there is none.
+
+    Example:
+        >>> fill_step(with_pad_row(np.array([0, 0, 5, 6])))
+        2
+        >>> fill_step(with_pad_row(np.array([[0.0, 0.0], [np.nan, 1.0], [0.0, 2.0]])))
+        2
+        >>> fill_step(with_pad_row(np.array([0, 0]))) is None
+        True
+    """
+    values = np.asarray(x_values)
+    pad = values[-1]
+    for begin in range(0, values.shape[0] - 1, chunk):  # stop early: usually the first step
+        block = values[begin: min(begin + chunk, values.shape[0] - 1)]
+        flat = block.reshape(block.shape[0], -1)
+        ok = np.any(flat != pad.reshape(-1), axis=1)
+        if np.issubdtype(flat.dtype, np.inexact):
+            ok &= np.all(np.isfinite(flat), axis=1)
+        if ok.any():
+            return begin + int(np.argmax(ok))
+    return None
 
 
 def with_fill(t: Table) -> Table:
-    """``t`` (numpy) with the fill row: one more, zero-length sequence (see :class:`Table`).
+    """``t`` (numpy) with the fill row: one more sequence, at index :attr:`Table.pad_sequence`.
+
+    A fill row tops a batch up to a multiple of the data-parallel size. It reads the zero
+    target row and weighs 0, and it holds **one step**: a finite step of the data that is
+    not the pad value (:func:`fill_step`), then padding. So every mask a model derives from
+    the values (``Masking(value)``, ``Embedding(mask_zero=True)``) keeps one step of it:
+    a masked mean is finite (0 / 0 on a row of padding only would be NaN, and ``0 * NaN`` is
+    NaN in the loss and the gradient), and recurrent layers never see an all-False mask row
+    (which cuDNN refuses). The step is a value the model already reads, and its weight and
+    target are 0: it moves no loss, no metric and no gradient. Where no step qualifies (the
+    data is all padding), the fill row has zero steps. :func:`gather_targets` keeps the
+    step out of every weight and per-step target.
 
     Example:
-        >>> with_fill(table(with_pad_row(np.array([1, 2, 3])), [0, 2], [2, 1])).lengths.tolist()
-        [2, 1, 0]
+        >>> t = with_fill(table(with_pad_row(np.array([1, 2, 3])), [0, 2], [2, 1]))
+        >>> t.lengths.tolist(), t.starts.tolist()
+        ([2, 1, 1], [0, 2, 0])
     """
     if t.fill:
         return t
-    return replace(t, starts=np.append(np.asarray(t.starts, np.int64), 0),
-                   lengths=np.append(np.asarray(t.lengths, np.int64), 0), fill=True)
+    at = fill_step(t.x)
+    return replace(t, starts=np.append(np.asarray(t.starts, np.int64), 0 if at is None else at),
+                   lengths=np.append(np.asarray(t.lengths, np.int64), 0 if at is None else 1),
+                   fill=True)
 
 
 # --------------------------------------------------------------------------- layouts
@@ -307,31 +345,48 @@ def gather_targets(
 ) -> tuple[Any, ...]:
     """``()``, ``(y,)`` or ``(y, weights)``: :func:`gather_batch` without the inputs.
 
-    Fill rows (the table's zero-length sequence) get the zero target row and weight 0.
-    ``scale`` (rows over real rows of a filled batch) multiplies the weights of per-sequence
-    targets: Keras's default reduction divides the weighted sum by every row, fill rows
-    included, so scaling the real rows by ``B' / B`` gives the one-device loss, and a
-    weighted mean (``mean_with_sample_weight``, weighted metrics) is unchanged by it.
-    Per-step targets are not scaled: the fill rows are all padding, which a Keras mask
-    (``total / valid``), ``"mean_with_sample_weight"`` and ``"timestep_mean"`` weights (mean
-    over the real steps of the whole batch) already leave out.
+    Fill rows (the table's fill sequence, see :func:`with_fill`) get the zero target row
+    (per-step targets: the pad row on their one step too) and weight 0. ``scale`` (rows over
+    real rows of a filled batch) multiplies the weights of per-sequence targets: Keras's
+    default reduction divides the weighted sum by every row, fill rows included, so scaling
+    the real rows by ``B' / B`` gives the one-device loss, and a weighted mean
+    (``mean_with_sample_weight``, weighted metrics) is unchanged by it.
+
+    Per-step targets: ``"timestep_mean"`` weights are the mean over the real steps, fill
+    steps left out, so they need nothing more. A Keras mask reaching the loss divides by
+    its valid steps (``total / valid``), and it counts each fill row's one step; so
+    ``"timestep"`` weights of a batch with fill rows are scaled by (real steps + fill
+    steps) / real steps, which gives the one-device mean over the real steps; a weighted
+    mean (``"mean_with_sample_weight"``) is unchanged by it. The counts are this batch's
+    (with several processes, this process's rows of it).
 
     Example:
         >>> t = table(with_pad_row(np.array([1, 2, 3])), [0, 2], [2, 1], y=np.array([5, 6]),
         ...           y_mode="sequence", w=np.ones(2), w_mode="sequence", fill=True)
-        >>> idx = np.array([1, 2])  # sequence 1 and the fill row
+        >>> idx = np.array([1, 2])  # sequence 1 and the fill row (one step: the data's first)
         >>> src, real = positions(t.starts, t.lengths, idx, 2, "post", t.pad_index)
         >>> [a.tolist() for a in gather_batch(t, src, real, idx, scale=np.float32(2.0))]
-        [[[3, 0], [0, 0]], [6, 0], [2.0, 0.0]]
+        [[[3, 0], [1, 0]], [6, 0], [2.0, 0.0]]
     """
     if table.y_mode is None:
         return ()
-    yb = ops.gather(table.y, src if table.y_mode == "step" else idx)
+    fill = table.fill and owner is None  # packed batches have no fill sequence
+    is_fill = (idx == table.pad_sequence)[:, None] if fill else None
+    if table.y_mode == "step":
+        yb = ops.gather(table.y, src if is_fill is None else ops.where(~is_fill, src,
+                                                                        table.pad_index))
+    else:
+        yb = ops.gather(table.y, idx)
     if table.w_mode is None:
         return (yb,)
-    weights = _weights(table, real, idx, owner, ops)
+    kept = real if is_fill is None or real is None else real & ~is_fill
+    weights = _weights(table, kept, idx, owner, ops)
     if scale is not None and table.y_mode == "sequence":
         weights = weights * scale
+    elif kept is not real and table.y_mode == "step" and table.w_mode == "timestep":
+        wo = ops.weights
+        weights = weights * wo.divide_no_nan(wo.total(wo.as_float32(real)),
+                                             wo.total(wo.as_float32(kept)))
     return yb, weights
 
 

@@ -168,17 +168,18 @@ class Stage:
 def with_fill(stage: Stage) -> Stage:
     """``stage`` (numpy) ready for batches topped up with fill rows (data parallelism).
 
-    Every table gets the kernel's fill row (:func:`seqprep.inputs._kernel.with_fill`: zero steps,
-    target 0, weight 0), and every target gets weights when it had none, so that fill rows
-    weigh 0: 1 per real sequence for per-sequence targets (scaled by the batch's rows over
-    its real rows in :func:`gather`), ``"timestep"`` weights for per-step targets (the loss
-    is then the one-device loss wherever that is the mean over real steps: a Keras mask
-    reaching the loss, or a loss built with ``"mean_with_sample_weight"``).
+    Every table gets the kernel's fill row (:func:`seqprep.inputs._kernel.with_fill`: one
+    step of the data that is not padding, so no masked mean over it is 0 / 0; target 0,
+    weight 0), and every target gets weights when it had none, so that fill rows weigh 0:
+    1 per real sequence for per-sequence targets (scaled by the batch's rows over its real
+    rows in :func:`gather`), ``"timestep"`` weights for per-step targets (the loss is then
+    the one-device loss wherever that is the mean over real steps: a Keras mask reaching the
+    loss, or a loss built with ``"mean_with_sample_weight"``).
 
     Example:
         >>> st = with_fill(prepare([[1, 2], [3]], [5, 6]))
         >>> [a.tolist() for a in gather(st, np.array([1, 2]), 2, scale=np.float32(2))]
-        [[[3, 0], [0, 0]], [6, 0], [2.0, 0.0]]
+        [[[3, 0], [1, 0]], [6, 0], [2.0, 0.0]]
     """
     def targets_of(t: Target) -> Target:
         table = _kernel.with_fill(t.table)

@@ -2,7 +2,8 @@
 
 Data parallelism splits each batch's rows evenly over ``k`` devices, so a batch of ``B`` rows
 must have a multiple of ``k`` rows. :func:`fill_batches` tops each batch up with *fill rows*:
-the index ``fill_index`` (the kernel's zero-length sequence: all padding, weight 0), never a
+the index ``fill_index`` (the kernel table's fill sequence: one step of the data that is not
+padding, then padding; target 0, weight 0; see ``seqprep.inputs._kernel.with_fill``), never a
 second copy of an example. A batch of ``B`` real rows becomes ``B' = k * ceil(B / k)`` rows
 (``k`` rows for an empty batch), real rows first, in the plan's order.
 
@@ -66,8 +67,8 @@ def fill_batches(
         splits: int64 ``(batches + 1,)``: batch ``i`` is ``rows[splits[i]:splits[i + 1]]``.
         multiple_of: the data-parallel size ``k`` (devices along the batch axis, all
             processes together); a multiple of ``num_processes``.
-        fill_index: the index a fill row gets (the kernel table's zero-length sequence);
-            must not be a planned index.
+        fill_index: the index a fill row gets (the kernel table's fill sequence); must not
+            be a planned index.
         num_processes: processes that share each batch.
         process_index: which of them this is: it keeps rows ``[p * B'/P, (p + 1) * B'/P)``
             of every filled batch.
@@ -108,7 +109,7 @@ def fill_batches(
     if rows.size and bool(np.any(rows == fill_index)):
         raise ValueError(
             f"Argument `fill_index`={fill_index} is a planned index; a fill row must be "
-            "told apart from every example.\n- Pass the table's zero-length sequence index."
+            "told apart from every example.\n- Pass the table's fill sequence index."
         )
     sizes = np.diff(splits)
     filled = filled_sizes(sizes, k)

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from seqprep._core.checks import check_int
+from seqprep.planning._fill import FilledBatches, fill_batches
 
 __all__ = ["Layout", "resolve_data_parallel"]
 
@@ -26,6 +29,17 @@ class Layout(NamedTuple):
     size: int
     num_processes: int = 1
     process_index: int = 0
+
+    def fill(self, rows: np.ndarray, splits: np.ndarray, fill_index: int) -> FilledBatches:
+        """This process's rows of a flat plan, every batch topped up with ``fill_index``
+        (:func:`seqprep.planning._fill.fill_batches` for this layout).
+
+        Example:
+            >>> Layout(2).fill(np.array([4, 1, 0]), np.array([0, 2, 3]), 9).rows.tolist()
+            [4, 1, 0, 9]
+        """
+        return fill_batches(rows, splits, multiple_of=self.size, fill_index=fill_index,
+                            num_processes=self.num_processes, process_index=self.process_index)
 
 
 def _keras_distribution() -> Any:

@@ -117,11 +117,14 @@ def _output_is_masked(model: Any, data: _Data) -> bool:
 
 
 def _check_fill_row(model: Any, data: _Data) -> None:
-    """Refuse a model whose output on a fill row (padding only) is not finite.
+    """Refuse a model whose output on a fill row is not finite.
 
-    A weight of 0 does not keep a NaN out of the loss or the gradient (``0 * nan`` is NaN):
-    a masked mean over a row without a real step (``GlobalAveragePooling1D`` after a mask)
-    is ``0 / 0``, and the whole model would become NaN after the first filled batch.
+    A weight of 0 does not keep a NaN out of the loss or the gradient (``0 * nan`` is NaN),
+    and the whole model would become NaN after the first filled batch. A fill row shows one
+    step of the data that is not padding (:func:`seqprep.inputs._kernel.with_fill`), so a
+    masked mean over it is finite; what is left to refuse: data with no such step (the fill
+    row is then padding only, and a masked mean over it is ``0 / 0``), or a model that is
+    not finite on one step of its own data.
     """
     stage = _inputs.with_fill(data.stage)
     width = 1 if stage.single else [1] * len(stage.fields)
@@ -134,11 +137,11 @@ def _check_fill_row(model: Any, data: _Data) -> None:
     if all(np.all(np.isfinite(keras.ops.convert_to_numpy(o))) for o in outs):
         return
     raise ValueError(
-        "Argument `model` gives a non-finite output on a fill row (a row of padding only, "
-        "what data parallelism tops batches up with), and a weight of 0 does not keep NaN "
-        "out of the gradient. Received: a model whose output on one padded step is "
-        "NaN or inf (a masked mean over no real step, e.g. GlobalAveragePooling1D after a "
-        "mask, is 0 / 0)\n"
+        "Argument `model` gives a non-finite output on a fill row (what data parallelism "
+        "tops batches up with: one step of the data that is not padding, or padding only "
+        "when every step is the pad value), and a weight of 0 does not keep NaN out of the "
+        "gradient. Received: a model whose output on the fill row is NaN or inf (a masked "
+        "mean over no real step, e.g. GlobalAveragePooling1D after a mask, is 0 / 0)\n"
         "- Pool so that an empty row gives a finite value (e.g. divide by "
         "maximum(count, 1)), or pass `data_parallel=None` with batch sizes that divide the "
         "device count."
@@ -165,7 +168,8 @@ class _BatchSource:
         self, data: _Data, *, exact: bool, step_weights: bool, fill_to: int | None = None
     ) -> None:
         # With data parallelism (``fill_to`` devices) every batch is topped up with fill rows
-        # (all padding); an exact-length group then has padding, and per-step weights.
+        # (one step, then padding); an exact-length group then has padding, and per-step
+        # weights.
         self.exact = exact
         self.fill_to = fill_to
         if step_weights and data.y_steps and (not exact or fill_to is not None):
@@ -524,8 +528,9 @@ def fit_per_length(
             exact-length groups then padded by those rows, and the weights make each
             batch's loss and gradient those of one device, see
             :func:`seqprep.bucketed_dataset`; an int ``k`` asks for that; ``None`` never
-            fills; one process only; a model whose output on a row of padding is NaN, a
-            masked mean over no step, is refused then).
+            fills; one process only; a fill row holds one step of the data, so a masked
+            mean over it is finite, and a model whose output on it is still NaN is
+            refused).
         **fit_kwargs: ``model.fit``'s own arguments, read as ``model.fit`` reads them:
             ``validation_data`` (``(x_val, y_val)`` or ``(x_val, y_val,
             sample_weight_val)``, grouped the same way, in ascending order),

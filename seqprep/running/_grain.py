@@ -29,6 +29,7 @@ from seqprep.inputs._padding import Side
 from seqprep.inputs._targets import Targets
 from seqprep.planning import BucketSampler
 from seqprep.planning._shapes import resolve_pad_to
+from seqprep.running._data_parallel import Layout, resolve_data_parallel
 
 __all__ = ["grain_dataset"]
 
@@ -39,11 +40,15 @@ class SeqprepBatches(grain.MapDataset):
     """Batches of a sampler's plan as a ``grain.MapDataset`` (built by :func:`grain_dataset`,
     which checks the arguments)."""
 
-    def __init__(self, *, sampler: BucketSampler, stage: _inputs.Stage, epoch: int) -> None:
+    def __init__(
+        self, *, sampler: BucketSampler, stage: _inputs.Stage, epoch: int,
+        layout: Layout | None = None,
+    ) -> None:
         super().__init__()
         self.sampler = sampler
         self.epoch = epoch
         self._stage = stage
+        self._layout = layout  # data parallelism: fill rows (the stage's index n) and scales
         self._plan: tuple[int, Any] | None = None
 
     def __len__(self) -> int:
@@ -52,13 +57,19 @@ class SeqprepBatches(grain.MapDataset):
     def __str__(self) -> str:
         return f"SeqprepBatches(epoch={self.epoch}, batches_per_epoch={len(self)})"
 
-    def _epoch_plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _epoch_plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
         plan = self._plan  # one consistent tuple per read: Grain reads from several threads
         if plan is None or plan[0] != epoch:
             planned = self.sampler.plan(epoch)
-            flat, sizes = planned.rows, planned.sizes
+            flat, splits = planned.rows, planned.splits
             widths = _inputs.batch_widths(planned, self._stage)
-            plan = (epoch, (flat, np.concatenate([[0], np.cumsum(sizes)]), widths))
+            scales = None
+            if self._layout is not None:  # this process's rows, each batch topped up
+                filled = self._layout.fill(flat, splits, fill_index=self._stage.n)
+                flat = filled.rows
+                splits = np.concatenate([[0], np.cumsum(filled.sizes)]).astype(np.int64)
+                scales = filled.scales.astype(np.float32)
+            plan = (epoch, (flat, splits, widths, scales))
             self._plan = plan
         return plan[1]
 
@@ -69,9 +80,10 @@ class SeqprepBatches(grain.MapDataset):
         if index < 0:
             raise IndexError(f"batch index {index} is negative")
         per_epoch = len(self)
-        flat, splits, widths = self._epoch_plan(self.epoch + index // per_epoch)
+        flat, splits, widths, scales = self._epoch_plan(self.epoch + index // per_epoch)
         b = index % per_epoch
-        batch = _inputs.gather(self._stage, flat[splits[b] : splits[b + 1]], widths[b])
+        batch = _inputs.gather(self._stage, flat[splits[b] : splits[b + 1]], widths[b],
+                               scale=None if scales is None else scales[b])
         return batch[0] if len(batch) == 1 else batch
 
 
@@ -123,8 +135,13 @@ def grain_dataset(
         targets: ``"auto"``, ``"sequence"`` or ``"step"`` (see
             :func:`seqprep.resolve_targets`).
         options: a :class:`seqprep.Options` of the rarely set options this reads, as in
-            ``bucketed_dataset``: ``truncating``, ``dtype``, ``allow_nonfinite`` and
-            ``targets_field``.
+            ``bucketed_dataset``: ``truncating``, ``dtype``, ``allow_nonfinite``,
+            ``targets_field`` and ``data_parallel`` (``"auto"``, the default, reads the
+            ``keras.distribution`` layout: with ``k > 1`` devices along its batch axis every
+            batch is topped up to a multiple of ``k`` rows with weight-0 fill rows and the
+            loss is the one-device loss, exactly as in ``bucketed_dataset``; with several
+            ``jax.distributed`` processes each process's dataset holds its rows of every
+            batch, so do not shard it again with Grain's ``ShardOptions``).
 
     Returns:
         A ``grain.MapDataset`` with ``len(ds) == len(sampler)``.
@@ -148,8 +165,8 @@ def grain_dataset(
         >>> [b[0].tolist() for b in resumed] == [b[0].tolist() for b in it]
         True
     """
-    opts = options_for(options, "grain_dataset",
-                       reads=("truncating", "dtype", "allow_nonfinite", "targets_field"))
+    opts = options_for(options, "grain_dataset", reads=(
+        "truncating", "dtype", "allow_nonfinite", "targets_field", "data_parallel"))
     check_choice("targets", targets, ("auto", "sequence", "step"))
     epoch = check_int("epoch", epoch, minimum=0)
     stage = _inputs.prepare(
@@ -158,7 +175,10 @@ def grain_dataset(
         allow_nonfinite=opts.allow_nonfinite, targets=targets, targets_field=opts.targets_field,
         backend=_compiling_backend(), epoch=epoch, resolve_planned=resolve_pad_to,
     )
-    return SeqprepBatches(sampler=sampler, stage=stage, epoch=epoch)
+    layout = resolve_data_parallel(opts.data_parallel, caller="grain_dataset")
+    if layout is not None:
+        stage = _inputs.with_fill(stage)
+    return SeqprepBatches(sampler=sampler, stage=stage, epoch=epoch, layout=layout)
 
 
 def _compiling_backend() -> str | None:

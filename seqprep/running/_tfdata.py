@@ -161,14 +161,15 @@ def bucketed_dataset(
 
     Data parallelism: with ``keras.distribution.set_distribution(DataParallel(...))`` on JAX
     (or ``Options(data_parallel=k)``), Keras splits every batch's rows over ``k`` devices, so each
-    batch is topped up to a multiple of ``k`` rows with *fill rows*: all padding, target 0,
-    weight 0, never a copy of an example. A weight column is then always emitted (1 per
-    real row or real step when ``sample_weight`` is None), and the weights of per-sequence
-    targets are scaled by rows / real rows, so that the loss and gradient of each batch
-    equal the one-device run of the same plan (per-step targets: see "keras.distribution on
-    JAX" in the distributed guide). With several processes (``jax.distributed``) each
-    process yields its rows of every batch, at the whole batch's width; build the
-    distribution with ``auto_shard_dataset=False``.
+    batch is topped up to a multiple of ``k`` rows with *fill rows*: target 0, weight 0,
+    never a copy of an example, holding one step of the data that is not padding (so a
+    masked mean over a fill row is finite) and then padding. A weight column is then always
+    emitted (1 per real row or real step when ``sample_weight`` is None), and the weights of
+    per-sequence targets are scaled by rows / real rows, so that the loss and gradient of
+    each batch equal the one-device run of the same plan (per-step targets: see
+    "keras.distribution on JAX" in the distributed guide). With several processes
+    (``jax.distributed``) each process yields its rows of every batch, at the whole batch's
+    width; build the distribution with ``auto_shard_dataset=False``.
 
     Args:
         x: a sequence collection (list of arrays or lists, ``tf.RaggedTensor``, array

@@ -40,9 +40,11 @@ from seqprep._core.checks import (
     check_finite_labels,
     check_int,
 )
+from seqprep._core.options import _data_parallel
 from seqprep._core.ragged import Ragged, as_ragged
 from seqprep.inputs import _kernel, _stage_fields, _stage_rules
 from seqprep.inputs._targets import Targets, resolve_targets
+from seqprep.planning._fill import fill_batches
 from seqprep.planning._packing import PackSampler
 
 __all__ = ["PackCollate", "PadCollate", "RowItems", "shard_by_rank"]
@@ -355,11 +357,23 @@ class PadCollate:
             ``"pre"`` the last ones (``bucketed_dataset``'s ``truncating``).
         allow_nonfinite: accept NaN/inf in ``x`` (NaN/inf in ``y`` are always refused).
         return_tensors: ``"pt"`` (torch tensors, the default) or ``"np"``.
+        data_parallel: None (the default: batches as fetched), an int ``k`` or ``"auto"``
+            (read the ``keras.distribution`` layout, as ``bucketed_dataset`` does; this
+            imports Keras): every batch is topped up to a multiple of ``k`` rows with
+            weight-0 fill rows and its real rows' weights scaled as ``bucketed_dataset(...,
+            options=sp.Options(data_parallel=k))`` does (a fill row's one step is the
+            batch's first step), for Keras's ``DataParallel`` on JAX fed by a
+            ``DataLoader``. PyTorch's DDP needs none: each rank pads its own
+            batches, and what it needs, the same number of batches on every rank, is the
+            sampler's (:func:`shard_by_rank`).
 
     Raises:
         ValueError: an unknown option, or (when called) items of mixed forms, a lossy
             ``dtype``, NaN/inf features or targets, targets that fit no reading, a sequence
-            longer than an int ``pad_to``.
+            longer than an int ``pad_to``, or a ``keras.distribution`` layout over several
+            processes (``"auto"``: a collate sees one process's batch, but every process
+            must hold its rows of one global batch; use ``grain_dataset`` or
+            ``bucketed_dataset``).
         ImportError: ``return_tensors="pt"`` without PyTorch.
 
     Example:
@@ -372,6 +386,10 @@ class PadCollate:
         ...     [([1, 2], 0), ([3], 1)])
         >>> wb.tolist()
         [[1.0, 1.0], [1.0, 0.0]]
+        >>> xb, yb, wb = sp.PadCollate(data_parallel=4, return_tensors="np")(
+        ...     [([1, 2, 3], 0), ([4], 1)])  # two fill rows: one step each, weight 0
+        >>> xb.tolist(), yb.tolist(), wb.tolist()  # real rows weigh rows / real rows
+        ([[1, 2, 3], [4, 0, 0], [1, 0, 0], [1, 0, 0]], [0, 1, 0, 0], [2.0, 2.0, 0.0, 0.0])
     """
 
     def __init__(
@@ -388,6 +406,7 @@ class PadCollate:
         truncating: Literal["pre", "post"] = "post",
         allow_nonfinite: bool = False,
         return_tensors: ReturnTensors = "pt",
+        data_parallel: int | Literal["auto"] | None = None,
     ) -> None:
         for side in padding.values() if isinstance(padding, Mapping) else [padding]:
             check_choice("padding", side, ("pre", "post"))
@@ -416,13 +435,33 @@ class PadCollate:
         self.truncating = check_choice("truncating", truncating, ("pre", "post"))
         self.allow_nonfinite = check_bool("allow_nonfinite", allow_nonfinite)
         self.return_tensors = _check_return_tensors(return_tensors)
+        self.data_parallel = _data_parallel("data_parallel", data_parallel)  # Options' check
 
     def __repr__(self) -> str:
         return (
             f"PadCollate(padding={self.padding!r}, value={self.value!r}, pad_to={self.pad_to!r}, "
             f"dtype={self.dtype!r}, sample_weight={self.sample_weight!r}, "
-            f"targets={self.targets!r}, return_tensors={self.return_tensors!r})"
+            f"targets={self.targets!r}, return_tensors={self.return_tensors!r}, "
+            f"data_parallel={self.data_parallel!r})"
         )
+
+    def _fill_to(self) -> int | None:
+        """The row multiple of this batch (None: no fill rows); ``"auto"`` reads Keras now,
+        so a layout set after the collate was built counts."""
+        if self.data_parallel is None or isinstance(self.data_parallel, int):
+            return None if self.data_parallel in (None, 1) else self.data_parallel
+        from seqprep.running._data_parallel import resolve_data_parallel
+
+        layout = resolve_data_parallel("auto", caller="PadCollate")
+        if layout is not None and layout.num_processes > 1:
+            raise ValueError(
+                "PadCollate(data_parallel='auto') reads a keras.distribution layout over "
+                f"{layout.num_processes} processes, but a collate sees one process's batch, "
+                "and every process must hold its rows of one global batch, all at one width. "
+                "Received: data_parallel='auto'\n- Use seqprep.grain_dataset or "
+                "seqprep.bucketed_dataset (each process reads its rows of every batch)."
+            )
+        return None if layout is None else layout.size
 
     def _options(self, field: str | None, fields: tuple[str, ...] | None) -> _FieldOptions:
         """The options of ``field`` (checked once per field structure, then remembered)."""
@@ -448,6 +487,14 @@ class PadCollate:
         else:
             rags = {f: as_ragged([x[f] for x in xs], f"x[{f!r}]") for f in fields}
         y_field = self._target_field(rags, ys)
+        fill_to = self._fill_to()
+        rows = len(xs)
+        # Data parallelism: fill rows (each table's index `rows`) after the items, and the
+        # weight scale rows / real rows (see seqprep.planning._fill).
+        filled = None if fill_to is None else fill_batches(
+            np.arange(rows), np.array([0, rows]), multiple_of=fill_to, fill_index=rows)
+        idx = np.arange(rows, dtype=np.int64) if filled is None else filled.rows
+        scale = None if filled is None else np.float32(filled.scales[0])
         out = {}
         extra: tuple[Any, ...] = ()
         for field, rag in rags.items():
@@ -463,13 +510,12 @@ class PadCollate:
                            else f" in field {field!r}")
             kw = {}
             if field == y_field and ys is not None:
-                kw = self._target_columns(ys, ws, rag)
+                kw = self._target_columns(ys, ws, rag, fill=filled is not None)
             table = _kernel.table(_values_with_pad_row(rag, dtype, opt.value, label),
-                                  starts, lengths, **kw)
-            idx = np.arange(lengths.size, dtype=np.int64)
+                                  starts, lengths, fill=filled is not None, **kw)
             src, real = _kernel.positions(table.starts, table.lengths, idx, width, opt.padding,
                                           table.pad_index)
-            got = _kernel.gather_batch(table, src, real, idx)
+            got = _kernel.gather_batch(table, src, real, idx, scale=scale)
             out[field] = got[0]
             if field == y_field:
                 extra = got[1:]
@@ -513,8 +559,12 @@ class PadCollate:
             )
         return matching[0]
 
-    def _target_columns(self, ys: list[Any], ws: list[Any] | None, rag: Ragged) -> dict:
-        """The table's targets and weights for this batch (kernel ``table`` keywords)."""
+    def _target_columns(
+        self, ys: list[Any], ws: list[Any] | None, rag: Ragged, fill: bool = False
+    ) -> dict:
+        """The table's targets and weights for this batch (kernel ``table`` keywords); with
+        ``fill`` rows, targets without weights get the weights that make fill rows weigh 0
+        (as ``seqprep.inputs._stage.with_fill`` gives them)."""
         if isinstance(ys[0], Mapping):
             raise TypeError(
                 "Items' `y` must be a target or a sequence of targets; dict targets are not "
@@ -524,6 +574,9 @@ class PadCollate:
         mode, y = _item_targets(ys, rag.lengths, self.targets, "PadCollate")
         w = _item_weights(ws) if ws is not None else None
         w_mode = self.sample_weight or ("sequence" if w is not None else None)
+        if fill and w_mode is None:
+            w_mode = "timestep" if mode == "step" else "sequence"
+            w = None if mode == "step" else np.ones(len(ys), np.float32)
         return {"y": y, "y_mode": mode, "w": w, "w_mode": w_mode}
 
 
