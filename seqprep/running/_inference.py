@@ -43,6 +43,7 @@ from seqprep.running._inference_batches import (
     _callback_list,
     _check_model_inputs,
     _fields,
+    _filled,
     _last_rnn_returns_sequences,
     _model_kind,
     _packed_returns_sequences,
@@ -198,8 +199,11 @@ def predict(
     if packed is None:
         _check_model_inputs(model, fields)
     plan = _plan(fields, model, max_tokens=max_tokens, batch_size=batch_size, pad_to=pad_to)
-    batches = _Batches(fields, plan, padding, packed)
+    fields, filled = _filled(fields, plan, opts.data_parallel, "predict")
+    batches = _Batches(fields, filled, padding, packed)
     outs = _run_predict(model, batches, _callback_list(model, callbacks, verbose, len(plan)))
+    if filled is not plan:  # fill rows (data parallelism) come after each batch's real rows
+        outs = [[leaf[: len(plan.batch(b))] for leaf in o] for b, o in enumerate(outs)]
     slot_axis = packed is not None and not _packed_returns_sequences(model)
     leaves = _assemble(outs, plan, fields, padding, outputs, model, ragged, slot_axis)
     structure = _output_structure(model, len(leaves))
