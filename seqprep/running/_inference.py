@@ -200,7 +200,7 @@ def predict(
         _check_model_inputs(model, fields)
     plan = _plan(fields, model, max_tokens=max_tokens, batch_size=batch_size, pad_to=pad_to)
     fields, filled = _filled(fields, plan, opts.data_parallel, "predict")
-    batches = _Batches(fields, filled, padding, packed)
+    batches = _Batches(fields, filled, padding, packed, distribute=filled is not plan)
     outs = _run_predict(model, batches, _callback_list(model, callbacks, verbose, len(plan)))
     if filled is not plan:  # fill rows (data parallelism) come after each batch's real rows
         outs = [[leaf[: len(plan.batch(b))] for leaf in o] for b, o in enumerate(outs)]

@@ -266,6 +266,18 @@ def _filled(
             InferencePlan(filled.rows, splits, plan.widths, plan.epoch))
 
 
+def _distributed(x: Any) -> Any:
+    """``x`` laid out over the devices of the Keras distribution, when one is set (JAX), so
+    that each device computes its rows of the batch; ``x`` itself otherwise."""
+    if keras.backend.backend() != "jax":
+        return x
+    dist = keras.distribution.distribution()
+    if dist is None:
+        return x
+    return keras.tree.map_structure(
+        lambda a: keras.distribution.distribute_tensor(a, dist.get_data_layout(a.shape)), x)
+
+
 def _verbosity(verbose: Any) -> int:
     if verbose == "auto":
         return 1
@@ -327,10 +339,15 @@ def _packed_inputs(model: Any, xb: np.ndarray, real: np.ndarray, lengths: np.nda
 
 
 class _Batches:
-    """The planned batches of ``fields`` as model inputs (plain or packed)."""
+    """The planned batches of ``fields`` as model inputs (plain or packed), laid out over the
+    devices of the Keras distribution with ``distribute`` (batches filled for it)."""
 
-    def __init__(self, fields: _Fields, plan: InferencePlan, padding: str, packed: Any) -> None:
+    def __init__(
+        self, fields: _Fields, plan: InferencePlan, padding: str, packed: Any,
+        distribute: bool = False,
+    ) -> None:
         self.fields, self.plan, self.padding, self.packed = fields, plan, padding, packed
+        self.distribute = distribute  # lay each batch out over the Keras distribution
 
     def __len__(self) -> int:
         return len(self.plan)
@@ -343,8 +360,10 @@ class _Batches:
             _, real = _kernel.positions(table.starts, table.lengths, idx,
                                         int(self.plan.widths[b, 0]), self.padding,
                                         table.pad_index)
-            return idx, _packed_inputs(self.packed, arrays[0], real, table.lengths[idx])
-        return idx, self.fields.pack(arrays)
+            xb = _packed_inputs(self.packed, arrays[0], real, table.lengths[idx])
+        else:
+            xb = self.fields.pack(arrays)
+        return idx, _distributed(xb) if self.distribute else xb
 
 
 def _stateful_sizes(model: Any, x: Any, window: int | None, max_tokens: int) -> tuple[int, int]:

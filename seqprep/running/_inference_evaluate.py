@@ -86,20 +86,10 @@ class _Forward:
 
                 self._fn = jax.jit(step)
             y, masks = self._fn([v.value for v in self.model.trainable_variables],
-                                [v.value for v in self.model.non_trainable_variables],
-                                _distributed(x))
+                                [v.value for v in self.model.non_trainable_variables], x)
         leaves = [ops.convert_to_numpy(leaf) for leaf in keras.tree.flatten(y)]
         masks = [None if m is None else ops.convert_to_numpy(m).astype(bool) for m in masks]
         return leaves, masks, keras.tree.map_structure(lambda _: None, y)
-
-
-def _distributed(x: Any) -> Any:
-    """``x`` laid out over the devices of the Keras distribution, if one is set (JAX)."""
-    dist = keras.distribution.distribution()
-    if dist is None:
-        return x
-    return keras.tree.map_structure(
-        lambda a: keras.distribution.distribute_tensor(a, dist.get_data_layout(a.shape)), x)
 
 
 _FORWARDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -251,8 +241,9 @@ def evaluate(
     names = _output_names(model)
     outputs = output_targets(y, sample_weight, fields, targets, names)
     plan = _plan(fields, model, max_tokens=max_tokens, batch_size=batch_size, pad_to=pad_to)
-    fields, plan = _filled(fields, plan, opts.data_parallel, "evaluate")
-    batches = _Batches(fields, plan, padding, packed)
+    fields, filled = _filled(fields, plan, opts.data_parallel, "evaluate")
+    batches = _Batches(fields, filled, padding, packed, distribute=filled is not plan)
+    plan = filled
     slot_axis = packed is not None and not _packed_returns_sequences(model)
     callbacks = _callback_list(model, callbacks, verbose, len(plan))
     forward = _forward_of(model)
