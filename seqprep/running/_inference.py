@@ -139,7 +139,11 @@ def predict(
             the longest sequence within ``max_tokens``).
         options: :class:`seqprep.Options`; read: ``dtype`` (of the input batches; default:
             integers keep theirs, floats become float32; a dict gives one per field of a dict
-            ``x``) and ``allow_nonfinite`` (accept NaN/inf inputs, refused by default).
+            ``x``), ``allow_nonfinite`` (accept NaN/inf inputs, refused by default) and
+            ``data_parallel`` (``"auto"``: under a ``keras.distribution`` layout every batch
+            gets fill rows up to a multiple of the devices along the batch axis and is laid
+            out over them; the fill rows are in no output; an int ``k`` fills for ``k``
+            devices; None never fills).
         **kwargs: Keras's own ``predict`` arguments, as ``model.predict`` takes them:
             ``verbose`` (``"auto"`` or 1: progress bar, 0: silent, 2: one line) and
             ``callbacks`` (Keras callbacks; they get ``on_predict_*`` calls as in

@@ -158,10 +158,12 @@ def evaluate(
     What is computed: the value Keras's ``evaluate`` gives on the padded-to-max arrays in ONE
     batch (``model.evaluate(padded_x, padded_y, batch_size=len(x))``), with padding
     masked. Keras's own ``evaluate`` with smaller batches averages per-batch losses weighted
-    by rows, so its value depends on how the batches are made; this one does not: the loss is
-    the sum over batches of each batch's loss times the targets it holds (rows, or real steps
-    for per-step targets), divided by all targets, i.e. exactly the mean over every real
-    example (or step), weighted by ``sample_weight`` as Keras weighs it. Metrics are Keras's
+    by rows, so its value depends on how the batches are made; this one does not: each
+    output's loss is accumulated over the batches to its one-batch value, for Keras's default
+    reduction the sum over batches of each batch's loss times the targets it holds (rows, or
+    real steps for per-step targets) divided by all targets, i.e. exactly the mean over every
+    real example (or step), weighted by ``sample_weight`` as Keras weighs it (``"sum"`` and
+    ``"mean_with_sample_weight"`` likewise; see :mod:`._inference_scoring`). Metrics are Keras's
     compiled metrics, accumulated over the batches as Keras accumulates them (their state is
     sums and counts), with padding masked: per-step targets count on real steps only (and not
     where a masking layer of the model masks the output, as in Keras). Per-step losses and
@@ -176,23 +178,32 @@ def evaluate(
     function still counts real steps only (Keras gives the same with 0/1 timestep weights and
     a loss of ``reduction="mean_with_sample_weight"``).
 
-    Batches are planned as in :func:`predict`; stateful models go to
+    Several outputs (a list or dict, per sequence or per step, e.g. a tagger head and a
+    classifier head) take ``y`` and ``sample_weight`` as a matching list or dict; each output
+    is scored with its compiled loss, loss weight and metrics, and the result has Keras's keys
+    (``loss``, ``<output>_loss``, ``<output>_<metric>``).
+
+    Batches are planned as in :func:`predict` (with fill rows under data parallelism, left
+    out of the metrics); stateful models go to
     :func:`seqprep.evaluate_tbptt`, a :class:`seqprep.LengthEnsemble` to its own
     ``evaluate``. Encoder-decoder models are scored teacher-forced by passing a dict ``x``
     (``{"encoder": sources, "decoder": decoder_inputs}``) and the decoder targets as ``y``;
     per-step targets follow the field of ``x`` whose lengths they have.
 
     Args:
-        model: a compiled Keras model with one output and one loss (Keras's default
-            ``"sum_over_batch_size"`` reduction), or a :class:`seqprep.LengthEnsemble`.
+        model: a compiled Keras model (one or several outputs; losses of reduction
+            ``"sum_over_batch_size"``, ``"mean"``, ``"sum"``, ``"mean_with_sample_weight"``,
+            or ``None`` on one per-sequence output), or a :class:`seqprep.LengthEnsemble`.
         x: a sequence collection, or a dict (or tuple) of them, as in :func:`predict`.
         y: one target per sequence (an array ``(n, ...)``) or one per step (a list of
-            ``(T_i, ...)`` arrays); see :func:`seqprep.resolve_targets`.
-        sample_weight: optional weights ``(n,)``, one per sequence (applied to every step of
-            per-step targets).
+            ``(T_i, ...)`` arrays); see :func:`seqprep.resolve_targets`. Several outputs: a
+            list (one entry per output) or a dict keyed by output name.
+        sample_weight: optional weights: ``(n,)``, one per sequence (applied to every step of
+            per-step targets), or one per step (a list of 1-D arrays of the targets'
+            lengths). Several outputs: one of those for all, or a list or dict per output.
         batch_size, max_tokens, padding, value, pad_to, window: as in :func:`predict`.
-        options: :class:`seqprep.Options`; read: ``dtype`` and ``allow_nonfinite`` of the
-            inputs ``x``, as in :func:`predict`.
+        options: :class:`seqprep.Options`; read: ``dtype``, ``allow_nonfinite`` and
+            ``data_parallel``, as in :func:`predict`.
         **kwargs: Keras's own ``evaluate`` arguments ``verbose`` and ``callbacks`` (which get
             ``on_test_*`` calls), as in :func:`predict`. Any other key is refused.
         targets: ``"auto"``, ``"sequence"`` or ``"step"`` (see :func:`seqprep.resolve_targets`).
@@ -202,9 +213,11 @@ def evaluate(
         ``model.evaluate(..., return_dict=True)``.
 
     Raises:
-        ValueError: an uncompiled model, several outputs or losses, a loss with another
-            reduction, ``y`` or ``sample_weight`` of another count than ``x``, ``x`` that
-            does not match the model's inputs, or bad options (as in :func:`predict`).
+        ValueError: an uncompiled model, a loss whose one-batch value depends on padding
+            (``reduction=None`` on per-step targets or with several losses), ``y`` or
+            ``sample_weight`` of another count than ``x`` or the outputs, per-step weights
+            of other lengths than the targets, ``x`` that does not match the model's inputs,
+            or bad options (as in :func:`predict`).
         TypeError: as in :func:`predict`.
 
     Example:
