@@ -32,7 +32,6 @@ from seqprep.running._inference_batches import (
     _stateful_sizes,
 )
 from seqprep.running._inference_scoring import (
-    RowMask,
     _LossSum,
     _Target,
     batch_targets,
@@ -41,6 +40,7 @@ from seqprep.running._inference_scoring import (
     padded_rows,
 )
 from seqprep.running._keras_private import compiled_losses, keras_mask
+from seqprep.running._tbptt_runner import _MaskOutputs
 
 __all__ = ["evaluate"]
 
@@ -299,7 +299,7 @@ class _Scorer:
             )
         self.model, self.structure, self.outputs = model, structure, outputs
         self.names = names if len(names) == count else [str(i) for i in range(count)]
-        self.masker = RowMask()
+        self.masker = _MaskOutputs()  # which rows the metrics count, as a Keras mask
         self.weighted = any(t.weights is not None or t.step_weights is not None
                             for t in outputs)
         self.losses: list[tuple[int, Any, float, str, _LossSum]] | None = None

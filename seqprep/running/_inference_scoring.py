@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import keras
 import numpy as np
 from keras import ops
 
@@ -166,13 +165,13 @@ def _per_output(value: Any, names: list[str], count: int, name: str) -> list[Any
             return [value[names[0]]]
         return [value]
     if isinstance(value, dict):
-        unknown = sorted(set(value) - set(names))
-        if unknown:
-            raise ValueError(
-                f"Argument `{name}` is a dict keyed by output name, but the model has no "
-                f"output named {unknown}. Its outputs: {names}\n- Key `{name}` by the "
-                "model's output names."
-            )
+        for key in value:
+            if key not in names:
+                raise ValueError(
+                    f"Argument `{name}` is a dict keyed by output name, but the model has no "
+                    f"output named {key!r}. Its outputs: {names}\n- Key `{name}` by the "
+                    "model's output names."
+                )
         return [value.get(k) for k in names]
     if isinstance(value, (list, tuple)):
         if len(value) != count:
@@ -329,17 +328,3 @@ def padded_rows(yb: np.ndarray, y_pred: np.ndarray, held: int) -> tuple[np.ndarr
         return np.concatenate([yb, yb[fill]]), np.concatenate([y_pred, y_pred[fill]])
     return (np.zeros((size, *yb.shape[1:]), yb.dtype),
             np.zeros((size, *y_pred.shape[1:]), y_pred.dtype))
-
-
-class RowMask(keras.layers.Layer):
-    """A copy of its input carrying the given Keras mask (which rows the metrics count)."""
-
-    def __init__(self) -> None:
-        super().__init__(name="seqprep_row_mask", trainable=False)
-        self.supports_masking = True
-
-    def call(self, inputs: Any, mask: Any = None) -> Any:
-        return ops.copy(inputs)
-
-    def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
-        return mask
