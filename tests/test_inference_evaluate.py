@@ -106,7 +106,8 @@ def test_two_heads_dict_outputs_dict_losses_and_weights_per_output():
 
 def test_a_dict_loss_over_a_list_of_outputs_and_one_loss_for_both():
     """A dict of losses keyed by output name over a model returning a list; and one loss
-    given for every output (Keras applies it to each)."""
+    given for every output (Keras applies it to each), with one weight per sequence that
+    weighs every output."""
     x = _frames(LENGTHS, 8)
     rng = np.random.default_rng(9)
     step_targets = [rng.normal(size=(n, 3)).astype("float32") for n in LENGTHS]
@@ -114,9 +115,11 @@ def test_a_dict_loss_over_a_list_of_outputs_and_one_loss_for_both():
     model = _two_heads(seed=10)
     model.compile(loss={"cls": "mae", "tag": "mse"}, metrics={"tag": "mae", "cls": "mse"})
     _check(model, x, [step_targets, values], [_padded(step_targets), values])
-    model.compile(loss="mse")
-    _check(model, x, {"cls": values, "tag": step_targets},
-           {"cls": values, "tag": _padded(step_targets)})
+    model.compile(loss="mse", weighted_metrics={"tag": "mae", "cls": "mae"})
+    w = rng.uniform(0.0, 2.0, len(LENGTHS)).astype("float32")  # one per sequence, every output
+    # Keras: a list, each output its weights (per step for the tagger: the sequence's weight)
+    _check(model, x, {"cls": values, "tag": step_targets}, [_padded(step_targets), values],
+           sample_weight=w, padded_weight=[np.repeat(w[:, None], max(LENGTHS), axis=1), w])
 
 
 # --------------------------------------------------------------------------- reductions
