@@ -207,6 +207,8 @@ def test_what_cannot_be_reproduced_is_refused_clearly():
     with pytest.raises(ValueError, match=r"`y` must hold the targets of each of the model's 2 "
                                          r"outputs"):
         sp.evaluate(heads, x, values, verbose=0)
+    with pytest.raises(ValueError, match=r"`y` gives no targets for the model's output 'cls'"):
+        sp.evaluate(heads, x, {"tag": tags}, verbose=0)
     with pytest.raises(ValueError, match=r"no output named 'clz'"):
         sp.evaluate(heads, x, {"tag": tags, "clz": values}, verbose=0)
     with pytest.raises(ValueError, match=r"`sample_weight\['cls'\]` holds one weight per step, "

@@ -98,11 +98,15 @@ def _check_weights(values: np.ndarray, name: str, where: Any) -> np.ndarray:
 
 
 def _is_per_sequence(weights: Any) -> bool:
-    if isinstance(weights, np.ndarray):
-        return weights.ndim == 1 and weights.dtype != object
-    if isinstance(weights, (list, tuple)):
-        return all(np.ndim(w) == 0 for w in weights)
-    return np.ndim(weights) == 1 and not isinstance(weights, Ragged)
+    """Whether ``weights`` is one number per sequence (a 1-D numeric array or list), not a
+    collection of per-step arrays."""
+    if isinstance(weights, Ragged):
+        return False
+    try:
+        arr = np.asarray(weights)
+    except (TypeError, ValueError):  # arrays of different lengths
+        return False
+    return arr.ndim == 1 and arr.dtype != object
 
 
 def _weights_of(weights: Any, target: _Target, n: int, name: str) -> None:
@@ -134,15 +138,19 @@ def _weights_of(weights: Any, target: _Target, n: int, name: str) -> None:
             f"({n},), for that output."
         )
     lengths = target.table.lengths
-    if rag.values.ndim != 1 or rag.lengths.shape != lengths.shape \
-            or not np.array_equal(rag.lengths, lengths):
-        bad = _first_mismatch(rag.lengths, lengths)
+    if rag.values.ndim != 1:
+        raise ValueError(
+            f"Argument `{name}` must hold one weight per step: 1-D arrays, one per sequence. "
+            f"Received arrays of shape (T_i, {', '.join(map(str, rag.values.shape[1:]))})\n"
+            "- Pass one number per step of each sequence."
+        )
+    bad = _first_mismatch(rag.lengths, lengths)
+    if bad is not None:
         raise ValueError(
             f"Argument `{name}` must hold one 1-D array per sequence with one weight per "
-            f"step of `{target.label}`. Received {len(rag)} arrays of values shape "
-            f"{rag.values.shape[1:]}; " + (f"{name}[{bad}] has {rag.lengths[bad]} weights for "
-                                           f"{lengths[bad]} steps" if bad is not None else
-                                           "not 1-D")
+            f"step of `{target.label}`. Received {len(rag)} arrays for {len(lengths)} "
+            "sequences" + (f"; {name}[{bad}] has {rag.lengths[bad]} weights for "
+                           f"{lengths[bad]} steps" if len(rag) == len(lengths) else "")
             + "\n- Pass weights of the targets' lengths (one per step)."
         )
     values = _check_weights(rag.values, name, rag.locator(name))
@@ -150,8 +158,9 @@ def _weights_of(weights: Any, target: _Target, n: int, name: str) -> None:
 
 
 def _first_mismatch(a: np.ndarray, b: np.ndarray) -> int | None:
+    """The first sequence whose count differs (0 if the counts differ), or None."""
     if a.shape != b.shape:
-        return 0 if a.size and b.size else None
+        return 0
     diff = np.flatnonzero(a != b)
     return int(diff[0]) if diff.size else None
 
@@ -192,25 +201,22 @@ def _per_output(value: Any, names: list[str], count: int, name: str) -> list[Any
 
 def output_targets(
     y: Any, sample_weight: Any, fields: _Fields, targets: Targets, names: list[str],
-) -> list[_Target | None]:
-    """Every output's :class:`_Target` (None for an output given no targets)."""
+) -> list[_Target]:
+    """Every output's :class:`_Target`, in the order of the model's flattened outputs."""
     count = len(names)
     ys = _per_output(y, names, count, "y")
     ws = _per_output(sample_weight, names, count, "sample_weight")
-    out: list[_Target | None] = []
+    per_output_weights = count > 1 and isinstance(sample_weight, (dict, list, tuple))
+    out: list[_Target] = []
     for k, (y_k, w_k) in enumerate(zip(ys, ws, strict=True)):
         label = "y" if count == 1 else f"y[{names[k]!r}]"
-        wname = "sample_weight" if count == 1 or not isinstance(sample_weight, (dict, list,
-                                                                               tuple)) \
-            else f"sample_weight[{names[k]!r}]"
+        wname = f"sample_weight[{names[k]!r}]" if per_output_weights else "sample_weight"
         if y_k is None:
-            if w_k is not None and isinstance(sample_weight, (dict, list, tuple)):
-                raise ValueError(
-                    f"Argument `{wname}` weighs an output given no targets in `y`.\n- Give "
-                    "that output targets, or drop its weights."
-                )
-            out.append(None)
-            continue
+            raise ValueError(
+                f"Argument `y` gives no targets for the model's output {names[k]!r}; "
+                "seqprep.evaluate scores every output, as model.evaluate does.\n- Give "
+                f"`y` one entry per output {names}."
+            )
         kind, data, field = _targets(y_k, fields, targets, label)
         target = _Target(label, kind, data, field)
         if kind == "step":
