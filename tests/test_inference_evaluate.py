@@ -14,8 +14,11 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import seqprep as sp
+from seqprep.running._inference_scoring import _LossSum, padded_rows
 
 HERE = Path(__file__).resolve().parent
 ATOL = 1e-5
@@ -185,6 +188,37 @@ def test_per_step_weights_default_reduction_and_several_outputs_reductions():
                         keras.losses.MeanSquaredError(reduction="mean_with_sample_weight")],
                   loss_weights=[0.1, 1.0])
     _check(heads, x, [tags, values], [_padded(tags), values])
+
+
+@settings(max_examples=25, deadline=None)
+@given(reduction=st.sampled_from(["sum_over_batch_size", "sum", "mean_with_sample_weight",
+                                  None]),
+       sizes=st.lists(st.integers(0, 9), min_size=1, max_size=5), weighted=st.booleans(),
+       seed=st.integers(0, 999))
+def test_a_loss_accumulated_over_any_batches_equals_its_one_batch_value(reduction, sizes,
+                                                                        weighted, seed):
+    """Whatever the batches (any sizes, empty ones, rows padded to a power of two), the
+    accumulated loss equals Keras's loss on all rows at once."""
+    rng = np.random.default_rng(seed)
+    n = sum(sizes)
+    y = rng.normal(size=(n, 2)).astype("float32")
+    p = rng.normal(size=(n, 2)).astype("float32")
+    w = rng.uniform(0.0, 2.0, n).astype("float32") if weighted else None
+    loss = keras.losses.MeanSquaredError(reduction=reduction)
+    total = _LossSum("none" if reduction is None else reduction)
+    start = 0
+    for size in sizes:
+        if size:
+            yb, pb = padded_rows(y[start:start + size], p[start:start + size], size)
+            weight = total.weights(None if w is None else w[start:start + size], size,
+                                   yb.shape[0])
+            total.add(loss(yb, pb, weight), weight, size)
+        start += size
+    if n == 0:
+        assert total.result() == 0.0
+        return
+    one_batch = np.asarray(keras.ops.convert_to_numpy(loss(y, p, w)), np.float64).mean()
+    assert abs(total.result() - one_batch) < 1e-5 * max(1.0, abs(one_batch))
 
 
 # --------------------------------------------------------------------------- refusals
