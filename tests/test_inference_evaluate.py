@@ -224,6 +224,23 @@ def test_a_loss_accumulated_over_any_batches_equals_its_one_batch_value(reductio
 # --------------------------------------------------------------------------- refusals
 
 
+def test_weight_regularization_is_added_activity_regularization_refused():
+    keras.utils.set_random_seed(31)
+    inputs = keras.Input((None, DIM))
+    h = keras.layers.GRU(3, kernel_regularizer="l2")(keras.layers.Masking()(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(1, kernel_regularizer="l1")(h))
+    model.compile(loss="mse", metrics=["mae"])
+    x = _frames(LENGTHS, 32)
+    y = np.random.default_rng(33).normal(size=(len(x), 1)).astype("float32")
+    _check(model, x, y, y)
+    active = keras.Model(inputs, keras.layers.Dense(1, activity_regularizer="l2",
+                                                    name="active")(h))
+    active.compile(loss="mse")
+    with pytest.raises(ValueError, match=r"activity regularizer \['active'\].*depends on the "
+                                         r"batch.*\n- Evaluate a copy"):
+        sp.evaluate(active, x, y, verbose=0)
+
+
 def test_what_cannot_be_reproduced_is_refused_clearly():
     x = _frames([3, 1, 4], 22)
     tagger = _tagger(23)

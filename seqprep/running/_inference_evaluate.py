@@ -30,6 +30,7 @@ from seqprep.running._inference_batches import (
     _plan,
     _run_arguments,
     _stateful_sizes,
+    _walk,
 )
 from seqprep.running._inference_scoring import (
     _LossSum,
@@ -108,6 +109,15 @@ def _check_compiled(model: Any) -> None:
             f"Argument `model` must be compiled with a loss to be evaluated. Received an "
             f"uncompiled {type(model).__name__} named {getattr(model, 'name', '?')!r}\n"
             "- Call `model.compile(loss=..., metrics=[...])` first."
+        )
+    regularized = [layer.name for layer in _walk(model)
+                   if getattr(layer, "activity_regularizer", None) is not None]
+    if regularized:
+        raise ValueError(
+            f"Argument `model` has layers with an activity regularizer {regularized}: Keras adds "
+            "its value on each batch to the loss, a figure that depends on the batch (padding "
+            "included), which seqprep.evaluate cannot reproduce.\n- Evaluate a copy of the "
+            "model without activity regularizers (the weights are the same)."
         )
 
 
@@ -366,5 +376,8 @@ class _Scorer:
 
 
 def _regularization(model: Any) -> float:
-    """The model's own losses (weight regularization), which Keras adds to the loss."""
-    return float(sum(float(ops.convert_to_numpy(v)) for v in model.losses))
+    """The weight regularization Keras adds to the loss: each trainable variable's
+    regularizer on its value (as ``model.losses`` computes it)."""
+    return float(sum(float(ops.convert_to_numpy(v.regularizer(v)))
+                     for v in model.trainable_weights
+                     if getattr(v, "regularizer", None) is not None))
