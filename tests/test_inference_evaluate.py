@@ -224,6 +224,7 @@ def test_a_loss_accumulated_over_any_batches_equals_its_one_batch_value(reductio
 # --------------------------------------------------------------------------- refusals
 
 
+@pytest.mark.backend
 def test_weight_regularization_is_added_activity_regularization_refused():
     keras.utils.set_random_seed(31)
     inputs = keras.Input((None, DIM))
