@@ -466,10 +466,6 @@ def test_bad_input_messages(frames_models):
     with pytest.raises(ValueError, match=r"`y` holds one target per step, but the model's "
                        r"output has shape \(2, 3\)"):
         sp.evaluate(model, x, [np.zeros(3), np.zeros(4)], verbose=0)
-    summed = _frames_model(seed=3)
-    summed.compile(loss=keras.losses.SparseCategoricalCrossentropy(reduction="sum"))
-    with pytest.raises(ValueError, match=r"reduction='sum'\n- Compile"):
-        sp.evaluate(summed, x, np.array([0, 1]), verbose=0)
 
 
 def test_options_and_keras_keywords(frames_models):

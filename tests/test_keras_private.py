@@ -46,6 +46,25 @@ def test_compiled_identity_changes_with_every_compile_even_with_the_same_argumen
     assert kp.compiled_identity(model)[1] != second[1]
 
 
+def test_compiled_losses_gives_each_outputs_loss_path_weight_and_name():
+    inputs = keras.Input((3,))
+    a = keras.layers.Dense(1, name="a")(inputs)
+    b = keras.layers.Dense(2, name="b")(inputs)
+    model = keras.Model(inputs, [a, b])
+    model.compile(loss={"b": "mae", "a": keras.losses.MeanSquaredError(reduction="sum")},
+                  loss_weights={"a": 0.5, "b": 2.0})
+    y_pred = [np.zeros((4, 1), "float32"), np.zeros((4, 2), "float32")]
+    entries = kp.compiled_losses(model, y_pred, y_pred)  # builds Keras's compiled loss
+    by_name = {name: (path, loss, weight) for path, loss, weight, name in entries}
+    assert set(by_name) == {"a", "b"}
+    # a path into the outputs as Keras structures them: by position or by output name
+    assert by_name["a"][0] in ((0,), ("a",)) and by_name["b"][0] in ((1,), ("b",))
+    assert by_name["a"][2] == 0.5
+    assert by_name["a"][1].reduction == "sum" and by_name["b"][2] == 2.0
+    assert isinstance(by_name["b"][1], keras.losses.Loss)  # "mae" wrapped as Keras calls it
+    assert kp.compiled_losses(model, y_pred, y_pred) == entries  # built once
+
+
 @pytest.mark.backend
 def test_a_recompiled_model_gets_new_tbptt_steps_that_use_the_new_loss():
     inputs = keras.Input(batch_shape=(2, 3, 1))

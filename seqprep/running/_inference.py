@@ -43,6 +43,7 @@ from seqprep.running._inference_batches import (
     _callback_list,
     _check_model_inputs,
     _fields,
+    _filled,
     _last_rnn_returns_sequences,
     _model_kind,
     _packed_returns_sequences,
@@ -138,7 +139,11 @@ def predict(
             the longest sequence within ``max_tokens``).
         options: :class:`seqprep.Options`; read: ``dtype`` (of the input batches; default:
             integers keep theirs, floats become float32; a dict gives one per field of a dict
-            ``x``) and ``allow_nonfinite`` (accept NaN/inf inputs, refused by default).
+            ``x``), ``allow_nonfinite`` (accept NaN/inf inputs, refused by default) and
+            ``data_parallel`` (``"auto"``: under a ``keras.distribution`` layout every batch
+            gets fill rows up to a multiple of the devices along the batch axis and is laid
+            out over them; the fill rows are in no output; an int ``k`` fills for ``k``
+            devices; None never fills).
         **kwargs: Keras's own ``predict`` arguments, as ``model.predict`` takes them:
             ``verbose`` (``"auto"`` or 1: progress bar, 0: silent, 2: one line) and
             ``callbacks`` (Keras callbacks; they get ``on_predict_*`` calls as in
@@ -198,8 +203,11 @@ def predict(
     if packed is None:
         _check_model_inputs(model, fields)
     plan = _plan(fields, model, max_tokens=max_tokens, batch_size=batch_size, pad_to=pad_to)
-    batches = _Batches(fields, plan, padding, packed)
+    fields, filled = _filled(fields, plan, opts.data_parallel, "predict")
+    batches = _Batches(fields, filled, padding, packed, distribute=filled is not plan)
     outs = _run_predict(model, batches, _callback_list(model, callbacks, verbose, len(plan)))
+    if filled is not plan:  # fill rows (data parallelism) come after each batch's real rows
+        outs = [[leaf[: len(plan.batch(b))] for leaf in o] for b, o in enumerate(outs)]
     slot_axis = packed is not None and not _packed_returns_sequences(model)
     leaves = _assemble(outs, plan, fields, padding, outputs, model, ragged, slot_axis)
     structure = _output_structure(model, len(leaves))

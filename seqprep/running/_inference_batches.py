@@ -9,7 +9,7 @@ among them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import keras
@@ -22,8 +22,10 @@ from seqprep._core.ragged import Ragged, as_ragged, lengths_of
 from seqprep.inputs import _kernel
 from seqprep.inputs._stage_fields import field_label, pack, per_field, split_fields
 from seqprep.inputs._stage_rules import resolve_dtype, values_with_pad_row
+from seqprep.planning._fill import fill_batches
 from seqprep.planning._inference import InferencePlan, plan_inference
 from seqprep.planning._shapes import length_grid
+from seqprep.running._data_parallel import resolve_data_parallel
 
 # Padded steps per batch (rows x width, summed over the fields). On 20,000 long-tailed
 # sequences with a masked GRU (docs/benchmarks.md, TensorFlow on CPU) 16384 was the fastest of
@@ -239,6 +241,43 @@ def _plan(
     return plan_inference(lengths, max_tokens=max_tokens, batch_size=batch_size, grids=grids)
 
 
+def _filled(
+    fields: _Fields, plan: InferencePlan, data_parallel: Any, caller: str,
+) -> tuple[_Fields, InferencePlan]:
+    """``fields`` and ``plan`` with every batch a multiple of the data-parallel size: fill
+    rows (index ``len(fields)``, the tables' zero-length sequence; all padding) after each
+    batch's real rows (:func:`seqprep.planning._fill.fill_batches`). Unchanged without a
+    data-parallel layout. The runners leave fill rows out of outputs and metrics."""
+    layout = resolve_data_parallel(data_parallel, caller=caller)
+    if layout is None:
+        return fields, plan
+    if layout.num_processes > 1:
+        raise ValueError(
+            f"`{caller}` runs in one process, but the Keras distribution spans "
+            f"{layout.num_processes} processes; each process would see only its rows of "
+            "every batch.\n- Run it in one process, or pass "
+            "options=seqprep.Options(data_parallel=None) to run every process on all rows."
+        )
+    filled = fill_batches(plan.rows, plan.splits, multiple_of=layout.size,
+                          fill_index=len(fields))
+    splits = np.concatenate([[0], np.cumsum(filled.sizes)]).astype(np.int64)
+    tables = tuple(_kernel.with_fill(t) for t in fields.tables)
+    return (replace(fields, tables=tables),
+            InferencePlan(filled.rows, splits, plan.widths, plan.epoch))
+
+
+def _distributed(x: Any) -> Any:
+    """``x`` laid out over the devices of the Keras distribution, when one is set (JAX), so
+    that each device computes its rows of the batch; ``x`` itself otherwise."""
+    if keras.backend.backend() != "jax":
+        return x
+    dist = keras.distribution.distribution()
+    if dist is None:
+        return x
+    return keras.tree.map_structure(
+        lambda a: keras.distribution.distribute_tensor(a, dist.get_data_layout(a.shape)), x)
+
+
 def _verbosity(verbose: Any) -> int:
     if verbose == "auto":
         return 1
@@ -270,7 +309,7 @@ def _run_arguments(
             "`dtype` and `allow_nonfinite` go in `options=seqprep.Options(...)`."
         )
     given = {**KERAS_ARGUMENTS, **kwargs}
-    opts = options_for(options, caller, reads=("dtype", "allow_nonfinite"))
+    opts = options_for(options, caller, reads=("dtype", "allow_nonfinite", "data_parallel"))
     return batch_size, max_tokens, _verbosity(given["verbose"]), given["callbacks"], opts
 
 
@@ -300,10 +339,15 @@ def _packed_inputs(model: Any, xb: np.ndarray, real: np.ndarray, lengths: np.nda
 
 
 class _Batches:
-    """The planned batches of ``fields`` as model inputs (plain or packed)."""
+    """The planned batches of ``fields`` as model inputs (plain or packed), laid out over the
+    devices of the Keras distribution with ``distribute`` (batches filled for it)."""
 
-    def __init__(self, fields: _Fields, plan: InferencePlan, padding: str, packed: Any) -> None:
+    def __init__(
+        self, fields: _Fields, plan: InferencePlan, padding: str, packed: Any,
+        distribute: bool = False,
+    ) -> None:
         self.fields, self.plan, self.padding, self.packed = fields, plan, padding, packed
+        self.distribute = distribute  # lay each batch out over the Keras distribution
 
     def __len__(self) -> int:
         return len(self.plan)
@@ -316,8 +360,10 @@ class _Batches:
             _, real = _kernel.positions(table.starts, table.lengths, idx,
                                         int(self.plan.widths[b, 0]), self.padding,
                                         table.pad_index)
-            return idx, _packed_inputs(self.packed, arrays[0], real, table.lengths[idx])
-        return idx, self.fields.pack(arrays)
+            xb = _packed_inputs(self.packed, arrays[0], real, table.lengths[idx])
+        else:
+            xb = self.fields.pack(arrays)
+        return idx, _distributed(xb) if self.distribute else xb
 
 
 def _stateful_sizes(model: Any, x: Any, window: int | None, max_tokens: int) -> tuple[int, int]:

@@ -14,35 +14,42 @@ import keras
 import numpy as np
 from keras import ops
 
-from seqprep._core.casts import check_cast
-from seqprep._core.checks import check_choice
 from seqprep._core.options import Options
-from seqprep._core.ragged import Ragged, lengths_of
-from seqprep.inputs import _kernel
 from seqprep.inputs._padding import Side
-from seqprep.inputs._targets import Targets, resolve_targets
+from seqprep.inputs._targets import Targets
 from seqprep.running._inference_batches import (
     DEFAULT_MAX_TOKENS,
     PadTo,
     _Batches,
     _callback_list,
     _check_model_inputs,
-    _Fields,
     _fields,
+    _filled,
     _model_kind,
     _packed_returns_sequences,
     _plan,
     _run_arguments,
     _stateful_sizes,
+    _walk,
 )
-from seqprep.running._keras_private import keras_mask
+from seqprep.running._inference_scoring import (
+    _LossSum,
+    _Target,
+    batch_targets,
+    check_reduction,
+    output_targets,
+    padded_rows,
+)
+from seqprep.running._keras_private import compiled_losses, keras_mask
+from seqprep.running._tbptt_runner import _MaskOutputs
 
 __all__ = ["evaluate"]
 
 
 class _Forward:
-    """``model(x, training=False)`` compiled for the backend; returns ``(y_pred, mask)`` as
-    numpy (mask None when the output carries no Keras mask)."""
+    """``model(x, training=False)`` compiled for the backend; returns the outputs' leaves and
+    their Keras masks as numpy (a mask None where the output carries none), and the outputs'
+    structure (a leaf for one output, a list or dict for several)."""
 
     def __init__(self, model: Any) -> None:
         self.model = model
@@ -51,23 +58,23 @@ class _Forward:
 
     def _call(self, x: Any) -> tuple[Any, Any]:
         y = self.model(x, training=False)
-        return y, keras_mask(y)
+        return y, [keras_mask(leaf) for leaf in keras.tree.flatten(y)]
 
-    def __call__(self, x: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    def __call__(self, x: Any) -> tuple[list[np.ndarray], list[np.ndarray | None], Any]:
         if getattr(self.model, "run_eagerly", False) or self.backend not in ("tensorflow", "jax"):
             if self.backend == "torch":
                 import torch
 
                 with torch.no_grad():
-                    y, mask = self._call(x)
+                    y, masks = self._call(x)
             else:
-                y, mask = self._call(x)
+                y, masks = self._call(x)
         elif self.backend == "tensorflow":
             if self._fn is None:
                 import tensorflow as tf
 
                 self._fn = tf.function(self._call, reduce_retracing=True)
-            y, mask = self._fn(x)
+            y, masks = self._fn(x)
         else:
             if self._fn is None:
                 import jax
@@ -76,13 +83,14 @@ class _Forward:
 
                 def step(trainable, non_trainable, x):
                     y, _ = model.stateless_call(trainable, non_trainable, x, training=False)
-                    return y, keras_mask(y)
+                    return y, [keras_mask(leaf) for leaf in keras.tree.flatten(y)]
 
                 self._fn = jax.jit(step)
-            y, mask = self._fn([v.value for v in self.model.trainable_variables],
-                               [v.value for v in self.model.non_trainable_variables], x)
-        return (ops.convert_to_numpy(y),
-                None if mask is None else ops.convert_to_numpy(mask).astype(bool))
+            y, masks = self._fn([v.value for v in self.model.trainable_variables],
+                                [v.value for v in self.model.non_trainable_variables], x)
+        leaves = [ops.convert_to_numpy(leaf) for leaf in keras.tree.flatten(y)]
+        masks = [None if m is None else ops.convert_to_numpy(m).astype(bool) for m in masks]
+        return leaves, masks, keras.tree.map_structure(lambda _: None, y)
 
 
 _FORWARDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -102,70 +110,41 @@ def _check_compiled(model: Any) -> None:
             f"uncompiled {type(model).__name__} named {getattr(model, 'name', '?')!r}\n"
             "- Call `model.compile(loss=..., metrics=[...])` first."
         )
-    loss = getattr(model, "loss", None)
-    if isinstance(loss, (dict, list, tuple)) and len(keras.tree.flatten(loss)) > 1:
+    regularized = [layer.name for layer in _walk(model)
+                   if getattr(layer, "activity_regularizer", None) is not None]
+    if regularized:
         raise ValueError(
-            "seqprep.evaluate supports models with one output and one loss. Received a model "
-            f"compiled with {len(keras.tree.flatten(loss))} losses\n- Evaluate each output "
-            "with its own model, or use model.evaluate on padded arrays."
-        )
-    reduction = getattr(loss, "reduction", "sum_over_batch_size")
-    if reduction not in ("sum_over_batch_size", None):
-        raise ValueError(
-            "seqprep.evaluate reproduces Keras's default loss reduction, "
-            f"'sum_over_batch_size'. Received a loss with reduction={reduction!r}\n- Compile "
-            "with a loss of the default reduction for evaluation."
+            f"Argument `model` has layers with an activity regularizer {regularized}: Keras adds "
+            "its value on each batch to the loss, a figure that depends on the batch (padding "
+            "included), which seqprep.evaluate cannot reproduce.\n- Evaluate a copy of the "
+            "model without activity regularizers (the weights are the same)."
         )
 
 
-def _weights_array(sample_weight: Any, n: int) -> np.ndarray | None:
-    if sample_weight is None:
-        return None
-    arr = np.asarray(sample_weight)
-    if arr.shape != (n,) or arr.dtype.kind not in "biuf":
-        raise ValueError(
-            f"Argument `sample_weight` must hold one number per sequence, shape ({n},). "
-            f"Received shape {arr.shape} and dtype {arr.dtype}\n- Pass one weight per "
-            "sequence of `x`; padding is left out of the loss and metrics without weights."
-        )
-    if not np.isfinite(arr).all():
-        bad = int(np.flatnonzero(~np.isfinite(arr))[0])
-        raise ValueError(
-            f"Argument `sample_weight` must hold finite numbers. Received: "
-            f"sample_weight[{bad}]={arr[bad]!r}\n- Give that sequence a finite weight (0 "
-            "leaves it out)."
-        )
-    return arr.astype(np.float32)
+def _output_names(model: Any) -> list[str]:
+    """The model's output names in the order of its flattened outputs (one unnamed output
+    for a model that declares none)."""
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        outputs = None
+    names = list(getattr(model, "output_names", None) or []) if outputs else []
+    return names if names and len(names) == len(outputs) else ["output"]
 
 
-def _targets(y: Any, fields: _Fields, targets: Targets) -> tuple[str, Any, int]:
-    """``(kind, targets, field)``: per-sequence rows, or per-step targets (a Ragged) that
-    follow field ``field`` (the field whose lengths they have)."""
-    check_choice("targets", targets, ("auto", "sequence", "step"))
-    field = 0
-    if fields.keyed and targets != "sequence":
-        try:
-            y_lengths = lengths_of(y, "y")
-        except (TypeError, ValueError):
-            y_lengths = None
-        if y_lengths is not None:
-            same = [f for f, r in enumerate(fields.rags)
-                    if r.lengths.shape == y_lengths.shape and np.array_equal(r.lengths, y_lengths)]
-            field = same[0] if same else 0
-    xname = fields.label(field)
-    kind, resolved = resolve_targets(y, fields.rags[field].lengths, targets=targets,
-                                     name="y", xname=xname)
-    if isinstance(resolved, Ragged):
-        values = resolved.values
-        if values.dtype.kind == "f" and values.dtype.itemsize > 4:
-            check_cast(values, np.float32, name="y", locate=resolved.locator("y"),
-                       header="Argument `y` does not fit float32")
-            resolved = Ragged(values.astype(np.float32), resolved.offsets)
-    else:
-        resolved = np.asarray(resolved)
-        if resolved.dtype.kind == "f" and resolved.dtype.itemsize > 4:
-            resolved = resolved.astype(np.float32)
-    return kind, resolved, field
+def _output_index(path: tuple, structure: Any, names: list[str]) -> int:
+    """The flat output a compiled loss's ``path`` names (a path into the outputs, or an
+    output name where Keras keyed a list of outputs by name)."""
+    paths = [tuple(p) for p, _ in keras.tree.flatten_with_path(structure)]
+    if path in paths:
+        return paths.index(path)
+    if len(path) == 1 and path[0] in names:
+        return names.index(path[0])
+    raise ValueError(
+        f"seqprep.evaluate cannot tell which output of the model the compiled loss at {path!r} "
+        f"scores (outputs {names}).\n- Compile with one loss per output, as a list in the "
+        "order of the outputs or a dict keyed by output name."
+    )
 
 
 def evaluate(
@@ -189,10 +168,12 @@ def evaluate(
     What is computed: the value Keras's ``evaluate`` gives on the padded-to-max arrays in ONE
     batch (``model.evaluate(padded_x, padded_y, batch_size=len(x))``), with padding
     masked. Keras's own ``evaluate`` with smaller batches averages per-batch losses weighted
-    by rows, so its value depends on how the batches are made; this one does not: the loss is
-    the sum over batches of each batch's loss times the targets it holds (rows, or real steps
-    for per-step targets), divided by all targets, i.e. exactly the mean over every real
-    example (or step), weighted by ``sample_weight`` as Keras weighs it. Metrics are Keras's
+    by rows, so its value depends on how the batches are made; this one does not: each
+    output's loss is accumulated over the batches to its one-batch value, for Keras's default
+    reduction the sum over batches of each batch's loss times the targets it holds (rows, or
+    real steps for per-step targets) divided by all targets, i.e. exactly the mean over every
+    real example (or step), weighted by ``sample_weight`` as Keras weighs it (``"sum"`` and
+    ``"mean_with_sample_weight"`` likewise; see :mod:`._inference_scoring`). Metrics are Keras's
     compiled metrics, accumulated over the batches as Keras accumulates them (their state is
     sums and counts), with padding masked: per-step targets count on real steps only (and not
     where a masking layer of the model masks the output, as in Keras). Per-step losses and
@@ -207,23 +188,32 @@ def evaluate(
     function still counts real steps only (Keras gives the same with 0/1 timestep weights and
     a loss of ``reduction="mean_with_sample_weight"``).
 
-    Batches are planned as in :func:`predict`; stateful models go to
+    Several outputs (a list or dict, per sequence or per step, e.g. a tagger head and a
+    classifier head) take ``y`` and ``sample_weight`` as a matching list or dict; each output
+    is scored with its compiled loss, loss weight and metrics, and the result has Keras's keys
+    (``loss``, ``<output>_loss``, ``<output>_<metric>``).
+
+    Batches are planned as in :func:`predict` (with fill rows under data parallelism, left
+    out of the metrics); stateful models go to
     :func:`seqprep.evaluate_tbptt`, a :class:`seqprep.LengthEnsemble` to its own
     ``evaluate``. Encoder-decoder models are scored teacher-forced by passing a dict ``x``
     (``{"encoder": sources, "decoder": decoder_inputs}``) and the decoder targets as ``y``;
     per-step targets follow the field of ``x`` whose lengths they have.
 
     Args:
-        model: a compiled Keras model with one output and one loss (Keras's default
-            ``"sum_over_batch_size"`` reduction), or a :class:`seqprep.LengthEnsemble`.
+        model: a compiled Keras model (one or several outputs; losses of reduction
+            ``"sum_over_batch_size"``, ``"mean"``, ``"sum"``, ``"mean_with_sample_weight"``,
+            or ``None`` on one per-sequence output), or a :class:`seqprep.LengthEnsemble`.
         x: a sequence collection, or a dict (or tuple) of them, as in :func:`predict`.
         y: one target per sequence (an array ``(n, ...)``) or one per step (a list of
-            ``(T_i, ...)`` arrays); see :func:`seqprep.resolve_targets`.
-        sample_weight: optional weights ``(n,)``, one per sequence (applied to every step of
-            per-step targets).
+            ``(T_i, ...)`` arrays); see :func:`seqprep.resolve_targets`. Several outputs: a
+            list (one entry per output) or a dict keyed by output name.
+        sample_weight: optional weights: ``(n,)``, one per sequence (applied to every step of
+            per-step targets), or one per step (a list of 1-D arrays of the targets'
+            lengths). Several outputs: one of those for all, or a list or dict per output.
         batch_size, max_tokens, padding, value, pad_to, window: as in :func:`predict`.
-        options: :class:`seqprep.Options`; read: ``dtype`` and ``allow_nonfinite`` of the
-            inputs ``x``, as in :func:`predict`.
+        options: :class:`seqprep.Options`; read: ``dtype``, ``allow_nonfinite`` and
+            ``data_parallel``, as in :func:`predict`.
         **kwargs: Keras's own ``evaluate`` arguments ``verbose`` and ``callbacks`` (which get
             ``on_test_*`` calls), as in :func:`predict`. Any other key is refused.
         targets: ``"auto"``, ``"sequence"`` or ``"step"`` (see :func:`seqprep.resolve_targets`).
@@ -233,9 +223,11 @@ def evaluate(
         ``model.evaluate(..., return_dict=True)``.
 
     Raises:
-        ValueError: an uncompiled model, several outputs or losses, a loss with another
-            reduction, ``y`` or ``sample_weight`` of another count than ``x``, ``x`` that
-            does not match the model's inputs, or bad options (as in :func:`predict`).
+        ValueError: an uncompiled model, a loss whose one-batch value depends on padding
+            (``reduction=None`` on per-step targets or with several losses), ``y`` or
+            ``sample_weight`` of another count than ``x`` or the outputs, per-step weights
+            of other lengths than the targets, ``x`` that does not match the model's inputs,
+            or bad options (as in :func:`predict`).
         TypeError: as in :func:`predict`.
 
     Example:
@@ -269,116 +261,123 @@ def evaluate(
     packed = model if kind == "packed" else None
     if packed is None:
         _check_model_inputs(model, fields)
-    y_kind, y_data, field = _targets(y, fields, targets)
-    weights = _weights_array(sample_weight, len(fields))
+    names = _output_names(model)
+    outputs = output_targets(y, sample_weight, fields, targets, names)
     plan = _plan(fields, model, max_tokens=max_tokens, batch_size=batch_size, pad_to=pad_to)
-    batches = _Batches(fields, plan, padding, packed)
-    y_table = None
-    if y_kind == "step":
-        y_table = _kernel.table(_kernel.with_pad_row(y_data.values, 0),
-                                y_data.offsets[:-1], y_data.lengths)
+    fields, filled = _filled(fields, plan, opts.data_parallel, "evaluate")
+    batches = _Batches(fields, filled, padding, packed, distribute=filled is not plan)
+    plan = filled
     slot_axis = packed is not None and not _packed_returns_sequences(model)
     callbacks = _callback_list(model, callbacks, verbose, len(plan))
     forward = _forward_of(model)
-    masker = _RowMask()
+    scorer: _Scorer | None = None
     model.reset_metrics()
     callbacks.on_test_begin()
-    total, count, logs = 0.0, 0, {}
     for b in range(len(plan)):
         callbacks.on_test_batch_begin(b)
         idx, xb = batches.inputs(b)
-        y_pred, mask = forward(xb)
-        wb = None if weights is None else weights[idx]
+        preds, masks, structure = forward(xb)
+        real = idx < len(fields)  # fill rows (data parallelism) are no examples
+        if not real.all():
+            idx = idx[real]
+            preds = [p[real] for p in preds]
+            masks = [None if m is None else m[real] for m in masks]
         if slot_axis:  # a packed model's one output per slot: slot 0 holds the sequence
-            y_pred = y_pred[:, 0]
-        if y_kind == "step":
-            yb, y_pred, wb = _real_steps(y_table, idx, int(plan.widths[b, field]), padding,
-                                         y_pred, mask, wb)
-        else:
-            yb = y_data[idx]
-        held = int(y_pred.shape[0])
-        if held:
-            loss, logs = _score(model, xb, yb, y_pred, wb, masker)
-            total += loss * held
-            count += held
-        callbacks.on_test_batch_end(b, {"loss": total / max(count, 1)})
-    results = {k: float(ops.convert_to_numpy(v)) for k, v in dict(logs).items()}
-    results["loss"] = total / count if count else 0.0
+            preds = [p[:, 0] for p in preds]
+        if scorer is None:
+            scorer = _Scorer(model, structure, names, outputs)
+        widths = [int(plan.widths[b, t.field]) for t in outputs]
+        scorer.add(xb, [batch_targets(t, idx, w, padding, p, m)
+                        for t, w, p, m in zip(outputs, widths, preds, masks, strict=True)])
+        callbacks.on_test_batch_end(b, {"loss": scorer.loss()})
+    results = scorer.results()
     callbacks.on_test_end(results)
     return results
 
 
-class _RowMask(keras.layers.Layer):
-    """A copy of its input carrying the given Keras mask (which rows the metrics count)."""
+class _Scorer:
+    """The compiled losses and metrics of one evaluation, fed batch after batch."""
 
-    def __init__(self) -> None:
-        super().__init__(name="seqprep_row_mask", trainable=False)
-        self.supports_masking = True
+    def __init__(self, model: Any, structure: Any, names: list[str],
+                 outputs: list[_Target]) -> None:
+        count = len(keras.tree.flatten(structure))
+        if count != len(outputs):
+            raise ValueError(
+                f"Argument `y` holds targets for {len(outputs)} output(s), but the model "
+                f"returns {count}.\n- Pass a list with one entry per output, or a dict "
+                "keyed by output name."
+            )
+        self.model, self.structure, self.outputs = model, structure, outputs
+        self.names = names if len(names) == count else [str(i) for i in range(count)]
+        self.masker = _MaskOutputs()  # which rows the metrics count, as a Keras mask
+        self.weighted = any(t.weights is not None or t.step_weights is not None
+                            for t in outputs)
+        self.losses: list[tuple[int, Any, float, str, _LossSum]] | None = None
+        self.logs: dict[str, Any] = {}
 
-    def call(self, inputs: Any, mask: Any = None) -> Any:
-        return ops.copy(inputs)
+    def _compiled_losses(self, y_true: Any, y_pred: Any) -> list:
+        entries = compiled_losses(self.model, y_true, y_pred)
+        out = []
+        for path, loss, loss_weight, name in entries:
+            k = _output_index(path, self.structure, self.names)
+            reduction = check_reduction(loss, name, self.outputs[k], len(entries))
+            out.append((k, loss, 1.0 if loss_weight is None else float(loss_weight), name,
+                        _LossSum(reduction)))
+        return out
 
-    def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
-        return mask
+    def add(self, xb: Any, rows: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]) -> None:
+        """Score one batch: per output, its targets, outputs and weights as rows."""
+        y_true, y_pred, weights, held = [], [], [], []
+        for yb, pb, wb in rows:
+            n = int(pb.shape[0])
+            yb, pb = padded_rows(yb, pb, n)
+            y_true.append(yb)
+            y_pred.append(pb)
+            weights.append(wb)
+            held.append(n)
+        pack = lambda leaves: keras.tree.pack_sequence_as(self.structure, leaves)  # noqa: E731
+        tensors_true = [ops.convert_to_tensor(t) for t in y_true]
+        tensors_pred = [ops.convert_to_tensor(p) for p in y_pred]
+        if self.losses is None:
+            self.losses = self._compiled_losses(pack(tensors_true), pack(tensors_pred))
+        for k, loss, _, _, total in self.losses:
+            if not held[k]:
+                continue
+            w = total.weights(weights[k], held[k], int(y_pred[k].shape[0]))
+            value = loss(tensors_true[k], tensors_pred[k],
+                         None if w is None else ops.convert_to_tensor(w))
+            total.add(value, w, held[k])
+        masked, metric_weights = [], []
+        for k, p in enumerate(tensors_pred):
+            size = int(y_pred[k].shape[0])
+            w = np.zeros(size, np.float32)
+            w[: held[k]] = 1.0 if weights[k] is None else weights[k]
+            metric_weights.append(ops.convert_to_tensor(w))
+            if size > held[k]:  # rows added for the shape: masked out of the metrics
+                rows_kept = (np.arange(size) < held[k]).reshape(
+                    (size,) + (1,) * max(0, y_pred[k].ndim - 2))
+                p = self.masker(p, mask=ops.convert_to_tensor(rows_kept))
+            masked.append(p)
+        self.logs = self.model.compute_metrics(
+            xb, pack(tensors_true), pack(masked),
+            pack(metric_weights) if self.weighted else None)
+
+    def loss(self) -> float:
+        """The total loss so far: each output's, times its loss weight, summed."""
+        return sum(w * total.result() for _, _, w, _, total in self.losses or [])
+
+    def results(self) -> dict[str, float]:
+        results = {k: float(ops.convert_to_numpy(v)) for k, v in dict(self.logs).items()}
+        results["loss"] = self.loss() + _regularization(self.model)
+        if self.losses and len(self.losses) > 1:  # Keras logs each output's unweighted loss
+            for _, _, _, name, total in self.losses:
+                results[f"{name}_loss"] = total.result()
+        return results
 
 
-def _score(
-    model: Any, xb: Any, yb: np.ndarray, y_pred: np.ndarray, wb: np.ndarray | None,
-    masker: _RowMask,
-) -> tuple[float, dict[str, Any]]:
-    """Update the compiled metrics with one batch's rows; return its loss (the mean over the
-    rows, weighted as Keras weighs them) and the metrics' results so far.
-
-    The rows are padded to a power of two by repeating the first one with weight 0 (and a
-    Keras mask that leaves them out of the metrics), so that backends that compile eager ops
-    per shape (JAX) meet a few row counts instead of one per batch. The loss's weights are
-    scaled by ``padded / real`` so that ``sum_over_batch_size`` divides by the real rows.
-    """
-    held = int(y_pred.shape[0])
-    size = 1 << (held - 1).bit_length()
-    weight = np.ones(held, np.float32) if wb is None else wb.astype(np.float32)
-    if size > held:
-        fill = np.zeros(size - held, np.int64)
-        yb = np.concatenate([yb, yb[fill]])
-        y_pred = np.concatenate([y_pred, y_pred[fill]])
-        weight = np.concatenate([weight, np.zeros(size - held, np.float32)])
-    y_true, y_out = ops.convert_to_tensor(yb), ops.convert_to_tensor(y_pred)
-    loss_weight = None if wb is None and size == held else weight * np.float32(size / held)
-    loss = model.compute_loss(
-        x=xb, y=y_true, y_pred=y_out, training=False,
-        sample_weight=None if loss_weight is None else ops.convert_to_tensor(loss_weight),
-    )
-    if size > held:
-        rows = (np.arange(size) < held).reshape((size,) + (1,) * max(0, y_pred.ndim - 2))
-        y_out = masker(y_out, mask=ops.convert_to_tensor(rows))
-    metric_weight = None if wb is None else ops.convert_to_tensor(weight)
-    logs = model.compute_metrics(xb, y_true, y_out, metric_weight)
-    return float(ops.convert_to_numpy(loss)), logs
-
-
-def _real_steps(
-    y_table: _kernel.Table, idx: np.ndarray, width: int, padding: str, y_pred: np.ndarray,
-    mask: np.ndarray | None, wb: np.ndarray | None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """A batch's real steps (not padding, not masked by the model) as a batch of one-step
-    sequences: ``(targets (N, 1, ...), outputs (N, 1, ...), weights (N,) or None)``.
-
-    Keras's streaming metrics average each row over its padded width, so batches of other
-    widths would weigh their steps differently; one-step rows weigh every real step alike,
-    and Keras's ``sum_over_batch_size`` then divides the loss by the real steps.
-    """
-    src, real = _kernel.positions(y_table.starts, y_table.lengths, idx, width, padding,
-                                  y_table.pad_index)
-    if y_pred.ndim < 2 or y_pred.shape[:2] != real.shape:
-        raise ValueError(
-            f"Argument `y` holds one target per step, but the model's output has shape "
-            f"{tuple(y_pred.shape)}, not (batch, steps, ...) = ({real.shape[0]}, "
-            f"{real.shape[1]}, ...)\n- Pass one target per sequence (an array (n, ...)) for a "
-            "model with one output per sequence."
-        )
-    if mask is not None:  # steps a masking layer of the model masks are no targets (Keras)
-        real = real & mask.reshape(real.shape)
-    weights = None
-    if wb is not None:
-        weights = np.broadcast_to(wb[:, None], real.shape)[real]
-    return y_table.x[src[real]][:, None], y_pred[real][:, None], weights
+def _regularization(model: Any) -> float:
+    """The weight regularization Keras adds to the loss: each trainable variable's
+    regularizer on its value (as ``model.losses`` computes it)."""
+    return float(sum(float(ops.convert_to_numpy(v.regularizer(v)))
+                     for v in model.trainable_weights
+                     if getattr(v, "regularizer", None) is not None))

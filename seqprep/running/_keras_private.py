@@ -12,6 +12,10 @@ of them directly, so a change breaks a test that names it instead of silently ch
 * :func:`compiled_identity`: what identifies one ``model.compile`` (the loss and metrics
   containers Keras builds in each ``compile``, ``model._compile_loss`` and
   ``model._compile_metrics``); TBPTT keys its compiled window steps on it.
+* :func:`compiled_losses`: the losses one ``model.compile`` set, one per output that has one,
+  with its output path, loss weight and name (``model._compile_loss._flat_losses``, built on
+  the first structures of targets and outputs as Keras builds it); :func:`seqprep.evaluate`
+  reduces each output's loss itself.
 * :func:`initial_epoch` / :func:`set_initial_epoch`: the epoch ``model.fit`` starts from when
   a callback resumes a run (``model._initial_epoch``, which ``fit`` reads before its first
   epoch, as Keras's own ``BackupAndRestore`` sets it).
@@ -88,6 +92,23 @@ def compiled_identity(model: Any) -> tuple[int, int]:
     argument, often the same string across compiles, so it cannot tell them apart)."""
     return (id(_keras_attribute(model, "_compile_loss")),
             id(_keras_attribute(model, "_compile_metrics")))
+
+
+def compiled_losses(model: Any, y_true: Any, y_pred: Any) -> list[tuple[tuple, Any, Any, str]]:
+    """The losses ``model.compile`` set, one per output that has one, in Keras's order:
+    ``(path, loss, loss_weight, name)``. ``path`` locates the output in ``y_pred`` as Keras
+    structures it (a dict loss over a list of outputs keys them by output name); ``loss`` is
+    the :class:`keras.losses.Loss` Keras calls (strings and functions already wrapped);
+    ``name`` is the output's name, the prefix of its ``<name>_loss`` log. Keras builds its
+    compiled loss on the first targets and outputs it sees; so does this, with ``y_true`` and
+    ``y_pred`` (any arrays of the right structure), when it is not built yet."""
+    compile_loss = _keras_attribute(model, "_compile_loss")
+    if compile_loss is None:
+        return []
+    if not compile_loss.built:
+        compile_loss.build(y_true, y_pred)
+    return [(tuple(entry.path), entry.loss, entry.loss_weights, entry.name)
+            for entry in _keras_attribute(compile_loss, "_flat_losses")]
 
 
 def initial_epoch(model: Any) -> int:
