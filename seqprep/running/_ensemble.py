@@ -25,6 +25,7 @@ from seqprep.inputs._fit_table import check_model, prepare_fit_data
 from seqprep.inputs._padding import pad_sequences
 from seqprep.inputs._targets import Targets
 from seqprep.planning._per_length import GroupBy, _group_keys, _resolve_group_by
+from seqprep.running._floatx import keras_floatx
 
 __all__ = ["LengthEnsemble", "fit_separate_models"]
 
@@ -224,7 +225,7 @@ class LengthEnsemble:
             {'loss': 0.5}
         """
         batch_size = check_int("batch_size", batch_size, minimum=1)
-        data = prepare_fit_data(x, y, targets=targets, fields=False)
+        data = prepare_fit_data(x, y, targets=targets, fields=False, floatx=keras_floatx())
         totals: dict[str, float] = {}
         count = 0
         for key, idx, xb in self._batches(data.x, unseen):
@@ -404,7 +405,7 @@ def fit_separate_models(
                 "- Pass `x`, `y` and `sample_weight` positionally/by keyword, for all groups."
             )
     data = prepare_fit_data(x, y, sample_weight, allow_nonfinite=allow_nonfinite, targets=targets,
-                            fields=False)
+                            fields=False, floatx=keras_floatx())
     lengths = data.x.lengths
     boundaries = _resolve_group_by(group_by, lengths)
     keys = _group_keys(lengths, boundaries)

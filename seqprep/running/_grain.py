@@ -29,6 +29,7 @@ from seqprep.inputs._padding import Side
 from seqprep.inputs._targets import Targets
 from seqprep.planning import BucketSampler
 from seqprep.planning._shapes import resolve_pad_to
+from seqprep.running._floatx import keras_floatx
 
 __all__ = ["grain_dataset"]
 
@@ -157,6 +158,7 @@ def grain_dataset(
         value=value, pad_to=pad_to, truncating=opts.truncating, dtype=opts.dtype,
         allow_nonfinite=opts.allow_nonfinite, targets=targets, targets_field=opts.targets_field,
         backend=_compiling_backend(), epoch=epoch, resolve_planned=resolve_pad_to,
+        floatx=keras_floatx(),
     )
     return SeqprepBatches(sampler=sampler, stage=stage, epoch=epoch)
 

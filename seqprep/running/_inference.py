@@ -137,7 +137,8 @@ def predict(
         window: stateful models only: steps per window (default: the model's time axis, or
             the longest sequence within ``max_tokens``).
         options: :class:`seqprep.Options`; read: ``dtype`` (of the input batches; default:
-            integers keep theirs, floats become float32; a dict gives one per field of a dict
+            integers keep theirs, floats wider than Keras's ``floatx`` (at least float32)
+            become it; a dict gives one per field of a dict
             ``x``) and ``allow_nonfinite`` (accept NaN/inf inputs, refused by default).
         **kwargs: Keras's own ``predict`` arguments, as ``model.predict`` takes them:
             ``verbose`` (``"auto"`` or 1: progress bar, 0: silent, 2: one line) and

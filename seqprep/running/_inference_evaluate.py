@@ -20,7 +20,9 @@ from seqprep._core.options import Options
 from seqprep._core.ragged import Ragged, lengths_of
 from seqprep.inputs import _kernel
 from seqprep.inputs._padding import Side
+from seqprep.inputs._stage_rules import cast_labels, default_dtype
 from seqprep.inputs._targets import Targets, resolve_targets
+from seqprep.running._floatx import keras_floatx
 from seqprep.running._inference_batches import (
     DEFAULT_MAX_TOKENS,
     PadTo,
@@ -155,16 +157,16 @@ def _targets(y: Any, fields: _Fields, targets: Targets) -> tuple[str, Any, int]:
     xname = fields.label(field)
     kind, resolved = resolve_targets(y, fields.rags[field].lengths, targets=targets,
                                      name="y", xname=xname)
+    floatx = keras_floatx()  # the one dtype rule (seqprep.inputs._stage_rules.default_dtype)
     if isinstance(resolved, Ragged):
         values = resolved.values
-        if values.dtype.kind == "f" and values.dtype.itemsize > 4:
-            check_cast(values, np.float32, name="y", locate=resolved.locator("y"),
-                       header="Argument `y` does not fit float32")
-            resolved = Ragged(values.astype(np.float32), resolved.offsets)
+        target = default_dtype(values.dtype, floatx)
+        if target != values.dtype:
+            check_cast(values, target, name="y", locate=resolved.locator("y"),
+                       header=f"Argument `y` does not fit {target.name}")
+            resolved = Ragged(values.astype(target), resolved.offsets)
     else:
-        resolved = np.asarray(resolved)
-        if resolved.dtype.kind == "f" and resolved.dtype.itemsize > 4:
-            resolved = resolved.astype(np.float32)
+        resolved = cast_labels(np.asarray(resolved), "y", floatx)
     return kind, resolved, field
 
 
