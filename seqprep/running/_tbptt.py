@@ -54,15 +54,14 @@ Loss:
     (sequences ending in it, or real steps), whatever the batch size and padding. The optimizer
     is ``model.optimizer``. One optimizer step per window that holds a target.
 
-Dtypes:
-    TBPTT keeps its own rule, Keras's: float64 steps and targets become
-    ``keras.backend.floatx()`` (checked: a value that would overflow raises); every other dtype
-    is kept. With the default ``floatx`` (float32), float64 data get what the input stage
-    (:mod:`seqprep.inputs._stage`: floats wider than float32 become float32) gives them; under
-    ``set_floatx("float64")`` the stage would round float64 data that TBPTT keeps. The checks
-    are the stage's own functions: NaN/inf (``check_finite_features`` /
-    ``check_finite_labels``, refused in ``x`` unless ``allow_nonfinite``, always in ``y``) and
-    the targets rule (:func:`seqprep.resolve_targets`); padded steps hold 0 and weigh 0.
+Inputs and dtypes:
+    ``x`` and ``y`` are read by the one input stage (:func:`seqprep.inputs._stage.prepare`), as
+    in every other executor: floating steps and targets wider than Keras's ``floatx`` become
+    it (checked: a value that would overflow raises), but never narrower than float32 (under
+    ``float16``/``bfloat16`` float64 data become float32 and float32 data stay float32); every
+    other dtype (integer ids, booleans) is kept. NaN/inf are refused in ``x`` unless
+    ``allow_nonfinite``, always in ``y``; the targets rule is :func:`seqprep.resolve_targets`;
+    padded steps hold 0 and weigh 0.
 
 Files:
     this module is the public loop (:func:`fit_tbptt`, :func:`evaluate_tbptt`,
@@ -92,7 +91,6 @@ from seqprep.planning._windows import (
 )
 from seqprep.running._callbacks import refuse_backup_in
 from seqprep.running._tbptt_data import (
-    _check_finite,
     _DenseWindows,
     _prepare_data,
     _scatter_windowed,
@@ -338,9 +336,9 @@ def fit_tbptt(
     verbose = _verbosity(verbose)
     refuse_backup_in(callbacks, "fit_tbptt")  # no exact resume of windows and states yet
     data, targets, many_to_one = _prepare_data(
-        x, y, return_sequences=return_sequences, need_y=True, targets=targets
+        x, y, return_sequences=return_sequences, need_y=True, targets=targets,
+        allow_nonfinite=allow_nonfinite,
     )
-    _check_finite(data, targets, allow_nonfinite)
     runner = _runner_for(model, window=window, batch_size=batch_size, data=data)
     validation = None
     if validation_data is not None:
@@ -462,9 +460,9 @@ def evaluate_tbptt(
     window, batch_size = _check_sizes(window, batch_size)
     verbose = _verbosity(verbose)
     data, targets, many_to_one = _prepare_data(
-        x, y, return_sequences=return_sequences, need_y=True, targets=targets
+        x, y, return_sequences=return_sequences, need_y=True, targets=targets,
+        allow_nonfinite=allow_nonfinite,
     )
-    _check_finite(data, targets, allow_nonfinite)
     runner = _runner_for(model, window=window, batch_size=batch_size, data=data)
     if getattr(model, "loss", None) is None and not model.losses:
         raise ValueError(
@@ -546,8 +544,8 @@ def predict_tbptt(
     verbose = _verbosity(verbose)
     check_bool("return_sequences", return_sequences)
     window, batch_size = _check_sizes(window, batch_size)
-    data, _, _ = _prepare_data(x, None, return_sequences=return_sequences, need_y=False)
-    _check_finite(data, None, allow_nonfinite)
+    data, _, _ = _prepare_data(x, None, return_sequences=return_sequences, need_y=False,
+                               allow_nonfinite=allow_nonfinite)
     runner = _runner_for(model, window=window, batch_size=batch_size, data=data)
     if return_sequences and runner.per_window:
         raise ValueError(

@@ -1,12 +1,12 @@
 """TBPTT's data: inputs and targets read and checked, and each window's arrays laid out.
 
-:func:`_prepare_data` reads ``x`` and ``y`` (every TBPTT entry point and the validation data
-go through it); :class:`_Windows` and :class:`_DenseWindows` lay out a plan's windows with the
-input stage's kernel (:mod:`seqprep.inputs._kernel`); :func:`_scatter_windowed` puts window
-outputs back in input order.
-
-The dtype rule is TBPTT's own (Keras's ``floatx`` for float64 data; see
-:mod:`seqprep.running._tbptt`), applied by :func:`_prepare_data`.
+:func:`_prepare_data` reads ``x`` and ``y`` through the one input stage
+(:func:`seqprep.inputs._stage.prepare`: the dtype rule with Keras's ``floatx``, the non-finite
+refusal, the targets rule) and adds TBPTT's own rules (one field, at least one sequence, no
+empty sequence); every TBPTT entry point and the validation data go through it.
+:class:`_Windows` and :class:`_DenseWindows` lay out a plan's windows with the input stage's
+kernel (:mod:`seqprep.inputs._kernel`); :func:`_scatter_windowed` puts window outputs back in
+input order.
 """
 
 from __future__ import annotations
@@ -14,20 +14,15 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-import keras
 import numpy as np
 
-from seqprep._core.casts import check_cast
-from seqprep._core.checks import (
-    check_bool,
-    check_choice,
-    check_finite_features,
-    check_finite_labels,
-)
-from seqprep._core.ragged import Ragged, as_ragged
+from seqprep._core.checks import check_bool, check_choice
+from seqprep._core.ragged import Ragged
 from seqprep.inputs import _kernel
-from seqprep.inputs._targets import Targets, resolve_targets
+from seqprep.inputs._stage import Stage, prepare
+from seqprep.inputs._targets import Targets
 from seqprep.planning._windows import DenseTBPTTPlan, TBPTTPlan, plan_tbptt
+from seqprep.running._floatx import keras_floatx
 
 if TYPE_CHECKING:
     from seqprep.running._tbptt_runner import _Runner
@@ -183,12 +178,30 @@ def _prepare_data(
     need_y: bool,
     names: tuple[str, str] = ("x", "y"),
     targets: Targets = "auto",
+    allow_nonfinite: bool = False,
 ) -> tuple[Ragged, np.ndarray | Ragged | None, bool]:
-    """Normalise inputs and targets; returns ``(data, targets, many_to_one)``."""
+    """``x`` and ``y`` read through the one input stage; returns ``(data, targets,
+    many_to_one)``.
+
+    The stage applies the dtype rule (with Keras's ``floatx``), refuses NaN/inf (in ``x``
+    unless ``allow_nonfinite``; in ``y`` always) and resolves the targets; TBPTT adds: one
+    field, one target, at least one sequence, no empty sequence.
+    """
     xn, yn = names
     kind = _targets_kind(return_sequences, targets)
-    data = as_ragged(x, xn)
-    lengths = data.lengths
+    if need_y and y is None:
+        raise ValueError(
+            f"Argument `{yn}` is required. Received: {yn}=None\n- Pass one target per "
+            f"sequence of `{xn}` (many-to-one) or one per step (many-to-many)."
+        )
+    stage = prepare(
+        x, y if need_y else None, allow_nonfinite=allow_nonfinite, targets=kind, names=names,
+        floatx=keras_floatx(),
+    )
+    if stage.x_kind != "single":
+        _refuse_fields(stage, xn)
+    field = stage.fields[0]
+    lengths = field.raw_lengths
     if len(lengths) == 0:
         raise ValueError(f"Argument `{xn}` must hold at least one sequence. Received 0 sequences")
     empty = np.flatnonzero(lengths == 0)
@@ -197,17 +210,45 @@ def _prepare_data(
             f"Argument `{xn}` must not hold empty sequences; sequences {empty[:5].tolist()} have "
             "length 0.\n- If they carry no information, drop them (and their targets) first."
         )
-    if data.values.dtype == np.float64:
-        data = Ragged(_to_floatx(data.values, xn), data.offsets)
+    data = field.ragged
     if not need_y:
         return data, None, kind != "step"
-    kind, resolved = resolve_targets(y, lengths, targets=kind, name=yn, xname=xn)
-    if isinstance(resolved, Ragged):
-        if resolved.values.dtype == np.float64:
-            resolved = Ragged(_to_floatx(resolved.values, yn), resolved.offsets)
-    elif resolved.dtype == np.float64:
-        resolved = _to_floatx(resolved, yn)
-    return data, resolved, kind == "sequence"
+    if stage.y_kind != "single":
+        raise ValueError(
+            f"Argument `{yn}` is a {stage.y_kind} of target fields {list(stage.y_keys)}, but "
+            "TBPTT trains a model of one output.\n- Pass one target array (many-to-one) or "
+            "one collection of per-step targets (many-to-many)."
+        )
+    table = stage.targets[0].table
+    if table.y_mode == "step":  # aligned with x's steps: x's offsets
+        return data, Ragged(table.y[:-1], data.offsets), False
+    return data, table.y[:-1], True
+
+
+def _refuse_fields(stage: Stage, name: str) -> None:
+    """Refuse an ``x`` of several fields, saying why by whether their lengths agree."""
+    keys = list(stage.x_keys)
+    first = stage.fields[0]
+    for other in stage.fields[1:]:
+        differ = np.flatnonzero(other.raw_lengths != first.raw_lengths)
+        if differ.size:
+            i = int(differ[0])
+            raise ValueError(
+                f"Argument `{name}` holds fields of different lengths, {keys}: sequence {i} "
+                f"has {int(first.raw_lengths[i])} steps in {first.label} and "
+                f"{int(other.raw_lengths[i])} in {other.label}. TBPTT slides one window over "
+                "one time axis, so fields of different lengths (an encoder-decoder pair) "
+                "have no common windows.\n- Train such pairs on whole sequences with "
+                "`seqprep.bucketed_dataset` and a 2-D `BucketSampler` (or "
+                "`seqprep.fit_per_length`); for TBPTT, pass one sequence collection."
+            )
+    raise ValueError(
+        f"Argument `{name}` is a {stage.x_kind} of fields {keys}, but TBPTT runs a model of "
+        "one input.\n- Join the fields step by step into one collection, "
+        "`[np.concatenate([a, b], axis=-1) for a, b in zip(...)]` (embed integer ids in the "
+        "model after splitting them off again), and build the model with one input; if the "
+        "tuple's items are single sequences, pass a list of them."
+    )
 
 
 def _targets_kind(return_sequences: bool | None, targets: Targets) -> Targets:
@@ -225,30 +266,6 @@ def _targets_kind(return_sequences: bool | None, targets: Targets) -> Targets:
             "(many-to-many)."
         )
     return implied
-
-
-def _to_floatx(values: np.ndarray, name: str) -> np.ndarray:
-    """float64 values as Keras's floatx, refusing a value that would overflow to inf."""
-    floatx = keras.backend.floatx()
-    check_cast(
-        values, floatx, name=name,
-        header=f"Argument `{name}` does not fit Keras's float type ({floatx})",
-    )
-    return values.astype(floatx)
-
-
-def _check_finite(
-    data: Ragged, targets: Any, allow_nonfinite: bool, names: tuple[str, str] = ("x", "y")
-) -> None:
-    """The refusal of NaN/inf every TBPTT entry point shares (fit, evaluate, predict and
-    validation data): features unless ``allow_nonfinite``, targets always."""
-    xn, yn = names
-    check_finite_features(data.values, xn, offsets=data.offsets, allow_nonfinite=allow_nonfinite)
-    if isinstance(targets, Ragged):
-        check_finite_labels(targets.values, yn, offsets=targets.offsets)
-    elif targets is not None:
-        check_finite_labels(targets, yn)
-
 
 
 def _scatter_windowed(
@@ -279,8 +296,8 @@ def _validation_windows(
     names = ("validation_data[0]", "validation_data[1]")
     data, targets, _ = _prepare_data(
         *validation_data, return_sequences=not many_to_one, need_y=True, names=names,
+        allow_nonfinite=allow_nonfinite,
     )
-    _check_finite(data, targets, allow_nonfinite, names)
     if data.step_shape != runner.step_shape:
         raise ValueError(
             f"Argument `validation_data` has steps of shape {data.step_shape}, but `x` has "
