@@ -48,7 +48,8 @@ def pad_fields(
     The defaults are those of :func:`seqprep.bucketed_dataset`'s fields, not Keras's:
     ``padding="post"`` (what a masked RNN and teacher forcing need), ``truncating="post"``,
     ``value=0`` and ``dtype=None`` (the data's own dtype, floats wider than float32 narrowed
-    to float32, the executors' rule under Keras's default ``floatx``). Nothing is ever cast with loss (see :func:`seqprep.pad_sequences`).
+    to float32, the executors' rule under Keras's default ``floatx``). Nothing is ever cast
+    with loss (see :func:`seqprep.pad_sequences`).
 
     Args:
         x: a dict of sequence collections (e.g. ``{"encoder": src, "decoder": dec}``) or a

@@ -80,7 +80,7 @@ import numpy as np
 from keras import ops
 
 from seqprep._core.checks import check_bool, check_choice, check_int
-from seqprep._core.options import Options, options_for
+from seqprep._core.options import Options, options_for, takes_options
 from seqprep.inputs._targets import Targets
 from seqprep.planning._windows import (
     ORDERS,
@@ -403,6 +403,7 @@ def _plan(
     )
 
 
+@takes_options
 def evaluate_tbptt(
     model: keras.Model,
     x: Any,
@@ -415,7 +416,7 @@ def evaluate_tbptt(
     verbose: int | str = 0,
     dense: bool = False,
     targets: Targets = "auto",
-    allow_nonfinite: bool = False,
+    options: Options | None = None,
 ) -> float | dict[str, float]:
     """Loss (and compiled metrics) of a stateful RNN over long sequences, window by window.
 
@@ -436,15 +437,17 @@ def evaluate_tbptt(
         dense: Run the dense plan, as in :func:`fit_tbptt` (same result; one model call per
             window on the dense twin, or the fallback).
         targets: ``"auto"``, ``"sequence"`` or ``"step"``, as in :func:`fit_tbptt`.
-        allow_nonfinite: accept NaN/inf in ``x`` (refused by default; NaN/inf in ``y`` are
-            always refused), as ``options=seqprep.Options(allow_nonfinite=True)`` does in
-            :func:`fit_tbptt`.
+        options: :class:`seqprep.Options`; ``evaluate_tbptt`` reads ``allow_nonfinite``
+            (accept NaN/inf in ``x``; refused by default; NaN/inf in ``y`` are always
+            refused), as :func:`fit_tbptt` does. Any other option set is an error.
 
     Returns:
         The loss as a float, or a dict of the loss and metrics.
 
     Raises:
         ValueError: As for :func:`fit_tbptt`.
+        TypeError: As for :func:`fit_tbptt`, or an option passed as a keyword
+            (``allow_nonfinite=True``: pass ``options=seqprep.Options(allow_nonfinite=True)``).
 
     Example:
         >>> import keras, numpy as np
@@ -457,6 +460,8 @@ def evaluate_tbptt(
         >>> loss >= 0.0
         True
     """
+    allow_nonfinite = options_for(options, "evaluate_tbptt",
+                                  reads=("allow_nonfinite",)).allow_nonfinite
     window, batch_size = _check_sizes(window, batch_size)
     verbose = _verbosity(verbose)
     data, targets, many_to_one = _prepare_data(
@@ -482,6 +487,7 @@ def evaluate_tbptt(
     return logs if return_dict else logs["loss"]
 
 
+@takes_options
 def predict_tbptt(
     model: keras.Model,
     x: Any,
@@ -491,7 +497,7 @@ def predict_tbptt(
     return_sequences: bool = False,
     verbose: int | str = 0,
     dense: bool = False,
-    allow_nonfinite: bool = False,
+    options: Options | None = None,
 ) -> np.ndarray | list[np.ndarray]:
     """Outputs of a stateful RNN over long sequences, carrying state across windows.
 
@@ -513,14 +519,17 @@ def predict_tbptt(
         verbose: 1 (or ``"auto"``) for a progress bar, 0 for silence.
         dense: Run the dense plan, as in :func:`fit_tbptt` (same outputs; one model call per
             window on the dense twin, or the fallback).
-        allow_nonfinite: accept NaN/inf in ``x`` (refused by default, as by
-            :func:`fit_tbptt`: a NaN input makes NaN outputs).
+        options: :class:`seqprep.Options`; ``predict_tbptt`` reads ``allow_nonfinite``
+            (accept NaN/inf in ``x``; refused by default, as by :func:`fit_tbptt`: a NaN
+            input makes NaN outputs). Any other option set is an error.
 
     Returns:
         ndarray of shape ``(n, ...)``, or a list of ``n`` arrays of shape ``(T_i, ...)``.
 
     Raises:
         ValueError: As for :func:`fit_tbptt`.
+        TypeError: As for :func:`fit_tbptt`, or an option passed as a keyword
+            (``allow_nonfinite=True``: pass ``options=seqprep.Options(allow_nonfinite=True)``).
 
     Example:
         >>> import keras, numpy as np
@@ -541,6 +550,8 @@ def predict_tbptt(
         >>> predict_tbptt(clf, x, window=3, batch_size=2).shape
         (3, 4)
     """
+    allow_nonfinite = options_for(options, "predict_tbptt",
+                                  reads=("allow_nonfinite",)).allow_nonfinite
     verbose = _verbosity(verbose)
     check_bool("return_sequences", return_sequences)
     window, batch_size = _check_sizes(window, batch_size)

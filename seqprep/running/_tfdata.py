@@ -11,8 +11,8 @@ live in :mod:`seqprep.running._streaming` (``bucket_by_length`` stays importable
 
 Dtypes: integer and boolean steps keep their dtype; floating steps wider than Keras's float
 type (``keras.config.floatx()``, never narrower than float32) become it after a check that no
-value overflows; pass ``dtype=`` to choose. Nothing is cast silently where values would change: the checks are
-:func:`seqprep.pad_sequences`'s.
+value overflows; pass ``dtype=`` to choose. Nothing is cast silently where values would
+change: the checks are :func:`seqprep.pad_sequences`'s.
 """
 
 from __future__ import annotations
