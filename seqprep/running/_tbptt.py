@@ -27,7 +27,8 @@ PyTorch; only compiling a window step and taking its gradient is done per backen
 
 How the model must be built:
     One input of batch shape ``(batch_size, window, *step_shape)`` (or ``None`` for the time
-    axis), one output **per time step** (the last recurrent layer has
+    axis; or one named input per field of a dict ``x`` whose fields share their lengths), one
+    output **per time step** (the last recurrent layer has
     ``return_sequences=True``) or, for many-to-one targets, a plain classifier whose last
     recurrent layer has ``return_sequences=False`` (its output for a window is the one at the
     row's last real step), every recurrent layer ``stateful=True`` and running forward in
@@ -182,7 +183,7 @@ def _first_call(runner: _Runner, windows: _Windows) -> None:
     runner.check_targets(windows.many_to_one)
     if windows.many_to_one in runner.prepared:
         return
-    x, mask, _, _ = (ops.convert_to_tensor(a) for a in windows.inputs(0))
+    x, mask, _, _ = keras.tree.map_structure(ops.convert_to_tensor, windows.inputs(0))
     y_pred = runner._call(x, mask, training=False)
     runner.check_output(y_pred)
     y, weight = (ops.convert_to_tensor(a) for a in windows.targets_of(0))
@@ -259,7 +260,10 @@ def fit_tbptt(
     Args:
         model: A compiled stateful Keras model built for ``batch_size``, with per-step outputs
             or (many-to-one only) a last recurrent layer with ``return_sequences=False``.
-        x: Sequence collection of ``n`` sequences of shape ``(T_i, *step_shape)``, ``T_i >= 1``.
+        x: Sequence collection of ``n`` sequences of shape ``(T_i, *step_shape)``, ``T_i >= 1``;
+            or a dict of such collections with equal lengths (fields of one time axis), one
+            per model input, named after it (a tuple: by position). Windows cut every field at
+            the same steps.
         y: Many-to-one: array of shape ``(n, ...)``. Many-to-many: collection of ``(T_i, ...)``
             arrays.
         window: Steps per window, the truncation length of backpropagation, at least 1.

@@ -11,23 +11,55 @@ input order.
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
 from seqprep._core.checks import check_bool, check_choice
-from seqprep._core.ragged import Ragged
+from seqprep._core.ragged import Ragged, lengths_of
 from seqprep.inputs import _kernel
-from seqprep.inputs._stage import Stage, prepare
+from seqprep.inputs._stage import prepare
+from seqprep.inputs._stage_fields import Key, Kind, field_label, pack, split_fields
 from seqprep.inputs._targets import Targets
 from seqprep.planning._windows import DenseTBPTTPlan, TBPTTPlan, plan_tbptt
 from seqprep.running._floatx import keras_floatx
+from seqprep.running._tbptt_runner import _Runner, input_spec
 
-if TYPE_CHECKING:
-    from seqprep.running._tbptt_runner import _Runner
+__all__ = [
+    "_DenseWindows", "_Fields", "_Windows", "_prepare_data", "_validation_windows", "_windows_of",
+]
 
-__all__ = ["_DenseWindows", "_Windows", "_prepare_data", "_validation_windows", "_windows_of"]
+
+@dataclass(frozen=True)
+class _Fields:
+    """TBPTT's ``x`` of several fields on one time axis: every field has the same lengths
+    (named inputs of one model, e.g. features and ids of each step), and the windows slide over
+    all of them together. One field is a plain :class:`Ragged` instead."""
+
+    kind: Kind  # "dict" or "tuple"
+    keys: tuple[Key, ...]
+    rags: tuple[Ragged, ...]
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return self.rags[0].offsets
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self.rags[0].lengths
+
+    def pack(self, arrays: list[Any]) -> Any:
+        """One array per field, in the structure of ``x`` (a dict or a tuple)."""
+        return pack(self.kind, self.keys, arrays)
+
+
+def _rags(data: Ragged | _Fields) -> tuple[Ragged, ...]:
+    return data.rags if isinstance(data, _Fields) else (data,)
+
+
+def _packed(data: Ragged | _Fields, arrays: list[Any]) -> Any:
+    return data.pack(arrays) if isinstance(data, _Fields) else arrays[0]
 
 
 class _Windows:
@@ -37,7 +69,7 @@ class _Windows:
     def __init__(
         self,
         plan: TBPTTPlan,
-        data: Ragged,
+        data: Ragged | _Fields,
         targets: np.ndarray | Ragged | None,
         many_to_one: bool,
     ) -> None:
@@ -56,11 +88,15 @@ class _Windows:
             y, y_mode = targets, "sequence"
         else:
             y, y_mode = _kernel.with_pad_row(targets.values, 0), "step"
+        first, *others = _rags(data)
         self.table = _kernel.table(
-            _kernel.with_pad_row(data.values, 0), data.offsets[:-1], data.lengths,
+            _kernel.with_pad_row(first.values, 0), data.offsets[:-1], data.lengths,
             y=y, y_mode=y_mode, w_mode="timestep",
         )
-        self._inputs_table = replace(self.table, y=None, y_mode=None)
+        # Fields share the lengths, so one layout (the same positions) places every field.
+        inputs = replace(self.table, y=None, y_mode=None)
+        self._inputs_tables = [inputs] + [
+            replace(inputs, x=_kernel.with_pad_row(rag.values, 0)) for rag in others]
         self._last: tuple[int, np.ndarray, np.ndarray] | None = None
 
     def _idle(self, plan: Any) -> np.ndarray:
@@ -83,9 +119,13 @@ class _Windows:
         kernel cannot take.
         """
         src, real = self._layout(w)
-        (x,) = _kernel.gather_batch(self._inputs_table, src, real, None)
         idle = self.idle[w]
-        return x, real | idle[:, None], self.resets[w], idle
+        return self._gather_inputs(src, real), real | idle[:, None], self.resets[w], idle
+
+    def _gather_inputs(self, src: np.ndarray, real: np.ndarray) -> Any:
+        """The window's ``x`` (one array per field, in the structure of ``x``)."""
+        return _packed(self.data, [_kernel.gather_batch(t, src, real, None)[0]
+                                   for t in self._inputs_tables])
 
     def pick(self, w: int) -> np.ndarray:
         # a cell's real steps are its first `count`, so a sequence's last one is at count - 1
@@ -119,7 +159,7 @@ class _DenseWindows(_Windows):
     def __init__(
         self,
         plan: DenseTBPTTPlan,
-        data: Ragged,
+        data: Ragged | _Fields,
         targets: np.ndarray | Ragged | None,
         many_to_one: bool,
     ) -> None:
@@ -138,8 +178,7 @@ class _DenseWindows(_Windows):
     def inputs(self, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(x, mask, reset, idle)`` of window ``w``; ``reset`` and ``mask`` are ``(B, W)``."""
         src, real = self._layout(w)
-        (x,) = _kernel.gather_batch(self._inputs_table, src, real, None)
-        return x, real, self.resets[w], self.idle[w]
+        return self._gather_inputs(src, real), real, self.resets[w], self.idle[w]
 
     def pick(self, w: int) -> np.ndarray:
         return np.zeros(self.plan.batch_size, dtype=np.int32)  # targets are laid out per step
@@ -164,7 +203,7 @@ class _DenseWindows(_Windows):
 
 
 def _windows_of(
-    plan: Any, data: Ragged, targets: np.ndarray | Ragged | None, many_to_one: bool
+    plan: Any, data: Ragged | _Fields, targets: np.ndarray | Ragged | None, many_to_one: bool
 ) -> _Windows | _DenseWindows:
     kind = _DenseWindows if isinstance(plan, DenseTBPTTPlan) else _Windows
     return kind(plan, data, targets, many_to_one)
@@ -179,13 +218,14 @@ def _prepare_data(
     names: tuple[str, str] = ("x", "y"),
     targets: Targets = "auto",
     allow_nonfinite: bool = False,
-) -> tuple[Ragged, np.ndarray | Ragged | None, bool]:
+) -> tuple[Ragged | _Fields, np.ndarray | Ragged | None, bool]:
     """``x`` and ``y`` read through the one input stage; returns ``(data, targets,
-    many_to_one)``.
+    many_to_one)``; ``data`` is a :class:`Ragged`, or :class:`_Fields` for a dict or tuple
+    ``x``.
 
     The stage applies the dtype rule (with Keras's ``floatx``), refuses NaN/inf (in ``x``
-    unless ``allow_nonfinite``; in ``y`` always) and resolves the targets; TBPTT adds: one
-    field, one target, at least one sequence, no empty sequence.
+    unless ``allow_nonfinite``; in ``y`` always) and resolves the targets; TBPTT adds: fields
+    of one time axis (equal lengths), one target, at least one sequence, no empty sequence.
     """
     xn, yn = names
     kind = _targets_kind(return_sequences, targets)
@@ -194,12 +234,15 @@ def _prepare_data(
             f"Argument `{yn}` is required. Received: {yn}=None\n- Pass one target per "
             f"sequence of `{xn}` (many-to-one) or one per step (many-to-many)."
         )
+    x_kind, x_keys, items = split_fields(x)
+    if x_kind != "single":
+        _refuse_ragged_fields(x_kind, x_keys, items, xn)
     stage = prepare(
         x, y if need_y else None, allow_nonfinite=allow_nonfinite, targets=kind, names=names,
         floatx=keras_floatx(),
+        # every field has the target's lengths: per-step targets follow the first one
+        targets_field=None if x_kind == "single" or not need_y else x_keys[0],
     )
-    if stage.x_kind != "single":
-        _refuse_fields(stage, xn)
     field = stage.fields[0]
     lengths = field.raw_lengths
     if len(lengths) == 0:
@@ -210,7 +253,9 @@ def _prepare_data(
             f"Argument `{xn}` must not hold empty sequences; sequences {empty[:5].tolist()} have "
             "length 0.\n- If they carry no information, drop them (and their targets) first."
         )
-    data = field.ragged
+    data: Ragged | _Fields = field.ragged
+    if stage.x_kind != "single":
+        data = _Fields(stage.x_kind, stage.x_keys, tuple(f.ragged for f in stage.fields))
     if not need_y:
         return data, None, kind != "step"
     if stage.y_kind != "single":
@@ -220,35 +265,34 @@ def _prepare_data(
             "one collection of per-step targets (many-to-many)."
         )
     table = stage.targets[0].table
-    if table.y_mode == "step":  # aligned with x's steps: x's offsets
+    if table.y_mode == "step":  # aligned with x's steps (every field's): x's offsets
         return data, Ragged(table.y[:-1], data.offsets), False
     return data, table.y[:-1], True
 
 
-def _refuse_fields(stage: Stage, name: str) -> None:
-    """Refuse an ``x`` of several fields, saying why by whether their lengths agree."""
-    keys = list(stage.x_keys)
-    first = stage.fields[0]
-    for other in stage.fields[1:]:
-        differ = np.flatnonzero(other.raw_lengths != first.raw_lengths)
+def _refuse_ragged_fields(kind: Kind, keys: tuple[Key, ...], items: list[Any],
+                          name: str) -> None:
+    """Refuse fields of different lengths (before anything is read): TBPTT's windows need one
+    time axis. Different counts are left to the stage, which names them."""
+    labels = [field_label(name, kind, k) for k in keys]
+    first = lengths_of(items[0], labels[0])
+    for label, item in zip(labels[1:], items[1:], strict=True):
+        other = lengths_of(item, label)
+        if other.shape != first.shape:
+            return
+        differ = np.flatnonzero(other != first)
         if differ.size:
             i = int(differ[0])
             raise ValueError(
-                f"Argument `{name}` holds fields of different lengths, {keys}: sequence {i} "
-                f"has {int(first.raw_lengths[i])} steps in {first.label} and "
-                f"{int(other.raw_lengths[i])} in {other.label}. TBPTT slides one window over "
-                "one time axis, so fields of different lengths (an encoder-decoder pair) "
-                "have no common windows.\n- Train such pairs on whole sequences with "
+                f"Argument `{name}` holds fields of different lengths, {list(keys)}: sequence "
+                f"{i} has {int(first[i])} steps in {labels[0]} and {int(other[i])} in {label}. "
+                "TBPTT slides one window over one time axis, so its fields must have equal "
+                "lengths (named inputs of each step); an encoder-decoder pair has no common "
+                "windows.\n- Train such pairs on whole sequences with "
                 "`seqprep.bucketed_dataset` and a 2-D `BucketSampler` (or "
-                "`seqprep.fit_per_length`); for TBPTT, pass one sequence collection."
+                "`seqprep.fit_per_length`); if the tuple's items are single sequences, pass a "
+                "list of them."
             )
-    raise ValueError(
-        f"Argument `{name}` is a {stage.x_kind} of fields {keys}, but TBPTT runs a model of "
-        "one input.\n- Join the fields step by step into one collection, "
-        "`[np.concatenate([a, b], axis=-1) for a, b in zip(...)]` (embed integer ids in the "
-        "model after splitting them off again), and build the model with one input; if the "
-        "tuple's items are single sequences, pass a list of them."
-    )
 
 
 def _targets_kind(return_sequences: bool | None, targets: Targets) -> Targets:
@@ -298,11 +342,14 @@ def _validation_windows(
         *validation_data, return_sequences=not many_to_one, need_y=True, names=names,
         allow_nonfinite=allow_nonfinite,
     )
-    if data.step_shape != runner.step_shape:
+    spec = input_spec(data)
+    if spec.keys != runner.spec.keys or spec.step_shapes != runner.spec.step_shapes:
         raise ValueError(
-            f"Argument `validation_data` has steps of shape {data.step_shape}, but `x` has "
-            f"steps of shape {runner.step_shape}."
+            f"Argument `validation_data` has steps of shape {spec.shown()}, but `x` has "
+            f"steps of shape {runner.spec.shown()}."
         )
-    data = Ragged(data.values.astype(runner.dtype, copy=False), data.offsets)
+    rags = [Ragged(r.values.astype(dtype, copy=False), r.offsets)
+            for r, dtype in zip(_rags(data), runner.spec.dtypes, strict=True)]
+    data = _Fields(data.kind, data.keys, tuple(rags)) if isinstance(data, _Fields) else rags[0]
     plan = plan_tbptt(data.lengths, window=runner.window, batch_size=runner.batch_size)
     return _Windows(plan, data, targets, many_to_one)
