@@ -91,6 +91,7 @@ from seqprep.planning._windows import (
     plan_tbptt,
 )
 from seqprep.running._callbacks import refuse_backup_in
+from seqprep.running._data_parallel import resolve_data_parallel
 from seqprep.running._tbptt_data import (
     _DenseWindows,
     _prepare_data,
@@ -295,8 +296,12 @@ def fit_tbptt(
             backpropagation also truncated there): exact, but slower than the windowed plan.
             Cell ``dropout``/``recurrent_dropout`` is refused with ``dense=True``.
         options: :class:`seqprep.Options`; ``fit_tbptt`` reads ``allow_nonfinite`` (accept
-            NaN/inf in ``x``; refused by default; NaN/inf in ``y`` are always refused). Any
-            other option set is an error.
+            NaN/inf in ``x``; refused by default; NaN/inf in ``y`` are always refused) and
+            ``data_parallel`` (``"auto"``: the ``keras.distribution`` layout; an int ``k``;
+            None): with ``k`` devices along the batch axis every window has ``batch_size``
+            rounded up to a multiple of ``k`` rows (the model's batch size), the extra rows
+            fill lanes of weight 0, and the windows are split over the devices. Any other
+            option set is an error.
         **fit_kwargs: The arguments of Keras's ``model.fit`` that ``fit_tbptt`` also takes,
             meaning what they mean there; any other key is a ``TypeError`` naming it.
 
@@ -331,7 +336,8 @@ def fit_tbptt(
         >>> len(history.history["loss"])
         2
     """
-    allow_nonfinite = options_for(options, "fit_tbptt", reads=("allow_nonfinite",)).allow_nonfinite
+    opts = options_for(options, "fit_tbptt", reads=("allow_nonfinite", "data_parallel"))
+    allow_nonfinite = opts.allow_nonfinite
     validation_data, callbacks, verbose = _fit_arguments(fit_kwargs)
     window, batch_size = _check_sizes(window, batch_size)
     epochs = check_int("epochs", epochs, minimum=1)
@@ -343,10 +349,12 @@ def fit_tbptt(
         x, y, return_sequences=return_sequences, need_y=True, targets=targets,
         allow_nonfinite=allow_nonfinite,
     )
-    runner = _runner_for(model, window=window, batch_size=batch_size, data=data)
+    rows = _rows(model, batch_size, opts.data_parallel, "fit_tbptt")
+    runner = _runner_for(model, window=window, batch_size=rows, data=data)
     validation = None
     if validation_data is not None:
-        validation = _validation_windows(validation_data, runner, many_to_one, allow_nonfinite)
+        validation = _validation_windows(validation_data, runner, many_to_one, allow_nonfinite,
+                                         batch_size)
     if getattr(model, "optimizer", None) is None or not getattr(model, "compiled", True):
         raise ValueError(
             "Argument `model` must be compiled before training: "
@@ -355,14 +363,14 @@ def fit_tbptt(
     dense = check_bool("dense", dense)
     plans = [
         _plan(
-            data.lengths, runner, dense, order=order, seed=seed,
+            data.lengths, window, batch_size, dense, order=order, seed=seed,
             epoch=epoch if order == "shuffle" else 0,
         )
         for epoch in range(epochs if order == "shuffle" else 1)
     ]
     run, plans = _runner_and_plans(runner, plans)
     steps = {plan.n_windows for plan in plans}
-    _first_call(run, _windows_of(plans[0], data, targets, many_to_one))
+    _first_call(run, _windows_of(plans[0], data, targets, many_to_one, rows))
     if validation is not None:
         _first_call(runner, validation)
     if not model.optimizer.built:
@@ -382,7 +390,7 @@ def fit_tbptt(
     callback_list.on_train_begin()
     logs: dict[str, float] = {}
     for epoch in range(epochs):
-        windows = _windows_of(plans[epoch % len(plans)], data, targets, many_to_one)
+        windows = _windows_of(plans[epoch % len(plans)], data, targets, many_to_one, rows)
         callback_list.on_epoch_begin(epoch)
         logs = _run_epoch(
             run, windows, training=True, loss_mean=loss_mean, callbacks=callback_list
@@ -400,11 +408,40 @@ def fit_tbptt(
 
 
 def _plan(
-    lengths: np.ndarray, runner: _Runner, dense: bool, **kwargs: Any
+    lengths: np.ndarray, window: int, batch_size: int, dense: bool, **kwargs: Any
 ) -> TBPTTPlan | DenseTBPTTPlan:
-    return plan_tbptt(
-        lengths, window=runner.window, batch_size=runner.batch_size, dense=dense, **kwargs
-    )
+    return plan_tbptt(lengths, window=window, batch_size=batch_size, dense=dense, **kwargs)
+
+
+def _rows(model: Any, batch_size: int, data_parallel: Any, caller: str) -> int:
+    """The rows of every window: ``batch_size`` (the plan's lanes), or, under data parallelism
+    over ``k`` devices along the batch axis, ``batch_size`` rounded up to a multiple of ``k``:
+    the extra rows are fill lanes of weight 0 (see :class:`_FilledWindows`), so training
+    equals the one-device run of the same plan. The model must be built for that many rows."""
+    layout = resolve_data_parallel(data_parallel, caller=caller)
+    if layout is None:
+        return batch_size
+    if layout.num_processes > 1:
+        raise ValueError(
+            f"`{caller}` runs data-parallel over the devices of one process, but the Keras "
+            f"distribution spans {layout.num_processes} processes.\n- Run TBPTT in one "
+            "process, or train on whole sequences with `seqprep.bucketed_dataset` or "
+            "`seqprep.fit_per_length`, which shard their plan over processes."
+        )
+    k = layout.size
+    rows = -(-batch_size // k) * k
+    inputs = getattr(model, "inputs", None) or [None]
+    built = getattr(inputs[0], "shape", (None,))[0]
+    if rows != batch_size and built is not None and built != rows:
+        raise ValueError(
+            f"Argument `model` must be built for {rows} rows: `{caller}` runs "
+            f"batch_size={batch_size} lanes on {k} devices along the batch axis, so every "
+            f"window holds {rows} rows ({rows - batch_size} fill lanes of weight 0). Received a "
+            f"model built for {built} rows\n- Build the model for batch size {rows} "
+            f"(`keras.Input(batch_shape=({rows}, window, d))`), or pass a `batch_size` that is "
+            f"a multiple of {k}."
+        )
+    return rows
 
 
 @takes_options
@@ -443,7 +480,8 @@ def evaluate_tbptt(
         targets: ``"auto"``, ``"sequence"`` or ``"step"``, as in :func:`fit_tbptt`.
         options: :class:`seqprep.Options`; ``evaluate_tbptt`` reads ``allow_nonfinite``
             (accept NaN/inf in ``x``; refused by default; NaN/inf in ``y`` are always
-            refused), as :func:`fit_tbptt` does. Any other option set is an error.
+            refused) and ``data_parallel``, as :func:`fit_tbptt` does. Any other option set
+            is an error.
 
     Returns:
         The loss as a float, or a dict of the loss and metrics.
@@ -464,23 +502,24 @@ def evaluate_tbptt(
         >>> loss >= 0.0
         True
     """
-    allow_nonfinite = options_for(options, "evaluate_tbptt",
-                                  reads=("allow_nonfinite",)).allow_nonfinite
+    opts = options_for(options, "evaluate_tbptt", reads=("allow_nonfinite", "data_parallel"))
+    allow_nonfinite = opts.allow_nonfinite
     window, batch_size = _check_sizes(window, batch_size)
     verbose = _verbosity(verbose)
     data, targets, many_to_one = _prepare_data(
         x, y, return_sequences=return_sequences, need_y=True, targets=targets,
         allow_nonfinite=allow_nonfinite,
     )
-    runner = _runner_for(model, window=window, batch_size=batch_size, data=data)
+    rows = _rows(model, batch_size, opts.data_parallel, "evaluate_tbptt")
+    runner = _runner_for(model, window=window, batch_size=rows, data=data)
     if getattr(model, "loss", None) is None and not model.losses:
         raise ValueError(
             "Argument `model` must be compiled with a loss: `model.compile(loss=...)`."
         )
     run, (plan,) = _runner_and_plans(
-        runner, [_plan(data.lengths, runner, check_bool("dense", dense))]
+        runner, [_plan(data.lengths, window, batch_size, check_bool("dense", dense))]
     )
-    windows = _windows_of(plan, data, targets, many_to_one)
+    windows = _windows_of(plan, data, targets, many_to_one, rows)
     _first_call(run, windows)
     progbar = keras.utils.Progbar(plan.n_windows, verbose=verbose) if verbose else None
     logs = _run_epoch(
@@ -525,7 +564,8 @@ def predict_tbptt(
             window on the dense twin, or the fallback).
         options: :class:`seqprep.Options`; ``predict_tbptt`` reads ``allow_nonfinite``
             (accept NaN/inf in ``x``; refused by default, as by :func:`fit_tbptt`: a NaN
-            input makes NaN outputs). Any other option set is an error.
+            input makes NaN outputs) and ``data_parallel``, as :func:`fit_tbptt` does. Any
+            other option set is an error.
 
     Returns:
         ndarray of shape ``(n, ...)``, or a list of ``n`` arrays of shape ``(T_i, ...)``.
@@ -554,14 +594,15 @@ def predict_tbptt(
         >>> predict_tbptt(clf, x, window=3, batch_size=2).shape
         (3, 4)
     """
-    allow_nonfinite = options_for(options, "predict_tbptt",
-                                  reads=("allow_nonfinite",)).allow_nonfinite
+    opts = options_for(options, "predict_tbptt", reads=("allow_nonfinite", "data_parallel"))
+    allow_nonfinite = opts.allow_nonfinite
     verbose = _verbosity(verbose)
     check_bool("return_sequences", return_sequences)
     window, batch_size = _check_sizes(window, batch_size)
     data, _, _ = _prepare_data(x, None, return_sequences=return_sequences, need_y=False,
                                allow_nonfinite=allow_nonfinite)
-    runner = _runner_for(model, window=window, batch_size=batch_size, data=data)
+    rows = _rows(model, batch_size, opts.data_parallel, "predict_tbptt")
+    runner = _runner_for(model, window=window, batch_size=rows, data=data)
     if return_sequences and runner.per_window:
         raise ValueError(
             "Argument `return_sequences=True` needs a model with per-step outputs, but the "
@@ -569,19 +610,21 @@ def predict_tbptt(
             "sequence's last output, pass `return_sequences=False`."
         )
     run, (plan,) = _runner_and_plans(
-        runner, [_plan(data.lengths, runner, check_bool("dense", dense))]
+        runner, [_plan(data.lengths, window, batch_size, check_bool("dense", dense))]
     )
-    windows = _windows_of(plan, data, None, not return_sequences)
+    filled = _windows_of(plan, data, None, not return_sequences, rows)
+    windows = getattr(filled, "windows", filled)  # the plan's own rows, for the scatter
     runner.reset_all()
     progbar = keras.utils.Progbar(plan.n_windows, verbose=verbose) if verbose else None
     outputs: np.ndarray | None = None
     per_row = run.per_window and run is runner  # one output per row, not per step
     for w in range(plan.n_windows):
-        y_pred = ops.convert_to_numpy(run.forward(windows.inputs(w)))
+        y_pred = ops.convert_to_numpy(run.forward(filled.inputs(w)))
         if w == 0:
             run.check_output(y_pred)
             size = plan.num_sequences if not return_sequences else plan.real_steps
             outputs = np.empty((size, *y_pred.shape[1 if per_row else 2 :]), y_pred.dtype)
+        y_pred = y_pred[: plan.batch_size]  # without the fill lanes
         if isinstance(windows, _DenseWindows):
             windows.scatter(w, y_pred, outputs, per_step=return_sequences)
         else:

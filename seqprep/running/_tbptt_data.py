@@ -27,7 +27,8 @@ from seqprep.running._floatx import keras_floatx
 from seqprep.running._tbptt_runner import _Runner, input_spec
 
 __all__ = [
-    "_DenseWindows", "_Fields", "_Windows", "_prepare_data", "_validation_windows", "_windows_of",
+    "_DenseWindows", "_Fields", "_FilledWindows", "_Windows", "_prepare_data",
+    "_validation_windows", "_windows_of",
 ]
 
 
@@ -202,11 +203,57 @@ class _DenseWindows(_Windows):
         outputs[where[hit]] = y_pred[hit]
 
 
+class _FilledWindows:
+    """A plan's windows topped up to ``rows`` rows (a multiple of the data-parallel device
+    count) with fill lanes: zero inputs, no reset, no target, weight 0 (never a duplicated
+    example). In a windowed plan a fill lane is an idle row (all-True mask, state restored, as
+    any row that has run out of sequences); in a dense plan it is masked throughout (the dense
+    twin holds its state). The loss is the mean over the targets, so it is the one of the
+    plan's own rows."""
+
+    def __init__(self, windows: _Windows, rows: int) -> None:
+        self.windows = windows
+        self.plan, self.data = windows.plan, windows.data
+        self.many_to_one = windows.many_to_one
+        self.extra = rows - windows.plan.batch_size
+        self.dense = isinstance(windows, _DenseWindows)
+
+    def _fill(self, a: np.ndarray, value: Any) -> np.ndarray:
+        return np.concatenate([a, np.full((self.extra, *a.shape[1:]), value, a.dtype)])
+
+    def inputs(self, w: int) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
+        x, mask, reset, idle = self.windows.inputs(w)
+        if isinstance(x, dict):
+            x = {k: self._fill(v, 0) for k, v in x.items()}
+        elif isinstance(x, tuple):
+            x = tuple(self._fill(v, 0) for v in x)
+        else:
+            x = self._fill(x, 0)
+        idle_lane = not self.dense
+        return (x, self._fill(mask, idle_lane), self._fill(reset, False),
+                self._fill(idle, idle_lane))
+
+    def targets_of(self, w: int) -> tuple[np.ndarray, np.ndarray]:
+        y, weight = self.windows.targets_of(w)
+        return self._fill(y, 0), self._fill(weight, 0)
+
+    def pick(self, w: int) -> np.ndarray:
+        return self._fill(self.windows.pick(w), 0)
+
+    def n_targets(self, w: int) -> int:
+        return self.windows.n_targets(w)
+
+
 def _windows_of(
-    plan: Any, data: Ragged | _Fields, targets: np.ndarray | Ragged | None, many_to_one: bool
-) -> _Windows | _DenseWindows:
+    plan: Any, data: Ragged | _Fields, targets: np.ndarray | Ragged | None, many_to_one: bool,
+    rows: int | None = None,
+) -> _Windows | _DenseWindows | _FilledWindows:
+    """The windows of ``plan``; topped up with fill lanes to ``rows`` rows if it has fewer."""
     kind = _DenseWindows if isinstance(plan, DenseTBPTTPlan) else _Windows
-    return kind(plan, data, targets, many_to_one)
+    windows = kind(plan, data, targets, many_to_one)
+    if rows is not None and rows > plan.batch_size:
+        return _FilledWindows(windows, rows)
+    return windows
 
 
 def _prepare_data(
@@ -330,8 +377,9 @@ def _scatter_windowed(
 
 
 def _validation_windows(
-    validation_data: Any, runner: _Runner, many_to_one: bool, allow_nonfinite: bool
-) -> _Windows:
+    validation_data: Any, runner: _Runner, many_to_one: bool, allow_nonfinite: bool,
+    batch_size: int,
+) -> _Windows | _FilledWindows:
     if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
         raise ValueError(
             "Argument `validation_data` must be a pair `(x_val, y_val)`. Received: "
@@ -351,5 +399,5 @@ def _validation_windows(
     rags = [Ragged(r.values.astype(dtype, copy=False), r.offsets)
             for r, dtype in zip(_rags(data), runner.spec.dtypes, strict=True)]
     data = _Fields(data.kind, data.keys, tuple(rags)) if isinstance(data, _Fields) else rags[0]
-    plan = plan_tbptt(data.lengths, window=runner.window, batch_size=runner.batch_size)
-    return _Windows(plan, data, targets, many_to_one)
+    plan = plan_tbptt(data.lengths, window=runner.window, batch_size=batch_size)
+    return _windows_of(plan, data, targets, many_to_one, rows=runner.batch_size)
