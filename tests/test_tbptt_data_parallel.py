@@ -89,7 +89,9 @@ def test_a_model_not_built_for_the_filled_rows_is_refused_with_the_fix():
     with pytest.raises(ValueError, match=r"(?s)`model` must be built for 4 rows: `fit_tbptt` "
                        r"runs batch_size=3 lanes on 2 devices.*\(1 fill lanes of weight 0\)\. "
                        r"Received a model built for 3 rows\n- Build the model for batch size "
-                       r"4 .*or pass a `batch_size` that is a multiple of 2\."):
+                       r"4 .*or pass a `batch_size` that is a multiple of 2; to run every window "
+                       r"whole on each device, pass `options=seqprep\.Options\(data_parallel="
+                       r"None\)`\.$"):
         sp.fit_tbptt(_model(3), x, y, window=4, batch_size=3, verbose=0,
                      options=sp.Options(data_parallel=2))
     # a batch_size that divides by the devices needs no fill lane

@@ -439,7 +439,8 @@ def _rows(model: Any, batch_size: int, data_parallel: Any, caller: str) -> int:
             f"window holds {rows} rows ({rows - batch_size} fill lanes of weight 0). Received a "
             f"model built for {built} rows\n- Build the model for batch size {rows} "
             f"(`keras.Input(batch_shape=({rows}, window, d))`), or pass a `batch_size` that is "
-            f"a multiple of {k}."
+            f"a multiple of {k}; to run every window whole on each device, pass "
+            "`options=seqprep.Options(data_parallel=None)`."
         )
     return rows
 
