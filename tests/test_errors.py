@@ -695,5 +695,5 @@ def test_float64_values_that_overflow_float32_are_refused_not_turned_into_inf():
 
     from seqprep.running import _tbptt_data as tbptt
     big = [np.array([[1.0], [1e39]]), np.array([[2.0]])]
-    with pytest.raises(ValueError, match=r"`x` does not fit Keras's float type.*1e\+39"):
-        tbptt._to_floatx(np.concatenate(big), "x")
+    with pytest.raises(ValueError, match=r"`x` does not fit float32.*1e\+39 at x\[0\]\[1\]"):
+        tbptt._prepare_data(big, None, return_sequences=None, need_y=False)

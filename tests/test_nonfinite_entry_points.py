@@ -1,9 +1,9 @@
 """One refusal of non-finite input on every entry point (issue 18, part 2, this share).
 
 ``predict_tbptt``, ``evaluate_tbptt`` and ``fit_tbptt``'s validation data refuse NaN/inf
-features as ``fit_tbptt`` does (``allow_nonfinite=True`` opts out) and name the sequence and
-step; ``from_dataframe`` / ``read_sequences`` refuse ``inf`` as they refuse NaN, and a time
-column of mixed value types. Each message says where and what to do.
+features as ``fit_tbptt`` does (``options=sp.Options(allow_nonfinite=True)`` opts out) and name
+the sequence and step; ``from_dataframe`` / ``read_sequences`` refuse ``inf`` as they refuse
+NaN, and a time column of mixed value types. Each message says where and what to do.
 """
 
 from __future__ import annotations
@@ -67,12 +67,12 @@ def test_tbptt_entry_points_refuse_nonfinite_inputs_by_position(entry, bad):
 def test_allow_nonfinite_lets_tbptt_run_on_what_it_was_given():
     model = _stateful_model()
     x = _x(np.nan, at=(2, 1))
-    out = sp.predict_tbptt(model, x, window=3, batch_size=2, allow_nonfinite=True)
+    allow = sp.Options(allow_nonfinite=True)
+    out = sp.predict_tbptt(model, x, window=3, batch_size=2, options=allow)
     assert out.shape == (4, 1) and np.isnan(out[2]).all()
     clean = sp.predict_tbptt(model, _x(), window=3, batch_size=2)
     assert np.isfinite(clean).all()
-    loss = sp.evaluate_tbptt(model, x, np.zeros(4), window=3, batch_size=2,
-                             allow_nonfinite=True)
+    loss = sp.evaluate_tbptt(model, x, np.zeros(4), window=3, batch_size=2, options=allow)
     assert np.isnan(loss)
 
 

@@ -501,6 +501,28 @@ def test_fit_tbptt_refuses_an_option_it_does_not_read():
                   options=sp.Options(dtype="float16"))
 
 
+@pytest.mark.parametrize("entry", ["predict_tbptt", "evaluate_tbptt"])
+def test_predict_and_evaluate_tbptt_take_allow_nonfinite_in_options_like_fit_tbptt(entry):
+    model = stateful_model()
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = sequences(), np.zeros(len(LENGTHS))
+    x[2] = x[2].copy()
+    x[2][1, 0] = np.nan
+    call = {"predict_tbptt": lambda **kw: predict_tbptt(model, x, window=4, batch_size=3, **kw),
+            "evaluate_tbptt": lambda **kw: evaluate_tbptt(model, x, y, window=4, batch_size=3,
+                                                          **kw)}[entry]
+    with pytest.raises(ValueError, match=r"`x` holds 1 NaN.*x\[2\] at step 1"):
+        call()
+    got = call(options=sp.Options(allow_nonfinite=True))
+    assert not np.isfinite(got).all()  # the NaN reaches the outputs (or the loss) as given
+    with pytest.raises(TypeError, match=rf"^`{entry}` takes `allow_nonfinite` in `options`, not "
+                       r"as a keyword\. Received: allow_nonfinite=True\n- Pass "
+                       r"options=seqprep\.Options\(allow_nonfinite=True\)\.$"):
+        call(allow_nonfinite=True)
+    with pytest.raises(ValueError, match=rf"sets dtype='float16', which `{entry}` does not use"):
+        call(options=sp.Options(dtype="float16"))
+
+
 def test_tbptt_entry_points_take_at_most_12_named_parameters():
     import inspect
 

@@ -106,8 +106,8 @@ DECLARED: dict[str, Declared] = {
                            '"pre" or "post": which end a planned max_length cuts '
                            "(per field: a dict)"),
     "dtype": Declared(_per_field(_dtype),
-                      "dtype of the padded batches; None keeps integers, floats become float32 "
-                      "(per field: a dict)"),
+                      "dtype of the padded batches; None keeps integers, floats wider than "
+                      "Keras's floatx (at least float32) become it (per field: a dict)"),
     "allow_nonfinite": Declared(check_bool,
                                 "accept NaN/inf in x (never in y or the weights)"),
     "targets_field": Declared(_any,

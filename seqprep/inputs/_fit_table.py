@@ -40,13 +40,14 @@ class FitData:
 def prepare_fit_data(
     x: Any, y: Any, sample_weight: Any = None, *, xname: str = "x", yname: str = "y",
     allow_nonfinite: bool = False, targets: Targets = "auto", targets_field: Any = None,
-    pad_value: Any = 0, fields: bool = True,
+    pad_value: Any = 0, fields: bool = True, floatx: str = "float32",
 ) -> FitData:
     """Read ``x``, ``y`` and per-sequence weights through the one input stage.
 
     On top of the stage's rules: at least one sequence, no empty sequence in any field (a
     model cannot train on zero steps), ``y`` required, and ``sample_weight`` one number per
     sequence. ``fields=False`` refuses a dict or tuple ``x`` (for executors of one field).
+    ``floatx`` is Keras's float type, read by the executor (the stage's dtype rule).
     """
     if not fields and _stage_fields.split_fields(x)[0] != "single":
         raise ValueError(
@@ -58,7 +59,7 @@ def prepare_fit_data(
         raise ValueError(f"Argument `{yname}` is required. Received: {yname}=None")
     stage = _inputs.prepare(
         x, y, None, value=pad_value, allow_nonfinite=allow_nonfinite, targets=targets,
-        targets_field=targets_field, names=(xname, yname),
+        targets_field=targets_field, names=(xname, yname), floatx=floatx,
     )
     if stage.n == 0:
         raise ValueError(f"Argument `{xname}` must hold at least one sequence. Received 0")

@@ -5,8 +5,9 @@ For whoever pads a whole (small) dataset of encoder–decoder pairs in one go, e
 form as in :func:`seqprep.bucketed_dataset` (a dict or tuple of fields; an option is one value
 for every field or a dict keyed by field), and the defaults are that input stage's (post
 padding and truncation, pad value 0, the data's own dtype with floats narrowed to float32), so
-the arrays equal one batch of :func:`seqprep.bucketed_dataset` holding every example. numpy
-only; TensorFlow is not imported.
+the arrays equal one batch of :func:`seqprep.bucketed_dataset` holding every example (under
+Keras's default ``floatx``; under ``set_floatx("float64")`` pass ``dtype="float64"``: this
+numpy helper never reads Keras's config). numpy only; TensorFlow is not imported.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def pad_fields(
     The defaults are those of :func:`seqprep.bucketed_dataset`'s fields, not Keras's:
     ``padding="post"`` (what a masked RNN and teacher forcing need), ``truncating="post"``,
     ``value=0`` and ``dtype=None`` (the data's own dtype, floats wider than float32 narrowed
-    to float32). Nothing is ever cast with loss (see :func:`seqprep.pad_sequences`).
+    to float32, the executors' rule under Keras's default ``floatx``). Nothing is ever cast
+    with loss (see :func:`seqprep.pad_sequences`).
 
     Args:
         x: a dict of sequence collections (e.g. ``{"encoder": src, "decoder": dec}``) or a

@@ -10,9 +10,12 @@ Every in-memory executor of a plan (``bucketed_dataset``, ``bucketed_pydataset``
   in every batch; a batch carries the same structure (a dict or a tuple of arrays). ``y`` may
   be a dict or a tuple of targets in the same way (one target field per model output).
 * **Dtype rule.** Integer and boolean steps keep their dtype. Floating steps wider than the
-  float type (``float32``, Keras's default ``floatx``) become that type after a check that no
-  value overflows; narrower floats keep theirs. ``dtype=`` (per field) overrides, and a cast
-  that would change a value raises. Labels follow the same rule; weights are ``float32``.
+  working float type become that type after a check that no value overflows; narrower floats
+  keep theirs. The working float type is Keras's ``floatx``, which the executor reads and
+  passes as ``floatx=`` (float32 by default), but never narrower than float32: under
+  ``float16``/``bfloat16`` data are not rounded to half precision
+  (:func:`seqprep.inputs._stage_rules.working_float`). ``dtype=`` (per field) overrides, and a
+  cast that would change a value raises. Labels follow the same rule; weights are ``float32``.
 * **Pad value.** One check, :func:`seqprep._core.casts.check_pad_value`: the value must be
   representable in the field's dtype.
 * **Non-finite values.** NaN/inf in ``x`` are refused unless ``allow_nonfinite=True``; NaN/inf
@@ -289,12 +292,14 @@ def prepare(
     epoch: int = 0,
     resolve_planned: Callable[..., Any] | None = None,
     names: tuple[str, str] = ("x", "y"),
+    floatx: str = "float32",
 ) -> Stage:
     """Read ``x``, ``y`` and ``sample_weight`` into a :class:`Stage` (the module's rules).
 
     ``sampler`` (checked to be a ``sampler_type``) decides each field's kept lengths and which
     fields it plans; without a ``sampler_type``, every field keeps its lengths and ``pad_to``
-    is only checked (the executor pads). Order of the checks: the options, the fields
+    is only checked (the executor pads). ``floatx`` is Keras's float type as the executor
+    read it (the dtype rule's working float type). Order of the checks: the options, the fields
     (counts, non-finite values), the sampler, ``pad_to``, the targets, the weights, then the
     casts of the inputs.
 
@@ -365,8 +370,8 @@ def prepare(
     tables = [
         _kernel.table(
             values_with_pad_row(rags[j], resolve_dtype(options["dtype"][j], rags[j].values.dtype,
-                                                       labels[j]),
-                                options["value"][j], labels[j]),
+                                                       labels[j], floatx),
+                                options["value"][j], labels[j], options["dtype"][j] is None),
             starts[j], kept[j])
         for j in range(len(keys))
     ]
@@ -375,9 +380,9 @@ def prepare(
         label = field_label(yname, y_kind, key)
         if mode == "step":
             check_finite_labels(res.values, label, offsets=res.offsets)
-            y_table = values_with_pad_row(res, default_dtype(res.values.dtype), 0, label)
+            y_table = values_with_pad_row(res, default_dtype(res.values.dtype, floatx), 0, label)
         else:
-            y_table = cast_labels(label_array(res, label, len(raw[0])), label)
+            y_table = cast_labels(label_array(res, label, len(raw[0])), label, floatx)
             check_finite_labels(y_table, label)
         base = tables[field]
         target_list.append(Target(key, field, _kernel.table(

@@ -1,9 +1,17 @@
 """The input stage's value rules (:mod:`seqprep.inputs._stage`): the one dtype rule, the
 padding value checked into a field's table, and labels and weights read and cast.
 
-Integer and boolean steps keep their dtype; floats wider than float32 become float32 after a
-check that no value overflows; ``dtype=`` overrides, and a cast that would change a value
-raises. Labels follow the same rule; weights are float32 and must be finite.
+Integer and boolean steps keep their dtype; floats wider than the *working float type* become
+it after a check that no value overflows; ``dtype=`` overrides, and a cast that would change a
+value raises. Labels follow the same rule; weights are float32 and must be finite.
+
+The working float type is Keras's ``floatx``, read by the executor (``seqprep.running``) and
+passed in as ``floatx=`` (this stage never imports Keras), but never narrower than float32
+(:func:`working_float`): under the default ``floatx`` (float32) float64 data become float32;
+under ``set_floatx("float64")`` they stay float64; under ``float16``/``bfloat16`` they become
+float32, and float32 data stay float32: the data are never rounded to half precision behind the
+caller's back (the model's layers cast their inputs to their own compute dtype; ``dtype=``
+asks for half-precision batches explicitly).
 """
 
 from __future__ import annotations
@@ -19,24 +27,51 @@ from seqprep._core.checks import (
 from seqprep._core.ragged import Ragged
 from seqprep.inputs import _kernel
 
-#: The float type floating steps wider than it become (Keras's default ``floatx``).
+#: The narrowest working float type (Keras's default ``floatx``).
 FLOAT = np.dtype(np.float32)
 
+#: Keras's ``floatx`` values (``keras.config.set_floatx`` takes these).
+FLOATX = ("bfloat16", "float16", "float32", "float64")
 
-def default_dtype(dtype: np.dtype) -> np.dtype:
-    """The dtype data get when the caller does not choose: floats wider than float32 become
-    float32; everything else keeps its dtype.
+
+def working_float(floatx: str = "float32") -> np.dtype:
+    """The float type wider floating data become: ``floatx`` (Keras's float type, as the
+    executor read it), or float32 when ``floatx`` is narrower (float16, bfloat16): the stage
+    never rounds data to half precision unasked.
+
+    Example:
+        >>> [working_float(f).name for f in ("float64", "float32", "float16", "bfloat16")]
+        ['float64', 'float32', 'float32', 'float32']
+    """
+    if floatx not in FLOATX:
+        raise ValueError(
+            f"Argument `floatx` must be one of {FLOATX} (Keras's float types). "
+            f"Received: floatx={floatx!r}"
+        )
+    return np.dtype(np.float64) if floatx == "float64" else FLOAT
+
+
+def default_dtype(dtype: np.dtype, floatx: str = "float32") -> np.dtype:
+    """The dtype data get when the caller does not choose: floats wider than the working
+    float type (:func:`working_float` of ``floatx``) become it; everything else keeps its
+    dtype.
 
     Example:
         >>> default_dtype(np.dtype("float64")).name, default_dtype(np.dtype("int64")).name
         ('float32', 'int64')
+        >>> default_dtype(np.dtype("float64"), "float64").name
+        'float64'
+        >>> default_dtype(np.dtype("float32"), "float16").name
+        'float32'
     """
-    if dtype.kind == "f" and dtype.itemsize > FLOAT.itemsize:
-        return FLOAT
+    work = working_float(floatx)
+    if dtype.kind == "f" and dtype.itemsize > work.itemsize:
+        return work
     return dtype
 
 
-def resolve_dtype(dtype: Any, source: np.dtype, name: str = "x") -> np.dtype:
+def resolve_dtype(dtype: Any, source: np.dtype, name: str = "x",
+                  floatx: str = "float32") -> np.dtype:
     """The dtype of a field's batches: ``dtype`` if given, else :func:`default_dtype`."""
     if dtype is None:
         if source.kind == "O":
@@ -48,7 +83,7 @@ def resolve_dtype(dtype: Any, source: np.dtype, name: str = "x") -> np.dtype:
                 "dtype=None\n- If rounding is fine, pass `dtype='float64'`; if they are ids, "
                 "map them to small integers first."
             )
-        return default_dtype(source)
+        return default_dtype(source, floatx)
     try:
         return np.dtype(dtype)
     except TypeError:
@@ -57,10 +92,27 @@ def resolve_dtype(dtype: Any, source: np.dtype, name: str = "x") -> np.dtype:
         ) from None
 
 
-def values_with_pad_row(rag: Ragged, dtype: np.dtype, value: Any, name: str = "x") -> np.ndarray:
+def values_with_pad_row(rag: Ragged, dtype: np.dtype, value: Any, name: str = "x",
+                        by_rule: bool = False) -> np.ndarray:
     """``rag.values`` cast to ``dtype`` (checked: no value may change) plus one pad step,
-    ``value`` (checked: ``dtype`` must hold it), at the end, where padded positions gather."""
-    check_cast(rag.values, dtype, locate=rag.locator(name))
+    ``value`` (checked: ``dtype`` must hold it), at the end, where padded positions gather.
+    ``by_rule``: ``dtype`` is the dtype rule's choice, not the caller's (said if it fails).
+
+    Example:
+        >>> from seqprep._core.ragged import as_ragged
+        >>> rag = as_ragged([np.array([1.0, 1e39])])
+        >>> values_with_pad_row(rag, np.dtype("float32"), 0, by_rule=True)
+        Traceback (most recent call last):
+        ...
+        ValueError: Argument `x` does not fit float32, the float type of the batches (Keras's floatx, at least float32; keras.config.set_floatx('float64') keeps float64 data): value 1e+39 at x[0][1] overflows float32 (largest 3.4028234663852886e+38).
+        - Pass `dtype='float64'`.
+    """  # noqa: E501
+    header = None
+    if by_rule and rag.values.dtype != dtype:
+        header = (f"Argument `{name}` does not fit {dtype.name}, the float type of the batches "
+                  "(Keras's floatx, at least float32; keras.config.set_floatx('float64') keeps "
+                  "float64 data)")
+    check_cast(rag.values, dtype, locate=rag.locator(name), header=header)
     check_pad_value(value, dtype)
     values = rag.values if rag.values.dtype == dtype else rag.values.astype(dtype)
     return _kernel.with_pad_row(values, value)
@@ -87,9 +139,9 @@ def label_array(y: Any, name: str, n: int) -> np.ndarray:
     return arr
 
 
-def cast_labels(arr: np.ndarray, name: str) -> np.ndarray:
-    """Labels by the dtype rule (floats wider than float32 become float32, checked)."""
-    target = default_dtype(arr.dtype)
+def cast_labels(arr: np.ndarray, name: str, floatx: str = "float32") -> np.ndarray:
+    """Labels by the dtype rule (:func:`default_dtype`; the cast checked)."""
+    target = default_dtype(arr.dtype, floatx)
     if target == arr.dtype:
         return arr
     check_cast(

@@ -34,6 +34,7 @@ from seqprep.inputs._padding import pad_sequences
 from seqprep.inputs._stage_fields import _check_counts, field_label, pack, split_fields
 from seqprep.inputs._targets import Targets
 from seqprep.planning._per_length import GroupBy, _group_keys, _resolve_group_by
+from seqprep.running._floatx import keras_floatx
 
 __all__ = ["LengthEnsemble", "fit_separate_models"]
 
@@ -319,7 +320,7 @@ class LengthEnsemble:
         batch_size = check_int("batch_size", batch_size, minimum=1)
         _split(x, self.fields)
         data = prepare_fit_data(x, y, targets=targets, targets_field=self.targets_field,
-                                pad_value=self.pad_value)
+                                pad_value=self.pad_value, floatx=keras_floatx())
         stage = _fit_stage(data, _padded_fields(self.boundaries, len(data.stage.fields)))
         totals: dict[str, float] = {}
         count = 0
@@ -521,7 +522,8 @@ def fit_separate_models(
     targets_field = options_for(options, "fit_separate_models",
                                 reads=("targets_field",)).targets_field
     data = prepare_fit_data(x, y, sample_weight, allow_nonfinite=allow_nonfinite, targets=targets,
-                            targets_field=targets_field, pad_value=pad_value)
+                            targets_field=targets_field, pad_value=pad_value,
+                            floatx=keras_floatx())
     lengths = data.x.lengths  # the first field's: the one groups are made by
     boundaries = _resolve_group_by(group_by, lengths)
     keys = _group_keys(lengths, boundaries)

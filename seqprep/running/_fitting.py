@@ -53,6 +53,7 @@ from seqprep.planning._per_length import (
 )
 from seqprep.planning._plan import BatchPlan
 from seqprep.running._data_parallel import resolve_data_parallel
+from seqprep.running._floatx import keras_floatx
 from seqprep.running._keras_private import StepTraces, keras_mask
 from seqprep.running._stream import (
     TF_KERNEL_OPS,
@@ -577,7 +578,7 @@ def fit_per_length(
     drop_remainder, allow_nonfinite = opts.drop_remainder, opts.allow_nonfinite
     targets_field, data_parallel = opts.targets_field, opts.data_parallel
     data = _prepare(x, y, sample_weight, allow_nonfinite=allow_nonfinite, targets=targets,
-                    targets_field=targets_field, pad_value=pad_value)
+                    targets_field=targets_field, pad_value=pad_value, floatx=keras_floatx())
     lengths = data.x.lengths
     boundaries = _resolve_group_by(group_by, lengths)
     exact = boundaries is None
@@ -706,7 +707,7 @@ def _prepare_validation(
         )
     return _prepare(*validation_data, xname="validation_data[0]", yname="validation_data[1]",
                     allow_nonfinite=allow_nonfinite, targets="step" if y_steps else "sequence",
-                    **read)
+                    floatx=keras_floatx(), **read)
 
 
 def _run_fit(

@@ -30,6 +30,7 @@ from seqprep.inputs._targets import Targets
 from seqprep.planning import BucketSampler
 from seqprep.planning._shapes import resolve_pad_to
 from seqprep.running._data_parallel import Layout, resolve_data_parallel
+from seqprep.running._floatx import keras_floatx
 
 __all__ = ["grain_dataset"]
 
@@ -174,6 +175,7 @@ def grain_dataset(
         value=value, pad_to=pad_to, truncating=opts.truncating, dtype=opts.dtype,
         allow_nonfinite=opts.allow_nonfinite, targets=targets, targets_field=opts.targets_field,
         backend=_compiling_backend(), epoch=epoch, resolve_planned=resolve_pad_to,
+        floatx=keras_floatx(),
     )
     layout = resolve_data_parallel(opts.data_parallel, caller="grain_dataset")
     if layout is not None:

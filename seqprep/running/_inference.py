@@ -138,12 +138,12 @@ def predict(
         window: stateful models only: steps per window (default: the model's time axis, or
             the longest sequence within ``max_tokens``).
         options: :class:`seqprep.Options`; read: ``dtype`` (of the input batches; default:
-            integers keep theirs, floats become float32; a dict gives one per field of a dict
-            ``x``), ``allow_nonfinite`` (accept NaN/inf inputs, refused by default) and
-            ``data_parallel`` (``"auto"``: under a ``keras.distribution`` layout every batch
-            gets fill rows up to a multiple of the devices along the batch axis and is laid
-            out over them; the fill rows are in no output; an int ``k`` fills for ``k``
-            devices; None never fills).
+            integers keep theirs, floats wider than Keras's ``floatx`` (at least float32)
+            become it; a dict gives one per field of a dict ``x``), ``allow_nonfinite``
+            (accept NaN/inf inputs, refused by default) and ``data_parallel`` (``"auto"``:
+            under a ``keras.distribution`` layout every batch gets fill rows up to a multiple
+            of the devices along the batch axis and is laid out over them; the fill rows are
+            in no output; an int ``k`` fills for ``k`` devices; None never fills).
         **kwargs: Keras's own ``predict`` arguments, as ``model.predict`` takes them:
             ``verbose`` (``"auto"`` or 1: progress bar, 0: silent, 2: one line) and
             ``callbacks`` (Keras callbacks; they get ``on_predict_*`` calls as in

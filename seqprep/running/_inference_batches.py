@@ -26,6 +26,7 @@ from seqprep.planning._fill import fill_batches
 from seqprep.planning._inference import InferencePlan, plan_inference
 from seqprep.planning._shapes import length_grid
 from seqprep.running._data_parallel import resolve_data_parallel
+from seqprep.running._floatx import keras_floatx
 
 # Padded steps per batch (rows x width, summed over the fields). On 20,000 long-tailed
 # sequences with a masked GRU (docs/benchmarks.md, TensorFlow on CPU) 16384 was the fastest of
@@ -100,11 +101,12 @@ def _fields(x: Any, dtype: DTypeLike | None, value: Any, allow_nonfinite: bool) 
         )
     tables = []
     dtypes = per_field("dtype", dtype, kind, tuple(keys))
+    floatx = keras_floatx()
     for rag, label, field_dtype in zip(rags, labels, dtypes, strict=True):
         check_finite_features(rag.values, label, offsets=rag.offsets,
                               allow_nonfinite=allow_nonfinite)
-        values = values_with_pad_row(rag, resolve_dtype(field_dtype, rag.values.dtype, label),
-                                     value, label)
+        values = values_with_pad_row(
+            rag, resolve_dtype(field_dtype, rag.values.dtype, label, floatx), value, label)
         tables.append(_kernel.table(values, rag.offsets[:-1], rag.lengths))
     return _Fields(kind, tuple(keys), rags, tuple(tables))
 

@@ -28,7 +28,9 @@ from seqprep._core.casts import check_cast
 from seqprep._core.checks import check_choice
 from seqprep._core.ragged import Ragged, as_ragged, lengths_of
 from seqprep.inputs import _kernel
+from seqprep.inputs._stage_rules import cast_labels, default_dtype
 from seqprep.inputs._targets import Targets, resolve_targets
+from seqprep.running._floatx import keras_floatx
 from seqprep.running._inference_batches import _Fields
 
 # Keras's reductions, each with what the one-batch value divides by.
@@ -69,16 +71,16 @@ def _targets(y: Any, fields: _Fields, targets: Targets, name: str = "y") -> tupl
     xname = fields.label(field)
     kind, resolved = resolve_targets(y, fields.rags[field].lengths, targets=targets,
                                      name=name, xname=xname)
+    floatx = keras_floatx()  # the one dtype rule (seqprep.inputs._stage_rules.default_dtype)
     if isinstance(resolved, Ragged):
         values = resolved.values
-        if values.dtype.kind == "f" and values.dtype.itemsize > 4:
-            check_cast(values, np.float32, name=name, locate=resolved.locator(name),
-                       header=f"Argument `{name}` does not fit float32")
-            resolved = Ragged(values.astype(np.float32), resolved.offsets)
+        target = default_dtype(values.dtype, floatx)
+        if target != values.dtype:
+            check_cast(values, target, name=name, locate=resolved.locator(name),
+                       header=f"Argument `{name}` does not fit {target.name}")
+            resolved = Ragged(values.astype(target), resolved.offsets)
     else:
-        resolved = np.asarray(resolved)
-        if resolved.dtype.kind == "f" and resolved.dtype.itemsize > 4:
-            resolved = resolved.astype(np.float32)
+        resolved = cast_labels(np.asarray(resolved), name, floatx)
     return kind, resolved, field
 
 

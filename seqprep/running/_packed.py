@@ -23,6 +23,7 @@ from seqprep.inputs._targets import Targets
 from seqprep.planning import PackSampler
 from seqprep.planning._fill import fill_batches
 from seqprep.running._data_parallel import Layout, resolve_data_parallel
+from seqprep.running._floatx import keras_floatx
 from seqprep.running._stream import (
     TF_KERNEL_OPS,
     EpochStream,
@@ -98,8 +99,8 @@ def packed_dataset(
     :class:`seqprep.layers.PackedRNN` takes:
 
     * ``"values"``: ``(B, P, *step_shape)`` (dtype rules of :func:`bucketed_dataset`: floats
-      wider than 32 bits become ``float32`` after an overflow check; the option ``dtype``
-      overrides);
+      wider than Keras's ``floatx`` (never narrower than float32) become it after an overflow
+      check; the option ``dtype`` overrides);
     * ``"segment_ids"``: ``(B, P)`` int32, ``0`` on padding, ``1..S`` for the slot of the
       sequence a step belongs to;
     * ``"segment_lengths"``: ``(B, S)`` int32, the length of each slot's sequence (0: empty).
@@ -183,6 +184,7 @@ def packed_dataset(
     stage = _inputs.prepare(
         x, y, sampler=sampler, sampler_type=PackSampler, truncating=opts.truncating,
         dtype=opts.dtype, allow_nonfinite=opts.allow_nonfinite, targets=targets,
+        floatx=keras_floatx(),
     )
     if stage.y_kind not in (None, "single"):
         raise ValueError(

@@ -37,6 +37,7 @@ from seqprep.planning import BucketSampler
 from seqprep.planning._fill import fill_batches
 from seqprep.planning._shapes import compiling_backend, resolve_pad_to
 from seqprep.running._data_parallel import Layout
+from seqprep.running._floatx import keras_floatx
 
 __all__ = ["EpochStream", "epoch_stream", "live_epoch_streams"]
 
@@ -399,6 +400,7 @@ def sampler_stage(
         value=value, pad_to=pad_to, truncating=truncating, dtype=dtype,
         allow_nonfinite=allow_nonfinite, targets=targets, targets_field=targets_field,
         backend=compiling_backend_now(), epoch=epoch, resolve_planned=resolve,
+        floatx=keras_floatx(),
     )
 
 

@@ -27,7 +27,8 @@ PyTorch; only compiling a window step and taking its gradient is done per backen
 
 How the model must be built:
     One input of batch shape ``(batch_size, window, *step_shape)`` (or ``None`` for the time
-    axis), one output **per time step** (the last recurrent layer has
+    axis; or one named input per field of a dict ``x`` whose fields share their lengths), one
+    output **per time step** (the last recurrent layer has
     ``return_sequences=True``) or, for many-to-one targets, a plain classifier whose last
     recurrent layer has ``return_sequences=False`` (its output for a window is the one at the
     row's last real step), every recurrent layer ``stateful=True`` and running forward in
@@ -54,15 +55,14 @@ Loss:
     (sequences ending in it, or real steps), whatever the batch size and padding. The optimizer
     is ``model.optimizer``. One optimizer step per window that holds a target.
 
-Dtypes:
-    TBPTT keeps its own rule, Keras's: float64 steps and targets become
-    ``keras.backend.floatx()`` (checked: a value that would overflow raises); every other dtype
-    is kept. With the default ``floatx`` (float32), float64 data get what the input stage
-    (:mod:`seqprep.inputs._stage`: floats wider than float32 become float32) gives them; under
-    ``set_floatx("float64")`` the stage would round float64 data that TBPTT keeps. The checks
-    are the stage's own functions: NaN/inf (``check_finite_features`` /
-    ``check_finite_labels``, refused in ``x`` unless ``allow_nonfinite``, always in ``y``) and
-    the targets rule (:func:`seqprep.resolve_targets`); padded steps hold 0 and weigh 0.
+Inputs and dtypes:
+    ``x`` and ``y`` are read by the one input stage (:func:`seqprep.inputs._stage.prepare`), as
+    in every other executor: floating steps and targets wider than Keras's ``floatx`` become
+    it (checked: a value that would overflow raises), but never narrower than float32 (under
+    ``float16``/``bfloat16`` float64 data become float32 and float32 data stay float32); every
+    other dtype (integer ids, booleans) is kept. NaN/inf are refused in ``x`` unless
+    ``allow_nonfinite``, always in ``y``; the targets rule is :func:`seqprep.resolve_targets`;
+    padded steps hold 0 and weigh 0.
 
 Files:
     this module is the public loop (:func:`fit_tbptt`, :func:`evaluate_tbptt`,
@@ -81,7 +81,7 @@ import numpy as np
 from keras import ops
 
 from seqprep._core.checks import check_bool, check_choice, check_int
-from seqprep._core.options import Options, options_for
+from seqprep._core.options import Options, options_for, takes_options
 from seqprep.inputs._targets import Targets
 from seqprep.planning._windows import (
     ORDERS,
@@ -91,8 +91,8 @@ from seqprep.planning._windows import (
     plan_tbptt,
 )
 from seqprep.running._callbacks import refuse_backup_in
+from seqprep.running._data_parallel import resolve_data_parallel
 from seqprep.running._tbptt_data import (
-    _check_finite,
     _DenseWindows,
     _prepare_data,
     _scatter_windowed,
@@ -184,7 +184,7 @@ def _first_call(runner: _Runner, windows: _Windows) -> None:
     runner.check_targets(windows.many_to_one)
     if windows.many_to_one in runner.prepared:
         return
-    x, mask, _, _ = (ops.convert_to_tensor(a) for a in windows.inputs(0))
+    x, mask, _, _ = keras.tree.map_structure(ops.convert_to_tensor, windows.inputs(0))
     y_pred = runner._call(x, mask, training=False)
     runner.check_output(y_pred)
     y, weight = (ops.convert_to_tensor(a) for a in windows.targets_of(0))
@@ -261,7 +261,10 @@ def fit_tbptt(
     Args:
         model: A compiled stateful Keras model built for ``batch_size``, with per-step outputs
             or (many-to-one only) a last recurrent layer with ``return_sequences=False``.
-        x: Sequence collection of ``n`` sequences of shape ``(T_i, *step_shape)``, ``T_i >= 1``.
+        x: Sequence collection of ``n`` sequences of shape ``(T_i, *step_shape)``, ``T_i >= 1``;
+            or a dict of such collections with equal lengths (fields of one time axis), one
+            per model input, named after it (a tuple: by position). Windows cut every field at
+            the same steps.
         y: Many-to-one: array of shape ``(n, ...)``. Many-to-many: collection of ``(T_i, ...)``
             arrays.
         window: Steps per window, the truncation length of backpropagation, at least 1.
@@ -293,8 +296,12 @@ def fit_tbptt(
             backpropagation also truncated there): exact, but slower than the windowed plan.
             Cell ``dropout``/``recurrent_dropout`` is refused with ``dense=True``.
         options: :class:`seqprep.Options`; ``fit_tbptt`` reads ``allow_nonfinite`` (accept
-            NaN/inf in ``x``; refused by default; NaN/inf in ``y`` are always refused). Any
-            other option set is an error.
+            NaN/inf in ``x``; refused by default; NaN/inf in ``y`` are always refused) and
+            ``data_parallel`` (``"auto"``: the ``keras.distribution`` layout; an int ``k``;
+            None): with ``k`` devices along the batch axis every window has ``batch_size``
+            rounded up to a multiple of ``k`` rows (the model's batch size), the extra rows
+            fill lanes of weight 0, and the windows are split over the devices. Any other
+            option set is an error.
         **fit_kwargs: The arguments of Keras's ``model.fit`` that ``fit_tbptt`` also takes,
             meaning what they mean there; any other key is a ``TypeError`` naming it.
 
@@ -329,7 +336,8 @@ def fit_tbptt(
         >>> len(history.history["loss"])
         2
     """
-    allow_nonfinite = options_for(options, "fit_tbptt", reads=("allow_nonfinite",)).allow_nonfinite
+    opts = options_for(options, "fit_tbptt", reads=("allow_nonfinite", "data_parallel"))
+    allow_nonfinite = opts.allow_nonfinite
     validation_data, callbacks, verbose = _fit_arguments(fit_kwargs)
     window, batch_size = _check_sizes(window, batch_size)
     epochs = check_int("epochs", epochs, minimum=1)
@@ -338,13 +346,15 @@ def fit_tbptt(
     verbose = _verbosity(verbose)
     refuse_backup_in(callbacks, "fit_tbptt")  # no exact resume of windows and states yet
     data, targets, many_to_one = _prepare_data(
-        x, y, return_sequences=return_sequences, need_y=True, targets=targets
+        x, y, return_sequences=return_sequences, need_y=True, targets=targets,
+        allow_nonfinite=allow_nonfinite,
     )
-    _check_finite(data, targets, allow_nonfinite)
-    runner = _runner_for(model, window=window, batch_size=batch_size, data=data)
+    rows = _rows(model, batch_size, opts.data_parallel, "fit_tbptt")
+    runner = _runner_for(model, window=window, batch_size=rows, data=data)
     validation = None
     if validation_data is not None:
-        validation = _validation_windows(validation_data, runner, many_to_one, allow_nonfinite)
+        validation = _validation_windows(validation_data, runner, many_to_one, allow_nonfinite,
+                                         batch_size)
     if getattr(model, "optimizer", None) is None or not getattr(model, "compiled", True):
         raise ValueError(
             "Argument `model` must be compiled before training: "
@@ -353,14 +363,14 @@ def fit_tbptt(
     dense = check_bool("dense", dense)
     plans = [
         _plan(
-            data.lengths, runner, dense, order=order, seed=seed,
+            data.lengths, window, batch_size, dense, order=order, seed=seed,
             epoch=epoch if order == "shuffle" else 0,
         )
         for epoch in range(epochs if order == "shuffle" else 1)
     ]
     run, plans = _runner_and_plans(runner, plans)
     steps = {plan.n_windows for plan in plans}
-    _first_call(run, _windows_of(plans[0], data, targets, many_to_one))
+    _first_call(run, _windows_of(plans[0], data, targets, many_to_one, rows))
     if validation is not None:
         _first_call(runner, validation)
     if not model.optimizer.built:
@@ -380,7 +390,7 @@ def fit_tbptt(
     callback_list.on_train_begin()
     logs: dict[str, float] = {}
     for epoch in range(epochs):
-        windows = _windows_of(plans[epoch % len(plans)], data, targets, many_to_one)
+        windows = _windows_of(plans[epoch % len(plans)], data, targets, many_to_one, rows)
         callback_list.on_epoch_begin(epoch)
         logs = _run_epoch(
             run, windows, training=True, loss_mean=loss_mean, callbacks=callback_list
@@ -398,13 +408,44 @@ def fit_tbptt(
 
 
 def _plan(
-    lengths: np.ndarray, runner: _Runner, dense: bool, **kwargs: Any
+    lengths: np.ndarray, window: int, batch_size: int, dense: bool, **kwargs: Any
 ) -> TBPTTPlan | DenseTBPTTPlan:
-    return plan_tbptt(
-        lengths, window=runner.window, batch_size=runner.batch_size, dense=dense, **kwargs
-    )
+    return plan_tbptt(lengths, window=window, batch_size=batch_size, dense=dense, **kwargs)
 
 
+def _rows(model: Any, batch_size: int, data_parallel: Any, caller: str) -> int:
+    """The rows of every window: ``batch_size`` (the plan's lanes), or, under data parallelism
+    over ``k`` devices along the batch axis, ``batch_size`` rounded up to a multiple of ``k``:
+    the extra rows are fill lanes of weight 0 (see :class:`_FilledWindows`), so training
+    equals the one-device run of the same plan. The model must be built for that many rows."""
+    layout = resolve_data_parallel(data_parallel, caller=caller)
+    if layout is None:
+        return batch_size
+    if layout.num_processes > 1:
+        raise ValueError(
+            f"`{caller}` runs data-parallel over the devices of one process, but the Keras "
+            f"distribution spans {layout.num_processes} processes.\n- Run TBPTT in one "
+            "process, or train on whole sequences with `seqprep.bucketed_dataset` or "
+            "`seqprep.fit_per_length`, which shard their plan over processes."
+        )
+    k = layout.size
+    rows = -(-batch_size // k) * k
+    inputs = getattr(model, "inputs", None) or [None]
+    built = getattr(inputs[0], "shape", (None,))[0]
+    if rows != batch_size and built is not None and built != rows:
+        raise ValueError(
+            f"Argument `model` must be built for {rows} rows: `{caller}` runs "
+            f"batch_size={batch_size} lanes on {k} devices along the batch axis, so every "
+            f"window holds {rows} rows ({rows - batch_size} fill lanes of weight 0). Received a "
+            f"model built for {built} rows\n- Build the model for batch size {rows} "
+            f"(`keras.Input(batch_shape=({rows}, window, d))`), or pass a `batch_size` that is "
+            f"a multiple of {k}; to run every window whole on each device, pass "
+            "`options=seqprep.Options(data_parallel=None)`."
+        )
+    return rows
+
+
+@takes_options
 def evaluate_tbptt(
     model: keras.Model,
     x: Any,
@@ -417,7 +458,7 @@ def evaluate_tbptt(
     verbose: int | str = 0,
     dense: bool = False,
     targets: Targets = "auto",
-    allow_nonfinite: bool = False,
+    options: Options | None = None,
 ) -> float | dict[str, float]:
     """Loss (and compiled metrics) of a stateful RNN over long sequences, window by window.
 
@@ -438,15 +479,18 @@ def evaluate_tbptt(
         dense: Run the dense plan, as in :func:`fit_tbptt` (same result; one model call per
             window on the dense twin, or the fallback).
         targets: ``"auto"``, ``"sequence"`` or ``"step"``, as in :func:`fit_tbptt`.
-        allow_nonfinite: accept NaN/inf in ``x`` (refused by default; NaN/inf in ``y`` are
-            always refused), as ``options=seqprep.Options(allow_nonfinite=True)`` does in
-            :func:`fit_tbptt`.
+        options: :class:`seqprep.Options`; ``evaluate_tbptt`` reads ``allow_nonfinite``
+            (accept NaN/inf in ``x``; refused by default; NaN/inf in ``y`` are always
+            refused) and ``data_parallel``, as :func:`fit_tbptt` does. Any other option set
+            is an error.
 
     Returns:
         The loss as a float, or a dict of the loss and metrics.
 
     Raises:
         ValueError: As for :func:`fit_tbptt`.
+        TypeError: As for :func:`fit_tbptt`, or an option passed as a keyword
+            (``allow_nonfinite=True``: pass ``options=seqprep.Options(allow_nonfinite=True)``).
 
     Example:
         >>> import keras, numpy as np
@@ -459,21 +503,24 @@ def evaluate_tbptt(
         >>> loss >= 0.0
         True
     """
+    opts = options_for(options, "evaluate_tbptt", reads=("allow_nonfinite", "data_parallel"))
+    allow_nonfinite = opts.allow_nonfinite
     window, batch_size = _check_sizes(window, batch_size)
     verbose = _verbosity(verbose)
     data, targets, many_to_one = _prepare_data(
-        x, y, return_sequences=return_sequences, need_y=True, targets=targets
+        x, y, return_sequences=return_sequences, need_y=True, targets=targets,
+        allow_nonfinite=allow_nonfinite,
     )
-    _check_finite(data, targets, allow_nonfinite)
-    runner = _runner_for(model, window=window, batch_size=batch_size, data=data)
+    rows = _rows(model, batch_size, opts.data_parallel, "evaluate_tbptt")
+    runner = _runner_for(model, window=window, batch_size=rows, data=data)
     if getattr(model, "loss", None) is None and not model.losses:
         raise ValueError(
             "Argument `model` must be compiled with a loss: `model.compile(loss=...)`."
         )
     run, (plan,) = _runner_and_plans(
-        runner, [_plan(data.lengths, runner, check_bool("dense", dense))]
+        runner, [_plan(data.lengths, window, batch_size, check_bool("dense", dense))]
     )
-    windows = _windows_of(plan, data, targets, many_to_one)
+    windows = _windows_of(plan, data, targets, many_to_one, rows)
     _first_call(run, windows)
     progbar = keras.utils.Progbar(plan.n_windows, verbose=verbose) if verbose else None
     logs = _run_epoch(
@@ -484,6 +531,7 @@ def evaluate_tbptt(
     return logs if return_dict else logs["loss"]
 
 
+@takes_options
 def predict_tbptt(
     model: keras.Model,
     x: Any,
@@ -493,7 +541,7 @@ def predict_tbptt(
     return_sequences: bool = False,
     verbose: int | str = 0,
     dense: bool = False,
-    allow_nonfinite: bool = False,
+    options: Options | None = None,
 ) -> np.ndarray | list[np.ndarray]:
     """Outputs of a stateful RNN over long sequences, carrying state across windows.
 
@@ -515,14 +563,18 @@ def predict_tbptt(
         verbose: 1 (or ``"auto"``) for a progress bar, 0 for silence.
         dense: Run the dense plan, as in :func:`fit_tbptt` (same outputs; one model call per
             window on the dense twin, or the fallback).
-        allow_nonfinite: accept NaN/inf in ``x`` (refused by default, as by
-            :func:`fit_tbptt`: a NaN input makes NaN outputs).
+        options: :class:`seqprep.Options`; ``predict_tbptt`` reads ``allow_nonfinite``
+            (accept NaN/inf in ``x``; refused by default, as by :func:`fit_tbptt`: a NaN
+            input makes NaN outputs) and ``data_parallel``, as :func:`fit_tbptt` does. Any
+            other option set is an error.
 
     Returns:
         ndarray of shape ``(n, ...)``, or a list of ``n`` arrays of shape ``(T_i, ...)``.
 
     Raises:
         ValueError: As for :func:`fit_tbptt`.
+        TypeError: As for :func:`fit_tbptt`, or an option passed as a keyword
+            (``allow_nonfinite=True``: pass ``options=seqprep.Options(allow_nonfinite=True)``).
 
     Example:
         >>> import keras, numpy as np
@@ -543,12 +595,15 @@ def predict_tbptt(
         >>> predict_tbptt(clf, x, window=3, batch_size=2).shape
         (3, 4)
     """
+    opts = options_for(options, "predict_tbptt", reads=("allow_nonfinite", "data_parallel"))
+    allow_nonfinite = opts.allow_nonfinite
     verbose = _verbosity(verbose)
     check_bool("return_sequences", return_sequences)
     window, batch_size = _check_sizes(window, batch_size)
-    data, _, _ = _prepare_data(x, None, return_sequences=return_sequences, need_y=False)
-    _check_finite(data, None, allow_nonfinite)
-    runner = _runner_for(model, window=window, batch_size=batch_size, data=data)
+    data, _, _ = _prepare_data(x, None, return_sequences=return_sequences, need_y=False,
+                               allow_nonfinite=allow_nonfinite)
+    rows = _rows(model, batch_size, opts.data_parallel, "predict_tbptt")
+    runner = _runner_for(model, window=window, batch_size=rows, data=data)
     if return_sequences and runner.per_window:
         raise ValueError(
             "Argument `return_sequences=True` needs a model with per-step outputs, but the "
@@ -556,19 +611,21 @@ def predict_tbptt(
             "sequence's last output, pass `return_sequences=False`."
         )
     run, (plan,) = _runner_and_plans(
-        runner, [_plan(data.lengths, runner, check_bool("dense", dense))]
+        runner, [_plan(data.lengths, window, batch_size, check_bool("dense", dense))]
     )
-    windows = _windows_of(plan, data, None, not return_sequences)
+    filled = _windows_of(plan, data, None, not return_sequences, rows)
+    windows = getattr(filled, "windows", filled)  # the plan's own rows, for the scatter
     runner.reset_all()
     progbar = keras.utils.Progbar(plan.n_windows, verbose=verbose) if verbose else None
     outputs: np.ndarray | None = None
     per_row = run.per_window and run is runner  # one output per row, not per step
     for w in range(plan.n_windows):
-        y_pred = ops.convert_to_numpy(run.forward(windows.inputs(w)))
+        y_pred = ops.convert_to_numpy(run.forward(filled.inputs(w)))
         if w == 0:
             run.check_output(y_pred)
             size = plan.num_sequences if not return_sequences else plan.real_steps
             outputs = np.empty((size, *y_pred.shape[1 if per_row else 2 :]), y_pred.dtype)
+        y_pred = y_pred[: plan.batch_size]  # without the fill lanes
         if isinstance(windows, _DenseWindows):
             windows.scatter(w, y_pred, outputs, per_step=return_sequences)
         else:

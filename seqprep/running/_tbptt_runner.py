@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import warnings
 import weakref
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
@@ -25,11 +25,39 @@ from keras import ops
 
 from seqprep._core.ragged import Ragged
 from seqprep.inputs._masking import _step_weights, _WeightOps
+from seqprep.inputs._stage_fields import pack
 from seqprep.planning._windows import DenseTBPTTPlan
 from seqprep.running._keras_private import compiled_identity, keras_mask
 from seqprep.running._tbptt_twin import SharedResets, check_no_dropout, dense_twin, unsupported
 
-__all__ = ["_DenseRunner", "_Runner", "_runner_and_plans", "_runner_for"]
+__all__ = ["InputSpec", "_DenseRunner", "_Runner", "_runner_and_plans", "_runner_for",
+           "input_spec"]
+
+
+class InputSpec(NamedTuple):
+    """What a model's windows are made of: ``x``'s structure (``"single"``, or the ``"dict"``
+    / ``"tuple"`` of fields and their keys) and each field's dtype and step shape."""
+
+    kind: str
+    keys: tuple[Any, ...]
+    dtypes: tuple[np.dtype, ...]
+    step_shapes: tuple[tuple[int, ...], ...]
+
+    def pack(self, arrays: list[Any]) -> Any:
+        return arrays[0] if self.kind == "single" else pack(self.kind, self.keys, arrays)
+
+    def shown(self) -> Any:
+        """The step shapes, for messages: one, or one per field."""
+        return self.pack(list(self.step_shapes))
+
+
+def input_spec(data: Any) -> InputSpec:
+    """The :class:`InputSpec` of TBPTT's ``x``: a :class:`Ragged`, or the fields of one time
+    axis (``seqprep.running._tbptt_data._Fields``: ``kind``, ``keys``, ``rags``)."""
+    if isinstance(data, Ragged):
+        return InputSpec("single", (None,), (data.values.dtype,), (data.step_shape,))
+    return InputSpec(data.kind, tuple(data.keys), tuple(r.values.dtype for r in data.rags),
+                     tuple(r.step_shape for r in data.rags))
 
 
 def _how_to_build(batch_size: int, window: int) -> str:
@@ -71,7 +99,7 @@ class _Runner:
     each backend does.
     """
 
-    def __init__(self, model: Any, *, window: int, batch_size: int, data: Ragged) -> None:
+    def __init__(self, model: Any, *, window: int, batch_size: int, data: Any) -> None:
         if not isinstance(model, keras.Model):
             raise TypeError(
                 "Argument `model` must be a `keras.Model`. Received: "
@@ -80,13 +108,9 @@ class _Runner:
         self.model = model
         self.window = window
         self.batch_size = batch_size
-        self.dtype = data.values.dtype
-        self.step_shape = data.step_shape
-        if getattr(model, "inputs", None) and len(model.inputs) != 1:
-            raise ValueError(
-                "Argument `model` must take exactly one input for TBPTT. Received a model with "
-                f"{len(model.inputs)} inputs"
-            )
+        self.spec = input_spec(data)  # data: a Ragged, or _tbptt_data._Fields
+        self.dtype, self.step_shape = self.spec.dtypes[0], self.spec.step_shapes[0]
+        self._check_input_count()
         layers = _walk_layers(model)
         rnns = self._check_layers(layers)
         self._layers, self._rnns = layers, rnns
@@ -145,11 +169,50 @@ class _Runner:
             )
         return rnns
 
-    def _check_input_shape(self) -> None:
+    def _check_input_count(self) -> None:
         inputs = getattr(self.model, "inputs", None)
-        if not inputs:
+        fields = len(self.spec.keys)
+        if not inputs or len(inputs) == fields:
             return
-        shape = tuple(inputs[0].shape)
+        if fields == 1:
+            raise ValueError(
+                "Argument `model` must take exactly one input for TBPTT, or `x` must be a "
+                f"dict of fields, one per input. Received a model with {len(inputs)} inputs "
+                f"{[i.name for i in inputs]} and one sequence collection\n- Pass `x` as a "
+                "dict of fields named after the model's inputs, every field with the same "
+                "lengths (the windows slide over all of them together)."
+            )
+        raise ValueError(
+            f"Argument `x` has {fields} fields {list(self.spec.keys)}, but the model takes "
+            f"{len(inputs)} input(s) {[i.name for i in inputs]}.\n- Pass one field per model "
+            "input, named after it."
+        )
+
+    def _model_inputs(self) -> list[tuple[str, Any]]:
+        """``(label, model input)`` of each field of ``x``, in the fields' order."""
+        inputs = list(self.model.inputs)
+        if self.spec.kind != "dict":
+            labels = ["x"] if self.spec.kind == "single" else [f"x[{k}]" for k in self.spec.keys]
+            return list(zip(labels, inputs, strict=True))
+        by_name = {i.name: i for i in inputs}
+        missing = [k for k in self.spec.keys if k not in by_name]
+        if missing:
+            raise ValueError(
+                f"Argument `x` has fields {list(self.spec.keys)}, but the model's inputs are "
+                f"named {sorted(by_name)}: no input for {missing}.\n- Name the fields after "
+                "the model's inputs (`keras.Input(..., name=...)`)."
+            )
+        return [(f"x[{k!r}]", by_name[k]) for k in self.spec.keys]
+
+    def _check_input_shape(self) -> None:
+        if not getattr(self.model, "inputs", None):
+            return
+        for (label, model_input), step_shape in zip(self._model_inputs(),
+                                                    self.spec.step_shapes, strict=True):
+            self._check_one_input(label, tuple(model_input.shape), step_shape)
+
+    def _check_one_input(self, label: str, shape: tuple[Any, ...],
+                         step_shape: tuple[int, ...]) -> None:
         if shape[0] is not None and shape[0] != self.batch_size:
             raise ValueError(
                 f"Argument `batch_size` must be the batch size the model was built for. "
@@ -164,16 +227,19 @@ class _Runner:
                 "`None`: `keras.Input(batch_shape=(batch_size, None, d))`.\n"
                 + _how_to_build(self.batch_size, self.window)
             )
-        if tuple(shape[2:]) != tuple(self.step_shape) and None not in shape[2:]:
+        if tuple(shape[2:]) != tuple(step_shape) and None not in shape[2:]:
             raise ValueError(
-                f"Argument `x` has steps of shape {tuple(self.step_shape)}, but the model "
+                f"Argument `{label}` has steps of shape {tuple(step_shape)}, but the model "
                 f"expects steps of shape {tuple(shape[2:])} (input batch shape {shape}).\n"
                 "- If every step is one number, give the sequences a feature axis: "
                 "`[np.asarray(s).reshape(-1, 1) for s in x]`."
             )
 
-    def zeros_batch(self) -> np.ndarray:
-        return np.zeros((self.batch_size, self.window, *self.step_shape), dtype=self.dtype)
+    def zeros_batch(self) -> Any:
+        """A window of zeros in the structure of ``x``."""
+        return self.spec.pack([
+            np.zeros((self.batch_size, self.window, *shape), dtype=dtype)
+            for dtype, shape in zip(self.spec.dtypes, self.spec.step_shapes, strict=True)])
 
     def dense_runner(self) -> _DenseRunner | None:
         """The runner of dense windows in one call each, or None (then warns why).
@@ -272,6 +338,8 @@ class _Runner:
             # Functional/Sequential wrappers warn that they "do not support masking" although
             # they pass the mask on to their layers; the recurrent layers do use it.
             warnings.filterwarnings("ignore", message=".*was passed an input with a mask")
+            if mask is not None and self.spec.kind != "single":  # one mask per field
+                mask = self.spec.pack([mask] * len(self.spec.keys))
             return self.net(x, training=training, mask=mask)
 
     def run_window(self, x: Any, mask: Any, reset: Any, idle: Any, training: bool) -> Any:
@@ -341,7 +409,8 @@ class _DenseRunner(_Runner):
     """
 
     def __init__(self, base: _Runner, twin: keras.Model, shared: SharedResets) -> None:
-        for name in ("model", "window", "batch_size", "dtype", "step_shape", "per_window"):
+        for name in ("model", "window", "batch_size", "spec", "dtype", "step_shape",
+                     "per_window"):
             setattr(self, name, getattr(base, name))
         self.net = twin
         self.resets = shared.resets
@@ -354,7 +423,7 @@ class _DenseRunner(_Runner):
     def check_twin(self, base: _Runner) -> str | None:
         """Why the twin's outputs are not the model's outputs per step (None if they are)."""
         saved = [ops.copy(v.value) for v in self.state_variables]
-        x = ops.convert_to_tensor(self.zeros_batch())
+        x = keras.tree.map_structure(ops.convert_to_tensor, self.zeros_batch())
         got = tuple(self._call(x, None, training=False).shape)
         want = tuple(base._call(x, None, training=False).shape)
         for v, value in zip(self.state_variables, saved, strict=True):
@@ -414,7 +483,7 @@ _RUNNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _RUNNERS_PER_MODEL = 4  # e.g. fit at one window, predict at another, without recompiling
 
 
-def _runner_for(model: Any, *, window: int, batch_size: int, data: Ragged) -> _Runner:
+def _runner_for(model: Any, *, window: int, batch_size: int, data: Any) -> _Runner:
     if not isinstance(model, keras.Model):  # _Runner refuses it, naming what it got
         return _Runner(model, window=window, batch_size=batch_size, data=data)
     try:
@@ -424,13 +493,12 @@ def _runner_for(model: Any, *, window: int, batch_size: int, data: Ragged) -> _R
     key = (
         window,
         batch_size,
-        str(data.values.dtype),
-        data.step_shape,
+        input_spec(data),
         id(getattr(model, "optimizer", None)),
         *compiled_identity(model),  # a new compile()
     )
     if key not in cache:
-        for stale in [k for k in cache if k[4:] != key[4:]]:  # a new compile()
+        for stale in [k for k in cache if k[3:] != key[3:]]:  # a new compile()
             del cache[stale]
         while len(cache) >= _RUNNERS_PER_MODEL:
             del cache[next(iter(cache))]

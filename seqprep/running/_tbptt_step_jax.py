@@ -57,6 +57,7 @@ class _JAXSteps:
         return out
 
     def _run(self, key, names, build, *args):
+        args = _placed(args)
         groups = self._groups(*names)
         if key not in self._compiled:
             self._compiled[key] = jax.jit(build(groups))
@@ -129,3 +130,14 @@ class _JAXSteps:
 
         names = ("trainable", "non_trainable", "metrics")
         return self._run(("test", many_to_one), names, build, tuple(feed), y, weight, pick)
+
+
+def _placed(args: Any) -> Any:
+    """The window's arrays (every one has the rows on its first axis) split along the batch
+    axis over the devices of the Keras distribution, when one is set: data parallelism, with
+    the rows a multiple of the device count (fill lanes, see ``_tbptt_data._FilledWindows``)."""
+    dist = keras.distribution.distribution()
+    if dist is None:
+        return args
+    return keras.tree.map_structure(
+        lambda a: keras.distribution.distribute_tensor(a, dist.get_data_layout(a.shape)), args)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import keras
 import torch
 from keras import ops
 
@@ -21,7 +22,7 @@ class _TorchSteps:
 
     @staticmethod
     def _tensors(*arrays: Any) -> list[Any]:
-        return [ops.convert_to_tensor(a) for a in arrays]
+        return [keras.tree.map_structure(ops.convert_to_tensor, a) for a in arrays]
 
     def forward(self, feed, training):
         with torch.no_grad():

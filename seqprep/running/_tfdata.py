@@ -9,10 +9,10 @@ Python per element or per batch while training).
 The streaming counterparts for ``dataset.apply(...)``, for data that do not fit in memory,
 live in :mod:`seqprep.running._streaming` (``bucket_by_length`` stays importable from here).
 
-Dtypes: integer and boolean steps keep their dtype; floating steps wider than
-32 bits become ``float32`` (Keras's float type) after a check that no value overflows; pass
-``dtype=`` to choose. Nothing is cast silently where values would change: the checks are
-:func:`seqprep.pad_sequences`'s.
+Dtypes: integer and boolean steps keep their dtype; floating steps wider than Keras's float
+type (``keras.config.floatx()``, never narrower than float32) become it after a check that no
+value overflows; pass ``dtype=`` to choose. Nothing is cast silently where values would
+change: the checks are :func:`seqprep.pad_sequences`'s.
 """
 
 from __future__ import annotations
@@ -104,8 +104,9 @@ def bucketed_dataset(
     Elements are ``x``, ``(x, y)`` or ``(x, y, sample_weight)``, ready for ``model.fit``:
 
     * ``x``: ``(batch, T, *step_shape)``. Integer and boolean steps keep their dtype; floats
-      wider than 32 bits become ``float32`` after a check that none overflows (``dtype=``
-      overrides; a cast that would change values raises ``ValueError``).
+      wider than Keras's ``floatx`` (float32 unless set; never narrower than float32) become
+      it after a check that none overflows (``dtype=`` overrides; a cast that would change
+      values raises ``ValueError``).
     * ``y``: per-sequence labels, ``(batch, ...)``, when ``y`` is an array of shape ``(n, ...)``
       (or a list of scalars); per-timestep targets, ``(batch, T, ...)``, padded exactly like
       ``x`` (with 0), when ``y`` is a sequence collection whose lengths equal ``x``'s. The

@@ -46,6 +46,7 @@ from seqprep.inputs import _kernel, _stage_fields, _stage_rules
 from seqprep.inputs._targets import Targets, resolve_targets
 from seqprep.planning._fill import fill_batches
 from seqprep.planning._packing import PackSampler
+from seqprep.running._floatx import keras_floatx
 
 __all__ = ["PackCollate", "PadCollate", "RowItems", "shard_by_rank"]
 
@@ -109,9 +110,9 @@ def _check_pad_value_once(dtype: np.dtype, value: Any) -> None:
     check_pad_value(value, dtype)
 
 
-def _labels(y: Any, n: int) -> np.ndarray:
+def _labels(y: Any, n: int, floatx: str) -> np.ndarray:
     """Per-sequence targets by the one input stage's label rules."""
-    arr = _stage_rules.cast_labels(_stage_rules.label_array(y, "y", n), "y")
+    arr = _stage_rules.cast_labels(_stage_rules.label_array(y, "y", n), "y", floatx)
     check_finite_labels(arr, "y")
     return arr
 
@@ -220,7 +221,7 @@ def _per_field(name: str, option: Any, field: str | None,
     return "batch" if name == "pad_to" and value == "auto" else value  # the collate's default
 
 
-def _item_targets(ys: list[Any], lengths: np.ndarray, targets: str, who: str
+def _item_targets(ys: list[Any], lengths: np.ndarray, targets: str, who: str, floatx: str
                   ) -> tuple[str, np.ndarray]:
     """``(mode, y)`` for the kernel's table: the items' targets read by the one targets rule
     (:func:`_target_kind` under ``"auto"``); per-step targets checked finite and laid out with
@@ -229,8 +230,8 @@ def _item_targets(ys: list[Any], lengths: np.ndarray, targets: str, who: str
     if mode == "step":
         check_finite_labels(resolved.values, "y", offsets=resolved.offsets)
         return mode, _values_with_pad_row(
-            resolved, _stage_rules.default_dtype(resolved.values.dtype), 0, "y")
-    return mode, _labels(resolved, len(ys))
+            resolved, _stage_rules.default_dtype(resolved.values.dtype, floatx), 0, "y")
+    return mode, _labels(resolved, len(ys), floatx)
 
 
 def _target_kind(targets: str, ys: list[Any], who: str) -> str:
@@ -315,8 +316,9 @@ class PadCollate:
 
     * ``x``: ``(B, T, *step_shape)``, ``T`` from ``pad_to``, padded with ``value`` on the
       ``padding`` side (``pad_sequences`` of the batch's sequences). Integer and boolean
-      steps keep their dtype; floats wider than 32 bits become float32 after a check that
-      none overflows (``dtype=`` overrides; a cast that would change a value raises).
+      steps keep their dtype; floats wider than Keras's ``floatx`` (float32 unless set;
+      never narrower than float32; read only when Keras is imported) become it after a check
+      that none overflows (``dtype=`` overrides; a cast that would change a value raises).
       A dict ``x`` (named fields, e.g. ``{"encoder": ..., "decoder": ...}``) gives a dict
       of such arrays, each field padded to its own width; ``padding``, ``value``, ``pad_to``
       and ``dtype`` may then be dicts keyed by field name (a missing field takes the
@@ -488,6 +490,7 @@ class PadCollate:
             rags = {f: as_ragged([x[f] for x in xs], f"x[{f!r}]") for f in fields}
         y_field = self._target_field(rags, ys)
         fill_to = self._fill_to()
+        floatx = keras_floatx(import_keras=False)
         rows = len(xs)
         # Data parallelism: fill rows (each table's index `rows`) after the items, and the
         # weight scale rows / real rows (see seqprep.planning._fill).
@@ -502,7 +505,7 @@ class PadCollate:
             check_finite_features(rag.values, label, offsets=rag.offsets,
                                   allow_nonfinite=self.allow_nonfinite)
             opt = self._options(field, fields)
-            dtype = _stage_rules.resolve_dtype(opt.dtype, rag.values.dtype, label)
+            dtype = _stage_rules.resolve_dtype(opt.dtype, rag.values.dtype, label, floatx)
             raw = rag.lengths
             lengths = raw if self.max_length is None else np.minimum(raw, self.max_length)
             starts = rag.offsets[:-1] + (raw - lengths if self.truncating == "pre" else 0)
@@ -510,7 +513,7 @@ class PadCollate:
                            else f" in field {field!r}")
             kw = {}
             if field == y_field and ys is not None:
-                kw = self._target_columns(ys, ws, rag, fill=filled is not None)
+                kw = self._target_columns(ys, ws, rag, floatx, fill=filled is not None)
             table = _kernel.table(_values_with_pad_row(rag, dtype, opt.value, label),
                                   starts, lengths, fill=filled is not None, **kw)
             src, real = _kernel.positions(table.starts, table.lengths, idx, width, opt.padding,
@@ -560,7 +563,8 @@ class PadCollate:
         return matching[0]
 
     def _target_columns(
-        self, ys: list[Any], ws: list[Any] | None, rag: Ragged, fill: bool = False
+        self, ys: list[Any], ws: list[Any] | None, rag: Ragged, floatx: str,
+        fill: bool = False,
     ) -> dict:
         """The table's targets and weights for this batch (kernel ``table`` keywords); with
         ``fill`` rows, targets without weights get the weights that make fill rows weigh 0
@@ -571,7 +575,7 @@ class PadCollate:
                 "supported by PadCollate. Received: a dict\n"
                 "- Return one target (or one per-step target sequence) per item."
             )
-        mode, y = _item_targets(ys, rag.lengths, self.targets, "PadCollate")
+        mode, y = _item_targets(ys, rag.lengths, self.targets, "PadCollate", floatx)
         w = _item_weights(ws) if ws is not None else None
         w_mode = self.sample_weight or ("sequence" if w is not None else None)
         if fill and w_mode is None:
@@ -706,11 +710,12 @@ class PackCollate:
         slot[row_of, np.arange(row_of.size) - np.repeat(np.cumsum(counts) - counts, counts)] = (
             np.arange(row_of.size))
         kw: dict[str, Any] = {}
+        floatx = keras_floatx(import_keras=False)
         if ys is not None:
-            mode, y = _item_targets(ys, raw, self.targets, "PackCollate")
+            mode, y = _item_targets(ys, raw, self.targets, "PackCollate", floatx)
             w = _item_weights(ws) if ws is not None else None
             kw = {"y": y, "y_mode": mode, "w": w, "w_mode": "timestep"}
-        dtype = _stage_rules.resolve_dtype(self.dtype, rag.values.dtype, "x")
+        dtype = _stage_rules.resolve_dtype(self.dtype, rag.values.dtype, "x", floatx)
         t = _kernel.table(_values_with_pad_row(rag, dtype, 0, "x"), starts, lengths, **kw)
         lay = _kernel.packed_positions(slot, t.starts, t.lengths, width, t.pad_index,
                                        t.pad_sequence)
