@@ -1,0 +1,358 @@
+"""The first JAX epoch against TensorFlow's: the README tour and `fit_per_length` (issue 21, item 4).
+
+Run: .venv/bin/python tests/benchmarks/bench_first_epoch.py            (a few minutes)
+     .venv/bin/python tests/benchmarks/bench_first_epoch.py --variants "grid 16,auto" --runs 2
+     or  .venv/bin/python -m pytest -q -s tests/benchmarks/bench_first_epoch.py -o addopts="" \
+         -o python_files="bench_*.py"
+
+Two workloads, each run on ``KERAS_BACKEND=tensorflow`` and ``KERAS_BACKEND=jax``, every run in
+its own subprocess (fresh compile caches; no persistent JAX cache), same data and seeds:
+
+- **tour**: the README's ``## A tour`` (``N`` float sequences of 12 features, lengths
+  uniform in 5..199, default 1000; ``BucketSampler(batch_size=64, seed=0)``,
+  ``bucketed_dataset``, ``sp.models.reference_rnn``, 3 epochs, ``shuffle=False``). Variants
+  (``--variants``) differ only in ``pad_to``: ``auto`` (the default: on JAX, a width grid
+  sized by the compile budget, ``PlanOptions(compile_cost=..., train_epochs=...)``), ``grid
+  16`` (``pad_to=sp.width_grid(sampler, 16)``: what ``"auto"`` played on JAX before the
+  budget), ``grid K`` for any K, ``batch``.
+- **per length**: ``fit_per_length`` on Japanese Vowels (270 training sequences, 7..29 frames),
+  ``reference_rnn``, batch 32, 10 epochs.
+
+Printed per run: each epoch's time, the time to its first batch's end, JAX backend compiles
+(``jax.monitoring`` listeners: count and seconds), the distinct ``(rows, width)`` shapes each
+epoch plays (counted on an identical dataset after ``fit``) and how many of them epoch 1 did not
+play, and Python's full (generation-2) garbage collections (count and seconds). Ratios: JAX
+total / TensorFlow total (target <= 1.5 for the tour, <= 2 for per length), and JAX epoch 2 -
+(epoch 3 + 1 s) (target <= 0).
+
+On JAX the first batch's time is split: in brackets, how long Keras waited for tf.data to hand
+it over (the rest is the train step and its sync).
+
+The stall watchdog: with ``--stall-dump S`` (default 1.0; 0 switches it off) the first batch
+of every epoch after the first arms ``faulthandler.dump_traceback_later(S, repeat=True)``: a
+first batch that takes longer than ``S`` seconds dumps every thread's Python stack every ``S``
+seconds until it ends (a sampling profile of the stall), into the run's stderr file
+(``--dump-dir``, default a temporary directory; its path is printed); "stall dumps" counts
+them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import _common  # noqa: F401  (quiet CPU-only TensorFlow before TensorFlow loads)
+
+ROOT = Path(__file__).resolve().parents[2]
+TOUR_EPOCHS, PER_LENGTH_EPOCHS = 3, 10
+VARIANTS = ("auto", "grid 16")
+
+
+def _tour_data(n: int):
+    import numpy as np
+
+    rng = np.random.default_rng(0)  # the README's data, n sequences
+    x = [rng.random((k, 12), dtype="float32") for k in rng.integers(5, 200, n)]
+    y = rng.integers(0, 2, len(x))
+    return x, y
+
+
+def _tour_dataset(n: int, variant: str):
+    import seqprep as sp
+
+    x, y = _tour_data(n)
+    sampler = sp.BucketSampler(sp.sequence_lengths(x), batch_size=64, seed=0)
+    if variant.startswith("grid "):
+        pad_to = sp.width_grid(sampler, int(variant.split()[1]))
+    elif variant in ("auto", "batch", "bucket"):
+        pad_to = variant
+    else:
+        raise ValueError(f"unknown variant {variant!r}")
+    return sp.bucketed_dataset(x, y, sampler=sampler, pad_to=pad_to)
+
+
+def _shapes_per_epoch(ds, epochs: int) -> list[list[tuple[int, ...]]]:
+    """The ``(rows, width, ...)`` shapes each pass over ``ds`` plays."""
+    out = []
+    for _ in range(epochs):
+        seen = set()
+        for batch in ds:
+            seen.add(tuple(int(d) for d in batch[0].shape[:2]))
+        out.append(sorted(seen))
+    return out
+
+
+class _Probe:
+    """Counts JAX compiles and full garbage collections; times epochs and first batches."""
+
+    def __init__(self, stall_dump: float, dump_file: Any = None) -> None:
+        import gc
+
+        self.compiles = [0, 0.0]
+        self.gc2 = [0, 0.0]
+        self.fetch = [0.0, None]  # seconds waiting for batches in this epoch; for its first
+        self._gc_start = 0.0
+        self.stall_dump = stall_dump
+        self.dump_file = dump_file
+        if os.environ.get("KERAS_BACKEND") == "jax":
+            from jax import monitoring
+
+            def listener(event: str, duration: float, **_: Any) -> None:
+                if event == "/jax/core/compile/backend_compile_duration":
+                    self.compiles[0] += 1
+                    self.compiles[1] += duration
+
+            monitoring.register_event_duration_secs_listener(listener)
+
+        def on_gc(phase: str, info: dict) -> None:
+            if info.get("generation") != 2:
+                return
+            if phase == "start":
+                self._gc_start = time.perf_counter()
+            else:
+                self.gc2[0] += 1
+                self.gc2[1] += time.perf_counter() - self._gc_start
+
+        gc.callbacks.append(on_gc)
+        if os.environ.get("KERAS_BACKEND") == "jax":
+            self._time_fetches()
+
+    def _time_fetches(self) -> None:
+        """Time Keras's waits for tf.data batches (the JAX backend's numpy iterator), apart
+        from the train steps they feed."""
+        from keras.src.trainers.data_adapters import tf_dataset_adapter
+
+        adapter = tf_dataset_adapter.TFDatasetAdapter
+        plain = adapter.get_jax_iterator
+        probe = self
+
+        def timed(self_: Any):
+            it = plain(self_)
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    batch = next(it)
+                except StopIteration:
+                    return
+                waited = time.perf_counter() - t0
+                probe.fetch[0] += waited
+                if probe.fetch[1] is None:
+                    probe.fetch[1] = waited
+                yield batch
+
+        adapter.get_jax_iterator = timed
+
+    def callback(self, rows: list[dict]):
+        import faulthandler
+
+        import keras
+
+        probe = self
+
+        class Timer(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self.t0 = time.perf_counter()
+                self.first = None
+                self.c0, self.g0 = list(probe.compiles), list(probe.gc2)
+                probe.fetch = [0.0, None]
+                if epoch and probe.stall_dump > 0:  # a stack every stall_dump s until batch 1
+                    print(f"--- epoch {epoch + 1}: first batch over {probe.stall_dump} s ---",
+                          file=probe.dump_file, flush=True)
+                    faulthandler.dump_traceback_later(probe.stall_dump, repeat=True,
+                                                      file=probe.dump_file)
+
+            def on_train_batch_end(self, batch, logs=None):
+                if self.first is None:
+                    self.first = time.perf_counter() - self.t0
+                    faulthandler.cancel_dump_traceback_later()
+
+            def on_epoch_end(self, epoch, logs=None):
+                rows.append({
+                    "time": time.perf_counter() - self.t0,
+                    "first_batch": self.first,
+                    "compiles": probe.compiles[0] - self.c0[0],
+                    "compile_secs": probe.compiles[1] - self.c0[1],
+                    "gc2": probe.gc2[0] - self.g0[0],
+                    "gc2_secs": probe.gc2[1] - self.g0[1],
+                    "fetch_secs": probe.fetch[0],
+                    "first_fetch": probe.fetch[1],
+                })
+
+        return Timer()
+
+
+def _worker(workload: str, variant: str, n: int, stall_dump: float, gc_freeze: bool) -> dict:
+    import gc
+
+    import keras
+
+    import seqprep as sp
+
+    probe = _Probe(stall_dump, sys.stderr)
+    rows: list[dict] = []
+    callbacks = [probe.callback(rows)]
+    if gc_freeze:  # move what epoch 1 left behind out of the collector's sight
+        class Freeze(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if epoch == 0:
+                    gc.collect()
+                    gc.freeze()
+
+        callbacks.append(Freeze())
+    keras.utils.set_random_seed(0)
+    start = time.perf_counter()
+    if workload == "tour":
+        ds = _tour_dataset(n, variant)
+        model = sp.models.reference_rnn(input_dim=12, num_classes=2)
+        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.fit(ds, epochs=TOUR_EPOCHS, shuffle=False, verbose=0, callbacks=callbacks)
+        total = time.perf_counter() - start
+        shapes = _shapes_per_epoch(_tour_dataset(n, variant), TOUR_EPOCHS)
+    else:
+        from seqprep.datasets import load_japanese_vowels
+
+        x, y = load_japanese_vowels("train")
+        model = sp.models.reference_rnn(input_dim=12, num_classes=9)
+        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        sp.fit_per_length(model, x, y, epochs=PER_LENGTH_EPOCHS, batch_size=32, seed=0,
+                          callbacks=callbacks, verbose=0)
+        total = time.perf_counter() - start
+        lengths = sp.sequence_lengths(x)
+        shapes = [sorted({(len(b), int(lengths[b].max())) for b in
+                          sp.PerLengthPlanner(lengths, batch_size=32, seed=0).plan(e)})
+                  for e in range(PER_LENGTH_EPOCHS)]
+    first = set(shapes[0])
+    return {"workload": workload, "variant": variant, "backend": keras.config.backend(),
+            "total": total, "epochs": rows, "shapes": [len(s) for s in shapes],
+            "new_shapes_after_epoch_1": len(set().union(*map(set, shapes)) - first)}
+
+
+def _run(workload: str, backend: str, variant: str, n: int, stall_dump: float, gc_freeze: bool,
+         dump_dir: Path) -> dict:
+    env = dict(os.environ, KERAS_BACKEND=backend, CUDA_VISIBLE_DEVICES="-1",
+               TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
+    for key in ("JAX_COMPILATION_CACHE_DIR", "XLA_FLAGS"):  # a cold, one-device run
+        env.pop(key, None)
+    tag = f"{workload}-{backend}-{variant}{'-gcfreeze' if gc_freeze else ''}".replace(" ", "")
+    err = dump_dir / f"{tag}-{time.strftime('%H%M%S')}.stderr"
+    cmd = [sys.executable, __file__, "--worker", workload, "--variants", variant, "--n", str(n),
+           "--stall-dump", str(stall_dump)] + (["--gc-freeze"] if gc_freeze else [])
+    with open(err, "w") as f:
+        out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=f, text=True,
+                             check=False, cwd=ROOT)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+    if out.returncode or not lines:
+        raise RuntimeError(f"{tag} failed (rc {out.returncode}); see {err}")
+    result = json.loads(lines[-1])
+    result["gc_freeze"] = gc_freeze
+    result["stderr"] = str(err)
+    result["stall_dumps"] = err.read_text().count("Timeout (")
+    return result
+
+
+def _row(r: dict) -> str:
+    e = r["epochs"]
+    cells = " / ".join(f"{x['time']:.1f}" for x in e)
+    first = " / ".join(
+        "-" if x["first_batch"] is None else f"{x['first_batch']:.2f}"
+        + ("" if x["first_fetch"] is None else f" ({x['first_fetch']:.2f})") for x in e)
+    comp = " / ".join(f"{x['compiles']} ({x['compile_secs']:.1f} s)" for x in e)
+    gcs = " / ".join(f"{x['gc2']} ({x['gc2_secs']:.2f} s)" for x in e)
+    name = r["variant"] + (", gc.freeze" if r["gc_freeze"] else "")
+    if r["workload"] == "per length":
+        name = "fit_per_length"
+        cells, first = f"{sum(x['time'] for x in e):.1f} (10)", f"{e[0]['first_batch']:.2f}"
+        comp = f"{sum(x['compiles'] for x in e)} ({sum(x['compile_secs'] for x in e):.1f} s)"
+        gcs = f"{sum(x['gc2'] for x in e)}"
+    shapes = "/".join(map(str, r["shapes"][:3])) + f" (+{r['new_shapes_after_epoch_1']})"
+    return (f"| {r['workload']} | {r['backend']} | {name} | {r['total']:.1f} s | {cells} | "
+            f"{first} | {comp} | {shapes} | {gcs} | {r['stall_dumps']} |")
+
+
+def table(results: list[dict]) -> str:
+    lines = [
+        "| workload | backend | variant | total | epochs (s) | first batch (its data wait) (s) | compiles "
+        "(secs) per epoch | shapes per epoch (+ new after 1) | full GCs per epoch | stall "
+        "dumps |",
+        "|---|---|---|---:|---|---|---|---|---|---:|",
+    ]
+    lines += [_row(r) for r in results]
+    lines.append("")
+    for workload, target in (("tour", 1.5), ("per length", 2.0)):
+        tf_runs = [r["total"] for r in results if r["workload"] == workload
+                   and r["backend"] == "tensorflow"]
+        if not tf_runs:
+            continue
+        tf_total = min(tf_runs)
+        for r in results:
+            if r["workload"] != workload or r["backend"] != "jax":
+                continue
+            line = (f"- {workload}, {r['variant']}{', gc.freeze' if r['gc_freeze'] else ''}: "
+                    f"JAX / TF total {r['total'] / tf_total:.2f} (target <= {target})")
+            if workload == "tour":
+                t = [x["time"] for x in r["epochs"]]
+                line += f"; epoch 2 - (epoch 3 + 1 s) = {t[1] - t[2] - 1:+.2f} s (target <= 0)"
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def run(n: int, variants: tuple[str, ...], runs: int, stall_dump: float, gc_freeze: bool,
+        per_length: bool, dump_dir: Path) -> list[dict]:
+    plan = [("tour", "tensorflow", "auto", False)]
+    for _ in range(runs):
+        plan += [("tour", "jax", v, False) for v in variants]
+        if gc_freeze:
+            plan += [("tour", "jax", v, True) for v in variants]
+    if per_length:
+        plan += [("per length", "tensorflow", "-", False), ("per length", "jax", "-", False)]
+    results = []
+    for workload, backend, variant, freeze in plan:
+        results.append(_run(workload, backend, variant, n, stall_dump, freeze, dump_dir))
+        r = results[-1]
+        print(f"  {workload} {backend} {variant}{' gc.freeze' if freeze else ''}: "
+              f"{r['total']:.1f} s, epochs {[round(e['time'], 2) for e in r['epochs']]}",
+              flush=True)
+    return results
+
+
+def test_first_epoch_table():
+    dump_dir = Path(tempfile.mkdtemp(prefix="seqprep_bench_first_epoch_"))
+    print(f"\nstall dumps in {dump_dir}")
+    print(table(run(int(os.environ.get("SEQPREP_BENCH_N", "1000")), VARIANTS, 1, 1.0, False,
+                    True, dump_dir)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--n", type=int, default=1000, help="tour sequences (README: 1000)")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help='JAX tour variants: "auto", "grid K", "batch", "bucket"')
+    parser.add_argument("--runs", type=int, default=1, help="JAX tour runs per variant")
+    parser.add_argument("--stall-dump", type=float, default=1.0)
+    parser.add_argument("--gc-freeze", action="store_true",
+                        help="also run each variant with gc.freeze() after epoch 1")
+    parser.add_argument("--no-per-length", action="store_true")
+    parser.add_argument("--dump-dir", default=None)
+    args = parser.parse_args()
+    variants = tuple(v.strip() for v in args.variants.split(","))
+    if args.worker:
+        print(json.dumps(_worker(args.worker, variants[0], args.n, args.stall_dump,
+                                 args.gc_freeze)), flush=True)
+        return
+    dump_dir = Path(args.dump_dir or tempfile.mkdtemp(prefix="seqprep_bench_first_epoch_"))
+    dump_dir.mkdir(parents=True, exist_ok=True)
+    print(f"stall dumps in {dump_dir}", flush=True)
+    print(table(run(args.n, variants, args.runs, args.stall_dump, args.gc_freeze,
+                    not args.no_per_length, dump_dir)))
+
+
+if __name__ == "__main__":
+    main()
