@@ -31,7 +31,8 @@ def _sampler(lengths, *, cost=DEFAULT_COMPILE_COST, epochs=DEFAULT_TRAIN_EPOCHS,
 def _tokens_and_shapes(sampler, grid):
     plan = sampler.plan(sampler.epoch)
     widths = plan.widths(grid, sampler.lengths)
-    return int(np.dot(plan.sizes, widths)), len(set(zip(plan.sizes.tolist(), widths.tolist())))
+    shapes = set(zip(plan.sizes.tolist(), widths.tolist(), strict=True))
+    return int(np.dot(plan.sizes, widths)), len(shapes)
 
 
 # Six batches of 8 rows, two per bucket (pads 4, 11, 31): by hand, a grid of

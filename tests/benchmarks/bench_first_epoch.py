@@ -1,4 +1,4 @@
-"""The first JAX epoch against TensorFlow's: the README tour and `fit_per_length` (issue 21, item 4).
+"""The first JAX epoch against TensorFlow's: the README tour and `fit_per_length` (issue 21).
 
 Run: .venv/bin/python tests/benchmarks/bench_first_epoch.py            (a few minutes)
      .venv/bin/python tests/benchmarks/bench_first_epoch.py --variants "grid 16,auto" --runs 2
@@ -278,9 +278,9 @@ def _row(r: dict) -> str:
 
 def table(results: list[dict]) -> str:
     lines = [
-        "| workload | backend | variant | total | epochs (s) | first batch (its data wait) (s) | compiles "
-        "(secs) per epoch | shapes per epoch (+ new after 1) | full GCs per epoch | stall "
-        "dumps |",
+        "| workload | backend | variant | total | epochs (s) | first batch (its data wait) (s) "
+        "| compiles (secs) per epoch | shapes per epoch (+ new after 1) | full GCs per epoch "
+        "| stall dumps |",
         "|---|---|---|---:|---|---|---|---|---|---:|",
     ]
     lines += [_row(r) for r in results]
