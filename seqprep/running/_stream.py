@@ -35,7 +35,7 @@ from seqprep.inputs._fingerprint import DataDigest
 from seqprep.inputs._masking import _WeightOps
 from seqprep.planning import BucketSampler
 from seqprep.planning._fill import fill_batches
-from seqprep.planning._shapes import compiling_backend, resolve_pad_to
+from seqprep.planning._shapes import compiling_backend, keras_backend, resolve_pad_to
 from seqprep.running._data_parallel import Layout
 
 __all__ = ["EpochStream", "epoch_stream", "live_epoch_streams"]
@@ -355,6 +355,30 @@ def tf_batches(
         return tf.data.Dataset.range(start, batches).map(element(arrays))
 
     return stream.dataset(epoch_batches)
+
+
+# Keras backends whose trainers read a tf.data dataset from Python, one iterator per epoch.
+_PYTHON_LOOP_BACKENDS = ("jax", "torch")
+
+
+def for_keras_loop(ds: tf.data.Dataset, backend: str | None = None) -> tf.data.Dataset:
+    """``ds`` without tf.data's autotuning thread where Keras reads it from Python (JAX,
+    torch; ``backend``: default this process's Keras backend); unchanged elsewhere.
+
+    Those trainers make a new iterator each epoch and drop the previous one when the next
+    epoch starts. Dropping it waits, with the GIL held, for the iterator's autotuning thread,
+    which sleeps 10 ms, 20 ms, 40 ms, ... between its rounds and is not woken: the first batch
+    of the next epoch waited up to the end of the current sleep (measured: 3-28 s in 5 of 10
+    JAX runs of the README tour, ending on that 10 ms x (2^k - 1) ladder; none in 6 runs
+    without autotuning; docs/benchmarks.md). Without autotuning the map keeps its parallelism
+    and the prefetch its buffer; the epochs took the same time in those runs.
+    """
+    name = keras_backend() if backend is None else backend
+    if name not in _PYTHON_LOOP_BACKENDS:
+        return ds
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.with_options(options)
 
 
 def with_cardinality(ds: tf.data.Dataset, expected: int) -> tf.data.Dataset:

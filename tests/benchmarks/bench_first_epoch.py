@@ -10,23 +10,28 @@ its own subprocess (fresh compile caches; no persistent JAX cache), same data an
 
 - **tour**: the README's ``## A tour`` (``N`` float sequences of 12 features, lengths
   uniform in 5..199, default 1000; ``BucketSampler(batch_size=64, seed=0)``,
-  ``bucketed_dataset``, ``sp.models.reference_rnn``, 3 epochs, ``shuffle=False``). Variants
-  (``--variants``) differ only in ``pad_to``: ``auto`` (the default: on JAX, a width grid
-  sized by the compile budget, ``PlanOptions(compile_cost=..., train_epochs=...)``), ``grid
-  16`` (``pad_to=sp.width_grid(sampler, 16)``: what ``"auto"`` played on JAX before the
-  budget), ``grid K`` for any K, ``batch``.
+  ``bucketed_dataset``, ``sp.models.reference_rnn``, 3 epochs, ``shuffle=False``,
+  ``sp.BackupAndRestore(dir, save_freq=5)``). Variants (``--variants``, comma-separated) are a
+  ``pad_to``: ``auto`` (the default: on JAX, the width grid the compile budget sizes,
+  ``PlanOptions(compile_cost=..., train_epochs=...)``), ``grid K`` (``sp.width_grid(sampler,
+  K)``; ``grid 16`` is what ``"auto"`` played on JAX before the budget), ``batch``, ``bucket``;
+  then optionally `` +fill`` (``Options(data_parallel=64)``: the partial batch topped up to 64
+  rows with weight-0 fill rows, so one shape fewer), `` -backup`` (no BackupAndRestore) and
+  `` -autotune`` (the dataset with ``tf.data.Options().autotune.enabled = False``).
 - **per length**: ``fit_per_length`` on Japanese Vowels (270 training sequences, 7..29 frames),
   ``reference_rnn``, batch 32, 10 epochs.
 
 Printed per run: each epoch's time, the time to its first batch's end, JAX backend compiles
 (``jax.monitoring`` listeners: count and seconds), the distinct ``(rows, width)`` shapes each
 epoch plays (counted on an identical dataset after ``fit``) and how many of them epoch 1 did not
-play, and Python's full (generation-2) garbage collections (count and seconds). Ratios: JAX
+play, Python's full (generation-2) garbage collections (count and seconds) and the
+checkpoints BackupAndRestore wrote (count and seconds; it writes the end of an epoch when the
+next one begins). Ratios: JAX
 total / TensorFlow total (target <= 1.5 for the tour, <= 2 for per length), and JAX epoch 2 -
 (epoch 3 + 1 s) (target <= 0).
 
-On JAX the first batch's time is split: in brackets, how long Keras waited for tf.data to hand
-it over (the rest is the train step and its sync).
+The first batch's time is split, in brackets: how long Keras waited for tf.data to hand it over
+(``data``, JAX only) and for checkpoints (``ckpt``); the rest is the train step and its sync.
 
 The stall watchdog: with ``--stall-dump S`` (default 1.0; 0 switches it off) the first batch
 of every epoch after the first arms ``faulthandler.dump_traceback_later(S, repeat=True)``: a
@@ -65,17 +70,32 @@ def _tour_data(n: int):
 
 
 def _tour_dataset(n: int, variant: str):
+    """The tour's dataset: ``variant`` is a ``pad_to`` ("auto", "grid K", "batch", "bucket"),
+    optionally followed by " +fill" (``Options(data_parallel=64)``: the partial batch topped up
+    to 64 rows with weight-0 fill rows, one shape fewer) and " -backup" (read by the worker)."""
     import seqprep as sp
 
     x, y = _tour_data(n)
     sampler = sp.BucketSampler(sp.sequence_lengths(x), batch_size=64, seed=0)
-    if variant.startswith("grid "):
-        pad_to = sp.width_grid(sampler, int(variant.split()[1]))
-    elif variant in ("auto", "batch", "bucket"):
-        pad_to = variant
+    name = variant
+    for flag in ("+fill", "-backup", "-autotune"):
+        name = name.replace(flag, "")
+    name = name.strip()
+    if name.startswith("grid "):
+        pad_to = sp.width_grid(sampler, int(name.split()[1]))
+    elif name in ("auto", "batch", "bucket"):
+        pad_to = name
     else:
         raise ValueError(f"unknown variant {variant!r}")
-    return sp.bucketed_dataset(x, y, sampler=sampler, pad_to=pad_to)
+    options = sp.Options(data_parallel=64) if "+fill" in variant else None
+    ds = sp.bucketed_dataset(x, y, sampler=sampler, pad_to=pad_to, options=options)
+    if "-autotune" in variant:  # no tf.data autotuning thread (see the stall in the docs)
+        import tensorflow as tf
+
+        off = tf.data.Options()
+        off.autotune.enabled = False
+        ds = ds.with_options(off)
+    return ds
 
 
 def _shapes_per_epoch(ds, epochs: int) -> list[list[tuple[int, ...]]]:
@@ -98,6 +118,7 @@ class _Probe:
         self.compiles = [0, 0.0]
         self.gc2 = [0, 0.0]
         self.fetch = [0.0, None]  # seconds waiting for batches in this epoch; for its first
+        self.saves = [0, 0.0]  # BackupAndRestore checkpoints written, and their seconds
         self._gc_start = 0.0
         self.stall_dump = stall_dump
         self.dump_file = dump_file
@@ -123,6 +144,21 @@ class _Probe:
         gc.callbacks.append(on_gc)
         if os.environ.get("KERAS_BACKEND") == "jax":
             self._time_fetches()
+
+    def time_saves(self, callback: type) -> None:
+        """Count and time ``callback``'s checkpoint writes (``_save``)."""
+        plain = callback._save
+        probe = self
+
+        def timed(self_: Any, *args: Any, **kwargs: Any) -> None:
+            t0 = time.perf_counter()
+            try:
+                plain(self_, *args, **kwargs)
+            finally:
+                probe.saves[0] += 1
+                probe.saves[1] += time.perf_counter() - t0
+
+        callback._save = timed
 
     def _time_fetches(self) -> None:
         """Time Keras's waits for tf.data batches (the JAX backend's numpy iterator), apart
@@ -161,6 +197,7 @@ class _Probe:
                 self.t0 = time.perf_counter()
                 self.first = None
                 self.c0, self.g0 = list(probe.compiles), list(probe.gc2)
+                self.s0 = list(probe.saves)
                 probe.fetch = [0.0, None]
                 if epoch and probe.stall_dump > 0:  # a stack every stall_dump s until batch 1
                     print(f"--- epoch {epoch + 1}: first batch over {probe.stall_dump} s ---",
@@ -171,16 +208,20 @@ class _Probe:
             def on_train_batch_end(self, batch, logs=None):
                 if self.first is None:
                     self.first = time.perf_counter() - self.t0
+                    self.first_save = probe.saves[1] - self.s0[1]
                     faulthandler.cancel_dump_traceback_later()
 
             def on_epoch_end(self, epoch, logs=None):
                 rows.append({
                     "time": time.perf_counter() - self.t0,
                     "first_batch": self.first,
+                    "first_batch_saves": self.first_save,
                     "compiles": probe.compiles[0] - self.c0[0],
                     "compile_secs": probe.compiles[1] - self.c0[1],
                     "gc2": probe.gc2[0] - self.g0[0],
                     "gc2_secs": probe.gc2[1] - self.g0[1],
+                    "saves": probe.saves[0] - self.s0[0],
+                    "save_secs": probe.saves[1] - self.s0[1],
                     "fetch_secs": probe.fetch[0],
                     "first_fetch": probe.fetch[1],
                 })
@@ -197,7 +238,11 @@ def _worker(workload: str, variant: str, n: int, stall_dump: float, gc_freeze: b
 
     probe = _Probe(stall_dump, sys.stderr)
     rows: list[dict] = []
-    callbacks = [probe.callback(rows)]
+    callbacks = [probe.callback(rows)]  # first: its clock starts before the others' hooks
+    if workload == "tour" and "-backup" not in variant:  # the README's callback
+        backup = tempfile.mkdtemp(prefix="seqprep_bench_backup_")
+        callbacks.append(sp.BackupAndRestore(backup, save_freq=5))
+        probe.time_saves(sp.BackupAndRestore)
     if gc_freeze:  # move what epoch 1 left behind out of the collector's sight
         class Freeze(keras.callbacks.Callback):
             def on_epoch_end(self, epoch, logs=None):
@@ -235,7 +280,7 @@ def _worker(workload: str, variant: str, n: int, stall_dump: float, gc_freeze: b
 
 
 def _run(workload: str, backend: str, variant: str, n: int, stall_dump: float, gc_freeze: bool,
-         dump_dir: Path) -> dict:
+         dump_dir: Path, pyspy: str | None = None) -> dict:
     env = dict(os.environ, KERAS_BACKEND=backend, CUDA_VISIBLE_DEVICES="-1",
                TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
     for key in ("JAX_COMPILATION_CACHE_DIR", "XLA_FLAGS"):  # a cold, one-device run
@@ -244,44 +289,79 @@ def _run(workload: str, backend: str, variant: str, n: int, stall_dump: float, g
     err = dump_dir / f"{tag}-{time.strftime('%H%M%S')}.stderr"
     cmd = [sys.executable, __file__, "--worker", workload, "--variants", variant, "--n", str(n),
            "--stall-dump", str(stall_dump)] + (["--gc-freeze"] if gc_freeze else [])
-    with open(err, "w") as f:
-        out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=f, text=True,
-                             check=False, cwd=ROOT)
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
-    if out.returncode or not lines:
-        raise RuntimeError(f"{tag} failed (rc {out.returncode}); see {err}")
+    with open(err, "w") as f, tempfile.TemporaryFile("w+") as stdout:
+        child = subprocess.Popen(cmd, env=env, stdout=stdout, stderr=f, text=True, cwd=ROOT)
+        native = _watch(child, err, pyspy) if pyspy else 0
+        returncode = child.wait()
+        stdout.seek(0)
+        lines = [ln for ln in stdout.read().splitlines() if ln.startswith("{")]
+    if returncode or not lines:
+        raise RuntimeError(f"{tag} failed (rc {returncode}); see {err}")
     result = json.loads(lines[-1])
     result["gc_freeze"] = gc_freeze
     result["stderr"] = str(err)
     result["stall_dumps"] = err.read_text().count("Timeout (")
+    result["native_dumps"] = native
     return result
+
+
+def _watch(child: subprocess.Popen, err: Path, pyspy: str, most: int = 4) -> int:
+    """While ``child`` runs, take a native stack (``py-spy dump --native``) each time its
+    watchdog reports a slow first batch: what C++ (TensorFlow, XLA) is doing, which Python
+    stacks cannot show. At most ``most`` dumps; returns how many were taken."""
+    seen = taken = 0
+    while child.poll() is None:
+        time.sleep(0.2)
+        count = err.read_text(errors="replace").count("Timeout (")
+        if count > seen and taken < most:
+            seen = count
+            dump = subprocess.run([pyspy, "dump", "--native", "--pid", str(child.pid)],
+                                  capture_output=True, text=True, check=False)
+            with open(err, "a") as f:
+                f.write(f"--- py-spy dump --native (watchdog report {count}) ---\n"
+                        f"{dump.stdout}{dump.stderr}\n")
+            taken += 1
+    return taken
+
+
+def _first(x: dict) -> str:
+    if x["first_batch"] is None:
+        return "-"
+    parts = [] if x["first_fetch"] is None else [f"data {x['first_fetch']:.2f}"]
+    if x.get("first_batch_saves"):
+        parts.append(f"ckpt {x['first_batch_saves']:.2f}")
+    return f"{x['first_batch']:.2f}" + (f" ({', '.join(parts)})" if parts else "")
 
 
 def _row(r: dict) -> str:
     e = r["epochs"]
     cells = " / ".join(f"{x['time']:.1f}" for x in e)
-    first = " / ".join(
-        "-" if x["first_batch"] is None else f"{x['first_batch']:.2f}"
-        + ("" if x["first_fetch"] is None else f" ({x['first_fetch']:.2f})") for x in e)
+    first = " / ".join(_first(x) for x in e)
     comp = " / ".join(f"{x['compiles']} ({x['compile_secs']:.1f} s)" for x in e)
     gcs = " / ".join(f"{x['gc2']} ({x['gc2_secs']:.2f} s)" for x in e)
+    saves = " / ".join(f"{x['saves']} ({x['save_secs']:.2f} s)" for x in e)
     name = r["variant"] + (", gc.freeze" if r["gc_freeze"] else "")
     if r["workload"] == "per length":
-        name = "fit_per_length"
-        cells, first = f"{sum(x['time'] for x in e):.1f} (10)", f"{e[0]['first_batch']:.2f}"
-        comp = f"{sum(x['compiles'] for x in e)} ({sum(x['compile_secs'] for x in e):.1f} s)"
-        gcs = f"{sum(x['gc2'] for x in e)}"
+        name = "fit_per_length (epochs 1 / 2 / 3-10)"
+        rest = e[2:]
+        cells = f"{e[0]['time']:.1f} / {e[1]['time']:.1f} / {sum(x['time'] for x in rest):.1f}"
+        first = f"{_first(e[0])} / {_first(e[1])} / -"
+        comp = " / ".join(f"{sum(x['compiles'] for x in part)} "
+                          f"({sum(x['compile_secs'] for x in part):.1f} s)"
+                          for part in (e[:1], e[1:2], rest))
+        gcs = " / ".join(str(sum(x["gc2"] for x in part)) for part in (e[:1], e[1:2], rest))
+        saves = "-"
     shapes = "/".join(map(str, r["shapes"][:3])) + f" (+{r['new_shapes_after_epoch_1']})"
     return (f"| {r['workload']} | {r['backend']} | {name} | {r['total']:.1f} s | {cells} | "
-            f"{first} | {comp} | {shapes} | {gcs} | {r['stall_dumps']} |")
+            f"{first} | {comp} | {shapes} | {gcs} | {saves} | {r['stall_dumps']} |")
 
 
 def table(results: list[dict]) -> str:
     lines = [
-        "| workload | backend | variant | total | epochs (s) | first batch (its data wait) (s) "
-        "| compiles (secs) per epoch | shapes per epoch (+ new after 1) | full GCs per epoch "
-        "| stall dumps |",
-        "|---|---|---|---:|---|---|---|---|---|---:|",
+        "| workload | backend | variant | total | epochs (s) | first batch (s) | compiles "
+        "(secs) per epoch | shapes per epoch (+ new after 1) | full GCs per epoch | checkpoints "
+        "(secs) per epoch | stall dumps |",
+        "|---|---|---|---:|---|---|---|---|---|---|---:|",
     ]
     lines += [_row(r) for r in results]
     lines.append("")
@@ -304,9 +384,12 @@ def table(results: list[dict]) -> str:
 
 
 def run(n: int, variants: tuple[str, ...], runs: int, stall_dump: float, gc_freeze: bool,
-        per_length: bool, dump_dir: Path) -> list[dict]:
-    plan = [("tour", "tensorflow", "auto", False)]
-    for _ in range(runs):
+        per_length: bool, dump_dir: Path, pyspy: str | None = None,
+        tf_runs: int = 1) -> list[dict]:
+    plan: list[tuple[str, str, str, bool]] = []
+    for i in range(runs):  # TensorFlow and JAX interleaved: a load change hits both
+        if i < tf_runs:
+            plan.append(("tour", "tensorflow", "auto", False))
         plan += [("tour", "jax", v, False) for v in variants]
         if gc_freeze:
             plan += [("tour", "jax", v, True) for v in variants]
@@ -314,7 +397,7 @@ def run(n: int, variants: tuple[str, ...], runs: int, stall_dump: float, gc_free
         plan += [("per length", "tensorflow", "-", False), ("per length", "jax", "-", False)]
     results = []
     for workload, backend, variant, freeze in plan:
-        results.append(_run(workload, backend, variant, n, stall_dump, freeze, dump_dir))
+        results.append(_run(workload, backend, variant, n, stall_dump, freeze, dump_dir, pyspy))
         r = results[-1]
         print(f"  {workload} {backend} {variant}{' gc.freeze' if freeze else ''}: "
               f"{r['total']:.1f} s, epochs {[round(e['time'], 2) for e in r['epochs']]}",
@@ -341,6 +424,9 @@ def main() -> None:
                         help="also run each variant with gc.freeze() after epoch 1")
     parser.add_argument("--no-per-length", action="store_true")
     parser.add_argument("--dump-dir", default=None)
+    parser.add_argument("--tf-runs", type=int, default=1, help="TensorFlow tour runs")
+    parser.add_argument("--pyspy", default=None, help="path of a py-spy binary (a dev tool, "
+                        "not a dependency): native stacks of slow first batches")
     args = parser.parse_args()
     variants = tuple(v.strip() for v in args.variants.split(","))
     if args.worker:
@@ -350,8 +436,10 @@ def main() -> None:
     dump_dir = Path(args.dump_dir or tempfile.mkdtemp(prefix="seqprep_bench_first_epoch_"))
     dump_dir.mkdir(parents=True, exist_ok=True)
     print(f"stall dumps in {dump_dir}", flush=True)
-    print(table(run(args.n, variants, args.runs, args.stall_dump, args.gc_freeze,
-                    not args.no_per_length, dump_dir)))
+    results = run(args.n, variants, args.runs, args.stall_dump, args.gc_freeze,
+                  not args.no_per_length, dump_dir, args.pyspy, args.tf_runs)
+    (dump_dir / "results.json").write_text(json.dumps(results, indent=1))
+    print(table(results))
 
 
 if __name__ == "__main__":
