@@ -366,12 +366,11 @@ def for_keras_loop(ds: tf.data.Dataset, backend: str | None = None) -> tf.data.D
     torch; ``backend``: default this process's Keras backend); unchanged elsewhere.
 
     Those trainers make a new iterator each epoch and drop the previous one when the next
-    epoch starts. Dropping it waits, with the GIL held, for the iterator's autotuning thread,
-    which sleeps 10 ms, 20 ms, 40 ms, ... between its rounds and is not woken: the first batch
-    of the next epoch waited up to the end of the current sleep (measured: 3-28 s in 5 of 10
-    JAX runs of the README tour, ending on that 10 ms x (2^k - 1) ladder; none in 6 runs
-    without autotuning; docs/benchmarks.md). Without autotuning the map keeps its parallelism
-    and the prefetch its buffer; the epochs took the same time in those runs.
+    epoch starts. Dropping it joins, with the GIL held, the iterator's autotuning thread, which
+    runs its rounds 10 ms, 20 ms, 40 ms, ... apart: the next epoch's first batch waited for it
+    (measured on JAX, the README tour: 3-28 s in 5 of 7 runs with autotuning, none in 3
+    without; docs/benchmarks.md). Without autotuning the map keeps its parallel calls and the
+    prefetch its buffer; the epochs took the same time in those runs.
     """
     name = keras_backend() if backend is None else backend
     if name not in _PYTHON_LOOP_BACKENDS:
