@@ -45,3 +45,26 @@ def test_datasets_turn_autotuning_off_on_this_backend_only(build):
     assert _autotune(ds) is (keras_backend() not in ("jax", "torch"))
     assert sp.epoch_stream(ds) is not None  # BackupAndRestore still finds the stream
     assert sum(1 for _ in ds) == len(sampler)
+
+
+@pytest.mark.backend
+def test_fit_per_length_reads_its_epochs_without_autotuning_on_python_loop_backends():
+    import keras
+
+    rng = np.random.default_rng(1)
+    x = [rng.random((n, 2), dtype="float32") for n in rng.integers(2, 6, 24)]
+    y = rng.random(len(x)).astype("float32")
+    model = keras.Sequential([keras.Input((None, 2)), keras.layers.GlobalAveragePooling1D(),
+                              keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    seen: list[tf.data.Dataset] = []
+    plain_fit = model.fit
+
+    def fit(x=None, *args, **kwargs):
+        seen.append(x)
+        return plain_fit(x, *args, **kwargs)
+
+    model.fit = fit
+    sp.fit_per_length(model, x, y, epochs=2, batch_size=8, verbose=0)
+    assert len(seen) == 1 and isinstance(seen[0], tf.data.Dataset)
+    assert _autotune(seen[0]) is (keras_backend() not in ("jax", "torch"))
