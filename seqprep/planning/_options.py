@@ -50,9 +50,9 @@ class PlanOptions(OptionSet):
             costs, in padded tokens (rows x steps) the model trains in the same time. The
             width grid is the one of 1 to 16 widths that minimises ``train_epochs * padded
             tokens of an epoch + shapes * compile_cost``
-            (:func:`seqprep.planning._shapes.budget_grid`); default 1M tokens (a GRU step
-            compiled in about 1.5 s on 2 CPU cores, which trained 0.6-2.6M tokens a second
-            there). ``None``: no budget, the grid of 16 widths. Other backends ignore it.
+            (:func:`seqprep.planning._shapes.budget_grid`); default 1M tokens (measured with
+            a GRU on 2 CPU cores: a compile was worth 0.2M-2.7M padded tokens of training).
+            ``None``: no budget, the grid of 16 widths. Other backends ignore it.
         train_epochs: how many epochs the compile budget spreads each compile over (default
             10; pass your ``fit``'s ``epochs``): fewer epochs, fewer widths.
 

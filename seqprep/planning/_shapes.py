@@ -67,10 +67,10 @@ DEFAULT_MAX_WIDTHS = 16
 MANY_SHAPES = 24
 # The compile budget of pad_to="auto" (PlanOptions(compile_cost=..., train_epochs=...)): one
 # compiled shape costs as much as training this many padded tokens (rows x steps), and the
-# grid is sized for this many epochs. Measured on 2 CPU cores (docs/benchmarks.md, "A first
-# JAX epoch"): a GRU train step compiled in 1.2-1.6 s while training ran 0.6-2.6M padded
-# tokens a second; 1M tokens is the low end, so that the budget leans towards more widths
-# (a faster accelerator trains more tokens in a compile's time and wants fewer widths still).
+# grid is sized for this many epochs. Measured on 2 shared CPU cores with the README tour's GRU
+# (docs/benchmarks.md, "A first JAX epoch"): a program compiled in 0.9-2.7 s, and 100k more
+# padded tokens cost an epoch 0.1-0.5 s, so a compile was worth 0.2M-2.7M tokens; 1M sits in
+# that range (a faster accelerator trains more tokens in a compile's time: a larger cost).
 DEFAULT_COMPILE_COST = 1_000_000
 DEFAULT_TRAIN_EPOCHS = 10
 

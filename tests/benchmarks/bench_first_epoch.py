@@ -367,13 +367,14 @@ def table(results: list[dict]) -> str:
     lines += [_row(r) for r in results]
     lines.append("")
     for workload, target in (("tour", 1.5), ("per length", 2.0)):
-        tf_runs = [r["total"] for r in results if r["workload"] == workload
-                   and r["backend"] == "tensorflow"]
-        if not tf_runs:
-            continue
-        tf_total = min(tf_runs)
+        tf_total = None  # each JAX run against the TensorFlow run of its round (same load)
         for r in results:
-            if r["workload"] != workload or r["backend"] != "jax":
+            if r["workload"] != workload:
+                continue
+            if r["backend"] == "tensorflow":
+                tf_total = r["total"]
+                continue
+            if r["backend"] != "jax" or tf_total is None:
                 continue
             line = (f"- {workload}, {r['variant']}{', gc.freeze' if r['gc_freeze'] else ''}: "
                     f"JAX / TF total {r['total'] / tf_total:.2f} (target <= {target})")
