@@ -99,15 +99,18 @@ def _tour_dataset(n: int, variant: str):
     return ds
 
 
-def _shapes_per_epoch(ds, epochs: int) -> list[list[tuple[int, ...]]]:
-    """The ``(rows, width, ...)`` shapes each pass over ``ds`` plays."""
-    out = []
-    for _ in range(epochs):
+def _shapes_per_epoch(ds, epochs: int) -> tuple[list[list[tuple[int, ...]]], int]:
+    """The ``(rows, width)`` shapes each pass over ``ds`` plays, and the padded steps
+    (rows x width, fill rows included) of the first pass."""
+    out, padded = [], 0
+    for e in range(epochs):
         seen = set()
         for batch in ds:
-            seen.add(tuple(int(d) for d in batch[0].shape[:2]))
+            rows, width = (int(d) for d in batch[0].shape[:2])
+            seen.add((rows, width))
+            padded += rows * width if e == 0 else 0
         out.append(sorted(seen))
-    return out
+    return out, padded
 
 
 class _Probe:
@@ -260,7 +263,8 @@ def _worker(workload: str, variant: str, n: int, stall_dump: float, gc_freeze: b
         model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
         model.fit(ds, epochs=TOUR_EPOCHS, shuffle=False, verbose=0, callbacks=callbacks)
         total = time.perf_counter() - start
-        shapes = _shapes_per_epoch(_tour_dataset(n, variant), TOUR_EPOCHS)
+        shapes, padded = _shapes_per_epoch(_tour_dataset(n, variant), TOUR_EPOCHS)
+        padding = 1 - sum(len(s) for s in _tour_data(n)[0]) / padded
     else:
         from seqprep.datasets import load_japanese_vowels
 
@@ -271,13 +275,15 @@ def _worker(workload: str, variant: str, n: int, stall_dump: float, gc_freeze: b
                           callbacks=callbacks, verbose=0)
         total = time.perf_counter() - start
         lengths = sp.sequence_lengths(x)
+        padding = 0.0  # batches of one length each
         shapes = [sorted({(len(b), int(lengths[b].max())) for b in
                           sp.PerLengthPlanner(lengths, batch_size=32, seed=0).plan(e)})
                   for e in range(PER_LENGTH_EPOCHS)]
     first = set(shapes[0])
     return {"workload": workload, "variant": variant, "backend": keras.config.backend(),
             "total": total, "epochs": rows, "shapes": [len(s) for s in shapes],
-            "new_shapes_after_epoch_1": len(set().union(*map(set, shapes)) - first)}
+            "new_shapes_after_epoch_1": len(set().union(*map(set, shapes)) - first),
+            "padding": padding}
 
 
 def _run(workload: str, backend: str, variant: str, n: int, stall_dump: float, gc_freeze: bool,
@@ -353,6 +359,7 @@ def _row(r: dict) -> str:
         gcs = " / ".join(str(sum(x["gc2"] for x in part)) for part in (e[:1], e[1:2], rest))
         saves = "-"
     shapes = "/".join(map(str, r["shapes"][:3])) + f" (+{r['new_shapes_after_epoch_1']})"
+    shapes += f", padding {r.get('padding', float('nan')):.3f}"
     return (f"| {r['workload']} | {r['backend']} | {name} | {r['total']:.1f} s | {cells} | "
             f"{first} | {comp} | {shapes} | {gcs} | {saves} | {r['stall_dumps']} |")
 
@@ -360,8 +367,8 @@ def _row(r: dict) -> str:
 def table(results: list[dict]) -> str:
     lines = [
         "| workload | backend | variant | total | epochs (s) | first batch (s) | compiles "
-        "(secs) per epoch | shapes per epoch (+ new after 1) | full GCs per epoch | checkpoints "
-        "(secs) per epoch | stall dumps |",
+        "(secs) per epoch | shapes per epoch (+ new after 1), padding | full GCs per epoch "
+        "| checkpoints (secs) per epoch | stall dumps |",
         "|---|---|---|---:|---|---|---|---|---|---|---:|",
     ]
     lines += [_row(r) for r in results]
