@@ -368,7 +368,7 @@ def for_keras_loop(ds: tf.data.Dataset, backend: str | None = None) -> tf.data.D
     Those trainers make a new iterator each epoch and drop the previous one when the next
     epoch starts. Dropping it joins, with the GIL held, the iterator's autotuning thread, which
     runs its rounds 10 ms, 20 ms, 40 ms, ... apart: the next epoch's first batch waited for it
-    (measured on JAX, the README tour: 3-28 s in 5 of 7 runs with autotuning, none in 3
+    (measured on JAX, the README tour: 3-28 s in 7 of 11 runs with autotuning, none in 12
     without; docs/benchmarks.md). Without autotuning the map keeps its parallel calls and the
     prefetch its buffer; the epochs took the same time in those runs.
     """
