@@ -23,7 +23,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import seqprep as sp
-from seqprep.planning._shapes import compiling_backend, keras_backend
+from seqprep.planning._shapes import budget_grid, compiling_backend, keras_backend
 from seqprep.tools.cli import main as cli_main
 
 
@@ -54,7 +54,7 @@ def test_dir_of_the_package_lists_public_names_only():
 def test_auto_is_resolved_by_the_datasets_rule_for_each_backend(tokens):
     budget = {"max_tokens": 4096, "boundaries": [20, 40, 80]} if tokens else {"batch_size": 64}
     s = sp.BucketSampler(_lognormal(3000), **budget)
-    on_jax = "bucket" if tokens else sp.width_grid(s)
+    on_jax = "bucket" if tokens else budget_grid(s)
     for kwargs in ({"epochs": 1}, {"epochs": 3, "epoch": 2}):
         assert sp.count_shapes(s, pad_to="auto", backend="jax", **kwargs) == sp.count_shapes(
             s, pad_to=on_jax, **kwargs)

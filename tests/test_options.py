@@ -53,6 +53,11 @@ BAD = [
     (PlanOptions, "quadratic_length", 0, ValueError, "quadratic_length=0"),
     (PlanOptions, "quadratic_length", 2.0, TypeError, "quadratic_length=2.0"),
     (PlanOptions, "field_tokens", "mean", ValueError, "field_tokens='mean'"),
+    (PlanOptions, "compile_cost", -1, ValueError, "compile_cost=-1"),
+    (PlanOptions, "compile_cost", float("nan"), ValueError, "compile_cost=nan"),
+    (PlanOptions, "compile_cost", "1M", TypeError, "compile_cost='1M'"),
+    (PlanOptions, "compile_cost", True, TypeError, "compile_cost=True"),
+    (PlanOptions, "train_epochs", 0, ValueError, "train_epochs=0"),
 ]
 
 
@@ -81,6 +86,8 @@ GOOD = {
     "quadratic_length": st.none() | st.integers(1, 4096),
     "field_tokens": st.sampled_from(["sum", "max"]),
     "field_weights": st.none() | st.just((1.0, 2.0)),
+    "compile_cost": st.none() | st.sampled_from([0.0, 1.5, 1e6]),
+    "train_epochs": st.integers(1, 100),
 }
 
 

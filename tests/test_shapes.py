@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seqprep import BucketSampler, count_shapes, padding_report, width_grid
-from seqprep.planning._shapes import MANY_SHAPES, bucket_widths, resolve_pad_to
+from seqprep.planning._shapes import MANY_SHAPES, bucket_widths, budget_grid, resolve_pad_to
 
 
 def _lognormal(n, seed=0):
@@ -116,7 +116,7 @@ def test_resolve_pad_to_per_backend():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         table = resolve_pad_to("auto", sampler, backend="jax")
-    assert np.array_equal(table, width_grid(sampler))
+    assert np.array_equal(table, budget_grid(sampler))
     tokens = BucketSampler(_lognormal(1000), max_tokens=4000, boundaries=[20, 60])
     assert resolve_pad_to("auto", tokens, backend="jax") == "bucket"
 

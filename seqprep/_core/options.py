@@ -82,6 +82,19 @@ def _quadratic_length(name: str, value: Any) -> int | None:
     return check_int(name, value, minimum=1, allow_none=True)
 
 
+def _compile_cost(name: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not ok or not np.isfinite(value) or value < 0:
+        raise (ValueError if ok else TypeError)(
+            f"Argument `{name}` must be a number of padded tokens >= 0, or None. Received: "
+            f"{name}={value!r}\n- Pass e.g. {name}=1_000_000 (one compile costs as much as "
+            f"training 1M padded tokens), or {name}=None for the grid of 16 widths."
+        )
+    return float(value)
+
+
 def _field_tokens(name: str, value: Any) -> str:
     return check_choice(name, value, ("sum", "max"))
 
@@ -134,6 +147,15 @@ DECLARED: dict[str, Declared] = {
                                  "with max_tokens, a row of length L costs L + L**2 / "
                                  "quadratic_length tokens (attention-like cost)",
                                  owner="PlanOptions"),
+    "compile_cost": Declared(_compile_cost,
+                             'on a compiling backend, what one more batch shape costs, in '
+                             'padded tokens of training: pad_to="auto" sizes its width grid '
+                             "by it (None: 16 widths)",
+                             owner="PlanOptions"),
+    "train_epochs": Declared(_epochs,
+                             'the epochs pad_to="auto" spreads each compile over (with '
+                             "compile_cost)",
+                             owner="PlanOptions"),
     "field_tokens": Declared(_field_tokens,
                              '"sum" or "max": how a max_tokens budget counts a row of several '
                              "fields",

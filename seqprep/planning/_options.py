@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from seqprep._core.options import OptionSet
+from seqprep.planning._shapes import DEFAULT_COMPILE_COST, DEFAULT_TRAIN_EPOCHS
 
 __all__ = ["PLAN_READS", "PlanOptions"]
 
@@ -44,6 +45,16 @@ class PlanOptions(OptionSet):
             boundary planner (a sequence in field order or a dict by name; default: 1 each;
             e.g. ``{"src": 1, "tgt": 2}`` when a decoder step costs twice an encoder step).
             Budgets always count plain tokens.
+        compile_cost: the compile budget of ``pad_to="auto"`` on a backend that compiles one
+            program per batch shape (JAX): what compiling one more ``(rows, width)`` shape
+            costs, in padded tokens (rows x steps) the model trains in the same time. The
+            width grid is the one of 1 to 16 widths that minimises ``train_epochs * padded
+            tokens of an epoch + shapes * compile_cost``
+            (:func:`seqprep.planning._shapes.budget_grid`); default 1M tokens (measured with
+            a GRU on 2 CPU cores: a compile was worth 0.2M-2.7M padded tokens of training).
+            ``None``: no budget, the grid of 16 widths. Other backends ignore it.
+        train_epochs: how many epochs the compile budget spreads each compile over (default
+            10; pass your ``fit``'s ``epochs``): fewer epochs, fewer widths.
 
     Raises:
         ValueError: a knob with a value it cannot take (``quadratic_length=0``).
@@ -68,7 +79,10 @@ class PlanOptions(OptionSet):
     quadratic_length: int | None = None
     field_tokens: str = "sum"
     field_weights: Any = None
+    compile_cost: float | None = DEFAULT_COMPILE_COST
+    train_epochs: int = DEFAULT_TRAIN_EPOCHS
 
 
 #: The knobs a BucketSampler reads (all of them).
-PLAN_READS = ("merge_leftovers", "quadratic_length", "field_tokens", "field_weights")
+PLAN_READS = ("merge_leftovers", "quadratic_length", "field_tokens", "field_weights",
+              "compile_cost", "train_epochs")

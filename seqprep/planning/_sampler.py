@@ -131,7 +131,9 @@ class BucketSampler(_FieldsMixin, _StateMixin, ResumableSampler):
             one bucket per batch), ``quadratic_length`` (with ``max_tokens``: a row of length
             ``L`` costs ``L + L**2 / quadratic_length`` tokens), ``field_tokens`` and
             ``field_weights`` (several fields: how a budget counts a row, and what a padded
-            step of each field costs the boundary planner).
+            step of each field costs the boundary planner), ``compile_cost`` and
+            ``train_epochs`` (the compile budget that sizes ``pad_to="auto"``'s width grid on
+            JAX).
 
     Attributes:
         lengths: read-only int64 lengths as planned (after truncation); ``(n, fields)`` for
@@ -228,6 +230,7 @@ class BucketSampler(_FieldsMixin, _StateMixin, ResumableSampler):
                 )
             self.field_weights = _per_field_weights(field_weights, names)
         self.merge_leftovers = check_bool("merge_leftovers", merge_leftovers)
+        self.compile_cost, self.train_epochs = opts.compile_cost, opts.train_epochs
         self._setup(raw, boundaries)
         self._start_at(0, 0)
         self._report_dropped()

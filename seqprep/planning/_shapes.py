@@ -15,6 +15,10 @@ The shapes of a :class:`~seqprep.BucketSampler` plan depend on how batches are p
 - a *width grid* (:func:`width_grid`) pads each batch to the smallest grid width that covers its
   bucket: at most ``max_widths`` widths, chosen to minimise the padded steps of the plan, and,
   like ``"bucket"``, the same shapes every epoch.
+
+On a compiling backend ``pad_to="auto"`` plays the width grid whose size a *compile budget*
+chooses (:func:`budget_grid`): every width saves padded steps in every epoch but costs one
+compile, so a short run or a plan of few batches gets few widths.
 """
 
 from __future__ import annotations
@@ -46,7 +50,10 @@ class BucketSampler(Protocol):
     def plan(self, epoch: int | None = None) -> BatchPlan: ...
 
 
-__all__ = ["DEFAULT_MAX_WIDTHS", "MANY_SHAPES", "count_shapes", "length_grid", "width_grid"]
+__all__ = [
+    "DEFAULT_COMPILE_COST", "DEFAULT_MAX_WIDTHS", "DEFAULT_TRAIN_EPOCHS", "MANY_SHAPES",
+    "budget_grid", "count_shapes", "length_grid", "width_grid",
+]
 
 # Keras backends that build one program per distinct input shape, where pad_to="auto" pads to
 # a width grid. (TensorFlow traces a tf.data input once whatever its widths, and PyTorch runs
@@ -58,6 +65,14 @@ _COMPILING_BACKENDS = ("jax",)
 DEFAULT_MAX_WIDTHS = 16
 # More distinct shapes than this and compiling dominates a short run on a compiling backend.
 MANY_SHAPES = 24
+# The compile budget of pad_to="auto" (PlanOptions(compile_cost=..., train_epochs=...)): one
+# compiled shape costs as much as training this many padded tokens (rows x steps), and the
+# grid is sized for this many epochs. Measured on 2 shared CPU cores with the README tour's GRU
+# (docs/benchmarks.md, "A first JAX epoch"): a program compiled in 0.9-2.7 s, and 100k more
+# padded tokens cost an epoch 0.1-0.5 s, so a compile was worth 0.2M-2.7M tokens; 1M sits in
+# that range (a faster accelerator trains more tokens in a compile's time: a larger cost).
+DEFAULT_COMPILE_COST = 1_000_000
+DEFAULT_TRAIN_EPOCHS = 10
 
 
 def keras_backend() -> str:
@@ -181,7 +196,7 @@ def count_shapes(
         ...                   shuffle=False)
         >>> count_shapes(s, pad_to="bucket"), count_shapes(s, pad_to=[12])
         (3, 2)
-        >>> count_shapes(s, backend="jax") == count_shapes(s, pad_to=width_grid(s))
+        >>> count_shapes(s, backend="jax") == count_shapes(s, pad_to=budget_grid(s))
         True
         >>> count_shapes(s, backend="tensorflow") == count_shapes(s, pad_to="batch")
         True
@@ -240,8 +255,9 @@ def width_grid(
 ) -> np.ndarray:
     """At most ``max_widths`` padded widths for ``sampler``'s batches, fewest padded steps.
 
-    Pass the result as ``pad_to`` to :func:`seqprep.bucketed_dataset` (what ``pad_to="auto"``
-    does on JAX): each batch is padded to the smallest grid width covering its bucket, so a run
+    Pass the result as ``pad_to`` to :func:`seqprep.bucketed_dataset` (``pad_to="auto"`` on
+    JAX plays one of these grids, its size chosen by a compile budget: :func:`budget_grid`):
+    each batch is padded to the smallest grid width covering its bucket, so a run
     compiles about ``max_widths`` shapes plus one per partial batch, in the first epoch only.
     The grid is optimal (an exact dynamic programme over the buckets' longest lengths, weighted
     by the rows the plan puts in each bucket).
@@ -298,6 +314,48 @@ def width_grid(
     used = (weight > 0) | (values == values[-1])
     values, weight = values[used], weight[used]
     return values[_grid_cuts(values, weight, max_widths)].astype(np.int64)
+
+
+def budget_grid(sampler: BucketSampler, max_widths: int = DEFAULT_MAX_WIDTHS) -> np.ndarray:
+    """The width grid ``pad_to="auto"`` plays on a compiling backend: sized by a compile budget.
+
+    Of the optimal grids of 1 .. ``max_widths`` widths (:func:`width_grid`), the one whose run
+    costs least, counting ``train_epochs * padded tokens of an epoch + shapes * compile_cost``
+    (the sampler's :class:`~seqprep.PlanOptions`; ``shapes`` counts the ``(rows, width)``
+    pairs, the partial batch's included). Each width saves padded tokens in every epoch but
+    costs a compile, once: few epochs or few batches want few widths; a long run, more. The
+    shapes are the same every epoch, as with any grid. ``compile_cost=None`` turns the budget
+    off: the grid of ``max_widths`` widths. Ties go to the grid with fewer padded tokens.
+
+    Example:
+        >>> from seqprep import BucketSampler, PlanOptions
+        >>> lengths = [3, 4, 10, 11, 30, 31] * 8
+        >>> s = BucketSampler(lengths, boundaries=[5, 12], batch_size=8, shuffle=False)
+        >>> budget_grid(s).tolist()  # 6 batches an epoch: one width is cheapest
+        [31]
+        >>> many = BucketSampler(lengths, boundaries=[5, 12], batch_size=8, shuffle=False,
+        ...                      options=PlanOptions(compile_cost=100, train_epochs=50))
+        >>> budget_grid(many).tolist()  # cheap compiles, many epochs: a width per bucket
+        [4, 11, 31]
+    """
+    cost = getattr(sampler, "compile_cost", DEFAULT_COMPILE_COST)
+    if cost is None:
+        return width_grid(sampler, max_widths)
+    epochs = getattr(sampler, "train_epochs", DEFAULT_TRAIN_EPOCHS)
+    plan = sampler.plan(sampler.epoch)
+    best: tuple[float, int, np.ndarray] | None = None
+    for k in range(1, max_widths + 1):
+        grid = width_grid(sampler, k)
+        if best is not None and grid.size < k:  # no more widths to add: larger k, same grid
+            break
+        widths = plan.widths(grid, sampler.lengths)
+        tokens = int(np.dot(plan.sizes, widths))
+        shapes = len(set(zip(plan.sizes.tolist(), widths.tolist(), strict=True)))
+        total = epochs * tokens + shapes * cost
+        if best is None or (total, tokens) < best[:2]:
+            best = (total, tokens, grid)
+    assert best is not None
+    return best[2]
 
 
 # Candidate widths the exact grid programme of length_grid considers at most (its cost
@@ -363,22 +421,26 @@ def pad_to_rule(pad_to: Any, sampler: BucketSampler, backend: str | None) -> Any
     :func:`resolve_pad_to`, :func:`count_shapes`, ``BucketSampler.report``, ``analyze``).
 
     ``backend`` is :func:`compiling_backend`'s answer: a backend that compiles one program per
-    shape, or None. There ``"auto"`` is a width grid (``"bucket"`` under a token budget), and
-    ``"batch"`` elsewhere; a width grid comes back checked as int64, an int as an int,
-    ``"batch"``/``"bucket"`` as they are.
+    shape, or None. There ``"auto"`` is the width grid the compile budget sizes
+    (:func:`budget_grid`; ``"bucket"`` under a token budget), and ``"batch"`` elsewhere; a width
+    grid comes back checked as int64, an int as an int, ``"batch"``/``"bucket"`` as they are.
 
     Example:
-        >>> from seqprep import BucketSampler
+        >>> from seqprep import BucketSampler, PlanOptions
         >>> s = BucketSampler([2, 3, 5, 9, 12], boundaries=[4, 8, 10], batch_size=2)
         >>> pad_to_rule("auto", s, None), pad_to_rule("auto", s, "jax").tolist()
-        ('batch', [3, 9, 12])
+        ('batch', [12])
+        >>> no_budget = BucketSampler([2, 3, 5, 9, 12], boundaries=[4, 8, 10], batch_size=2,
+        ...                           options=PlanOptions(compile_cost=None))
+        >>> pad_to_rule("auto", no_budget, "jax").tolist()  # the grid of 16 widths at most
+        [3, 9, 12]
     """
     if isinstance(pad_to, str):
         if pad_to != "auto":
             return pad_to
         if backend is None:
             return "batch"
-        return "bucket" if sampler.max_tokens is not None else width_grid(sampler)
+        return "bucket" if sampler.max_tokens is not None else budget_grid(sampler)
     if isinstance(pad_to, (int, np.integer)):
         return int(pad_to)
     pads = np.asarray(sampler.bucket_pad_lengths, np.int64)

@@ -59,6 +59,7 @@ from seqprep.running._stream import (
     TF_KERNEL_OPS,
     EpochStream,
     attach_stream,
+    for_keras_loop,
     stage_digest,
     tf_batches,
     with_cardinality,
@@ -200,7 +201,7 @@ class _BatchSource:
         ds = tf_batches(lambda _: self._filled(rows, splits), _ROWS_SIGNATURE, epoch=0,
                         stream=None)
         ds = ds.map(self._make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return ds.prefetch(tf.data.AUTOTUNE)
+        return for_keras_loop(ds.prefetch(tf.data.AUTOTUNE))
 
     def epoch_dataset(self, plans: dict[int, BatchPlan], stream: EpochStream) -> tf.data.Dataset:
         """One pass per Keras epoch ``e``, playing ``plans[e]`` (a new iterator each epoch,
@@ -216,6 +217,7 @@ class _BatchSource:
         ds = tf_batches(arrays_of, _ROWS_SIGNATURE, epoch=known[0], stream=stream)
         ds = ds.map(self._make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         ds = with_cardinality(ds, stream.batches_per_pass).prefetch(tf.data.AUTOTUNE)
+        ds = for_keras_loop(ds)  # no autotuning thread to join between epochs on JAX, torch
         return attach_stream(ds, stream)  # how seqprep.BackupAndRestore finds the stream
 
     def _make(self, idx: tf.Tensor) -> Any:

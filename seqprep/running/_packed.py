@@ -30,6 +30,7 @@ from seqprep.running._stream import (
     PlanCache,
     attach_stream,
     data_digest,
+    for_keras_loop,
     sampler_identity,
     splits_of,
     tf_batches,
@@ -213,7 +214,7 @@ def packed_dataset(
         return (*batch[:-1], batch[-1] * scale)
 
     ds = slots.map(make_batch, num_parallel_calls=_AUTOTUNE, deterministic=True)
-    ds = with_cardinality(ds, len(sampler) * epochs).prefetch(_AUTOTUNE)
+    ds = for_keras_loop(with_cardinality(ds, len(sampler) * epochs).prefetch(_AUTOTUNE))
     return attach_stream(ds, stream)  # how seqprep.BackupAndRestore finds the stream
 
 

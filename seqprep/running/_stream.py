@@ -35,7 +35,7 @@ from seqprep.inputs._fingerprint import DataDigest
 from seqprep.inputs._masking import _WeightOps
 from seqprep.planning import BucketSampler
 from seqprep.planning._fill import fill_batches
-from seqprep.planning._shapes import compiling_backend, resolve_pad_to
+from seqprep.planning._shapes import compiling_backend, keras_backend, resolve_pad_to
 from seqprep.running._data_parallel import Layout
 from seqprep.running._floatx import keras_floatx
 
@@ -356,6 +356,29 @@ def tf_batches(
         return tf.data.Dataset.range(start, batches).map(element(arrays))
 
     return stream.dataset(epoch_batches)
+
+
+# Keras backends whose trainers read a tf.data dataset from Python, one iterator per epoch.
+_PYTHON_LOOP_BACKENDS = ("jax", "torch")
+
+
+def for_keras_loop(ds: tf.data.Dataset, backend: str | None = None) -> tf.data.Dataset:
+    """``ds`` without tf.data's autotuning thread where Keras reads it from Python (JAX,
+    torch; ``backend``: default this process's Keras backend); unchanged elsewhere.
+
+    Those trainers make a new iterator each epoch and drop the previous one when the next
+    epoch starts. Dropping it joins, with the GIL held, the iterator's autotuning thread, which
+    runs its rounds 10 ms, 20 ms, 40 ms, ... apart: the next epoch's first batch waited for it
+    (measured on JAX, the README tour: 3-28 s in 7 of 11 runs with autotuning, none in 12
+    without; docs/benchmarks.md). Without autotuning the map keeps its parallel calls and the
+    prefetch its buffer; the epochs took the same time in those runs.
+    """
+    name = keras_backend() if backend is None else backend
+    if name not in _PYTHON_LOOP_BACKENDS:
+        return ds
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.with_options(options)
 
 
 def with_cardinality(ds: tf.data.Dataset, expected: int) -> tf.data.Dataset:

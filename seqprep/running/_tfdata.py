@@ -37,6 +37,7 @@ from seqprep.running._stream import (
     PlanCache,
     attach_stream,
     bucket_arrays,
+    for_keras_loop,
     sampler_identity,
     sampler_stage,
     stage_digest,
@@ -122,8 +123,9 @@ def bucketed_dataset(
 
     ``T`` is set by ``pad_to``: ``"auto"`` (the default) is ``"batch"`` on TensorFlow and
     PyTorch and, on JAX (which compiles one program per shape), a width grid of at most 16
-    widths (:func:`seqprep.width_grid`; ``"bucket"`` for a ``max_tokens`` sampler), so that only
-    the first epoch compiles; ``"batch"`` pads to the batch's longest sequence (fewest
+    widths sized by the sampler's compile budget (``PlanOptions(compile_cost=...,
+    train_epochs=...)``; ``"bucket"`` for a ``max_tokens`` sampler), so that only the first
+    epoch compiles; ``"batch"`` pads to the batch's longest sequence (fewest
     padded steps: best on CPU); ``"bucket"`` pads every batch to its bucket's pad length,
     ``sampler.bucket_pad_lengths`` (the longest length in the bucket, so at most
     ``sampler.num_buckets`` widths, for ``jit_compile=True``, which compiles once per shape);
@@ -265,7 +267,7 @@ def bucketed_dataset(
         return batch[0] if len(batch) == 1 else batch
 
     ds = index_ds.map(make_batch, num_parallel_calls=_AUTOTUNE, deterministic=True)
-    ds = with_cardinality(ds, len(sampler) * epochs).prefetch(_AUTOTUNE)
+    ds = for_keras_loop(with_cardinality(ds, len(sampler) * epochs).prefetch(_AUTOTUNE))
     return attach_stream(ds, stream)  # how seqprep.BackupAndRestore finds the stream
 
 

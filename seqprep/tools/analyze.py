@@ -11,8 +11,10 @@ size or token budget, all planned in numpy (no TensorFlow):
   ``tf.data``'s ``bucket_by_sequence_length``, with as many buckets as the next strategy;
 - **seqprep buckets**: :class:`seqprep.BucketSampler` with its default boundaries (an
   ``"optimal"`` :class:`seqprep.Bucketer` under this batch size or token budget);
-- **seqprep for JAX**: the same plan padded to a width grid (:func:`seqprep.width_grid`;
-  per bucket under a token budget), what ``bucketed_dataset(pad_to="auto")`` plays on JAX.
+- **seqprep for JAX**: the same plan padded to the width grid a compile budget sizes
+  (:func:`seqprep.width_grid` of as many widths as pay for their compiles, see
+  :class:`seqprep.PlanOptions`; per bucket under a token budget), what
+  ``bucketed_dataset(pad_to="auto")`` plays on JAX.
 
 Each strategy also reports its distinct ``(rows, width)`` shapes over 10 epochs with a fresh
 order each: what a backend that compiles per shape compiles.
