@@ -209,13 +209,14 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
       checkpoint is written or read).
 
     With a seqprep dataset (:func:`~seqprep.bucketed_dataset` with its default
-    ``reshuffle_each_iteration=True``, :func:`~seqprep.packed_dataset`, or
-    :func:`~seqprep.fit_per_length`) a run continues with the batch right after the last one
-    its checkpoint holds. Validation datasets are never skipped ahead, and a mid-epoch
-    checkpoint is never taken at an epoch's last batch: a run killed during validation
-    resumes before the end of that epoch's training and still validates it, so no epoch
-    loses its ``val_loss``. Checkpoints of an epoch's end are written once every callback has
-    seen that epoch (when the next epoch begins, or when training ends).
+    ``reshuffle_each_iteration=True``, :func:`~seqprep.packed_dataset`,
+    :func:`~seqprep.fit_per_length`, :func:`~seqprep.distributed_bucketed_dataset` under
+    ``MirroredStrategy``: steps, not a pipeline's batches, are counted) a run continues with
+    the step right after the last one its checkpoint holds. Validation datasets are never
+    skipped ahead, and a mid-epoch checkpoint is never taken at an epoch's last batch: a run
+    killed during validation resumes before the end of that epoch's training and still
+    validates it, so no epoch loses its ``val_loss``. Checkpoints of an epoch's end are
+    written once every callback has seen that epoch (when the next epoch begins, or at the end).
 
     A restart is refused with a ``ValueError`` that names ``backup_dir``, says what is wrong
     and how to fix it, when the checkpoint was written for other data (another sampler, or
@@ -706,9 +707,8 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
                 self._find_training()
         steps = keras_steps = self.params.get("steps")
         if self._training is not None and self._training.batches_per_step > 1:
-            # Keras counts a DistributedDataset's batches as steps: for a pipeline of several
-            # replicas it would run a step past the data, which fails but still advances the
-            # optimizer's iteration count (Adam's bias correction, schedules).
+            # Keras counts a replica pipeline's batches as steps: its step past the data fails
+            # but still advances optimizer.iterations (Adam's bias correction, schedules).
             steps = self._training.steps_per_pass
         last = bool(steps) and done >= steps
         overrun = last and (keras_steps or 0) > steps

@@ -171,12 +171,12 @@ class EpochStream:
         batches_per_step: int = 1,
     ) -> None:
         batches_per_step = check_int("batches_per_step", batches_per_step, minimum=1)
-        if batches_per_epoch % batches_per_step:
+        if batches_per_epoch % batches_per_step:  # an epoch is a whole number of steps
             raise ValueError(
-                f"Argument `batches_per_step` must divide `batches_per_epoch`: an epoch is a "
-                f"whole number of steps. Received: batches_per_step={batches_per_step}, "
-                f"batches_per_epoch={batches_per_epoch}\n- Pass the number of batches one "
-                "training step consumes (one per local replica)."
+                f"Argument `batches_per_step` must divide `batches_per_epoch`. Received: "
+                f"batches_per_step={batches_per_step}, batches_per_epoch={batches_per_epoch}"
+                "\n- Pass the number of batches one training step consumes (one per local "
+                "replica)."
             )
         self.base, self.step, self.epochs = base, step, epochs
         self.batches_per_epoch = batches_per_epoch
