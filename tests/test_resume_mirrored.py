@@ -1,7 +1,8 @@
 """seqprep.BackupAndRestore mid-epoch under ``MirroredStrategy``: one input pipeline feeds two
-replicas (2 logical CPUs), so a training step consumes two of the pipeline's batches. A run
-killed mid-epoch (``os._exit``) and started again ends with the weights of an uninterrupted run,
-and every example is trained exactly once per epoch, on ``distributed_bucketed_dataset`` and on
+replicas (2 logical CPUs), so a training step consumes two of the pipeline's batches. A run of
+a model with Dropout killed mid-epoch and started again ends with the weights of an
+uninterrupted run, and every example is trained exactly once per epoch, on
+``distributed_bucketed_dataset`` and on
 ``strategy.distribute_datasets_from_function(replica_dataset_fn(...))``.
 
 The jobs run in tests/_resume_mirrored_worker.py, in two processes (two TensorFlow imports):
