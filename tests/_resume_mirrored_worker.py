@@ -6,8 +6,10 @@ Usage: ``python _resume_mirrored_worker.py JOBS_JSON``: a list of jobs run one a
 in this process (logical devices must be set before TensorFlow initialises, so this runs in a
 fresh interpreter). A job is ``{"route", "backup", "out", "kill"}``:
 
-* ``route``: ``"distributed"`` (``sp.distributed_bucketed_dataset``) or ``"from_function"``
-  (``strategy.distribute_datasets_from_function(sp.replica_dataset_fn(...))``);
+* ``route``: ``"distributed"`` (``sp.distributed_bucketed_dataset``, passed to the callback as
+  ``dataset=``) or ``"from_function"``
+  (``strategy.distribute_datasets_from_function(sp.replica_dataset_fn(...))``, found among the
+  live epoch streams);
 * ``kill``: ``null`` (run to the end) or ``[epoch, batch, how]``: after the ``batch``-th
   (1-based) training step of Keras epoch ``epoch``, end the process with ``os._exit``
   (``how="exit"``) or raise :class:`Killed` out of ``fit`` (``"raise"``: the next job runs
@@ -119,10 +121,11 @@ def run(strategy, job: dict) -> keras.Model:
         model = build(steps)
     if job["route"] == "distributed":
         dd = sp.distributed_bucketed_dataset(strategy, x, y, sampler=sampler_of(x))
-    else:
+        backup = sp.BackupAndRestore(job["backup"], save_freq=SAVE_FREQ, dataset=dd)
+    else:  # found among sp.live_epoch_streams()
         dd = strategy.distribute_datasets_from_function(
             sp.replica_dataset_fn(x, y, sampler=sampler_of(x)))
-    backup = sp.BackupAndRestore(job["backup"], save_freq=SAVE_FREQ)
+        backup = sp.BackupAndRestore(job["backup"], save_freq=SAVE_FREQ)
     model.fit(dd, epochs=EPOCHS, callbacks=[backup, steps], verbose=0, shuffle=False)
     return model
 

@@ -285,6 +285,23 @@ def test_replica_pipeline_resumes_at_a_step():
             np.testing.assert_array_equal(got[1], want[1])
 
 
+def test_distributed_bucketed_dataset_is_found_by_its_epoch_stream():
+    """``BackupAndRestore(dataset=dd)`` finds the pass counter of the process's pipeline."""
+    src, dec_in, dec_out = pair_data(12, seed=1)
+    sampler = two_d_sampler(src, dec_in, batch_size=4, seed=0)
+    strategy = tf.distribute.get_strategy()
+    dd = sp.distributed_bucketed_dataset(strategy, {"enc": src, "dec": dec_in}, dec_out,
+                                         sampler=sampler)
+    stream = sp.epoch_stream(dd)
+    assert (stream.batches_per_step, stream.steps_per_pass) == (1, len(sampler))
+    assert any(s is stream for s in sp.live_epoch_streams())
+    fixed = sp.distributed_bucketed_dataset(strategy, {"enc": src, "dec": dec_in}, dec_out,
+                                            sampler=sampler,
+                                            options=sp.Options(reshuffle_each_iteration=False))
+    with pytest.raises(ValueError, match="distributed_bucketed_dataset"):
+        sp.epoch_stream(fixed)
+
+
 @pytest.mark.slow
 def test_mirrored_strategy_trains_a_dict_input_model_on_aligned_fields():
     """MirroredStrategy over 2 logical CPUs (a subprocess): ``distributed_bucketed_dataset``

@@ -261,12 +261,22 @@ def attach_stream(dataset: Any, stream: EpochStream | None) -> Any:
     return dataset
 
 
+def find_stream(dataset: Any) -> EpochStream | None:
+    """The :class:`EpochStream` ``dataset`` plays, or None (see :func:`epoch_stream`)."""
+    try:
+        return _STREAMS.get(dataset)
+    except TypeError:  # not hashable: not a dataset seqprep built
+        return None
+
+
 def epoch_stream(dataset: Any) -> EpochStream:
     """The :class:`EpochStream` (pass counter) a seqprep dataset plays.
 
     The hook :class:`seqprep.BackupAndRestore` resumes through, for a dataset built by
     :func:`seqprep.bucketed_dataset` (``reshuffle_each_iteration=True``, the default, or
-    ``epochs > 1``) or :func:`seqprep.packed_dataset`. The lookup is by the dataset object as
+    ``epochs > 1``), :func:`seqprep.packed_dataset` or
+    :func:`seqprep.distributed_bucketed_dataset` (the stream of this process's input pipeline,
+    when it has one). The lookup is by the dataset object as
     the builder returned it; a dataset derived from it (``ds.map(...)``) keeps it, and its
     stream, alive (:func:`live_epoch_streams` still lists it) but is another object.
 
@@ -289,16 +299,14 @@ def epoch_stream(dataset: Any) -> EpochStream:
         >>> stream.batches_per_pass, stream.identity["first_epoch"]
         (2, 0)
     """
-    try:
-        stream = _STREAMS.get(dataset)
-    except TypeError:  # not hashable: not a dataset seqprep built
-        stream = None
+    stream = find_stream(dataset)
     if stream is None:
         raise ValueError(
             "Argument `dataset` must be a seqprep dataset that plays a new sampler epoch per "
             f"pass. Received: dataset of type {type(dataset).__name__}\n"
-            "- Pass the dataset returned by `bucketed_dataset(...)` or `packed_dataset(...)` "
-            "(with reshuffle_each_iteration=True, the default), as given to `fit`."
+            "- Pass the dataset returned by `bucketed_dataset(...)`, `packed_dataset(...)` or "
+            "`distributed_bucketed_dataset(...)` (with reshuffle_each_iteration=True, the "
+            "default), as given to `fit`."
         )
     return stream
 
