@@ -276,9 +276,9 @@ def epoch_stream(dataset: Any) -> EpochStream:
     :func:`seqprep.bucketed_dataset` (``reshuffle_each_iteration=True``, the default, or
     ``epochs > 1``), :func:`seqprep.packed_dataset` or
     :func:`seqprep.distributed_bucketed_dataset` (the stream of this process's input pipeline,
-    when it has one). The lookup is by the dataset object as
-    the builder returned it; a dataset derived from it (``ds.map(...)``) keeps it, and its
-    stream, alive (:func:`live_epoch_streams` still lists it) but is another object.
+    when it has one). The lookup is by the dataset object as the builder returned it; a
+    dataset derived from it (``ds.map(...)``) keeps it, and its stream, alive
+    (:func:`live_epoch_streams` still lists it) but is another object.
 
     Args:
         dataset: the dataset as a seqprep builder returned it.
