@@ -258,8 +258,9 @@ def test_replica_dataset_fn_one_d_sampler_aligns_its_field(as_tuple):
 
 
 def test_replica_pipeline_resumes_at_a_step():
-    """A pipeline's dataset resumed at step ``s`` (``s`` x its local replicas elements, through
-    its epoch stream) plays every local replica's batches from step ``s`` on."""
+    """A pipeline's dataset resumed at training step ``s`` through its epoch stream (the unit
+    Keras and BackupAndRestore count) plays every local replica's batches from step ``s`` on:
+    it skips ``s`` x its local replicas elements, so no replica gets another's batch."""
     n = 45
     src, dec_in, dec_out = pair_data(n, seed=4)
     sampler = two_d_sampler(src, dec_in, batch_size=6, seed=2)
@@ -271,7 +272,9 @@ def test_replica_pipeline_resumes_at_a_step():
     for step in (1, steps - 1):
         ds = _pipeline(fn, 0, ctx["num_pipelines"], ctx["num_replicas"])
         stream = sp.epoch_stream(ds)
-        stream.resume_at(0, step * 2)
+        assert (stream.batches_per_step, stream.steps_per_pass) == (2, steps)
+        assert stream.batches_per_pass == len(full) == int(ds.cardinality())
+        stream.resume_at(0, step)
         stream.drive(0)
         # A resumed pass is shorter than the cardinality Keras is told (Keras ends it, as
         # BackupAndRestore does): read its remaining batches.
@@ -281,6 +284,23 @@ def test_replica_pipeline_resumes_at_a_step():
             for name in ("enc", "dec"):
                 np.testing.assert_array_equal(got[0][name], want[0][name])
             np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_distributed_bucketed_dataset_is_found_by_its_epoch_stream():
+    """``BackupAndRestore(dataset=dd)`` finds the pass counter of the process's pipeline."""
+    src, dec_in, dec_out = pair_data(12, seed=1)
+    sampler = two_d_sampler(src, dec_in, batch_size=4, seed=0)
+    strategy = tf.distribute.get_strategy()
+    dd = sp.distributed_bucketed_dataset(strategy, {"enc": src, "dec": dec_in}, dec_out,
+                                         sampler=sampler)
+    stream = sp.epoch_stream(dd)
+    assert (stream.batches_per_step, stream.steps_per_pass) == (1, len(sampler))
+    assert any(s is stream for s in sp.live_epoch_streams())
+    fixed = sp.distributed_bucketed_dataset(strategy, {"enc": src, "dec": dec_in}, dec_out,
+                                            sampler=sampler,
+                                            options=sp.Options(reshuffle_each_iteration=False))
+    with pytest.raises(ValueError, match="distributed_bucketed_dataset"):
+        sp.epoch_stream(fixed)
 
 
 @pytest.mark.slow

@@ -561,6 +561,64 @@ def test_read_lengths_column_and_npy(tmp_path):
     assert out.dtype == np.int64 and out.tolist() == [4, 5]
 
 
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_read_lengths_of_several_fields_feed_a_2d_sampler(tmp_path, suffix, monkeypatch):
+    """A list of columns gives a dict keyed by column, a dict of columns one keyed by field:
+    each array is that column, read alone (with the columns asked, nothing else), and the dict
+    plans the 2-D buckets the arrays do."""
+    rng = np.random.default_rng(3)
+    table = pd.DataFrame({"src_len": rng.integers(1, 30, 40), "note": ["x"] * 40,
+                          "tgt_len": rng.integers(0, 20, 40)})
+    path = tmp_path / f"pairs.{suffix}"
+    if suffix == "csv":
+        table.to_csv(path, index=False)
+    else:
+        pytest.importorskip("pyarrow")
+        table.to_parquet(path)
+    asked = []
+    original = pd.read_parquet if suffix == "parquet" else pd.read_csv
+    monkeypatch.setattr(pd, f"read_{suffix}", lambda *a, **kw: asked.append(
+        kw.get("columns", kw.get("usecols"))) or original(*a, **kw))
+    by_column = read_lengths(path, column=["tgt_len", "src_len"])
+    by_field = read_lengths(path, column={"enc": "src_len", "dec": "tgt_len"})
+    assert [list(c) for c in asked if c is not None] == [["tgt_len", "src_len"],
+                                                         ["src_len", "tgt_len"]]
+    assert list(by_column) == ["tgt_len", "src_len"] and list(by_field) == ["enc", "dec"]
+    for name, field in (("src_len", "enc"), ("tgt_len", "dec")):
+        want = table[name].to_numpy()
+        for got in (by_column[name], by_field[field]):
+            assert got.dtype == np.int64
+            np.testing.assert_array_equal(got, want)
+    assert read_lengths(path, column=["src_len"])["src_len"].tolist() == table.src_len.tolist()
+    planned = seqprep.BucketSampler(by_field, batch_size=8, seed=0)
+    direct = seqprep.BucketSampler({"enc": table.src_len.to_numpy(),
+                                    "dec": table.tgt_len.to_numpy()}, batch_size=8, seed=0)
+    assert planned.field_names == ("enc", "dec")
+    assert [b.tolist() for b in planned.batches(1)] == [b.tolist() for b in direct.batches(1)]
+
+
+def test_read_lengths_of_several_fields_errors(tmp_path):
+    path = tmp_path / "pairs.csv"
+    pd.DataFrame({"src_len": [3, 2], "tgt_len": [1, -1]}).to_csv(path, index=False)
+    with pytest.raises(ValueError, match=r"`column` names a column that is not in file .*"
+                                         r"'dec_len'(?s:.*)Columns in .*src_len"):
+        read_lengths(path, column={"enc": "src_len", "dec": "dec_len"})
+    with pytest.raises(ValueError, match=r"`column` names a column that is not in file"):
+        read_lengths(path, column=["src_len", "nope"])
+    with pytest.raises(ValueError, match=r"column 'tgt_len' of file .* negative"):
+        read_lengths(path, column=["src_len", "tgt_len"])
+    with pytest.raises(ValueError, match=r"`column` names column 'src_len' twice(?s:.*)"
+                                         r"Received: column=\['src_len', 'src_len'\]"):
+        read_lengths(path, column=["src_len", "src_len"])
+    with pytest.raises(ValueError, match=r"`column` names column 'src_len' twice"):
+        read_lengths(path, column={"a": "src_len", "b": "src_len"})
+    for empty in ([], {}):
+        with pytest.raises(ValueError, match=r"`column` is empty"):
+            read_lengths(path, column=empty)
+    with pytest.raises(ValueError, match=r"Received both"):
+        read_lengths(path, id="src_len", column=["tgt_len"])
+
+
 @pytest.mark.parametrize(
     ("values", "error", "pattern"),
     [

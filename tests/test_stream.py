@@ -96,6 +96,7 @@ def test_epoch_stream_is_found_from_the_dataset():
     stream = sp.epoch_stream(ds)
     assert isinstance(stream, sp.EpochStream)
     assert stream.batches_per_pass == len(sampler) and stream.identity["first_epoch"] == 3
+    assert (stream.batches_per_step, stream.steps_per_pass) == (1, len(sampler))
     assert stream.identity["fingerprint"] == sampler.state_dict()["fingerprint"]
     assert stream.data is not None
     assert any(s is stream for s in sp.live_epoch_streams())
@@ -107,6 +108,18 @@ def test_epoch_stream_is_found_from_the_dataset():
     got = _rows([xb.numpy() for xb in itertools.islice(iter(ds), len(want))])
     assert got == want
     stream.release()
+
+
+def test_epoch_stream_positions_are_training_steps():
+    """A stream whose training step consumes several batches (a pipeline of local replicas)
+    takes and reports positions in steps, and skips that many batches per step."""
+    stream = sp.EpochStream(0, 1, 2, 6, {"seed": 0}, batches_per_step=3)
+    assert (stream.batches_per_pass, stream.steps_per_pass) == (12, 4)
+    stream.resume_at(4, 3)
+    stream.drive(4)
+    assert stream.start().tolist() == [4, 9] and stream.skip_of(4) == 3
+    with pytest.raises(ValueError, match="`batches_per_step` must divide"):
+        sp.EpochStream(0, 1, 1, 5, {"seed": 0}, batches_per_step=2)
 
 
 def test_packed_dataset_and_fit_streams():

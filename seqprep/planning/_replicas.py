@@ -27,7 +27,7 @@ from seqprep.planning._plan import BatchPlan
 from seqprep.planning._protocol import EpochPlanner
 from seqprep.planning._sampler import BucketSampler
 
-__all__ = ["ReplicaPadTo", "ReplicaPlanner", "replica_plans"]
+__all__ = ["ReplicaPadTo", "ReplicaPlanner", "batches_per_step", "replica_plans"]
 
 ReplicaPadTo = Literal["step", "bucket"]
 _GLOBAL_FIX = (
@@ -286,6 +286,7 @@ class _LocalReplicasSampler(BucketSampler):
         super().__init__(args.lengths, **args.sampler_kwargs(num_replicas, first))
         self._shards = [args.shard(num_replicas, k) for k in range(num_replicas)]
         self._local = range(first, first + count)
+        self.local_replicas = count
         self._pad_to = pad_to
         self._merged: BatchPlan | None = None
 
@@ -309,3 +310,29 @@ class _LocalReplicasSampler(BucketSampler):
 
     def __len__(self) -> int:
         return super().__len__() * len(self._local)
+
+
+def batches_per_step(planner: Any) -> int:
+    """How many of ``planner``'s batches one training step consumes: the one rule of what a
+    "step" is for a pipeline that feeds several replicas.
+
+    A step is one synchronous update of the model, the unit Keras counts (``batch`` in its
+    callbacks, ``BackupAndRestore``'s saved step). The input pipeline of ``k`` local replicas
+    (:class:`_LocalReplicasSampler`, ``MirroredStrategy`` on one machine) hands its batches
+    to the replicas in turn, so a step consumes ``k`` of them; every other planner plays one
+    batch per step. A position "after step ``s``" is batch ``s * batches_per_step`` of the
+    pipeline's pass, the same step whatever the number of replicas per pipeline.
+
+    Args:
+        planner: a planner, or a :class:`~seqprep.running._stream.PlanCache` of one.
+
+    Returns:
+        The batches per step (``>= 1``).
+
+    Example:
+        >>> from seqprep import BucketSampler
+        >>> batches_per_step(BucketSampler([1, 2, 3, 4], batch_size=2))
+        1
+    """
+    planner = getattr(planner, "planner", planner)  # a PlanCache: the planner it caches
+    return planner.local_replicas if isinstance(planner, _LocalReplicasSampler) else 1

@@ -203,10 +203,10 @@ def read_lengths(
     path: PathLike,
     *,
     id: Hashable | None = None,
-    column: Hashable | None = None,
+    column: Hashable | list[Hashable] | Mapping[Hashable, Hashable] | None = None,
     format: Format | None = None,
     read_options: Mapping[str, Any] | None = None,
-) -> np.ndarray:
+) -> np.ndarray | dict[Hashable, np.ndarray]:
     """Read sequence lengths from a file without loading the sequences' values.
 
     Three layouts are understood:
@@ -215,25 +215,31 @@ def read_lengths(
       read and the lengths are the number of rows per id, in order of first appearance (the
       order :func:`read_sequences` uses by default);
     - a CSV/Parquet table with a column of lengths: pass ``column`` (or neither, for a table
-      of that one column); only that column is read;
+      of that one column); only that column is read. For examples of several fields (an
+      encoder–decoder pair), pass a list of columns or a dict ``{field: column}``: one length
+      array per field, as the dict :class:`~seqprep.BucketSampler` takes for 2-D buckets;
     - a ``.npy`` file holding a 1-D integer array of lengths: pass neither.
 
     Args:
         path: the file.
         id: id column of a long-format table.
-        column: column of lengths.
+        column: column of lengths; a list of columns, or a dict of field names to columns,
+            for several fields (a tuple is one column name, as pandas spells a MultiIndex
+            column).
         format: ``"csv"``, ``"parquet"`` or ``"npy"``; default: from the file suffix.
         read_options: extra keyword arguments for ``pandas.read_csv`` / ``read_parquet``.
 
     Returns:
-        A 1-D int64 array of non-negative lengths.
+        A 1-D int64 array of non-negative lengths; for a list or dict ``column``, a dict of
+        them keyed by column (list) or by field (dict), in the order given.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
         ImportError: the file is Parquet and pyarrow is not installed.
-        ValueError: the file is empty, the column is missing, holds missing, non-integer or
-            negative values, or ``id``/``column`` do not fit the layout (both, or neither for a
-            table of several columns; either for ``.npy``).
+        ValueError: the file is empty, a column is missing, holds missing, non-integer or
+            negative values, ``column`` is an empty list or dict or names a column twice, or
+            ``id``/``column`` do not fit the layout (both, or neither for a table of several
+            columns; either for ``.npy``).
         TypeError: the lengths are not integers (floats, text).
 
     Example:
@@ -247,6 +253,11 @@ def read_lengths(
         >>> np.save(os.path.join(folder, "lengths.npy"), np.array([5, 0, 2]))
         >>> read_lengths(os.path.join(folder, "lengths.npy")).tolist()
         [5, 0, 2]
+        >>> pairs = os.path.join(folder, "pairs.csv")
+        >>> pd.DataFrame({"src_len": [4, 2], "tgt_len": [3, 5]}).to_csv(pairs, index=False)
+        >>> lengths = read_lengths(pairs, column={"enc": "src_len", "dec": "tgt_len"})
+        >>> {k: v.tolist() for k, v in lengths.items()}
+        {'enc': [4, 2], 'dec': [3, 5]}
     """
     resolved, format = _resolve(path, format, ("csv", "parquet", "npy"))
     where = f"file {str(path)!r}"
@@ -299,8 +310,34 @@ def read_lengths(
         codes, uniques = pd.factorize(ids)
         return np.bincount(codes, minlength=len(uniques)).astype(np.int64)
 
-    df = _read_columns(resolved, format, {"column": [column]}, read_options)
-    return _checked_lengths(df[column], where, f"column {column!r}", np.arange(len(df)))
+    fields = _length_fields(column)
+    if fields is None:
+        df = _read_columns(resolved, format, {"column": [column]}, read_options)
+        return _checked_lengths(df[column], where, f"column {column!r}", np.arange(len(df)))
+    df = _read_columns(resolved, format, {"column": list(fields.values())}, read_options)
+    rows = np.arange(len(df))
+    return {field: _checked_lengths(df[col], where, f"column {col!r}", rows)
+            for field, col in fields.items()}
+
+
+def _length_fields(column: Any) -> dict[Hashable, Hashable] | None:
+    """``{field: column}`` for a list or dict ``column`` of ``read_lengths`` (None for one
+    column), after checking that it names at least one column, and none twice."""
+    if isinstance(column, Mapping):
+        names = list(column.values())
+    elif isinstance(column, list):
+        names = list(column)
+    else:
+        return None
+    twice = [c for i, c in enumerate(names) if c in names[:i]]
+    if not names or twice:
+        problem = f"names column {twice[0]!r} twice" if twice else "is empty"
+        raise ValueError(
+            f"Argument `column` {problem}: it must name one length column per field. "
+            f"Received: column={column!r}\n- Pass each field's length column once, e.g. "
+            'column={"encoder": "src_len", "decoder": "tgt_len"}.'
+        )
+    return dict(column) if isinstance(column, Mapping) else {c: c for c in names}
 
 
 def _checked_lengths(values: Any, where: str, what: str, rows: np.ndarray) -> np.ndarray:

@@ -209,13 +209,14 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
       checkpoint is written or read).
 
     With a seqprep dataset (:func:`~seqprep.bucketed_dataset` with its default
-    ``reshuffle_each_iteration=True``, :func:`~seqprep.packed_dataset`, or
-    :func:`~seqprep.fit_per_length`) a run continues with the batch right after the last one
-    its checkpoint holds. Validation datasets are never skipped ahead, and a mid-epoch
-    checkpoint is never taken at an epoch's last batch: a run killed during validation
-    resumes before the end of that epoch's training and still validates it, so no epoch
-    loses its ``val_loss``. Checkpoints of an epoch's end are written once every callback has
-    seen that epoch (when the next epoch begins, or when training ends).
+    ``reshuffle_each_iteration=True``, :func:`~seqprep.packed_dataset`,
+    :func:`~seqprep.fit_per_length`, :func:`~seqprep.distributed_bucketed_dataset` under
+    ``MirroredStrategy``: steps, not a pipeline's batches, are counted) a run continues with
+    the step right after the last one its checkpoint holds. Validation datasets are never
+    skipped ahead, and a mid-epoch checkpoint is never taken at an epoch's last batch: a run
+    killed during validation resumes before the end of that epoch's training and still
+    validates it, so no epoch loses its ``val_loss``. Checkpoints of an epoch's end are
+    written once every callback has seen that epoch (when the next epoch begins, or at the end).
 
     A restart is refused with a ``ValueError`` that names ``backup_dir``, says what is wrong
     and how to fix it, when the checkpoint was written for other data (another sampler, or
@@ -639,10 +640,10 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         if not same_data:
             self._refuse_data(meta["data"], matching)
         step = meta["step"]
-        if step >= same_data[0].batches_per_pass:
+        if step >= same_data[0].steps_per_pass:
             self._refuse(
                 f"its step {step} is impossible: an epoch of the training dataset has "
-                f"{same_data[0].batches_per_pass} batches (edited metadata?)."
+                f"{same_data[0].steps_per_pass} batches (training steps; edited metadata?)."
             )
         if step and getattr(self.model, "steps_per_execution", 1) != 1:
             raise ValueError(
@@ -704,13 +705,19 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
                 # Looked for in the first epoch only: later, a validation dataset's next pass
                 # may start at the same time (Keras makes an iterator ahead after evaluate).
                 self._find_training()
-        steps = self.params.get("steps")
+        steps = keras_steps = self.params.get("steps")
+        if self._training is not None and self._training.batches_per_step > 1:
+            # Keras counts a replica pipeline's batches as steps: its step past the data fails
+            # but still advances optimizer.iterations (Adam's bias correction, schedules).
+            steps = self._training.steps_per_pass
         last = bool(steps) and done >= steps
-        if offset and last and not self._model.stop_training:
-            # The resumed epoch is shorter: end it here (the dataset has no more batches).
+        overrun = last and (keras_steps or 0) > steps
+        if last and (offset or overrun) and not self._model.stop_training:
+            # The resumed epoch is shorter, or Keras would run past the data: end it here.
             self._model.stop_training = True
             self._stop_owned = True
-            _kp.draw_as_iterator_ahead()  # what Keras draws after an epoch's last batch
+            if not overrun:
+                _kp.draw_as_iterator_ahead()  # what Keras draws after an epoch's last batch
         if self.save_freq != "epoch" and self._since_save >= self.save_freq and not last:
             # Never at an epoch's last batch: the epoch-end checkpoint follows validation.
             self._pending_save = True
@@ -742,7 +749,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         if self._explicit is not None:
             self._training = self._explicit
             return
-        steps = self.params.get("steps")
+        steps = self.params.get("steps")  # the dataset's cardinality: batches, not steps
         fresh = {
             id(p): p for p in getattr(self, "_passes", [])
             if p.started > self._started.get(id(p), 0) and p.batches_per_pass == steps

@@ -61,6 +61,7 @@ from seqprep.readers._parquet import (
     iter_parquet_sequences,
 )
 from seqprep.running import _keras_private as _kp
+from seqprep.running._stream import attach_stream, find_stream
 from seqprep.running._tfdata import BUCKETED_READS, bucketed_dataset
 
 __all__ = [
@@ -295,7 +296,17 @@ def distributed_bucketed_dataset(
     """
     fn = replica_dataset_fn(x, y, sampler=sampler, epoch=epoch, padding=padding, pad_to=pad_to,
                             **kwargs)
-    return strategy.distribute_datasets_from_function(fn)
+    built: list[tf.data.Dataset] = []
+
+    def dataset_fn(input_context: tf.distribute.InputContext) -> tf.data.Dataset:
+        built.append(fn(input_context))
+        return built[-1]
+
+    distributed = strategy.distribute_datasets_from_function(dataset_fn)
+    streams = [s for s in map(find_stream, built) if s is not None]
+    if len(streams) == 1:  # this process's one pipeline: BackupAndRestore(dataset=...) finds it
+        attach_stream(distributed, streams[0])
+    return distributed
 
 
 def _cardinality(dataset: Any) -> int:

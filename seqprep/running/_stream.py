@@ -29,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import tensorflow as tf
 
+from seqprep._core.checks import check_int
 from seqprep.inputs import _kernel
 from seqprep.inputs import _stage as _inputs
 from seqprep.inputs._fingerprint import DataDigest
@@ -134,15 +135,24 @@ class EpochStream:
     Counting (alone): pass ``k`` plays epochs ``base + k * step ..`` (``step`` is 0 for a
     dataset that replays the same epochs). Driven (by :class:`seqprep.BackupAndRestore` or
     ``fit_per_length``, at the start of each Keras epoch): every pass that starts plays pass
-    ``index`` from batch ``skip`` of the pass, and reading does not consume it, so iterators
-    that Keras makes and throws away between epochs cannot shift the epochs.
+    ``index`` from training step ``skip`` of the pass, and reading does not consume it, so
+    iterators that Keras makes and throws away between epochs cannot shift the epochs.
+
+    Positions are training steps, the unit Keras counts: a dataset that feeds several
+    replicas (the input pipeline of ``MirroredStrategy``'s local replicas) plays
+    ``batches_per_step`` batches per step, one per replica, and a pass resumed at step ``s``
+    starts at its batch ``s * batches_per_step`` (see
+    :func:`seqprep.planning._replicas.batches_per_step`).
 
     Attributes:
         base: the planner epoch of the first pass.
         step: planner epochs from one pass to the next (0: every pass replays).
         epochs: planner epochs per pass.
-        batches_per_epoch: batches of one planner epoch.
-        batches_per_pass: ``batches_per_epoch * epochs``.
+        batches_per_epoch: batches of one planner epoch (the dataset's elements).
+        batches_per_pass: ``batches_per_epoch * epochs`` (the dataset's cardinality).
+        batches_per_step: batches one training step consumes (1 but for a pipeline of
+            several replicas).
+        steps_per_pass: ``batches_per_pass // batches_per_step``: training steps per pass.
         identity: what a checkpoint must find again for its step to mean the same batches
             (the planner's fingerprint, seed and shard, the first epoch, epochs per pass).
         data: digests of the data the passes play (checked by ``BackupAndRestore``), or None.
@@ -158,11 +168,22 @@ class EpochStream:
     """
 
     def __init__(
-        self, base: int, step: int, epochs: int, batches_per_epoch: int, identity: dict[str, Any]
+        self, base: int, step: int, epochs: int, batches_per_epoch: int, identity: dict[str, Any],
+        batches_per_step: int = 1,
     ) -> None:
+        batches_per_step = check_int("batches_per_step", batches_per_step, minimum=1)
+        if batches_per_epoch % batches_per_step:  # an epoch is a whole number of steps
+            raise ValueError(
+                f"Argument `batches_per_step` must divide `batches_per_epoch`. Received: "
+                f"batches_per_step={batches_per_step}, batches_per_epoch={batches_per_epoch}"
+                "\n- Pass the number of batches one training step consumes (one per local "
+                "replica)."
+            )
         self.base, self.step, self.epochs = base, step, epochs
         self.batches_per_epoch = batches_per_epoch
         self.batches_per_pass = batches_per_epoch * epochs
+        self.batches_per_step = batches_per_step
+        self.steps_per_pass = self.batches_per_pass // batches_per_step
         self.identity = {**identity, "first_epoch": base, "epochs_per_pass": epochs,
                          "reshuffle_each_iteration": step != 0}
         self._next = 0
@@ -182,10 +203,11 @@ class EpochStream:
                 index, skip = self._next, 0
                 self._next += 1
             self.started += 1
-        return np.array([self.base + index * self.step, skip], np.int64)
+        return np.array([self.base + index * self.step, skip * self.batches_per_step], np.int64)
 
     def resume_at(self, index: int, skip: int) -> None:
-        """Make the pass that plays Keras epoch ``index`` start at its batch ``skip``."""
+        """Make the pass that plays Keras epoch ``index`` start at its training step ``skip``
+        (its batch ``skip * batches_per_step``)."""
         with self._lock:
             self._pending = (int(index), int(skip))
 
@@ -203,7 +225,7 @@ class EpochStream:
             self._pending = None
 
     def skip_of(self, index: int) -> int:
-        """Batches the pass of Keras epoch ``index`` leaves out (resumed mid-epoch)."""
+        """Training steps the pass of Keras epoch ``index`` leaves out (resumed mid-epoch)."""
         pending = self._pending
         return pending[1] if pending is not None and pending[0] == index else 0
 
@@ -240,14 +262,24 @@ def attach_stream(dataset: Any, stream: EpochStream | None) -> Any:
     return dataset
 
 
+def find_stream(dataset: Any) -> EpochStream | None:
+    """The :class:`EpochStream` ``dataset`` plays, or None (see :func:`epoch_stream`)."""
+    try:
+        return _STREAMS.get(dataset)
+    except TypeError:  # not hashable: not a dataset seqprep built
+        return None
+
+
 def epoch_stream(dataset: Any) -> EpochStream:
     """The :class:`EpochStream` (pass counter) a seqprep dataset plays.
 
     The hook :class:`seqprep.BackupAndRestore` resumes through, for a dataset built by
     :func:`seqprep.bucketed_dataset` (``reshuffle_each_iteration=True``, the default, or
-    ``epochs > 1``) or :func:`seqprep.packed_dataset`. The lookup is by the dataset object as
-    the builder returned it; a dataset derived from it (``ds.map(...)``) keeps it, and its
-    stream, alive (:func:`live_epoch_streams` still lists it) but is another object.
+    ``epochs > 1``), :func:`seqprep.packed_dataset` or
+    :func:`seqprep.distributed_bucketed_dataset` (the stream of this process's input pipeline,
+    when it has one). The lookup is by the dataset object as the builder returned it; a
+    dataset derived from it (``ds.map(...)``) keeps it, and its stream, alive
+    (:func:`live_epoch_streams` still lists it) but is another object.
 
     Args:
         dataset: the dataset as a seqprep builder returned it.
@@ -268,16 +300,14 @@ def epoch_stream(dataset: Any) -> EpochStream:
         >>> stream.batches_per_pass, stream.identity["first_epoch"]
         (2, 0)
     """
-    try:
-        stream = _STREAMS.get(dataset)
-    except TypeError:  # not hashable: not a dataset seqprep built
-        stream = None
+    stream = find_stream(dataset)
     if stream is None:
         raise ValueError(
             "Argument `dataset` must be a seqprep dataset that plays a new sampler epoch per "
             f"pass. Received: dataset of type {type(dataset).__name__}\n"
-            "- Pass the dataset returned by `bucketed_dataset(...)` or `packed_dataset(...)` "
-            "(with reshuffle_each_iteration=True, the default), as given to `fit`."
+            "- Pass the dataset returned by `bucketed_dataset(...)`, `packed_dataset(...)` or "
+            "`distributed_bucketed_dataset(...)` (with reshuffle_each_iteration=True, the "
+            "default), as given to `fit`."
         )
     return stream
 

@@ -29,6 +29,7 @@ from seqprep.inputs import _stage_fields
 from seqprep.inputs._padding import Side
 from seqprep.inputs._targets import Targets
 from seqprep.planning import BucketSampler
+from seqprep.planning._replicas import batches_per_step
 from seqprep.running._data_parallel import Layout, resolve_data_parallel
 from seqprep.running._stream import (
     TF_KERNEL_OPS,
@@ -72,7 +73,8 @@ def _index_dataset(
     stream = None
     if epochs > 1 or reshuffle_each_iteration:
         step = epochs if reshuffle_each_iteration else 0
-        stream = EpochStream(epoch, step, epochs, len(sampler), sampler_identity(sampler))
+        stream = EpochStream(epoch, step, epochs, len(sampler), sampler_identity(sampler),
+                             batches_per_step(sampler))
     width_shape = [None] if stage.single else [None, len(stage.fields)]
     signature = [(tf.int64, [None]), (tf.int64, [None]), (tf.int64, width_shape),
                  (tf.float32, [None])]
