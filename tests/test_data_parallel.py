@@ -16,7 +16,9 @@
   the same plan within 1e-5, and so does a PyTorch ``DataLoader`` with
   ``PadCollate(data_parallel="auto")``;
 * two ``jax.distributed`` processes on localhost: equal steps, equal widths, every example
-  exactly once across the processes.
+  exactly once across the processes, and two epochs ending with the weights of the
+  one-device run of the same global plan (per-step weights normalised over the whole global
+  batch, not over each process's half).
 """
 
 from __future__ import annotations
@@ -333,9 +335,13 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_jax_distributed_processes_each_example_once(tmp_path):
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory):
+    """What each of two ``jax.distributed`` processes on localhost (one CPU device each, Gloo
+    collectives) saw and trained: ``tests/_jax_distributed_worker.py``, run once for the
+    tests below."""
     pytest.importorskip("jax")
+    tmp_path = tmp_path_factory.mktemp("two_processes")
     port = _free_port()
     env = _jax_env(devices=1)
     procs = [subprocess.Popen([sys.executable, str(HERE / "_jax_distributed_worker.py"),
@@ -350,7 +356,12 @@ def test_two_jax_distributed_processes_each_example_once(tmp_path):
                 p.kill()
     for p, err in zip(procs, errs, strict=True):
         assert p.returncode == 0, err[-4000:]
-    a, b = (json.loads((tmp_path / f"{i}.json").read_text()) for i in range(2))
+    return tuple(json.loads((tmp_path / f"{i}.json").read_text()) for i in range(2))
+
+
+@pytest.mark.slow
+def test_two_jax_distributed_processes_each_example_once(two_processes):
+    a, b = two_processes
     assert a["devices"] == b["devices"] == 2 and a["local_devices"] == 1
     assert a["steps"] == b["steps"] == len(a["rows"]) > 0  # the same global step count
     assert a["widths"] == b["widths"] and a["rows"] == b["rows"]  # same shapes every step
@@ -360,6 +371,24 @@ def test_two_jax_distributed_processes_each_example_once(tmp_path):
         # A masked mean over the fill rows' one step is finite: the weights are too.
         assert np.all(np.isfinite(u))
         np.testing.assert_allclose(u, v, rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_two_jax_distributed_processes_train_as_one_device(two_processes):
+    """Two epochs under a two-process ``DataParallel`` end with the weights of the one-device
+    run of the same global plan: per-step targets ("timestep" behind a mask, "timestep_mean"
+    without) whose halves of a batch hold different numbers of real steps, and per-sequence
+    targets in odd batches (fill rows only in the second process's half)."""
+    a, b = two_processes
+    assert set(a["cases"]) == set(b["cases"]) == {
+        "timestep, masked", "timestep_mean", "timestep_mean, pydataset",
+        "sequence, odd batches"}
+    for name in ("timestep, masked", "timestep_mean"):  # the halves differ: a real test
+        assert a["cases"][name]["real_steps"] != b["cases"][name]["real_steps"], name
+    assert any(size % 2 for size in a["odd_sizes"])
+    for name in a["cases"]:
+        for process in (a, b):
+            assert process["cases"][name]["max_weight_diff"] < 1e-5, (name, process["cases"])
 
 
 def test_fit_per_length_refuses_a_model_nan_on_a_fill_row_only_when_data_is_all_padding():
