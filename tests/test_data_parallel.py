@@ -5,6 +5,8 @@
   divisible, the scale ``B' / B``;
 * the fill row's one step (:func:`seqprep.inputs._kernel.fill_step`), on Hypothesis-drawn
   data: the first finite step that is not padding;
+* the weight factors of several processes' parts of a global batch (numpy,
+  ``Layout.fill_plan``): Keras's loss over the parts together is the unfilled batch's;
 * the executors with ``data_parallel=k`` on this process's backend: ids exactly once, fill
   rows of one step (then padding) with target 0 and weight 0, Keras's loss of every filled
   batch equal to the loss of the unfilled one for each weight mode, and a masked-mean model
@@ -212,6 +214,61 @@ def test_filled_batch_loss_equals_unfilled_per_step(mode):
             want = _keras_loss(loss, a[1], pred[:real], a[2])
             got = _keras_loss(loss, b[1], pred, b[2])
         assert got == pytest.approx(want, rel=1e-5)
+
+
+@pytest.mark.parametrize("processes, per_process", [(2, 1), (2, 2), (3, 1)])
+@pytest.mark.parametrize("mode", ["timestep", "timestep_mean", "sequence"])
+def test_processes_parts_of_a_batch_give_the_one_device_loss(mode, processes, per_process):
+    """Each process gathers its rows of every global batch with the factors of
+    ``Layout.fill_plan`` (counted over the global batch); Keras's loss over the global batch
+    the processes' parts make (what ``jax.distributed`` computes) is the loss of the unfilled
+    one-device batch, however unevenly the real steps fall on the processes."""
+    import keras
+
+    from seqprep.inputs import _stage as _inputs
+
+    lengths, x, y = _id_data(n=29, seed=3)
+    weights = np.linspace(0.5, 2.0, len(x)).astype(np.float32)
+    if mode == "sequence":  # per-sequence targets with per-sequence weights
+        y_fit, sw, reduction = y, weights, "sum_over_batch_size"
+    else:
+        y_fit = [np.arange(length, dtype=np.float32)[:, None] for length in lengths]
+        sw = mode
+        # "timestep": behind a mask (the divisor is the valid steps); "timestep_mean": none.
+        reduction = "sum_over_batch_size"
+    sampler = sp.BucketSampler(lengths, boundaries=[6], batch_size=7, seed=2)
+    plan = sampler.plan(0)
+    one = _inputs.prepare(x, y_fit, sw, sampler=sampler)
+    widths = _inputs.batch_widths(plan, one)
+    filled = _inputs.with_fill(one)
+    k = processes * per_process
+    parts = [Layout(k, processes, p).fill_plan(filled, plan.rows, plan.splits, widths)
+             for p in range(processes)]
+    loss = keras.losses.MeanSquaredError(reduction=reduction)
+    rng = np.random.default_rng(4)
+    uneven = False
+    for b in range(len(plan)):
+        a = _inputs.gather(one, plan.rows[plan.splits[b]:plan.splits[b + 1]], widths[b])
+        got = [_inputs.gather(filled, rows[splits[b]:splits[b + 1]], widths[b],
+                              scales=scales[b]) for rows, splits, scales in parts]
+        xb, yb, wb = (np.concatenate([g[i] for g in got]) for i in range(3))
+        real_steps = [int(np.count_nonzero(g[0][g[2].reshape(len(g[2]), -1).max(1) > 0]))
+                      for g in got]
+        uneven |= len(set(real_steps)) > 1
+        assert xb.shape[0] == -(-a[0].shape[0] // k) * k
+        pred = rng.normal(size=(*yb.shape[:2], 1)).astype(np.float32)  # (B, 1) or (B, T, 1)
+        real = a[0].shape[0]
+        if mode == "timestep":  # a Keras mask (the non-padding steps) reaches the loss
+            masked = keras.ops.convert_to_tensor(pred)
+            masked._keras_mask = keras.ops.convert_to_tensor(xb != 0)
+            unfilled = keras.ops.convert_to_tensor(pred[:real])
+            unfilled._keras_mask = keras.ops.convert_to_tensor(a[0] != 0)
+            want, got_loss = float(loss(a[1], unfilled, a[2])), float(loss(yb, masked, wb))
+        else:
+            want = _keras_loss(loss, a[1], pred[:real], a[2])
+            got_loss = _keras_loss(loss, yb, pred, wb)
+        assert got_loss == pytest.approx(want, rel=1e-5), b
+    assert uneven  # the processes' parts hold different numbers of real steps
 
 
 def test_pydataset_batches_equal_tf_data_batches():

@@ -11,7 +11,9 @@ Every executor builds its batches here, in two steps:
 2. :func:`gather_batch` gathers inputs, per-step targets (by the same ``src``), per-sequence
    targets (by sequence index) and weights (by :func:`seqprep.inputs._masking._step_weights`, the
    one weight formula) from a :class:`Table`; :func:`gather_targets` is the same without
-   the inputs.
+   the inputs. A batch topped up with fill rows (data parallelism) has its weights
+   multiplied by its factor from :func:`weight_scales`, counted in numpy over the whole
+   global batch.
 
 The code is written once against an ops namespace (:class:`KernelOps`): numpy here
 (:data:`NUMPY_OPS`), TensorFlow in the executors that run it inside a ``tf.data`` map, so
@@ -29,7 +31,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 
 from seqprep.inputs._masking import _NUMPY_OPS, _step_weights, _WeightOps
-from seqprep.planning._fill import filled_sizes
+from seqprep.planning._fill import filled_sizes, row_scales
 
 TargetMode = Literal["step", "sequence"]
 WeightMode = Literal["sequence", "timestep", "timestep_mean"]
@@ -432,7 +434,7 @@ def weight_scales(
     sizes = np.diff(splits)
     filled = filled_sizes(sizes, multiple_of).astype(np.float64)
     if table.y_mode == "sequence" and table.w_mode is not None:
-        return _ratio(filled, sizes).astype(np.float32)
+        return row_scales(sizes, multiple_of).astype(np.float32)
     if not _scaled_steps(table):
         return np.ones(sizes.size, np.float32)
     rows = np.asarray(rows, np.int64)
