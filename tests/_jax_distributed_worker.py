@@ -26,6 +26,7 @@ jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processe
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from _jax_dp_worker import EPOCHS, _compare, _pooled  # noqa: E402  (the two-device test's)
 
 import seqprep as sp  # noqa: E402
 
@@ -60,40 +61,22 @@ weights = [np.asarray(w).tolist() for w in model.get_weights()]
 
 # --------------------------------------------------------------------------- global weights
 
-EPOCHS = 2
 DATA_PARALLEL = keras.distribution.DataParallel(devices=jax.devices(), auto_shard_dataset=False)
-
-
-def _model(per_step, mask):
-    keras.utils.set_random_seed(7)
-    layers = [keras.Input((None, 2))]
-    if mask:
-        layers.append(keras.layers.Masking(0.0))
-    if not per_step:
-        layers.append(keras.layers.GlobalAveragePooling1D())
-    layers.append(keras.layers.Dense(1))
-    model = keras.Sequential(layers)
-    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
-    return model
 
 
 def _case(make_ds, per_step, mask):
     """The largest weight difference between the one-device run of the global plan and the
-    two-process run, and the real steps of this process's half of every batch."""
-    keras.distribution.set_distribution(None)
-    one = _model(per_step, mask)
-    one.fit(make_ds(), epochs=EPOCHS, verbose=0)
-    keras.distribution.set_distribution(DATA_PARALLEL)
-    try:
-        # The real steps of this process's half of each batch (the weights are 0 elsewhere).
-        real_steps = [int(np.count_nonzero(np.asarray(xb)[np.asarray(wb).reshape(
-            len(wb), -1).max(axis=1) > 0].any(axis=-1))) for xb, _, wb in make_ds()]
-        two = _model(per_step, mask)
-        two.fit(make_ds(), epochs=EPOCHS, verbose=0)
-    finally:
-        keras.distribution.set_distribution(None)
-    diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-               for a, b in zip(one.get_weights(), two.get_weights(), strict=True))
+    two-process run (two epochs each), and the real steps of this process's half of every
+    batch (the weights are 0 elsewhere)."""
+    real_steps = []
+
+    def fit(model, rows):
+        if rows is not None:  # the two-process run
+            real_steps.extend(int(np.count_nonzero(np.asarray(xb)[np.asarray(wb).reshape(
+                len(wb), -1).max(axis=1) > 0].any(axis=-1))) for xb, _, wb in make_ds())
+        model.fit(make_ds(), epochs=EPOCHS, verbose=0)
+
+    diff, _ = _compare(lambda: _pooled(per_step=per_step, mask=mask), fit, DATA_PARALLEL)
     return {"max_weight_diff": diff, "real_steps": real_steps}
 
 
