@@ -354,8 +354,8 @@ def gather_targets(
     the whole global batch, every process's rows): per-sequence weights are multiplied by
     it, and per-step ``"timestep"`` / ``"timestep_mean"`` weights are the real steps'
     (times the per-sequence weights) multiplied by it instead of normalised over ``src``'s
-    rows. Without ``scale``, ``"timestep_mean"`` weights are the mean over this batch's real
-    steps (fill steps left out), which is the rule for a batch that is a whole batch.
+    rows. Without ``scale`` (a batch without fill rows, on one process), ``"timestep_mean"``
+    weights are normalised to the mean over this batch's real steps.
 
     Example:
         >>> t = table(with_pad_row(np.array([1, 2, 3])), [0, 2], [2, 1], y=np.array([5, 6]),
@@ -377,13 +377,12 @@ def gather_targets(
     if table.w_mode is None:
         return (yb,)
     kept = real if is_fill is None or real is None else real & ~is_fill
-    if scale is None:
+    if scale is None:  # a batch without fill rows: its own weights
         return yb, _weights(table, kept, idx, owner, ops)
-    if _scaled_steps(table):  # the global batch's normaliser, from weight_scales
+    if _scaled_steps(table):  # per step: the global batch's factor normalises them
         return yb, _weights(table, kept, idx, owner, ops, mean=False) * scale
-    if table.y_mode == "sequence":
-        return yb, _weights(table, kept, idx, owner, ops) * scale
-    return yb, _weights(table, kept, idx, owner, ops)
+    weights = _weights(table, kept, idx, owner, ops)
+    return yb, weights * scale if table.y_mode == "sequence" else weights
 
 
 def _scaled_steps(table: Table) -> bool:

@@ -514,7 +514,7 @@ class PadCollate:
                                   starts, lengths, fill=filled is not None, **kw)
             src, real = _kernel.positions(table.starts, table.lengths, idx, width, opt.padding,
                                           table.pad_index)
-            scale = None if filled is None else _kernel.weight_scales(
+            scale = None if filled is None or field != y_field else _kernel.weight_scales(
                 table, np.arange(rows), np.array([0, rows]), np.array([width]),
                 multiple_of=fill_to)[0]
             got = _kernel.gather_batch(table, src, real, idx, scale=scale)
