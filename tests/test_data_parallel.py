@@ -216,8 +216,15 @@ def test_filled_batch_loss_equals_unfilled_per_step(mode):
         assert got == pytest.approx(want, rel=1e-5)
 
 
+def _cat(parts):
+    """The processes' parts of a batch (arrays, or dicts of them) made one global batch."""
+    if isinstance(parts[0], dict):
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return np.concatenate(parts)
+
+
 @pytest.mark.parametrize("processes, per_process", [(2, 1), (2, 2), (3, 1)])
-@pytest.mark.parametrize("mode", ["timestep", "timestep_mean", "sequence"])
+@pytest.mark.parametrize("mode", ["timestep", "timestep_mean", "sequence", "two fields"])
 def test_processes_parts_of_a_batch_give_the_one_device_loss(mode, processes, per_process):
     """Each process gathers its rows of every global batch with the factors of
     ``Layout.fill_plan`` (counted over the global batch); Keras's loss over the global batch
@@ -229,35 +236,38 @@ def test_processes_parts_of_a_batch_give_the_one_device_loss(mode, processes, pe
 
     lengths, x, y = _id_data(n=29, seed=3)
     weights = np.linspace(0.5, 2.0, len(x)).astype(np.float32)
+    fields, step_lengths = None, lengths
     if mode == "sequence":  # per-sequence targets with per-sequence weights
-        y_fit, sw, reduction = y, weights, "sum_over_batch_size"
-    else:
-        y_fit = [np.arange(length, dtype=np.float32)[:, None] for length in lengths]
-        sw = mode
-        # "timestep": behind a mask (the divisor is the valid steps); "timestep_mean": none.
-        reduction = "sum_over_batch_size"
+        y_fit, sw = y, weights
+    else:  # "timestep": behind a mask (the divisor is the valid steps); "timestep_mean": none
+        if mode == "two fields":  # per-step targets on a second field of its own widths
+            step_lengths = lengths % 5 + 1
+            x = {"a": x, "b": [np.full(int(n), i + 1, np.int32)
+                               for i, n in enumerate(step_lengths)]}
+            fields = "b"
+        y_fit = [np.arange(n, dtype=np.float32)[:, None] for n in step_lengths]
+        sw = "timestep" if mode == "timestep" else "timestep_mean"
     sampler = sp.BucketSampler(lengths, boundaries=[6], batch_size=7, seed=2)
     plan = sampler.plan(0)
-    one = _inputs.prepare(x, y_fit, sw, sampler=sampler)
+    one = _inputs.prepare(x, y_fit, sw, sampler=sampler, targets_field=fields)
     widths = _inputs.batch_widths(plan, one)
     filled = _inputs.with_fill(one)
     k = processes * per_process
     parts = [Layout(k, processes, p).fill_plan(filled, plan.rows, plan.splits, widths)
              for p in range(processes)]
-    loss = keras.losses.MeanSquaredError(reduction=reduction)
+    loss = keras.losses.MeanSquaredError()  # the default reduction, sum_over_batch_size
     rng = np.random.default_rng(4)
     uneven = False
     for b in range(len(plan)):
         a = _inputs.gather(one, plan.rows[plan.splits[b]:plan.splits[b + 1]], widths[b])
         got = [_inputs.gather(filled, rows[splits[b]:splits[b + 1]], widths[b],
                               scales=scales[b]) for rows, splits, scales in parts]
-        xb, yb, wb = (np.concatenate([g[i] for g in got]) for i in range(3))
-        real_steps = [int(np.count_nonzero(g[0][g[2].reshape(len(g[2]), -1).max(1) > 0]))
-                      for g in got]
+        xb, yb, wb = (_cat([g[i] for g in got]) for i in range(3))
+        real_steps = [int(np.count_nonzero(g[2])) for g in got]
         uneven |= len(set(real_steps)) > 1
-        assert xb.shape[0] == -(-a[0].shape[0] // k) * k
+        assert wb.shape[0] == -(-a[2].shape[0] // k) * k
         pred = rng.normal(size=(*yb.shape[:2], 1)).astype(np.float32)  # (B, 1) or (B, T, 1)
-        real = a[0].shape[0]
+        real = a[2].shape[0]
         if mode == "timestep":  # a Keras mask (the non-padding steps) reaches the loss
             masked = keras.ops.convert_to_tensor(pred)
             masked._keras_mask = keras.ops.convert_to_tensor(xb != 0)
@@ -268,7 +278,7 @@ def test_processes_parts_of_a_batch_give_the_one_device_loss(mode, processes, pe
             want = _keras_loss(loss, a[1], pred[:real], a[2])
             got_loss = _keras_loss(loss, yb, pred, wb)
         assert got_loss == pytest.approx(want, rel=1e-5), b
-    assert uneven  # the processes' parts hold different numbers of real steps
+    assert uneven  # the processes' parts hold different numbers of real steps (or rows)
 
 
 def test_pydataset_batches_equal_tf_data_batches():
