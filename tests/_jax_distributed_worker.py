@@ -4,6 +4,14 @@ Run as ``python _jax_distributed_worker.py PORT PROCESS_ID OUT``: joins a two-pr
 cluster on localhost (CPU collectives), trains one epoch of ``bucketed_dataset`` under
 ``keras.distribution.DataParallel`` over both processes' devices, and writes what it saw
 (steps, the ids of its real rows, row counts and widths per step, final weights) to OUT.
+
+Then, for each case of ``cases`` (per-step targets with ``"timestep"`` weights behind a mask
+and ``"timestep_mean"`` weights without one, where the two processes' halves of a batch hold
+different numbers of real steps; per-sequence targets with odd batches, whose fill rows are
+all in the second process's half), it trains the same model from the same initial weights
+for two epochs twice: on this process's own device alone on the whole global plan (no
+distribution), then under the two-process ``DataParallel``; and writes the largest weight
+difference and the real steps each process's half of every batch holds.
 """
 
 import json
@@ -18,6 +26,7 @@ jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processe
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from _jax_dp_worker import EPOCHS, _compare, _pooled  # noqa: E402  (the two-device test's)
 
 import seqprep as sp  # noqa: E402
 
@@ -48,7 +57,56 @@ steps = []
 count = keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: steps.append(b))
 model.fit(ds, epochs=1, verbose=0, callbacks=[count])
 weights = [np.asarray(w).tolist() for w in model.get_weights()]
+
+
+# --------------------------------------------------------------------------- global weights
+
+DATA_PARALLEL = keras.distribution.DataParallel(devices=jax.devices(), auto_shard_dataset=False)
+
+
+def _case(make_ds, per_step, mask):
+    """The largest weight difference between the one-device run of the global plan and the
+    two-process run (two epochs each), and the real steps of this process's half of every
+    batch (the weights are 0 elsewhere)."""
+    real_steps = []
+
+    def fit(model, rows):
+        if rows is not None:  # the two-process run
+            real_steps.extend(int(np.count_nonzero(np.asarray(xb)[np.asarray(wb).reshape(
+                len(wb), -1).max(axis=1) > 0].any(axis=-1))) for xb, _, wb in make_ds())
+        model.fit(make_ds(), epochs=EPOCHS, verbose=0)
+
+    diff, _ = _compare(lambda: _pooled(per_step=per_step, mask=mask), fit, DATA_PARALLEL)
+    return {"max_weight_diff": diff, "real_steps": real_steps}
+
+
+rng = np.random.default_rng(4)
+n2 = 41
+lengths2 = rng.integers(1, 12, n2)
+# Features shifted away from 0: no real step equals the pad value (the mask is the lengths).
+x2 = [rng.normal(size=(int(length), 2)).astype(np.float32) + 3.0 for length in lengths2]
+y2 = rng.normal(size=n2).astype(np.float32)
+y2_steps = [rng.normal(size=(int(length), 1)).astype(np.float32) for length in lengths2]
+steps_sampler = sp.BucketSampler(lengths2, boundaries=[6], batch_size=10, seed=2)
+odd_sampler = sp.BucketSampler(lengths2, boundaries=[6], batch_size=9, seed=2)
+cases = {
+    # A Keras mask reaches the loss: the default reduction divides by the valid steps.
+    "timestep, masked": _case(lambda: sp.bucketed_dataset(
+        x2, y2_steps, sampler=steps_sampler, sample_weight="timestep", pad_to=11),
+        per_step=True, mask=True),
+    # No mask: the weights themselves hold the mean over the real steps.
+    "timestep_mean": _case(lambda: sp.bucketed_dataset(
+        x2, y2_steps, sampler=steps_sampler, sample_weight="timestep_mean", pad_to=11),
+        per_step=True, mask=False),
+    "timestep_mean, pydataset": _case(lambda: sp.bucketed_pydataset(
+        x2, y2_steps, sampler=steps_sampler, sample_weight="timestep_mean", pad_to=11),
+        per_step=True, mask=False),
+    # Batches of 9 rows (and partial ones): fill rows only in the second process's half.
+    "sequence, odd batches": _case(lambda: sp.bucketed_dataset(
+        x2, y2, sampler=odd_sampler, pad_to=11), per_step=False, mask=True),
+}
 with open(out, "w") as f:
     json.dump({"steps": len(steps), "ids": seen, "rows": rows, "widths": widths,
                "devices": jax.device_count(), "local_devices": jax.local_device_count(),
-               "weights": weights}, f)
+               "weights": weights, "cases": cases,
+               "odd_sizes": [int(b.size) for b in odd_sampler.plan(0)]}, f)

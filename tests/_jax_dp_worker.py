@@ -74,14 +74,15 @@ def _batch_rows(ds):
     return [int(np.asarray(b[-1]).shape[0]) for b in ds]  # the weights: every case has them
 
 
-def _compare(build, fit):
-    """Weights after ``fit`` on one device and on both; the rows of the data-parallel run's
-    batches (recorded by ``fit``'s ``rows`` callback)."""
+def _compare(build, fit, distribution=None):
+    """Weights after ``fit`` on one device and under ``distribution`` (default: DataParallel
+    over every device); the rows of the data-parallel run's batches (recorded by ``fit``'s
+    ``rows`` callback)."""
     keras.distribution.set_distribution(None)
     one = _model(build)
     fit(one, rows=None)
     keras.distribution.set_distribution(
-        keras.distribution.DataParallel(devices=jax.devices()))
+        distribution or keras.distribution.DataParallel(devices=jax.devices()))
     try:
         two = _model(build)
         rows = []

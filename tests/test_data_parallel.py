@@ -5,6 +5,8 @@
   divisible, the scale ``B' / B``;
 * the fill row's one step (:func:`seqprep.inputs._kernel.fill_step`), on Hypothesis-drawn
   data: the first finite step that is not padding;
+* the weight factors of several processes' parts of a global batch (numpy,
+  ``Layout.fill_plan``): Keras's loss over the parts together is the unfilled batch's;
 * the executors with ``data_parallel=k`` on this process's backend: ids exactly once, fill
   rows of one step (then padding) with target 0 and weight 0, Keras's loss of every filled
   batch equal to the loss of the unfilled one for each weight mode, and a masked-mean model
@@ -16,7 +18,9 @@
   the same plan within 1e-5, and so does a PyTorch ``DataLoader`` with
   ``PadCollate(data_parallel="auto")``;
 * two ``jax.distributed`` processes on localhost: equal steps, equal widths, every example
-  exactly once across the processes.
+  exactly once across the processes, and two epochs ending with the weights of the
+  one-device run of the same global plan (per-step weights normalised over the whole global
+  batch, not over each process's half).
 """
 
 from __future__ import annotations
@@ -212,6 +216,71 @@ def test_filled_batch_loss_equals_unfilled_per_step(mode):
         assert got == pytest.approx(want, rel=1e-5)
 
 
+def _cat(parts):
+    """The processes' parts of a batch (arrays, or dicts of them) made one global batch."""
+    if isinstance(parts[0], dict):
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return np.concatenate(parts)
+
+
+@pytest.mark.parametrize("processes, per_process", [(2, 1), (2, 2), (3, 1)])
+@pytest.mark.parametrize("mode", ["timestep", "timestep_mean", "sequence", "two fields"])
+def test_processes_parts_of_a_batch_give_the_one_device_loss(mode, processes, per_process):
+    """Each process gathers its rows of every global batch with the factors of
+    ``Layout.fill_plan`` (counted over the global batch); Keras's loss over the global batch
+    the processes' parts make (what ``jax.distributed`` computes) is the loss of the unfilled
+    one-device batch, however unevenly the real steps fall on the processes."""
+    import keras
+
+    from seqprep.inputs import _stage as _inputs
+
+    lengths, x, y = _id_data(n=29, seed=3)
+    weights = np.linspace(0.5, 2.0, len(x)).astype(np.float32)
+    fields, step_lengths = None, lengths
+    if mode == "sequence":  # per-sequence targets with per-sequence weights
+        y_fit, sw = y, weights
+    else:  # "timestep": behind a mask (the divisor is the valid steps); "timestep_mean": none
+        if mode == "two fields":  # per-step targets on a second field of its own widths
+            step_lengths = lengths % 5 + 1
+            x = {"a": x, "b": [np.full(int(n), i + 1, np.int32)
+                               for i, n in enumerate(step_lengths)]}
+            fields = "b"
+        y_fit = [np.arange(n, dtype=np.float32)[:, None] for n in step_lengths]
+        sw = "timestep" if mode == "timestep" else "timestep_mean"
+    sampler = sp.BucketSampler(lengths, boundaries=[6], batch_size=7, seed=2)
+    plan = sampler.plan(0)
+    one = _inputs.prepare(x, y_fit, sw, sampler=sampler, targets_field=fields)
+    widths = _inputs.batch_widths(plan, one)
+    filled = _inputs.with_fill(one)
+    k = processes * per_process
+    parts = [Layout(k, processes, p).fill_plan(filled, plan.rows, plan.splits, widths)
+             for p in range(processes)]
+    loss = keras.losses.MeanSquaredError()  # the default reduction, sum_over_batch_size
+    rng = np.random.default_rng(4)
+    uneven = False
+    for b in range(len(plan)):
+        a = _inputs.gather(one, plan.rows[plan.splits[b]:plan.splits[b + 1]], widths[b])
+        got = [_inputs.gather(filled, rows[splits[b]:splits[b + 1]], widths[b],
+                              scales=scales[b]) for rows, splits, scales in parts]
+        xb, yb, wb = (_cat([g[i] for g in got]) for i in range(3))
+        real_steps = [int(np.count_nonzero(g[2])) for g in got]
+        uneven |= len(set(real_steps)) > 1
+        assert wb.shape[0] == -(-a[2].shape[0] // k) * k
+        pred = rng.normal(size=(*yb.shape[:2], 1)).astype(np.float32)  # (B, 1) or (B, T, 1)
+        real = a[2].shape[0]
+        if mode == "timestep":  # a Keras mask (the non-padding steps) reaches the loss
+            masked = keras.ops.convert_to_tensor(pred)
+            masked._keras_mask = keras.ops.convert_to_tensor(xb != 0)
+            unfilled = keras.ops.convert_to_tensor(pred[:real])
+            unfilled._keras_mask = keras.ops.convert_to_tensor(a[0] != 0)
+            want, got_loss = float(loss(a[1], unfilled, a[2])), float(loss(yb, masked, wb))
+        else:
+            want = _keras_loss(loss, a[1], pred[:real], a[2])
+            got_loss = _keras_loss(loss, yb, pred, wb)
+        assert got_loss == pytest.approx(want, rel=1e-5), b
+    assert uneven  # the processes' parts hold different numbers of real steps (or rows)
+
+
 def test_pydataset_batches_equal_tf_data_batches():
     lengths, x, y = _id_data()
     sampler = sp.BucketSampler(lengths, boundaries=[5], max_tokens=30, seed=4)
@@ -333,9 +402,13 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_jax_distributed_processes_each_example_once(tmp_path):
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory):
+    """What each of two ``jax.distributed`` processes on localhost (one CPU device each, Gloo
+    collectives) saw and trained: ``tests/_jax_distributed_worker.py``, run once for the
+    tests below."""
     pytest.importorskip("jax")
+    tmp_path = tmp_path_factory.mktemp("two_processes")
     port = _free_port()
     env = _jax_env(devices=1)
     procs = [subprocess.Popen([sys.executable, str(HERE / "_jax_distributed_worker.py"),
@@ -350,7 +423,12 @@ def test_two_jax_distributed_processes_each_example_once(tmp_path):
                 p.kill()
     for p, err in zip(procs, errs, strict=True):
         assert p.returncode == 0, err[-4000:]
-    a, b = (json.loads((tmp_path / f"{i}.json").read_text()) for i in range(2))
+    return tuple(json.loads((tmp_path / f"{i}.json").read_text()) for i in range(2))
+
+
+@pytest.mark.slow
+def test_two_jax_distributed_processes_each_example_once(two_processes):
+    a, b = two_processes
     assert a["devices"] == b["devices"] == 2 and a["local_devices"] == 1
     assert a["steps"] == b["steps"] == len(a["rows"]) > 0  # the same global step count
     assert a["widths"] == b["widths"] and a["rows"] == b["rows"]  # same shapes every step
@@ -360,6 +438,24 @@ def test_two_jax_distributed_processes_each_example_once(tmp_path):
         # A masked mean over the fill rows' one step is finite: the weights are too.
         assert np.all(np.isfinite(u))
         np.testing.assert_allclose(u, v, rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_two_jax_distributed_processes_train_as_one_device(two_processes):
+    """Two epochs under a two-process ``DataParallel`` end with the weights of the one-device
+    run of the same global plan: per-step targets ("timestep" behind a mask, "timestep_mean"
+    without) whose halves of a batch hold different numbers of real steps, and per-sequence
+    targets in odd batches (fill rows only in the second process's half)."""
+    a, b = two_processes
+    assert set(a["cases"]) == set(b["cases"]) == {
+        "timestep, masked", "timestep_mean", "timestep_mean, pydataset",
+        "sequence, odd batches"}
+    for name in ("timestep, masked", "timestep_mean"):  # the halves differ: a real test
+        assert a["cases"][name]["real_steps"] != b["cases"][name]["real_steps"], name
+    assert any(size % 2 for size in a["odd_sizes"])
+    for name in a["cases"]:
+        for process in (a, b):
+            assert process["cases"][name]["max_weight_diff"] < 1e-5, (name, process["cases"])
 
 
 def test_fit_per_length_refuses_a_model_nan_on_a_fill_row_only_when_data_is_all_padding():

@@ -11,7 +11,9 @@ Every executor builds its batches here, in two steps:
 2. :func:`gather_batch` gathers inputs, per-step targets (by the same ``src``), per-sequence
    targets (by sequence index) and weights (by :func:`seqprep.inputs._masking._step_weights`, the
    one weight formula) from a :class:`Table`; :func:`gather_targets` is the same without
-   the inputs.
+   the inputs. A batch topped up with fill rows (data parallelism) has its weights
+   multiplied by its factor from :func:`weight_scales`, counted in numpy over the whole
+   global batch.
 
 The code is written once against an ops namespace (:class:`KernelOps`): numpy here
 (:data:`NUMPY_OPS`), TensorFlow in the executors that run it inside a ``tf.data`` map, so
@@ -29,6 +31,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 
 from seqprep.inputs._masking import _NUMPY_OPS, _step_weights, _WeightOps
+from seqprep.planning._fill import filled_sizes, row_scales
 
 TargetMode = Literal["step", "sequence"]
 WeightMode = Literal["sequence", "timestep", "timestep_mean"]
@@ -346,19 +349,13 @@ def gather_targets(
     """``()``, ``(y,)`` or ``(y, weights)``: :func:`gather_batch` without the inputs.
 
     Fill rows (the table's fill sequence, see :func:`with_fill`) get the zero target row
-    (per-step targets: the pad row on their one step too) and weight 0. ``scale`` (rows over
-    real rows of a filled batch) multiplies the weights of per-sequence targets: Keras's
-    default reduction divides the weighted sum by every row, fill rows included, so scaling
-    the real rows by ``B' / B`` gives the one-device loss, and a weighted mean
-    (``mean_with_sample_weight``, weighted metrics) is unchanged by it.
-
-    Per-step targets: ``"timestep_mean"`` weights are the mean over the real steps, fill
-    steps left out, so they need nothing more. A Keras mask reaching the loss divides by
-    its valid steps (``total / valid``), and it counts each fill row's one step; so
-    ``"timestep"`` weights of a batch with fill rows are scaled by (real steps + fill
-    steps) / real steps, which gives the one-device mean over the real steps; a weighted
-    mean (``"mean_with_sample_weight"``) is unchanged by it. The counts are this batch's
-    (with several processes, this process's rows of it).
+    (per-step targets: the pad row on their one step too) and weight 0. ``scale`` is the
+    batch's weight factor from :func:`weight_scales` (a batch of a filled plan, counted over
+    the whole global batch, every process's rows): per-sequence weights are multiplied by
+    it, and per-step ``"timestep"`` / ``"timestep_mean"`` weights are the real steps'
+    (times the per-sequence weights) multiplied by it instead of normalised over ``src``'s
+    rows. Without ``scale`` (a batch without fill rows, on one process), ``"timestep_mean"``
+    weights are normalised to the mean over this batch's real steps.
 
     Example:
         >>> t = table(with_pad_row(np.array([1, 2, 3])), [0, 2], [2, 1], y=np.array([5, 6]),
@@ -380,20 +377,95 @@ def gather_targets(
     if table.w_mode is None:
         return (yb,)
     kept = real if is_fill is None or real is None else real & ~is_fill
+    if scale is None:  # a batch without fill rows: its own weights
+        return yb, _weights(table, kept, idx, owner, ops)
+    if _scaled_steps(table):  # per step: the global batch's factor normalises them
+        return yb, _weights(table, kept, idx, owner, ops, mean=False) * scale
     weights = _weights(table, kept, idx, owner, ops)
-    if scale is not None and table.y_mode == "sequence":
-        weights = weights * scale
-    elif kept is not real and table.y_mode == "step" and table.w_mode == "timestep":
-        wo = ops.weights
-        weights = weights * wo.divide_no_nan(wo.total(wo.as_float32(real)),
-                                             wo.total(wo.as_float32(kept)))
-    return yb, weights
+    return yb, weights * scale if table.y_mode == "sequence" else weights
 
 
-def _weights(table: Table, real: Any, idx: Any, owner: Any, ops: KernelOps) -> Any:
+def _scaled_steps(table: Table) -> bool:
+    """Whether ``table``'s weights are per step and normalised by a filled batch's scale."""
+    return table.y_mode == "step" and table.w_mode in ("timestep", "timestep_mean")
+
+
+def weight_scales(
+    table: Table, rows: np.ndarray, splits: np.ndarray, widths: np.ndarray, *, multiple_of: int
+) -> np.ndarray:
+    """The weight factor of every batch of a plan filled to ``multiple_of`` rows (numpy).
+
+    THE rule by which a batch topped up with fill rows (:func:`seqprep.planning._fill.
+    fill_batches`: ``B`` real rows become ``B'``) gives the loss of its ``B`` real rows under
+    Keras's default ``"sum_over_batch_size"`` reduction, which divides by every row or every
+    valid step of the batch, fill rows included. It is counted over each **global** batch
+    (every process's rows; every process plans the same batches, so no communication), and
+    :func:`gather_targets` multiplies each process's weights by it:
+
+    * per-sequence targets: ``B' / B`` (0 when ``B`` is 0);
+    * per-step ``"timestep"`` weights, meant with a Keras mask reaching the loss, whose
+      divisor is the valid steps, the fill rows' one step each included:
+      (real steps + fill steps) / real steps;
+    * per-step ``"timestep_mean"`` weights, meant without a mask: ``B' * T`` over the real
+      steps (each times its sequence's weight), so that the loss is their (weighted) mean;
+    * anything else (no weights, per-sequence weights on per-step targets): 1.
+
+    Args:
+        table: the target's table, with its fill row (:func:`with_fill`).
+        rows, splits: the global plan's flat form before filling (real rows only).
+        widths: int ``(batches,)``, the padded width of the target's field in each batch.
+        multiple_of: the data-parallel size ``k`` (all processes together).
+
+    Returns:
+        float32 ``(batches,)``.
+
+    Example:
+        >>> t = table(with_pad_row(np.arange(1.0, 8.0)), [0, 3, 4], [3, 1, 3],
+        ...           y=with_pad_row(np.zeros(7)), y_mode="step", w_mode="timestep", fill=True)
+        >>> rows, splits = np.array([0, 1, 2]), np.array([0, 3])  # 7 real steps, 1 fill row
+        >>> weight_scales(t, rows, splits, np.array([3]), multiple_of=2) * 7  # (7 + 1) / 7
+        array([8.], dtype=float32)
+        >>> t = replace(t, w_mode="timestep_mean")  # 4 rows x 3 steps over 7 real steps
+        >>> weight_scales(t, rows, splits, np.array([3]), multiple_of=2) * 7
+        array([12.], dtype=float32)
+    """
+    splits = np.asarray(splits, np.int64)
+    sizes = np.diff(splits)
+    filled = filled_sizes(sizes, multiple_of).astype(np.float64)
+    if table.y_mode == "sequence" and table.w_mode is not None:
+        return row_scales(sizes, multiple_of).astype(np.float32)
+    if not _scaled_steps(table):
+        return np.ones(sizes.size, np.float32)
+    rows = np.asarray(rows, np.int64)
+    widths = np.asarray(widths, np.int64)
+    batch_of = np.repeat(np.arange(sizes.size), sizes)
+    steps = np.minimum(np.asarray(table.lengths)[rows], widths[batch_of]).astype(np.float64)
+    if table.w_mode == "timestep":
+        real = np.bincount(batch_of, steps, minlength=sizes.size)
+        fill_length = int(table.lengths[table.pad_sequence]) if table.fill else 0
+        fill_steps = (filled - sizes) * np.minimum(fill_length, widths)
+        return _ratio(real + fill_steps, real).astype(np.float32)
+    if table.w is not None:  # timestep_mean: each real step weighs its sequence's weight
+        steps = steps * np.asarray(table.w, np.float64)[rows]
+    total = np.bincount(batch_of, steps, minlength=sizes.size)
+    return _ratio(filled * widths, total).astype(np.float32)
+
+
+def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a / b``, 0 where ``b`` is 0 (a batch without a real row or step)."""
+    b = np.asarray(b, np.float64)
+    return np.where(b > 0, a / np.where(b > 0, b, 1.0), 0.0)
+
+
+def _weights(
+    table: Table, real: Any, idx: Any, owner: Any, ops: KernelOps, *, mean: bool | None = None
+) -> Any:
+    """The weights of ``real`` by ``table``'s mode; ``mean=False`` leaves ``"timestep_mean"``
+    weights unnormalised (a filled batch's scale normalises them)."""
     if table.w_mode == "sequence":
         return ops.gather(table.w, idx)
-    mean = table.w_mode == "timestep_mean"
+    if mean is None:
+        mean = table.w_mode == "timestep_mean"
     if table.w is None:
         return _step_weights(real, mean=mean, ops=ops.weights)
     if owner is None:  # one weight per row

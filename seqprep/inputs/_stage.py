@@ -80,7 +80,8 @@ from seqprep.inputs._stage_rules import (
 )
 from seqprep.inputs._stage_widths import _check_pad_to, _sampler_columns, resolve_pad_to
 
-__all__ = ["Field", "Stage", "Target", "batch_widths", "gather", "prepare", "with_fill"]
+__all__ = ["Field", "Stage", "Target", "batch_widths", "gather", "prepare", "weight_scales",
+           "with_fill"]
 
 
 @dataclass(frozen=True)
@@ -174,14 +175,14 @@ def with_fill(stage: Stage) -> Stage:
     Every table gets the kernel's fill row (:func:`seqprep.inputs._kernel.with_fill`: one
     step of the data that is not padding, so no masked mean over it is 0 / 0; target 0,
     weight 0), and every target gets weights when it had none, so that fill rows weigh 0:
-    1 per real sequence for per-sequence targets (scaled by the batch's rows over its real
-    rows in :func:`gather`), ``"timestep"`` weights for per-step targets (the loss is then
-    the one-device loss wherever that is the mean over real steps: a Keras mask reaching the
-    loss, or a loss built with ``"mean_with_sample_weight"``).
+    1 per real sequence for per-sequence targets, ``"timestep"`` weights for per-step
+    targets (the loss is then the one-device loss wherever that is the mean over real steps:
+    a Keras mask reaching the loss, or a loss built with ``"mean_with_sample_weight"``). The
+    batches' weight factors are :func:`weight_scales`'s, passed to :func:`gather`.
 
     Example:
         >>> st = with_fill(prepare([[1, 2], [3]], [5, 6]))
-        >>> [a.tolist() for a in gather(st, np.array([1, 2]), 2, scale=np.float32(2))]
+        >>> [a.tolist() for a in gather(st, np.array([1, 2]), 2, scales=np.float32([2]))]
         [[[3, 0], [1, 0]], [6, 0], [2.0, 0.0]]
     """
     def targets_of(t: Target) -> Target:
@@ -202,7 +203,7 @@ def with_fill(stage: Stage) -> Stage:
 
 def gather(
     stage: Stage, idx: Any, widths: Any, ops: _kernel.KernelOps = _kernel.NUMPY_OPS,
-    scale: Any = None,
+    scales: Any = None,
 ) -> tuple[Any, ...]:
     """``(x,)``, ``(x, y)`` or ``(x, y, weights)`` of one batch, in the stage's structure.
 
@@ -211,8 +212,9 @@ def gather(
         idx: int64 ``(B,)``: the batch's sequence indices.
         widths: the padded width (one field), or one width per field (``(k,)``).
         ops: the array library.
-        scale: a batch with fill rows (a stage made by :func:`with_fill`): its rows over
-            its real rows, by which per-sequence weights are scaled.
+        scales: a batch of a filled plan (a stage made by :func:`with_fill`): one weight
+            factor per target (its row of :func:`weight_scales`; an entry may be None: that
+            target's weights are then this batch's own, as without fill rows).
 
     Example:
         >>> st = prepare({"a": [[1, 2], [3]], "b": [[4], [5, 6, 7]]}, None)
@@ -232,15 +234,45 @@ def gather(
     if stage.y_kind is None:
         return (x,)
     ys, ws = [], []
-    for target in stage.targets:
+    for j, target in enumerate(stage.targets):
         src, real = layouts[target.field]
-        out = _kernel.gather_targets(target.table, src, real, idx, ops=ops, scale=scale)
+        out = _kernel.gather_targets(target.table, src, real, idx, ops=ops,
+                                     scale=None if scales is None else scales[j])
         ys.append(out[0])
         ws.extend(out[1:])
     y = pack(stage.y_kind, stage.y_keys, ys)
     if not stage.weighted:
         return x, y
     return x, y, pack(stage.y_kind, stage.y_keys, ws)
+
+
+def weight_scales(
+    stage: Stage, rows: np.ndarray, splits: np.ndarray, widths: np.ndarray, *, multiple_of: int
+) -> np.ndarray:
+    """The weight factor of every batch and target of a plan filled to ``multiple_of`` rows:
+    float32 ``(batches, targets)``, column ``j`` :func:`seqprep.inputs._kernel.weight_scales`
+    of target ``j`` (counted over each global batch; row ``b`` is :func:`gather`'s
+    ``scales`` for batch ``b``).
+
+    Args:
+        stage: a stage made by :func:`with_fill`.
+        rows, splits: the global plan's flat form before filling.
+        widths: the padded widths of every batch (:func:`batch_widths`).
+        multiple_of: the data-parallel size (all processes together).
+
+    Example:
+        >>> st = with_fill(prepare([[1, 2], [3], [4]], [5, 6, 7]))
+        >>> weight_scales(st, np.array([0, 1, 2]), np.array([0, 3]), np.array([2]),
+        ...               multiple_of=2).tolist()
+        [[1.3333333730697632]]
+    """
+    widths = np.asarray(widths)
+    columns = [_kernel.weight_scales(t.table, rows, splits,
+                                     widths if stage.single else widths[:, t.field],
+                                     multiple_of=multiple_of) for t in stage.targets]
+    if not columns:  # no targets: nothing to weigh
+        return np.ones((len(splits) - 1, 0), np.float32)
+    return np.stack(columns, axis=1)
 
 
 def batch_widths(plan: Any, stage: Stage) -> np.ndarray:

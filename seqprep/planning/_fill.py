@@ -10,7 +10,10 @@ second copy of an example. A batch of ``B`` real rows becomes ``B' = k * ceil(B 
 Each batch also gets ``scale = B' / B`` (0 for a batch without real rows): the factor by which
 the kernel multiplies the weights of its real rows when the loss is per sequence, so that
 Keras's default ``"sum_over_batch_size"`` reduction, which divides by every row the batch
-holds, fill rows included, gives the loss of the ``B`` real rows.
+holds, fill rows included, gives the loss of the ``B`` real rows. Both are counted over the
+whole global batch (every process's rows), so each process's share of the loss adds up to
+the one-device loss; per-step targets get their factors the same way, from
+``seqprep.inputs._kernel.weight_scales`` (which reads the table's lengths and weights).
 
 With several processes (``jax.distributed``), every process plans the same global batches
 (plans depend on ``(seed, epoch)`` only) and keeps its own contiguous ``B' / P`` rows of each:
@@ -27,7 +30,7 @@ import numpy as np
 
 from seqprep._core.checks import check_int
 
-__all__ = ["FilledBatches", "fill_batches", "filled_sizes"]
+__all__ = ["FilledBatches", "fill_batches", "filled_sizes", "row_scales"]
 
 
 class FilledBatches(NamedTuple):
@@ -49,6 +52,19 @@ def filled_sizes(sizes: np.ndarray, multiple_of: int) -> np.ndarray:
     k = check_int("multiple_of", multiple_of, minimum=1)
     sizes = np.asarray(sizes, np.int64)
     return np.maximum(-(-sizes // k), 1) * k
+
+
+def row_scales(sizes: np.ndarray, multiple_of: int) -> np.ndarray:
+    """``B' / B`` of every batch of ``sizes`` real rows filled to a multiple of ``multiple_of``
+    (0 for a batch without real rows): float64.
+
+    Example:
+        >>> row_scales(np.array([3, 4, 0]), 4).tolist()
+        [1.3333333333333333, 1.0, 0.0]
+    """
+    sizes = np.asarray(sizes, np.int64)
+    filled = filled_sizes(sizes, multiple_of)
+    return np.where(sizes > 0, filled / np.maximum(sizes, 1), 0.0).astype(np.float64)
 
 
 def fill_batches(
@@ -121,6 +137,4 @@ def fill_batches(
     out_splits = np.concatenate([[0], np.cumsum(local)]).astype(np.int64)
     out = np.full(int(out_splits[-1]), fill_index, np.int64)
     out[out_splits[:-1][batch_of[mine]] + within[mine] - p * local[batch_of[mine]]] = rows[mine]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        scales = np.where(sizes > 0, filled / np.maximum(sizes, 1), 0.0)
-    return FilledBatches(out, local, scales.astype(np.float64))
+    return FilledBatches(out, local, row_scales(sizes, k))

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from seqprep._core.checks import check_int
+from seqprep.inputs import _stage as _inputs
 from seqprep.planning._fill import FilledBatches, fill_batches
 
 __all__ = ["Layout", "resolve_data_parallel"]
@@ -40,6 +41,27 @@ class Layout(NamedTuple):
         """
         return fill_batches(rows, splits, multiple_of=self.size, fill_index=fill_index,
                             num_processes=self.num_processes, process_index=self.process_index)
+
+    def fill_plan(
+        self, stage: _inputs.Stage, rows: np.ndarray, splits: np.ndarray, widths: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A bucketed plan's flat form ``(rows, splits)`` made this process's part of the
+        filled plan: its rows (fill rows: the stage's index ``n``), their batch splits, and
+        the weight factor of every batch and target, counted over each global batch
+        (:func:`seqprep.inputs._stage.weight_scales`; :func:`seqprep.inputs._stage.gather`'s
+        ``scales``). ``widths`` are the plan's (:func:`seqprep.inputs._stage.batch_widths`).
+
+        Example:
+            >>> st = _inputs.with_fill(_inputs.prepare([[1, 2], [3], [4]], [5, 6, 7]))
+            >>> rows, splits, scales = Layout(2, 2, 1).fill_plan(
+            ...     st, np.array([0, 1, 2]), np.array([0, 3]), np.array([2]))
+            >>> rows.tolist(), splits.tolist(), scales.tolist()  # B' = 4, each half 2 rows
+            ([2, 3], [0, 2], [[1.3333333730697632]])
+        """
+        filled = self.fill(rows, splits, fill_index=stage.n)
+        out_splits = np.concatenate([[0], np.cumsum(filled.sizes)]).astype(np.int64)
+        return filled.rows, out_splits, _inputs.weight_scales(stage, rows, splits, widths,
+                                                              multiple_of=self.size)
 
 
 def _keras_distribution() -> Any:

@@ -152,8 +152,10 @@ def _check_fill_row(model: Any, data: _Data) -> None:
 
 # --------------------------------------------------------------------------- tf.data execution
 
-# The epoch stream's elements here: a batch's rows (its indices), nothing per batch.
-_ROWS_SIGNATURE = [(tf.int64, [None]), (tf.int64, [None])]
+# The epoch stream's elements here: a batch's rows (its indices) and its weight factors (one
+# per target; 1 unless batches are filled: seqprep.inputs._stage.weight_scales).
+def _rows_signature(targets: int) -> list[tuple[tf.DType, list[Any]]]:
+    return [(tf.int64, [None]), (tf.int64, [None]), (tf.float32, [None, targets])]
 
 
 class _BatchSource:
@@ -183,22 +185,35 @@ class _BatchSource:
             replace(t, table=replace(t.table, w_mode=w_mode)) for t in stage.targets))
         if fill_to is not None:  # fill rows weigh 0 (targets without weights get some)
             stage = _inputs.with_fill(stage)
+        self._numpy_stage = stage  # the weight factors of filled plans are counted in numpy
+        self._signature = _rows_signature(len(stage.targets))
         self.stage = stage.convert(tf.constant)
         # Static shapes: (None, None, *step) for every field and per-step target.
         self.x_steps = [f.table.x.shape[1:] for f in stage.fields]
         self.y_steps = [t.table.y.shape[1:] if t.table.y_mode == "step" else None
                         for t in stage.targets]
 
-    def _filled(self, rows: np.ndarray, splits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(rows, splits)`` with every batch topped up with fill rows (data parallelism)."""
+    def _filled(
+        self, rows: np.ndarray, splits: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(rows, splits, scales)`` with every batch topped up with fill rows (data
+        parallelism) and the weight factors of every batch and target."""
+        stage = self._numpy_stage
         if self.fill_to is None:
-            return rows, splits
-        out = fill_batches(rows, splits, multiple_of=self.fill_to, fill_index=self.stage.n)
-        return out.rows, np.concatenate([[0], np.cumsum(out.sizes)]).astype(np.int64)
+            return rows, splits, np.ones((len(splits) - 1, len(stage.targets)), np.float32)
+        out = fill_batches(rows, splits, multiple_of=self.fill_to, fill_index=stage.n)
+        out_splits = np.concatenate([[0], np.cumsum(out.sizes)]).astype(np.int64)
+        # Each batch is as wide as its longest row, fill rows included (as _make pads it).
+        widths = np.stack([np.maximum.reduceat(f.table.lengths[out.rows], out_splits[:-1])
+                           for f in stage.fields], axis=1)
+        scales = _inputs.weight_scales(stage, rows, splits,
+                                       widths[:, 0] if stage.single else widths,
+                                       multiple_of=self.fill_to)
+        return out.rows, out_splits, scales
 
     def dataset(self, rows: np.ndarray, splits: np.ndarray) -> tf.data.Dataset:
         """One fixed plan's batches, the same on every pass (validation)."""
-        ds = tf_batches(lambda _: self._filled(rows, splits), _ROWS_SIGNATURE, epoch=0,
+        ds = tf_batches(lambda _: self._filled(rows, splits), self._signature, epoch=0,
                         stream=None)
         ds = ds.map(self._make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return for_keras_loop(ds.prefetch(tf.data.AUTOTUNE))
@@ -208,19 +223,19 @@ class _BatchSource:
         so that ``seqprep.BackupAndRestore`` can start a resumed epoch mid-way)."""
         known = sorted(plans)
 
-        def arrays_of(e: int) -> tuple[np.ndarray, np.ndarray]:
+        def arrays_of(e: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             # Keras draws one batch before training starts (to build the model), before any
             # epoch is chosen: that pass may ask for an epoch outside the plans.
             plan = plans[min(max(e, known[0]), known[-1])]
             return self._filled(plan.rows, plan.splits)
 
-        ds = tf_batches(arrays_of, _ROWS_SIGNATURE, epoch=known[0], stream=stream)
+        ds = tf_batches(arrays_of, self._signature, epoch=known[0], stream=stream)
         ds = ds.map(self._make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         ds = with_cardinality(ds, stream.batches_per_pass).prefetch(tf.data.AUTOTUNE)
         ds = for_keras_loop(ds)  # no autotuning thread to join between epochs on JAX, torch
         return attach_stream(ds, stream)  # how seqprep.BackupAndRestore finds the stream
 
-    def _make(self, idx: tf.Tensor) -> Any:
+    def _make(self, idx: tf.Tensor, scales: tf.Tensor) -> Any:
         stage = self.stage
         widths = []
         for j, field in enumerate(stage.fields):
@@ -230,11 +245,8 @@ class _BatchSource:
             widths.append(lengths[idx[0]] if exact
                           else tf.reduce_max(tf.gather(lengths, idx)))
         width = widths[0] if stage.single else tf.stack(widths)
-        scale = None
-        if self.fill_to is not None:  # rows over real rows (fill rows are the index n)
-            real_rows = tf.reduce_sum(tf.cast(idx != stage.n, tf.float32))
-            scale = tf.math.divide_no_nan(tf.cast(tf.size(idx), tf.float32), real_rows)
-        batch = _inputs.gather(stage, idx, width, TF_KERNEL_OPS, scale=scale)
+        batch = _inputs.gather(stage, idx, width, TF_KERNEL_OPS,
+                               scales=None if self.fill_to is None else scales)
         xs = [batch[0]] if stage.single else [batch[0][k] for k in stage.x_keys]
         for t, step in zip(xs, self.x_steps, strict=True):
             t.set_shape([None, None, *step])

@@ -66,10 +66,7 @@ class SeqprepBatches(grain.MapDataset):
             widths = _inputs.batch_widths(planned, self._stage)
             scales = None
             if self._layout is not None:  # this process's rows, each batch topped up
-                filled = self._layout.fill(flat, splits, fill_index=self._stage.n)
-                flat = filled.rows
-                splits = np.concatenate([[0], np.cumsum(filled.sizes)]).astype(np.int64)
-                scales = filled.scales.astype(np.float32)
+                flat, splits, scales = self._layout.fill_plan(self._stage, flat, splits, widths)
             plan = (epoch, (flat, splits, widths, scales))
             self._plan = plan
         return plan[1]
@@ -84,7 +81,7 @@ class SeqprepBatches(grain.MapDataset):
         flat, splits, widths, scales = self._epoch_plan(self.epoch + index // per_epoch)
         b = index % per_epoch
         batch = _inputs.gather(self._stage, flat[splits[b] : splits[b + 1]], widths[b],
-                               scale=None if scales is None else scales[b])
+                               scales=None if scales is None else scales[b])
         return batch[0] if len(batch) == 1 else batch
 
 

@@ -73,7 +73,7 @@ class BucketedPyDataset(keras.utils.PyDataset):
         self._served.add(index)
         idx = flat[splits[index] : splits[index + 1]]
         batch = _inputs.gather(self._stage, idx, widths[index],
-                               scale=None if self._layout is None else scales[index])
+                               scales=None if self._layout is None else scales[index])
         return batch[0] if len(batch) == 1 else batch
 
     def on_epoch_begin(self) -> None:

@@ -35,7 +35,6 @@ from seqprep.inputs import _stage as _inputs
 from seqprep.inputs._fingerprint import DataDigest
 from seqprep.inputs._masking import _WeightOps
 from seqprep.planning import BucketSampler
-from seqprep.planning._fill import fill_batches
 from seqprep.planning._shapes import compiling_backend, keras_backend, resolve_pad_to
 from seqprep.running._data_parallel import Layout
 from seqprep.running._floatx import keras_floatx
@@ -462,18 +461,17 @@ def bucket_arrays(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One epoch of a bucketed plan as ``(rows, splits, widths, scales)``: flat indices, batch
     splits, the padded width of each batch (``(batches,)``; ``(batches, fields)`` for several
-    fields) and the weight scale of each batch: 1, unless ``layout`` tops batches up with fill
-    rows (the index ``stage.n``) to a multiple of its size; then this process's rows of every
-    batch, each batch as wide as the whole (global) batch, and the scale rows / real rows."""
+    fields) and the weight factors of each batch, one per target (``(batches, targets)``): 1,
+    unless ``layout`` tops batches up with fill rows (the index ``stage.n``) to a multiple of
+    its size; then this process's rows of every batch, each batch as wide as the whole
+    (global) batch, and the factors counted over the global batch (:meth:`Layout.fill_plan`)."""
     plan = planner.plan(epoch)
     widths = _inputs.batch_widths(plan, stage)
     if layout is None:
-        return plan.rows, plan.splits, widths, np.ones(len(plan), np.float32)
-    filled = fill_batches(plan.rows, plan.splits, multiple_of=layout.size, fill_index=stage.n,
-                          num_processes=layout.num_processes,
-                          process_index=layout.process_index)
-    return (filled.rows, splits_of(filled.sizes), widths,
-            filled.scales.astype(np.float32))
+        return (plan.rows, plan.splits, widths,
+                np.ones((len(plan), len(stage.targets)), np.float32))
+    rows, splits, scales = layout.fill_plan(stage, plan.rows, plan.splits, widths)
+    return rows, splits, widths, scales
 
 
 def data_digest(

@@ -68,8 +68,9 @@ def _index_dataset(
     reshuffle_each_iteration: bool,
     layout: Layout | None = None,
 ) -> tuple[tf.data.Dataset, EpochStream | None]:
-    """A dataset of ``(indices, width, scale)``, one element per batch of the planned epochs,
-    and the epoch stream that chooses each pass's epochs (None for one fixed epoch)."""
+    """A dataset of ``(indices, width, scales)``, one element per batch of the planned epochs
+    (``scales``: one weight factor per target), and the epoch stream that chooses each pass's
+    epochs (None for one fixed epoch)."""
     stream = None
     if epochs > 1 or reshuffle_each_iteration:
         step = epochs if reshuffle_each_iteration else 0
@@ -77,7 +78,7 @@ def _index_dataset(
                              batches_per_step(sampler))
     width_shape = [None] if stage.single else [None, len(stage.fields)]
     signature = [(tf.int64, [None]), (tf.int64, [None]), (tf.int64, width_shape),
-                 (tf.float32, [None])]
+                 (tf.float32, [None, len(stage.targets)])]
     ds = tf_batches(lambda e: bucket_arrays(sampler, e, stage, layout), signature,
                     epoch=epoch, stream=stream)
     return ds, stream
@@ -261,9 +262,9 @@ def bucketed_dataset(
         stream.data = stage_digest(consts, arguments)
     fixed = _fixed_shapes(stage)
 
-    def make_batch(idx: tf.Tensor, width: tf.Tensor, scale: tf.Tensor) -> Any:
+    def make_batch(idx: tf.Tensor, width: tf.Tensor, scales: tf.Tensor) -> Any:
         batch = _inputs.gather(consts, idx, width, TF_KERNEL_OPS,
-                               scale=None if layout is None else scale)
+                               scales=None if layout is None else scales)
         if fixed is not None:
             batch = (_ensure_shapes(stage, batch[0], fixed), *batch[1:])
         return batch[0] if len(batch) == 1 else batch

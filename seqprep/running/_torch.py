@@ -493,11 +493,10 @@ class PadCollate:
         floatx = keras_floatx(import_keras=False)
         rows = len(xs)
         # Data parallelism: fill rows (each table's index `rows`) after the items, and the
-        # weight scale rows / real rows (see seqprep.planning._fill).
+        # weight factor of the targets (seqprep.inputs._kernel.weight_scales).
         filled = None if fill_to is None else fill_batches(
             np.arange(rows), np.array([0, rows]), multiple_of=fill_to, fill_index=rows)
         idx = np.arange(rows, dtype=np.int64) if filled is None else filled.rows
-        scale = None if filled is None else np.float32(filled.scales[0])
         out = {}
         extra: tuple[Any, ...] = ()
         for field, rag in rags.items():
@@ -518,6 +517,9 @@ class PadCollate:
                                   starts, lengths, fill=filled is not None, **kw)
             src, real = _kernel.positions(table.starts, table.lengths, idx, width, opt.padding,
                                           table.pad_index)
+            scale = None if filled is None or field != y_field else _kernel.weight_scales(
+                table, np.arange(rows), np.array([0, rows]), np.array([width]),
+                multiple_of=fill_to)[0]
             got = _kernel.gather_batch(table, src, real, idx, scale=scale)
             out[field] = got[0]
             if field == y_field:
