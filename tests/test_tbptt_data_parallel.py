@@ -143,7 +143,9 @@ WORKER = textwrap.dedent("""
 def test_data_parallel_on_two_jax_devices_equals_one_device(tmp_path):
     pytest.importorskip("jax")
     out = tmp_path / "result.json"
-    env = {**os.environ, "KERAS_BACKEND": "jax", "CUDA_VISIBLE_DEVICES": "",
+    # the worker imports this checkout's seqprep (not an installed copy elsewhere)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "KERAS_BACKEND": "jax", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": root,
            "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.run([sys.executable, "-c", WORKER, str(out)], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=900)

@@ -15,7 +15,7 @@ import numpy as np
 
 from seqprep._core.ragged import Ragged
 from seqprep.inputs import _stage as _inputs
-from seqprep.inputs import _stage_fields, _stage_rules
+from seqprep.inputs import _stage_rules
 from seqprep.inputs._targets import Targets
 
 __all__ = ["FitData", "check_model", "prepare_fit_data"]
@@ -40,21 +40,14 @@ class FitData:
 def prepare_fit_data(
     x: Any, y: Any, sample_weight: Any = None, *, xname: str = "x", yname: str = "y",
     allow_nonfinite: bool = False, targets: Targets = "auto", targets_field: Any = None,
-    pad_value: Any = 0, fields: bool = True, floatx: str = "float32",
+    pad_value: Any = 0, floatx: str = "float32",
 ) -> FitData:
     """Read ``x``, ``y`` and per-sequence weights through the one input stage.
 
     On top of the stage's rules: at least one sequence, no empty sequence in any field (a
     model cannot train on zero steps), ``y`` required, and ``sample_weight`` one number per
-    sequence. ``fields=False`` refuses a dict or tuple ``x`` (for executors of one field).
-    ``floatx`` is Keras's float type, read by the executor (the stage's dtype rule).
+    sequence. ``floatx`` is Keras's float type, read by the executor (the stage's dtype rule).
     """
-    if not fields and _stage_fields.split_fields(x)[0] != "single":
-        raise ValueError(
-            f"Argument `{xname}` is a dict or tuple of fields, but this function trains one "
-            "model per length of one sequence collection.\n- Pass one collection, or train "
-            "on several fields with `seqprep.fit_per_length` or `seqprep.bucketed_dataset`."
-        )
     if y is None:
         raise ValueError(f"Argument `{yname}` is required. Received: {yname}=None")
     stage = _inputs.prepare(
