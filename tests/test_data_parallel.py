@@ -28,13 +28,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _processes import free_port, run_processes  # tests/ is on sys.path
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -396,12 +396,6 @@ def test_data_parallel_on_two_jax_devices_equals_one_device(tmp_path):
         assert case["max_weight_diff"] < 1e-5, (name, case)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory):
     """What each of two ``jax.distributed`` processes on localhost (one CPU device each, Gloo
@@ -409,20 +403,10 @@ def two_processes(tmp_path_factory):
     tests below."""
     pytest.importorskip("jax")
     tmp_path = tmp_path_factory.mktemp("two_processes")
-    port = _free_port()
-    env = _jax_env(devices=1)
-    procs = [subprocess.Popen([sys.executable, str(HERE / "_jax_distributed_worker.py"),
-                               str(port), str(i), str(tmp_path / f"{i}.json")],
-                              env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for i in range(2)]
-    try:
-        errs = [p.communicate(timeout=900)[1] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, err in zip(procs, errs, strict=True):
-        assert p.returncode == 0, err[-4000:]
+    port = free_port()
+    run_processes([[sys.executable, str(HERE / "_jax_distributed_worker.py"), str(port),
+                    str(i), str(tmp_path / f"{i}.json")] for i in range(2)],
+                  env=_jax_env(devices=1), cwd=tmp_path, timeout=900)
     return tuple(json.loads((tmp_path / f"{i}.json").read_text()) for i in range(2))
 
 

@@ -510,26 +510,15 @@ def test_two_ddp_processes_equal_steps_each_example_once_fresh_order(tmp_path):
     gradient all-reduce), every example exactly once across the ranks per epoch, a fresh order
     each epoch, and the same weights on both ranks at the end."""
     import json
-    import socket
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    from _processes import free_port, run_processes
+
+    port = free_port()
     here = os.path.dirname(os.path.abspath(__file__))
     env = {**os.environ, "PYTHONPATH": os.path.dirname(here), "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, os.path.join(here, "_torch_ddp_worker.py"),
-                               str(port), str(rank), "2", str(tmp_path / f"{rank}.json")],
-                              env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for rank in range(2)]
-    try:
-        errs = [p.communicate(timeout=180)[1] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
-    for p, err in zip(procs, errs, strict=True):
-        assert p.returncode == 0, err[-4000:]
+    run_processes([[sys.executable, os.path.join(here, "_torch_ddp_worker.py"), str(port),
+                    str(rank), "2", str(tmp_path / f"{rank}.json")] for rank in range(2)],
+                  env=env, cwd=tmp_path, timeout=180)
     a, b = (json.loads((tmp_path / f"{rank}.json").read_text()) for rank in range(2))
     assert (a["num_shards"], a["shard_index"], b["shard_index"]) == (2, 0, 1)
     assert a["steps"] == b["steps"] and min(a["steps"]) > 0
