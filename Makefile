@@ -52,16 +52,18 @@ demo: $(DEMO_STAMP)
 # The whole suite on TensorFlow, then the tests marked `backend` under each other backend, each
 # in its own pytest process (Keras picks its backend once per process). Every run is reported;
 # the target fails if any failed. pytest exits 5 when it collects no test: a run that tests
-# nothing is broken, so say so and fail.
+# nothing is broken, so say so and fail. --no-loadscope-reorder: xdist hands out whole files in
+# collection order, which conftest.py sorts longest first (xdist's own order, by test count,
+# would leave the few-test, minutes-long files for last).
 test: $(STAMP) $(BACKENDS_STAMP)
 	@status=0; \
 	echo "make test: the whole suite on KERAS_BACKEND=tensorflow"; \
-	KERAS_BACKEND=tensorflow $(PY) -m pytest -q -n 2 --dist loadfile; rc=$$?; \
+	KERAS_BACKEND=tensorflow $(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; the suite is missing." >&2; rc=1; fi; \
 	[ $$rc -eq 0 ] || status=$$rc; \
 	for backend in $(OTHER_BACKENDS); do \
 		echo "make test: backend-sensitive tests (-m backend) on KERAS_BACKEND=$$backend"; \
-		KERAS_BACKEND=$$backend $(PY) -m pytest -q -n 2 --dist loadfile -m backend tests; rc=$$?; \
+		KERAS_BACKEND=$$backend $(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m backend tests; rc=$$?; \
 		if [ $$rc -eq 5 ]; then echo "make test: no test is marked backend; the $$backend run tested nothing." >&2; rc=1; fi; \
 		[ $$rc -eq 0 ] || { echo "make test: FAILED on $$backend" >&2; status=$$rc; }; \
 	done; \
