@@ -49,6 +49,7 @@ import seqprep as sp  # noqa: E402
 
 N = 45  # odd: a bucket's leftovers are shared between the replicas
 N_VAL = 21  # the validation set of the "plain" job: odd too
+FIRST_EPOCH = 1  # the sampler epoch Keras epoch 0 plays
 EPOCHS = 3
 META = "seqprep_training_metadata.json"
 SAVE_FREQ = 3  # an odd step: resuming by pipeline elements would swap the replicas' batches
@@ -173,11 +174,12 @@ def run(strategy, job: dict) -> keras.Model:
     with strategy.scope():
         model = build(steps)
     if job["route"] == "distributed":
-        dd = sp.distributed_bucketed_dataset(strategy, x, y, sampler=sampler_of(x))
+        dd = sp.distributed_bucketed_dataset(strategy, x, y, sampler=sampler_of(x),
+                                             epoch=FIRST_EPOCH)
         backup = sp.BackupAndRestore(job["backup"], save_freq=SAVE_FREQ, dataset=dd)
     else:  # found among sp.live_epoch_streams()
         dd = strategy.distribute_datasets_from_function(
-            sp.replica_dataset_fn(x, y, sampler=sampler_of(x)))
+            sp.replica_dataset_fn(x, y, sampler=sampler_of(x), epoch=FIRST_EPOCH))
         backup = sp.BackupAndRestore(job["backup"], save_freq=SAVE_FREQ)
     model.fit(dd, epochs=EPOCHS, callbacks=[backup, steps], verbose=0, shuffle=False)
     return model
@@ -188,7 +190,11 @@ def run_plain(strategy, job: dict, x, y, steps: Steps) -> keras.Model:
     plain = Plain()
     with strategy.scope():
         model = build(steps, plain)
-    dd = sp.distributed_bucketed_dataset(strategy, x, y, sampler=sampler_of(x))
+    # One epoch earlier: without BackupAndRestore to drive the passes, the iterator Keras
+    # draws the model-building batch from (under a strategy) starts a pass of its own, so
+    # Keras epoch e plays sampler epoch e + 1, as the BackupAndRestore runs (from FIRST_EPOCH).
+    dd = sp.distributed_bucketed_dataset(strategy, x, y, sampler=sampler_of(x),
+                                         epoch=FIRST_EPOCH - 1)
     val_x, val_y = data(N_VAL, seed=1)
     val_dd = sp.distributed_bucketed_dataset(strategy, val_x, val_y, sampler=sp.BucketSampler(
         sp.sequence_lengths(val_x), batch_size=6, seed=2))
