@@ -113,6 +113,7 @@ def run_mirrored() -> dict:
     history = model.fit(dd, epochs=1, verbose=0)
     result["route1"] = {
         "cardinality": steps,
+        "iterations": int(model.optimizer.iterations.numpy()),
         "loss": history.history["loss"],
         "replicas": recorder.per_replica(2),
     }

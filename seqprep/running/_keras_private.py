@@ -365,17 +365,21 @@ def count_steps(distributed: Any, batches_per_step: int) -> Any:
     only to ask whether it is infinite or 0, which dividing it leaves as it was. Unknown and
     infinite cardinalities are left alone.
     """
-    batches = int(distributed.cardinality)
-    if batches_per_step == 1 or batches < 0:
+    if batches_per_step == 1:
         return distributed
-    steps = batches // batches_per_step
-    if batches % batches_per_step or not hasattr(distributed, "_cardinality"):
+    batches = int(distributed.cardinality)
+    if batches < 0:
+        return distributed
+    if batches % batches_per_step:
+        raise ValueError(f"A pipeline's {batches} batches are not a whole number of steps of "
+                         f"{batches_per_step} batches (one per local replica).")
+    if not hasattr(distributed, "_cardinality"):
         raise RuntimeError(
-            f"seqprep sets `_cardinality` of a {type(distributed).__name__} to count steps of "
-            f"{batches_per_step} batches, but it has {batches} batches"
-            + ("" if hasattr(distributed, "_cardinality") else " and no such attribute")
-            + " in this TensorFlow; seqprep/running/_keras_private.py needs updating."
+            f"seqprep sets `_cardinality` of a {type(distributed).__name__} to count training "
+            "steps, which this TensorFlow no longer has; seqprep/running/_keras_private.py "
+            "needs updating."
         )
+    steps = batches // batches_per_step
     distributed._cardinality = type(distributed.cardinality)(steps)  # a NumPy int, as TF's
     if int(distributed.cardinality) != steps:  # `cardinality` no longer reads `_cardinality`
         raise RuntimeError(
