@@ -321,14 +321,14 @@ _STEP_COUNTED: weakref.WeakSet = weakref.WeakSet()
 
 
 def _steps_of(dataset: Any, strategy: tf.distribute.Strategy) -> int:
-    """Steps per pass of a distributed ``dataset`` (negative if unknown): its cardinality if
-    :func:`distributed_bucketed_dataset` built it, else a pipeline's batches (TensorFlow's
-    count) per local replica."""
+    """Steps per pass of a distributed ``dataset`` (negative if unknown): its cardinality,
+    but for TensorFlow's ``distribute_datasets_from_function`` datasets that
+    :func:`distributed_bucketed_dataset` did not build, a pipeline's batches per local
+    replica."""
     card = dataset.cardinality
     card = int(card() if callable(card) else card)
-    with contextlib.suppress(TypeError):  # TypeError: not weakly referable, so not ours
-        if card < 0 or dataset in _STEP_COUNTED:
-            return card
+    if card < 0 or dataset in _STEP_COUNTED or not _kp.counts_pipeline_batches(dataset):
+        return card
     try:
         local = max(1, len(strategy.extended.worker_devices))
     except RuntimeError:  # the default strategy: one replica
@@ -359,9 +359,10 @@ def fit_distributed(
         dataset: a ``tf.distribute.DistributedDataset`` (e.g. from
             :func:`distributed_bucketed_dataset`).
         epochs: passes over ``dataset``; each pass creates a fresh iterator.
-        steps_per_epoch: steps per pass; default: the dataset's (the cardinality of
-            :func:`distributed_bucketed_dataset`'s; a pipeline's batches per local replica for
-            another ``DistributedDataset``).
+        steps_per_epoch: steps per pass; default: the dataset's cardinality (steps, for
+            :func:`distributed_bucketed_dataset` and ``experimental_distribute_dataset``), per
+            local replica for another ``distribute_datasets_from_function`` dataset (which
+            counts an input pipeline's batches).
         strategy: default: ``model.distribute_strategy``.
         on_step: called as ``on_step(epoch, step, logs)`` after every step (logs of the first
             local replica, as floats).

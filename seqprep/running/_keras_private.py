@@ -22,7 +22,9 @@ of them directly, so a change breaks a test that names it instead of silently ch
 * :func:`stop_server`: stops a ``tf.data`` service dispatcher or worker in-process (the
   public ``stop()``; ``server._stop()`` on TensorFlow releases without it).
 * :func:`count_steps`: a ``tf.distribute`` dataset's ``cardinality`` in training steps, for
-  Keras's ``fit`` (TensorFlow keeps it in ``DistributedDatasetsFromFunction._cardinality``).
+  Keras's ``fit`` (TensorFlow keeps it in ``DistributedDatasetsFromFunction._cardinality``);
+  :func:`counts_pipeline_batches`: whether TensorFlow's count is a pipeline's batches (told
+  by TensorFlow's class name).
 * :func:`calling_callback_list`: the ``CallbackList`` calling a callback, found on the call
   stack (``sys._getframe``).
 * :class:`StepTraces`: how often Keras traced (and so compiled) a model's train and test steps
@@ -55,6 +57,7 @@ __all__ = [
     "calling_callback_list",
     "compiled_identity",
     "count_steps",
+    "counts_pipeline_batches",
     "draw_as_iterator_ahead",
     "global_seed_generator",
     "initial_epoch",
@@ -388,3 +391,13 @@ def count_steps(distributed: Any, batches_per_step: int) -> Any:
             "updating."
         )
     return distributed
+
+
+def counts_pipeline_batches(dataset: Any) -> bool:
+    """Whether a ``tf.distribute`` dataset's ``cardinality`` counts one input pipeline's
+    batches (TensorFlow's ``DistributedDatasetsFromFunction``, from
+    ``strategy.distribute_datasets_from_function``: steps x local replicas) rather than steps
+    (its ``DistributedDataset``, from ``strategy.experimental_distribute_dataset``, which splits
+    each global batch between the replicas). Told by TensorFlow's class name, as Keras's data
+    adapters tell TensorFlow datasets."""
+    return any(c.__name__ == "DistributedDatasetsFromFunction" for c in type(dataset).__mro__)
