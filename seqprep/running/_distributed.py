@@ -107,7 +107,10 @@ def replica_dataset_fn(
     replicas' shards, because TensorFlow hands a pipeline's elements to its replicas in turn.
     When there is one replica per input pipeline (``MultiWorkerMirroredStrategy`` with one
     device per worker), this is exactly ``num_shards=input_context.num_input_pipelines``,
-    ``shard_index=input_context.input_pipeline_id``.
+    ``shard_index=input_context.input_pipeline_id``. The ``DistributedDataset`` TensorFlow
+    builds from it counts a pipeline's batches (steps x local replicas) as its cardinality,
+    which Keras's ``fit`` would take as steps; for ``fit``, use
+    :func:`distributed_bucketed_dataset`, which builds it and counts steps.
 
     Each replica gets ``input_context.get_per_replica_batch_size(batch_size)`` rows, or
     ``max_tokens // num_replicas_in_sync`` padded tokens (``quadratic_length`` holds each
