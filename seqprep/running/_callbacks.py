@@ -750,8 +750,9 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
             self._training = self._explicit
             return
         steps = self.params.get("steps")  # the cardinality: steps, or TF's pipeline batches
-        fresh = {id(p): p for p in getattr(self, "_passes", []) if p.started > self._started.get(
-            id(p), 0) and steps in (p.steps_per_pass, p.batches_per_pass)}
+        passes = getattr(self, "_passes", [])
+        fresh = {id(p): p for p in passes if p.started > self._started.get(id(p), 0)
+                 and steps in (p.steps_per_pass, p.batches_per_pass)}
         kinds = {repr(sorted(p.identity.items())): p for p in fresh.values()}
         if len(kinds) > 1:
             raise ValueError(
