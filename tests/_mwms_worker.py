@@ -7,8 +7,8 @@ other tests). Prints one JSON line prefixed ``RESULT `` on success.
 Modes:
     ``mirrored``: MirroredStrategy over 2 logical CPUs; trains one epoch through both
     routes (``distributed_bucketed_dataset`` + ``model.fit``, and a plain ``bucketed_dataset``
-    + ``model.fit`` that Keras splits per replica) and records, per replica and step, the ids
-    and padded width it trained on.
+    + ``model.fit`` that Keras splits per replica, then ``fit_distributed`` on it) and records,
+    per replica and step, the ids and padded width it trained on.
     ``worker``: one MultiWorkerMirroredStrategy worker (``TF_CONFIG`` from the environment);
     trains one epoch with ``fit_distributed`` and records the same.
 """
@@ -113,6 +113,7 @@ def run_mirrored() -> dict:
     history = model.fit(dd, epochs=1, verbose=0)
     result["route1"] = {
         "cardinality": steps,
+        "iterations": int(model.optimizer.iterations.numpy()),
         "loss": history.history["loss"],
         "replicas": recorder.per_replica(2),
     }
@@ -132,6 +133,10 @@ def run_mirrored() -> dict:
         "loss": history.history["loss"],
         "replicas": recorder.per_replica(2),
     }
+    # fit_distributed on the same global batches: experimental_distribute_dataset counts steps
+    # (each global batch split between the replicas), so all of them train.
+    split = strategy.experimental_distribute_dataset(ds)
+    result["route2"]["fit_distributed_steps"] = sp.fit_distributed(model, split).history["steps"]
     return result
 
 

@@ -304,16 +304,57 @@ def test_mirrored_strategy_two_devices_trains_one_epoch_exactly_once(strategy_ru
     assert len(a) == len(b) > 0, "both replicas must run the same number of steps"
     assert [s["width"] for s in a] == [s["width"] for s in b], "same padded length per step"
     assert Counter(_ids(a) + _ids(b)) == Counter(range(N))
-    assert route1["cardinality"] == 2 * len(a)  # a pipeline's batches: steps x local replicas
+    # Steps, not a pipeline's batches (steps x local replicas): Keras runs no empty step past
+    # the data, which would advance optimizer.iterations.
+    assert route1["cardinality"] == route1["iterations"] == len(a)
     assert np.isfinite(route1["loss"]).all()
 
     # Plain bucketed_dataset: Keras splits each global batch between the replicas.
     route2 = result["route2"]
     a, b = route2["replicas"]
     assert len(a) == len(b) == route2["num_batches"]
+    assert route2["fit_distributed_steps"] == [route2["num_batches"]]  # not half of them
     assert [s["width"] for s in a] == [s["width"] for s in b]
     assert Counter(_ids(a) + _ids(b)) == Counter(range(route2["n"]))
     assert np.isfinite(route2["loss"]).all()
+
+
+def test_count_steps_sets_tensorflows_private_cardinality_loudly():
+    """_keras_private.count_steps divides the private ``_cardinality`` that
+    ``DistributedDatasetsFromFunction.cardinality`` returns (Keras's fit reads it as the step
+    count); if TensorFlow renames it, this fails, and count_steps raises rather than leaving
+    Keras to run past the data. counts_pipeline_batches reads TensorFlow's class names."""
+    from seqprep.running import _keras_private as kp
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    dd = strategy.distribute_datasets_from_function(
+        lambda ctx: tf.data.Dataset.range(6).batch(1))
+    assert type(dd).__name__ == "DistributedDatasetsFromFunction" and dd._cardinality == 6
+    assert kp.count_steps(dd, 2) is dd
+    assert int(dd.cardinality) == 3 and isinstance(dd.cardinality, np.int64)
+    assert [int(b[0]) for b in dd] == list(range(6))  # the data is untouched
+    # TensorFlow's class names tell a pipeline's count from experimental_distribute_dataset's
+    # steps (each global batch split between the replicas).
+    assert kp.counts_pipeline_batches(dd)
+    assert not kp.counts_pipeline_batches(
+        strategy.experimental_distribute_dataset(tf.data.Dataset.range(6).batch(2)))
+    with pytest.raises(ValueError, match="whole number of steps"):
+        kp.count_steps(dd, 2)  # 3 is not a whole number of 2-batch steps
+    infinite = strategy.distribute_datasets_from_function(
+        lambda ctx: tf.data.Dataset.range(2).batch(1).repeat())
+    assert kp.count_steps(infinite, 2).cardinality == tf.data.INFINITE_CARDINALITY
+
+    class Renamed:  # a TensorFlow without `_cardinality`
+        cardinality = np.int64(4)
+
+    with pytest.raises(RuntimeError, match=r"`_cardinality`.*_keras_private\.py needs updating"):
+        kp.count_steps(Renamed(), 2)
+
+    class Ignored(Renamed):  # `cardinality` no longer reads `_cardinality`
+        _cardinality = np.int64(4)
+
+    with pytest.raises(RuntimeError, match="no longer reads `_cardinality`"):
+        kp.count_steps(Ignored(), 2)
 
 
 def test_multi_worker_mirrored_two_processes_equal_steps(strategy_runs):

@@ -5,8 +5,13 @@ uninterrupted run, and every example is trained exactly once per epoch, on
 ``distributed_bucketed_dataset`` and on
 ``strategy.distribute_datasets_from_function(replica_dataset_fn(...))``.
 
+Without ``BackupAndRestore``, ``model.fit(distributed_bucketed_dataset(...), epochs=3)`` runs
+exactly the planned steps each epoch (no empty extra step advancing ``optimizer.iterations``),
+trains the weights of the run with it, and ``validation_data=`` evaluates every example once.
+
 The jobs run in tests/_resume_mirrored_worker.py, in two processes (two TensorFlow imports):
-the first runs both uninterrupted runs and kills the first route's run; the second resumes it,
+the first runs both uninterrupted runs, the run without BackupAndRestore, and kills the first
+route's run; the second resumes it,
 then interrupts the second route's run by raising out of ``fit`` and resumes that in the same
 process (the interrupted run's datasets may still be alive, as in a notebook).
 """
@@ -27,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("_resume_mirrored_worker.py")
 META = "seqprep_training_metadata.json"
 ROUTES = ("distributed", "from_function")
-N = 45  # as in the worker
+N, N_VAL = 45, 21  # as in the worker
 # Killed after step 5 of Keras epoch 1; with save_freq=3 the last checkpoint holds 3 steps
 # of that epoch: an odd step, where a resume counted in pipeline batches (steps x 2) would
 # give each replica the other's batches.
@@ -59,18 +64,19 @@ def runs(tmp_path_factory) -> dict:
     def job(route, kind, kill=None):
         backup = tmp / (f"backup_ref_{route}" if kind == "ref" else f"backup_{route}")
         return {"route": route, "backup": str(backup), "out": str(tmp / f"{kind}_{route}"),
-                "kill": kill}
+                "kill": kill, "plain": kind == "plain"}
 
     first, second = ROUTES
     out: dict = {r: {} for r in ROUTES}
-    killed = _run([job(first, "ref"), job(second, "ref"), job(first, "killed", [*KILL, "exit"])])
+    killed = _run([job(first, "ref"), job(second, "ref"), job(first, "plain"),
+                   job(first, "killed", [*KILL, "exit"])])
     resumed = _run([job(first, "resumed"), job(second, "killed", [*KILL, "raise"]),
                     job(second, "resumed")])
     out[first]["killed_rc"], out[second]["killed_rc"] = killed.returncode, resumed.returncode
     for route in ROUTES:
         r = out[route]
         r["stderr"] = killed.stderr[-3000:] + resumed.stderr[-3000:]
-        for kind in ("ref", "killed", "resumed"):
+        for kind in ("ref", "killed", "resumed", "plain"):
             steps = tmp / f"{kind}_{route}.steps"
             r[kind] = _steps(steps) if steps.exists() else None
             weights = tmp / f"{kind}_{route}.npz"
@@ -78,6 +84,8 @@ def runs(tmp_path_factory) -> dict:
         saved = tmp / f"killed_{route}.saved"
         r["saved"] = tuple(json.loads(saved.read_text())) if saved.exists() else None
         r["backup_left"] = (tmp / f"backup_{route}").exists()
+        plain = tmp / f"plain_{route}.plain.json"
+        r["plain_fit"] = json.loads(plain.read_text()) if plain.exists() else None
     return out
 
 
@@ -121,3 +129,28 @@ def test_both_mirrored_routes_train_the_same_plan(runs):
     assert a["ref"] == b["ref"]
     for x, y in zip(a["ref_weights"], b["ref_weights"], strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.slow
+def test_fit_without_backup_runs_the_planned_steps_and_no_empty_one(runs):
+    """``fit(distributed_bucketed_dataset(...), epochs=3)`` with no BackupAndRestore: Keras is
+    given the step count (not steps x local replicas), runs exactly those steps per epoch, so
+    ``optimizer.iterations`` is steps x epochs (an empty step past the data used to advance it
+    by one per epoch) and the weights are those of the run with BackupAndRestore (which ended
+    each epoch at its last real step). The validation pass (another distributed dataset)
+    evaluates every example once and no step past its data either."""
+    r = runs[ROUTES[0]]
+    fit, ref = r["plain_fit"], r["ref"]
+    assert fit is not None, r["stderr"]
+    steps = sum(s["epoch"] == 0 for s in ref)  # the planned steps of an epoch
+    epochs = 1 + max(s["epoch"] for s in ref)
+    assert fit["steps"] == steps  # the progress bar's and History's step count
+    assert fit["batches"] == [steps] * epochs
+    assert fit["iterations"] == [steps * (e + 1) for e in range(epochs)]
+    assert not [w for w in fit["warnings"] if "ran out of data" in w], fit["warnings"]
+    assert r["plain"] == ref  # the same batches, step by step and replica by replica
+    diff = max(float(np.abs(a - b).max())
+               for a, b in zip(r["ref_weights"], r["plain_weights"], strict=True))
+    assert diff <= 1e-6, diff
+    assert fit["val_ids"] == [list(range(N_VAL))] * epochs
+    assert fit["val_loss"] == pytest.approx(fit["val_mse"], rel=1e-5, abs=1e-6)

@@ -707,8 +707,8 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
                 self._find_training()
         steps = keras_steps = self.params.get("steps")
         if self._training is not None and self._training.batches_per_step > 1:
-            # Keras counts a replica pipeline's batches as steps: its step past the data fails
-            # but still advances optimizer.iterations (Adam's bias correction, schedules).
+            # TensorFlow's own dataset (not distributed_bucketed_dataset's) counts a pipeline's
+            # batches: Keras's step past the data fails but advances optimizer.iterations.
             steps = self._training.steps_per_pass
         last = bool(steps) and done >= steps
         overrun = last and (keras_steps or 0) > steps
@@ -749,11 +749,10 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         if self._explicit is not None:
             self._training = self._explicit
             return
-        steps = self.params.get("steps")  # the dataset's cardinality: batches, not steps
-        fresh = {
-            id(p): p for p in getattr(self, "_passes", [])
-            if p.started > self._started.get(id(p), 0) and p.batches_per_pass == steps
-        }
+        steps = self.params.get("steps")  # the cardinality: steps, or TF's pipeline batches
+        passes = getattr(self, "_passes", [])
+        fresh = {id(p): p for p in passes if p.started > self._started.get(id(p), 0)
+                 and steps in (p.steps_per_pass, p.batches_per_pass)}
         kinds = {repr(sorted(p.identity.items())): p for p in fresh.values()}
         if len(kinds) > 1:
             raise ValueError(

@@ -33,6 +33,7 @@ import contextlib
 import itertools
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -106,7 +107,10 @@ def replica_dataset_fn(
     replicas' shards, because TensorFlow hands a pipeline's elements to its replicas in turn.
     When there is one replica per input pipeline (``MultiWorkerMirroredStrategy`` with one
     device per worker), this is exactly ``num_shards=input_context.num_input_pipelines``,
-    ``shard_index=input_context.input_pipeline_id``.
+    ``shard_index=input_context.input_pipeline_id``. The ``DistributedDataset`` TensorFlow
+    builds from it counts a pipeline's batches (steps x local replicas) as its cardinality,
+    which Keras's ``fit`` would take as steps; for ``fit``, use
+    :func:`distributed_bucketed_dataset`, which builds it and counts steps.
 
     Each replica gets ``input_context.get_per_replica_batch_size(batch_size)`` rows, or
     ``max_tokens // num_replicas_in_sync`` padded tokens (``quadratic_length`` holds each
@@ -263,7 +267,9 @@ def distributed_bucketed_dataset(
     length on every replica at every step) and the arguments. Under ``MirroredStrategy`` pass
     the result to ``model.fit`` (built and compiled under ``strategy.scope()``); under
     ``MultiWorkerMirroredStrategy``, to :func:`fit_distributed`. Its ``cardinality`` is the
-    number of steps per pass.
+    number of steps per pass (TensorFlow's own dataset counts a pipeline's batches, i.e. steps
+    x local replicas), so ``fit`` runs exactly the planned steps in every epoch, with no empty
+    step past the data, and so does a validation pass (``validation_data=``).
 
     Args:
         strategy: a ``tf.distribute`` strategy.
@@ -279,7 +285,7 @@ def distributed_bucketed_dataset(
             ``sample_weight``, ``targets``, ``options``).
 
     Returns:
-        A ``tf.distribute.DistributedDataset``.
+        A ``tf.distribute.DistributedDataset``: TensorFlow's, with ``cardinality`` in steps.
 
     Raises:
         ValueError: as :func:`replica_dataset_fn`.
@@ -297,21 +303,40 @@ def distributed_bucketed_dataset(
     fn = replica_dataset_fn(x, y, sampler=sampler, epoch=epoch, padding=padding, pad_to=pad_to,
                             **kwargs)
     built: list[tf.data.Dataset] = []
+    local: set[int] = set()  # replicas per input pipeline: batches per step
 
     def dataset_fn(input_context: tf.distribute.InputContext) -> tf.data.Dataset:
         built.append(fn(input_context))
+        local.add(input_context.num_replicas_in_sync // input_context.num_input_pipelines)
         return built[-1]
 
     distributed = strategy.distribute_datasets_from_function(dataset_fn)
+    if len(local) == 1:  # built (not deferred to a coordinator): Keras reads steps, not batches
+        _STEP_COUNTED.add(_kp.count_steps(distributed, local.pop()))
     streams = [s for s in map(find_stream, built) if s is not None]
     if len(streams) == 1:  # this process's one pipeline: BackupAndRestore(dataset=...) finds it
         attach_stream(distributed, streams[0])
     return distributed
 
 
-def _cardinality(dataset: Any) -> int:
+# The datasets distributed_bucketed_dataset returned: their cardinality counts steps.
+_STEP_COUNTED: weakref.WeakSet = weakref.WeakSet()
+
+
+def _steps_of(dataset: Any, strategy: tf.distribute.Strategy) -> int:
+    """Steps per pass of a distributed ``dataset`` (negative if unknown): its cardinality,
+    but for TensorFlow's ``distribute_datasets_from_function`` datasets that
+    :func:`distributed_bucketed_dataset` did not build, a pipeline's batches per local
+    replica."""
     card = dataset.cardinality
-    return int(card() if callable(card) else card)
+    card = int(card() if callable(card) else card)
+    if card < 0 or dataset in _STEP_COUNTED or not _kp.counts_pipeline_batches(dataset):
+        return card
+    try:
+        local = max(1, len(strategy.extended.worker_devices))
+    except RuntimeError:  # the default strategy: one replica
+        local = 1
+    return card // local
 
 
 def fit_distributed(
@@ -337,7 +362,10 @@ def fit_distributed(
         dataset: a ``tf.distribute.DistributedDataset`` (e.g. from
             :func:`distributed_bucketed_dataset`).
         epochs: passes over ``dataset``; each pass creates a fresh iterator.
-        steps_per_epoch: steps per pass; default: the dataset's cardinality.
+        steps_per_epoch: steps per pass; default: the dataset's cardinality (steps, for
+            :func:`distributed_bucketed_dataset` and ``experimental_distribute_dataset``), per
+            local replica for another ``distribute_datasets_from_function`` dataset (which
+            counts an input pipeline's batches).
         strategy: default: ``model.distribute_strategy``.
         on_step: called as ``on_step(epoch, step, logs)`` after every step (logs of the first
             local replica, as floats).
@@ -368,15 +396,8 @@ def fit_distributed(
     epochs = check_int("epochs", epochs, minimum=1)
     strategy = strategy or model.distribute_strategy
     if steps_per_epoch is None:
-        # A pipeline's dataset holds one batch per local replica per step.
-        try:
-            local = max(1, len(strategy.extended.worker_devices))
-        except RuntimeError:  # the default strategy: one replica
-            local = 1
-        steps_per_epoch = _cardinality(dataset)
-        if steps_per_epoch >= 0:
-            steps_per_epoch //= local
-        else:
+        steps_per_epoch = _steps_of(dataset, strategy)
+        if steps_per_epoch < 0:
             raise ValueError(
                 "The cardinality of `dataset` is unknown, so the number of steps is too.\n"
                 "- Pass steps_per_epoch=<steps>."

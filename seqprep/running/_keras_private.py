@@ -21,6 +21,10 @@ of them directly, so a change breaks a test that names it instead of silently ch
   epoch, as Keras's own ``BackupAndRestore`` sets it).
 * :func:`stop_server`: stops a ``tf.data`` service dispatcher or worker in-process (the
   public ``stop()``; ``server._stop()`` on TensorFlow releases without it).
+* :func:`count_steps`: a ``tf.distribute`` dataset's ``cardinality`` in training steps, for
+  Keras's ``fit`` (TensorFlow keeps it in ``DistributedDatasetsFromFunction._cardinality``);
+  :func:`counts_pipeline_batches`: whether TensorFlow's count is a pipeline's batches (told
+  by TensorFlow's class name).
 * :func:`calling_callback_list`: the ``CallbackList`` calling a callback, found on the call
   stack (``sys._getframe``).
 * :class:`StepTraces`: how often Keras traced (and so compiled) a model's train and test steps
@@ -52,6 +56,8 @@ __all__ = [
     "StepTraces",
     "calling_callback_list",
     "compiled_identity",
+    "count_steps",
+    "counts_pipeline_batches",
     "draw_as_iterator_ahead",
     "global_seed_generator",
     "initial_epoch",
@@ -343,3 +349,55 @@ def draw_as_iterator_ahead() -> None:
         import torch
 
         torch.empty((), dtype=torch.int64).random_()
+
+
+# --------------------------------------------------------------------------- tf.distribute
+
+
+def count_steps(distributed: Any, batches_per_step: int) -> Any:
+    """Make ``distributed.cardinality`` count training steps, not a pipeline's batches;
+    returns ``distributed``.
+
+    ``strategy.distribute_datasets_from_function`` returns TensorFlow's
+    ``DistributedDatasetsFromFunction``, whose public ``cardinality`` is its private
+    ``_cardinality``: the cardinality of one input pipeline's dataset. A pipeline feeding
+    ``batches_per_step`` local replicas (``MirroredStrategy`` on one machine) holds that many
+    batches per step, and Keras's ``fit`` (its TF dataset adapter) takes the cardinality as the
+    epoch's step count, so it would run one step past the data every epoch: that step finds
+    none but still advances ``optimizer.iterations``. TensorFlow's iterators read the value
+    only to ask whether it is infinite or 0, which dividing it leaves as it was. Unknown and
+    infinite cardinalities are left alone.
+    """
+    if batches_per_step == 1:
+        return distributed
+    batches = int(distributed.cardinality)
+    if batches < 0:
+        return distributed
+    if batches % batches_per_step:
+        raise ValueError(f"A pipeline's {batches} batches are not a whole number of steps of "
+                         f"{batches_per_step} batches (one per local replica).")
+    if not hasattr(distributed, "_cardinality"):
+        raise RuntimeError(
+            f"seqprep sets `_cardinality` of a {type(distributed).__name__} to count training "
+            "steps, which this TensorFlow no longer has; seqprep/running/_keras_private.py "
+            "needs updating."
+        )
+    steps = batches // batches_per_step
+    distributed._cardinality = type(distributed.cardinality)(steps)  # a NumPy int, as TF's
+    if int(distributed.cardinality) != steps:  # `cardinality` no longer reads `_cardinality`
+        raise RuntimeError(
+            f"The `cardinality` of a {type(distributed).__name__} no longer reads "
+            "`_cardinality` in this TensorFlow; seqprep/running/_keras_private.py needs "
+            "updating."
+        )
+    return distributed
+
+
+def counts_pipeline_batches(dataset: Any) -> bool:
+    """Whether a ``tf.distribute`` dataset's ``cardinality`` counts one input pipeline's
+    batches (TensorFlow's ``DistributedDatasetsFromFunction``, from
+    ``strategy.distribute_datasets_from_function``: steps x local replicas) rather than steps
+    (its ``DistributedDataset``, from ``strategy.experimental_distribute_dataset``, which splits
+    each global batch between the replicas). Told by TensorFlow's class name, as Keras's data
+    adapters tell TensorFlow datasets."""
+    return any(c.__name__ == "DistributedDatasetsFromFunction" for c in type(dataset).__mro__)
