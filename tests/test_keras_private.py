@@ -123,6 +123,7 @@ def test_a_missing_private_attribute_is_an_error_naming_this_module_never_a_defa
 
 # Private Keras / TensorFlow spellings that may appear in seqprep only in _keras_private.py.
 PRIVATE = ("sys._getframe", "_compile_loss", "_compile_metrics", "_initial_epoch", "._stop(",
+           "._cardinality",
            "keras.src", "tensorflow.python")
 # warn_deprecated (seqprep/_core/checks.py) finds its caller with sys._getframe; it goes with
 # the deprecated spellings it announces (issue #19, item 8).
