@@ -551,8 +551,8 @@ def _loss_of(loss, yb, pred, wb, xb, mask):
 def test_per_step_targets_with_a_weight_array_keep_the_one_device_loss(
     mask, processes, per_process
 ):
-    """Per-step targets weighed by one number per sequence (Keras broadcasts it over the
-    steps): the global batch the processes' parts make has the unfilled batch's loss under
+    """Per-step targets weighed by one number per sequence (on each of its real steps): the
+    global batch the processes' parts make has the unfilled batch's loss under
     the default reduction, behind a mask (its valid steps, fill steps included, divide the
     loss) and without one (every position divides it: the table says no mask reaches)."""
     import dataclasses
@@ -582,7 +582,9 @@ def test_per_step_targets_with_a_weight_array_keep_the_one_device_loss(
     for b in range(len(plan)):
         xa, ya, wa = _inputs.gather(one, plan.rows[plan.splits[b]:plan.splits[b + 1]],
                                     widths[b])
-        assert wa.shape == (xa.shape[0],)  # one weight per sequence, broadcast by Keras
+        # Each sequence's weight on its real steps (Keras broadcasts no (B,) weights over a
+        # (B, T) loss), as the one-device run gets them.
+        np.testing.assert_array_equal(wa, np.where(xa != 0, wa.max(axis=1, keepdims=True), 0))
         got = [_inputs.gather(filled, rows[splits[b]:splits[b + 1]], widths[b],
                               scales=scales[b]) for rows, splits, scales in parts]
         xb, yb, wb = (_cat([g[i] for g in got]) for i in range(3))
@@ -607,7 +609,7 @@ def test_weight_array_on_per_step_targets_every_executor_gives_the_one_device_lo
 
     def batches(dp):
         if executor == "PadCollate":
-            collate = sp.PadCollate(return_tensors="np", data_parallel=dp)
+            collate = sp.PadCollate(return_tensors="np", targets="step", data_parallel=dp)
             return [collate([(x[i], y[i], weights[i]) for i in idx])
                     for idx in sampler.plan(0)]
         return list(sp.bucketed_dataset(x, y, sampler=sampler, sample_weight=weights,

@@ -90,7 +90,9 @@ class Table:
             ``"sequence"``: one row per sequence plus one zero row (what empty slots get).
         y_mode: ``"step"``, ``"sequence"`` or None (no targets).
         w: float32 ``(n + 1,)`` per-sequence weights with a 0 at the end, or None.
-        w_mode: None (no weights), ``"sequence"`` (``w`` per sequence), ``"timestep"``
+        w_mode: None (no weights), ``"sequence"`` (``w`` per sequence; per-step targets
+            get it on each real step, 0 on padding: Keras broadcasts no ``(B,)`` weights over
+            a ``(B, T)`` loss), ``"timestep"``
             (1 on real positions, times ``w`` when given) or ``"timestep_mean"`` (those,
             scaled to mean 1 over the batch: see ``_step_weights``).
         fill: whether ``starts`` and ``lengths`` end with one more sequence at index
@@ -383,6 +385,8 @@ def gather_targets(
     if table.w_mode is None:
         return (yb,)
     kept = real if is_fill is None or real is None else real & ~is_fill
+    if kept is None and table.y_mode == "step":  # an exact-length batch: every step is real
+        kept = src >= 0
     if scale is None:  # a batch without fill rows: its own weights
         return yb, _weights(table, kept, idx, owner, ops)
     if _scaled_steps(table):  # per step: the global batch's factor normalises them
@@ -476,8 +480,9 @@ def _weights(
     table: Table, real: Any, idx: Any, owner: Any, ops: KernelOps, *, mean: bool | None = None
 ) -> Any:
     """The weights of ``real`` by ``table``'s mode; ``mean=False`` leaves ``"timestep_mean"``
-    weights unnormalised (a filled batch's scale normalises them)."""
-    if table.w_mode == "sequence":
+    weights unnormalised (a filled batch's scale normalises them). ``"sequence"`` weights
+    of per-step targets are those of ``"timestep"`` times ``w`` (each on its real steps)."""
+    if table.w_mode == "sequence" and (table.y_mode != "step" or owner is not None):
         return ops.gather(table.w, idx)
     if mean is None:
         mean = table.w_mode == "timestep_mean"
