@@ -388,6 +388,7 @@ def test_data_parallel_on_two_jax_devices_equals_one_device(tmp_path):
     assert set(result["cases"]) == {
         "batch_size=30", "max_tokens, masked mean", "per-step, masked", "pydataset", "packed",
         "fit_per_length, masked mean", "fit_per_length, step",
+        "per-step, weight array, masked", "fit_per_length, step, weight array",
         *(case for case, package in optional.items()
           if importlib.util.find_spec(package) is not None)}
     for name, case in result["cases"].items():
