@@ -377,9 +377,10 @@ def budget_field_grids(
     ``max_widths`` widths (:func:`width_grid` with ``field=``), this takes the one whose run
     costs least, counting ``train_epochs * padded tokens of an epoch + shape tuples *
     compile_cost`` (the sampler's :class:`~seqprep.PlanOptions`). A row's padded tokens are
-    its fields' widths, each times the field's ``field_weights`` (default 1), added up, or
-    their maximum under ``field_tokens="max"`` (fields processed side by side). Ties go to
-    fewer padded tokens, then fewer shapes, then fewer widths. With more than 4096
+    its fields' widths, each times the field's ``field_weights`` (the cost of one padded step
+    of it; default 1), added up (``field_tokens`` only counts a ``max_tokens`` budget, and a
+    token budget pads to ``"bucket"``, not to a grid). Ties go to fewer padded tokens, then
+    fewer shapes, then fewer widths. With more than 4096
     combinations the search improves one field's grid at a time from both ends (every
     field's smallest grid, and every field's largest) until nothing improves. Never more
     shape tuples than ``compile_cost=None`` (every field's grid of ``max_widths`` widths),
@@ -419,13 +420,10 @@ def budget_field_grids(
     widths = [[_grid_widths(plan, j, g) for g in field_grids]
               for j, field_grids in enumerate(grids)]
     weights = np.asarray(getattr(sampler, "field_weights", None) or [1.0] * len(names))
-    side_by_side = getattr(sampler, "field_tokens", "sum") == "max"
 
     def key(combo: tuple[int, ...]) -> tuple[float, float, int, int]:
         w = np.stack([widths[j][k] for j, k in enumerate(combo)], axis=1)
-        weighted = w * weights
-        row = weighted.max(axis=1) if side_by_side else weighted.sum(axis=1)
-        tokens = float(np.dot(sizes, row))
+        tokens = float(np.dot(sizes, w @ weights))
         shapes = len(np.unique(np.column_stack([sizes, w]), axis=0)) if sizes.size else 0
         return epochs * tokens + shapes * cost, tokens, shapes, sum(combo)
 
