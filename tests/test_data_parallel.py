@@ -13,8 +13,9 @@
   trained by ``fit_per_length`` equal to the unfilled run (finite: no 0 / 0);
 * ``keras.distribution.DataParallel`` on two JAX CPU devices (a subprocess: the device count
   is fixed when JAX starts): ``bucketed_dataset`` (a partial batch, a token budget with a
-  masked mean, per-step targets behind a mask), ``bucketed_pydataset``, ``grain_dataset``,
-  ``packed_dataset`` and ``fit_per_length`` train to the weights of the one-device run of
+  masked mean, per-step targets behind a mask, also with a per-sequence weight array),
+  ``bucketed_pydataset``, ``grain_dataset``, ``packed_dataset`` and ``fit_per_length`` (its
+  exact-length groups with a weight array too) train to the weights of the one-device run of
   the same plan within 1e-5, and so does a PyTorch ``DataLoader`` with
   ``PadCollate(data_parallel="auto")``;
 * two ``jax.distributed`` processes on localhost: equal steps, equal widths, every example
@@ -372,8 +373,9 @@ def _jax_env(devices=2):
 @pytest.mark.slow
 def test_data_parallel_on_two_jax_devices_equals_one_device(tmp_path):
     """bucketed_dataset (batch_size=30 with a partial batch; max_tokens with a masked mean;
-    per-step targets behind a mask), bucketed_pydataset, grain_dataset, packed_dataset, a
-    DataLoader with PadCollate and fit_per_length (a masked mean; per-step) under
+    per-step targets behind a mask, with and without a per-sequence weight array),
+    bucketed_pydataset, grain_dataset, packed_dataset, a DataLoader with PadCollate and
+    fit_per_length (a masked mean; per-step, with and without a weight array) under
     DataParallel on two CPU devices end with the weights of the one-device run of the same
     plan."""
     pytest.importorskip("jax")
