@@ -362,8 +362,9 @@ def gather_targets(
     the whole global batch, every process's rows): per-sequence weights (of either kind of
     targets) are multiplied by it, and per-step ``"timestep"`` / ``"timestep_mean"`` weights
     are the real steps' (times the per-sequence weights) multiplied by it instead of
-    normalised over ``src``'s rows. Without ``scale`` (a batch without fill rows, on one process), ``"timestep_mean"``
-    weights are normalised to the mean over this batch's real steps.
+    normalised over ``src``'s rows. Without ``scale`` (a batch without fill rows, on one
+    process), ``"timestep_mean"`` weights are normalised to the mean over this batch's real
+    steps.
 
     Example:
         >>> t = table(with_pad_row(np.array([1, 2, 3])), [0, 2], [2, 1], y=np.array([5, 6]),
