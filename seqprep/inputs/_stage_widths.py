@@ -128,8 +128,8 @@ def resolve_pad_to(
     :func:`seqprep.planning._shapes.resolve_pad_to`). A field of a 2-D sampler pads to its
     batch's longest (``"auto"``; on a compiling backend, the field's width grid of the
     compile budget, :func:`seqprep.planning._shapes.budget_field_grids`, or ``"bucket"``
-    under a token budget), its bucket width
-    (``"bucket"``), a fixed int, or the smallest width of a grid that covers its bucket. A
+    under a token budget), its bucket width (``"bucket"``), a fixed int, or the smallest
+    width of a grid that covers its bucket. A
     field no sampler column plans pads to its batch's longest (``"auto"``; on a compiling
     backend, a grid of at most 16 widths from its lengths' quantiles), a fixed int, or the
     smallest grid width that covers its batch's longest; ``"bucket"`` is refused there.

@@ -380,11 +380,10 @@ def budget_field_grids(
     its fields' widths, each times the field's ``field_weights`` (the cost of one padded step
     of it; default 1), added up (``field_tokens`` only counts a ``max_tokens`` budget, and a
     token budget pads to ``"bucket"``, not to a grid). Ties go to fewer padded tokens, then
-    fewer shapes, then fewer widths. With more than 4096
-    combinations the search improves one field's grid at a time from both ends (every
-    field's smallest grid, and every field's largest) until nothing improves. Never more
-    shape tuples than ``compile_cost=None`` (every field's grid of ``max_widths`` widths),
-    the same shapes every epoch, numpy only.
+    fewer shapes, then fewer widths. With more than 4096 combinations the search improves one
+    field's grid at a time from both ends (every field's smallest grid, and every field's
+    largest) until nothing improves. Never more shape tuples than ``compile_cost=None`` (every
+    field's grid of ``max_widths`` widths), the same shapes every epoch, numpy only.
 
     Example:
         >>> from seqprep import BucketSampler, PlanOptions
