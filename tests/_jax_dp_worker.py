@@ -127,6 +127,14 @@ def main(out):
         lambda: _pooled(per_step=True, mask=True),
         lambda: sp.bucketed_dataset(x, y_steps, sampler=sampler, pad_to=11), sizes)
 
+    # Per-step targets weighed by one number per sequence (on each of its real steps), behind
+    # a mask: the fill steps count in the mask's divisor, the weights are scaled for them.
+    weights = np.linspace(0.5, 2.0, len(x)).astype(np.float32)
+    cases["per-step, weight array, masked"] = _dataset_case(
+        lambda: _pooled(per_step=True, mask=True),
+        lambda: sp.bucketed_dataset(x, y_steps, sampler=sampler, pad_to=11,
+                                    sample_weight=weights), sizes)
+
     cases["pydataset"] = _dataset_case(
         _pooled, lambda: sp.bucketed_pydataset(x, y, sampler=sampler, pad_to=11), sizes)
 
@@ -169,15 +177,21 @@ def main(out):
     planned = [b.size for b in plan]
     assert any(s % 2 for s in planned), planned
 
-    def per_length(y_fit):
+    def per_length(y_fit, sample_weight=None):
         def fit(model, rows):
-            sp.fit_per_length(model, x2, y_fit, epochs=EPOCHS, batch_size=8, seed=1, verbose=0)
+            sp.fit_per_length(model, x2, y_fit, epochs=EPOCHS, batch_size=8, seed=1, verbose=0,
+                              sample_weight=sample_weight)
         return fit
 
-    for name, build, y_fit in (("fit_per_length, masked mean", _masked_mean, y2),
-                               ("fit_per_length, step", lambda: _pooled(per_step=True),
-                                y2_steps)):
-        diff, _ = _compare(build, per_length(y_fit))
+    # The last: exact-length groups without a mask, one weight per sequence (every position
+    # divides the loss: the weights are scaled by rows / real rows).
+    weights2 = np.linspace(0.5, 2.0, len(x2)).astype(np.float32)
+    for name, build, y_fit, w_fit in (
+            ("fit_per_length, masked mean", _masked_mean, y2, None),
+            ("fit_per_length, step", lambda: _pooled(per_step=True), y2_steps, None),
+            ("fit_per_length, step, weight array", lambda: _pooled(per_step=True), y2_steps,
+             weights2)):
+        diff, _ = _compare(build, per_length(y_fit, w_fit))
         # A batch whose rows did not split over the devices fails in JAX (IndivisibleError):
         # the run finishing is the check; the plan has odd batches, so fill rows were needed.
         cases[name] = {"max_weight_diff": diff, "divisible": True,

@@ -13,8 +13,9 @@
   trained by ``fit_per_length`` equal to the unfilled run (finite: no 0 / 0);
 * ``keras.distribution.DataParallel`` on two JAX CPU devices (a subprocess: the device count
   is fixed when JAX starts): ``bucketed_dataset`` (a partial batch, a token budget with a
-  masked mean, per-step targets behind a mask), ``bucketed_pydataset``, ``grain_dataset``,
-  ``packed_dataset`` and ``fit_per_length`` train to the weights of the one-device run of
+  masked mean, per-step targets behind a mask, also with a per-sequence weight array),
+  ``bucketed_pydataset``, ``grain_dataset``, ``packed_dataset`` and ``fit_per_length`` (its
+  exact-length groups with a weight array too) train to the weights of the one-device run of
   the same plan within 1e-5, and so does a PyTorch ``DataLoader`` with
   ``PadCollate(data_parallel="auto")``;
 * two ``jax.distributed`` processes on localhost: equal steps, equal widths, every example
@@ -372,8 +373,9 @@ def _jax_env(devices=2):
 @pytest.mark.slow
 def test_data_parallel_on_two_jax_devices_equals_one_device(tmp_path):
     """bucketed_dataset (batch_size=30 with a partial batch; max_tokens with a masked mean;
-    per-step targets behind a mask), bucketed_pydataset, grain_dataset, packed_dataset, a
-    DataLoader with PadCollate and fit_per_length (a masked mean; per-step) under
+    per-step targets behind a mask, with and without a per-sequence weight array),
+    bucketed_pydataset, grain_dataset, packed_dataset, a DataLoader with PadCollate and
+    fit_per_length (a masked mean; per-step, with and without a weight array) under
     DataParallel on two CPU devices end with the weights of the one-device run of the same
     plan."""
     pytest.importorskip("jax")
@@ -388,6 +390,7 @@ def test_data_parallel_on_two_jax_devices_equals_one_device(tmp_path):
     assert set(result["cases"]) == {
         "batch_size=30", "max_tokens, masked mean", "per-step, masked", "pydataset", "packed",
         "fit_per_length, masked mean", "fit_per_length, step",
+        "per-step, weight array, masked", "fit_per_length, step, weight array",
         *(case for case, package in optional.items()
           if importlib.util.find_spec(package) is not None)}
     for name, case in result["cases"].items():
@@ -527,3 +530,100 @@ def test_packed_dataset_fill_rows_are_empty_and_keep_the_loss(per_step):
         want = float(loss(target_a, pred[:rows], wa))
         assert float(loss(target_b, pred, wb)) == pytest.approx(want, rel=1e-5)
     assert sorted(ids) == list(range(len(x)))
+
+
+# ------------------------------------------- per-step targets with a per-sequence weight array
+
+
+def _loss_of(loss, yb, pred, wb, xb, mask):
+    """Keras's loss of one batch, with the mask ``mask`` derives from the inputs ``xb`` (None:
+    no mask reaches the loss) on the predictions, as the masking layer would put it there."""
+    import keras
+
+    pred = keras.ops.convert_to_tensor(pred)
+    if mask == "Embedding(mask_zero)":
+        pred._keras_mask = keras.layers.Embedding(30, 2, mask_zero=True).compute_mask(xb)
+    elif mask == "Masking":
+        pred._keras_mask = keras.layers.Masking(0.0).compute_mask(
+            keras.ops.convert_to_tensor(xb[..., None].astype(np.float32)))
+    return float(loss(yb, pred, wb))
+
+
+@pytest.mark.parametrize("processes, per_process", [(1, 4), (2, 1), (3, 1)])
+@pytest.mark.parametrize("mask", ["Embedding(mask_zero)", "Masking", None])
+def test_per_step_targets_with_a_weight_array_keep_the_one_device_loss(
+    mask, processes, per_process
+):
+    """Per-step targets weighed by one number per sequence (on each of its real steps): the
+    global batch the processes' parts make has the unfilled batch's loss under
+    the default reduction, behind a mask (its valid steps, fill steps included, divide the
+    loss) and without one (every position divides it: the table says no mask reaches)."""
+    import dataclasses
+
+    import keras
+
+    from seqprep.inputs import _stage as _inputs
+
+    lengths, x, _ = _id_data(n=29, seed=3)
+    y = [np.arange(n, dtype=np.float32)[:, None] for n in lengths]
+    weights = np.linspace(0.5, 2.0, len(x)).astype(np.float32)
+    sampler = sp.BucketSampler(lengths, boundaries=[6], batch_size=7, seed=2)
+    plan = sampler.plan(0)
+    one = _inputs.prepare(x, y, weights, sampler=sampler)
+    widths = _inputs.batch_widths(plan, one)
+    filled = _inputs.with_fill(one)
+    if mask is None:
+        filled = dataclasses.replace(filled, targets=tuple(
+            dataclasses.replace(t, table=dataclasses.replace(t.table, loss_mask=False))
+            for t in filled.targets))
+    k = processes * per_process
+    parts = [Layout(k, processes, p).fill_plan(filled, plan.rows, plan.splits, widths)
+             for p in range(processes)]
+    loss = keras.losses.MeanSquaredError()  # the default reduction, sum_over_batch_size
+    rng = np.random.default_rng(4)
+    partial = False
+    for b in range(len(plan)):
+        xa, ya, wa = _inputs.gather(one, plan.rows[plan.splits[b]:plan.splits[b + 1]],
+                                    widths[b])
+        # Each sequence's weight on its real steps (Keras broadcasts no (B,) weights over a
+        # (B, T) loss), as the one-device run gets them.
+        np.testing.assert_array_equal(wa, np.where(xa != 0, wa.max(axis=1, keepdims=True), 0))
+        got = [_inputs.gather(filled, rows[splits[b]:splits[b + 1]], widths[b],
+                              scales=scales[b]) for rows, splits, scales in parts]
+        xb, yb, wb = (_cat([g[i] for g in got]) for i in range(3))
+        real = xa.shape[0]
+        partial |= xb.shape[0] > real
+        pred = rng.normal(size=(*yb.shape[:2], 1)).astype(np.float32)
+        want = _loss_of(loss, ya, pred[:real], wa, xa, mask)
+        assert _loss_of(loss, yb, pred, wb, xb, mask) == pytest.approx(want, rel=1e-5), b
+    assert partial  # the plan has batches that fill rows top up
+
+
+@pytest.mark.parametrize("executor", ["bucketed_dataset", "PadCollate"])
+def test_weight_array_on_per_step_targets_every_executor_gives_the_one_device_loss(executor):
+    """The executors that fill take the factor from the one rule: a per-step target behind
+    a mask (``Embedding(mask_zero=True)``) with one weight per sequence keeps its loss."""
+    import keras
+
+    lengths, x, _ = _id_data(n=19, seed=5)
+    y = [np.arange(n, dtype=np.float32)[:, None] for n in lengths]
+    weights = np.linspace(0.5, 2.0, len(x)).astype(np.float32)
+    sampler = sp.BucketSampler(lengths, boundaries=[6], batch_size=6, shuffle=False)
+
+    def batches(dp):
+        if executor == "PadCollate":
+            collate = sp.PadCollate(return_tensors="np", targets="step", data_parallel=dp)
+            return [collate([(x[i], y[i], weights[i]) for i in idx])
+                    for idx in sampler.plan(0)]
+        return list(sp.bucketed_dataset(x, y, sampler=sampler, sample_weight=weights,
+                                        options=sp.Options(data_parallel=dp))
+                    .as_numpy_iterator())
+
+    loss = keras.losses.MeanSquaredError()
+    rng = np.random.default_rng(6)
+    for (xa, ya, wa), (xb, yb, wb) in zip(batches(None), batches(4), strict=True):
+        assert xb.shape[0] % 4 == 0
+        pred = rng.normal(size=(*yb.shape[:2], 1)).astype(np.float32)
+        want = _loss_of(loss, ya, pred[:xa.shape[0]], wa, xa, "Embedding(mask_zero)")
+        got = _loss_of(loss, yb, pred, wb, xb, "Embedding(mask_zero)")
+        assert got == pytest.approx(want, rel=1e-5)

@@ -198,10 +198,14 @@ def test_per_sequence_weights_take_the_structure_of_y():
     sampler = sp.BucketSampler(sp.sequence_lengths(src), batch_size=4, shuffle=False)
     ds = bucketed_pydataset({"encoder": src, "decoder": dec_in}, (dec_out, np.ones(8)),
                             sampler=sampler, sample_weight=w)
+    lengths = sp.sequence_lengths(dec_out)
     for idx, (_, yb, wb) in zip(sampler.plan(0), _py_batches(ds), strict=True):
         assert isinstance(yb, tuple) and isinstance(wb, tuple)
         for part in wb:
-            np.testing.assert_array_equal(part, w[idx].astype(np.float32))
+            want = w[idx].astype(np.float32)
+            if part.ndim == 2:  # per-step targets: each sequence's weight on its real steps
+                want = want[:, None] * sp.length_mask(lengths[idx], part.shape[1])
+            np.testing.assert_array_equal(part, want)
 
 
 def test_one_field_stays_plain_arrays_and_a_tuple_of_sequences_is_one_collection():

@@ -341,3 +341,18 @@ def test_explicit_data_parallel_fills_batches_and_drops_the_fill_rows():
     logs = sp.evaluate(model, x, y, max_tokens=24, verbose=0,
                        options=sp.Options(data_parallel=3))
     _assert_equal_logs(logs, sp.evaluate(model, x, y, max_tokens=24, verbose=0))
+
+
+
+def test_per_step_targets_are_cast_by_the_input_stage_rule():
+    """evaluate builds per-step targets through the input stage's table builder: a float64
+    value float32 cannot hold is refused with the stage's message (the argument, the
+    position, and the way to keep float64), before the model runs."""
+    x = _frames([3, 1, 2], 26)
+    tagger = _tagger(27)
+    tagger.compile(loss="mse")
+    y = [np.array([0.5, 1.0, 2.0]), np.array([3.0]), np.array([1.0, 1e39])]
+    with pytest.raises(ValueError, match=r"(?s)`y` does not fit float32, the float type of the "
+                                         r"batches.*set_floatx\('float64'\).*1e\+39 at "
+                                         r"y\[2\]\[1\]"):
+        sp.evaluate(tagger, x, y, targets="step", verbose=0)

@@ -87,9 +87,10 @@ def _ref_padded(rows, kept, pre_cut, idx, width, padding, value, dtype):
     return out, real
 
 
-def _ref_weights(real, idx, w, w_mode):
-    if w_mode == "sequence":
+def _ref_weights(real, idx, w, w_mode, y_mode="sequence"):
+    if w_mode == "sequence" and y_mode != "step":
         return np.asarray([w[i] for i in idx], np.float32)
+    # Per-step targets: a sequence's weight on each of its real steps (as "timestep" weights).
     out = np.zeros(real.shape, np.float32)
     for b in range(real.shape[0]):
         for t in range(real.shape[1]):
@@ -166,7 +167,7 @@ def test_padded_batches_match_the_reference(data):
         elif y_mode == "sequence":
             _same(batch[1], y[idx])
         if w_mode is not None:
-            _same(batch[2], _ref_weights(real_ref, idx, w, w_mode))
+            _same(batch[2], _ref_weights(real_ref, idx, w, w_mode, y_mode))
 
 
 def test_timestep_mean_of_an_all_padding_batch_is_zero():
@@ -384,7 +385,7 @@ def test_fit_per_length_batches_match_the_reference(exact, y_kind):
             else:
                 _same(yb.numpy(), y[idx])
             mean = step_weights and y_kind == "step" and not exact
-            want_w = _ref_weights(real, idx, w, "timestep_mean") if mean else w[idx]
+            want_w = _ref_weights(real, idx, w, "timestep_mean" if mean else "sequence", y_kind)
             _same(wb.numpy(), want_w)
 
 

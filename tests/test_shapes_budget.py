@@ -15,6 +15,7 @@ import seqprep as sp
 from seqprep.planning._shapes import (
     DEFAULT_COMPILE_COST,
     DEFAULT_TRAIN_EPOCHS,
+    budget_field_grids,
     budget_grid,
     pad_to_rule,
 )
@@ -148,3 +149,88 @@ def test_the_knobs_live_on_the_sampler_and_are_checked():
         sp.PlanOptions(compile_cost=-1)
     with pytest.raises(TypeError, match="`train_epochs`"):
         sp.PlanOptions(train_epochs=2.5)
+
+
+# --------------------------------------------------------------------------- several fields
+
+
+def _fields_sampler(pairs, *, cost, epochs=DEFAULT_TRAIN_EPOCHS, weights=None, **kwargs):
+    src, tgt = (np.asarray(c, np.int64) for c in zip(*pairs, strict=True))
+    kwargs.setdefault("batch_size", 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return sp.BucketSampler({"src": src, "tgt": tgt}, options=sp.PlanOptions(
+            compile_cost=cost, train_epochs=epochs, field_weights=weights), **kwargs)
+
+
+def _cost_of(s, grids):
+    """``(epochs * tokens + shapes * cost, tokens, shapes)`` of per-field ``grids``: loops."""
+    plan = s.plan(s.epoch)
+    weights = s.field_weights or (1.0, 1.0)
+    tokens, shapes = 0.0, set()
+    for rows, pad in zip(plan.sizes.tolist(), plan.field_pad_lengths.tolist(), strict=True):
+        w = [int(min(g[g >= p])) for g, p in zip(grids, pad, strict=True)]
+        tokens += rows * sum(wj * weights[j] for j, wj in enumerate(w))
+        shapes.add((rows, *w))
+    return s.train_epochs * tokens + len(shapes) * s.compile_cost, tokens, len(shapes)
+
+
+_pairs = st.lists(st.tuples(st.integers(0, 60), st.integers(0, 60)), min_size=1, max_size=80)
+
+
+@settings(max_examples=20, deadline=None)
+@given(pairs=_pairs, batch=st.integers(1, 12), seed=st.integers(0, 2**16),
+       cost=st.sampled_from([0, 300, 5000, DEFAULT_COMPILE_COST]), epochs=st.integers(1, 100),
+       weights=st.sampled_from([None, {"src": 1.0, "tgt": 2.5}]))
+def test_the_fields_budget_is_the_cheapest_pair_and_never_adds_shapes(
+    pairs, batch, seed, cost, epochs, weights
+):
+    """Differential (a loop over every pair of the fields' grids of 1..16 widths), and the
+    promises: no shape tuple new after epoch 1, never more than without the budget."""
+    s = _fields_sampler(pairs, cost=cost, epochs=epochs, weights=weights, batch_size=batch,
+                        seed=seed)
+    got = _cost_of(s, budget_field_grids(s))
+    src, tgt = ([sp.width_grid(s, k, field=f) for k in range(1, 17)] for f in ("src", "tgt"))
+    best = min(_cost_of(s, (a, b)) for a in src for b in tgt)
+    assert got == pytest.approx(best)  # the cheapest run (ties: as few tokens, then shapes)
+    first = sp.count_shapes(s, backend="jax")  # what bucketed_dataset compiles on JAX
+    assert first == got[2]
+    assert sp.count_shapes(s, backend="jax", epochs=4) == first  # none new after epoch 1
+    off = _fields_sampler(pairs, cost=None, weights=weights, batch_size=batch, seed=seed)
+    assert first <= sp.count_shapes(off, backend="jax")
+    assert sp.count_shapes(s, backend="tensorflow") == sp.count_shapes(s, pad_to="batch")
+
+
+def test_the_fields_budget_by_hand_and_on_the_dataset_path(monkeypatch):
+    """Six batches in 3 x 3 buckets: the default budget pads each field to one width (2
+    shapes less than the 3 x 3 of the grids without it); the dataset's rule for a field of a
+    2-D sampler plays the same grids; the search of one field at a time (many fields) keeps
+    the promises."""
+    from seqprep.inputs import _stage_widths
+    from seqprep.planning import _shapes
+
+    src = [3, 4, 10, 11, 30, 31] * 8
+    pairs = list(zip(src, [n // 2 + 1 for n in src], strict=True))
+    s = _fields_sampler(pairs, cost=DEFAULT_COMPILE_COST, boundaries=[[5, 12], [4, 8]],
+                        shuffle=False)
+    off = _fields_sampler(pairs, cost=None, boundaries=[[5, 12], [4, 8]], shuffle=False)
+    assert [g.tolist() for g in budget_field_grids(s)] == [[31], [16]]
+    assert [g.tolist() for g in budget_field_grids(off)] == [[4, 11, 31], [3, 6, 16]]
+    assert (sp.count_shapes(s, backend="jax"), sp.count_shapes(off, backend="jax")) == (1, 3)
+    # field_weights: a dear decoder step makes finer grids pay (1 epoch, compiles of 1000).
+    plain, dear = (_fields_sampler(pairs, cost=1000, epochs=1, weights=w, shuffle=False,
+                                   boundaries=[[5, 12], [4, 8]])
+                   for w in (None, {"src": 1.0, "tgt": 4.0}))
+    assert [g.tolist() for g in budget_field_grids(plain)] == [[31], [16]]
+    assert [g.tolist() for g in budget_field_grids(dear)] == [[11, 31], [6, 16]]
+    for column, name in enumerate(s.field_names):
+        lengths = s.lengths[:, column]
+        got = _stage_widths.resolve_pad_to("auto", lengths, column, s, name, "jax", 0, None)
+        assert got.tolist() == budget_field_grids(s)[column].tolist()
+        assert _stage_widths.resolve_pad_to("auto", lengths, column, s, name, None, 0,
+                                            None) == "batch"  # TensorFlow: unchanged
+    monkeypatch.setattr(_shapes, "_MAX_COMBINATIONS", 1)  # the one-field-at-a-time search
+    cheap = _fields_sampler(pairs, cost=100, epochs=50, boundaries=[[5, 12], [4, 8]],
+                            shuffle=False)
+    assert [g.tolist() for g in budget_field_grids(cheap)] == [[4, 11, 31], [3, 6, 16]]
+    assert _cost_of(s, budget_field_grids(s)) == _cost_of(s, (np.array([31]), np.array([16])))

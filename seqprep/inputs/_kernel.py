@@ -90,13 +90,20 @@ class Table:
             ``"sequence"``: one row per sequence plus one zero row (what empty slots get).
         y_mode: ``"step"``, ``"sequence"`` or None (no targets).
         w: float32 ``(n + 1,)`` per-sequence weights with a 0 at the end, or None.
-        w_mode: None (no weights), ``"sequence"`` (``w`` per sequence), ``"timestep"``
+        w_mode: None (no weights), ``"sequence"`` (``w`` per sequence; per-step targets
+            get it on each real step, 0 on padding: Keras broadcasts no ``(B,)`` weights over
+            a ``(B, T)`` loss), ``"timestep"``
             (1 on real positions, times ``w`` when given) or ``"timestep_mean"`` (those,
             scaled to mean 1 over the batch: see ``_step_weights``).
         fill: whether ``starts`` and ``lengths`` end with one more sequence at index
             :attr:`pad_sequence`: the *fill row* that tops batches up to a multiple of the
             data-parallel size (see :func:`with_fill`: one step, the zero target row,
             weight 0).
+        loss_mask: per-step targets weighed by ``"sequence"`` or ``"timestep"`` weights:
+            whether a Keras mask reaches their loss (True, the default: the mask's valid
+            steps divide it under the default reduction) or not (every position of the batch
+            divides it). Only the weight factor of a filled batch depends on it
+            (:func:`weight_scales`): no weight array gives the one-device loss in both cases.
     """
 
     x: Any
@@ -107,6 +114,7 @@ class Table:
     w: Any = None
     w_mode: WeightMode | None = None
     fill: bool = False
+    loss_mask: bool = True
 
     @property
     def pad_index(self) -> int:
@@ -351,11 +359,12 @@ def gather_targets(
     Fill rows (the table's fill sequence, see :func:`with_fill`) get the zero target row
     (per-step targets: the pad row on their one step too) and weight 0. ``scale`` is the
     batch's weight factor from :func:`weight_scales` (a batch of a filled plan, counted over
-    the whole global batch, every process's rows): per-sequence weights are multiplied by
-    it, and per-step ``"timestep"`` / ``"timestep_mean"`` weights are the real steps'
-    (times the per-sequence weights) multiplied by it instead of normalised over ``src``'s
-    rows. Without ``scale`` (a batch without fill rows, on one process), ``"timestep_mean"``
-    weights are normalised to the mean over this batch's real steps.
+    the whole global batch, every process's rows): per-sequence weights (of either kind of
+    targets) are multiplied by it, and per-step ``"timestep"`` / ``"timestep_mean"`` weights
+    are the real steps' (times the per-sequence weights) multiplied by it instead of
+    normalised over ``src``'s rows. Without ``scale`` (a batch without fill rows, on one
+    process), ``"timestep_mean"`` weights are normalised to the mean over this batch's real
+    steps.
 
     Example:
         >>> t = table(with_pad_row(np.array([1, 2, 3])), [0, 2], [2, 1], y=np.array([5, 6]),
@@ -377,12 +386,13 @@ def gather_targets(
     if table.w_mode is None:
         return (yb,)
     kept = real if is_fill is None or real is None else real & ~is_fill
+    if kept is None and table.y_mode == "step":  # an exact-length batch: every step is real
+        kept = src >= 0
     if scale is None:  # a batch without fill rows: its own weights
         return yb, _weights(table, kept, idx, owner, ops)
     if _scaled_steps(table):  # per step: the global batch's factor normalises them
         return yb, _weights(table, kept, idx, owner, ops, mean=False) * scale
-    weights = _weights(table, kept, idx, owner, ops)
-    return yb, weights * scale if table.y_mode == "sequence" else weights
+    return yb, _weights(table, kept, idx, owner, ops) * scale  # per-sequence weights
 
 
 def _scaled_steps(table: Table) -> bool:
@@ -400,15 +410,19 @@ def weight_scales(
     Keras's default ``"sum_over_batch_size"`` reduction, which divides by every row or every
     valid step of the batch, fill rows included. It is counted over each **global** batch
     (every process's rows; every process plans the same batches, so no communication), and
-    :func:`gather_targets` multiplies each process's weights by it:
+    :func:`gather_targets` multiplies each process's weights by it. By what Keras divides:
 
-    * per-sequence targets: ``B' / B`` (0 when ``B`` is 0);
-    * per-step ``"timestep"`` weights, meant with a Keras mask reaching the loss, whose
-      divisor is the valid steps, the fill rows' one step each included:
-      (real steps + fill steps) / real steps;
-    * per-step ``"timestep_mean"`` weights, meant without a mask: ``B' * T`` over the real
-      steps (each times its sequence's weight), so that the loss is their (weighted) mean;
-    * anything else (no weights, per-sequence weights on per-step targets): 1.
+    * every row (per-sequence targets with weights), or every position ``B' * T`` (per-step
+      targets with ``"sequence"`` or ``"timestep"`` weights and no mask reaching the loss,
+      ``table.loss_mask`` False): ``B' / B`` (0 when ``B`` is 0);
+    * the valid steps of a Keras mask reaching the loss (per-step targets with
+      ``"sequence"`` or ``"timestep"`` weights, ``table.loss_mask`` True, the default),
+      which count the fill rows' one step each: (real steps + fill steps) / real steps,
+      unweighted (the per-sequence weights are in the numerator, not the divisor);
+    * ``"timestep_mean"`` weights (meant without a mask) normalise themselves: ``B' * T``
+      over the real steps, each times its sequence's weight, so that the loss is their
+      weighted mean, as the one-device batch's;
+    * no weights: 1.
 
     Args:
         table: the target's table, with its fill row (:func:`with_fill`).
@@ -425,22 +439,28 @@ def weight_scales(
         >>> rows, splits = np.array([0, 1, 2]), np.array([0, 3])  # 7 real steps, 1 fill row
         >>> weight_scales(t, rows, splits, np.array([3]), multiple_of=2) * 7  # (7 + 1) / 7
         array([8.], dtype=float32)
-        >>> t = replace(t, w_mode="timestep_mean")  # 4 rows x 3 steps over 7 real steps
+        >>> t = replace(t, w=np.float32([2, 1, 1, 0]), w_mode="sequence")  # the same rule
+        >>> weight_scales(t, rows, splits, np.array([3]), multiple_of=2) * 7
+        array([8.], dtype=float32)
+        >>> weight_scales(replace(t, loss_mask=False), rows, splits, np.array([3]),
+        ...               multiple_of=2) * 3  # no mask: 4 rows over 3
+        array([4.], dtype=float32)
+        >>> t = replace(t, w=None, w_mode="timestep_mean")  # 4 rows x 3 steps over 7 real steps
         >>> weight_scales(t, rows, splits, np.array([3]), multiple_of=2) * 7
         array([12.], dtype=float32)
     """
     splits = np.asarray(splits, np.int64)
     sizes = np.diff(splits)
-    filled = filled_sizes(sizes, multiple_of).astype(np.float64)
-    if table.y_mode == "sequence" and table.w_mode is not None:
-        return row_scales(sizes, multiple_of).astype(np.float32)
-    if not _scaled_steps(table):
+    if table.y_mode is None or table.w_mode is None:
         return np.ones(sizes.size, np.float32)
+    if table.y_mode == "sequence" or (table.w_mode != "timestep_mean" and not table.loss_mask):
+        return row_scales(sizes, multiple_of).astype(np.float32)
+    filled = filled_sizes(sizes, multiple_of).astype(np.float64)
     rows = np.asarray(rows, np.int64)
     widths = np.asarray(widths, np.int64)
     batch_of = np.repeat(np.arange(sizes.size), sizes)
     steps = np.minimum(np.asarray(table.lengths)[rows], widths[batch_of]).astype(np.float64)
-    if table.w_mode == "timestep":
+    if table.w_mode != "timestep_mean":  # behind a mask: its valid steps divide the loss
         real = np.bincount(batch_of, steps, minlength=sizes.size)
         fill_length = int(table.lengths[table.pad_sequence]) if table.fill else 0
         fill_steps = (filled - sizes) * np.minimum(fill_length, widths)
@@ -461,8 +481,9 @@ def _weights(
     table: Table, real: Any, idx: Any, owner: Any, ops: KernelOps, *, mean: bool | None = None
 ) -> Any:
     """The weights of ``real`` by ``table``'s mode; ``mean=False`` leaves ``"timestep_mean"``
-    weights unnormalised (a filled batch's scale normalises them)."""
-    if table.w_mode == "sequence":
+    weights unnormalised (a filled batch's scale normalises them). ``"sequence"`` weights
+    of per-step targets are those of ``"timestep"`` times ``w`` (each on its real steps)."""
+    if table.w_mode == "sequence" and (table.y_mode != "step" or owner is not None):
         return ops.gather(table.w, idx)
     if mean is None:
         mean = table.w_mode == "timestep_mean"

@@ -17,7 +17,7 @@ from seqprep._core.checks import (
 )
 from seqprep.inputs._stage_fields import Key, Kind
 from seqprep.planning._plan import check_width_grid
-from seqprep.planning._shapes import width_grid
+from seqprep.planning._shapes import budget_field_grids
 
 
 def _sampler_columns(sampler: Any, kind: Kind, keys: tuple[Key, ...], labels: list[str],
@@ -126,9 +126,10 @@ def resolve_pad_to(
 
     A field a 1-D sampler plans takes the sampler's rule (``resolve_planned``:
     :func:`seqprep.planning._shapes.resolve_pad_to`). A field of a 2-D sampler pads to its
-    batch's longest (``"auto"``; on a compiling backend, the field's own
-    :func:`seqprep.width_grid`, or ``"bucket"`` under a token budget), its bucket width
-    (``"bucket"``), a fixed int, or the smallest width of a grid that covers its bucket. A
+    batch's longest (``"auto"``; on a compiling backend, the field's width grid of the
+    compile budget, :func:`seqprep.planning._shapes.budget_field_grids`, or ``"bucket"``
+    under a token budget), its bucket width (``"bucket"``), a fixed int, or the smallest
+    width of a grid that covers its bucket. A
     field no sampler column plans pads to its batch's longest (``"auto"``; on a compiling
     backend, a grid of at most 16 widths from its lengths' quantiles), a fixed int, or the
     smallest grid width that covers its batch's longest; ``"bucket"`` is refused there.
@@ -144,8 +145,8 @@ def resolve_pad_to(
                 pad_to = _quantile_grid(field_lengths)
             elif sampler.max_tokens is not None:  # a token budget: never wider than the bucket
                 pad_to = "bucket"
-            else:  # a 2-D sampler's field: a grid of its bucket widths
-                pad_to = width_grid(sampler, field=sampler.field_names[column])
+            else:  # a 2-D sampler's field: its grid of the fields' compile budget
+                pad_to = budget_field_grids(sampler)[column]
         elif pad_to == "bucket":
             if column is None:
                 raise ValueError(

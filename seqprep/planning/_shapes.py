@@ -18,11 +18,14 @@ The shapes of a :class:`~seqprep.BucketSampler` plan depend on how batches are p
 
 On a compiling backend ``pad_to="auto"`` plays the width grid whose size a *compile budget*
 chooses (:func:`budget_grid`): every width saves padded steps in every epoch but costs one
-compile, so a short run or a plan of few batches gets few widths.
+compile, so a short run or a plan of few batches gets few widths. A sampler of several fields
+gets one grid per field, sized together (:func:`budget_field_grids`): a shape is then
+``(rows, width of each field)``, and the budget counts those tuples.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -52,7 +55,7 @@ class BucketSampler(Protocol):
 
 __all__ = [
     "DEFAULT_COMPILE_COST", "DEFAULT_MAX_WIDTHS", "DEFAULT_TRAIN_EPOCHS", "MANY_SHAPES",
-    "budget_grid", "count_shapes", "length_grid", "width_grid",
+    "budget_field_grids", "budget_grid", "count_shapes", "length_grid", "width_grid",
 ]
 
 # Keras backends that build one program per distinct input shape, where pad_to="auto" pads to
@@ -358,6 +361,102 @@ def budget_grid(sampler: BucketSampler, max_widths: int = DEFAULT_MAX_WIDTHS) ->
     return best[2]
 
 
+# The most combinations of per-field grids budget_field_grids tries one by one; beyond, it
+# improves one field's grid at a time (a coordinate descent from both ends).
+_MAX_COMBINATIONS = 4096
+
+
+def budget_field_grids(
+    sampler: BucketSampler, max_widths: int = DEFAULT_MAX_WIDTHS
+) -> tuple[np.ndarray, ...]:
+    """The width grids ``pad_to="auto"`` plays on a compiling backend for a sampler of several
+    fields, one per field (in ``sampler.field_names`` order), sized by one compile budget.
+
+    A batch's shape is ``(rows, width of each field)``, so grids sized field by field could
+    meet up to ``16 x 16`` programs. Of every combination of the fields' optimal grids of 1 ..
+    ``max_widths`` widths (:func:`width_grid` with ``field=``), this takes the one whose run
+    costs least, counting ``train_epochs * padded tokens of an epoch + shape tuples *
+    compile_cost`` (the sampler's :class:`~seqprep.PlanOptions`). A row's padded tokens are
+    its fields' widths, each times the field's ``field_weights`` (the cost of one padded step
+    of it; default 1), added up (``field_tokens`` only counts a ``max_tokens`` budget, and a
+    token budget pads to ``"bucket"``, not to a grid). Ties go to fewer padded tokens, then
+    fewer shapes, then fewer widths. With more than 4096 combinations the search improves one
+    field's grid at a time from both ends (every field's smallest grid, and every field's
+    largest) until nothing improves. Never more shape tuples than ``compile_cost=None`` (every
+    field's grid of ``max_widths`` widths), the same shapes every epoch, numpy only.
+
+    Example:
+        >>> from seqprep import BucketSampler, PlanOptions
+        >>> src = [3, 4, 10, 11, 30, 31] * 8
+        >>> s = BucketSampler({"src": src, "tgt": [n // 2 + 1 for n in src]},
+        ...                   boundaries=[[5, 12], [4, 8]], batch_size=8, shuffle=False)
+        >>> [g.tolist() for g in budget_field_grids(s)]  # 6 batches: one width each
+        [[31], [16]]
+        >>> many = BucketSampler({"src": src, "tgt": [n // 2 + 1 for n in src]},
+        ...                      boundaries=[[5, 12], [4, 8]], batch_size=8, shuffle=False,
+        ...                      options=PlanOptions(compile_cost=100, train_epochs=50))
+        >>> [g.tolist() for g in budget_field_grids(many)]
+        [[4, 11, 31], [3, 6, 16]]
+    """
+    max_widths = check_int("max_widths", max_widths, minimum=1)
+    names = list(sampler.field_names)
+    grids = []  # per field: its distinct optimal grids of 1, 2, ... widths
+    for name in names:
+        field_grids = [width_grid(sampler, 1, field=name)]
+        for k in range(2, max_widths + 1):
+            grid = width_grid(sampler, k, field=name)
+            if grid.size < k:  # no more widths to add: larger k, same grid
+                break
+            field_grids.append(grid)
+        grids.append(field_grids)
+    cost = getattr(sampler, "compile_cost", DEFAULT_COMPILE_COST)
+    if cost is None:
+        return tuple(g[-1] for g in grids)
+    epochs = getattr(sampler, "train_epochs", DEFAULT_TRAIN_EPOCHS)
+    plan = sampler.plan(sampler.epoch)
+    sizes = np.asarray(plan.sizes, np.int64)
+    # widths[j][k]: field j's width in every batch under its grid of k + 1 widths.
+    widths = [[_grid_widths(plan, j, g) for g in field_grids]
+              for j, field_grids in enumerate(grids)]
+    weights = np.asarray(getattr(sampler, "field_weights", None) or [1.0] * len(names))
+
+    def key(combo: tuple[int, ...]) -> tuple[float, float, int, int]:
+        w = np.stack([widths[j][k] for j, k in enumerate(combo)], axis=1)
+        tokens = float(np.dot(sizes, w @ weights))
+        shapes = len(np.unique(np.column_stack([sizes, w]), axis=0)) if sizes.size else 0
+        return epochs * tokens + shapes * cost, tokens, shapes, sum(combo)
+
+    counts = [len(g) for g in grids]
+    if int(np.prod(counts)) <= _MAX_COMBINATIONS:
+        best = min(itertools.product(*(range(c) for c in counts)), key=key)
+    else:
+        best = min((_descend(key, start, counts) for start in
+                    (tuple(0 for _ in counts), tuple(c - 1 for c in counts))), key=key)
+    return tuple(grids[j][k] for j, k in enumerate(best))
+
+
+def _grid_widths(plan: BatchPlan, field: int, grid: np.ndarray) -> np.ndarray:
+    """Column ``field``'s width in every batch of ``plan`` under that field's width ``grid``:
+    the smallest grid width covering the batch's bucket (as :func:`bucket_widths`)."""
+    pads = np.asarray(plan.field_pad_lengths, np.int64)[:, field]
+    return grid[np.searchsorted(grid, pads, side="left")]
+
+
+def _descend(key: Any, combo: tuple[int, ...], counts: list[int]) -> tuple[int, ...]:
+    """From ``combo``, the best of one field's grids at a time, until none improves ``key``."""
+    best = key(combo)
+    improved = True
+    while improved:
+        improved = False
+        for j, count in enumerate(counts):
+            for k in range(count):
+                trial = (*combo[:j], k, *combo[j + 1:])
+                value = key(trial)
+                if value < best:
+                    best, combo, improved = value, trial, True
+    return combo
+
+
 # Candidate widths the exact grid programme of length_grid considers at most (its cost
 # matrix is candidates x candidates).
 _GRID_CANDIDATES = 512
@@ -451,21 +550,16 @@ def field_widths_rule(
     plan: BatchPlan, sampler: BucketSampler, pad_to: Any, backend: str | None
 ) -> np.ndarray:
     """Each field's padded width per batch of a sampler of several fields, under the one
-    ``pad_to`` rule applied field by field: ``"auto"`` is each field's own width grid
-    (``"bucket"`` under a token budget) on a compiling ``backend`` and ``"batch"`` elsewhere;
-    any other ``pad_to`` applies to every field as :meth:`BatchPlan.field_widths` says."""
+    ``pad_to`` rule applied field by field: ``"auto"`` is each field's width grid of the
+    compile budget (:func:`budget_field_grids`; ``"bucket"`` under a token budget) on a
+    compiling ``backend`` and ``"batch"`` elsewhere; any other ``pad_to`` applies to every
+    field as :meth:`BatchPlan.field_widths` says."""
     if not (isinstance(pad_to, str) and pad_to == "auto"):
         return plan.field_widths(pad_to, sampler.lengths)
-    columns = []
-    for j, name in enumerate(sampler.field_names):
-        if backend is None:
-            rule: Any = "batch"
-        elif sampler.max_tokens is not None:
-            rule = "bucket"
-        else:
-            rule = width_grid(sampler, field=name)
-        columns.append(plan.field_widths(rule, sampler.lengths)[:, j])
-    return np.stack(columns, axis=1)
+    if backend is None or sampler.max_tokens is not None:
+        return plan.field_widths("batch" if backend is None else "bucket", sampler.lengths)
+    grids = budget_field_grids(sampler)
+    return np.stack([_grid_widths(plan, j, grid) for j, grid in enumerate(grids)], axis=1)
 
 
 def resolve_pad_to(

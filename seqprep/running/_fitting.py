@@ -171,18 +171,21 @@ class _BatchSource:
     def __init__(
         self, data: _Data, *, exact: bool, step_weights: bool, fill_to: int | None = None
     ) -> None:
-        # With data parallelism (``fill_to`` devices) every batch is topped up with fill rows
-        # (one step, then padding); an exact-length group then has padding, and per-step
-        # weights.
+        # ``step_weights``: per-step targets whose loss no Keras mask reaches, in padded
+        # batches. With data parallelism (``fill_to`` devices) every batch is topped up with
+        # fill rows (one step, then padding); an exact-length group keeps the weights of its
+        # unfilled batches, scaled by rows / real rows (no mask: every position divides the
+        # loss; seqprep.inputs._kernel.weight_scales).
         self.exact = exact
         self.fill_to = fill_to
-        if step_weights and data.y_steps and (not exact or fill_to is not None):
+        if step_weights and data.y_steps and not exact:
             w_mode = "timestep_mean"  # mean over real steps under the default reduction
         else:
             w_mode = None if data.weights is None else "sequence"
         stage = data.stage
         stage = replace(stage, weighted=w_mode is not None, targets=tuple(
-            replace(t, table=replace(t.table, w_mode=w_mode)) for t in stage.targets))
+            replace(t, table=replace(t.table, w_mode=w_mode, loss_mask=not step_weights))
+            for t in stage.targets))
         if fill_to is not None:  # fill rows weigh 0 (targets without weights get some)
             stage = _inputs.with_fill(stage)
         self._numpy_stage = stage  # the weight factors of filled plans are counted in numpy

@@ -24,11 +24,10 @@ from typing import Any
 import numpy as np
 from keras import ops
 
-from seqprep._core.casts import check_cast
 from seqprep._core.checks import check_choice
 from seqprep._core.ragged import Ragged, as_ragged, lengths_of
 from seqprep.inputs import _kernel
-from seqprep.inputs._stage_rules import cast_labels, default_dtype
+from seqprep.inputs._stage_rules import cast_labels, default_dtype, values_with_pad_row
 from seqprep.inputs._targets import Targets, resolve_targets
 from seqprep.running._floatx import keras_floatx
 from seqprep.running._inference_batches import _Fields
@@ -41,7 +40,8 @@ _REDUCTIONS = (*_PER_TARGET, "sum", "mean_with_sample_weight", "none")
 @dataclass
 class _Target:
     """One output's targets: ``kind`` ``"sequence"`` (``data`` an array ``(n, ...)``) or
-    ``"step"`` (``table`` the kernel table of the targets, which follow field ``field``);
+    ``"step"`` (``table`` the kernel table of the targets, which follow field ``field``;
+    ``data`` None);
     ``weights`` None, float32 ``(n,)`` per sequence, or per step (``step_weights``: float32
     values aligned with the table's, pad row last)."""
 
@@ -55,8 +55,9 @@ class _Target:
 
 
 def _targets(y: Any, fields: _Fields, targets: Targets, name: str = "y") -> tuple[str, Any, int]:
-    """``(kind, targets, field)``: per-sequence rows, or per-step targets (a Ragged) that
-    follow field ``field`` (the field whose lengths they have)."""
+    """``(kind, targets, field)``: per-sequence rows, or per-step targets (the kernel table
+    of their steps, built as the input stage builds its targets') that follow field
+    ``field`` (the field whose lengths they have)."""
     check_choice("targets", targets, ("auto", "sequence", "step"))
     field = 0
     if fields.keyed and targets != "sequence":
@@ -71,17 +72,12 @@ def _targets(y: Any, fields: _Fields, targets: Targets, name: str = "y") -> tupl
     xname = fields.label(field)
     kind, resolved = resolve_targets(y, fields.rags[field].lengths, targets=targets,
                                      name=name, xname=xname)
-    floatx = keras_floatx()  # the one dtype rule (seqprep.inputs._stage_rules.default_dtype)
-    if isinstance(resolved, Ragged):
-        values = resolved.values
-        target = default_dtype(values.dtype, floatx)
-        if target != values.dtype:
-            check_cast(values, target, name=name, locate=resolved.locator(name),
-                       header=f"Argument `{name}` does not fit {target.name}")
-            resolved = Ragged(values.astype(target), resolved.offsets)
-    else:
-        resolved = cast_labels(np.asarray(resolved), name, floatx)
-    return kind, resolved, field
+    floatx = keras_floatx()
+    if isinstance(resolved, Ragged):  # the input stage's table: the one dtype rule and check
+        values = values_with_pad_row(resolved, default_dtype(resolved.values.dtype, floatx), 0,
+                                     name, by_rule=True)
+        return kind, _kernel.table(values, resolved.offsets[:-1], resolved.lengths), field
+    return kind, cast_labels(np.asarray(resolved), name, floatx), field
 
 
 def _check_weights(values: np.ndarray, name: str, where: Any) -> np.ndarray:
@@ -220,10 +216,8 @@ def output_targets(
                 f"`y` one entry per output {names}."
             )
         kind, data, field = _targets(y_k, fields, targets, label)
-        target = _Target(label, kind, data, field)
-        if kind == "step":
-            target.table = _kernel.table(_kernel.with_pad_row(data.values, 0),
-                                         data.offsets[:-1], data.lengths)
+        target = (_Target(label, kind, None, field, table=data) if kind == "step"
+                  else _Target(label, kind, data, field))
         _weights_of(w_k, target, len(fields), wname)
         out.append(target)
     return out

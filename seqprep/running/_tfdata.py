@@ -116,7 +116,8 @@ def bucketed_dataset(
       ``x`` (with 0), when ``y`` is a sequence collection whose lengths equal ``x``'s. The
       rule is :func:`seqprep.resolve_targets`'s; where both readings fit (sequences of one
       length with target rows of that length) pass ``targets="sequence"`` or ``"step"``.
-    * ``sample_weight``: an array ``(n,)`` gives per-sequence weights ``(batch,)``;
+    * ``sample_weight``: an array ``(n,)`` gives per-sequence weights ``(batch,)`` (with
+      per-timestep targets ``(batch, T)``: each sequence's weight on its real steps);
       ``"timestep"`` gives float32 ``(batch, T)`` weights, 1 on real steps and
       0 on padding; ``"timestep_mean"`` scales those by ``batch * T / real steps`` so that
       Keras's default ``"sum_over_batch_size"`` reduction returns the mean over real steps.

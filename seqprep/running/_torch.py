@@ -326,7 +326,8 @@ class PadCollate:
     * ``y``: per-sequence targets ``(B, ...)`` or per-step targets ``(B, T, ...)`` padded
       with 0 like ``x``, as ``targets`` says (with dict ``x``, per-step targets align with
       ``targets_field``, or with the one field whose lengths they share in the batch).
-    * weights: the items' ``w`` (one number per sequence) give ``(B,)``;
+    * weights: the items' ``w`` (one number per sequence) give ``(B,)`` (with per-step
+      targets ``(B, T)``: each item's ``w`` on its real steps, 0 on padding);
       ``sample_weight="timestep"`` gives float32 ``(B, T)``, 1 on real steps and 0 on
       padding (times ``w`` when the items carry one), ``"timestep_mean"`` those scaled to
       mean 1 over the batch, as in ``bucketed_dataset``.
