@@ -35,6 +35,9 @@ LONGEST_FIRST = (
     "tests/test_xla_compiles.py", "tests/test_layers.py", "tests/test_streaming_fields.py",
     "tests/test_g2p.py", "tests/test_fields_paths.py", "tests/test_distributed.py",
     "tests/test_streaming_parquet.py",
+    # then the longest of the JAX and PyTorch runs (`-m backend`) not named above
+    "tests/test_tbptt_plain.py", "tests/test_encoder_decoder.py", "tests/test_inference.py",
+    "tests/test_tbptt.py", "tests/test_tbptt_masked.py", "tests/test_fitting.py",
 )
 
 
