@@ -44,6 +44,7 @@ from seqprep.running._inference_batches import (
     _check_model_inputs,
     _fields,
     _filled,
+    _forward_of,
     _last_rnn_returns_sequences,
     _model_kind,
     _packed_returns_sequences,
@@ -51,14 +52,25 @@ from seqprep.running._inference_batches import (
     _run_arguments,
     _stateful_sizes,
 )
-from seqprep.running._inference_outputs import Outputs, _assemble, _delegated, _output_structure
+from seqprep.running._inference_outputs import (
+    Outputs,
+    _assemble,
+    _delegated,
+    _gather_batches,
+    _output_structure,
+)
 
 __all__ = ["predict"]
 
 
 def _run_predict(model: Any, batches: _Batches, callbacks: Any) -> list[list[np.ndarray]]:
-    """Every batch's outputs, flattened (one list of leaves per batch), with Keras's
-    predict callbacks and progress bar."""
+    """Every batch's outputs, flattened (one list of leaves per batch; real rows only, this
+    process's under several processes), with Keras's predict callbacks and progress bar.
+
+    One process runs Keras's own ``model.predict_on_batch``; under several processes, whose
+    outputs are global arrays that ``predict_on_batch`` cannot bring to numpy, the same
+    stateless predict call runs and each process keeps its own rows."""
+    forward = _forward_of(model) if batches.processes > 1 else None
     outs = []
     callbacks.on_predict_begin()
     for b in range(len(batches)):
@@ -68,8 +80,14 @@ def _run_predict(model: Any, batches: _Batches, callbacks: Any) -> list[list[np.
             # Keras warns per call that a structure of inputs does not match the model's
             # declared structure when a dict arrives for a list of named inputs; names match.
             warnings.filterwarnings("ignore", message=".*does not match the expected structure")
-            pred = model.predict_on_batch(xb)
-        outs.append([np.asarray(leaf) for leaf in keras.tree.flatten(pred)])
+            if forward is None:
+                pred = model.predict_on_batch(xb)
+                leaves = [np.asarray(leaf) for leaf in keras.tree.flatten(pred)]
+            else:
+                leaves, _, structure = forward(xb)
+                pred = keras.tree.pack_sequence_as(structure, leaves)
+        real = batches.real_rows(b)  # fill rows (data parallelism) come after the real rows
+        outs.append([leaf[:real] for leaf in leaves])
         callbacks.on_predict_batch_end(b, {"outputs": pred})
     callbacks.on_predict_end()
     return outs
@@ -203,11 +221,12 @@ def predict(
     if packed is None:
         _check_model_inputs(model, fields)
     plan = _plan(fields, model, max_tokens=max_tokens, batch_size=batch_size, pad_to=pad_to)
-    fields, filled = _filled(fields, plan, opts.data_parallel, "predict")
-    batches = _Batches(fields, filled, padding, packed, distribute=filled is not plan)
+    fields, filled, layout = _filled(fields, plan, opts.data_parallel, "predict")
+    batches = _Batches(fields, filled, padding, packed, layout)
     outs = _run_predict(model, batches, _callback_list(model, callbacks, verbose, len(plan)))
-    if filled is not plan:  # fill rows (data parallelism) come after each batch's real rows
-        outs = [[leaf[: len(plan.batch(b))] for leaf in o] for b, o in enumerate(outs)]
+    if batches.processes > 1:  # every process's real rows, on every process, in plan order
+        outs = _gather_batches(outs, [filled.batch(b)[: len(o[0]) if o else 0]
+                                      for b, o in enumerate(outs)], plan, batches.processes)
     slot_axis = packed is not None and not _packed_returns_sequences(model)
     leaves = _assemble(outs, plan, fields, padding, outputs, model, ragged, slot_axis)
     structure = _output_structure(model, len(leaves))
