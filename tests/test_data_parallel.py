@@ -419,6 +419,8 @@ def test_two_jax_distributed_processes_each_example_once(two_processes):
     ids = a["ids"] + b["ids"]
     assert sorted(ids) == list(range(45))  # every example exactly once, across processes
     # grain_dataset on the same plan: the same steps and shapes, every example once.
+    if importlib.util.find_spec("grain") is None:
+        return
     assert a["grain_rows"] == b["grain_rows"] == a["rows"]
     assert a["grain_widths"] == b["grain_widths"] == a["widths"]
     assert sorted(a["grain_ids"] + b["grain_ids"]) == list(range(45))
@@ -436,11 +438,13 @@ def test_two_jax_distributed_processes_train_as_one_device(two_processes):
     targets in odd batches (fill rows only in the second process's half); bucketed_dataset,
     bucketed_pydataset and grain_dataset."""
     a, b = two_processes
+    grain = importlib.util.find_spec("grain") is not None  # a case only where installed
     assert set(a["cases"]) == set(b["cases"]) == {
         "timestep, masked", "timestep_mean", "timestep_mean, pydataset",
-        "sequence, odd batches", "grain, odd batches", "grain, timestep_mean"}
-    for name in ("timestep, masked", "timestep_mean", "grain, timestep_mean"):  # halves differ
-        assert a["cases"][name]["real_steps"] != b["cases"][name]["real_steps"], name
+        "sequence, odd batches", *(["grain, timestep_mean"] if grain else [])}
+    for name in ("timestep, masked", "timestep_mean", *(["grain, timestep_mean"] * grain)):
+        steps_a, steps_b = a["cases"][name]["real_steps"], b["cases"][name]["real_steps"]
+        assert len(steps_a) == len(steps_b) and steps_a != steps_b, name  # equal step counts
     assert any(size % 2 for size in a["odd_sizes"])
     for name in a["cases"]:
         for process in (a, b):
