@@ -15,6 +15,16 @@ Other kinds of model go to their own runner: a model with stateful recurrent lay
 :class:`seqprep.layers.PackedRNN` is fed one sequence per packed row (segment id 1 on its
 steps), which is exactly the unpacked computation with the same weights.
 
+Under a ``keras.distribution`` layout each batch gets fill rows up to a multiple of the devices
+along the batch axis (:mod:`seqprep.planning._fill`), left out of every output. Over several
+``jax.distributed`` processes every process plans the same global batches (checked), gives
+the model its contiguous rows of each, as Keras's JAX trainer gives a per-process batch
+(``jax.make_array_from_process_local_data``), keeps its own rows of the global outputs
+(``model.predict_on_batch`` cannot bring a global array to numpy, so the same stateless predict
+call runs), and sends only its real rows and their input indices to every other process
+(``jax.experimental.multihost_utils.process_allgather``): every process returns the whole
+result.
+
 Everything here goes through public Keras APIs (``predict_on_batch``, ``compute_loss``,
 ``compute_metrics``, ``stateless_call``) plus
 :func:`seqprep.running._keras_private.keras_mask`, so it runs on TensorFlow, JAX and PyTorch.
@@ -161,7 +171,11 @@ def predict(
             (accept NaN/inf inputs, refused by default) and ``data_parallel`` (``"auto"``:
             under a ``keras.distribution`` layout every batch gets fill rows up to a multiple
             of the devices along the batch axis and is laid out over them; the fill rows are
-            in no output; an int ``k`` fills for ``k`` devices; None never fills).
+            in no output; an int ``k`` fills for ``k`` devices; None never fills). Under a
+            layout over several ``jax.distributed`` processes, call it with the same whole
+            ``x`` on every process: each process runs its contiguous rows of every global
+            batch (the same batches and widths everywhere) and every process returns the
+            whole result (the distribution must have ``auto_shard_dataset=False``).
         **kwargs: Keras's own ``predict`` arguments, as ``model.predict`` takes them:
             ``verbose`` (``"auto"`` or 1: progress bar, 0: silent, 2: one line) and
             ``callbacks`` (Keras callbacks; they get ``on_predict_*`` calls as in

@@ -2,7 +2,10 @@
 
 It runs the batches :func:`seqprep.predict` plans (:mod:`._inference_batches`) through the
 model's compiled loss and metrics and accumulates them so that the result is the one-batch
-value over all real examples and steps (per-step targets laid out as one-step rows).
+value over all real examples and steps (per-step targets laid out as one-step rows). Over
+several ``jax.distributed`` processes every batch is first run on each process's rows and the
+real rows' outputs and masks gathered (:func:`._inference_outputs._gather_batches`), then every
+process scores the same global batches.
 """
 
 from __future__ import annotations
@@ -138,7 +141,9 @@ def evaluate(
     (``loss``, ``<output>_loss``, ``<output>_<metric>``).
 
     Batches are planned as in :func:`predict` (with fill rows under data parallelism, left
-    out of the metrics); stateful models go to
+    out of the metrics; over several ``jax.distributed`` processes each runs its rows of
+    every batch, the real rows' outputs are gathered, and every process scores all of them:
+    the same figures on every process, those of one device); stateful models go to
     :func:`seqprep.evaluate_tbptt`, a :class:`seqprep.LengthEnsemble` to its own
     ``evaluate``. Encoder-decoder models are scored teacher-forced by passing a dict ``x``
     (``{"encoder": sources, "decoder": decoder_inputs}``) and the decoder targets as ``y``;
