@@ -308,7 +308,8 @@ def test_predict_and_evaluate_on_two_jax_devices_equal_one_device(tmp_path):
 def test_processes_that_plan_different_batches_are_refused_for_inference(monkeypatch):
     """Under a distribution over several processes every process must plan the same batches
     (it runs its rows of each); the check's gather is faked here (the other process holds one
-    sequence less). The two-process run is in tests/test_data_parallel.py."""
+    sequence less). A LengthEnsemble is refused there. The two-process run is in
+    tests/test_data_parallel.py."""
     from seqprep.running import _data_parallel, _inference_batches
 
     monkeypatch.setattr(_inference_batches, "resolve_data_parallel",
@@ -324,6 +325,11 @@ def test_processes_that_plan_different_batches_are_refused_for_inference(monkeyp
     with pytest.raises(ValueError, match=r"(?s)`predict` under a Keras distribution over 2 "
                                          r"processes.*process 1: 1 sequences.*same whole `x`"):
         sp.predict(_classifier(27), x, verbose=0)
+    ensemble = sp.LengthEnsemble({3: _classifier(27)})  # runs whole batches: one process only
+    for run in (sp.predict, lambda *a, **k: sp.evaluate(*a, np.zeros(2), **k)):
+        with pytest.raises(ValueError, match=r"of a seqprep.LengthEnsemble runs in one process, "
+                                             r"but the Keras distribution spans 2 processes"):
+            run(ensemble, x, verbose=0)
 
 
 def test_explicit_data_parallel_fills_batches_and_drops_the_fill_rows():

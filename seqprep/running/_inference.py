@@ -59,6 +59,7 @@ from seqprep.running._inference_batches import (
     _model_kind,
     _packed_returns_sequences,
     _plan,
+    _refuse_processes,
     _run_arguments,
     _stateful_sizes,
 )
@@ -214,6 +215,7 @@ def predict(
     check_bool("ragged", ragged)
     kind = _model_kind(model)
     if kind == "ensemble":
+        _refuse_processes(opts.data_parallel, "predict")
         return _delegated(model.predict(x, batch_size=batch_size or 256), ragged)
     if kind == "stateful":
         rows, window = _stateful_sizes(model, x, window, max_tokens)

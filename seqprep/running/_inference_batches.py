@@ -269,6 +269,20 @@ def _filled(
             InferencePlan(filled.rows, splits, plan.widths, plan.epoch), layout)
 
 
+def _refuse_processes(data_parallel: Any, caller: str) -> None:
+    """Refuse a :class:`seqprep.LengthEnsemble` under a layout over several processes: its
+    models run whole batches of numpy (``predict_on_batch``), not each process's rows."""
+    layout = resolve_data_parallel(data_parallel, caller=caller)
+    if layout is not None and layout.num_processes > 1:
+        raise ValueError(
+            f"`{caller}` of a seqprep.LengthEnsemble runs in one process, but the Keras "
+            f"distribution spans {layout.num_processes} processes. Received: a LengthEnsemble "
+            "as `model`\n- Run it in one process (keras.distribution.set_distribution(None) "
+            "there), or pass options=seqprep.Options(data_parallel=None) to run it whole on "
+            "every process."
+        )
+
+
 def _allgather(payload: np.ndarray, processes: int) -> list[np.ndarray]:
     """Every process's bytes (a 1-D uint8 array, of any length), in process order, on every
     process: two ``jax.experimental.multihost_utils.process_allgather`` calls (the lengths,

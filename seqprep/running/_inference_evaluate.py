@@ -31,6 +31,7 @@ from seqprep.running._inference_batches import (
     _model_kind,
     _packed_returns_sequences,
     _plan,
+    _refuse_processes,
     _run_arguments,
     _stateful_sizes,
     _walk,
@@ -198,6 +199,7 @@ def evaluate(
         "evaluate", batch_size, max_tokens, padding, "auto", options, kwargs)
     kind = _model_kind(model)
     if kind == "ensemble":
+        _refuse_processes(opts.data_parallel, "evaluate")
         return model.evaluate(x, y, batch_size=batch_size or 256, targets=targets)
     _check_compiled(model)
     if kind == "stateful":
