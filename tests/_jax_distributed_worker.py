@@ -11,7 +11,15 @@ different numbers of real steps; per-sequence targets with odd batches, whose fi
 all in the second process's half), it trains the same model from the same initial weights
 for two epochs twice: on this process's own device alone on the whole global plan (no
 distribution), then under the two-process ``DataParallel``; and writes the largest weight
-difference and the real steps each process's half of every batch holds.
+difference and the real steps each process's half of every batch holds. ``grain_dataset`` is
+read on the first plan (ids, rows, widths) and trained as one of those cases (where Grain is
+installed).
+
+Last, ``sp.predict`` and ``sp.evaluate`` of a two-head model (per sequence and per step) under
+the two-process ``DataParallel``, in batches of 9 rows (a fill row in the second process's half
+of each): what the model saw at every step, the whole results, and the same model's results on
+this process's device alone; and the messages of the two refusals (processes passing different
+``x``; ``auto_shard_dataset=True``).
 """
 
 import importlib.util

@@ -17,10 +17,15 @@
   ``packed_dataset`` and ``fit_per_length`` train to the weights of the one-device run of
   the same plan within 1e-5, and so does a PyTorch ``DataLoader`` with
   ``PadCollate(data_parallel="auto")``;
-* two ``jax.distributed`` processes on localhost: equal steps, equal widths, every example
+* two ``jax.distributed`` processes on localhost (one launch for all of this):
+  ``bucketed_dataset`` and ``grain_dataset`` with equal steps, equal widths, every example
   exactly once across the processes, and two epochs ending with the weights of the
   one-device run of the same global plan (per-step weights normalised over the whole global
-  batch, not over each process's half).
+  batch, not over each process's half); ``sp.predict`` and ``sp.evaluate``, each process
+  running its rows of every batch, returning the whole result (equal on both processes and to
+  one device's), and the refusals (different plans, ``auto_shard_dataset=True``);
+* the gather of those inference outputs in-process (faked processes): every global batch
+  from each process's real rows, in plan order.
 """
 
 from __future__ import annotations
