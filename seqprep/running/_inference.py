@@ -241,8 +241,8 @@ def predict(
     batches = _Batches(fields, filled, padding, packed, layout)
     outs = _run_predict(model, batches, _callback_list(model, callbacks, verbose, len(plan)))
     if batches.processes > 1:  # every process's real rows, on every process, in plan order
-        outs = _gather_batches(outs, [filled.batch(b)[: len(o[0]) if o else 0]
-                                      for b, o in enumerate(outs)], plan, batches.processes)
+        idxs = [filled.batch(b)[: batches.real_rows(b)] for b in range(len(batches))]
+        outs = _gather_batches(outs, idxs, plan, batches.processes)
     slot_axis = packed is not None and not _packed_returns_sequences(model)
     leaves = _assemble(outs, plan, fields, padding, outputs, model, ragged, slot_axis)
     structure = _output_structure(model, len(leaves))
