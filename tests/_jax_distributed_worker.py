@@ -11,9 +11,18 @@ different numbers of real steps; per-sequence targets with odd batches, whose fi
 all in the second process's half), it trains the same model from the same initial weights
 for two epochs twice: on this process's own device alone on the whole global plan (no
 distribution), then under the two-process ``DataParallel``; and writes the largest weight
-difference and the real steps each process's half of every batch holds.
+difference and the real steps each process's half of every batch holds. ``grain_dataset`` is
+read on the first plan (ids, rows, widths) and trained as one of those cases (where Grain is
+installed).
+
+Last, ``sp.predict`` and ``sp.evaluate`` of a two-head model (per sequence and per step) under
+the two-process ``DataParallel``, in batches of 9 rows (a fill row in the second process's half
+of each): what the model saw at every step, the whole results, and the same model's results on
+this process's device alone; and the messages of the two refusals (processes passing different
+``x``; ``auto_shard_dataset=True``).
 """
 
+import importlib.util
 import json
 import sys
 
@@ -49,6 +58,14 @@ for xb, _, wb in ds.as_numpy_iterator():
     rows.append(int(xb.shape[0]))
     widths.append(int(xb.shape[1]))
 
+# The same plan through Grain (where it is installed): each process's rows of every batch.
+GRAIN = importlib.util.find_spec("grain") is not None
+grain_seen, grain_rows, grain_widths = [], [], []
+for xb, _, wb in sp.grain_dataset(x, y, sampler=sampler, pad_to=8) if GRAIN else ():
+    grain_seen.extend(int(v) - 1 for v in xb[wb > 0, 0, 0])
+    grain_rows.append(int(xb.shape[0]))
+    grain_widths.append(int(xb.shape[1]))
+
 keras.utils.set_random_seed(0)
 model = keras.Sequential([keras.Input((None, 1)), keras.layers.Masking(0.0),
                           keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(1)])
@@ -64,7 +81,7 @@ weights = [np.asarray(w).tolist() for w in model.get_weights()]
 DATA_PARALLEL = keras.distribution.DataParallel(devices=jax.devices(), auto_shard_dataset=False)
 
 
-def _case(make_ds, per_step, mask):
+def _case(make_ds, per_step, mask, grain=False):
     """The largest weight difference between the one-device run of the global plan and the
     two-process run (two epochs each), and the real steps of this process's half of every
     batch (the weights are 0 elsewhere)."""
@@ -74,7 +91,11 @@ def _case(make_ds, per_step, mask):
         if rows is not None:  # the two-process run
             real_steps.extend(int(np.count_nonzero(np.asarray(xb)[np.asarray(wb).reshape(
                 len(wb), -1).max(axis=1) > 0].any(axis=-1))) for xb, _, wb in make_ds())
-        model.fit(make_ds(), epochs=EPOCHS, verbose=0)
+        if grain:  # Keras restarts a Grain dataset every epoch: play the sampler's epochs
+            ds = make_ds()
+            model.fit(ds.repeat(), epochs=EPOCHS, steps_per_epoch=len(ds), verbose=0)
+        else:
+            model.fit(make_ds(), epochs=EPOCHS, verbose=0)
 
     diff, _ = _compare(lambda: _pooled(per_step=per_step, mask=mask), fit, DATA_PARALLEL)
     return {"max_weight_diff": diff, "real_steps": real_steps}
@@ -105,8 +126,70 @@ cases = {
     "sequence, odd batches": _case(lambda: sp.bucketed_dataset(
         x2, y2, sampler=odd_sampler, pad_to=11), per_step=False, mask=True),
 }
+if GRAIN:  # grain_dataset (the same stage and fill rule as bucketed_dataset), each its rows
+    cases["grain, timestep_mean"] = _case(lambda: sp.grain_dataset(
+        x2, y2_steps, sampler=steps_sampler, sample_weight="timestep_mean", pad_to=11),
+        per_step=True, mask=False, grain=True)
+
+
+# --------------------------------------------------------------------------- predict, evaluate
+
+def _two_heads():
+    """A per-sequence head (a masked mean) and a per-step head (masked) on one layer."""
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((None, 2))
+    steps = keras.layers.Dense(3, activation="tanh")(keras.layers.Masking(0.0)(inputs))
+    pooled = keras.layers.Dense(1, name="pooled")(keras.layers.GlobalAveragePooling1D()(steps))
+    model = keras.Model(inputs, [pooled, keras.layers.Dense(1, name="tagged")(steps)])
+    model.compile(loss=["mse", "mse"], metrics=[["mae"], ["mae"]])
+    return model
+
+
+N_INFER = 27  # three batches of 9 rows: each process 5 rows, the second holding a fill row
+
+
+def _inference(model, shapes=None):
+    """sp.predict and sp.evaluate of the first N_INFER sequences in batches of 9 rows, at one
+    width (one program to compile)."""
+    record = [keras.callbacks.LambdaCallback(on_predict_batch_end=lambda b, logs: shapes.append(
+        [list(np.shape(o)) for o in logs["outputs"]]))] if shapes is not None else None
+    pooled, tagged = sp.predict(model, x2[:N_INFER], batch_size=9, pad_to=11, verbose=0,
+                                callbacks=record)
+    logs = sp.evaluate(model, x2[:N_INFER], [y2[:N_INFER], y2_steps[:N_INFER]], batch_size=9,
+                       pad_to=11, verbose=0)
+    return pooled, tagged, logs
+
+
+keras.distribution.set_distribution(DATA_PARALLEL)
+two_heads = _two_heads()
+shapes = []
+pooled, tagged, logs = _inference(two_heads, shapes)
+refused = {}
+try:  # each process passes its own share instead of the whole x: refused on both
+    sp.predict(two_heads, x2 if pid == 0 else x2[:-1], verbose=0)
+except ValueError as e:
+    refused["different x"] = str(e)
+keras.distribution.set_distribution(
+    keras.distribution.DataParallel(devices=jax.devices(), auto_shard_dataset=True))
+try:
+    sp.predict(two_heads, x2, verbose=0)
+except ValueError as e:
+    refused["auto_shard_dataset"] = str(e)
+keras.distribution.set_distribution(None)
+one_device = _two_heads()
+one_device.set_weights(two_heads.get_weights())
+ref_pooled, ref_tagged, ref_logs = _inference(one_device)
+inference = {
+    "pooled": pooled.tolist(), "tagged": [t.tolist() for t in tagged], "logs": logs,
+    "ref_logs": ref_logs, "shapes": shapes, "refused": refused,
+    "pooled_diff": float(np.max(np.abs(pooled - ref_pooled))),
+    "tagged_diff": max(float(np.max(np.abs(t - r))) for t, r in zip(tagged, ref_tagged,
+                                                                   strict=True)),
+    "tagged_lengths_ok": [len(t) for t in tagged] == [int(n) for n in lengths2[:N_INFER]],
+}
 with open(out, "w") as f:
     json.dump({"steps": len(steps), "ids": seen, "rows": rows, "widths": widths,
                "devices": jax.device_count(), "local_devices": jax.local_device_count(),
-               "weights": weights, "cases": cases,
+               "weights": weights, "cases": cases, "inference": inference,
+               "grain_ids": grain_seen, "grain_rows": grain_rows, "grain_widths": grain_widths,
                "odd_sizes": [int(b.size) for b in odd_sampler.plan(0)]}, f)

@@ -18,10 +18,15 @@
   exact-length groups with a weight array too) train to the weights of the one-device run of
   the same plan within 1e-5, and so does a PyTorch ``DataLoader`` with
   ``PadCollate(data_parallel="auto")``;
-* two ``jax.distributed`` processes on localhost: equal steps, equal widths, every example
+* two ``jax.distributed`` processes on localhost (one launch for all of this):
+  ``bucketed_dataset`` and ``grain_dataset`` with equal steps, equal widths, every example
   exactly once across the processes, and two epochs ending with the weights of the
   one-device run of the same global plan (per-step weights normalised over the whole global
-  batch, not over each process's half).
+  batch, not over each process's half); ``sp.predict`` and ``sp.evaluate``, each process
+  running its rows of every batch, returning the whole result (equal on both processes and to
+  one device's), and the refusals (different plans, ``auto_shard_dataset=True``);
+* the gather of those inference outputs in-process (faked processes): every global batch
+  from each process's real rows, in plan order.
 """
 
 from __future__ import annotations
@@ -421,6 +426,12 @@ def test_two_jax_distributed_processes_each_example_once(two_processes):
     assert a["widths"] == b["widths"] and a["rows"] == b["rows"]  # same shapes every step
     ids = a["ids"] + b["ids"]
     assert sorted(ids) == list(range(45))  # every example exactly once, across processes
+    # grain_dataset on the same plan: the same steps and shapes, every example once.
+    if importlib.util.find_spec("grain") is None:
+        return
+    assert a["grain_rows"] == b["grain_rows"] == a["rows"]
+    assert a["grain_widths"] == b["grain_widths"] == a["widths"]
+    assert sorted(a["grain_ids"] + b["grain_ids"]) == list(range(45))
     for u, v in zip(a["weights"], b["weights"], strict=True):  # one model, replicated
         # A masked mean over the fill rows' one step is finite: the weights are too.
         assert np.all(np.isfinite(u))
@@ -432,17 +443,86 @@ def test_two_jax_distributed_processes_train_as_one_device(two_processes):
     """Two epochs under a two-process ``DataParallel`` end with the weights of the one-device
     run of the same global plan: per-step targets ("timestep" behind a mask, "timestep_mean"
     without) whose halves of a batch hold different numbers of real steps, and per-sequence
-    targets in odd batches (fill rows only in the second process's half)."""
+    targets in odd batches (fill rows only in the second process's half); bucketed_dataset,
+    bucketed_pydataset and grain_dataset."""
     a, b = two_processes
+    grain = importlib.util.find_spec("grain") is not None  # a case only where installed
     assert set(a["cases"]) == set(b["cases"]) == {
         "timestep, masked", "timestep_mean", "timestep_mean, pydataset",
-        "sequence, odd batches"}
-    for name in ("timestep, masked", "timestep_mean"):  # the halves differ: a real test
-        assert a["cases"][name]["real_steps"] != b["cases"][name]["real_steps"], name
+        "sequence, odd batches", *(["grain, timestep_mean"] if grain else [])}
+    for name in ("timestep, masked", "timestep_mean", *(["grain, timestep_mean"] * grain)):
+        steps_a, steps_b = a["cases"][name]["real_steps"], b["cases"][name]["real_steps"]
+        assert len(steps_a) == len(steps_b) and steps_a != steps_b, name  # equal step counts
     assert any(size % 2 for size in a["odd_sizes"])
     for name in a["cases"]:
         for process in (a, b):
             assert process["cases"][name]["max_weight_diff"] < 1e-5, (name, process["cases"])
+
+
+@pytest.mark.slow
+def test_two_jax_distributed_processes_predict_and_evaluate_as_one_device(two_processes):
+    """sp.predict and sp.evaluate under a two-process DataParallel, in batches of 9 rows (a
+    fill row in the second process's half of each): both processes run the same steps at the
+    same widths, each its half of every batch, and both return the whole result in input
+    order, equal to one device's, and the same figures."""
+    a, b = (p["inference"] for p in two_processes)
+    assert a["shapes"] == b["shapes"] == [[[5, 1], [5, 11, 1]]] * 3  # 27 rows: 3 x (9 + 1)
+    assert a["pooled"] == b["pooled"] and a["tagged"] == b["tagged"]  # the same on both
+    for p in (a, b):
+        assert len(p["pooled"]) == 27 and p["tagged_lengths_ok"]
+        assert p["pooled_diff"] <= 1e-6 and p["tagged_diff"] <= 1e-6
+        assert set(p["logs"]) == set(p["ref_logs"]) >= {"loss", "pooled_mae", "tagged_mae"}
+        for key, value in p["ref_logs"].items():
+            assert p["logs"][key] == pytest.approx(value, rel=1e-6, abs=1e-7), key
+    assert a["logs"] == b["logs"]
+    for p in (a, b):  # refused on every process alike, with the fix
+        assert "Pass the same whole `x`" in p["refused"]["different x"]
+        assert "auto_shard_dataset=False" in p["refused"]["auto_shard_dataset"]
+
+
+def test_gathered_batches_are_every_process_real_rows_in_plan_order(monkeypatch):
+    """The bytes each of three processes sends (real rows and indices only, any count) come
+    back as every global batch in plan order, dtypes and shapes kept; indices that disagree
+    with the plan are refused. The gather itself is faked (in-process)."""
+    from seqprep.planning._fill import fill_batches
+    from seqprep.planning._inference import InferencePlan
+    from seqprep.running import _inference_outputs
+
+    rng = np.random.default_rng(0)
+    rows = rng.permutation(11).astype(np.int64)
+    splits = np.array([0, 5, 6, 11], np.int64)  # 5, 1 and 5 rows over 3 processes of 2 rows
+    plan = InferencePlan(rows, splits, np.array([[3], [2], [4]]), 0)
+    per_step = {i: rng.normal(size=(4, 2)).astype(np.float32) for i in range(11)}
+
+    def local(p):
+        filled = fill_batches(rows, splits, multiple_of=6, fill_index=11, num_processes=3,
+                              process_index=p)
+        out_splits = np.concatenate([[0], np.cumsum(filled.sizes)])
+        idxs = [filled.rows[out_splits[b]:out_splits[b + 1]] for b in range(3)]
+        idxs = [i[i < 11] for i in idxs]
+        return [[i.astype(np.int32) * 2, np.stack([per_step[j][: plan.widths[b, 0]] for j in i])
+                 if i.size else np.zeros((0, plan.widths[b, 0], 2), np.float32),
+                 np.ones((i.size, plan.widths[b, 0]), bool)] for b, i in enumerate(idxs)], idxs
+
+    payloads = []  # what each process sends
+    monkeypatch.setattr(_inference_outputs, "_allgather",
+                        lambda payload, processes: payloads.append(payload) or [payload])
+    for p in range(3):
+        with pytest.raises(RuntimeError):  # alone, a process's rows are not the whole batch
+            _inference_outputs._gather_batches(*local(p), plan, 1)
+    assert [len(payloads[p]) for p in range(3)] != [len(payloads[0])] * 3  # counts differ
+    monkeypatch.setattr(_inference_outputs, "_allgather", lambda payload, processes: payloads)
+    out = _inference_outputs._gather_batches(*local(0), plan, 3)
+    for b in range(3):
+        idx = plan.batch(b)
+        ids, steps, masks = out[b]
+        np.testing.assert_array_equal(ids, idx * 2)
+        assert ids.dtype == np.int32 and masks.dtype == bool and masks.all()
+        np.testing.assert_array_equal(steps, np.stack([per_step[j][: plan.widths[b, 0]]
+                                                       for j in idx]))
+    shuffled = InferencePlan(rows[::-1].copy(), splits, plan.widths, 0)
+    with pytest.raises(RuntimeError, match="not that batch's examples"):
+        _inference_outputs._gather_batches(*local(0), shuffled, 3)
 
 
 def test_fit_per_length_refuses_a_model_nan_on_a_fill_row_only_when_data_is_all_padding():

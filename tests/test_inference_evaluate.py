@@ -305,15 +305,31 @@ def test_predict_and_evaluate_on_two_jax_devices_equal_one_device(tmp_path):
     assert result["predict_diff"] < 1e-5 and result["evaluate_diff"] < 1e-5, result
 
 
-def test_a_multi_process_distribution_is_refused_for_inference(monkeypatch):
+def test_processes_that_plan_different_batches_are_refused_for_inference(monkeypatch):
+    """Under a distribution over several processes every process must plan the same batches
+    (it runs its rows of each); the check's gather is faked here (the other process holds one
+    sequence less). A LengthEnsemble is refused there. The two-process run is in
+    tests/test_data_parallel.py."""
     from seqprep.running import _data_parallel, _inference_batches
 
     monkeypatch.setattr(_inference_batches, "resolve_data_parallel",
                         lambda value, caller: _data_parallel.Layout(4, 2, 0))
+
+    def other_process_differs(payload, processes):
+        other = payload.view(np.int64).copy()
+        other[0] -= 1
+        return [payload, other.view(np.uint8)]
+
+    monkeypatch.setattr(_inference_batches, "_allgather", other_process_differs)
     x = _frames([3, 1], 26)
-    with pytest.raises(ValueError, match=r"`predict` runs in one process, but the Keras "
-                                         r"distribution spans 2 processes"):
+    with pytest.raises(ValueError, match=r"(?s)`predict` under a Keras distribution over 2 "
+                                         r"processes.*process 1: 1 sequences.*same whole `x`"):
         sp.predict(_classifier(27), x, verbose=0)
+    ensemble = sp.LengthEnsemble({3: _classifier(27)})  # runs whole batches: one process only
+    for run in (sp.predict, lambda *a, **k: sp.evaluate(*a, np.zeros(2), **k)):
+        with pytest.raises(ValueError, match=r"of a seqprep.LengthEnsemble runs in one process, "
+                                             r"but the Keras distribution spans 2 processes"):
+            run(ensemble, x, verbose=0)
 
 
 def test_explicit_data_parallel_fills_batches_and_drops_the_fill_rows():

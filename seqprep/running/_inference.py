@@ -15,6 +15,16 @@ Other kinds of model go to their own runner: a model with stateful recurrent lay
 :class:`seqprep.layers.PackedRNN` is fed one sequence per packed row (segment id 1 on its
 steps), which is exactly the unpacked computation with the same weights.
 
+Under a ``keras.distribution`` layout each batch gets fill rows up to a multiple of the devices
+along the batch axis (:mod:`seqprep.planning._fill`), left out of every output. Over several
+``jax.distributed`` processes every process plans the same global batches (checked), gives
+the model its contiguous rows of each, as Keras's JAX trainer gives a per-process batch
+(``jax.make_array_from_process_local_data``), keeps its own rows of the global outputs
+(``model.predict_on_batch`` cannot bring a global array to numpy, so the same stateless predict
+call runs), and sends only its real rows and their input indices to every other process
+(``jax.experimental.multihost_utils.process_allgather``): every process returns the whole
+result.
+
 Everything here goes through public Keras APIs (``predict_on_batch``, ``compute_loss``,
 ``compute_metrics``, ``stateless_call``) plus
 :func:`seqprep.running._keras_private.keras_mask`, so it runs on TensorFlow, JAX and PyTorch.
@@ -44,21 +54,34 @@ from seqprep.running._inference_batches import (
     _check_model_inputs,
     _fields,
     _filled,
+    _forward_of,
     _last_rnn_returns_sequences,
     _model_kind,
     _packed_returns_sequences,
     _plan,
+    _refuse_processes,
     _run_arguments,
     _stateful_sizes,
 )
-from seqprep.running._inference_outputs import Outputs, _assemble, _delegated, _output_structure
+from seqprep.running._inference_outputs import (
+    Outputs,
+    _assemble,
+    _delegated,
+    _gather_batches,
+    _output_structure,
+)
 
 __all__ = ["predict"]
 
 
 def _run_predict(model: Any, batches: _Batches, callbacks: Any) -> list[list[np.ndarray]]:
-    """Every batch's outputs, flattened (one list of leaves per batch), with Keras's
-    predict callbacks and progress bar."""
+    """Every batch's outputs, flattened (one list of leaves per batch; real rows only, this
+    process's under several processes), with Keras's predict callbacks and progress bar.
+
+    One process runs Keras's own ``model.predict_on_batch``; under several processes, whose
+    outputs are global arrays that ``predict_on_batch`` cannot bring to numpy, the same
+    stateless predict call runs and each process keeps its own rows."""
+    forward = _forward_of(model) if batches.processes > 1 else None
     outs = []
     callbacks.on_predict_begin()
     for b in range(len(batches)):
@@ -68,8 +91,14 @@ def _run_predict(model: Any, batches: _Batches, callbacks: Any) -> list[list[np.
             # Keras warns per call that a structure of inputs does not match the model's
             # declared structure when a dict arrives for a list of named inputs; names match.
             warnings.filterwarnings("ignore", message=".*does not match the expected structure")
-            pred = model.predict_on_batch(xb)
-        outs.append([np.asarray(leaf) for leaf in keras.tree.flatten(pred)])
+            if forward is None:
+                pred = model.predict_on_batch(xb)
+                leaves = [np.asarray(leaf) for leaf in keras.tree.flatten(pred)]
+            else:
+                leaves, _, structure = forward(xb)
+                pred = keras.tree.pack_sequence_as(structure, leaves)
+        real = batches.real_rows(b)  # fill rows (data parallelism) come after the real rows
+        outs.append([leaf[:real] for leaf in leaves])
         callbacks.on_predict_batch_end(b, {"outputs": pred})
     callbacks.on_predict_end()
     return outs
@@ -143,7 +172,11 @@ def predict(
             (accept NaN/inf inputs, refused by default) and ``data_parallel`` (``"auto"``:
             under a ``keras.distribution`` layout every batch gets fill rows up to a multiple
             of the devices along the batch axis and is laid out over them; the fill rows are
-            in no output; an int ``k`` fills for ``k`` devices; None never fills).
+            in no output; an int ``k`` fills for ``k`` devices; None never fills). Under a
+            layout over several ``jax.distributed`` processes, call it with the same whole
+            ``x`` on every process: each process runs its contiguous rows of every global
+            batch (the same batches and widths everywhere) and every process returns the
+            whole result (the distribution must have ``auto_shard_dataset=False``).
         **kwargs: Keras's own ``predict`` arguments, as ``model.predict`` takes them:
             ``verbose`` (``"auto"`` or 1: progress bar, 0: silent, 2: one line) and
             ``callbacks`` (Keras callbacks; they get ``on_predict_*`` calls as in
@@ -182,6 +215,7 @@ def predict(
     check_bool("ragged", ragged)
     kind = _model_kind(model)
     if kind == "ensemble":
+        _refuse_processes(opts.data_parallel, "predict")
         return _delegated(model.predict(x, batch_size=batch_size or 256), ragged)
     if kind == "stateful":
         rows, window = _stateful_sizes(model, x, window, max_tokens)
@@ -203,11 +237,12 @@ def predict(
     if packed is None:
         _check_model_inputs(model, fields)
     plan = _plan(fields, model, max_tokens=max_tokens, batch_size=batch_size, pad_to=pad_to)
-    fields, filled = _filled(fields, plan, opts.data_parallel, "predict")
-    batches = _Batches(fields, filled, padding, packed, distribute=filled is not plan)
+    fields, filled, layout = _filled(fields, plan, opts.data_parallel, "predict")
+    batches = _Batches(fields, filled, padding, packed, layout)
     outs = _run_predict(model, batches, _callback_list(model, callbacks, verbose, len(plan)))
-    if filled is not plan:  # fill rows (data parallelism) come after each batch's real rows
-        outs = [[leaf[: len(plan.batch(b))] for leaf in o] for b, o in enumerate(outs)]
+    if batches.processes > 1:  # every process's real rows, on every process, in plan order
+        idxs = [filled.batch(b)[: batches.real_rows(b)] for b in range(len(batches))]
+        outs = _gather_batches(outs, idxs, plan, batches.processes)
     slot_axis = packed is not None and not _packed_returns_sequences(model)
     leaves = _assemble(outs, plan, fields, padding, outputs, model, ragged, slot_axis)
     structure = _output_structure(model, len(leaves))

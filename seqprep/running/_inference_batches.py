@@ -9,11 +9,14 @@ among them.
 
 from __future__ import annotations
 
+import weakref
+import zlib
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import keras
 import numpy as np
+from keras import ops
 from numpy.typing import DTypeLike
 
 from seqprep._core.checks import check_choice, check_finite_features, check_int
@@ -22,11 +25,11 @@ from seqprep._core.ragged import Ragged, as_ragged, lengths_of
 from seqprep.inputs import _kernel
 from seqprep.inputs._stage_fields import field_label, pack, per_field, split_fields
 from seqprep.inputs._stage_rules import resolve_dtype, values_with_pad_row
-from seqprep.planning._fill import fill_batches
 from seqprep.planning._inference import InferencePlan, plan_inference
 from seqprep.planning._shapes import length_grid
-from seqprep.running._data_parallel import resolve_data_parallel
+from seqprep.running._data_parallel import Layout, resolve_data_parallel
 from seqprep.running._floatx import keras_floatx
+from seqprep.running._keras_private import keras_mask
 
 # Padded steps per batch (rows x width, summed over the fields). On 20,000 long-tailed
 # sequences with a masked GRU (docs/benchmarks.md, TensorFlow on CPU) 16384 was the fastest of
@@ -245,39 +248,171 @@ def _plan(
 
 def _filled(
     fields: _Fields, plan: InferencePlan, data_parallel: Any, caller: str,
-) -> tuple[_Fields, InferencePlan]:
-    """``fields`` and ``plan`` with every batch a multiple of the data-parallel size: fill
-    rows (index ``len(fields)``, the tables' zero-length sequence; all padding) after each
-    batch's real rows (:func:`seqprep.planning._fill.fill_batches`). Unchanged without a
-    data-parallel layout. The runners leave fill rows out of outputs and metrics."""
+) -> tuple[_Fields, InferencePlan, Layout | None]:
+    """``fields`` and this process's part of ``plan`` with every batch a multiple of the
+    data-parallel size, and the layout (None without one: both unchanged).
+
+    Fill rows (index ``len(fields)``, the tables' fill sequence) come after each global batch's
+    real rows (:func:`seqprep.planning._fill.fill_batches`); with several ``jax.distributed``
+    processes each keeps its contiguous ``B' / P`` rows of every batch of the same global plan
+    (checked equal on every process first), so its own real rows come first in each of its
+    batches. The runners leave fill rows out of outputs and metrics."""
     layout = resolve_data_parallel(data_parallel, caller=caller)
     if layout is None:
-        return fields, plan
+        return fields, plan, None
     if layout.num_processes > 1:
-        raise ValueError(
-            f"`{caller}` runs in one process, but the Keras distribution spans "
-            f"{layout.num_processes} processes; each process would see only its rows of "
-            "every batch.\n- Run it in one process, or pass "
-            "options=seqprep.Options(data_parallel=None) to run every process on all rows."
-        )
-    filled = fill_batches(plan.rows, plan.splits, multiple_of=layout.size,
-                          fill_index=len(fields))
+        _check_same_plan(plan, len(fields), layout, caller)
+    filled = layout.fill(plan.rows, plan.splits, fill_index=len(fields))
     splits = np.concatenate([[0], np.cumsum(filled.sizes)]).astype(np.int64)
     tables = tuple(_kernel.with_fill(t) for t in fields.tables)
     return (replace(fields, tables=tables),
-            InferencePlan(filled.rows, splits, plan.widths, plan.epoch))
+            InferencePlan(filled.rows, splits, plan.widths, plan.epoch), layout)
 
 
-def _distributed(x: Any) -> Any:
+def _refuse_processes(data_parallel: Any, caller: str) -> None:
+    """Refuse a :class:`seqprep.LengthEnsemble` under a layout over several processes: its
+    models run whole batches of numpy (``predict_on_batch``), not each process's rows."""
+    layout = resolve_data_parallel(data_parallel, caller=caller)
+    if layout is not None and layout.num_processes > 1:
+        raise ValueError(
+            f"`{caller}` of a seqprep.LengthEnsemble runs in one process, but the Keras "
+            f"distribution spans {layout.num_processes} processes. Received: a LengthEnsemble "
+            "as `model`\n- Run it in one process (keras.distribution.set_distribution(None) "
+            "there), or pass options=seqprep.Options(data_parallel=None) to run it whole on "
+            "every process."
+        )
+
+
+def _allgather(payload: np.ndarray, processes: int) -> list[np.ndarray]:
+    """Every process's bytes (a 1-D uint8 array, of any length), in process order, on every
+    process: two ``jax.experimental.multihost_utils.process_allgather`` calls (the lengths,
+    then the payloads padded to the longest)."""
+    from jax.experimental import multihost_utils
+
+    size = np.array([payload.size], np.int64).view(np.uint8)
+    sizes = np.ascontiguousarray(
+        np.asarray(multihost_utils.process_allgather(size)).reshape(processes, 8)
+    ).view(np.int64).ravel()
+    padded = np.zeros(max(int(sizes.max()), 1), np.uint8)
+    padded[: payload.size] = payload
+    stacked = np.asarray(multihost_utils.process_allgather(padded)).reshape(processes, -1)
+    return [stacked[q, : int(sizes[q])] for q in range(processes)]
+
+
+def _check_same_plan(plan: InferencePlan, n: int, layout: Layout, caller: str) -> None:
+    """Refuse, on every process alike, inputs whose global plans differ between processes:
+    each process would run its rows of other batches, and the collectives would not match."""
+    digest = np.array([n, len(plan), zlib.crc32(np.ascontiguousarray(plan.rows).tobytes()),
+                       zlib.crc32(np.ascontiguousarray(plan.widths).tobytes())], np.int64)
+    digests = [d.view(np.int64) for d in _allgather(digest.view(np.uint8),
+                                                    layout.num_processes)]
+    if any(not np.array_equal(d, digests[0]) for d in digests):
+        seen = ", ".join(f"process {q}: {int(d[0])} sequences in {int(d[1])} batches"
+                         for q, d in enumerate(digests))
+        raise ValueError(
+            f"`{caller}` under a Keras distribution over {layout.num_processes} processes plays "
+            "one global plan of `x` on every process (each process runs its rows of every "
+            f"batch), but the processes planned different batches. Received: {seen}\n"
+            "- Pass the same whole `x` (and the same arguments) on every process, not each "
+            "process's own share; every process gets the whole result back."
+        )
+
+
+def _distributed(x: Any, processes: int = 1) -> Any:
     """``x`` laid out over the devices of the Keras distribution, when one is set (JAX), so
-    that each device computes its rows of the batch; ``x`` itself otherwise."""
+    that each device computes its rows of the batch; ``x`` itself otherwise. With several
+    processes ``x`` is this process's rows, made a global array as Keras's JAX trainer makes
+    its per-process batches (``jax.make_array_from_process_local_data`` on the data layout)."""
     if keras.backend.backend() != "jax":
         return x
     dist = keras.distribution.distribution()
     if dist is None:
         return x
+    if processes > 1:
+        import jax
+
+        return keras.tree.map_structure(lambda a: jax.make_array_from_process_local_data(
+            dist.get_data_layout(a.shape).backend_layout, a), x)
     return keras.tree.map_structure(
         lambda a: keras.distribution.distribute_tensor(a, dist.get_data_layout(a.shape)), x)
+
+
+def _host_rows(leaf: Any) -> np.ndarray:
+    """This process's rows of a global output (the inverse of
+    ``jax.make_array_from_process_local_data`` on the data layout); the array itself when this
+    process holds it all."""
+    import jax
+
+    if not isinstance(leaf, jax.Array) or leaf.is_fully_addressable:
+        return np.asarray(leaf)
+    from jax.experimental import multihost_utils
+
+    dist = keras.distribution.distribution()
+    spec = jax.sharding.PartitionSpec(dist.batch_dim_name)
+    return np.asarray(multihost_utils.global_array_to_host_local_array(
+        leaf, dist.device_mesh.backend_mesh, spec))
+
+
+class _Forward:
+    """``model(x, training=False)`` compiled for the backend; returns the outputs' leaves and
+    their Keras masks as numpy (a mask None where the output carries none; under a
+    distribution over several processes, this process's rows), and the outputs' structure (a
+    leaf for one output, a list or dict for several)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.backend = keras.backend.backend()
+        self._fn: Any = None
+
+    def _call(self, x: Any) -> tuple[Any, Any]:
+        y = self.model(x, training=False)
+        return y, [keras_mask(leaf) for leaf in keras.tree.flatten(y)]
+
+    def __call__(self, x: Any) -> tuple[list[np.ndarray], list[np.ndarray | None], Any]:
+        if getattr(self.model, "run_eagerly", False) or self.backend not in ("tensorflow", "jax"):
+            if self.backend == "torch":
+                import torch
+
+                with torch.no_grad():
+                    y, masks = self._call(x)
+            else:
+                y, masks = self._call(x)
+        elif self.backend == "tensorflow":
+            if self._fn is None:
+                import tensorflow as tf
+
+                self._fn = tf.function(self._call, reduce_retracing=True)
+            y, masks = self._fn(x)
+        else:
+            if self._fn is None:
+                import jax
+
+                model = self.model
+
+                def step(trainable, non_trainable, x):
+                    y, _ = model.stateless_call(trainable, non_trainable, x, training=False)
+                    return y, [keras_mask(leaf) for leaf in keras.tree.flatten(y)]
+
+                self._fn = jax.jit(step)
+            y, masks = self._fn([v.value for v in self.model.trainable_variables],
+                                [v.value for v in self.model.non_trainable_variables], x)
+        if self.backend == "jax":  # this process's rows (all of them on one process)
+            leaves = [_host_rows(leaf) for leaf in keras.tree.flatten(y)]
+            masks = [None if m is None else _host_rows(m).astype(bool) for m in masks]
+        else:
+            leaves = [ops.convert_to_numpy(leaf) for leaf in keras.tree.flatten(y)]
+            masks = [None if m is None else ops.convert_to_numpy(m).astype(bool) for m in masks]
+        return leaves, masks, keras.tree.map_structure(lambda _: None, y)
+
+
+_FORWARDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _forward_of(model: Any) -> _Forward:
+    try:
+        return _FORWARDS.setdefault(model, _Forward(model))
+    except TypeError:  # not weak-referenceable
+        return _Forward(model)
 
 
 def _verbosity(verbose: Any) -> int:
@@ -342,17 +477,27 @@ def _packed_inputs(model: Any, xb: np.ndarray, real: np.ndarray, lengths: np.nda
 
 class _Batches:
     """The planned batches of ``fields`` as model inputs (plain or packed), laid out over the
-    devices of the Keras distribution with ``distribute`` (batches filled for it)."""
+    devices of the Keras distribution with a ``layout`` (batches filled for it, each this
+    process's rows of the global batch)."""
 
     def __init__(
         self, fields: _Fields, plan: InferencePlan, padding: str, packed: Any,
-        distribute: bool = False,
+        layout: Layout | None = None,
     ) -> None:
         self.fields, self.plan, self.padding, self.packed = fields, plan, padding, packed
-        self.distribute = distribute  # lay each batch out over the Keras distribution
+        self.layout = layout
+
+    @property
+    def processes(self) -> int:
+        """The ``jax.distributed`` processes that share every batch (1 without a layout)."""
+        return 1 if self.layout is None else self.layout.num_processes
 
     def __len__(self) -> int:
         return len(self.plan)
+
+    def real_rows(self, b: int) -> int:
+        """Rows of batch ``b`` (as run here) that are examples: they come first."""
+        return int(np.count_nonzero(self.plan.batch(b) < len(self.fields)))
 
     def inputs(self, b: int) -> tuple[np.ndarray, Any]:
         idx = self.plan.batch(b)
@@ -365,7 +510,7 @@ class _Batches:
             xb = _packed_inputs(self.packed, arrays[0], real, table.lengths[idx])
         else:
             xb = self.fields.pack(arrays)
-        return idx, _distributed(xb) if self.distribute else xb
+        return idx, xb if self.layout is None else _distributed(xb, self.processes)
 
 
 def _stateful_sizes(model: Any, x: Any, window: int | None, max_tokens: int) -> tuple[int, int]:

@@ -2,12 +2,14 @@
 
 It runs the batches :func:`seqprep.predict` plans (:mod:`._inference_batches`) through the
 model's compiled loss and metrics and accumulates them so that the result is the one-batch
-value over all real examples and steps (per-step targets laid out as one-step rows).
+value over all real examples and steps (per-step targets laid out as one-step rows). Over
+several ``jax.distributed`` processes every batch is first run on each process's rows and the
+real rows' outputs and masks gathered (:func:`._inference_outputs._gather_batches`), then every
+process scores the same global batches.
 """
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 import keras
@@ -25,13 +27,16 @@ from seqprep.running._inference_batches import (
     _check_model_inputs,
     _fields,
     _filled,
+    _forward_of,
     _model_kind,
     _packed_returns_sequences,
     _plan,
+    _refuse_processes,
     _run_arguments,
     _stateful_sizes,
     _walk,
 )
+from seqprep.running._inference_outputs import _gather_batches
 from seqprep.running._inference_scoring import (
     _LossSum,
     _Target,
@@ -40,67 +45,10 @@ from seqprep.running._inference_scoring import (
     output_targets,
     padded_rows,
 )
-from seqprep.running._keras_private import compiled_losses, keras_mask
+from seqprep.running._keras_private import compiled_losses
 from seqprep.running._tbptt_runner import _MaskOutputs
 
 __all__ = ["evaluate"]
-
-
-class _Forward:
-    """``model(x, training=False)`` compiled for the backend; returns the outputs' leaves and
-    their Keras masks as numpy (a mask None where the output carries none), and the outputs'
-    structure (a leaf for one output, a list or dict for several)."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-        self.backend = keras.backend.backend()
-        self._fn: Any = None
-
-    def _call(self, x: Any) -> tuple[Any, Any]:
-        y = self.model(x, training=False)
-        return y, [keras_mask(leaf) for leaf in keras.tree.flatten(y)]
-
-    def __call__(self, x: Any) -> tuple[list[np.ndarray], list[np.ndarray | None], Any]:
-        if getattr(self.model, "run_eagerly", False) or self.backend not in ("tensorflow", "jax"):
-            if self.backend == "torch":
-                import torch
-
-                with torch.no_grad():
-                    y, masks = self._call(x)
-            else:
-                y, masks = self._call(x)
-        elif self.backend == "tensorflow":
-            if self._fn is None:
-                import tensorflow as tf
-
-                self._fn = tf.function(self._call, reduce_retracing=True)
-            y, masks = self._fn(x)
-        else:
-            if self._fn is None:
-                import jax
-
-                model = self.model
-
-                def step(trainable, non_trainable, x):
-                    y, _ = model.stateless_call(trainable, non_trainable, x, training=False)
-                    return y, [keras_mask(leaf) for leaf in keras.tree.flatten(y)]
-
-                self._fn = jax.jit(step)
-            y, masks = self._fn([v.value for v in self.model.trainable_variables],
-                                [v.value for v in self.model.non_trainable_variables], x)
-        leaves = [ops.convert_to_numpy(leaf) for leaf in keras.tree.flatten(y)]
-        masks = [None if m is None else ops.convert_to_numpy(m).astype(bool) for m in masks]
-        return leaves, masks, keras.tree.map_structure(lambda _: None, y)
-
-
-_FORWARDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _forward_of(model: Any) -> _Forward:
-    try:
-        return _FORWARDS.setdefault(model, _Forward(model))
-    except TypeError:  # not weak-referenceable
-        return _Forward(model)
 
 
 def _check_compiled(model: Any) -> None:
@@ -194,7 +142,9 @@ def evaluate(
     (``loss``, ``<output>_loss``, ``<output>_<metric>``).
 
     Batches are planned as in :func:`predict` (with fill rows under data parallelism, left
-    out of the metrics); stateful models go to
+    out of the metrics; over several ``jax.distributed`` processes each runs its rows of
+    every batch, the real rows' outputs are gathered, and every process scores all of them:
+    the same figures on every process, those of one device); stateful models go to
     :func:`seqprep.evaluate_tbptt`, a :class:`seqprep.LengthEnsemble` to its own
     ``evaluate``. Encoder-decoder models are scored teacher-forced by passing a dict ``x``
     (``{"encoder": sources, "decoder": decoder_inputs}``) and the decoder targets as ``y``;
@@ -249,6 +199,7 @@ def evaluate(
         "evaluate", batch_size, max_tokens, padding, "auto", options, kwargs)
     kind = _model_kind(model)
     if kind == "ensemble":
+        _refuse_processes(opts.data_parallel, "evaluate")
         return model.evaluate(x, y, batch_size=batch_size or 256, targets=targets)
     _check_compiled(model)
     if kind == "stateful":
@@ -264,35 +215,63 @@ def evaluate(
     names = _output_names(model)
     outputs = output_targets(y, sample_weight, fields, targets, names)
     plan = _plan(fields, model, max_tokens=max_tokens, batch_size=batch_size, pad_to=pad_to)
-    fields, filled = _filled(fields, plan, opts.data_parallel, "evaluate")
-    batches = _Batches(fields, filled, padding, packed, distribute=filled is not plan)
-    plan = filled
-    slot_axis = packed is not None and not _packed_returns_sequences(model)
-    callbacks = _callback_list(model, callbacks, verbose, len(plan))
+    unfilled = fields
+    fields, filled, layout = _filled(fields, plan, opts.data_parallel, "evaluate")
+    batches = _Batches(fields, filled, padding, packed, layout)
     forward = _forward_of(model)
+    gathered = None
+    if batches.processes > 1:  # every batch's outputs, all processes' real rows, in plan order
+        gathered, structure = _gathered_forward(forward, batches, plan)
+        batches = _Batches(unfilled, plan, padding, packed)  # x as one device has it
+    slot_axis = packed is not None and not _packed_returns_sequences(model)
+    callbacks = _callback_list(model, callbacks, verbose, len(batches))
     scorer: _Scorer | None = None
     model.reset_metrics()
     callbacks.on_test_begin()
-    for b in range(len(plan)):
+    for b in range(len(batches)):
         callbacks.on_test_batch_begin(b)
         idx, xb = batches.inputs(b)
-        preds, masks, structure = forward(xb)
-        real = idx < len(fields)  # fill rows (data parallelism) are no examples
-        if not real.all():
-            idx = idx[real]
-            preds = [p[real] for p in preds]
-            masks = [None if m is None else m[real] for m in masks]
+        if gathered is None:
+            preds, masks, structure = forward(xb)
+            real = batches.real_rows(b)  # fill rows (data parallelism) are no examples
+            idx, preds = idx[:real], [p[:real] for p in preds]
+            masks = [None if m is None else m[:real] for m in masks]
+        else:
+            preds, masks = gathered[b]
         if slot_axis:  # a packed model's one output per slot: slot 0 holds the sequence
             preds = [p[:, 0] for p in preds]
         if scorer is None:
             scorer = _Scorer(model, structure, names, outputs)
-        widths = [int(plan.widths[b, t.field]) for t in outputs]
+        widths = [int(batches.plan.widths[b, t.field]) for t in outputs]
         scorer.add(xb, [batch_targets(t, idx, w, padding, p, m)
                         for t, w, p, m in zip(outputs, widths, preds, masks, strict=True)])
         callbacks.on_test_batch_end(b, {"loss": scorer.loss()})
     results = scorer.results()
     callbacks.on_test_end(results)
     return results
+
+
+def _gathered_forward(
+    forward: Any, batches: _Batches, plan: Any,
+) -> tuple[list[tuple[list[np.ndarray], list[np.ndarray | None]]], Any]:
+    """Under a distribution over several processes: every batch run on this process's rows,
+    then every global batch's outputs and masks (all processes' real rows, in the order of
+    ``plan``, the global plan without fill rows) on every process, and the outputs' structure.
+    The scoring then runs on every process over the same outputs: the same figures everywhere,
+    those of one device."""
+    local, idxs, structure, present = [], [], None, None
+    for b in range(len(batches)):
+        idx, xb = batches.inputs(b)
+        preds, masks, structure = forward(xb)
+        present = [m is not None for m in masks]
+        real = batches.real_rows(b)
+        local.append([p[:real] for p in preds] + [m[:real] for m in masks if m is not None])
+        idxs.append(idx[:real])
+    out = []
+    for leaves in _gather_batches(local, idxs, plan, batches.processes):
+        preds, rest = leaves[: len(present)], iter(leaves[len(present):])
+        out.append((preds, [next(rest) if p else None for p in present]))
+    return out, structure
 
 
 class _Scorer:

@@ -13,7 +13,7 @@ import numpy as np
 from seqprep._core.ragged import as_ragged
 from seqprep.inputs import _kernel
 from seqprep.planning._inference import InferencePlan
-from seqprep.running._inference_batches import _Fields, _fixed_time_axes
+from seqprep.running._inference_batches import _allgather, _Fields, _fixed_time_axes
 
 Outputs = Literal["auto", "sequence", "step"]
 
@@ -137,6 +137,54 @@ def _assemble(
         else:
             results.append(np.split(flat, rag.offsets[1:-1]))
     return results
+
+
+def _take(
+    payload: np.ndarray, at: int, count: int, dtype: np.dtype, tail: tuple[int, ...],
+) -> tuple[np.ndarray, int]:
+    """``count`` rows of ``tail`` items of ``dtype`` read from bytes ``payload[at:]``, and the
+    position after them."""
+    size = count * int(np.prod(tail, dtype=np.int64)) * dtype.itemsize
+    return payload[at : at + size].view(dtype).reshape((count, *tail)), at + size
+
+
+def _gather_batches(
+    local: list[list[np.ndarray]], idxs: list[np.ndarray], plan: InferencePlan, processes: int,
+) -> list[list[np.ndarray]]:
+    """Every global batch's output leaves on every process, from each process's real rows.
+
+    ``local[b]`` holds this process's real rows of batch ``b`` (leaves ``(r, ...)``, fill rows
+    already cut) and ``idxs[b]`` their input indices. Only those are sent (one
+    :func:`._inference_batches._allgather` of their bytes); each process's rows come back in
+    process order, which is the order of ``plan.batch(b)`` (a filled global batch keeps its
+    real rows first and each process holds a contiguous part of it), and the gathered indices
+    are checked against the plan. A leaf's shape past the rows is the same on every process:
+    one global program made it.
+    """
+    counts = np.array([i.size for i in idxs], np.int64)
+    parts = [counts, *(np.asarray(i, np.int64) for i in idxs),
+             *(np.ascontiguousarray(leaf) for leaves in local for leaf in leaves)]
+    payloads = _allgather(np.concatenate([p.view(np.uint8).ravel() for p in parts]), processes)
+    batches = len(local)
+    gathered: list[list[list[np.ndarray]]] = [[[] for _ in leaves] for leaves in local]
+    indices: list[list[np.ndarray]] = [[] for _ in local]
+    for payload in payloads:
+        theirs, at = _take(payload, 0, batches, np.dtype(np.int64), ())
+        for b in range(batches):
+            taken, at = _take(payload, at, int(theirs[b]), np.dtype(np.int64), ())
+            indices[b].append(taken)
+        for b, leaves in enumerate(local):
+            for k, leaf in enumerate(leaves):
+                taken, at = _take(payload, at, int(theirs[b]), leaf.dtype, leaf.shape[1:])
+                gathered[b][k].append(taken)
+    for b in range(batches):
+        if not np.array_equal(np.concatenate(indices[b]), plan.batch(b)):
+            raise RuntimeError(
+                f"The processes' rows of inference batch {b} are not that batch's examples "
+                "in plan order; seqprep's plan and the Keras data layout disagree on which "
+                "rows each process holds.\n- Please report this with your distribution."
+            )
+    return [[np.concatenate(parts) for parts in leaves] for leaves in gathered]
 
 
 def _as_ragged_output(result: Any) -> Any:
