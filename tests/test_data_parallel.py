@@ -229,6 +229,23 @@ def _cat(parts):
     return np.concatenate(parts)
 
 
+def _global_batches(one, filled, plan, widths, processes, per_process):
+    """For each batch ``b`` of ``plan``: ``b``, the batch as one device gathers it from
+    ``one`` (x, y, w), and the global batch that ``processes`` processes of ``per_process``
+    devices each make from ``filled`` with the factors of ``Layout.fill_plan`` (their parts
+    concatenated in process order), with those parts."""
+    from seqprep.inputs import _stage as _inputs
+
+    k = processes * per_process
+    parts = [Layout(k, processes, p).fill_plan(filled, plan.rows, plan.splits, widths)
+             for p in range(processes)]
+    for b in range(len(plan)):
+        alone = _inputs.gather(one, plan.rows[plan.splits[b]:plan.splits[b + 1]], widths[b])
+        got = [_inputs.gather(filled, rows[splits[b]:splits[b + 1]], widths[b],
+                              scales=scales[b]) for rows, splits, scales in parts]
+        yield b, alone, tuple(_cat([g[i] for g in got]) for i in range(3)), got
+
+
 @pytest.mark.parametrize("processes, per_process", [(2, 1), (2, 2), (3, 1)])
 @pytest.mark.parametrize("mode", ["timestep", "timestep_mean", "sequence", "two fields"])
 def test_processes_parts_of_a_batch_give_the_one_device_loss(mode, processes, per_process):
@@ -259,16 +276,11 @@ def test_processes_parts_of_a_batch_give_the_one_device_loss(mode, processes, pe
     widths = _inputs.batch_widths(plan, one)
     filled = _inputs.with_fill(one)
     k = processes * per_process
-    parts = [Layout(k, processes, p).fill_plan(filled, plan.rows, plan.splits, widths)
-             for p in range(processes)]
     loss = keras.losses.MeanSquaredError()  # the default reduction, sum_over_batch_size
     rng = np.random.default_rng(4)
     uneven = False
-    for b in range(len(plan)):
-        a = _inputs.gather(one, plan.rows[plan.splits[b]:plan.splits[b + 1]], widths[b])
-        got = [_inputs.gather(filled, rows[splits[b]:splits[b + 1]], widths[b],
-                              scales=scales[b]) for rows, splits, scales in parts]
-        xb, yb, wb = (_cat([g[i] for g in got]) for i in range(3))
+    for b, a, (xb, yb, wb), got in _global_batches(one, filled, plan, widths, processes,
+                                                   per_process):
         real_steps = [int(np.count_nonzero(g[2])) for g in got]
         uneven |= len(set(real_steps)) > 1
         assert wb.shape[0] == -(-a[2].shape[0] // k) * k
@@ -656,21 +668,14 @@ def test_per_step_targets_with_a_weight_array_keep_the_one_device_loss(
         filled = dataclasses.replace(filled, targets=tuple(
             dataclasses.replace(t, table=dataclasses.replace(t.table, loss_mask=False))
             for t in filled.targets))
-    k = processes * per_process
-    parts = [Layout(k, processes, p).fill_plan(filled, plan.rows, plan.splits, widths)
-             for p in range(processes)]
     loss = keras.losses.MeanSquaredError()  # the default reduction, sum_over_batch_size
     rng = np.random.default_rng(4)
     partial = False
-    for b in range(len(plan)):
-        xa, ya, wa = _inputs.gather(one, plan.rows[plan.splits[b]:plan.splits[b + 1]],
-                                    widths[b])
+    for b, (xa, ya, wa), (xb, yb, wb), _ in _global_batches(one, filled, plan, widths,
+                                                            processes, per_process):
         # Each sequence's weight on its real steps (Keras broadcasts no (B,) weights over a
         # (B, T) loss), as the one-device run gets them.
         np.testing.assert_array_equal(wa, np.where(xa != 0, wa.max(axis=1, keepdims=True), 0))
-        got = [_inputs.gather(filled, rows[splits[b]:splits[b + 1]], widths[b],
-                              scales=scales[b]) for rows, splits, scales in parts]
-        xb, yb, wb = (_cat([g[i] for g in got]) for i in range(3))
         real = xa.shape[0]
         partial |= xb.shape[0] > real
         pred = rng.normal(size=(*yb.shape[:2], 1)).astype(np.float32)
