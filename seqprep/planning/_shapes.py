@@ -347,10 +347,7 @@ def budget_grid(sampler: BucketSampler, max_widths: int = DEFAULT_MAX_WIDTHS) ->
     epochs = getattr(sampler, "train_epochs", DEFAULT_TRAIN_EPOCHS)
     plan = sampler.plan(sampler.epoch)
     best: tuple[float, int, np.ndarray] | None = None
-    for k in range(1, max_widths + 1):
-        grid = width_grid(sampler, k)
-        if best is not None and grid.size < k:  # no more widths to add: larger k, same grid
-            break
+    for grid in _candidate_grids(sampler, max_widths):
         widths = plan.widths(grid, sampler.lengths)
         tokens = int(np.dot(plan.sizes, widths))
         shapes = len(set(zip(plan.sizes.tolist(), widths.tolist(), strict=True)))
@@ -359,6 +356,21 @@ def budget_grid(sampler: BucketSampler, max_widths: int = DEFAULT_MAX_WIDTHS) ->
             best = (total, tokens, grid)
     assert best is not None
     return best[2]
+
+
+def _candidate_grids(
+    sampler: BucketSampler, max_widths: int, field: str | None = None
+) -> list[np.ndarray]:
+    """The distinct optimal grids of 1, 2, ... ``max_widths`` widths (:func:`width_grid`, of
+    ``field`` when given) that a compile budget chooses among: the list stops where a grid of
+    ``k`` widths has fewer than ``k`` (larger ``k``, the same grid)."""
+    grids = [width_grid(sampler, 1, field=field)]
+    for k in range(2, max_widths + 1):
+        grid = width_grid(sampler, k, field=field)
+        if grid.size < k:
+            break
+        grids.append(grid)
+    return grids
 
 
 # The most combinations of per-field grids budget_field_grids tries one by one; beyond, it
@@ -400,15 +412,8 @@ def budget_field_grids(
     """
     max_widths = check_int("max_widths", max_widths, minimum=1)
     names = list(sampler.field_names)
-    grids = []  # per field: its distinct optimal grids of 1, 2, ... widths
-    for name in names:
-        field_grids = [width_grid(sampler, 1, field=name)]
-        for k in range(2, max_widths + 1):
-            grid = width_grid(sampler, k, field=name)
-            if grid.size < k:  # no more widths to add: larger k, same grid
-                break
-            field_grids.append(grid)
-        grids.append(field_grids)
+    # per field: its distinct optimal grids of 1, 2, ... widths
+    grids = [_candidate_grids(sampler, max_widths, field=name) for name in names]
     cost = getattr(sampler, "compile_cost", DEFAULT_COMPILE_COST)
     if cost is None:
         return tuple(g[-1] for g in grids)
